@@ -1,0 +1,497 @@
+//! API keys: how the shop's backend authenticates.
+//!
+//! A key reads `sr_live_<id>_<secret>` (or `sr_test_…`): the id part is public and names the stored
+//! record (`key_<id>`); the secret part carries 256 random bits. Only an HMAC-SHA-256 digest of the
+//! whole key is stored, under the deployment's `api_key_digest` key. Verified keys are cached for a
+//! short time; a revocation clears the cache entry at once on the node that revoked it, and other
+//! nodes see it within the cache lifetime.
+//! Must never: store, log or return the secret after creation; tell a caller whether a presented key
+//! was unknown, revoked or expired (the HTTP answer is identical; only the audit log knows).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use data_encoding::BASE32_NOPAD;
+use strongroom_crypto::KeyedDigest;
+use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
+
+use crate::error::{DomainError, FieldError};
+use crate::merchants::MerchantId;
+use crate::ports::ApiKeyRepository;
+
+define_id!(ApiKeyId, ApiKeyKind, "key");
+
+/// What a key may do. Each endpoint names the one scope it needs in its handler signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Create, list and revoke API keys.
+    AdminApiKeys,
+    /// Read Prometheus metrics.
+    AdminMetrics,
+}
+
+impl Scope {
+    /// Every scope, in documentation order.
+    pub const ALL: &'static [Scope] = &[Scope::AdminApiKeys, Scope::AdminMetrics];
+
+    /// The scope's stable name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::AdminApiKeys => "admin:api_keys",
+            Scope::AdminMetrics => "admin:metrics",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Live keys act on real money; test keys only on the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyMode {
+    /// `sr_live_…`
+    Live,
+    /// `sr_test_…`
+    Test,
+}
+
+impl KeyMode {
+    /// The stable name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KeyMode::Live => "live",
+            KeyMode::Test => "test",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "live" => Some(KeyMode::Live),
+            "test" => Some(KeyMode::Test),
+            _ => None,
+        }
+    }
+}
+
+/// A stored API key (digest only, never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// `key_…`
+    pub id: ApiKeyId,
+    /// The merchant it acts for.
+    pub merchant_id: MerchantId,
+    /// A name the shop chose.
+    pub name: String,
+    /// Live or test.
+    pub mode: KeyMode,
+    /// What it may do, sorted and without duplicates.
+    pub scopes: Vec<Scope>,
+    /// HMAC-SHA-256 of the full key.
+    pub digest: Vec<u8>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// Last successful authentication (updated at most once a minute).
+    pub last_used_at: Option<Timestamp>,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The state of a key at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Usable.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// The stable name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl ApiKeyRecord {
+    /// Its status at `now`.
+    pub fn status(&self, now: Timestamp) -> KeyStatus {
+        if self.revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+}
+
+/// Who is calling, once a key has been verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The key.
+    pub key_id: ApiKeyId,
+    /// Its merchant.
+    pub merchant_id: MerchantId,
+    /// Live or test.
+    pub mode: KeyMode,
+    /// Its scopes.
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    /// Whether the key holds `scope`.
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// Why a presented key was refused. Only logs and the audit log see the difference; clients get
+/// one answer for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Not of the `sr_(live|test)_<id>_<secret>` form.
+    Malformed,
+    /// No key with that id, or the secret does not match.
+    Unknown,
+    /// The key was revoked.
+    Revoked,
+    /// The key expired.
+    Expired,
+}
+
+/// Authentication could not complete for a reason other than a bad key.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The key was refused.
+    #[error("api key refused: {0:?}")]
+    Refused(AuthFailure),
+    /// Storage failed while checking.
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+}
+
+/// What a new key should be.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// A name, 1 to 100 characters, no control characters.
+    pub name: String,
+    /// Requested scopes (strings, validated here so errors can name the element).
+    pub scopes: Vec<String>,
+    /// `live` or `test` (default `live`).
+    pub mode: Option<String>,
+    /// Expiry, which must lie in the future.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A key just created: the record and the one and only copy of its secret.
+#[derive(Debug)]
+pub struct CreatedApiKey {
+    /// The stored record.
+    pub record: ApiKeyRecord,
+    /// The full key, shown once.
+    pub secret: Secret<String>,
+}
+
+const KEY_PREFIX: &str = "sr_";
+const SECRET_BYTES: usize = 32;
+const SECRET_CHARS: usize = 52;
+const ID_CHARS: usize = 26;
+
+/// Splits a presented key into mode and id; `None` when it is not of the key form.
+pub fn parse_presented(token: &str) -> Option<(KeyMode, ApiKeyId)> {
+    let rest = token.strip_prefix(KEY_PREFIX)?;
+    let (mode, rest) = rest.split_once('_')?;
+    let mode = KeyMode::parse(mode)?;
+    let (id_body, secret) = rest.split_once('_')?;
+    if id_body.len() != ID_CHARS || secret.len() != SECRET_CHARS {
+        return None;
+    }
+    if !secret.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)) {
+        return None;
+    }
+    let id = ApiKeyId::parse(&format!("key_{id_body}")).ok()?;
+    Some((mode, id))
+}
+
+#[derive(Debug, Clone)]
+struct CachedKey {
+    record: ApiKeyRecord,
+    fetched_at: Timestamp,
+}
+
+/// Settings of the API key service.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKeySettings {
+    /// How long a verified key is trusted without asking the database again. Other nodes see a
+    /// revocation within this time; the revoking node at once.
+    pub cache_ttl: Duration,
+    /// How often `last_used_at` is written at most, per key.
+    pub last_used_resolution: Duration,
+}
+
+impl Default for ApiKeySettings {
+    fn default() -> Self {
+        Self { cache_ttl: Duration::from_secs(5), last_used_resolution: Duration::from_secs(60) }
+    }
+}
+
+/// Creates, verifies, lists and revokes API keys.
+pub struct ApiKeyService {
+    repo: Arc<dyn ApiKeyRepository>,
+    digest: Arc<KeyedDigest>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    settings: ApiKeySettings,
+    cache: Mutex<HashMap<ApiKeyId, CachedKey>>,
+}
+
+impl fmt::Debug for ApiKeyService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// Bounds the cache so a flood of distinct valid keys cannot grow memory without limit.
+const CACHE_CAPACITY: usize = 10_000;
+
+impl ApiKeyService {
+    /// A service over `repo`, digesting under `digest`.
+    pub fn new(
+        repo: Arc<dyn ApiKeyRepository>,
+        digest: Arc<KeyedDigest>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        settings: ApiKeySettings,
+    ) -> Self {
+        Self { repo, digest, clock, entropy, settings, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// Checks the input and mints a key (not yet stored). `granter_scopes` limits the scopes a key
+    /// may be given: a key can never create a key with a scope it does not hold itself.
+    pub fn mint(
+        &self,
+        merchant_id: &MerchantId,
+        input: NewApiKey,
+        granter_scopes: Option<&[Scope]>,
+    ) -> Result<CreatedApiKey, DomainError> {
+        let now = self.clock.now();
+        let mut errors = Vec::new();
+        let name = input.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 100 {
+            errors.push(FieldError::new("/name", "must be 1 to 100 characters"));
+        } else if name.chars().any(char::is_control) {
+            errors.push(FieldError::new("/name", "must not contain control characters"));
+        }
+        let mut scopes = Vec::new();
+        if input.scopes.is_empty() {
+            errors.push(FieldError::new("/scopes", "must name at least one scope"));
+        }
+        for (i, text) in input.scopes.iter().enumerate() {
+            match Scope::parse(text) {
+                Some(scope) => scopes.push(scope),
+                None => errors.push(FieldError::new(format!("/scopes/{i}"), "is not a known scope")),
+            }
+        }
+        scopes.sort();
+        scopes.dedup();
+        let mode = match input.mode.as_deref() {
+            None => KeyMode::Live,
+            Some(text) => KeyMode::parse(text).unwrap_or_else(|| {
+                errors.push(FieldError::new("/mode", "must be \"live\" or \"test\""));
+                KeyMode::Live
+            }),
+        };
+        if input.expires_at.is_some_and(|at| at <= now) {
+            errors.push(FieldError::new("/expires_at", "must lie in the future"));
+        }
+        if !errors.is_empty() {
+            return Err(DomainError::Validation(errors));
+        }
+        if let Some(held) = granter_scopes {
+            if scopes.iter().any(|s| !held.contains(s)) {
+                return Err(DomainError::Forbidden("a key cannot grant a scope it does not hold"));
+            }
+        }
+        let id = ApiKeyId::generate(self.entropy.as_ref());
+        let mut secret_bytes = [0u8; SECRET_BYTES];
+        self.entropy.fill(&mut secret_bytes);
+        let secret_part = BASE32_NOPAD.encode(&secret_bytes).to_ascii_lowercase();
+        zeroize::Zeroize::zeroize(&mut secret_bytes);
+        let id_body = id.as_str().trim_start_matches("key_");
+        let token = Secret::new(format!("{KEY_PREFIX}{}_{id_body}_{secret_part}", mode.as_str()));
+        drop(Secret::new(secret_part));
+        let record = ApiKeyRecord {
+            id,
+            merchant_id: merchant_id.clone(),
+            name,
+            mode,
+            scopes,
+            digest: self.digest.digest(token.expose().as_bytes()).to_vec(),
+            created_at: now,
+            expires_at: input.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        Ok(CreatedApiKey { record, secret: token })
+    }
+
+    /// Mints and stores a key.
+    pub async fn create(
+        &self,
+        merchant_id: &MerchantId,
+        input: NewApiKey,
+        granter_scopes: Option<&[Scope]>,
+    ) -> Result<CreatedApiKey, DomainError> {
+        let created = self.mint(merchant_id, input, granter_scopes)?;
+        self.repo.insert(&created.record).await?;
+        Ok(created)
+    }
+
+    /// Verifies a presented key.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let refused = |why| Err(AuthError::Refused(why));
+        let Some((mode, id)) = parse_presented(token) else {
+            return refused(AuthFailure::Malformed);
+        };
+        let now = self.clock.now();
+        let (record, from_database) = match self.cached(&id, now) {
+            Some(record) => (record, false),
+            None => match self.repo.by_id_for_auth(&id).await? {
+                Some(record) => (record, true),
+                None => return refused(AuthFailure::Unknown),
+            },
+        };
+        if record.mode != mode || !self.digest.verify(token.as_bytes(), &record.digest) {
+            return refused(AuthFailure::Unknown);
+        }
+        if from_database {
+            self.remember(&record, now);
+        }
+        match record.status(now) {
+            KeyStatus::Revoked => return refused(AuthFailure::Revoked),
+            KeyStatus::Expired => return refused(AuthFailure::Expired),
+            KeyStatus::Active => {}
+        }
+        self.note_use(&record, now).await;
+        Ok(Principal { key_id: record.id, merchant_id: record.merchant_id, mode: record.mode, scopes: record.scopes })
+    }
+
+    fn cached(&self, id: &ApiKeyId, now: Timestamp) -> Option<ApiKeyRecord> {
+        let cache = self.cache.lock().ok()?;
+        let entry = cache.get(id)?;
+        let ttl = i64::try_from(self.settings.cache_ttl.as_millis()).unwrap_or(i64::MAX);
+        (now.millis_since(entry.fetched_at) < ttl).then(|| entry.record.clone())
+    }
+
+    fn remember(&self, record: &ApiKeyRecord, now: Timestamp) {
+        let Ok(mut cache) = self.cache.lock() else { return };
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(record.id.clone(), CachedKey { record: record.clone(), fetched_at: now });
+    }
+
+    fn forget(&self, id: &ApiKeyId) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(id);
+        }
+    }
+
+    async fn note_use(&self, record: &ApiKeyRecord, now: Timestamp) {
+        let resolution = i64::try_from(self.settings.last_used_resolution.as_millis()).unwrap_or(i64::MAX);
+        let stale = record.last_used_at.is_none_or(|at| now.millis_since(at) >= resolution);
+        if !stale {
+            return;
+        }
+        // Update the cached copy first so concurrent requests don't all write.
+        if let Ok(mut cache) = self.cache.lock() {
+            if let Some(entry) = cache.get_mut(&record.id) {
+                entry.record.last_used_at = Some(now);
+            }
+        }
+        if let Err(err) = self.repo.touch_last_used(&record.id, now).await {
+            tracing::warn!(key_id = %record.id, error = %err, "could not record api key use");
+        }
+    }
+
+    /// One key of the merchant.
+    pub async fn get(&self, merchant: &MerchantId, id: &ApiKeyId) -> Result<ApiKeyRecord, DomainError> {
+        self.repo.get(merchant, id).await?.ok_or(DomainError::NotFound)
+    }
+
+    /// The merchant's keys, newest first.
+    pub async fn list(
+        &self,
+        merchant: &MerchantId,
+        starting_after: Option<&ApiKeyId>,
+        limit: u32,
+    ) -> Result<Vec<ApiKeyRecord>, DomainError> {
+        Ok(self.repo.list(merchant, starting_after, limit).await?)
+    }
+
+    /// Revokes a key, effective at once on this node. Revoking twice is harmless.
+    pub async fn revoke(&self, merchant: &MerchantId, id: &ApiKeyId) -> Result<ApiKeyRecord, DomainError> {
+        let revoked = self.repo.revoke(merchant, id, self.clock.now()).await?.ok_or(DomainError::NotFound);
+        self.forget(id);
+        revoked
+    }
+
+    /// The current time of the service's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use strongroom_types::OsEntropy;
+
+    #[test]
+    fn presented_key_form() {
+        let id = ApiKeyId::generate(&OsEntropy);
+        let body = id.as_str().trim_start_matches("key_");
+        let secret = "a".repeat(52);
+        assert_eq!(parse_presented(&format!("sr_live_{body}_{secret}")), Some((KeyMode::Live, id.clone())));
+        assert_eq!(parse_presented(&format!("sr_test_{body}_{secret}")), Some((KeyMode::Test, id.clone())));
+        assert_eq!(parse_presented(&format!("sr_prod_{body}_{secret}")), None);
+        assert_eq!(parse_presented(&format!("sr_live_{body}_{}", "a".repeat(51))), None);
+        assert_eq!(parse_presented(&format!("sr_live_{body}_{}", "A".repeat(52))), None);
+        assert_eq!(parse_presented("Bearer x"), None);
+    }
+
+    #[test]
+    fn scope_names_round_trip() {
+        for scope in Scope::ALL {
+            assert_eq!(Scope::parse(scope.as_str()), Some(*scope));
+        }
+        assert_eq!(Scope::parse("admin:*"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn parse_presented_never_panics(s in ".{0,120}") {
+            let _ = parse_presented(&s);
+        }
+    }
+}

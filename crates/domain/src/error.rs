@@ -1,0 +1,59 @@
+//! Domain errors: what went wrong in the domain's own terms. The HTTP layer maps each variant to
+//! one problem code in one place.
+
+/// A storage adapter failed. The message is for logs only and never reaches a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or the pool is exhausted; a retry may work.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness or foreign-key rule was broken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Anything else (a bug, corrupt data).
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+/// A field of the input that failed validation: a JSON pointer and a message that never echoes the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON pointer (RFC 6901) to the field, e.g. `/scopes/2`.
+    pub pointer: String,
+    /// What is wrong, without the value.
+    pub detail: String,
+}
+
+impl FieldError {
+    /// A field error at `pointer`.
+    pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { pointer: pointer.into(), detail: detail.into() }
+    }
+}
+
+/// Errors of the domain services.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The input is well-formed JSON but breaks a rule.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// The object does not exist or belongs to another merchant (the two are indistinguishable).
+    #[error("not found")]
+    NotFound,
+    /// The caller asked for more than it holds (e.g. a key creating a key with broader scopes).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The KMS failed.
+    #[error(transparent)]
+    Kms(#[from] strongroom_crypto::KmsError),
+}
+
+impl DomainError {
+    /// A single-field validation error.
+    pub fn invalid(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(pointer, detail)])
+    }
+}

@@ -1,0 +1,56 @@
+//! The deployment keyring: named 256-bit keys, created on first use, stored wrapped by the KMS
+//! root key, unwrapped once at start and held in memory as [`strongroom_crypto::Key256`].
+//! Must never: store or log an unwrapped key.
+
+use std::sync::Arc;
+
+use strongroom_crypto::{Key256, Kms};
+use strongroom_types::{Clock, Entropy, Secret};
+
+use crate::DomainError;
+use crate::ports::{KeyringRepository, WrappedKey};
+
+/// The key that API key digests are computed under.
+pub const API_KEY_DIGEST: &str = "api_key_digest";
+
+/// Loads the named key, creating and storing it (wrapped) when the deployment has none yet.
+pub async fn load_or_create(
+    name: &str,
+    repo: &dyn KeyringRepository,
+    kms: &dyn Kms,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+) -> Result<Key256, DomainError> {
+    let context = format!("keyring/{name}");
+    let stored = match repo.get(name).await? {
+        Some(stored) => stored,
+        None => {
+            let fresh: Key256 = Secret::new(strongroom_types::entropy::random_array(entropy));
+            let wrapped = kms.wrap(&context, &fresh).await?;
+            let candidate =
+                WrappedKey { name: name.to_owned(), kms_key_id: kms.key_id(), wrapped, created_at: clock.now() };
+            repo.insert_if_absent(&candidate).await?
+        }
+    };
+    Ok(kms.unwrap(&context, &stored.wrapped).await?)
+}
+
+/// Keys the running process holds, unwrapped.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    /// Digest key for API keys.
+    pub api_key_digest: Arc<strongroom_crypto::KeyedDigest>,
+}
+
+impl Keyring {
+    /// Loads (or creates) every key the process needs.
+    pub async fn load(
+        repo: &dyn KeyringRepository,
+        kms: &dyn Kms,
+        clock: &dyn Clock,
+        entropy: &dyn Entropy,
+    ) -> Result<Self, DomainError> {
+        let api_key_digest = load_or_create(API_KEY_DIGEST, repo, kms, clock, entropy).await?;
+        Ok(Self { api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)) })
+    }
+}

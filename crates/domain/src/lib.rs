@@ -1,0 +1,15 @@
+//! The rules of strongroom, one module per capability, and the ports adapters implement.
+//!
+//! Owns: merchants (tenants), API keys and their scopes, the deployment keyring, first-start
+//! bootstrap, and the repository traits in [`ports`].
+//! Must never: import axum, sqlx, reqwest or any other adapter; read the clock or the random source
+//! except through the injected [`strongroom_types::Clock`] and [`strongroom_types::Entropy`].
+
+pub mod api_keys;
+pub mod bootstrap;
+pub mod error;
+pub mod keyring;
+pub mod merchants;
+pub mod ports;
+
+pub use error::{DomainError, StoreError};

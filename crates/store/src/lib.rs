@@ -1,0 +1,190 @@
+//! Storage adapters: the repository ports of `strongroom-domain` on SQLite and PostgreSQL.
+//!
+//! One [`Store`] holds either a SQLite or a PostgreSQL pool. Each query is written once in SQL that
+//! both databases accept (numbered `$n` parameters, `ON CONFLICT`, `RETURNING`, row values), with
+//! portable column types (`TEXT`, 64-bit integers, blobs); the [`on_pool!`] macro expands each body
+//! for both concrete pools, so both run on sqlx's native drivers rather than the slower `Any` driver.
+//! Where DDL differs, the migration folders differ (`migrations/sqlite`, `migrations/postgres`).
+//! Must never: build SQL from input by string concatenation, or let a multi-row change span more
+//! than one transaction.
+
+mod repositories;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use strongroom_domain::StoreError;
+
+/// A database connection pool of either backend.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of whichever backend `$store` uses.
+/// The body is compiled once per backend, so each runs on its native driver.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite($pool) => $body,
+            $crate::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `sqlite://…` or `sqlite:…`
+    Sqlite,
+    /// `postgres://…` or `postgresql://…`
+    Postgres,
+}
+
+impl BackendKind {
+    /// The backend a database URL names, if any.
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// The stable name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Most connections open at once; `None` sizes the pool for the machine.
+    pub max_connections: Option<u32>,
+    /// How long a request waits for a free connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self { max_connections: None, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2))
+}
+
+pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        _ => StoreError::Other(err.to_string()),
+    }
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`). SQLite files are created when
+    /// missing and run in WAL mode with `synchronous=FULL`, so an acknowledged commit survives a crash.
+    pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
+        let kind = BackendKind::of_url(url).ok_or_else(|| {
+            StoreError::Other("database URL must start with sqlite:// or postgres://".to_owned())
+        })?;
+        let backend = match kind {
+            BackendKind::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(store_error)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 2).max(4)))
+                    .min_connections(1)
+                    .acquire_timeout(settings.acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(store_error)?;
+                Backend::Sqlite(pool)
+            }
+            BackendKind::Postgres => {
+                let options = PgConnectOptions::from_str(url).map_err(store_error)?.application_name("strongroom");
+                let pool = PgPoolOptions::new()
+                    .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 4).max(8)))
+                    .min_connections(1)
+                    .acquire_timeout(settings.acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(store_error)?;
+                Backend::Postgres(pool)
+            }
+        };
+        Ok(Self { backend })
+    }
+
+    /// Which backend this store uses.
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// Applies pending migrations; returns how many were applied now.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let migrator = match self.kind() {
+            BackendKind::Sqlite => &SQLITE_MIGRATIONS,
+            BackendKind::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let before = self.applied_migrations().await.unwrap_or(0);
+        let result = on_pool!(self, pool => migrator.run(pool).await);
+        result.map_err(|e| StoreError::Other(format!("migration failed: {e}")))?;
+        let after = self.applied_migrations().await.unwrap_or(0);
+        Ok(after.saturating_sub(before))
+    }
+
+    /// Number of migrations recorded as applied (0 on a new database).
+    async fn applied_migrations(&self) -> Result<usize, StoreError> {
+        let sql = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let count: i64 = on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await).map_err(store_error)?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await);
+    }
+}
+
+impl Store {
+    /// Runs one administrative statement (e.g. `CREATE DATABASE` in test set-up). The statement
+    /// must not contain input from outside the program.
+    pub async fn execute_admin(&self, statement: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::raw_sql(statement).execute(pool).await.map(|r| r.rows_affected()))
+            .map_err(store_error)?;
+        Ok(())
+    }
+}
