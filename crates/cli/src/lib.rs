@@ -1,1 +1,16 @@
-//! placeholder
+//! The strongroom application: configuration, the data directory, wiring, and the commands.
+//!
+//! Owns: loading and validating configuration ([`config`]), creating the data directory with its
+//! root key and development TLS certificate ([`data_dir`]), wiring adapters to domain services and
+//! starting the server ([`app`]), and the subcommands ([`commands`]).
+//! Must never: be depended on by another strongroom crate except `testkit`; print a secret anywhere
+//! but the operator's terminal at the moment it is created.
+
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod data_dir;
+pub mod logging;
+
+pub use app::Application;
+pub use config::Config;

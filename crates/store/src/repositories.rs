@@ -294,3 +294,13 @@ impl KeyringRepository for Store {
             .ok_or_else(|| StoreError::Other("keyring entry vanished after insert".to_owned()))
     }
 }
+
+impl Store {
+    /// The merchant created at first start, if the deployment has been started.
+    pub async fn first_merchant(&self) -> Result<Option<MerchantId>, StoreError> {
+        let sql = "SELECT merchant_id FROM bootstrap WHERE singleton = 1";
+        let id: Option<String> =
+            on_pool!(self, pool => sqlx::query_scalar(sql).fetch_optional(pool).await).map_err(store_error)?;
+        id.map(|id| MerchantId::parse(&id).map_err(|_| corrupt("merchant id"))).transpose()
+    }
+}

@@ -8,8 +8,7 @@ use std::fmt;
 use zeroize::Zeroize;
 
 /// A secret value. `Debug` prints `Secret([REDACTED])`; there is deliberately no `Display`,
-/// `Serialize`, `PartialEq` (use a constant-time comparison) or `Clone` of the inner value
-/// unless the caller asks for it with [`Secret::clone_secret`].
+/// `Serialize` or `PartialEq` (use a constant-time comparison). Clones are zeroized on drop too.
 pub struct Secret<T: Zeroize>(T);
 
 impl<T: Zeroize> Secret<T> {
@@ -26,9 +25,15 @@ impl<T: Zeroize> Secret<T> {
 }
 
 impl<T: Zeroize + Clone> Secret<T> {
-    /// An explicit copy of the secret (there is no `Clone` impl so copies are never implicit).
+    /// A copy of the secret (the same as `clone`, named for grep-ability at key-handling sites).
     pub fn clone_secret(&self) -> Self {
         Self(self.0.clone())
+    }
+}
+
+impl<T: Zeroize + Clone> Clone for Secret<T> {
+    fn clone(&self) -> Self {
+        self.clone_secret()
     }
 }
 

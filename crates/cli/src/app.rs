@@ -1,0 +1,155 @@
+//! Wiring: concrete adapters (store, KMS) to domain services, then the HTTP server.
+//! Must never: be bypassed; every process that serves strongroom goes through [`Application::build`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use strongroom_crypto::{Kms, LocalKeyFile};
+use strongroom_domain::api_keys::{ApiKeyService, ApiKeySettings};
+use strongroom_domain::bootstrap::{Bootstrapped, bootstrap_if_new};
+use strongroom_domain::keyring::Keyring;
+use strongroom_http::server::{ApiTransport, RunningServer, ServeConfig};
+use strongroom_http::{AppState, HttpSettings};
+use strongroom_store::{PoolSettings, Store};
+use strongroom_types::{Clock, Entropy};
+
+use crate::config::{Config, KmsProvider, TlsMode};
+use crate::data_dir;
+
+/// A connected store with migrations applied, the KMS and the unwrapped keyring.
+#[derive(Debug)]
+pub struct Core {
+    /// The database.
+    pub store: Store,
+    /// The root key provider.
+    pub kms: Arc<dyn Kms>,
+    /// Deployment keys.
+    pub keyring: Keyring,
+    /// Whether the root key file was created now.
+    pub root_key_created: bool,
+}
+
+impl Core {
+    /// Opens the data directory, root key and database; applies migrations; loads the keyring.
+    pub async fn open(config: &Config, clock: &dyn Clock, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
+        data_dir::ensure_dir(&config.data_dir)?;
+        let (kms, root_key_created): (Arc<dyn Kms>, bool) = match config.kms.provider {
+            KmsProvider::Local => {
+                let (kms, created) = LocalKeyFile::open_or_create(&config.root_key_file(), entropy.clone())?;
+                (Arc::new(kms), created)
+            }
+        };
+        let pool = PoolSettings {
+            max_connections: config.database.max_connections,
+            acquire_timeout: config.database.acquire_timeout,
+        };
+        let url = config.database_url();
+        data_dir::precreate_sqlite_file(url.expose())?;
+        let store = Store::connect(url.expose(), pool)
+            .await
+            .with_context(|| format!("cannot open the database {}", crate::config::mask_url(url.expose())))?;
+        let applied = store.migrate().await?;
+        if applied > 0 {
+            tracing::info!(applied, backend = store.kind().as_str(), "database migrations applied");
+        }
+        let keyring = Keyring::load(&store, kms.as_ref(), clock, entropy.as_ref())
+            .await
+            .context("cannot load the deployment keyring (is this the root key the database was created with?)")?;
+        Ok(Self { store, kms, keyring, root_key_created })
+    }
+
+    /// The API key service over this core.
+    pub fn api_keys(&self, config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> ApiKeyService {
+        ApiKeyService::new(
+            Arc::new(self.store.clone()),
+            self.keyring.api_key_digest.clone(),
+            clock,
+            entropy,
+            ApiKeySettings { cache_ttl: config.api_keys.cache_ttl, ..ApiKeySettings::default() },
+        )
+    }
+}
+
+/// A running strongroom.
+#[derive(Debug)]
+pub struct Application {
+    /// The listeners.
+    pub server: RunningServer,
+    /// The database.
+    pub store: Store,
+    /// What a first start created (only on the first start of a deployment).
+    pub bootstrapped: Option<Bootstrapped>,
+    /// The CA certificate clients should trust, when strongroom made its own certificate.
+    pub dev_ca: Option<PathBuf>,
+}
+
+impl Application {
+    /// Opens everything, bootstraps a new deployment, and starts serving.
+    pub async fn build(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
+        let core = Core::open(config, clock.as_ref(), entropy.clone()).await?;
+        let api_keys = Arc::new(core.api_keys(config, clock.clone(), entropy.clone()));
+        let bootstrapped = bootstrap_if_new(&core.store, &api_keys, entropy.as_ref()).await?;
+
+        let (transport, dev_ca) = match config.server.tls {
+            TlsMode::TerminatedUpstream => (ApiTransport::PlainBehindProxy, None),
+            TlsMode::Builtin => {
+                let (cert, key, dev_ca) = match (&config.tls.cert_file, &config.tls.key_file) {
+                    (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
+                    _ => {
+                        let (files, _) = data_dir::ensure_dev_tls(&config.tls_dir())?;
+                        (files.cert, files.key, Some(files.ca))
+                    }
+                };
+                let cert_pem = std::fs::read(&cert).with_context(|| format!("tls.cert_file {}", cert.display()))?;
+                let key_pem = std::fs::read(&key).with_context(|| format!("tls.key_file {}", key.display()))?;
+                let tls = strongroom_http::tls::server_config(&cert_pem, &key_pem)?;
+                (ApiTransport::Tls(tls), dev_ca)
+            }
+        };
+        let settings = HttpSettings {
+            body_limit: config.server.body_limit_bytes,
+            request_timeout: config.server.request_timeout,
+            concurrency_limit: config.server.concurrency_limit,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            metrics_on_api: config.metrics.listen.is_none(),
+        };
+        let state = AppState {
+            api_keys,
+            merchants: Arc::new(core.store.clone()),
+            health: Arc::new(core.store.clone()),
+            metrics: Arc::new(strongroom_http::metrics::Metrics::new()),
+            settings: Arc::new(settings),
+        };
+        let serve = ServeConfig {
+            api_addr: config.server.listen,
+            transport,
+            redirect_addr: config.server.redirect_listen,
+            metrics_addr: config.metrics.listen,
+            shutdown_grace: config.server.shutdown_grace,
+        };
+        let server = RunningServer::start(serve, state)
+            .await
+            .with_context(|| format!("cannot listen on server.listen {}", config.server.listen))?;
+        tracing::info!(
+            api = %server.api_addr,
+            backend = core.store.kind().as_str(),
+            kms = %core.kms.key_id(),
+            "strongroom serving"
+        );
+        Ok(Self { server, store: core.store, bootstrapped, dev_ca })
+    }
+
+    /// Where the API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.server.api_addr
+    }
+
+    /// Stops accepting, finishes in-flight requests, closes the pool.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+        self.store.close().await;
+        tracing::info!("strongroom stopped");
+    }
+}

@@ -1,0 +1,366 @@
+//! The subcommands of the `strongroom` binary.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use strongroom_domain::api_keys::{ApiKeyId, NewApiKey, Scope};
+use strongroom_domain::merchants::MerchantId;
+use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
+
+use crate::app::{Application, Core};
+use crate::config::{self, Config, LogFormat, Overrides, TlsMode};
+
+/// strongroom: the security core of an online shop (vault, identity, payments, audit).
+#[derive(Debug, Parser)]
+#[command(name = "strongroom", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: ./strongroom.toml when present).
+    #[arg(long, global = true, env = "STRONGROOM_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory: database, root key, TLS files (default ./strongroom-data).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database: sqlite://PATH (default, in the data directory) or postgres://…
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (HTTPS on 127.0.0.1:8443 by default). The first start creates the data
+    /// directory, the default merchant and a bootstrap API key, printed once.
+    Serve,
+    /// Apply pending database migrations and exit (serve also applies them at start).
+    Migrate,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create, list and revoke API keys directly in the database.
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+    /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
+    Healthcheck {
+        /// The readiness URL (default: derived from server.listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective values, secrets masked.
+    Check,
+}
+
+/// `apikey` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it once (JSON on standard output).
+    Create {
+        /// A name for the key.
+        #[arg(long)]
+        name: String,
+        /// A scope to grant (repeat for several). Known scopes: admin:api_keys, admin:metrics.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// live or test.
+        #[arg(long, default_value = "live")]
+        mode: String,
+        /// Expire after this long, e.g. 30d or 12h.
+        #[arg(long, value_parser = humantime_duration)]
+        expires_in: Option<Duration>,
+        /// The merchant (default: the deployment's first merchant).
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+    /// List a merchant's keys (never their secrets).
+    List {
+        /// The merchant (default: the deployment's first merchant).
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+    /// Revoke a key. A running server notices within api_keys.cache_ttl (5 s by default).
+    Revoke {
+        /// `key_…`
+        id: String,
+        /// The merchant (default: the deployment's first merchant).
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Exit codes: 0 success, 1 failure, 2 bad configuration or usage.
+pub async fn run(cli: Cli) -> i32 {
+    let overrides = Overrides {
+        config_file: cli.config.clone(),
+        data_dir: cli.data_dir.clone(),
+        database_url: cli.database_url.clone(),
+        log_format: cli.log_format,
+    };
+    let config = match config::load(&overrides, std::env::vars()) {
+        Ok(config) => config,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "configuration error: {err}");
+            return 2;
+        }
+    };
+    if !matches!(cli.command, Command::Config(_) | Command::Healthcheck { .. }) {
+        crate::logging::init(config.log_format, &config.log_level);
+    }
+    let result = match cli.command {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Config(ConfigCommand::Check) => {
+            print(&config.to_masked_toml());
+            Ok(())
+        }
+        Command::Apikey(command) => apikey(&config, command).await,
+        Command::Healthcheck { url, timeout_secs } => return healthcheck(&config, url, timeout_secs).await,
+    };
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            1
+        }
+    }
+}
+
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let app = Application::build(config, Arc::new(SystemClock), Arc::new(OsEntropy)).await?;
+    print(&banner(config, &app));
+    wait_for_signal().await;
+    tracing::info!("shutdown requested; finishing in-flight requests");
+    app.shutdown().await;
+    Ok(())
+}
+
+fn banner(config: &Config, app: &Application) -> String {
+    let addr = app.api_addr();
+    let scheme = if config.server.tls == TlsMode::Builtin { "https" } else { "http" };
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+    let base = format!("{scheme}://{host}:{}", addr.port());
+    let mut text = format!(
+        "strongroom {} is serving ({} database)\n  API        {base}/v1/\n  OpenAPI    {base}/openapi.json\n  Health     {base}/healthz  (ready: {base}/readyz)\n",
+        env!("CARGO_PKG_VERSION"),
+        app.store.kind().as_str(),
+    );
+    let ca = app.dev_ca.as_ref().map(|ca| ca.display().to_string());
+    if let Some(ca) = &ca {
+        text.push_str(&format!("  TLS        development certificate; clients trust {ca}\n"));
+    }
+    let curl_ca = ca.map(|ca| format!("--cacert {ca} ")).unwrap_or_default();
+    match &app.bootstrapped {
+        Some(boot) => {
+            text.push_str(&format!(
+                "\nFirst start: created merchant {} and this bootstrap API key with every scope.\n\
+                 It is shown only now (strongroom keeps only a keyed digest); store it in your secret manager:\n\n    {}\n\n\
+                 Try it:\n    curl {curl_ca}-H \"Authorization: Bearer <key>\" {base}/v1/merchant\n\
+                 Then create narrower keys (POST /v1/api-keys or `strongroom apikey create`) and revoke this one.\n",
+                boot.merchant.id,
+                boot.api_key.expose(),
+            ));
+        }
+        None => text.push_str(&format!(
+            "\n  Try        curl {curl_ca}-H \"Authorization: Bearer $STRONGROOM_API_KEY\" {base}/v1/merchant\n"
+        )),
+    }
+    text.push_str("Stop with Ctrl-C (in-flight requests finish first).\n");
+    text
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let url = config.database_url();
+    crate::data_dir::ensure_dir(&config.data_dir)?;
+    let store = strongroom_store::Store::connect(url.expose(), strongroom_store::PoolSettings::default())
+        .await
+        .with_context(|| format!("cannot open the database {}", config::mask_url(url.expose())))?;
+    let applied = store.migrate().await?;
+    store.close().await;
+    print(&format!("{applied} migration(s) applied; the database is up to date"));
+    Ok(())
+}
+
+async fn default_merchant(core: &Core, given: Option<String>) -> anyhow::Result<MerchantId> {
+    match given {
+        Some(text) => MerchantId::parse(&text).map_err(|e| anyhow::anyhow!("--merchant: {e}")),
+        None => {
+            core.store
+                .first_merchant()
+                .await?
+                .context("the deployment has no merchant yet: run `strongroom serve` once first")
+        }
+    }
+}
+
+async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+    if !config.root_key_file().exists() && config.kms.provider == config::KmsProvider::Local {
+        bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
+    }
+    let core = Core::open(config, clock.as_ref(), entropy.clone()).await?;
+    let service = core.api_keys(config, clock.clone(), entropy);
+    let result = match command {
+        ApiKeyCommand::Create { name, scopes, mode, expires_in, merchant } => {
+            let merchant = default_merchant(&core, merchant).await?;
+            let expires_at = expires_in.map(|d| clock.now().saturating_add(d));
+            let input = NewApiKey { name, scopes, mode: Some(mode), expires_at };
+            let created = service.create(&merchant, input, None).await.map_err(describe_domain)?;
+            let out = serde_json::json!({
+                "id": created.record.id.as_str(),
+                "merchant": merchant.as_str(),
+                "mode": created.record.mode.as_str(),
+                "scopes": created.record.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "expires_at": created.record.expires_at.map(|t| t.to_rfc3339()),
+                "secret": created.secret.expose(),
+            });
+            print(&serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        ApiKeyCommand::List { merchant } => {
+            let merchant = default_merchant(&core, merchant).await?;
+            let now = clock.now();
+            let mut text = format!("{:<30} {:<8} {:<5} {:<30} {:<25} {}\n", "ID", "STATUS", "MODE", "NAME", "LAST USED", "SCOPES");
+            let mut cursor: Option<ApiKeyId> = None;
+            loop {
+                let page = service.list(&merchant, cursor.as_ref(), 100).await.map_err(describe_domain)?;
+                for key in &page {
+                    text.push_str(&format!(
+                        "{:<30} {:<8} {:<5} {:<30} {:<25} {}\n",
+                        key.id.as_str(),
+                        key.status(now).as_str(),
+                        key.mode.as_str(),
+                        key.name.chars().take(30).collect::<String>(),
+                        key.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
+                        key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+                    ));
+                }
+                match page.last() {
+                    Some(last) if page.len() == 100 => cursor = Some(last.id.clone()),
+                    _ => break,
+                }
+            }
+            print(&text);
+            Ok(())
+        }
+        ApiKeyCommand::Revoke { id, merchant } => {
+            let merchant = default_merchant(&core, merchant).await?;
+            let id = ApiKeyId::parse(&id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
+            let key = service.revoke(&merchant, &id).await.map_err(describe_domain)?;
+            print(&format!(
+                "{} revoked at {}",
+                key.id,
+                key.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+            ));
+            Ok(())
+        }
+    };
+    core.store.close().await;
+    result
+}
+
+fn describe_domain(err: strongroom_domain::DomainError) -> anyhow::Error {
+    match err {
+        strongroom_domain::DomainError::Validation(fields) => anyhow::anyhow!(
+            "invalid input: {}",
+            fields.iter().map(|f| format!("{} {}", f.pointer.trim_start_matches('/'), f.detail)).collect::<Vec<_>>().join("; ")
+        ),
+        strongroom_domain::DomainError::NotFound => anyhow::anyhow!("no such key for this merchant"),
+        other => anyhow::anyhow!(other),
+    }
+}
+
+/// Scopes known to this build, for help texts.
+pub fn known_scopes() -> Vec<&'static str> {
+    Scope::ALL.iter().map(|s| s.as_str()).collect()
+}
+
+async fn healthcheck(config: &Config, url: Option<String>, timeout_secs: u64) -> i32 {
+    let builtin = config.server.tls == TlsMode::Builtin;
+    let url = url.unwrap_or_else(|| {
+        let addr = config.server.listen;
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+        format!("{}://{host}:{}/readyz", if builtin { "https" } else { "http" }, addr.port())
+    });
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(timeout_secs));
+    let ca = crate::data_dir::DevTls::in_dir(&config.tls_dir()).ca;
+    if let Ok(pem) = std::fs::read(&ca) {
+        if let Ok(cert) = reqwest::Certificate::from_pem(&pem) {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = match builder.build() {
+        Ok(client) => client,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "healthcheck: {err}");
+            return 1;
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => {
+            print(&format!("ready: {url} answered {}", response.status()));
+            0
+        }
+        Ok(response) => {
+            let _ = writeln!(std::io::stderr(), "not ready: {url} answered {}", response.status());
+            1
+        }
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "not ready: {url}: {err}");
+            1
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! Configuration: defaults, then `strongroom.toml`, then `STRONGROOM_*` variables (nested keys with
+//! `__`, e.g. `STRONGROOM_SERVER__LISTEN`), then `STRONGROOM_*_FILE` variables whose file holds the
+//! value (for secrets), then command-line flags. Loaded once, in the binary; unknown keys are
+//! rejected and every error names the key.
+//! Must never: print or log a secret value (serializing a [`Config`] masks them).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize, Serializer};
+use strongroom_types::Secret;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How the API listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// strongroom terminates TLS itself (the default).
+    Builtin,
+    /// A load balancer in front terminates TLS; the API listener speaks plain HTTP.
+    /// Only for deployments where the hop to strongroom is private.
+    TerminatedUpstream,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database, root key and TLS files live. Default `./strongroom-data`.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`. Default: SQLite in the data directory.
+    #[serde(serialize_with = "masked_url", skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<Secret<String>>,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,strongroom_http=debug`.
+    pub log_level: String,
+    /// Listeners and HTTP limits.
+    pub server: ServerConfig,
+    /// TLS certificate.
+    pub tls: TlsConfig,
+    /// Metrics.
+    pub metrics: MetricsConfig,
+    /// Database pool.
+    pub database: DatabaseConfig,
+    /// API keys.
+    pub api_keys: ApiKeysConfig,
+    /// Root key provider.
+    pub kms: KmsConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// API listener. Default `127.0.0.1:8443`.
+    pub listen: SocketAddr,
+    /// `builtin` (default) or `terminated_upstream`.
+    pub tls: TlsMode,
+    /// Optional plain-HTTP listener that redirects browser routes to HTTPS.
+    pub redirect_listen: Option<SocketAddr>,
+    /// Largest request body in bytes. Default 1 MiB.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most requests in flight; more are answered 503. Default 1024.
+    pub concurrency_limit: usize,
+    /// Proxies (CIDR) whose `X-Forwarded-For` is believed. Default none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long in-flight requests may take to finish at shutdown. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Default: a development certificate created in the data directory.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A separate plain-HTTP listener for `/metrics` without authentication (bind it to an
+    /// internal address). When unset, `/metrics` is on the API listener and needs `admin:metrics`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Pool size; default sized for the machine (SQLite 2×cores, PostgreSQL 4×cores).
+    pub max_connections: Option<u32>,
+    /// How long to wait for a connection. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+/// `[api_keys]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysConfig {
+    /// How long a verified key is trusted before the database is asked again (other nodes see a
+    /// revocation within this time). Default 5 s; at most 60 s.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+/// `[kms]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KmsConfig {
+    /// `local` (a key file; development only).
+    pub provider: KmsProvider,
+    /// Root key file for the `local` provider. Default `<data_dir>/root.key`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Root key providers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KmsProvider {
+    /// A local key file (mode 0600). Unfit for production.
+    #[default]
+    Local,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./strongroom-data"),
+            database_url: None,
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
+            metrics: MetricsConfig::default(),
+            database: DatabaseConfig::default(),
+            api_keys: ApiKeysConfig::default(),
+            kms: KmsConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls: TlsMode::Builtin,
+            redirect_listen: None,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            concurrency_limit: 1024,
+            trusted_proxies: Vec::new(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { max_connections: None, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self { cache_ttl: Duration::from_secs(5) }
+    }
+}
+
+/// Masks the password of a URL: `postgres://app:****@db/strongroom`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let path = match path.split_once('?') {
+        Some((path, _query)) => format!("{path}?****"),
+        None => path.to_owned(),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:****@{host}{path}")
+        }
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+fn masked_url<S: Serializer>(url: &Option<Secret<String>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_str(&mask_url(url.expose())),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Command-line values that override everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config`
+    pub config_file: Option<PathBuf>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`
+    pub database_url: Option<String>,
+    /// `--log-format`
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration error, naming the key.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const ENV_PREFIX: &str = "STRONGROOM_";
+
+/// Variables with the prefix that are not configuration keys.
+fn is_reserved_env(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "config" || key.starts_with("test_")
+}
+
+/// Loads the configuration from `vars` (normally `std::env::vars()`) and the overrides.
+pub fn load(overrides: &Overrides, vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    let default_file = PathBuf::from("strongroom.toml");
+    match &overrides.config_file {
+        Some(path) if !path.exists() => {
+            return Err(ConfigError(format!("config file {} does not exist", path.display())));
+        }
+        Some(path) => figment = figment.merge(Toml::file_exact(path)),
+        None if default_file.exists() => figment = figment.merge(Toml::file_exact(&default_file)),
+        None => {}
+    }
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    let plain: Vec<(String, String)> = vars
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(ENV_PREFIX).map(|k| (k.to_owned(), v.clone())))
+        .filter(|(k, _)| !is_reserved_env(k) && !k.ends_with("_FILE"))
+        .collect();
+    // Built from `vars` rather than read from the process environment, so tests stay hermetic.
+    figment = figment.merge(EnvVars(plain));
+    for (name, path) in vars.iter().filter_map(|(k, v)| {
+        let key = k.strip_prefix(ENV_PREFIX)?.strip_suffix("_FILE")?;
+        (!is_reserved_env(key)).then(|| (k.clone(), (key.to_ascii_lowercase().replace("__", "."), v.clone())))
+    }) {
+        let (key, file) = path;
+        let value = std::fs::read_to_string(&file)
+            .map_err(|e| ConfigError(format!("{name}: cannot read {file}: {e}")))?;
+        figment = figment.merge((key, value.trim_end_matches(['\r', '\n']).to_owned()));
+    }
+    if let Some(dir) = &overrides.data_dir {
+        figment = figment.merge(("data_dir", dir.display().to_string()));
+    }
+    if let Some(url) = &overrides.database_url {
+        figment = figment.merge(("database_url", url.clone()));
+    }
+    if let Some(format) = overrides.log_format {
+        figment = figment.merge(("log_format", format));
+    }
+    let config: Config = figment.extract().map_err(|e| ConfigError(describe(&e)))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn describe(err: &figment::Error) -> String {
+    err.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// `STRONGROOM_*` variables as a provider: `SERVER__LISTEN` becomes `server.listen`, and values
+/// are parsed as figment's own environment provider parses them (numbers, booleans, arrays).
+struct EnvVars(Vec<(String, String)>);
+
+impl figment::Provider for EnvVars {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("STRONGROOM_* environment variable")
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (key, value) in &self.0 {
+            let parsed: figment::value::Value = value.parse().unwrap_or_else(|_| value.clone().into());
+            let key = key.to_ascii_lowercase();
+            let segments: Vec<&str> = key.split("__").collect();
+            let nested = segments.into_iter().rev().fold(parsed, |acc, segment| {
+                let mut map = figment::value::Dict::new();
+                map.insert(segment.to_owned(), acc);
+                map.into()
+            });
+            if let figment::value::Value::Dict(_, map) = nested {
+                dict = merge_dicts(dict, map);
+            }
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+fn merge_dicts(mut base: figment::value::Dict, other: figment::value::Dict) -> figment::value::Dict {
+    for (key, value) in other {
+        let merged = match (base.remove(&key), value) {
+            (Some(figment::value::Value::Dict(_, a)), figment::value::Value::Dict(_, b)) => merge_dicts(a, b).into(),
+            (_, value) => value,
+        };
+        base.insert(key, merged);
+    }
+    base
+}
+
+impl Config {
+    /// Checks rules serde cannot express; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if let Some(url) = &self.database_url {
+            if strongroom_store::BackendKind::of_url(url.expose()).is_none() {
+                return fail("database_url", "must start with sqlite:// or postgres://");
+            }
+        }
+        if self.server.body_limit_bytes == 0 {
+            return fail("server.body_limit_bytes", "must be greater than 0");
+        }
+        if self.server.concurrency_limit == 0 {
+            return fail("server.concurrency_limit", "must be greater than 0");
+        }
+        if self.server.request_timeout.is_zero() {
+            return fail("server.request_timeout", "must be greater than 0");
+        }
+        if self.api_keys.cache_ttl > Duration::from_secs(60) {
+            return fail("api_keys.cache_ttl", "must be at most 60s (revocations must reach every node quickly)");
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return fail("tls.cert_file", "tls.cert_file and tls.key_file go together");
+        }
+        let mut ports = vec![("server.listen", self.server.listen)];
+        ports.extend(self.server.redirect_listen.map(|a| ("server.redirect_listen", a)));
+        ports.extend(self.metrics.listen.map(|a| ("metrics.listen", a)));
+        for (i, (key, addr)) in ports.iter().enumerate() {
+            if addr.port() != 0 && ports.iter().skip(i + 1).any(|(_, other)| other == addr) {
+                return fail(key, "shares its address with another listener");
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return fail("log_level", "is not a valid filter (e.g. info, or info,strongroom_http=debug)");
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> Secret<String> {
+        match &self.database_url {
+            Some(url) => url.clone_secret(),
+            None => Secret::new(format!("sqlite://{}", self.data_dir.join("strongroom.db").display())),
+        }
+    }
+
+    /// The root key file of the local KMS.
+    pub fn root_key_file(&self) -> PathBuf {
+        self.kms.key_file.clone().unwrap_or_else(|| self.data_dir.join("root.key"))
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut effective = self.clone();
+        effective.database_url = Some(self.database_url());
+        toml::to_string_pretty(&effective).unwrap_or_else(|e| format!("# could not render: {e}"))
+    }
+
+    /// The directory of the development TLS files.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+
+    /// Whether `path` is inside the data directory (for messages).
+    pub fn in_data_dir(&self, path: &Path) -> bool {
+        path.starts_with(&self.data_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let config = load(&Overrides::default(), vars(&[])).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(config.server.body_limit_bytes, 1024 * 1024);
+        assert!(config.database_url().expose().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn environment_overrides_and_nested_keys() {
+        let config = load(
+            &Overrides::default(),
+            vars(&[
+                ("STRONGROOM_SERVER__LISTEN", "127.0.0.1:9999"),
+                ("STRONGROOM_SERVER__REQUEST_TIMEOUT", "5s"),
+                ("STRONGROOM_LOG_FORMAT", "json"),
+                ("STRONGROOM_TEST_POSTGRES_URL", "ignored"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9999);
+        assert_eq!(config.server.request_timeout, Duration::from_secs(5));
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__LISTN", "x")])).unwrap_err();
+        assert!(err.0.contains("listn"), "{err}");
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__LISTEN", "not-an-address")])).unwrap_err();
+        assert!(err.0.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn file_indirection_and_masking() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("db-url");
+        std::fs::write(&secret_file, "postgres://app:canary-pw-123@db.internal/strongroom?sslmode=require\n").unwrap();
+        let config = load(
+            &Overrides::default(),
+            vars(&[("STRONGROOM_DATABASE_URL_FILE", secret_file.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(config.database_url().expose(), "postgres://app:canary-pw-123@db.internal/strongroom?sslmode=require");
+        let shown = config.to_masked_toml();
+        assert!(!shown.contains("canary-pw-123"), "{shown}");
+        assert!(shown.contains("postgres://app:****@db.internal/strongroom?****"), "{shown}");
+        assert!(!format!("{config:?}").contains("canary-pw-123"));
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(err.0.starts_with("database_url"), "{err}");
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__BODY_LIMIT_BYTES", "0")])).unwrap_err();
+        assert!(err.0.starts_with("server.body_limit_bytes"), "{err}");
+    }
+
+    #[test]
+    fn config_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("strongroom.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7000\"\nbogus = 1\n").unwrap();
+        let overrides = Overrides { config_file: Some(file.clone()), ..Default::default() };
+        let err = load(&overrides, vars(&[])).unwrap_err();
+        assert!(err.0.contains("bogus"), "{err}");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7000\"\n").unwrap();
+        let overrides =
+            Overrides { config_file: Some(file), data_dir: Some(dir.path().join("d")), ..Default::default() };
+        let config = load(&overrides, vars(&[])).unwrap();
+        assert_eq!(config.server.listen.port(), 7000);
+        assert_eq!(config.data_dir, dir.path().join("d"));
+    }
+}

@@ -1,0 +1,97 @@
+//! The API key guard: `ApiKeyAuth<S>` in a handler's signature authenticates the caller and checks
+//! the scope `S` names, so a handler cannot be reached without its guard.
+//!
+//! ```ignore
+//! async fn revoke(auth: ApiKeyAuth<scope::AdminApiKeys>, …) -> … { … }
+//! ```
+//! Must never: tell the client whether a key was unknown, revoked or expired (one 401 for all),
+//! or accept a key from anywhere but the `Authorization: Bearer` header (never a URL).
+
+use std::marker::PhantomData;
+
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, header};
+use strongroom_domain::api_keys::{AuthError, Principal, Scope};
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// A scope a route requires, as a type.
+pub trait RequiredScope: Send + Sync + 'static {
+    /// The scope, or `None` for routes any valid key may call.
+    const SCOPE: Option<Scope>;
+}
+
+/// Scope markers for [`ApiKeyAuth`].
+pub mod scope {
+    use super::{RequiredScope, Scope};
+
+    /// Any valid key.
+    #[derive(Debug)]
+    pub struct AnyKey;
+    impl RequiredScope for AnyKey {
+        const SCOPE: Option<Scope> = None;
+    }
+
+    /// `admin:api_keys`
+    #[derive(Debug)]
+    pub struct AdminApiKeys;
+    impl RequiredScope for AdminApiKeys {
+        const SCOPE: Option<Scope> = Some(Scope::AdminApiKeys);
+    }
+
+    /// `admin:metrics`
+    #[derive(Debug)]
+    pub struct AdminMetrics;
+    impl RequiredScope for AdminMetrics {
+        const SCOPE: Option<Scope> = Some(Scope::AdminMetrics);
+    }
+}
+
+/// An authenticated caller holding scope `S`.
+#[derive(Debug)]
+pub struct ApiKeyAuth<S: RequiredScope> {
+    /// Who is calling.
+    pub principal: Principal,
+    scope: PhantomData<S>,
+}
+
+/// Reads the bearer token; `None` when absent or not a bearer token.
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = bearer(parts) else {
+            return Err(ApiError::unauthenticated());
+        };
+        let principal = match state.api_keys.authenticate(token).await {
+            Ok(principal) => principal,
+            Err(AuthError::Refused(why)) => {
+                tracing::info!(reason = ?why, "api key refused");
+                return Err(ApiError::unauthenticated());
+            }
+            Err(AuthError::Store(err)) => return Err(err.into()),
+        };
+        if let Some(required) = S::SCOPE {
+            if !principal.has(required) {
+                tracing::info!(key_id = %principal.key_id, scope = required.as_str(), "scope missing");
+                let challenge = format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
+                let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
+                    .detail(format!("this API key lacks the scope {required}"));
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    err = err.header(header::WWW_AUTHENTICATE, value);
+                }
+                return Err(err);
+            }
+        }
+        tracing::Span::current().record("key_id", principal.key_id.as_str());
+        Ok(Self { principal, scope: PhantomData })
+    }
+}

@@ -1,0 +1,71 @@
+//! What handlers take as arguments: guards ([`auth`]) and parsers ([`json`], [`query`]) that turn
+//! bad input into [`crate::ApiError`] with the field's JSON pointer.
+//! Must never: echo an input value in an error.
+
+pub mod auth;
+pub mod json;
+pub mod query;
+
+pub use auth::{ApiKeyAuth, scope};
+pub use json::ApiJson;
+pub use query::ApiQuery;
+
+use crate::problem::ProblemField;
+
+/// Turns a serde error at a path into a field error without the offending value.
+pub(crate) fn field_error(path: &serde_path_to_error::Path, message: &str) -> ProblemField {
+    let mut pointer = pointer_of(path);
+    let detail = if let Some(field) = quoted_after(message, "missing field ") {
+        push_segment(&mut pointer, field);
+        "is required".to_owned()
+    } else if let Some(field) = quoted_after(message, "unknown field ") {
+        if !pointer.ends_with(&format!("/{field}")) {
+            push_segment(&mut pointer, field);
+        }
+        "is not a known field".to_owned()
+    } else if message.starts_with("invalid type") {
+        with_expectation("has the wrong type", message)
+    } else if message.starts_with("invalid value") || message.starts_with("invalid length") {
+        with_expectation("has an invalid value", message)
+    } else if message.starts_with("unknown variant") {
+        with_expectation("is not one of the accepted values", message)
+    } else if message.starts_with("expected") {
+        // Our own Deserialize impls phrase their errors as "expected …" and never include the value.
+        message.to_owned()
+    } else {
+        "is invalid".to_owned()
+    };
+    ProblemField { pointer, detail }
+}
+
+fn with_expectation(prefix: &str, message: &str) -> String {
+    // serde's messages end with ", expected <what the type wants>", which names the type, not the value.
+    match message.rsplit_once(", expected ") {
+        Some((_, expected)) if !expected.contains('"') => format!("{prefix}: expected {expected}"),
+        Some((_, expected)) if expected.starts_with("one of") => format!("{prefix}: expected {expected}"),
+        _ => prefix.to_owned(),
+    }
+}
+
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?.strip_prefix('`')?;
+    rest.split_once('`').map(|(field, _)| field)
+}
+
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    let mut pointer = String::new();
+    for segment in path.iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => push_segment(&mut pointer, &index.to_string()),
+            serde_path_to_error::Segment::Map { key } => push_segment(&mut pointer, key),
+            serde_path_to_error::Segment::Enum { variant } => push_segment(&mut pointer, variant),
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    pointer
+}
+
+fn push_segment(pointer: &mut String, segment: &str) {
+    pointer.push('/');
+    pointer.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+}

@@ -1,0 +1,232 @@
+//! The middleware every request passes through, outermost first:
+//! request id → response finishing (problem bodies, security headers) → load shedding →
+//! client IP → (per route) logging and metrics → timeout → panic catching → handler.
+//! Must never: log a query string, a header value that carries credentials, or a body.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use ipnet::IpNet;
+use strongroom_types::{Entropy, OsEntropy};
+use tracing::Instrument;
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// The request id header.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the current request: the client's `X-Request-Id` when well-formed, else generated.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The client's address as seen through the trusted proxy list.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+fn well_formed_request_id(value: &str) -> bool {
+    (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+fn generate_request_id() -> String {
+    let bytes: [u8; 16] = OsEntropy.array();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("req_{hex}")
+}
+
+/// Assigns the request id and echoes it in the response.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| well_formed_request_id(v))
+        .map_or_else(generate_request_id, str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(req).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Writes problem bodies (for [`ApiError`]s and bare error statuses from framework layers) and the
+/// security headers every response carries.
+pub async fn finish_response(req: Request, next: Next) -> Response {
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let response = next.run(req).await;
+    let mut response = render_problem(response, &request_id);
+    add_security_headers(response.headers_mut());
+    response
+}
+
+fn render_problem(response: Response, request_id: &str) -> Response {
+    let error = response.extensions().get::<ApiError>().cloned();
+    let already_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    let error = match error {
+        Some(error) => error,
+        None if response.status().is_client_error() || response.status().is_server_error() => {
+            if already_problem {
+                return response;
+            }
+            ApiError::for_bare_status(response.status())
+        }
+        None => return response,
+    };
+    let (mut parts, _body) = response.into_parts();
+    let problem = error.to_problem(request_id);
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    parts.status = error.status;
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &error.headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// Headers on every response. The API serves no HTML, so the CSP forbids everything.
+pub fn add_security_headers(headers: &mut http::HeaderMap) {
+    let fixed: [(&str, &str); 8] = [
+        ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+        ("x-content-type-options", "nosniff"),
+        ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+        ("referrer-policy", "no-referrer"),
+        ("x-frame-options", "DENY"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+        ("permissions-policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+    ];
+    for (name, value) in fixed {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// Finds the client address: the peer, or, when the peer is a trusted proxy, the nearest
+/// untrusted address in `X-Forwarded-For` (read right to left). Anyone else's header is ignored.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else { return peer };
+    let mut candidate = peer;
+    for part in header.rsplit(',') {
+        let Ok(ip) = part.trim().parse::<IpAddr>() else { return candidate };
+        candidate = ip;
+        if !is_trusted(&ip) {
+            return ip;
+        }
+    }
+    candidate
+}
+
+/// Puts [`ClientIp`] into the request.
+pub async fn resolve_client_ip(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = client_ip(peer, forwarded, &state.settings.trusted_proxies);
+    req.extensions_mut().insert(ClientIp(ip));
+    next.run(req).await
+}
+
+/// Per route: a span with the request's context, one log line per request, and metrics.
+pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let client = req.extensions().get::<ClientIp>().map(|c| c.0.to_string()).unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        client_ip = %client,
+        key_id = tracing::field::Empty,
+    );
+    let response = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.observe(&method, &route, status, elapsed.as_secs_f64());
+    span.in_scope(|| {
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::warn!(status, latency_ms, "request failed");
+        } else {
+            tracing::info!(status, latency_ms, "request");
+        }
+    });
+    response
+}
+
+/// The answer for a handler that panicked: a generic 500; the panic message is logged, not shown.
+pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    tracing::error!(panic = %message, "handler panicked");
+    ApiError::for_bare_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+}
+
+/// The answer when the concurrency limit sheds a request, or another layer error occurs.
+pub async fn layer_error(err: tower::BoxError) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::unavailable("overloaded", 1).detail("too many requests in flight; try again shortly").into_response()
+    } else {
+        ApiError::internal(&err).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(stranger, Some("1.2.3.4"), &trusted), stranger, "untrusted peer's header ignored");
+        assert_eq!(client_ip(proxy, Some("1.2.3.4"), &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, Some("6.6.6.6, 1.2.3.4, 10.0.0.7"), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap(),
+            "a spoofed left-most entry is not believed"
+        );
+        assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
+        assert_eq!(client_ip(proxy, None, &trusted), proxy);
+        assert_eq!(client_ip(proxy, Some("1.2.3.4"), &[]), proxy);
+    }
+
+    #[test]
+    fn request_id_shape() {
+        assert!(well_formed_request_id("abc-123_x.y:z"));
+        assert!(!well_formed_request_id(""));
+        assert!(!well_formed_request_id(&"a".repeat(65)));
+        assert!(!well_formed_request_id("a b"));
+        assert!(!well_formed_request_id("a\nb"));
+        assert!(well_formed_request_id(&generate_request_id()));
+    }
+}

@@ -1,0 +1,50 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{api_keys, health, merchant};
+
+/// The document.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "strongroom", description = "Security core for online shops: vault, identity, payments, audit."),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        merchant::get_merchant,
+        api_keys::create,
+        api_keys::list,
+        api_keys::get,
+        api_keys::revoke,
+    ),
+    components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
+    modifiers(&Security),
+)]
+pub struct ApiDoc;
+
+#[derive(Debug)]
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("sr_live_… / sr_test_…")
+                    .description(Some("An API key in the Authorization header"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// `GET /openapi.json`
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

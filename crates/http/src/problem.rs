@@ -1,0 +1,226 @@
+//! The one error type of the HTTP layer, rendered as RFC 9457 `application/problem+json`.
+//!
+//! A handler returns [`ApiError`]; its response carries the problem as an extension with an empty
+//! body, and the outermost middleware ([`crate::middleware::render_problems`]) writes the body with the
+//! request id. Responses that framework layers produce on their own (404, 405, 413, 415, 503…)
+//! get the same treatment there, so every error a client sees has one shape.
+//! Must never: put a secret, an input value or internal error text (SQL, key names) in a body.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use strongroom_domain::error::FieldError;
+use strongroom_domain::{DomainError, StoreError};
+use utoipa::ToSchema;
+
+/// One invalid field.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemField {
+    /// JSON pointer (RFC 6901) into the request body, or `/name` of a query parameter.
+    pub pointer: String,
+    /// What is wrong with it. Never echoes the value.
+    pub detail: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:strongroom:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short, stable summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// This occurrence, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Stable machine-readable code, e.g. `validation_failed`.
+    pub code: String,
+    /// The request id (also in the `X-Request-Id` header), for support and logs.
+    pub request_id: String,
+    /// Invalid fields, for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+/// An error answer: status, stable code, optional detail and invalid fields, extra headers.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code.
+    pub code: &'static str,
+    /// Human-readable detail (never a secret or input value).
+    pub detail: Option<String>,
+    /// Invalid fields.
+    pub fields: Vec<ProblemField>,
+    /// Headers to add (e.g. `WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    /// An error with a status and code.
+    pub fn new(status: StatusCode, code: &'static str) -> Self {
+        Self { status, code, detail: None, fields: Vec::new(), headers: Vec::new() }
+    }
+
+    /// Adds a detail sentence.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// 422 with the given invalid fields.
+    pub fn validation(fields: Vec<ProblemField>) -> Self {
+        let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+            .detail("the request has invalid fields; see errors");
+        err.fields = fields;
+        err
+    }
+
+    /// 422 for one field.
+    pub fn invalid_field(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::validation(vec![ProblemField { pointer: pointer.into(), detail: detail.into() }])
+    }
+
+    /// 404 `not_found`: the object does not exist or is not the caller's (indistinguishable).
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found").detail("no such object")
+    }
+
+    /// 401 `unauthenticated`, identical for missing, malformed, unknown, revoked and expired keys.
+    pub fn unauthenticated() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated")
+            .detail("a valid API key is required: Authorization: Bearer sr_live_…")
+            .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strongroom\""))
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn unavailable(code: &'static str, retry_after_secs: u32) -> Self {
+        let value = HeaderValue::from(retry_after_secs);
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code).header(header::RETRY_AFTER, value)
+    }
+
+    /// 500 `internal_error`. The cause is logged here, with the request's span, and never shown.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            .detail("an internal error occurred; quote the request id when reporting it")
+    }
+
+    /// The title of a code.
+    pub fn title_of(code: &str) -> &'static str {
+        match code {
+            "validation_failed" => "The request has invalid fields",
+            "malformed_json" => "The body is not valid JSON",
+            "malformed_request" => "The request is malformed",
+            "unsupported_media_type" => "Unsupported content type",
+            "payload_too_large" => "The request body is too large",
+            "not_found" => "Not found",
+            "method_not_allowed" => "Method not allowed",
+            "unauthenticated" => "Authentication required",
+            "insufficient_scope" => "The API key lacks a required scope",
+            "forbidden" => "Forbidden",
+            "timeout" => "The request took too long",
+            "overloaded" => "The server is overloaded",
+            "database_unavailable" => "The database is unavailable",
+            "kms_unavailable" => "The key management service is unavailable",
+            "not_ready" => "The server is not ready",
+            "conflict" => "Conflict",
+            "https_required" => "HTTPS is required",
+            _ => "Internal error",
+        }
+    }
+
+    /// Builds the problem document for a request id.
+    pub fn to_problem(&self, request_id: &str) -> Problem {
+        Problem {
+            type_uri: format!("urn:strongroom:problem:{}", self.code),
+            title: Self::title_of(self.code).to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.to_owned(),
+            request_id: request_id.to_owned(),
+            errors: self.fields.clone(),
+        }
+    }
+
+    /// The default problem for a status a framework layer produced without a body of ours.
+    pub fn for_bare_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::new(status, "not_found").detail("no route matches this path"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                Self::new(status, "method_not_allowed").detail("see the Allow header for the methods this route takes")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(status, "payload_too_large").detail("the request body exceeds the configured limit")
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::new(status, "unsupported_media_type").detail("send Content-Type: application/json")
+            }
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "timeout").detail("the request did not complete in time")
+            }
+            StatusCode::SERVICE_UNAVAILABLE => Self::new(status, "overloaded").detail("try again shortly"),
+            StatusCode::INTERNAL_SERVER_ERROR => Self::new(status, "internal_error")
+                .detail("an internal error occurred; quote the request id when reporting it"),
+            s if s.is_client_error() => Self::new(s, "malformed_request"),
+            s => Self::new(s, "internal_error"),
+        }
+    }
+}
+
+impl From<FieldError> for ProblemField {
+    fn from(e: FieldError) -> Self {
+        Self { pointer: e.pointer, detail: e.detail }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(err: DomainError) -> Self {
+        match err {
+            DomainError::Validation(fields) => Self::validation(fields.into_iter().map(ProblemField::from).collect()),
+            DomainError::NotFound => Self::not_found(),
+            DomainError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, "forbidden").detail(why),
+            DomainError::Store(store) => store.into(),
+            DomainError::Kms(strongroom_domain_kms) => {
+                tracing::error!(error = %strongroom_domain_kms, "kms failure");
+                Self::unavailable("kms_unavailable", 5)
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "database unavailable");
+                Self::unavailable("database_unavailable", 2)
+            }
+            StoreError::Conflict(cause) => {
+                tracing::warn!(error = %cause, "database conflict");
+                Self::new(StatusCode::CONFLICT, "conflict").detail("the request conflicts with the current state")
+            }
+            StoreError::Other(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        for (name, value) in &self.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}

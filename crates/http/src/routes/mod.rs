@@ -1,0 +1,54 @@
+//! Routes by capability, and the assembly of the router with its middleware.
+
+pub mod api_keys;
+pub mod health;
+pub mod merchant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::middleware;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// The API router with every middleware layer.
+pub fn router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let mut routes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(crate::openapi::document))
+        .route("/v1/merchant", get(merchant::get_merchant))
+        .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/v1/api-keys/{id}", get(api_keys::get).delete(api_keys::revoke));
+    if settings.metrics_on_api {
+        routes = routes.route("/metrics", get(health::metrics));
+    }
+    let per_route = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .layer(TimeoutLayer::with_status_code(http::StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
+        .layer(CatchPanicLayer::custom(middleware::panic_response));
+    let outer = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .layer(axum::middleware::from_fn(middleware::finish_response))
+        .layer(axum::error_handling::HandleErrorLayer::new(middleware::layer_error))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::resolve_client_ip))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit));
+    routes
+        .fallback(not_found)
+        .layer(per_route)
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .with_state(state)
+        .layer(outer)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::for_bare_status(http::StatusCode::NOT_FOUND)
+}

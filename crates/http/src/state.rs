@@ -1,0 +1,58 @@
+//! What every handler can reach: domain services and ports behind `Arc`, and HTTP settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use strongroom_domain::api_keys::ApiKeyService;
+use strongroom_domain::ports::{HealthRepository, MerchantRepository};
+
+use crate::metrics::Metrics;
+
+/// Settings of the HTTP layer, validated by the configuration loader.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest accepted request body in bytes.
+    pub body_limit: usize,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Most requests in flight; more are shed with 503.
+    pub concurrency_limit: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Whether `/metrics` is served on the API listener (with the `admin:metrics` scope).
+    pub metrics_on_api: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            concurrency_limit: 1024,
+            trusted_proxies: Vec::new(),
+            metrics_on_api: true,
+        }
+    }
+}
+
+/// Shared state of the router.
+#[derive(Clone)]
+pub struct AppState {
+    /// API keys.
+    pub api_keys: Arc<ApiKeyService>,
+    /// Merchants.
+    pub merchants: Arc<dyn MerchantRepository>,
+    /// Database health.
+    pub health: Arc<dyn HealthRepository>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// HTTP settings.
+    pub settings: Arc<HttpSettings>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
