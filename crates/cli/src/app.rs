@@ -83,6 +83,8 @@ pub struct Application {
     pub bootstrapped: Option<Bootstrapped>,
     /// The CA certificate clients should trust, when strongroom made its own certificate.
     pub dev_ca: Option<PathBuf>,
+    /// The router's state (tests build routers of their own over it).
+    pub state: AppState,
 }
 
 impl Application {
@@ -129,7 +131,7 @@ impl Application {
             metrics_addr: config.metrics.listen,
             shutdown_grace: config.server.shutdown_grace,
         };
-        let server = RunningServer::start(serve, state)
+        let server = RunningServer::start(serve, state.clone())
             .await
             .with_context(|| format!("cannot listen on server.listen {}", config.server.listen))?;
         tracing::info!(
@@ -138,7 +140,7 @@ impl Application {
             kms = %core.kms.key_id(),
             "strongroom serving"
         );
-        Ok(Self { server, store: core.store, bootstrapped, dev_ca })
+        Ok(Self { server, store: core.store, bootstrapped, dev_ca, state })
     }
 
     /// Where the API listens.

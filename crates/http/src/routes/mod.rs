@@ -18,7 +18,11 @@ use crate::state::AppState;
 
 /// The API router with every middleware layer.
 pub fn router(state: AppState) -> Router {
-    let settings = state.settings.clone();
+    with_middleware(routes(&state.settings), state)
+}
+
+/// The API's routes, without middleware.
+pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
     let mut routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -29,6 +33,12 @@ pub fn router(state: AppState) -> Router {
     if settings.metrics_on_api {
         routes = routes.route("/metrics", get(health::metrics));
     }
+    routes
+}
+
+/// Wraps routes in the full middleware stack (tests use it to add routes of their own).
+pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    let settings = state.settings.clone();
     let per_route = ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .layer(TimeoutLayer::with_status_code(http::StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
