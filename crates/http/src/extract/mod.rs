@@ -19,6 +19,14 @@ pub(crate) fn field_error(path: &serde_path_to_error::Path, message: &str) -> Pr
         push_segment(&mut pointer, field);
         "is required".to_owned()
     } else if let Some(field) = quoted_after(message, "unknown field ") {
+        // The name of an unknown field is input too: echo it only when it is a plain identifier.
+        if !echoable_field_name(field) {
+            let escaped = format!("/{}", field.replace('~', "~0").replace('/', "~1"));
+            if let Some(parent) = pointer.strip_suffix(&escaped) {
+                pointer = parent.to_owned();
+            }
+            return ProblemField { pointer, detail: "has a field that is not known here".to_owned() };
+        }
         if !pointer.ends_with(&format!("/{field}")) {
             push_segment(&mut pointer, field);
         }
@@ -36,6 +44,14 @@ pub(crate) fn field_error(path: &serde_path_to_error::Path, message: &str) -> Pr
         "is invalid".to_owned()
     };
     ProblemField { pointer, detail }
+}
+
+/// A short identifier (`merchant_id`), not something that could carry a secret or a card number.
+fn echoable_field_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let starts_well = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let digits = name.chars().filter(char::is_ascii_digit).count();
+    starts_well && name.len() <= 40 && digits < 4 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn with_expectation(prefix: &str, message: &str) -> String {
