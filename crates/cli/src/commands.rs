@@ -123,7 +123,10 @@ pub async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
-    if !matches!(cli.command, Command::Config(_) | Command::Healthcheck { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Config(_) | Command::Healthcheck { .. }
+    ) {
         crate::logging::init(config.log_format, &config.log_level);
     }
     let result = match cli.command {
@@ -134,7 +137,9 @@ pub async fn run(cli: Cli) -> i32 {
             Ok(())
         }
         Command::Apikey(command) => apikey(&config, command).await,
-        Command::Healthcheck { url, timeout_secs } => return healthcheck(&config, url, timeout_secs).await,
+        Command::Healthcheck { url, timeout_secs } => {
+            return healthcheck(&config, url, timeout_secs).await;
+        }
     };
     match result {
         Ok(()) => 0,
@@ -165,9 +170,21 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
 
 fn banner(config: &Config, app: &Application) -> String {
     let addr = app.api_addr();
-    let scheme = if config.server.tls == TlsMode::Builtin { "https" } else { "http" };
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+    let scheme = if config.server.tls == TlsMode::Builtin {
+        "https"
+    } else {
+        "http"
+    };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
+        format!("[{host}]")
+    } else {
+        host
+    };
     let base = format!("{scheme}://{host}:{}", addr.port());
     let mut text = format!(
         "strongroom {} is serving ({} database)\n  API        {base}/v1/\n  OpenAPI    {base}/openapi.json\n  Health     {base}/healthz  (ready: {base}/readyz)\n",
@@ -176,7 +193,9 @@ fn banner(config: &Config, app: &Application) -> String {
     );
     let ca = app.dev_ca.as_ref().map(|ca| ca.display().to_string());
     if let Some(ca) = &ca {
-        text.push_str(&format!("  TLS        development certificate; clients trust {ca}\n"));
+        text.push_str(&format!(
+            "  TLS        development certificate; clients trust {ca}\n"
+        ));
     }
     let curl_ca = ca.map(|ca| format!("--cacert {ca} ")).unwrap_or_default();
     match &app.bootstrapped {
@@ -223,24 +242,31 @@ async fn wait_for_signal() {
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     let url = config.database_url();
     crate::data_dir::ensure_dir(&config.data_dir)?;
-    let store = strongroom_store::Store::connect(url.expose(), strongroom_store::PoolSettings::default())
-        .await
-        .with_context(|| format!("cannot open the database {}", config::mask_url(url.expose())))?;
+    let store =
+        strongroom_store::Store::connect(url.expose(), strongroom_store::PoolSettings::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    config::mask_url(url.expose())
+                )
+            })?;
     let applied = store.migrate().await?;
     store.close().await;
-    print(&format!("{applied} migration(s) applied; the database is up to date"));
+    print(&format!(
+        "{applied} migration(s) applied; the database is up to date"
+    ));
     Ok(())
 }
 
 async fn default_merchant(core: &Core, given: Option<String>) -> anyhow::Result<MerchantId> {
     match given {
         Some(text) => MerchantId::parse(&text).map_err(|e| anyhow::anyhow!("--merchant: {e}")),
-        None => {
-            core.store
-                .first_merchant()
-                .await?
-                .context("the deployment has no merchant yet: run `strongroom serve` once first")
-        }
+        None => core
+            .store
+            .first_merchant()
+            .await?
+            .context("the deployment has no merchant yet: run `strongroom serve` once first"),
     }
 }
 
@@ -248,16 +274,33 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
     if !config.root_key_file().exists() && config.kms.provider == config::KmsProvider::Local {
-        bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
+        bail!(
+            "no root key at {}: run `strongroom serve` once first",
+            config.root_key_file().display()
+        );
     }
     let core = Core::open(config, clock.as_ref(), entropy.clone()).await?;
     let service = core.api_keys(config, clock.clone(), entropy);
     let result = match command {
-        ApiKeyCommand::Create { name, scopes, mode, expires_in, merchant } => {
+        ApiKeyCommand::Create {
+            name,
+            scopes,
+            mode,
+            expires_in,
+            merchant,
+        } => {
             let merchant = default_merchant(&core, merchant).await?;
             let expires_at = expires_in.map(|d| clock.now().saturating_add(d));
-            let input = NewApiKey { name, scopes, mode: Some(mode), expires_at };
-            let created = service.create(&merchant, input, None).await.map_err(describe_domain)?;
+            let input = NewApiKey {
+                name,
+                scopes,
+                mode: Some(mode),
+                expires_at,
+            };
+            let created = service
+                .create(&merchant, input, None)
+                .await
+                .map_err(describe_domain)?;
             let out = serde_json::json!({
                 "id": created.record.id.as_str(),
                 "merchant": merchant.as_str(),
@@ -272,10 +315,16 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
         ApiKeyCommand::List { merchant } => {
             let merchant = default_merchant(&core, merchant).await?;
             let now = clock.now();
-            let mut text = format!("{:<30} {:<8} {:<5} {:<30} {:<25} {}\n", "ID", "STATUS", "MODE", "NAME", "LAST USED", "SCOPES");
+            let mut text = format!(
+                "{:<30} {:<8} {:<5} {:<30} {:<25} {}\n",
+                "ID", "STATUS", "MODE", "NAME", "LAST USED", "SCOPES"
+            );
             let mut cursor: Option<ApiKeyId> = None;
             loop {
-                let page = service.list(&merchant, cursor.as_ref(), 100).await.map_err(describe_domain)?;
+                let page = service
+                    .list(&merchant, cursor.as_ref(), 100)
+                    .await
+                    .map_err(describe_domain)?;
                 for key in &page {
                     text.push_str(&format!(
                         "{:<30} {:<8} {:<5} {:<30} {:<25} {}\n",
@@ -283,8 +332,13 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
                         key.status(now).as_str(),
                         key.mode.as_str(),
                         key.name.chars().take(30).collect::<String>(),
-                        key.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
-                        key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+                        key.last_used_at
+                            .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
+                        key.scopes
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" "),
                     ));
                 }
                 match page.last() {
@@ -298,7 +352,10 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
         ApiKeyCommand::Revoke { id, merchant } => {
             let merchant = default_merchant(&core, merchant).await?;
             let id = ApiKeyId::parse(&id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
-            let key = service.revoke(&merchant, &id).await.map_err(describe_domain)?;
+            let key = service
+                .revoke(&merchant, &id)
+                .await
+                .map_err(describe_domain)?;
             print(&format!(
                 "{} revoked at {}",
                 key.id,
@@ -315,9 +372,15 @@ fn describe_domain(err: strongroom_domain::DomainError) -> anyhow::Error {
     match err {
         strongroom_domain::DomainError::Validation(fields) => anyhow::anyhow!(
             "invalid input: {}",
-            fields.iter().map(|f| format!("{} {}", f.pointer.trim_start_matches('/'), f.detail)).collect::<Vec<_>>().join("; ")
+            fields
+                .iter()
+                .map(|f| format!("{} {}", f.pointer.trim_start_matches('/'), f.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
         ),
-        strongroom_domain::DomainError::NotFound => anyhow::anyhow!("no such key for this merchant"),
+        strongroom_domain::DomainError::NotFound => {
+            anyhow::anyhow!("no such key for this merchant")
+        }
         other => anyhow::anyhow!(other),
     }
 }
@@ -331,16 +394,28 @@ async fn healthcheck(config: &Config, url: Option<String>, timeout_secs: u64) ->
     let builtin = config.server.tls == TlsMode::Builtin;
     let url = url.unwrap_or_else(|| {
         let addr = config.server.listen;
-        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
-        format!("{}://{host}:{}/readyz", if builtin { "https" } else { "http" }, addr.port())
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        format!(
+            "{}://{host}:{}/readyz",
+            if builtin { "https" } else { "http" },
+            addr.port()
+        )
     });
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(timeout_secs));
     let ca = crate::data_dir::DevTls::in_dir(&config.tls_dir()).ca;
-    if let Ok(pem) = std::fs::read(&ca) {
-        if let Ok(cert) = reqwest::Certificate::from_pem(&pem) {
-            builder = builder.add_root_certificate(cert);
-        }
+    if let Ok(pem) = std::fs::read(&ca)
+        && let Ok(cert) = reqwest::Certificate::from_pem(&pem)
+    {
+        builder = builder.add_root_certificate(cert);
     }
     let client = match builder.build() {
         Ok(client) => client,
@@ -355,7 +430,11 @@ async fn healthcheck(config: &Config, url: Option<String>, timeout_secs: u64) ->
             0
         }
         Ok(response) => {
-            let _ = writeln!(std::io::stderr(), "not ready: {url} answered {}", response.status());
+            let _ = writeln!(
+                std::io::stderr(),
+                "not ready: {url} answered {}",
+                response.status()
+            );
             1
         }
         Err(err) => {

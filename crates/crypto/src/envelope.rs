@@ -23,12 +23,22 @@ const TAG_LEN: usize = 16;
 pub struct OpenError;
 
 /// Encrypts `plaintext` under `key`, bound to `associated_data`.
-pub fn seal(key: &Key256, associated_data: &[u8], plaintext: &[u8], entropy: &dyn Entropy) -> Vec<u8> {
+pub fn seal(
+    key: &Key256,
+    associated_data: &[u8],
+    plaintext: &[u8],
+    entropy: &dyn Entropy,
+) -> Vec<u8> {
     let cipher = Aes256Gcm::new(key.expose().into());
     let nonce_bytes: [u8; NONCE_LEN] = random_array(entropy);
-    let payload = Payload { msg: plaintext, aad: associated_data };
+    let payload = Payload {
+        msg: plaintext,
+        aad: associated_data,
+    };
     // AES-GCM encryption only fails for messages over 64 GiB, which nothing here produces.
-    let ciphertext = cipher.encrypt(Nonce::from_slice(&nonce_bytes), payload).unwrap_or_default();
+    let ciphertext = cipher
+        .encrypt(Nonce::from_slice(&nonce_bytes), payload)
+        .unwrap_or_default();
     let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
     out.push(VERSION_AES256GCM);
     out.extend_from_slice(&nonce_bytes);
@@ -45,7 +55,13 @@ pub fn open(key: &Key256, associated_data: &[u8], envelope: &[u8]) -> Result<Vec
     let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
     let cipher = Aes256Gcm::new(key.expose().into());
     cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: associated_data })
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: associated_data,
+            },
+        )
         .map_err(|_| OpenError)
 }
 
@@ -67,16 +83,27 @@ mod tests {
     /// as also published in the McGrew & Viega GCM spec, test case 16.
     #[test]
     fn aes256gcm_known_answer() {
-        let key: [u8; 32] =
-            hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308").try_into().unwrap_or([0; 32]);
+        let key: [u8; 32] = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
+            .try_into()
+            .unwrap_or([0; 32]);
         let iv = hex("cafebabefacedbaddecaf888");
-        let pt = hex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
+        let pt = hex(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        );
         let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
-        let expected_ct = hex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662");
+        let expected_ct = hex(
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+        );
         let expected_tag = hex("76fc6ece0f4e1768cddf8853bb2d551b");
         let cipher = Aes256Gcm::new(GenericArray::from_slice(&key));
         let out = cipher
-            .encrypt(Nonce::from_slice(&iv), Payload { msg: &pt, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&iv),
+                Payload {
+                    msg: &pt,
+                    aad: &aad,
+                },
+            )
             .unwrap_or_default();
         assert_eq!(out.len(), expected_ct.len() + 16);
         assert_eq!(out.get(..expected_ct.len()), Some(expected_ct.as_slice()));
@@ -92,7 +119,10 @@ mod tests {
         let k = key();
         let env = seal(&k, b"merchant=m1|field=x", b"hello", &OsEntropy);
         assert_eq!(env.first(), Some(&VERSION_AES256GCM));
-        assert_eq!(open(&k, b"merchant=m1|field=x", &env), Ok(b"hello".to_vec()));
+        assert_eq!(
+            open(&k, b"merchant=m1|field=x", &env),
+            Ok(b"hello".to_vec())
+        );
         assert_eq!(open(&k, b"merchant=m2|field=x", &env), Err(OpenError));
         assert_eq!(open(&key(), b"merchant=m1|field=x", &env), Err(OpenError));
     }

@@ -37,9 +37,15 @@ pub async fn bootstrap_if_new(
         expires_at: None,
     };
     let created = api_keys.mint(&merchant.id, input, None)?;
-    let records = BootstrapRecords { merchant, api_key: created.record };
+    let records = BootstrapRecords {
+        merchant,
+        api_key: created.record,
+    };
     if merchants.bootstrap_once(&records).await? {
-        Ok(Some(Bootstrapped { merchant: records.merchant, api_key: created.secret }))
+        Ok(Some(Bootstrapped {
+            merchant: records.merchant,
+            api_key: created.secret,
+        }))
     } else {
         Ok(None)
     }

@@ -79,19 +79,24 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             }
             Err(AuthError::Store(err)) => return Err(err.into()),
         };
-        if let Some(required) = S::SCOPE {
-            if !principal.has(required) {
-                tracing::info!(key_id = %principal.key_id, scope = required.as_str(), "scope missing");
-                let challenge = format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
-                let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
-                    .detail(format!("this API key lacks the scope {required}"));
-                if let Ok(value) = HeaderValue::from_str(&challenge) {
-                    err = err.header(header::WWW_AUTHENTICATE, value);
-                }
-                return Err(err);
+        if let Some(required) = S::SCOPE
+            && !principal.has(required)
+        {
+            tracing::info!(key_id = %principal.key_id, scope = required.as_str(), "scope missing");
+            let challenge = format!(
+                "Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\""
+            );
+            let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
+                .detail(format!("this API key lacks the scope {required}"));
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                err = err.header(header::WWW_AUTHENTICATE, value);
             }
+            return Err(err);
         }
         tracing::Span::current().record("key_id", principal.key_id.as_str());
-        Ok(Self { principal, scope: PhantomData })
+        Ok(Self {
+            principal,
+            scope: PhantomData,
+        })
     }
 }

@@ -33,7 +33,11 @@ pub async fn get_merchant(
     auth: ApiKeyAuth<scope::AnyKey>,
     State(state): State<AppState>,
 ) -> Result<Json<MerchantBody>, ApiError> {
-    let merchant = state.merchants.merchant(&auth.principal.merchant_id).await?.ok_or_else(ApiError::not_found)?;
+    let merchant = state
+        .merchants
+        .merchant(&auth.principal.merchant_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(Json(MerchantBody {
         object: "merchant",
         id: merchant.id.to_string(),
