@@ -10,8 +10,9 @@ use strongroom_crypto::{Kms, LocalKeyFile};
 use strongroom_domain::api_keys::{ApiKeyService, ApiKeySettings};
 use strongroom_domain::bootstrap::{Bootstrapped, bootstrap_if_new};
 use strongroom_domain::keyring::Keyring;
+use strongroom_domain::merchants::MerchantDirectory;
 use strongroom_http::server::{ApiTransport, RunningServer, ServeConfig};
-use strongroom_http::{AppState, HttpSettings};
+use strongroom_http::{AppState, HttpSettings, Services};
 use strongroom_store::{PoolSettings, Store};
 use strongroom_types::{Clock, Entropy};
 
@@ -148,13 +149,17 @@ impl Application {
             trusted_proxies: config.server.trusted_proxies.clone(),
             metrics_on_api: config.metrics.listen.is_none(),
         };
-        let state = AppState {
+        let state = AppState::new(Services {
             api_keys,
-            merchants: Arc::new(core.store.clone()),
+            merchants: Arc::new(MerchantDirectory::new(
+                Arc::new(core.store.clone()),
+                clock.clone(),
+                config.api_keys.cache_ttl,
+            )),
             health: Arc::new(core.store.clone()),
             metrics: Arc::new(strongroom_http::metrics::Metrics::new()),
-            settings: Arc::new(settings),
-        };
+            settings,
+        });
         let serve = ServeConfig {
             api_addr: config.server.listen,
             transport,

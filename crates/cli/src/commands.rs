@@ -123,12 +123,12 @@ pub async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
-    if !matches!(
+    let logs_to_stderr = !matches!(
         cli.command,
         Command::Config(_) | Command::Healthcheck { .. }
-    ) {
-        crate::logging::init(config.log_format, &config.log_level);
-    }
+    );
+    let _flush_logs_at_exit =
+        logs_to_stderr.then(|| crate::logging::init(config.log_format, &config.log_level));
     let result = match cli.command {
         Command::Serve => serve(&config).await,
         Command::Migrate => migrate(&config).await,

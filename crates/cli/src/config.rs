@@ -120,8 +120,8 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiKeysConfig {
-    /// How long a verified key is trusted before the database is asked again (other nodes see a
-    /// revocation within this time). Default 5 s; at most 60 s.
+    /// How long a verified key (and its merchant) is trusted before the database is asked again:
+    /// other nodes see a revocation within this time. Default 5 s; at most 60 s; 0 disables it.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
 }

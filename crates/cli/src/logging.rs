@@ -7,12 +7,20 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber. `filter` is a validated tracing filter.
-pub fn init(format: LogFormat, filter: &str) {
+///
+/// Lines are written by a background thread, so request threads never wait on the terminal or a
+/// pipe; the queue is not lossy (a full queue makes callers wait rather than drop lines). The
+/// returned guard flushes what is queued when dropped: keep it until the process exits.
+pub fn init(format: LogFormat, filter: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     let result = match format {
         LogFormat::Json => builder
@@ -25,4 +33,5 @@ pub fn init(format: LogFormat, filter: &str) {
     };
     // A second init (tests, embedded use) keeps the first subscriber.
     drop(result);
+    guard
 }

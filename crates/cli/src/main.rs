@@ -3,6 +3,11 @@
 
 use clap::Parser;
 
+/// mimalloc: request handling allocates many small, short-lived objects, where glibc's malloc
+/// spent about a seventh of the CPU time in profiles of `GET /v1/merchant` (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = strongroom::commands::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -8,15 +8,15 @@
 //! Must never: store, log or return the secret after creation; tell a caller whether a presented key
 //! was unknown, revoked or expired (the HTTP answer is identical; only the audit log knows).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use data_encoding::BASE32_NOPAD;
 use strongroom_crypto::KeyedDigest;
 use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
 
+use crate::cache::TtlCache;
 use crate::error::{DomainError, FieldError};
 use crate::merchants::MerchantId;
 use crate::ports::ApiKeyRepository;
@@ -144,23 +144,36 @@ impl ApiKeyRecord {
     }
 }
 
-/// Who is calling, once a key has been verified.
+/// Who is calling, once a key has been verified: a shared view of the key's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The key.
-    pub key_id: ApiKeyId,
-    /// Its merchant.
-    pub merchant_id: MerchantId,
-    /// Live or test.
-    pub mode: KeyMode,
-    /// Its scopes.
-    pub scopes: Vec<Scope>,
+    key: Arc<ApiKeyRecord>,
 }
 
 impl Principal {
+    /// The key.
+    pub fn key_id(&self) -> &ApiKeyId {
+        &self.key.id
+    }
+
+    /// The merchant it acts for.
+    pub fn merchant_id(&self) -> &MerchantId {
+        &self.key.merchant_id
+    }
+
+    /// Live or test.
+    pub fn mode(&self) -> KeyMode {
+        self.key.mode
+    }
+
+    /// Its scopes.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.key.scopes
+    }
+
     /// Whether the key holds `scope`.
     pub fn has(&self, scope: Scope) -> bool {
-        self.scopes.contains(&scope)
+        self.key.scopes.contains(&scope)
     }
 }
 
@@ -235,12 +248,6 @@ pub fn parse_presented(token: &str) -> Option<(KeyMode, ApiKeyId)> {
     Some((mode, id))
 }
 
-#[derive(Debug, Clone)]
-struct CachedKey {
-    record: ApiKeyRecord,
-    fetched_at: Timestamp,
-}
-
 /// Settings of the API key service.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiKeySettings {
@@ -267,7 +274,7 @@ pub struct ApiKeyService {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     settings: ApiKeySettings,
-    cache: Mutex<HashMap<ApiKeyId, CachedKey>>,
+    cache: TtlCache<ApiKeyId, Arc<ApiKeyRecord>>,
 }
 
 impl fmt::Debug for ApiKeyService {
@@ -296,7 +303,7 @@ impl ApiKeyService {
             clock,
             entropy,
             settings,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(settings.cache_ttl, CACHE_CAPACITY),
         }
     }
 
@@ -402,10 +409,10 @@ impl ApiKeyService {
             return refused(AuthFailure::Malformed);
         };
         let now = self.clock.now();
-        let (record, from_database) = match self.cached(&id, now) {
+        let (record, from_database) = match self.cache.get(&id, now) {
             Some(record) => (record, false),
             None => match self.repo.by_id_for_auth(&id).await? {
-                Some(record) => (record, true),
+                Some(record) => (Arc::new(record), true),
                 None => return refused(AuthFailure::Unknown),
             },
         };
@@ -413,7 +420,7 @@ impl ApiKeyService {
             return refused(AuthFailure::Unknown);
         }
         if from_database {
-            self.remember(&record, now);
+            self.cache.put(record.id.clone(), Arc::clone(&record), now);
         }
         match record.status(now) {
             KeyStatus::Revoked => return refused(AuthFailure::Revoked),
@@ -421,41 +428,7 @@ impl ApiKeyService {
             KeyStatus::Active => {}
         }
         self.note_use(&record, now).await;
-        Ok(Principal {
-            key_id: record.id,
-            merchant_id: record.merchant_id,
-            mode: record.mode,
-            scopes: record.scopes,
-        })
-    }
-
-    fn cached(&self, id: &ApiKeyId, now: Timestamp) -> Option<ApiKeyRecord> {
-        let cache = self.cache.lock().ok()?;
-        let entry = cache.get(id)?;
-        let ttl = i64::try_from(self.settings.cache_ttl.as_millis()).unwrap_or(i64::MAX);
-        (now.millis_since(entry.fetched_at) < ttl).then(|| entry.record.clone())
-    }
-
-    fn remember(&self, record: &ApiKeyRecord, now: Timestamp) {
-        let Ok(mut cache) = self.cache.lock() else {
-            return;
-        };
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(
-            record.id.clone(),
-            CachedKey {
-                record: record.clone(),
-                fetched_at: now,
-            },
-        );
-    }
-
-    fn forget(&self, id: &ApiKeyId) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(id);
-        }
+        Ok(Principal { key: record })
     }
 
     async fn note_use(&self, record: &ApiKeyRecord, now: Timestamp) {
@@ -468,11 +441,9 @@ impl ApiKeyService {
             return;
         }
         // Update the cached copy first so concurrent requests don't all write.
-        if let Ok(mut cache) = self.cache.lock()
-            && let Some(entry) = cache.get_mut(&record.id)
-        {
-            entry.record.last_used_at = Some(now);
-        }
+        self.cache.update(&record.id, |cached| {
+            Arc::make_mut(cached).last_used_at = Some(now)
+        });
         if let Err(err) = self.repo.touch_last_used(&record.id, now).await {
             tracing::warn!(key_id = %record.id, error = %err, "could not record api key use");
         }
@@ -511,7 +482,7 @@ impl ApiKeyService {
             .revoke(merchant, id, self.clock.now())
             .await?
             .ok_or(DomainError::NotFound);
-        self.forget(id);
+        self.cache.forget(id);
         revoked
     }
 

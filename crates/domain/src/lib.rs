@@ -7,6 +7,7 @@
 
 pub mod api_keys;
 pub mod bootstrap;
+pub mod cache;
 pub mod error;
 pub mod keyring;
 pub mod merchants;

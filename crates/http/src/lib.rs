@@ -17,4 +17,4 @@ pub mod state;
 pub mod tls;
 
 pub use problem::ApiError;
-pub use state::{AppState, HttpSettings};
+pub use state::{AppState, HttpSettings, Services};

@@ -12,15 +12,35 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
+}
+
+/// Route templates as `&'static str`, so recording a request allocates nothing. The set is
+/// bounded: templates come from the router (plus `unmatched`), never from the request path.
+fn intern(route: &str) -> &'static str {
+    static ROUTES: std::sync::OnceLock<std::sync::RwLock<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(Default::default);
+    if let Some(found) = routes.read().ok().and_then(|set| set.get(route).copied()) {
+        return found;
+    }
+    let Ok(mut set) = routes.write() else {
+        return "unmatched";
+    };
+    if let Some(found) = set.get(route) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
 }
 
 /// The process's metrics registry.
@@ -85,19 +105,17 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn observe(&self, method: &http::Method, route: &str, status: u16, seconds: f64) {
-        let method = method_label(method).to_owned();
+        let method = method_label(method);
+        let route = intern(route);
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.clone(),
-                route: route.to_owned(),
+                method,
+                route,
                 status,
             })
             .inc();
         self.durations
-            .get_or_create(&RouteLabels {
-                method,
-                route: route.to_owned(),
-            })
+            .get_or_create(&RouteLabels { method, route })
             .observe(seconds);
     }
 

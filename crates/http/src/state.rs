@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use strongroom_domain::api_keys::ApiKeyService;
-use strongroom_domain::ports::{HealthRepository, MerchantRepository};
+use strongroom_domain::merchants::MerchantDirectory;
+use strongroom_domain::ports::HealthRepository;
 
 use crate::metrics::Metrics;
 
@@ -36,25 +37,49 @@ impl Default for HttpSettings {
     }
 }
 
-/// Shared state of the router.
+/// Shared state of the router: one `Arc`, so the per-request clones that axum makes of its state
+/// cost one reference count, not one per service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// State over these services.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services handlers reach through [`AppState`].
+pub struct Services {
     /// API keys.
     pub api_keys: Arc<ApiKeyService>,
     /// Merchants.
-    pub merchants: Arc<dyn MerchantRepository>,
+    pub merchants: Arc<MerchantDirectory>,
     /// Database health.
     pub health: Arc<dyn HealthRepository>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// HTTP settings.
-    pub settings: Arc<HttpSettings>,
+    pub settings: HttpSettings,
 }
 
-impl std::fmt::Debug for AppState {
+impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }

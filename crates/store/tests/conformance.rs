@@ -153,7 +153,7 @@ async fn suite(store: Store) {
     );
 
     let principal = service.authenticate(boot.api_key.expose()).await.unwrap();
-    assert_eq!(principal.merchant_id, merchant);
+    assert_eq!(principal.merchant_id(), &merchant);
 
     // Listing with a cursor, newest first.
     let mut ids = Vec::new();
@@ -205,9 +205,9 @@ async fn suite(store: Store) {
     );
 
     // Revocation is immediate on this node and idempotent.
-    let revoked = service.revoke(&merchant, &principal.key_id).await.unwrap();
+    let revoked = service.revoke(&merchant, principal.key_id()).await.unwrap();
     assert!(revoked.revoked_at.is_some());
-    let again = service.revoke(&merchant, &principal.key_id).await.unwrap();
+    let again = service.revoke(&merchant, principal.key_id()).await.unwrap();
     assert_eq!(again.revoked_at, revoked.revoked_at);
     assert!(matches!(
         service.authenticate(boot.api_key.expose()).await,

@@ -82,7 +82,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
         if let Some(required) = S::SCOPE
             && !principal.has(required)
         {
-            tracing::info!(key_id = %principal.key_id, scope = required.as_str(), "scope missing");
+            tracing::info!(key_id = %principal.key_id(), scope = required.as_str(), "scope missing");
             let challenge = format!(
                 "Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\""
             );
@@ -93,7 +93,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             }
             return Err(err);
         }
-        tracing::Span::current().record("key_id", principal.key_id.as_str());
+        tracing::Span::current().record("key_id", principal.key_id().as_str());
         Ok(Self {
             principal,
             scope: PhantomData,

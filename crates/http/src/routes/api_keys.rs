@@ -133,9 +133,9 @@ pub async fn create(
     let created = state
         .api_keys
         .create(
-            &auth.principal.merchant_id,
+            auth.principal.merchant_id(),
             input,
-            Some(&auth.principal.scopes),
+            Some(auth.principal.scopes()),
         )
         .await?;
     tracing::info!(new_key_id = %created.record.id, "api key created");
@@ -170,7 +170,7 @@ pub async fn list(
             "must be between 1 and 100",
         ));
     }
-    let merchant = &auth.principal.merchant_id;
+    let merchant = auth.principal.merchant_id();
     let cursor = match params.starting_after.as_deref() {
         None => None,
         Some(text) => {
@@ -215,7 +215,7 @@ pub async fn get(
 ) -> Result<Json<ApiKeyBody>, ApiError> {
     let record = state
         .api_keys
-        .get(&auth.principal.merchant_id, &parse_id(&id)?)
+        .get(auth.principal.merchant_id(), &parse_id(&id)?)
         .await?;
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))
 }
@@ -237,7 +237,7 @@ pub async fn revoke(
 ) -> Result<Json<ApiKeyBody>, ApiError> {
     let record = state
         .api_keys
-        .revoke(&auth.principal.merchant_id, &parse_id(&id)?)
+        .revoke(auth.principal.merchant_id(), &parse_id(&id)?)
         .await?;
     tracing::info!(revoked_key_id = %record.id, "api key revoked");
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))

@@ -33,16 +33,12 @@ pub async fn get_merchant(
     auth: ApiKeyAuth<scope::AnyKey>,
     State(state): State<AppState>,
 ) -> Result<Json<MerchantBody>, ApiError> {
-    let merchant = state
-        .merchants
-        .merchant(&auth.principal.merchant_id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let merchant = state.merchants.get(auth.principal.merchant_id()).await?;
     Ok(Json(MerchantBody {
         object: "merchant",
         id: merchant.id.to_string(),
-        name: merchant.name,
+        name: merchant.name.clone(),
         created_at: merchant.created_at.to_rfc3339(),
-        mode: auth.principal.mode.as_str(),
+        mode: auth.principal.mode().as_str(),
     }))
 }

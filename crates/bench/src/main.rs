@@ -1,0 +1,435 @@
+//! `strongroom-bench`: starts strongroom (release build) and the bare axum baseline (`bench-echo`)
+//! with the same transport, drives each with the same loopback load, and prints requests per
+//! second, p50 and p99 for each, the ratio to the baseline, and strongroom's idle memory.
+//!
+//! Run it with `scripts/bench` (which builds both in release mode first). Timings on a shared
+//! machine are noisy: compare the ratio, which is measured in the same run. Never a test.
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark tool reports on standard output"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Clone)]
+struct Options {
+    connections: usize,
+    duration: Duration,
+    warmup: Duration,
+    transports: Vec<Transport>,
+    bin_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Tls,
+    Plain,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Tls => "TLS",
+            Transport::Plain => "plain",
+        }
+    }
+}
+
+fn parse_options() -> anyhow::Result<Options> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "strongroom-bench [--connections 32] [--duration-secs 10] [--warmup-secs 2] [--transport tls|plain|both] [--bin-dir DIR]"
+        );
+        std::process::exit(0);
+    }
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("no executable directory")?;
+    let transports = match value("--transport").as_deref() {
+        None | Some("both") => vec![Transport::Tls, Transport::Plain],
+        Some("tls") => vec![Transport::Tls],
+        Some("plain") => vec![Transport::Plain],
+        Some(other) => bail!("--transport: {other} is not tls, plain or both"),
+    };
+    Ok(Options {
+        connections: value("--connections")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(32),
+        duration: Duration::from_secs(
+            value("--duration-secs")
+                .map(|v| v.parse())
+                .transpose()?
+                .unwrap_or(10),
+        ),
+        warmup: Duration::from_secs(
+            value("--warmup-secs")
+                .map(|v| v.parse())
+                .transpose()?
+                .unwrap_or(2),
+        ),
+        transports,
+        bin_dir: value("--bin-dir").map(PathBuf::from).unwrap_or(exe_dir),
+    })
+}
+
+/// A server process we started, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+}
+
+/// Starts strongroom and returns it with the bootstrap key (on the first start of `data_dir`).
+fn start_strongroom(
+    options: &Options,
+    data_dir: &Path,
+    transport: Transport,
+) -> anyhow::Result<(Server, Option<String>)> {
+    let log = std::fs::File::create(data_dir.with_extension(format!("{}.log", transport.name())))?;
+    let mut child = Command::new(options.bin_dir.join("strongroom"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("serve")
+        .env("STRONGROOM_SERVER__LISTEN", "127.0.0.1:0")
+        .env(
+            "STRONGROOM_SERVER__TLS",
+            if transport == Transport::Tls {
+                "builtin"
+            } else {
+                "terminated_upstream"
+            },
+        )
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("cannot start strongroom: run scripts/bench, which builds it")?;
+    let mut banner = String::new();
+    let stdout = child.stdout.take().context("stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Stop with Ctrl-C") {
+            break;
+        }
+    }
+    let addr = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("API").map(str::trim))
+        .and_then(|url| url.split("://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("no API address in strongroom's banner:\n{banner}"))?;
+    let key = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("sr_live_"))
+        .map(str::to_owned);
+    Ok((Server { child, addr }, key))
+}
+
+fn start_echo(options: &Options, tls: Option<(&Path, &Path)>) -> anyhow::Result<Server> {
+    let mut command = Command::new(options.bin_dir.join("bench-echo"));
+    command.args(["--listen", "127.0.0.1:0"]);
+    if let Some((cert, key)) = tls {
+        command.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start bench-echo")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .context("bench-echo did not report its address")?
+        .parse()?;
+    Ok(Server { child, addr })
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+    path: &'static str,
+    authorization: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    ok: u64,
+    failed: u64,
+}
+
+async fn connect(target: &Target) -> anyhow::Result<Box<dyn Io>> {
+    let tcp = TcpStream::connect(target.addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(match &target.tls {
+        Some(connector) => {
+            let name = rustls_pki_types::ServerName::try_from("localhost")?;
+            Box::new(connector.connect(name, tcp).await?)
+        }
+        None => Box::new(tcp),
+    })
+}
+
+async fn drive(
+    target: Target,
+    until: Instant,
+    record: bool,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| unreachable_histogram());
+    while Instant::now() < until {
+        let Ok(io) = connect(&target).await else {
+            outcome.failed += 1;
+            continue;
+        };
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await
+        else {
+            outcome.failed += 1;
+            continue;
+        };
+        tokio::spawn(conn);
+        while Instant::now() < until {
+            let mut request =
+                http::Request::get(target.path).header(http::header::HOST, "localhost");
+            if let Some(auth) = &target.authorization {
+                request = request.header(http::header::AUTHORIZATION, auth);
+            }
+            let Ok(request) = request.body(Empty::<bytes::Bytes>::new()) else {
+                break;
+            };
+            let started = Instant::now();
+            let response = match sender.send_request(request).await {
+                Ok(response) => response,
+                Err(_) => {
+                    outcome.failed += 1;
+                    break;
+                }
+            };
+            let status = response.status();
+            let complete = response.into_body().collect().await.is_ok();
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            if status == http::StatusCode::OK && complete {
+                outcome.ok += 1;
+                if record {
+                    let _ = local.record(micros.max(1));
+                }
+            } else {
+                outcome.failed += 1;
+            }
+        }
+    }
+    if let Ok(mut shared) = histogram.lock() {
+        let _ = shared.add(&local);
+    }
+    outcome
+}
+
+#[expect(
+    clippy::panic,
+    reason = "the bounds above are constants that hdrhistogram accepts"
+)]
+fn unreachable_histogram() -> Histogram<u64> {
+    panic!("histogram bounds rejected")
+}
+
+#[derive(Debug)]
+struct Measurement {
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failed: u64,
+}
+
+async fn measure(options: &Options, target: &Target) -> anyhow::Result<Measurement> {
+    // Warm-up: connections, caches and the allocator settle; nothing is recorded.
+    let warm = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let until = Instant::now() + options.warmup;
+    let tasks: Vec<_> = (0..options.connections)
+        .map(|_| tokio::spawn(drive(target.clone(), until, false, warm.clone())))
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let started = Instant::now();
+    let until = started + options.duration;
+    let tasks: Vec<_> = (0..options.connections)
+        .map(|_| tokio::spawn(drive(target.clone(), until, true, histogram.clone())))
+        .collect();
+    let mut total = Outcome::default();
+    for task in tasks {
+        let outcome = task.await?;
+        total.ok += outcome.ok;
+        total.failed += outcome.failed;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let histogram = histogram
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    if total.ok == 0 {
+        bail!("no successful request against {}", target.addr);
+    }
+    Ok(Measurement {
+        requests_per_sec: total.ok as f64 / elapsed,
+        p50_ms: histogram.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        failed: total.failed,
+    })
+}
+
+fn tls_connector(ca_file: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca_file)? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = parse_options()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(options))
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("strongroom-data");
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "strongroom-bench {date}: {} connections, {}s per target after {}s warm-up, {cores} cores, loopback",
+        options.connections,
+        options.duration.as_secs(),
+        options.warmup.as_secs()
+    );
+    println!();
+    println!("| transport | target | req/s | p50 ms | p99 ms | failed | ratio to baseline |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut key: Option<String> = None;
+    let mut idle_rss = None;
+    for transport in options.transports.clone() {
+        let (strongroom, bootstrap) = start_strongroom(&options, &data_dir, transport)?;
+        key = key.or(bootstrap);
+        let key = key.clone().context("no bootstrap key was printed")?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        idle_rss = idle_rss.or_else(|| strongroom.rss_kib());
+        let tls_files = (data_dir.join("tls/cert.pem"), data_dir.join("tls/key.pem"));
+        let echo = match transport {
+            Transport::Tls => start_echo(&options, Some((&tls_files.0, &tls_files.1)))?,
+            Transport::Plain => start_echo(&options, None)?,
+        };
+        let connector = match transport {
+            Transport::Tls => Some(tls_connector(&data_dir.join("tls/ca.pem"))?),
+            Transport::Plain => None,
+        };
+        let baseline_target = Target {
+            addr: echo.addr,
+            tls: connector.clone(),
+            path: "/v1/merchant",
+            authorization: None,
+        };
+        let strongroom_target = Target {
+            addr: strongroom.addr,
+            tls: connector,
+            path: "/v1/merchant",
+            authorization: Some(format!("Bearer {key}")),
+        };
+        let baseline = measure(&options, &baseline_target).await?;
+        let ours = measure(&options, &strongroom_target).await?;
+        let row = |name: &str, m: &Measurement, ratio: f64| {
+            println!(
+                "| {} | {name} | {:.0} | {:.2} | {:.2} | {} | {:.2} |",
+                transport.name(),
+                m.requests_per_sec,
+                m.p50_ms,
+                m.p99_ms,
+                m.failed,
+                ratio
+            );
+        };
+        row("axum JSON echo (baseline)", &baseline, 1.0);
+        row(
+            "strongroom GET /v1/merchant (authenticated)",
+            &ours,
+            ours.requests_per_sec / baseline.requests_per_sec,
+        );
+        if transport == Transport::Tls {
+            let loaded = strongroom.rss_kib();
+            if let (Some(idle), Some(loaded)) = (idle_rss, loaded) {
+                println!(
+                    "|  | strongroom resident memory | idle {:.1} MB | after load {:.1} MB |  |  |  |",
+                    idle as f64 / 1024.0,
+                    loaded as f64 / 1024.0
+                );
+            }
+        }
+        drop(echo);
+        drop(strongroom);
+    }
+    Ok(())
+}
