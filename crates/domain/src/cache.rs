@@ -51,10 +51,10 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     /// Changes a cached entry in place (keeping its age), when present.
     pub fn update(&self, key: &K, change: impl FnOnce(&mut V)) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if let Some((value, _)) = entries.get_mut(key) {
-                change(value);
-            }
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some((value, _)) = entries.get_mut(key)
+        {
+            change(value);
         }
     }
 
