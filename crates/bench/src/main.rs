@@ -4,10 +4,7 @@
 //!
 //! Run it with `scripts/bench` (which builds both in release mode first). Timings on a shared
 //! machine are noisy: compare the ratio, which is measured in the same run. Never a test.
-#![allow(
-    clippy::print_stdout,
-    reason = "a benchmark tool reports on standard output"
-)]
+#![allow(clippy::print_stdout, reason = "a benchmark tool reports on standard output")]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -49,22 +46,14 @@ impl Transport {
 
 fn parse_options() -> anyhow::Result<Options> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
             "strongroom-bench [--connections 32] [--duration-secs 10] [--warmup-secs 2] [--transport tls|plain|both] [--bin-dir DIR]"
         );
         std::process::exit(0);
     }
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .context("no executable directory")?;
+    let exe_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("no executable directory")?;
     let transports = match value("--transport").as_deref() {
         None | Some("both") => vec![Transport::Tls, Transport::Plain],
         Some("tls") => vec![Transport::Tls],
@@ -72,22 +61,9 @@ fn parse_options() -> anyhow::Result<Options> {
         Some(other) => bail!("--transport: {other} is not tls, plain or both"),
     };
     Ok(Options {
-        connections: value("--connections")
-            .map(|v| v.parse())
-            .transpose()?
-            .unwrap_or(32),
-        duration: Duration::from_secs(
-            value("--duration-secs")
-                .map(|v| v.parse())
-                .transpose()?
-                .unwrap_or(10),
-        ),
-        warmup: Duration::from_secs(
-            value("--warmup-secs")
-                .map(|v| v.parse())
-                .transpose()?
-                .unwrap_or(2),
-        ),
+        connections: value("--connections").map(|v| v.parse()).transpose()?.unwrap_or(32),
+        duration: Duration::from_secs(value("--duration-secs").map(|v| v.parse()).transpose()?.unwrap_or(10)),
+        warmup: Duration::from_secs(value("--warmup-secs").map(|v| v.parse()).transpose()?.unwrap_or(2)),
         transports,
         bin_dir: value("--bin-dir").map(PathBuf::from).unwrap_or(exe_dir),
     })
@@ -101,9 +77,7 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
 }
@@ -111,10 +85,7 @@ impl Drop for Server {
 impl Server {
     fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 }
 
@@ -130,14 +101,7 @@ fn start_strongroom(
         .arg(data_dir)
         .arg("serve")
         .env("STRONGROOM_SERVER__LISTEN", "127.0.0.1:0")
-        .env(
-            "STRONGROOM_SERVER__TLS",
-            if transport == Transport::Tls {
-                "builtin"
-            } else {
-                "terminated_upstream"
-            },
-        )
+        .env("STRONGROOM_SERVER__TLS", if transport == Transport::Tls { "builtin" } else { "terminated_upstream" })
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -159,10 +123,7 @@ fn start_strongroom(
         .and_then(|rest| rest.split('/').next())
         .and_then(|a| a.parse().ok())
         .with_context(|| format!("no API address in strongroom's banner:\n{banner}"))?;
-    let key = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("sr_live_"))
-        .map(str::to_owned);
+    let key = banner.split_whitespace().find(|w| w.starts_with("sr_live_")).map(str::to_owned);
     Ok((Server { child, addr }, key))
 }
 
@@ -172,18 +133,11 @@ fn start_echo(options: &Options, tls: Option<(&Path, &Path)>) -> anyhow::Result<
     if let Some((cert, key)) = tls {
         command.arg("--cert").arg(cert).arg("--key").arg(key);
     }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start bench-echo")?;
+    let mut child = command.stdout(Stdio::piped()).spawn().context("cannot start bench-echo")?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .context("bench-echo did not report its address")?
-        .parse()?;
+    let addr = line.trim().strip_prefix("listening on ").context("bench-echo did not report its address")?.parse()?;
     Ok(Server { child, addr })
 }
 
@@ -216,29 +170,21 @@ async fn connect(target: &Target) -> anyhow::Result<Box<dyn Io>> {
     })
 }
 
-async fn drive(
-    target: Target,
-    until: Instant,
-    record: bool,
-    histogram: Arc<Mutex<Histogram<u64>>>,
-) -> Outcome {
+async fn drive(target: Target, until: Instant, record: bool, histogram: Arc<Mutex<Histogram<u64>>>) -> Outcome {
     let mut outcome = Outcome::default();
-    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-        .unwrap_or_else(|_| unreachable_histogram());
+    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable_histogram());
     while Instant::now() < until {
         let Ok(io) = connect(&target).await else {
             outcome.failed += 1;
             continue;
         };
-        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await
-        else {
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await else {
             outcome.failed += 1;
             continue;
         };
         tokio::spawn(conn);
         while Instant::now() < until {
-            let mut request =
-                http::Request::get(target.path).header(http::header::HOST, "localhost");
+            let mut request = http::Request::get(target.path).header(http::header::HOST, "localhost");
             if let Some(auth) = &target.authorization {
                 request = request.header(http::header::AUTHORIZATION, auth);
             }
@@ -272,10 +218,7 @@ async fn drive(
     outcome
 }
 
-#[expect(
-    clippy::panic,
-    reason = "the bounds above are constants that hdrhistogram accepts"
-)]
+#[expect(clippy::panic, reason = "the bounds above are constants that hdrhistogram accepts")]
 fn unreachable_histogram() -> Histogram<u64> {
     panic!("histogram bounds rejected")
 }
@@ -290,24 +233,18 @@ struct Measurement {
 
 async fn measure(options: &Options, target: &Target) -> anyhow::Result<Measurement> {
     // Warm-up: connections, caches and the allocator settle; nothing is recorded.
-    let warm = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
+    let warm = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let until = Instant::now() + options.warmup;
-    let tasks: Vec<_> = (0..options.connections)
-        .map(|_| tokio::spawn(drive(target.clone(), until, false, warm.clone())))
-        .collect();
+    let tasks: Vec<_> =
+        (0..options.connections).map(|_| tokio::spawn(drive(target.clone(), until, false, warm.clone()))).collect();
     for task in tasks {
         task.await?;
     }
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let started = Instant::now();
     let until = started + options.duration;
-    let tasks: Vec<_> = (0..options.connections)
-        .map(|_| tokio::spawn(drive(target.clone(), until, true, histogram.clone())))
-        .collect();
+    let tasks: Vec<_> =
+        (0..options.connections).map(|_| tokio::spawn(drive(target.clone(), until, true, histogram.clone()))).collect();
     let mut total = Outcome::default();
     for task in tasks {
         let outcome = task.await?;
@@ -315,9 +252,7 @@ async fn measure(options: &Options, target: &Target) -> anyhow::Result<Measureme
         total.failed += outcome.failed;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let histogram = histogram
-        .lock()
-        .map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    let histogram = histogram.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
     if total.ok == 0 {
         bail!("no successful request against {}", target.addr);
     }
@@ -345,9 +280,7 @@ fn tls_connector(ca_file: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
 
 fn main() -> anyhow::Result<()> {
     let options = parse_options()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(options))
 }
 
@@ -387,12 +320,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
             Transport::Tls => Some(tls_connector(&data_dir.join("tls/ca.pem"))?),
             Transport::Plain => None,
         };
-        let baseline_target = Target {
-            addr: echo.addr,
-            tls: connector.clone(),
-            path: "/v1/merchant",
-            authorization: None,
-        };
+        let baseline_target =
+            Target { addr: echo.addr, tls: connector.clone(), path: "/v1/merchant", authorization: None };
         let strongroom_target = Target {
             addr: strongroom.addr,
             tls: connector,
@@ -413,11 +342,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             );
         };
         row("axum JSON echo (baseline)", &baseline, 1.0);
-        row(
-            "strongroom GET /v1/merchant (authenticated)",
-            &ours,
-            ours.requests_per_sec / baseline.requests_per_sec,
-        );
+        row("strongroom GET /v1/merchant (authenticated)", &ours, ours.requests_per_sec / baseline.requests_per_sec);
         if transport == Transport::Tls {
             let loaded = strongroom.rss_kib();
             if let (Some(idle), Some(loaded)) = (idle_rss, loaded) {

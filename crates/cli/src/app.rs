@@ -34,16 +34,11 @@ pub struct Core {
 
 impl Core {
     /// Opens the data directory, root key and database; applies migrations; loads the keyring.
-    pub async fn open(
-        config: &Config,
-        clock: &dyn Clock,
-        entropy: Arc<dyn Entropy>,
-    ) -> anyhow::Result<Self> {
+    pub async fn open(config: &Config, clock: &dyn Clock, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
         data_dir::ensure_dir(&config.data_dir)?;
         let (kms, root_key_created): (Arc<dyn Kms>, bool) = match config.kms.provider {
             KmsProvider::Local => {
-                let (kms, created) =
-                    LocalKeyFile::open_or_create(&config.root_key_file(), entropy.clone())?;
+                let (kms, created) = LocalKeyFile::open_or_create(&config.root_key_file(), entropy.clone())?;
                 (Arc::new(kms), created)
             }
         };
@@ -53,47 +48,27 @@ impl Core {
         };
         let url = config.database_url();
         data_dir::precreate_sqlite_file(url.expose())?;
-        let store = Store::connect(url.expose(), pool).await.with_context(|| {
-            format!(
-                "cannot open the database {}",
-                crate::config::mask_url(url.expose())
-            )
-        })?;
+        let store = Store::connect(url.expose(), pool)
+            .await
+            .with_context(|| format!("cannot open the database {}", crate::config::mask_url(url.expose())))?;
         let applied = store.migrate().await?;
         if applied > 0 {
-            tracing::info!(
-                applied,
-                backend = store.kind().as_str(),
-                "database migrations applied"
-            );
+            tracing::info!(applied, backend = store.kind().as_str(), "database migrations applied");
         }
         let keyring = Keyring::load(&store, kms.as_ref(), clock, entropy.as_ref())
             .await
             .context("cannot load the deployment keyring (is this the root key the database was created with?)")?;
-        Ok(Self {
-            store,
-            kms,
-            keyring,
-            root_key_created,
-        })
+        Ok(Self { store, kms, keyring, root_key_created })
     }
 
     /// The API key service over this core.
-    pub fn api_keys(
-        &self,
-        config: &Config,
-        clock: Arc<dyn Clock>,
-        entropy: Arc<dyn Entropy>,
-    ) -> ApiKeyService {
+    pub fn api_keys(&self, config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> ApiKeyService {
         ApiKeyService::new(
             Arc::new(self.store.clone()),
             self.keyring.api_key_digest.clone(),
             clock,
             entropy,
-            ApiKeySettings {
-                cache_ttl: config.api_keys.cache_ttl,
-                ..ApiKeySettings::default()
-            },
+            ApiKeySettings { cache_ttl: config.api_keys.cache_ttl, ..ApiKeySettings::default() },
         )
     }
 }
@@ -115,11 +90,7 @@ pub struct Application {
 
 impl Application {
     /// Opens everything, bootstraps a new deployment, and starts serving.
-    pub async fn build(
-        config: &Config,
-        clock: Arc<dyn Clock>,
-        entropy: Arc<dyn Entropy>,
-    ) -> anyhow::Result<Self> {
+    pub async fn build(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
         let core = Core::open(config, clock.as_ref(), entropy.clone()).await?;
         let api_keys = Arc::new(core.api_keys(config, clock.clone(), entropy.clone()));
         let bootstrapped = bootstrap_if_new(&core.store, &api_keys, entropy.as_ref()).await?;
@@ -134,10 +105,8 @@ impl Application {
                         (files.cert, files.key, Some(files.ca))
                     }
                 };
-                let cert_pem = std::fs::read(&cert)
-                    .with_context(|| format!("tls.cert_file {}", cert.display()))?;
-                let key_pem = std::fs::read(&key)
-                    .with_context(|| format!("tls.key_file {}", key.display()))?;
+                let cert_pem = std::fs::read(&cert).with_context(|| format!("tls.cert_file {}", cert.display()))?;
+                let key_pem = std::fs::read(&key).with_context(|| format!("tls.key_file {}", key.display()))?;
                 let tls = strongroom_http::tls::server_config(&cert_pem, &key_pem)?;
                 (ApiTransport::Tls(tls), dev_ca)
             }
@@ -176,13 +145,7 @@ impl Application {
             kms = %core.kms.key_id(),
             "strongroom serving"
         );
-        Ok(Self {
-            server,
-            store: core.store,
-            bootstrapped,
-            dev_ca,
-            state,
-        })
+        Ok(Self { server, store: core.store, bootstrapped, dev_ca, state })
     }
 
     /// Where the API listens.

@@ -123,12 +123,8 @@ pub async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
-    let logs_to_stderr = !matches!(
-        cli.command,
-        Command::Config(_) | Command::Healthcheck { .. }
-    );
-    let _flush_logs_at_exit =
-        logs_to_stderr.then(|| crate::logging::init(config.log_format, &config.log_level));
+    let logs_to_stderr = !matches!(cli.command, Command::Config(_) | Command::Healthcheck { .. });
+    let _flush_logs_at_exit = logs_to_stderr.then(|| crate::logging::init(config.log_format, &config.log_level));
     let result = match cli.command {
         Command::Serve => serve(&config).await,
         Command::Migrate => migrate(&config).await,
@@ -168,24 +164,19 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The URL clients use for a listener (an unspecified address is reached on 127.0.0.1).
+fn base_url(tls: TlsMode, addr: std::net::SocketAddr) -> String {
+    let scheme = if tls == TlsMode::Builtin { "https" } else { "http" };
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}", addr.port())
+}
+
 fn banner(config: &Config, app: &Application) -> String {
-    let addr = app.api_addr();
-    let scheme = if config.server.tls == TlsMode::Builtin {
-        "https"
-    } else {
-        "http"
-    };
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        addr.ip().to_string()
-    };
-    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    let base = format!("{scheme}://{host}:{}", addr.port());
+    let base = base_url(config.server.tls, app.api_addr());
     let mut text = format!(
         "strongroom {} is serving ({} database)\n  API        {base}/v1/\n  OpenAPI    {base}/openapi.json\n  Health     {base}/healthz  (ready: {base}/readyz)\n",
         env!("CARGO_PKG_VERSION"),
@@ -193,9 +184,7 @@ fn banner(config: &Config, app: &Application) -> String {
     );
     let ca = app.dev_ca.as_ref().map(|ca| ca.display().to_string());
     if let Some(ca) = &ca {
-        text.push_str(&format!(
-            "  TLS        development certificate; clients trust {ca}\n"
-        ));
+        text.push_str(&format!("  TLS        development certificate; clients trust {ca}\n"));
     }
     let curl_ca = ca.map(|ca| format!("--cacert {ca} ")).unwrap_or_default();
     match &app.bootstrapped {
@@ -242,20 +231,12 @@ async fn wait_for_signal() {
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     let url = config.database_url();
     crate::data_dir::ensure_dir(&config.data_dir)?;
-    let store =
-        strongroom_store::Store::connect(url.expose(), strongroom_store::PoolSettings::default())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database {}",
-                    config::mask_url(url.expose())
-                )
-            })?;
+    let store = strongroom_store::Store::connect(url.expose(), strongroom_store::PoolSettings::default())
+        .await
+        .with_context(|| format!("cannot open the database {}", config::mask_url(url.expose())))?;
     let applied = store.migrate().await?;
     store.close().await;
-    print(&format!(
-        "{applied} migration(s) applied; the database is up to date"
-    ));
+    print(&format!("{applied} migration(s) applied; the database is up to date"));
     Ok(())
 }
 
@@ -274,33 +255,16 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
     if !config.root_key_file().exists() && config.kms.provider == config::KmsProvider::Local {
-        bail!(
-            "no root key at {}: run `strongroom serve` once first",
-            config.root_key_file().display()
-        );
+        bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
     }
     let core = Core::open(config, clock.as_ref(), entropy.clone()).await?;
     let service = core.api_keys(config, clock.clone(), entropy);
     let result = match command {
-        ApiKeyCommand::Create {
-            name,
-            scopes,
-            mode,
-            expires_in,
-            merchant,
-        } => {
+        ApiKeyCommand::Create { name, scopes, mode, expires_in, merchant } => {
             let merchant = default_merchant(&core, merchant).await?;
             let expires_at = expires_in.map(|d| clock.now().saturating_add(d));
-            let input = NewApiKey {
-                name,
-                scopes,
-                mode: Some(mode),
-                expires_at,
-            };
-            let created = service
-                .create(&merchant, input, None)
-                .await
-                .map_err(describe_domain)?;
+            let input = NewApiKey { name, scopes, mode: Some(mode), expires_at };
+            let created = service.create(&merchant, input, None).await.map_err(describe_domain)?;
             let out = serde_json::json!({
                 "id": created.record.id.as_str(),
                 "merchant": merchant.as_str(),
@@ -315,16 +279,11 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
         ApiKeyCommand::List { merchant } => {
             let merchant = default_merchant(&core, merchant).await?;
             let now = clock.now();
-            let mut text = format!(
-                "{:<30} {:<8} {:<5} {:<30} {:<25} {}\n",
-                "ID", "STATUS", "MODE", "NAME", "LAST USED", "SCOPES"
-            );
+            let mut text =
+                format!("{:<30} {:<8} {:<5} {:<30} {:<25} {}\n", "ID", "STATUS", "MODE", "NAME", "LAST USED", "SCOPES");
             let mut cursor: Option<ApiKeyId> = None;
             loop {
-                let page = service
-                    .list(&merchant, cursor.as_ref(), 100)
-                    .await
-                    .map_err(describe_domain)?;
+                let page = service.list(&merchant, cursor.as_ref(), 100).await.map_err(describe_domain)?;
                 for key in &page {
                     text.push_str(&format!(
                         "{:<30} {:<8} {:<5} {:<30} {:<25} {}\n",
@@ -332,13 +291,8 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
                         key.status(now).as_str(),
                         key.mode.as_str(),
                         key.name.chars().take(30).collect::<String>(),
-                        key.last_used_at
-                            .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
-                        key.scopes
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" "),
+                        key.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
+                        key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
                     ));
                 }
                 match page.last() {
@@ -352,15 +306,8 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
         ApiKeyCommand::Revoke { id, merchant } => {
             let merchant = default_merchant(&core, merchant).await?;
             let id = ApiKeyId::parse(&id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
-            let key = service
-                .revoke(&merchant, &id)
-                .await
-                .map_err(describe_domain)?;
-            print(&format!(
-                "{} revoked at {}",
-                key.id,
-                key.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default()
-            ));
+            let key = service.revoke(&merchant, &id).await.map_err(describe_domain)?;
+            print(&format!("{} revoked at {}", key.id, key.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default()));
             Ok(())
         }
     };
@@ -391,25 +338,7 @@ pub fn known_scopes() -> Vec<&'static str> {
 }
 
 async fn healthcheck(config: &Config, url: Option<String>, timeout_secs: u64) -> i32 {
-    let builtin = config.server.tls == TlsMode::Builtin;
-    let url = url.unwrap_or_else(|| {
-        let addr = config.server.listen;
-        let host = if addr.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            addr.ip().to_string()
-        };
-        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        format!(
-            "{}://{host}:{}/readyz",
-            if builtin { "https" } else { "http" },
-            addr.port()
-        )
-    });
+    let url = url.unwrap_or_else(|| format!("{}/readyz", base_url(config.server.tls, config.server.listen)));
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(timeout_secs));
     let ca = crate::data_dir::DevTls::in_dir(&config.tls_dir()).ca;
     if let Ok(pem) = std::fs::read(&ca)
@@ -430,11 +359,7 @@ async fn healthcheck(config: &Config, url: Option<String>, timeout_secs: u64) ->
             0
         }
         Ok(response) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "not ready: {url} answered {}",
-                response.status()
-            );
+            let _ = writeln!(std::io::stderr(), "not ready: {url} answered {}", response.status());
             1
         }
         Err(err) => {

@@ -179,18 +179,13 @@ impl Default for ServerConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            max_connections: None,
-            acquire_timeout: Duration::from_secs(5),
-        }
+        Self { max_connections: None, acquire_timeout: Duration::from_secs(5) }
     }
 }
 
 impl Default for ApiKeysConfig {
     fn default() -> Self {
-        Self {
-            cache_ttl: Duration::from_secs(5),
-        }
+        Self { cache_ttl: Duration::from_secs(5) }
     }
 }
 
@@ -214,10 +209,7 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
-fn masked_url<S: Serializer>(
-    url: &Option<Secret<String>>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+fn masked_url<S: Serializer>(url: &Option<Secret<String>>, serializer: S) -> Result<S::Ok, S::Error> {
     match url {
         Some(url) => serializer.serialize_str(&mask_url(url.expose())),
         None => serializer.serialize_none(),
@@ -258,18 +250,12 @@ fn is_reserved_env(key: &str) -> bool {
 }
 
 /// Loads the configuration from `vars` (normally `std::env::vars()`) and the overrides.
-pub fn load(
-    overrides: &Overrides,
-    vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<Config, ConfigError> {
+pub fn load(overrides: &Overrides, vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     let default_file = PathBuf::from("strongroom.toml");
     match &overrides.config_file {
         Some(path) if !path.exists() => {
-            return Err(ConfigError(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
+            return Err(ConfigError(format!("config file {} does not exist", path.display())));
         }
         Some(path) => figment = figment.merge(Toml::file_exact(path)),
         None if default_file.exists() => figment = figment.merge(Toml::file_exact(&default_file)),
@@ -278,26 +264,18 @@ pub fn load(
     let vars: Vec<(String, String)> = vars.into_iter().collect();
     let plain: Vec<(String, String)> = vars
         .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix(ENV_PREFIX)
-                .map(|k| (k.to_owned(), v.clone()))
-        })
+        .filter_map(|(k, v)| k.strip_prefix(ENV_PREFIX).map(|k| (k.to_owned(), v.clone())))
         .filter(|(k, _)| !is_reserved_env(k) && !k.ends_with("_FILE"))
         .collect();
     // Built from `vars` rather than read from the process environment, so tests stay hermetic.
     figment = figment.merge(EnvVars(plain));
     for (name, path) in vars.iter().filter_map(|(k, v)| {
         let key = k.strip_prefix(ENV_PREFIX)?.strip_suffix("_FILE")?;
-        (!is_reserved_env(key)).then(|| {
-            (
-                k.clone(),
-                (key.to_ascii_lowercase().replace("__", "."), v.clone()),
-            )
-        })
+        (!is_reserved_env(key)).then(|| (k.clone(), (key.to_ascii_lowercase().replace("__", "."), v.clone())))
     }) {
         let (key, file) = path;
-        let value = std::fs::read_to_string(&file)
-            .map_err(|e| ConfigError(format!("{name}: cannot read {file}: {e}")))?;
+        let value =
+            std::fs::read_to_string(&file).map_err(|e| ConfigError(format!("{name}: cannot read {file}: {e}")))?;
         figment = figment.merge((key, value.trim_end_matches(['\r', '\n']).to_owned()));
     }
     if let Some(dir) = &overrides.data_dir {
@@ -315,11 +293,7 @@ pub fn load(
 }
 
 fn describe(err: &figment::Error) -> String {
-    err.clone()
-        .into_iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    err.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 /// `STRONGROOM_*` variables as a provider: `SERVER__LISTEN` becomes `server.listen`, and values
@@ -331,13 +305,10 @@ impl figment::Provider for EnvVars {
         figment::Metadata::named("STRONGROOM_* environment variable")
     }
 
-    fn data(
-        &self,
-    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
         let mut dict = figment::value::Dict::new();
         for (key, value) in &self.0 {
-            let parsed: figment::value::Value =
-                value.parse().unwrap_or_else(|_| value.clone().into());
+            let parsed: figment::value::Value = value.parse().unwrap_or_else(|_| value.clone().into());
             let key = key.to_ascii_lowercase();
             let segments: Vec<&str> = key.split("__").collect();
             let nested = segments.into_iter().rev().fold(parsed, |acc, segment| {
@@ -353,15 +324,10 @@ impl figment::Provider for EnvVars {
     }
 }
 
-fn merge_dicts(
-    mut base: figment::value::Dict,
-    other: figment::value::Dict,
-) -> figment::value::Dict {
+fn merge_dicts(mut base: figment::value::Dict, other: figment::value::Dict) -> figment::value::Dict {
     for (key, value) in other {
         let merged = match (base.remove(&key), value) {
-            (Some(figment::value::Value::Dict(_, a)), figment::value::Value::Dict(_, b)) => {
-                merge_dicts(a, b).into()
-            }
+            (Some(figment::value::Value::Dict(_, a)), figment::value::Value::Dict(_, b)) => merge_dicts(a, b).into(),
             (_, value) => value,
         };
         base.insert(key, merged);
@@ -388,23 +354,13 @@ impl Config {
             return fail("server.request_timeout", "must be greater than 0");
         }
         if self.api_keys.cache_ttl > Duration::from_secs(60) {
-            return fail(
-                "api_keys.cache_ttl",
-                "must be at most 60s (revocations must reach every node quickly)",
-            );
+            return fail("api_keys.cache_ttl", "must be at most 60s (revocations must reach every node quickly)");
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            return fail(
-                "tls.cert_file",
-                "tls.cert_file and tls.key_file go together",
-            );
+            return fail("tls.cert_file", "tls.cert_file and tls.key_file go together");
         }
         let mut ports = vec![("server.listen", self.server.listen)];
-        ports.extend(
-            self.server
-                .redirect_listen
-                .map(|a| ("server.redirect_listen", a)),
-        );
+        ports.extend(self.server.redirect_listen.map(|a| ("server.redirect_listen", a)));
         ports.extend(self.metrics.listen.map(|a| ("metrics.listen", a)));
         for (i, (key, addr)) in ports.iter().enumerate() {
             if addr.port() != 0 && ports.iter().skip(i + 1).any(|(_, other)| other == addr) {
@@ -412,10 +368,7 @@ impl Config {
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return fail(
-                "log_level",
-                "is not a valid filter (e.g. info, or info,strongroom_http=debug)",
-            );
+            return fail("log_level", "is not a valid filter (e.g. info, or info,strongroom_http=debug)");
         }
         Ok(())
     }
@@ -424,19 +377,13 @@ impl Config {
     pub fn database_url(&self) -> Secret<String> {
         match &self.database_url {
             Some(url) => url.clone_secret(),
-            None => Secret::new(format!(
-                "sqlite://{}",
-                self.data_dir.join("strongroom.db").display()
-            )),
+            None => Secret::new(format!("sqlite://{}", self.data_dir.join("strongroom.db").display())),
         }
     }
 
     /// The root key file of the local KMS.
     pub fn root_key_file(&self) -> PathBuf {
-        self.kms
-            .key_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("root.key"))
+        self.kms.key_file.clone().unwrap_or_else(|| self.data_dir.join("root.key"))
     }
 
     /// The effective configuration as TOML, secrets masked.
@@ -462,9 +409,7 @@ mod tests {
     use super::*;
 
     fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
@@ -495,17 +440,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        let err = load(
-            &Overrides::default(),
-            vars(&[("STRONGROOM_SERVER__LISTN", "x")]),
-        )
-        .unwrap_err();
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__LISTN", "x")])).unwrap_err();
         assert!(err.0.contains("listn"), "{err}");
-        let err = load(
-            &Overrides::default(),
-            vars(&[("STRONGROOM_SERVER__LISTEN", "not-an-address")]),
-        )
-        .unwrap_err();
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__LISTEN", "not-an-address")])).unwrap_err();
         assert!(err.0.contains("listen"), "{err}");
     }
 
@@ -513,45 +450,25 @@ mod tests {
     fn file_indirection_and_masking() {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("db-url");
-        std::fs::write(
-            &secret_file,
-            "postgres://app:canary-pw-123@db.internal/strongroom?sslmode=require\n",
-        )
-        .unwrap();
-        let config = load(
-            &Overrides::default(),
-            vars(&[(
-                "STRONGROOM_DATABASE_URL_FILE",
-                secret_file.to_str().unwrap(),
-            )]),
-        )
-        .unwrap();
+        std::fs::write(&secret_file, "postgres://app:canary-pw-123@db.internal/strongroom?sslmode=require\n").unwrap();
+        let config =
+            load(&Overrides::default(), vars(&[("STRONGROOM_DATABASE_URL_FILE", secret_file.to_str().unwrap())]))
+                .unwrap();
         assert_eq!(
             config.database_url().expose(),
             "postgres://app:canary-pw-123@db.internal/strongroom?sslmode=require"
         );
         let shown = config.to_masked_toml();
         assert!(!shown.contains("canary-pw-123"), "{shown}");
-        assert!(
-            shown.contains("postgres://app:****@db.internal/strongroom?****"),
-            "{shown}"
-        );
+        assert!(shown.contains("postgres://app:****@db.internal/strongroom?****"), "{shown}");
         assert!(!format!("{config:?}").contains("canary-pw-123"));
     }
 
     #[test]
     fn validation_names_the_key() {
-        let err = load(
-            &Overrides::default(),
-            vars(&[("STRONGROOM_DATABASE_URL", "mysql://x")]),
-        )
-        .unwrap_err();
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_DATABASE_URL", "mysql://x")])).unwrap_err();
         assert!(err.0.starts_with("database_url"), "{err}");
-        let err = load(
-            &Overrides::default(),
-            vars(&[("STRONGROOM_SERVER__BODY_LIMIT_BYTES", "0")]),
-        )
-        .unwrap_err();
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__BODY_LIMIT_BYTES", "0")])).unwrap_err();
         assert!(err.0.starts_with("server.body_limit_bytes"), "{err}");
     }
 
@@ -560,18 +477,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("strongroom.toml");
         std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7000\"\nbogus = 1\n").unwrap();
-        let overrides = Overrides {
-            config_file: Some(file.clone()),
-            ..Default::default()
-        };
+        let overrides = Overrides { config_file: Some(file.clone()), ..Default::default() };
         let err = load(&overrides, vars(&[])).unwrap_err();
         assert!(err.0.contains("bogus"), "{err}");
         std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7000\"\n").unwrap();
-        let overrides = Overrides {
-            config_file: Some(file),
-            data_dir: Some(dir.path().join("d")),
-            ..Default::default()
-        };
+        let overrides =
+            Overrides { config_file: Some(file), data_dir: Some(dir.path().join("d")), ..Default::default() };
         let config = load(&overrides, vars(&[])).unwrap();
         assert_eq!(config.server.listen.port(), 7000);
         assert_eq!(config.data_dir, dir.path().join("d"));

@@ -7,10 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 
 /// Paths of the development TLS files.
 #[derive(Debug, Clone)]
@@ -26,11 +23,7 @@ pub struct DevTls {
 impl DevTls {
     /// The files' places inside `tls_dir`.
     pub fn in_dir(tls_dir: &Path) -> Self {
-        Self {
-            cert: tls_dir.join("cert.pem"),
-            key: tls_dir.join("key.pem"),
-            ca: tls_dir.join("ca.pem"),
-        }
+        Self { cert: tls_dir.join("cert.pem"), key: tls_dir.join("key.pem"), ca: tls_dir.join("ca.pem") }
     }
 }
 
@@ -46,9 +39,7 @@ pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder
-        .create(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))
+    builder.create(dir).with_context(|| format!("cannot create directory {}", dir.display()))
 }
 
 fn write_new(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
@@ -59,9 +50,7 @@ fn write_new(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> 
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(if private { 0o600 } else { 0o644 });
     }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
     Ok(())
@@ -78,24 +67,16 @@ pub fn ensure_dev_tls(tls_dir: &Path) -> anyhow::Result<(DevTls, bool)> {
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "strongroom development CA");
+    ca_params.distinguished_name.push(DnType::CommonName, "strongroom development CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = now - time::Duration::days(1);
     ca_params.not_after = now + time::Duration::days(3650);
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
-    let names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     let mut leaf_params = CertificateParams::new(names)?;
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
+    leaf_params.distinguished_name.push(DnType::CommonName, "localhost");
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf_params.not_before = now - time::Duration::days(1);
@@ -118,10 +99,7 @@ pub fn ensure_dev_tls(tls_dir: &Path) -> anyhow::Result<(DevTls, bool)> {
 /// Creates an empty SQLite database file with mode 0600 before SQLite does (SQLite would use the
 /// process umask; its `-wal` and `-shm` files copy the main file's mode).
 pub fn precreate_sqlite_file(url: &str) -> anyhow::Result<()> {
-    let Some(rest) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
         return Ok(());
     };
     let path = Path::new(rest.split('?').next().unwrap_or(rest));

@@ -1,11 +1,6 @@
 //! The `strongroom` binary as a user runs it: first and second start, help, config check,
 //! healthcheck, migrate, apikey commands and graceful shutdown on SIGTERM.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -36,12 +31,7 @@ struct Serving {
 
 /// Starts `serve` and reads standard output until the banner is complete.
 fn serve(data_dir: &Path) -> Serving {
-    let mut child = strongroom(data_dir)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = strongroom(data_dir).arg("serve").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || {
         let mut text = String::new();
@@ -61,10 +51,7 @@ fn serve(data_dir: &Path) -> Serving {
             break;
         }
     }
-    assert!(
-        banner.contains("is serving"),
-        "serve did not start: {banner}"
-    );
+    assert!(banner.contains("is serving"), "serve did not start: {banner}");
     let port = banner
         .lines()
         .find_map(|l| l.trim().strip_prefix("API").map(str::trim))
@@ -72,23 +59,12 @@ fn serve(data_dir: &Path) -> Serving {
         .and_then(|rest| rest.split('/').next())
         .and_then(|p| p.parse().ok())
         .unwrap();
-    Serving {
-        child,
-        banner,
-        port,
-        stderr,
-    }
+    Serving { child, banner, port, stderr }
 }
 
 fn terminate(serving: &mut Serving) -> i32 {
     let pid = serving.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = serving.child.wait().unwrap();
     status.code().unwrap_or(-1)
 }
@@ -103,11 +79,7 @@ fn client(data_dir: &Path) -> reqwest::Client {
 }
 
 fn bootstrap_key(banner: &str) -> String {
-    banner
-        .split_whitespace()
-        .find(|w| w.starts_with("sr_live_"))
-        .unwrap()
-        .to_owned()
+    banner.split_whitespace().find(|w| w.starts_with("sr_live_")).unwrap().to_owned()
 }
 
 #[test]
@@ -128,10 +100,7 @@ fn help_describes_every_command() {
     ] {
         let output = Command::new(BIN).args(sub).arg("--help").output().unwrap();
         assert!(output.status.success(), "{sub:?}");
-        assert!(
-            String::from_utf8(output.stdout).unwrap().lines().count() > 3,
-            "{sub:?}"
-        );
+        assert!(String::from_utf8(output.stdout).unwrap().lines().count() > 3, "{sub:?}");
     }
 }
 
@@ -141,24 +110,14 @@ fn config_check_masks_secrets_and_names_bad_keys() {
     let data = dir.path().join("data");
     let output = strongroom(&data)
         .args(["config", "check"])
-        .env(
-            "STRONGROOM_DATABASE_URL",
-            "postgres://app:s3cret-canary@db.internal/strongroom",
-        )
+        .env("STRONGROOM_DATABASE_URL", "postgres://app:s3cret-canary@db.internal/strongroom")
         .output()
         .unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(output.status.success(), "{text}");
-    assert!(
-        text.contains("postgres://app:****@db.internal/strongroom"),
-        "{text}"
-    );
+    assert!(text.contains("postgres://app:****@db.internal/strongroom"), "{text}");
     assert!(!text.contains("s3cret-canary"));
-    let output = strongroom(&data)
-        .args(["config", "check"])
-        .env("STRONGROOM_SERVER__LISTN", "x")
-        .output()
-        .unwrap();
+    let output = strongroom(&data).args(["config", "check"]).env("STRONGROOM_SERVER__LISTN", "x").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8(output.stderr).unwrap().contains("listn"));
 }
@@ -172,89 +131,43 @@ async fn first_start_bootstraps_once_and_state_survives_a_restart() {
     assert!(first.banner.contains("/openapi.json") && first.banner.contains("/healthz"));
     let key = bootstrap_key(&first.banner);
     let client = client(&data);
-    let merchant = client
-        .get(format!("https://127.0.0.1:{}/v1/merchant", first.port))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let merchant =
+        client.get(format!("https://127.0.0.1:{}/v1/merchant", first.port)).bearer_auth(&key).send().await.unwrap();
     assert_eq!(merchant.status(), 200);
     // The data directory holds what the issue promises, with private files private.
-    for file in [
-        "strongroom.db",
-        "root.key",
-        "tls/cert.pem",
-        "tls/key.pem",
-        "tls/ca.pem",
-    ] {
+    for file in ["strongroom.db", "root.key", "tls/cert.pem", "tls/key.pem", "tls/ca.pem"] {
         assert!(data.join(file).exists(), "{file}");
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         for private in ["root.key", "tls/key.pem", "strongroom.db"] {
-            let mode = std::fs::metadata(data.join(private))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777;
+            let mode = std::fs::metadata(data.join(private)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{private}");
         }
-        assert_eq!(
-            std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
     }
     let root_key = std::fs::read(data.join("root.key")).unwrap();
     let cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
     assert_eq!(terminate(&mut first), 0);
     let logs = first.stderr.join().unwrap();
-    assert!(
-        !logs.contains(&key[20..]),
-        "the bootstrap key reached a log line"
-    );
+    assert!(!logs.contains(&key[20..]), "the bootstrap key reached a log line");
 
     let mut second = serve(&data);
     assert!(!second.banner.contains("First start"), "{}", second.banner);
     assert!(!second.banner.contains("sr_live_"), "{}", second.banner);
-    assert_eq!(
-        std::fs::read(data.join("root.key")).unwrap(),
-        root_key,
-        "root key reused"
-    );
-    assert_eq!(
-        std::fs::read(data.join("tls/cert.pem")).unwrap(),
-        cert,
-        "certificate reused"
-    );
-    let merchant = client
-        .get(format!("https://127.0.0.1:{}/v1/merchant", second.port))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        merchant.status(),
-        200,
-        "the bootstrap key survives a restart"
-    );
+    assert_eq!(std::fs::read(data.join("root.key")).unwrap(), root_key, "root key reused");
+    assert_eq!(std::fs::read(data.join("tls/cert.pem")).unwrap(), cert, "certificate reused");
+    let merchant =
+        client.get(format!("https://127.0.0.1:{}/v1/merchant", second.port)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(merchant.status(), 200, "the bootstrap key survives a restart");
 
     // healthcheck against the running server, then after it stopped.
     let url = format!("https://127.0.0.1:{}/readyz", second.port);
-    let ok = strongroom(&data)
-        .args(["healthcheck", "--url", &url])
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let ok = strongroom(&data).args(["healthcheck", "--url", &url]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert_eq!(terminate(&mut second), 0);
-    let down = strongroom(&data)
-        .args(["healthcheck", "--url", &url, "--timeout-secs", "2"])
-        .output()
-        .unwrap();
+    let down = strongroom(&data).args(["healthcheck", "--url", &url, "--timeout-secs", "2"]).output().unwrap();
     assert_eq!(down.status.code(), Some(1));
 }
 
@@ -266,83 +179,33 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     assert!(migrate.status.success());
     assert!(String::from_utf8_lossy(&migrate.stdout).contains("1 migration(s) applied"));
     let early = strongroom(&data).args(["apikey", "list"]).output().unwrap();
-    assert_eq!(
-        early.status.code(),
-        Some(1),
-        "no merchant before the first serve"
-    );
+    assert_eq!(early.status.code(), Some(1), "no merchant before the first serve");
 
     let mut serving = serve(&data);
     let created = strongroom(&data)
-        .args([
-            "apikey",
-            "create",
-            "--name",
-            "cli key",
-            "--scope",
-            "admin:metrics",
-            "--expires-in",
-            "30d",
-        ])
+        .args(["apikey", "create", "--name", "cli key", "--scope", "admin:metrics", "--expires-in", "30d"])
         .output()
         .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
     let secret = created["secret"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
     let client = client(&data);
     let metrics = format!("https://127.0.0.1:{}/metrics", serving.port);
-    assert_eq!(
-        client
-            .get(&metrics)
-            .bearer_auth(&secret)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(client.get(&metrics).bearer_auth(&secret).send().await.unwrap().status(), 200);
 
     let list = strongroom(&data).args(["apikey", "list"]).output().unwrap();
     let list = String::from_utf8(list.stdout).unwrap();
-    assert!(
-        list.contains(&id) && list.contains("bootstrap") && !list.contains(&secret[20..]),
-        "{list}"
-    );
+    assert!(list.contains(&id) && list.contains("bootstrap") && !list.contains(&secret[20..]), "{list}");
 
-    let bad = strongroom(&data)
-        .args([
-            "apikey",
-            "create",
-            "--name",
-            "x",
-            "--scope",
-            "admin:everything",
-        ])
-        .output()
-        .unwrap();
+    let bad =
+        strongroom(&data).args(["apikey", "create", "--name", "x", "--scope", "admin:everything"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("scopes/0"));
 
-    let revoked = strongroom(&data)
-        .args(["apikey", "revoke", &id])
-        .output()
-        .unwrap();
+    let revoked = strongroom(&data).args(["apikey", "revoke", &id]).output().unwrap();
     assert!(revoked.status.success());
-    assert_eq!(
-        client
-            .get(&metrics)
-            .bearer_auth(&secret)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(client.get(&metrics).bearer_auth(&secret).send().await.unwrap().status(), 401);
     assert_eq!(terminate(&mut serving), 0);
 }
 
@@ -369,29 +232,15 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
                 .await
         }
     });
-    tx.unbounded_send(Ok(b"{\"name\": \"late\", ".to_vec()))
-        .unwrap();
+    tx.unbounded_send(Ok(b"{\"name\": \"late\", ".to_vec())).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = serving.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     tokio::time::sleep(Duration::from_millis(300)).await;
     // New connections are refused while the old one finishes.
-    let fresh = client
-        .get(format!("https://127.0.0.1:{}/healthz", serving.port))
-        .send()
-        .await;
-    assert!(
-        fresh.is_err(),
-        "a new connection was accepted after SIGTERM"
-    );
-    tx.unbounded_send(Ok(b"\"scopes\": [\"admin:metrics\"]}".to_vec()))
-        .unwrap();
+    let fresh = client.get(format!("https://127.0.0.1:{}/healthz", serving.port)).send().await;
+    assert!(fresh.is_err(), "a new connection was accepted after SIGTERM");
+    tx.unbounded_send(Ok(b"\"scopes\": [\"admin:metrics\"]}".to_vec())).unwrap();
     drop(tx);
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(response.status(), 201, "the in-flight request completed");

@@ -23,22 +23,12 @@ const TAG_LEN: usize = 16;
 pub struct OpenError;
 
 /// Encrypts `plaintext` under `key`, bound to `associated_data`.
-pub fn seal(
-    key: &Key256,
-    associated_data: &[u8],
-    plaintext: &[u8],
-    entropy: &dyn Entropy,
-) -> Vec<u8> {
+pub fn seal(key: &Key256, associated_data: &[u8], plaintext: &[u8], entropy: &dyn Entropy) -> Vec<u8> {
     let cipher = Aes256Gcm::new(key.expose().into());
     let nonce_bytes: [u8; NONCE_LEN] = random_array(entropy);
-    let payload = Payload {
-        msg: plaintext,
-        aad: associated_data,
-    };
+    let payload = Payload { msg: plaintext, aad: associated_data };
     // AES-GCM encryption only fails for messages over 64 GiB, which nothing here produces.
-    let ciphertext = cipher
-        .encrypt(Nonce::from_slice(&nonce_bytes), payload)
-        .unwrap_or_default();
+    let ciphertext = cipher.encrypt(Nonce::from_slice(&nonce_bytes), payload).unwrap_or_default();
     let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
     out.push(VERSION_AES256GCM);
     out.extend_from_slice(&nonce_bytes);
@@ -54,15 +44,7 @@ pub fn open(key: &Key256, associated_data: &[u8], envelope: &[u8]) -> Result<Vec
     }
     let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
     let cipher = Aes256Gcm::new(key.expose().into());
-    cipher
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: associated_data,
-            },
-        )
-        .map_err(|_| OpenError)
+    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: associated_data }).map_err(|_| OpenError)
 }
 
 #[cfg(test)]
@@ -73,19 +55,15 @@ mod tests {
     use strongroom_types::{OsEntropy, Secret};
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("00"), 16).unwrap_or(0))
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("00"), 16).unwrap_or(0)).collect()
     }
 
     /// NIST GCM test vector (gcmEncryptExtIV256.rsp, Count 0 of the 96-bit IV, 128-bit AAD set),
     /// as also published in the McGrew & Viega GCM spec, test case 16.
     #[test]
     fn aes256gcm_known_answer() {
-        let key: [u8; 32] = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
-            .try_into()
-            .unwrap_or([0; 32]);
+        let key: [u8; 32] =
+            hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308").try_into().unwrap_or([0; 32]);
         let iv = hex("cafebabefacedbaddecaf888");
         let pt = hex(
             "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
@@ -96,15 +74,7 @@ mod tests {
         );
         let expected_tag = hex("76fc6ece0f4e1768cddf8853bb2d551b");
         let cipher = Aes256Gcm::new(GenericArray::from_slice(&key));
-        let out = cipher
-            .encrypt(
-                Nonce::from_slice(&iv),
-                Payload {
-                    msg: &pt,
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_default();
+        let out = cipher.encrypt(Nonce::from_slice(&iv), Payload { msg: &pt, aad: &aad }).unwrap_or_default();
         assert_eq!(out.len(), expected_ct.len() + 16);
         assert_eq!(out.get(..expected_ct.len()), Some(expected_ct.as_slice()));
         assert_eq!(out.get(expected_ct.len()..), Some(expected_tag.as_slice()));
@@ -119,10 +89,7 @@ mod tests {
         let k = key();
         let env = seal(&k, b"merchant=m1|field=x", b"hello", &OsEntropy);
         assert_eq!(env.first(), Some(&VERSION_AES256GCM));
-        assert_eq!(
-            open(&k, b"merchant=m1|field=x", &env),
-            Ok(b"hello".to_vec())
-        );
+        assert_eq!(open(&k, b"merchant=m1|field=x", &env), Ok(b"hello".to_vec()));
         assert_eq!(open(&k, b"merchant=m2|field=x", &env), Err(OpenError));
         assert_eq!(open(&key(), b"merchant=m1|field=x", &env), Err(OpenError));
     }

@@ -62,9 +62,7 @@ pub struct LocalKeyFile {
 
 impl fmt::Debug for LocalKeyFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalKeyFile")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("LocalKeyFile").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -73,54 +71,27 @@ const FILE_HEADER: &str = "strongroom-root-key-v1:";
 impl LocalKeyFile {
     /// Opens the key file, creating it (mode 0600, fresh random key) when absent.
     /// Returns the provider and whether the file was created now.
-    pub fn open_or_create(
-        path: &Path,
-        entropy: std::sync::Arc<dyn Entropy>,
-    ) -> Result<(Self, bool), KmsError> {
-        let fail = |reason: String| KmsError::KeyFile {
-            path: path.to_owned(),
-            reason,
-        };
+    pub fn open_or_create(path: &Path, entropy: std::sync::Arc<dyn Entropy>) -> Result<(Self, bool), KmsError> {
+        let fail = |reason: String| KmsError::KeyFile { path: path.to_owned(), reason };
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let key = parse_key_file(&text)
-                    .ok_or_else(|| fail("not a strongroom root key file".into()))?;
+                let key = parse_key_file(&text).ok_or_else(|| fail("not a strongroom root key file".into()))?;
                 check_permissions(path).map_err(fail)?;
-                Ok((
-                    Self {
-                        path: path.to_owned(),
-                        key,
-                        entropy,
-                    },
-                    false,
-                ))
+                Ok((Self { path: path.to_owned(), key, entropy }, false))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let key: Key256 = Secret::new(random_key(entropy.as_ref()));
                 write_new_key_file(path, &key).map_err(fail)?;
-                Ok((
-                    Self {
-                        path: path.to_owned(),
-                        key,
-                        entropy,
-                    },
-                    true,
-                ))
+                Ok((Self { path: path.to_owned(), key, entropy }, true))
             }
             Err(err) => Err(fail(err.to_string())),
         }
     }
 
     /// Opens an existing key file; never creates one.
-    pub fn open_existing(
-        path: &Path,
-        entropy: std::sync::Arc<dyn Entropy>,
-    ) -> Result<Self, KmsError> {
+    pub fn open_existing(path: &Path, entropy: std::sync::Arc<dyn Entropy>) -> Result<Self, KmsError> {
         if !path.exists() {
-            return Err(KmsError::KeyFile {
-                path: path.to_owned(),
-                reason: "does not exist".into(),
-            });
+            return Err(KmsError::KeyFile { path: path.to_owned(), reason: "does not exist".into() });
         }
         Self::open_or_create(path, entropy).map(|(kms, _)| kms)
     }
@@ -152,9 +123,7 @@ fn write_new_key_file(path: &Path, key: &Key256) -> Result<(), String> {
     }
     let mut file = options.open(path).map_err(|e| e.to_string())?;
     let mut text = format!("{FILE_HEADER}{}\n", STANDARD.encode(key.expose()));
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all());
+    let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
     zeroize::Zeroize::zeroize(&mut text);
     written.map_err(|e| e.to_string())
 }
@@ -163,10 +132,7 @@ fn check_permissions(path: &Path) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| e.to_string())?
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(path).map_err(|e| e.to_string())?.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(format!(
                 "permissions are {:o}; the file must be readable by its owner only (chmod 600)",
@@ -181,8 +147,7 @@ fn check_permissions(path: &Path) -> Result<(), String> {
 impl Kms for LocalKeyFile {
     fn key_id(&self) -> String {
         // A non-secret identifier: the first bytes of a keyed digest of a fixed label.
-        let id =
-            crate::KeyedDigest::new(self.key.clone_secret()).digest(b"strongroom/kms/local/key-id");
+        let id = crate::KeyedDigest::new(self.key.clone_secret()).digest(b"strongroom/kms/local/key-id");
         let hex: String = id.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!("local:{hex}")
     }
@@ -192,17 +157,12 @@ impl Kms for LocalKeyFile {
     }
 
     async fn wrap(&self, context: &str, key: &Key256) -> Result<Vec<u8>, KmsError> {
-        Ok(envelope::seal(
-            &self.key,
-            &self.associated_data(context),
-            key.expose(),
-            self.entropy.as_ref(),
-        ))
+        Ok(envelope::seal(&self.key, &self.associated_data(context), key.expose(), self.entropy.as_ref()))
     }
 
     async fn unwrap(&self, context: &str, wrapped: &[u8]) -> Result<Key256, KmsError> {
-        let mut plain = envelope::open(&self.key, &self.associated_data(context), wrapped)
-            .map_err(|_| KmsError::Integrity)?;
+        let mut plain =
+            envelope::open(&self.key, &self.associated_data(context), wrapped).map_err(|_| KmsError::Integrity)?;
         let key: Option<[u8; 32]> = plain.as_slice().try_into().ok();
         zeroize::Zeroize::zeroize(&mut plain);
         key.map(Secret::new).ok_or(KmsError::Integrity)
@@ -219,35 +179,24 @@ mod tests {
     async fn creates_with_0600_and_reopens_the_same_key() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
         let path = dir.path().join("root.key");
-        let (kms, created) = LocalKeyFile::open_or_create(&path, Arc::new(OsEntropy))
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        let (kms, created) =
+            LocalKeyFile::open_or_create(&path, Arc::new(OsEntropy)).unwrap_or_else(|e| unreachable!("{e}"));
         assert!(created);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path)
-                .map(|m| m.permissions().mode() & 0o777)
-                .unwrap_or(0);
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
             assert_eq!(mode, 0o600);
         }
         let data_key: Key256 = Secret::new([7u8; 32]);
-        let wrapped = kms
-            .wrap("api_key_digest", &data_key)
-            .await
-            .unwrap_or_default();
-        let (again, created) = LocalKeyFile::open_or_create(&path, Arc::new(OsEntropy))
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        let wrapped = kms.wrap("api_key_digest", &data_key).await.unwrap_or_default();
+        let (again, created) =
+            LocalKeyFile::open_or_create(&path, Arc::new(OsEntropy)).unwrap_or_else(|e| unreachable!("{e}"));
         assert!(!created);
         assert_eq!(again.key_id(), kms.key_id());
-        let unwrapped = again
-            .unwrap("api_key_digest", &wrapped)
-            .await
-            .map(|k| *k.expose());
+        let unwrapped = again.unwrap("api_key_digest", &wrapped).await.map(|k| *k.expose());
         assert_eq!(unwrapped.ok(), Some([7u8; 32]));
-        assert!(matches!(
-            again.unwrap("other_purpose", &wrapped).await,
-            Err(KmsError::Integrity)
-        ));
+        assert!(matches!(again.unwrap("other_purpose", &wrapped).await, Err(KmsError::Integrity)));
     }
 
     #[test]

@@ -238,10 +238,7 @@ pub fn parse_presented(token: &str) -> Option<(KeyMode, ApiKeyId)> {
     if id_body.len() != ID_CHARS || secret.len() != SECRET_CHARS {
         return None;
     }
-    if !secret
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-    {
+    if !secret.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)) {
         return None;
     }
     let id = ApiKeyId::parse(&format!("key_{id_body}")).ok()?;
@@ -260,10 +257,7 @@ pub struct ApiKeySettings {
 
 impl Default for ApiKeySettings {
     fn default() -> Self {
-        Self {
-            cache_ttl: Duration::from_secs(5),
-            last_used_resolution: Duration::from_secs(60),
-        }
+        Self { cache_ttl: Duration::from_secs(5), last_used_resolution: Duration::from_secs(60) }
     }
 }
 
@@ -279,9 +273,7 @@ pub struct ApiKeyService {
 
 impl fmt::Debug for ApiKeyService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeyService")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("ApiKeyService").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -297,14 +289,7 @@ impl ApiKeyService {
         entropy: Arc<dyn Entropy>,
         settings: ApiKeySettings,
     ) -> Self {
-        Self {
-            repo,
-            digest,
-            clock,
-            entropy,
-            settings,
-            cache: TtlCache::new(settings.cache_ttl, CACHE_CAPACITY),
-        }
+        Self { repo, digest, clock, entropy, settings, cache: TtlCache::new(settings.cache_ttl, CACHE_CAPACITY) }
     }
 
     /// Checks the input and mints a key (not yet stored). `granter_scopes` limits the scopes a key
@@ -321,10 +306,7 @@ impl ApiKeyService {
         if name.is_empty() || name.chars().count() > 100 {
             errors.push(FieldError::new("/name", "must be 1 to 100 characters"));
         } else if name.chars().any(char::is_control) {
-            errors.push(FieldError::new(
-                "/name",
-                "must not contain control characters",
-            ));
+            errors.push(FieldError::new("/name", "must not contain control characters"));
         }
         let mut scopes = Vec::new();
         if input.scopes.is_empty() {
@@ -333,10 +315,7 @@ impl ApiKeyService {
         for (i, text) in input.scopes.iter().enumerate() {
             match Scope::parse(text) {
                 Some(scope) => scopes.push(scope),
-                None => errors.push(FieldError::new(
-                    format!("/scopes/{i}"),
-                    "is not a known scope",
-                )),
+                None => errors.push(FieldError::new(format!("/scopes/{i}"), "is not a known scope")),
             }
         }
         scopes.sort();
@@ -357,9 +336,7 @@ impl ApiKeyService {
         if let Some(held) = granter_scopes
             && scopes.iter().any(|s| !held.contains(s))
         {
-            return Err(DomainError::Forbidden(
-                "a key cannot grant a scope it does not hold",
-            ));
+            return Err(DomainError::Forbidden("a key cannot grant a scope it does not hold"));
         }
         let id = ApiKeyId::generate(self.entropy.as_ref());
         let mut secret_bytes = [0u8; SECRET_BYTES];
@@ -367,10 +344,7 @@ impl ApiKeyService {
         let secret_part = BASE32_NOPAD.encode(&secret_bytes).to_ascii_lowercase();
         zeroize::Zeroize::zeroize(&mut secret_bytes);
         let id_body = id.as_str().trim_start_matches("key_");
-        let token = Secret::new(format!(
-            "{KEY_PREFIX}{}_{id_body}_{secret_part}",
-            mode.as_str()
-        ));
+        let token = Secret::new(format!("{KEY_PREFIX}{}_{id_body}_{secret_part}", mode.as_str()));
         drop(Secret::new(secret_part));
         let record = ApiKeyRecord {
             id,
@@ -384,10 +358,7 @@ impl ApiKeyService {
             last_used_at: None,
             revoked_at: None,
         };
-        Ok(CreatedApiKey {
-            record,
-            secret: token,
-        })
+        Ok(CreatedApiKey { record, secret: token })
     }
 
     /// Mints and stores a key.
@@ -432,33 +403,21 @@ impl ApiKeyService {
     }
 
     async fn note_use(&self, record: &ApiKeyRecord, now: Timestamp) {
-        let resolution =
-            i64::try_from(self.settings.last_used_resolution.as_millis()).unwrap_or(i64::MAX);
-        let stale = record
-            .last_used_at
-            .is_none_or(|at| now.millis_since(at) >= resolution);
+        let resolution = i64::try_from(self.settings.last_used_resolution.as_millis()).unwrap_or(i64::MAX);
+        let stale = record.last_used_at.is_none_or(|at| now.millis_since(at) >= resolution);
         if !stale {
             return;
         }
         // Update the cached copy first so concurrent requests don't all write.
-        self.cache.update(&record.id, |cached| {
-            Arc::make_mut(cached).last_used_at = Some(now)
-        });
+        self.cache.update(&record.id, |cached| Arc::make_mut(cached).last_used_at = Some(now));
         if let Err(err) = self.repo.touch_last_used(&record.id, now).await {
             tracing::warn!(key_id = %record.id, error = %err, "could not record api key use");
         }
     }
 
     /// One key of the merchant.
-    pub async fn get(
-        &self,
-        merchant: &MerchantId,
-        id: &ApiKeyId,
-    ) -> Result<ApiKeyRecord, DomainError> {
-        self.repo
-            .get(merchant, id)
-            .await?
-            .ok_or(DomainError::NotFound)
+    pub async fn get(&self, merchant: &MerchantId, id: &ApiKeyId) -> Result<ApiKeyRecord, DomainError> {
+        self.repo.get(merchant, id).await?.ok_or(DomainError::NotFound)
     }
 
     /// The merchant's keys, newest first.
@@ -472,16 +431,8 @@ impl ApiKeyService {
     }
 
     /// Revokes a key, effective at once on this node. Revoking twice is harmless.
-    pub async fn revoke(
-        &self,
-        merchant: &MerchantId,
-        id: &ApiKeyId,
-    ) -> Result<ApiKeyRecord, DomainError> {
-        let revoked = self
-            .repo
-            .revoke(merchant, id, self.clock.now())
-            .await?
-            .ok_or(DomainError::NotFound);
+    pub async fn revoke(&self, merchant: &MerchantId, id: &ApiKeyId) -> Result<ApiKeyRecord, DomainError> {
+        let revoked = self.repo.revoke(merchant, id, self.clock.now()).await?.ok_or(DomainError::NotFound);
         self.cache.forget(id);
         revoked
     }
@@ -503,23 +454,11 @@ mod tests {
         let id = ApiKeyId::generate(&OsEntropy);
         let body = id.as_str().trim_start_matches("key_");
         let secret = "a".repeat(52);
-        assert_eq!(
-            parse_presented(&format!("sr_live_{body}_{secret}")),
-            Some((KeyMode::Live, id.clone()))
-        );
-        assert_eq!(
-            parse_presented(&format!("sr_test_{body}_{secret}")),
-            Some((KeyMode::Test, id.clone()))
-        );
+        assert_eq!(parse_presented(&format!("sr_live_{body}_{secret}")), Some((KeyMode::Live, id.clone())));
+        assert_eq!(parse_presented(&format!("sr_test_{body}_{secret}")), Some((KeyMode::Test, id.clone())));
         assert_eq!(parse_presented(&format!("sr_prod_{body}_{secret}")), None);
-        assert_eq!(
-            parse_presented(&format!("sr_live_{body}_{}", "a".repeat(51))),
-            None
-        );
-        assert_eq!(
-            parse_presented(&format!("sr_live_{body}_{}", "A".repeat(52))),
-            None
-        );
+        assert_eq!(parse_presented(&format!("sr_live_{body}_{}", "a".repeat(51))), None);
+        assert_eq!(parse_presented(&format!("sr_live_{body}_{}", "A".repeat(52))), None);
         assert_eq!(parse_presented("Bearer x"), None);
     }
 

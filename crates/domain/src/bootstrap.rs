@@ -25,11 +25,8 @@ pub async fn bootstrap_if_new(
     api_keys: &ApiKeyService,
     entropy: &dyn Entropy,
 ) -> Result<Option<Bootstrapped>, DomainError> {
-    let merchant = Merchant {
-        id: MerchantId::generate(entropy),
-        name: "Default merchant".to_owned(),
-        created_at: api_keys.now(),
-    };
+    let merchant =
+        Merchant { id: MerchantId::generate(entropy), name: "Default merchant".to_owned(), created_at: api_keys.now() };
     let input = NewApiKey {
         name: "bootstrap".to_owned(),
         scopes: Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
@@ -37,15 +34,9 @@ pub async fn bootstrap_if_new(
         expires_at: None,
     };
     let created = api_keys.mint(&merchant.id, input, None)?;
-    let records = BootstrapRecords {
-        merchant,
-        api_key: created.record,
-    };
+    let records = BootstrapRecords { merchant, api_key: created.record };
     if merchants.bootstrap_once(&records).await? {
-        Ok(Some(Bootstrapped {
-            merchant: records.merchant,
-            api_key: created.secret,
-        }))
+        Ok(Some(Bootstrapped { merchant: records.merchant, api_key: created.secret }))
     } else {
         Ok(None)
     }

@@ -75,14 +75,8 @@ mod tests {
         let cache = TtlCache::new(Duration::from_secs(5), 10);
         let t0 = Timestamp::from_unix_millis(1_000_000);
         cache.put("a", 1, t0);
-        assert_eq!(
-            cache.get(&"a", t0.saturating_add(Duration::from_millis(4999))),
-            Some(1)
-        );
-        assert_eq!(
-            cache.get(&"a", t0.saturating_add(Duration::from_secs(5))),
-            None
-        );
+        assert_eq!(cache.get(&"a", t0.saturating_add(Duration::from_millis(4999))), Some(1));
+        assert_eq!(cache.get(&"a", t0.saturating_add(Duration::from_secs(5))), None);
         cache.put("b", 2, t0);
         cache.forget(&"b");
         assert_eq!(cache.get(&"b", t0), None);

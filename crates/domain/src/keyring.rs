@@ -27,12 +27,8 @@ pub async fn load_or_create(
         None => {
             let fresh: Key256 = Secret::new(strongroom_types::entropy::random_array(entropy));
             let wrapped = kms.wrap(&context, &fresh).await?;
-            let candidate = WrappedKey {
-                name: name.to_owned(),
-                kms_key_id: kms.key_id(),
-                wrapped,
-                created_at: clock.now(),
-            };
+            let candidate =
+                WrappedKey { name: name.to_owned(), kms_key_id: kms.key_id(), wrapped, created_at: clock.now() };
             repo.insert_if_absent(&candidate).await?
         }
     };
@@ -55,8 +51,6 @@ impl Keyring {
         entropy: &dyn Entropy,
     ) -> Result<Self, DomainError> {
         let api_key_digest = load_or_create(API_KEY_DIGEST, repo, kms, clock, entropy).await?;
-        Ok(Self {
-            api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)),
-        })
+        Ok(Self { api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)) })
     }
 }

@@ -41,11 +41,7 @@ impl std::fmt::Debug for MerchantDirectory {
 impl MerchantDirectory {
     /// A directory over `repo` whose entries are trusted for `ttl`.
     pub fn new(repo: Arc<dyn MerchantRepository>, clock: Arc<dyn Clock>, ttl: Duration) -> Self {
-        Self {
-            repo,
-            clock,
-            cache: TtlCache::new(ttl, 10_000),
-        }
+        Self { repo, clock, cache: TtlCache::new(ttl, 10_000) }
     }
 
     /// The merchant, or [`DomainError::NotFound`].

@@ -60,11 +60,7 @@ pub trait ApiKeyRepository: Send + Sync {
     async fn by_id_for_auth(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
 
     /// One key of a merchant.
-    async fn get(
-        &self,
-        merchant: &MerchantId,
-        id: &ApiKeyId,
-    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn get(&self, merchant: &MerchantId, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
 
     /// A merchant's keys, newest first, after the cursor key when given.
     async fn list(

@@ -85,38 +85,21 @@ impl Metrics {
         let durations = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
         });
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route template and status",
-            requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests answered, by route template and status", requests.clone());
         registry.register(
             "http_request_duration_seconds",
             "Time to answer HTTP requests, by route template",
             durations.clone(),
         );
-        Self {
-            registry,
-            requests,
-            durations,
-            encode_lock: Mutex::new(()),
-        }
+        Self { registry, requests, durations, encode_lock: Mutex::new(()) }
     }
 
     /// Records one answered request.
     pub fn observe(&self, method: &http::Method, route: &str, status: u16, seconds: f64) {
         let method = method_label(method);
         let route = intern(route);
-        self.requests
-            .get_or_create(&RequestLabels {
-                method,
-                route,
-                status,
-            })
-            .inc();
-        self.durations
-            .get_or_create(&RouteLabels { method, route })
-            .observe(seconds);
+        self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
+        self.durations.get_or_create(&RouteLabels { method, route }).observe(seconds);
     }
 
     /// The OpenMetrics text exposition.

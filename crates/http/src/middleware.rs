@@ -29,10 +29,7 @@ pub struct RequestId(pub String);
 pub struct ClientIp(pub IpAddr);
 
 fn well_formed_request_id(value: &str) -> bool {
-    (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// `req_` + a random per-process prefix + a counter: unique across processes and restarts, and
@@ -66,11 +63,7 @@ const PROBLEM_JSON: &str = "application/problem+json";
 /// Writes problem bodies (for [`ApiError`]s and bare error statuses from framework layers) and the
 /// security headers every response carries.
 pub async fn finish_response(req: Request, next: Next) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let response = next.run(req).await;
     let mut response = render_problem(response, &request_id);
     add_security_headers(response.headers_mut());
@@ -79,10 +72,8 @@ pub async fn finish_response(req: Request, next: Next) -> Response {
 
 fn render_problem(response: Response, request_id: &str) -> Response {
     let error = response.extensions().get::<ApiError>().cloned();
-    let already_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    let already_problem =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
     let error = match error {
         Some(error) => error,
         None if response.status().is_client_error() || response.status().is_server_error() => {
@@ -97,9 +88,7 @@ fn render_problem(response: Response, request_id: &str) -> Response {
     let problem = error.to_problem(request_id);
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     parts.status = error.status;
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     for (name, value) in &error.headers {
         parts.headers.insert(name.clone(), value.clone());
@@ -110,29 +99,17 @@ fn render_problem(response: Response, request_id: &str) -> Response {
 /// Headers on every response. The API serves no HTML, so the CSP forbids everything.
 pub fn add_security_headers(headers: &mut http::HeaderMap) {
     let fixed: [(&str, &str); 8] = [
-        (
-            "strict-transport-security",
-            "max-age=63072000; includeSubDomains",
-        ),
+        ("strict-transport-security", "max-age=63072000; includeSubDomains"),
         ("x-content-type-options", "nosniff"),
-        (
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ),
+        ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
         ("referrer-policy", "no-referrer"),
         ("x-frame-options", "DENY"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cross-origin-resource-policy", "same-origin"),
-        (
-            "permissions-policy",
-            "camera=(), microphone=(), geolocation=(), payment=()",
-        ),
+        ("permissions-policy", "camera=(), microphone=(), geolocation=(), payment=()"),
     ];
     for (name, value) in fixed {
-        headers.insert(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        );
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -163,19 +140,9 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
 }
 
 /// Puts [`ClientIp`] into the request.
-pub async fn resolve_client_ip(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+pub async fn resolve_client_ip(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = client_ip(peer, forwarded, &state.settings.trusted_proxies);
     req.extensions_mut().insert(ClientIp(ip));
     next.run(req).await
@@ -185,30 +152,16 @@ pub async fn resolve_client_ip(
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let client = req
-        .extensions()
-        .get::<ClientIp>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let client = req.extensions().get::<ClientIp>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
     // The span carries what every line logged during the request needs (formatted once); the
     // access-log line at the end adds the rest.
-    let span =
-        tracing::info_span!("request", request_id = %request_id, key_id = tracing::field::Empty);
+    let span = tracing::info_span!("request", request_id = %request_id, key_id = tracing::field::Empty);
     let response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    state
-        .metrics
-        .observe(&method, &route, status, elapsed.as_secs_f64());
+    state.metrics.observe(&method, &route, status, elapsed.as_secs_f64());
     span.in_scope(|| {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         if status >= 500 {
@@ -234,9 +187,7 @@ pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Respo
 /// The answer when the concurrency limit sheds a request, or another layer error occurs.
 pub async fn layer_error(err: tower::BoxError) -> Response {
     if err.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::unavailable("overloaded", 1)
-            .detail("too many requests in flight; try again shortly")
-            .into_response()
+        ApiError::unavailable("overloaded", 1).detail("too many requests in flight; try again shortly").into_response()
     } else {
         ApiError::internal(&err).into_response()
     }
@@ -255,15 +206,8 @@ mod tests {
         let proxy: IpAddr = "10.0.0.5".parse().unwrap();
         let stranger: IpAddr = "203.0.113.9".parse().unwrap();
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(
-            client_ip(stranger, Some("1.2.3.4"), &trusted),
-            stranger,
-            "untrusted peer's header ignored"
-        );
-        assert_eq!(
-            client_ip(proxy, Some("1.2.3.4"), &trusted),
-            "1.2.3.4".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip(stranger, Some("1.2.3.4"), &trusted), stranger, "untrusted peer's header ignored");
+        assert_eq!(client_ip(proxy, Some("1.2.3.4"), &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
         assert_eq!(
             client_ip(proxy, Some("6.6.6.6, 1.2.3.4, 10.0.0.7"), &trusted),
             "1.2.3.4".parse::<IpAddr>().unwrap(),

@@ -62,13 +62,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status and code.
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self {
-            status,
-            code,
-            detail: None,
-            fields: Vec::new(),
-            headers: Vec::new(),
-        }
+        Self { status, code, detail: None, fields: Vec::new(), headers: Vec::new() }
     }
 
     /// Adds a detail sentence.
@@ -93,10 +87,7 @@ impl ApiError {
 
     /// 422 for one field.
     pub fn invalid_field(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::validation(vec![ProblemField {
-            pointer: pointer.into(),
-            detail: detail.into(),
-        }])
+        Self::validation(vec![ProblemField { pointer: pointer.into(), detail: detail.into() }])
     }
 
     /// 404 `not_found`: the object does not exist or is not the caller's (indistinguishable).
@@ -108,10 +99,7 @@ impl ApiError {
     pub fn unauthenticated() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated")
             .detail("a valid API key is required: Authorization: Bearer sr_live_…")
-            .header(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"strongroom\""),
-            )
+            .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strongroom\""))
     }
 
     /// 503 with `Retry-After`.
@@ -167,22 +155,20 @@ impl ApiError {
     /// The default problem for a status a framework layer produced without a body of ours.
     pub fn for_bare_status(status: StatusCode) -> Self {
         match status {
-            StatusCode::NOT_FOUND => {
-                Self::new(status, "not_found").detail("no route matches this path")
+            StatusCode::NOT_FOUND => Self::new(status, "not_found").detail("no route matches this path"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                Self::new(status, "method_not_allowed").detail("see the Allow header for the methods this route takes")
             }
-            StatusCode::METHOD_NOT_ALLOWED => Self::new(status, "method_not_allowed")
-                .detail("see the Allow header for the methods this route takes"),
-            StatusCode::PAYLOAD_TOO_LARGE => Self::new(status, "payload_too_large")
-                .detail("the request body exceeds the configured limit"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(status, "unsupported_media_type")
-                .detail("send Content-Type: application/json"),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(status, "payload_too_large").detail("the request body exceeds the configured limit")
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::new(status, "unsupported_media_type").detail("send Content-Type: application/json")
+            }
             StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "timeout")
-                    .detail("the request did not complete in time")
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "timeout").detail("the request did not complete in time")
             }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                Self::new(status, "overloaded").detail("try again shortly")
-            }
+            StatusCode::SERVICE_UNAVAILABLE => Self::new(status, "overloaded").detail("try again shortly"),
             StatusCode::INTERNAL_SERVER_ERROR => Self::new(status, "internal_error")
                 .detail("an internal error occurred; quote the request id when reporting it"),
             s if s.is_client_error() => Self::new(s, "malformed_request"),
@@ -193,23 +179,16 @@ impl ApiError {
 
 impl From<FieldError> for ProblemField {
     fn from(e: FieldError) -> Self {
-        Self {
-            pointer: e.pointer,
-            detail: e.detail,
-        }
+        Self { pointer: e.pointer, detail: e.detail }
     }
 }
 
 impl From<DomainError> for ApiError {
     fn from(err: DomainError) -> Self {
         match err {
-            DomainError::Validation(fields) => {
-                Self::validation(fields.into_iter().map(ProblemField::from).collect())
-            }
+            DomainError::Validation(fields) => Self::validation(fields.into_iter().map(ProblemField::from).collect()),
             DomainError::NotFound => Self::not_found(),
-            DomainError::Forbidden(why) => {
-                Self::new(StatusCode::FORBIDDEN, "forbidden").detail(why)
-            }
+            DomainError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, "forbidden").detail(why),
             DomainError::Store(store) => store.into(),
             DomainError::Kms(strongroom_domain_kms) => {
                 tracing::error!(error = %strongroom_domain_kms, "kms failure");
@@ -228,8 +207,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict(cause) => {
                 tracing::warn!(error = %cause, "database conflict");
-                Self::new(StatusCode::CONFLICT, "conflict")
-                    .detail("the request conflicts with the current state")
+                Self::new(StatusCode::CONFLICT, "conflict").detail("the request conflicts with the current state")
             }
             StoreError::Other(cause) => Self::internal(&cause),
         }

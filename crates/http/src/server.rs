@@ -69,14 +69,12 @@ impl RunningServer {
     pub async fn start(config: ServeConfig, state: AppState) -> std::io::Result<Self> {
         let handle = Handle::new();
         let mut tasks = Vec::new();
-        let api = crate::routes::router(state.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let api = crate::routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let listener = bind(config.api_addr)?;
         let api_addr = listener.local_addr()?;
         match &config.transport {
             ApiTransport::Tls(tls) => {
-                let server =
-                    axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls.clone()));
+                let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls.clone()));
                 let server = server.handle(handle.clone());
                 tasks.push(tokio::spawn(async move { server.serve(api).await }));
             }
@@ -101,14 +99,7 @@ impl RunningServer {
             let server = axum_server::from_tcp(listener).handle(handle.clone());
             tasks.push(tokio::spawn(async move { server.serve(app).await }));
         }
-        Ok(Self {
-            api_addr,
-            redirect_addr,
-            metrics_addr,
-            handle,
-            grace: config.shutdown_grace,
-            tasks,
-        })
+        Ok(Self { api_addr, redirect_addr, metrics_addr, handle, grace: config.shutdown_grace, tasks })
     }
 
     /// Stops accepting connections, lets in-flight requests finish (up to the grace period) and
@@ -127,16 +118,9 @@ impl RunningServer {
 
 /// Whether a path belongs to the machine API (never redirected) rather than to browser pages.
 fn is_api_path(path: &str) -> bool {
-    [
-        "/v1/",
-        "/oauth/",
-        "/metrics",
-        "/openapi.json",
-        "/healthz",
-        "/readyz",
-    ]
-    .iter()
-    .any(|prefix| path == prefix.trim_end_matches('/') || path.starts_with(prefix))
+    ["/v1/", "/oauth/", "/metrics", "/openapi.json", "/healthz", "/readyz"]
+        .iter()
+        .any(|prefix| path == prefix.trim_end_matches('/') || path.starts_with(prefix))
 }
 
 fn redirect_router(https_port: u16) -> Router {
@@ -147,13 +131,8 @@ fn redirect_router(https_port: u16) -> Router {
 }
 
 fn redirect(https_port: u16, req: Request) -> Response {
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let browser = matches!(*req.method(), http::Method::GET | http::Method::HEAD)
-        && !is_api_path(req.uri().path());
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let browser = matches!(*req.method(), http::Method::GET | http::Method::HEAD) && !is_api_path(req.uri().path());
     if !browser {
         return ApiError::new(StatusCode::FORBIDDEN, "https_required")
             .detail("this listener only redirects browsers; call the API over HTTPS")
@@ -163,14 +142,8 @@ fn redirect(https_port: u16, req: Request) -> Response {
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| {
-            h.rsplit_once(':')
-                .map_or(h, |(name, port)| if port.contains(']') { h } else { name })
-        })
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
-        })
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, port)| if port.contains(']') { h } else { name }))
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)))
         .unwrap_or("localhost")
         .to_owned();
     let target = if https_port == 443 {
@@ -185,9 +158,9 @@ fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route(
             "/metrics",
-            axum::routing::get(|State(state): State<AppState>| async move {
-                crate::routes::health::render_metrics(&state)
-            }),
+            axum::routing::get(
+                |State(state): State<AppState>| async move { crate::routes::health::render_metrics(&state) },
+            ),
         )
         .with_state(state)
         .layer(axum::middleware::from_fn(middleware::finish_response))

@@ -72,9 +72,7 @@ pub struct Services {
 
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("AppState").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 

@@ -40,18 +40,14 @@ pub fn provider() -> CryptoProvider {
 }
 
 /// A server configuration from PEM certificate chain and private key.
-pub fn server_config(
-    cert_chain_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = CertificateDer::pem_slice_iter(cert_chain_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError(format!("certificate file: {e}")))?;
     if chain.is_empty() {
         return Err(TlsError("certificate file holds no certificate".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| TlsError(format!("private key file: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError(format!("private key file: {e}")))?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError(e.to_string()))?

@@ -14,9 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use strongroom_domain::StoreError;
 
 /// A database connection pool of either backend.
@@ -84,10 +82,7 @@ pub struct PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self {
-            max_connections: None,
-            acquire_timeout: Duration::from_secs(5),
-        }
+        Self { max_connections: None, acquire_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -97,10 +92,9 @@ fn cores() -> u32 {
 
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
     match &err {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => StoreError::Unavailable(err.to_string()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(err.to_string())
+        }
         sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
             StoreError::Conflict(db.message().to_owned())
         }
@@ -115,9 +109,8 @@ impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://…`). SQLite files are created when
     /// missing and run in WAL mode with `synchronous=FULL`, so an acknowledged commit survives a crash.
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
-        let kind = BackendKind::of_url(url).ok_or_else(|| {
-            StoreError::Other("database URL must start with sqlite:// or postgres://".to_owned())
-        })?;
+        let kind = BackendKind::of_url(url)
+            .ok_or_else(|| StoreError::Other("database URL must start with sqlite:// or postgres://".to_owned()))?;
         let backend = match kind {
             BackendKind::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -128,11 +121,7 @@ impl Store {
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(5));
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(
-                        settings
-                            .max_connections
-                            .unwrap_or_else(|| (cores() * 2).max(4)),
-                    )
+                    .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 2).max(4)))
                     .min_connections(1)
                     .acquire_timeout(settings.acquire_timeout)
                     .connect_with(options)
@@ -141,15 +130,9 @@ impl Store {
                 Backend::Sqlite(pool)
             }
             BackendKind::Postgres => {
-                let options = PgConnectOptions::from_str(url)
-                    .map_err(store_error)?
-                    .application_name("strongroom");
+                let options = PgConnectOptions::from_str(url).map_err(store_error)?.application_name("strongroom");
                 let pool = PgPoolOptions::new()
-                    .max_connections(
-                        settings
-                            .max_connections
-                            .unwrap_or_else(|| (cores() * 4).max(8)),
-                    )
+                    .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 4).max(8)))
                     .min_connections(1)
                     .acquire_timeout(settings.acquire_timeout)
                     .connect_with(options)
@@ -185,8 +168,7 @@ impl Store {
     /// Number of migrations recorded as applied (0 on a new database).
     async fn applied_migrations(&self) -> Result<usize, StoreError> {
         let sql = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
-        let count: i64 = on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
-            .map_err(store_error)?;
+        let count: i64 = on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await).map_err(store_error)?;
         Ok(usize::try_from(count).unwrap_or(0))
     }
 

@@ -6,8 +6,7 @@ use strongroom_domain::StoreError;
 use strongroom_domain::api_keys::{ApiKeyId, ApiKeyRecord, KeyMode, Scope};
 use strongroom_domain::merchants::{Merchant, MerchantId};
 use strongroom_domain::ports::{
-    ApiKeyRepository, BootstrapRecords, HealthRepository, KeyringRepository, MerchantRepository,
-    WrappedKey,
+    ApiKeyRepository, BootstrapRecords, HealthRepository, KeyringRepository, MerchantRepository, WrappedKey,
 };
 use strongroom_types::Timestamp;
 
@@ -73,11 +72,7 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
 }
 
 fn scopes_text(scopes: &[Scope]) -> String {
-    scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
+    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
 }
 
 const API_KEY_COLUMNS: &str =
@@ -88,7 +83,8 @@ const INSERT_API_KEY: &str = "INSERT INTO api_keys (id, merchant_id, name, mode,
 #[async_trait]
 impl HealthRepository for Store {
     async fn ping(&self) -> Result<(), StoreError> {
-        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected())).map_err(store_error)?;
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))
+            .map_err(store_error)?;
         Ok(())
     }
 }
@@ -177,13 +173,8 @@ impl ApiKeyRepository for Store {
         row.map(ApiKeyRecord::try_from).transpose()
     }
 
-    async fn get(
-        &self,
-        merchant: &MerchantId,
-        id: &ApiKeyId,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let sql =
-            format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE merchant_id = $1 AND id = $2");
+    async fn get(&self, merchant: &MerchantId, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE merchant_id = $1 AND id = $2");
         let row: Option<ApiKeyRow> = on_pool!(self, pool =>
             sqlx::query_as(&sql).bind(merchant.as_str()).bind(id.as_str()).fetch_optional(pool).await
         )
@@ -281,8 +272,7 @@ impl KeyringRepository for Store {
     async fn get(&self, name: &str) -> Result<Option<WrappedKey>, StoreError> {
         let sql = "SELECT name, kms_key_id, wrapped, created_at FROM keyring WHERE name = $1";
         let row: Option<WrappedKeyRow> =
-            on_pool!(self, pool => sqlx::query_as(sql).bind(name).fetch_optional(pool).await)
-                .map_err(store_error)?;
+            on_pool!(self, pool => sqlx::query_as(sql).bind(name).fetch_optional(pool).await).map_err(store_error)?;
         Ok(row.map(WrappedKey::from))
     }
 
@@ -311,9 +301,7 @@ impl Store {
     pub async fn first_merchant(&self) -> Result<Option<MerchantId>, StoreError> {
         let sql = "SELECT merchant_id FROM bootstrap WHERE singleton = 1";
         let id: Option<String> =
-            on_pool!(self, pool => sqlx::query_scalar(sql).fetch_optional(pool).await)
-                .map_err(store_error)?;
-        id.map(|id| MerchantId::parse(&id).map_err(|_| corrupt("merchant id")))
-            .transpose()
+            on_pool!(self, pool => sqlx::query_scalar(sql).fetch_optional(pool).await).map_err(store_error)?;
+        id.map(|id| MerchantId::parse(&id).map_err(|_| corrupt("merchant id"))).transpose()
     }
 }

@@ -1,18 +1,11 @@
 //! One conformance suite for the repository ports, run against SQLite and, when it answers,
 //! PostgreSQL (`STRONGROOM_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 //! Under `CI=true` an unreachable PostgreSQL fails the suite instead of skipping it.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::sync::Arc;
 
-use strongroom_domain::api_keys::{
-    ApiKeyId, ApiKeyService, ApiKeySettings, AuthError, AuthFailure, NewApiKey,
-};
+use strongroom_domain::api_keys::{ApiKeyId, ApiKeyService, ApiKeySettings, AuthError, AuthFailure, NewApiKey};
 use strongroom_domain::bootstrap::bootstrap_if_new;
 use strongroom_domain::keyring::Keyring;
 use strongroom_domain::merchants::MerchantId;
@@ -31,100 +24,49 @@ async fn sqlite_store() -> (Store, tempfile::TempDir) {
 async fn postgres_store() -> Option<(Store, String)> {
     let admin_url = std::env::var("STRONGROOM_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let admin = match Store::connect(
-        &admin_url,
-        PoolSettings {
-            max_connections: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
+    let admin = match Store::connect(&admin_url, PoolSettings { max_connections: Some(1), ..Default::default() }).await
     {
         Ok(store) => store,
         Err(err) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "PostgreSQL is required under CI=true: {err}"
-            );
-            eprintln!(
-                "PostgreSQL not reachable at {admin_url}: PostgreSQL conformance suite SKIPPED"
-            );
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL is required under CI=true: {err}");
+            eprintln!("PostgreSQL not reachable at {admin_url}: PostgreSQL conformance suite SKIPPED");
             return None;
         }
     };
-    let name = format!(
-        "strongroom_store_{}",
-        ApiKeyId::generate(&OsEntropy)
-            .as_str()
-            .trim_start_matches("key_")
-    );
-    admin
-        .execute_admin(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
+    let name = format!("strongroom_store_{}", ApiKeyId::generate(&OsEntropy).as_str().trim_start_matches("key_"));
+    admin.execute_admin(&format!("CREATE DATABASE {name}")).await.unwrap();
     admin.close().await;
     let url = match admin_url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => unreachable!(),
     };
-    Some((
-        Store::connect(&url, PoolSettings::default()).await.unwrap(),
-        name,
-    ))
+    Some((Store::connect(&url, PoolSettings::default()).await.unwrap(), name))
 }
 
 async fn drop_postgres(name: &str) {
     let admin_url = std::env::var("STRONGROOM_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let admin = Store::connect(
-        &admin_url,
-        PoolSettings {
-            max_connections: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    admin
-        .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    let admin =
+        Store::connect(&admin_url, PoolSettings { max_connections: Some(1), ..Default::default() }).await.unwrap();
+    admin.execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
     admin.close().await;
 }
 
 async fn suite(store: Store) {
-    assert_eq!(
-        store.migrate().await.unwrap(),
-        1,
-        "first migrate applies the foundation"
-    );
-    assert_eq!(
-        store.migrate().await.unwrap(),
-        0,
-        "second migrate is a no-op"
-    );
+    assert_eq!(store.migrate().await.unwrap(), 1, "first migrate applies the foundation");
+    assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(
-        1_800_000_000_000,
-    )));
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000)));
     let kms = strongroom_crypto::LocalKeyFile::open_or_create(
         &std::env::temp_dir().join(format!("sr-conformance-{}.key", std::process::id())),
         Arc::new(OsEntropy),
     )
     .unwrap()
     .0;
-    let keyring = Keyring::load(&store, &kms, clock.as_ref(), &OsEntropy)
-        .await
-        .unwrap();
-    let again = Keyring::load(&store, &kms, clock.as_ref(), &OsEntropy)
-        .await
-        .unwrap();
-    assert_eq!(
-        keyring.api_key_digest.digest(b"x"),
-        again.api_key_digest.digest(b"x"),
-        "keyring key is stable"
-    );
+    let keyring = Keyring::load(&store, &kms, clock.as_ref(), &OsEntropy).await.unwrap();
+    let again = Keyring::load(&store, &kms, clock.as_ref(), &OsEntropy).await.unwrap();
+    assert_eq!(keyring.api_key_digest.digest(b"x"), again.api_key_digest.digest(b"x"), "keyring key is stable");
 
     let repo: Arc<dyn ApiKeyRepository> = Arc::new(store.clone());
     let service = ApiKeyService::new(
@@ -135,22 +77,10 @@ async fn suite(store: Store) {
         ApiKeySettings::default(),
     );
 
-    let boot = bootstrap_if_new(&store, &service, &OsEntropy)
-        .await
-        .unwrap()
-        .expect("first bootstrap");
-    assert!(
-        bootstrap_if_new(&store, &service, &OsEntropy)
-            .await
-            .unwrap()
-            .is_none(),
-        "bootstrap happens once"
-    );
+    let boot = bootstrap_if_new(&store, &service, &OsEntropy).await.unwrap().expect("first bootstrap");
+    assert!(bootstrap_if_new(&store, &service, &OsEntropy).await.unwrap().is_none(), "bootstrap happens once");
     let merchant = boot.merchant.id.clone();
-    assert_eq!(
-        store.merchant(&merchant).await.unwrap().unwrap().name,
-        "Default merchant"
-    );
+    assert_eq!(store.merchant(&merchant).await.unwrap().unwrap().name, "Default merchant");
 
     let principal = service.authenticate(boot.api_key.expose()).await.unwrap();
     assert_eq!(principal.merchant_id(), &merchant);
@@ -162,12 +92,7 @@ async fn suite(store: Store) {
         let created = service
             .create(
                 &merchant,
-                NewApiKey {
-                    name: format!("k{i}"),
-                    scopes: vec!["admin:metrics".into()],
-                    mode: None,
-                    expires_at: None,
-                },
+                NewApiKey { name: format!("k{i}"), scopes: vec!["admin:metrics".into()], mode: None, expires_at: None },
                 None,
             )
             .await
@@ -175,56 +100,26 @@ async fn suite(store: Store) {
         ids.push(created.record.id);
     }
     let first_page = service.list(&merchant, None, 2).await.unwrap();
-    assert_eq!(
-        first_page
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect::<Vec<_>>(),
-        ["k4", "k3"]
-    );
-    let second_page = service
-        .list(&merchant, Some(&first_page[1].id), 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        second_page
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect::<Vec<_>>(),
-        ["k2", "k1", "k0", "bootstrap"]
-    );
+    assert_eq!(first_page.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["k4", "k3"]);
+    let second_page = service.list(&merchant, Some(&first_page[1].id), 10).await.unwrap();
+    assert_eq!(second_page.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["k2", "k1", "k0", "bootstrap"]);
 
     // Another merchant's key is invisible.
     let stranger = MerchantId::generate(&OsEntropy);
     assert!(service.get(&stranger, &ids[0]).await.is_err());
-    assert!(
-        repo.revoke(&stranger, &ids[0], clock.now())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(repo.revoke(&stranger, &ids[0], clock.now()).await.unwrap().is_none());
 
     // Revocation is immediate on this node and idempotent.
     let revoked = service.revoke(&merchant, principal.key_id()).await.unwrap();
     assert!(revoked.revoked_at.is_some());
     let again = service.revoke(&merchant, principal.key_id()).await.unwrap();
     assert_eq!(again.revoked_at, revoked.revoked_at);
-    assert!(matches!(
-        service.authenticate(boot.api_key.expose()).await,
-        Err(AuthError::Refused(AuthFailure::Revoked))
-    ));
+    assert!(matches!(service.authenticate(boot.api_key.expose()).await, Err(AuthError::Refused(AuthFailure::Revoked))));
 
     // A forged secret with a real id is unknown.
     let real = boot.api_key.expose();
-    let forged = Secret::new(format!(
-        "{}{}",
-        &real[..real.len() - 1],
-        if real.ends_with('a') { "b" } else { "a" }
-    ));
-    assert!(matches!(
-        service.authenticate(forged.expose()).await,
-        Err(AuthError::Refused(AuthFailure::Unknown))
-    ));
+    let forged = Secret::new(format!("{}{}", &real[..real.len() - 1], if real.ends_with('a') { "b" } else { "a" }));
+    assert!(matches!(service.authenticate(forged.expose()).await, Err(AuthError::Refused(AuthFailure::Unknown))));
     store.close().await;
 }
 

@@ -6,12 +6,7 @@
 //! PostgreSQL: `STRONGROOM_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! names a server where databases may be created. When it does not answer, PostgreSQL tests print
 //! that they were skipped, except under `CI=true`, where they fail.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test support code"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test support code")]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -58,31 +53,17 @@ impl PgDatabase {
         let admin = match strongroom_store::Store::connect(&admin_url, settings).await {
             Ok(admin) => admin,
             Err(err) => {
-                assert!(
-                    !ci(),
-                    "PostgreSQL is required under CI=true but {admin_url} does not answer: {err}"
-                );
-                eprintln!(
-                    "SKIPPED: PostgreSQL at {admin_url} does not answer ({err}); PostgreSQL tests skipped"
-                );
+                assert!(!ci(), "PostgreSQL is required under CI=true but {admin_url} does not answer: {err}");
+                eprintln!("SKIPPED: PostgreSQL at {admin_url} does not answer ({err}); PostgreSQL tests skipped");
                 return None;
             }
         };
-        let suffix =
-            strongroom_domain::merchants::MerchantId::generate(&OsEntropy).as_str()[4..].to_owned();
+        let suffix = strongroom_domain::merchants::MerchantId::generate(&OsEntropy).as_str()[4..].to_owned();
         let name = format!("strongroom_test_{suffix}");
-        admin
-            .execute_admin(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
+        admin.execute_admin(&format!("CREATE DATABASE {name}")).await.expect("create test database");
         admin.close().await;
-        let (base, _) = admin_url
-            .rsplit_once('/')
-            .expect("postgres URL with a database name");
-        Some(Self {
-            url: format!("{base}/{name}"),
-            name,
-        })
+        let (base, _) = admin_url.rsplit_once('/').expect("postgres URL with a database name");
+        Some(Self { url: format!("{base}/{name}"), name })
     }
 }
 
@@ -91,23 +72,13 @@ impl Drop for PgDatabase {
         let name = self.name.clone();
         // Drop runs outside async context guarantees: use a private runtime on a plain thread.
         let joined = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             runtime.block_on(async move {
-                let settings = strongroom_store::PoolSettings {
-                    max_connections: Some(1),
-                    ..Default::default()
-                };
-                if let Ok(admin) =
-                    strongroom_store::Store::connect(&postgres_admin_url(), settings).await
-                {
-                    let _ = admin
-                        .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
+                let settings = strongroom_store::PoolSettings { max_connections: Some(1), ..Default::default() };
+                if let Ok(admin) = strongroom_store::Store::connect(&postgres_admin_url(), settings).await {
+                    let _ = admin.execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                     admin.close().await;
                 }
             });
@@ -154,9 +125,7 @@ pub fn capture_logs() {
         let _ = tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
-            .with_env_filter(
-                "debug,sqlx=info,hyper=info,h2=info,rustls=info,tower=info,reqwest=info",
-            )
+            .with_env_filter("debug,sqlx=info,hyper=info,h2=info,rustls=info,tower=info,reqwest=info")
             .with_writer(|| CaptureWriter)
             .try_init();
     });
@@ -210,20 +179,11 @@ impl TestServer {
         config.server.shutdown_grace = std::time::Duration::from_secs(5);
         customize(&mut config);
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
-        let app = Application::build(&config, clock.clone(), Arc::new(OsEntropy))
-            .await
-            .expect("server starts");
-        let boot = app
-            .bootstrapped
-            .as_ref()
-            .expect("a fresh deployment bootstraps");
+        let app = Application::build(&config, clock.clone(), Arc::new(OsEntropy)).await.expect("server starts");
+        let boot = app.bootstrapped.as_ref().expect("a fresh deployment bootstraps");
         let bootstrap_key = boot.api_key.expose().clone();
         let merchant_id = boot.merchant.id.to_string();
-        let ca_pem = app
-            .dev_ca
-            .as_ref()
-            .map(|ca| std::fs::read(ca).expect("ca.pem"))
-            .unwrap_or_default();
+        let ca_pem = app.dev_ca.as_ref().map(|ca| std::fs::read(ca).expect("ca.pem")).unwrap_or_default();
         let scheme = if ca_pem.is_empty() { "http" } else { "https" };
         let base_url = format!("{scheme}://{}", app.api_addr());
         let client = client_trusting(&ca_pem);
@@ -258,12 +218,7 @@ impl TestServer {
     }
 
     /// A request with the given key.
-    pub fn request_as(
-        &self,
-        key: &str,
-        method: reqwest::Method,
-        path: &str,
-    ) -> reqwest::RequestBuilder {
+    pub fn request_as(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, self.url(path)).bearer_auth(key)
     }
 
@@ -277,10 +232,7 @@ impl TestServer {
             .expect("create key");
         assert_eq!(response.status(), 201, "create key");
         let body: serde_json::Value = response.json().await.expect("json");
-        (
-            body["id"].as_str().expect("id").to_owned(),
-            body["secret"].as_str().expect("secret").to_owned(),
-        )
+        (body["id"].as_str().expect("id").to_owned(), body["secret"].as_str().expect("secret").to_owned())
     }
 
     /// The data directory.
@@ -298,18 +250,8 @@ impl TestServer {
     /// Starts again on the same data directory and database (a new port).
     pub async fn restart(&mut self) -> Option<strongroom_domain::bootstrap::Bootstrapped> {
         self.stop().await;
-        let app = Application::build(&self.config, self.clock.clone(), Arc::new(OsEntropy))
-            .await
-            .expect("restart");
-        self.base_url = format!(
-            "{}://{}",
-            if self.ca_pem.is_empty() {
-                "http"
-            } else {
-                "https"
-            },
-            app.api_addr()
-        );
+        let app = Application::build(&self.config, self.clock.clone(), Arc::new(OsEntropy)).await.expect("restart");
+        self.base_url = format!("{}://{}", if self.ca_pem.is_empty() { "http" } else { "https" }, app.api_addr());
         let mut app = app;
         let boot = app.bootstrapped.take();
         self.app = Some(app);
@@ -325,12 +267,9 @@ impl TestServer {
 
 /// A client that trusts only the given CA (or plain HTTP when empty).
 pub fn client_trusting(ca_pem: &[u8]) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .use_rustls_tls();
+    let mut builder = reqwest::Client::builder().tls_built_in_root_certs(false).use_rustls_tls();
     if !ca_pem.is_empty() {
-        builder =
-            builder.add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("ca pem"));
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("ca pem"));
     }
     builder.build().expect("client")
 }

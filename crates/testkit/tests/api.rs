@@ -1,10 +1,5 @@
 //! Black-box tests of the HTTP API on a real server, on SQLite and PostgreSQL.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -37,14 +32,8 @@ async fn problem(response: reqwest::Response) -> (u16, reqwest::header::HeaderMa
     );
     let body: Value = response.json().await.expect("problem body is JSON");
     assert_eq!(body["status"], status, "{body}");
-    assert!(
-        body["code"].is_string() && body["title"].is_string(),
-        "{body}"
-    );
-    assert_eq!(
-        body["type"].as_str().unwrap(),
-        format!("urn:strongroom:problem:{}", body["code"].as_str().unwrap())
-    );
+    assert!(body["code"].is_string() && body["title"].is_string(), "{body}");
+    assert_eq!(body["type"].as_str().unwrap(), format!("urn:strongroom:problem:{}", body["code"].as_str().unwrap()));
     assert_eq!(
         body["request_id"].as_str(),
         headers.get("x-request-id").and_then(|v| v.to_str().ok()),
@@ -57,49 +46,19 @@ async fn health_and_readiness(backend: Backend) {
     let Some(server) = TestServer::spawn(backend).await else {
         return;
     };
-    let healthz = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let healthz = server.client.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(healthz.status(), 200);
-    assert_eq!(
-        healthz.json::<Value>().await.unwrap(),
-        json!({"status": "ok"})
-    );
-    let readyz = server
-        .client
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(healthz.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    let readyz = server.client.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(readyz.status(), 200);
-    assert_eq!(
-        readyz.json::<Value>().await.unwrap(),
-        json!({"status": "ready"})
-    );
+    assert_eq!(readyz.json::<Value>().await.unwrap(), json!({"status": "ready"}));
     // With the pool closed, readiness fails while liveness still answers.
     server.app().store.close().await;
-    let readyz = server
-        .client
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let readyz = server.client.get(server.url("/readyz")).send().await.unwrap();
     let (status, headers, body) = problem(readyz).await;
     assert_eq!((status, body["code"].as_str()), (503, Some("not_ready")));
     assert!(headers.contains_key("retry-after"));
-    assert_eq!(
-        server
-            .client
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(server.client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
     server.shutdown().await;
 }
 
@@ -108,24 +67,10 @@ async fn security_headers_on_every_response(backend: Backend) {
         return;
     };
     let responses = vec![
-        server
-            .request(Method::GET, "/v1/merchant")
-            .send()
-            .await
-            .unwrap(),
-        server
-            .client
-            .get(server.url("/v1/merchant"))
-            .send()
-            .await
-            .unwrap(),
+        server.request(Method::GET, "/v1/merchant").send().await.unwrap(),
+        server.client.get(server.url("/v1/merchant")).send().await.unwrap(),
         server.client.get(server.url("/nope")).send().await.unwrap(),
-        server
-            .client
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap(),
+        server.client.get(server.url("/healthz")).send().await.unwrap(),
         server
             .request(Method::POST, "/v1/api-keys")
             .body("{")
@@ -137,26 +82,13 @@ async fn security_headers_on_every_response(backend: Backend) {
     for response in responses {
         let h = response.headers();
         let status = response.status();
-        let hsts = h
-            .get("strict-transport-security")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let max_age: u64 = hsts
-            .split(';')
-            .find_map(|p| p.trim().strip_prefix("max-age="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let hsts = h.get("strict-transport-security").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let max_age: u64 =
+            hsts.split(';').find_map(|p| p.trim().strip_prefix("max-age=")).and_then(|v| v.parse().ok()).unwrap_or(0);
         assert!(max_age >= 31_536_000, "{status}: HSTS max-age {max_age}");
-        assert_eq!(
-            h.get("x-content-type-options").unwrap(),
-            "nosniff",
-            "{status}"
-        );
+        assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff", "{status}");
         let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
-        assert!(
-            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
-            "{csp}"
-        );
+        assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
         assert!(h.contains_key("referrer-policy"), "{status}");
         assert_eq!(h.get("cache-control").unwrap(), "no-store", "{status}");
         assert!(h.contains_key("x-request-id"), "{status}");
@@ -168,17 +100,8 @@ async fn request_ids(backend: Backend) {
     let Some(server) = TestServer::spawn(backend).await else {
         return;
     };
-    let given = server
-        .client
-        .get(server.url("/nope"))
-        .header("x-request-id", "shop-trace-42")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        given.headers().get("x-request-id").unwrap(),
-        "shop-trace-42"
-    );
+    let given = server.client.get(server.url("/nope")).header("x-request-id", "shop-trace-42").send().await.unwrap();
+    assert_eq!(given.headers().get("x-request-id").unwrap(), "shop-trace-42");
     let (_, _, body) = problem(given).await;
     assert_eq!(body["request_id"], "shop-trace-42");
     let bad = server
@@ -188,33 +111,10 @@ async fn request_ids(backend: Backend) {
         .send()
         .await
         .unwrap();
-    let id = bad
-        .headers()
-        .get("x-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        id.starts_with("req_") && id.len() == 36,
-        "malformed ids are replaced: {id}"
-    );
-    let fresh = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(
-        fresh
-            .headers()
-            .get("x-request-id")
-            .unwrap()
-            .to_str()
-            .unwrap(),
-        id,
-        "ids are unique"
-    );
+    let id = bad.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    assert!(id.starts_with("req_") && id.len() == 36, "malformed ids are replaced: {id}");
+    let fresh = server.client.get(server.url("/healthz")).send().await.unwrap();
+    assert_ne!(fresh.headers().get("x-request-id").unwrap().to_str().unwrap(), id, "ids are unique");
     server.shutdown().await;
 }
 
@@ -223,28 +123,11 @@ async fn error_shapes(backend: Backend) {
         return;
     };
     // Unknown route → 404.
-    let (status, _, body) = problem(
-        server
-            .request(Method::GET, "/v1/no-such-thing")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = problem(server.request(Method::GET, "/v1/no-such-thing").send().await.unwrap()).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
     // Wrong method → 405 with Allow.
-    let (status, headers, body) = problem(
-        server
-            .request(Method::PUT, "/v1/api-keys")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (405, Some("method_not_allowed"))
-    );
+    let (status, headers, body) = problem(server.request(Method::PUT, "/v1/api-keys").send().await.unwrap()).await;
+    assert_eq!((status, body["code"].as_str()), (405, Some("method_not_allowed")));
     let allow = headers.get("allow").unwrap().to_str().unwrap();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     // Wrong content type → 415.
@@ -256,10 +139,7 @@ async fn error_shapes(backend: Backend) {
         .await
         .unwrap();
     let (status, _, body) = problem(response).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (415, Some("unsupported_media_type"))
-    );
+    assert_eq!((status, body["code"].as_str()), (415, Some("unsupported_media_type")));
     // Malformed JSON → 400.
     let response = server
         .request(Method::POST, "/v1/api-keys")
@@ -269,10 +149,7 @@ async fn error_shapes(backend: Backend) {
         .await
         .unwrap();
     let (status, _, body) = problem(response).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("malformed_json"))
-    );
+    assert_eq!((status, body["code"].as_str()), (400, Some("malformed_json")));
     // Well-formed JSON of the wrong shape → 422 naming the field.
     let response = server
         .request(Method::POST, "/v1/api-keys")
@@ -281,46 +158,16 @@ async fn error_shapes(backend: Backend) {
         .await
         .unwrap();
     let (status, _, body) = problem(response).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (422, Some("validation_failed"))
-    );
+    assert_eq!((status, body["code"].as_str()), (422, Some("validation_failed")));
     assert_eq!(body["errors"][0]["pointer"], "/scopes");
     // A malformed id names nothing → 404 like any unknown key.
-    let (status, _, _) = problem(
-        server
-            .request(Method::GET, "/v1/api-keys/not-an-id")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, _) = problem(server.request(Method::GET, "/v1/api-keys/not-an-id").send().await.unwrap()).await;
     assert_eq!(status, 404);
     // Bad query parameters → 422 naming the parameter.
-    let (status, _, body) = problem(
-        server
-            .request(Method::GET, "/v1/api-keys?limit=lots")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["errors"][0]["pointer"].as_str()),
-        (422, Some("/limit"))
-    );
-    let (status, _, body) = problem(
-        server
-            .request(Method::GET, "/v1/api-keys?limit=0")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["errors"][0]["pointer"].as_str()),
-        (422, Some("/limit"))
-    );
+    let (status, _, body) = problem(server.request(Method::GET, "/v1/api-keys?limit=lots").send().await.unwrap()).await;
+    assert_eq!((status, body["errors"][0]["pointer"].as_str()), (422, Some("/limit")));
+    let (status, _, body) = problem(server.request(Method::GET, "/v1/api-keys?limit=0").send().await.unwrap()).await;
+    assert_eq!((status, body["errors"][0]["pointer"].as_str()), (422, Some("/limit")));
     server.shutdown().await;
 }
 
@@ -330,12 +177,7 @@ async fn unauthenticated_answers_are_identical(backend: Backend) {
     };
     let (revoked_id, revoked) = server.create_key("to revoke", &["admin:metrics"]).await;
     assert_eq!(
-        server
-            .request(Method::DELETE, &format!("/v1/api-keys/{revoked_id}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        server.request(Method::DELETE, &format!("/v1/api-keys/{revoked_id}")).send().await.unwrap().status(),
         200
     );
     let expiring = server
@@ -347,50 +189,25 @@ async fn unauthenticated_answers_are_identical(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(expiring.status(), 201);
-    let expired: String = expiring.json::<Value>().await.unwrap()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let expired: String = expiring.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
     server.clock.advance(std::time::Duration::from_secs(61));
     let real = server.bootstrap_key.clone();
     let unknown = format!("{}{}", &real[..real.len() - 4], "aaaa");
     let mut bodies = Vec::new();
-    for key in [
-        None,
-        Some("garbage".to_owned()),
-        Some(unknown),
-        Some(revoked),
-        Some(expired),
-    ] {
+    for key in [None, Some("garbage".to_owned()), Some(unknown), Some(revoked), Some(expired)] {
         let mut request = server.client.get(server.url("/v1/merchant"));
         if let Some(key) = &key {
             request = request.bearer_auth(key);
         }
         let (status, headers, mut body) = problem(request.send().await.unwrap()).await;
         assert_eq!(status, 401, "{key:?}");
-        assert!(
-            headers
-                .get("www-authenticate")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("Bearer"),
-            "{key:?}"
-        );
+        assert!(headers.get("www-authenticate").unwrap().to_str().unwrap().starts_with("Bearer"), "{key:?}");
         body.as_object_mut().unwrap().remove("request_id");
         bodies.push(body);
     }
-    assert!(
-        bodies.windows(2).all(|w| w[0] == w[1]),
-        "401 bodies differ: {bodies:?}"
-    );
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "401 bodies differ: {bodies:?}");
     // A key in the query string is never looked at.
-    let response = server
-        .client
-        .get(server.url(&format!("/v1/merchant?api_key={real}")))
-        .send()
-        .await
-        .unwrap();
+    let response = server.client.get(server.url(&format!("/v1/merchant?api_key={real}"))).send().await.unwrap();
     assert_eq!(response.status(), 401);
     server.shutdown().await;
 }
@@ -410,88 +227,39 @@ async fn api_key_lifecycle(backend: Backend) {
     let secret = created["secret"].as_str().unwrap();
     let id = created["id"].as_str().unwrap();
     assert!(secret.starts_with("sr_test_"), "{secret}");
-    assert!(
-        secret.contains(id.trim_start_matches("key_")),
-        "the public id part names the key"
-    );
+    assert!(secret.contains(id.trim_start_matches("key_")), "the public id part names the key");
     assert!(secret.len() >= 8 + 26 + 1 + 52, "≥ 256 bits of secret");
     assert_eq!(created["status"], "active");
     assert_eq!(created["scopes"], json!(["admin:metrics"]));
     assert_eq!(created["last_used_at"], Value::Null);
 
     // The new key works and is bound to the same merchant.
-    let merchant: Value = server
-        .request_as(secret, Method::GET, "/v1/merchant")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let merchant: Value =
+        server.request_as(secret, Method::GET, "/v1/merchant").send().await.unwrap().json().await.unwrap();
     assert_eq!(merchant["id"], server.merchant_id.as_str());
     assert_eq!(merchant["mode"], "test");
 
     // Reading it shows the use, never the secret.
-    let fetched: Value = server
-        .request(Method::GET, &format!("/v1/api-keys/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched: Value =
+        server.request(Method::GET, &format!("/v1/api-keys/{id}")).send().await.unwrap().json().await.unwrap();
     assert!(fetched["last_used_at"].is_string(), "{fetched}");
     assert!(fetched.get("secret").is_none());
     assert!(!fetched.to_string().contains(&secret[20..]));
 
     // Revocation is immediate on this node, and idempotent.
-    let revoked = server
-        .request(Method::DELETE, &format!("/v1/api-keys/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let revoked = server.request(Method::DELETE, &format!("/v1/api-keys/{id}")).send().await.unwrap();
     assert_eq!(revoked.status(), 200);
     let revoked: Value = revoked.json().await.unwrap();
     assert_eq!(revoked["status"], "revoked");
-    assert_eq!(
-        server
-            .request_as(secret, Method::GET, "/v1/merchant")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    let again: Value = server
-        .request(Method::DELETE, &format!("/v1/api-keys/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(server.request_as(secret, Method::GET, "/v1/merchant").send().await.unwrap().status(), 401);
+    let again: Value =
+        server.request(Method::DELETE, &format!("/v1/api-keys/{id}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(again["revoked_at"], revoked["revoked_at"]);
 
     // Unknown ids → 404.
     let missing = "key_aaaaaaaaaaaaaaaaaaaaaaaaaa";
-    assert_eq!(
-        server
-            .request(Method::GET, &format!("/v1/api-keys/{missing}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        server
-            .request(Method::DELETE, &format!("/v1/api-keys/{missing}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(server.request(Method::GET, &format!("/v1/api-keys/{missing}")).send().await.unwrap().status(), 404);
+    assert_eq!(server.request(Method::DELETE, &format!("/v1/api-keys/{missing}")).send().await.unwrap().status(), 404);
     server.shutdown().await;
 }
 
@@ -508,10 +276,7 @@ async fn expiry_follows_the_clock(backend: Backend) {
         .await
         .unwrap();
     let (status, _, body) = problem(past).await;
-    assert_eq!(
-        (status, body["errors"][0]["pointer"].as_str()),
-        (422, Some("/expires_at"))
-    );
+    assert_eq!((status, body["errors"][0]["pointer"].as_str()), (422, Some("/expires_at")));
     let created: Value = server
         .request(Method::POST, "/v1/api-keys")
         .json(&json!({"name": "hour", "scopes": ["admin:metrics"], "expires_at": at(now + 3_600_000)}))
@@ -523,30 +288,11 @@ async fn expiry_follows_the_clock(backend: Backend) {
         .unwrap();
     let secret = created["secret"].as_str().unwrap();
     server.clock.advance(std::time::Duration::from_secs(3599));
-    assert_eq!(
-        server
-            .request_as(secret, Method::GET, "/v1/merchant")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(server.request_as(secret, Method::GET, "/v1/merchant").send().await.unwrap().status(), 200);
     server.clock.advance(std::time::Duration::from_secs(2));
-    assert_eq!(
-        server
-            .request_as(secret, Method::GET, "/v1/merchant")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(server.request_as(secret, Method::GET, "/v1/merchant").send().await.unwrap().status(), 401);
     let shown: Value = server
-        .request(
-            Method::GET,
-            &format!("/v1/api-keys/{}", created["id"].as_str().unwrap()),
-        )
+        .request(Method::GET, &format!("/v1/api-keys/{}", created["id"].as_str().unwrap()))
         .send()
         .await
         .unwrap()
@@ -563,54 +309,14 @@ async fn scopes_are_enforced(backend: Backend) {
     };
     let (_, metrics_only) = server.create_key("metrics", &["admin:metrics"]).await;
     let (_, keys_only) = server.create_key("keys", &["admin:api_keys"]).await;
-    let (status, headers, body) = problem(
-        server
-            .request_as(&metrics_only, Method::GET, "/v1/api-keys")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("insufficient_scope"))
-    );
-    assert!(
-        headers
-            .get("www-authenticate")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .contains("scope=\"admin:api_keys\"")
-    );
-    assert_eq!(
-        server
-            .request_as(&keys_only, Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        server
-            .request_as(&metrics_only, Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let (status, headers, body) =
+        problem(server.request_as(&metrics_only, Method::GET, "/v1/api-keys").send().await.unwrap()).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("insufficient_scope")));
+    assert!(headers.get("www-authenticate").unwrap().to_str().unwrap().contains("scope=\"admin:api_keys\""));
+    assert_eq!(server.request_as(&keys_only, Method::GET, "/metrics").send().await.unwrap().status(), 403);
+    assert_eq!(server.request_as(&metrics_only, Method::GET, "/metrics").send().await.unwrap().status(), 200);
     // Any valid key reads its merchant.
-    assert_eq!(
-        server
-            .request_as(&metrics_only, Method::GET, "/v1/merchant")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(server.request_as(&metrics_only, Method::GET, "/v1/merchant").send().await.unwrap().status(), 200);
     // A key cannot grant what it does not hold.
     let escalate = server
         .request_as(&keys_only, Method::POST, "/v1/api-keys")
@@ -635,10 +341,7 @@ async fn scopes_are_enforced(backend: Backend) {
         .await
         .unwrap();
     let (status, _, body) = problem(sneaky).await;
-    assert_eq!(
-        (status, body["errors"][0]["pointer"].as_str()),
-        (422, Some("/merchant_id"))
-    );
+    assert_eq!((status, body["errors"][0]["pointer"].as_str()), (422, Some("/merchant_id")));
     server.shutdown().await;
 }
 
@@ -648,61 +351,29 @@ async fn listing_pages(backend: Backend) {
     };
     for i in 0..4 {
         server.clock.advance(std::time::Duration::from_millis(5));
-        server
-            .create_key(&format!("k{i}"), &["admin:metrics"])
-            .await;
+        server.create_key(&format!("k{i}"), &["admin:metrics"]).await;
     }
-    let page: Value = server
-        .request(Method::GET, "/v1/api-keys?limit=2")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let names: Vec<&str> = page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap())
-        .collect();
+    let page: Value = server.request(Method::GET, "/v1/api-keys?limit=2").send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = page["data"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["k3", "k2"]);
     assert_eq!(page["has_more"], true);
     let last = page["data"][1]["id"].as_str().unwrap();
     let page: Value = server
-        .request(
-            Method::GET,
-            &format!("/v1/api-keys?limit=10&starting_after={last}"),
-        )
+        .request(Method::GET, &format!("/v1/api-keys?limit=10&starting_after={last}"))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = page["data"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["k1", "k0", "bootstrap"]);
     assert_eq!(page["has_more"], false);
     let (status, _, body) = problem(
-        server
-            .request(
-                Method::GET,
-                "/v1/api-keys?starting_after=key_aaaaaaaaaaaaaaaaaaaaaaaaaa",
-            )
-            .send()
-            .await
-            .unwrap(),
+        server.request(Method::GET, "/v1/api-keys?starting_after=key_aaaaaaaaaaaaaaaaaaaaaaaaaa").send().await.unwrap(),
     )
     .await;
-    assert_eq!(
-        (status, body["errors"][0]["pointer"].as_str()),
-        (422, Some("/starting_after"))
-    );
+    assert_eq!((status, body["errors"][0]["pointer"].as_str()), (422, Some("/starting_after")));
     server.shutdown().await;
 }
 
@@ -711,35 +382,14 @@ async fn metrics_use_route_templates(backend: Backend) {
         return;
     };
     let (id, _) = server.create_key("m", &["admin:metrics"]).await;
-    server
-        .request(Method::GET, &format!("/v1/api-keys/{id}"))
-        .send()
-        .await
-        .unwrap();
-    server
-        .request(Method::GET, "/v1/some/random/path/4111111111111111")
-        .send()
-        .await
-        .unwrap();
-    let text = server
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    server.request(Method::GET, &format!("/v1/api-keys/{id}")).send().await.unwrap();
+    server.request(Method::GET, "/v1/some/random/path/4111111111111111").send().await.unwrap();
+    let text = server.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     assert!(text.contains("strongroom_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/v1/api-keys/{id}\""), "{text}");
-    assert!(
-        text.contains("strongroom_http_request_duration_seconds_bucket"),
-        "{text}"
-    );
+    assert!(text.contains("strongroom_http_request_duration_seconds_bucket"), "{text}");
     assert!(!text.contains(&id), "raw ids never become labels");
-    assert!(
-        !text.contains("4111111111111111"),
-        "raw paths never become labels"
-    );
+    assert!(!text.contains("4111111111111111"), "raw paths never become labels");
     server.shutdown().await;
 }
 
@@ -747,20 +397,8 @@ async fn openapi_covers_every_route(backend: Backend) {
     let Some(server) = TestServer::spawn(backend).await else {
         return;
     };
-    let doc: Value = server
-        .client
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        doc["openapi"].as_str().unwrap().starts_with("3.1"),
-        "{}",
-        doc["openapi"]
-    );
+    let doc: Value = server.client.get(server.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
     let routes = [
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -773,40 +411,17 @@ async fn openapi_covers_every_route(backend: Backend) {
     ];
     for (path, method) in routes {
         let operation = &doc["paths"][path][method];
-        assert!(
-            operation.is_object(),
-            "{method} {path} missing from the OpenAPI document"
-        );
+        assert!(operation.is_object(), "{method} {path} missing from the OpenAPI document");
         // Every route is real: it does not answer 404/405.
         let concrete = path.replace("{id}", "key_aaaaaaaaaaaaaaaaaaaaaaaaaa");
-        let status = server
-            .request(method.to_uppercase().parse().unwrap(), &concrete)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(
-            status != 405 && (status != 404 || concrete != path),
-            "{method} {path} answered {status}"
-        );
+        let status = server.request(method.to_uppercase().parse().unwrap(), &concrete).send().await.unwrap().status();
+        assert!(status != 405 && (status != 404 || concrete != path), "{method} {path} answered {status}");
         if operation.get("security").is_some() {
-            assert!(
-                operation["responses"]["401"].is_object(),
-                "{method} {path} documents 401"
-            );
+            assert!(operation["responses"]["401"].is_object(), "{method} {path} documents 401");
         }
     }
-    let documented: usize = doc["paths"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|p| p.as_object().unwrap().len())
-        .sum();
-    assert_eq!(
-        documented,
-        routes.len(),
-        "every documented operation is in the list above"
-    );
+    let documented: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, routes.len(), "every documented operation is in the list above");
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     server.shutdown().await;
 }
@@ -818,24 +433,8 @@ async fn restart_keeps_state(backend: Backend) {
     let (id, secret) = server.create_key("survivor", &["admin:metrics"]).await;
     let boot = server.restart().await;
     assert!(boot.is_none(), "a second start bootstraps nothing");
-    assert_eq!(
-        server
-            .request_as(&secret, Method::GET, "/v1/merchant")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        server
-            .request(Method::GET, &format!("/v1/api-keys/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(server.request_as(&secret, Method::GET, "/v1/merchant").send().await.unwrap().status(), 200);
+    assert_eq!(server.request(Method::GET, &format!("/v1/api-keys/{id}")).send().await.unwrap().status(), 200);
     server.shutdown().await;
 }
 
@@ -847,52 +446,24 @@ async fn validation_names_fields_without_echoing(backend: Backend) {
     let cases = [
         (json!({"name": "", "scopes": ["admin:metrics"]}), "/name"),
         (json!({"name": "ok", "scopes": []}), "/scopes"),
-        (
-            json!({"name": "ok", "scopes": ["admin:metrics", canary]}),
-            "/scopes/1",
-        ),
-        (
-            json!({"name": "ok", "scopes": ["admin:metrics"], "mode": canary}),
-            "/mode",
-        ),
-        (
-            json!({"name": "ok", "scopes": ["admin:metrics"], "expires_at": canary}),
-            "/expires_at",
-        ),
+        (json!({"name": "ok", "scopes": ["admin:metrics", canary]}), "/scopes/1"),
+        (json!({"name": "ok", "scopes": ["admin:metrics"], "mode": canary}), "/mode"),
+        (json!({"name": "ok", "scopes": ["admin:metrics"], "expires_at": canary}), "/expires_at"),
         (json!({"name": 42, "scopes": ["admin:metrics"]}), "/name"),
         (json!({"name": "ok"}), "/scopes"),
-        (
-            json!({"name": "ok", "scopes": ["admin:metrics"], canary: 1}),
-            "",
-        ),
-        (
-            json!({"name": "ok", "scopes": ["admin:metrics"], "role": "owner"}),
-            "/role",
-        ),
+        (json!({"name": "ok", "scopes": ["admin:metrics"], canary: 1}), ""),
+        (json!({"name": "ok", "scopes": ["admin:metrics"], "role": "owner"}), "/role"),
     ];
     for (body, pointer) in cases {
         let pointer: &str = pointer;
-        let response = server
-            .request(Method::POST, "/v1/api-keys")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = server.request(Method::POST, "/v1/api-keys").json(&body).send().await.unwrap();
         let (status, _, problem_body) = problem(response).await;
         assert_eq!(status, 422, "{body}");
-        let pointers: Vec<&str> = problem_body["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["pointer"].as_str().unwrap())
-            .collect();
+        let pointers: Vec<&str> =
+            problem_body["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
         assert!(pointers.contains(&pointer), "{body} → {problem_body}");
-        let details: String = problem_body["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["detail"].as_str().unwrap())
-            .collect();
+        let details: String =
+            problem_body["errors"].as_array().unwrap().iter().map(|e| e["detail"].as_str().unwrap()).collect();
         assert!(!problem_body.to_string().contains(canary), "{problem_body}");
         assert!(!details.is_empty());
     }
@@ -902,8 +473,7 @@ async fn validation_names_fields_without_echoing(backend: Backend) {
 async fn body_limit(backend: Backend) {
     // A small limit so the whole request is written before the server answers (a client still
     // writing when the server closes sees a broken pipe instead of the answer).
-    let Some(server) = TestServer::spawn_with(backend, |c| c.server.body_limit_bytes = 1024).await
-    else {
+    let Some(server) = TestServer::spawn_with(backend, |c| c.server.body_limit_bytes = 1024).await else {
         return;
     };
     let huge = format!("{{\"name\": \"{}\", \"scopes\": []}}", "x".repeat(2000));
@@ -915,16 +485,8 @@ async fn body_limit(backend: Backend) {
         .await
         .unwrap();
     let (status, _, body) = problem(response).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (413, Some("payload_too_large")),
-        "announced by Content-Length"
-    );
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = huge
-        .into_bytes()
-        .chunks(300)
-        .map(|c| Ok(c.to_vec()))
-        .collect();
+    assert_eq!((status, body["code"].as_str()), (413, Some("payload_too_large")), "announced by Content-Length");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = huge.into_bytes().chunks(300).map(|c| Ok(c.to_vec())).collect();
     let streamed = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let response = server
         .request(Method::POST, "/v1/api-keys")
@@ -934,15 +496,8 @@ async fn body_limit(backend: Backend) {
         .await
         .unwrap();
     let (status, _, body) = problem(response).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (413, Some("payload_too_large")),
-        "streamed without a length"
-    );
-    let fits = format!(
-        "{{\"name\": \"{}\", \"scopes\": [\"admin:metrics\"]}}",
-        "x".repeat(50)
-    );
+    assert_eq!((status, body["code"].as_str()), (413, Some("payload_too_large")), "streamed without a length");
+    let fits = format!("{{\"name\": \"{}\", \"scopes\": [\"admin:metrics\"]}}", "x".repeat(50));
     let response = server
         .request(Method::POST, "/v1/api-keys")
         .header("content-type", "application/json")

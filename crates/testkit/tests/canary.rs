@@ -1,11 +1,6 @@
 //! Security invariant: secrets and canary values sent through every endpoint never appear in a
 //! log line, an error body, or the database file.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use reqwest::Method;
 use serde_json::json;
@@ -16,14 +11,8 @@ const CANARY: &str = "CANARY7f3a-4111111111111111-hunter2";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canaries_never_reach_logs_bodies_or_the_database() {
     let server = TestServer::spawn(Backend::Sqlite).await.unwrap();
-    let (created_id, created_secret) = server
-        .create_key("canary-run", &["admin:metrics", "admin:api_keys"])
-        .await;
-    let forged = format!(
-        "{}{}",
-        &created_secret[..created_secret.len() - 6],
-        "abcdef"
-    );
+    let (created_id, created_secret) = server.create_key("canary-run", &["admin:metrics", "admin:api_keys"]).await;
+    let forged = format!("{}{}", &created_secret[..created_secret.len() - 6], "abcdef");
     let mut bodies = Vec::new();
     let routes = [
         (Method::GET, "/healthz".to_owned()),
@@ -58,7 +47,9 @@ async fn canaries_never_reach_logs_bodies_or_the_database() {
                     .header("cookie", format!("session={CANARY}"))
                     .header("x-forwarded-for", CANARY);
                 let request = if *method == Method::POST {
-                    request.json(&json!({"name": "n", "scopes": [CANARY], "mode": CANARY, CANARY: CANARY, "expires_at": CANARY}))
+                    request.json(
+                        &json!({"name": "n", "scopes": [CANARY], "mode": CANARY, CANARY: CANARY, "expires_at": CANARY}),
+                    )
                 } else {
                     request
                 };
@@ -81,32 +72,18 @@ async fn canaries_never_reach_logs_bodies_or_the_database() {
         .unwrap();
     bodies.push(response.text().await.unwrap());
 
-    let secrets = [
-        CANARY,
-        server.bootstrap_key.as_str(),
-        created_secret.as_str(),
-        forged.as_str(),
-    ];
+    let secrets = [CANARY, server.bootstrap_key.as_str(), created_secret.as_str(), forged.as_str()];
     let secret_parts: Vec<&str> = secrets.iter().map(|s| &s[s.len() - 24..]).collect();
     for body in &bodies {
         for part in &secret_parts {
-            assert!(
-                !body.contains(part),
-                "an error body contains a secret: {body}"
-            );
+            assert!(!body.contains(part), "an error body contains a secret: {body}");
         }
         assert!(!body.contains("4111111111111111"), "{body}");
     }
     let logs = captured_logs();
-    assert!(
-        logs.contains("api key refused"),
-        "the run was logged at all"
-    );
+    assert!(logs.contains("api key refused"), "the run was logged at all");
     for part in &secret_parts {
-        assert!(
-            !logs.contains(part),
-            "a log line contains a secret ({part})"
-        );
+        assert!(!logs.contains(part), "a log line contains a secret ({part})");
     }
     assert!(!logs.contains("4111111111111111") && !logs.contains("hunter2"));
 
@@ -114,12 +91,7 @@ async fn canaries_never_reach_logs_bodies_or_the_database() {
     let mut database = Vec::new();
     for entry in std::fs::read_dir(server.data_dir()).unwrap() {
         let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("strongroom.db")
-        {
+        if path.file_name().unwrap().to_string_lossy().starts_with("strongroom.db") {
             database.extend(std::fs::read(&path).unwrap());
         }
     }
@@ -127,10 +99,7 @@ async fn canaries_never_reach_logs_bodies_or_the_database() {
     let haystack = String::from_utf8_lossy(&database);
     assert!(haystack.contains(&created_id), "the database file was read");
     for part in &secret_parts {
-        assert!(
-            !haystack.contains(part),
-            "the database file contains a secret ({part})"
-        );
+        assert!(!haystack.contains(part), "the database file contains a secret ({part})");
     }
     server.shutdown().await;
 }

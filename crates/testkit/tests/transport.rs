@@ -1,11 +1,6 @@
 //! Transport: TLS versions and suites, plain HTTP, the redirect listener, the plain API listener
 //! behind a proxy with trusted-proxy client IPs, the metrics listener, and panics.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::sync::Arc;
 
@@ -39,32 +34,19 @@ async fn handshake(
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let tls = connector.connect(name, tcp).await?;
     let (_, conn) = tls.get_ref();
-    Ok((
-        conn.protocol_version().unwrap(),
-        conn.negotiated_cipher_suite().unwrap(),
-    ))
+    Ok((conn.protocol_version().unwrap(), conn.negotiated_cipher_suite().unwrap()))
 }
 
 #[tokio::test]
 async fn tls13_and_tls12_with_aead_ecdhe_suites() {
     let server = TestServer::spawn(Backend::Sqlite).await.unwrap();
-    let (version, suite) = handshake(&server, &[&rustls::version::TLS13])
-        .await
-        .unwrap();
+    let (version, suite) = handshake(&server, &[&rustls::version::TLS13]).await.unwrap();
     assert_eq!(version, rustls::ProtocolVersion::TLSv1_3);
-    assert!(
-        format!("{:?}", suite.suite()).contains("GCM")
-            || format!("{:?}", suite.suite()).contains("CHACHA20")
-    );
-    let (version, suite) = handshake(&server, &[&rustls::version::TLS12])
-        .await
-        .unwrap();
+    assert!(format!("{:?}", suite.suite()).contains("GCM") || format!("{:?}", suite.suite()).contains("CHACHA20"));
+    let (version, suite) = handshake(&server, &[&rustls::version::TLS12]).await.unwrap();
     assert_eq!(version, rustls::ProtocolVersion::TLSv1_2);
     let name = format!("{:?}", suite.suite());
-    assert!(
-        name.starts_with("TLS_ECDHE_") && (name.contains("GCM") || name.contains("CHACHA20")),
-        "{name}"
-    );
+    assert!(name.starts_with("TLS_ECDHE_") && (name.contains("GCM") || name.contains("CHACHA20")), "{name}");
     server.shutdown().await;
 }
 
@@ -118,83 +100,44 @@ async fn old_versions_and_weak_suites_are_refused() {
     const RSA_AES128_GCM: u16 = 0x009c;
     const RSA_AES128_CBC_SHA: u16 = 0x002f;
     // Control: the same hand-made hello for TLS 1.2 with an AEAD ECDHE suite gets a ServerHello.
-    assert_eq!(
-        first_answer(&server, &client_hello(0x0303, &[ECDHE_ECDSA_AES128_GCM])).await,
-        Some(0x16)
-    );
+    assert_eq!(first_answer(&server, &client_hello(0x0303, &[ECDHE_ECDSA_AES128_GCM])).await, Some(0x16));
     // TLS 1.1 and 1.0 are refused, whatever the suites.
     for version in [0x0302, 0x0301] {
-        let answer = first_answer(
-            &server,
-            &client_hello(version, &[ECDHE_ECDSA_AES128_GCM, ECDHE_RSA_AES128_CBC_SHA]),
-        )
-        .await;
-        assert_ne!(
-            answer,
-            Some(0x16),
-            "TLS version {version:#06x} must not get a ServerHello"
-        );
+        let answer =
+            first_answer(&server, &client_hello(version, &[ECDHE_ECDSA_AES128_GCM, ECDHE_RSA_AES128_CBC_SHA])).await;
+        assert_ne!(answer, Some(0x16), "TLS version {version:#06x} must not get a ServerHello");
     }
     // TLS 1.2 with CBC suites or without ECDHE is refused.
     for suite in [ECDHE_RSA_AES128_CBC_SHA, RSA_AES128_GCM, RSA_AES128_CBC_SHA] {
         let answer = first_answer(&server, &client_hello(0x0303, &[suite])).await;
-        assert_ne!(
-            answer,
-            Some(0x16),
-            "suite {suite:#06x} must not be negotiated"
-        );
+        assert_ne!(answer, Some(0x16), "suite {suite:#06x} must not be negotiated");
     }
     // Plain HTTP on the TLS port gets no HTTP answer.
     let mut tcp = TcpStream::connect(server.app().api_addr()).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tcp.read_to_end(&mut answer),
-    )
-    .await;
-    assert!(
-        !answer.starts_with(b"HTTP/"),
-        "plain HTTP must not be served on the TLS port"
-    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(!answer.starts_with(b"HTTP/"), "plain HTTP must not be served on the TLS port");
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn redirect_listener_redirects_browsers_only() {
-    let server = TestServer::spawn_with(Backend::Sqlite, |c| {
-        c.server.redirect_listen = Some("127.0.0.1:0".parse().unwrap())
-    })
-    .await
-    .unwrap();
+    let server =
+        TestServer::spawn_with(Backend::Sqlite, |c| c.server.redirect_listen = Some("127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
     let redirect = server.app().server.redirect_addr.unwrap();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response = client
-        .get(format!("http://{redirect}/login?next=%2Faccount"))
-        .send()
-        .await
-        .unwrap();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = client.get(format!("http://{redirect}/login?next=%2Faccount")).send().await.unwrap();
     assert_eq!(response.status(), 308);
     let api_port = server.app().api_addr().port();
     assert_eq!(
         response.headers().get("location").unwrap(),
         &format!("https://127.0.0.1:{api_port}/login?next=%2Faccount")
     );
-    for (method, path) in [
-        (Method::GET, "/v1/merchant"),
-        (Method::POST, "/login"),
-        (Method::GET, "/metrics"),
-    ] {
-        let response = client
-            .request(method.clone(), format!("http://{redirect}{path}"))
-            .send()
-            .await
-            .unwrap();
+    for (method, path) in [(Method::GET, "/v1/merchant"), (Method::POST, "/login"), (Method::GET, "/metrics")] {
+        let response = client.request(method.clone(), format!("http://{redirect}{path}")).send().await.unwrap();
         assert_eq!(response.status(), 403, "{method} {path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "https_required");
@@ -205,10 +148,7 @@ async fn redirect_listener_redirects_browsers_only() {
 #[tokio::test]
 async fn plain_api_behind_a_proxy_trusts_only_configured_proxies() {
     use strongroom::config::TlsMode;
-    for (trusted, expected) in [
-        (vec![], "127.0.0.1"),
-        (vec!["127.0.0.0/8".parse().unwrap()], "198.51.100.7"),
-    ] {
+    for (trusted, expected) in [(vec![], "127.0.0.1"), (vec!["127.0.0.0/8".parse().unwrap()], "198.51.100.7")] {
         let server = TestServer::spawn_with(Backend::Sqlite, |c| {
             c.server.tls = TlsMode::TerminatedUpstream;
             c.server.trusted_proxies = trusted.clone();
@@ -226,46 +166,21 @@ async fn plain_api_behind_a_proxy_trusts_only_configured_proxies() {
             .unwrap();
         assert_eq!(response.status(), 200);
         let logs = captured_logs();
-        let line = logs
-            .lines()
-            .find(|l| l.contains(&request_id) && l.contains("client_ip"))
-            .expect("request logged");
-        assert!(
-            line.contains(&format!("\"client_ip\":\"{expected}\"")),
-            "{line}"
-        );
+        let line = logs.lines().find(|l| l.contains(&request_id) && l.contains("client_ip")).expect("request logged");
+        assert!(line.contains(&format!("\"client_ip\":\"{expected}\"")), "{line}");
         server.shutdown().await;
     }
 }
 
 #[tokio::test]
 async fn separate_metrics_listener() {
-    let server = TestServer::spawn_with(Backend::Sqlite, |c| {
-        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap())
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        server
-            .request(Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    server
-        .request(Method::GET, "/v1/merchant")
-        .send()
+    let server = TestServer::spawn_with(Backend::Sqlite, |c| c.metrics.listen = Some("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
+    assert_eq!(server.request(Method::GET, "/metrics").send().await.unwrap().status(), 404);
+    server.request(Method::GET, "/v1/merchant").send().await.unwrap();
     let metrics = server.app().server.metrics_addr.unwrap();
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
     assert!(text.contains("route=\"/v1/merchant\""), "{text}");
     server.shutdown().await;
 }
@@ -278,41 +193,78 @@ async fn a_panicking_handler_answers_500_and_the_router_keeps_serving() {
     let state = server.app().state.clone();
     let routes = strongroom_http::routes::routes(&state.settings).route("/boom", get(boom));
     let router = strongroom_http::routes::with_middleware(routes, state);
-    let request = || {
-        http::Request::builder()
-            .uri("/boom")
-            .body(axum::body::Body::empty())
-            .unwrap()
-    };
+    let request = || http::Request::builder().uri("/boom").body(axum::body::Body::empty()).unwrap();
     for _ in 0..2 {
         let response = router.clone().oneshot(request()).await.unwrap();
         assert_eq!(response.status(), 500);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["code"], "internal_error");
         assert!(!body.to_string().contains("internal detail"));
     }
-    let healthy = http::Request::builder()
-        .uri("/healthz")
-        .body(axum::body::Body::empty())
-        .unwrap();
+    let healthy = http::Request::builder().uri("/healthz").body(axum::body::Body::empty()).unwrap();
     assert_eq!(router.oneshot(healthy).await.unwrap().status(), 200);
     // The real server is unaffected too.
     let client = client_trusting(&server.ca_pem);
-    assert_eq!(
-        client
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
     server.shutdown().await;
 }
 
 async fn boom() -> &'static str {
     panic!("internal detail that must not reach the client")
+}
+
+/// A POST whose body is held open until `release` fires: a request in flight for as long as the
+/// test wants.
+type HeldResponse = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+type BodySender = futures::channel::mpsc::UnboundedSender<Result<Vec<u8>, std::io::Error>>;
+
+fn held_request(server: &TestServer) -> (HeldResponse, BodySender) {
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    let request = server
+        .request(Method::POST, "/v1/api-keys")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(rx));
+    tx.unbounded_send(Ok(b"{\"name\": \"held\", ".to_vec())).unwrap();
+    (tokio::spawn(request.send()), tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_concurrency_limit_are_shed() {
+    let server = TestServer::spawn_with(Backend::Sqlite, |c| c.server.concurrency_limit = 1).await.unwrap();
+    let (held, release) = held_request(&server);
+    // Wait until the held request occupies the only slot.
+    let mut shed = None;
+    for _ in 0..100 {
+        let response = server.client.get(server.url("/healthz")).send().await.unwrap();
+        if response.status() == 503 {
+            shed = Some(response);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let shed = shed.expect("a second request is shed while the first holds the only slot");
+    assert!(shed.headers().contains_key("retry-after"));
+    let body: Value = shed.json().await.unwrap();
+    assert_eq!(body["code"], "overloaded");
+    release.unbounded_send(Ok(b"\"scopes\": [\"admin:metrics\"]}".to_vec())).unwrap();
+    drop(release);
+    assert_eq!(held.await.unwrap().unwrap().status(), 201);
+    assert_eq!(server.client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_requests_time_out_with_503() {
+    let server =
+        TestServer::spawn_with(Backend::Sqlite, |c| c.server.request_timeout = std::time::Duration::from_millis(200))
+            .await
+            .unwrap();
+    // The body never completes; the server gives up after the timeout (tokio's timer, real time).
+    let (held, _keep_open) = held_request(&server);
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), held).await.unwrap().unwrap().unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "timeout");
+    server.shutdown().await;
 }

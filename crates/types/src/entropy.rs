@@ -26,10 +26,7 @@ pub trait Entropy: Send + Sync + fmt::Debug {
 pub struct OsEntropy;
 
 impl Entropy for OsEntropy {
-    #[expect(
-        clippy::panic,
-        reason = "no secure randomness means no safe way to continue"
-    )]
+    #[expect(clippy::panic, reason = "no secure randomness means no safe way to continue")]
     fn fill(&self, buf: &mut [u8]) {
         if let Err(err) = getrandom::fill(buf) {
             panic!("the operating system's random source failed: {err}");

@@ -45,32 +45,19 @@ impl<K: IdKind> PrefixedId<K> {
     pub fn generate(entropy: &dyn Entropy) -> Self {
         let bytes: [u8; 16] = random_array(entropy);
         let body = BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
-        Self {
-            text: format!("{}_{body}", K::PREFIX),
-            kind: PhantomData,
-        }
+        Self { text: format!("{}_{body}", K::PREFIX), kind: PhantomData }
     }
 
     /// Parses an id, checking prefix, length and alphabet.
     pub fn parse(text: &str) -> Result<Self, IdError> {
-        let error = IdError {
-            expected_prefix: K::PREFIX,
-        };
-        let body = text
-            .strip_prefix(K::PREFIX)
-            .and_then(|rest| rest.strip_prefix('_'))
-            .ok_or_else(|| error.clone())?;
-        let well_formed = body.len() == BODY_LEN
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+        let error = IdError { expected_prefix: K::PREFIX };
+        let body = text.strip_prefix(K::PREFIX).and_then(|rest| rest.strip_prefix('_')).ok_or_else(|| error.clone())?;
+        let well_formed =
+            body.len() == BODY_LEN && body.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
         if !well_formed {
             return Err(error);
         }
-        Ok(Self {
-            text: text.to_owned(),
-            kind: PhantomData,
-        })
+        Ok(Self { text: text.to_owned(), kind: PhantomData })
     }
 
     /// The id as text.
@@ -81,10 +68,7 @@ impl<K: IdKind> PrefixedId<K> {
 
 impl<K: IdKind> Clone for PrefixedId<K> {
     fn clone(&self) -> Self {
-        Self {
-            text: self.text.clone(),
-            kind: PhantomData,
-        }
+        Self { text: self.text.clone(), kind: PhantomData }
     }
 }
 

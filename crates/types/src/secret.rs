@@ -82,8 +82,7 @@ mod tests {
 
     #[test]
     fn deserializes_without_serializing() {
-        let secret: Secret<String> =
-            serde_json::from_str("\"abc\"").unwrap_or_else(|_| Secret::new(String::new()));
+        let secret: Secret<String> = serde_json::from_str("\"abc\"").unwrap_or_else(|_| Secret::new(String::new()));
         assert_eq!(secret.expose(), "abc");
     }
 }

@@ -2,10 +2,7 @@
 //! configuration, or plain HTTP) and nothing else: no middleware, no database, no authentication.
 //!
 //! `bench-echo --listen 127.0.0.1:0 [--cert FILE --key FILE]` prints `listening on ADDR` when ready.
-#![allow(
-    clippy::print_stdout,
-    reason = "a benchmark tool reports on standard output"
-)]
+#![allow(clippy::print_stdout, reason = "a benchmark tool reports on standard output")]
 
 use std::net::SocketAddr;
 
@@ -28,31 +25,21 @@ async fn echo(Json(body): Json<serde_json::Value>) -> Json<serde_json::Value> {
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let listen: SocketAddr = arg(&args, "--listen")
-        .unwrap_or_else(|| "127.0.0.1:0".to_owned())
-        .parse()?;
+    let listen: SocketAddr = arg(&args, "--listen").unwrap_or_else(|| "127.0.0.1:0".to_owned()).parse()?;
     let tls = match (arg(&args, "--cert"), arg(&args, "--key")) {
-        (Some(cert), Some(key)) => Some(strongroom_http::tls::server_config(
-            &std::fs::read(cert)?,
-            &std::fs::read(key)?,
-        )?),
+        (Some(cert), Some(key)) => {
+            Some(strongroom_http::tls::server_config(&std::fs::read(cert)?, &std::fs::read(key)?)?)
+        }
         _ => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let app = axum::Router::new()
-            .route("/v1/merchant", get(merchant))
-            .route("/echo", post(echo));
+        let app = axum::Router::new().route("/v1/merchant", get(merchant)).route("/echo", post(echo));
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         println!("listening on {}", listener.local_addr()?);
@@ -62,11 +49,7 @@ fn main() -> anyhow::Result<()> {
                     .serve(app.into_make_service())
                     .await?
             }
-            None => {
-                axum_server::from_tcp(listener)
-                    .serve(app.into_make_service())
-                    .await?
-            }
+            None => axum_server::from_tcp(listener).serve(app.into_make_service()).await?,
         }
         Ok(())
     })

@@ -83,9 +83,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             && !principal.has(required)
         {
             tracing::info!(key_id = %principal.key_id(), scope = required.as_str(), "scope missing");
-            let challenge = format!(
-                "Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\""
-            );
+            let challenge = format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
             let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
                 .detail(format!("this API key lacks the scope {required}"));
             if let Ok(value) = HeaderValue::from_str(&challenge) {
@@ -94,9 +92,6 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             return Err(err);
         }
         tracing::Span::current().record("key_id", principal.key_id().as_str());
-        Ok(Self {
-            principal,
-            scope: PhantomData,
-        })
+        Ok(Self { principal, scope: PhantomData })
     }
 }

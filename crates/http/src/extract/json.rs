@@ -15,36 +15,23 @@ use crate::problem::ApiError;
 pub struct ApiJson<T>(pub T);
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !is_json(content_type) {
-            return Err(ApiError::for_bare_status(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ));
+            return Err(ApiError::for_bare_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::for_bare_status(StatusCode::PAYLOAD_TOO_LARGE)
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_request")
-                    .detail("the body could not be read")
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_request").detail("the body could not be read")
             }
         })?;
         parse(&bytes).map(ApiJson)
@@ -63,13 +50,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
             serde_json::error::Category::Syntax
             | serde_json::error::Category::Eof
-            | serde_json::error::Category::Io => {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json").detail(format!(
-                    "the body is not valid JSON (line {}, column {})",
-                    inner.line(),
-                    inner.column()
-                ))
-            }
+            | serde_json::error::Category::Io => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json")
+                .detail(format!("the body is not valid JSON (line {}, column {})", inner.line(), inner.column())),
         }
     })?;
     deserializer.end().map_err(|_| {
@@ -94,8 +76,7 @@ mod tests {
 
     #[test]
     fn pointers_name_the_field_without_the_value() {
-        let err = parse::<Input>(br#"{"name": "x", "scopes": [1, "canary-4111111111111111"]}"#)
-            .unwrap_err();
+        let err = parse::<Input>(br#"{"name": "x", "scopes": [1, "canary-4111111111111111"]}"#).unwrap_err();
         assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(err.fields[0].pointer, "/scopes/1");
         assert!(!err.fields[0].detail.contains("canary"), "{:?}", err.fields);
@@ -108,10 +89,7 @@ mod tests {
         assert_eq!(err.fields[0].pointer, "/role");
 
         let err = parse::<Input>(br#"{"name": "x", "#).unwrap_err();
-        assert_eq!(
-            (err.status, err.code),
-            (StatusCode::BAD_REQUEST, "malformed_json")
-        );
+        assert_eq!((err.status, err.code), (StatusCode::BAD_REQUEST, "malformed_json"));
         let err = parse::<Input>(br#"{"name": "x", "scopes": []} {}"#).unwrap_err();
         assert_eq!(err.code, "malformed_json");
     }

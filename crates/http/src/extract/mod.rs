@@ -25,10 +25,7 @@ pub(crate) fn field_error(path: &serde_path_to_error::Path, message: &str) -> Pr
             if let Some(parent) = pointer.strip_suffix(&escaped) {
                 pointer = parent.to_owned();
             }
-            return ProblemField {
-                pointer,
-                detail: "has a field that is not known here".to_owned(),
-            };
+            return ProblemField { pointer, detail: "has a field that is not known here".to_owned() };
         }
         if !pointer.ends_with(&format!("/{field}")) {
             push_segment(&mut pointer, field);
@@ -52,14 +49,9 @@ pub(crate) fn field_error(path: &serde_path_to_error::Path, message: &str) -> Pr
 /// A short identifier (`merchant_id`), not something that could carry a secret or a card number.
 fn echoable_field_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let starts_well = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let starts_well = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     let digits = name.chars().filter(char::is_ascii_digit).count();
-    starts_well
-        && name.len() <= 40
-        && digits < 4
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    starts_well && name.len() <= 40 && digits < 4 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn with_expectation(prefix: &str, message: &str) -> String {
@@ -82,9 +74,7 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
     let mut pointer = String::new();
     for segment in path.iter() {
         match segment {
-            serde_path_to_error::Segment::Seq { index } => {
-                push_segment(&mut pointer, &index.to_string())
-            }
+            serde_path_to_error::Segment::Seq { index } => push_segment(&mut pointer, &index.to_string()),
             serde_path_to_error::Segment::Map { key } => push_segment(&mut pointer, key),
             serde_path_to_error::Segment::Enum { variant } => push_segment(&mut pointer, variant),
             serde_path_to_error::Segment::Unknown => {}

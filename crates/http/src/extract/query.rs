@@ -15,15 +15,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        let deserializer =
-            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
             .map(ApiQuery)
-            .map_err(|err| {
-                ApiError::validation(vec![super::field_error(
-                    err.path(),
-                    &err.inner().to_string(),
-                )])
-            })
+            .map_err(|err| ApiError::validation(vec![super::field_error(err.path(), &err.inner().to_string())]))
     }
 }

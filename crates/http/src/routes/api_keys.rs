@@ -124,29 +124,11 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKeyBody>), ApiError> {
-    let input = NewApiKey {
-        name: body.name,
-        scopes: body.scopes,
-        mode: body.mode,
-        expires_at: body.expires_at,
-    };
-    let created = state
-        .api_keys
-        .create(
-            auth.principal.merchant_id(),
-            input,
-            Some(auth.principal.scopes()),
-        )
-        .await?;
+    let input = NewApiKey { name: body.name, scopes: body.scopes, mode: body.mode, expires_at: body.expires_at };
+    let created = state.api_keys.create(auth.principal.merchant_id(), input, Some(auth.principal.scopes())).await?;
     tracing::info!(new_key_id = %created.record.id, "api key created");
     let key = ApiKeyBody::new(&created.record, state.api_keys.now());
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedApiKeyBody {
-            key,
-            secret: created.secret.expose().clone(),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(CreatedApiKeyBody { key, secret: created.secret.expose().clone() })))
 }
 
 /// Lists the merchant's keys, newest first.
@@ -165,38 +147,23 @@ pub async fn list(
 ) -> Result<Json<ApiKeyList>, ApiError> {
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "/limit",
-            "must be between 1 and 100",
-        ));
+        return Err(ApiError::invalid_field("/limit", "must be between 1 and 100"));
     }
     let merchant = auth.principal.merchant_id();
     let cursor = match params.starting_after.as_deref() {
         None => None,
         Some(text) => {
-            let invalid =
-                || ApiError::invalid_field("/starting_after", "is not a key of this merchant");
+            let invalid = || ApiError::invalid_field("/starting_after", "is not a key of this merchant");
             let id = ApiKeyId::parse(text).map_err(|_| invalid())?;
-            state
-                .api_keys
-                .get(merchant, &id)
-                .await
-                .map_err(|_| invalid())?;
+            state.api_keys.get(merchant, &id).await.map_err(|_| invalid())?;
             Some(id)
         }
     };
-    let mut keys = state
-        .api_keys
-        .list(merchant, cursor.as_ref(), limit + 1)
-        .await?;
+    let mut keys = state.api_keys.list(merchant, cursor.as_ref(), limit + 1).await?;
     let has_more = keys.len() > limit as usize;
     keys.truncate(limit as usize);
     let now = state.api_keys.now();
-    Ok(Json(ApiKeyList {
-        object: "list",
-        data: keys.iter().map(|k| ApiKeyBody::new(k, now)).collect(),
-        has_more,
-    }))
+    Ok(Json(ApiKeyList { object: "list", data: keys.iter().map(|k| ApiKeyBody::new(k, now)).collect(), has_more }))
 }
 
 /// One key.
@@ -213,10 +180,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyBody>, ApiError> {
-    let record = state
-        .api_keys
-        .get(auth.principal.merchant_id(), &parse_id(&id)?)
-        .await?;
+    let record = state.api_keys.get(auth.principal.merchant_id(), &parse_id(&id)?).await?;
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))
 }
 
@@ -235,10 +199,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyBody>, ApiError> {
-    let record = state
-        .api_keys
-        .revoke(auth.principal.merchant_id(), &parse_id(&id)?)
-        .await?;
+    let record = state.api_keys.revoke(auth.principal.merchant_id(), &parse_id(&id)?).await?;
     tracing::info!(revoked_key_id = %record.id, "api key revoked");
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))
 }

@@ -45,20 +45,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn metrics(
-    _auth: ApiKeyAuth<scope::AdminMetrics>,
-    State(state): State<AppState>,
-) -> impl IntoResponse {
+pub async fn metrics(_auth: ApiKeyAuth<scope::AdminMetrics>, State(state): State<AppState>) -> impl IntoResponse {
     render_metrics(&state)
 }
 
 /// The metrics response (also served by the separate metrics listener).
 pub fn render_metrics(state: &AppState) -> impl IntoResponse + use<> {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }

@@ -29,10 +29,7 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/openapi.json", get(crate::openapi::document))
         .route("/v1/merchant", get(merchant::get_merchant))
         .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
-        .route(
-            "/v1/api-keys/{id}",
-            get(api_keys::get).delete(api_keys::revoke),
-        );
+        .route("/v1/api-keys/{id}", get(api_keys::get).delete(api_keys::revoke));
     if settings.metrics_on_api {
         routes = routes.route("/metrics", get(health::metrics));
     }
@@ -43,29 +40,17 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
 pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let settings = state.settings.clone();
     let per_route = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::observe,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            settings.request_timeout,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        // 408 marks our timeout; the finishing middleware answers it as 503 `timeout`.
+        .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
         .layer(CatchPanicLayer::custom(middleware::panic_response));
     let outer = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(middleware::request_id))
         .layer(axum::middleware::from_fn(middleware::finish_response))
-        .layer(axum::error_handling::HandleErrorLayer::new(
-            middleware::layer_error,
-        ))
+        .layer(axum::error_handling::HandleErrorLayer::new(middleware::layer_error))
         .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            settings.concurrency_limit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::resolve_client_ip,
-        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::resolve_client_ip))
         .layer(RequestBodyLimitLayer::new(settings.body_limit));
     routes
         .fallback(not_found)
