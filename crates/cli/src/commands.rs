@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use strongroom_domain::api_keys::{ApiKeyId, NewApiKey, Scope};
+use strongroom_domain::api_keys::{ApiKeyId, NewApiKey};
 use strongroom_domain::merchants::MerchantId;
 use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
 
@@ -330,11 +330,6 @@ fn describe_domain(err: strongroom_domain::DomainError) -> anyhow::Error {
         }
         other => anyhow::anyhow!(other),
     }
-}
-
-/// Scopes known to this build, for help texts.
-pub fn known_scopes() -> Vec<&'static str> {
-    Scope::ALL.iter().map(|s| s.as_str()).collect()
 }
 
 async fn healthcheck(config: &Config, url: Option<String>, timeout_secs: u64) -> i32 {

@@ -5,7 +5,7 @@
 //! Must never: print or log a secret value (serializing a [`Config`] masks them).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
@@ -396,11 +396,6 @@ impl Config {
     /// The directory of the development TLS files.
     pub fn tls_dir(&self) -> PathBuf {
         self.data_dir.join("tls")
-    }
-
-    /// Whether `path` is inside the data directory (for messages).
-    pub fn in_data_dir(&self, path: &Path) -> bool {
-        path.starts_with(&self.data_dir)
     }
 }
 
