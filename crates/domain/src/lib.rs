@@ -6,6 +6,7 @@
 //! except through the injected [`strongroom_types::Clock`] and [`strongroom_types::Entropy`].
 
 pub mod api_keys;
+pub mod audit;
 pub mod bootstrap;
 pub mod cache;
 pub mod error;
