@@ -8,6 +8,7 @@
 pub mod digest;
 pub mod envelope;
 pub mod kms;
+pub mod signing;
 
 pub use digest::KeyedDigest;
 pub use kms::{Kms, KmsError, LocalKeyFile};

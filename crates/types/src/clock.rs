@@ -37,12 +37,16 @@ impl Timestamp {
         self.0.saturating_sub(earlier.0)
     }
 
-    /// RFC 3339 text, e.g. `2026-11-25T13:47:10.123Z`.
+    /// RFC 3339 text in UTC, always with three fractional digits: `2026-11-25T13:47:10.123Z`.
+    /// (A fixed width matters: audit leaves are hashed byte for byte.)
     pub fn to_rfc3339(self) -> String {
+        const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
         let nanos = i128::from(self.0) * 1_000_000;
         OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
+            .and_then(|t| t.format(FORMAT).ok())
             .unwrap_or_else(|| self.0.to_string())
     }
 
@@ -133,6 +137,12 @@ mod tests {
     fn formats_utc_with_millis() {
         let t = Timestamp::from_unix_millis(1_764_078_430_123);
         assert_eq!(t.to_rfc3339(), "2025-11-25T13:47:10.123Z");
+    }
+
+    #[test]
+    fn always_three_fractional_digits() {
+        assert_eq!(Timestamp::from_unix_millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp::from_unix_millis(1_500).to_rfc3339(), "1970-01-01T00:00:01.500Z");
     }
 
     #[test]

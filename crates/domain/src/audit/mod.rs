@@ -2,3 +2,5 @@
 //! signed checkpoints. See docs/audit-log.md for the exact leaf encoding.
 
 pub mod merkle;
+pub mod event;
+pub mod checkpoint;
