@@ -51,13 +51,16 @@ mod tests {
     /// RFC 8032 §7.1, TEST 2 (one-byte message).
     #[test]
     fn rfc8032_test_2() {
-        let seed: [u8; 32] = hex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb").try_into().unwrap();
+        let seed: [u8; 32] =
+            hex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb").try_into().unwrap();
         let key = SigningKey::from_seed(&Secret::new(seed));
         assert_eq!(key.public().to_vec(), hex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"));
         let signature = key.sign(&[0x72]);
         assert_eq!(
             signature.to_vec(),
-            hex("92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00")
+            hex(
+                "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+            )
         );
         assert!(verify(&key.public(), &[0x72], &signature));
         assert!(!verify(&key.public(), &[0x73], &signature));

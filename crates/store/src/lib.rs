@@ -8,6 +8,7 @@
 //! Must never: build SQL from input by string concatenation, or let a multi-row change span more
 //! than one transaction.
 
+mod audit;
 mod repositories;
 
 use std::str::FromStr;

@@ -53,7 +53,7 @@ async fn drop_postgres(name: &str) {
 }
 
 async fn suite(store: Store) {
-    assert_eq!(store.migrate().await.unwrap(), 1, "first migrate applies the foundation");
+    assert_eq!(store.migrate().await.unwrap(), 2, "first migrate applies every migration");
     assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 
@@ -120,7 +120,69 @@ async fn suite(store: Store) {
     let real = boot.api_key.expose();
     let forged = Secret::new(format!("{}{}", &real[..real.len() - 1], if real.ends_with('a') { "b" } else { "a" }));
     assert!(matches!(service.authenticate(forged.expose()).await, Err(AuthError::Refused(AuthFailure::Unknown))));
+    audit_suite(&store).await;
     store.close().await;
+}
+
+async fn audit_suite(store: &Store) {
+    use strongroom_crypto::signing::SigningKey;
+    use strongroom_domain::audit::checkpoint::{CheckpointSigner, VerifierKey};
+    use strongroom_domain::audit::event::{AuditEvent, Outcome};
+    use strongroom_domain::audit::log::AuditLog;
+    use strongroom_domain::audit::merkle;
+
+    let repo: Arc<dyn strongroom_domain::ports::AuditRepository> = Arc::new(store.clone());
+    let signer =
+        || Arc::new(CheckpointSigner::new("test/log".into(), SigningKey::from_seed(&Secret::new([3; 32]))).unwrap());
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000)));
+    let (log, _task) = AuditLog::open(repo.clone(), signer(), clock.clone()).await.unwrap();
+    // A second writer on the same database (another node): appends interleave without a gap or a clash.
+    let (other, _other_task) = AuditLog::open(repo.clone(), signer(), clock.clone()).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..200u64 {
+        let writer = if i % 2 == 0 { log.clone() } else { other.clone() };
+        handles.push(tokio::spawn(async move {
+            writer
+                .record_durable(AuditEvent::system("test.event", Outcome::Success).on("n", i.to_string()))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for handle in handles {
+        seqs.push(handle.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..200).collect::<Vec<_>>(), "every event got its own leaf index");
+    let checkpoint = log.checkpoint().await.unwrap();
+    assert_eq!(checkpoint.size, 200);
+    let key = VerifierKey::parse(&log.signer().verifier_key()).unwrap();
+    let opened = key.open(&checkpoint.note).unwrap();
+    assert_eq!((opened.size, opened.root), (200, checkpoint.root));
+    assert_eq!(log.size().await.unwrap(), 201, "the checkpoint logged itself");
+    // A quiet log makes no new checkpoint.
+    assert_eq!(log.checkpoint().await.unwrap().size, 200);
+
+    let entries = log.entries(0, 1000).await.unwrap();
+    assert_eq!(entries.len(), 201);
+    let leaves: Vec<merkle::Hash> = entries.iter().map(|e| merkle::leaf_hash(&e.leaf)).collect();
+    let mut frontier = merkle::Frontier::default();
+    for leaf in &leaves[..200] {
+        frontier.push(*leaf);
+    }
+    assert_eq!(frontier.root(), checkpoint.root, "the signed root is the root of the stored leaves");
+    for index in [0u64, 1, 99, 199] {
+        let (leaf, proof) = log.inclusion_proof(index, 200).await.unwrap();
+        assert_eq!(leaf, leaves[index as usize]);
+        merkle::verify_inclusion(index, 200, &leaf, &proof, &checkpoint.root).unwrap();
+    }
+    let root_150 = log.root(150).await.unwrap();
+    let proof = log.consistency_proof(150, 200).await.unwrap();
+    merkle::verify_consistency(150, 200, &root_150, &checkpoint.root, &proof).unwrap();
+    assert!(log.inclusion_proof(5, 500).await.is_err());
+    assert!(log.consistency_proof(0, 10).await.is_err());
+    log.close().await;
+    other.close().await;
 }
 
 #[tokio::test]

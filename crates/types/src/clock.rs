@@ -40,9 +40,8 @@ impl Timestamp {
     /// RFC 3339 text in UTC, always with three fractional digits: `2026-11-25T13:47:10.123Z`.
     /// (A fixed width matters: audit leaves are hashed byte for byte.)
     pub fn to_rfc3339(self) -> String {
-        const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
+        const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
         let nanos = i128::from(self.0) * 1_000_000;
         OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()

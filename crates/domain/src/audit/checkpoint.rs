@@ -107,8 +107,11 @@ impl VerifierKey {
         let (&alg, public) = key.split_first()?;
         let public: [u8; 32] = public.try_into().ok()?;
         let id = key_id(name, &public);
-        (alg == ED25519 && id_hex.len() == 8 && hex(&id) == id_hex && !name.is_empty())
-            .then(|| Self { name: name.to_owned(), id, public })
+        (alg == ED25519 && id_hex.len() == 8 && hex(&id) == id_hex && !name.is_empty()).then(|| Self {
+            name: name.to_owned(),
+            id,
+            public,
+        })
     }
 
     /// Verifies a signed checkpoint note and returns its content.
@@ -178,7 +181,8 @@ mod tests {
         assert_eq!(key.open(&note).unwrap(), Checkpoint { origin: "example.com/log".into(), size: 12, root: [9; 32] });
         let forged = note.replace("\n12\n", "\n13\n");
         assert_eq!(key.open(&forged), Err(NoteError::BadSignature));
-        let other = CheckpointSigner::new("example.com/log".into(), SigningKey::from_seed(&Secret::new([8u8; 32]))).unwrap();
+        let other =
+            CheckpointSigner::new("example.com/log".into(), SigningKey::from_seed(&Secret::new([8u8; 32]))).unwrap();
         assert_eq!(VerifierKey::parse(&other.verifier_key()).unwrap().open(&note), Err(NoteError::NotSignedByKey));
         assert!(VerifierKey::parse("example.com/log+00000000+AQ==").is_none());
     }

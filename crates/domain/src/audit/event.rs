@@ -112,11 +112,7 @@ impl AuditEvent {
 
 /// Keeps a value inside the leaf vocabulary: printable ASCII except `"` and `\`, at most 128 bytes.
 fn clean(value: &str) -> String {
-    value
-        .chars()
-        .take(128)
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '?' })
-        .collect()
+    value.chars().take(128).map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '?' }).collect()
 }
 
 #[derive(Serialize)]
@@ -193,7 +189,8 @@ mod tests {
             String::from_utf8(leaf).unwrap(),
             r#"{"action":"api_key.revoked","actor":{"id":"key_bbbbbbbbbbbbbbbbbbbbbbbbbb","kind":"api_key"},"merchant":"mer_aaaaaaaaaaaaaaaaaaaaaaaaaa","object":{"id":"key_cccccccccccccccccccccccccc","kind":"api_key"},"outcome":{"reason":null,"result":"success"},"seq":42,"source":{"ip":"203.0.113.7","request_id":"req_1??"},"time":"2025-11-25T14:00:00.123Z","v":1}"#
         );
-        let system = encode_leaf(&AuditEvent::system("server.started", Outcome::Success), 0, Timestamp::from_unix_millis(0));
+        let system =
+            encode_leaf(&AuditEvent::system("server.started", Outcome::Success), 0, Timestamp::from_unix_millis(0));
         assert_eq!(
             String::from_utf8(system).unwrap(),
             r#"{"action":"server.started","actor":{"id":null,"kind":"system"},"merchant":null,"object":null,"outcome":{"reason":null,"result":"success"},"seq":0,"source":{"ip":null,"request_id":null},"time":"1970-01-01T00:00:00.000Z","v":1}"#

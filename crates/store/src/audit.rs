@@ -1,0 +1,195 @@
+//! The audit log's tables. Appends compare-and-set `audit_head.size` first, which takes the write
+//! lock (SQLite) or the row lock (PostgreSQL), so concurrent writers serialize and a stale one
+//! learns the new size instead of writing a second leaf at the same index.
+
+use async_trait::async_trait;
+use sqlx::FromRow;
+use strongroom_domain::StoreError;
+use strongroom_domain::audit::merkle::{Hash, NodeId};
+use strongroom_domain::merchants::MerchantId;
+use strongroom_domain::ports::{AppendError, AuditRecord, AuditRepository, StoredCheckpoint};
+use strongroom_types::Timestamp;
+
+use crate::{Store, on_pool, store_error};
+
+/// Rows per multi-row INSERT (SQLite allows 32,766 parameters per statement).
+const ENTRY_ROWS_PER_STATEMENT: usize = 2000;
+const NODE_ROWS_PER_STATEMENT: usize = 3000;
+
+fn to_i64(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Other("value out of range".into()))
+}
+
+fn hash_of(bytes: Vec<u8>) -> Result<Hash, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Other("stored hash is not 32 bytes".into()))
+}
+
+#[derive(FromRow)]
+struct EntryRow {
+    seq: i64,
+    merchant_id: Option<String>,
+    time: i64,
+    leaf: Vec<u8>,
+}
+
+#[derive(FromRow)]
+struct CheckpointRow {
+    tree_size: i64,
+    root: Vec<u8>,
+    note: String,
+    created_at: i64,
+}
+
+impl TryFrom<CheckpointRow> for StoredCheckpoint {
+    type Error = StoreError;
+    fn try_from(row: CheckpointRow) -> Result<Self, StoreError> {
+        Ok(StoredCheckpoint {
+            size: u64::try_from(row.tree_size).map_err(|_| StoreError::Other("negative size".into()))?,
+            root: hash_of(row.root)?,
+            note: row.note,
+            created_at: Timestamp::from_unix_millis(row.created_at),
+        })
+    }
+}
+
+#[async_trait]
+impl AuditRepository for Store {
+    async fn size(&self) -> Result<u64, StoreError> {
+        let size: i64 = on_pool!(self, pool =>
+            sqlx::query_scalar("SELECT size FROM audit_head WHERE singleton = 1").fetch_one(pool).await
+        )
+        .map_err(store_error)?;
+        u64::try_from(size).map_err(|_| StoreError::Other("negative audit size".into()))
+    }
+
+    async fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Option<Hash>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found = std::collections::HashMap::new();
+        for chunk in ids.chunks(500) {
+            let rows: Vec<(i32, i64, Vec<u8>)> = on_pool!(self, pool => {
+                let mut query = sqlx::QueryBuilder::new("SELECT level, idx, hash FROM audit_nodes WHERE ");
+                for (i, (level, idx)) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        query.push(" OR ");
+                    }
+                    query.push("(level = ").push_bind(i32::try_from(*level).unwrap_or(i32::MAX));
+                    query.push(" AND idx = ").push_bind(i64::try_from(*idx).unwrap_or(i64::MAX)).push(")");
+                }
+                query.build_query_as().fetch_all(pool).await
+            })
+            .map_err(store_error)?;
+            for (level, idx, hash) in rows {
+                found.insert(
+                    (u32::try_from(level).unwrap_or(u32::MAX), u64::try_from(idx).unwrap_or(u64::MAX)),
+                    hash_of(hash)?,
+                );
+            }
+        }
+        Ok(ids.iter().map(|id| found.get(id).copied()).collect())
+    }
+
+    async fn append(
+        &self,
+        expected_size: u64,
+        records: &[AuditRecord],
+        nodes: &[(NodeId, Hash)],
+    ) -> Result<(), AppendError> {
+        let new_size = to_i64(expected_size + records.len() as u64)?;
+        let expected = to_i64(expected_size)?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(store_error)?;
+            let claimed = sqlx::query("UPDATE audit_head SET size = $1 WHERE singleton = 1 AND size = $2")
+                .bind(new_size)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            if claimed == 0 {
+                let actual: i64 = sqlx::query_scalar("SELECT size FROM audit_head WHERE singleton = 1")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                tx.rollback().await.map_err(store_error)?;
+                return Err(AppendError::Conflict { actual_size: u64::try_from(actual).unwrap_or(0) });
+            }
+            for chunk in records.chunks(ENTRY_ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::new("INSERT INTO audit_entries (seq, merchant_id, time, leaf) ");
+                query.push_values(chunk, |mut row, record| {
+                    row.push_bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
+                        .push_bind(record.merchant.as_ref().map(|m| m.as_str().to_owned()))
+                        .push_bind(record.time.unix_millis())
+                        .push_bind(record.leaf.clone());
+                });
+                query.build().execute(&mut *tx).await.map_err(store_error)?;
+            }
+            for chunk in nodes.chunks(NODE_ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::new("INSERT INTO audit_nodes (level, idx, hash) ");
+                query.push_values(chunk, |mut row, ((level, idx), hash)| {
+                    row.push_bind(i32::try_from(*level).unwrap_or(i32::MAX))
+                        .push_bind(i64::try_from(*idx).unwrap_or(i64::MAX))
+                        .push_bind(hash.to_vec());
+                });
+                query.build().execute(&mut *tx).await.map_err(store_error)?;
+            }
+            tx.commit().await.map_err(store_error)?;
+            Ok(())
+        })
+    }
+
+    async fn entries(&self, start: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = "SELECT seq, merchant_id, time, leaf FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2";
+        let rows: Vec<EntryRow> = on_pool!(self, pool =>
+            sqlx::query_as(sql).bind(to_i64(start)?).bind(i64::from(limit)).fetch_all(pool).await
+        )
+        .map_err(store_error)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(AuditRecord {
+                    seq: u64::try_from(row.seq).map_err(|_| StoreError::Other("negative seq".into()))?,
+                    merchant: match row.merchant_id {
+                        Some(id) => {
+                            Some(MerchantId::parse(&id).map_err(|_| StoreError::Other("bad merchant id".into()))?)
+                        }
+                        None => None,
+                    },
+                    time: Timestamp::from_unix_millis(row.time),
+                    leaf: row.leaf,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        let sql = "INSERT INTO audit_checkpoints (tree_size, root, note, created_at) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (tree_size) DO NOTHING";
+        on_pool!(self, pool =>
+            sqlx::query(sql)
+                .bind(to_i64(checkpoint.size)?)
+                .bind(checkpoint.root.to_vec())
+                .bind(checkpoint.note.as_str())
+                .bind(checkpoint.created_at.unix_millis())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        )
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let sql = "SELECT tree_size, root, note, created_at FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1";
+        let row: Option<CheckpointRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_optional(pool).await).map_err(store_error)?;
+        row.map(StoredCheckpoint::try_from).transpose()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let sql = "SELECT tree_size, root, note, created_at FROM audit_checkpoints ORDER BY tree_size";
+        let rows: Vec<CheckpointRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await).map_err(store_error)?;
+        rows.into_iter().map(StoredCheckpoint::try_from).collect()
+    }
+}
