@@ -6,8 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use sha2::{Digest, Sha256};
 use strongroom_crypto::{Kms, LocalKeyFile};
 use strongroom_domain::api_keys::{ApiKeyService, ApiKeySettings};
+use strongroom_domain::audit::checkpoint::CheckpointSigner;
+use strongroom_domain::audit::event::{AuditEvent, Outcome};
+use strongroom_domain::audit::log::AuditLog;
 use strongroom_domain::bootstrap::{Bootstrapped, bootstrap_if_new};
 use strongroom_domain::keyring::Keyring;
 use strongroom_domain::merchants::MerchantDirectory;
@@ -19,7 +23,7 @@ use strongroom_types::{Clock, Entropy};
 use crate::config::{Config, KmsProvider, TlsMode};
 use crate::data_dir;
 
-/// A connected store with migrations applied, the KMS and the unwrapped keyring.
+/// A connected store with migrations applied, the KMS, the unwrapped keyring and the audit log.
 #[derive(Debug)]
 pub struct Core {
     /// The database.
@@ -30,11 +34,23 @@ pub struct Core {
     pub keyring: Keyring,
     /// Whether the root key file was created now.
     pub root_key_created: bool,
+    /// The audit log (its writer task runs until [`AuditLog::close`]).
+    pub audit: AuditLog,
+}
+
+/// The audit log's origin: configured, or `strongroom/` and 16 hex digits of the signing key's
+/// SHA-256, which is stable for the deployment and unique to it.
+pub fn audit_origin(config: &Config, keyring: &Keyring) -> String {
+    config.audit.origin.clone().unwrap_or_else(|| {
+        let digest = Sha256::digest(keyring.audit_signing.public());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("strongroom/{hex}")
+    })
 }
 
 impl Core {
     /// Opens the data directory, root key and database; applies migrations; loads the keyring.
-    pub async fn open(config: &Config, clock: &dyn Clock, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
+    pub async fn open(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
         data_dir::ensure_dir(&config.data_dir)?;
         let (kms, root_key_created): (Arc<dyn Kms>, bool) = match config.kms.provider {
             KmsProvider::Local => {
@@ -55,10 +71,16 @@ impl Core {
         if applied > 0 {
             tracing::info!(applied, backend = store.kind().as_str(), "database migrations applied");
         }
-        let keyring = Keyring::load(&store, kms.as_ref(), clock, entropy.as_ref())
+        let keyring = Keyring::load(&store, kms.as_ref(), clock.as_ref(), entropy.as_ref())
             .await
             .context("cannot load the deployment keyring (is this the root key the database was created with?)")?;
-        Ok(Self { store, kms, keyring, root_key_created })
+        let origin = audit_origin(config, &keyring);
+        let signer = CheckpointSigner::new(origin, keyring.audit_signing.clone())
+            .context("audit.origin is not a valid checkpoint key name")?;
+        let (audit, _writer) = AuditLog::open(Arc::new(store.clone()), Arc::new(signer), clock.clone())
+            .await
+            .context("cannot open the audit log")?;
+        Ok(Self { store, kms, keyring, root_key_created, audit })
     }
 
     /// The API key service over this core.
@@ -86,14 +108,49 @@ pub struct Application {
     pub dev_ca: Option<PathBuf>,
     /// The router's state (tests build routers of their own over it).
     pub state: AppState,
+    /// The audit log.
+    pub audit: AuditLog,
+    checkpoints: tokio::task::JoinHandle<()>,
+}
+
+/// SHA-256 of the effective configuration with secrets masked: which configuration ran is
+/// recorded without recording any value.
+pub fn config_digest(config: &Config) -> String {
+    let digest = Sha256::digest(config.to_masked_toml().as_bytes());
+    format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Makes a checkpoint every `interval` (the writer skips it when nothing was logged since).
+fn spawn_checkpoints(audit: AuditLog, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(err) = audit.checkpoint().await {
+                tracing::error!(error = %err, "audit checkpoint failed");
+            }
+        }
+    })
 }
 
 impl Application {
     /// Opens everything, bootstraps a new deployment, and starts serving.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
-        let core = Core::open(config, clock.as_ref(), entropy.clone()).await?;
+        let core = Core::open(config, clock.clone(), entropy.clone()).await?;
         let api_keys = Arc::new(core.api_keys(config, clock.clone(), entropy.clone()));
         let bootstrapped = bootstrap_if_new(&core.store, &api_keys, entropy.as_ref()).await?;
+        let audit = core.audit.clone();
+        if let Some(boot) = &bootstrapped {
+            let event = AuditEvent::system("deployment.bootstrapped", Outcome::Success)
+                .for_merchant(&boot.merchant.id)
+                .on("merchant", boot.merchant.id.as_str());
+            audit.record_durable(event).await?;
+        }
+        audit.record_durable(AuditEvent::system("server.started", Outcome::Success)).await?;
+        let loaded = AuditEvent::system("config.loaded", Outcome::Success).on("configuration", config_digest(config));
+        audit.record_durable(loaded).await?;
 
         let (transport, dev_ca) = match config.server.tls {
             TlsMode::TerminatedUpstream => (ApiTransport::PlainBehindProxy, None),
@@ -127,6 +184,7 @@ impl Application {
             )),
             health: Arc::new(core.store.clone()),
             metrics: Arc::new(strongroom_http::metrics::Metrics::new()),
+            audit: audit.clone(),
             settings,
         });
         let serve = ServeConfig {
@@ -145,7 +203,9 @@ impl Application {
             kms = %core.kms.key_id(),
             "strongroom serving"
         );
-        Ok(Self { server, store: core.store, bootstrapped, dev_ca, state })
+        audit.checkpoint().await?;
+        let checkpoints = spawn_checkpoints(audit.clone(), config.audit.checkpoint_interval);
+        Ok(Self { server, store: core.store, bootstrapped, dev_ca, state, audit, checkpoints })
     }
 
     /// Where the API listens.
@@ -153,9 +213,18 @@ impl Application {
         self.server.api_addr
     }
 
-    /// Stops accepting, finishes in-flight requests, closes the pool.
+    /// Stops accepting, finishes in-flight requests, logs the stop, makes a last checkpoint,
+    /// flushes the audit log and closes the pool.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
+        self.checkpoints.abort();
+        if let Err(err) = self.audit.record_durable(AuditEvent::system("server.stopped", Outcome::Success)).await {
+            tracing::error!(error = %err, "could not log the stop");
+        }
+        if let Err(err) = self.audit.checkpoint().await {
+            tracing::error!(error = %err, "could not make the final checkpoint");
+        }
+        self.audit.close().await;
         self.store.close().await;
         tracing::info!("strongroom stopped");
     }

@@ -49,6 +49,9 @@ pub enum Command {
     /// Create, list and revoke API keys directly in the database.
     #[command(subcommand)]
     Apikey(ApiKeyCommand),
+    /// The tamper-evident audit log: public key, verification, export.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
     Healthcheck {
         /// The readiness URL (default: derived from server.listen).
@@ -65,6 +68,24 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate the configuration and print the effective values, secrets masked.
     Check,
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the checkpoint verifier key (signed-note form: name+id+key).
+    PublicKey,
+    /// Recompute the tree from every stored entry, check every checkpoint's signature and root and
+    /// the stored hashes; name the first entry that was changed, removed, inserted or reordered.
+    /// Exit 0 only when everything holds.
+    Verify,
+    /// Write entries (JSON lines with leaf encodings), checkpoints and the public key to a
+    /// directory, for verification without strongroom.
+    Export {
+        /// The directory to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `apikey` subcommands.
@@ -133,6 +154,10 @@ pub async fn run(cli: Cli) -> i32 {
             Ok(())
         }
         Command::Apikey(command) => apikey(&config, command).await,
+        Command::Audit(command) => match audit(&config, command).await {
+            Ok(code) => return code,
+            Err(err) => Err(err),
+        },
         Command::Healthcheck { url, timeout_secs } => {
             return healthcheck(&config, url, timeout_secs).await;
         }
@@ -257,7 +282,7 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
     if !config.root_key_file().exists() && config.kms.provider == config::KmsProvider::Local {
         bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
     }
-    let core = Core::open(config, clock.as_ref(), entropy.clone()).await?;
+    let core = Core::open(config, clock.clone(), entropy.clone()).await?;
     let service = core.api_keys(config, clock.clone(), entropy);
     let result = match command {
         ApiKeyCommand::Create { name, scopes, mode, expires_in, merchant } => {
@@ -265,6 +290,7 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
             let expires_at = expires_in.map(|d| clock.now().saturating_add(d));
             let input = NewApiKey { name, scopes, mode: Some(mode), expires_at };
             let created = service.create(&merchant, input, None).await.map_err(describe_domain)?;
+            core.audit.record_durable(cli_event("api_key.created", &merchant, created.record.id.as_str())).await?;
             let out = serde_json::json!({
                 "id": created.record.id.as_str(),
                 "merchant": merchant.as_str(),
@@ -307,12 +333,22 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
             let merchant = default_merchant(&core, merchant).await?;
             let id = ApiKeyId::parse(&id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
             let key = service.revoke(&merchant, &id).await.map_err(describe_domain)?;
+            core.audit.record_durable(cli_event("api_key.revoked", &merchant, key.id.as_str())).await?;
             print(&format!("{} revoked at {}", key.id, key.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default()));
             Ok(())
         }
     };
+    core.audit.close().await;
     core.store.close().await;
     result
+}
+
+/// An audit event by an operator at the command line.
+fn cli_event(action: &'static str, merchant: &MerchantId, key: &str) -> strongroom_domain::audit::event::AuditEvent {
+    use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
+    AuditEvent::by(ActorKind::System, Some("cli".to_owned()), action, Outcome::Success)
+        .for_merchant(merchant)
+        .on("api_key", key)
 }
 
 fn describe_domain(err: strongroom_domain::DomainError) -> anyhow::Error {
@@ -362,4 +398,91 @@ async fn healthcheck(config: &Config, url: Option<String>, timeout_secs: u64) ->
             1
         }
     }
+}
+
+async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
+    use strongroom_domain::audit::checkpoint::VerifierKey;
+    use strongroom_domain::ports::AuditRepository;
+
+    if !config.root_key_file().exists() && config.kms.provider == config::KmsProvider::Local {
+        bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
+    }
+    let core = Core::open(config, Arc::new(SystemClock), Arc::new(OsEntropy)).await?;
+    let verifier_key = core.audit.signer().verifier_key();
+    let result = match command {
+        AuditCommand::PublicKey => {
+            print(&verifier_key);
+            Ok(0)
+        }
+        AuditCommand::Verify => {
+            let key = VerifierKey::parse(&verifier_key).context("the deployment's verifier key does not parse")?;
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = strongroom_domain::audit::verify::verify_log(&core.store, &key, |done, total| {
+                if tty {
+                    let percent = if total == 0 { 100 } else { done * 100 / total.max(1) };
+                    let _ = write!(std::io::stderr(), "\rverifying: {done}/{total} entries ({percent}%)");
+                }
+            })
+            .await?;
+            if tty {
+                let _ = writeln!(std::io::stderr());
+            }
+            match &report.finding {
+                None => {
+                    print(&format!(
+                        "audit log OK: {} entries, {} signed checkpoints confirmed, root {}",
+                        report.entries,
+                        report.checkpoints,
+                        base64_of(&report.root)
+                    ));
+                    Ok(0)
+                }
+                Some(finding) => {
+                    let _ = writeln!(std::io::stderr(), "audit log TAMPERED: {finding}");
+                    Ok(1)
+                }
+            }
+        }
+        AuditCommand::Export { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            let mut entries = std::io::BufWriter::new(std::fs::File::create(out.join("entries.jsonl"))?);
+            let mut next = 0u64;
+            loop {
+                let page = core.store.entries(next, 10_000).await?;
+                if page.is_empty() {
+                    break;
+                }
+                for record in &page {
+                    let line = serde_json::json!({
+                        "index": record.seq,
+                        "leaf": base64_of(&record.leaf),
+                    });
+                    writeln!(entries, "{line}")?;
+                    next = record.seq + 1;
+                }
+            }
+            entries.flush()?;
+            let mut checkpoints = std::io::BufWriter::new(std::fs::File::create(out.join("checkpoints.jsonl"))?);
+            let stored = core.store.checkpoints().await?;
+            for checkpoint in &stored {
+                writeln!(checkpoints, "{}", serde_json::json!({ "size": checkpoint.size, "note": checkpoint.note }))?;
+            }
+            checkpoints.flush()?;
+            std::fs::write(out.join("public-key.txt"), format!("{verifier_key}\n"))?;
+            print(&format!(
+                "exported {next} entries and {} checkpoints to {} (entries.jsonl, checkpoints.jsonl, public-key.txt)",
+                stored.len(),
+                out.display()
+            ));
+            Ok(0)
+        }
+    };
+    core.audit.close().await;
+    core.store.close().await;
+    result
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

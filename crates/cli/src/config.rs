@@ -60,6 +60,26 @@ pub struct Config {
     pub api_keys: ApiKeysConfig,
     /// Root key provider.
     pub kms: KmsConfig,
+    /// Audit log.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often a signed checkpoint is made when the log has grown. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// The log's origin line (and checkpoint key name). Default `strongroom/<16 hex digits of the
+    /// signing key's hash>`, unique per deployment.
+    pub origin: Option<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { checkpoint_interval: Duration::from_secs(60), origin: None }
+    }
 }
 
 /// `[server]`
@@ -158,6 +178,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             api_keys: ApiKeysConfig::default(),
             kms: KmsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -356,6 +377,13 @@ impl Config {
         if self.api_keys.cache_ttl > Duration::from_secs(60) {
             return fail("api_keys.cache_ttl", "must be at most 60s (revocations must reach every node quickly)");
         }
+        if self.audit.checkpoint_interval < Duration::from_secs(1) {
+            return fail("audit.checkpoint_interval", "must be at least 1s");
+        }
+        if let Some(origin) = &self.audit.origin
+            && (origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c.is_control() || c == '+')) {
+                return fail("audit.origin", "must be non-empty, without spaces or '+'");
+            }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return fail("tls.cert_file", "tls.cert_file and tls.key_file go together");
         }

@@ -30,17 +30,20 @@ pub enum Scope {
     AdminApiKeys,
     /// Read Prometheus metrics.
     AdminMetrics,
+    /// Read the audit log, its checkpoints and proofs.
+    AuditRead,
 }
 
 impl Scope {
     /// Every scope, in documentation order.
-    pub const ALL: &'static [Scope] = &[Scope::AdminApiKeys, Scope::AdminMetrics];
+    pub const ALL: &'static [Scope] = &[Scope::AdminApiKeys, Scope::AdminMetrics, Scope::AuditRead];
 
     /// The scope's stable name.
     pub const fn as_str(self) -> &'static str {
         match self {
             Scope::AdminApiKeys => "admin:api_keys",
             Scope::AdminMetrics => "admin:metrics",
+            Scope::AuditRead => "audit:read",
         }
     }
 

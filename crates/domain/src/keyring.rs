@@ -13,6 +13,9 @@ use crate::ports::{KeyringRepository, WrappedKey};
 /// The key that API key digests are computed under.
 pub const API_KEY_DIGEST: &str = "api_key_digest";
 
+/// The seed of the Ed25519 key that signs audit checkpoints.
+pub const AUDIT_SIGNING: &str = "audit_signing";
+
 /// Loads the named key, creating and storing it (wrapped) when the deployment has none yet.
 pub async fn load_or_create(
     name: &str,
@@ -40,6 +43,8 @@ pub async fn load_or_create(
 pub struct Keyring {
     /// Digest key for API keys.
     pub api_key_digest: Arc<strongroom_crypto::KeyedDigest>,
+    /// Signs audit checkpoints.
+    pub audit_signing: Arc<strongroom_crypto::signing::SigningKey>,
 }
 
 impl Keyring {
@@ -51,6 +56,10 @@ impl Keyring {
         entropy: &dyn Entropy,
     ) -> Result<Self, DomainError> {
         let api_key_digest = load_or_create(API_KEY_DIGEST, repo, kms, clock, entropy).await?;
-        Ok(Self { api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)) })
+        let audit_seed = load_or_create(AUDIT_SIGNING, repo, kms, clock, entropy).await?;
+        Ok(Self {
+            api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)),
+            audit_signing: Arc::new(strongroom_crypto::signing::SigningKey::from_seed(&audit_seed)),
+        })
     }
 }

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, health, merchant};
+use crate::routes::{api_keys, audit, health, merchant};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -19,6 +19,10 @@ use crate::routes::{api_keys, health, merchant};
         api_keys::list,
         api_keys::get,
         api_keys::revoke,
+        audit::checkpoint,
+        audit::entries,
+        audit::inclusion,
+        audit::consistency,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
     modifiers(&Security),

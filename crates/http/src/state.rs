@@ -66,6 +66,8 @@ pub struct Services {
     pub health: Arc<dyn HealthRepository>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The audit log.
+    pub audit: strongroom_domain::audit::log::AuditLog,
     /// HTTP settings.
     pub settings: HttpSettings,
 }

@@ -162,6 +162,15 @@ impl AuditRepository for Store {
             .collect()
     }
 
+    async fn leaf_hashes(&self, start: u64, limit: u32) -> Result<Vec<(u64, Hash)>, StoreError> {
+        let sql = "SELECT idx, hash FROM audit_nodes WHERE level = 0 AND idx >= $1 ORDER BY idx LIMIT $2";
+        let rows: Vec<(i64, Vec<u8>)> = on_pool!(self, pool =>
+            sqlx::query_as(sql).bind(to_i64(start)?).bind(i64::from(limit)).fetch_all(pool).await
+        )
+        .map_err(store_error)?;
+        rows.into_iter().map(|(idx, hash)| Ok((u64::try_from(idx).unwrap_or(u64::MAX), hash_of(hash)?))).collect()
+    }
+
     async fn insert_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
         let sql = "INSERT INTO audit_checkpoints (tree_size, root, note, created_at) VALUES ($1, $2, $3, $4) \
                    ON CONFLICT (tree_size) DO NOTHING";

@@ -132,8 +132,9 @@ async fn audit_suite(store: &Store) {
     use strongroom_domain::audit::merkle;
 
     let repo: Arc<dyn strongroom_domain::ports::AuditRepository> = Arc::new(store.clone());
-    let signer =
-        || Arc::new(CheckpointSigner::new("test/log".into(), SigningKey::from_seed(&Secret::new([3; 32]))).unwrap());
+    let signer = || {
+        Arc::new(CheckpointSigner::new("test/log".into(), SigningKey::from_seed(&Secret::new([3; 32])).into()).unwrap())
+    };
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000)));
     let (log, _task) = AuditLog::open(repo.clone(), signer(), clock.clone()).await.unwrap();
     // A second writer on the same database (another node): appends interleave without a gap or a clash.

@@ -408,6 +408,10 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/api-keys", "post"),
         ("/v1/api-keys/{id}", "get"),
         ("/v1/api-keys/{id}", "delete"),
+        ("/v1/audit/checkpoint", "get"),
+        ("/v1/audit/entries", "get"),
+        ("/v1/audit/proofs/inclusion", "get"),
+        ("/v1/audit/proofs/consistency", "get"),
     ];
     for (path, method) in routes {
         let operation = &doc["paths"][path][method];

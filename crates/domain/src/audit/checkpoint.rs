@@ -51,13 +51,13 @@ fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
 #[derive(Debug)]
 pub struct CheckpointSigner {
     origin: String,
-    key: SigningKey,
+    key: std::sync::Arc<SigningKey>,
 }
 
 impl CheckpointSigner {
     /// A signer for `origin`; `None` when the origin is not a valid key name (empty, or with
     /// spaces, `+` or control characters).
-    pub fn new(origin: String, key: SigningKey) -> Option<Self> {
+    pub fn new(origin: String, key: std::sync::Arc<SigningKey>) -> Option<Self> {
         let valid = !origin.is_empty() && origin.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != '+');
         valid.then_some(Self { origin, key })
     }
@@ -169,7 +169,7 @@ mod tests {
     use strongroom_types::Secret;
 
     fn signer() -> CheckpointSigner {
-        CheckpointSigner::new("example.com/log".into(), SigningKey::from_seed(&Secret::new([7u8; 32]))).unwrap()
+        CheckpointSigner::new("example.com/log".into(), SigningKey::from_seed(&Secret::new([7u8; 32])).into()).unwrap()
     }
 
     #[test]
@@ -182,7 +182,8 @@ mod tests {
         let forged = note.replace("\n12\n", "\n13\n");
         assert_eq!(key.open(&forged), Err(NoteError::BadSignature));
         let other =
-            CheckpointSigner::new("example.com/log".into(), SigningKey::from_seed(&Secret::new([8u8; 32]))).unwrap();
+            CheckpointSigner::new("example.com/log".into(), SigningKey::from_seed(&Secret::new([8u8; 32])).into())
+                .unwrap();
         assert_eq!(VerifierKey::parse(&other.verifier_key()).unwrap().open(&note), Err(NoteError::NotSignedByKey));
         assert!(VerifierKey::parse("example.com/log+00000000+AQ==").is_none());
     }

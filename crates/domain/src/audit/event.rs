@@ -97,6 +97,18 @@ impl AuditEvent {
         }
     }
 
+    /// An event by an actor.
+    pub fn by(actor_kind: ActorKind, actor_id: Option<String>, action: &'static str, outcome: Outcome) -> Self {
+        Self { actor_kind, actor_id, ..Self::system(action, outcome) }
+    }
+
+    /// Sets where the request came from.
+    pub fn from_source(mut self, ip: Option<IpAddr>, request_id: Option<String>) -> Self {
+        self.ip = ip;
+        self.request_id = request_id;
+        self
+    }
+
     /// Sets the object.
     pub fn on(mut self, kind: &'static str, id: impl Into<String>) -> Self {
         self.object = Some((kind, id.into()));

@@ -291,11 +291,10 @@ impl Writer {
             self.committed.store(self.frontier.size(), Ordering::Release);
         }
         let size = self.frontier.size();
-        if self.quiet_size == Some(size) {
-            if let Some(latest) = self.repo.latest_checkpoint().await? {
+        if self.quiet_size == Some(size)
+            && let Some(latest) = self.repo.latest_checkpoint().await? {
                 return Ok(latest);
             }
-        }
         let root = self.frontier.root();
         let checkpoint =
             StoredCheckpoint { size, root, note: self.signer.sign(size, root), created_at: self.clock.now() };

@@ -12,7 +12,8 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
-use strongroom_domain::api_keys::{AuthError, Principal, Scope};
+use strongroom_domain::api_keys::{AuthError, AuthFailure, Principal, Scope, parse_presented};
+use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
 
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -47,6 +48,13 @@ pub mod scope {
     impl RequiredScope for AdminMetrics {
         const SCOPE: Option<Scope> = Some(Scope::AdminMetrics);
     }
+
+    /// `audit:read`
+    #[derive(Debug)]
+    pub struct AuditRead;
+    impl RequiredScope for AuditRead {
+        const SCOPE: Option<Scope> = Some(Scope::AuditRead);
+    }
 }
 
 /// An authenticated caller holding scope `S`.
@@ -68,13 +76,27 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let context = super::RequestContext::of(parts);
         let Some(token) = bearer(parts) else {
+            let event =
+                AuditEvent::by(ActorKind::Anonymous, None, "auth.failed", Outcome::Denied("missing_credentials"));
+            state.audit.record(context.stamp(event)).await;
             return Err(ApiError::unauthenticated());
         };
         let principal = match state.api_keys.authenticate(token).await {
             Ok(principal) => principal,
             Err(AuthError::Refused(why)) => {
                 tracing::info!(reason = ?why, "api key refused");
+                // The key id is public (it is the key's name); the secret part never leaves here.
+                let key_id = parse_presented(token).map(|(_, id)| id.to_string());
+                let (action, reason) = match why {
+                    AuthFailure::Malformed => ("auth.failed", "malformed_key"),
+                    AuthFailure::Unknown => ("auth.failed", "unknown_key"),
+                    AuthFailure::Revoked => ("api_key.used_after_revocation", "revoked_key"),
+                    AuthFailure::Expired => ("api_key.used_after_expiry", "expired_key"),
+                };
+                let event = AuditEvent::by(ActorKind::Anonymous, key_id, action, Outcome::Denied(reason));
+                state.audit.record(context.stamp(event)).await;
                 return Err(ApiError::unauthenticated());
             }
             Err(AuthError::Store(err)) => return Err(err.into()),
@@ -83,6 +105,15 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             && !principal.has(required)
         {
             tracing::info!(key_id = %principal.key_id(), scope = required.as_str(), "scope missing");
+            let event = AuditEvent::by(
+                ActorKind::ApiKey,
+                Some(principal.key_id().to_string()),
+                "authz.denied",
+                Outcome::Denied("insufficient_scope"),
+            )
+            .for_merchant(principal.merchant_id())
+            .on("scope", required.as_str());
+            state.audit.record(context.stamp(event)).await;
             let challenge = format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
             let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
                 .detail(format!("this API key lacks the scope {required}"));

@@ -3,10 +3,12 @@
 //! Must never: echo an input value in an error.
 
 pub mod auth;
+pub mod context;
 pub mod json;
 pub mod query;
 
 pub use auth::{ApiKeyAuth, scope};
+pub use context::RequestContext;
 pub use json::ApiJson;
 pub use query::ApiQuery;
 

@@ -8,9 +8,10 @@ use strongroom_domain::api_keys::{ApiKeyId, ApiKeyRecord, NewApiKey};
 use strongroom_types::Timestamp;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, scope};
+use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, RequestContext, scope};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
+use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
 
 /// An API key as shown to its owners (never the secret, except once at creation).
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,6 +103,18 @@ pub struct ApiKeyList {
     pub has_more: bool,
 }
 
+fn key_event<S: crate::extract::auth::RequiredScope>(
+    auth: &ApiKeyAuth<S>,
+    context: &RequestContext,
+    action: &'static str,
+    key: &ApiKeyId,
+) -> AuditEvent {
+    let event = AuditEvent::by(ActorKind::ApiKey, Some(auth.principal.key_id().to_string()), action, Outcome::Success)
+        .for_merchant(auth.principal.merchant_id())
+        .on("api_key", key.as_str());
+    context.stamp(event)
+}
+
 fn parse_id(id: &str) -> Result<ApiKeyId, ApiError> {
     // A malformed id names no key: the answer is the same 404 as for another merchant's key.
     ApiKeyId::parse(id).map_err(|_| ApiError::not_found())
@@ -121,12 +134,21 @@ fn parse_id(id: &str) -> Result<ApiKeyId, ApiError> {
     ))]
 pub async fn create(
     auth: ApiKeyAuth<scope::AdminApiKeys>,
+    context: RequestContext,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKeyBody>), ApiError> {
     let input = NewApiKey { name: body.name, scopes: body.scopes, mode: body.mode, expires_at: body.expires_at };
-    let created = state.api_keys.create(auth.principal.merchant_id(), input, Some(auth.principal.scopes())).await?;
+    let merchant = auth.principal.merchant_id();
+    let created = state.api_keys.create(merchant, input, Some(auth.principal.scopes())).await?;
     tracing::info!(new_key_id = %created.record.id, "api key created");
+    // A key exists only with its audit entry: if the entry cannot be made durable, the key is
+    // revoked again and the request fails.
+    let event = key_event(&auth, &context, "api_key.created", &created.record.id);
+    if let Err(err) = state.audit.record_durable(event).await {
+        let _ = state.api_keys.revoke(merchant, &created.record.id).await;
+        return Err(ApiError::internal(&err));
+    }
     let key = ApiKeyBody::new(&created.record, state.api_keys.now());
     Ok((StatusCode::CREATED, Json(CreatedApiKeyBody { key, secret: created.secret.expose().clone() })))
 }
@@ -196,10 +218,13 @@ pub async fn get(
     ))]
 pub async fn revoke(
     auth: ApiKeyAuth<scope::AdminApiKeys>,
+    context: RequestContext,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyBody>, ApiError> {
     let record = state.api_keys.revoke(auth.principal.merchant_id(), &parse_id(&id)?).await?;
     tracing::info!(revoked_key_id = %record.id, "api key revoked");
+    let event = key_event(&auth, &context, "api_key.revoked", &record.id);
+    state.audit.record_durable(event).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))
 }

@@ -1,6 +1,7 @@
 //! Routes by capability, and the assembly of the router with its middleware.
 
 pub mod api_keys;
+pub mod audit;
 pub mod health;
 pub mod merchant;
 
@@ -29,7 +30,11 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/openapi.json", get(crate::openapi::document))
         .route("/v1/merchant", get(merchant::get_merchant))
         .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
-        .route("/v1/api-keys/{id}", get(api_keys::get).delete(api_keys::revoke));
+        .route("/v1/api-keys/{id}", get(api_keys::get).delete(api_keys::revoke))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/entries", get(audit::entries))
+        .route("/v1/audit/proofs/inclusion", get(audit::inclusion))
+        .route("/v1/audit/proofs/consistency", get(audit::consistency));
     if settings.metrics_on_api {
         routes = routes.route("/metrics", get(health::metrics));
     }
