@@ -381,9 +381,10 @@ impl Config {
             return fail("audit.checkpoint_interval", "must be at least 1s");
         }
         if let Some(origin) = &self.audit.origin
-            && (origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c.is_control() || c == '+')) {
-                return fail("audit.origin", "must be non-empty, without spaces or '+'");
-            }
+            && (origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c.is_control() || c == '+'))
+        {
+            return fail("audit.origin", "must be non-empty, without spaces or '+'");
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return fail("tls.cert_file", "tls.cert_file and tls.key_file go together");
         }

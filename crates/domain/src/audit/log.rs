@@ -292,9 +292,10 @@ impl Writer {
         }
         let size = self.frontier.size();
         if self.quiet_size == Some(size)
-            && let Some(latest) = self.repo.latest_checkpoint().await? {
-                return Ok(latest);
-            }
+            && let Some(latest) = self.repo.latest_checkpoint().await?
+        {
+            return Ok(latest);
+        }
         let root = self.frontier.root();
         let checkpoint =
             StoredCheckpoint { size, root, note: self.signer.sign(size, root), created_at: self.clock.now() };
