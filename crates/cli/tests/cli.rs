@@ -249,3 +249,146 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     let logs = serving.stderr.join().unwrap();
     assert!(logs.contains("strongroom stopped"), "{logs}");
 }
+
+/// The Python that has the independent verifier's dependencies (set by scripts/test).
+fn test_python() -> Option<String> {
+    match std::env::var("STRONGROOM_TEST_PYTHON") {
+        Ok(python) => Some(python),
+        Err(_) => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "STRONGROOM_TEST_PYTHON is required under CI=true");
+            eprintln!("SKIPPED: STRONGROOM_TEST_PYTHON not set (run scripts/test); independent audit verifier skipped");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_public_key_verify_and_export_for_an_outside_verifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("strongroom-data");
+    let mut serving = serve(&data);
+    let key = bootstrap_key(&serving.banner);
+    let client = client(&data);
+    for i in 0..20 {
+        let created = client
+            .post(format!("https://127.0.0.1:{}/v1/api-keys", serving.port))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"name": format!("k{i}"), "scopes": ["admin:metrics"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    assert_eq!(terminate(&mut serving), 0);
+
+    let public_key = strongroom(&data).args(["audit", "public-key"]).output().unwrap();
+    let public_key = String::from_utf8(public_key.stdout).unwrap().trim().to_owned();
+    assert!(public_key.starts_with("strongroom/") && public_key.splitn(3, '+').count() == 3, "{public_key}");
+
+    let verify = strongroom(&data).args(["audit", "verify"]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("audit log OK"));
+
+    let out = dir.path().join("export");
+    let export = strongroom(&data).args(["audit", "export", "--out"]).arg(&out).output().unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let entries = std::fs::read_to_string(out.join("entries.jsonl")).unwrap();
+    assert!(entries.lines().count() > 20);
+    assert!(!entries.contains(&key[key.len() - 30..]), "no secret in the export");
+
+    if let Some(python) = test_python() {
+        let verifier = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/verify_audit_export.py");
+        let checked =
+            Command::new(&python).arg(verifier).arg(&out).args(["--public-key", &public_key]).output().unwrap();
+        assert!(
+            checked.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        assert!(String::from_utf8_lossy(&checked.stdout).starts_with("OK:"));
+        // The outside verifier catches a changed entry too.
+        let tampered = entries.replacen("\"index\":3,", "\"index\":3,", 1);
+        let mut lines: Vec<String> = tampered.lines().map(str::to_owned).collect();
+        let mut record: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
+        use base64::Engine;
+        let leaf = base64::engine::general_purpose::STANDARD.decode(record["leaf"].as_str().unwrap()).unwrap();
+        let changed = String::from_utf8(leaf).unwrap().replace("success", "denied!");
+        record["leaf"] = base64::engine::general_purpose::STANDARD.encode(changed).into();
+        lines[3] = record.to_string();
+        std::fs::write(out.join("entries.jsonl"), lines.join("\n") + "\n").unwrap();
+        let checked =
+            Command::new(&python).arg(verifier).arg(&out).args(["--public-key", &public_key]).output().unwrap();
+        assert_eq!(checked.status.code(), Some(1), "{}", String::from_utf8_lossy(&checked.stdout));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_heavy_appends_loses_no_acknowledged_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("strongroom-data");
+    let mut serving = serve(&data);
+    let key = bootstrap_key(&serving.banner);
+    let client = client(&data);
+    let url = format!("https://127.0.0.1:{}/v1/api-keys", serving.port);
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for worker in 0..16 {
+        let (client, url, key, acknowledged) = (client.clone(), url.clone(), key.clone(), acknowledged.clone());
+        workers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&serde_json::json!({"name": format!("w{worker}-{i}"), "scopes": ["admin:metrics"]}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == 201 => {
+                        let body: serde_json::Value = r.json().await.unwrap();
+                        acknowledged.lock().unwrap().push(body["id"].as_str().unwrap().to_owned());
+                    }
+                    _ => break,
+                }
+                // Also unauthenticated traffic, which is logged without being awaited.
+                let _ = client.get(&url).send().await;
+            }
+        }));
+    }
+    // Kill once a good number of appends were acknowledged (bounded wait).
+    for _ in 0..600 {
+        if acknowledged.lock().unwrap().len() >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Command::new("kill").args(["-KILL", &serving.child.id().to_string()]).status().unwrap();
+    serving.child.wait().unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 50, "only {} appends before the kill", acknowledged.len());
+
+    let verify = strongroom(&data).args(["audit", "verify"]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    let out = dir.path().join("export");
+    assert!(strongroom(&data).args(["audit", "export", "--out"]).arg(&out).output().unwrap().status.success());
+    let entries = std::fs::read_to_string(out.join("entries.jsonl")).unwrap();
+    let mut logged = std::collections::HashSet::new();
+    for line in entries.lines() {
+        use base64::Engine;
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let leaf = base64::engine::general_purpose::STANDARD.decode(record["leaf"].as_str().unwrap()).unwrap();
+        let entry: serde_json::Value = serde_json::from_slice(&leaf).unwrap();
+        if entry["action"] == "api_key.created" {
+            logged.insert(entry["object"]["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged key creations missing from the audit log", lost.len());
+    // And the server starts again on the same data.
+    let mut again = serve(&data);
+    assert_eq!(terminate(&mut again), 0);
+    assert!(strongroom(&data).args(["audit", "verify"]).output().unwrap().status.success());
+}
