@@ -308,8 +308,8 @@ async fn audit_public_key_verify_and_export_for_an_outside_verifier() {
         );
         assert!(String::from_utf8_lossy(&checked.stdout).starts_with("OK:"));
         // The outside verifier catches a changed entry too.
-        let tampered = entries.replacen("\"index\":3,", "\"index\":3,", 1);
-        let mut lines: Vec<String> = tampered.lines().map(str::to_owned).collect();
+
+        let mut lines: Vec<String> = entries.lines().map(str::to_owned).collect();
         let mut record: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
         use base64::Engine;
         let leaf = base64::engine::general_purpose::STANDARD.decode(record["leaf"].as_str().unwrap()).unwrap();
