@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+mod audit_bench;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -49,7 +51,7 @@ fn parse_options() -> anyhow::Result<Options> {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "strongroom-bench [--connections 32] [--duration-secs 10] [--warmup-secs 2] [--transport tls|plain|both] [--bin-dir DIR]"
+            "strongroom-bench [--connections 32] [--duration-secs 10] [--warmup-secs 2] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]"
         );
         std::process::exit(0);
     }
@@ -279,8 +281,18 @@ fn tls_connector(ca_file: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let options = parse_options()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("audit") {
+        let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+        let entries = value("--entries").map(|v| v.parse()).transpose()?.unwrap_or(1_000_000);
+        let postgres = Some(
+            std::env::var("STRONGROOM_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+        );
+        return runtime.block_on(audit_bench::run(audit_bench::AuditOptions { entries, postgres }));
+    }
+    let options = parse_options()?;
     runtime.block_on(run(options))
 }
 
