@@ -87,14 +87,16 @@ async fn run_backend(name: &str, store: Store, options: &AuditOptions) -> anyhow
     for task in tasks {
         awaited += task.await?;
     }
-    let h = histogram.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    let (p50, p99) = {
+        let h = histogram.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+        (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+    };
     println!(
         "| {name} | awaited append, 32 concurrent callers | p50 {:.2} ms, p99 {:.2} ms | {:.0} events/s |",
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.99)),
+        ms(p50),
+        ms(p99),
         awaited as f64 / 5.0
     );
-    drop(h);
 
     // Proofs on the log as it is now.
     let size = log.size().await?;
