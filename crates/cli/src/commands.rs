@@ -86,6 +86,25 @@ pub enum AuditCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Follow another instance's checkpoints and report (exit 1) a rollback or a split view.
+    /// Needs an API key with audit:read in STRONGROOM_WITNESS_API_KEY.
+    Witness {
+        /// The instance's base URL, e.g. https://vault.shop.internal:8443
+        #[arg(long)]
+        url: String,
+        /// The instance's checkpoint verifier key (from `strongroom audit public-key`, obtained out of band).
+        #[arg(long)]
+        public_key: String,
+        /// Where the last verified checkpoint is kept.
+        #[arg(long, default_value = "strongroom-witness.json")]
+        state: PathBuf,
+        /// A CA certificate to trust for the instance's TLS (e.g. its tls/ca.pem in development).
+        #[arg(long)]
+        cacert: Option<PathBuf>,
+        /// Keep following, checking every N seconds (default: check once and exit).
+        #[arg(long)]
+        follow_secs: Option<u64>,
+    },
 }
 
 /// `apikey` subcommands.
@@ -400,9 +419,37 @@ async fn healthcheck(config: &Config, url: Option<String>, timeout_secs: u64) ->
     }
 }
 
+async fn witness(
+    url: &str,
+    public_key: &str,
+    state: PathBuf,
+    cacert: Option<PathBuf>,
+    follow: Option<u64>,
+) -> anyhow::Result<i32> {
+    let api_key = std::env::var("STRONGROOM_WITNESS_API_KEY")
+        .context("set STRONGROOM_WITNESS_API_KEY to an API key of the instance with the audit:read scope")?;
+    let witness = crate::witness::Witness::new(url, public_key, api_key, state, cacert.as_deref())?;
+    loop {
+        let observation = witness.observe().await?;
+        if observation.is_alarm() {
+            let _ = writeln!(std::io::stderr(), "witness: {observation}");
+            return Ok(1);
+        }
+        print(&format!("witness: {observation}"));
+        match follow {
+            Some(seconds) => tokio::time::sleep(Duration::from_secs(seconds.max(1))).await,
+            None => return Ok(0),
+        }
+    }
+}
+
 async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
     use strongroom_domain::audit::checkpoint::VerifierKey;
     use strongroom_domain::ports::AuditRepository;
+
+    if let AuditCommand::Witness { url, public_key, state, cacert, follow_secs } = command {
+        return witness(&url, &public_key, state, cacert, follow_secs).await;
+    }
 
     if !config.root_key_file().exists() && config.kms.provider == config::KmsProvider::Local {
         bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
@@ -443,6 +490,7 @@ async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
                 }
             }
         }
+        AuditCommand::Witness { .. } => Ok(2),
         AuditCommand::Export { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             let mut entries = std::io::BufWriter::new(std::fs::File::create(out.join("entries.jsonl"))?);

@@ -14,3 +14,4 @@ pub mod logging;
 
 pub use app::Application;
 pub use config::Config;
+pub mod witness;

@@ -392,3 +392,96 @@ async fn kill_9_during_heavy_appends_loses_no_acknowledged_entry() {
     assert_eq!(terminate(&mut again), 0);
     assert!(strongroom(&data).args(["audit", "verify"]).output().unwrap().status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witness_follows_checkpoints_and_reports_rollback_and_split_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("strongroom-data");
+    let mut serving = serve(&data);
+    let key = bootstrap_key(&serving.banner);
+    let public_key =
+        String::from_utf8(strongroom(&data).args(["audit", "public-key"]).output().unwrap().stdout).unwrap();
+    let state = dir.path().join("witness.json");
+    let url = format!("https://127.0.0.1:{}", serving.port);
+    let witness = || {
+        let mut command = Command::new(BIN);
+        command
+            .args(["audit", "witness", "--url", &url, "--public-key", public_key.trim(), "--state"])
+            .arg(&state)
+            .arg("--cacert")
+            .arg(data.join("tls/ca.pem"))
+            .env("STRONGROOM_WITNESS_API_KEY", &key);
+        command.output().unwrap()
+    };
+    let first = witness();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("trusting the first checkpoint"));
+
+    // The log grows and a new checkpoint is made (at the next stop/start): consistent.
+    let client = client(&data);
+    for i in 0..5 {
+        let created = client
+            .post(format!("{url}/v1/api-keys"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"name": format!("w{i}"), "scopes": ["admin:metrics"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    assert_eq!(terminate(&mut serving), 0);
+    let mut serving = serve(&data);
+    let url2 = format!("https://127.0.0.1:{}", serving.port);
+    let witness_at = |url: &str| {
+        Command::new(BIN)
+            .args(["audit", "witness", "--url", url, "--public-key", public_key.trim(), "--state"])
+            .arg(&state)
+            .arg("--cacert")
+            .arg(data.join("tls/ca.pem"))
+            .env("STRONGROOM_WITNESS_API_KEY", &key)
+            .output()
+            .unwrap()
+    };
+    let second = witness_at(&url2);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("consistent: grew from"),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+
+    // A state that saw a different root at this size: split view.
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let mut forged = saved.clone();
+    forged["root"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+    std::fs::write(&state, forged.to_string()).unwrap();
+    let split = witness_at(&url2);
+    assert_eq!(split.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&split.stderr).contains("SPLIT VIEW"),
+        "{}",
+        String::from_utf8_lossy(&split.stderr)
+    );
+
+    // A state that saw a larger log: rollback.
+    let mut ahead = saved.clone();
+    ahead["size"] = (saved["size"].as_u64().unwrap() + 1000).into();
+    std::fs::write(&state, ahead.to_string()).unwrap();
+    let rollback = witness_at(&url2);
+    assert_eq!(rollback.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&rollback.stderr).contains("ROLLBACK"));
+
+    // A checkpoint signed by another key is refused.
+    std::fs::write(&state, saved.to_string()).unwrap();
+    let other_key = "strongroom/0000000000000000+12345678+AQ".to_owned() + &"A".repeat(42) + "=";
+    let refused = Command::new(BIN)
+        .args(["audit", "witness", "--url", &url2, "--public-key", &other_key, "--state"])
+        .arg(&state)
+        .arg("--cacert")
+        .arg(data.join("tls/ca.pem"))
+        .env("STRONGROOM_WITNESS_API_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert_eq!(terminate(&mut serving), 0);
+}

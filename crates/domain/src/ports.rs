@@ -157,8 +157,13 @@ pub trait AuditRepository: Send + Sync {
     /// Entries from `start`, in order.
     async fn entries(&self, start: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 
-    /// Stored leaf hashes (level-0 nodes) from `start`, in order, with their index.
-    async fn leaf_hashes(&self, start: u64, limit: u32) -> Result<Vec<(u64, crate::audit::merkle::Hash)>, StoreError>;
+    /// Entries from `start`, in order, each with its stored leaf hash (the level-0 node), for
+    /// verification: one read per entry.
+    async fn entries_with_leaf_hashes(
+        &self,
+        start: u64,
+        limit: u32,
+    ) -> Result<Vec<(AuditRecord, Option<crate::audit::merkle::Hash>)>, StoreError>;
 
     /// Stores a checkpoint unless one of that size exists.
     async fn insert_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;

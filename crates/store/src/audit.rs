@@ -32,6 +32,18 @@ struct EntryRow {
     leaf: Vec<u8>,
 }
 
+fn entry(row: EntryRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: u64::try_from(row.seq).map_err(|_| StoreError::Other("negative seq".into()))?,
+        merchant: match row.merchant_id {
+            Some(id) => Some(MerchantId::parse(&id).map_err(|_| StoreError::Other("bad merchant id".into()))?),
+            None => None,
+        },
+        time: Timestamp::from_unix_millis(row.time),
+        leaf: row.leaf,
+    })
+}
+
 #[derive(FromRow)]
 struct CheckpointRow {
     tree_size: i64,
@@ -162,13 +174,24 @@ impl AuditRepository for Store {
             .collect()
     }
 
-    async fn leaf_hashes(&self, start: u64, limit: u32) -> Result<Vec<(u64, Hash)>, StoreError> {
-        let sql = "SELECT idx, hash FROM audit_nodes WHERE level = 0 AND idx >= $1 ORDER BY idx LIMIT $2";
-        let rows: Vec<(i64, Vec<u8>)> = on_pool!(self, pool =>
+    async fn entries_with_leaf_hashes(
+        &self,
+        start: u64,
+        limit: u32,
+    ) -> Result<Vec<(AuditRecord, Option<Hash>)>, StoreError> {
+        let sql = "SELECT e.seq, e.merchant_id, e.time, e.leaf, n.hash FROM audit_entries e \
+                   LEFT JOIN audit_nodes n ON n.level = 0 AND n.idx = e.seq \
+                   WHERE e.seq >= $1 ORDER BY e.seq LIMIT $2";
+        let rows: Vec<(i64, Option<String>, i64, Vec<u8>, Option<Vec<u8>>)> = on_pool!(self, pool =>
             sqlx::query_as(sql).bind(to_i64(start)?).bind(i64::from(limit)).fetch_all(pool).await
         )
         .map_err(store_error)?;
-        rows.into_iter().map(|(idx, hash)| Ok((u64::try_from(idx).unwrap_or(u64::MAX), hash_of(hash)?))).collect()
+        rows.into_iter()
+            .map(|(seq, merchant_id, time, leaf, hash)| {
+                let record = entry(EntryRow { seq, merchant_id, time, leaf })?;
+                Ok((record, hash.map(hash_of).transpose()?))
+            })
+            .collect()
     }
 
     async fn insert_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {

@@ -113,20 +113,16 @@ pub async fn verify_log(
     }
     let mut next = 0u64;
     loop {
-        let records = repo.entries(next, PAGE).await?;
+        let records = repo.entries_with_leaf_hashes(next, PAGE).await?;
         if records.is_empty() {
             break;
         }
-        let stored_hashes = repo.leaf_hashes(next, PAGE).await?;
-        let mut stored = stored_hashes.iter().peekable();
-        for record in &records {
+        for (record, stored) in &records {
             if record.seq != next {
                 let detail = format!("expected entry {next}, found entry {} next", record.seq);
                 return Ok(report(next, confirmed, Some(frontier.root()), Finding::Sequence { index: next, detail }));
             }
-            let claimed = serde_json::from_slice::<serde_json::Value>(&record.leaf)
-                .ok()
-                .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64));
+            let claimed = leaf_seq(&record.leaf);
             if claimed != Some(record.seq) {
                 let detail = match claimed {
                     Some(seq) => format!("its leaf says it is entry {seq}"),
@@ -135,12 +131,8 @@ pub async fn verify_log(
                 return Ok(report(next, confirmed, Some(frontier.root()), Finding::Sequence { index: next, detail }));
             }
             let hash = merkle::leaf_hash(&record.leaf);
-            while stored.next_if(|(idx, _)| *idx < record.seq).is_some() {}
-            match stored.peek() {
-                Some((idx, stored_hash)) if *idx == record.seq && *stored_hash != hash => {
-                    return Ok(report(next, confirmed, Some(frontier.root()), Finding::LeafChanged { index: next }));
-                }
-                _ => {}
+            if stored.is_some_and(|stored| stored != hash) {
+                return Ok(report(next, confirmed, Some(frontier.root()), Finding::LeafChanged { index: next }));
             }
             frontier.push(hash);
             next += 1;
@@ -165,6 +157,38 @@ pub async fn verify_log(
     Ok(Report { entries: next, checkpoints: confirmed, root: frontier.root(), finding: None })
 }
 
+/// The `seq` a leaf states about itself. The encoding is exact (`…"outcome":{…},"seq":N,"source":…`
+/// with no escapes), so a scan for the one `"seq":` key suffices; anything else is not a valid leaf.
+fn leaf_seq(leaf: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"},\"seq\":";
+    let at = leaf.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = leaf.get(at..)?.iter().take_while(|b| b.is_ascii_digit()).count();
+    let text = std::str::from_utf8(leaf.get(at..at + digits)?).ok()?;
+    if leaf.get(at + digits) != Some(&b',') || (digits > 1 && text.starts_with('0')) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 fn report(entries: u64, checkpoints: u64, root: Option<Hash>, finding: Finding) -> Report {
     Report { entries, checkpoints, root: root.unwrap_or_else(merkle::empty_root), finding: Some(finding) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::{AuditEvent, Outcome, encode_leaf};
+    use strongroom_types::Timestamp;
+
+    #[test]
+    fn leaf_seq_reads_what_the_encoder_wrote() {
+        for seq in [0u64, 7, 10, 123_456_789] {
+            let leaf =
+                encode_leaf(&AuditEvent::system("x.y", Outcome::Denied("r")), seq, Timestamp::from_unix_millis(0));
+            assert_eq!(leaf_seq(&leaf), Some(seq));
+        }
+        assert_eq!(leaf_seq(br#"{"outcome":{},"seq":07,"source":1}"#), None);
+        assert_eq!(leaf_seq(br#"{"outcome":{},"seq":"7","source":1}"#), None);
+        assert_eq!(leaf_seq(b"garbage"), None);
+    }
 }
