@@ -75,6 +75,9 @@ pub enum ConfigCommand {
 pub enum AuditCommand {
     /// Print the checkpoint verifier key (signed-note form: name+id+key).
     PublicKey,
+    /// Make a signed checkpoint now (servers also make one at start, every
+    /// audit.checkpoint_interval and at stop) and print it.
+    Checkpoint,
     /// Recompute the tree from every stored entry, check every checkpoint's signature and root and
     /// the stored hashes; name the first entry that was changed, removed, inserted or reordered.
     /// Exit 0 only when everything holds.
@@ -491,6 +494,11 @@ async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
             }
         }
         AuditCommand::Witness { .. } => Ok(2),
+        AuditCommand::Checkpoint => {
+            let checkpoint = core.audit.checkpoint().await?;
+            print(&checkpoint.note);
+            Ok(0)
+        }
         AuditCommand::Export { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             let mut entries = std::io::BufWriter::new(std::fs::File::create(out.join("entries.jsonl"))?);

@@ -285,6 +285,11 @@ async fn audit_public_key_verify_and_export_for_an_outside_verifier() {
     let public_key = String::from_utf8(public_key.stdout).unwrap().trim().to_owned();
     assert!(public_key.starts_with("strongroom/") && public_key.splitn(3, '+').count() == 3, "{public_key}");
 
+    let checkpoint = strongroom(&data).args(["audit", "checkpoint"]).output().unwrap();
+    let note = String::from_utf8(checkpoint.stdout).unwrap();
+    let origin = public_key.split('+').next().unwrap();
+    assert!(note.starts_with(&format!("{origin}\n")) && note.contains("\n\n\u{2014} "), "{note}");
+
     let verify = strongroom(&data).args(["audit", "verify"]).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     assert!(String::from_utf8_lossy(&verify.stdout).contains("audit log OK"));
