@@ -408,17 +408,7 @@ async fn witness_follows_checkpoints_and_reports_rollback_and_split_view() {
         String::from_utf8(strongroom(&data).args(["audit", "public-key"]).output().unwrap().stdout).unwrap();
     let state = dir.path().join("witness.json");
     let url = format!("https://127.0.0.1:{}", serving.port);
-    let witness = || {
-        let mut command = Command::new(BIN);
-        command
-            .args(["audit", "witness", "--url", &url, "--public-key", public_key.trim(), "--state"])
-            .arg(&state)
-            .arg("--cacert")
-            .arg(data.join("tls/ca.pem"))
-            .env("STRONGROOM_WITNESS_API_KEY", &key);
-        command.output().unwrap()
-    };
-    let first = witness();
+    let first = witness(&data, &state, &url, public_key.trim(), &key);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert!(String::from_utf8_lossy(&first.stdout).contains("trusting the first checkpoint"));
 
@@ -437,17 +427,7 @@ async fn witness_follows_checkpoints_and_reports_rollback_and_split_view() {
     assert_eq!(terminate(&mut serving), 0);
     let mut serving = serve(&data);
     let url2 = format!("https://127.0.0.1:{}", serving.port);
-    let witness_at = |url: &str| {
-        Command::new(BIN)
-            .args(["audit", "witness", "--url", url, "--public-key", public_key.trim(), "--state"])
-            .arg(&state)
-            .arg("--cacert")
-            .arg(data.join("tls/ca.pem"))
-            .env("STRONGROOM_WITNESS_API_KEY", &key)
-            .output()
-            .unwrap()
-    };
-    let second = witness_at(&url2);
+    let second = witness(&data, &state, &url2, public_key.trim(), &key);
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
     assert!(
         String::from_utf8_lossy(&second.stdout).contains("consistent: grew from"),
@@ -460,7 +440,7 @@ async fn witness_follows_checkpoints_and_reports_rollback_and_split_view() {
     let mut forged = saved.clone();
     forged["root"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
     std::fs::write(&state, forged.to_string()).unwrap();
-    let split = witness_at(&url2);
+    let split = witness(&data, &state, &url2, public_key.trim(), &key);
     assert_eq!(split.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&split.stderr).contains("SPLIT VIEW"),
@@ -472,21 +452,26 @@ async fn witness_follows_checkpoints_and_reports_rollback_and_split_view() {
     let mut ahead = saved.clone();
     ahead["size"] = (saved["size"].as_u64().unwrap() + 1000).into();
     std::fs::write(&state, ahead.to_string()).unwrap();
-    let rollback = witness_at(&url2);
+    let rollback = witness(&data, &state, &url2, public_key.trim(), &key);
     assert_eq!(rollback.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&rollback.stderr).contains("ROLLBACK"));
 
     // A checkpoint signed by another key is refused.
     std::fs::write(&state, saved.to_string()).unwrap();
     let other_key = "strongroom/0000000000000000+12345678+AQ".to_owned() + &"A".repeat(42) + "=";
-    let refused = Command::new(BIN)
-        .args(["audit", "witness", "--url", &url2, "--public-key", &other_key, "--state"])
-        .arg(&state)
-        .arg("--cacert")
-        .arg(data.join("tls/ca.pem"))
-        .env("STRONGROOM_WITNESS_API_KEY", &key)
-        .output()
-        .unwrap();
+    let refused = witness(&data, &state, &url2, &other_key, &key);
     assert!(!refused.status.success());
     assert_eq!(terminate(&mut serving), 0);
+}
+
+/// Runs `strongroom audit witness` once against `url`.
+fn witness(data: &Path, state: &Path, url: &str, public_key: &str, api_key: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["audit", "witness", "--url", url, "--public-key", public_key, "--state"])
+        .arg(state)
+        .arg("--cacert")
+        .arg(data.join("tls/ca.pem"))
+        .env("STRONGROOM_WITNESS_API_KEY", api_key)
+        .output()
+        .unwrap()
 }
