@@ -48,7 +48,7 @@ async fn run_backend(name: &str, store: Store, options: &AuditOptions) -> anyhow
     // Sustained append: one producer queues as fast as it can; the writer batches.
     let started = Instant::now();
     for i in 0..options.entries {
-        log.record(event(i)).await;
+        log.enqueue(event(i)).await?;
     }
     log.checkpoint().await?; // returns once everything queued before it is committed
     let elapsed = started.elapsed().as_secs_f64();

@@ -71,6 +71,17 @@ impl Core {
         if applied > 0 {
             tracing::info!(applied, backend = store.kind().as_str(), "database migrations applied");
         }
+        // A log with entries but no signing key has lost its key (or had it removed): refuse to
+        // make a new one, which would sign whatever the database now holds.
+        {
+            use strongroom_domain::ports::{AuditRepository, KeyringRepository};
+            let has_key = KeyringRepository::get(&store, strongroom_domain::keyring::AUDIT_SIGNING).await?.is_some();
+            if !has_key && AuditRepository::size(&store).await? > 0 {
+                anyhow::bail!(
+                    "the audit log has entries but its signing key is missing from the keyring: refusing to create a new one"
+                );
+            }
+        }
         let keyring = Keyring::load(&store, kms.as_ref(), clock.as_ref(), entropy.as_ref())
             .await
             .context("cannot load the deployment keyring (is this the root key the database was created with?)")?;
@@ -185,6 +196,7 @@ impl Application {
             health: Arc::new(core.store.clone()),
             metrics: Arc::new(strongroom_http::metrics::Metrics::new()),
             audit: audit.clone(),
+            auth_failures: Default::default(),
             settings,
         });
         let serve = ServeConfig {

@@ -81,7 +81,13 @@ pub enum AuditCommand {
     /// Recompute the tree from every stored entry, check every checkpoint's signature and root and
     /// the stored hashes; name the first entry that was changed, removed, inserted or reordered.
     /// Exit 0 only when everything holds.
-    Verify,
+    Verify {
+        /// The verifier key to trust (from `audit public-key`, kept apart from the database).
+        /// Without it the key in the deployment's own keyring is used, which an attacker with
+        /// the database and the root key could have replaced.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
     /// Write entries (JSON lines with leaf encodings), checkpoints and the public key to a
     /// directory, for verification without strongroom.
     Export {
@@ -464,8 +470,9 @@ async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
             print(&verifier_key);
             Ok(0)
         }
-        AuditCommand::Verify => {
-            let key = VerifierKey::parse(&verifier_key).context("the deployment's verifier key does not parse")?;
+        AuditCommand::Verify { public_key } => {
+            let trusted = public_key.unwrap_or_else(|| verifier_key.clone());
+            let key = VerifierKey::parse(&trusted).context("--public-key is not a signed-note verifier key")?;
             let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let report = strongroom_domain::audit::verify::verify_log(&core.store, &key, |done, total| {
                 if tty {

@@ -210,23 +210,29 @@ impl Default for ApiKeysConfig {
     }
 }
 
-/// Masks the password of a URL: `postgres://app:****@db/strongroom`.
+/// Masks the password and query of a URL: `postgres://app:****@db/strongroom?****`. The user
+/// information ends at the last `@` before the path, so a password containing `/` or `@` is
+/// masked whole.
 pub fn mask_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return "<not a URL>".to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(at) => (rest.get(..at), rest.get(at + 1..).unwrap_or_default()),
+        None => (None, rest),
+    };
+    let host_end = after.find('/').unwrap_or(after.len());
+    let (host, path) = after.split_at(host_end);
     let path = match path.split_once('?') {
         Some((path, _query)) => format!("{path}?****"),
         None => path.to_owned(),
     };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    match userinfo {
+        Some(userinfo) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
             format!("{scheme}://{user}:****@{host}{path}")
         }
-        None => format!("{scheme}://{authority}{path}"),
+        None => format!("{scheme}://{host}{path}"),
     }
 }
 
@@ -486,6 +492,9 @@ mod tests {
         assert!(!shown.contains("canary-pw-123"), "{shown}");
         assert!(shown.contains("postgres://app:****@db.internal/strongroom?****"), "{shown}");
         assert!(!format!("{config:?}").contains("canary-pw-123"));
+        assert_eq!(mask_url("postgres://u:p/ss@w@db:5432/x"), "postgres://u:****@db:5432/x");
+        assert_eq!(mask_url("sqlite://./data/db.sqlite"), "sqlite://./data/db.sqlite");
+        assert_eq!(mask_url("garbage"), "<not a URL>");
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl std::fmt::Display for Observation {
 pub struct Witness {
     base_url: String,
     key: VerifierKey,
-    api_key: String,
+    api_key: strongroom_types::Secret<String>,
     state_file: PathBuf,
     client: reqwest::Client,
 }
@@ -94,7 +94,7 @@ impl Witness {
         Ok(Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             key,
-            api_key,
+            api_key: strongroom_types::Secret::new(api_key),
             state_file,
             client: builder.build()?,
         })
@@ -116,7 +116,8 @@ impl Witness {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        let response = self.client.get(format!("{}{path}", self.base_url)).bearer_auth(&self.api_key).send().await?;
+        let response =
+            self.client.get(format!("{}{path}", self.base_url)).bearer_auth(self.api_key.expose()).send().await?;
         if !response.status().is_success() {
             bail!("{path} answered {}", response.status());
         }

@@ -199,7 +199,8 @@ pub enum AuthFailure {
 pub enum AuthError {
     /// The key was refused.
     #[error("api key refused: {0:?}")]
-    Refused(AuthFailure),
+    /// The merchant is known only when the secret matched (revoked or expired keys).
+    Refused(AuthFailure, Option<MerchantId>),
     /// Storage failed while checking.
     #[error(transparent)]
     Store(#[from] crate::StoreError),
@@ -216,6 +217,24 @@ pub struct NewApiKey {
     pub mode: Option<String>,
     /// Expiry, which must lie in the future.
     pub expires_at: Option<Timestamp>,
+}
+
+/// What the key that creates a key holds: a new key never exceeds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    /// Its scopes.
+    pub scopes: &'a [Scope],
+    /// Its mode: a test key creates only test keys.
+    pub mode: KeyMode,
+    /// Its expiry: a new key expires no later.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Principal {
+    /// What this key may grant.
+    pub fn grant(&self) -> Grant<'_> {
+        Grant { scopes: &self.key.scopes, mode: self.key.mode, expires_at: self.key.expires_at }
+    }
 }
 
 /// A key just created: the record and the one and only copy of its secret.
@@ -272,6 +291,8 @@ pub struct ApiKeyService {
     entropy: Arc<dyn Entropy>,
     settings: ApiKeySettings,
     cache: TtlCache<ApiKeyId, Arc<ApiKeyRecord>>,
+    /// Counts revocations on this node, so a read that raced one is not cached.
+    revocations: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for ApiKeyService {
@@ -292,16 +313,24 @@ impl ApiKeyService {
         entropy: Arc<dyn Entropy>,
         settings: ApiKeySettings,
     ) -> Self {
-        Self { repo, digest, clock, entropy, settings, cache: TtlCache::new(settings.cache_ttl, CACHE_CAPACITY) }
+        Self {
+            repo,
+            digest,
+            clock,
+            entropy,
+            settings,
+            cache: TtlCache::new(settings.cache_ttl, CACHE_CAPACITY),
+            revocations: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
-    /// Checks the input and mints a key (not yet stored). `granter_scopes` limits the scopes a key
-    /// may be given: a key can never create a key with a scope it does not hold itself.
+    /// Checks the input and mints a key (not yet stored). A `granter` (the key that asks) limits
+    /// the new key: no scope it does not hold, no live key from a test key, no later expiry.
     pub fn mint(
         &self,
         merchant_id: &MerchantId,
         input: NewApiKey,
-        granter_scopes: Option<&[Scope]>,
+        granter: Option<Grant<'_>>,
     ) -> Result<CreatedApiKey, DomainError> {
         let now = self.clock.now();
         let mut errors = Vec::new();
@@ -323,8 +352,9 @@ impl ApiKeyService {
         }
         scopes.sort();
         scopes.dedup();
+        let default_mode = granter.map_or(KeyMode::Live, |g| g.mode);
         let mode = match input.mode.as_deref() {
-            None => KeyMode::Live,
+            None => default_mode,
             Some(text) => KeyMode::parse(text).unwrap_or_else(|| {
                 errors.push(FieldError::new("/mode", "must be \"live\" or \"test\""));
                 KeyMode::Live
@@ -333,13 +363,24 @@ impl ApiKeyService {
         if input.expires_at.is_some_and(|at| at <= now) {
             errors.push(FieldError::new("/expires_at", "must lie in the future"));
         }
+        // A key made by an expiring key expires with it at the latest.
+        let granter_expiry = granter.and_then(|g| g.expires_at);
+        let expires_at = input.expires_at.or(granter_expiry);
+        if let (Some(limit), Some(at)) = (granter_expiry, expires_at)
+            && at > limit
+        {
+            errors.push(FieldError::new("/expires_at", "must not be later than the expiry of the key that creates it"));
+        }
         if !errors.is_empty() {
             return Err(DomainError::Validation(errors));
         }
-        if let Some(held) = granter_scopes
-            && scopes.iter().any(|s| !held.contains(s))
-        {
-            return Err(DomainError::Forbidden("a key cannot grant a scope it does not hold"));
+        if let Some(granter) = granter {
+            if scopes.iter().any(|s| !granter.scopes.contains(s)) {
+                return Err(DomainError::Forbidden("a key cannot grant a scope it does not hold"));
+            }
+            if granter.mode == KeyMode::Test && mode == KeyMode::Live {
+                return Err(DomainError::Forbidden("a test key cannot create a live key"));
+            }
         }
         let id = ApiKeyId::generate(self.entropy.as_ref());
         let mut secret_bytes = [0u8; SECRET_BYTES];
@@ -357,7 +398,7 @@ impl ApiKeyService {
             scopes,
             digest: self.digest.digest(token.expose().as_bytes()).to_vec(),
             created_at: now,
-            expires_at: input.expires_at,
+            expires_at,
             last_used_at: None,
             revoked_at: None,
         };
@@ -369,20 +410,21 @@ impl ApiKeyService {
         &self,
         merchant_id: &MerchantId,
         input: NewApiKey,
-        granter_scopes: Option<&[Scope]>,
+        granter: Option<Grant<'_>>,
     ) -> Result<CreatedApiKey, DomainError> {
-        let created = self.mint(merchant_id, input, granter_scopes)?;
+        let created = self.mint(merchant_id, input, granter)?;
         self.repo.insert(&created.record).await?;
         Ok(created)
     }
 
     /// Verifies a presented key.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
-        let refused = |why| Err(AuthError::Refused(why));
+        let refused = |why| Err(AuthError::Refused(why, None));
         let Some((mode, id)) = parse_presented(token) else {
             return refused(AuthFailure::Malformed);
         };
         let now = self.clock.now();
+        let epoch = self.revocations.load(std::sync::atomic::Ordering::Acquire);
         let (record, from_database) = match self.cache.get(&id, now) {
             Some(record) => (record, false),
             None => match self.repo.by_id_for_auth(&id).await? {
@@ -393,12 +435,15 @@ impl ApiKeyService {
         if record.mode != mode || !self.digest.verify(token.as_bytes(), &record.digest) {
             return refused(AuthFailure::Unknown);
         }
-        if from_database {
+        // A revocation on this node between our read and now may have cleared the entry we are
+        // about to store; storing the stale record would let the key work until the TTL ends.
+        if from_database && self.revocations.load(std::sync::atomic::Ordering::Acquire) == epoch {
             self.cache.put(record.id.clone(), Arc::clone(&record), now);
         }
+        let merchant = || Some(record.merchant_id.clone());
         match record.status(now) {
-            KeyStatus::Revoked => return refused(AuthFailure::Revoked),
-            KeyStatus::Expired => return refused(AuthFailure::Expired),
+            KeyStatus::Revoked => return Err(AuthError::Refused(AuthFailure::Revoked, merchant())),
+            KeyStatus::Expired => return Err(AuthError::Refused(AuthFailure::Expired, merchant())),
             KeyStatus::Active => {}
         }
         self.note_use(&record, now).await;
@@ -435,7 +480,9 @@ impl ApiKeyService {
 
     /// Revokes a key, effective at once on this node. Revoking twice is harmless.
     pub async fn revoke(&self, merchant: &MerchantId, id: &ApiKeyId) -> Result<ApiKeyRecord, DomainError> {
+        self.revocations.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let revoked = self.repo.revoke(merchant, id, self.clock.now()).await?.ok_or(DomainError::NotFound);
+        self.revocations.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.cache.forget(id);
         revoked
     }

@@ -1,6 +1,6 @@
 //! The middleware every request passes through, outermost first:
-//! request id → response finishing (problem bodies, security headers) → load shedding →
-//! client IP → (per route) logging and metrics → timeout → panic catching → handler.
+//! edge (request id, client IP; on the way out problem bodies and security headers) → load
+//! shedding → body limit → (per route) logging and metrics → timeout → panic catching → handler.
 //! Must never: log a query string, a header value that carries credentials, or a body.
 
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +22,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The id of the current request: the client's `X-Request-Id` when well-formed, else generated.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub std::sync::Arc<str>);
 
 /// The client's address as seen through the trusted proxy list.
 #[derive(Debug, Clone, Copy)]
@@ -44,18 +44,45 @@ fn generate_request_id() -> String {
 
 /// Assigns the request id and echoes it in the response.
 pub async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = req
+    let id = assign_request_id(&mut req);
+    let response = next.run(req).await;
+    with_request_id(response, &id)
+}
+
+fn assign_request_id(req: &mut Request) -> std::sync::Arc<str> {
+    let id: std::sync::Arc<str> = req
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| well_formed_request_id(v))
-        .map_or_else(generate_request_id, str::to_owned);
+        .map_or_else(|| generate_request_id().into(), Into::into);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(req).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    id
+}
+
+fn with_request_id(mut response: Response, id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     response
+}
+
+/// The API's outermost layer, in one step: request id, client IP, then on the way out problem
+/// bodies, security headers and the request id header.
+pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let id = assign_request_id(&mut req);
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    // Every X-Forwarded-For line, in order: a proxy that appends its own line after the client's
+    // must not leave the client's line as the only one read.
+    let forwarded: Vec<&str> =
+        req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let forwarded = forwarded.join(",");
+    let forwarded = (!forwarded.is_empty()).then_some(forwarded.as_str());
+    let ip = client_ip(peer, forwarded, &state.settings.trusted_proxies);
+    req.extensions_mut().insert(ClientIp(ip));
+    let mut response = render_problem(next.run(req).await, &id);
+    add_security_headers(response.headers_mut());
+    with_request_id(response, &id)
 }
 
 const PROBLEM_JSON: &str = "application/problem+json";
@@ -63,7 +90,7 @@ const PROBLEM_JSON: &str = "application/problem+json";
 /// Writes problem bodies (for [`ApiError`]s and bare error statuses from framework layers) and the
 /// security headers every response carries.
 pub async fn finish_response(req: Request, next: Next) -> Response {
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let request_id = req.extensions().get::<RequestId>().map_or_else(|| "".into(), |r| r.0.clone());
     let response = next.run(req).await;
     let mut response = render_problem(response, &request_id);
     add_security_headers(response.headers_mut());
@@ -139,21 +166,13 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
     candidate
 }
 
-/// Puts [`ClientIp`] into the request.
-pub async fn resolve_client_ip(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let ip = client_ip(peer, forwarded, &state.settings.trusted_proxies);
-    req.extensions_mut().insert(ClientIp(ip));
-    next.run(req).await
-}
-
 /// Per route: a span with the request's context, one log line per request, and metrics.
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let request_id = req.extensions().get::<RequestId>().map_or_else(|| "".into(), |r| r.0.clone());
     let client = req.extensions().get::<ClientIp>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
     // The span carries what every line logged during the request needs (formatted once); the
     // access-log line at the end adds the rest.
@@ -161,13 +180,13 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    state.metrics.observe(&method, &route, status, elapsed.as_secs_f64());
+    state.metrics.observe(&method, route, status, elapsed.as_secs_f64());
     span.in_scope(|| {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         if status >= 500 {
-            tracing::warn!(%method, route = route.as_str(), client_ip = %client, status, latency_ms, "request failed");
+            tracing::warn!(%method, route, client_ip = %client, status, latency_ms, "request failed");
         } else {
-            tracing::info!(%method, route = route.as_str(), client_ip = %client, status, latency_ms, "request");
+            tracing::info!(%method, route, client_ip = %client, status, latency_ms, "request");
         }
     });
     response

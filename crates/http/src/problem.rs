@@ -119,6 +119,7 @@ impl ApiError {
     pub fn title_of(code: &str) -> &'static str {
         match code {
             "validation_failed" => "The request has invalid fields",
+            "proof_out_of_range" => "The proof asks for entries outside the log",
             "malformed_json" => "The body is not valid JSON",
             "malformed_request" => "The request is malformed",
             "unsupported_media_type" => "Unsupported content type",

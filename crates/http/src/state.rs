@@ -68,6 +68,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The audit log.
     pub audit: strongroom_domain::audit::log::AuditLog,
+    /// Bounds how many authentication failures per client address reach the audit log.
+    pub auth_failures: crate::extract::auth::AuthFailureLimiter,
     /// HTTP settings.
     pub settings: HttpSettings,
 }

@@ -114,12 +114,15 @@ async fn suite(store: Store) {
     assert!(revoked.revoked_at.is_some());
     let again = service.revoke(&merchant, principal.key_id()).await.unwrap();
     assert_eq!(again.revoked_at, revoked.revoked_at);
-    assert!(matches!(service.authenticate(boot.api_key.expose()).await, Err(AuthError::Refused(AuthFailure::Revoked))));
+    assert!(matches!(
+        service.authenticate(boot.api_key.expose()).await,
+        Err(AuthError::Refused(AuthFailure::Revoked, _))
+    ));
 
     // A forged secret with a real id is unknown.
     let real = boot.api_key.expose();
     let forged = Secret::new(format!("{}{}", &real[..real.len() - 1], if real.ends_with('a') { "b" } else { "a" }));
-    assert!(matches!(service.authenticate(forged.expose()).await, Err(AuthError::Refused(AuthFailure::Unknown))));
+    assert!(matches!(service.authenticate(forged.expose()).await, Err(AuthError::Refused(AuthFailure::Unknown, _))));
     audit_suite(&store).await;
     store.close().await;
 }

@@ -333,6 +333,68 @@ async fn scopes_are_enforced(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(same.status(), 201);
+    // A test key creates test keys only.
+    let test_admin = server
+        .request(Method::POST, "/v1/api-keys")
+        .json(&json!({"name": "sandbox admin", "scopes": ["admin:api_keys"], "mode": "test"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let live_from_test = server
+        .request_as(&test_admin, Method::POST, "/v1/api-keys")
+        .json(&json!({"name": "escape", "scopes": ["admin:api_keys"], "mode": "live"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = problem(live_from_test).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    let child: Value = server
+        .request_as(&test_admin, Method::POST, "/v1/api-keys")
+        .json(&json!({"name": "child", "scopes": ["admin:api_keys"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(child["mode"], "test", "a test key's keys default to test");
+    // A key made by an expiring key expires with it at the latest.
+    let now = strongroom_types::Clock::now(server.clock.as_ref()).unix_millis();
+    let at = |ms| strongroom_types::Timestamp::from_unix_millis(ms).to_rfc3339();
+    let expiring: Value = server
+        .request(Method::POST, "/v1/api-keys")
+        .json(&json!({"name": "temp admin", "scopes": ["admin:api_keys"], "expires_at": at(now + 60_000)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let temp = expiring["secret"].as_str().unwrap();
+    let longer = server
+        .request_as(temp, Method::POST, "/v1/api-keys")
+        .json(&json!({"name": "longer", "scopes": ["admin:api_keys"], "expires_at": at(now + 120_000)}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = problem(longer).await;
+    assert_eq!((status, body["errors"][0]["pointer"].as_str()), (422, Some("/expires_at")));
+    let inherited: Value = server
+        .request_as(temp, Method::POST, "/v1/api-keys")
+        .json(&json!({"name": "inherits", "scopes": ["admin:api_keys"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inherited["expires_at"], expiring["expires_at"], "no expiry given: the creator's applies");
     // Mass assignment: a merchant or status in the body is refused, not applied.
     let sneaky = server
         .request(Method::POST, "/v1/api-keys")

@@ -168,6 +168,20 @@ async fn plain_api_behind_a_proxy_trusts_only_configured_proxies() {
         let logs = captured_logs();
         let line = logs.lines().find(|l| l.contains(&request_id) && l.contains("client_ip")).expect("request logged");
         assert!(line.contains(&format!("\"client_ip\":\"{expected}\"")), "{line}");
+        // A proxy that appends its own X-Forwarded-For line: the client's own line is not believed.
+        let request_id = format!("xff-lines-{}", expected.replace('.', "-"));
+        let response = server
+            .request(Method::GET, "/v1/merchant")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-forwarded-for", "198.51.100.7")
+            .header("x-request-id", &request_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let logs = captured_logs();
+        let line = logs.lines().find(|l| l.contains(&request_id) && l.contains("client_ip")).expect("request logged");
+        assert!(line.contains(&format!("\"client_ip\":\"{expected}\"")), "{line}");
         server.shutdown().await;
     }
 }

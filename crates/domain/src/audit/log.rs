@@ -54,6 +54,7 @@ pub struct AuditLog {
     repo: Arc<dyn AuditRepository>,
     signer: Arc<CheckpointSigner>,
     committed: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -100,14 +101,34 @@ impl AuditLog {
             quiet_size: None,
         };
         let task = tokio::spawn(writer.run(receiver));
-        Ok((Self { commands, repo, signer, committed }, task))
+        Ok((Self { commands, repo, signer, committed, dropped: Arc::new(AtomicU64::new(0)) }, task))
     }
 
-    /// Queues an event; returns once the writer has it (not once it is durable).
-    pub async fn record(&self, event: AuditEvent) {
-        if self.commands.send(Command::Append(event, None)).await.is_err() {
-            tracing::error!("audit event dropped: the audit writer has stopped");
+    /// Queues an event without waiting (not durable yet). When the queue is full — a flood of
+    /// events nobody awaits — the event is dropped and counted ([`AuditLog::dropped`]) rather than
+    /// stalling the request; events that must not be lost use [`AuditLog::record_durable`].
+    pub fn record(&self, event: AuditEvent) {
+        match self.commands.try_send(Command::Append(event, None)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000) {
+                    tracing::warn!("audit queue full: unawaited audit events are being dropped");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("audit event dropped: the audit writer has stopped")
+            }
         }
+    }
+
+    /// Queues an event, waiting for room in the queue (not for the commit).
+    pub async fn enqueue(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.commands.send(Command::Append(event, None)).await.map_err(|_| AuditError::Closed)
+    }
+
+    /// Unawaited events dropped because the queue was full, since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Appends an event and returns its leaf index once it is committed.

@@ -80,12 +80,12 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
         let Some(token) = bearer(parts) else {
             let event =
                 AuditEvent::by(ActorKind::Anonymous, None, "auth.failed", Outcome::Denied("missing_credentials"));
-            state.audit.record(context.stamp(event)).await;
+            record_failure(state, &context, event);
             return Err(ApiError::unauthenticated());
         };
         let principal = match state.api_keys.authenticate(token).await {
             Ok(principal) => principal,
-            Err(AuthError::Refused(why)) => {
+            Err(AuthError::Refused(why, merchant)) => {
                 tracing::info!(reason = ?why, "api key refused");
                 // The key id is public (it is the key's name); the secret part never leaves here.
                 let key_id = parse_presented(token).map(|(_, id)| id.to_string());
@@ -95,8 +95,9 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
                     AuthFailure::Revoked => ("api_key.used_after_revocation", "revoked_key"),
                     AuthFailure::Expired => ("api_key.used_after_expiry", "expired_key"),
                 };
-                let event = AuditEvent::by(ActorKind::Anonymous, key_id, action, Outcome::Denied(reason));
-                state.audit.record(context.stamp(event)).await;
+                let mut event = AuditEvent::by(ActorKind::Anonymous, key_id, action, Outcome::Denied(reason));
+                event.merchant = merchant;
+                record_failure(state, &context, event);
                 return Err(ApiError::unauthenticated());
             }
             Err(AuthError::Store(err)) => return Err(err.into()),
@@ -113,7 +114,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             )
             .for_merchant(principal.merchant_id())
             .on("scope", required.as_str());
-            state.audit.record(context.stamp(event)).await;
+            record_failure(state, &context, event);
             let challenge = format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
             let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
                 .detail(format!("this API key lacks the scope {required}"));
@@ -124,5 +125,42 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
         }
         tracing::Span::current().record("key_id", principal.key_id().as_str());
         Ok(Self { principal, scope: PhantomData })
+    }
+}
+
+/// Records an authentication or authorization failure, at most
+/// [`AuthFailureLimiter::PER_MINUTE`] per client address and minute: a flood from one address is
+/// visible in the log without filling it (what is skipped is counted in the metrics).
+fn record_failure(state: &AppState, context: &super::RequestContext, event: AuditEvent) {
+    if state.auth_failures.admit(context.ip) {
+        state.audit.record(context.stamp(event));
+    } else {
+        state.metrics.auth_failure_not_logged();
+    }
+}
+
+/// Counts audit-logged authentication failures per client address in one-minute windows.
+#[derive(Debug, Default)]
+pub struct AuthFailureLimiter {
+    windows: std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, (u64, u32)>>,
+}
+
+impl AuthFailureLimiter {
+    /// Failures logged per address and minute.
+    pub const PER_MINUTE: u32 = 60;
+
+    /// Whether another failure from `ip` is logged now.
+    pub fn admit(&self, ip: Option<std::net::IpAddr>) -> bool {
+        let minute = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60);
+        let Ok(mut windows) = self.windows.lock() else { return true };
+        if windows.len() > 100_000 {
+            windows.retain(|_, (window, _)| *window == minute);
+        }
+        let entry = windows.entry(ip).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= Self::PER_MINUTE
     }
 }

@@ -23,7 +23,7 @@ impl RequestContext {
     pub fn of(parts: &Parts) -> Self {
         Self {
             ip: parts.extensions.get::<ClientIp>().map(|c| c.0),
-            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.to_string()),
         }
     }
 

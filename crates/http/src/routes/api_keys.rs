@@ -140,7 +140,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedApiKeyBody>), ApiError> {
     let input = NewApiKey { name: body.name, scopes: body.scopes, mode: body.mode, expires_at: body.expires_at };
     let merchant = auth.principal.merchant_id();
-    let created = state.api_keys.create(merchant, input, Some(auth.principal.scopes())).await?;
+    let created = state.api_keys.create(merchant, input, Some(auth.principal.grant())).await?;
     tracing::info!(new_key_id = %created.record.id, "api key created");
     // A key exists only with its audit entry: if the entry cannot be made durable, the key is
     // revoked again and the request fails.

@@ -97,18 +97,28 @@ pub async fn entries(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid_field("/limit", "must be between 1 and 1000"));
     }
+    let start = params.start.unwrap_or(0);
+    if i64::try_from(start).is_err() {
+        return Err(ApiError::invalid_field("/start", "is larger than any index"));
+    }
     let tree_size = state.audit.size().await.map_err(|e| audit_error(e, ""))?;
-    let records = state.audit.entries(params.start.unwrap_or(0), limit).await.map_err(|e| audit_error(e, ""))?;
+    let records = state.audit.entries(start, limit).await.map_err(|e| audit_error(e, ""))?;
     let own = auth.principal.merchant_id();
     let data = records
         .into_iter()
         .map(|record| {
-            let visible = record.merchant.as_ref().is_none_or(|m| m == own);
+            let entry: Option<serde_json::Value> = serde_json::from_slice(&record.leaf).ok();
+            // A merchant's own entries, and deployment events by strongroom itself; never another
+            // merchant's, nor anonymous failures that name no merchant (they may be anyone's).
+            let visible = match &record.merchant {
+                Some(merchant) => merchant == own,
+                None => entry.as_ref().is_some_and(|e| e["actor"]["kind"] == "system"),
+            };
             EntryBody {
                 index: record.seq,
                 leaf_hash: STANDARD.encode(merkle::leaf_hash(&record.leaf)),
                 leaf: visible.then(|| STANDARD.encode(&record.leaf)),
-                entry: if visible { serde_json::from_slice(&record.leaf).ok() } else { None },
+                entry: if visible { entry } else { None },
             }
         })
         .collect();

@@ -50,12 +50,10 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
         .layer(CatchPanicLayer::custom(middleware::panic_response));
     let outer = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(middleware::request_id))
-        .layer(axum::middleware::from_fn(middleware::finish_response))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::edge))
         .layer(axum::error_handling::HandleErrorLayer::new(middleware::layer_error))
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::resolve_client_ip))
         .layer(RequestBodyLimitLayer::new(settings.body_limit));
     routes
         .fallback(not_found)
