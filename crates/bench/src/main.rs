@@ -87,6 +87,17 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// CPU time the process has used (user + system), in clock ticks (1/100 s on Linux).
+    fn cpu_ticks(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which is in parentheses and may contain spaces).
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some(utime + stime)
+    }
+
     fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
@@ -229,13 +240,15 @@ fn unreachable_histogram() -> Histogram<u64> {
 
 #[derive(Debug)]
 struct Measurement {
+    /// Server CPU time per answered request, in microseconds (the load generator excluded).
+    cpu_us_per_request: f64,
     requests_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
     failed: u64,
 }
 
-async fn measure(options: &Options, target: &Target) -> anyhow::Result<Measurement> {
+async fn measure(options: &Options, target: &Target, server: &Server) -> anyhow::Result<Measurement> {
     // Warm-up: connections, caches and the allocator settle; nothing is recorded.
     let warm = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let until = Instant::now() + options.warmup;
@@ -245,6 +258,7 @@ async fn measure(options: &Options, target: &Target) -> anyhow::Result<Measureme
         task.await?;
     }
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let cpu_before = server.cpu_ticks().unwrap_or(0);
     let started = Instant::now();
     let until = started + options.duration;
     let tasks: Vec<_> =
@@ -256,11 +270,13 @@ async fn measure(options: &Options, target: &Target) -> anyhow::Result<Measureme
         total.failed += outcome.failed;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_ticks = server.cpu_ticks().unwrap_or(0).saturating_sub(cpu_before);
     let histogram = histogram.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
     if total.ok == 0 {
         bail!("no successful request against {}", target.addr);
     }
     Ok(Measurement {
+        cpu_us_per_request: cpu_ticks as f64 * 10_000.0 / total.ok as f64,
         requests_per_sec: total.ok as f64 / elapsed,
         p50_ms: histogram.value_at_quantile(0.50) as f64 / 1000.0,
         p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
@@ -315,8 +331,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
         options.warmup.as_secs()
     );
     println!();
-    println!("| transport | target | req/s | p50 ms | p99 ms | failed | ratio to baseline |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| transport | target | req/s | p50 ms | p99 ms | server CPU µs/request | failed | ratio to baseline |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut key: Option<String> = None;
     let mut idle_rss = None;
     for transport in options.transports.clone() {
@@ -347,21 +363,22 @@ async fn run(options: Options) -> anyhow::Result<()> {
         // exposes both targets to the same drift.
         let mut rounds = Vec::new();
         for _ in 0..options.rounds {
-            let baseline = measure(&options, &baseline_target).await?;
-            let ours = measure(&options, &strongroom_target).await?;
+            let baseline = measure(&options, &baseline_target, &echo).await?;
+            let ours = measure(&options, &strongroom_target, &strongroom).await?;
             rounds.push((ours.requests_per_sec / baseline.requests_per_sec, baseline, ours));
         }
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
         let ratios: Vec<String> = rounds.iter().map(|(r, _, _)| format!("{r:.2}")).collect();
         let (_, baseline, ours) = rounds.swap_remove(rounds.len() / 2);
-        println!("|  | ratios of the {} rounds, sorted: {} |  |  |  |  |  |", options.rounds, ratios.join(", "));
+        println!("|  | ratios of the {} rounds, sorted: {} |  |  |  |  |  |  |", options.rounds, ratios.join(", "));
         let row = |name: &str, m: &Measurement, ratio: f64| {
             println!(
-                "| {} | {name} | {:.0} | {:.2} | {:.2} | {} | {:.2} |",
+                "| {} | {name} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {:.2} |",
                 transport.name(),
                 m.requests_per_sec,
                 m.p50_ms,
                 m.p99_ms,
+                m.cpu_us_per_request,
                 m.failed,
                 ratio
             );
@@ -372,7 +389,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             let loaded = strongroom.rss_kib();
             if let (Some(idle), Some(loaded)) = (idle_rss, loaded) {
                 println!(
-                    "|  | strongroom resident memory | idle {:.1} MB | after load {:.1} MB |  |  |  |",
+                    "|  | strongroom resident memory | idle {:.1} MB | after load {:.1} MB |  |  |  |  |",
                     idle as f64 / 1024.0,
                     loaded as f64 / 1024.0
                 );

@@ -17,7 +17,9 @@ pub fn init(format: LogFormat, filter: &str) -> tracing_appender::non_blocking::
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
-        .finish(std::io::stderr());
+        // Buffered: the writer thread flushes whenever it has drained the queue, so a burst of
+        // lines costs one write system call instead of one per line.
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use ipnet::IpNet;
 use strongroom_types::{Entropy, OsEntropy};
-use tracing::Instrument;
 
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -99,6 +98,14 @@ pub async fn finish_response(req: Request, next: Next) -> Response {
 
 fn render_problem(response: Response, request_id: &str) -> Response {
     let error = response.extensions().get::<ApiError>().cloned();
+    if let Some(cause) = error.as_ref().and_then(|e| e.cause.as_deref()) {
+        let status = error.as_ref().map_or(500, |e| e.status.as_u16());
+        if status >= 500 {
+            tracing::error!(request_id, status, cause, "request failed inside");
+        } else {
+            tracing::warn!(request_id, status, cause, "request refused");
+        }
+    }
     let already_problem =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
     let error = match error {
@@ -166,29 +173,35 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
     candidate
 }
 
-/// Per route: a span with the request's context, one log line per request, and metrics.
-pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Where the authentication guard leaves the key id for the access-log line.
+#[derive(Debug, Clone, Default)]
+pub struct KeySlot(pub std::sync::Arc<std::sync::OnceLock<String>>);
+
+/// Per route: one access-log line per request (request id, method, route template, client,
+/// key, status, latency) and metrics. Deliberately no span: a span per request cost about a
+/// quarter of the server's CPU per request in BENCHMARKS.md; the lines written during a request
+/// that need its id carry it as a field.
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let request_id = req.extensions().get::<RequestId>().map_or_else(|| "".into(), |r| r.0.clone());
     let client = req.extensions().get::<ClientIp>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
-    // The span carries what every line logged during the request needs (formatted once); the
-    // access-log line at the end adds the rest.
-    let span = tracing::info_span!("request", request_id = %request_id, key_id = tracing::field::Empty);
-    let response = next.run(req).instrument(span.clone()).await;
+    let key = KeySlot::default();
+    req.extensions_mut().insert(key.clone());
+    let response = next.run(req).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe(&method, route, status, elapsed.as_secs_f64());
-    span.in_scope(|| {
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        if status >= 500 {
-            tracing::warn!(%method, route, client_ip = %client, status, latency_ms, "request failed");
-        } else {
-            tracing::info!(%method, route, client_ip = %client, status, latency_ms, "request");
-        }
-    });
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let key_id = key.0.get().map(String::as_str);
+    let request_id: &str = &request_id;
+    if status >= 500 {
+        tracing::warn!(request_id, %method, route, client_ip = %client, key_id, status, latency_ms, "request failed");
+    } else {
+        tracing::info!(request_id, %method, route, client_ip = %client, key_id, status, latency_ms, "request");
+    }
     response
 }
 
@@ -199,8 +212,9 @@ pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Respo
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned());
-    tracing::error!(panic = %message, "handler panicked");
-    ApiError::for_bare_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+    ApiError::for_bare_status(StatusCode::INTERNAL_SERVER_ERROR)
+        .caused_by(&format_args!("handler panicked: {message}"))
+        .into_response()
 }
 
 /// The answer when the concurrency limit sheds a request, or another layer error occurs.

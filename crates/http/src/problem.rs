@@ -57,12 +57,15 @@ pub struct ApiError {
     pub fields: Vec<ProblemField>,
     /// Headers to add (e.g. `WWW-Authenticate`, `Retry-After`).
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// What went wrong inside, for the log line the edge middleware writes with the request id.
+    /// Never shown to the client.
+    pub cause: Option<String>,
 }
 
 impl ApiError {
     /// An error with a status and code.
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self { status, code, detail: None, fields: Vec::new(), headers: Vec::new() }
+        Self { status, code, detail: None, fields: Vec::new(), headers: Vec::new(), cause: None }
     }
 
     /// Adds a detail sentence.
@@ -108,11 +111,17 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code).header(header::RETRY_AFTER, value)
     }
 
-    /// 500 `internal_error`. The cause is logged here, with the request's span, and never shown.
+    /// 500 `internal_error`. The cause is logged with the request id, never shown.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             .detail("an internal error occurred; quote the request id when reporting it")
+            .caused_by(cause)
+    }
+
+    /// Attaches the internal cause (logged, never shown).
+    pub fn caused_by(mut self, cause: &dyn std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
     }
 
     /// The title of a code.
@@ -191,10 +200,7 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound => Self::not_found(),
             DomainError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, "forbidden").detail(why),
             DomainError::Store(store) => store.into(),
-            DomainError::Kms(strongroom_domain_kms) => {
-                tracing::error!(error = %strongroom_domain_kms, "kms failure");
-                Self::unavailable("kms_unavailable", 5)
-            }
+            DomainError::Kms(kms) => Self::unavailable("kms_unavailable", 5).caused_by(&kms),
         }
     }
 }
@@ -202,14 +208,10 @@ impl From<DomainError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(cause) => {
-                tracing::error!(error = %cause, "database unavailable");
-                Self::unavailable("database_unavailable", 2)
-            }
-            StoreError::Conflict(cause) => {
-                tracing::warn!(error = %cause, "database conflict");
-                Self::new(StatusCode::CONFLICT, "conflict").detail("the request conflicts with the current state")
-            }
+            StoreError::Unavailable(cause) => Self::unavailable("database_unavailable", 2).caused_by(&cause),
+            StoreError::Conflict(cause) => Self::new(StatusCode::CONFLICT, "conflict")
+                .detail("the request conflicts with the current state")
+                .caused_by(&cause),
             StoreError::Other(cause) => Self::internal(&cause),
         }
     }

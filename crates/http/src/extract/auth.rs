@@ -86,7 +86,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
         let principal = match state.api_keys.authenticate(token).await {
             Ok(principal) => principal,
             Err(AuthError::Refused(why, merchant)) => {
-                tracing::info!(reason = ?why, "api key refused");
+                tracing::info!(request_id = context.request_id.as_deref(), reason = ?why, "api key refused");
                 // The key id is public (it is the key's name); the secret part never leaves here.
                 let key_id = parse_presented(token).map(|(_, id)| id.to_string());
                 let (action, reason) = match why {
@@ -105,7 +105,12 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
         if let Some(required) = S::SCOPE
             && !principal.has(required)
         {
-            tracing::info!(key_id = %principal.key_id(), scope = required.as_str(), "scope missing");
+            tracing::info!(
+                request_id = context.request_id.as_deref(),
+                key_id = %principal.key_id(),
+                scope = required.as_str(),
+                "scope missing"
+            );
             let event = AuditEvent::by(
                 ActorKind::ApiKey,
                 Some(principal.key_id().to_string()),
@@ -123,7 +128,9 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             }
             return Err(err);
         }
-        tracing::Span::current().record("key_id", principal.key_id().as_str());
+        if let Some(slot) = parts.extensions.get::<crate::middleware::KeySlot>() {
+            let _ = slot.0.set(principal.key_id().to_string());
+        }
         Ok(Self { principal, scope: PhantomData })
     }
 }

@@ -141,7 +141,7 @@ pub async fn create(
     let input = NewApiKey { name: body.name, scopes: body.scopes, mode: body.mode, expires_at: body.expires_at };
     let merchant = auth.principal.merchant_id();
     let created = state.api_keys.create(merchant, input, Some(auth.principal.grant())).await?;
-    tracing::info!(new_key_id = %created.record.id, "api key created");
+    tracing::info!(request_id = context.request_id.as_deref(), new_key_id = %created.record.id, "api key created");
     // A key exists only with its audit entry: if the entry cannot be made durable, the key is
     // revoked again and the request fails.
     let event = key_event(&auth, &context, "api_key.created", &created.record.id);
@@ -223,7 +223,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyBody>, ApiError> {
     let record = state.api_keys.revoke(auth.principal.merchant_id(), &parse_id(&id)?).await?;
-    tracing::info!(revoked_key_id = %record.id, "api key revoked");
+    tracing::info!(request_id = context.request_id.as_deref(), revoked_key_id = %record.id, "api key revoked");
     let event = key_event(&auth, &context, "api_key.revoked", &record.id);
     state.audit.record_durable(event).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))
