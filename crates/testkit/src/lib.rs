@@ -222,6 +222,18 @@ impl TestServer {
         self.client.request(method, self.url(path)).bearer_auth(key)
     }
 
+    /// `GET path` with the bootstrap key, answered with JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.request(reqwest::Method::GET, path).send().await.expect("request");
+        response.json().await.expect("a JSON answer")
+    }
+
+    /// `POST path` with `key` and a JSON body, answered with JSON.
+    pub async fn post_json_as(&self, key: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let response = self.request_as(key, reqwest::Method::POST, path).json(body).send().await.expect("request");
+        response.json().await.expect("a JSON answer")
+    }
+
     /// Creates a key through the API and returns `(id, secret)`.
     pub async fn create_key(&self, name: &str, scopes: &[&str]) -> (String, String) {
         let response = self

@@ -240,8 +240,7 @@ async fn api_key_lifecycle(backend: Backend) {
     assert_eq!(merchant["mode"], "test");
 
     // Reading it shows the use, never the secret.
-    let fetched: Value =
-        server.request(Method::GET, &format!("/v1/api-keys/{id}")).send().await.unwrap().json().await.unwrap();
+    let fetched: Value = server.get_json(&format!("/v1/api-keys/{id}")).await;
     assert!(fetched["last_used_at"].is_string(), "{fetched}");
     assert!(fetched.get("secret").is_none());
     assert!(!fetched.to_string().contains(&secret[20..]));
@@ -291,14 +290,7 @@ async fn expiry_follows_the_clock(backend: Backend) {
     assert_eq!(server.request_as(secret, Method::GET, "/v1/merchant").send().await.unwrap().status(), 200);
     server.clock.advance(std::time::Duration::from_secs(2));
     assert_eq!(server.request_as(secret, Method::GET, "/v1/merchant").send().await.unwrap().status(), 401);
-    let shown: Value = server
-        .request(Method::GET, &format!("/v1/api-keys/{}", created["id"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = server.get_json(&format!("/v1/api-keys/{}", created["id"].as_str().unwrap())).await;
     assert_eq!(shown["status"], "expired");
     server.shutdown().await;
 }
@@ -354,15 +346,8 @@ async fn scopes_are_enforced(backend: Backend) {
         .unwrap();
     let (status, _, body) = problem(live_from_test).await;
     assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
-    let child: Value = server
-        .request_as(&test_admin, Method::POST, "/v1/api-keys")
-        .json(&json!({"name": "child", "scopes": ["admin:api_keys"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let child: Value =
+        server.post_json_as(&test_admin, "/v1/api-keys", &json!({"name": "child", "scopes": ["admin:api_keys"]})).await;
     assert_eq!(child["mode"], "test", "a test key's keys default to test");
     // A key made by an expiring key expires with it at the latest.
     let now = strongroom_types::Clock::now(server.clock.as_ref()).unix_millis();
@@ -385,15 +370,8 @@ async fn scopes_are_enforced(backend: Backend) {
         .unwrap();
     let (status, _, body) = problem(longer).await;
     assert_eq!((status, body["errors"][0]["pointer"].as_str()), (422, Some("/expires_at")));
-    let inherited: Value = server
-        .request_as(temp, Method::POST, "/v1/api-keys")
-        .json(&json!({"name": "inherits", "scopes": ["admin:api_keys"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inherited: Value =
+        server.post_json_as(temp, "/v1/api-keys", &json!({"name": "inherits", "scopes": ["admin:api_keys"]})).await;
     assert_eq!(inherited["expires_at"], expiring["expires_at"], "no expiry given: the creator's applies");
     // Mass assignment: a merchant or status in the body is refused, not applied.
     let sneaky = server
@@ -415,19 +393,12 @@ async fn listing_pages(backend: Backend) {
         server.clock.advance(std::time::Duration::from_millis(5));
         server.create_key(&format!("k{i}"), &["admin:metrics"]).await;
     }
-    let page: Value = server.request(Method::GET, "/v1/api-keys?limit=2").send().await.unwrap().json().await.unwrap();
+    let page: Value = server.get_json("/v1/api-keys?limit=2").await;
     let names: Vec<&str> = page["data"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["k3", "k2"]);
     assert_eq!(page["has_more"], true);
     let last = page["data"][1]["id"].as_str().unwrap();
-    let page: Value = server
-        .request(Method::GET, &format!("/v1/api-keys?limit=10&starting_after={last}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = server.get_json(&format!("/v1/api-keys?limit=10&starting_after={last}")).await;
     let names: Vec<&str> = page["data"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["k1", "k0", "bootstrap"]);
     assert_eq!(page["has_more"], false);

@@ -21,14 +21,7 @@ async fn entries(server: &TestServer) -> Vec<Value> {
     let mut all = Vec::new();
     let mut start = 0;
     loop {
-        let page: Value = server
-            .request(Method::GET, &format!("/v1/audit/entries?start={start}&limit=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = server.get_json(&format!("/v1/audit/entries?start={start}&limit=1000")).await;
         let data = page["data"].as_array().unwrap().clone();
         if data.is_empty() {
             return all;
@@ -129,14 +122,8 @@ async fn checkpoints_and_proofs_verify(backend: Backend) {
     let all = entries(&server).await;
     for entry in all.iter().take(second.size as usize) {
         let index = entry["index"].as_u64().unwrap();
-        let proof: Value = server
-            .request(Method::GET, &format!("/v1/audit/proofs/inclusion?index={index}&tree_size={}", second.size))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let proof: Value =
+            server.get_json(&format!("/v1/audit/proofs/inclusion?index={index}&tree_size={}", second.size)).await;
         let leaf: merkle::Hash = STANDARD.decode(entry["leaf_hash"].as_str().unwrap()).unwrap().try_into().unwrap();
         let recomputed = merkle::leaf_hash(&STANDARD.decode(entry["leaf"].as_str().unwrap()).unwrap());
         assert_eq!(leaf, recomputed, "leaf_hash is the hash of leaf");
@@ -149,14 +136,8 @@ async fn checkpoints_and_proofs_verify(backend: Backend) {
         merkle::verify_inclusion(index, second.size, &leaf, &path, &second.root).unwrap();
     }
     // The two checkpoints are consistent.
-    let proof: Value = server
-        .request(Method::GET, &format!("/v1/audit/proofs/consistency?first={}&second={}", first.size, second.size))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let proof: Value =
+        server.get_json(&format!("/v1/audit/proofs/consistency?first={}&second={}", first.size, second.size)).await;
     let path: Vec<merkle::Hash> = proof["proof"]
         .as_array()
         .unwrap()
@@ -194,14 +175,7 @@ async fn other_merchants_see_leaf_hashes_only(backend: Backend) {
         .record_durable(AuditEvent::system("test.other_merchant", Outcome::Success).for_merchant(&stranger))
         .await
         .unwrap();
-    let page: Value = server
-        .request(Method::GET, &format!("/v1/audit/entries?start={index}&limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = server.get_json(&format!("/v1/audit/entries?start={index}&limit=1")).await;
     let entry = &page["data"][0];
     assert_eq!(entry["index"], index);
     assert!(entry["leaf_hash"].is_string());
