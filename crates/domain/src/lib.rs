@@ -13,5 +13,6 @@ pub mod error;
 pub mod keyring;
 pub mod merchants;
 pub mod ports;
+pub mod vault;
 
 pub use error::{DomainError, StoreError};
