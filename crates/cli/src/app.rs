@@ -57,6 +57,18 @@ impl Core {
                 let (kms, created) = LocalKeyFile::open_or_create(&config.root_key_file(), entropy.clone())?;
                 (Arc::new(kms), created)
             }
+            KmsProvider::Openbao => {
+                let (Some(address), Some(token)) = (&config.kms.address, &config.kms.token) else {
+                    anyhow::bail!("kms.address and kms.token are required for the openbao provider");
+                };
+                let kms = strongroom_connectors::kms::OpenBaoTransit::new(
+                    address,
+                    token.clone(),
+                    &config.kms.mount,
+                    &config.kms.key_name,
+                )?;
+                (Arc::new(kms), false)
+            }
         };
         let pool = PoolSettings {
             max_connections: config.database.max_connections,

@@ -147,13 +147,35 @@ pub struct ApiKeysConfig {
 }
 
 /// `[kms]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KmsConfig {
-    /// `local` (a key file; development only).
+    /// `local` (a key file; development only) or `openbao` (OpenBao / Vault transit).
     pub provider: KmsProvider,
     /// Root key file for the `local` provider. Default `<data_dir>/root.key`.
     pub key_file: Option<PathBuf>,
+    /// `openbao`: the server, e.g. `https://bao.internal:8200`.
+    pub address: Option<String>,
+    /// `openbao`: the token (secret: use `STRONGROOM_KMS__TOKEN_FILE`).
+    #[serde(serialize_with = "masked_secret", skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret<String>>,
+    /// `openbao`: the transit engine's mount. Default `transit`.
+    pub mount: String,
+    /// `openbao`: the transit key (created with `derived=true`). Default `strongroom`.
+    pub key_name: String,
+}
+
+impl Default for KmsConfig {
+    fn default() -> Self {
+        Self {
+            provider: KmsProvider::Local,
+            key_file: None,
+            address: None,
+            token: None,
+            mount: "transit".to_owned(),
+            key_name: "strongroom".to_owned(),
+        }
+    }
 }
 
 /// Root key providers.
@@ -163,6 +185,15 @@ pub enum KmsProvider {
     /// A local key file (mode 0600). Unfit for production.
     #[default]
     Local,
+    /// An OpenBao or HashiCorp Vault transit key.
+    Openbao,
+}
+
+fn masked_secret<S: Serializer>(secret: &Option<Secret<String>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_str("****"),
+        None => serializer.serialize_none(),
+    }
 }
 
 impl Default for Config {
@@ -391,6 +422,14 @@ impl Config {
         {
             return fail("audit.origin", "must be non-empty, without spaces or '+'");
         }
+        if self.kms.provider == KmsProvider::Openbao {
+            if self.kms.address.as_deref().is_none_or(|a| !(a.starts_with("https://") || a.starts_with("http://"))) {
+                return fail("kms.address", "the openbao provider needs an http(s):// address");
+            }
+            if self.kms.token.is_none() {
+                return fail("kms.token", "the openbao provider needs a token (STRONGROOM_KMS__TOKEN_FILE)");
+            }
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return fail("tls.cert_file", "tls.cert_file and tls.key_file go together");
         }
@@ -495,6 +534,23 @@ mod tests {
         assert_eq!(mask_url("postgres://u:p/ss@w@db:5432/x"), "postgres://u:****@db:5432/x");
         assert_eq!(mask_url("sqlite://./data/db.sqlite"), "sqlite://./data/db.sqlite");
         assert_eq!(mask_url("garbage"), "<not a URL>");
+    }
+
+    #[test]
+    fn openbao_settings_are_checked_and_the_token_masked() {
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_KMS__PROVIDER", "openbao")])).unwrap_err();
+        assert!(err.0.starts_with("kms.address"), "{err}");
+        let config = load(
+            &Overrides::default(),
+            vars(&[
+                ("STRONGROOM_KMS__PROVIDER", "openbao"),
+                ("STRONGROOM_KMS__ADDRESS", "https://bao.internal:8200"),
+                ("STRONGROOM_KMS__TOKEN", "s.canary-token-9"),
+            ]),
+        )
+        .unwrap();
+        assert!(!config.to_masked_toml().contains("canary-token"), "{}", config.to_masked_toml());
+        assert!(!format!("{config:?}").contains("canary-token"));
     }
 
     #[test]
