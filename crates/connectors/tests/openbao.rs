@@ -45,18 +45,18 @@ async fn start_bao() -> Option<Bao> {
     let bao = Bao { child, address };
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{}/v1/sys/health", bao.address)).send().await {
-            if r.status().is_success() {
-                let mount = client
-                    .post(format!("{}/v1/sys/mounts/transit", bao.address))
-                    .header("X-Vault-Token", ROOT_TOKEN)
-                    .json(&serde_json::json!({"type": "transit"}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(mount.status().is_success(), "enable transit: {}", mount.status());
-                return Some(bao);
-            }
+        if let Ok(r) = client.get(format!("{}/v1/sys/health", bao.address)).send().await
+            && r.status().is_success()
+        {
+            let mount = client
+                .post(format!("{}/v1/sys/mounts/transit", bao.address))
+                .header("X-Vault-Token", ROOT_TOKEN)
+                .json(&serde_json::json!({"type": "transit"}))
+                .send()
+                .await
+                .unwrap();
+            assert!(mount.status().is_success(), "enable transit: {}", mount.status());
+            return Some(bao);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
