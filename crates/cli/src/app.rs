@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
+use strongroom_crypto::signing::SigningKey;
 use strongroom_crypto::{Kms, LocalKeyFile};
 use strongroom_domain::api_keys::{ApiKeyService, ApiKeySettings};
 use strongroom_domain::audit::checkpoint::CheckpointSigner;
@@ -40,45 +41,70 @@ pub struct Core {
 
 /// The audit log's origin: configured, or `strongroom/` and 16 hex digits of the signing key's
 /// SHA-256, which is stable for the deployment and unique to it.
-pub fn audit_origin(config: &Config, keyring: &Keyring) -> String {
+pub fn audit_origin(config: &Config, public_key: &[u8; 32]) -> String {
     config.audit.origin.clone().unwrap_or_else(|| {
-        let digest = Sha256::digest(keyring.audit_signing.public());
+        let digest = Sha256::digest(public_key);
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!("strongroom/{hex}")
     })
+}
+
+/// The root key provider. With `create`, the local provider makes its key file when absent.
+fn open_kms(config: &Config, entropy: Arc<dyn Entropy>, create: bool) -> anyhow::Result<(Arc<dyn Kms>, bool)> {
+    Ok(match config.kms.provider {
+        KmsProvider::Local if create => {
+            let (kms, created) = LocalKeyFile::open_or_create(&config.root_key_file(), entropy)?;
+            (Arc::new(kms), created)
+        }
+        KmsProvider::Local => (Arc::new(LocalKeyFile::open_existing(&config.root_key_file(), entropy)?), false),
+        KmsProvider::Openbao => {
+            let (Some(address), Some(token)) = (&config.kms.address, &config.kms.token) else {
+                anyhow::bail!("kms.address and kms.token are required for the openbao provider");
+            };
+            let kms = strongroom_connectors::kms::OpenBaoTransit::new(
+                address,
+                token.clone(),
+                &config.kms.mount,
+                &config.kms.key_name,
+            )?;
+            (Arc::new(kms), false)
+        }
+    })
+}
+
+/// Connects to the configured database (creating a new SQLite file with mode 0600); no migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let pool = PoolSettings {
+        max_connections: config.database.max_connections,
+        acquire_timeout: config.database.acquire_timeout,
+    };
+    let url = config.database_url();
+    data_dir::precreate_sqlite_file(url.expose())?;
+    Store::connect(url.expose(), pool)
+        .await
+        .with_context(|| format!("cannot open the database {}", crate::config::mask_url(url.expose())))
+}
+
+/// The deployment's checkpoint verifier key, read without changing anything: no migration, no
+/// new key, no writer. Fails when the deployment has no audit signing key.
+pub async fn deployment_verifier_key(config: &Config, store: &Store) -> anyhow::Result<String> {
+    let kms = open_kms(config, Arc::new(strongroom_types::OsEntropy), false)?.0;
+    let seed =
+        strongroom_domain::keyring::load_existing(strongroom_domain::keyring::AUDIT_SIGNING, store, kms.as_ref())
+            .await?
+            .context("the deployment has no audit signing key")?;
+    let key = Arc::new(SigningKey::from_seed(&seed));
+    let signer =
+        CheckpointSigner::new(audit_origin(config, &key.public()), key).context("audit.origin is not valid")?;
+    Ok(signer.verifier_key())
 }
 
 impl Core {
     /// Opens the data directory, root key and database; applies migrations; loads the keyring.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
         data_dir::ensure_dir(&config.data_dir)?;
-        let (kms, root_key_created): (Arc<dyn Kms>, bool) = match config.kms.provider {
-            KmsProvider::Local => {
-                let (kms, created) = LocalKeyFile::open_or_create(&config.root_key_file(), entropy.clone())?;
-                (Arc::new(kms), created)
-            }
-            KmsProvider::Openbao => {
-                let (Some(address), Some(token)) = (&config.kms.address, &config.kms.token) else {
-                    anyhow::bail!("kms.address and kms.token are required for the openbao provider");
-                };
-                let kms = strongroom_connectors::kms::OpenBaoTransit::new(
-                    address,
-                    token.clone(),
-                    &config.kms.mount,
-                    &config.kms.key_name,
-                )?;
-                (Arc::new(kms), false)
-            }
-        };
-        let pool = PoolSettings {
-            max_connections: config.database.max_connections,
-            acquire_timeout: config.database.acquire_timeout,
-        };
-        let url = config.database_url();
-        data_dir::precreate_sqlite_file(url.expose())?;
-        let store = Store::connect(url.expose(), pool)
-            .await
-            .with_context(|| format!("cannot open the database {}", crate::config::mask_url(url.expose())))?;
+        let (kms, root_key_created) = open_kms(config, entropy.clone(), true)?;
+        let store = open_store(config).await?;
         let applied = store.migrate().await?;
         if applied > 0 {
             tracing::info!(applied, backend = store.kind().as_str(), "database migrations applied");
@@ -97,7 +123,7 @@ impl Core {
         let keyring = Keyring::load(&store, kms.as_ref(), clock.as_ref(), entropy.as_ref())
             .await
             .context("cannot load the deployment keyring (is this the root key the database was created with?)")?;
-        let origin = audit_origin(config, &keyring);
+        let origin = audit_origin(config, &keyring.audit_signing.public());
         let signer = CheckpointSigner::new(origin, keyring.audit_signing.clone())
             .context("audit.origin is not a valid checkpoint key name")?;
         let (audit, _writer) = AuditLog::open(Arc::new(store.clone()), Arc::new(signer), clock.clone())

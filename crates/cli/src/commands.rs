@@ -452,13 +452,55 @@ async fn witness(
     }
 }
 
-async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
+/// `audit verify`: reads the database without changing it (no migration, no writer, no new key).
+async fn verify(config: &Config, public_key: Option<String>) -> anyhow::Result<i32> {
     use strongroom_domain::audit::checkpoint::VerifierKey;
+    let store = crate::app::open_store(config).await?;
+    let trusted = match public_key {
+        Some(key) => key,
+        None => crate::app::deployment_verifier_key(config, &store).await?,
+    };
+    let key = VerifierKey::parse(&trusted).context("--public-key is not a signed-note verifier key")?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = strongroom_domain::audit::verify::verify_log(&store, &key, |done, total| {
+        if tty {
+            let percent = if total == 0 { 100 } else { done * 100 / total.max(1) };
+            let _ = write!(std::io::stderr(), "\rverifying: {done}/{total} entries ({percent}%)");
+        }
+    })
+    .await;
+    store.close().await;
+    let report = report?;
+    if tty {
+        let _ = writeln!(std::io::stderr());
+    }
+    match &report.finding {
+        None => {
+            print(&format!(
+                "audit log OK: {} entries, {} signed checkpoints confirmed, root {}",
+                report.entries,
+                report.checkpoints,
+                base64_of(&report.root)
+            ));
+            Ok(0)
+        }
+        Some(finding) => {
+            let _ = writeln!(std::io::stderr(), "audit log TAMPERED: {finding}");
+            Ok(1)
+        }
+    }
+}
+
+async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
     use strongroom_domain::ports::AuditRepository;
 
-    if let AuditCommand::Witness { url, public_key, state, cacert, follow_secs } = command {
-        return witness(&url, &public_key, state, cacert, follow_secs).await;
-    }
+    let command = match command {
+        AuditCommand::Witness { url, public_key, state, cacert, follow_secs } => {
+            return witness(&url, &public_key, state, cacert, follow_secs).await;
+        }
+        AuditCommand::Verify { public_key } => return verify(config, public_key).await,
+        other => other,
+    };
 
     if !config.root_key_file().exists() && config.kms.provider == config::KmsProvider::Local {
         bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
@@ -470,37 +512,7 @@ async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
             print(&verifier_key);
             Ok(0)
         }
-        AuditCommand::Verify { public_key } => {
-            let trusted = public_key.unwrap_or_else(|| verifier_key.clone());
-            let key = VerifierKey::parse(&trusted).context("--public-key is not a signed-note verifier key")?;
-            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let report = strongroom_domain::audit::verify::verify_log(&core.store, &key, |done, total| {
-                if tty {
-                    let percent = if total == 0 { 100 } else { done * 100 / total.max(1) };
-                    let _ = write!(std::io::stderr(), "\rverifying: {done}/{total} entries ({percent}%)");
-                }
-            })
-            .await?;
-            if tty {
-                let _ = writeln!(std::io::stderr());
-            }
-            match &report.finding {
-                None => {
-                    print(&format!(
-                        "audit log OK: {} entries, {} signed checkpoints confirmed, root {}",
-                        report.entries,
-                        report.checkpoints,
-                        base64_of(&report.root)
-                    ));
-                    Ok(0)
-                }
-                Some(finding) => {
-                    let _ = writeln!(std::io::stderr(), "audit log TAMPERED: {finding}");
-                    Ok(1)
-                }
-            }
-        }
-        AuditCommand::Witness { .. } => Ok(2),
+        AuditCommand::Verify { .. } | AuditCommand::Witness { .. } => Ok(2),
         AuditCommand::Checkpoint => {
             let checkpoint = core.audit.checkpoint().await?;
             print(&checkpoint.note);

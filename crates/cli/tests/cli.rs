@@ -293,6 +293,26 @@ async fn audit_public_key_verify_and_export_for_an_outside_verifier() {
     let verify = strongroom(&data).args(["audit", "verify"]).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     assert!(String::from_utf8_lossy(&verify.stdout).contains("audit log OK"));
+    let pinned = strongroom(&data).args(["audit", "verify", "--public-key", &public_key]).output().unwrap();
+    assert!(pinned.status.success(), "{}", String::from_utf8_lossy(&pinned.stderr));
+    // A key other than the one that signed the checkpoints: verification fails.
+    let other = dir.path().join("other-deployment");
+    let mut other_serving = serve(&other);
+    assert_eq!(terminate(&mut other_serving), 0);
+    let stranger =
+        String::from_utf8(strongroom(&other).args(["audit", "public-key"]).output().unwrap().stdout).unwrap();
+    let wrong = strongroom(&data).args(["audit", "verify", "--public-key", stranger.trim()]).output().unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    // Verifying changes nothing: an empty directory stays without a root key or database schema.
+    let empty = dir.path().join("empty");
+    let nothing = strongroom(&empty).args(["audit", "verify"]).output().unwrap();
+    assert!(!nothing.status.success());
+    assert!(!empty.join("root.key").exists(), "verify created a root key");
 
     let out = dir.path().join("export");
     let export = strongroom(&data).args(["audit", "export", "--out"]).arg(&out).output().unwrap();

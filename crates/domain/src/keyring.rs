@@ -38,6 +38,18 @@ pub async fn load_or_create(
     Ok(kms.unwrap(&context, &stored.wrapped).await?)
 }
 
+/// Loads the named key if the deployment has it; never creates one.
+pub async fn load_existing(
+    name: &str,
+    repo: &dyn KeyringRepository,
+    kms: &dyn Kms,
+) -> Result<Option<Key256>, DomainError> {
+    match repo.get(name).await? {
+        Some(stored) => Ok(Some(kms.unwrap(&format!("keyring/{name}"), &stored.wrapped).await?)),
+        None => Ok(None),
+    }
+}
+
 /// Keys the running process holds, unwrapped.
 #[derive(Debug, Clone)]
 pub struct Keyring {
