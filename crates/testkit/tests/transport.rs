@@ -249,7 +249,7 @@ async fn requests_over_the_concurrency_limit_are_shed() {
     let (held, release) = held_request(&server);
     // Wait until the held request occupies the only slot.
     let mut shed = None;
-    for _ in 0..100 {
+    for _ in 0..2000 {
         let response = server.client.get(server.url("/healthz")).send().await.unwrap();
         if response.status() == 503 {
             shed = Some(response);
