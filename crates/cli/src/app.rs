@@ -184,11 +184,44 @@ fn spawn_checkpoints(audit: AuditLog, interval: std::time::Duration) -> tokio::t
     })
 }
 
+/// The API transport and, for a development certificate, the CA file clients should trust.
+fn transport(config: &Config) -> anyhow::Result<(ApiTransport, Option<PathBuf>)> {
+    Ok(match config.server.tls {
+        TlsMode::TerminatedUpstream => (ApiTransport::PlainBehindProxy, None),
+        TlsMode::Builtin => {
+            let (cert, key, dev_ca) = match (&config.tls.cert_file, &config.tls.key_file) {
+                (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
+                _ => {
+                    let (files, _) = data_dir::ensure_dev_tls(&config.tls_dir())?;
+                    (files.cert, files.key, Some(files.ca))
+                }
+            };
+            let cert_pem = std::fs::read(&cert).with_context(|| format!("tls.cert_file {}", cert.display()))?;
+            let key_pem = std::fs::read(&key).with_context(|| format!("tls.key_file {}", key.display()))?;
+            let tls = strongroom_http::tls::server_config(&cert_pem, &key_pem)?;
+            (ApiTransport::Tls(tls), dev_ca)
+        }
+    })
+}
+
 impl Application {
     /// Opens everything, bootstraps a new deployment, and starts serving.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
         let core = Core::open(config, clock.clone(), entropy.clone()).await?;
         let api_keys = Arc::new(core.api_keys(config, clock.clone(), entropy.clone()));
+        let transport = transport(config)?;
+        let serve = ServeConfig {
+            api_addr: config.server.listen,
+            transport: transport.0.clone(),
+            redirect_addr: config.server.redirect_listen,
+            metrics_addr: config.metrics.listen,
+            shutdown_grace: config.server.shutdown_grace,
+        };
+        // Bind before anything changes: a busy port must fail the first start before the
+        // bootstrap key is created (it is shown only once).
+        let listeners = strongroom_http::server::BoundListeners::bind(&serve)
+            .with_context(|| format!("cannot listen on server.listen {}", config.server.listen))?;
+        let dev_ca = transport.1;
         let bootstrapped = bootstrap_if_new(&core.store, &api_keys, entropy.as_ref()).await?;
         let audit = core.audit.clone();
         if let Some(boot) = &bootstrapped {
@@ -201,22 +234,6 @@ impl Application {
         let loaded = AuditEvent::system("config.loaded", Outcome::Success).on("configuration", config_digest(config));
         audit.record_durable(loaded).await?;
 
-        let (transport, dev_ca) = match config.server.tls {
-            TlsMode::TerminatedUpstream => (ApiTransport::PlainBehindProxy, None),
-            TlsMode::Builtin => {
-                let (cert, key, dev_ca) = match (&config.tls.cert_file, &config.tls.key_file) {
-                    (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
-                    _ => {
-                        let (files, _) = data_dir::ensure_dev_tls(&config.tls_dir())?;
-                        (files.cert, files.key, Some(files.ca))
-                    }
-                };
-                let cert_pem = std::fs::read(&cert).with_context(|| format!("tls.cert_file {}", cert.display()))?;
-                let key_pem = std::fs::read(&key).with_context(|| format!("tls.key_file {}", key.display()))?;
-                let tls = strongroom_http::tls::server_config(&cert_pem, &key_pem)?;
-                (ApiTransport::Tls(tls), dev_ca)
-            }
-        };
         let settings = HttpSettings {
             body_limit: config.server.body_limit_bytes,
             request_timeout: config.server.request_timeout,
@@ -237,16 +254,7 @@ impl Application {
             auth_failures: Default::default(),
             settings,
         });
-        let serve = ServeConfig {
-            api_addr: config.server.listen,
-            transport,
-            redirect_addr: config.server.redirect_listen,
-            metrics_addr: config.metrics.listen,
-            shutdown_grace: config.server.shutdown_grace,
-        };
-        let server = RunningServer::start(serve, state.clone())
-            .await
-            .with_context(|| format!("cannot listen on server.listen {}", config.server.listen))?;
+        let server = RunningServer::serve(listeners, serve, state.clone()).context("cannot start serving")?;
         tracing::info!(
             api = %server.api_addr,
             backend = core.store.kind().as_str(),

@@ -495,3 +495,22 @@ fn witness(data: &Path, state: &Path, url: &str, public_key: &str, api_key: &str
         .output()
         .unwrap()
 }
+
+#[test]
+fn a_busy_port_fails_the_first_start_before_the_bootstrap_key_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("strongroom-data");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let failed =
+        strongroom(&data).arg("serve").env("STRONGROOM_SERVER__LISTEN", format!("127.0.0.1:{port}")).output().unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("server.listen") && stderr.contains("in use"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&failed.stdout).contains("sr_live_"));
+    drop(busy);
+    // The next start on a free port is still the first start: the key is shown now.
+    let mut serving = serve(&data);
+    assert!(serving.banner.contains("First start") && serving.banner.contains("sr_live_"), "{}", serving.banner);
+    assert_eq!(terminate(&mut serving), 0);
+}

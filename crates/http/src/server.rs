@@ -64,13 +64,44 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(listener)
 }
 
+/// Listeners bound but not yet serving: binding first lets start-up fail on a busy port before it
+/// changes anything (a first start must not create its bootstrap key and then fail to serve it).
+#[derive(Debug)]
+pub struct BoundListeners {
+    api: std::net::TcpListener,
+    redirect: Option<std::net::TcpListener>,
+    metrics: Option<std::net::TcpListener>,
+}
+
+impl BoundListeners {
+    /// Binds every configured listener.
+    pub fn bind(config: &ServeConfig) -> std::io::Result<Self> {
+        Ok(Self {
+            api: bind(config.api_addr)?,
+            redirect: config.redirect_addr.map(bind).transpose()?,
+            metrics: config.metrics_addr.map(bind).transpose()?,
+        })
+    }
+
+    /// Where the API listener is bound.
+    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
+        self.api.local_addr()
+    }
+}
+
 impl RunningServer {
     /// Binds every listener and starts serving.
     pub async fn start(config: ServeConfig, state: AppState) -> std::io::Result<Self> {
+        let listeners = BoundListeners::bind(&config)?;
+        Self::serve(listeners, config, state)
+    }
+
+    /// Starts serving on listeners bound before.
+    pub fn serve(listeners: BoundListeners, config: ServeConfig, state: AppState) -> std::io::Result<Self> {
         let handle = Handle::new();
         let mut tasks = Vec::new();
         let api = crate::routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let listener = bind(config.api_addr)?;
+        let listener = listeners.api;
         let api_addr = listener.local_addr()?;
         match &config.transport {
             ApiTransport::Tls(tls) => {
@@ -84,16 +115,14 @@ impl RunningServer {
             }
         }
         let mut redirect_addr = None;
-        if let Some(addr) = config.redirect_addr {
-            let listener = bind(addr)?;
+        if let Some(listener) = listeners.redirect {
             redirect_addr = Some(listener.local_addr()?);
             let app = redirect_router(api_addr.port()).into_make_service();
             let server = axum_server::from_tcp(listener).handle(handle.clone());
             tasks.push(tokio::spawn(async move { server.serve(app).await }));
         }
         let mut metrics_addr = None;
-        if let Some(addr) = config.metrics_addr {
-            let listener = bind(addr)?;
+        if let Some(listener) = listeners.metrics {
             metrics_addr = Some(listener.local_addr()?);
             let app = metrics_router(state).into_make_service();
             let server = axum_server::from_tcp(listener).handle(handle.clone());
