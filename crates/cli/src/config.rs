@@ -450,7 +450,7 @@ impl Config {
     /// The database URL in effect.
     pub fn database_url(&self) -> Secret<String> {
         match &self.database_url {
-            Some(url) => url.clone_secret(),
+            Some(url) => url.clone(),
             None => Secret::new(format!("sqlite://{}", self.data_dir.join("strongroom.db").display())),
         }
     }

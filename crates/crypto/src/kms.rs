@@ -57,6 +57,7 @@ pub trait Kms: Send + Sync + fmt::Debug {
 pub struct LocalKeyFile {
     path: PathBuf,
     key: Key256,
+    key_id: String,
     entropy: std::sync::Arc<dyn Entropy>,
 }
 
@@ -77,12 +78,12 @@ impl LocalKeyFile {
             Ok(text) => {
                 let key = parse_key_file(&text).ok_or_else(|| fail("not a strongroom root key file".into()))?;
                 check_permissions(path).map_err(fail)?;
-                Ok((Self { path: path.to_owned(), key, entropy }, false))
+                Ok((Self::with_key(path, key, entropy), false))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let key: Key256 = Secret::new(random_key(entropy.as_ref()));
                 write_new_key_file(path, &key).map_err(fail)?;
-                Ok((Self { path: path.to_owned(), key, entropy }, true))
+                Ok((Self::with_key(path, key, entropy), true))
             }
             Err(err) => Err(fail(err.to_string())),
         }
@@ -94,6 +95,13 @@ impl LocalKeyFile {
             return Err(KmsError::KeyFile { path: path.to_owned(), reason: "does not exist".into() });
         }
         Self::open_or_create(path, entropy).map(|(kms, _)| kms)
+    }
+
+    fn with_key(path: &Path, key: Key256, entropy: std::sync::Arc<dyn Entropy>) -> Self {
+        // A non-secret identifier: the first bytes of a keyed digest of a fixed label.
+        let id = crate::KeyedDigest::new(key.clone()).digest(b"strongroom/kms/local/key-id");
+        let hex: String = id.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Self { path: path.to_owned(), key, key_id: format!("local:{hex}"), entropy }
     }
 
     fn associated_data(&self, context: &str) -> Vec<u8> {
@@ -146,10 +154,7 @@ fn check_permissions(path: &Path) -> Result<(), String> {
 #[async_trait]
 impl Kms for LocalKeyFile {
     fn key_id(&self) -> String {
-        // A non-secret identifier: the first bytes of a keyed digest of a fixed label.
-        let id = crate::KeyedDigest::new(self.key.clone_secret()).digest(b"strongroom/kms/local/key-id");
-        let hex: String = id.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        format!("local:{hex}")
+        self.key_id.clone()
     }
 
     fn production_grade(&self) -> bool {

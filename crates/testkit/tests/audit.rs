@@ -127,23 +127,13 @@ async fn checkpoints_and_proofs_verify(backend: Backend) {
         let leaf: merkle::Hash = STANDARD.decode(entry["leaf_hash"].as_str().unwrap()).unwrap().try_into().unwrap();
         let recomputed = merkle::leaf_hash(&STANDARD.decode(entry["leaf"].as_str().unwrap()).unwrap());
         assert_eq!(leaf, recomputed, "leaf_hash is the hash of leaf");
-        let path: Vec<merkle::Hash> = proof["proof"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| STANDARD.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
-            .collect();
+        let path: Vec<merkle::Hash> = hashes(&proof["proof"]);
         merkle::verify_inclusion(index, second.size, &leaf, &path, &second.root).unwrap();
     }
     // The two checkpoints are consistent.
     let proof: Value =
         server.get_json(&format!("/v1/audit/proofs/consistency?first={}&second={}", first.size, second.size)).await;
-    let path: Vec<merkle::Hash> = proof["proof"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| STANDARD.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
-        .collect();
+    let path: Vec<merkle::Hash> = hashes(&proof["proof"]);
     merkle::verify_consistency(first.size, second.size, &first.root, &second.root, &path).unwrap();
 
     // Out of range → 422 proof_out_of_range naming the parameter.
@@ -182,4 +172,14 @@ async fn other_merchants_see_leaf_hashes_only(backend: Backend) {
     assert!(entry["leaf"].is_null() && entry["entry"].is_null(), "{entry}");
     assert!(!page.to_string().contains(stranger.as_str()));
     server.shutdown().await;
+}
+
+/// A JSON array of base64 SHA-256 hashes.
+fn hashes(value: &Value) -> Vec<merkle::Hash> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| STANDARD.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+        .collect()
 }

@@ -24,16 +24,9 @@ impl<T: Zeroize> Secret<T> {
     }
 }
 
-impl<T: Zeroize + Clone> Secret<T> {
-    /// A copy of the secret (the same as `clone`, named for grep-ability at key-handling sites).
-    pub fn clone_secret(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
 impl<T: Zeroize + Clone> Clone for Secret<T> {
     fn clone(&self) -> Self {
-        self.clone_secret()
+        Self(self.0.clone())
     }
 }
 
@@ -77,7 +70,7 @@ mod tests {
     fn expose_gives_the_value() {
         let secret = Secret::new(vec![1u8, 2, 3]);
         assert_eq!(secret.expose(), &vec![1, 2, 3]);
-        assert_eq!(secret.clone_secret().expose(), &vec![1, 2, 3]);
+        assert_eq!(secret.clone().expose(), &vec![1, 2, 3]);
     }
 
     #[test]
