@@ -209,9 +209,10 @@ fn print(text: &str) {
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {
+    let signals = ShutdownSignals::install();
     let app = Application::build(config, Arc::new(SystemClock), Arc::new(OsEntropy)).await?;
     print(&banner(config, &app));
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutdown requested; finishing in-flight requests");
     app.shutdown().await;
     Ok(())
@@ -259,25 +260,49 @@ fn banner(config: &Config, app: &Application) -> String {
     text
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, listened for from the moment this is made: a signal that arrives while
+/// the server is still starting, or right after the banner, still shuts it down gracefully
+/// instead of killing it with the default disposition.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self { terminate: signal(SignalKind::terminate()).ok(), interrupt: signal(SignalKind::interrupt()).ok() }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = next(self.terminate.as_mut()) => {},
+                () = next(self.interrupt.as_mut()) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
