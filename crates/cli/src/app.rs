@@ -16,6 +16,8 @@ use strongroom_domain::audit::log::AuditLog;
 use strongroom_domain::bootstrap::{Bootstrapped, bootstrap_if_new};
 use strongroom_domain::keyring::Keyring;
 use strongroom_domain::merchants::MerchantDirectory;
+use strongroom_domain::vault::keys::{KeySettings, VaultKeys};
+use strongroom_domain::vault::tokens::{VaultService, VaultSettings};
 use strongroom_http::server::{ApiTransport, RunningServer, ServeConfig};
 use strongroom_http::{AppState, HttpSettings, Services};
 use strongroom_store::{PoolSettings, Store};
@@ -37,6 +39,8 @@ pub struct Core {
     pub root_key_created: bool,
     /// The audit log (its writer task runs until [`AuditLog::close`]).
     pub audit: AuditLog,
+    /// The vault's key hierarchy.
+    pub vault_keys: Arc<VaultKeys>,
 }
 
 /// The audit log's origin: configured, or `strongroom/` and 16 hex digits of the signing key's
@@ -129,7 +133,15 @@ impl Core {
         let (audit, _writer) = AuditLog::open(Arc::new(store.clone()), Arc::new(signer), clock.clone())
             .await
             .context("cannot open the audit log")?;
-        Ok(Self { store, kms, keyring, root_key_created, audit })
+        let key_settings = KeySettings {
+            kek_cache_ttl: config.vault.kek_cache_ttl,
+            data_key_cache_ttl: config.vault.data_key_cache_ttl,
+            ..KeySettings::default()
+        };
+        let vault_keys = VaultKeys::open(Arc::new(store.clone()), kms.clone(), clock, entropy, key_settings)
+            .await
+            .context("cannot open the vault's keys")?;
+        Ok(Self { store, kms, keyring, root_key_created, audit, vault_keys: Arc::new(vault_keys) })
     }
 
     /// The API key service over this core.
@@ -160,6 +172,7 @@ pub struct Application {
     /// The audit log.
     pub audit: AuditLog,
     checkpoints: tokio::task::JoinHandle<()>,
+    jobs: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// SHA-256 of the effective configuration with secrets masked: which configuration ran is
@@ -179,6 +192,42 @@ fn spawn_checkpoints(audit: AuditLog, interval: std::time::Duration) -> tokio::t
             ticker.tick().await;
             if let Err(err) = audit.checkpoint().await {
                 tracing::error!(error = %err, "audit checkpoint failed");
+            }
+        }
+    })
+}
+
+/// Deletes expired tokens every `interval` (they answer 404 from the moment they expire).
+fn spawn_purge(vault: Arc<VaultService>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match vault.purge_expired().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "expired tokens purged"),
+                Err(err) => tracing::error!(error = %err, "purging expired tokens failed"),
+            }
+        }
+    })
+}
+
+/// Moves data keys onto the active key-encryption key after a rotation (by this or another
+/// process), every `interval`; resumable because each key moves by compare-and-set.
+fn spawn_rewrap(keys: Arc<VaultKeys>, audit: AuditLog, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match keys.rewrap_all(1000, |_| {}).await {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::info!(moved, "data keys rewrapped onto the active key-encryption key");
+                    audit.record(AuditEvent::system("vault.data_keys_rewrapped", Outcome::Success));
+                }
+                Err(err) => tracing::error!(error = %err, "rewrapping data keys failed"),
             }
         }
     })
@@ -241,7 +290,21 @@ impl Application {
             trusted_proxies: config.server.trusted_proxies.clone(),
             metrics_on_api: config.metrics.listen.is_none(),
         };
+        let vault = Arc::new(VaultService::new(
+            Arc::new(core.store.clone()),
+            core.vault_keys.clone(),
+            core.keyring.vault_fingerprint.clone(),
+            audit.clone(),
+            clock.clone(),
+            entropy.clone(),
+            VaultSettings { reveals_per_minute: config.vault.reveals_per_minute, cvc_ttl: config.vault.cvc_ttl },
+        ));
+        let jobs = vec![
+            spawn_purge(vault.clone(), config.vault.purge_interval),
+            spawn_rewrap(core.vault_keys.clone(), audit.clone(), config.vault.rewrap_interval),
+        ];
         let state = AppState::new(Services {
+            vault,
             api_keys,
             merchants: Arc::new(MerchantDirectory::new(
                 Arc::new(core.store.clone()),
@@ -263,7 +326,7 @@ impl Application {
         );
         audit.checkpoint().await?;
         let checkpoints = spawn_checkpoints(audit.clone(), config.audit.checkpoint_interval);
-        Ok(Self { server, store: core.store, bootstrapped, dev_ca, state, audit, checkpoints })
+        Ok(Self { server, store: core.store, bootstrapped, dev_ca, state, audit, checkpoints, jobs })
     }
 
     /// Where the API listens.
@@ -276,6 +339,9 @@ impl Application {
     pub async fn shutdown(self) {
         self.server.shutdown().await;
         self.checkpoints.abort();
+        for job in &self.jobs {
+            job.abort();
+        }
         if let Err(err) = self.audit.record_durable(AuditEvent::system("server.stopped", Outcome::Success)).await {
             tracing::error!(error = %err, "could not log the stop");
         }

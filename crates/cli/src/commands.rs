@@ -52,6 +52,9 @@ pub enum Command {
     /// The tamper-evident audit log: public key, verification, export.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The vault's key-encryption keys: status, rotate, rewrap, retire.
+    #[command(subcommand)]
+    Keys(crate::keys::KeysCommand),
     /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
     Healthcheck {
         /// The readiness URL (default: derived from server.listen).
@@ -182,6 +185,7 @@ pub async fn run(cli: Cli) -> i32 {
             Ok(())
         }
         Command::Apikey(command) => apikey(&config, command).await,
+        Command::Keys(command) => crate::keys::run(&config, command).await,
         Command::Audit(command) => match audit(&config, command).await {
             Ok(code) => return code,
             Err(err) => Err(err),

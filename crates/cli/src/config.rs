@@ -62,6 +62,59 @@ pub struct Config {
     pub kms: KmsConfig,
     /// Audit log.
     pub audit: AuditConfig,
+    /// The vault.
+    pub vault: VaultConfig,
+}
+
+/// Whether `keys rotate` and `keys retire` need a second operator's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DualControl {
+    /// Required when the KMS is production-grade (not the local key file).
+    Auto,
+    /// Always required.
+    Required,
+    /// Never required (say why in your runbook).
+    Waived,
+}
+
+/// `[vault]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultConfig {
+    /// Reveals per API key per minute. Default 3000.
+    pub reveals_per_minute: u32,
+    /// How long a card's CVC is held in memory (at most 10 minutes). Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub cvc_ttl: Duration,
+    /// How long an unwrapped key-encryption key is trusted before the KMS is asked again. Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub kek_cache_ttl: Duration,
+    /// How long an unwrapped data key stays in memory. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub data_key_cache_ttl: Duration,
+    /// How often expired tokens are purged. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+    /// How often the server looks for data keys to rewrap after a rotation. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub rewrap_interval: Duration,
+    /// `auto` (default), `required` or `waived`.
+    pub dual_control: DualControl,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self {
+            reveals_per_minute: 3000,
+            cvc_ttl: Duration::from_secs(600),
+            kek_cache_ttl: Duration::from_secs(3600),
+            data_key_cache_ttl: Duration::from_secs(300),
+            purge_interval: Duration::from_secs(60),
+            rewrap_interval: Duration::from_secs(30),
+            dual_control: DualControl::Auto,
+        }
+    }
 }
 
 /// `[audit]`
@@ -210,6 +263,7 @@ impl Default for Config {
             api_keys: ApiKeysConfig::default(),
             kms: KmsConfig::default(),
             audit: AuditConfig::default(),
+            vault: VaultConfig::default(),
         }
     }
 }
@@ -428,6 +482,22 @@ impl Config {
             }
             if self.kms.token.is_none() {
                 return fail("kms.token", "the openbao provider needs a token (STRONGROOM_KMS__TOKEN_FILE)");
+            }
+        }
+        if self.vault.cvc_ttl > Duration::from_secs(600) {
+            return fail("vault.cvc_ttl", "must be at most 10m (a CVC is never kept longer)");
+        }
+        if self.vault.reveals_per_minute == 0 {
+            return fail("vault.reveals_per_minute", "must be greater than 0");
+        }
+        for (key, value) in [
+            ("vault.kek_cache_ttl", self.vault.kek_cache_ttl),
+            ("vault.data_key_cache_ttl", self.vault.data_key_cache_ttl),
+            ("vault.purge_interval", self.vault.purge_interval),
+            ("vault.rewrap_interval", self.vault.rewrap_interval),
+        ] {
+            if value < Duration::from_secs(1) {
+                return fail(key, "must be at least 1s");
             }
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {

@@ -32,11 +32,36 @@ pub enum Scope {
     AdminMetrics,
     /// Read the audit log, its checkpoints and proofs.
     AuditRead,
+    /// Rotate and retire the vault's keys (and approve it as a second operator).
+    AdminKeys,
+    /// Create and delete tokens.
+    VaultWrite,
+    /// Read token metadata and search tokens by value.
+    VaultRead,
+    /// Reveal any token in its masked view.
+    VaultRevealMasked,
+    /// Reveal personal data (email, phone, address, name, json) in full.
+    VaultRevealPii,
+    /// Reveal card numbers and bank accounts in full.
+    VaultRevealCard,
+    /// Erase a customer's data (crypto-shredding).
+    PrivacyErase,
 }
 
 impl Scope {
     /// Every scope, in documentation order.
-    pub const ALL: &'static [Scope] = &[Scope::AdminApiKeys, Scope::AdminMetrics, Scope::AuditRead];
+    pub const ALL: &'static [Scope] = &[
+        Scope::AdminApiKeys,
+        Scope::AdminMetrics,
+        Scope::AuditRead,
+        Scope::AdminKeys,
+        Scope::VaultWrite,
+        Scope::VaultRead,
+        Scope::VaultRevealMasked,
+        Scope::VaultRevealPii,
+        Scope::VaultRevealCard,
+        Scope::PrivacyErase,
+    ];
 
     /// The scope's stable name.
     pub const fn as_str(self) -> &'static str {
@@ -44,6 +69,13 @@ impl Scope {
             Scope::AdminApiKeys => "admin:api_keys",
             Scope::AdminMetrics => "admin:metrics",
             Scope::AuditRead => "audit:read",
+            Scope::AdminKeys => "admin:keys",
+            Scope::VaultWrite => "vault:write",
+            Scope::VaultRead => "vault:read",
+            Scope::VaultRevealMasked => "vault:reveal:masked",
+            Scope::VaultRevealPii => "vault:reveal:pii",
+            Scope::VaultRevealCard => "vault:reveal:card",
+            Scope::PrivacyErase => "privacy:erase",
         }
     }
 

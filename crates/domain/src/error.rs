@@ -43,6 +43,29 @@ pub enum DomainError {
     /// The caller asked for more than it holds (e.g. a key creating a key with broader scopes).
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The input breaks a rule that has its own stable problem code (e.g. `invalid_card_number`).
+    #[error("rejected: {code}")]
+    Rejected {
+        /// The stable code.
+        code: &'static str,
+        /// The fields concerned.
+        errors: Vec<FieldError>,
+    },
+    /// The caller's key lacks the scope this needs.
+    #[error("missing scope {0}")]
+    MissingScope(crate::api_keys::Scope),
+    /// The object existed but its data was erased.
+    #[error("gone")]
+    Gone,
+    /// Stored ciphertext failed to decrypt: tampering or corruption.
+    #[error("integrity check failed")]
+    Integrity,
+    /// Too many requests of this kind from this caller; retry after the given seconds.
+    #[error("rate limited")]
+    RateLimited(u32),
+    /// The request carries more items than allowed.
+    #[error("too large: {0}")]
+    TooLarge(&'static str),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),

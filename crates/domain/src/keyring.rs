@@ -13,6 +13,9 @@ use crate::ports::{KeyringRepository, WrappedKey};
 /// The key that API key digests are computed under.
 pub const API_KEY_DIGEST: &str = "api_key_digest";
 
+/// The key vault fingerprints (keyed hashes of values) are computed under.
+pub const VAULT_FINGERPRINT: &str = "vault_fingerprint";
+
 /// The seed of the Ed25519 key that signs audit checkpoints.
 pub const AUDIT_SIGNING: &str = "audit_signing";
 
@@ -57,6 +60,8 @@ pub struct Keyring {
     pub api_key_digest: Arc<strongroom_crypto::KeyedDigest>,
     /// Signs audit checkpoints.
     pub audit_signing: Arc<strongroom_crypto::signing::SigningKey>,
+    /// Vault fingerprints.
+    pub vault_fingerprint: Arc<strongroom_crypto::KeyedDigest>,
 }
 
 impl Keyring {
@@ -69,7 +74,9 @@ impl Keyring {
     ) -> Result<Self, DomainError> {
         let api_key_digest = load_or_create(API_KEY_DIGEST, repo, kms, clock, entropy).await?;
         let audit_seed = load_or_create(AUDIT_SIGNING, repo, kms, clock, entropy).await?;
+        let vault_fingerprint = load_or_create(VAULT_FINGERPRINT, repo, kms, clock, entropy).await?;
         Ok(Self {
+            vault_fingerprint: Arc::new(strongroom_crypto::KeyedDigest::new(vault_fingerprint)),
             api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)),
             audit_signing: Arc::new(strongroom_crypto::signing::SigningKey::from_seed(&audit_seed)),
         })

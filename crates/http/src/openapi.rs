@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, audit, health, merchant};
+use crate::routes::{api_keys, audit, health, merchant, vault};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -23,6 +23,13 @@ use crate::routes::{api_keys, audit, health, merchant};
         audit::entries,
         audit::inclusion,
         audit::consistency,
+        vault::create,
+        vault::batch,
+        vault::search,
+        vault::get,
+        vault::reveal,
+        vault::delete,
+        vault::erase_customer,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
     modifiers(&Security),

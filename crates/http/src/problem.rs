@@ -145,6 +145,19 @@ impl ApiError {
             "not_ready" => "The server is not ready",
             "conflict" => "Conflict",
             "https_required" => "HTTPS is required",
+            "invalid_card_number" => "The card number is not valid",
+            "card_expired" => "The card has expired",
+            "invalid_expiry" => "The expiry date is not valid",
+            "invalid_cvc" => "The card verification code is not valid",
+            "invalid_iban" => "The IBAN is not valid",
+            "invalid_email" => "The email address is not valid",
+            "invalid_phone" => "The phone number is not valid",
+            "invalid_address" => "The address is not valid",
+            "value_too_large" => "The value is too large",
+            "gone" => "The data was erased",
+            "integrity_error" => "Stored data failed its integrity check",
+            "rate_limited" => "Too many requests",
+            "approval_required" => "A second operator's approval is required",
             _ => "Internal error",
         }
     }
@@ -201,6 +214,20 @@ impl From<DomainError> for ApiError {
             DomainError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, "forbidden").detail(why),
             DomainError::Store(store) => store.into(),
             DomainError::Kms(kms) => Self::unavailable("kms_unavailable", 5).caused_by(&kms),
+            DomainError::Rejected { code, errors } => {
+                let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code).detail("see errors");
+                err.fields = errors.into_iter().map(ProblemField::from).collect();
+                err
+            }
+            DomainError::MissingScope(scope) => Self::new(StatusCode::FORBIDDEN, "insufficient_scope")
+                .detail(format!("this needs an API key with the scope {scope}")),
+            DomainError::Gone => Self::new(StatusCode::GONE, "gone").detail("the customer's data was erased"),
+            DomainError::Integrity => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_error")
+                .detail("stored data failed its integrity check; the incident was recorded"),
+            DomainError::RateLimited(seconds) => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+                .detail("too many reveals with this key; retry later")
+                .header(header::RETRY_AFTER, HeaderValue::from(seconds)),
+            DomainError::TooLarge(why) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").detail(why),
         }
     }
 }

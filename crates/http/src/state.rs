@@ -68,6 +68,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The audit log.
     pub audit: strongroom_domain::audit::log::AuditLog,
+    /// The vault.
+    pub vault: Arc<strongroom_domain::vault::tokens::VaultService>,
     /// Bounds how many authentication failures per client address reach the audit log.
     pub auth_failures: crate::extract::auth::AuthFailureLimiter,
     /// HTTP settings.

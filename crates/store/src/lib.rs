@@ -10,6 +10,7 @@
 
 mod audit;
 mod repositories;
+mod vault;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -508,8 +508,8 @@ async fn validation_names_fields_without_echoing(backend: Backend) {
 }
 
 async fn body_limit(backend: Backend) {
-    // A small limit so the whole request is written before the server answers (a client still
-    // writing when the server closes sees a broken pipe instead of the answer).
+    // A small limit so a body announced too large by Content-Length is written whole before the
+    // server answers at once.
     let Some(server) = TestServer::spawn_with(backend, |c| c.server.body_limit_bytes = 1024).await else {
         return;
     };
@@ -523,8 +523,14 @@ async fn body_limit(backend: Backend) {
         .unwrap();
     let (status, _, body) = problem(response).await;
     assert_eq!((status, body["code"].as_str()), (413, Some("payload_too_large")), "announced by Content-Length");
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = huge.into_bytes().chunks(300).map(|c| Ok(c.to_vec())).collect();
-    let streamed = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    // Streamed slowly, so the client is still writing when the server has seen enough: the server
+    // must read on (bounded) before answering, or the client gets a reset instead of the 413.
+    let chunks: Vec<Vec<u8>> = huge.into_bytes().chunks(300).map(<[u8]>::to_vec).collect();
+    let slow = futures::StreamExt::then(futures::stream::iter(chunks), |chunk| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let streamed = reqwest::Body::wrap_stream(slow);
     let response = server
         .request(Method::POST, "/v1/api-keys")
         .header("content-type", "application/json")

@@ -55,6 +55,8 @@ impl ActorKind {
 pub enum Outcome {
     /// It happened.
     Success,
+    /// It happened, for a stated reason code (e.g. why a value was revealed).
+    SuccessBecause(String),
     /// It was refused (authentication, authorization, policy), with a reason code.
     Denied(&'static str),
     /// It failed, with a reason code.
@@ -162,6 +164,7 @@ struct Source {
 pub fn encode_leaf(event: &AuditEvent, seq: u64, time: Timestamp) -> Vec<u8> {
     let (result, reason) = match &event.outcome {
         Outcome::Success => ("success", None),
+        Outcome::SuccessBecause(reason) => ("success", Some(clean(reason))),
         Outcome::Denied(reason) => ("denied", Some(clean(reason))),
         Outcome::Failed(reason) => ("failed", Some(clean(reason))),
     };

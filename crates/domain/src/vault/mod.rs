@@ -1,4 +1,12 @@
 //! The vault: card numbers and personal data, stored only encrypted and referred to by tokens.
-//! (Issue 4; so far the card rules.)
+//!
+//! `card` (card number rules), `values` (every kind of value: validation, masking,
+//! normalization), `keys` (KMS root → versioned key-encryption keys → data keys, rotation and
+//! rewrap), `tokens` (the service: tokenize, search, reveal, delete, erase, purge), `cvc` (card
+//! verification codes, in memory only).
 
 pub mod card;
+pub mod cvc;
+pub mod keys;
+pub mod tokens;
+pub mod values;

@@ -55,6 +55,34 @@ pub mod scope {
     impl RequiredScope for AuditRead {
         const SCOPE: Option<Scope> = Some(Scope::AuditRead);
     }
+
+    /// `admin:keys`
+    #[derive(Debug)]
+    pub struct AdminKeys;
+    impl RequiredScope for AdminKeys {
+        const SCOPE: Option<Scope> = Some(Scope::AdminKeys);
+    }
+
+    /// `vault:write`
+    #[derive(Debug)]
+    pub struct VaultWrite;
+    impl RequiredScope for VaultWrite {
+        const SCOPE: Option<Scope> = Some(Scope::VaultWrite);
+    }
+
+    /// `vault:read`
+    #[derive(Debug)]
+    pub struct VaultRead;
+    impl RequiredScope for VaultRead {
+        const SCOPE: Option<Scope> = Some(Scope::VaultRead);
+    }
+
+    /// `privacy:erase`
+    #[derive(Debug)]
+    pub struct PrivacyErase;
+    impl RequiredScope for PrivacyErase {
+        const SCOPE: Option<Scope> = Some(Scope::PrivacyErase);
+    }
 }
 
 /// An authenticated caller holding scope `S`.

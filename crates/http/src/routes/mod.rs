@@ -4,10 +4,11 @@ pub mod api_keys;
 pub mod audit;
 pub mod health;
 pub mod merchant;
+pub mod vault;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -34,7 +35,13 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/entries", get(audit::entries))
         .route("/v1/audit/proofs/inclusion", get(audit::inclusion))
-        .route("/v1/audit/proofs/consistency", get(audit::consistency));
+        .route("/v1/audit/proofs/consistency", get(audit::consistency))
+        .route("/v1/tokens", post(vault::create))
+        .route("/v1/tokens/batch", post(vault::batch))
+        .route("/v1/tokens/search", post(vault::search))
+        .route("/v1/tokens/{id}", get(vault::get).delete(vault::delete))
+        .route("/v1/tokens/{id}/reveal", post(vault::reveal))
+        .route("/v1/customers/{id}/data", delete(vault::erase_customer));
     if settings.metrics_on_api {
         routes = routes.route("/metrics", get(health::metrics));
     }

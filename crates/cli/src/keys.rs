@@ -1,0 +1,169 @@
+//! `strongroom keys`: the vault's key-encryption keys — status, rotation, rewrap, retirement.
+//!
+//! Rotation makes a new active version and then rewraps every data key onto it (no value is
+//! decrypted), showing progress; an interrupted rewrap resumes with `keys rewrap` or is finished
+//! by any running server's background job. On a production configuration (a production-grade
+//! KMS, or `vault.dual_control = "required"`) rotation and retirement need a second operator's
+//! approval: an API key holding `admin:keys`, given through `STRONGROOM_APPROVAL_KEY` (never on
+//! the command line, where `ps` would show it). The approval is checked and recorded in the audit
+//! log with the approver's key id.
+//! Must never: print or log key material, or accept an approval from a test key.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use strongroom_domain::api_keys::{KeyMode, Scope};
+use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
+use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
+
+use crate::app::Core;
+use crate::config::{Config, DualControl};
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Key-encryption key versions, their state and how many data keys each wraps.
+    Status,
+    /// Make a new key-encryption key version and rewrap every data key onto it.
+    Rotate,
+    /// Finish moving data keys onto the active version (after an interrupted rotation).
+    Rewrap,
+    /// Retire a previous version that no data key uses (its wrapped material is deleted).
+    Retire {
+        /// The version to retire.
+        version: u32,
+    },
+}
+
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+}
+
+/// Whether this configuration needs a second operator for rotation and retirement.
+fn needs_approval(config: &Config, core: &Core) -> bool {
+    match config.vault.dual_control {
+        DualControl::Required => true,
+        DualControl::Waived => false,
+        DualControl::Auto => core.kms.production_grade(),
+    }
+}
+
+/// Checks the second operator's approval; returns the approving key's id.
+async fn approval(
+    config: &Config,
+    core: &Core,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+) -> anyhow::Result<Option<String>> {
+    if !needs_approval(config, core) {
+        return Ok(None);
+    }
+    let Ok(token) = std::env::var("STRONGROOM_APPROVAL_KEY") else {
+        bail!(
+            "this deployment requires a second operator's approval (vault.dual_control): set \
+             STRONGROOM_APPROVAL_KEY to an API key of theirs that holds admin:keys"
+        );
+    };
+    let service = core.api_keys(config, clock, entropy);
+    let principal =
+        service.authenticate(token.trim()).await.map_err(|_| anyhow::anyhow!("the approval key was refused"))?;
+    if principal.mode() != KeyMode::Live || !principal.has(Scope::AdminKeys) {
+        bail!("the approval key must be a live key holding admin:keys");
+    }
+    Ok(Some(principal.key_id().as_str().to_owned()))
+}
+
+fn event(action: &'static str, approver: Option<&str>, version: u32) -> AuditEvent {
+    let actor = approver.map_or_else(|| "cli".to_owned(), |key| format!("cli+approved_by:{key}"));
+    AuditEvent::by(ActorKind::System, Some(actor), action, Outcome::Success).on("kek", version.to_string())
+}
+
+async fn rewrap(core: &Core) -> anyhow::Result<u64> {
+    let total: u64 = core
+        .vault_keys
+        .status()
+        .await?
+        .iter()
+        .filter(|k| k.state != strongroom_domain::ports::KekState::Active)
+        .map(|k| k.data_keys)
+        .sum();
+    let started = std::time::Instant::now();
+    let moved = core
+        .vault_keys
+        .rewrap_all(1000, |done| {
+            let mut stderr = std::io::stderr().lock();
+            let percent = (done * 100).checked_div(total).map_or(100, |p| p.min(100));
+            let _ = write!(stderr, "\rrewrapping data keys: {done}/{total} ({percent}%)");
+            let _ = stderr.flush();
+        })
+        .await?;
+    let _ = writeln!(std::io::stderr());
+    out(&format!("{moved} data keys rewrapped in {:.1} s", started.elapsed().as_secs_f64()));
+    Ok(moved)
+}
+
+/// Runs a `keys` subcommand.
+pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+    if !config.root_key_file().exists() && config.kms.provider == crate::config::KmsProvider::Local {
+        bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
+    }
+    let core = Core::open(config, clock.clone(), entropy.clone()).await?;
+    let result = async {
+        match command {
+            KeysCommand::Status => {
+                let mut text =
+                    format!("{:<8} {:<9} {:>10}  {:<25} {}\n", "VERSION", "STATE", "DATA KEYS", "CREATED", "RETIRED");
+                for kek in core.vault_keys.status().await? {
+                    text.push_str(&format!(
+                        "{:<8} {:<9} {:>10}  {:<25} {}\n",
+                        kek.version,
+                        kek.state.as_str(),
+                        kek.data_keys,
+                        kek.created_at.to_rfc3339(),
+                        kek.retired_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                    ));
+                }
+                text.push_str(&format!(
+                    "kms: {} (production grade: {})",
+                    core.kms.key_id(),
+                    core.kms.production_grade()
+                ));
+                out(&text);
+            }
+            KeysCommand::Rotate => {
+                let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
+                let version = core.vault_keys.rotate().await.context("rotation failed")?;
+                core.audit.record_durable(event("vault.kek_rotated", approver.as_deref(), version)).await?;
+                out(&format!("key-encryption key version {version} is active"));
+                rewrap(&core).await?;
+                core.audit.record_durable(event("vault.data_keys_rewrapped", approver.as_deref(), version)).await?;
+            }
+            KeysCommand::Rewrap => {
+                let version = core.vault_keys.active_version().await?;
+                rewrap(&core).await?;
+                core.audit.record_durable(event("vault.data_keys_rewrapped", None, version)).await?;
+            }
+            KeysCommand::Retire { version } => {
+                let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
+                if !core.vault_keys.retire(version).await? {
+                    bail!(
+                        "version {version} cannot be retired: it must be a previous version that no data key uses \
+                         (see `strongroom keys status`; `strongroom keys rewrap` moves data keys off it)"
+                    );
+                }
+                core.audit.record_durable(event("vault.kek_retired", approver.as_deref(), version)).await?;
+                out(&format!("key-encryption key version {version} retired"));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    core.audit.close().await;
+    core.store.close().await;
+    result
+}

@@ -1,0 +1,358 @@
+//! The vault's key hierarchy: KMS root key → versioned key-encryption keys (KEKs) → data keys, one
+//! per merchant and one per customer → sealed values.
+//!
+//! KEKs are stored wrapped by the KMS (context `vault/kek/<version>`) and held unwrapped in memory
+//! for at most `kek_cache_ttl`, after which the KMS is asked again (so revoking the root key stops
+//! the vault within that time). Data keys are stored wrapped by a KEK under associated data that
+//! names the data key, its owner and the KEK version, and are cached unwrapped for at most
+//! `data_key_cache_ttl`; a cached key is a [`Key256`], zeroized when its last holder drops it.
+//!
+//! Rotation makes a new active KEK version; [`VaultKeys::rewrap_batch`] moves data keys to it
+//! without touching any sealed value (resumable: each step is a compare-and-set per key); a
+//! version no data key uses can be retired, which deletes its wrapped material.
+//! Must never: store or log an unwrapped key, or wrap a data key without binding it to its owner.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use strongroom_crypto::{Key256, Kms, envelope};
+use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
+
+use crate::cache::TtlCache;
+use crate::error::{DomainError, StoreError};
+use crate::merchants::MerchantId;
+use crate::ports::{DataKeyRecord, KekRecord, KekState, RewrappedKey, VaultRepository};
+
+define_id!(DataKeyId, DataKeyKind, "dk");
+
+/// Cache lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySettings {
+    /// How long an unwrapped KEK is trusted before the KMS is asked again.
+    pub kek_cache_ttl: Duration,
+    /// How long an unwrapped data key stays in memory.
+    pub data_key_cache_ttl: Duration,
+    /// Most data keys held unwrapped at once.
+    pub data_key_cache_capacity: usize,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            kek_cache_ttl: Duration::from_secs(3600),
+            data_key_cache_ttl: Duration::from_secs(300),
+            data_key_cache_capacity: 100_000,
+        }
+    }
+}
+
+/// An unwrapped data key and its id.
+#[derive(Debug, Clone)]
+pub struct DataKey {
+    /// `dk_…`
+    pub id: String,
+    /// The key.
+    pub key: Arc<Key256>,
+}
+
+/// A KEK version with how many data keys it wraps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekStatus {
+    /// The version.
+    pub version: u32,
+    /// Its state.
+    pub state: KekState,
+    /// Data keys under it.
+    pub data_keys: u64,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it was retired.
+    pub retired_at: Option<Timestamp>,
+}
+
+struct KekCache {
+    keys: BTreeMap<u32, Arc<Key256>>,
+    active: u32,
+    loaded_at: Timestamp,
+}
+
+/// The vault's keys.
+pub struct VaultKeys {
+    repo: Arc<dyn VaultRepository>,
+    kms: Arc<dyn Kms>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    settings: KeySettings,
+    keks: RwLock<Option<KekCache>>,
+    refresh: tokio::sync::Mutex<()>,
+    by_id: TtlCache<String, Arc<Key256>>,
+    by_owner: TtlCache<(MerchantId, String), String>,
+}
+
+impl std::fmt::Debug for VaultKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultKeys").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn kek_context(version: u32) -> String {
+    format!("vault/kek/{version}")
+}
+
+/// Associated data of a wrapped data key: the key, its owner and the KEK version.
+fn data_key_aad(id: &str, merchant: &MerchantId, customer: &str, kek_version: u32) -> Vec<u8> {
+    format!("strongroom/vault/data-key/v1|{id}|{}|{customer}|kek:{kek_version}", merchant.as_str()).into_bytes()
+}
+
+impl VaultKeys {
+    /// Opens the key hierarchy, creating KEK version 1 on a new deployment, and unwraps the
+    /// versions in use (the KMS must answer).
+    pub async fn open(
+        repo: Arc<dyn VaultRepository>,
+        kms: Arc<dyn Kms>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        settings: KeySettings,
+    ) -> Result<Self, DomainError> {
+        let keys = Self {
+            repo,
+            kms,
+            clock,
+            entropy,
+            settings,
+            keks: RwLock::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            by_id: TtlCache::new(settings.data_key_cache_ttl, settings.data_key_cache_capacity),
+            by_owner: TtlCache::new(settings.data_key_cache_ttl, settings.data_key_cache_capacity),
+        };
+        if keys.repo.keks().await?.is_empty() {
+            match keys.insert_new_version(1).await {
+                Ok(()) | Err(DomainError::Store(StoreError::Conflict(_))) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        keys.reload().await?;
+        Ok(keys)
+    }
+
+    async fn insert_new_version(&self, version: u32) -> Result<(), DomainError> {
+        let fresh: Key256 = Secret::new(strongroom_types::entropy::random_array(self.entropy.as_ref()));
+        let wrapped = self.kms.wrap(&kek_context(version), &fresh).await?;
+        let record = KekRecord {
+            version,
+            kms_key_id: self.kms.key_id(),
+            wrapped: Some(wrapped),
+            state: KekState::Active,
+            created_at: self.clock.now(),
+            retired_at: None,
+        };
+        self.repo.insert_active_kek(&record).await?;
+        Ok(())
+    }
+
+    /// Reads the KEK versions and unwraps every one still holding material.
+    async fn reload(&self) -> Result<(), DomainError> {
+        let _one_at_a_time = self.refresh.lock().await;
+        let records = self.repo.keks().await?;
+        let mut keys = BTreeMap::new();
+        let mut active = 0;
+        for record in records {
+            if record.state == KekState::Active {
+                active = record.version;
+            }
+            if let Some(wrapped) = &record.wrapped {
+                keys.insert(record.version, Arc::new(self.kms.unwrap(&kek_context(record.version), wrapped).await?));
+            }
+        }
+        if active == 0 {
+            return Err(StoreError::Other("the vault has no active key-encryption key".into()).into());
+        }
+        if let Ok(mut slot) = self.keks.write() {
+            *slot = Some(KekCache { keys, active, loaded_at: self.clock.now() });
+        }
+        Ok(())
+    }
+
+    /// The KEK of `version` (`None`: the active one), reloading when the cache is stale or does
+    /// not know the version (another node rotated).
+    async fn kek(&self, version: Option<u32>) -> Result<(u32, Arc<Key256>), DomainError> {
+        let ttl = i64::try_from(self.settings.kek_cache_ttl.as_millis()).unwrap_or(i64::MAX);
+        let lookup = |keks: &Option<KekCache>| -> Option<(u32, Arc<Key256>)> {
+            let cache = keks.as_ref()?;
+            if self.clock.now().millis_since(cache.loaded_at) >= ttl {
+                return None;
+            }
+            let version = version.unwrap_or(cache.active);
+            cache.keys.get(&version).map(|key| (version, key.clone()))
+        };
+        if let Some(found) = self.keks.read().ok().and_then(|k| lookup(&k)) {
+            return Ok(found);
+        }
+        self.reload().await?;
+        self.keks.read().ok().and_then(|k| lookup(&k)).ok_or_else(|| {
+            StoreError::Other("a data key names a key-encryption key version that is gone".into()).into()
+        })
+    }
+
+    /// The active KEK version as this node last read it.
+    pub async fn active_version(&self) -> Result<u32, DomainError> {
+        Ok(self.kek(None).await?.0)
+    }
+
+    /// The data key of a merchant's customer (`None`: the merchant's own), made on first use.
+    pub async fn data_key_for(&self, merchant: &MerchantId, customer: Option<&str>) -> Result<DataKey, DomainError> {
+        let customer = customer.unwrap_or("");
+        let now = self.clock.now();
+        let owner = (merchant.clone(), customer.to_owned());
+        if let Some(id) = self.by_owner.get(&owner, now)
+            && let Some(key) = self.by_id.get(&id, now)
+        {
+            return Ok(DataKey { id, key });
+        }
+        let record = match self.repo.data_key_for(merchant, customer).await? {
+            Some(record) => record,
+            None => {
+                let (version, kek) = self.kek(None).await?;
+                let id = DataKeyId::generate(self.entropy.as_ref()).as_str().to_owned();
+                let fresh: Key256 = Secret::new(strongroom_types::entropy::random_array(self.entropy.as_ref()));
+                let aad = data_key_aad(&id, merchant, customer, version);
+                let wrapped = envelope::seal(&kek, &aad, fresh.expose(), self.entropy.as_ref());
+                let candidate = DataKeyRecord {
+                    id,
+                    merchant_id: merchant.clone(),
+                    customer: customer.to_owned(),
+                    kek_version: version,
+                    wrapped,
+                    created_at: now,
+                };
+                self.repo.insert_data_key_if_absent(&candidate).await?
+            }
+        };
+        let key = self.unwrap_record(&record).await?;
+        self.by_owner.put(owner, record.id.clone(), now);
+        Ok(DataKey { id: record.id, key })
+    }
+
+    /// A data key by id, for `merchant`; `None` when it no longer exists (crypto-shredded).
+    pub async fn data_key(&self, id: &str, merchant: &MerchantId) -> Result<Option<Arc<Key256>>, DomainError> {
+        let now = self.clock.now();
+        if let Some(key) = self.by_id.get(&id.to_owned(), now) {
+            return Ok(Some(key));
+        }
+        match self.repo.data_key(id).await? {
+            Some(record) if &record.merchant_id == merchant => Ok(Some(self.unwrap_record(&record).await?)),
+            Some(_) => Err(StoreError::Other("a token names another merchant's data key".into()).into()),
+            None => Ok(None),
+        }
+    }
+
+    async fn unwrap_record(&self, record: &DataKeyRecord) -> Result<Arc<Key256>, DomainError> {
+        let (_, kek) = self.kek(Some(record.kek_version)).await?;
+        let aad = data_key_aad(&record.id, &record.merchant_id, &record.customer, record.kek_version);
+        let mut bytes = envelope::open(&kek, &aad, &record.wrapped).map_err(|_| DomainError::Integrity)?;
+        let array: Result<[u8; 32], _> = bytes.as_slice().try_into();
+        zeroize::Zeroize::zeroize(&mut bytes);
+        let key = Arc::new(Secret::new(array.map_err(|_| DomainError::Integrity)?));
+        self.by_id.put(record.id.clone(), key.clone(), self.clock.now());
+        Ok(key)
+    }
+
+    /// Forgets a customer's cached data key (after erasure), on this node at once.
+    pub fn forget(&self, merchant: &MerchantId, customer: &str, data_key_id: Option<&str>) {
+        self.by_owner.forget(&(merchant.clone(), customer.to_owned()));
+        if let Some(id) = data_key_id {
+            self.by_id.forget(&id.to_owned());
+        }
+    }
+
+    /// Makes a new active KEK version; returns it. Data keys move to it through
+    /// [`VaultKeys::rewrap_batch`].
+    pub async fn rotate(&self) -> Result<u32, DomainError> {
+        let latest = self.repo.keks().await?.iter().map(|k| k.version).max().unwrap_or(0);
+        self.insert_new_version(latest + 1).await?;
+        self.reload().await?;
+        Ok(latest + 1)
+    }
+
+    /// Rewraps up to `limit` data keys not under the active version, after id `after`; returns
+    /// how many it moved and the last id it looked at (`None`: nothing left).
+    pub async fn rewrap_batch(&self, after: &str, limit: u32) -> Result<(u64, Option<String>), DomainError> {
+        // Always the freshest view of which version is active.
+        self.reload().await?;
+        let (active, active_kek) = self.kek(None).await?;
+        let records = self.repo.data_keys_not_under(active, after, limit).await?;
+        let Some(last) = records.last().map(|r| r.id.clone()) else {
+            return Ok((0, None));
+        };
+        let mut moved = Vec::with_capacity(records.len());
+        for record in &records {
+            let (_, old_kek) = self.kek(Some(record.kek_version)).await?;
+            let old_aad = data_key_aad(&record.id, &record.merchant_id, &record.customer, record.kek_version);
+            let plain = envelope::open(&old_kek, &old_aad, &record.wrapped).map_err(|_| DomainError::Integrity)?;
+            let plain = Secret::new(plain);
+            let new_aad = data_key_aad(&record.id, &record.merchant_id, &record.customer, active);
+            moved.push(RewrappedKey {
+                id: record.id.clone(),
+                from_version: record.kek_version,
+                to_version: active,
+                wrapped: envelope::seal(&active_kek, &new_aad, plain.expose(), self.entropy.as_ref()),
+            });
+        }
+        let applied = self.repo.rewrap_data_keys(&moved).await?;
+        Ok((applied, Some(last)))
+    }
+
+    /// Rewraps every data key onto the active version, calling `progress(done)` after each batch.
+    pub async fn rewrap_all(&self, batch: u32, mut progress: impl FnMut(u64)) -> Result<u64, DomainError> {
+        let mut after = String::new();
+        let mut total = 0;
+        while let (moved, Some(last)) = self.rewrap_batch(&after, batch).await? {
+            total += moved;
+            progress(total);
+            after = last;
+        }
+        Ok(total)
+    }
+
+    /// Every KEK version with its number of data keys.
+    pub async fn status(&self) -> Result<Vec<KekStatus>, DomainError> {
+        let counts: BTreeMap<u32, u64> = self.repo.data_key_counts().await?.into_iter().collect();
+        Ok(self
+            .repo
+            .keks()
+            .await?
+            .into_iter()
+            .map(|k| KekStatus {
+                version: k.version,
+                state: k.state,
+                data_keys: counts.get(&k.version).copied().unwrap_or(0),
+                created_at: k.created_at,
+                retired_at: k.retired_at,
+            })
+            .collect())
+    }
+
+    /// Retires a previous version no data key uses. False when it cannot be retired.
+    pub async fn retire(&self, version: u32) -> Result<bool, DomainError> {
+        let retired = self.repo.retire_kek(version, self.clock.now()).await?;
+        if retired {
+            self.reload().await?;
+        }
+        Ok(retired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_key_aad_names_everything() {
+        let m = MerchantId::parse("mer_aaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
+        let a = data_key_aad("dk_1", &m, "c1", 1);
+        assert_ne!(a, data_key_aad("dk_1", &m, "c2", 1));
+        assert_ne!(a, data_key_aad("dk_1", &m, "c1", 2));
+        assert_ne!(a, data_key_aad("dk_2", &m, "c1", 1));
+    }
+}

@@ -1,0 +1,712 @@
+//! Tokens: values sealed under their owner's data key and referred to by id everywhere else.
+//!
+//! A value is sealed with AES-256-GCM under associated data naming the merchant, the token, the
+//! field, the data key and the kind, so a ciphertext moved to another row does not open. Its
+//! fingerprint is HMAC-SHA-256 under the deployment's fingerprint key over the merchant, kind and
+//! normalized value, so equal values can be found (search, dedupe) without decrypting anything.
+//! Reveals are checked against the caller's scopes, rate-limited per key, and logged durably in
+//! the audit log before the value is returned. Canary tokens answer like any other and raise a
+//! security event whenever they are read.
+//! Must never: return or log a value without a scope that allows it, answer differently for
+//! another merchant's token than for a missing one, or keep a CVC anywhere but [`CvcStore`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use data_encoding::BASE32_NOPAD;
+use serde_json::{Map, Value};
+use strongroom_crypto::{KeyedDigest, envelope};
+use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
+
+use crate::api_keys::{Principal, Scope};
+use crate::audit::event::{ActorKind, AuditEvent, Outcome};
+use crate::audit::log::AuditLog;
+use crate::error::{DomainError, FieldError, StoreError};
+use crate::merchants::MerchantId;
+use crate::ports::{TokenInsert, TokenRecord, VaultRepository};
+use crate::vault::cvc::CvcStore;
+use crate::vault::keys::VaultKeys;
+use crate::vault::values::{Prepared, ValueError, ValueKind, masked_view, prepare};
+
+define_id!(TokenId, TokenKind, "tok");
+
+/// Most values in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// Shortest and longest token lifetime, in seconds.
+pub const TTL_RANGE: std::ops::RangeInclusive<u64> = 60..=315_360_000;
+
+/// Settings of the vault service.
+#[derive(Debug, Clone, Copy)]
+pub struct VaultSettings {
+    /// Reveals per API key per minute.
+    pub reveals_per_minute: u32,
+    /// How long a CVC is held (at most ten minutes).
+    pub cvc_ttl: Duration,
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        Self { reveals_per_minute: 3000, cvc_ttl: Duration::from_secs(600) }
+    }
+}
+
+/// How a token id looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenFormat {
+    /// `tok_` and 26 random characters.
+    #[default]
+    Random,
+    /// Cards only: digits of the card's length keeping its first 6 and last 4, failing Luhn.
+    PanPreserving,
+}
+
+/// A request to tokenize one value.
+#[derive(Debug, Clone)]
+pub struct TokenizeInput {
+    /// What the value is.
+    pub kind: ValueKind,
+    /// The value.
+    pub value: Value,
+    /// The shop's customer reference.
+    pub customer: Option<String>,
+    /// Lifetime in seconds.
+    pub ttl_seconds: Option<u64>,
+    /// Return the existing token for an equal value of the same customer instead of a new one.
+    pub dedupe: bool,
+    /// Id format.
+    pub format: TokenFormat,
+    /// The shop's own non-sensitive metadata.
+    pub metadata: Option<Map<String, Value>>,
+    /// Make a honey token.
+    pub canary: bool,
+}
+
+/// Where a request came from, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// Client address.
+    pub ip: Option<IpAddr>,
+    /// Request id.
+    pub request_id: Option<String>,
+}
+
+/// A token as the API shows it: never the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenView {
+    /// The id.
+    pub id: String,
+    /// The kind.
+    pub kind: ValueKind,
+    /// The customer reference.
+    pub customer: Option<String>,
+    /// Masked, non-sensitive metadata (card: brand, first 6, last 4, expiry, fingerprint).
+    pub display: Map<String, Value>,
+    /// The shop's metadata.
+    pub metadata: Option<Value>,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// How to reveal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevealView {
+    /// The whole value.
+    Plain,
+    /// The masked form.
+    Masked,
+}
+
+/// A revealed value.
+#[derive(Debug)]
+pub struct Revealed {
+    /// The token.
+    pub token: TokenView,
+    /// The value (plain or masked) as JSON text.
+    pub value: Secret<Vec<u8>>,
+    /// The audit entry that records the reveal.
+    pub audit_index: u64,
+}
+
+/// The receipt of a customer's erasure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureReceipt {
+    /// The customer reference.
+    pub customer: String,
+    /// When.
+    pub erased_at: Timestamp,
+    /// Tokens whose values are gone.
+    pub tokens_erased: u64,
+    /// The audit entry that records the erasure.
+    pub audit_index: u64,
+}
+
+/// One item of a batch: its token and whether it was made now, or why it was refused.
+pub type BatchItem = Result<(TokenView, bool), ValueError>;
+
+/// The vault service.
+pub struct VaultService {
+    repo: Arc<dyn VaultRepository>,
+    keys: Arc<VaultKeys>,
+    fingerprints: Arc<KeyedDigest>,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    cvcs: CvcStore,
+    settings: VaultSettings,
+    reveal_windows: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl std::fmt::Debug for VaultService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// Associated data of a sealed value.
+fn value_aad(merchant: &MerchantId, token: &str, data_key: &str, kind: ValueKind) -> Vec<u8> {
+    format!("strongroom/vault/token/v1|{}|{token}|value|{data_key}|{}", merchant.as_str(), kind.as_str()).into_bytes()
+}
+
+/// `fp_` and the first 128 bits of the fingerprint in base32.
+fn fingerprint_id(fingerprint: &[u8]) -> String {
+    let encoded = BASE32_NOPAD.encode(fingerprint.get(..16).unwrap_or(fingerprint)).to_ascii_lowercase();
+    format!("fp_{encoded}")
+}
+
+/// Checks a customer reference: 1 to 64 of `A-Z a-z 0-9 _ . : -` (an id, never an email address).
+pub fn valid_customer(customer: &str) -> bool {
+    !customer.is_empty()
+        && customer.len() <= 64
+        && customer.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// Checks a reveal reason: a code of 1 to 64 of `a-z 0-9 _ . : -` (it goes into the audit log).
+pub fn valid_reason(reason: &str) -> bool {
+    !reason.is_empty()
+        && reason.len() <= 64
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+fn check_metadata(metadata: &Map<String, Value>, pointer: &str) -> Result<(), ValueError> {
+    let invalid =
+        |at: String, detail: &str| ValueError { code: "validation_failed", field: FieldError::new(at, detail) };
+    if metadata.len() > 20 {
+        return Err(invalid(pointer.to_owned(), "at most 20 keys"));
+    }
+    for (key, value) in metadata {
+        let key_ok = !key.is_empty() && key.len() <= 40 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !key_ok {
+            return Err(invalid(pointer.to_owned(), "keys are 1 to 40 of a-z, A-Z, 0-9 and _"));
+        }
+        match value {
+            Value::String(s) if s.chars().count() <= 500 => {}
+            _ => return Err(invalid(format!("{pointer}/{key}"), "must be a string of at most 500 characters")),
+        }
+    }
+    Ok(())
+}
+
+impl VaultService {
+    /// The service.
+    #[allow(clippy::too_many_arguments, reason = "wiring of distinct collaborators")]
+    pub fn new(
+        repo: Arc<dyn VaultRepository>,
+        keys: Arc<VaultKeys>,
+        fingerprints: Arc<KeyedDigest>,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        settings: VaultSettings,
+    ) -> Self {
+        let cvcs = CvcStore::new(settings.cvc_ttl, entropy.as_ref());
+        Self {
+            repo,
+            keys,
+            fingerprints,
+            audit,
+            clock,
+            entropy,
+            cvcs,
+            settings,
+            reveal_windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key hierarchy.
+    pub fn keys(&self) -> &Arc<VaultKeys> {
+        &self.keys
+    }
+
+    fn fingerprint(&self, merchant: &MerchantId, kind: ValueKind, normalized: &Secret<String>) -> Vec<u8> {
+        let message = Secret::new(format!(
+            "strongroom/vault/fingerprint/v1|{}|{}|{}",
+            merchant.as_str(),
+            kind.as_str(),
+            normalized.expose()
+        ));
+        self.fingerprints.digest(message.expose().as_bytes()).to_vec()
+    }
+
+    fn dedupe_key(&self, customer: Option<&str>, fingerprint: &[u8]) -> Vec<u8> {
+        let mut message = format!("strongroom/vault/dedupe/v1|{}|", customer.unwrap_or("")).into_bytes();
+        message.extend_from_slice(fingerprint);
+        self.fingerprints.digest(&message).to_vec()
+    }
+
+    fn view(&self, record: &TokenRecord) -> TokenView {
+        let mut display: Map<String, Value> = serde_json::from_str(&record.display).unwrap_or_default();
+        if let Some(fingerprint) = &record.fingerprint {
+            display.insert("fingerprint".into(), fingerprint_id(fingerprint).into());
+        }
+        if record.kind == ValueKind::Card && record.erased_at.is_none() {
+            display.insert("cvc_held".into(), self.cvcs.held(&record.id, self.clock.now()).into());
+        }
+        TokenView {
+            id: record.id.clone(),
+            kind: record.kind,
+            customer: record.customer.clone(),
+            display,
+            metadata: record.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+        }
+    }
+
+    /// Checks the parts of an input other than the value.
+    fn check_input(&self, input: &TokenizeInput, base: &str) -> Result<(), ValueError> {
+        let invalid = |at: &str, detail: &str| ValueError {
+            code: "validation_failed",
+            field: FieldError::new(format!("{base}/{at}"), detail),
+        };
+        if let Some(customer) = &input.customer
+            && !valid_customer(customer)
+        {
+            return Err(invalid("customer", "must be 1 to 64 of A-Z, a-z, 0-9, _ . : -"));
+        }
+        if let Some(ttl) = input.ttl_seconds
+            && !TTL_RANGE.contains(&ttl)
+        {
+            return Err(invalid("ttl", "must be 60 to 315360000 seconds"));
+        }
+        if input.format == TokenFormat::PanPreserving && input.kind != ValueKind::Card {
+            return Err(invalid("format", "pan_preserving applies to cards only"));
+        }
+        if input.canary && input.dedupe {
+            return Err(invalid("dedupe", "canary tokens are never deduplicated"));
+        }
+        if let Some(metadata) = &input.metadata {
+            check_metadata(metadata, &format!("{base}/metadata"))?;
+        }
+        Ok(())
+    }
+
+    async fn seal(
+        &self,
+        merchant: &MerchantId,
+        input: &TokenizeInput,
+        prepared: &Prepared,
+        now: Timestamp,
+    ) -> Result<TokenRecord, DomainError> {
+        let data_key = self.keys.data_key_for(merchant, input.customer.as_deref()).await?;
+        let id = match (&input.format, &prepared.pan) {
+            (TokenFormat::PanPreserving, Some(pan)) => pan.format_preserving_token(self.entropy.as_ref()),
+            _ => TokenId::generate(self.entropy.as_ref()).as_str().to_owned(),
+        };
+        let aad = value_aad(merchant, &id, &data_key.id, prepared.kind);
+        let ciphertext = envelope::seal(&data_key.key, &aad, prepared.plaintext.expose(), self.entropy.as_ref());
+        let fingerprint = self.fingerprint(merchant, prepared.kind, &prepared.normalized);
+        let ttl_ms = input.ttl_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX / 2_000) * 1000);
+        Ok(TokenRecord {
+            id,
+            merchant_id: merchant.clone(),
+            customer: input.customer.clone(),
+            kind: prepared.kind,
+            data_key_id: data_key.id,
+            ciphertext: Some(ciphertext),
+            dedupe_key: input.dedupe.then(|| self.dedupe_key(input.customer.as_deref(), &fingerprint)),
+            display: Value::Object(prepared.display.clone()).to_string(),
+            metadata: input.metadata.as_ref().map(|m| Value::Object(m.clone()).to_string()),
+            canary: input.canary,
+            created_at: now,
+            expires_at: ttl_ms.map(|ms| Timestamp::from_unix_millis(now.unix_millis().saturating_add(ms))),
+            erased_at: None,
+            fingerprint: Some(fingerprint),
+        })
+    }
+
+    /// Tokenizes one value. Returns the token and whether it was made now (false: the existing
+    /// deduplicated token).
+    pub async fn tokenize(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        input: TokenizeInput,
+    ) -> Result<(TokenView, bool), DomainError> {
+        let mut results = self.tokenize_many(principal, source, vec![(String::new(), input)]).await?;
+        match results.pop() {
+            Some(Ok(done)) => Ok(done),
+            Some(Err(err)) => Err(DomainError::Rejected { code: err.code, errors: vec![err.field] }),
+            None => Err(StoreError::Other("tokenize produced no result".into()).into()),
+        }
+    }
+
+    /// Tokenizes up to [`MAX_BATCH`] values in one transaction, with one result per item. Each
+    /// input comes with the JSON pointer of its item (`/items/3`), which its errors name.
+    pub async fn tokenize_batch(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        inputs: Vec<(String, TokenizeInput)>,
+    ) -> Result<Vec<BatchItem>, DomainError> {
+        if inputs.len() > MAX_BATCH {
+            return Err(DomainError::TooLarge("a batch holds at most 1000 items"));
+        }
+        self.tokenize_many(principal, source, inputs).await
+    }
+
+    async fn tokenize_many(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        inputs: Vec<(String, TokenizeInput)>,
+    ) -> Result<Vec<BatchItem>, DomainError> {
+        let merchant = principal.merchant_id();
+        let now = self.clock.now();
+        let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(inputs.len());
+        let mut pending: Vec<Pending> = Vec::new();
+        for (index, (base, input)) in inputs.iter().enumerate() {
+            let checked = self
+                .check_input(input, base)
+                .and_then(|()| prepare(input.kind, &input.value, now, &format!("{base}/value")));
+            match checked {
+                Err(err) => results.push(Some(Err(err))),
+                Ok(prepared) => {
+                    let record = self.seal(merchant, input, &prepared, now).await?;
+                    results.push(None);
+                    pending.push(Pending { index, record, cvc: prepared.cvc, pan: prepared.pan });
+                }
+            }
+        }
+        // Format-preserving ids can collide; such items get a new id and go again (a few rounds).
+        for _round in 0..5 {
+            if pending.is_empty() {
+                break;
+            }
+            let records: Vec<TokenRecord> = pending.iter().map(|p| p.record.clone()).collect();
+            let outcomes = self.repo.insert_tokens(&records, now).await?;
+            let mut retry = Vec::new();
+            for (Pending { index, record, cvc, pan }, outcome) in pending.into_iter().zip(outcomes) {
+                match outcome {
+                    TokenInsert::Created => {
+                        if let Some(cvc) = &cvc {
+                            self.cvcs.put(&record.id, cvc, now, self.entropy.as_ref());
+                        }
+                        self.audit.record(
+                            self.event(principal, source, "vault.token_created", Outcome::Success)
+                                .on("token", record.id.as_str()),
+                        );
+                        if let Some(slot) = results.get_mut(index) {
+                            *slot = Some(Ok((self.view(&record), true)));
+                        }
+                    }
+                    TokenInsert::Existing(existing) => {
+                        if let Some(slot) = results.get_mut(index) {
+                            *slot = Some(Ok((self.view(&existing), false)));
+                        }
+                    }
+                    TokenInsert::IdTaken => {
+                        let mut record = record;
+                        let old_id = record.id.clone();
+                        record.id = match &pan {
+                            Some(pan) => pan.format_preserving_token(self.entropy.as_ref()),
+                            None => TokenId::generate(self.entropy.as_ref()).as_str().to_owned(),
+                        };
+                        // The sealed value is bound to its id: seal again under the new one.
+                        let key = self.keys.data_key(&record.data_key_id, merchant).await?.ok_or(DomainError::Gone)?;
+                        let old_aad = value_aad(merchant, &old_id, &record.data_key_id, record.kind);
+                        let plain = envelope::open(&key, &old_aad, record.ciphertext.as_deref().unwrap_or_default())
+                            .map_err(|_| DomainError::Integrity)?;
+                        let plain = Secret::new(plain);
+                        let new_aad = value_aad(merchant, &record.id, &record.data_key_id, record.kind);
+                        record.ciphertext = Some(envelope::seal(&key, &new_aad, plain.expose(), self.entropy.as_ref()));
+                        retry.push(Pending { index, record, cvc, pan });
+                    }
+                }
+            }
+            pending = retry;
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::Conflict("could not find a free token id".into()).into());
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(internal_item()))).collect())
+    }
+
+    fn event(&self, principal: &Principal, source: &Source, action: &'static str, outcome: Outcome) -> AuditEvent {
+        AuditEvent::by(ActorKind::ApiKey, Some(principal.key_id().as_str().to_owned()), action, outcome)
+            .for_merchant(principal.merchant_id())
+            .from_source(source.ip, source.request_id.clone())
+    }
+
+    /// A live token of the caller's merchant: missing, expired and foreign tokens are one 404;
+    /// erased ones are 410.
+    async fn live_token(&self, merchant: &MerchantId, id: &str) -> Result<TokenRecord, DomainError> {
+        let record = self.repo.token(id).await?.ok_or(DomainError::NotFound)?;
+        if &record.merchant_id != merchant {
+            return Err(DomainError::NotFound);
+        }
+        if record.expires_at.is_some_and(|at| self.clock.now().millis_since(at) >= 0) {
+            return Err(DomainError::NotFound);
+        }
+        if record.erased_at.is_some() {
+            return Err(DomainError::Gone);
+        }
+        Ok(record)
+    }
+
+    async fn canary_tripped(&self, principal: &Principal, source: &Source, record: &TokenRecord, how: &'static str) {
+        tracing::warn!(
+            target: "strongroom::security",
+            token = %record.id,
+            key = %principal.key_id(),
+            how,
+            "canary token used"
+        );
+        let event = self
+            .event(principal, source, "security.canary_token_used", Outcome::Failed(how))
+            .on("token", record.id.as_str());
+        if let Err(err) = self.audit.record_durable(event).await {
+            tracing::error!(error = %err, "could not log a canary token event");
+        }
+    }
+
+    /// A token's metadata.
+    pub async fn get(&self, principal: &Principal, source: &Source, id: &str) -> Result<TokenView, DomainError> {
+        let record = self.live_token(principal.merchant_id(), id).await?;
+        if record.canary {
+            self.canary_tripped(principal, source, &record, "read").await;
+        }
+        Ok(self.view(&record))
+    }
+
+    /// Tokens of the caller's merchant holding an equal value (never the value).
+    pub async fn search(
+        &self,
+        principal: &Principal,
+        kind: ValueKind,
+        value: &Value,
+    ) -> Result<Vec<TokenView>, DomainError> {
+        let now = self.clock.now();
+        let prepared = prepare(kind, value, now, "/value")
+            .map_err(|err| DomainError::Rejected { code: err.code, errors: vec![err.field] })?;
+        let fingerprint = self.fingerprint(principal.merchant_id(), kind, &prepared.normalized);
+        let records = self.repo.tokens_by_fingerprint(principal.merchant_id(), kind, &fingerprint, now, 100).await?;
+        Ok(records.iter().filter(|r| !r.canary).map(|r| self.view(r)).collect())
+    }
+
+    fn check_reveal_rate(&self, principal: &Principal) -> Result<(), DomainError> {
+        let minute = self.clock.now().unix_millis().div_euclid(60_000);
+        let Ok(mut windows) = self.reveal_windows.lock() else { return Ok(()) };
+        if windows.len() > 10_000 {
+            windows.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = windows.entry(principal.key_id().as_str().to_owned()).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        if entry.1 >= self.settings.reveals_per_minute {
+            let into_minute = self.clock.now().unix_millis().rem_euclid(60_000);
+            let wait = u32::try_from((60_000 - into_minute) / 1000 + 1).unwrap_or(60);
+            return Err(DomainError::RateLimited(wait));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// Decrypts a token's value; a ciphertext that fails to open is a security event.
+    async fn open_value(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        record: &TokenRecord,
+    ) -> Result<Secret<Vec<u8>>, DomainError> {
+        let merchant = principal.merchant_id();
+        let key = self.keys.data_key(&record.data_key_id, merchant).await?.ok_or(DomainError::Gone)?;
+        let aad = value_aad(merchant, &record.id, &record.data_key_id, record.kind);
+        let opened = record
+            .ciphertext
+            .as_deref()
+            .ok_or(DomainError::Gone)
+            .and_then(|c| envelope::open(&key, &aad, c).map_err(|_| DomainError::Integrity))
+            .map(Secret::new);
+        match opened {
+            Ok(plain) => Ok(plain),
+            Err(DomainError::Integrity) => {
+                tracing::error!(target: "strongroom::security", token = %record.id, "a sealed value failed its integrity check");
+                let event = self
+                    .event(principal, source, "security.integrity_error", Outcome::Failed("decrypt_failed"))
+                    .on("token", record.id.as_str());
+                if let Err(err) = self.audit.record_durable(event).await {
+                    tracing::error!(error = %err, "could not log an integrity error");
+                }
+                Err(DomainError::Integrity)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Reveals a token's value in the requested view, if the caller's scopes allow it, logging
+    /// the reveal durably first.
+    pub async fn reveal(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        id: &str,
+        view: RevealView,
+        reason: &str,
+    ) -> Result<Revealed, DomainError> {
+        if !valid_reason(reason) {
+            return Err(DomainError::invalid("/reason", "must be a reason code: 1 to 64 of a-z, 0-9, _ . : -"));
+        }
+        let record = self.live_token(principal.merchant_id(), id).await?;
+        let needed = match view {
+            RevealView::Masked => [Scope::VaultRevealMasked, Scope::VaultRevealPii, Scope::VaultRevealCard]
+                .into_iter()
+                .find(|s| principal.has(*s))
+                .unwrap_or(Scope::VaultRevealMasked),
+            RevealView::Plain if record.kind.is_payment_data() => Scope::VaultRevealCard,
+            RevealView::Plain => Scope::VaultRevealPii,
+        };
+        if !principal.has(needed) {
+            let event = self
+                .event(principal, source, "vault.token_revealed", Outcome::Denied("insufficient_scope"))
+                .on("token", record.id.as_str());
+            self.audit.record(event);
+            return Err(DomainError::MissingScope(needed));
+        }
+        self.check_reveal_rate(principal)?;
+        if record.canary {
+            self.canary_tripped(principal, source, &record, "revealed").await;
+        }
+        let value = self.open_value(principal, source, &record).await?;
+        let shown = match view {
+            RevealView::Plain => value,
+            RevealView::Masked => {
+                let parsed: Value = serde_json::from_slice(value.expose()).map_err(|_| DomainError::Integrity)?;
+                Secret::new(masked_view(record.kind, &parsed).to_string().into_bytes())
+            }
+        };
+        let reason_code = match view {
+            RevealView::Plain => format!("plain:{reason}"),
+            RevealView::Masked => format!("masked:{reason}"),
+        };
+        let event = self
+            .event(principal, source, "vault.token_revealed", Outcome::SuccessBecause(reason_code))
+            .on("token", record.id.as_str());
+        let audit_index = self.audit.record_durable(event).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Revealed { token: self.view(&record), value: shown, audit_index })
+    }
+
+    /// Deletes a token (it answers 404 afterwards).
+    pub async fn delete(&self, principal: &Principal, source: &Source, id: &str) -> Result<(), DomainError> {
+        let record = self.live_token(principal.merchant_id(), id).await?;
+        if !self.repo.delete_token(principal.merchant_id(), id).await? {
+            return Err(DomainError::NotFound);
+        }
+        self.cvcs.forget(id);
+        if record.canary {
+            self.canary_tripped(principal, source, &record, "deleted").await;
+        }
+        let event = self.event(principal, source, "vault.token_deleted", Outcome::Success).on("token", id);
+        self.audit.record_durable(event).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Crypto-shreds a customer: destroys their data key and empties their tokens, which answer
+    /// 410 afterwards.
+    pub async fn erase_customer(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        customer: &str,
+    ) -> Result<ErasureReceipt, DomainError> {
+        if !valid_customer(customer) {
+            return Err(DomainError::NotFound);
+        }
+        let merchant = principal.merchant_id();
+        let data_key = self.repo.data_key_for(merchant, customer).await?;
+        let at = self.clock.now();
+        let erased = self.repo.erase_customer(merchant, customer, at).await?;
+        self.keys.forget(merchant, customer, data_key.as_ref().map(|k| k.id.as_str()));
+        let event = self.event(principal, source, "privacy.customer_erased", Outcome::Success).on("customer", customer);
+        let audit_index = self.audit.record_durable(event).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(ErasureReceipt { customer: customer.to_owned(), erased_at: at, tokens_erased: erased, audit_index })
+    }
+
+    /// Hands out a card token's CVC once (to an authorisation); a canary raises a security event.
+    pub async fn take_cvc(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        id: &str,
+    ) -> Result<Option<Secret<String>>, DomainError> {
+        let record = self.live_token(principal.merchant_id(), id).await?;
+        if record.canary {
+            self.canary_tripped(principal, source, &record, "used").await;
+        }
+        Ok(self.cvcs.take(id, self.clock.now()))
+    }
+
+    /// Deletes tokens that have expired; returns how many.
+    pub async fn purge_expired(&self) -> Result<u64, DomainError> {
+        let mut total = 0;
+        loop {
+            let purged = self.repo.purge_expired_tokens(self.clock.now(), 1000).await?;
+            total += purged;
+            if purged < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// A sealed value waiting for its insert: its position, record, CVC and (for a format-preserving
+/// id) its card number.
+struct Pending {
+    index: usize,
+    record: TokenRecord,
+    cvc: Option<Secret<String>>,
+    pan: Option<crate::vault::card::Pan>,
+}
+
+fn internal_item() -> ValueError {
+    ValueError { code: "internal_error", field: FieldError::new("", "the item was not processed") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_and_reasons() {
+        assert!(valid_customer("cus_123.a:b-c"));
+        assert!(!valid_customer("jane@example.com"));
+        assert!(!valid_customer(""));
+        assert!(valid_reason("customer_support"));
+        assert!(!valid_reason("Customer asked"));
+    }
+
+    #[test]
+    fn value_aad_binds_row_and_kind() {
+        let m = MerchantId::parse("mer_aaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
+        let a = value_aad(&m, "tok_a", "dk_a", ValueKind::Card);
+        assert_ne!(a, value_aad(&m, "tok_b", "dk_a", ValueKind::Card));
+        assert_ne!(a, value_aad(&m, "tok_a", "dk_b", ValueKind::Card));
+        assert_ne!(a, value_aad(&m, "tok_a", "dk_a", ValueKind::Email));
+    }
+}

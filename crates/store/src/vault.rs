@@ -1,0 +1,387 @@
+//! The vault's tables: `vault_keks`, `vault_data_keys`, `vault_tokens`. Queries shared by both
+//! backends; every multi-row change is one transaction.
+
+use async_trait::async_trait;
+use sqlx::FromRow;
+use strongroom_domain::StoreError;
+use strongroom_domain::merchants::MerchantId;
+use strongroom_domain::ports::{
+    DataKeyRecord, KekRecord, KekState, RewrappedKey, TokenInsert, TokenRecord, VaultRepository,
+};
+use strongroom_domain::vault::values::ValueKind;
+use strongroom_types::Timestamp;
+
+use crate::{Store, on_pool, store_error};
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Other(format!("stored {what} is not valid"))
+}
+
+fn version(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt("key version"))
+}
+
+#[derive(FromRow)]
+struct KekRow {
+    version: i64,
+    kms_key_id: String,
+    wrapped: Option<Vec<u8>>,
+    state: String,
+    created_at: i64,
+    retired_at: Option<i64>,
+}
+
+impl TryFrom<KekRow> for KekRecord {
+    type Error = StoreError;
+    fn try_from(row: KekRow) -> Result<Self, StoreError> {
+        Ok(KekRecord {
+            version: version(row.version)?,
+            kms_key_id: row.kms_key_id,
+            wrapped: row.wrapped,
+            state: KekState::parse(&row.state).ok_or_else(|| corrupt("key state"))?,
+            created_at: Timestamp::from_unix_millis(row.created_at),
+            retired_at: row.retired_at.map(Timestamp::from_unix_millis),
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct DataKeyRow {
+    id: String,
+    merchant_id: String,
+    customer_id: String,
+    kek_version: i64,
+    wrapped: Vec<u8>,
+    created_at: i64,
+}
+
+impl TryFrom<DataKeyRow> for DataKeyRecord {
+    type Error = StoreError;
+    fn try_from(row: DataKeyRow) -> Result<Self, StoreError> {
+        Ok(DataKeyRecord {
+            id: row.id,
+            merchant_id: MerchantId::parse(&row.merchant_id).map_err(|_| corrupt("merchant id"))?,
+            customer: row.customer_id,
+            kek_version: version(row.kek_version)?,
+            wrapped: row.wrapped,
+            created_at: Timestamp::from_unix_millis(row.created_at),
+        })
+    }
+}
+
+const DATA_KEY_COLUMNS: &str = "id, merchant_id, customer_id, kek_version, wrapped, created_at";
+
+#[derive(FromRow)]
+struct TokenRow {
+    id: String,
+    merchant_id: String,
+    customer_id: Option<String>,
+    kind: String,
+    data_key_id: String,
+    ciphertext: Option<Vec<u8>>,
+    fingerprint: Option<Vec<u8>>,
+    dedupe_fp: Option<Vec<u8>>,
+    display: String,
+    metadata: Option<String>,
+    canary: bool,
+    created_at: i64,
+    expires_at: Option<i64>,
+    erased_at: Option<i64>,
+}
+
+impl TryFrom<TokenRow> for TokenRecord {
+    type Error = StoreError;
+    fn try_from(row: TokenRow) -> Result<Self, StoreError> {
+        Ok(TokenRecord {
+            id: row.id,
+            merchant_id: MerchantId::parse(&row.merchant_id).map_err(|_| corrupt("merchant id"))?,
+            customer: row.customer_id,
+            kind: ValueKind::parse(&row.kind).ok_or_else(|| corrupt("token kind"))?,
+            data_key_id: row.data_key_id,
+            ciphertext: row.ciphertext,
+            fingerprint: row.fingerprint,
+            dedupe_key: row.dedupe_fp,
+            display: row.display,
+            metadata: row.metadata,
+            canary: row.canary,
+            created_at: Timestamp::from_unix_millis(row.created_at),
+            expires_at: row.expires_at.map(Timestamp::from_unix_millis),
+            erased_at: row.erased_at.map(Timestamp::from_unix_millis),
+        })
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, dedupe_fp, \
+                             display, metadata, canary, created_at, expires_at, erased_at";
+
+const INSERT_TOKEN: &str = "INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, ciphertext, \
+     fingerprint, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL) ON CONFLICT DO NOTHING";
+
+const DELETE_EXPIRED_DEDUPE_HOLDER: &str = "DELETE FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 \
+     AND dedupe_fp = $3 AND expires_at IS NOT NULL AND expires_at <= $4";
+
+/// Inserts tokens on one connection inside the caller's transaction.
+macro_rules! insert_tokens_in {
+    ($tx:expr, $tokens:expr, $now:expr) => {{
+        let mut outcomes = Vec::with_capacity($tokens.len());
+        for token in $tokens {
+            if let Some(dedupe) = &token.dedupe_key {
+                sqlx::query(DELETE_EXPIRED_DEDUPE_HOLDER)
+                    .bind(token.merchant_id.as_str())
+                    .bind(token.kind.as_str())
+                    .bind(dedupe.as_slice())
+                    .bind($now.unix_millis())
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            let inserted = sqlx::query(INSERT_TOKEN)
+                .bind(token.id.as_str())
+                .bind(token.merchant_id.as_str())
+                .bind(token.customer.as_deref())
+                .bind(token.kind.as_str())
+                .bind(token.data_key_id.as_str())
+                .bind(token.ciphertext.as_deref())
+                .bind(token.fingerprint.as_deref())
+                .bind(token.dedupe_key.as_deref())
+                .bind(token.display.as_str())
+                .bind(token.metadata.as_deref())
+                .bind(token.canary)
+                .bind(token.created_at.unix_millis())
+                .bind(token.expires_at.map(Timestamp::unix_millis))
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+            if inserted == 1 {
+                outcomes.push(None);
+                continue;
+            }
+            let existing: Option<TokenRow> = match &token.dedupe_key {
+                Some(dedupe) => sqlx::query_as(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND dedupe_fp = $3"
+                ))
+                .bind(token.merchant_id.as_str())
+                .bind(token.kind.as_str())
+                .bind(dedupe.as_slice())
+                .fetch_optional(&mut *$tx)
+                .await?,
+                None => None,
+            };
+            outcomes.push(Some(existing));
+        }
+        Ok::<_, sqlx::Error>(outcomes)
+    }};
+}
+
+#[async_trait]
+impl VaultRepository for Store {
+    async fn keks(&self) -> Result<Vec<KekRecord>, StoreError> {
+        let sql = "SELECT version, kms_key_id, wrapped, state, created_at, retired_at FROM vault_keks ORDER BY version";
+        let rows: Vec<KekRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await).map_err(store_error)?;
+        rows.into_iter().map(KekRecord::try_from).collect()
+    }
+
+    async fn insert_active_kek(&self, kek: &KekRecord) -> Result<(), StoreError> {
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE vault_keks SET state = 'previous' WHERE state = 'active'").execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO vault_keks (version, kms_key_id, wrapped, state, created_at, retired_at) \
+                 VALUES ($1, $2, $3, 'active', $4, NULL)",
+            )
+            .bind(i64::from(kek.version))
+            .bind(kek.kms_key_id.as_str())
+            .bind(kek.wrapped.as_deref())
+            .bind(kek.created_at.unix_millis())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn retire_kek(&self, version: u32, at: Timestamp) -> Result<bool, StoreError> {
+        let sql = "UPDATE vault_keks SET state = 'retired', wrapped = NULL, retired_at = $1 \
+                   WHERE version = $2 AND state = 'previous' \
+                   AND NOT EXISTS (SELECT 1 FROM vault_data_keys WHERE kek_version = $2)";
+        let changed = on_pool!(self, pool =>
+            sqlx::query(sql).bind(at.unix_millis()).bind(i64::from(version)).execute(pool).await.map(|r| r.rows_affected())
+        )
+        .map_err(store_error)?;
+        Ok(changed == 1)
+    }
+
+    async fn data_key_for(&self, merchant: &MerchantId, customer: &str) -> Result<Option<DataKeyRecord>, StoreError> {
+        let sql = format!("SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE merchant_id = $1 AND customer_id = $2");
+        let row: Option<DataKeyRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(merchant.as_str()).bind(customer).fetch_optional(pool).await
+        )
+        .map_err(store_error)?;
+        row.map(DataKeyRecord::try_from).transpose()
+    }
+
+    async fn insert_data_key_if_absent(&self, key: &DataKeyRecord) -> Result<DataKeyRecord, StoreError> {
+        let sql = "INSERT INTO vault_data_keys (id, merchant_id, customer_id, kek_version, wrapped, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+        on_pool!(self, pool =>
+            sqlx::query(sql)
+                .bind(key.id.as_str())
+                .bind(key.merchant_id.as_str())
+                .bind(key.customer.as_str())
+                .bind(i64::from(key.kek_version))
+                .bind(key.wrapped.as_slice())
+                .bind(key.created_at.unix_millis())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        )
+        .map_err(store_error)?;
+        self.data_key_for(&key.merchant_id, &key.customer)
+            .await?
+            .ok_or_else(|| StoreError::Other("data key vanished after insert".into()))
+    }
+
+    async fn data_key(&self, id: &str) -> Result<Option<DataKeyRecord>, StoreError> {
+        let sql = format!("SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE id = $1");
+        let row: Option<DataKeyRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await).map_err(store_error)?;
+        row.map(DataKeyRecord::try_from).transpose()
+    }
+
+    async fn data_keys_not_under(
+        &self,
+        version: u32,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<DataKeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE kek_version <> $1 AND id > $2 ORDER BY id LIMIT $3"
+        );
+        let rows: Vec<DataKeyRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(i64::from(version)).bind(after).bind(i64::from(limit)).fetch_all(pool).await
+        )
+        .map_err(store_error)?;
+        rows.into_iter().map(DataKeyRecord::try_from).collect()
+    }
+
+    async fn rewrap_data_keys(&self, keys: &[RewrappedKey]) -> Result<u64, StoreError> {
+        let sql = "UPDATE vault_data_keys SET wrapped = $1, kek_version = $2 WHERE id = $3 AND kek_version = $4";
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let mut applied = 0;
+            for key in keys {
+                applied += sqlx::query(sql)
+                    .bind(key.wrapped.as_slice())
+                    .bind(i64::from(key.to_version))
+                    .bind(key.id.as_str())
+                    .bind(i64::from(key.from_version))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(applied)
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn data_key_counts(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let sql = "SELECT kek_version, COUNT(*) FROM vault_data_keys GROUP BY kek_version";
+        let rows: Vec<(i64, i64)> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await).map_err(store_error)?;
+        rows.into_iter().map(|(v, n)| Ok((version(v)?, u64::try_from(n).unwrap_or(0)))).collect()
+    }
+
+    async fn insert_tokens(&self, tokens: &[TokenRecord], now: Timestamp) -> Result<Vec<TokenInsert>, StoreError> {
+        let raw = on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let outcomes = insert_tokens_in!(tx, tokens, now)?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(outcomes)
+        }.await)
+        .map_err(store_error)?;
+        raw.into_iter()
+            .map(|outcome| match outcome {
+                None => Ok(TokenInsert::Created),
+                Some(Some(row)) => Ok(TokenInsert::Existing(Box::new(TokenRecord::try_from(row)?))),
+                Some(None) => Ok(TokenInsert::IdTaken),
+            })
+            .collect()
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = $1");
+        let row: Option<TokenRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await).map_err(store_error)?;
+        row.map(TokenRecord::try_from).transpose()
+    }
+
+    async fn tokens_by_fingerprint(
+        &self,
+        merchant: &MerchantId,
+        kind: ValueKind,
+        fingerprint: &[u8],
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND fingerprint = $3 \
+             AND (expires_at IS NULL OR expires_at > $4) AND erased_at IS NULL ORDER BY created_at, id LIMIT $5"
+        );
+        let rows: Vec<TokenRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql)
+                .bind(merchant.as_str())
+                .bind(kind.as_str())
+                .bind(fingerprint)
+                .bind(now.unix_millis())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        )
+        .map_err(store_error)?;
+        rows.into_iter().map(TokenRecord::try_from).collect()
+    }
+
+    async fn delete_token(&self, merchant: &MerchantId, id: &str) -> Result<bool, StoreError> {
+        let sql = "DELETE FROM vault_tokens WHERE merchant_id = $1 AND id = $2";
+        let deleted = on_pool!(self, pool =>
+            sqlx::query(sql).bind(merchant.as_str()).bind(id).execute(pool).await.map(|r| r.rows_affected())
+        )
+        .map_err(store_error)?;
+        Ok(deleted == 1)
+    }
+
+    async fn erase_customer(&self, merchant: &MerchantId, customer: &str, at: Timestamp) -> Result<u64, StoreError> {
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM vault_data_keys WHERE merchant_id = $1 AND customer_id = $2")
+                .bind(merchant.as_str())
+                .bind(customer)
+                .execute(&mut *tx)
+                .await?;
+            let erased = sqlx::query(
+                "UPDATE vault_tokens SET ciphertext = NULL, fingerprint = NULL, dedupe_fp = NULL, display = '{}', \
+                 metadata = NULL, erased_at = $1 WHERE merchant_id = $2 AND customer_id = $3 AND erased_at IS NULL",
+            )
+            .bind(at.unix_millis())
+            .bind(merchant.as_str())
+            .bind(customer)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(erased)
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn purge_expired_tokens(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM vault_tokens WHERE id IN (SELECT id FROM vault_tokens \
+                   WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2)";
+        on_pool!(self, pool =>
+            sqlx::query(sql).bind(now.unix_millis()).bind(i64::from(limit)).execute(pool).await.map(|r| r.rows_affected())
+        )
+        .map_err(store_error)
+    }
+}

@@ -1,0 +1,607 @@
+//! Black-box tests of the vault on a real server, on SQLite and PostgreSQL: tokenization of every
+//! kind, errors, reveal by scope with its audit entry, dedupe under concurrency, TTLs, deletion,
+//! crypto-shredding, canary tokens, tampering, rate limits, and key rotation under load.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use strongroom_domain::ports::VaultRepository;
+use strongroom_testkit::{Backend, TestServer, captured_logs, on_both_backends};
+
+on_both_backends!(
+    tokenize_every_kind,
+    bad_input_is_named_never_echoed,
+    reveal_follows_scopes_and_is_audited,
+    dedupe_gives_one_token_under_concurrency,
+    search_finds_without_revealing,
+    expiry_and_purge,
+    delete_and_erase,
+    canary_tokens_raise_security_events,
+    tampered_ciphertext_is_an_integrity_error,
+    reveal_rate_limit,
+    batch_items_succeed_or_fail_alone,
+    pan_preserving_tokens,
+    rotation_under_load_keeps_every_value,
+    cvc_lives_in_memory_only,
+);
+
+const VISA: &str = "4242424242424242";
+
+fn card(number: &str) -> Value {
+    json!({"type": "card", "value": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}})
+}
+
+async fn send(server: &TestServer, key: &str, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut request = server.request_as(key, method, path);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn tokenize(server: &TestServer, body: &Value) -> Value {
+    let (status, token) = send(server, &server.bootstrap_key, Method::POST, "/v1/tokens", Some(body)).await;
+    assert_eq!(status, 201, "{token}");
+    token
+}
+
+async fn reveal(server: &TestServer, key: &str, id: &str, view: &str) -> (u16, Value) {
+    let body = json!({"view": view, "reason": "test_run"});
+    send(server, key, Method::POST, &format!("/v1/tokens/{id}/reveal"), Some(&body)).await
+}
+
+async fn tokenize_every_kind(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let token = tokenize(&server, &card(VISA)).await;
+    let id = token["id"].as_str().unwrap();
+    assert!(id.starts_with("tok_"));
+    assert_eq!(token["type"], "card");
+    assert_eq!(token["display"]["brand"], "visa");
+    assert_eq!(token["display"]["first6"], "424242");
+    assert_eq!(token["display"]["last4"], "4242");
+    assert_eq!(token["display"]["exp_year"], 2031);
+    assert!(token["display"]["fingerprint"].as_str().unwrap().starts_with("fp_"));
+    assert!(!token.to_string().contains(VISA));
+    let read = server.get_json(&format!("/v1/tokens/{id}")).await;
+    assert_eq!(read["display"]["last4"], "4242");
+    assert!(!read.to_string().contains(VISA));
+
+    let cases = [
+        (json!({"type": "email", "value": "Jane.Doe@Example.com"}), "display", json!({"masked": "J***@example.com"})),
+        (
+            json!({"type": "phone", "value": "+44 20 7946 0958"}),
+            "display",
+            json!({"masked": "+********0958", "last4": "0958"}),
+        ),
+        (
+            json!({"type": "bank_account", "value": "DE89 3704 0044 0532 0130 00"}),
+            "display",
+            json!({"country": "DE", "last4": "3000"}),
+        ),
+        (json!({"type": "name", "value": "Jane Doe"}), "display", json!({"masked": "J*** D***"})),
+        (
+            json!({"type": "address", "value": {"line1": "1 High St", "city": "London", "postal_code": "N1 1AA", "country": "gb"}}),
+            "display",
+            json!({"country": "GB"}),
+        ),
+        (
+            json!({"type": "json", "value": {"a": 1, "b": [2]}, "metadata": {"order": "o_1"}}),
+            "display",
+            json!({"fields": 2}),
+        ),
+    ];
+    for (body, field, expected) in cases {
+        let token = tokenize(&server, &body).await;
+        for (key, value) in expected.as_object().unwrap() {
+            assert_eq!(&token[field][key], value, "{body} → {token}");
+        }
+        let (status, plain) = reveal(&server, &server.bootstrap_key, token["id"].as_str().unwrap(), "plain").await;
+        assert_eq!(status, 200, "{plain}");
+        assert_eq!(plain["view"], "plain");
+    }
+    let (_, plain) = reveal(&server, &server.bootstrap_key, id, "plain").await;
+    assert_eq!(plain["value"]["number"], VISA);
+    assert_eq!(plain["value"]["exp_month"], 12);
+    assert!(plain["value"].get("cvc").is_none(), "a CVC is never revealed");
+    server.shutdown().await;
+}
+
+async fn bad_input_is_named_never_echoed(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let key = server.bootstrap_key.clone();
+    let cases = [
+        (card("4242424242424241"), 422, "invalid_card_number", "/value/number"),
+        (card("1234"), 422, "invalid_card_number", "/value/number"),
+        (
+            json!({"type": "card", "value": {"number": VISA, "exp_month": 1, "exp_year": 2020}}),
+            422,
+            "card_expired",
+            "/value/exp_year",
+        ),
+        (
+            json!({"type": "card", "value": {"number": VISA, "exp_month": 13, "exp_year": 2031}}),
+            422,
+            "invalid_expiry",
+            "/value/exp_month",
+        ),
+        (
+            json!({"type": "card", "value": {"number": "378282246310005", "exp_month": 1, "exp_year": 2031, "cvc": "123"}}),
+            422,
+            "invalid_cvc",
+            "/value/cvc",
+        ),
+        (json!({"type": "bank_account", "value": "DE89370400440532013001"}), 422, "invalid_iban", "/value"),
+        (json!({"type": "email", "value": "not an email 4242424242424242"}), 422, "invalid_email", "/value"),
+        (json!({"type": "phone", "value": "0207946"}), 422, "invalid_phone", "/value"),
+        (json!({"type": "ssn", "value": "x"}), 422, "validation_failed", "/type"),
+        (json!({"type": "json", "value": {"blob": "x".repeat(5000)}}), 422, "value_too_large", "/value"),
+        (
+            json!({"type": "email", "value": "a@example.com", "customer": "jane@example.com"}),
+            422,
+            "validation_failed",
+            "/customer",
+        ),
+        (json!({"type": "email", "value": "a@example.com", "ttl": 5}), 422, "validation_failed", "/ttl"),
+        (
+            json!({"type": "email", "value": "a@example.com", "format": "pan_preserving"}),
+            422,
+            "validation_failed",
+            "/format",
+        ),
+        (json!({"type": "email", "value": "a@example.com", "colour": "red"}), 422, "validation_failed", "/colour"),
+    ];
+    for (body, status, code, pointer) in cases {
+        let (got, problem) = send(&server, &key, Method::POST, "/v1/tokens", Some(&body)).await;
+        assert_eq!((got, problem["code"].as_str()), (status, Some(code)), "{body} → {problem}");
+        let pointers: Vec<&str> =
+            problem["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
+        assert!(pointers.contains(&pointer), "{body} → {problem}");
+        let text = problem.to_string();
+        for secret in ["4242424242424241", "42424242", "DE89370400440532013001", "jane@example.com", "0207946"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+    // Too many batch items.
+    let items: Vec<Value> = (0..1001).map(|_| json!({"type": "name", "value": "x"})).collect();
+    let (got, problem) = send(&server, &key, Method::POST, "/v1/tokens/batch", Some(&json!({"items": items}))).await;
+    assert_eq!((got, problem["code"].as_str()), (413, Some("payload_too_large")));
+
+    // Unknown and another merchant's tokens answer the same 404.
+    let other = other_merchant_key(&server).await;
+    let mine = tokenize(&server, &card(VISA)).await;
+    let id = mine["id"].as_str().unwrap();
+    for (caller, path) in [
+        (&key, "/v1/tokens/tok_aaaaaaaaaaaaaaaaaaaaaaaaaa".to_owned()),
+        (&key, "/v1/tokens/not-a-token".to_owned()),
+        (&other, format!("/v1/tokens/{id}")),
+    ] {
+        let (status, problem) = send(&server, caller, Method::GET, &path, None).await;
+        assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")), "{path}");
+        assert_eq!(problem["detail"], "no such object");
+    }
+    let (status, _) = reveal(&server, &other, id, "plain").await;
+    assert_eq!(status, 404);
+    let (status, _) = send(&server, &other, Method::DELETE, &format!("/v1/tokens/{id}"), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(&server, &key, Method::GET, &format!("/v1/tokens/{id}"), None).await;
+    assert_eq!(status, 200, "still there for its owner");
+    server.shutdown().await;
+}
+
+/// A key of a second merchant (created directly in the database; the API has one merchant).
+async fn other_merchant_key(server: &TestServer) -> String {
+    let other = "mer_bbbbbbbbbbbbbbbbbbbbbbbbbb";
+    server
+        .app()
+        .store
+        .execute_admin(&format!("INSERT INTO merchants (id, name, created_at) VALUES ('{other}', 'other', 0)"))
+        .await
+        .unwrap();
+    let merchant = strongroom_domain::merchants::MerchantId::parse(other).unwrap();
+    let input = strongroom_domain::api_keys::NewApiKey {
+        name: "other".into(),
+        scopes: ["vault:write", "vault:read", "vault:reveal:card", "vault:reveal:pii", "privacy:erase"]
+            .map(String::from)
+            .to_vec(),
+        mode: None,
+        expires_at: None,
+    };
+    let created = server.app().state.api_keys.create(&merchant, input, None).await.unwrap();
+    created.secret.expose().clone()
+}
+
+async fn audit_entry(server: &TestServer, index: u64) -> Value {
+    let page = server.get_json(&format!("/v1/audit/entries?start={index}&limit=1")).await;
+    page["data"][0]["entry"].clone()
+}
+
+async fn reveal_follows_scopes_and_is_audited(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let card_token = tokenize(&server, &card(VISA)).await["id"].as_str().unwrap().to_owned();
+    let email_token = tokenize(&server, &json!({"type": "email", "value": "jane@example.com"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, masked_only) = server.create_key("masked", &["vault:reveal:masked"]).await;
+    let (_, pii) = server.create_key("pii", &["vault:reveal:pii"]).await;
+    let (_, cards) = server.create_key("cards", &["vault:reveal:card"]).await;
+    let (_, none) = server.create_key("none", &["vault:read"]).await;
+
+    let (status, masked) = reveal(&server, &masked_only, &card_token, "masked").await;
+    assert_eq!(status, 200, "{masked}");
+    assert_eq!(masked["value"]["number"], "424242******4242");
+    let (status, problem) = reveal(&server, &masked_only, &card_token, "plain").await;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("insufficient_scope")));
+    let (status, _) = reveal(&server, &none, &card_token, "masked").await;
+    assert_eq!(status, 403);
+    let (status, problem) = reveal(&server, &pii, &card_token, "plain").await;
+    assert_eq!(status, 403, "pii does not cover cards: {problem}");
+    let (status, plain) = reveal(&server, &pii, &email_token, "plain").await;
+    assert_eq!((status, plain["value"].as_str()), (200, Some("jane@example.com")));
+    let (status, _) = reveal(&server, &cards, &email_token, "plain").await;
+    assert_eq!(status, 403, "cards do not cover personal data");
+    let (status, plain) = reveal(&server, &cards, &card_token, "plain").await;
+    assert_eq!((status, plain["value"]["number"].as_str()), (200, Some(VISA)));
+
+    // The reveal's audit entry exists (committed before the answer) and names no value.
+    let entry = audit_entry(&server, plain["audit_index"].as_u64().unwrap()).await;
+    assert_eq!(entry["action"], "vault.token_revealed");
+    assert_eq!(entry["object"]["id"], card_token.as_str());
+    assert_eq!(entry["outcome"]["reason"], "plain:test_run");
+    assert!(!entry.to_string().contains(VISA));
+
+    let bad_reason = json!({"view": "plain", "reason": "Because I can"});
+    let (status, problem) =
+        send(&server, &cards, Method::POST, &format!("/v1/tokens/{card_token}/reveal"), Some(&bad_reason)).await;
+    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (422, Some("/reason")));
+    let bad_view = json!({"view": "everything", "reason": "x"});
+    let (status, problem) =
+        send(&server, &cards, Method::POST, &format!("/v1/tokens/{card_token}/reveal"), Some(&bad_view)).await;
+    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (422, Some("/view")));
+    server.shutdown().await;
+}
+
+async fn dedupe_gives_one_token_under_concurrency(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let mut body = card("5555555555554444");
+    body["dedupe"] = json!(true);
+    body["customer"] = json!("cus_1");
+    let requests = (0..16).map(|_| {
+        let request = server.request(Method::POST, "/v1/tokens").json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let token: Value = response.json().await.unwrap();
+            (status, token["id"].as_str().unwrap().to_owned())
+        }
+    });
+    let results = futures::future::join_all(requests).await;
+    let created = results.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(created, 1, "{results:?}");
+    assert!(results.iter().all(|(s, id)| (*s == 200 || *s == 201) && *id == results[0].1), "{results:?}");
+    // Another customer, or no dedupe, gets its own token.
+    let mut other = body.clone();
+    other["customer"] = json!("cus_2");
+    assert_ne!(tokenize(&server, &other).await["id"], json!(results[0].1));
+    let mut plain = body.clone();
+    plain["dedupe"] = json!(false);
+    assert_ne!(tokenize(&server, &plain).await["id"], json!(results[0].1));
+    server.shutdown().await;
+}
+
+async fn search_finds_without_revealing(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let a = tokenize(&server, &json!({"type": "email", "value": "Jane@Example.com"})).await;
+    let b = tokenize(&server, &json!({"type": "email", "value": "jane@example.com"})).await;
+    tokenize(&server, &json!({"type": "email", "value": "john@example.com"})).await;
+    let (_, reader) = server.create_key("reader", &["vault:read"]).await;
+    let found =
+        server.post_json_as(&reader, "/v1/tokens/search", &json!({"type": "email", "value": "JANE@example.com"})).await;
+    let ids: Vec<&str> = found["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{found}");
+    assert!(ids.contains(&a["id"].as_str().unwrap()) && ids.contains(&b["id"].as_str().unwrap()));
+    assert!(!found.to_string().contains("jane@"), "{found}");
+    assert_eq!(a["display"]["fingerprint"], b["display"]["fingerprint"], "equal values, equal fingerprints");
+    let (status, problem) =
+        send(&server, &reader, Method::POST, "/v1/tokens/search", Some(&json!({"type": "email", "value": "x"}))).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("invalid_email")));
+    server.shutdown().await;
+}
+
+async fn expiry_and_purge(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let short = tokenize(&server, &json!({"type": "name", "value": "Jane", "ttl": 60})).await;
+    let long = tokenize(&server, &json!({"type": "name", "value": "John"})).await;
+    let id = short["id"].as_str().unwrap();
+    assert!(short["expires_at"].is_string());
+    server.clock.advance(Duration::from_secs(61));
+    let (status, _) = send(&server, &server.bootstrap_key, Method::GET, &format!("/v1/tokens/{id}"), None).await;
+    assert_eq!(status, 404, "expired tokens answer 404 at once");
+    let (status, _) = reveal(&server, &server.bootstrap_key, id, "plain").await;
+    assert_eq!(status, 404);
+    let purged = server.app().state.vault.purge_expired().await.unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(server.app().state.vault.purge_expired().await.unwrap(), 0);
+    let (status, _) = send(
+        &server,
+        &server.bootstrap_key,
+        Method::GET,
+        &format!("/v1/tokens/{}", long["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.shutdown().await;
+}
+
+async fn delete_and_erase(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let key = server.bootstrap_key.clone();
+    let gone = tokenize(&server, &json!({"type": "name", "value": "Temp"})).await;
+    let gone_id = gone["id"].as_str().unwrap();
+    let (status, body) = send(&server, &key, Method::DELETE, &format!("/v1/tokens/{gone_id}"), None).await;
+    assert_eq!((status, body["deleted"].as_bool()), (200, Some(true)));
+    let (status, _) = send(&server, &key, Method::GET, &format!("/v1/tokens/{gone_id}"), None).await;
+    assert_eq!(status, 404);
+
+    let mut jane_card = card(VISA);
+    jane_card["customer"] = json!("cus_jane");
+    let jane_card = tokenize(&server, &jane_card).await["id"].as_str().unwrap().to_owned();
+    let jane_email = tokenize(&server, &json!({"type": "email", "value": "jane@example.com", "customer": "cus_jane"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let john = tokenize(&server, &json!({"type": "email", "value": "john@example.com", "customer": "cus_john"})).await
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, eraser) = server.create_key("eraser", &["privacy:erase"]).await;
+    let (status, receipt) = send(&server, &eraser, Method::DELETE, "/v1/customers/cus_jane/data", None).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["object"], "erasure_receipt");
+    assert_eq!(receipt["customer"], "cus_jane");
+    assert_eq!(receipt["tokens_erased"], 2);
+    let entry = audit_entry(&server, receipt["audit_index"].as_u64().unwrap()).await;
+    assert_eq!(entry["action"], "privacy.customer_erased");
+    for id in [&jane_card, &jane_email] {
+        let (status, problem) = send(&server, &key, Method::GET, &format!("/v1/tokens/{id}"), None).await;
+        assert_eq!((status, problem["code"].as_str()), (410, Some("gone")));
+        let (status, _) = reveal(&server, &key, id, "plain").await;
+        assert_eq!(status, 410);
+    }
+    let (status, _) = reveal(&server, &key, &john, "plain").await;
+    assert_eq!(status, 200, "another customer is untouched");
+    // The data key is gone from the database, so no backup can bring the values back.
+    let merchant = strongroom_domain::merchants::MerchantId::parse(&server.merchant_id).unwrap();
+    let stored = VaultRepository::data_key_for(&server.app().store, &merchant, "cus_jane").await.unwrap();
+    assert!(stored.is_none(), "the customer's data key is destroyed");
+    let (status, again) = send(&server, &eraser, Method::DELETE, "/v1/customers/cus_jane/data", None).await;
+    assert_eq!((status, again["tokens_erased"].as_u64()), (200, Some(0)));
+    // The same customer can come back with new data, under a new key.
+    let fresh = tokenize(&server, &json!({"type": "email", "value": "jane@example.com", "customer": "cus_jane"})).await;
+    let (status, _) = reveal(&server, &key, fresh["id"].as_str().unwrap(), "plain").await;
+    assert_eq!(status, 200);
+    server.shutdown().await;
+}
+
+async fn canary_tokens_raise_security_events(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let honey = tokenize(&server, &json!({"type": "email", "value": "honey@example.com", "canary": true})).await;
+    let normal = tokenize(&server, &json!({"type": "email", "value": "plain@example.com"})).await;
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().retain(|k, _| k != "id" && k != "created_at" && k != "display");
+        v
+    };
+    assert_eq!(strip(honey.clone()), strip(normal.clone()), "a canary looks like any token");
+    let id = honey["id"].as_str().unwrap();
+    let (status, plain) = reveal(&server, &server.bootstrap_key, id, "plain").await;
+    assert_eq!((status, plain["value"].as_str()), (200, Some("honey@example.com")), "it still answers");
+    let size = server.get_json("/v1/audit/entries?start=0&limit=1").await["tree_size"].as_u64().unwrap();
+    let page = server.get_json(&format!("/v1/audit/entries?start=0&limit={size}")).await;
+    let tripped = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["entry"]["action"] == "security.canary_token_used" && e["entry"]["object"]["id"] == id)
+        .count();
+    assert_eq!(tripped, 1, "one security event for the reveal");
+    assert!(captured_logs().contains("canary token used"));
+    let (status, problem) = send(
+        &server,
+        &server.bootstrap_key,
+        Method::POST,
+        "/v1/tokens",
+        Some(&json!({"type": "email", "value": "x@example.com", "canary": true, "dedupe": true})),
+    )
+    .await;
+    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (422, Some("/dedupe")));
+    server.shutdown().await;
+}
+
+async fn tampered_ciphertext_is_an_integrity_error(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let a = tokenize(&server, &json!({"type": "name", "value": "Alice"})).await["id"].as_str().unwrap().to_owned();
+    let b = tokenize(&server, &json!({"type": "name", "value": "Bob"})).await["id"].as_str().unwrap().to_owned();
+    // Move Bob's ciphertext onto Alice's row: the associated data binds it to its row.
+    server
+        .app()
+        .store
+        .execute_admin(&format!(
+            "UPDATE vault_tokens SET ciphertext = (SELECT ciphertext FROM vault_tokens WHERE id = '{b}') WHERE id = '{a}'"
+        ))
+        .await
+        .unwrap();
+    let (status, problem) = reveal(&server, &server.bootstrap_key, &a, "plain").await;
+    assert_eq!((status, problem["code"].as_str()), (500, Some("integrity_error")), "{problem}");
+    assert!(!problem.to_string().contains("Bob"));
+    let size = server.get_json("/v1/audit/entries?start=0&limit=1").await["tree_size"].as_u64().unwrap();
+    let page = server.get_json(&format!("/v1/audit/entries?start=0&limit={size}")).await;
+    assert!(
+        page["data"].as_array().unwrap().iter().any(|e| e["entry"]["action"] == "security.integrity_error"),
+        "the integrity failure is in the audit log"
+    );
+    let (status, _) = reveal(&server, &server.bootstrap_key, &b, "plain").await;
+    assert_eq!(status, 200, "the untouched row still opens");
+    server.shutdown().await;
+}
+
+async fn reveal_rate_limit(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |c| c.vault.reveals_per_minute = 3).await else { return };
+    let id = tokenize(&server, &json!({"type": "name", "value": "Jane"})).await["id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        assert_eq!(reveal(&server, &server.bootstrap_key, &id, "masked").await.0, 200);
+    }
+    let response = server
+        .request(Method::POST, &format!("/v1/tokens/{id}/reveal"))
+        .json(&json!({"view": "masked", "reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    let (_, other) = server.create_key("other", &["vault:reveal:pii"]).await;
+    assert_eq!(reveal(&server, &other, &id, "masked").await.0, 200, "the limit is per key");
+    server.clock.advance(Duration::from_secs(61));
+    assert_eq!(reveal(&server, &server.bootstrap_key, &id, "masked").await.0, 200, "a new minute");
+    server.shutdown().await;
+}
+
+async fn batch_items_succeed_or_fail_alone(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let mut dedupe = card("4000056655665556");
+    dedupe["dedupe"] = json!(true);
+    let items = json!({"items": [
+        card(VISA),
+        card("4242424242424241"),
+        {"type": "email", "value": "a@example.com"},
+        {"type": "email", "value": "a@example.com", "bogus": 1},
+        dedupe,
+        dedupe,
+    ]});
+    let (status, result) = send(&server, &server.bootstrap_key, Method::POST, "/v1/tokens/batch", Some(&items)).await;
+    assert_eq!(status, 200, "{result}");
+    let data = result["data"].as_array().unwrap();
+    let statuses: Vec<u64> = data.iter().map(|d| d["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![201, 422, 201, 422, 201, 200], "{result}");
+    assert_eq!(data[1]["code"], "invalid_card_number");
+    assert_eq!(data[1]["errors"][0]["pointer"], "/items/1/value/number");
+    assert_eq!(data[3]["errors"][0]["pointer"], "/items/3/bogus");
+    assert_eq!(data[4]["token"]["id"], data[5]["token"]["id"], "dedupe within one batch");
+    assert!(!result.to_string().contains("4242424242424241"));
+    let (status, _) = reveal(&server, &server.bootstrap_key, data[0]["token"]["id"].as_str().unwrap(), "plain").await;
+    assert_eq!(status, 200);
+    server.shutdown().await;
+}
+
+fn luhn(digits: &str) -> bool {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+async fn pan_preserving_tokens(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    for number in [VISA, "378282246310005", "6011111111111117"] {
+        let mut body = card(number);
+        body["format"] = json!("pan_preserving");
+        if number.starts_with('3') {
+            body["value"]["cvc"] = json!("1234");
+        }
+        let token = tokenize(&server, &body).await;
+        let id = token["id"].as_str().unwrap();
+        assert_eq!(id.len(), number.len());
+        assert_eq!(&id[..6], &number[..6]);
+        assert_eq!(&id[id.len() - 4..], &number[number.len() - 4..]);
+        assert!(!luhn(id), "a format-preserving token fails Luhn: {id}");
+        assert_ne!(id, number);
+        let (_, plain) = reveal(&server, &server.bootstrap_key, id, "plain").await;
+        assert_eq!(plain["value"]["number"], number);
+    }
+    server.shutdown().await;
+}
+
+async fn rotation_under_load_keeps_every_value(backend: Backend) {
+    let Some(mut server) = TestServer::spawn(backend).await else { return };
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let value = format!("person{i}@example.com");
+        let token = tokenize(&server, &json!({"type": "email", "value": value, "customer": format!("cus_{i}")})).await;
+        expected.push((token["id"].as_str().unwrap().to_owned(), value));
+    }
+    let keys = server.app().state.vault.keys().clone();
+    // Tokenize and reveal while rotating twice and rewrapping.
+    let load = {
+        let requests: Vec<_> = (20..60)
+            .map(|i| {
+                let value = format!("person{i}@example.com");
+                let body = json!({"type": "email", "value": value, "customer": format!("cus_{i}")});
+                let request = server.request(Method::POST, "/v1/tokens").json(&body);
+                async move {
+                    let token: Value = request.send().await.unwrap().json().await.unwrap();
+                    (token["id"].as_str().unwrap().to_owned(), value)
+                }
+            })
+            .collect();
+        futures::future::join_all(requests)
+    };
+    let rotate = async {
+        let v2 = keys.rotate().await.unwrap();
+        keys.rewrap_all(7, |_| {}).await.unwrap();
+        let v3 = keys.rotate().await.unwrap();
+        keys.rewrap_all(7, |_| {}).await.unwrap();
+        (v2, v3)
+    };
+    let reveals = async {
+        for (id, value) in &expected {
+            let (status, plain) = reveal(&server, &server.bootstrap_key, id, "plain").await;
+            assert_eq!((status, plain["value"].as_str()), (200, Some(value.as_str())));
+        }
+    };
+    let (created, (v2, v3), ()) = tokio::join!(load, rotate, reveals);
+    assert_eq!((v2, v3), (2, 3));
+    expected.extend(created);
+    // Anything created under an older version during the rotation moves too.
+    keys.rewrap_all(100, |_| {}).await.unwrap();
+    let status = keys.status().await.unwrap();
+    let under_active: Vec<(u32, u64)> = status.iter().map(|k| (k.version, k.data_keys)).collect();
+    assert_eq!(under_active.iter().filter(|(v, n)| *v != 3 && *n > 0).count(), 0, "{under_active:?}");
+    assert!(keys.retire(1).await.unwrap(), "an unused previous version retires");
+    assert!(!keys.retire(3).await.unwrap(), "the active version never retires");
+    server.restart().await;
+    for (id, value) in &expected {
+        let (status, plain) = reveal(&server, &server.bootstrap_key, id, "plain").await;
+        assert_eq!((status, plain["value"].as_str()), (200, Some(value.as_str())), "{id} after rotation and restart");
+    }
+    server.shutdown().await;
+}
+
+async fn cvc_lives_in_memory_only(backend: Backend) {
+    let Some(mut server) = TestServer::spawn(backend).await else { return };
+    let token = tokenize(&server, &card(VISA)).await;
+    let id = token["id"].as_str().unwrap().to_owned();
+    assert_eq!(token["display"]["cvc_held"], true);
+    server.clock.advance(Duration::from_secs(601));
+    assert_eq!(server.get_json(&format!("/v1/tokens/{id}")).await["display"]["cvc_held"], false, "ten minutes at most");
+    let fresh = tokenize(&server, &card("5555555555554444")).await["id"].as_str().unwrap().to_owned();
+    server.restart().await;
+    assert_eq!(
+        server.get_json(&format!("/v1/tokens/{fresh}")).await["display"]["cvc_held"],
+        false,
+        "gone after a restart"
+    );
+    server.shutdown().await;
+}
