@@ -103,3 +103,214 @@ async fn canaries_never_reach_logs_bodies_or_the_database() {
     }
     server.shutdown().await;
 }
+
+/// Canary values (cards, personal data) sent through every vault endpoint never reach a log line,
+/// an error body, an audit entry, the SQLite file (with its WAL) or the PostgreSQL tables.
+mod vault {
+    use super::*;
+    use strongroom_testkit::on_both_backends;
+
+    on_both_backends!(vault_values_stay_sealed);
+
+    const PAN: &str = "4111111111111111";
+    const BAD_PAN: &str = "4111111111111112";
+    const PII: [&str; 6] = [
+        "canary.person.7f3a@example.com",
+        "+447700900731",
+        "GB33BUKB20201555555555",
+        "Zebulon Canaryfield",
+        "77 Canary Wharf Lane",
+        "canary-json-secret-7f3a",
+    ];
+
+    fn values() -> Vec<Value> {
+        vec![
+            json!({"type": "card", "value": {"number": PAN, "exp_month": 12, "exp_year": 2031, "cvc": "737", "holder_name": PII[3]}, "customer": "cus_canary"}),
+            json!({"type": "email", "value": PII[0], "customer": "cus_canary", "dedupe": true}),
+            json!({"type": "phone", "value": PII[1]}),
+            json!({"type": "bank_account", "value": PII[2]}),
+            json!({"type": "name", "value": PII[3], "canary": true}),
+            json!({"type": "address", "value": {"line1": PII[4], "city": "London", "country": "GB"}}),
+            json!({"type": "json", "value": {"note": PII[5]}}),
+        ]
+    }
+
+    use serde_json::Value;
+
+    async fn vault_values_stay_sealed(backend: Backend) {
+        let Some(server) = TestServer::spawn(backend).await else { return };
+        let key = server.bootstrap_key.clone();
+        let mut bodies = Vec::new();
+        let mut ids = Vec::new();
+        for body in values() {
+            let response = server.request(Method::POST, "/v1/tokens").json(&body).send().await.unwrap();
+            assert_eq!(response.status(), 201);
+            let token: Value = response.json().await.unwrap();
+            ids.push(token["id"].as_str().unwrap().to_owned());
+            bodies.push(token.to_string());
+        }
+        let batch = json!({"items": values()});
+        let text =
+            server.request(Method::POST, "/v1/tokens/batch").json(&batch).send().await.unwrap().text().await.unwrap();
+        bodies.push(text);
+        for body in values() {
+            let search = json!({"type": body["type"], "value": body["value"]});
+            let text = server
+                .request(Method::POST, "/v1/tokens/search")
+                .json(&search)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            bodies.push(text);
+        }
+        for id in &ids {
+            bodies.push(
+                server.request(Method::GET, &format!("/v1/tokens/{id}")).send().await.unwrap().text().await.unwrap(),
+            );
+            let masked = json!({"view": "masked", "reason": "canary"});
+            bodies.push(
+                server
+                    .request(Method::POST, &format!("/v1/tokens/{id}/reveal"))
+                    .json(&masked)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            );
+            // Plain reveals answer the value (that is their job) but must not log it.
+            let plain = json!({"view": "plain", "reason": "canary"});
+            let response =
+                server.request(Method::POST, &format!("/v1/tokens/{id}/reveal")).json(&plain).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+        }
+        // Errors carrying the values.
+        let mut errors = Vec::new();
+        for bad in [
+            json!({"type": "card", "value": {"number": BAD_PAN, "exp_month": 12, "exp_year": 2031}}),
+            json!({"type": "card", "value": {"number": PAN, "exp_month": 1, "exp_year": 2020, "cvc": "737"}}),
+            json!({"type": "card", "value": {"number": PAN, "exp_month": 12, "exp_year": 2031, "cvc": "73"}}),
+            json!({"type": "email", "value": format!("{} x", PII[0])}),
+            json!({"type": "phone", "value": format!("{}99999999", PII[1])}),
+            json!({"type": "bank_account", "value": format!("{}0", PII[2])}),
+            json!({"type": "card", "value": PAN}),
+            json!({"type": PAN, "value": PAN}),
+            json!({"type": "email", "value": PII[0], PII[0]: PAN}),
+            json!({"type": "email", "value": PII[0], "customer": PII[0]}),
+        ] {
+            for path in ["/v1/tokens", "/v1/tokens/search"] {
+                let body = if path.ends_with("search") {
+                    json!({"type": bad["type"], "value": bad["value"]})
+                } else {
+                    bad.clone()
+                };
+                let response = server.request(Method::POST, path).json(&body).send().await.unwrap();
+                // (A search ignores the fields only tokenizing checks, so it may succeed.)
+                assert!(response.status().is_client_error() || path.ends_with("search"), "{body}");
+                errors.push(response.text().await.unwrap());
+            }
+        }
+        let (_, weak) = server.create_key("weak", &["vault:reveal:masked"]).await;
+        for id in &ids {
+            let plain = json!({"view": "plain", "reason": "canary"});
+            let response = server
+                .request_as(&weak, Method::POST, &format!("/v1/tokens/{id}/reveal"))
+                .json(&plain)
+                .send()
+                .await
+                .unwrap();
+            errors.push(response.text().await.unwrap());
+        }
+        for path in [format!("/v1/tokens/{PAN}"), format!("/v1/customers/{PAN}/data"), format!("/v1/tokens/{}", PII[0])]
+        {
+            errors.push(server.request(Method::GET, &path).send().await.unwrap().text().await.unwrap());
+        }
+        let malformed = format!("{{\"type\": \"card\", \"value\": {{\"number\": \"{PAN}\"");
+        errors.push(
+            server
+                .request(Method::POST, "/v1/tokens")
+                .header("content-type", "application/json")
+                .body(malformed)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+        let erased = server.request(Method::DELETE, "/v1/customers/cus_canary/data").send().await.unwrap();
+        assert_eq!(erased.status(), 200);
+        bodies.push(erased.text().await.unwrap());
+
+        // The audit log, as the API exports it.
+        let size = server.get_json("/v1/audit/entries?start=0&limit=1").await["tree_size"].as_u64().unwrap();
+        let mut audit = String::new();
+        let mut start = 0;
+        while start < size {
+            audit.push_str(&server.get_json(&format!("/v1/audit/entries?start={start}&limit=1000")).await.to_string());
+            start += 1000;
+        }
+        assert!(audit.contains("vault.token_revealed"), "the audit log was read");
+
+        let forbidden: Vec<&str> = [PAN, BAD_PAN, "737"].into_iter().chain(PII).collect();
+        let _ = key;
+        for text in bodies.iter().chain(&errors) {
+            for value in &forbidden {
+                if *value == "737" {
+                    continue; // three digits occur naturally in ids and times
+                }
+                assert!(!text.contains(value), "a response other than a plain reveal contains {value}: {text}");
+            }
+        }
+        for value in &forbidden[3..] {
+            assert!(!audit.contains(value), "an audit entry contains {value}");
+        }
+        assert!(!audit.contains(PAN) && !audit.contains(BAD_PAN));
+        let logs = captured_logs();
+        assert!(logs.contains("/v1/tokens"), "the run was logged");
+        for value in &forbidden {
+            if *value == "737" {
+                continue;
+            }
+            assert!(!logs.contains(value), "a log line contains {value}");
+        }
+
+        // At rest: the database holds ciphertext only.
+        let stored = match backend {
+            Backend::Sqlite => {
+                let mut bytes = Vec::new();
+                for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.file_name().unwrap().to_string_lossy().starts_with("strongroom.db") {
+                        bytes.extend(std::fs::read(&path).unwrap());
+                    }
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            Backend::Postgres => {
+                let url = server.config.database_url.as_ref().unwrap().expose().clone();
+                let dump =
+                    std::process::Command::new("pg_dump").arg("--data-only").arg(&url).output().expect("pg_dump runs");
+                assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+                String::from_utf8_lossy(&dump.stdout).into_owned()
+            }
+        };
+        assert!(stored.contains(&ids[2]), "the stored data was read");
+        for value in &forbidden {
+            if *value == "737" {
+                continue;
+            }
+            assert!(!stored.contains(value), "the database holds {value} in the clear");
+        }
+        // PostgreSQL's dump writes bytea as hex: the values must not appear hex-encoded either.
+        for value in &forbidden[..2] {
+            let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+            assert!(!stored.contains(&hex), "the database holds {value} hex-encoded");
+        }
+        server.shutdown().await;
+    }
+}
