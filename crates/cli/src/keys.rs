@@ -30,6 +30,10 @@ pub enum KeysCommand {
     Rotate,
     /// Finish moving data keys onto the active version (after an interrupted rotation).
     Rewrap,
+    /// After rotating the root key in the KMS: re-encrypt every key it wraps (keyring entries and
+    /// key-encryption keys) under its newest version, so older KMS versions can be disabled
+    /// (OpenBao: `min_decryption_version`).
+    RewrapRoot,
     /// Retire a previous version that no data key uses (its wrapped material is deleted).
     Retire {
         /// The version to retire.
@@ -147,6 +151,18 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 let version = core.vault_keys.active_version().await?;
                 rewrap(&core).await?;
                 core.audit.record_durable(event("vault.data_keys_rewrapped", None, version)).await?;
+            }
+            KeysCommand::RewrapRoot => {
+                let keyring = strongroom_domain::keyring::rewrap_all(&core.store, core.kms.as_ref()).await?;
+                let keks = core.vault_keys.rewrap_root().await?;
+                let event =
+                    AuditEvent::by(ActorKind::System, Some("cli".into()), "kms.root_rewrapped", Outcome::Success)
+                        .on("kms", core.kms.key_id());
+                core.audit.record_durable(event).await?;
+                out(&format!(
+                    "{keyring} keyring entries and {keks} key-encryption keys rewrapped by {}",
+                    core.kms.key_id()
+                ));
             }
             KeysCommand::Retire { version } => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;

@@ -51,6 +51,14 @@ pub trait Kms: Send + Sync + fmt::Debug {
 
     /// Unwraps what [`Kms::wrap`] produced for the same `context`.
     async fn unwrap(&self, context: &str, wrapped: &[u8]) -> Result<Key256, KmsError>;
+
+    /// Re-encrypts a wrapped key under the root key's newest version (after the KMS rotated it),
+    /// for the same `context`. Providers that can do this without exposing the key override it;
+    /// the default unwraps and wraps again.
+    async fn rewrap(&self, context: &str, wrapped: &[u8]) -> Result<Vec<u8>, KmsError> {
+        let key = self.unwrap(context, wrapped).await?;
+        self.wrap(context, &key).await
+    }
 }
 
 /// A root key kept in a local file: fine for development, flagged for production.

@@ -53,6 +53,23 @@ pub async fn load_existing(
     }
 }
 
+/// Every keyring entry.
+pub const ALL: &[&str] = &[API_KEY_DIGEST, AUDIT_SIGNING, VAULT_FINGERPRINT];
+
+/// Re-encrypts every keyring entry under the KMS root key's newest version (after the KMS rotated
+/// it; the keys themselves do not change). Returns how many entries moved.
+pub async fn rewrap_all(repo: &dyn KeyringRepository, kms: &dyn Kms) -> Result<usize, DomainError> {
+    let mut moved = 0;
+    for name in ALL {
+        if let Some(stored) = repo.get(name).await? {
+            let wrapped = kms.rewrap(&format!("keyring/{name}"), &stored.wrapped).await?;
+            repo.replace_wrapped(name, &kms.key_id(), &wrapped).await?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
 /// Keys the running process holds, unwrapped.
 #[derive(Debug, Clone)]
 pub struct Keyring {

@@ -91,6 +91,9 @@ pub trait KeyringRepository: Send + Sync {
     /// Inserts unless a key of that name exists; returns the stored one either way, so that
     /// concurrent first starts agree on one key.
     async fn insert_if_absent(&self, key: &WrappedKey) -> Result<WrappedKey, StoreError>;
+
+    /// Replaces a key's wrapped bytes (after the KMS root key was rotated); the key is unchanged.
+    async fn replace_wrapped(&self, name: &str, kms_key_id: &str, wrapped: &[u8]) -> Result<(), StoreError>;
 }
 
 /// One stored audit entry.
@@ -299,6 +302,9 @@ pub enum TokenInsert {
 pub trait VaultRepository: Send + Sync {
     /// Every key-encryption key version, oldest first.
     async fn keks(&self) -> Result<Vec<KekRecord>, StoreError>;
+
+    /// Replaces a version's wrapped material (after the KMS root key was rotated).
+    async fn replace_kek_wrapping(&self, version: u32, kms_key_id: &str, wrapped: &[u8]) -> Result<(), StoreError>;
 
     /// Stores a new version as active and demotes the active one, in one transaction. Fails with
     /// `Conflict` when the version exists (another process rotated at the same time).

@@ -294,6 +294,15 @@ impl KeyringRepository for Store {
             .await?
             .ok_or_else(|| StoreError::Other("keyring entry vanished after insert".to_owned()))
     }
+
+    async fn replace_wrapped(&self, name: &str, kms_key_id: &str, wrapped: &[u8]) -> Result<(), StoreError> {
+        let sql = "UPDATE keyring SET kms_key_id = $1, wrapped = $2 WHERE name = $3";
+        on_pool!(self, pool =>
+            sqlx::query(sql).bind(kms_key_id).bind(wrapped).bind(name).execute(pool).await.map(|r| r.rows_affected())
+        )
+        .map_err(store_error)?;
+        Ok(())
+    }
 }
 
 impl Store {

@@ -182,6 +182,15 @@ impl VaultRepository for Store {
         rows.into_iter().map(KekRecord::try_from).collect()
     }
 
+    async fn replace_kek_wrapping(&self, version: u32, kms_key_id: &str, wrapped: &[u8]) -> Result<(), StoreError> {
+        let sql = "UPDATE vault_keks SET kms_key_id = $1, wrapped = $2 WHERE version = $3 AND wrapped IS NOT NULL";
+        on_pool!(self, pool =>
+            sqlx::query(sql).bind(kms_key_id).bind(wrapped).bind(i64::from(version)).execute(pool).await.map(|r| r.rows_affected())
+        )
+        .map_err(store_error)?;
+        Ok(())
+    }
+
     async fn insert_active_kek(&self, kek: &KekRecord) -> Result<(), StoreError> {
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;

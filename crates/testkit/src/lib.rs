@@ -8,6 +8,8 @@
 //! that they were skipped, except under `CI=true`, where they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test support code")]
 
+pub mod bao;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -134,4 +134,21 @@ impl Kms for OpenBaoTransit {
         zeroize::Zeroize::zeroize(&mut plaintext);
         key.map(Secret::new).ok_or(KmsError::Integrity)
     }
+
+    /// Transit's own rewrap: the key never leaves OpenBao.
+    async fn rewrap(&self, context: &str, wrapped: &[u8]) -> Result<Vec<u8>, KmsError> {
+        let ciphertext = std::str::from_utf8(wrapped).map_err(|_| KmsError::Integrity)?;
+        let request = json!({"ciphertext": ciphertext, "context": b64(context.as_bytes())});
+        let (status, body) = self.post(&format!("{}/rewrap/{}", self.mount, self.key), request).await?;
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            return Err(KmsError::Integrity);
+        }
+        if !status.is_success() {
+            return Err(self.failure("rewrap", status, &body));
+        }
+        body["data"]["ciphertext"]
+            .as_str()
+            .map(|c| c.as_bytes().to_vec())
+            .ok_or_else(|| KmsError::Unavailable("transit rewrap answered without a ciphertext".into()))
+    }
 }

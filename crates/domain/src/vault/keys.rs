@@ -315,6 +315,21 @@ impl VaultKeys {
         Ok(total)
     }
 
+    /// Re-encrypts every KEK version's wrapped material under the KMS root key's newest version
+    /// (after the KMS rotated it; with OpenBao, transit's rewrap, so no key leaves the KMS).
+    /// Returns how many versions moved.
+    pub async fn rewrap_root(&self) -> Result<usize, DomainError> {
+        let mut moved = 0;
+        for kek in self.repo.keks().await? {
+            if let Some(wrapped) = &kek.wrapped {
+                let rewrapped = self.kms.rewrap(&kek_context(kek.version), wrapped).await?;
+                self.repo.replace_kek_wrapping(kek.version, &self.kms.key_id(), &rewrapped).await?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
     /// Every KEK version with its number of data keys.
     pub async fn status(&self) -> Result<Vec<KekStatus>, DomainError> {
         let counts: BTreeMap<u32, u64> = self.repo.data_key_counts().await?.into_iter().collect();
