@@ -177,7 +177,7 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     let data = dir.path().join("strongroom-data");
     let migrate = strongroom(&data).arg("migrate").output().unwrap();
     assert!(migrate.status.success());
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("2 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("3 migration(s) applied"));
     let early = strongroom(&data).args(["apikey", "list"]).output().unwrap();
     assert_eq!(early.status.code(), Some(1), "no merchant before the first serve");
 
@@ -206,6 +206,79 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     let revoked = strongroom(&data).args(["apikey", "revoke", &id]).output().unwrap();
     assert!(revoked.status.success());
     assert_eq!(client.get(&metrics).bearer_auth(&secret).send().await.unwrap().status(), 401);
+    assert_eq!(terminate(&mut serving), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_rewrap_and_retire_with_dual_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("strongroom-data");
+    let mut serving = serve(&data);
+    let key = bootstrap_key(&serving.banner);
+    let client = client(&data);
+    let tokens = format!("https://127.0.0.1:{}/v1/tokens", serving.port);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let body =
+            serde_json::json!({"type": "email", "value": format!("p{i}@example.com"), "customer": format!("c{i}")});
+        let token: serde_json::Value =
+            client.post(&tokens).bearer_auth(&key).json(&body).send().await.unwrap().json().await.unwrap();
+        ids.push(token["id"].as_str().unwrap().to_owned());
+    }
+    let status = strongroom(&data).args(["keys", "status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.lines().any(|l| l.starts_with("1 ") && l.contains("active") && l.contains(" 5 ")), "{text}");
+
+    // Dual control when required: refused without a second operator's key, accepted with one.
+    let refused =
+        strongroom(&data).args(["keys", "rotate"]).env("STRONGROOM_VAULT__DUAL_CONTROL", "required").output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("STRONGROOM_APPROVAL_KEY"));
+    let rotated = strongroom(&data)
+        .args(["keys", "rotate"])
+        .env("STRONGROOM_VAULT__DUAL_CONTROL", "required")
+        .env("STRONGROOM_APPROVAL_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let out = String::from_utf8_lossy(&rotated.stdout);
+    assert!(out.contains("version 2 is active") && out.contains("5 data keys rewrapped"), "{out}");
+    assert!(String::from_utf8_lossy(&rotated.stderr).contains("5/5 (100%)"), "a progress line");
+    assert!(!String::from_utf8_lossy(&rotated.stderr).contains(&key[20..]), "the approval key is never echoed");
+
+    let retired = strongroom(&data).args(["keys", "retire", "2"]).output().unwrap();
+    assert_eq!(retired.status.code(), Some(1), "the active version never retires");
+    let retired = strongroom(&data).args(["keys", "retire", "1"]).output().unwrap();
+    assert!(retired.status.success(), "{}", String::from_utf8_lossy(&retired.stderr));
+    let text =
+        String::from_utf8_lossy(&strongroom(&data).args(["keys", "status"]).output().unwrap().stdout).into_owned();
+    assert!(text.lines().any(|l| l.starts_with("1 ") && l.contains("retired")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("2 ") && l.contains("active") && l.contains(" 5 ")), "{text}");
+
+    // The running server picks up the new version (its KEK cache reloads on an unknown version).
+    for id in &ids {
+        let reveal = format!("{tokens}/{id}/reveal");
+        let body = serde_json::json!({"view": "plain", "reason": "cli_test"});
+        let response = client.post(&reveal).bearer_auth(&key).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let fresh = serde_json::json!({"type": "email", "value": "new@example.com", "customer": "c_new"});
+    assert_eq!(client.post(&tokens).bearer_auth(&key).json(&fresh).send().await.unwrap().status(), 201);
+    let approved_by =
+        strongroom(&data).args(["audit", "export", "--out"]).arg(dir.path().join("export")).output().unwrap();
+    assert!(approved_by.status.success());
+    let entries = std::fs::read_to_string(dir.path().join("export/entries.jsonl")).unwrap();
+    let decoded: Vec<String> = entries
+        .lines()
+        .map(|l| {
+            use base64::Engine;
+            let line: serde_json::Value = serde_json::from_str(l).unwrap();
+            let leaf = base64::engine::general_purpose::STANDARD.decode(line["leaf"].as_str().unwrap()).unwrap();
+            String::from_utf8(leaf).unwrap()
+        })
+        .collect();
+    assert!(decoded.iter().any(|l| l.contains("vault.kek_rotated") && l.contains("approved_by:key_")), "{decoded:?}");
+    assert!(decoded.iter().any(|l| l.contains("vault.kek_retired")));
     assert_eq!(terminate(&mut serving), 0);
 }
 

@@ -317,8 +317,9 @@ pub trait VaultRepository: Send + Sync {
     /// The data key of a merchant's customer (`""`: the merchant's own).
     async fn data_key_for(&self, merchant: &MerchantId, customer: &str) -> Result<Option<DataKeyRecord>, StoreError>;
 
-    /// Stores a data key unless its owner has one; returns the owner's key either way.
-    async fn insert_data_key_if_absent(&self, key: &DataKeyRecord) -> Result<DataKeyRecord, StoreError>;
+    /// Stores a data key unless its owner has one, and only if its KEK version is the active one;
+    /// returns the owner's key (`None`: the version is no longer active and the owner has none).
+    async fn insert_data_key_if_absent(&self, key: &DataKeyRecord) -> Result<Option<DataKeyRecord>, StoreError>;
 
     /// A data key by id.
     async fn data_key(&self, id: &str) -> Result<Option<DataKeyRecord>, StoreError>;

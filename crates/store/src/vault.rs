@@ -230,9 +230,11 @@ impl VaultRepository for Store {
         row.map(DataKeyRecord::try_from).transpose()
     }
 
-    async fn insert_data_key_if_absent(&self, key: &DataKeyRecord) -> Result<DataKeyRecord, StoreError> {
+    async fn insert_data_key_if_absent(&self, key: &DataKeyRecord) -> Result<Option<DataKeyRecord>, StoreError> {
         let sql = "INSERT INTO vault_data_keys (id, merchant_id, customer_id, kek_version, wrapped, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+                   SELECT $1, $2, $3, $4, $5, $6 \
+                   WHERE EXISTS (SELECT 1 FROM vault_keks WHERE version = $4 AND state = 'active') \
+                   ON CONFLICT DO NOTHING";
         on_pool!(self, pool =>
             sqlx::query(sql)
                 .bind(key.id.as_str())
@@ -246,9 +248,7 @@ impl VaultRepository for Store {
                 .map(|r| r.rows_affected())
         )
         .map_err(store_error)?;
-        self.data_key_for(&key.merchant_id, &key.customer)
-            .await?
-            .ok_or_else(|| StoreError::Other("data key vanished after insert".into()))
+        self.data_key_for(&key.merchant_id, &key.customer).await
     }
 
     async fn data_key(&self, id: &str) -> Result<Option<DataKeyRecord>, StoreError> {

@@ -445,6 +445,13 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/audit/entries", "get"),
         ("/v1/audit/proofs/inclusion", "get"),
         ("/v1/audit/proofs/consistency", "get"),
+        ("/v1/tokens", "post"),
+        ("/v1/tokens/batch", "post"),
+        ("/v1/tokens/search", "post"),
+        ("/v1/tokens/{id}", "get"),
+        ("/v1/tokens/{id}", "delete"),
+        ("/v1/tokens/{id}/reveal", "post"),
+        ("/v1/customers/{id}/data", "delete"),
     ];
     for (path, method) in routes {
         let operation = &doc["paths"][path][method];

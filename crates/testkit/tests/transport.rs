@@ -248,14 +248,17 @@ async fn requests_over_the_concurrency_limit_are_shed() {
     let server = TestServer::spawn_with(Backend::Sqlite, |c| c.server.concurrency_limit = 1).await.unwrap();
     let (held, release) = held_request(&server);
     // Wait until the held request occupies the only slot.
+    // (Bounded by time, not by attempts: on a loaded machine the held request may take a while
+    // to reach the server.)
     let mut shed = None;
-    for _ in 0..2000 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
         let response = server.client.get(server.url("/healthz")).send().await.unwrap();
         if response.status() == 503 {
             shed = Some(response);
             break;
         }
-        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let shed = shed.expect("a second request is shed while the first holds the only slot");
     assert!(shed.headers().contains_key("retry-after"));

@@ -72,7 +72,8 @@ pub struct KekStatus {
 }
 
 struct KekCache {
-    keys: BTreeMap<u32, Arc<Key256>>,
+    /// Unwrapped KEKs by version, with the wrapped bytes they came from.
+    keys: BTreeMap<u32, (Vec<u8>, Arc<Key256>)>,
     active: u32,
     loaded_at: Timestamp,
 }
@@ -132,7 +133,7 @@ impl VaultKeys {
                 Err(err) => return Err(err),
             }
         }
-        keys.reload().await?;
+        keys.reload(false).await?;
         Ok(keys)
     }
 
@@ -151,25 +152,38 @@ impl VaultKeys {
         Ok(())
     }
 
-    /// Reads the KEK versions and unwraps every one still holding material.
-    async fn reload(&self) -> Result<(), DomainError> {
+    /// Reads the KEK versions and unwraps every one still holding material. With `reuse`, keys
+    /// already unwrapped from the same bytes are kept (no KMS call, and the cache keeps its age);
+    /// without, the KMS is asked for every one.
+    async fn reload(&self, reuse: bool) -> Result<(), DomainError> {
         let _one_at_a_time = self.refresh.lock().await;
         let records = self.repo.keks().await?;
+        let (previous, previous_loaded_at) = match self.keks.read() {
+            Ok(slot) if reuse => match slot.as_ref() {
+                Some(cache) => (cache.keys.clone(), Some(cache.loaded_at)),
+                None => (BTreeMap::new(), None),
+            },
+            _ => (BTreeMap::new(), None),
+        };
         let mut keys = BTreeMap::new();
         let mut active = 0;
         for record in records {
             if record.state == KekState::Active {
                 active = record.version;
             }
-            if let Some(wrapped) = &record.wrapped {
-                keys.insert(record.version, Arc::new(self.kms.unwrap(&kek_context(record.version), wrapped).await?));
-            }
+            let Some(wrapped) = record.wrapped else { continue };
+            let key = match previous.get(&record.version) {
+                Some((bytes, key)) if *bytes == wrapped => key.clone(),
+                _ => Arc::new(self.kms.unwrap(&kek_context(record.version), &wrapped).await?),
+            };
+            keys.insert(record.version, (wrapped, key));
         }
         if active == 0 {
             return Err(StoreError::Other("the vault has no active key-encryption key".into()).into());
         }
+        let loaded_at = previous_loaded_at.unwrap_or_else(|| self.clock.now());
         if let Ok(mut slot) = self.keks.write() {
-            *slot = Some(KekCache { keys, active, loaded_at: self.clock.now() });
+            *slot = Some(KekCache { keys, active, loaded_at });
         }
         Ok(())
     }
@@ -178,19 +192,29 @@ impl VaultKeys {
     /// not know the version (another node rotated).
     async fn kek(&self, version: Option<u32>) -> Result<(u32, Arc<Key256>), DomainError> {
         let ttl = i64::try_from(self.settings.kek_cache_ttl.as_millis()).unwrap_or(i64::MAX);
-        let lookup = |keks: &Option<KekCache>| -> Option<(u32, Arc<Key256>)> {
-            let cache = keks.as_ref()?;
-            if self.clock.now().millis_since(cache.loaded_at) >= ttl {
-                return None;
-            }
-            let version = version.unwrap_or(cache.active);
-            cache.keys.get(&version).map(|key| (version, key.clone()))
+        let stale = || {
+            self.keks
+                .read()
+                .ok()
+                .and_then(|k| k.as_ref().map(|c| self.clock.now().millis_since(c.loaded_at) >= ttl))
+                .unwrap_or(true)
         };
-        if let Some(found) = self.keks.read().ok().and_then(|k| lookup(&k)) {
+        let lookup = || -> Option<(u32, Arc<Key256>)> {
+            let slot = self.keks.read().ok()?;
+            let cache = slot.as_ref()?;
+            let version = version.unwrap_or(cache.active);
+            cache.keys.get(&version).map(|(_, key)| (version, key.clone()))
+        };
+        if stale() {
+            // The KMS is asked again: revoking the root key stops the vault within the TTL.
+            self.reload(false).await?;
+        } else if let Some(found) = lookup() {
             return Ok(found);
+        } else {
+            // A version this node has not seen (another process rotated).
+            self.reload(true).await?;
         }
-        self.reload().await?;
-        self.keks.read().ok().and_then(|k| lookup(&k)).ok_or_else(|| {
+        lookup().ok_or_else(|| {
             StoreError::Other("a data key names a key-encryption key version that is gone".into()).into()
         })
     }
@@ -212,26 +236,42 @@ impl VaultKeys {
         }
         let record = match self.repo.data_key_for(merchant, customer).await? {
             Some(record) => record,
-            None => {
-                let (version, kek) = self.kek(None).await?;
-                let id = DataKeyId::generate(self.entropy.as_ref()).as_str().to_owned();
-                let fresh: Key256 = Secret::new(strongroom_types::entropy::random_array(self.entropy.as_ref()));
-                let aad = data_key_aad(&id, merchant, customer, version);
-                let wrapped = envelope::seal(&kek, &aad, fresh.expose(), self.entropy.as_ref());
-                let candidate = DataKeyRecord {
-                    id,
-                    merchant_id: merchant.clone(),
-                    customer: customer.to_owned(),
-                    kek_version: version,
-                    wrapped,
-                    created_at: now,
-                };
-                self.repo.insert_data_key_if_absent(&candidate).await?
-            }
+            None => self.create_data_key(merchant, customer, now).await?,
         };
         let key = self.unwrap_record(&record).await?;
         self.by_owner.put(owner, record.id.clone(), now);
         Ok(DataKey { id: record.id, key })
+    }
+
+    /// Makes an owner's data key under the active KEK version as the database has it now (the
+    /// insert itself refuses any other version, so a rotation racing with it cannot leave a data
+    /// key under a version that is about to be retired).
+    async fn create_data_key(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        now: Timestamp,
+    ) -> Result<DataKeyRecord, DomainError> {
+        for _attempt in 0..3 {
+            self.reload(true).await?;
+            let (version, kek) = self.kek(None).await?;
+            let id = DataKeyId::generate(self.entropy.as_ref()).as_str().to_owned();
+            let fresh: Key256 = Secret::new(strongroom_types::entropy::random_array(self.entropy.as_ref()));
+            let aad = data_key_aad(&id, merchant, customer, version);
+            let wrapped = envelope::seal(&kek, &aad, fresh.expose(), self.entropy.as_ref());
+            let candidate = DataKeyRecord {
+                id,
+                merchant_id: merchant.clone(),
+                customer: customer.to_owned(),
+                kek_version: version,
+                wrapped,
+                created_at: now,
+            };
+            if let Some(record) = self.repo.insert_data_key_if_absent(&candidate).await? {
+                return Ok(record);
+            }
+        }
+        Err(StoreError::Conflict("the active key-encryption key kept changing".into()).into())
     }
 
     /// A data key by id, for `merchant`; `None` when it no longer exists (crypto-shredded).
@@ -271,7 +311,7 @@ impl VaultKeys {
     pub async fn rotate(&self) -> Result<u32, DomainError> {
         let latest = self.repo.keks().await?.iter().map(|k| k.version).max().unwrap_or(0);
         self.insert_new_version(latest + 1).await?;
-        self.reload().await?;
+        self.reload(true).await?;
         Ok(latest + 1)
     }
 
@@ -279,7 +319,7 @@ impl VaultKeys {
     /// how many it moved and the last id it looked at (`None`: nothing left).
     pub async fn rewrap_batch(&self, after: &str, limit: u32) -> Result<(u64, Option<String>), DomainError> {
         // Always the freshest view of which version is active.
-        self.reload().await?;
+        self.reload(true).await?;
         let (active, active_kek) = self.kek(None).await?;
         let records = self.repo.data_keys_not_under(active, after, limit).await?;
         let Some(last) = records.last().map(|r| r.id.clone()) else {
@@ -352,7 +392,7 @@ impl VaultKeys {
     pub async fn retire(&self, version: u32) -> Result<bool, DomainError> {
         let retired = self.repo.retire_kek(version, self.clock.now()).await?;
         if retired {
-            self.reload().await?;
+            self.reload(true).await?;
         }
         Ok(retired)
     }
