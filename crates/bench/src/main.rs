@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod audit_bench;
+mod vault_bench;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -52,7 +53,7 @@ fn parse_options() -> anyhow::Result<Options> {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]"
+            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--connections 32] [--rounds 5]"
         );
         std::process::exit(0);
     }
@@ -109,12 +110,14 @@ fn start_strongroom(
     options: &Options,
     data_dir: &Path,
     transport: Transport,
+    env: &[(&str, String)],
 ) -> anyhow::Result<(Server, Option<String>)> {
     let log = std::fs::File::create(data_dir.with_extension(format!("{}.log", transport.name())))?;
     let mut child = Command::new(options.bin_dir.join("strongroom"))
         .arg("--data-dir")
         .arg(data_dir)
         .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("STRONGROOM_SERVER__LISTEN", "127.0.0.1:0")
         .env("STRONGROOM_SERVER__TLS", if transport == Transport::Tls { "builtin" } else { "terminated_upstream" })
         .stdout(Stdio::piped())
@@ -165,6 +168,69 @@ struct Target {
     tls: Option<tokio_rustls::TlsConnector>,
     path: &'static str,
     authorization: Option<String>,
+    load: Load,
+}
+
+/// What each request of a run is.
+#[derive(Clone)]
+enum Load {
+    /// `GET path`.
+    Get,
+    /// `POST path` with a new card to tokenize each time (a fresh, Luhn-valid number).
+    TokenizeCard,
+    /// `POST /v1/tokens/{id}/reveal` over these tokens in turn.
+    Reveal(Arc<Vec<String>>),
+    /// `POST path` with a tokenize-sized JSON body (the baseline for POSTs).
+    EchoCard,
+}
+
+static REQUEST_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A 16-digit Visa-range number with a valid check digit, different for every `n`.
+fn card_number(n: u64) -> String {
+    let body = format!("4{:014}", n % 100_000_000_000_000);
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 0 {
+                let twice = d * 2;
+                if twice > 9 { twice - 9 } else { twice }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+fn card_body(n: u64) -> String {
+    format!(
+        "{{\"type\":\"card\",\"value\":{{\"number\":\"{}\",\"exp_month\":12,\"exp_year\":2031,\"cvc\":\"123\"}}}}",
+        card_number(n)
+    )
+}
+
+fn build_request(target: &Target) -> Option<http::Request<http_body_util::Full<bytes::Bytes>>> {
+    let n = REQUEST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (method, path, body) = match &target.load {
+        Load::Get => (http::Method::GET, target.path.to_owned(), String::new()),
+        Load::TokenizeCard | Load::EchoCard => (http::Method::POST, target.path.to_owned(), card_body(n)),
+        Load::Reveal(ids) => {
+            let id = ids.get(usize::try_from(n).ok()? % ids.len().max(1))?;
+            (http::Method::POST, format!("/v1/tokens/{id}/reveal"), r#"{"view":"plain","reason":"bench"}"#.to_owned())
+        }
+    };
+    let mut request = http::Request::builder().method(method).uri(path).header(http::header::HOST, "localhost");
+    if !body.is_empty() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(auth) = &target.authorization {
+        request = request.header(http::header::AUTHORIZATION, auth);
+    }
+    request.body(http_body_util::Full::new(bytes::Bytes::from(body))).ok()
 }
 
 #[derive(Debug, Default)]
@@ -193,17 +259,15 @@ async fn drive(target: Target, until: Instant, record: bool, histogram: Arc<Mute
             outcome.failed += 1;
             continue;
         };
-        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await else {
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(TokioIo::new(io)).await
+        else {
             outcome.failed += 1;
             continue;
         };
         tokio::spawn(conn);
         while Instant::now() < until {
-            let mut request = http::Request::get(target.path).header(http::header::HOST, "localhost");
-            if let Some(auth) = &target.authorization {
-                request = request.header(http::header::AUTHORIZATION, auth);
-            }
-            let Ok(request) = request.body(Empty::<bytes::Bytes>::new()) else {
+            let Some(request) = build_request(&target) else {
                 break;
             };
             let started = Instant::now();
@@ -217,7 +281,7 @@ async fn drive(target: Target, until: Instant, record: bool, histogram: Arc<Mute
             let status = response.status();
             let complete = response.into_body().collect().await.is_ok();
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            if status == http::StatusCode::OK && complete {
+            if status.is_success() && complete {
                 outcome.ok += 1;
                 if record {
                     let _ = local.record(micros.max(1));
@@ -301,6 +365,15 @@ fn tls_connector(ca_file: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("vault") {
+        let options = parse_options()?;
+        let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+        return runtime.block_on(vault_bench::run(
+            options,
+            value("--database-url"),
+            value("--fill").map(|v| v.parse()).transpose()?,
+        ));
+    }
     if args.get(1).map(String::as_str) == Some("audit") {
         let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
         let entries = value("--entries").map(|v| v.parse()).transpose()?.unwrap_or(1_000_000);
@@ -336,7 +409,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let mut key: Option<String> = None;
     let mut idle_rss = None;
     for transport in options.transports.clone() {
-        let (strongroom, bootstrap) = start_strongroom(&options, &data_dir, transport)?;
+        let (strongroom, bootstrap) = start_strongroom(&options, &data_dir, transport, &[])?;
         key = key.or(bootstrap);
         let key = key.clone().context("no bootstrap key was printed")?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -350,13 +423,19 @@ async fn run(options: Options) -> anyhow::Result<()> {
             Transport::Tls => Some(tls_connector(&data_dir.join("tls/ca.pem"))?),
             Transport::Plain => None,
         };
-        let baseline_target =
-            Target { addr: echo.addr, tls: connector.clone(), path: "/v1/merchant", authorization: None };
+        let baseline_target = Target {
+            addr: echo.addr,
+            tls: connector.clone(),
+            path: "/v1/merchant",
+            authorization: None,
+            load: Load::Get,
+        };
         let strongroom_target = Target {
             addr: strongroom.addr,
             tls: connector,
             path: "/v1/merchant",
             authorization: Some(format!("Bearer {key}")),
+            load: Load::Get,
         };
         // Alternate baseline and strongroom for several rounds and keep the round with the median
         // ratio: on a shared machine the available CPU drifts within a run, and alternating

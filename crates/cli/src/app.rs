@@ -297,7 +297,14 @@ impl Application {
             audit.clone(),
             clock.clone(),
             entropy.clone(),
-            VaultSettings { reveals_per_minute: config.vault.reveals_per_minute, cvc_ttl: config.vault.cvc_ttl },
+            VaultSettings {
+                reveals_per_minute: config.vault.reveals_per_minute,
+                cvc_ttl: config.vault.cvc_ttl,
+                writers: match core.store.kind() {
+                    strongroom_store::BackendKind::Sqlite => 1,
+                    strongroom_store::BackendKind::Postgres => 4,
+                },
+            },
         ));
         let jobs = vec![
             spawn_purge(vault.clone(), config.vault.purge_interval),

@@ -590,3 +590,12 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[cfg(test)]
+mod definition_tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // clap checks names and flags only when a subcommand is used; check them all at once.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -358,7 +358,7 @@ const ENV_PREFIX: &str = "STRONGROOM_";
 /// Variables with the prefix that are not configuration keys.
 fn is_reserved_env(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key == "config" || key == "witness_api_key" || key.starts_with("test_")
+    key == "config" || key == "witness_api_key" || key == "approval_key" || key.starts_with("test_")
 }
 
 /// Loads the configuration from `vars` (normally `std::env::vars()`) and the overrides.

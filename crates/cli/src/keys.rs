@@ -37,7 +37,8 @@ pub enum KeysCommand {
     /// Retire a previous version that no data key uses (its wrapped material is deleted).
     Retire {
         /// The version to retire.
-        version: u32,
+        #[arg(value_name = "VERSION")]
+        kek_version: u32,
     },
 }
 
@@ -164,7 +165,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                     core.kms.key_id()
                 ));
             }
-            KeysCommand::Retire { version } => {
+            KeysCommand::Retire { kek_version: version } => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
                 if !core.vault_keys.retire(version).await? {
                     bail!(

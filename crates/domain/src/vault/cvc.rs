@@ -17,7 +17,14 @@ pub const MAX_CVC_TTL: Duration = Duration::from_secs(600);
 pub struct CvcStore {
     key: Key256,
     ttl_ms: i64,
-    entries: Mutex<HashMap<String, (Vec<u8>, Timestamp)>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_token: HashMap<String, (Vec<u8>, Timestamp)>,
+    /// When expired entries were last swept out (at most once a second, so a put stays O(1)).
+    swept_at: i64,
 }
 
 impl std::fmt::Debug for CvcStore {
@@ -37,7 +44,7 @@ impl CvcStore {
         Self {
             key: Secret::new(strongroom_types::entropy::random_array(entropy)),
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(600_000),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
@@ -45,22 +52,24 @@ impl CvcStore {
     pub fn put(&self, token: &str, cvc: &Secret<String>, now: Timestamp, entropy: &dyn Entropy) {
         let sealed = envelope::seal(&self.key, &aad(token), cvc.expose().as_bytes(), entropy);
         if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= 4096 {
-                entries.retain(|_, (_, expires)| expires.millis_since(now) > 0);
+            if entries.by_token.len() >= 4096 && now.unix_millis() - entries.swept_at >= 1000 {
+                entries.by_token.retain(|_, (_, expires)| expires.millis_since(now) > 0);
+                entries.swept_at = now.unix_millis();
             }
-            entries.insert(token.to_owned(), (sealed, Timestamp::from_unix_millis(now.unix_millis() + self.ttl_ms)));
+            let expires = Timestamp::from_unix_millis(now.unix_millis() + self.ttl_ms);
+            entries.by_token.insert(token.to_owned(), (sealed, expires));
         }
     }
 
     /// Whether a CVC is held for `token` at `now`.
     pub fn held(&self, token: &str, now: Timestamp) -> bool {
-        self.entries.lock().ok().and_then(|e| e.get(token).map(|(_, expires)| expires.millis_since(now) > 0))
+        self.entries.lock().ok().and_then(|e| e.by_token.get(token).map(|(_, expires)| expires.millis_since(now) > 0))
             == Some(true)
     }
 
     /// Hands out the CVC of `token` once, removing it.
     pub fn take(&self, token: &str, now: Timestamp) -> Option<Secret<String>> {
-        let (sealed, expires) = self.entries.lock().ok()?.remove(token)?;
+        let (sealed, expires) = self.entries.lock().ok()?.by_token.remove(token)?;
         if expires.millis_since(now) <= 0 {
             return None;
         }
@@ -71,7 +80,7 @@ impl CvcStore {
     /// Drops the CVC of `token`, if held.
     pub fn forget(&self, token: &str) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(token);
+            entries.by_token.remove(token);
         }
     }
 }

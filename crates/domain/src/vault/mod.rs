@@ -3,10 +3,11 @@
 //! `card` (card number rules), `values` (every kind of value: validation, masking,
 //! normalization), `keys` (KMS root → versioned key-encryption keys → data keys, rotation and
 //! rewrap), `tokens` (the service: tokenize, search, reveal, delete, erase, purge), `cvc` (card
-//! verification codes, in memory only).
+//! verification codes, in memory only), `writer` (group commit of token inserts).
 
 pub mod card;
 pub mod cvc;
 pub mod keys;
 pub mod tokens;
 pub mod values;
+pub mod writer;

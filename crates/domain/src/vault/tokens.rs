@@ -29,6 +29,7 @@ use crate::ports::{TokenInsert, TokenRecord, VaultRepository};
 use crate::vault::cvc::CvcStore;
 use crate::vault::keys::VaultKeys;
 use crate::vault::values::{Prepared, ValueError, ValueKind, masked_view, prepare};
+use crate::vault::writer::TokenWriter;
 
 define_id!(TokenId, TokenKind, "tok");
 
@@ -44,11 +45,13 @@ pub struct VaultSettings {
     pub reveals_per_minute: u32,
     /// How long a CVC is held (at most ten minutes).
     pub cvc_ttl: Duration,
+    /// Token writer tasks (group commit): 1 for SQLite, a few for PostgreSQL.
+    pub writers: usize,
 }
 
 impl Default for VaultSettings {
     fn default() -> Self {
-        Self { reveals_per_minute: 3000, cvc_ttl: Duration::from_secs(600) }
+        Self { reveals_per_minute: 3000, cvc_ttl: Duration::from_secs(600), writers: 1 }
     }
 }
 
@@ -150,6 +153,7 @@ pub type BatchItem = Result<(TokenView, bool), ValueError>;
 /// The vault service.
 pub struct VaultService {
     repo: Arc<dyn VaultRepository>,
+    writer: TokenWriter,
     keys: Arc<VaultKeys>,
     fingerprints: Arc<KeyedDigest>,
     audit: AuditLog,
@@ -226,6 +230,7 @@ impl VaultService {
     ) -> Self {
         let cvcs = CvcStore::new(settings.cvc_ttl, entropy.as_ref());
         Self {
+            writer: TokenWriter::start(repo.clone(), settings.writers),
             repo,
             keys,
             fingerprints,
@@ -345,10 +350,9 @@ impl VaultService {
     pub async fn tokenize(
         &self,
         principal: &Principal,
-        source: &Source,
         input: TokenizeInput,
     ) -> Result<(TokenView, bool), DomainError> {
-        let mut results = self.tokenize_many(principal, source, vec![(String::new(), input)]).await?;
+        let mut results = self.tokenize_many(principal, vec![(String::new(), input)]).await?;
         match results.pop() {
             Some(Ok(done)) => Ok(done),
             Some(Err(err)) => Err(DomainError::Rejected { code: err.code, errors: vec![err.field] }),
@@ -361,19 +365,19 @@ impl VaultService {
     pub async fn tokenize_batch(
         &self,
         principal: &Principal,
-        source: &Source,
         inputs: Vec<(String, TokenizeInput)>,
     ) -> Result<Vec<BatchItem>, DomainError> {
         if inputs.len() > MAX_BATCH {
             return Err(DomainError::TooLarge("a batch holds at most 1000 items"));
         }
-        self.tokenize_many(principal, source, inputs).await
+        self.tokenize_many(principal, inputs).await
     }
 
+    /// Creating a token is not an audit event (reveals, deletions and erasures are: they are
+    /// where data leaves or disappears); the access log and metrics count creations.
     async fn tokenize_many(
         &self,
         principal: &Principal,
-        source: &Source,
         inputs: Vec<(String, TokenizeInput)>,
     ) -> Result<Vec<BatchItem>, DomainError> {
         let merchant = principal.merchant_id();
@@ -399,7 +403,7 @@ impl VaultService {
                 break;
             }
             let records: Vec<TokenRecord> = pending.iter().map(|p| p.record.clone()).collect();
-            let outcomes = self.repo.insert_tokens(&records, now).await?;
+            let outcomes = self.writer.insert(records, now).await?;
             let mut retry = Vec::new();
             for (Pending { index, record, cvc, pan }, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
@@ -407,10 +411,6 @@ impl VaultService {
                         if let Some(cvc) = &cvc {
                             self.cvcs.put(&record.id, cvc, now, self.entropy.as_ref());
                         }
-                        self.audit.record(
-                            self.event(principal, source, "vault.token_created", Outcome::Success)
-                                .on("token", record.id.as_str()),
-                        );
                         if let Some(slot) = results.get_mut(index) {
                             *slot = Some(Ok((self.view(&record), true)));
                         }

@@ -148,12 +148,11 @@ fn plausible_token_id(id: &str) -> bool {
     ))]
 pub async fn create(
     auth: ApiKeyAuth<scope::VaultWrite>,
-    context: RequestContext,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<TokenizeRequest>,
 ) -> Result<(StatusCode, Json<TokenBody>), ApiError> {
     let input = body.into_input("").map_err(|f| ApiError::validation(vec![f]))?;
-    let (view, created) = state.vault.tokenize(&auth.principal, &source(&context), input).await?;
+    let (view, created) = state.vault.tokenize(&auth.principal, input).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view.into())))
 }
@@ -205,7 +204,6 @@ fn refused(code: &'static str, errors: Vec<ProblemField>) -> BatchItemBody {
     ))]
 pub async fn batch(
     auth: ApiKeyAuth<scope::VaultWrite>,
-    context: RequestContext,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchBody>, ApiError> {
@@ -229,7 +227,7 @@ pub async fn batch(
             Err(fields) => data.push(Some(refused("validation_failed", fields))),
         }
     }
-    let results = state.vault.tokenize_batch(&auth.principal, &source(&context), inputs).await?;
+    let results = state.vault.tokenize_batch(&auth.principal, inputs).await?;
     for (index, result) in positions.into_iter().zip(results) {
         let body = match result {
             Ok((view, created)) => BatchItemBody {
