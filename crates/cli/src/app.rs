@@ -16,6 +16,7 @@ use strongroom_domain::audit::log::AuditLog;
 use strongroom_domain::bootstrap::{Bootstrapped, bootstrap_if_new};
 use strongroom_domain::keyring::Keyring;
 use strongroom_domain::merchants::MerchantDirectory;
+use strongroom_domain::vault::fingerprints::FingerprintKeys;
 use strongroom_domain::vault::keys::{KeySettings, VaultKeys};
 use strongroom_domain::vault::tokens::{VaultService, VaultSettings};
 use strongroom_http::server::{ApiTransport, RunningServer, ServeConfig};
@@ -41,6 +42,8 @@ pub struct Core {
     pub audit: AuditLog,
     /// The vault's key hierarchy.
     pub vault_keys: Arc<VaultKeys>,
+    /// The vault's fingerprint key versions.
+    pub fingerprints: Arc<FingerprintKeys>,
 }
 
 /// The audit log's origin: configured, or `strongroom/` and 16 hex digits of the signing key's
@@ -138,10 +141,41 @@ impl Core {
             data_key_cache_ttl: config.vault.data_key_cache_ttl,
             ..KeySettings::default()
         };
+        let fingerprints = FingerprintKeys::load(Arc::new(store.clone()), kms.clone(), clock.clone(), entropy.clone())
+            .await
+            .context("cannot load the vault's fingerprint keys")?;
         let vault_keys = VaultKeys::open(Arc::new(store.clone()), kms.clone(), clock, entropy, key_settings)
             .await
             .context("cannot open the vault's keys")?;
-        Ok(Self { store, kms, keyring, root_key_created, audit, vault_keys: Arc::new(vault_keys) })
+        Ok(Self {
+            store,
+            kms,
+            keyring,
+            root_key_created,
+            audit,
+            vault_keys: Arc::new(vault_keys),
+            fingerprints: Arc::new(fingerprints),
+        })
+    }
+
+    /// The vault service over this core.
+    pub fn vault(&self, config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> VaultService {
+        VaultService::new(
+            Arc::new(self.store.clone()),
+            self.vault_keys.clone(),
+            self.fingerprints.clone(),
+            self.audit.clone(),
+            clock,
+            entropy,
+            VaultSettings {
+                reveals_per_minute: config.vault.reveals_per_minute,
+                cvc_ttl: config.vault.cvc_ttl,
+                writers: match self.store.kind() {
+                    strongroom_store::BackendKind::Sqlite => 1,
+                    strongroom_store::BackendKind::Postgres => 4,
+                },
+            },
+        )
     }
 
     /// The API key service over this core.
@@ -213,21 +247,38 @@ fn spawn_purge(vault: Arc<VaultService>, interval: std::time::Duration) -> tokio
     })
 }
 
-/// Moves data keys onto the active key-encryption key after a rotation (by this or another
-/// process), every `interval`; resumable because each key moves by compare-and-set.
-fn spawn_rewrap(keys: Arc<VaultKeys>, audit: AuditLog, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+/// Moves data keys onto the active key-encryption key, and fingerprints onto the active
+/// fingerprint key, after a rotation (by this or another process), every `interval`; resumable
+/// because each row moves by compare-and-set.
+fn spawn_rewrap(
+    vault: Arc<VaultService>,
+    audit: AuditLog,
+    interval: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            match keys.rewrap_all(1000, |_| {}).await {
+            match vault.keys().rewrap_all(1000, |_| {}).await {
                 Ok(0) => {}
                 Ok(moved) => {
                     tracing::info!(moved, "data keys rewrapped onto the active key-encryption key");
                     audit.record(AuditEvent::system("vault.data_keys_rewrapped", Outcome::Success));
                 }
                 Err(err) => tracing::error!(error = %err, "rewrapping data keys failed"),
+            }
+            if let Err(err) = vault.fingerprints().refresh().await {
+                tracing::error!(error = %err, "reading fingerprint key versions failed");
+                continue;
+            }
+            match vault.refingerprint_all(|_| {}).await {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::info!(moved, "fingerprints recomputed under the active fingerprint key");
+                    audit.record(AuditEvent::system("vault.fingerprints_recomputed", Outcome::Success));
+                }
+                Err(err) => tracing::error!(error = %err, "recomputing fingerprints failed"),
             }
         }
     })
@@ -290,25 +341,10 @@ impl Application {
             trusted_proxies: config.server.trusted_proxies.clone(),
             metrics_on_api: config.metrics.listen.is_none(),
         };
-        let vault = Arc::new(VaultService::new(
-            Arc::new(core.store.clone()),
-            core.vault_keys.clone(),
-            core.keyring.vault_fingerprint.clone(),
-            audit.clone(),
-            clock.clone(),
-            entropy.clone(),
-            VaultSettings {
-                reveals_per_minute: config.vault.reveals_per_minute,
-                cvc_ttl: config.vault.cvc_ttl,
-                writers: match core.store.kind() {
-                    strongroom_store::BackendKind::Sqlite => 1,
-                    strongroom_store::BackendKind::Postgres => 4,
-                },
-            },
-        ));
+        let vault = Arc::new(core.vault(config, clock.clone(), entropy.clone()));
         let jobs = vec![
             spawn_purge(vault.clone(), config.vault.purge_interval),
-            spawn_rewrap(core.vault_keys.clone(), audit.clone(), config.vault.rewrap_interval),
+            spawn_rewrap(vault.clone(), audit.clone(), config.vault.rewrap_interval),
         ];
         let state = AppState::new(Services {
             vault,

@@ -34,6 +34,9 @@ pub enum KeysCommand {
     /// key-encryption keys) under its newest version, so older KMS versions can be disabled
     /// (OpenBao: `min_decryption_version`).
     RewrapRoot,
+    /// Make a new fingerprint key version and recompute every token's fingerprint under it (from
+    /// the decrypted value). Fingerprint ids (`fp_…`) change.
+    RotateFingerprint,
     /// Retire a previous version that no data key uses (its wrapped material is deleted).
     Retire {
         /// The version to retire.
@@ -152,6 +155,27 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 let version = core.vault_keys.active_version().await?;
                 rewrap(&core).await?;
                 core.audit.record_durable(event("vault.data_keys_rewrapped", None, version)).await?;
+            }
+            KeysCommand::RotateFingerprint => {
+                let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
+                let vault = core.vault(config, clock.clone(), entropy.clone());
+                let version = core.fingerprints.rotate().await?;
+                core.audit.record_durable(event("vault.fingerprint_key_rotated", approver.as_deref(), version)).await?;
+                out(&format!("fingerprint key version {version} is active"));
+                let total: u64 =
+                    vault.fingerprint_status().await?.iter().filter(|(v, _)| *v != version).map(|(_, n)| n).sum();
+                let started = std::time::Instant::now();
+                let moved = vault
+                    .refingerprint_all(|done| {
+                        let mut stderr = std::io::stderr().lock();
+                        let percent = (done * 100).checked_div(total).map_or(100, |p| p.min(100));
+                        let _ = write!(stderr, "\rrecomputing fingerprints: {done}/{total} ({percent}%)");
+                        let _ = stderr.flush();
+                    })
+                    .await?;
+                let _ = writeln!(std::io::stderr());
+                out(&format!("{moved} fingerprints recomputed in {:.1} s", started.elapsed().as_secs_f64()));
+                core.audit.record_durable(event("vault.fingerprints_recomputed", approver.as_deref(), version)).await?;
             }
             KeysCommand::RewrapRoot => {
                 let keyring = strongroom_domain::keyring::rewrap_all(&core.store, core.kms.as_ref()).await?;

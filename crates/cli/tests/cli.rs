@@ -177,7 +177,7 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     let data = dir.path().join("strongroom-data");
     let migrate = strongroom(&data).arg("migrate").output().unwrap();
     assert!(migrate.status.success());
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("3 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("4 migration(s) applied"));
     let early = strongroom(&data).args(["apikey", "list"]).output().unwrap();
     assert_eq!(early.status.code(), Some(1), "no merchant before the first serve");
 
@@ -254,6 +254,14 @@ async fn keys_rotate_rewrap_and_retire_with_dual_control() {
         String::from_utf8_lossy(&strongroom(&data).args(["keys", "status"]).output().unwrap().stdout).into_owned();
     assert!(text.lines().any(|l| l.starts_with("1 ") && l.contains("retired")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("2 ") && l.contains("active") && l.contains(" 5 ")), "{text}");
+
+    let fingerprint = strongroom(&data).args(["keys", "rotate-fingerprint"]).output().unwrap();
+    assert!(fingerprint.status.success(), "{}", String::from_utf8_lossy(&fingerprint.stderr));
+    let out = String::from_utf8_lossy(&fingerprint.stdout);
+    assert!(out.contains("fingerprint key version 2 is active") && out.contains("5 fingerprints recomputed"), "{out}");
+    let text =
+        String::from_utf8_lossy(&strongroom(&data).args(["keys", "status"]).output().unwrap().stdout).into_owned();
+    assert!(text.contains("fingerprint key: version 2 active; 0 tokens still to recompute"), "{text}");
 
     // The running server picks up the new version (its KEK cache reloads on an unknown version).
     for id in &ids {

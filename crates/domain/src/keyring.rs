@@ -60,7 +60,14 @@ pub const ALL: &[&str] = &[API_KEY_DIGEST, AUDIT_SIGNING, VAULT_FINGERPRINT];
 /// it; the keys themselves do not change). Returns how many entries moved.
 pub async fn rewrap_all(repo: &dyn KeyringRepository, kms: &dyn Kms) -> Result<usize, DomainError> {
     let mut moved = 0;
-    for name in ALL {
+    let mut names: Vec<String> = ALL.iter().map(|n| (*n).to_owned()).collect();
+    // Later fingerprint key versions, as many as exist.
+    let mut version = 2;
+    while repo.get(&crate::vault::fingerprints::key_name(version)).await?.is_some() {
+        names.push(crate::vault::fingerprints::key_name(version));
+        version += 1;
+    }
+    for name in &names {
         if let Some(stored) = repo.get(name).await? {
             let wrapped = kms.rewrap(&format!("keyring/{name}"), &stored.wrapped).await?;
             repo.replace_wrapped(name, &kms.key_id(), &wrapped).await?;
@@ -77,8 +84,6 @@ pub struct Keyring {
     pub api_key_digest: Arc<strongroom_crypto::KeyedDigest>,
     /// Signs audit checkpoints.
     pub audit_signing: Arc<strongroom_crypto::signing::SigningKey>,
-    /// Vault fingerprints.
-    pub vault_fingerprint: Arc<strongroom_crypto::KeyedDigest>,
 }
 
 impl Keyring {
@@ -91,9 +96,7 @@ impl Keyring {
     ) -> Result<Self, DomainError> {
         let api_key_digest = load_or_create(API_KEY_DIGEST, repo, kms, clock, entropy).await?;
         let audit_seed = load_or_create(AUDIT_SIGNING, repo, kms, clock, entropy).await?;
-        let vault_fingerprint = load_or_create(VAULT_FINGERPRINT, repo, kms, clock, entropy).await?;
         Ok(Self {
-            vault_fingerprint: Arc::new(strongroom_crypto::KeyedDigest::new(vault_fingerprint)),
             api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)),
             audit_signing: Arc::new(strongroom_crypto::signing::SigningKey::from_seed(&audit_seed)),
         })

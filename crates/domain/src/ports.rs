@@ -269,6 +269,8 @@ pub struct TokenRecord {
     pub ciphertext: Option<Vec<u8>>,
     /// Keyed hash of the normalized value (`None` once erased).
     pub fingerprint: Option<Vec<u8>>,
+    /// The fingerprint key version `fingerprint` and `dedupe_key` were computed under.
+    pub fingerprint_version: u32,
     /// Set only on a deduplicated token: a keyed hash of its customer and fingerprint, unique per
     /// merchant and kind.
     pub dedupe_key: Option<Vec<u8>>,
@@ -355,6 +357,36 @@ pub trait VaultRepository: Send + Sync {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// The merchant's deduplicated token of this kind with this dedupe key, if any.
+    async fn token_by_dedupe_key(
+        &self,
+        merchant: &MerchantId,
+        kind: crate::vault::values::ValueKind,
+        dedupe_key: &[u8],
+    ) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Up to `limit` unerased tokens whose fingerprint is not under `version`, by id after `after`.
+    async fn tokens_not_fingerprinted_under(
+        &self,
+        version: u32,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Replaces a token's fingerprint and dedupe key if it is still under `from_version`. Fails
+    /// with `Conflict` when the new dedupe key is taken.
+    async fn set_fingerprint(
+        &self,
+        id: &str,
+        from_version: u32,
+        to_version: u32,
+        fingerprint: &[u8],
+        dedupe_key: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
+
+    /// Unerased tokens per fingerprint key version.
+    async fn fingerprint_version_counts(&self) -> Result<Vec<(u32, u64)>, StoreError>;
 
     /// Deletes a merchant's token; false when there was none.
     async fn delete_token(&self, merchant: &MerchantId, id: &str) -> Result<bool, StoreError>;

@@ -80,6 +80,7 @@ struct TokenRow {
     data_key_id: String,
     ciphertext: Option<Vec<u8>>,
     fingerprint: Option<Vec<u8>>,
+    fingerprint_version: i64,
     dedupe_fp: Option<Vec<u8>>,
     display: String,
     metadata: Option<String>,
@@ -100,6 +101,7 @@ impl TryFrom<TokenRow> for TokenRecord {
             data_key_id: row.data_key_id,
             ciphertext: row.ciphertext,
             fingerprint: row.fingerprint,
+            fingerprint_version: version(row.fingerprint_version)?,
             dedupe_key: row.dedupe_fp,
             display: row.display,
             metadata: row.metadata,
@@ -111,12 +113,12 @@ impl TryFrom<TokenRow> for TokenRecord {
     }
 }
 
-const TOKEN_COLUMNS: &str = "id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, dedupe_fp, \
-                             display, metadata, canary, created_at, expires_at, erased_at";
+const TOKEN_COLUMNS: &str = "id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, \
+                             fingerprint_version, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at";
 
 const INSERT_TOKEN: &str = "INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, ciphertext, \
-     fingerprint, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL) ON CONFLICT DO NOTHING";
+     fingerprint, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, fingerprint_version) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14) ON CONFLICT DO NOTHING";
 
 const DELETE_EXPIRED_DEDUPE_HOLDER: &str = "DELETE FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 \
      AND dedupe_fp = $3 AND expires_at IS NOT NULL AND expires_at <= $4";
@@ -149,6 +151,7 @@ macro_rules! insert_tokens_in {
                 .bind(token.canary)
                 .bind(token.created_at.unix_millis())
                 .bind(token.expires_at.map(Timestamp::unix_millis))
+                .bind(i64::from(token.fingerprint_version))
                 .execute(&mut *$tx)
                 .await?
                 .rows_affected();
@@ -350,6 +353,70 @@ impl VaultRepository for Store {
         )
         .map_err(store_error)?;
         rows.into_iter().map(TokenRecord::try_from).collect()
+    }
+
+    async fn token_by_dedupe_key(
+        &self,
+        merchant: &MerchantId,
+        kind: ValueKind,
+        dedupe_key: &[u8],
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let sql =
+            format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND dedupe_fp = $3");
+        let row: Option<TokenRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(merchant.as_str()).bind(kind.as_str()).bind(dedupe_key).fetch_optional(pool).await
+        )
+        .map_err(store_error)?;
+        row.map(TokenRecord::try_from).transpose()
+    }
+
+    async fn tokens_not_fingerprinted_under(
+        &self,
+        version: u32,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE fingerprint_version <> $1 AND erased_at IS NULL \
+             AND id > $2 ORDER BY id LIMIT $3"
+        );
+        let rows: Vec<TokenRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(i64::from(version)).bind(after).bind(i64::from(limit)).fetch_all(pool).await
+        )
+        .map_err(store_error)?;
+        rows.into_iter().map(TokenRecord::try_from).collect()
+    }
+
+    async fn set_fingerprint(
+        &self,
+        id: &str,
+        from_version: u32,
+        to_version: u32,
+        fingerprint: &[u8],
+        dedupe_key: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE vault_tokens SET fingerprint = $1, dedupe_fp = $2, fingerprint_version = $3 \
+                   WHERE id = $4 AND fingerprint_version = $5 AND erased_at IS NULL";
+        let changed = on_pool!(self, pool =>
+            sqlx::query(sql)
+                .bind(fingerprint)
+                .bind(dedupe_key)
+                .bind(i64::from(to_version))
+                .bind(id)
+                .bind(i64::from(from_version))
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        )
+        .map_err(store_error)?;
+        Ok(changed == 1)
+    }
+
+    async fn fingerprint_version_counts(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let sql = "SELECT fingerprint_version, COUNT(*) FROM vault_tokens WHERE erased_at IS NULL GROUP BY fingerprint_version";
+        let rows: Vec<(i64, i64)> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await).map_err(store_error)?;
+        rows.into_iter().map(|(v, n)| Ok((version(v)?, u64::try_from(n).unwrap_or(0)))).collect()
     }
 
     async fn delete_token(&self, merchant: &MerchantId, id: &str) -> Result<bool, StoreError> {

@@ -25,6 +25,7 @@ on_both_backends!(
     pan_preserving_tokens,
     rotation_under_load_keeps_every_value,
     cvc_lives_in_memory_only,
+    fingerprint_rotation_keeps_search_and_dedupe,
 );
 
 const VISA: &str = "4242424242424242";
@@ -604,4 +605,51 @@ async fn cvc_lives_in_memory_only(backend: Backend) {
         "gone after a restart"
     );
     server.shutdown().await;
+}
+
+async fn fingerprint_rotation_keeps_search_and_dedupe(backend: Backend) {
+    let Some(mut server) = TestServer::spawn(backend).await else { return };
+    let deduped = json!({"type": "email", "value": "jane@example.com", "customer": "cus_1", "dedupe": true});
+    let first = tokenize(&server, &deduped).await;
+    let other = tokenize(&server, &json!({"type": "email", "value": "Jane@Example.com"})).await;
+    let search = json!({"type": "email", "value": "jane@example.com"});
+    let found = |server: &TestServer| {
+        let request = server.request(Method::POST, "/v1/tokens/search").json(&search);
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            let mut ids: Vec<String> =
+                body["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut expected = vec![first["id"].as_str().unwrap().to_owned(), other["id"].as_str().unwrap().to_owned()];
+    expected.sort();
+    assert_eq!(found(&server).await, expected);
+
+    let vault = server.app().state.vault.clone();
+    assert_eq!(vault.fingerprints().rotate().await.unwrap(), 2);
+    // Before the recomputation: search and dedupe still find the old fingerprints.
+    assert_eq!(found(&server).await, expected, "search looks under every version");
+    let (status, again) = send(&server, &server.bootstrap_key, Method::POST, "/v1/tokens", Some(&deduped)).await;
+    assert_eq!((status, again["id"].as_str()), (200, first["id"].as_str()), "dedupe looks under every version");
+
+    assert_eq!(vault.refingerprint_all(|_| {}).await.unwrap(), 2);
+    assert_eq!(vault.fingerprint_status().await.unwrap(), vec![(2, 2)]);
+    assert_eq!(found(&server).await, expected, "search after the recomputation");
+    let (status, again) = send(&server, &server.bootstrap_key, Method::POST, "/v1/tokens", Some(&deduped)).await;
+    assert_eq!((status, again["id"].as_str()), (200, first["id"].as_str()), "dedupe after the recomputation");
+    let read = server.get_json(&format!("/v1/tokens/{}", first["id"].as_str().unwrap())).await;
+    assert_ne!(read["display"]["fingerprint"], first["display"]["fingerprint"], "fingerprint ids change with the key");
+    assert_eq!(read["display"]["fingerprint"], found_fingerprint(&server, other["id"].as_str().unwrap()).await);
+    // A restart loads both versions and keeps working under the new one.
+    server.restart().await;
+    assert_eq!(found(&server).await, expected);
+    let (status, _) = reveal(&server, &server.bootstrap_key, first["id"].as_str().unwrap(), "plain").await;
+    assert_eq!(status, 200);
+    server.shutdown().await;
+}
+
+async fn found_fingerprint(server: &TestServer, id: &str) -> Value {
+    server.get_json(&format!("/v1/tokens/{id}")).await["display"]["fingerprint"].clone()
 }

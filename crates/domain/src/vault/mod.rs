@@ -7,6 +7,7 @@
 
 pub mod card;
 pub mod cvc;
+pub mod fingerprints;
 pub mod keys;
 pub mod tokens;
 pub mod values;

@@ -27,8 +27,9 @@ use crate::error::{DomainError, FieldError, StoreError};
 use crate::merchants::MerchantId;
 use crate::ports::{TokenInsert, TokenRecord, VaultRepository};
 use crate::vault::cvc::CvcStore;
+use crate::vault::fingerprints::FingerprintKeys;
 use crate::vault::keys::VaultKeys;
-use crate::vault::values::{Prepared, ValueError, ValueKind, masked_view, prepare};
+use crate::vault::values::{self, Prepared, ValueError, ValueKind, masked_view, prepare};
 use crate::vault::writer::TokenWriter;
 
 define_id!(TokenId, TokenKind, "tok");
@@ -155,7 +156,7 @@ pub struct VaultService {
     repo: Arc<dyn VaultRepository>,
     writer: TokenWriter,
     keys: Arc<VaultKeys>,
-    fingerprints: Arc<KeyedDigest>,
+    fingerprints: Arc<FingerprintKeys>,
     audit: AuditLog,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
@@ -222,7 +223,7 @@ impl VaultService {
     pub fn new(
         repo: Arc<dyn VaultRepository>,
         keys: Arc<VaultKeys>,
-        fingerprints: Arc<KeyedDigest>,
+        fingerprints: Arc<FingerprintKeys>,
         audit: AuditLog,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
@@ -248,20 +249,47 @@ impl VaultService {
         &self.keys
     }
 
-    fn fingerprint(&self, merchant: &MerchantId, kind: ValueKind, normalized: &Secret<String>) -> Vec<u8> {
+    /// The fingerprint key versions.
+    pub fn fingerprints(&self) -> &Arc<FingerprintKeys> {
+        &self.fingerprints
+    }
+
+    fn fingerprint(key: &KeyedDigest, merchant: &MerchantId, kind: ValueKind, normalized: &Secret<String>) -> Vec<u8> {
         let message = Secret::new(format!(
             "strongroom/vault/fingerprint/v1|{}|{}|{}",
             merchant.as_str(),
             kind.as_str(),
             normalized.expose()
         ));
-        self.fingerprints.digest(message.expose().as_bytes()).to_vec()
+        key.digest(message.expose().as_bytes()).to_vec()
     }
 
-    fn dedupe_key(&self, customer: Option<&str>, fingerprint: &[u8]) -> Vec<u8> {
+    fn dedupe_key(key: &KeyedDigest, customer: Option<&str>, fingerprint: &[u8]) -> Vec<u8> {
         let mut message = format!("strongroom/vault/dedupe/v1|{}|", customer.unwrap_or("")).into_bytes();
         message.extend_from_slice(fingerprint);
-        self.fingerprints.digest(&message).to_vec()
+        key.digest(&message).to_vec()
+    }
+
+    /// A live deduplicated token of an equal value under an older fingerprint key version (while
+    /// a rotation's recomputation is under way).
+    async fn dedupe_under_older_versions(
+        &self,
+        merchant: &MerchantId,
+        input: &TokenizeInput,
+        prepared: &Prepared,
+    ) -> Result<Option<TokenRecord>, DomainError> {
+        let now = self.clock.now();
+        for (_, key) in self.fingerprints.all().into_iter().skip(1) {
+            let fingerprint = Self::fingerprint(&key, merchant, prepared.kind, &prepared.normalized);
+            let dedupe = Self::dedupe_key(&key, input.customer.as_deref(), &fingerprint);
+            if let Some(found) = self.repo.token_by_dedupe_key(merchant, prepared.kind, &dedupe).await?
+                && found.erased_at.is_none()
+                && found.expires_at.is_none_or(|at| now.millis_since(at) < 0)
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
     fn view(&self, record: &TokenRecord) -> TokenView {
@@ -325,7 +353,8 @@ impl VaultService {
         };
         let aad = value_aad(merchant, &id, &data_key.id, prepared.kind);
         let ciphertext = envelope::seal(&data_key.key, &aad, prepared.plaintext.expose(), self.entropy.as_ref());
-        let fingerprint = self.fingerprint(merchant, prepared.kind, &prepared.normalized);
+        let (fingerprint_version, fingerprint_key) = self.fingerprints.active();
+        let fingerprint = Self::fingerprint(&fingerprint_key, merchant, prepared.kind, &prepared.normalized);
         let ttl_ms = input.ttl_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX / 2_000) * 1000);
         Ok(TokenRecord {
             id,
@@ -334,7 +363,10 @@ impl VaultService {
             kind: prepared.kind,
             data_key_id: data_key.id,
             ciphertext: Some(ciphertext),
-            dedupe_key: input.dedupe.then(|| self.dedupe_key(input.customer.as_deref(), &fingerprint)),
+            dedupe_key: input
+                .dedupe
+                .then(|| Self::dedupe_key(&fingerprint_key, input.customer.as_deref(), &fingerprint)),
+            fingerprint_version,
             display: Value::Object(prepared.display.clone()).to_string(),
             metadata: input.metadata.as_ref().map(|m| Value::Object(m.clone()).to_string()),
             canary: input.canary,
@@ -391,6 +423,12 @@ impl VaultService {
             match checked {
                 Err(err) => results.push(Some(Err(err))),
                 Ok(prepared) => {
+                    if input.dedupe
+                        && let Some(existing) = self.dedupe_under_older_versions(merchant, input, &prepared).await?
+                    {
+                        results.push(Some(Ok((self.view(&existing), false))));
+                        continue;
+                    }
                     let record = self.seal(merchant, input, &prepared, now).await?;
                     results.push(None);
                     pending.push(Pending { index, record, cvc: prepared.cvc, pan: prepared.pan });
@@ -504,9 +542,19 @@ impl VaultService {
         let now = self.clock.now();
         let prepared = prepare(kind, value, now, "/value")
             .map_err(|err| DomainError::Rejected { code: err.code, errors: vec![err.field] })?;
-        let fingerprint = self.fingerprint(principal.merchant_id(), kind, &prepared.normalized);
-        let records = self.repo.tokens_by_fingerprint(principal.merchant_id(), kind, &fingerprint, now, 100).await?;
-        Ok(records.iter().filter(|r| !r.canary).map(|r| self.view(r)).collect())
+        // Under every fingerprint key version: a rotation's recomputation may be under way.
+        let mut found: Vec<TokenView> = Vec::new();
+        for (_, key) in self.fingerprints.all() {
+            let fingerprint = Self::fingerprint(&key, principal.merchant_id(), kind, &prepared.normalized);
+            let records =
+                self.repo.tokens_by_fingerprint(principal.merchant_id(), kind, &fingerprint, now, 100).await?;
+            for record in records.iter().filter(|r| !r.canary) {
+                if !found.iter().any(|v| v.id == record.id) {
+                    found.push(self.view(record));
+                }
+            }
+        }
+        Ok(found)
     }
 
     fn check_reveal_rate(&self, principal: &Principal) -> Result<(), DomainError> {
@@ -660,6 +708,73 @@ impl VaultService {
             self.canary_tripped(principal, source, &record, "used").await;
         }
         Ok(self.cvcs.take(id, self.clock.now()))
+    }
+
+    /// Recomputes the fingerprints of up to `limit` tokens still under an older fingerprint key
+    /// version, by id after `after`; returns how many moved and the last id looked at (`None`:
+    /// nothing left). A token whose value cannot be opened is logged and left as it is.
+    pub async fn refingerprint_batch(&self, after: &str, limit: u32) -> Result<(u64, Option<String>), DomainError> {
+        let (version, key) = self.fingerprints.active();
+        let records = self.repo.tokens_not_fingerprinted_under(version, after, limit).await?;
+        let Some(last) = records.last().map(|r| r.id.clone()) else {
+            return Ok((0, None));
+        };
+        let mut moved = 0;
+        for record in &records {
+            let Some(data_key) = self.keys.data_key(&record.data_key_id, &record.merchant_id).await? else {
+                continue;
+            };
+            let aad = value_aad(&record.merchant_id, &record.id, &record.data_key_id, record.kind);
+            let opened = record.ciphertext.as_deref().map(|c| envelope::open(&data_key, &aad, c));
+            let Some(Ok(plain)) = opened else {
+                tracing::error!(target: "strongroom::security", token = %record.id, "a sealed value failed its integrity check while refingerprinting");
+                continue;
+            };
+            let plain = Secret::new(plain);
+            let Some(normalized) = values::normalized_of_stored(record.kind, plain.expose()) else {
+                continue;
+            };
+            let fingerprint = Self::fingerprint(&key, &record.merchant_id, record.kind, &normalized);
+            let dedupe =
+                record.dedupe_key.as_ref().map(|_| Self::dedupe_key(&key, record.customer.as_deref(), &fingerprint));
+            let set = self.repo.set_fingerprint(
+                &record.id,
+                record.fingerprint_version,
+                version,
+                &fingerprint,
+                dedupe.as_deref(),
+            );
+            let changed = match set.await {
+                Ok(changed) => changed,
+                // An equal value was deduplicated under the new version meanwhile: this token
+                // stays valid but stops being the deduplication target.
+                Err(StoreError::Conflict(_)) => {
+                    self.repo
+                        .set_fingerprint(&record.id, record.fingerprint_version, version, &fingerprint, None)
+                        .await?
+                }
+                Err(err) => return Err(err.into()),
+            };
+            moved += u64::from(changed);
+        }
+        Ok((moved, Some(last)))
+    }
+
+    /// Recomputes every fingerprint still under an older version, calling `progress(done)`.
+    pub async fn refingerprint_all(&self, mut progress: impl FnMut(u64)) -> Result<u64, DomainError> {
+        let mut after = String::new();
+        let mut total = 0;
+        while let (moved, Some(last)) = self.refingerprint_batch(&after, 500).await? {
+            total += moved;
+            progress(total);
+            after = last;
+        }
+        Ok(total)
+    }
+
+    /// Tokens (not erased) per fingerprint key version.
+    pub async fn fingerprint_status(&self) -> Result<Vec<(u32, u64)>, DomainError> {
+        Ok(self.repo.fingerprint_version_counts().await?)
     }
 
     /// Deletes tokens that have expired; returns how many.

@@ -511,6 +511,22 @@ fn json_object(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
     })
 }
 
+/// The normalized form of a stored (decrypted) value, as [`prepare`] computed it: what a
+/// fingerprint is recomputed from after the fingerprint key rotated. `None` for a plaintext that
+/// is not what the vault stores.
+pub fn normalized_of_stored(kind: ValueKind, plaintext: &[u8]) -> Option<Secret<String>> {
+    let text = std::str::from_utf8(plaintext).ok()?;
+    let value: Value = serde_json::from_str(text).ok()?;
+    let normalized = match kind {
+        ValueKind::Card => value["number"].as_str()?.to_owned(),
+        ValueKind::BankAccount | ValueKind::Email | ValueKind::Phone => value.as_str()?.to_owned(),
+        ValueKind::Name => value.as_str()?.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase(),
+        ValueKind::Address => text.to_lowercase(),
+        ValueKind::Json => text.to_owned(),
+    };
+    Some(Secret::new(normalized))
+}
+
 /// The masked view of a decrypted value, as `POST …/reveal {view: "masked"}` shows it.
 pub fn masked_view(kind: ValueKind, plaintext: &Value) -> Value {
     match kind {
@@ -635,6 +651,27 @@ mod tests {
         assert_eq!(p.display["masked"], "+********0958");
         assert!(prepare(ValueKind::Phone, &json!("020 7946 0958"), now(), "/value").is_err());
         assert_eq!(mask_name("Jane  van Doe"), "J*** v*** D***");
+    }
+
+    #[test]
+    fn stored_values_normalize_as_when_they_were_prepared() {
+        let samples = [
+            (
+                ValueKind::Card,
+                json!({"number": "4242 4242 4242 4242", "exp_month": 1, "exp_year": 2040, "holder_name": "J D"}),
+            ),
+            (ValueKind::BankAccount, json!("de89 3704 0044 0532 0130 00")),
+            (ValueKind::Email, json!("Jane.Doe@Example.COM")),
+            (ValueKind::Phone, json!("+44 (20) 7946-0958")),
+            (ValueKind::Name, json!("  Jane   van DOE ")),
+            (ValueKind::Address, json!({"line1": "1 High St", "city": "London", "country": "gb"})),
+            (ValueKind::Json, json!({"b": [1, 2], "a": "X"})),
+        ];
+        for (kind, value) in samples {
+            let prepared = prepare(kind, &value, now(), "/value").unwrap();
+            let again = normalized_of_stored(kind, prepared.plaintext.expose()).unwrap();
+            assert_eq!(again.expose(), prepared.normalized.expose(), "{kind:?}");
+        }
     }
 
     #[test]
