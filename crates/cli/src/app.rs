@@ -341,7 +341,15 @@ impl Application {
             trusted_proxies: config.server.trusted_proxies.clone(),
             metrics_on_api: config.metrics.listen.is_none(),
         };
-        let vault = Arc::new(core.vault(config, clock.clone(), entropy.clone()));
+        let alerts: Arc<dyn strongroom_domain::alerts::SecurityAlerts> =
+            match (&config.alerts.webhook_url, &config.alerts.webhook_secret) {
+                (Some(url), Some(secret)) => Arc::new(
+                    strongroom_connectors::alerts::WebhookAlerts::start(url.clone(), secret.clone())
+                        .context("cannot set up the alert webhook")?,
+                ),
+                _ => Arc::new(strongroom_domain::alerts::LogOnly),
+            };
+        let vault = Arc::new(core.vault(config, clock.clone(), entropy.clone()).with_alerts(alerts));
         let jobs = vec![
             spawn_purge(vault.clone(), config.vault.purge_interval),
             spawn_rewrap(vault.clone(), audit.clone(), config.vault.rewrap_interval),

@@ -64,6 +64,20 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The vault.
     pub vault: VaultConfig,
+    /// Security alerts.
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Where security alerts (canary token used, integrity failure) are POSTed, signed per
+    /// Standard Webhooks. Unset: alerts reach the log and the audit log only.
+    pub webhook_url: Option<String>,
+    /// The signing secret (use `STRONGROOM_ALERTS__WEBHOOK_SECRET_FILE`).
+    #[serde(serialize_with = "masked_secret", skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<Secret<String>>,
 }
 
 /// Whether `keys rotate` and `keys retire` need a second operator's approval.
@@ -264,6 +278,7 @@ impl Default for Config {
             kms: KmsConfig::default(),
             audit: AuditConfig::default(),
             vault: VaultConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -482,6 +497,14 @@ impl Config {
             }
             if self.kms.token.is_none() {
                 return fail("kms.token", "the openbao provider needs a token (STRONGROOM_KMS__TOKEN_FILE)");
+            }
+        }
+        if let Some(url) = &self.alerts.webhook_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return fail("alerts.webhook_url", "must be an http(s):// URL");
+            }
+            if self.alerts.webhook_secret.as_ref().is_none_or(|s| s.expose().len() < 16) {
+                return fail("alerts.webhook_secret", "a webhook URL needs a signing secret of at least 16 characters");
             }
         }
         if self.vault.cvc_ttl > Duration::from_secs(600) {

@@ -136,6 +136,13 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                         kek.retired_at.map(|t| t.to_rfc3339()).unwrap_or_default()
                     ));
                 }
+                let vault = core.vault(config, clock.clone(), entropy.clone());
+                let (active, _) = core.fingerprints.active();
+                let counts = vault.fingerprint_status().await?;
+                let behind: u64 = counts.iter().filter(|(v, _)| *v != active).map(|(_, n)| n).sum();
+                text.push_str(&format!(
+                    "fingerprint key: version {active} active; {behind} tokens still to recompute\n"
+                ));
                 text.push_str(&format!(
                     "kms: {} (production grade: {})",
                     core.kms.key_id(),

@@ -5,6 +5,7 @@
 //! Must never: import axum, sqlx, reqwest or any other adapter; read the clock or the random source
 //! except through the injected [`strongroom_types::Clock`] and [`strongroom_types::Entropy`].
 
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod bootstrap;

@@ -653,3 +653,55 @@ async fn fingerprint_rotation_keeps_search_and_dedupe(backend: Backend) {
 async fn found_fingerprint(server: &TestServer, id: &str) -> Value {
     server.get_json(&format!("/v1/tokens/{id}")).await["display"]["fingerprint"].clone()
 }
+
+/// Canary use reaches the alert webhook, signed per Standard Webhooks, without any value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_use_reaches_the_alert_webhook() {
+    use std::sync::{Arc, Mutex};
+    type Received = Arc<Mutex<Vec<(http::HeaderMap, String)>>>;
+    let received: Received = Arc::default();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let received = received.clone();
+            move |headers: http::HeaderMap, body: String| async move {
+                received.lock().unwrap().push((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let secret = "alert-signing-secret-0123456789";
+    let server = TestServer::spawn_with(Backend::Sqlite, |c| {
+        c.alerts.webhook_url = Some(url);
+        c.alerts.webhook_secret = Some(strongroom_types::Secret::new(secret.to_owned()));
+    })
+    .await
+    .unwrap();
+    let honey = tokenize(&server, &json!({"type": "email", "value": "honey@example.com", "canary": true})).await;
+    let id = honey["id"].as_str().unwrap();
+    assert_eq!(reveal(&server, &server.bootstrap_key, id, "plain").await.0, 200);
+    let mut delivered = None;
+    for _ in 0..100 {
+        if let Some(first) = received.lock().unwrap().first().cloned() {
+            delivered = Some(first);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (headers, body) = delivered.expect("the alert webhook was called");
+    let alert: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(alert["type"], "security.canary_token_used");
+    assert_eq!(alert["data"]["object"], id);
+    assert_eq!(alert["data"]["detail"], "revealed");
+    assert!(!body.contains("honey@example.com"), "no value in an alert: {body}");
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    let expected =
+        strongroom_connectors::alerts::signature(secret.as_bytes(), &header("webhook-id"), timestamp, body.as_bytes());
+    assert_eq!(header("webhook-signature"), expected);
+    assert!(!captured_logs().contains(secret));
+    server.shutdown().await;
+}

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use strongroom_crypto::{KeyedDigest, envelope};
 use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
 
+use crate::alerts::{LogOnly, SecurityAlert, SecurityAlerts};
 use crate::api_keys::{Principal, Scope};
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::audit::log::AuditLog;
@@ -161,6 +162,7 @@ pub struct VaultService {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     cvcs: CvcStore,
+    alerts: Arc<dyn SecurityAlerts>,
     settings: VaultSettings,
     reveal_windows: Mutex<HashMap<String, (i64, u32)>>,
 }
@@ -239,9 +241,29 @@ impl VaultService {
             clock,
             entropy,
             cvcs,
+            alerts: Arc::new(LogOnly),
             settings,
             reveal_windows: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sends security alerts (canary use, integrity failures) to `alerts` as well as to the log
+    /// and the audit log.
+    pub fn with_alerts(mut self, alerts: Arc<dyn SecurityAlerts>) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    fn alert(&self, kind: &'static str, principal: &Principal, source: &Source, token: &str, detail: &'static str) {
+        self.alerts.raise(SecurityAlert {
+            kind,
+            merchant: Some(principal.merchant_id().clone()),
+            object: Some(token.to_owned()),
+            actor: Some(principal.key_id().as_str().to_owned()),
+            detail,
+            request_id: source.request_id.clone(),
+            at: self.clock.now(),
+        });
     }
 
     /// The key hierarchy.
@@ -515,6 +537,7 @@ impl VaultService {
             how,
             "canary token used"
         );
+        self.alert("canary_token_used", principal, source, &record.id, how);
         let event = self
             .event(principal, source, "security.canary_token_used", Outcome::Failed(how))
             .on("token", record.id.as_str());
@@ -596,6 +619,7 @@ impl VaultService {
             Ok(plain) => Ok(plain),
             Err(DomainError::Integrity) => {
                 tracing::error!(target: "strongroom::security", token = %record.id, "a sealed value failed its integrity check");
+                self.alert("integrity_error", principal, source, &record.id, "decrypt_failed");
                 let event = self
                     .event(principal, source, "security.integrity_error", Outcome::Failed("decrypt_failed"))
                     .on("token", record.id.as_str());
