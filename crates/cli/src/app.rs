@@ -216,11 +216,17 @@ pub fn config_digest(config: &Config) -> String {
     format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
+/// A ticker for a background job: a slow round delays the next instead of bunching them up.
+fn ticker(interval: std::time::Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
 /// Makes a checkpoint every `interval` (the writer skips it when nothing was logged since).
 fn spawn_checkpoints(audit: AuditLog, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = ticker(interval);
         ticker.tick().await;
         loop {
             ticker.tick().await;
@@ -234,8 +240,7 @@ fn spawn_checkpoints(audit: AuditLog, interval: std::time::Duration) -> tokio::t
 /// Deletes expired tokens every `interval` (they answer 404 from the moment they expire).
 fn spawn_purge(vault: Arc<VaultService>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = ticker(interval);
         loop {
             ticker.tick().await;
             match vault.purge_expired().await {
@@ -256,8 +261,7 @@ fn spawn_rewrap(
     interval: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = ticker(interval);
         loop {
             ticker.tick().await;
             match vault.keys().rewrap_all(1000, |_| {}).await {

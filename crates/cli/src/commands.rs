@@ -203,7 +203,8 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-fn print(text: &str) {
+/// Writes a command's result to standard output (logs go to standard error).
+pub(crate) fn print(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     if !text.ends_with('\n') {
@@ -333,12 +334,18 @@ async fn default_merchant(core: &Core, given: Option<String>) -> anyhow::Result<
     }
 }
 
-async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+/// Commands that work on an existing deployment refuse to create a new root key.
+pub(crate) fn require_root_key(config: &Config) -> anyhow::Result<()> {
     if !config.root_key_file().exists() && config.kms.provider == config::KmsProvider::Local {
         bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
     }
+    Ok(())
+}
+
+async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+    require_root_key(config)?;
     let core = Core::open(config, clock.clone(), entropy.clone()).await?;
     let service = core.api_keys(config, clock.clone(), entropy);
     let result = match command {
@@ -531,9 +538,7 @@ async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
         other => other,
     };
 
-    if !config.root_key_file().exists() && config.kms.provider == config::KmsProvider::Local {
-        bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
-    }
+    require_root_key(config)?;
     let core = Core::open(config, Arc::new(SystemClock), Arc::new(OsEntropy)).await?;
     let verifier_key = core.audit.signer().verifier_key();
     let result = match command {

@@ -73,8 +73,10 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// Where security alerts (canary token used, integrity failure) are POSTed, signed per
-    /// Standard Webhooks. Unset: alerts reach the log and the audit log only.
-    pub webhook_url: Option<String>,
+    /// Standard Webhooks. Unset: alerts reach the log and the audit log only. A secret: many
+    /// webhook URLs carry their credential in the path (masked when shown).
+    #[serde(serialize_with = "masked_secret", skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<Secret<String>>,
     /// The signing secret (use `STRONGROOM_ALERTS__WEBHOOK_SECRET_FILE`).
     #[serde(serialize_with = "masked_secret", skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<Secret<String>>,
@@ -500,6 +502,7 @@ impl Config {
             }
         }
         if let Some(url) = &self.alerts.webhook_url {
+            let url = url.expose();
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return fail("alerts.webhook_url", "must be an http(s):// URL");
             }

@@ -19,6 +19,7 @@ use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
 use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
 
 use crate::app::Core;
+use crate::commands::print;
 use crate::config::{Config, DualControl};
 
 /// `keys` subcommands.
@@ -45,9 +46,14 @@ pub enum KeysCommand {
     },
 }
 
-fn out(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{text}");
+/// A progress line on standard error, redrawn in place: `label: done/total (percent%)`.
+fn progress(label: &'static str, total: u64) -> impl FnMut(u64) {
+    move |done| {
+        let mut stderr = std::io::stderr().lock();
+        let percent = (done * 100).checked_div(total).map_or(100, |p| p.min(100));
+        let _ = write!(stderr, "\r{label}: {done}/{total} ({percent}%)");
+        let _ = stderr.flush();
+    }
 }
 
 /// Whether this configuration needs a second operator for rotation and retirement.
@@ -99,17 +105,9 @@ async fn rewrap(core: &Core) -> anyhow::Result<u64> {
         .map(|k| k.data_keys)
         .sum();
     let started = std::time::Instant::now();
-    let moved = core
-        .vault_keys
-        .rewrap_all(1000, |done| {
-            let mut stderr = std::io::stderr().lock();
-            let percent = (done * 100).checked_div(total).map_or(100, |p| p.min(100));
-            let _ = write!(stderr, "\rrewrapping data keys: {done}/{total} ({percent}%)");
-            let _ = stderr.flush();
-        })
-        .await?;
+    let moved = core.vault_keys.rewrap_all(1000, progress("rewrapping data keys", total)).await?;
     let _ = writeln!(std::io::stderr());
-    out(&format!("{moved} data keys rewrapped in {:.1} s", started.elapsed().as_secs_f64()));
+    print(&format!("{moved} data keys rewrapped in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(moved)
 }
 
@@ -117,9 +115,7 @@ async fn rewrap(core: &Core) -> anyhow::Result<u64> {
 pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
-    if !config.root_key_file().exists() && config.kms.provider == crate::config::KmsProvider::Local {
-        bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
-    }
+    crate::commands::require_root_key(config)?;
     let core = Core::open(config, clock.clone(), entropy.clone()).await?;
     let result = async {
         match command {
@@ -148,13 +144,13 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                     core.kms.key_id(),
                     core.kms.production_grade()
                 ));
-                out(&text);
+                print(&text);
             }
             KeysCommand::Rotate => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
                 let version = core.vault_keys.rotate().await.context("rotation failed")?;
                 core.audit.record_durable(event("vault.kek_rotated", approver.as_deref(), version)).await?;
-                out(&format!("key-encryption key version {version} is active"));
+                print(&format!("key-encryption key version {version} is active"));
                 rewrap(&core).await?;
                 core.audit.record_durable(event("vault.data_keys_rewrapped", approver.as_deref(), version)).await?;
             }
@@ -168,20 +164,13 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 let vault = core.vault(config, clock.clone(), entropy.clone());
                 let version = core.fingerprints.rotate().await?;
                 core.audit.record_durable(event("vault.fingerprint_key_rotated", approver.as_deref(), version)).await?;
-                out(&format!("fingerprint key version {version} is active"));
+                print(&format!("fingerprint key version {version} is active"));
                 let total: u64 =
                     vault.fingerprint_status().await?.iter().filter(|(v, _)| *v != version).map(|(_, n)| n).sum();
                 let started = std::time::Instant::now();
-                let moved = vault
-                    .refingerprint_all(|done| {
-                        let mut stderr = std::io::stderr().lock();
-                        let percent = (done * 100).checked_div(total).map_or(100, |p| p.min(100));
-                        let _ = write!(stderr, "\rrecomputing fingerprints: {done}/{total} ({percent}%)");
-                        let _ = stderr.flush();
-                    })
-                    .await?;
+                let moved = vault.refingerprint_all(progress("recomputing fingerprints", total)).await?;
                 let _ = writeln!(std::io::stderr());
-                out(&format!("{moved} fingerprints recomputed in {:.1} s", started.elapsed().as_secs_f64()));
+                print(&format!("{moved} fingerprints recomputed in {:.1} s", started.elapsed().as_secs_f64()));
                 core.audit.record_durable(event("vault.fingerprints_recomputed", approver.as_deref(), version)).await?;
             }
             KeysCommand::RewrapRoot => {
@@ -191,7 +180,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                     AuditEvent::by(ActorKind::System, Some("cli".into()), "kms.root_rewrapped", Outcome::Success)
                         .on("kms", core.kms.key_id());
                 core.audit.record_durable(event).await?;
-                out(&format!(
+                print(&format!(
                     "{keyring} keyring entries and {keks} key-encryption keys rewrapped by {}",
                     core.kms.key_id()
                 ));
@@ -205,7 +194,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                     );
                 }
                 core.audit.record_durable(event("vault.kek_retired", approver.as_deref(), version)).await?;
-                out(&format!("key-encryption key version {version} retired"));
+                print(&format!("key-encryption key version {version} retired"));
             }
         }
         Ok(())

@@ -2,7 +2,8 @@
 //! Standard Webhooks specifies (`webhook-id`, `webhook-timestamp`, and `webhook-signature:
 //! v1,<base64 HMAC-SHA-256 of "id.timestamp.body">` under the configured secret), delivered by a
 //! background task with retries (1 s, 5 s, 25 s), so the request that raised the alert never waits.
-//! Must never: follow redirects, log the secret, or put a value into an alert.
+//! Must never: follow redirects, log the secret or the URL (it often holds a credential), or put
+//! a value into an alert.
 
 use std::time::Duration;
 
@@ -52,7 +53,7 @@ fn body_of(alert: &SecurityAlert, id: &str) -> Vec<u8> {
 
 impl WebhookAlerts {
     /// Starts the delivery task for `url`, signing with `secret`.
-    pub fn start(url: String, secret: Secret<String>) -> Result<Self, reqwest::Error> {
+    pub fn start(url: Secret<String>, secret: Secret<String>) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -69,7 +70,7 @@ impl WebhookAlerts {
                 for (attempt, wait) in [0u64, 1, 5, 25].into_iter().enumerate() {
                     tokio::time::sleep(Duration::from_secs(wait)).await;
                     let sent = client
-                        .post(&url)
+                        .post(url.expose())
                         .header("content-type", "application/json")
                         .header("webhook-id", &id)
                         .header("webhook-timestamp", timestamp.to_string())

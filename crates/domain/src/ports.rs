@@ -326,8 +326,9 @@ pub trait VaultRepository: Send + Sync {
     /// A data key by id.
     async fn data_key(&self, id: &str) -> Result<Option<DataKeyRecord>, StoreError>;
 
-    /// Up to `limit` data keys not under `version`, by id after `after`.
-    async fn data_keys_not_under(
+    /// Up to `limit` data keys under a version older than `version`, by id after `after`
+    /// (versions only grow, so this is an index range, cheap when there is nothing to do).
+    async fn data_keys_older_than(
         &self,
         version: u32,
         after: &str,
@@ -366,8 +367,9 @@ pub trait VaultRepository: Send + Sync {
         dedupe_key: &[u8],
     ) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Up to `limit` unerased tokens whose fingerprint is not under `version`, by id after `after`.
-    async fn tokens_not_fingerprinted_under(
+    /// Up to `limit` unerased tokens whose fingerprint is under a version older than `version`, by
+    /// id after `after` (an index range, cheap when there is nothing to do).
+    async fn tokens_fingerprinted_before(
         &self,
         version: u32,
         after: &str,

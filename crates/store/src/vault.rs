@@ -123,6 +123,11 @@ const INSERT_TOKEN: &str = "INSERT INTO vault_tokens (id, merchant_id, customer_
 const DELETE_EXPIRED_DEDUPE_HOLDER: &str = "DELETE FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 \
      AND dedupe_fp = $3 AND expires_at IS NOT NULL AND expires_at <= $4";
 
+/// The deduplicated token of a merchant, kind and dedupe key.
+fn select_by_dedupe_key() -> String {
+    format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND dedupe_fp = $3")
+}
+
 /// Inserts tokens on one connection inside the caller's transaction.
 macro_rules! insert_tokens_in {
     ($tx:expr, $tokens:expr, $now:expr) => {{
@@ -160,14 +165,14 @@ macro_rules! insert_tokens_in {
                 continue;
             }
             let existing: Option<TokenRow> = match &token.dedupe_key {
-                Some(dedupe) => sqlx::query_as(&format!(
-                    "SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND dedupe_fp = $3"
-                ))
-                .bind(token.merchant_id.as_str())
-                .bind(token.kind.as_str())
-                .bind(dedupe.as_slice())
-                .fetch_optional(&mut *$tx)
-                .await?,
+                Some(dedupe) => {
+                    sqlx::query_as(&select_by_dedupe_key())
+                        .bind(token.merchant_id.as_str())
+                        .bind(token.kind.as_str())
+                        .bind(dedupe.as_slice())
+                        .fetch_optional(&mut *$tx)
+                        .await?
+                }
                 None => None,
             };
             outcomes.push(Some(existing));
@@ -261,14 +266,14 @@ impl VaultRepository for Store {
         row.map(DataKeyRecord::try_from).transpose()
     }
 
-    async fn data_keys_not_under(
+    async fn data_keys_older_than(
         &self,
         version: u32,
         after: &str,
         limit: u32,
     ) -> Result<Vec<DataKeyRecord>, StoreError> {
         let sql = format!(
-            "SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE kek_version <> $1 AND id > $2 ORDER BY id LIMIT $3"
+            "SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE kek_version < $1 AND id > $2 ORDER BY id LIMIT $3"
         );
         let rows: Vec<DataKeyRow> = on_pool!(self, pool =>
             sqlx::query_as(&sql).bind(i64::from(version)).bind(after).bind(i64::from(limit)).fetch_all(pool).await
@@ -361,8 +366,7 @@ impl VaultRepository for Store {
         kind: ValueKind,
         dedupe_key: &[u8],
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let sql =
-            format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND dedupe_fp = $3");
+        let sql = select_by_dedupe_key();
         let row: Option<TokenRow> = on_pool!(self, pool =>
             sqlx::query_as(&sql).bind(merchant.as_str()).bind(kind.as_str()).bind(dedupe_key).fetch_optional(pool).await
         )
@@ -370,14 +374,14 @@ impl VaultRepository for Store {
         row.map(TokenRecord::try_from).transpose()
     }
 
-    async fn tokens_not_fingerprinted_under(
+    async fn tokens_fingerprinted_before(
         &self,
         version: u32,
         after: &str,
         limit: u32,
     ) -> Result<Vec<TokenRecord>, StoreError> {
         let sql = format!(
-            "SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE fingerprint_version <> $1 AND erased_at IS NULL \
+            "SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE fingerprint_version < $1 AND erased_at IS NULL \
              AND id > $2 ORDER BY id LIMIT $3"
         );
         let rows: Vec<TokenRow> = on_pool!(self, pool =>

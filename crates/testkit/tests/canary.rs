@@ -139,7 +139,6 @@ mod vault {
 
     async fn vault_values_stay_sealed(backend: Backend) {
         let Some(server) = TestServer::spawn(backend).await else { return };
-        let key = server.bootstrap_key.clone();
         let mut bodies = Vec::new();
         let mut ids = Vec::new();
         for body in values() {
@@ -257,7 +256,6 @@ mod vault {
         assert!(audit.contains("vault.token_revealed"), "the audit log was read");
 
         let forbidden: Vec<&str> = [PAN, BAD_PAN, "737"].into_iter().chain(PII).collect();
-        let _ = key;
         for text in bodies.iter().chain(&errors) {
             for value in &forbidden {
                 if *value == "737" {

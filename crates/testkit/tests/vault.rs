@@ -675,7 +675,7 @@ async fn canary_use_reaches_the_alert_webhook() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let secret = "alert-signing-secret-0123456789";
     let server = TestServer::spawn_with(Backend::Sqlite, |c| {
-        c.alerts.webhook_url = Some(url);
+        c.alerts.webhook_url = Some(strongroom_types::Secret::new(url));
         c.alerts.webhook_secret = Some(strongroom_types::Secret::new(secret.to_owned()));
     })
     .await

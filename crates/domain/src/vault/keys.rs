@@ -321,7 +321,7 @@ impl VaultKeys {
         // Always the freshest view of which version is active.
         self.reload(true).await?;
         let (active, active_kek) = self.kek(None).await?;
-        let records = self.repo.data_keys_not_under(active, after, limit).await?;
+        let records = self.repo.data_keys_older_than(active, after, limit).await?;
         let Some(last) = records.last().map(|r| r.id.clone()) else {
             return Ok((0, None));
         };

@@ -67,8 +67,8 @@ pub enum TokenFormat {
     PanPreserving,
 }
 
-/// A request to tokenize one value.
-#[derive(Debug, Clone)]
+/// A request to tokenize one value. Its `Debug` print never shows the value.
+#[derive(Clone)]
 pub struct TokenizeInput {
     /// What the value is.
     pub kind: ValueKind,
@@ -86,6 +86,17 @@ pub struct TokenizeInput {
     pub metadata: Option<Map<String, Value>>,
     /// Make a honey token.
     pub canary: bool,
+}
+
+impl std::fmt::Debug for TokenizeInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenizeInput")
+            .field("kind", &self.kind)
+            .field("customer", &self.customer)
+            .field("dedupe", &self.dedupe)
+            .field("canary", &self.canary)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a request came from, for the audit log.
@@ -367,7 +378,7 @@ impl VaultService {
         input: &TokenizeInput,
         prepared: &Prepared,
         now: Timestamp,
-    ) -> Result<TokenRecord, DomainError> {
+    ) -> Result<(TokenRecord, Arc<strongroom_crypto::Key256>), DomainError> {
         let data_key = self.keys.data_key_for(merchant, input.customer.as_deref()).await?;
         let id = match (&input.format, &prepared.pan) {
             (TokenFormat::PanPreserving, Some(pan)) => pan.format_preserving_token(self.entropy.as_ref()),
@@ -378,7 +389,7 @@ impl VaultService {
         let (fingerprint_version, fingerprint_key) = self.fingerprints.active();
         let fingerprint = Self::fingerprint(&fingerprint_key, merchant, prepared.kind, &prepared.normalized);
         let ttl_ms = input.ttl_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX / 2_000) * 1000);
-        Ok(TokenRecord {
+        let record = TokenRecord {
             id,
             merchant_id: merchant.clone(),
             customer: input.customer.clone(),
@@ -396,7 +407,8 @@ impl VaultService {
             expires_at: ttl_ms.map(|ms| Timestamp::from_unix_millis(now.unix_millis().saturating_add(ms))),
             erased_at: None,
             fingerprint: Some(fingerprint),
-        })
+        };
+        Ok((record, data_key.key))
     }
 
     /// Tokenizes one value. Returns the token and whether it was made now (false: the existing
@@ -451,9 +463,16 @@ impl VaultService {
                         results.push(Some(Ok((self.view(&existing), false))));
                         continue;
                     }
-                    let record = self.seal(merchant, input, &prepared, now).await?;
+                    let (record, key) = self.seal(merchant, input, &prepared, now).await?;
                     results.push(None);
-                    pending.push(Pending { index, record, cvc: prepared.cvc, pan: prepared.pan });
+                    pending.push(Pending {
+                        index,
+                        record,
+                        key,
+                        plaintext: prepared.plaintext,
+                        cvc: prepared.cvc,
+                        pan: prepared.pan,
+                    });
                 }
             }
         }
@@ -465,7 +484,7 @@ impl VaultService {
             let records: Vec<TokenRecord> = pending.iter().map(|p| p.record.clone()).collect();
             let outcomes = self.writer.insert(records, now).await?;
             let mut retry = Vec::new();
-            for (Pending { index, record, cvc, pan }, outcome) in pending.into_iter().zip(outcomes) {
+            for (Pending { index, record, key, plaintext, cvc, pan }, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
                     TokenInsert::Created => {
                         if let Some(cvc) = &cvc {
@@ -482,20 +501,14 @@ impl VaultService {
                     }
                     TokenInsert::IdTaken => {
                         let mut record = record;
-                        let old_id = record.id.clone();
                         record.id = match &pan {
                             Some(pan) => pan.format_preserving_token(self.entropy.as_ref()),
                             None => TokenId::generate(self.entropy.as_ref()).as_str().to_owned(),
                         };
-                        // The sealed value is bound to its id: seal again under the new one.
-                        let key = self.keys.data_key(&record.data_key_id, merchant).await?.ok_or(DomainError::Gone)?;
-                        let old_aad = value_aad(merchant, &old_id, &record.data_key_id, record.kind);
-                        let plain = envelope::open(&key, &old_aad, record.ciphertext.as_deref().unwrap_or_default())
-                            .map_err(|_| DomainError::Integrity)?;
-                        let plain = Secret::new(plain);
-                        let new_aad = value_aad(merchant, &record.id, &record.data_key_id, record.kind);
-                        record.ciphertext = Some(envelope::seal(&key, &new_aad, plain.expose(), self.entropy.as_ref()));
-                        retry.push(Pending { index, record, cvc, pan });
+                        // The sealed value is bound to its id: seal it again under the new one.
+                        let aad = value_aad(merchant, &record.id, &record.data_key_id, record.kind);
+                        record.ciphertext = Some(envelope::seal(&key, &aad, plaintext.expose(), self.entropy.as_ref()));
+                        retry.push(Pending { index, record, key, plaintext, cvc, pan });
                     }
                 }
             }
@@ -739,7 +752,7 @@ impl VaultService {
     /// nothing left). A token whose value cannot be opened is logged and left as it is.
     pub async fn refingerprint_batch(&self, after: &str, limit: u32) -> Result<(u64, Option<String>), DomainError> {
         let (version, key) = self.fingerprints.active();
-        let records = self.repo.tokens_not_fingerprinted_under(version, after, limit).await?;
+        let records = self.repo.tokens_fingerprinted_before(version, after, limit).await?;
         let Some(last) = records.last().map(|r| r.id.clone()) else {
             return Ok((0, None));
         };
@@ -819,6 +832,9 @@ impl VaultService {
 struct Pending {
     index: usize,
     record: TokenRecord,
+    /// The data key and plaintext, to seal again under a new id after a collision.
+    key: Arc<strongroom_crypto::Key256>,
+    plaintext: Secret<Vec<u8>>,
     cvc: Option<Secret<String>>,
     pan: Option<crate::vault::card::Pan>,
 }
@@ -830,6 +846,21 @@ fn internal_item() -> ValueError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_prints_never_show_the_value() {
+        let input = TokenizeInput {
+            kind: ValueKind::Card,
+            value: serde_json::json!({"number": "4242424242424242", "exp_month": 1, "exp_year": 2040}),
+            customer: None,
+            ttl_seconds: None,
+            dedupe: false,
+            format: TokenFormat::Random,
+            metadata: None,
+            canary: false,
+        };
+        assert!(!format!("{input:?}").contains("4242"), "{input:?}");
+    }
 
     #[test]
     fn references_and_reasons() {

@@ -60,7 +60,7 @@ impl From<TokenView> for TokenBody {
 }
 
 /// A value to tokenize.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizeRequest {
     /// `card` (`{number, exp_month, exp_year, cvc?, holder_name?}`), `bank_account` (IBAN),
@@ -91,6 +91,25 @@ pub struct TokenizeRequest {
     /// A honey token: any read or reveal raises a security event.
     #[serde(default)]
     pub canary: bool,
+}
+
+/// Values are card numbers and personal data: a `Debug` print names the type, never the value.
+impl std::fmt::Debug for TokenizeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenizeRequest").field("type", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SearchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchRequest").field("type", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for BatchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchRequest").field("items", &self.items.len()).finish_non_exhaustive()
+    }
 }
 
 fn kind_at(text: &str, pointer: &str) -> Result<ValueKind, (String, &'static str)> {
@@ -158,7 +177,7 @@ pub async fn create(
 }
 
 /// Up to 1,000 values to tokenize in one transaction.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// Each item as for `POST /v1/tokens`.
@@ -247,7 +266,7 @@ pub async fn batch(
 }
 
 /// Find tokens by value.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// The value's type.
