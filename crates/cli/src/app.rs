@@ -14,6 +14,7 @@ use strongroom_domain::audit::checkpoint::CheckpointSigner;
 use strongroom_domain::audit::event::{AuditEvent, Outcome};
 use strongroom_domain::audit::log::AuditLog;
 use strongroom_domain::bootstrap::{Bootstrapped, bootstrap_if_new};
+use strongroom_domain::identity::{HashingSettings, IdentityService, IdentitySettings, PasswordHasher, PasswordPolicy};
 use strongroom_domain::keyring::Keyring;
 use strongroom_domain::merchants::MerchantDirectory;
 use strongroom_domain::vault::fingerprints::FingerprintKeys;
@@ -178,6 +179,45 @@ impl Core {
         )
     }
 
+    /// The identity service over this core (computes its dummy password hash first).
+    pub async fn identity(
+        &self,
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> anyhow::Result<IdentityService> {
+        let c = &config.identity;
+        let defaults = HashingSettings::default();
+        let hashing = HashingSettings {
+            params: strongroom_crypto::password::PasswordParams {
+                memory_kib: c.argon2_memory_kib,
+                iterations: c.argon2_iterations,
+                parallelism: c.argon2_parallelism,
+            },
+            concurrency: c.hash_concurrency.unwrap_or(defaults.concurrency),
+            queue_limit: c.hash_queue,
+        };
+        let hasher = PasswordHasher::new(hashing, entropy.clone()).await.context("cannot set up password hashing")?;
+        let policy = PasswordPolicy { context_words: c.context_words.clone(), ..PasswordPolicy::default() };
+        let settings = IdentitySettings {
+            session_idle: c.session_idle,
+            session_absolute: c.session_absolute,
+            totp_issuer: c.totp_issuer.clone(),
+            ..IdentitySettings::default()
+        };
+        Ok(IdentityService::new(
+            Arc::new(self.store.clone()),
+            self.vault_keys.clone(),
+            self.keyring.identity_digest.clone(),
+            Arc::new(hasher),
+            policy,
+            self.audit.clone(),
+            clock,
+            entropy,
+            settings,
+        ))
+    }
+
     /// The API key service over this core.
     pub fn api_keys(&self, config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> ApiKeyService {
         ApiKeyService::new(
@@ -247,6 +287,21 @@ fn spawn_purge(vault: Arc<VaultService>, interval: std::time::Duration) -> tokio
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "expired tokens purged"),
                 Err(err) => tracing::error!(error = %err, "purging expired tokens failed"),
+            }
+        }
+    })
+}
+
+/// Deletes ended sessions and spent challenges every `interval`.
+fn spawn_identity_purge(identity: Arc<IdentityService>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = ticker(interval);
+        loop {
+            ticker.tick().await;
+            match identity.purge().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "ended sessions and spent challenges purged"),
+                Err(err) => tracing::error!(error = %err, "purging sessions failed"),
             }
         }
     })
@@ -354,11 +409,14 @@ impl Application {
                 _ => Arc::new(strongroom_domain::alerts::LogOnly),
             };
         let vault = Arc::new(core.vault(config, clock.clone(), entropy.clone()).with_alerts(alerts));
+        let identity = Arc::new(core.identity(config, clock.clone(), entropy.clone()).await?);
         let jobs = vec![
+            spawn_identity_purge(identity.clone(), config.identity.purge_interval),
             spawn_purge(vault.clone(), config.vault.purge_interval),
             spawn_rewrap(vault.clone(), audit.clone(), config.vault.rewrap_interval),
         ];
         let state = AppState::new(Services {
+            identity,
             vault,
             api_keys,
             merchants: Arc::new(MerchantDirectory::new(

@@ -66,6 +66,54 @@ pub struct Config {
     pub vault: VaultConfig,
     /// Security alerts.
     pub alerts: AlertsConfig,
+    /// Customer identity.
+    pub identity: IdentityConfig,
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// A customer session unused this long ends. Default 30 min.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// A customer session ends this long after sign-in, used or not. Default 12 h.
+    #[serde(with = "humantime_serde")]
+    pub session_absolute: Duration,
+    /// Argon2id memory in KiB (at least 19456, OWASP's minimum). Default 19456.
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes (at least 2). Default 2.
+    pub argon2_iterations: u32,
+    /// Argon2id lanes. Default 1.
+    pub argon2_parallelism: u32,
+    /// Passwords hashed at once (each holds the Argon2id memory). Default: cores - 1, at least 1.
+    pub hash_concurrency: Option<usize>,
+    /// Hashes that may wait for a slot; more are answered 503 at once. Default 64.
+    pub hash_queue: usize,
+    /// Words a password must not be built on: the shop's name, its domain.
+    pub context_words: Vec<String>,
+    /// The issuer an authenticator app shows next to the code. Default `strongroom`.
+    pub totp_issuer: String,
+    /// How often ended sessions and spent challenges are deleted. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(30 * 60),
+            session_absolute: Duration::from_secs(12 * 3600),
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            hash_concurrency: None,
+            hash_queue: 64,
+            context_words: Vec::new(),
+            totp_issuer: "strongroom".to_owned(),
+            purge_interval: Duration::from_secs(600),
+        }
+    }
 }
 
 /// `[alerts]`
@@ -281,6 +329,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             vault: VaultConfig::default(),
             alerts: AlertsConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -525,6 +574,34 @@ impl Config {
             if value < Duration::from_secs(1) {
                 return fail(key, "must be at least 1s");
             }
+        }
+        let params = strongroom_crypto::password::PasswordParams {
+            memory_kib: self.identity.argon2_memory_kib,
+            iterations: self.identity.argon2_iterations,
+            parallelism: self.identity.argon2_parallelism,
+        };
+        if !params.meets_minimum() {
+            return fail("identity.argon2_memory_kib", "Argon2id needs at least m=19456 KiB, t=2, p=1 (OWASP)");
+        }
+        if self.identity.argon2_memory_kib > 1024 * 1024 || self.identity.argon2_parallelism > 16 {
+            return fail("identity.argon2_memory_kib", "must be at most 1 GiB with at most 16 lanes");
+        }
+        if self.identity.hash_concurrency == Some(0) {
+            return fail("identity.hash_concurrency", "must be at least 1");
+        }
+        if self.identity.session_idle < Duration::from_secs(60)
+            || self.identity.session_idle > self.identity.session_absolute
+        {
+            return fail("identity.session_idle", "must be at least 1m and at most identity.session_absolute");
+        }
+        if self.identity.session_absolute > Duration::from_secs(30 * 86_400) {
+            return fail("identity.session_absolute", "must be at most 30 days");
+        }
+        if self.identity.purge_interval < Duration::from_secs(1) {
+            return fail("identity.purge_interval", "must be at least 1s");
+        }
+        if self.identity.totp_issuer.trim().is_empty() || self.identity.totp_issuer.contains(':') {
+            return fail("identity.totp_issuer", "must be a non-empty name without ':'");
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return fail("tls.cert_file", "tls.cert_file and tls.key_file go together");

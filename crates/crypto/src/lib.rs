@@ -1,14 +1,16 @@
 //! Cryptography for strongroom.
 //!
-//! Owns: the AEAD envelope format ([`envelope`]), keyed digests ([`digest`]) and the [`kms::Kms`]
-//! port with its local key-file provider.
+//! Owns: the AEAD envelope format ([`envelope`]), keyed digests ([`digest`]), the [`kms::Kms`]
+//! port with its local key-file provider, password hashing ([`password`]) and TOTP ([`totp`]).
 //! Must never: hand out raw key bytes except through [`strongroom_types::Secret::expose`], use an
 //! unkeyed hash for anything derived from a secret, or compare secrets with `==`.
 
 pub mod digest;
 pub mod envelope;
 pub mod kms;
+pub mod password;
 pub mod signing;
+pub mod totp;
 
 pub use digest::KeyedDigest;
 pub use kms::{Kms, KmsError, LocalKeyFile};

@@ -46,6 +46,8 @@ pub enum Scope {
     VaultRevealCard,
     /// Erase a customer's data (crypto-shredding).
     PrivacyErase,
+    /// Register customers, sign them in, check their sessions and redeem their step-up proofs.
+    IdentityCustomers,
 }
 
 impl Scope {
@@ -61,6 +63,7 @@ impl Scope {
         Scope::VaultRevealPii,
         Scope::VaultRevealCard,
         Scope::PrivacyErase,
+        Scope::IdentityCustomers,
     ];
 
     /// The scope's stable name.
@@ -76,6 +79,7 @@ impl Scope {
             Scope::VaultRevealPii => "vault:reveal:pii",
             Scope::VaultRevealCard => "vault:reveal:card",
             Scope::PrivacyErase => "privacy:erase",
+            Scope::IdentityCustomers => "identity:customers",
         }
     }
 

@@ -59,6 +59,13 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     /// Drops the entry for `key`.
+    /// Keeps only the entries `keep` approves.
+    pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|k, (v, _)| keep(k, v));
+        }
+    }
+
     pub fn forget(&self, key: &K) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(key);

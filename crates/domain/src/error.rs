@@ -67,6 +67,27 @@ pub enum DomainError {
     #[error("too large: {0}")]
     TooLarge(&'static str),
     /// Storage failed.
+    /// The email or password is wrong, the account unknown or disabled (one answer for all).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Too many attempts: wait `retry_after` seconds (`None`: stopped until an operator or a
+    /// reset acts).
+    #[error("throttled: {code}")]
+    Throttled {
+        /// Stable code.
+        code: &'static str,
+        /// Seconds to wait.
+        retry_after: Option<u32>,
+    },
+    /// A second factor was wrong or used, or its challenge is spent.
+    #[error("invalid second factor")]
+    InvalidFactor,
+    /// A bounded pool is full (password hashing): try again shortly.
+    #[error("busy")]
+    Busy,
+    /// The request conflicts with the object's state: a stable code and a sentence.
+    #[error("conflict: {0}")]
+    Conflict(&'static str, &'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The KMS failed.

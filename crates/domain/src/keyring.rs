@@ -16,6 +16,9 @@ pub const API_KEY_DIGEST: &str = "api_key_digest";
 /// The key vault fingerprints (keyed hashes of values) are computed under.
 pub const VAULT_FINGERPRINT: &str = "vault_fingerprint";
 
+/// The key identity's keyed hashes (emails, session tokens, proofs, recovery codes) are computed under.
+pub const IDENTITY_DIGEST: &str = "identity_digest";
+
 /// The seed of the Ed25519 key that signs audit checkpoints.
 pub const AUDIT_SIGNING: &str = "audit_signing";
 
@@ -54,7 +57,7 @@ pub async fn load_existing(
 }
 
 /// Every keyring entry.
-pub const ALL: &[&str] = &[API_KEY_DIGEST, AUDIT_SIGNING, VAULT_FINGERPRINT];
+pub const ALL: &[&str] = &[API_KEY_DIGEST, AUDIT_SIGNING, VAULT_FINGERPRINT, IDENTITY_DIGEST];
 
 /// Re-encrypts every keyring entry under the KMS root key's newest version (after the KMS rotated
 /// it; the keys themselves do not change). Returns how many entries moved.
@@ -84,6 +87,8 @@ pub struct Keyring {
     pub api_key_digest: Arc<strongroom_crypto::KeyedDigest>,
     /// Signs audit checkpoints.
     pub audit_signing: Arc<strongroom_crypto::signing::SigningKey>,
+    /// Digest key for identity's secrets and look-ups.
+    pub identity_digest: Arc<strongroom_crypto::KeyedDigest>,
 }
 
 impl Keyring {
@@ -96,9 +101,11 @@ impl Keyring {
     ) -> Result<Self, DomainError> {
         let api_key_digest = load_or_create(API_KEY_DIGEST, repo, kms, clock, entropy).await?;
         let audit_seed = load_or_create(AUDIT_SIGNING, repo, kms, clock, entropy).await?;
+        let identity_digest = load_or_create(IDENTITY_DIGEST, repo, kms, clock, entropy).await?;
         Ok(Self {
             api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)),
             audit_signing: Arc::new(strongroom_crypto::signing::SigningKey::from_seed(&audit_seed)),
+            identity_digest: Arc::new(strongroom_crypto::KeyedDigest::new(identity_digest)),
         })
     }
 }

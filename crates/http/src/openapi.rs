@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, audit, health, merchant, vault};
+use crate::routes::{api_keys, audit, health, identity, merchant, vault};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -30,6 +30,27 @@ use crate::routes::{api_keys, audit, health, merchant, vault};
         vault::reveal,
         vault::delete,
         vault::erase_customer,
+        identity::register,
+        identity::get_customer,
+        identity::disable,
+        identity::enable,
+        identity::login,
+        identity::login_second_factor,
+        identity::authenticate_session,
+        identity::redeem_step_up,
+        identity::password_strength,
+        identity::me,
+        identity::logout,
+        identity::sessions,
+        identity::end_session,
+        identity::end_other_sessions,
+        identity::change_password,
+        identity::begin_totp,
+        identity::confirm_totp,
+        identity::remove_totp,
+        identity::regenerate_recovery_codes,
+        identity::begin_step_up,
+        identity::verify_step_up,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
     modifiers(&Security),
@@ -49,6 +70,16 @@ impl Modify for Security {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("sr_live_… / sr_test_…")
                     .description(Some("An API key in the Authorization header"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("srs_…")
+                    .description(Some("A customer's session token in the Authorization header"))
                     .build(),
             ),
         );

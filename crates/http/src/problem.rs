@@ -158,6 +158,16 @@ impl ApiError {
             "integrity_error" => "Stored data failed its integrity check",
             "rate_limited" => "Too many requests",
             "approval_required" => "A second operator's approval is required",
+            "invalid_credentials" => "The credentials are not right",
+            "login_throttled" => "Too many failed sign-ins: wait before trying again",
+            "login_stopped" => "Password sign-in is stopped after too many failures",
+            "invalid_code" => "The second factor is not right",
+            "weak_password" => "The password does not meet the policy",
+            "step_up_invalid" => "The step-up proof is not valid for this action",
+            "totp_already_enrolled" => "TOTP is already enrolled",
+            "no_pending_enrolment" => "No TOTP enrolment is pending",
+            "totp_not_enrolled" => "TOTP is not enrolled",
+            "no_second_factor" => "No second factor is enrolled",
             _ => "Internal error",
         }
     }
@@ -227,6 +237,27 @@ impl From<DomainError> for ApiError {
             DomainError::RateLimited(seconds) => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
                 .detail("too many reveals with this key; retry later")
                 .header(header::RETRY_AFTER, HeaderValue::from(seconds)),
+            DomainError::InvalidCredentials => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials").detail("the email or password is not right")
+            }
+            DomainError::Throttled { code, retry_after } => {
+                let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, code);
+                err = match retry_after {
+                    Some(seconds) => err
+                        .detail("too many failed attempts; retry after the delay")
+                        .header(header::RETRY_AFTER, HeaderValue::from(seconds)),
+                    None => {
+                        err.detail("too many failed attempts: password sign-in is stopped until the password is reset")
+                    }
+                };
+                err
+            }
+            DomainError::InvalidFactor => Self::new(StatusCode::UNAUTHORIZED, "invalid_code")
+                .detail("the code is not right, was used already, or the challenge has expired"),
+            DomainError::Busy => {
+                Self::unavailable("overloaded", 1).detail("too many sign-ins at once; try again shortly")
+            }
+            DomainError::Conflict(code, why) => Self::new(StatusCode::CONFLICT, code).detail(why),
             DomainError::TooLarge(why) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").detail(why),
         }
     }

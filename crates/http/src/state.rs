@@ -70,6 +70,8 @@ pub struct Services {
     pub audit: strongroom_domain::audit::log::AuditLog,
     /// The vault.
     pub vault: Arc<strongroom_domain::vault::tokens::VaultService>,
+    /// Customer identity.
+    pub identity: Arc<strongroom_domain::identity::IdentityService>,
     /// Bounds how many authentication failures per client address reach the audit log.
     pub auth_failures: crate::extract::auth::AuthFailureLimiter,
     /// HTTP settings.

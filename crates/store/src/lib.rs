@@ -9,6 +9,7 @@
 //! than one transaction.
 
 mod audit;
+mod identity;
 mod repositories;
 mod vault;
 

@@ -450,6 +450,13 @@ impl VaultRepository for Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            // The customer's account goes with their data: its sessions, recovery codes and
+            // challenges follow by cascade.
+            sqlx::query("DELETE FROM customers WHERE merchant_id = $1 AND id = $2")
+                .bind(merchant.as_str())
+                .bind(customer)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(erased)
         }.await)

@@ -53,7 +53,7 @@ async fn drop_postgres(name: &str) {
 }
 
 async fn suite(store: Store) {
-    assert_eq!(store.migrate().await.unwrap(), 4, "first migrate applies every migration");
+    assert_eq!(store.migrate().await.unwrap(), 5, "first migrate applies every migration");
     assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 
@@ -124,7 +124,138 @@ async fn suite(store: Store) {
     let forged = Secret::new(format!("{}{}", &real[..real.len() - 1], if real.ends_with('a') { "b" } else { "a" }));
     assert!(matches!(service.authenticate(forged.expose()).await, Err(AuthError::Refused(AuthFailure::Unknown, _))));
     audit_suite(&store).await;
+    identity_suite(&store, &merchant).await;
     store.close().await;
+}
+
+/// Identity's single-use rules hold in the database itself, under concurrent requests.
+async fn identity_suite(store: &Store, merchant: &MerchantId) {
+    use strongroom_domain::ports::{
+        AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord, IdentityRepository, SessionRecord,
+    };
+    let t = |ms: i64| Timestamp::from_unix_millis(1_800_000_000_000 + ms);
+    let customer = |id: &str, lookup: &[u8]| CustomerRecord {
+        id: id.to_owned(),
+        merchant_id: merchant.clone(),
+        email_lookup: lookup.to_vec(),
+        email_sealed: vec![1, 2, 3],
+        data_key_id: "dk_x".into(),
+        email_verified_at: None,
+        password_hash: Some("$argon2id$…".into()),
+        password_changed_at: Some(t(0)),
+        status: AccountStatus::Active,
+        totp_sealed: None,
+        totp_confirmed_at: None,
+        totp_last_step: None,
+        created_at: t(0),
+    };
+    assert!(store.insert_customer(&customer("cus_a", b"lookup-a")).await.unwrap());
+    assert!(!store.insert_customer(&customer("cus_b", b"lookup-a")).await.unwrap(), "one account per email");
+    let stranger = MerchantId::generate(&OsEntropy);
+    assert!(store.customer(&stranger, "cus_a").await.unwrap().is_none(), "another merchant's customer is invisible");
+    assert_eq!(store.customer_by_email(merchant, b"lookup-a").await.unwrap().unwrap().id, "cus_a");
+
+    // TOTP: enrol, confirm once, then each step is accepted once even by concurrent requests.
+    assert!(store.begin_totp(merchant, "cus_a", b"sealed").await.unwrap());
+    let codes = vec![vec![1u8; 32], vec![2u8; 32]];
+    assert!(store.confirm_totp(merchant, "cus_a", 100, t(1), &codes).await.unwrap());
+    assert!(!store.confirm_totp(merchant, "cus_a", 101, t(1), &codes).await.unwrap(), "confirmed once");
+    assert!(!store.begin_totp(merchant, "cus_a", b"other").await.unwrap(), "no new seed while enrolled");
+    assert!(!store.accept_totp_step("cus_a", 100).await.unwrap(), "the enrolment step is spent");
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.accept_totp_step("cus_a", 101).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += u32::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "one of eight concurrent uses of a step wins");
+    assert!(!store.accept_totp_step("cus_a", 99).await.unwrap(), "earlier steps are refused");
+
+    // Recovery codes: each once.
+    assert_eq!(store.recovery_codes_left("cus_a").await.unwrap(), 2);
+    assert!(store.use_recovery_code("cus_a", &codes[0], t(2)).await.unwrap());
+    assert!(!store.use_recovery_code("cus_a", &codes[0], t(3)).await.unwrap());
+    assert_eq!(store.recovery_codes_left("cus_a").await.unwrap(), 1);
+
+    // Failures per subject count up atomically and clear.
+    for i in 1..=3 {
+        assert_eq!(store.add_login_failure(merchant, b"subject", t(i)).await.unwrap().count, u32::try_from(i).unwrap());
+    }
+    assert_eq!(store.login_failures(merchant, b"subject").await.unwrap().last_at, Some(t(3)));
+    store.clear_login_failures(merchant, b"subject").await.unwrap();
+    assert_eq!(store.login_failures(merchant, b"subject").await.unwrap().count, 0);
+
+    // Sessions: found by digest, ended once; disabling ends the rest.
+    let session = |id: &str, digest: u8| SessionRecord {
+        id: id.to_owned(),
+        merchant_id: merchant.clone(),
+        customer_id: "cus_a".into(),
+        token_digest: vec![digest; 32],
+        factors: "password".into(),
+        user_agent: None,
+        ip: None,
+        created_at: t(0),
+        last_seen_at: t(0),
+        expires_at: t(1_000_000),
+        ended_at: None,
+    };
+    store.insert_session(&session("ses_1", 1)).await.unwrap();
+    store.insert_session(&session("ses_2", 2)).await.unwrap();
+    store.insert_session(&session("ses_3", 3)).await.unwrap();
+    assert_eq!(store.session_by_digest(&[2; 32]).await.unwrap().unwrap().id, "ses_2");
+    assert!(store.end_session(merchant, "cus_a", "ses_1", t(5)).await.unwrap());
+    assert!(!store.end_session(merchant, "cus_a", "ses_1", t(6)).await.unwrap());
+    assert!(!store.end_session(&stranger, "cus_a", "ses_2", t(6)).await.unwrap(), "not across merchants");
+    assert_eq!(
+        store.end_sessions_except(merchant, "cus_a", Some("ses_2"), t(7)).await.unwrap(),
+        vec!["ses_3".to_owned()]
+    );
+    assert!(store.set_status(merchant, "cus_a", AccountStatus::Disabled, t(8)).await.unwrap());
+    assert!(store.live_sessions(merchant, "cus_a", t(9)).await.unwrap().is_empty(), "disabling ends every session");
+
+    // A step-up proof is redeemed once, and not after it expires.
+    let challenge = |id: &str| ChallengeRecord {
+        id: id.to_owned(),
+        merchant_id: merchant.clone(),
+        customer_id: "cus_a".into(),
+        purpose: ChallengePurpose::StepUp,
+        binding_digest: Some(vec![9; 32]),
+        session_id: Some("ses_2".into()),
+        client: None,
+        created_at: t(0),
+        expires_at: t(300_000),
+        failures: 0,
+        completed_at: None,
+        proof_digest: None,
+        proof_expires_at: None,
+        proof_used_at: None,
+    };
+    store.insert_challenge(&challenge("chl_1")).await.unwrap();
+    assert_eq!(store.add_challenge_failure("chl_1").await.unwrap(), 1);
+    assert!(store.complete_challenge("chl_1", t(10), Some((&[7; 32], t(300_000)))).await.unwrap());
+    assert!(!store.complete_challenge("chl_1", t(11), Some((&[8; 32], t(300_000)))).await.unwrap(), "completed once");
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.redeem_proof(&[7; 32], t(20)).await.unwrap().is_some() })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += u32::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "one of eight concurrent redemptions wins");
+    store.insert_challenge(&challenge("chl_2")).await.unwrap();
+    assert!(store.complete_challenge("chl_2", t(10), Some((&[6; 32], t(300_000)))).await.unwrap());
+    assert!(store.redeem_proof(&[6; 32], t(300_000)).await.unwrap().is_none(), "expired");
+
+    // Purging removes what ended long ago; the cascade takes a deleted customer's rows with it.
+    assert!(store.purge_identity(t(2_000_000), 100).await.unwrap() >= 3);
+    assert!(store.session_by_digest(&[2; 32]).await.unwrap().is_none());
 }
 
 async fn audit_suite(store: &Store) {

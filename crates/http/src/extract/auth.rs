@@ -77,6 +77,13 @@ pub mod scope {
         const SCOPE: Option<Scope> = Some(Scope::VaultRead);
     }
 
+    /// `identity:customers`
+    #[derive(Debug)]
+    pub struct IdentityCustomers;
+    impl RequiredScope for IdentityCustomers {
+        const SCOPE: Option<Scope> = Some(Scope::IdentityCustomers);
+    }
+
     /// `privacy:erase`
     #[derive(Debug)]
     pub struct PrivacyErase;
@@ -94,7 +101,7 @@ pub struct ApiKeyAuth<S: RequiredScope> {
 }
 
 /// Reads the bearer token; `None` when absent or not a bearer token.
-fn bearer(parts: &Parts) -> Option<&str> {
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -166,7 +173,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
 /// Records an authentication or authorization failure, at most
 /// [`AuthFailureLimiter::PER_MINUTE`] per client address and minute: a flood from one address is
 /// visible in the log without filling it (what is skipped is counted in the metrics).
-fn record_failure(state: &AppState, context: &super::RequestContext, event: AuditEvent) {
+pub(crate) fn record_failure(state: &AppState, context: &super::RequestContext, event: AuditEvent) {
     if state.auth_failures.admit(context.ip) {
         state.audit.record(context.stamp(event));
     } else {

@@ -6,11 +6,13 @@ pub mod auth;
 pub mod context;
 pub mod json;
 pub mod query;
+pub mod session;
 
 pub use auth::{ApiKeyAuth, scope};
 pub use context::RequestContext;
 pub use json::ApiJson;
 pub use query::ApiQuery;
+pub use session::CustomerAuth;
 
 use crate::problem::ProblemField;
 

@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod health;
+pub mod identity;
 pub mod merchant;
 pub mod vault;
 
@@ -41,7 +42,28 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/tokens/search", post(vault::search))
         .route("/v1/tokens/{id}", get(vault::get).delete(vault::delete))
         .route("/v1/tokens/{id}/reveal", post(vault::reveal))
-        .route("/v1/customers/{id}/data", delete(vault::erase_customer));
+        .route("/v1/customers/{id}/data", delete(vault::erase_customer))
+        .route("/v1/identity/customers", post(identity::register))
+        .route("/v1/identity/customers/{id}", get(identity::get_customer))
+        .route("/v1/identity/customers/{id}/disable", post(identity::disable))
+        .route("/v1/identity/customers/{id}/enable", post(identity::enable))
+        .route("/v1/identity/login", post(identity::login))
+        .route("/v1/identity/login/second-factor", post(identity::login_second_factor))
+        .route("/v1/identity/sessions/authenticate", post(identity::authenticate_session))
+        .route("/v1/identity/step-up/redeem", post(identity::redeem_step_up))
+        .route("/v1/identity/password-strength", post(identity::password_strength))
+        .route("/v1/me", get(identity::me))
+        .route("/v1/me/logout", post(identity::logout))
+        .route("/v1/me/sessions", get(identity::sessions))
+        .route("/v1/me/sessions/end-others", post(identity::end_other_sessions))
+        .route("/v1/me/sessions/{id}", delete(identity::end_session))
+        .route("/v1/me/password", post(identity::change_password))
+        .route("/v1/me/totp", post(identity::begin_totp))
+        .route("/v1/me/totp/confirm", post(identity::confirm_totp))
+        .route("/v1/me/totp/remove", post(identity::remove_totp))
+        .route("/v1/me/recovery-codes", post(identity::regenerate_recovery_codes))
+        .route("/v1/me/step-up", post(identity::begin_step_up))
+        .route("/v1/me/step-up/{id}/verify", post(identity::verify_step_up));
     if settings.metrics_on_api {
         routes = routes.route("/metrics", get(health::metrics));
     }

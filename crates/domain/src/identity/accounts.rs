@@ -1,0 +1,459 @@
+//! Registration, sign-in (password, then the second factor when one is enrolled), password change
+//! and the customer's own view of the account.
+//! Must never: answer differently, or measurably faster, for an unknown email than for a wrong
+//! password; verify a password while its subject is throttled; keep a password after hashing.
+
+use std::sync::Arc;
+
+use strongroom_types::Secret;
+
+use super::throttle::{ClientSignal, SubjectGate, subject_gate};
+use super::{ChallengeId, Client, CustomerId, CustomerSession, IdentityService, short_agent};
+use crate::DomainError;
+use crate::audit::event::{ActorKind, AuditEvent, Outcome};
+use crate::merchants::MerchantId;
+use crate::ports::{AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord};
+use crate::vault::values::{ValueKind, prepare};
+
+/// A new customer.
+#[derive(Clone)]
+pub struct Registration {
+    /// Their email.
+    pub email: String,
+    /// Their password (`None`: a passkey-only account, to be completed with a passkey).
+    pub password: Option<Secret<String>>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("has_password", &self.password.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// The customer as they see themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerView {
+    /// `cus_…`
+    pub id: String,
+    /// Their email.
+    pub email: String,
+    /// Whether it is verified.
+    pub email_verified: bool,
+    /// Whether they have a password.
+    pub has_password: bool,
+    /// Whether TOTP is on.
+    pub totp: bool,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u32,
+    /// Active or disabled.
+    pub status: AccountStatus,
+    /// When the account was made.
+    pub created_at: strongroom_types::Timestamp,
+}
+
+/// What a correct password leads to.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Signed in.
+    Authenticated(super::sessions::IssuedSession),
+    /// The password was right; a second factor must follow within the challenge's lifetime.
+    SecondFactorRequired {
+        /// `chl_…`: pass it with the code.
+        challenge: String,
+        /// What may answer it: `totp`, `recovery_code`.
+        factors: Vec<&'static str>,
+        /// When it stops.
+        expires_at: strongroom_types::Timestamp,
+    },
+}
+
+/// The canonical email and the keyed hash look-ups use.
+pub(super) struct Email {
+    pub canonical: Secret<String>,
+    pub lookup: Vec<u8>,
+}
+
+impl IdentityService {
+    pub(super) fn email(&self, raw: &str, pointer: &str) -> Result<Email, DomainError> {
+        let prepared = prepare(ValueKind::Email, &serde_json::Value::String(raw.to_owned()), self.now(), pointer)
+            .map_err(|e| DomainError::Rejected { code: e.code, errors: vec![e.field] })?;
+        let lookup = self.keyed("email", prepared.normalized.expose().as_bytes());
+        Ok(Email { canonical: prepared.normalized, lookup })
+    }
+
+    /// The words of an email a password must not be built on.
+    fn personal_words(email: &str) -> Vec<String> {
+        let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
+        let mut words: Vec<String> = local.split(['.', '_', '-', '+']).map(str::to_owned).collect();
+        words.push(local.to_owned());
+        if let Some(name) = domain.split('.').next() {
+            words.push(name.to_owned());
+        }
+        words.retain(|w| w.chars().count() >= 3);
+        words
+    }
+
+    /// Registers a customer. An email the merchant already has gets the same answer with an id
+    /// that leads nowhere, so registration cannot be used to find out who is a customer (the
+    /// audit log records the attempt).
+    pub async fn register(
+        &self,
+        merchant: &MerchantId,
+        input: Registration,
+        client: &Client,
+    ) -> Result<String, DomainError> {
+        let email = self.email(&input.email, "/email")?;
+        let personal = Self::personal_words(email.canonical.expose());
+        let personal: Vec<&str> = personal.iter().map(String::as_str).collect();
+        if let Some(password) = &input.password {
+            self.policy.check(password.expose(), &personal, false, "/password")?;
+        }
+        let id = CustomerId::generate(self.entropy.as_ref()).as_str().to_owned();
+        // The hash is computed even when the email is taken: the answer takes as long either way.
+        let password_hash = match input.password {
+            Some(password) => Some(self.hasher.hash(password).await?),
+            None => None,
+        };
+        let now = self.now();
+        let (data_key_id, email_sealed) =
+            self.seal_for(merchant, &id, "email", email.canonical.expose().as_bytes()).await?;
+        let record = CustomerRecord {
+            id: id.clone(),
+            merchant_id: merchant.clone(),
+            email_lookup: email.lookup,
+            email_sealed,
+            data_key_id,
+            email_verified_at: None,
+            password_changed_at: password_hash.as_ref().map(|_| now),
+            password_hash,
+            status: AccountStatus::Active,
+            totp_sealed: None,
+            totp_confirmed_at: None,
+            totp_last_step: None,
+            created_at: now,
+        };
+        let inserted = self.repo.insert_customer(&record).await?;
+        let event = if inserted {
+            AuditEvent::by(ActorKind::Customer, Some(id.clone()), "customer.registered", Outcome::Success)
+        } else {
+            // Nothing was stored: drop the data key made for the id that leads nowhere.
+            self.keys.forget(merchant, &id, None);
+            AuditEvent::by(ActorKind::Anonymous, None, "customer.registered", Outcome::Denied("email_taken"))
+        };
+        self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone()));
+        Ok(id)
+    }
+
+    /// Signs in with email and password. A wrong password, an unknown email and a disabled account
+    /// all answer [`DomainError::InvalidCredentials`] after the same work.
+    pub async fn login(
+        &self,
+        merchant: &MerchantId,
+        email: &str,
+        password: Secret<String>,
+        client: &Client,
+    ) -> Result<LoginOutcome, DomainError> {
+        let now = self.now();
+        let Ok(email) = self.email(email, "/email") else {
+            // A malformed email is a wrong credential like any other.
+            let _ = self.hasher.verify(None, password).await?;
+            return Err(DomainError::InvalidCredentials);
+        };
+        if let Some(wait) = self.clients.blocked(client.ip, now) {
+            self.audit_login(merchant, None, client, Outcome::Denied("client_throttled"));
+            return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
+        }
+        let failures = self.repo.login_failures(merchant, &email.lookup).await?;
+        match subject_gate(failures, now) {
+            SubjectGate::Open => {}
+            SubjectGate::Wait(seconds) => {
+                self.audit_login(merchant, None, client, Outcome::Denied("throttled"));
+                return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(seconds) });
+            }
+            SubjectGate::Stopped => {
+                self.audit_login(merchant, None, client, Outcome::Denied("stopped"));
+                return Err(DomainError::Throttled { code: "login_stopped", retry_after: None });
+            }
+        }
+        let customer = self.repo.customer_by_email(merchant, &email.lookup).await?;
+        let stored = customer.as_ref().and_then(|c| c.password_hash.as_deref());
+        let verified = self.hasher.verify(stored, password.clone()).await?;
+        let customer = match customer {
+            Some(c) if verified && c.status == AccountStatus::Active => c,
+            other => {
+                let reason = match &other {
+                    Some(c) if verified => {
+                        debug_assert_eq!(c.status, AccountStatus::Disabled);
+                        "disabled"
+                    }
+                    Some(_) => "wrong_password",
+                    None => "unknown_email",
+                };
+                let _ = self.repo.add_login_failure(merchant, &email.lookup, now).await?;
+                let signal = self.clients.failed(client.ip, &email.lookup, now);
+                self.audit_login(merchant, other.as_ref().map(|c| c.id.clone()), client, Outcome::Denied(reason));
+                if let ClientSignal::CredentialStuffing { subjects, failures } = signal {
+                    tracing::warn!(target: "strongroom::security", subjects, failures, "credential stuffing suspected");
+                    let event = AuditEvent::by(
+                        ActorKind::Anonymous,
+                        None,
+                        "detection.credential_stuffing",
+                        Outcome::Denied("many_accounts_from_one_client"),
+                    )
+                    .for_merchant(merchant)
+                    .from_source(client.ip, client.request_id.clone());
+                    self.audit.record(event);
+                }
+                return Err(DomainError::InvalidCredentials);
+            }
+        };
+        self.repo.clear_login_failures(merchant, &email.lookup).await?;
+        if let Some(hash) = &customer.password_hash
+            && self.hasher.needs_rehash(hash)
+        {
+            let fresh = self.hasher.hash(password).await?;
+            self.repo.set_password(merchant, &customer.id, &fresh, customer.password_changed_at.unwrap_or(now)).await?;
+        }
+        if customer.totp_confirmed_at.is_some() {
+            let id = ChallengeId::generate(self.entropy.as_ref()).as_str().to_owned();
+            let expires_at = now.saturating_add(self.settings.login_challenge_ttl);
+            let carried = serde_json::json!({
+                "ip": client.ip.map(|ip| ip.to_string()),
+                "user_agent": short_agent(client.user_agent.as_deref()),
+            });
+            let challenge = ChallengeRecord {
+                id: id.clone(),
+                merchant_id: merchant.clone(),
+                customer_id: customer.id.clone(),
+                purpose: ChallengePurpose::Login,
+                binding_digest: None,
+                session_id: None,
+                client: Some(carried.to_string()),
+                created_at: now,
+                expires_at,
+                failures: 0,
+                completed_at: None,
+                proof_digest: None,
+                proof_expires_at: None,
+                proof_used_at: None,
+            };
+            self.repo.insert_challenge(&challenge).await?;
+            self.audit_login(
+                merchant,
+                Some(customer.id.clone()),
+                client,
+                Outcome::SuccessBecause("second_factor_required".into()),
+            );
+            return Ok(LoginOutcome::SecondFactorRequired {
+                challenge: id,
+                factors: vec!["totp", "recovery_code"],
+                expires_at,
+            });
+        }
+        let issued = self.issue_session(&customer, "password", client).await?;
+        self.audit_login(merchant, Some(customer.id.clone()), client, Outcome::Success);
+        Ok(LoginOutcome::Authenticated(issued))
+    }
+
+    fn audit_login(&self, merchant: &MerchantId, customer: Option<String>, client: &Client, outcome: Outcome) {
+        let kind = if customer.is_some() { ActorKind::Customer } else { ActorKind::Anonymous };
+        let event = AuditEvent::by(kind, customer, "customer.login", outcome)
+            .for_merchant(merchant)
+            .from_source(client.ip, client.request_id.clone());
+        self.audit.record(event);
+    }
+
+    /// Completes a sign-in with its second factor: a TOTP code or a recovery code.
+    pub async fn login_second_factor(
+        &self,
+        merchant: &MerchantId,
+        challenge_id: &str,
+        factor: super::factors::FactorAnswer,
+        client: &Client,
+    ) -> Result<super::sessions::IssuedSession, DomainError> {
+        let now = self.now();
+        let challenge = self
+            .repo
+            .challenge(merchant, challenge_id)
+            .await?
+            .filter(|c| c.purpose == ChallengePurpose::Login)
+            .ok_or(DomainError::InvalidFactor)?;
+        if challenge.completed_at.is_some()
+            || challenge.expires_at <= now
+            || challenge.failures >= self.settings.challenge_tries
+        {
+            self.audit_factor(
+                merchant,
+                &challenge.customer_id,
+                client,
+                "customer.login_second_factor",
+                Outcome::Denied("challenge_spent"),
+            );
+            return Err(DomainError::InvalidFactor);
+        }
+        let customer = self.customer_record(merchant, &challenge.customer_id).await?;
+        if customer.status != AccountStatus::Active {
+            return Err(DomainError::InvalidFactor);
+        }
+        let used = self.check_factor(&customer, &factor, client).await?;
+        let Some(used) = used else {
+            let _ = self.repo.add_challenge_failure(&challenge.id).await?;
+            self.audit_factor(
+                merchant,
+                &customer.id,
+                client,
+                "customer.login_second_factor",
+                Outcome::Denied("wrong_code"),
+            );
+            return Err(DomainError::InvalidFactor);
+        };
+        if !self.repo.complete_challenge(&challenge.id, now, None).await? {
+            return Err(DomainError::InvalidFactor);
+        }
+        // The session records the browser that gave the password, not the one that gave the code.
+        let carried: serde_json::Value =
+            challenge.client.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+        let first = Client {
+            ip: carried["ip"].as_str().and_then(|ip| ip.parse().ok()).or(client.ip),
+            user_agent: carried["user_agent"].as_str().map(str::to_owned).or_else(|| client.user_agent.clone()),
+            request_id: client.request_id.clone(),
+        };
+        let issued = self.issue_session(&customer, &format!("password+{used}"), &first).await?;
+        self.audit_factor(
+            merchant,
+            &customer.id,
+            client,
+            "customer.login_second_factor",
+            Outcome::SuccessBecause(used.to_owned()),
+        );
+        Ok(issued)
+    }
+
+    pub(super) fn audit_factor(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        client: &Client,
+        action: &'static str,
+        outcome: Outcome,
+    ) {
+        let event = AuditEvent::by(ActorKind::Customer, Some(customer.to_owned()), action, outcome)
+            .for_merchant(merchant)
+            .from_source(client.ip, client.request_id.clone());
+        self.audit.record(event);
+    }
+
+    pub(super) async fn customer_record(&self, merchant: &MerchantId, id: &str) -> Result<CustomerRecord, DomainError> {
+        self.repo.customer(merchant, id).await?.ok_or(DomainError::NotFound)
+    }
+
+    /// The signed-in customer's account.
+    pub async fn me(&self, session: &CustomerSession) -> Result<CustomerView, DomainError> {
+        let customer = self.customer_record(&session.merchant_id, &session.customer_id).await?;
+        self.view(&customer).await
+    }
+
+    /// A merchant's customer, for the shop's backend.
+    pub async fn customer(&self, merchant: &MerchantId, id: &str) -> Result<CustomerView, DomainError> {
+        let customer = self.customer_record(merchant, id).await?;
+        self.view(&customer).await
+    }
+
+    async fn view(&self, customer: &CustomerRecord) -> Result<CustomerView, DomainError> {
+        let email = self
+            .open_for(&customer.merchant_id, &customer.id, "email", &customer.data_key_id, &customer.email_sealed)
+            .await?;
+        let email = String::from_utf8(email.expose().clone()).map_err(|_| DomainError::Integrity)?;
+        let recovery_codes_left =
+            if customer.totp_confirmed_at.is_some() { self.repo.recovery_codes_left(&customer.id).await? } else { 0 };
+        Ok(CustomerView {
+            id: customer.id.clone(),
+            email,
+            email_verified: customer.email_verified_at.is_some(),
+            has_password: customer.password_hash.is_some(),
+            totp: customer.totp_confirmed_at.is_some(),
+            recovery_codes_left,
+            status: customer.status,
+            created_at: customer.created_at,
+        })
+    }
+
+    /// Changes the password: the current one must be right (throttled like a sign-in). Other
+    /// sessions end unless `keep_other_sessions`.
+    pub async fn change_password(
+        &self,
+        session: &CustomerSession,
+        current: Secret<String>,
+        new: Secret<String>,
+        keep_other_sessions: bool,
+        client: &Client,
+    ) -> Result<u64, DomainError> {
+        let merchant = &session.merchant_id;
+        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let now = self.now();
+        let subject = customer.email_lookup.clone();
+        match subject_gate(self.repo.login_failures(merchant, &subject).await?, now) {
+            SubjectGate::Open => {}
+            SubjectGate::Wait(seconds) => {
+                return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(seconds) });
+            }
+            SubjectGate::Stopped => return Err(DomainError::Throttled { code: "login_stopped", retry_after: None }),
+        }
+        if !self.hasher.verify(customer.password_hash.as_deref(), current).await? {
+            self.repo.add_login_failure(merchant, &subject, now).await?;
+            self.audit_factor(
+                merchant,
+                &customer.id,
+                client,
+                "customer.password_changed",
+                Outcome::Denied("wrong_password"),
+            );
+            return Err(DomainError::Rejected {
+                code: "invalid_credentials",
+                errors: vec![crate::error::FieldError::new("/current_password", "is not the current password")],
+            });
+        }
+        let email =
+            self.open_for(merchant, &customer.id, "email", &customer.data_key_id, &customer.email_sealed).await?;
+        let email = String::from_utf8_lossy(email.expose()).into_owned();
+        let personal = Self::personal_words(&email);
+        let personal: Vec<&str> = personal.iter().map(String::as_str).collect();
+        self.policy.check(new.expose(), &personal, customer.totp_confirmed_at.is_some(), "/new_password")?;
+        let hash = self.hasher.hash(new).await?;
+        self.repo.set_password(merchant, &customer.id, &hash, now).await?;
+        self.repo.clear_login_failures(merchant, &subject).await?;
+        let ended = if keep_other_sessions { 0 } else { self.end_other_sessions(session, client).await? };
+        self.audit_factor(merchant, &customer.id, client, "customer.password_changed", Outcome::Success);
+        Ok(ended)
+    }
+
+    /// Disables or re-enables a customer (the shop's backend); disabling ends every session.
+    pub async fn set_status(
+        &self,
+        merchant: &MerchantId,
+        id: &str,
+        status: AccountStatus,
+        actor: &crate::api_keys::Principal,
+        client: &Client,
+    ) -> Result<CustomerView, DomainError> {
+        if !self.repo.set_status(merchant, id, status, self.now()).await? {
+            return Err(DomainError::NotFound);
+        }
+        self.sessions_forget_customer(id);
+        let action = match status {
+            AccountStatus::Active => "customer.enabled",
+            AccountStatus::Disabled => "customer.disabled",
+        };
+        let event = AuditEvent::by(ActorKind::ApiKey, Some(actor.key_id().to_string()), action, Outcome::Success)
+            .for_merchant(merchant)
+            .on("customer", id)
+            .from_source(client.ip, client.request_id.clone());
+        self.audit.record(event);
+        self.customer(merchant, id).await
+    }
+
+    /// The hasher (for the benchmark and health).
+    pub fn hasher(&self) -> &Arc<super::PasswordHasher> {
+        &self.hasher
+    }
+}

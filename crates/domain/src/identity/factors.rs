@@ -1,0 +1,226 @@
+//! Second factors: TOTP (RFC 6238, replay blocked by storing the last accepted step) and ten
+//! single-use recovery codes, stored as keyed hashes.
+//! Must never: accept a TOTP code of a step at or before the last accepted one, accept a recovery
+//! code twice, show a seed or recovery code after the answer that created it, or store either in
+//! the clear.
+
+use data_encoding::BASE32_NOPAD;
+use strongroom_crypto::totp;
+use strongroom_types::Secret;
+
+use super::{Client, CustomerSession, IdentityService};
+use crate::DomainError;
+use crate::audit::event::Outcome;
+use crate::ports::CustomerRecord;
+
+/// Recovery codes issued at a time.
+pub const RECOVERY_CODES: usize = 10;
+
+/// Steps of clock drift accepted either side.
+const TOTP_DRIFT: u64 = 1;
+
+/// Bytes of a TOTP seed (160 bits, as RFC 4226 recommends).
+const TOTP_SEED_BYTES: usize = 20;
+
+/// A second factor as the customer gives it.
+#[derive(Clone)]
+pub enum FactorAnswer {
+    /// A 6-digit code from the authenticator app.
+    Totp(Secret<String>),
+    /// One of the recovery codes.
+    RecoveryCode(Secret<String>),
+}
+
+impl std::fmt::Debug for FactorAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FactorAnswer::Totp(_) => "FactorAnswer::Totp(..)",
+            FactorAnswer::RecoveryCode(_) => "FactorAnswer::RecoveryCode(..)",
+        })
+    }
+}
+
+/// A TOTP enrolment waiting for its first code.
+#[derive(Debug)]
+pub struct TotpEnrolment {
+    /// The seed in base32, for typing into an app.
+    pub secret: Secret<String>,
+    /// The `otpauth://` URI, for a QR code.
+    pub otpauth_uri: Secret<String>,
+}
+
+fn normalize_recovery(code: &str) -> String {
+    code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+impl IdentityService {
+    /// Starts TOTP enrolment: a fresh seed, shown once. Refused while TOTP is on.
+    pub async fn begin_totp(&self, session: &CustomerSession, client: &Client) -> Result<TotpEnrolment, DomainError> {
+        let merchant = &session.merchant_id;
+        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        if customer.totp_confirmed_at.is_some() {
+            return Err(DomainError::Conflict("totp_already_enrolled", "TOTP is already on; remove it first"));
+        }
+        let mut seed = [0u8; TOTP_SEED_BYTES];
+        self.entropy.fill(&mut seed);
+        let (_, sealed) = self.seal_for(merchant, &customer.id, "totp", &seed).await?;
+        let secret = BASE32_NOPAD.encode(&seed);
+        zeroize::Zeroize::zeroize(&mut seed);
+        if !self.repo.begin_totp(merchant, &customer.id, &sealed).await? {
+            return Err(DomainError::Conflict("totp_already_enrolled", "TOTP is already on; remove it first"));
+        }
+        let email =
+            self.open_for(merchant, &customer.id, "email", &customer.data_key_id, &customer.email_sealed).await?;
+        let account = String::from_utf8_lossy(email.expose()).into_owned();
+        let uri = totp::otpauth_uri(&self.settings.totp_issuer, &account, &secret);
+        self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolment_started", Outcome::Success);
+        Ok(TotpEnrolment { secret: Secret::new(secret), otpauth_uri: Secret::new(uri) })
+    }
+
+    /// Confirms TOTP enrolment with a first code; answers the recovery codes, shown once. Other
+    /// sessions end unless `keep_other_sessions`.
+    pub async fn confirm_totp(
+        &self,
+        session: &CustomerSession,
+        code: Secret<String>,
+        keep_other_sessions: bool,
+        client: &Client,
+    ) -> Result<(Vec<Secret<String>>, u64), DomainError> {
+        let merchant = &session.merchant_id;
+        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let (Some(sealed), None) = (&customer.totp_sealed, customer.totp_confirmed_at) else {
+            return Err(DomainError::Conflict("no_pending_enrolment", "start TOTP enrolment first"));
+        };
+        let seed = self.open_for(merchant, &customer.id, "totp", &customer.data_key_id, sealed).await?;
+        let now = self.now();
+        let unix = u64::try_from(now.unix_millis() / 1000).unwrap_or(0);
+        let Some(step) = totp::verify(seed.expose(), code.expose(), unix, TOTP_DRIFT, None) else {
+            self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolled", Outcome::Denied("wrong_code"));
+            return Err(DomainError::InvalidFactor);
+        };
+        let (codes, digests) = self.fresh_recovery_codes();
+        if !self.repo.confirm_totp(merchant, &customer.id, step, now, &digests).await? {
+            return Err(DomainError::Conflict("no_pending_enrolment", "start TOTP enrolment first"));
+        }
+        let ended = if keep_other_sessions { 0 } else { self.end_other_sessions(session, client).await? };
+        self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolled", Outcome::Success);
+        Ok((codes, ended))
+    }
+
+    /// Turns TOTP off; needs a current TOTP code or a recovery code.
+    pub async fn remove_totp(
+        &self,
+        session: &CustomerSession,
+        answer: FactorAnswer,
+        client: &Client,
+    ) -> Result<(), DomainError> {
+        let merchant = &session.merchant_id;
+        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        if customer.totp_confirmed_at.is_none() {
+            return Err(DomainError::NotFound);
+        }
+        if self.check_factor(&customer, &answer, client).await?.is_none() {
+            self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Denied("wrong_code"));
+            return Err(DomainError::InvalidFactor);
+        }
+        self.repo.remove_totp(merchant, &customer.id).await?;
+        self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Success);
+        Ok(())
+    }
+
+    /// New recovery codes (the old ones stop working); needs a current TOTP code.
+    pub async fn regenerate_recovery_codes(
+        &self,
+        session: &CustomerSession,
+        code: Secret<String>,
+        client: &Client,
+    ) -> Result<Vec<Secret<String>>, DomainError> {
+        let merchant = &session.merchant_id;
+        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        if customer.totp_confirmed_at.is_none() {
+            return Err(DomainError::Conflict("totp_not_enrolled", "recovery codes come with TOTP"));
+        }
+        if self.check_factor(&customer, &FactorAnswer::Totp(code), client).await?.is_none() {
+            self.audit_factor(
+                merchant,
+                &customer.id,
+                client,
+                "customer.recovery_codes_replaced",
+                Outcome::Denied("wrong_code"),
+            );
+            return Err(DomainError::InvalidFactor);
+        }
+        let (codes, digests) = self.fresh_recovery_codes();
+        self.repo.replace_recovery_codes(&customer.id, &digests, self.now()).await?;
+        self.audit_factor(merchant, &customer.id, client, "customer.recovery_codes_replaced", Outcome::Success);
+        Ok(codes)
+    }
+
+    fn fresh_recovery_codes(&self) -> (Vec<Secret<String>>, Vec<Vec<u8>>) {
+        let mut codes = Vec::with_capacity(RECOVERY_CODES);
+        let mut digests = Vec::with_capacity(RECOVERY_CODES);
+        for _ in 0..RECOVERY_CODES {
+            let mut bytes = [0u8; 10];
+            self.entropy.fill(&mut bytes);
+            // 16 base32 characters: 80 bits, shown as xxxx-xxxx-xxxx-xxxx.
+            let body = BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
+            zeroize::Zeroize::zeroize(&mut bytes);
+            let shown = format!("{}-{}-{}-{}", &body[0..4], &body[4..8], &body[8..12], &body[12..16]);
+            digests.push(self.keyed("recovery_code", body.as_bytes()));
+            codes.push(Secret::new(shown));
+        }
+        (codes, digests)
+    }
+
+    /// Checks a second factor of an enrolled customer; answers which factor was used, or `None`.
+    /// A TOTP code is consumed (its step recorded); a recovery code is used up, and its use raises
+    /// a security notice in the audit log.
+    pub(super) async fn check_factor(
+        &self,
+        customer: &CustomerRecord,
+        answer: &FactorAnswer,
+        client: &Client,
+    ) -> Result<Option<&'static str>, DomainError> {
+        let (Some(sealed), Some(_)) = (&customer.totp_sealed, customer.totp_confirmed_at) else {
+            return Ok(None);
+        };
+        match answer {
+            FactorAnswer::Totp(code) => {
+                let seed =
+                    self.open_for(&customer.merchant_id, &customer.id, "totp", &customer.data_key_id, sealed).await?;
+                let unix = u64::try_from(self.now().unix_millis() / 1000).unwrap_or(0);
+                let Some(step) = totp::verify(seed.expose(), code.expose(), unix, TOTP_DRIFT, customer.totp_last_step)
+                else {
+                    return Ok(None);
+                };
+                // Compare-and-set: of two requests with the same code, one wins.
+                Ok(self.repo.accept_totp_step(&customer.id, step).await?.then_some("totp"))
+            }
+            FactorAnswer::RecoveryCode(code) => {
+                let normalized = normalize_recovery(code.expose());
+                let digest = self.keyed("recovery_code", normalized.as_bytes());
+                if !self.repo.use_recovery_code(&customer.id, &digest, self.now()).await? {
+                    return Ok(None);
+                }
+                self.audit_factor(
+                    &customer.merchant_id,
+                    &customer.id,
+                    client,
+                    "customer.recovery_code_used",
+                    Outcome::Success,
+                );
+                Ok(Some("recovery_code"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_recovery;
+
+    #[test]
+    fn recovery_codes_normalize() {
+        assert_eq!(normalize_recovery(" ABCD-efgh-2345-6677 "), "abcdefgh23456677");
+    }
+}

@@ -1,0 +1,235 @@
+//! Identity: customer accounts, their passwords and second factors, sessions, and step-up
+//! authentication bound to one action.
+//!
+//! Owns: registration and sign-in (with throttling that cannot tell known from unknown emails),
+//! Argon2id passwords under a policy ([`passwords`]), TOTP with replay protection and single-use
+//! recovery codes ([`factors`]), opaque session tokens stored as keyed hashes ([`sessions`]), and
+//! step-up challenges whose proof is good for one exact purpose and binding, once ([`step_up`]).
+//! A customer's email and TOTP seed are sealed under the customer's vault data key, so erasing
+//! the customer's data (crypto-shredding) erases them too.
+//! Must never: store a password, session token, proof, recovery code or TOTP seed in the clear;
+//! tell a caller whether an account exists; log any of these secrets or an email address.
+
+pub mod accounts;
+pub mod factors;
+pub mod passwords;
+pub mod sessions;
+pub mod step_up;
+pub mod throttle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use data_encoding::BASE32_NOPAD;
+use strongroom_crypto::{Key256, KeyedDigest, envelope};
+use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
+
+use crate::DomainError;
+use crate::audit::log::AuditLog;
+use crate::cache::TtlCache;
+use crate::merchants::MerchantId;
+use crate::ports::{IdentityRepository, SessionRecord};
+use crate::vault::keys::VaultKeys;
+
+pub use passwords::{HashingSettings, PasswordHasher, PasswordPolicy, Strength};
+
+define_id!(CustomerId, CustomerKind, "cus");
+define_id!(SessionId, SessionKind, "ses");
+define_id!(ChallengeId, ChallengeKind, "chl");
+
+/// Timeouts and names.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    /// A session unused this long is dead.
+    pub session_idle: Duration,
+    /// A session is dead this long after sign-in, used or not.
+    pub session_absolute: Duration,
+    /// How long a sign-in waits for its second factor.
+    pub login_challenge_ttl: Duration,
+    /// How long a step-up challenge, and then its proof, are good for.
+    pub step_up_ttl: Duration,
+    /// Wrong second factors a challenge takes before it is dead.
+    pub challenge_tries: u32,
+    /// The issuer an authenticator app shows next to the code.
+    pub totp_issuer: String,
+    /// How long a validated session is trusted from memory before the database is asked again
+    /// (an ended session is dead at once on the node that ended it, elsewhere after this).
+    pub session_cache_ttl: Duration,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(30 * 60),
+            session_absolute: Duration::from_secs(12 * 3600),
+            login_challenge_ttl: Duration::from_secs(10 * 60),
+            step_up_ttl: Duration::from_secs(5 * 60),
+            challenge_tries: 5,
+            totp_issuer: "strongroom".to_owned(),
+            session_cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where a sign-in came from, as the shop's backend reports it (or the request shows it).
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// The customer's address.
+    pub ip: Option<std::net::IpAddr>,
+    /// The customer's browser, shortened to 200 characters.
+    pub user_agent: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+}
+
+/// A customer acting through a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerSession {
+    /// The merchant.
+    pub merchant_id: MerchantId,
+    /// `cus_…`
+    pub customer_id: String,
+    /// `ses_…`
+    pub session_id: String,
+    /// How the session was authenticated.
+    pub factors: String,
+}
+
+/// Customers, factors, sessions and step-up.
+pub struct IdentityService {
+    repo: Arc<dyn IdentityRepository>,
+    keys: Arc<VaultKeys>,
+    digest: Arc<KeyedDigest>,
+    hasher: Arc<PasswordHasher>,
+    policy: PasswordPolicy,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    settings: IdentitySettings,
+    clients: throttle::ClientThrottle,
+    sessions: TtlCache<Vec<u8>, Arc<SessionRecord>>,
+}
+
+impl std::fmt::Debug for IdentityService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// Bytes of a session token, step-up proof or TOTP seed.
+const SECRET_BYTES: usize = 32;
+
+impl IdentityService {
+    /// The service. `digest` is the deployment's identity key (keyed hashes of emails, tokens,
+    /// proofs and recovery codes).
+    #[allow(clippy::too_many_arguments, reason = "the wiring passes each dependency once")]
+    pub fn new(
+        repo: Arc<dyn IdentityRepository>,
+        keys: Arc<VaultKeys>,
+        digest: Arc<KeyedDigest>,
+        hasher: Arc<PasswordHasher>,
+        policy: PasswordPolicy,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        settings: IdentitySettings,
+    ) -> Self {
+        let sessions = TtlCache::new(settings.session_cache_ttl, 100_000);
+        Self {
+            repo,
+            keys,
+            digest,
+            hasher,
+            policy,
+            audit,
+            clock,
+            entropy,
+            settings,
+            clients: throttle::ClientThrottle::default(),
+            sessions,
+        }
+    }
+
+    /// The password policy.
+    pub fn policy(&self) -> &PasswordPolicy {
+        &self.policy
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &IdentitySettings {
+        &self.settings
+    }
+
+    /// A keyed hash with a label, so that hashes of one kind of secret never match another kind.
+    fn keyed(&self, label: &str, data: &[u8]) -> Vec<u8> {
+        let mut message = Vec::with_capacity(label.len() + 1 + data.len());
+        message.extend_from_slice(label.as_bytes());
+        message.push(0);
+        message.extend_from_slice(data);
+        self.digest.digest(&message).to_vec()
+    }
+
+    /// A fresh secret `prefix_<52 base32 characters>` (256 bits).
+    fn fresh_secret(&self, prefix: &str) -> Secret<String> {
+        let mut bytes = [0u8; SECRET_BYTES];
+        self.entropy.fill(&mut bytes);
+        let body = BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
+        zeroize::Zeroize::zeroize(&mut bytes);
+        Secret::new(format!("{prefix}_{body}"))
+    }
+
+    /// Seals a customer secret (email, TOTP seed) under the customer's data key, bound to the
+    /// merchant, the customer and what it is.
+    async fn seal_for(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        field: &str,
+        plaintext: &[u8],
+    ) -> Result<(String, Vec<u8>), DomainError> {
+        let key = self.keys.data_key_for(merchant, Some(customer)).await?;
+        let aad = field_aad(merchant, customer, field, &key.id);
+        Ok((key.id.clone(), envelope::seal(&key.key, &aad, plaintext, self.entropy.as_ref())))
+    }
+
+    /// Opens what [`IdentityService::seal_for`] sealed; `Gone` when the customer's data was erased.
+    async fn open_for(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        field: &str,
+        data_key_id: &str,
+        sealed: &[u8],
+    ) -> Result<Secret<Vec<u8>>, DomainError> {
+        let key: Arc<Key256> = self.keys.data_key(data_key_id, merchant).await?.ok_or(DomainError::Gone)?;
+        let aad = field_aad(merchant, customer, field, data_key_id);
+        envelope::open(&key, &aad, sealed).map(Secret::new).map_err(|_| DomainError::Integrity)
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+fn field_aad(merchant: &MerchantId, customer: &str, field: &str, data_key_id: &str) -> Vec<u8> {
+    format!("strongroom/identity/v1|{}|{customer}|{field}|{data_key_id}", merchant.as_str()).into_bytes()
+}
+
+/// The user agent as stored: printable, at most 200 characters.
+fn short_agent(agent: Option<&str>) -> Option<String> {
+    agent.map(|a| a.chars().filter(|c| !c.is_control()).take(200).collect::<String>()).filter(|a| !a.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aad_binds_every_part() {
+        let m = MerchantId::parse("mer_aaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap_or_else(|_| unreachable!());
+        let a = field_aad(&m, "cus_1", "email", "dk_1");
+        assert_ne!(a, field_aad(&m, "cus_2", "email", "dk_1"));
+        assert_ne!(a, field_aad(&m, "cus_1", "totp", "dk_1"));
+        assert_ne!(a, field_aad(&m, "cus_1", "email", "dk_2"));
+    }
+}

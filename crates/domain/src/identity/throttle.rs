@@ -1,0 +1,216 @@
+//! Sign-in throttling.
+//!
+//! Per subject (a keyed hash of the email tried, whether or not an account has it): the first
+//! [`FREE_FAILURES`] failures cost nothing, then each further attempt waits twice as long as the
+//! one before (1 s, 2 s, 4 s … up to 15 minutes), and after [`HARD_STOP`] consecutive failures
+//! password sign-in stops until the password is reset. Customers are never locked out by a
+//! fixed lock an attacker could trigger at will; the delays bound an online attack to about 100
+//! guesses a day.
+//! Per client address (in memory, one window of [`CLIENT_WINDOW`]): more than
+//! [`CLIENT_FAILURE_LIMIT`] failures block the address until the window ends, and failures on
+//! [`STUFFING_SUBJECTS`] or more different subjects raise a credential-stuffing signal once per
+//! window.
+//! Must never: treat a known and an unknown email differently, or grow without bound.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use strongroom_types::Timestamp;
+
+use crate::ports::LoginFailures;
+
+/// Failures without a delay.
+pub const FREE_FAILURES: u32 = 5;
+
+/// Consecutive failures after which password sign-in stops (NIST: at most 100).
+pub const HARD_STOP: u32 = 100;
+
+/// Longest delay between attempts.
+pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+
+/// Length of a client address's window.
+pub const CLIENT_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Failures per address and window before the address is blocked for the rest of it.
+pub const CLIENT_FAILURE_LIMIT: u32 = 100;
+
+/// Different subjects failed from one address in one window that signal credential stuffing.
+pub const STUFFING_SUBJECTS: usize = 10;
+
+/// How long a subject with `failures` consecutive failures must wait after the last one.
+pub fn delay_after(failures: u32) -> Duration {
+    if failures < FREE_FAILURES {
+        return Duration::ZERO;
+    }
+    let exponent = (failures - FREE_FAILURES).min(20);
+    Duration::from_secs(1u64 << exponent).min(MAX_DELAY)
+}
+
+/// What the subject's state allows now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectGate {
+    /// Try.
+    Open,
+    /// Wait this many seconds.
+    Wait(u32),
+    /// Password sign-in has stopped (reset the password).
+    Stopped,
+}
+
+/// Whether a subject may try now.
+pub fn subject_gate(failures: LoginFailures, now: Timestamp) -> SubjectGate {
+    if failures.count >= HARD_STOP {
+        return SubjectGate::Stopped;
+    }
+    let Some(last) = failures.last_at else { return SubjectGate::Open };
+    let delay = i64::try_from(delay_after(failures.count).as_millis()).unwrap_or(i64::MAX);
+    let waited = now.millis_since(last);
+    if waited >= delay {
+        SubjectGate::Open
+    } else {
+        let seconds = (delay - waited + 999) / 1000;
+        SubjectGate::Wait(u32::try_from(seconds).unwrap_or(u32::MAX).max(1))
+    }
+}
+
+#[derive(Debug)]
+struct ClientWindow {
+    started: Timestamp,
+    failures: u32,
+    subjects: HashSet<[u8; 8]>,
+    signalled: bool,
+}
+
+/// What a failure from a client address amounts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSignal {
+    /// Nothing unusual.
+    None,
+    /// Failures on many different accounts: credential stuffing (raised once per window).
+    CredentialStuffing {
+        /// Different subjects in the window.
+        subjects: usize,
+        /// Failures in the window.
+        failures: u32,
+    },
+}
+
+/// Failures per client address, in memory.
+#[derive(Debug, Default)]
+pub struct ClientThrottle {
+    windows: Mutex<HashMap<IpAddr, ClientWindow>>,
+}
+
+const MAX_TRACKED_CLIENTS: usize = 100_000;
+
+impl ClientThrottle {
+    fn window_ms() -> i64 {
+        i64::try_from(CLIENT_WINDOW.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Seconds the address must wait, if it is blocked.
+    pub fn blocked(&self, ip: Option<IpAddr>, now: Timestamp) -> Option<u32> {
+        let ip = ip?;
+        let windows = self.windows.lock().ok()?;
+        let window = windows.get(&ip)?;
+        let age = now.millis_since(window.started);
+        (age < Self::window_ms() && window.failures >= CLIENT_FAILURE_LIMIT)
+            .then(|| u32::try_from((Self::window_ms() - age + 999) / 1000).unwrap_or(u32::MAX).max(1))
+    }
+
+    /// Counts a failure of `subject` from the address.
+    pub fn failed(&self, ip: Option<IpAddr>, subject: &[u8], now: Timestamp) -> ClientSignal {
+        let Some(ip) = ip else { return ClientSignal::None };
+        let Ok(mut windows) = self.windows.lock() else { return ClientSignal::None };
+        if windows.len() >= MAX_TRACKED_CLIENTS {
+            let limit = Self::window_ms();
+            windows.retain(|_, w| now.millis_since(w.started) < limit);
+            if windows.len() >= MAX_TRACKED_CLIENTS {
+                windows.clear();
+            }
+        }
+        let window = windows.entry(ip).or_insert_with(|| ClientWindow {
+            started: now,
+            failures: 0,
+            subjects: HashSet::new(),
+            signalled: false,
+        });
+        if now.millis_since(window.started) >= Self::window_ms() {
+            *window = ClientWindow { started: now, failures: 0, subjects: HashSet::new(), signalled: false };
+        }
+        window.failures = window.failures.saturating_add(1);
+        let mut short = [0u8; 8];
+        for (slot, byte) in short.iter_mut().zip(subject) {
+            *slot = *byte;
+        }
+        if window.subjects.len() < 1_000 {
+            window.subjects.insert(short);
+        }
+        if !window.signalled && window.subjects.len() >= STUFFING_SUBJECTS {
+            window.signalled = true;
+            return ClientSignal::CredentialStuffing { subjects: window.subjects.len(), failures: window.failures };
+        }
+        ClientSignal::None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_and_stop() {
+        assert_eq!(delay_after(0), Duration::ZERO);
+        assert_eq!(delay_after(4), Duration::ZERO);
+        assert_eq!(delay_after(5), Duration::from_secs(1));
+        assert_eq!(delay_after(8), Duration::from_secs(8));
+        assert_eq!(delay_after(40), MAX_DELAY);
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let f = |count, ago_ms: i64| LoginFailures {
+            count,
+            last_at: Some(Timestamp::from_unix_millis(1_000_000 - ago_ms)),
+        };
+        assert_eq!(subject_gate(f(4, 0), now), SubjectGate::Open);
+        assert_eq!(subject_gate(f(7, 1_000), now), SubjectGate::Wait(3));
+        assert_eq!(subject_gate(f(7, 4_000), now), SubjectGate::Open);
+        assert_eq!(subject_gate(f(HARD_STOP, 10_000_000), now), SubjectGate::Stopped);
+    }
+
+    #[test]
+    fn at_most_one_hundred_guesses_without_a_stop() {
+        // Whatever the pacing, the 101st consecutive failure cannot be tried.
+        let mut count = 0;
+        let mut now = 0i64;
+        while subject_gate(
+            LoginFailures { count, last_at: Some(Timestamp::from_unix_millis(now)) },
+            Timestamp::from_unix_millis(now + 1_000_000_000),
+        ) != SubjectGate::Stopped
+        {
+            count += 1;
+            now += 1;
+        }
+        assert_eq!(count, HARD_STOP);
+    }
+
+    #[test]
+    fn clients_signal_stuffing_once_and_get_blocked() {
+        let throttle = ClientThrottle::default();
+        let ip = Some("203.0.113.9".parse().unwrap());
+        let now = Timestamp::from_unix_millis(0);
+        let mut signals = 0;
+        for i in 0..CLIENT_FAILURE_LIMIT {
+            let subject = [u8::try_from(i % 50).unwrap(); 32];
+            if throttle.failed(ip, &subject, now) != ClientSignal::None {
+                signals += 1;
+            }
+        }
+        assert_eq!(signals, 1);
+        assert!(throttle.blocked(ip, now).is_some());
+        assert!(throttle.blocked(Some("203.0.113.10".parse().unwrap()), now).is_none());
+        let later = now.saturating_add(CLIENT_WINDOW);
+        assert!(throttle.blocked(ip, later).is_none());
+    }
+}

@@ -1,0 +1,543 @@
+//! Identity's tables: `customers`, `customer_recovery_codes`, `login_failures`,
+//! `customer_sessions`, `auth_challenges`. Single-use things (TOTP steps, recovery codes, step-up
+//! proofs, challenge completion) are compare-and-set updates, so two requests cannot both use one.
+
+use async_trait::async_trait;
+use sqlx::FromRow;
+use strongroom_domain::StoreError;
+use strongroom_domain::merchants::MerchantId;
+use strongroom_domain::ports::{
+    AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord, IdentityRepository, LoginFailures, SessionRecord,
+};
+use strongroom_types::Timestamp;
+
+use crate::{Store, on_pool, store_error};
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Other(format!("stored {what} is not valid"))
+}
+
+fn merchant(text: &str) -> Result<MerchantId, StoreError> {
+    MerchantId::parse(text).map_err(|_| corrupt("merchant id"))
+}
+
+fn at(millis: Option<i64>) -> Option<Timestamp> {
+    millis.map(Timestamp::from_unix_millis)
+}
+
+fn step(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[derive(FromRow)]
+struct CustomerRow {
+    id: String,
+    merchant_id: String,
+    email_lookup: Vec<u8>,
+    email_sealed: Vec<u8>,
+    data_key_id: String,
+    email_verified_at: Option<i64>,
+    password_hash: Option<String>,
+    password_changed_at: Option<i64>,
+    status: String,
+    totp_sealed: Option<Vec<u8>>,
+    totp_confirmed_at: Option<i64>,
+    totp_last_step: Option<i64>,
+    created_at: i64,
+}
+
+impl TryFrom<CustomerRow> for CustomerRecord {
+    type Error = StoreError;
+    fn try_from(row: CustomerRow) -> Result<Self, StoreError> {
+        Ok(CustomerRecord {
+            id: row.id,
+            merchant_id: merchant(&row.merchant_id)?,
+            email_lookup: row.email_lookup,
+            email_sealed: row.email_sealed,
+            data_key_id: row.data_key_id,
+            email_verified_at: at(row.email_verified_at),
+            password_hash: row.password_hash,
+            password_changed_at: at(row.password_changed_at),
+            status: AccountStatus::parse(&row.status).ok_or_else(|| corrupt("account status"))?,
+            totp_sealed: row.totp_sealed,
+            totp_confirmed_at: at(row.totp_confirmed_at),
+            totp_last_step: row.totp_last_step.map(|s| u64::try_from(s).unwrap_or(0)),
+            created_at: Timestamp::from_unix_millis(row.created_at),
+        })
+    }
+}
+
+const CUSTOMER_COLUMNS: &str = "id, merchant_id, email_lookup, email_sealed, data_key_id, email_verified_at, \
+     password_hash, password_changed_at, status, totp_sealed, totp_confirmed_at, totp_last_step, created_at";
+
+#[derive(FromRow)]
+struct SessionRow {
+    id: String,
+    merchant_id: String,
+    customer_id: String,
+    token_digest: Vec<u8>,
+    factors: String,
+    user_agent: Option<String>,
+    ip: Option<String>,
+    created_at: i64,
+    last_seen_at: i64,
+    expires_at: i64,
+    ended_at: Option<i64>,
+}
+
+impl TryFrom<SessionRow> for SessionRecord {
+    type Error = StoreError;
+    fn try_from(row: SessionRow) -> Result<Self, StoreError> {
+        Ok(SessionRecord {
+            id: row.id,
+            merchant_id: merchant(&row.merchant_id)?,
+            customer_id: row.customer_id,
+            token_digest: row.token_digest,
+            factors: row.factors,
+            user_agent: row.user_agent,
+            ip: row.ip,
+            created_at: Timestamp::from_unix_millis(row.created_at),
+            last_seen_at: Timestamp::from_unix_millis(row.last_seen_at),
+            expires_at: Timestamp::from_unix_millis(row.expires_at),
+            ended_at: at(row.ended_at),
+        })
+    }
+}
+
+const SESSION_COLUMNS: &str = "id, merchant_id, customer_id, token_digest, factors, user_agent, ip, created_at, last_seen_at, expires_at, ended_at";
+
+#[derive(FromRow)]
+struct ChallengeRow {
+    id: String,
+    merchant_id: String,
+    customer_id: String,
+    purpose: String,
+    binding_digest: Option<Vec<u8>>,
+    session_id: Option<String>,
+    client: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+    failures: i64,
+    completed_at: Option<i64>,
+    proof_digest: Option<Vec<u8>>,
+    proof_expires_at: Option<i64>,
+    proof_used_at: Option<i64>,
+}
+
+impl TryFrom<ChallengeRow> for ChallengeRecord {
+    type Error = StoreError;
+    fn try_from(row: ChallengeRow) -> Result<Self, StoreError> {
+        Ok(ChallengeRecord {
+            id: row.id,
+            merchant_id: merchant(&row.merchant_id)?,
+            customer_id: row.customer_id,
+            purpose: ChallengePurpose::parse(&row.purpose).ok_or_else(|| corrupt("challenge purpose"))?,
+            binding_digest: row.binding_digest,
+            session_id: row.session_id,
+            client: row.client,
+            created_at: Timestamp::from_unix_millis(row.created_at),
+            expires_at: Timestamp::from_unix_millis(row.expires_at),
+            failures: u32::try_from(row.failures).unwrap_or(u32::MAX),
+            completed_at: at(row.completed_at),
+            proof_digest: row.proof_digest,
+            proof_expires_at: at(row.proof_expires_at),
+            proof_used_at: at(row.proof_used_at),
+        })
+    }
+}
+
+const CHALLENGE_COLUMNS: &str = "id, merchant_id, customer_id, purpose, binding_digest, session_id, client, created_at, \
+     expires_at, failures, completed_at, proof_digest, proof_expires_at, proof_used_at";
+
+#[async_trait]
+impl IdentityRepository for Store {
+    async fn insert_customer(&self, c: &CustomerRecord) -> Result<bool, StoreError> {
+        let sql = format!(
+            "INSERT INTO customers ({CUSTOMER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT DO NOTHING"
+        );
+        on_pool!(self, pool => sqlx::query(&sql)
+            .bind(&c.id)
+            .bind(c.merchant_id.as_str())
+            .bind(&c.email_lookup)
+            .bind(&c.email_sealed)
+            .bind(&c.data_key_id)
+            .bind(c.email_verified_at.map(Timestamp::unix_millis))
+            .bind(&c.password_hash)
+            .bind(c.password_changed_at.map(Timestamp::unix_millis))
+            .bind(c.status.as_str())
+            .bind(&c.totp_sealed)
+            .bind(c.totp_confirmed_at.map(Timestamp::unix_millis))
+            .bind(c.totp_last_step.map(step))
+            .bind(c.created_at.unix_millis())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1))
+        .map_err(store_error)
+    }
+
+    async fn customer(&self, merchant: &MerchantId, id: &str) -> Result<Option<CustomerRecord>, StoreError> {
+        let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE merchant_id = $1 AND id = $2");
+        let row: Option<CustomerRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(merchant.as_str()).bind(id).fetch_optional(pool).await)
+        .map_err(store_error)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn customer_by_email(
+        &self,
+        merchant: &MerchantId,
+        lookup: &[u8],
+    ) -> Result<Option<CustomerRecord>, StoreError> {
+        let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE merchant_id = $1 AND email_lookup = $2");
+        let row: Option<CustomerRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(merchant.as_str()).bind(lookup).fetch_optional(pool).await)
+        .map_err(store_error)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn set_password(&self, merchant: &MerchantId, id: &str, hash: &str, at: Timestamp) -> Result<(), StoreError> {
+        let sql =
+            "UPDATE customers SET password_hash = $1, password_changed_at = $2 WHERE merchant_id = $3 AND id = $4";
+        on_pool!(self, pool => sqlx::query(sql).bind(hash).bind(at.unix_millis()).bind(merchant.as_str()).bind(id).execute(pool).await.map(|_| ()))
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn set_status(
+        &self,
+        merchant: &MerchantId,
+        id: &str,
+        status: AccountStatus,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query("UPDATE customers SET status = $1 WHERE merchant_id = $2 AND id = $3")
+                .bind(status.as_str())
+                .bind(merchant.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() == 1;
+            if found && status == AccountStatus::Disabled {
+                sqlx::query("UPDATE customer_sessions SET ended_at = $1 WHERE customer_id = $2 AND ended_at IS NULL")
+                    .bind(at.unix_millis())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(found)
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn begin_totp(&self, merchant: &MerchantId, id: &str, sealed: &[u8]) -> Result<bool, StoreError> {
+        let sql = "UPDATE customers SET totp_sealed = $1, totp_last_step = NULL \
+                   WHERE merchant_id = $2 AND id = $3 AND totp_confirmed_at IS NULL";
+        on_pool!(self, pool => sqlx::query(sql).bind(sealed).bind(merchant.as_str()).bind(id).execute(pool).await
+            .map(|r| r.rows_affected() == 1))
+        .map_err(store_error)
+    }
+
+    async fn confirm_totp(
+        &self,
+        merchant: &MerchantId,
+        id: &str,
+        totp_step: u64,
+        at: Timestamp,
+        recovery_digests: &[Vec<u8>],
+    ) -> Result<bool, StoreError> {
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let confirmed = sqlx::query(
+                "UPDATE customers SET totp_confirmed_at = $1, totp_last_step = $2 \
+                 WHERE merchant_id = $3 AND id = $4 AND totp_sealed IS NOT NULL AND totp_confirmed_at IS NULL",
+            )
+            .bind(at.unix_millis())
+            .bind(step(totp_step))
+            .bind(merchant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() == 1;
+            if confirmed {
+                sqlx::query("DELETE FROM customer_recovery_codes WHERE customer_id = $1").bind(id).execute(&mut *tx).await?;
+                for digest in recovery_digests {
+                    sqlx::query("INSERT INTO customer_recovery_codes (customer_id, digest, created_at) VALUES ($1, $2, $3)")
+                        .bind(id)
+                        .bind(digest)
+                        .bind(at.unix_millis())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(confirmed)
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn remove_totp(&self, merchant: &MerchantId, id: &str) -> Result<bool, StoreError> {
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let removed = sqlx::query(
+                "UPDATE customers SET totp_sealed = NULL, totp_confirmed_at = NULL, totp_last_step = NULL \
+                 WHERE merchant_id = $1 AND id = $2",
+            )
+            .bind(merchant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() == 1;
+            sqlx::query("DELETE FROM customer_recovery_codes WHERE customer_id = $1").bind(id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(removed)
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn accept_totp_step(&self, id: &str, totp_step: u64) -> Result<bool, StoreError> {
+        let sql = "UPDATE customers SET totp_last_step = $1 WHERE id = $2 AND totp_confirmed_at IS NOT NULL \
+                   AND (totp_last_step IS NULL OR totp_last_step < $1)";
+        on_pool!(self, pool => sqlx::query(sql).bind(step(totp_step)).bind(id).execute(pool).await.map(|r| r.rows_affected() == 1))
+            .map_err(store_error)
+    }
+
+    async fn replace_recovery_codes(&self, id: &str, digests: &[Vec<u8>], at: Timestamp) -> Result<(), StoreError> {
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM customer_recovery_codes WHERE customer_id = $1").bind(id).execute(&mut *tx).await?;
+            for digest in digests {
+                sqlx::query("INSERT INTO customer_recovery_codes (customer_id, digest, created_at) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(digest)
+                    .bind(at.unix_millis())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(())
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn use_recovery_code(&self, id: &str, digest: &[u8], at: Timestamp) -> Result<bool, StoreError> {
+        let sql = "UPDATE customer_recovery_codes SET used_at = $1 WHERE customer_id = $2 AND digest = $3 AND used_at IS NULL";
+        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(id).bind(digest).execute(pool).await
+            .map(|r| r.rows_affected() == 1))
+        .map_err(store_error)
+    }
+
+    async fn recovery_codes_left(&self, id: &str) -> Result<u32, StoreError> {
+        let sql = "SELECT COUNT(*) FROM customer_recovery_codes WHERE customer_id = $1 AND used_at IS NULL";
+        let count: i64 =
+            on_pool!(self, pool => sqlx::query_scalar(sql).bind(id).fetch_one(pool).await).map_err(store_error)?;
+        Ok(u32::try_from(count).unwrap_or(0))
+    }
+
+    async fn login_failures(&self, merchant: &MerchantId, subject: &[u8]) -> Result<LoginFailures, StoreError> {
+        let sql = "SELECT failures, last_at FROM login_failures WHERE merchant_id = $1 AND subject = $2";
+        let row: Option<(i64, i64)> = on_pool!(self, pool =>
+            sqlx::query_as(sql).bind(merchant.as_str()).bind(subject).fetch_optional(pool).await)
+        .map_err(store_error)?;
+        Ok(match row {
+            Some((count, last)) => LoginFailures {
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+                last_at: Some(Timestamp::from_unix_millis(last)),
+            },
+            None => LoginFailures { count: 0, last_at: None },
+        })
+    }
+
+    async fn add_login_failure(
+        &self,
+        merchant: &MerchantId,
+        subject: &[u8],
+        at: Timestamp,
+    ) -> Result<LoginFailures, StoreError> {
+        let sql = "INSERT INTO login_failures (merchant_id, subject, failures, last_at) VALUES ($1, $2, 1, $3) \
+                   ON CONFLICT (merchant_id, subject) DO UPDATE SET failures = login_failures.failures + 1, last_at = $3 \
+                   RETURNING failures, last_at";
+        let (count, last): (i64, i64) = on_pool!(self, pool =>
+            sqlx::query_as(sql).bind(merchant.as_str()).bind(subject).bind(at.unix_millis()).fetch_one(pool).await)
+        .map_err(store_error)?;
+        Ok(LoginFailures {
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+            last_at: Some(Timestamp::from_unix_millis(last)),
+        })
+    }
+
+    async fn clear_login_failures(&self, merchant: &MerchantId, subject: &[u8]) -> Result<(), StoreError> {
+        let sql = "DELETE FROM login_failures WHERE merchant_id = $1 AND subject = $2";
+        on_pool!(self, pool => sqlx::query(sql).bind(merchant.as_str()).bind(subject).execute(pool).await.map(|_| ()))
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO customer_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        );
+        on_pool!(self, pool => sqlx::query(&sql)
+            .bind(&s.id)
+            .bind(s.merchant_id.as_str())
+            .bind(&s.customer_id)
+            .bind(&s.token_digest)
+            .bind(&s.factors)
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .bind(s.created_at.unix_millis())
+            .bind(s.last_seen_at.unix_millis())
+            .bind(s.expires_at.unix_millis())
+            .bind(s.ended_at.map(Timestamp::unix_millis))
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn session_by_digest(&self, digest: &[u8]) -> Result<Option<SessionRecord>, StoreError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM customer_sessions WHERE token_digest = $1");
+        let row: Option<SessionRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(digest).fetch_optional(pool).await)
+                .map_err(store_error)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn touch_session(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        let sql = "UPDATE customer_sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1";
+        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(id).execute(pool).await.map(|_| ()))
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn live_sessions(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM customer_sessions WHERE merchant_id = $1 AND customer_id = $2 \
+             AND ended_at IS NULL AND expires_at > $3 ORDER BY created_at DESC LIMIT 200"
+        );
+        let rows: Vec<SessionRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(merchant.as_str()).bind(customer).bind(now.unix_millis()).fetch_all(pool).await)
+        .map_err(store_error)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn end_session(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        id: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE customer_sessions SET ended_at = $1 WHERE merchant_id = $2 AND customer_id = $3 AND id = $4 \
+                   AND ended_at IS NULL AND expires_at > $1";
+        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(merchant.as_str()).bind(customer).bind(id)
+            .execute(pool).await.map(|r| r.rows_affected() == 1))
+        .map_err(store_error)
+    }
+
+    async fn end_sessions_except(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        keep: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = "UPDATE customer_sessions SET ended_at = $1 WHERE merchant_id = $2 AND customer_id = $3 \
+                   AND ended_at IS NULL AND id <> $4 RETURNING id";
+        on_pool!(self, pool => sqlx::query_scalar(sql).bind(at.unix_millis()).bind(merchant.as_str()).bind(customer)
+            .bind(keep.unwrap_or("")).fetch_all(pool).await)
+        .map_err(store_error)
+    }
+
+    async fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO auth_challenges ({CHALLENGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
+        on_pool!(self, pool => sqlx::query(&sql)
+            .bind(&c.id)
+            .bind(c.merchant_id.as_str())
+            .bind(&c.customer_id)
+            .bind(c.purpose.as_str())
+            .bind(&c.binding_digest)
+            .bind(&c.session_id)
+            .bind(&c.client)
+            .bind(c.created_at.unix_millis())
+            .bind(c.expires_at.unix_millis())
+            .bind(i64::from(c.failures))
+            .bind(c.completed_at.map(Timestamp::unix_millis))
+            .bind(&c.proof_digest)
+            .bind(c.proof_expires_at.map(Timestamp::unix_millis))
+            .bind(c.proof_used_at.map(Timestamp::unix_millis))
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn challenge(&self, merchant: &MerchantId, id: &str) -> Result<Option<ChallengeRecord>, StoreError> {
+        let sql = format!("SELECT {CHALLENGE_COLUMNS} FROM auth_challenges WHERE merchant_id = $1 AND id = $2");
+        let row: Option<ChallengeRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(merchant.as_str()).bind(id).fetch_optional(pool).await)
+        .map_err(store_error)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn add_challenge_failure(&self, id: &str) -> Result<u32, StoreError> {
+        let sql = "UPDATE auth_challenges SET failures = failures + 1 WHERE id = $1 RETURNING failures";
+        let count: Option<i64> =
+            on_pool!(self, pool => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await).map_err(store_error)?;
+        Ok(count.map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)))
+    }
+
+    async fn complete_challenge(
+        &self,
+        id: &str,
+        at: Timestamp,
+        proof: Option<(&[u8], Timestamp)>,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE auth_challenges SET completed_at = $1, proof_digest = $2, proof_expires_at = $3 \
+                   WHERE id = $4 AND completed_at IS NULL";
+        let (digest, expires) = match proof {
+            Some((digest, expires)) => (Some(digest.to_vec()), Some(expires.unix_millis())),
+            None => (None, None),
+        };
+        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(&digest).bind(expires).bind(id)
+            .execute(pool).await.map(|r| r.rows_affected() == 1))
+        .map_err(store_error)
+    }
+
+    async fn redeem_proof(&self, digest: &[u8], now: Timestamp) -> Result<Option<ChallengeRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE auth_challenges SET proof_used_at = $1 WHERE proof_digest = $2 AND proof_used_at IS NULL \
+             AND proof_expires_at > $1 RETURNING {CHALLENGE_COLUMNS}"
+        );
+        let row: Option<ChallengeRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(now.unix_millis()).bind(digest).fetch_optional(pool).await)
+        .map_err(store_error)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn purge_identity(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        let sessions = "DELETE FROM customer_sessions WHERE id IN (SELECT id FROM customer_sessions \
+                        WHERE expires_at < $1 OR ended_at < $1 LIMIT $2)";
+        let challenges = "DELETE FROM auth_challenges WHERE id IN (SELECT id FROM auth_challenges \
+                          WHERE expires_at < $1 AND (proof_expires_at IS NULL OR proof_expires_at < $1) LIMIT $2)";
+        let mut total = 0;
+        for sql in [sessions, challenges] {
+            total += on_pool!(self, pool => sqlx::query(sql).bind(before.unix_millis()).bind(i64::from(limit))
+                .execute(pool).await.map(|r| r.rows_affected()))
+            .map_err(store_error)?;
+        }
+        Ok(total)
+    }
+}
