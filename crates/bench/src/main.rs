@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod audit_bench;
+mod identity_bench;
 mod vault_bench;
 use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
@@ -53,7 +54,7 @@ fn parse_options() -> anyhow::Result<Options> {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--connections 32] [--rounds 5]"
+            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]"
         );
         std::process::exit(0);
     }
@@ -182,6 +183,9 @@ enum Load {
     Reveal(Arc<Vec<String>>),
     /// `POST path` with a tokenize-sized JSON body (the baseline for POSTs).
     EchoCard,
+    /// `POST path` with a sign-in of a new email with a wrong password, from a new client
+    /// address each time (so neither throttle stops the hashing).
+    WrongLogin,
 }
 
 static REQUEST_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -207,6 +211,16 @@ fn build_request(target: &Target) -> Option<http::Request<http_body_util::Full<b
     let (method, path, body) = match &target.load {
         Load::Get => (http::Method::GET, target.path.to_owned(), String::new()),
         Load::TokenizeCard | Load::EchoCard => (http::Method::POST, target.path.to_owned(), card_body(n)),
+        Load::WrongLogin => (
+            http::Method::POST,
+            target.path.to_owned(),
+            format!(
+                r#"{{"email":"flood{n}@example.com","password":"not the right password {n}","client":{{"ip":"10.{}.{}.{}"}}}}"#,
+                (n >> 16) & 255,
+                (n >> 8) & 255,
+                n & 255
+            ),
+        ),
         Load::Reveal(ids) => {
             let id = ids.get(usize::try_from(n).ok()? % ids.len().max(1))?;
             (http::Method::POST, format!("/v1/tokens/{id}/reveal"), r#"{"view":"plain","reason":"bench"}"#.to_owned())
@@ -362,6 +376,9 @@ fn main() -> anyhow::Result<()> {
             value("--database-url"),
             value("--fill").map(|v| v.parse()).transpose()?,
         ));
+    }
+    if args.get(1).map(String::as_str) == Some("identity") {
+        return runtime.block_on(identity_bench::run(parse_options()?));
     }
     if args.get(1).map(String::as_str) == Some("audit") {
         let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();

@@ -40,6 +40,7 @@ use crate::routes::{api_keys, audit, health, identity, merchant, vault};
         identity::redeem_step_up,
         identity::password_strength,
         identity::me,
+        identity::current_session,
         identity::logout,
         identity::sessions,
         identity::end_session,

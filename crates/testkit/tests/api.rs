@@ -462,6 +462,7 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/identity/step-up/redeem", "post"),
         ("/v1/identity/password-strength", "post"),
         ("/v1/me", "get"),
+        ("/v1/me/session", "get"),
         ("/v1/me/logout", "post"),
         ("/v1/me/sessions", "get"),
         ("/v1/me/sessions/{id}", "delete"),

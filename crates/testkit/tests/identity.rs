@@ -183,6 +183,11 @@ async fn registration_and_sign_in_never_reveal_accounts(backend: Backend) {
     assert_eq!(me["email"], "ann@example.com");
     assert_eq!(me["id"], id);
     assert_eq!(me["totp"], false);
+    let (status, current) = send(&server, &token, Method::GET, "/v1/me/session", None).await;
+    assert_eq!(
+        (status, current["customer"].as_str(), current["factors"].as_str()),
+        (200, Some(id.as_str()), Some("password"))
+    );
     // The backend checks the token it holds.
     let (status, checked) =
         api(&server, Method::POST, "/v1/identity/sessions/authenticate", &json!({"token": token})).await;

@@ -551,6 +551,18 @@ pub async fn me(auth: CustomerAuth, State(state): State<AppState>) -> Result<Jso
     Ok(Json(CustomerBody::of(state.identity.me(&auth.session).await?, false)))
 }
 
+/// The session making this request: who is signed in, and how (validation only, nothing else is
+/// read).
+#[utoipa::path(get, path = "/v1/me/session", tag = "customer", security(("session" = [])),
+    responses((status = 200, body = AuthenticatedBody), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn current_session(auth: CustomerAuth) -> Json<AuthenticatedBody> {
+    Json(AuthenticatedBody {
+        customer: auth.session.customer_id,
+        session: auth.session.session_id,
+        factors: auth.session.factors,
+    })
+}
+
 /// Ends the current session.
 #[utoipa::path(post, path = "/v1/me/logout", tag = "customer", security(("session" = [])),
     responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json")))]

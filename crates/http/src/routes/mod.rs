@@ -53,6 +53,7 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/identity/step-up/redeem", post(identity::redeem_step_up))
         .route("/v1/identity/password-strength", post(identity::password_strength))
         .route("/v1/me", get(identity::me))
+        .route("/v1/me/session", get(identity::current_session))
         .route("/v1/me/logout", post(identity::logout))
         .route("/v1/me/sessions", get(identity::sessions))
         .route("/v1/me/sessions/end-others", post(identity::end_other_sessions))
