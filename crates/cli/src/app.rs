@@ -203,6 +203,7 @@ impl Core {
             session_idle: c.session_idle,
             session_absolute: c.session_absolute,
             totp_issuer: c.totp_issuer.clone(),
+            link_base: c.link_base.clone(),
             ..IdentitySettings::default()
         };
         Ok(IdentityService::new(
@@ -343,6 +344,43 @@ fn spawn_rewrap(
     })
 }
 
+/// The configured mailer: SMTP, or (with no SMTP server configured) the development mailbox in
+/// the data directory, whose folder is returned for `/dev/mailbox`.
+fn mailer(config: &Config) -> anyhow::Result<(Arc<dyn strongroom_domain::mail::Mailer>, Option<PathBuf>)> {
+    use strongroom_connectors::mail::{FileMailer, SmtpMailer, SmtpSecurity, SmtpSettings};
+    let mail = &config.mail;
+    let Some(host) = &mail.smtp_host else {
+        let dir = config.data_dir.join("mail");
+        let mailer = FileMailer::new(dir.clone(), &mail.from).context("cannot set up the development mailbox")?;
+        tracing::warn!(dir = %dir.display(), "no SMTP server configured: mail goes to the development mailbox (/dev/mailbox)");
+        return Ok((Arc::new(mailer), Some(dir)));
+    };
+    let dkim = match (&mail.dkim_domain, &mail.dkim_selector, &mail.dkim_private_key_file) {
+        (Some(domain), Some(selector), Some(file)) => {
+            let pem = std::fs::read_to_string(file)
+                .with_context(|| format!("mail.dkim_private_key_file {}", file.display()))?;
+            Some((domain.clone(), selector.clone(), strongroom_types::Secret::new(pem)))
+        }
+        _ => None,
+    };
+    let settings = SmtpSettings {
+        host: host.clone(),
+        port: mail.smtp_port,
+        security: match mail.smtp_security {
+            crate::config::SmtpSecurity::Starttls => SmtpSecurity::StartTls,
+            crate::config::SmtpSecurity::Tls => SmtpSecurity::Tls,
+            crate::config::SmtpSecurity::None => SmtpSecurity::None,
+        },
+        credentials: match (&mail.smtp_username, &mail.smtp_password) {
+            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            _ => None,
+        },
+        from: mail.from.clone(),
+        dkim,
+    };
+    Ok((Arc::new(SmtpMailer::new(&settings).context("cannot set up the SMTP mailer")?), None))
+}
+
 /// The API transport and, for a development certificate, the CA file clients should trust.
 fn transport(config: &Config) -> anyhow::Result<(ApiTransport, Option<PathBuf>)> {
     Ok(match config.server.tls {
@@ -393,12 +431,13 @@ impl Application {
         let loaded = AuditEvent::system("config.loaded", Outcome::Success).on("configuration", config_digest(config));
         audit.record_durable(loaded).await?;
 
-        let settings = HttpSettings {
+        let mut settings = HttpSettings {
             body_limit: config.server.body_limit_bytes,
             request_timeout: config.server.request_timeout,
             concurrency_limit: config.server.concurrency_limit,
             trusted_proxies: config.server.trusted_proxies.clone(),
             metrics_on_api: config.metrics.listen.is_none(),
+            dev_mailbox: None,
         };
         let alerts: Arc<dyn strongroom_domain::alerts::SecurityAlerts> =
             match (&config.alerts.webhook_url, &config.alerts.webhook_secret) {
@@ -409,7 +448,13 @@ impl Application {
                 _ => Arc::new(strongroom_domain::alerts::LogOnly),
             };
         let vault = Arc::new(core.vault(config, clock.clone(), entropy.clone()).with_alerts(alerts));
-        let identity = Arc::new(core.identity(config, clock.clone(), entropy.clone()).await?);
+        let (mailer, dev_mailbox) = mailer(config)?;
+        let identity = Arc::new(
+            core.identity(config, clock.clone(), entropy.clone())
+                .await?
+                .with_postman(strongroom_domain::mail::Postman::start(mailer)),
+        );
+        settings.dev_mailbox = dev_mailbox;
         let jobs = vec![
             spawn_identity_purge(identity.clone(), config.identity.purge_interval),
             spawn_purge(vault.clone(), config.vault.purge_interval),

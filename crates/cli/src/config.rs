@@ -68,6 +68,62 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Customer identity.
     pub identity: IdentityConfig,
+    /// Outgoing mail.
+    pub mail: MailConfig,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// STARTTLS, required (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// None: only for a server on this machine.
+    None,
+}
+
+/// `[mail]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The SMTP server. Unset: mail is written to `<data_dir>/mail` and listed at `/dev/mailbox`
+    /// (development only).
+    pub smtp_host: Option<String>,
+    /// Its port. Default 587.
+    pub smtp_port: u16,
+    /// `starttls` (default), `tls` or `none` (only for a server on this machine).
+    pub smtp_security: SmtpSecurity,
+    /// SMTP user name.
+    pub smtp_username: Option<String>,
+    /// SMTP password (use `STRONGROOM_MAIL__SMTP_PASSWORD_FILE`).
+    #[serde(serialize_with = "masked_secret", skip_serializing_if = "Option::is_none")]
+    pub smtp_password: Option<Secret<String>>,
+    /// The sender. Default `strongroom <security@localhost>`.
+    pub from: String,
+    /// DKIM signing domain (with `dkim_selector` and `dkim_private_key_file`).
+    pub dkim_domain: Option<String>,
+    /// DKIM selector.
+    pub dkim_selector: Option<String>,
+    /// DKIM RSA private key, PEM.
+    pub dkim_private_key_file: Option<PathBuf>,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_security: SmtpSecurity::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+            from: "strongroom <security@localhost>".to_owned(),
+            dkim_domain: None,
+            dkim_selector: None,
+            dkim_private_key_file: None,
+        }
+    }
 }
 
 /// `[identity]`
@@ -92,8 +148,12 @@ pub struct IdentityConfig {
     pub hash_queue: usize,
     /// Words a password must not be built on: the shop's name, its domain.
     pub context_words: Vec<String>,
-    /// The issuer an authenticator app shows next to the code. Default `strongroom`.
+    /// The shop's name: authenticator apps show it next to the code, and mails are signed with
+    /// it. Default `strongroom`.
     pub totp_issuer: String,
+    /// Where the shop serves the pages mailed links open: `<link_base>/verify-email#token=…` and
+    /// `<link_base>/reset-password#token=…`. Default `https://127.0.0.1:8443/account`.
+    pub link_base: String,
     /// How often ended sessions and spent challenges are deleted. Default 10 min.
     #[serde(with = "humantime_serde")]
     pub purge_interval: Duration,
@@ -111,6 +171,7 @@ impl Default for IdentityConfig {
             hash_queue: 64,
             context_words: Vec::new(),
             totp_issuer: "strongroom".to_owned(),
+            link_base: "https://127.0.0.1:8443/account".to_owned(),
             purge_interval: Duration::from_secs(600),
         }
     }
@@ -330,6 +391,7 @@ impl Default for Config {
             vault: VaultConfig::default(),
             alerts: AlertsConfig::default(),
             identity: IdentityConfig::default(),
+            mail: MailConfig::default(),
         }
     }
 }
@@ -602,6 +664,29 @@ impl Config {
         }
         if self.identity.totp_issuer.trim().is_empty() || self.identity.totp_issuer.contains(':') {
             return fail("identity.totp_issuer", "must be a non-empty name without ':'");
+        }
+        if !self.identity.link_base.starts_with("https://") {
+            return fail("identity.link_base", "must be an https:// URL");
+        }
+        if !self.mail.from.contains('@') || self.mail.from.chars().any(char::is_control) {
+            return fail("mail.from", "must be an address, optionally with a name: Shop <security@shop.example>");
+        }
+        let dkim = [
+            self.mail.dkim_domain.is_some(),
+            self.mail.dkim_selector.is_some(),
+            self.mail.dkim_private_key_file.is_some(),
+        ];
+        if dkim.iter().any(|set| *set) && !dkim.iter().all(|set| *set) {
+            return fail(
+                "mail.dkim_domain",
+                "mail.dkim_domain, mail.dkim_selector and mail.dkim_private_key_file go together",
+            );
+        }
+        if self.mail.smtp_security == SmtpSecurity::None
+            && let Some(host) = &self.mail.smtp_host
+            && !(host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+        {
+            return fail("mail.smtp_security", "\"none\" is only allowed for a server on this machine");
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return fail("tls.cert_file", "tls.cert_file and tls.key_file go together");

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod error;
 pub mod identity;
 pub mod keyring;
+pub mod mail;
 pub mod merchants;
 pub mod ports;
 pub mod vault;

@@ -454,6 +454,8 @@ pub struct CustomerRecord {
     pub totp_confirmed_at: Option<Timestamp>,
     /// The last accepted TOTP step (codes of it and earlier steps are refused).
     pub totp_last_step: Option<u64>,
+    /// The anti-phishing phrase every mail shows, sealed under `data_key_id`.
+    pub phrase_sealed: Option<Vec<u8>>,
     /// When it was made.
     pub created_at: Timestamp,
 }
@@ -502,6 +504,10 @@ pub enum ChallengePurpose {
     Login,
     /// Step-up for one bound action.
     StepUp,
+    /// An emailed link that verifies the address.
+    VerifyEmail,
+    /// An emailed link that sets a new password (with the second factor, when one is enrolled).
+    PasswordReset,
 }
 
 impl ChallengePurpose {
@@ -510,12 +516,21 @@ impl ChallengePurpose {
         match self {
             ChallengePurpose::Login => "login",
             ChallengePurpose::StepUp => "step_up",
+            ChallengePurpose::VerifyEmail => "verify_email",
+            ChallengePurpose::PasswordReset => "password_reset",
         }
     }
 
     /// Parses a stable name.
     pub fn parse(text: &str) -> Option<Self> {
-        [ChallengePurpose::Login, ChallengePurpose::StepUp].into_iter().find(|s| s.as_str() == text)
+        [
+            ChallengePurpose::Login,
+            ChallengePurpose::StepUp,
+            ChallengePurpose::VerifyEmail,
+            ChallengePurpose::PasswordReset,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 
@@ -683,6 +698,20 @@ pub trait IdentityRepository: Send + Sync {
     /// Redeems a step-up proof once: marks it used and returns its challenge, if it is unused and
     /// unexpired at `now`.
     async fn redeem_proof(&self, digest: &[u8], now: Timestamp) -> Result<Option<ChallengeRecord>, StoreError>;
+
+    /// Sets (or clears) the sealed anti-phishing phrase.
+    async fn set_phrase(&self, merchant: &MerchantId, id: &str, sealed: Option<&[u8]>) -> Result<(), StoreError>;
+
+    /// Marks the email verified (once).
+    async fn mark_email_verified(&self, merchant: &MerchantId, id: &str, at: Timestamp) -> Result<(), StoreError>;
+
+    /// The unexpired, unused challenge whose proof (or emailed link) has this keyed hash, without
+    /// using it up.
+    async fn challenge_by_proof(&self, digest: &[u8], now: Timestamp) -> Result<Option<ChallengeRecord>, StoreError>;
+
+    /// Whether any stored session of the customer (live or ended within the purge window) came
+    /// from this user agent.
+    async fn has_session_from(&self, customer: &str, user_agent: &str) -> Result<bool, StoreError>;
 
     /// Deletes challenges and sessions that ended or expired before `before`; returns how many.
     async fn purge_identity(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;

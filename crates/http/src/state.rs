@@ -23,6 +23,9 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Whether `/metrics` is served on the API listener (with the `admin:metrics` scope).
     pub metrics_on_api: bool,
+    /// The development mailbox's folder: `/dev/mailbox` lists it to clients on this machine.
+    /// `None` (the default, and always when SMTP is configured): no such route.
+    pub dev_mailbox: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpSettings {
@@ -33,6 +36,7 @@ impl Default for HttpSettings {
             concurrency_limit: 1024,
             trusted_proxies: Vec::new(),
             metrics_on_api: true,
+            dev_mailbox: None,
         }
     }
 }

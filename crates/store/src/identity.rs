@@ -43,6 +43,7 @@ struct CustomerRow {
     totp_sealed: Option<Vec<u8>>,
     totp_confirmed_at: Option<i64>,
     totp_last_step: Option<i64>,
+    phrase_sealed: Option<Vec<u8>>,
     created_at: i64,
 }
 
@@ -62,13 +63,14 @@ impl TryFrom<CustomerRow> for CustomerRecord {
             totp_sealed: row.totp_sealed,
             totp_confirmed_at: at(row.totp_confirmed_at),
             totp_last_step: row.totp_last_step.map(|s| u64::try_from(s).unwrap_or(0)),
+            phrase_sealed: row.phrase_sealed,
             created_at: Timestamp::from_unix_millis(row.created_at),
         })
     }
 }
 
 const CUSTOMER_COLUMNS: &str = "id, merchant_id, email_lookup, email_sealed, data_key_id, email_verified_at, \
-     password_hash, password_changed_at, status, totp_sealed, totp_confirmed_at, totp_last_step, created_at";
+     password_hash, password_changed_at, status, totp_sealed, totp_confirmed_at, totp_last_step, phrase_sealed, created_at";
 
 #[derive(FromRow)]
 struct SessionRow {
@@ -153,7 +155,7 @@ const CHALLENGE_COLUMNS: &str = "id, merchant_id, customer_id, purpose, binding_
 impl IdentityRepository for Store {
     async fn insert_customer(&self, c: &CustomerRecord) -> Result<bool, StoreError> {
         let sql = format!(
-            "INSERT INTO customers ({CUSTOMER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+            "INSERT INTO customers ({CUSTOMER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT DO NOTHING"
         );
         on_pool!(self, pool => sqlx::query(&sql)
@@ -169,6 +171,7 @@ impl IdentityRepository for Store {
             .bind(&c.totp_sealed)
             .bind(c.totp_confirmed_at.map(Timestamp::unix_millis))
             .bind(c.totp_last_step.map(step))
+            .bind(&c.phrase_sealed)
             .bind(c.created_at.unix_millis())
             .execute(pool)
             .await
@@ -525,6 +528,37 @@ impl IdentityRepository for Store {
             sqlx::query_as(&sql).bind(now.unix_millis()).bind(digest).fetch_optional(pool).await)
         .map_err(store_error)?;
         row.map(TryInto::try_into).transpose()
+    }
+
+    async fn set_phrase(&self, merchant: &MerchantId, id: &str, sealed: Option<&[u8]>) -> Result<(), StoreError> {
+        let sql = "UPDATE customers SET phrase_sealed = $1 WHERE merchant_id = $2 AND id = $3";
+        on_pool!(self, pool => sqlx::query(sql).bind(sealed).bind(merchant.as_str()).bind(id).execute(pool).await.map(|_| ()))
+            .map_err(store_error)
+    }
+
+    async fn mark_email_verified(&self, merchant: &MerchantId, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        let sql = "UPDATE customers SET email_verified_at = $1 WHERE merchant_id = $2 AND id = $3 AND email_verified_at IS NULL";
+        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(merchant.as_str()).bind(id).execute(pool).await.map(|_| ()))
+            .map_err(store_error)
+    }
+
+    async fn challenge_by_proof(&self, digest: &[u8], now: Timestamp) -> Result<Option<ChallengeRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM auth_challenges WHERE proof_digest = $1 AND proof_used_at IS NULL \
+             AND proof_expires_at > $2"
+        );
+        let row: Option<ChallengeRow> = on_pool!(self, pool =>
+            sqlx::query_as(&sql).bind(digest).bind(now.unix_millis()).fetch_optional(pool).await)
+        .map_err(store_error)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn has_session_from(&self, customer: &str, user_agent: &str) -> Result<bool, StoreError> {
+        let sql = "SELECT COUNT(*) FROM customer_sessions WHERE customer_id = $1 AND user_agent = $2";
+        let count: i64 =
+            on_pool!(self, pool => sqlx::query_scalar(sql).bind(customer).bind(user_agent).fetch_one(pool).await)
+                .map_err(store_error)?;
+        Ok(count > 0)
     }
 
     async fn purge_identity(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {

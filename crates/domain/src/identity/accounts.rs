@@ -82,7 +82,7 @@ impl IdentityService {
     }
 
     /// The words of an email a password must not be built on.
-    fn personal_words(email: &str) -> Vec<String> {
+    pub(super) fn personal_words(email: &str) -> Vec<String> {
         let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
         let mut words: Vec<String> = local.split(['.', '_', '-', '+']).map(str::to_owned).collect();
         words.push(local.to_owned());
@@ -130,9 +130,15 @@ impl IdentityService {
             totp_sealed: None,
             totp_confirmed_at: None,
             totp_last_step: None,
+            phrase_sealed: None,
             created_at: now,
         };
         let inserted = self.repo.insert_customer(&record).await?;
+        if inserted {
+            self.send_verification(&record, email.canonical.expose()).await?;
+        } else {
+            self.send_registration_attempt(email.canonical.expose());
+        }
         let event = if inserted {
             AuditEvent::by(ActorKind::Customer, Some(id.clone()), "customer.registered", Outcome::Success)
         } else {
@@ -250,8 +256,12 @@ impl IdentityService {
                 expires_at,
             });
         }
+        let known_device = self.known_device(&customer, client).await?;
         let issued = self.issue_session(&customer, "password", client).await?;
         self.audit_login(merchant, Some(customer.id.clone()), client, Outcome::Success);
+        if !known_device {
+            self.notify_new_device(&customer, client).await;
+        }
         Ok(LoginOutcome::Authenticated(issued))
     }
 
@@ -318,7 +328,11 @@ impl IdentityService {
             user_agent: carried["user_agent"].as_str().map(str::to_owned).or_else(|| client.user_agent.clone()),
             request_id: client.request_id.clone(),
         };
+        let known_device = self.known_device(&customer, &first).await?;
         let issued = self.issue_session(&customer, &format!("password+{used}"), &first).await?;
+        if !known_device {
+            self.notify_new_device(&customer, &first).await;
+        }
         self.audit_factor(
             merchant,
             &customer.id,
@@ -327,6 +341,21 @@ impl IdentityService {
             Outcome::SuccessBecause(used.to_owned()),
         );
         Ok(issued)
+    }
+
+    /// Whether the customer has signed in from this browser before (no user agent: assume yes,
+    /// rather than mail on every backend call that does not pass one).
+    async fn known_device(&self, customer: &CustomerRecord, client: &Client) -> Result<bool, DomainError> {
+        match super::short_agent(client.user_agent.as_deref()) {
+            Some(agent) => Ok(self.repo.has_session_from(&customer.id, &agent).await?),
+            None => Ok(true),
+        }
+    }
+
+    async fn notify_new_device(&self, customer: &CustomerRecord, client: &Client) {
+        let agent = super::short_agent(client.user_agent.as_deref()).unwrap_or_else(|| "unknown".to_owned());
+        let ip = client.ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        self.notify(customer, super::notices::Notice::new_device(&agent, &ip, &self.now().to_rfc3339())).await;
     }
 
     pub(super) fn audit_factor(
@@ -424,6 +453,8 @@ impl IdentityService {
         self.repo.clear_login_failures(merchant, &subject).await?;
         let ended = if keep_other_sessions { 0 } else { self.end_other_sessions(session, client).await? };
         self.audit_factor(merchant, &customer.id, client, "customer.password_changed", Outcome::Success);
+        self.notify_change(merchant, &customer.id, "password_changed", "The password of your account was changed.")
+            .await;
         Ok(ended)
     }
 

@@ -104,6 +104,13 @@ impl IdentityService {
         }
         let ended = if keep_other_sessions { 0 } else { self.end_other_sessions(session, client).await? };
         self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolled", Outcome::Success);
+        self.notify_change(
+            merchant,
+            &customer.id,
+            "totp_enrolled",
+            "An authenticator app was added to your account as a second factor.",
+        )
+        .await;
         Ok((codes, ended))
     }
 
@@ -125,6 +132,13 @@ impl IdentityService {
         }
         self.repo.remove_totp(merchant, &customer.id).await?;
         self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Success);
+        self.notify_change(
+            merchant,
+            &customer.id,
+            "totp_removed",
+            "The authenticator app was removed from your account: it no longer has a second factor.",
+        )
+        .await;
         Ok(())
     }
 
@@ -209,6 +223,17 @@ impl IdentityService {
                     "customer.recovery_code_used",
                     Outcome::Success,
                 );
+                let left = self.repo.recovery_codes_left(&customer.id).await.unwrap_or(0);
+                let what: &'static str = if left <= 2 {
+                    "A recovery code was used to sign in to your account. Few codes are left: make new ones in your security centre."
+                } else {
+                    "A recovery code was used to sign in to your account. Each code works once."
+                };
+                self.notify(
+                    customer,
+                    super::notices::Notice::changed("recovery_code_used", what, &self.now().to_rfc3339()),
+                )
+                .await;
                 Ok(Some("recovery_code"))
             }
         }

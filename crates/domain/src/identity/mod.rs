@@ -11,7 +11,9 @@
 //! tell a caller whether an account exists; log any of these secrets or an email address.
 
 pub mod accounts;
+pub mod email;
 pub mod factors;
+mod notices;
 pub mod passwords;
 pub mod sessions;
 pub mod step_up;
@@ -52,6 +54,9 @@ pub struct IdentitySettings {
     pub challenge_tries: u32,
     /// The issuer an authenticator app shows next to the code.
     pub totp_issuer: String,
+    /// Where the shop serves the pages mailed links open (`…/verify-email#token=…`,
+    /// `…/reset-password#token=…`).
+    pub link_base: String,
     /// How long a validated session is trusted from memory before the database is asked again
     /// (an ended session is dead at once on the node that ended it, elsewhere after this).
     pub session_cache_ttl: Duration,
@@ -66,6 +71,7 @@ impl Default for IdentitySettings {
             step_up_ttl: Duration::from_secs(5 * 60),
             challenge_tries: 5,
             totp_issuer: "strongroom".to_owned(),
+            link_base: "https://127.0.0.1:8443/account".to_owned(),
             session_cache_ttl: Duration::from_secs(5),
         }
     }
@@ -108,6 +114,7 @@ pub struct IdentityService {
     settings: IdentitySettings,
     clients: throttle::ClientThrottle,
     sessions: TtlCache<Vec<u8>, Arc<SessionRecord>>,
+    postman: Option<crate::mail::Postman>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -147,7 +154,14 @@ impl IdentityService {
             settings,
             clients: throttle::ClientThrottle::default(),
             sessions,
+            postman: None,
         }
+    }
+
+    /// Sends mail (address checks, reset links, security notices) through this postman.
+    pub fn with_postman(mut self, postman: crate::mail::Postman) -> Self {
+        self.postman = Some(postman);
+        self
     }
 
     /// The password policy.

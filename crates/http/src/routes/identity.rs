@@ -838,3 +838,129 @@ pub async fn verify_step_up(
         session: proof.session.into(),
     }))
 }
+
+/// An emailed link's token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// The `evt_…` token from the link's fragment.
+    pub token: SecretText,
+}
+
+/// A verified address.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifiedBody {
+    /// `cus_…`
+    pub customer: String,
+    /// Always true.
+    pub email_verified: bool,
+}
+
+/// Verifies a customer's address with the emailed link (once, within 24 hours).
+#[utoipa::path(post, path = "/v1/identity/verify-email", tag = "identity", security(("api_key" = ["identity:customers"])),
+    request_body = LinkRequest,
+    responses((status = 200, body = VerifiedBody), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "invalid_link")))]
+pub async fn verify_email(
+    auth: ApiKeyAuth<scope::IdentityCustomers>,
+    State(state): State<AppState>,
+    context: RequestContext,
+    ApiJson(body): ApiJson<LinkRequest>,
+) -> Result<Json<VerifiedBody>, ApiError> {
+    let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
+    let customer = state.identity.verify_email(auth.principal.merchant_id(), &body.token.0, &client).await?;
+    Ok(Json(VerifiedBody { customer, email_verified: true }))
+}
+
+/// A forgotten password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// The address.
+    pub email: String,
+    /// The customer's address and browser.
+    #[serde(default)]
+    pub client: Option<ClientInfo>,
+}
+
+/// Mails a 15-minute single-use reset link when the address has an account; answers 202 either way.
+#[utoipa::path(post, path = "/v1/identity/password-reset", tag = "identity", security(("api_key" = ["identity:customers"])),
+    request_body = ResetRequest,
+    responses((status = 202), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn request_password_reset(
+    auth: ApiKeyAuth<scope::IdentityCustomers>,
+    State(state): State<AppState>,
+    context: RequestContext,
+    ApiJson(body): ApiJson<ResetRequest>,
+) -> Result<StatusCode, ApiError> {
+    let client = client_of(body.client, &context, "/client")?;
+    state.identity.request_password_reset(auth.principal.merchant_id(), &body.email, &client).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// A new password from a reset link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetCompleteRequest {
+    /// The `rst_…` token from the link's fragment.
+    pub token: SecretText,
+    /// The new password.
+    pub new_password: SecretText,
+    /// The TOTP code, when the account has TOTP (a reset never bypasses the second factor).
+    #[serde(default)]
+    pub code: Option<SecretText>,
+    /// Or a recovery code.
+    #[serde(default)]
+    pub recovery_code: Option<SecretText>,
+}
+
+/// Sets a new password with a reset link (and the second factor, when enrolled); every session
+/// ends and nobody is signed in by it.
+#[utoipa::path(post, path = "/v1/identity/password-reset/complete", tag = "identity", security(("api_key" = ["identity:customers"])),
+    request_body = ResetCompleteRequest,
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code: the second factor is missing or wrong"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "invalid_link or weak_password")))]
+pub async fn complete_password_reset(
+    auth: ApiKeyAuth<scope::IdentityCustomers>,
+    State(state): State<AppState>,
+    context: RequestContext,
+    ApiJson(body): ApiJson<ResetCompleteRequest>,
+) -> Result<StatusCode, ApiError> {
+    let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
+    let factor = match (body.code, body.recovery_code) {
+        (None, None) => None,
+        (code, recovery_code) => Some(FactorRequest { code, recovery_code }.answer()?),
+    };
+    state
+        .identity
+        .complete_password_reset(
+            auth.principal.merchant_id(),
+            &body.token.0,
+            body.new_password.secret(),
+            factor,
+            &client,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The anti-phishing phrase.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhraseRequest {
+    /// 3 to 64 characters every mail will show; empty to remove it.
+    pub phrase: String,
+}
+
+/// Sets the anti-phishing phrase shown at the top of every mail.
+#[utoipa::path(put, path = "/v1/me/anti-phishing-phrase", tag = "customer", security(("session" = [])),
+    request_body = PhraseRequest,
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn set_phrase(
+    auth: CustomerAuth,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<PhraseRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.identity.set_phrase(&auth.session, &body.phrase, &auth.client).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod dev;
 pub mod health;
 pub mod identity;
 pub mod merchant;
@@ -9,7 +10,7 @@ pub mod vault;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -52,6 +53,10 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/identity/sessions/authenticate", post(identity::authenticate_session))
         .route("/v1/identity/step-up/redeem", post(identity::redeem_step_up))
         .route("/v1/identity/password-strength", post(identity::password_strength))
+        .route("/v1/identity/verify-email", post(identity::verify_email))
+        .route("/v1/identity/password-reset", post(identity::request_password_reset))
+        .route("/v1/identity/password-reset/complete", post(identity::complete_password_reset))
+        .route("/v1/me/anti-phishing-phrase", put(identity::set_phrase))
         .route("/v1/me", get(identity::me))
         .route("/v1/me/session", get(identity::current_session))
         .route("/v1/me/logout", post(identity::logout))
@@ -65,6 +70,9 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/me/recovery-codes", post(identity::regenerate_recovery_codes))
         .route("/v1/me/step-up", post(identity::begin_step_up))
         .route("/v1/me/step-up/{id}/verify", post(identity::verify_step_up));
+    if settings.dev_mailbox.is_some() {
+        routes = routes.route("/dev/mailbox", get(dev::mailbox));
+    }
     if settings.metrics_on_api {
         routes = routes.route("/metrics", get(health::metrics));
     }

@@ -17,6 +17,7 @@ CREATE TABLE customers (
     totp_sealed         BYTEA,
     totp_confirmed_at   BIGINT,
     totp_last_step      BIGINT,
+    phrase_sealed       BYTEA,
     created_at          BIGINT NOT NULL
 );
 
@@ -53,14 +54,14 @@ CREATE TABLE customer_sessions (
     ended_at     BIGINT
 );
 
-CREATE INDEX customer_sessions_by_customer ON customer_sessions (customer_id);
+CREATE INDEX customer_sessions_by_customer ON customer_sessions (customer_id, user_agent);
 CREATE INDEX customer_sessions_by_expiry ON customer_sessions (expires_at);
 
 CREATE TABLE auth_challenges (
     id               TEXT PRIMARY KEY,
     merchant_id      TEXT NOT NULL,
     customer_id      TEXT NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
-    purpose          TEXT NOT NULL CHECK (purpose IN ('login', 'step_up')),
+    purpose          TEXT NOT NULL CHECK (purpose IN ('login', 'step_up', 'verify_email', 'password_reset')),
     binding_digest   BYTEA,
     session_id       TEXT,
     client           TEXT,

@@ -1,0 +1,267 @@
+//! The flows that go through the customer's mailbox: verifying the address, resetting a
+//! forgotten password (a single-use link good for 15 minutes that never bypasses the second
+//! factor), and the anti-phishing phrase every mail shows.
+//! Must never: say whether an address has an account (a reset for an unknown address answers the
+//! same), accept a link twice or after it expired, or let a reset sign anyone in.
+
+use strongroom_types::{Secret, Timestamp};
+
+use super::factors::FactorAnswer;
+use super::notices::Notice;
+use super::{ChallengeId, Client, CustomerSession, IdentityService};
+use crate::DomainError;
+use crate::audit::event::{ActorKind, AuditEvent, Outcome};
+use crate::error::FieldError;
+use crate::merchants::MerchantId;
+use crate::ports::{AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord};
+
+/// How long an address-check link works.
+const VERIFY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// How long a reset link works (the 15 minutes).
+const RESET_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+fn bad_link() -> DomainError {
+    DomainError::Rejected {
+        code: "invalid_link",
+        errors: vec![FieldError::new("/token", "is not a valid, unused, unexpired link")],
+    }
+}
+
+impl IdentityService {
+    /// Makes a single-use link token for `purpose`, stored as a keyed hash.
+    async fn link_token(
+        &self,
+        customer: &CustomerRecord,
+        purpose: ChallengePurpose,
+        ttl: std::time::Duration,
+    ) -> Result<Secret<String>, DomainError> {
+        let now = self.now();
+        let prefix = if purpose == ChallengePurpose::VerifyEmail { "evt" } else { "rst" };
+        let token = self.fresh_secret(prefix);
+        let record = ChallengeRecord {
+            id: ChallengeId::generate(self.entropy.as_ref()).as_str().to_owned(),
+            merchant_id: customer.merchant_id.clone(),
+            customer_id: customer.id.clone(),
+            purpose,
+            binding_digest: None,
+            session_id: None,
+            client: None,
+            created_at: now,
+            expires_at: now.saturating_add(ttl),
+            failures: 0,
+            completed_at: Some(now),
+            proof_digest: Some(self.keyed("link", token.expose().as_bytes())),
+            proof_expires_at: Some(now.saturating_add(ttl)),
+            proof_used_at: None,
+        };
+        self.repo.insert_challenge(&record).await?;
+        Ok(token)
+    }
+
+    fn link(&self, page: &str, token: &Secret<String>) -> Secret<String> {
+        // The token rides in the fragment: browsers never send it to a server or in a Referer.
+        Secret::new(format!("{}/{page}#token={}", self.settings.link_base.trim_end_matches('/'), token.expose()))
+    }
+
+    /// Mails a new customer the link that verifies their address.
+    pub(super) async fn send_verification(&self, customer: &CustomerRecord, email: &str) -> Result<(), DomainError> {
+        let token = self.link_token(customer, ChallengePurpose::VerifyEmail, VERIFY_TTL).await?;
+        let notice = Notice {
+            kind: "verify_email",
+            subject: "Confirm your email address",
+            intro: "Please confirm that this is your email address. The link works once, for 24 hours.",
+            facts: Vec::new(),
+            link: Some(("Confirm my email address", self.link("verify-email", &token))),
+            closing: "If you did not create an account, ignore this mail: nothing happens without the link.",
+        };
+        self.send_to(email, &notice, None);
+        Ok(())
+    }
+
+    /// Warns the owner of an address someone tried to register again.
+    pub(super) fn send_registration_attempt(&self, email: &str) {
+        let notice = Notice {
+            kind: "registration_attempt",
+            subject: "Someone tried to create an account with your address",
+            intro: "Someone tried to create a new account with this email address, which already has one. No new account was made.",
+            facts: Vec::new(),
+            link: None,
+            closing: "If it was you, sign in instead, or reset your password if you forgot it. If not, you need not do anything.",
+        };
+        self.send_to(email, &notice, None);
+    }
+
+    /// Verifies an address with the emailed link's token.
+    pub async fn verify_email(
+        &self,
+        merchant: &MerchantId,
+        token: &str,
+        client: &Client,
+    ) -> Result<String, DomainError> {
+        let digest = self.keyed("link", token.trim().as_bytes());
+        let now = self.now();
+        let Some(challenge) = self.repo.challenge_by_proof(&digest, now).await? else { return Err(bad_link()) };
+        if &challenge.merchant_id != merchant || challenge.purpose != ChallengePurpose::VerifyEmail {
+            return Err(bad_link());
+        }
+        if self.repo.redeem_proof(&digest, now).await?.is_none() {
+            return Err(bad_link());
+        }
+        self.repo.mark_email_verified(merchant, &challenge.customer_id, now).await?;
+        self.audit_factor(merchant, &challenge.customer_id, client, "customer.email_verified", Outcome::Success);
+        Ok(challenge.customer_id)
+    }
+
+    /// Starts a password reset: mails a 15-minute single-use link when the address has an active
+    /// account. The answer is the same either way.
+    pub async fn request_password_reset(
+        &self,
+        merchant: &MerchantId,
+        email: &str,
+        client: &Client,
+    ) -> Result<(), DomainError> {
+        let Ok(email) = self.email(email, "/email") else { return Ok(()) };
+        let customer = self.repo.customer_by_email(merchant, &email.lookup).await?;
+        let event = |kind, id: Option<String>, outcome| {
+            AuditEvent::by(kind, id, "customer.password_reset_requested", outcome)
+                .for_merchant(merchant)
+                .from_source(client.ip, client.request_id.clone())
+        };
+        match customer {
+            Some(customer) if customer.status == AccountStatus::Active => {
+                let token = self.link_token(&customer, ChallengePurpose::PasswordReset, RESET_TTL).await?;
+                let second = if customer.totp_confirmed_at.is_some() {
+                    " You will also need a code from your authenticator app or a recovery code."
+                } else {
+                    ""
+                };
+                let intro: &'static str = if second.is_empty() {
+                    "A password reset was asked for your account. The link works once, for 15 minutes."
+                } else {
+                    "A password reset was asked for your account. The link works once, for 15 minutes. You will also need a code from your authenticator app or a recovery code."
+                };
+                let notice = Notice {
+                    kind: "password_reset",
+                    subject: "Reset your password",
+                    intro,
+                    facts: Vec::new(),
+                    link: Some(("Choose a new password", self.link("reset-password", &token))),
+                    closing: "If you did not ask for this, ignore this mail: your password stays as it is.",
+                };
+                self.notify(&customer, notice).await;
+                self.audit.record(event(ActorKind::Customer, Some(customer.id.clone()), Outcome::Success));
+            }
+            _ => self.audit.record(event(ActorKind::Anonymous, None, Outcome::Denied("no_active_account"))),
+        }
+        Ok(())
+    }
+
+    /// Completes a reset: the link's token, the new password and, when the account has a second
+    /// factor, that factor. Every session ends and sign-in failures are forgotten; nobody is
+    /// signed in by it.
+    pub async fn complete_password_reset(
+        &self,
+        merchant: &MerchantId,
+        token: &str,
+        new_password: Secret<String>,
+        factor: Option<FactorAnswer>,
+        client: &Client,
+    ) -> Result<(), DomainError> {
+        let digest = self.keyed("link", token.trim().as_bytes());
+        let now = self.now();
+        let challenge = self
+            .repo
+            .challenge_by_proof(&digest, now)
+            .await?
+            .filter(|c| &c.merchant_id == merchant && c.purpose == ChallengePurpose::PasswordReset)
+            .ok_or_else(bad_link)?;
+        if challenge.failures >= self.settings.challenge_tries {
+            return Err(bad_link());
+        }
+        let customer = self.customer_record(merchant, &challenge.customer_id).await?;
+        if customer.status != AccountStatus::Active {
+            return Err(bad_link());
+        }
+        let email =
+            self.open_for(merchant, &customer.id, "email", &customer.data_key_id, &customer.email_sealed).await?;
+        let email = String::from_utf8_lossy(email.expose()).into_owned();
+        let personal = Self::personal_words(&email);
+        let personal: Vec<&str> = personal.iter().map(String::as_str).collect();
+        let has_mfa = customer.totp_confirmed_at.is_some();
+        self.policy.check(new_password.expose(), &personal, has_mfa, "/new_password")?;
+        if has_mfa {
+            let answered = match &factor {
+                Some(answer) => self.check_factor(&customer, answer, client).await?,
+                None => None,
+            };
+            if answered.is_none() {
+                let _ = self.repo.add_challenge_failure(&challenge.id).await?;
+                self.audit_factor(
+                    merchant,
+                    &customer.id,
+                    client,
+                    "customer.password_reset",
+                    Outcome::Denied("second_factor_missing_or_wrong"),
+                );
+                return Err(DomainError::InvalidFactor);
+            }
+        }
+        if self.repo.redeem_proof(&digest, now).await?.is_none() {
+            return Err(bad_link());
+        }
+        let hash = self.hasher.hash(new_password).await?;
+        self.repo.set_password(merchant, &customer.id, &hash, now).await?;
+        self.repo.clear_login_failures(merchant, &customer.email_lookup).await?;
+        let ended = self.repo.end_sessions_except(merchant, &customer.id, None, now).await?;
+        self.sessions.retain(|_, record| !ended.contains(&record.id));
+        self.audit_factor(merchant, &customer.id, client, "customer.password_reset", Outcome::Success);
+        self.notify(
+            &customer,
+            Notice::changed(
+                "password_changed",
+                "The password of your account was reset, and every session was ended.",
+                &now.to_rfc3339(),
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Sets the anti-phishing phrase every mail shows (3 to 64 characters; empty clears it).
+    pub async fn set_phrase(
+        &self,
+        session: &CustomerSession,
+        phrase: &str,
+        client: &Client,
+    ) -> Result<(), DomainError> {
+        let phrase = phrase.trim();
+        let merchant = &session.merchant_id;
+        if phrase.is_empty() {
+            self.repo.set_phrase(merchant, &session.customer_id, None).await?;
+        } else {
+            let count = phrase.chars().count();
+            if !(3..=64).contains(&count) || phrase.chars().any(char::is_control) {
+                return Err(DomainError::invalid("/phrase", "must be 3 to 64 printable characters"));
+            }
+            let (_, sealed) = self.seal_for(merchant, &session.customer_id, "phrase", phrase.as_bytes()).await?;
+            self.repo.set_phrase(merchant, &session.customer_id, Some(&sealed)).await?;
+        }
+        self.audit_factor(merchant, &session.customer_id, client, "customer.phrase_set", Outcome::Success);
+        Ok(())
+    }
+
+    /// Sends a notice after a change, reading the customer afresh.
+    pub(super) async fn notify_change(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        kind: &'static str,
+        what: &'static str,
+    ) {
+        if let Ok(record) = self.customer_record(merchant, customer).await {
+            let now: Timestamp = self.now();
+            self.notify(&record, Notice::changed(kind, what, &now.to_rfc3339())).await;
+        }
+    }
+}
