@@ -204,8 +204,8 @@ mod tests {
         assert!(!text.contains("\r\nBcc:"), "{text}");
     }
 
-    #[test]
-    fn plain_smtp_only_on_this_machine() {
+    #[tokio::test]
+    async fn plain_smtp_only_on_this_machine() {
         let settings = |host: &str| SmtpSettings {
             host: host.to_owned(),
             port: 25,
