@@ -312,3 +312,188 @@ mod vault {
         server.shutdown().await;
     }
 }
+
+/// Identity's secrets (passwords, session tokens, TOTP seeds, recovery codes, step-up proofs, link
+/// tokens) and personal data (email, anti-phishing phrase) sent through every identity endpoint
+/// never reach a log line, an error body, an audit entry, the SQLite file (with its WAL) or the
+/// PostgreSQL tables: they are stored hashed or sealed.
+mod identity {
+    use super::*;
+    use serde_json::Value;
+    use strongroom_testkit::on_both_backends;
+    use strongroom_types::Clock;
+
+    on_both_backends!(identity_secrets_stay_hashed_or_sealed);
+
+    const EMAIL: &str = "canary.identity.9c1d@example.com";
+    const PASSWORD: &str = "moonlit 7e2b harpsichord zebra";
+    const NEW_PASSWORD: &str = "quartet 5d8a walrus lantern";
+    const PHRASE: &str = "canary phrase 9c1d";
+
+    async fn call(server: &TestServer, bearer: &str, method: Method, path: &str, body: Value) -> (u16, String) {
+        let response =
+            server.client.request(method, server.url(path)).bearer_auth(bearer).json(&body).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn identity_secrets_stay_hashed_or_sealed(backend: Backend) {
+        let Some(server) = TestServer::spawn(backend).await else { return };
+        let key = server.bootstrap_key.clone();
+        let mut errors = Vec::new();
+        let mut secrets: Vec<String> = vec![EMAIL.into(), PASSWORD.into(), NEW_PASSWORD.into(), PHRASE.into()];
+        // Errors carrying the secrets first.
+        for body in [
+            json!({"email": EMAIL, "password": "canary 9c1d"}),
+            json!({"email": format!("{EMAIL} x"), "password": PASSWORD}),
+            json!({"email": EMAIL, "password": PASSWORD, PASSWORD: EMAIL}),
+        ] {
+            errors.push(call(&server, &key, Method::POST, "/v1/identity/customers", body).await.1);
+        }
+        let (status, _) =
+            call(&server, &key, Method::POST, "/v1/identity/customers", json!({"email": EMAIL, "password": PASSWORD}))
+                .await;
+        assert_eq!(status, 202);
+        errors.push(
+            call(&server, &key, Method::POST, "/v1/identity/login", json!({"email": EMAIL, "password": NEW_PASSWORD}))
+                .await
+                .1,
+        );
+        let strength = call(
+            &server,
+            &key,
+            Method::POST,
+            "/v1/identity/password-strength",
+            json!({"password": PASSWORD, "email": EMAIL}),
+        )
+        .await
+        .1;
+        let (_, login) =
+            call(&server, &key, Method::POST, "/v1/identity/login", json!({"email": EMAIL, "password": PASSWORD}))
+                .await;
+        let login: Value = serde_json::from_str(&login).unwrap();
+        let session = login["session"]["token"].as_str().unwrap().to_owned();
+        secrets.push(session.clone());
+        errors.push(
+            call(
+                &server,
+                &session,
+                Method::POST,
+                "/v1/me/password",
+                json!({"current_password": NEW_PASSWORD, "new_password": PASSWORD}),
+            )
+            .await
+            .1,
+        );
+        assert_eq!(
+            call(&server, &session, Method::PUT, "/v1/me/anti-phishing-phrase", json!({"phrase": PHRASE})).await.0,
+            204
+        );
+        let (_, enrolment) = call(&server, &session, Method::POST, "/v1/me/totp", json!({})).await;
+        let enrolment: Value = serde_json::from_str(&enrolment).unwrap();
+        let seed_text = enrolment["secret"].as_str().unwrap().to_owned();
+        let seed = data_encoding::BASE32_NOPAD.decode(seed_text.as_bytes()).unwrap();
+        secrets.push(seed_text);
+        let step = u64::try_from(server.clock.now().unix_millis() / 1000).unwrap() / 30;
+        let code = strongroom_crypto::totp::code_at(&seed, step);
+        let (_, confirmed) = call(&server, &session, Method::POST, "/v1/me/totp/confirm", json!({"code": code})).await;
+        let confirmed: Value = serde_json::from_str(&confirmed).unwrap();
+        for code in confirmed["recovery_codes"].as_array().unwrap() {
+            secrets.push(code.as_str().unwrap().replace('-', ""));
+            secrets.push(code.as_str().unwrap().to_owned());
+        }
+        let (_, challenge) = call(
+            &server,
+            &session,
+            Method::POST,
+            "/v1/me/step-up",
+            json!({"purpose": "payment", "binding": {"amount": 100}}),
+        )
+        .await;
+        let challenge: Value = serde_json::from_str(&challenge).unwrap();
+        let recovery = confirmed["recovery_codes"][0].as_str().unwrap();
+        let path = format!("/v1/me/step-up/{}/verify", challenge["challenge"].as_str().unwrap());
+        let (_, proof) = call(&server, &session, Method::POST, &path, json!({"recovery_code": recovery})).await;
+        let proof: Value = serde_json::from_str(&proof).unwrap();
+        secrets.push(proof["proof"].as_str().unwrap().to_owned());
+        secrets.push(proof["session"]["token"].as_str().unwrap().to_owned());
+        let customer = login["session"]["customer"].as_str().unwrap().to_owned();
+        let redeem =
+            json!({"customer": customer, "proof": proof["proof"], "purpose": "payment", "binding": {"amount": 101}});
+        errors.push(call(&server, &key, Method::POST, "/v1/identity/step-up/redeem", redeem).await.1);
+        assert_eq!(
+            call(&server, &key, Method::POST, "/v1/identity/password-reset", json!({"email": EMAIL})).await.0,
+            202
+        );
+        let mut reset = None;
+        for _ in 0..100 {
+            let dir = server.data_dir().join("mail");
+            if let Some(entry) = std::fs::read_dir(&dir).ok().and_then(|mut d| {
+                d.find_map(|e| e.ok().filter(|e| e.file_name().to_string_lossy().ends_with("password_reset.eml")))
+            }) {
+                reset = Some(std::fs::read_to_string(entry.path()).unwrap().replace("=\r\n", "").replace("=3D", "="));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let reset = reset.expect("a reset mail");
+        let start = reset.find("#token=rst_").unwrap() + "#token=".len();
+        let token: String = reset[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        secrets.push(token.clone());
+        errors.push(
+            call(
+                &server,
+                &key,
+                Method::POST,
+                "/v1/identity/password-reset/complete",
+                json!({"token": token, "new_password": NEW_PASSWORD}),
+            )
+            .await
+            .1,
+        );
+        for error in &errors {
+            assert!(error.contains("\"code\""), "every error is a problem document: {error}");
+        }
+        errors.push(strength);
+
+        let mut audit = String::new();
+        let size = server.get_json("/v1/audit/entries?start=0&limit=1").await["tree_size"].as_u64().unwrap();
+        let mut start = 0;
+        while start < size {
+            audit.push_str(&server.get_json(&format!("/v1/audit/entries?start={start}&limit=1000")).await.to_string());
+            start += 1000;
+        }
+        assert!(audit.contains("customer.totp_enrolled"), "the audit log was read");
+        let logs = captured_logs();
+        let stored = match backend {
+            Backend::Sqlite => {
+                let mut bytes = Vec::new();
+                for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.file_name().unwrap().to_string_lossy().starts_with("strongroom.db") {
+                        bytes.extend(std::fs::read(&path).unwrap());
+                    }
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            Backend::Postgres => {
+                let url = server.config.database_url.as_ref().unwrap().expose().clone();
+                let dump =
+                    std::process::Command::new("pg_dump").arg("--data-only").arg(&url).output().expect("pg_dump runs");
+                assert!(dump.status.success());
+                String::from_utf8_lossy(&dump.stdout).into_owned()
+            }
+        };
+        assert!(stored.contains(&customer), "the stored data was read");
+        for secret in &secrets {
+            for (place, text) in [("a log line", &logs), ("the audit log", &audit), ("the database", &stored)] {
+                assert!(!text.contains(secret.as_str()), "{place} holds a secret in the clear");
+            }
+            let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+            assert!(!stored.contains(&hex), "the database holds a secret hex-encoded");
+            for error in &errors {
+                assert!(!error.contains(secret.as_str()), "an error body repeats a secret: {error}");
+            }
+        }
+        server.shutdown().await;
+    }
+}

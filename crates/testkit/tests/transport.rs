@@ -264,7 +264,8 @@ async fn requests_over_the_concurrency_limit_are_shed() {
         // Say what became of the held request, so that a failure here can be told apart from a
         // held request that never held anything.
         let finished = held.is_finished();
-        let outcome = if finished { format!("{:?}", held.await.unwrap().map(|r| r.status())) } else { "still pending".into() };
+        let outcome =
+            if finished { format!("{:?}", held.await.unwrap().map(|r| r.status())) } else { "still pending".into() };
         panic!("a second request is shed while the first holds the only slot (held request: {outcome})");
     };
     assert!(shed.headers().contains_key("retry-after"));
