@@ -460,7 +460,19 @@ impl Application {
             spawn_purge(vault.clone(), config.vault.purge_interval),
             spawn_rewrap(vault.clone(), audit.clone(), config.vault.rewrap_interval),
         ];
+        let access_tokens = Arc::new(strongroom_domain::oauth::AccessTokens::new(
+            core.keyring.oauth_signing.iter().map(strongroom_crypto::jwt::AccessTokenKey::from_seed).collect(),
+            api_keys.clone(),
+            clock.clone(),
+            entropy.clone(),
+            strongroom_domain::oauth::OAuthSettings {
+                issuer: config.oauth.issuer.clone(),
+                audience: config.oauth.audience.clone(),
+                token_ttl: config.oauth.token_ttl,
+            },
+        ));
         let state = AppState::new(Services {
+            access_tokens,
             identity,
             vault,
             api_keys,

@@ -70,6 +70,27 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Outgoing mail.
     pub mail: MailConfig,
+    /// OAuth 2.0 access tokens for services.
+    pub oauth: OAuthConfig,
+}
+
+/// `[oauth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// The `iss` of access tokens. Default `strongroom`.
+    pub issuer: String,
+    /// The `aud` of access tokens, and the only audience accepted. Default `strongroom`.
+    pub audience: String,
+    /// Access token lifetime (at most 1 h). Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self { issuer: "strongroom".to_owned(), audience: "strongroom".to_owned(), token_ttl: Duration::from_secs(300) }
+    }
 }
 
 /// How the SMTP connection is protected.
@@ -392,6 +413,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             identity: IdentityConfig::default(),
             mail: MailConfig::default(),
+            oauth: OAuthConfig::default(),
         }
     }
 }
@@ -664,6 +686,12 @@ impl Config {
         }
         if self.identity.totp_issuer.trim().is_empty() || self.identity.totp_issuer.contains(':') {
             return fail("identity.totp_issuer", "must be a non-empty name without ':'");
+        }
+        if self.oauth.token_ttl < Duration::from_secs(30) || self.oauth.token_ttl > Duration::from_secs(3600) {
+            return fail("oauth.token_ttl", "must be between 30s and 1h");
+        }
+        if self.oauth.issuer.trim().is_empty() || self.oauth.audience.trim().is_empty() {
+            return fail("oauth.issuer", "oauth.issuer and oauth.audience must not be empty");
         }
         if !self.identity.link_base.starts_with("https://") {
             return fail("identity.link_base", "must be an https:// URL");

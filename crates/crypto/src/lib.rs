@@ -1,12 +1,13 @@
 //! Cryptography for strongroom.
 //!
 //! Owns: the AEAD envelope format ([`envelope`]), keyed digests ([`digest`]), the [`kms::Kms`]
-//! port with its local key-file provider, password hashing ([`password`]) and TOTP ([`totp`]).
+//! port with its local key-file provider, password hashing ([`password`]), TOTP ([`totp`]) and signed access tokens ([`jwt`]).
 //! Must never: hand out raw key bytes except through [`strongroom_types::Secret::expose`], use an
 //! unkeyed hash for anything derived from a secret, or compare secrets with `==`.
 
 pub mod digest;
 pub mod envelope;
+pub mod jwt;
 pub mod kms;
 pub mod password;
 pub mod signing;

@@ -486,6 +486,38 @@ impl ApiKeyService {
         Ok(Principal { key: record })
     }
 
+    /// The principal of a key that signed an access token, narrowed to the token's scopes. The
+    /// key must still be active: revoking a key kills its access tokens.
+    pub async fn principal_for_token(&self, id: &ApiKeyId, scopes: &[Scope]) -> Result<Principal, AuthError> {
+        let now = self.clock.now();
+        let epoch = self.revocations.load(std::sync::atomic::Ordering::Acquire);
+        let record = match self.cache.get(id, now) {
+            Some(record) => record,
+            None => match self.repo.by_id_for_auth(id).await? {
+                Some(record) => {
+                    let record = Arc::new(record);
+                    if self.revocations.load(std::sync::atomic::Ordering::Acquire) == epoch {
+                        self.cache.put(record.id.clone(), Arc::clone(&record), now);
+                    }
+                    record
+                }
+                None => return Err(AuthError::Refused(AuthFailure::Unknown, None)),
+            },
+        };
+        match record.status(now) {
+            KeyStatus::Revoked => {
+                return Err(AuthError::Refused(AuthFailure::Revoked, Some(record.merchant_id.clone())));
+            }
+            KeyStatus::Expired => {
+                return Err(AuthError::Refused(AuthFailure::Expired, Some(record.merchant_id.clone())));
+            }
+            KeyStatus::Active => {}
+        }
+        let mut narrowed = (*record).clone();
+        narrowed.scopes.retain(|s| scopes.contains(s));
+        Ok(Principal { key: Arc::new(narrowed) })
+    }
+
     async fn note_use(&self, record: &ApiKeyRecord, now: Timestamp) {
         let resolution = i64::try_from(self.settings.last_used_resolution.as_millis()).unwrap_or(i64::MAX);
         let stale = record.last_used_at.is_none_or(|at| now.millis_since(at) >= resolution);

@@ -70,6 +70,12 @@ pub async fn rewrap_all(repo: &dyn KeyringRepository, kms: &dyn Kms) -> Result<u
         names.push(crate::vault::fingerprints::key_name(version));
         version += 1;
     }
+    names.push(crate::oauth::key_name(1));
+    let mut version = 2;
+    while repo.get(&crate::oauth::key_name(version)).await?.is_some() {
+        names.push(crate::oauth::key_name(version));
+        version += 1;
+    }
     for name in &names {
         if let Some(stored) = repo.get(name).await? {
             let wrapped = kms.rewrap(&format!("keyring/{name}"), &stored.wrapped).await?;
@@ -89,6 +95,8 @@ pub struct Keyring {
     pub audit_signing: Arc<strongroom_crypto::signing::SigningKey>,
     /// Digest key for identity's secrets and look-ups.
     pub identity_digest: Arc<strongroom_crypto::KeyedDigest>,
+    /// Access-token signing key seeds, newest version first.
+    pub oauth_signing: Vec<Key256>,
 }
 
 impl Keyring {
@@ -102,10 +110,18 @@ impl Keyring {
         let api_key_digest = load_or_create(API_KEY_DIGEST, repo, kms, clock, entropy).await?;
         let audit_seed = load_or_create(AUDIT_SIGNING, repo, kms, clock, entropy).await?;
         let identity_digest = load_or_create(IDENTITY_DIGEST, repo, kms, clock, entropy).await?;
+        let mut oauth_signing = vec![load_or_create(&crate::oauth::key_name(1), repo, kms, clock, entropy).await?];
+        let mut version = 2;
+        while let Some(seed) = load_existing(&crate::oauth::key_name(version), repo, kms).await? {
+            oauth_signing.push(seed);
+            version += 1;
+        }
+        oauth_signing.reverse();
         Ok(Self {
             api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)),
             audit_signing: Arc::new(strongroom_crypto::signing::SigningKey::from_seed(&audit_seed)),
             identity_digest: Arc::new(strongroom_crypto::KeyedDigest::new(identity_digest)),
+            oauth_signing,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod keyring;
 pub mod mail;
 pub mod merchants;
+pub mod oauth;
 pub mod ports;
 pub mod vault;
 

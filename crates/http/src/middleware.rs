@@ -86,6 +86,11 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
 
 const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Marks an error response whose body a protocol defines (RFC 6749 token errors): the edge leaves
+/// it as it is instead of writing a problem document.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnErrorBody;
+
 /// Writes problem bodies (for [`ApiError`]s and bare error statuses from framework layers) and the
 /// security headers every response carries.
 pub async fn finish_response(req: Request, next: Next) -> Response {
@@ -111,7 +116,7 @@ fn render_problem(response: Response, request_id: &str) -> Response {
     let error = match error {
         Some(error) => error,
         None if response.status().is_client_error() || response.status().is_server_error() => {
-            if already_problem {
+            if already_problem || response.extensions().get::<OwnErrorBody>().is_some() {
                 return response;
             }
             ApiError::for_bare_status(response.status())

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, audit, health, identity, merchant, vault};
+use crate::routes::{api_keys, audit, health, identity, merchant, oauth, vault};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -30,6 +30,8 @@ use crate::routes::{api_keys, audit, health, identity, merchant, vault};
         vault::reveal,
         vault::delete,
         vault::erase_customer,
+        oauth::token,
+        oauth::jwks,
         identity::register,
         identity::get_customer,
         identity::disable,

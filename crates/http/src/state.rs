@@ -74,6 +74,8 @@ pub struct Services {
     pub audit: strongroom_domain::audit::log::AuditLog,
     /// The vault.
     pub vault: Arc<strongroom_domain::vault::tokens::VaultService>,
+    /// OAuth 2.0 access tokens for services.
+    pub access_tokens: Arc<strongroom_domain::oauth::AccessTokens>,
     /// Customer identity.
     pub identity: Arc<strongroom_domain::identity::IdentityService>,
     /// Bounds how many authentication failures per client address reach the audit log.

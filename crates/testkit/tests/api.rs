@@ -452,6 +452,8 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/tokens/{id}", "delete"),
         ("/v1/tokens/{id}/reveal", "post"),
         ("/v1/customers/{id}/data", "delete"),
+        ("/oauth/token", "post"),
+        ("/.well-known/jwks.json", "get"),
         ("/v1/identity/customers", "post"),
         ("/v1/identity/customers/{id}", "get"),
         ("/v1/identity/customers/{id}/disable", "post"),

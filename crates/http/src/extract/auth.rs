@@ -118,7 +118,12 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             record_failure(state, &context, event);
             return Err(ApiError::unauthenticated());
         };
-        let principal = match state.api_keys.authenticate(token).await {
+        let verified = if strongroom_domain::oauth::AccessTokens::looks_like_token(token) {
+            state.access_tokens.authenticate(token).await
+        } else {
+            state.api_keys.authenticate(token).await
+        };
+        let principal = match verified {
             Ok(principal) => principal,
             Err(AuthError::Refused(why, merchant)) => {
                 tracing::info!(request_id = context.request_id.as_deref(), reason = ?why, "api key refused");

@@ -6,6 +6,7 @@ pub mod dev;
 pub mod health;
 pub mod identity;
 pub mod merchant;
+pub mod oauth;
 pub mod vault;
 
 use axum::Router;
@@ -44,6 +45,8 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/tokens/{id}", get(vault::get).delete(vault::delete))
         .route("/v1/tokens/{id}/reveal", post(vault::reveal))
         .route("/v1/customers/{id}/data", delete(vault::erase_customer))
+        .route("/oauth/token", post(oauth::token))
+        .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/v1/identity/customers", post(identity::register))
         .route("/v1/identity/customers/{id}", get(identity::get_customer))
         .route("/v1/identity/customers/{id}/disable", post(identity::disable))

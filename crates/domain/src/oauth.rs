@@ -1,0 +1,191 @@
+//! OAuth 2.0 client credentials (RFC 6749 §4.4) for services: an API key is the client (its id is
+//! the `client_id`, the key itself the `client_secret`), and the token endpoint trades it for a
+//! short-lived signed access token (JWT, EdDSA, RFC 9068) carrying a subset of the key's scopes,
+//! an audience and the purpose `api`. A service can then hold a 5-minute token instead of the key.
+//!
+//! Signing keys are versioned in the keyring (`oauth_signing`, `oauth_signing_v2`, …): tokens are
+//! signed with the newest and verified with any, so a rotation overlaps until old tokens expire.
+//! Must never: issue a scope the key does not hold, accept a token after its key was revoked,
+//! accept a token of another purpose, or log a token or a client secret.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use data_encoding::BASE32_NOPAD;
+use strongroom_crypto::jwt::{self, API_PURPOSE, AccessClaims, AccessTokenKey};
+use strongroom_types::{Clock, Entropy, Secret};
+
+use crate::api_keys::{ApiKeyId, ApiKeyService, AuthError, AuthFailure, Principal, Scope};
+
+/// Keyring name of signing key `version` (1: `oauth_signing`).
+pub fn key_name(version: u32) -> String {
+    if version <= 1 { "oauth_signing".to_owned() } else { format!("oauth_signing_v{version}") }
+}
+
+/// Settings of the token endpoint.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    /// The `iss` of tokens.
+    pub issuer: String,
+    /// The `aud` of tokens (and the only one accepted).
+    pub audience: String,
+    /// Token lifetime.
+    pub token_ttl: Duration,
+}
+
+/// Why the token endpoint refused (RFC 6749 §5.2 error codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Unknown client, wrong secret, revoked or expired key.
+    #[error("invalid_client")]
+    InvalidClient,
+    /// A scope the key does not hold, or an unknown one.
+    #[error("invalid_scope")]
+    InvalidScope,
+    /// Anything but `client_credentials`.
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType,
+    /// Storage failed.
+    #[error("server_error")]
+    Server,
+}
+
+impl TokenError {
+    /// The RFC 6749 error code.
+    pub const fn code(self) -> &'static str {
+        match self {
+            TokenError::InvalidClient => "invalid_client",
+            TokenError::InvalidScope => "invalid_scope",
+            TokenError::UnsupportedGrantType => "unsupported_grant_type",
+            TokenError::Server => "server_error",
+        }
+    }
+}
+
+/// An issued token.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The JWT.
+    pub access_token: Secret<String>,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The client it was issued to.
+    pub client: Principal,
+}
+
+/// The token endpoint and access-token verification.
+pub struct AccessTokens {
+    /// Newest first.
+    keys: Vec<AccessTokenKey>,
+    api_keys: Arc<ApiKeyService>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    settings: OAuthSettings,
+}
+
+impl std::fmt::Debug for AccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokens").field("settings", &self.settings).field("keys", &self.keys.len()).finish()
+    }
+}
+
+/// Clock skew allowed when checking `exp` and `nbf`.
+const LEEWAY_SECS: i64 = 30;
+
+impl AccessTokens {
+    /// Over signing keys (newest first; at least one).
+    pub fn new(
+        keys: Vec<AccessTokenKey>,
+        api_keys: Arc<ApiKeyService>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        settings: OAuthSettings,
+    ) -> Self {
+        Self { keys, api_keys, clock, entropy, settings }
+    }
+
+    /// The public keys, as a JWK set.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": self.keys.iter().map(AccessTokenKey::jwk).collect::<Vec<_>>() })
+    }
+
+    /// Trades client credentials for an access token.
+    pub async fn issue(
+        &self,
+        grant_type: &str,
+        client_id: &str,
+        client_secret: &str,
+        scope: Option<&str>,
+    ) -> Result<IssuedToken, TokenError> {
+        if grant_type != "client_credentials" {
+            return Err(TokenError::UnsupportedGrantType);
+        }
+        let principal = match self.api_keys.authenticate(client_secret).await {
+            Ok(principal) => principal,
+            Err(AuthError::Refused(..)) => return Err(TokenError::InvalidClient),
+            Err(AuthError::Store(_)) => return Err(TokenError::Server),
+        };
+        if principal.key_id().as_str() != client_id {
+            return Err(TokenError::InvalidClient);
+        }
+        let granted: Vec<Scope> = match scope.map(str::trim).filter(|s| !s.is_empty()) {
+            None => principal.scopes().to_vec(),
+            Some(requested) => {
+                let mut granted = Vec::new();
+                for name in requested.split_ascii_whitespace() {
+                    match Scope::parse(name) {
+                        Some(s) if principal.has(s) => granted.push(s),
+                        _ => return Err(TokenError::InvalidScope),
+                    }
+                }
+                granted.sort();
+                granted.dedup();
+                granted
+            }
+        };
+        let scope = granted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+        let now = self.clock.now().unix_millis() / 1000;
+        let ttl = i64::try_from(self.settings.token_ttl.as_secs()).unwrap_or(300);
+        let mut jti = [0u8; 16];
+        self.entropy.fill(&mut jti);
+        let claims = AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: client_id.to_owned(),
+            aud: self.settings.audience.clone(),
+            exp: now + ttl,
+            nbf: now,
+            iat: now,
+            jti: BASE32_NOPAD.encode(&jti).to_ascii_lowercase(),
+            scope: scope.clone(),
+            purpose: API_PURPOSE.to_owned(),
+            client_id: client_id.to_owned(),
+        };
+        let key = self.keys.first().ok_or(TokenError::Server)?;
+        let token = jwt::sign(key, &claims).map_err(|_| TokenError::Server)?;
+        Ok(IssuedToken {
+            access_token: Secret::new(token),
+            expires_in: u64::try_from(ttl).unwrap_or(300),
+            scope,
+            client: principal,
+        })
+    }
+
+    /// Whether a bearer token looks like one of ours (three base64url parts).
+    pub fn looks_like_token(token: &str) -> bool {
+        token.len() < 4096
+            && token.split('.').count() == 3
+            && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    }
+
+    /// Authenticates an access token: the principal of its key, narrowed to the token's scopes.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = self.clock.now().unix_millis() / 1000;
+        let claims = jwt::verify(&self.keys, token, &self.settings.issuer, &self.settings.audience, now, LEEWAY_SECS)
+            .map_err(|_| AuthError::Refused(AuthFailure::Malformed, None))?;
+        let id = ApiKeyId::parse(&claims.sub).map_err(|_| AuthError::Refused(AuthFailure::Malformed, None))?;
+        let scopes: Vec<Scope> = claims.scope.split_ascii_whitespace().filter_map(Scope::parse).collect();
+        self.api_keys.principal_for_token(&id, &scopes).await
+    }
+}
