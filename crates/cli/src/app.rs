@@ -293,6 +293,20 @@ fn spawn_purge(vault: Arc<VaultService>, interval: std::time::Duration) -> tokio
     })
 }
 
+/// Picks up access-token signing key versions added by `strongroom keys rotate-oauth`.
+fn spawn_signing_key_refresh(tokens: Arc<strongroom_domain::oauth::AccessTokens>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = ticker(strongroom_domain::oauth::REFRESH);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(err) = tokens.refresh().await {
+                tracing::error!(error = %err, "reading access-token signing keys failed");
+            }
+        }
+    })
+}
+
 /// Deletes ended sessions and spent challenges every `interval`.
 fn spawn_identity_purge(identity: Arc<IdentityService>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -460,17 +474,24 @@ impl Application {
             spawn_purge(vault.clone(), config.vault.purge_interval),
             spawn_rewrap(vault.clone(), audit.clone(), config.vault.rewrap_interval),
         ];
-        let access_tokens = Arc::new(strongroom_domain::oauth::AccessTokens::new(
-            core.keyring.oauth_signing.iter().map(strongroom_crypto::jwt::AccessTokenKey::from_seed).collect(),
-            api_keys.clone(),
-            clock.clone(),
-            entropy.clone(),
-            strongroom_domain::oauth::OAuthSettings {
-                issuer: config.oauth.issuer.clone(),
-                audience: config.oauth.audience.clone(),
-                token_ttl: config.oauth.token_ttl,
-            },
-        ));
+        let access_tokens = Arc::new(
+            strongroom_domain::oauth::AccessTokens::open(
+                Arc::new(core.store.clone()),
+                core.kms.clone(),
+                api_keys.clone(),
+                clock.clone(),
+                entropy.clone(),
+                strongroom_domain::oauth::OAuthSettings {
+                    issuer: config.oauth.issuer.clone(),
+                    audience: config.oauth.audience.clone(),
+                    token_ttl: config.oauth.token_ttl,
+                },
+            )
+            .await
+            .context("cannot load the access-token signing keys")?,
+        );
+        let mut jobs = jobs;
+        jobs.push(spawn_signing_key_refresh(access_tokens.clone()));
         let state = AppState::new(Services {
             access_tokens,
             identity,

@@ -38,6 +38,9 @@ pub enum KeysCommand {
     /// Make a new fingerprint key version and recompute every token's fingerprint under it (from
     /// the decrypted value). Fingerprint ids (`fp_…`) change.
     RotateFingerprint,
+    /// Make a new access-token signing key version. Servers publish it within a minute and sign
+    /// with it after 150 s; tokens signed with older versions stay valid until they expire.
+    RotateOauth,
     /// Retire a previous version that no data key uses (its wrapped material is deleted).
     Retire {
         /// The version to retire.
@@ -172,6 +175,18 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 let _ = writeln!(std::io::stderr());
                 print(&format!("{moved} fingerprints recomputed in {:.1} s", started.elapsed().as_secs_f64()));
                 core.audit.record_durable(event("vault.fingerprints_recomputed", approver.as_deref(), version)).await?;
+            }
+            KeysCommand::RotateOauth => {
+                let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
+                let version =
+                    strongroom_domain::oauth::rotate(&core.store, core.kms.as_ref(), clock.as_ref(), entropy.as_ref()).await?;
+                let actor = approver.as_deref().map_or_else(|| "cli".to_owned(), |key| format!("cli+approved_by:{key}"));
+                let event = AuditEvent::by(ActorKind::System, Some(actor), "oauth.signing_key_rotated", Outcome::Success)
+                    .on("oauth_signing_key", version.to_string());
+                core.audit.record_durable(event).await?;
+                print(&format!(
+                    "access-token signing key version {version} added: published within a minute, used for signing after 150 s"
+                ));
             }
             KeysCommand::RewrapRoot => {
                 let keyring = strongroom_domain::keyring::rewrap_all(&core.store, core.kms.as_ref()).await?;

@@ -593,3 +593,53 @@ fn a_busy_port_fails_the_first_start_before_the_bootstrap_key_is_made() {
     assert!(serving.banner.contains("First start") && serving.banner.contains("sr_live_"), "{}", serving.banner);
     assert_eq!(terminate(&mut serving), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_signing_key_rotation_overlaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("strongroom-data");
+    let mut serving = serve(&data);
+    let key = bootstrap_key(&serving.banner);
+    let id = format!("key_{}", key.split('_').nth(2).unwrap());
+    let client = client(&data);
+    let base = format!("https://127.0.0.1:{}", serving.port);
+    let form = [("grant_type", "client_credentials"), ("client_id", id.as_str()), ("client_secret", key.as_str())];
+    let issue = || async {
+        let body: serde_json::Value =
+            client.post(format!("{base}/oauth/token")).form(&form).send().await.unwrap().json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    let kid = |token: &str| {
+        use base64::Engine;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"].as_str().unwrap().to_owned()
+    };
+    let old = issue().await;
+    let rotate = strongroom(&data).args(["keys", "rotate-oauth"]).output().unwrap();
+    assert!(rotate.status.success(), "{}", String::from_utf8_lossy(&rotate.stderr));
+    assert!(String::from_utf8_lossy(&rotate.stdout).contains("signing key version 2 added"));
+    assert_eq!(terminate(&mut serving), 0);
+
+    let serving2 = serve(&data);
+    let base2 = format!("https://127.0.0.1:{}", serving2.port);
+    let jwks: serde_json::Value =
+        client.get(format!("{base2}/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "the new key is published at once");
+    // The old token still works, and new tokens keep the old key until the new one has been
+    // published long enough for every node to accept it.
+    let checkpoint = |token: String| {
+        let client = client.clone();
+        let url = format!("{base2}/v1/audit/checkpoint");
+        async move { client.get(url).bearer_auth(token).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(checkpoint(old.clone()).await, 200);
+    let body: serde_json::Value =
+        client.post(format!("{base2}/oauth/token")).form(&form).send().await.unwrap().json().await.unwrap();
+    let fresh = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(kid(&fresh), kid(&old), "signing waits for the overlap");
+    assert_eq!(checkpoint(fresh).await, 200);
+    let mut serving2 = serving2;
+    assert_eq!(terminate(&mut serving2), 0);
+    let entries = exported_entries(&data, &dir.path().join("export"));
+    assert!(entries.iter().any(|e| e["action"] == "oauth.signing_key_rotated"));
+}

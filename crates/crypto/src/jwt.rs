@@ -127,7 +127,7 @@ pub fn sign(key: &AccessTokenKey, claims: &AccessClaims) -> Result<String, JwtEr
 /// Verifies a token against the keys, issuer, audience and `now` (Unix seconds), allowing
 /// `leeway` seconds of clock skew.
 pub fn verify(
-    keys: &[AccessTokenKey],
+    keys: &[&AccessTokenKey],
     token: &str,
     issuer: &str,
     audience: &str,
@@ -192,8 +192,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_every_refusal() {
-        let keys = [key(1)];
-        let token = sign(&keys[0], &claims("api")).unwrap();
+        let keys = [&key(1)];
+        let token = sign(keys[0], &claims("api")).unwrap();
         let ok = |t: &str, now| verify(&keys, t, "https://sr.example", "strongroom", now, 30);
         assert_eq!(ok(&token, 1_000_100).unwrap(), claims("api"));
         assert_eq!(ok(&token, 1_000_400), Err(JwtError::Expired));
@@ -201,12 +201,12 @@ mod tests {
         assert_eq!(verify(&keys, &token, "https://other", "strongroom", 1_000_100, 30), Err(JwtError::NotForUs));
         assert_eq!(verify(&keys, &token, "https://sr.example", "other", 1_000_100, 30), Err(JwtError::NotForUs));
         assert_eq!(
-            verify(&[key(2)], &token, "https://sr.example", "strongroom", 1_000_100, 30),
+            verify(&[&key(2)], &token, "https://sr.example", "strongroom", 1_000_100, 30),
             Err(JwtError::Malformed),
             "unknown kid"
         );
         // Another purpose (a mail-action token signed with the same key) is not an API token.
-        let mail = sign(&keys[0], &claims("email_action")).unwrap();
+        let mail = sign(keys[0], &claims("email_action")).unwrap();
         assert_eq!(ok(&mail, 1_000_100), Err(JwtError::NotForUs));
         // A changed payload breaks the signature.
         let parts: Vec<&str> = token.split('.').collect();

@@ -95,8 +95,6 @@ pub struct Keyring {
     pub audit_signing: Arc<strongroom_crypto::signing::SigningKey>,
     /// Digest key for identity's secrets and look-ups.
     pub identity_digest: Arc<strongroom_crypto::KeyedDigest>,
-    /// Access-token signing key seeds, newest version first.
-    pub oauth_signing: Vec<Key256>,
 }
 
 impl Keyring {
@@ -110,18 +108,11 @@ impl Keyring {
         let api_key_digest = load_or_create(API_KEY_DIGEST, repo, kms, clock, entropy).await?;
         let audit_seed = load_or_create(AUDIT_SIGNING, repo, kms, clock, entropy).await?;
         let identity_digest = load_or_create(IDENTITY_DIGEST, repo, kms, clock, entropy).await?;
-        let mut oauth_signing = vec![load_or_create(&crate::oauth::key_name(1), repo, kms, clock, entropy).await?];
-        let mut version = 2;
-        while let Some(seed) = load_existing(&crate::oauth::key_name(version), repo, kms).await? {
-            oauth_signing.push(seed);
-            version += 1;
-        }
-        oauth_signing.reverse();
+
         Ok(Self {
             api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)),
             audit_signing: Arc::new(strongroom_crypto::signing::SigningKey::from_seed(&audit_seed)),
             identity_digest: Arc::new(strongroom_crypto::KeyedDigest::new(identity_digest)),
-            oauth_signing,
         })
     }
 }

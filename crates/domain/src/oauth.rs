@@ -15,7 +15,11 @@ use data_encoding::BASE32_NOPAD;
 use strongroom_crypto::jwt::{self, API_PURPOSE, AccessClaims, AccessTokenKey};
 use strongroom_types::{Clock, Entropy, Secret};
 
+use strongroom_crypto::Kms;
+
+use crate::DomainError;
 use crate::api_keys::{ApiKeyId, ApiKeyService, AuthError, AuthFailure, Principal, Scope};
+use crate::ports::KeyringRepository;
 
 /// Keyring name of signing key `version` (1: `oauth_signing`).
 pub fn key_name(version: u32) -> String {
@@ -75,10 +79,65 @@ pub struct IssuedToken {
     pub client: Principal,
 }
 
+/// One signing key version.
+#[derive(Debug)]
+struct SigningVersion {
+    version: u32,
+    created_at: strongroom_types::Timestamp,
+    key: AccessTokenKey,
+}
+
+/// How long a new signing key is only published (in the JWK set, and accepted) before tokens are
+/// signed with it: every node reloads keys every [`REFRESH`], so by then all of them accept it.
+pub const PUBLISH_BEFORE_SIGNING: Duration = Duration::from_secs(150);
+
+/// How often servers look for new signing key versions.
+pub const REFRESH: Duration = Duration::from_secs(60);
+
+/// Loads every signing key version (creating version 1 on a new deployment), oldest first.
+async fn load_versions(
+    repo: &dyn KeyringRepository,
+    kms: &dyn Kms,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+) -> Result<Vec<SigningVersion>, DomainError> {
+    let first = crate::keyring::load_or_create(&key_name(1), repo, kms, clock, entropy).await?;
+    let created = repo.get(&key_name(1)).await?.map_or_else(|| clock.now(), |k| k.created_at);
+    // Version 1 signs at once: there is nothing to overlap with.
+    let mut versions = vec![SigningVersion {
+        version: 1,
+        created_at: strongroom_types::Timestamp::from_unix_millis(created.unix_millis().min(0)),
+        key: AccessTokenKey::from_seed(&first),
+    }];
+    let mut version = 2;
+    while let Some(stored) = repo.get(&key_name(version)).await? {
+        let seed = kms.unwrap(&format!("keyring/{}", key_name(version)), &stored.wrapped).await?;
+        versions.push(SigningVersion { version, created_at: stored.created_at, key: AccessTokenKey::from_seed(&seed) });
+        version += 1;
+    }
+    Ok(versions)
+}
+
+/// Adds the next signing key version; answers it. Servers publish it within [`REFRESH`] and sign
+/// with it after [`PUBLISH_BEFORE_SIGNING`]; tokens signed with older versions stay valid until
+/// they expire.
+pub async fn rotate(
+    repo: &dyn KeyringRepository,
+    kms: &dyn Kms,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+) -> Result<u32, DomainError> {
+    let next = u32::try_from(load_versions(repo, kms, clock, entropy).await?.len()).unwrap_or(u32::MAX) + 1;
+    crate::keyring::load_or_create(&key_name(next), repo, kms, clock, entropy).await?;
+    Ok(next)
+}
+
 /// The token endpoint and access-token verification.
 pub struct AccessTokens {
-    /// Newest first.
-    keys: Vec<AccessTokenKey>,
+    /// Oldest first.
+    versions: std::sync::RwLock<Arc<Vec<SigningVersion>>>,
+    repo: Arc<dyn KeyringRepository>,
+    kms: Arc<dyn Kms>,
     api_keys: Arc<ApiKeyService>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
@@ -87,7 +146,7 @@ pub struct AccessTokens {
 
 impl std::fmt::Debug for AccessTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessTokens").field("settings", &self.settings).field("keys", &self.keys.len()).finish()
+        f.debug_struct("AccessTokens").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -95,20 +154,45 @@ impl std::fmt::Debug for AccessTokens {
 const LEEWAY_SECS: i64 = 30;
 
 impl AccessTokens {
-    /// Over signing keys (newest first; at least one).
-    pub fn new(
-        keys: Vec<AccessTokenKey>,
+    /// Loads the signing keys (making the first on a new deployment).
+    pub async fn open(
+        repo: Arc<dyn KeyringRepository>,
+        kms: Arc<dyn Kms>,
         api_keys: Arc<ApiKeyService>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
         settings: OAuthSettings,
-    ) -> Self {
-        Self { keys, api_keys, clock, entropy, settings }
+    ) -> Result<Self, DomainError> {
+        let versions = load_versions(repo.as_ref(), kms.as_ref(), clock.as_ref(), entropy.as_ref()).await?;
+        Ok(Self { versions: std::sync::RwLock::new(Arc::new(versions)), repo, kms, api_keys, clock, entropy, settings })
+    }
+
+    /// Picks up signing key versions added since (by `strongroom keys rotate-oauth`).
+    pub async fn refresh(&self) -> Result<usize, DomainError> {
+        let versions =
+            load_versions(self.repo.as_ref(), self.kms.as_ref(), self.clock.as_ref(), self.entropy.as_ref()).await?;
+        let count = versions.len();
+        if let Ok(mut current) = self.versions.write() {
+            *current = Arc::new(versions);
+        }
+        Ok(count)
+    }
+
+    fn snapshot(&self) -> Arc<Vec<SigningVersion>> {
+        self.versions.read().map(|v| Arc::clone(&v)).unwrap_or_default()
     }
 
     /// The public keys, as a JWK set.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": self.keys.iter().map(AccessTokenKey::jwk).collect::<Vec<_>>() })
+        let versions = self.snapshot();
+        serde_json::json!({ "keys": versions.iter().rev().map(|v| v.key.jwk()).collect::<Vec<_>>() })
+    }
+
+    /// The version tokens are signed with now: the newest published for long enough.
+    pub fn signing_version(&self) -> Option<u32> {
+        let now = self.clock.now();
+        let delay = i64::try_from(PUBLISH_BEFORE_SIGNING.as_millis()).unwrap_or(i64::MAX);
+        self.snapshot().iter().rev().find(|v| now.millis_since(v.created_at) >= delay).map(|v| v.version)
     }
 
     /// Trades client credentials for an access token.
@@ -162,8 +246,10 @@ impl AccessTokens {
             purpose: API_PURPOSE.to_owned(),
             client_id: client_id.to_owned(),
         };
-        let key = self.keys.first().ok_or(TokenError::Server)?;
-        let token = jwt::sign(key, &claims).map_err(|_| TokenError::Server)?;
+        let versions = self.snapshot();
+        let version = self.signing_version().ok_or(TokenError::Server)?;
+        let key = versions.iter().find(|v| v.version == version).ok_or(TokenError::Server)?;
+        let token = jwt::sign(&key.key, &claims).map_err(|_| TokenError::Server)?;
         Ok(IssuedToken {
             access_token: Secret::new(token),
             expires_in: u64::try_from(ttl).unwrap_or(300),
@@ -182,7 +268,9 @@ impl AccessTokens {
     /// Authenticates an access token: the principal of its key, narrowed to the token's scopes.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         let now = self.clock.now().unix_millis() / 1000;
-        let claims = jwt::verify(&self.keys, token, &self.settings.issuer, &self.settings.audience, now, LEEWAY_SECS)
+        let versions = self.snapshot();
+        let keys: Vec<&AccessTokenKey> = versions.iter().map(|v| &v.key).collect();
+        let claims = jwt::verify(&keys, token, &self.settings.issuer, &self.settings.audience, now, LEEWAY_SECS)
             .map_err(|_| AuthError::Refused(AuthFailure::Malformed, None))?;
         let id = ApiKeyId::parse(&claims.sub).map_err(|_| AuthError::Refused(AuthFailure::Malformed, None))?;
         let scopes: Vec<Scope> = claims.scope.split_ascii_whitespace().filter_map(Scope::parse).collect();
