@@ -468,7 +468,8 @@ impl Application {
                 .await?
                 .with_postman(strongroom_domain::mail::Postman::start(mailer)),
         );
-        settings.dev_mailbox = dev_mailbox;
+        // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
+        settings.dev_mailbox = dev_mailbox.filter(|_| config.server.tls == TlsMode::Builtin);
         let jobs = vec![
             spawn_identity_purge(identity.clone(), config.identity.purge_interval),
             spawn_purge(vault.clone(), config.vault.purge_interval),

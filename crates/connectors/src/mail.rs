@@ -125,10 +125,22 @@ impl SmtpMailer {
 impl Mailer for SmtpMailer {
     async fn send(&self, mail: &Mail) -> Result<(), MailError> {
         let message = message(&self.from, mail, self.dkim.as_ref())?;
+        // The server's reply text often repeats the recipient's address: only its code is kept.
+        let code = |err: &lettre::transport::smtp::Error| {
+            err.status().map_or_else(|| "no reply code".to_owned(), |c| format!("reply {c}"))
+        };
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
-            Err(err) if err.is_permanent() => Err(MailError::Permanent(err.to_string())),
-            Err(err) => Err(MailError::Temporary(err.to_string())),
+            Err(err) if err.is_permanent() => {
+                Err(MailError::Permanent(format!("the SMTP server refused the mail ({})", code(&err))))
+            }
+            Err(err) if err.is_transient() => {
+                Err(MailError::Temporary(format!("the SMTP server deferred the mail ({})", code(&err))))
+            }
+            Err(err) if err.is_timeout() => {
+                Err(MailError::Temporary("the SMTP server did not answer in time".to_owned()))
+            }
+            Err(_) => Err(MailError::Temporary("the SMTP connection failed".to_owned())),
         }
     }
 }

@@ -566,6 +566,10 @@ pub struct ChallengeRecord {
     pub proof_expires_at: Option<Timestamp>,
     /// When the proof was redeemed.
     pub proof_used_at: Option<Timestamp>,
+    /// Keyed hash of the emailed one-time code of a sign-in.
+    pub code_digest: Option<Vec<u8>>,
+    /// When that code stops working.
+    pub code_expires_at: Option<Timestamp>,
 }
 
 /// Customer accounts, their factors, sessions and challenges. Every read names the merchant
@@ -683,8 +687,16 @@ pub trait IdentityRepository: Send + Sync {
     /// A merchant's challenge by id.
     async fn challenge(&self, merchant: &MerchantId, id: &str) -> Result<Option<ChallengeRecord>, StoreError>;
 
-    /// Counts a wrong factor; returns the new count.
-    async fn add_challenge_failure(&self, id: &str) -> Result<u32, StoreError>;
+    /// Stores the emailed code of a sign-in challenge (replacing an earlier one).
+    async fn set_challenge_code(&self, id: &str, digest: &[u8], expires_at: Timestamp) -> Result<(), StoreError>;
+
+    /// Reserves one answer to a challenge before it is checked: counts it if the challenge is
+    /// open (not completed, not used, unexpired at `now`) and has had fewer than `max` answers.
+    /// False when it may not be answered any more. Atomic, so parallel answers cannot exceed `max`.
+    async fn reserve_challenge_try(&self, id: &str, max: u32, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Spends every unused emailed link of a customer for `purpose` (after a reset, older links die).
+    async fn spend_links(&self, customer: &str, purpose: ChallengePurpose, at: Timestamp) -> Result<(), StoreError>;
 
     /// Completes a challenge that is not completed yet, with a step-up proof's hash and expiry
     /// when it has one; false when it was completed meanwhile.

@@ -124,6 +124,8 @@ struct ChallengeRow {
     proof_digest: Option<Vec<u8>>,
     proof_expires_at: Option<i64>,
     proof_used_at: Option<i64>,
+    code_digest: Option<Vec<u8>>,
+    code_expires_at: Option<i64>,
 }
 
 impl TryFrom<ChallengeRow> for ChallengeRecord {
@@ -144,12 +146,14 @@ impl TryFrom<ChallengeRow> for ChallengeRecord {
             proof_digest: row.proof_digest,
             proof_expires_at: at(row.proof_expires_at),
             proof_used_at: at(row.proof_used_at),
+            code_digest: row.code_digest,
+            code_expires_at: at(row.code_expires_at),
         })
     }
 }
 
 const CHALLENGE_COLUMNS: &str = "id, merchant_id, customer_id, purpose, binding_digest, session_id, client, created_at, \
-     expires_at, failures, completed_at, proof_digest, proof_expires_at, proof_used_at";
+     expires_at, failures, completed_at, proof_digest, proof_expires_at, proof_used_at, code_digest, code_expires_at";
 
 #[async_trait]
 impl IdentityRepository for Store {
@@ -463,7 +467,7 @@ impl IdentityRepository for Store {
 
     async fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO auth_challenges ({CHALLENGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO auth_challenges ({CHALLENGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         on_pool!(self, pool => sqlx::query(&sql)
             .bind(&c.id)
@@ -480,6 +484,8 @@ impl IdentityRepository for Store {
             .bind(&c.proof_digest)
             .bind(c.proof_expires_at.map(Timestamp::unix_millis))
             .bind(c.proof_used_at.map(Timestamp::unix_millis))
+            .bind(&c.code_digest)
+            .bind(c.code_expires_at.map(Timestamp::unix_millis))
             .execute(pool)
             .await
             .map(|_| ()))
@@ -495,11 +501,25 @@ impl IdentityRepository for Store {
         row.map(TryInto::try_into).transpose()
     }
 
-    async fn add_challenge_failure(&self, id: &str) -> Result<u32, StoreError> {
-        let sql = "UPDATE auth_challenges SET failures = failures + 1 WHERE id = $1 RETURNING failures";
-        let count: Option<i64> =
-            on_pool!(self, pool => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await).map_err(store_error)?;
-        Ok(count.map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)))
+    async fn set_challenge_code(&self, id: &str, digest: &[u8], expires_at: Timestamp) -> Result<(), StoreError> {
+        let sql =
+            "UPDATE auth_challenges SET code_digest = $1, code_expires_at = $2 WHERE id = $3 AND completed_at IS NULL";
+        on_pool!(self, pool => sqlx::query(sql).bind(digest).bind(expires_at.unix_millis()).bind(id).execute(pool).await.map(|_| ()))
+            .map_err(store_error)
+    }
+
+    async fn reserve_challenge_try(&self, id: &str, max: u32, now: Timestamp) -> Result<bool, StoreError> {
+        let sql = "UPDATE auth_challenges SET failures = failures + 1 WHERE id = $1 AND failures < $2 \
+                   AND completed_at IS NULL AND proof_used_at IS NULL AND expires_at > $3";
+        on_pool!(self, pool => sqlx::query(sql).bind(id).bind(i64::from(max)).bind(now.unix_millis()).execute(pool).await
+            .map(|r| r.rows_affected() == 1))
+        .map_err(store_error)
+    }
+
+    async fn spend_links(&self, customer: &str, purpose: ChallengePurpose, at: Timestamp) -> Result<(), StoreError> {
+        let sql = "UPDATE auth_challenges SET proof_used_at = $1 WHERE customer_id = $2 AND purpose = $3 AND proof_used_at IS NULL";
+        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(customer).bind(purpose.as_str()).execute(pool).await.map(|_| ()))
+            .map_err(store_error)
     }
 
     async fn complete_challenge(

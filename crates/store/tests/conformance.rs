@@ -234,9 +234,22 @@ async fn identity_suite(store: &Store, merchant: &MerchantId) {
         proof_digest: None,
         proof_expires_at: None,
         proof_used_at: None,
+        code_digest: None,
+        code_expires_at: None,
     };
     store.insert_challenge(&challenge("chl_1")).await.unwrap();
-    assert_eq!(store.add_challenge_failure("chl_1").await.unwrap(), 1);
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.reserve_challenge_try("chl_1", 5, t(1)).await.unwrap() })
+        })
+        .collect();
+    let mut reserved = 0;
+    for racer in racers {
+        reserved += u32::from(racer.await.unwrap());
+    }
+    assert_eq!(reserved, 5, "eight parallel answers, five tries");
+    assert!(!store.reserve_challenge_try("chl_1", 6, t(400_000)).await.unwrap(), "not after expiry");
     assert!(store.complete_challenge("chl_1", t(10), Some((&[7; 32], t(300_000)))).await.unwrap());
     assert!(!store.complete_challenge("chl_1", t(11), Some((&[8; 32], t(300_000)))).await.unwrap(), "completed once");
     let racers: Vec<_> = (0..8)

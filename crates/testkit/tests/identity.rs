@@ -21,6 +21,7 @@ on_both_backends!(
     throttling_delays_known_and_unknown_alike,
     disabling_and_erasure_end_everything,
     password_hashes_are_standard_argon2id,
+    second_factor_guessing_is_bounded,
 );
 
 const PASSWORD: &str = "violet tractor anthem 1987";
@@ -446,6 +447,16 @@ async fn step_up_proof_is_bound_to_one_action(backend: Backend) {
         api(&server, Method::POST, "/v1/identity/step-up/redeem", &redeem(&proof, &binding, &customer)).await;
     assert_eq!(status, 422, "a proof is good once");
 
+    // A malformed binding spends the proof as well.
+    let (proof, renewed) = step_up(renewed).await;
+    let malformed = json!({"amount": 19.99});
+    let (status, problem) =
+        api(&server, Method::POST, "/v1/identity/step-up/redeem", &redeem(&proof, &malformed, &customer)).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
+    let (status, _) =
+        api(&server, Method::POST, "/v1/identity/step-up/redeem", &redeem(&proof, &binding, &customer)).await;
+    assert_eq!(status, 422, "spent by the malformed attempt");
+
     // Another customer, or after 5 minutes: refused.
     let (proof, renewed) = step_up(renewed).await;
     let (status, _) = api(
@@ -543,5 +554,69 @@ async fn password_hashes_are_standard_argon2id(backend: Backend) {
     let output = std::process::Command::new(&python).args(["-c", script, &phc, PASSWORD]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ok");
+    server.shutdown().await;
+}
+
+async fn second_factor_guessing_is_bounded(backend: Backend) {
+    let Some(python) = python() else { return };
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    register(&server, "hal@example.com").await;
+    let token = session_token(&server, "hal@example.com").await;
+    // Security settings change only soon after signing in.
+    server.clock.advance(Duration::from_secs(11 * 60));
+    let (status, problem) = send(&server, &token, Method::POST, "/v1/me/totp", None).await;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")), "{problem}");
+    let token = session_token(&server, "hal@example.com").await;
+    let (secret, _) = enrol_totp(&server, &python, &token).await;
+
+    // Forty parallel guesses on one challenge: at most five are checked, the rest are refused.
+    let (_, first) = login(&server, "hal@example.com", PASSWORD).await;
+    let challenge = first["challenge"].as_str().unwrap().to_owned();
+    let guesses: Vec<_> = (0..40)
+        .map(|i| {
+            let body = json!({"challenge": challenge, "code": format!("{:06}", 100_000 + i)});
+            let request = server
+                .client
+                .post(server.url("/v1/identity/login/second-factor"))
+                .bearer_auth(&server.bootstrap_key)
+                .json(&body);
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for guess in guesses {
+        let status = guess.await.unwrap();
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    server.clock.advance(Duration::from_secs(30));
+    let right = json!({"challenge": challenge, "code": pyotp_code(&python, &server, &secret, 0)});
+    assert_eq!(
+        api(&server, Method::POST, "/v1/identity/login/second-factor", &right).await.0,
+        401,
+        "the challenge is spent"
+    );
+
+    // New challenges do not reset the count: after five wrong answers in all, the customer's
+    // second factor waits, whatever the challenge.
+    let mut throttled = false;
+    for _ in 0..6 {
+        let (_, again) = login(&server, "hal@example.com", PASSWORD).await;
+        let wrong = json!({"challenge": again["challenge"], "code": "000001"});
+        let (status, problem) = api(&server, Method::POST, "/v1/identity/login/second-factor", &wrong).await;
+        if status == 429 {
+            assert_eq!(problem["code"], "login_throttled");
+            throttled = true;
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    assert!(throttled, "at most five wrong answers pass before the customer's second factor waits");
+    let (_, next) = login(&server, "hal@example.com", PASSWORD).await;
+    let right = json!({"challenge": next["challenge"], "code": pyotp_code(&python, &server, &secret, 0)});
+    let (status, _) = api(&server, Method::POST, "/v1/identity/login/second-factor", &right).await;
+    assert_eq!(status, 429, "even the right code waits");
+    server.clock.advance(Duration::from_secs(10 * 60));
+    let (_, last) = login(&server, "hal@example.com", PASSWORD).await;
+    let right = json!({"challenge": last["challenge"], "code": pyotp_code(&python, &server, &secret, 0)});
+    assert_eq!(api(&server, Method::POST, "/v1/identity/login/second-factor", &right).await.0, 200, "after the delay");
     server.shutdown().await;
 }

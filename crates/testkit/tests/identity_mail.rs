@@ -144,7 +144,16 @@ async fn verification_reset_and_notices(backend: Backend) {
     let changed = mail(&server, "password_changed", 1).await;
     assert!(changed.contains("reset"));
 
-    // A link is good for 15 minutes.
+    // One reset mail a minute per address, whatever the number of requests.
+    api(&server, "/v1/identity/password-reset", &json!({"email": "ann@example.com"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        mails_in(&server.data_dir().join("mail"), "password_reset").len(),
+        1,
+        "a second request within a minute mails nothing"
+    );
+    // A link is good for 15 minutes; it dies with a completed reset too.
+    server.clock.advance(Duration::from_secs(61));
     api(&server, "/v1/identity/password-reset", &json!({"email": "ann@example.com"})).await;
     let late = token_in(&mail(&server, "password_reset", 2).await, "rst");
     server.clock.advance(Duration::from_secs(15 * 60 + 1));

@@ -115,6 +115,14 @@ impl IdentityService {
             None => None,
         };
         let now = self.now();
+        if self.repo.customer_by_email(merchant, &email.lookup).await?.is_some() {
+            // Taken: no data key is made for an id that leads nowhere.
+            self.send_registration_attempt(email.canonical.expose());
+            let event =
+                AuditEvent::by(ActorKind::Anonymous, None, "customer.registered", Outcome::Denied("email_taken"));
+            self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone()));
+            return Ok(id);
+        }
         let (data_key_id, email_sealed) =
             self.seal_for(merchant, &id, "email", email.canonical.expose().as_bytes()).await?;
         let record = CustomerRecord {
@@ -165,10 +173,15 @@ impl IdentityService {
             let _ = self.hasher.verify(None, password).await?;
             return Err(DomainError::InvalidCredentials);
         };
-        if let Some(wait) = self.clients.blocked(client.ip, now) {
+        if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, now) {
             self.audit_login(merchant, None, client, Outcome::Denied("client_throttled"));
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
         }
+        // One verification per email at a time on this node: a burst cannot pass one open gate.
+        let Some(_slot) = self.in_flight.enter(&email.lookup) else {
+            let _ = self.hasher.verify(None, password).await?;
+            return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(1) });
+        };
         let failures = self.repo.login_failures(merchant, &email.lookup).await?;
         match subject_gate(failures, now) {
             SubjectGate::Open => {}
@@ -196,7 +209,7 @@ impl IdentityService {
                     None => "unknown_email",
                 };
                 let _ = self.repo.add_login_failure(merchant, &email.lookup, now).await?;
-                let signal = self.clients.failed(client.ip, &email.lookup, now);
+                let signal = self.clients.failed(merchant.as_str(), client.ip, &email.lookup, now);
                 self.audit_login(merchant, other.as_ref().map(|c| c.id.clone()), client, Outcome::Denied(reason));
                 if let ClientSignal::CredentialStuffing { subjects, failures } = signal {
                     tracing::warn!(target: "strongroom::security", subjects, failures, "credential stuffing suspected");
@@ -242,6 +255,8 @@ impl IdentityService {
                 proof_digest: None,
                 proof_expires_at: None,
                 proof_used_at: None,
+                code_digest: None,
+                code_expires_at: None,
             };
             self.repo.insert_challenge(&challenge).await?;
             self.audit_login(
@@ -288,32 +303,18 @@ impl IdentityService {
             .await?
             .filter(|c| c.purpose == ChallengePurpose::Login)
             .ok_or(DomainError::InvalidFactor)?;
-        if challenge.completed_at.is_some()
-            || challenge.expires_at <= now
-            || challenge.failures >= self.settings.challenge_tries
-        {
-            self.audit_factor(
-                merchant,
-                &challenge.customer_id,
-                client,
-                "customer.login_second_factor",
-                Outcome::Denied("challenge_spent"),
-            );
-            return Err(DomainError::InvalidFactor);
-        }
         let customer = self.customer_record(merchant, &challenge.customer_id).await?;
         if customer.status != AccountStatus::Active {
             return Err(DomainError::InvalidFactor);
         }
-        let used = self.check_factor(&customer, &factor, client).await?;
+        let used = self.answer_challenge(&challenge.id, &customer, &factor, client).await?;
         let Some(used) = used else {
-            let _ = self.repo.add_challenge_failure(&challenge.id).await?;
             self.audit_factor(
                 merchant,
                 &customer.id,
                 client,
                 "customer.login_second_factor",
-                Outcome::Denied("wrong_code"),
+                Outcome::Denied("wrong_code_or_spent"),
             );
             return Err(DomainError::InvalidFactor);
         };

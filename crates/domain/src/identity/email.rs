@@ -50,10 +50,12 @@ impl IdentityService {
             created_at: now,
             expires_at: now.saturating_add(ttl),
             failures: 0,
-            completed_at: Some(now),
+            completed_at: None,
             proof_digest: Some(self.keyed("link", token.expose().as_bytes())),
             proof_expires_at: Some(now.saturating_add(ttl)),
             proof_used_at: None,
+            code_digest: None,
+            code_expires_at: None,
         };
         self.repo.insert_challenge(&record).await?;
         Ok(token)
@@ -122,6 +124,12 @@ impl IdentityService {
         client: &Client,
     ) -> Result<(), DomainError> {
         let Ok(email) = self.email(email, "/email") else { return Ok(()) };
+        // One reset mail a minute per address: a flood of requests cannot flood a mailbox.
+        let now = self.now();
+        if self.resets_sent.get(&email.lookup, now).is_some() {
+            return Ok(());
+        }
+        self.resets_sent.put(email.lookup.clone(), (), now);
         let customer = self.repo.customer_by_email(merchant, &email.lookup).await?;
         let event = |kind, id: Option<String>, outcome| {
             AuditEvent::by(kind, id, "customer.password_reset_requested", outcome)
@@ -176,9 +184,6 @@ impl IdentityService {
             .await?
             .filter(|c| &c.merchant_id == merchant && c.purpose == ChallengePurpose::PasswordReset)
             .ok_or_else(bad_link)?;
-        if challenge.failures >= self.settings.challenge_tries {
-            return Err(bad_link());
-        }
         let customer = self.customer_record(merchant, &challenge.customer_id).await?;
         if customer.status != AccountStatus::Active {
             return Err(bad_link());
@@ -192,11 +197,10 @@ impl IdentityService {
         self.policy.check(new_password.expose(), &personal, has_mfa, "/new_password")?;
         if has_mfa {
             let answered = match &factor {
-                Some(answer) => self.check_factor(&customer, answer, client).await?,
+                Some(answer) => self.answer_challenge(&challenge.id, &customer, answer, client).await?,
                 None => None,
             };
             if answered.is_none() {
-                let _ = self.repo.add_challenge_failure(&challenge.id).await?;
                 self.audit_factor(
                     merchant,
                     &customer.id,
@@ -213,6 +217,7 @@ impl IdentityService {
         let hash = self.hasher.hash(new_password).await?;
         self.repo.set_password(merchant, &customer.id, &hash, now).await?;
         self.repo.clear_login_failures(merchant, &customer.email_lookup).await?;
+        self.repo.spend_links(&customer.id, ChallengePurpose::PasswordReset, now).await?;
         let ended = self.repo.end_sessions_except(merchant, &customer.id, None, now).await?;
         self.sessions.retain(|_, record| !ended.contains(&record.id));
         self.audit_factor(merchant, &customer.id, client, "customer.password_reset", Outcome::Success);
@@ -235,6 +240,7 @@ impl IdentityService {
         phrase: &str,
         client: &Client,
     ) -> Result<(), DomainError> {
+        self.require_recent_sign_in(session)?;
         let phrase = phrase.trim();
         let merchant = &session.merchant_id;
         if phrase.is_empty() {

@@ -56,6 +56,7 @@ fn normalize_recovery(code: &str) -> String {
 impl IdentityService {
     /// Starts TOTP enrolment: a fresh seed, shown once. Refused while TOTP is on.
     pub async fn begin_totp(&self, session: &CustomerSession, client: &Client) -> Result<TotpEnrolment, DomainError> {
+        self.require_recent_sign_in(session)?;
         let merchant = &session.merchant_id;
         let customer = self.customer_record(merchant, &session.customer_id).await?;
         if customer.totp_confirmed_at.is_some() {
@@ -86,6 +87,7 @@ impl IdentityService {
         keep_other_sessions: bool,
         client: &Client,
     ) -> Result<(Vec<Secret<String>>, u64), DomainError> {
+        self.require_recent_sign_in(session)?;
         let merchant = &session.merchant_id;
         let customer = self.customer_record(merchant, &session.customer_id).await?;
         let (Some(sealed), None) = (&customer.totp_sealed, customer.totp_confirmed_at) else {
@@ -126,7 +128,7 @@ impl IdentityService {
         if customer.totp_confirmed_at.is_none() {
             return Err(DomainError::NotFound);
         }
-        if self.check_factor(&customer, &answer, client).await?.is_none() {
+        if self.check_factor_throttled(&customer, &answer, client).await?.is_none() {
             self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Denied("wrong_code"));
             return Err(DomainError::InvalidFactor);
         }
@@ -154,7 +156,7 @@ impl IdentityService {
         if customer.totp_confirmed_at.is_none() {
             return Err(DomainError::Conflict("totp_not_enrolled", "recovery codes come with TOTP"));
         }
-        if self.check_factor(&customer, &FactorAnswer::Totp(code), client).await?.is_none() {
+        if self.check_factor_throttled(&customer, &FactorAnswer::Totp(code), client).await?.is_none() {
             self.audit_factor(
                 merchant,
                 &customer.id,
@@ -184,6 +186,55 @@ impl IdentityService {
             codes.push(Secret::new(shown));
         }
         (codes, digests)
+    }
+
+    /// Checks a second factor, throttled per customer across every challenge and call: one check
+    /// at a time per customer on this node, growing delays after 5 wrong answers, a stop at 100
+    /// (the same schedule as passwords; a right answer clears it, a right password does not).
+    pub(super) async fn check_factor_throttled(
+        &self,
+        customer: &CustomerRecord,
+        answer: &FactorAnswer,
+        client: &Client,
+    ) -> Result<Option<&'static str>, DomainError> {
+        let subject = self.keyed("second_factor", customer.id.as_bytes());
+        let merchant = &customer.merchant_id;
+        let now = self.now();
+        match super::throttle::subject_gate(self.repo.login_failures(merchant, &subject).await?, now) {
+            super::throttle::SubjectGate::Open => {}
+            super::throttle::SubjectGate::Wait(seconds) => {
+                return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(seconds) });
+            }
+            super::throttle::SubjectGate::Stopped => {
+                return Err(DomainError::Throttled { code: "login_stopped", retry_after: None });
+            }
+        }
+        let Some(_slot) = self.in_flight.enter(&subject) else {
+            return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(1) });
+        };
+        let used = self.check_factor(customer, answer, client).await?;
+        if used.is_some() {
+            self.repo.clear_login_failures(merchant, &subject).await?;
+        } else {
+            self.repo.add_login_failure(merchant, &subject, now).await?;
+        }
+        Ok(used)
+    }
+
+    /// Answers a challenge: reserves one of its tries first (atomically, so parallel answers
+    /// cannot exceed them), then checks the factor with the per-customer throttle. `None`: spent
+    /// or wrong.
+    pub(super) async fn answer_challenge(
+        &self,
+        challenge_id: &str,
+        customer: &CustomerRecord,
+        answer: &FactorAnswer,
+        client: &Client,
+    ) -> Result<Option<&'static str>, DomainError> {
+        if !self.repo.reserve_challenge_try(challenge_id, self.settings.challenge_tries, self.now()).await? {
+            return Ok(None);
+        }
+        self.check_factor_throttled(customer, answer, client).await
     }
 
     /// Checks a second factor of an enrolled customer; answers which factor was used, or `None`.

@@ -99,7 +99,12 @@ pub struct CustomerSession {
     pub session_id: String,
     /// How the session was authenticated.
     pub factors: String,
+    /// When it began (sign-in or step-up).
+    pub authenticated_at: Timestamp,
 }
+
+/// How recent a sign-in must be to change security settings (enrol a factor, set the phrase).
+pub const RECENT_SIGN_IN: Duration = Duration::from_secs(10 * 60);
 
 /// Customers, factors, sessions and step-up.
 pub struct IdentityService {
@@ -115,6 +120,9 @@ pub struct IdentityService {
     clients: throttle::ClientThrottle,
     sessions: TtlCache<Vec<u8>, Arc<SessionRecord>>,
     postman: Option<crate::mail::Postman>,
+    in_flight: throttle::InFlight,
+    /// Emails a reset was mailed to in the last minute (keyed hashes): one mail a minute at most.
+    resets_sent: TtlCache<Vec<u8>, ()>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -155,6 +163,8 @@ impl IdentityService {
             clients: throttle::ClientThrottle::default(),
             sessions,
             postman: None,
+            in_flight: throttle::InFlight::default(),
+            resets_sent: TtlCache::new(Duration::from_secs(60), 100_000),
         }
     }
 
@@ -222,6 +232,23 @@ impl IdentityService {
 
     fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Refuses unless the session began within [`RECENT_SIGN_IN`]: a stolen, long-lived session
+    /// cannot enrol the thief's second factor.
+    pub(super) fn require_recent_sign_in(&self, session: &CustomerSession) -> Result<(), DomainError> {
+        let limit = i64::try_from(RECENT_SIGN_IN.as_millis()).unwrap_or(i64::MAX);
+        if self.now().millis_since(session.authenticated_at) > limit {
+            return Err(DomainError::Forbidden(
+                "sign in again first: security settings change only within 10 minutes of signing in",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets cached sessions of a customer (after their data was erased).
+    pub fn forget_customer(&self, customer: &str) {
+        self.sessions_forget_customer(customer);
     }
 }
 

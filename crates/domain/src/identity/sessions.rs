@@ -132,6 +132,7 @@ impl IdentityService {
             customer_id: record.customer_id.clone(),
             session_id: record.id.clone(),
             factors: record.factors.clone(),
+            authenticated_at: record.created_at,
         }))
     }
 
@@ -183,7 +184,7 @@ impl IdentityService {
     }
 
     /// Forgets every cached session of a customer (after disabling the account).
-    pub(super) fn sessions_forget_customer(&self, customer: &str) {
+    pub(crate) fn sessions_forget_customer(&self, customer: &str) {
         self.sessions.retain(|_, record| record.customer_id != customer);
     }
 

@@ -14,7 +14,7 @@ use crate::DomainError;
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::error::FieldError;
 use crate::merchants::MerchantId;
-use crate::ports::{ChallengePurpose, ChallengeRecord};
+use crate::ports::{AccountStatus, ChallengePurpose, ChallengeRecord};
 
 /// Most fields in a binding.
 pub const MAX_BINDING_FIELDS: usize = 20;
@@ -143,6 +143,8 @@ impl IdentityService {
             proof_digest: None,
             proof_expires_at: None,
             proof_used_at: None,
+            code_digest: None,
+            code_expires_at: None,
         };
         self.repo.insert_challenge(&record).await?;
         let event = AuditEvent::by(
@@ -174,10 +176,7 @@ impl IdentityService {
             .await?
             .filter(|c| c.purpose == ChallengePurpose::StepUp && c.customer_id == session.customer_id)
             .ok_or(DomainError::NotFound)?;
-        let spent = challenge.completed_at.is_some()
-            || challenge.expires_at <= now
-            || challenge.failures >= self.settings.challenge_tries
-            || challenge.session_id.as_deref() != Some(session.session_id.as_str());
+        let spent = challenge.session_id.as_deref() != Some(session.session_id.as_str());
         if spent {
             self.audit_factor(
                 merchant,
@@ -189,8 +188,7 @@ impl IdentityService {
             return Err(DomainError::InvalidFactor);
         }
         let customer = self.customer_record(merchant, &session.customer_id).await?;
-        let Some(used) = self.check_factor(&customer, &answer, client).await? else {
-            let _ = self.repo.add_challenge_failure(&challenge.id).await?;
+        let Some(used) = self.answer_challenge(&challenge.id, &customer, &answer, client).await? else {
             self.audit_factor(
                 merchant,
                 &customer.id,
@@ -229,19 +227,27 @@ impl IdentityService {
         client: &Client,
     ) -> Result<(), DomainError> {
         let StepUpRedemption { customer, proof, purpose, binding } = redemption;
-        let canonical = canonical_binding(purpose, binding)?;
-        let expected = self.keyed("step_up_binding", canonical.as_bytes());
+        // Spend the proof first: whatever comes with it, it is used once.
         let digest = self.keyed("step_up_proof", proof.trim().as_bytes());
         let redeemed = self.repo.redeem_proof(&digest, self.now()).await?;
-        let reason = match &redeemed {
-            None => Some("unknown_used_or_expired"),
-            Some(c) if &c.merchant_id != merchant || c.customer_id != customer => Some("wrong_customer"),
-            Some(c)
-                if !c.binding_digest.as_deref().is_some_and(|d| strongroom_crypto::constant_time_eq(d, &expected)) =>
+        let expected = canonical_binding(purpose, binding).map(|c| self.keyed("step_up_binding", c.as_bytes()));
+        let active = match &redeemed {
+            Some(c) if &c.merchant_id == merchant => {
+                self.repo.customer(merchant, &c.customer_id).await?.is_some_and(|r| r.status == AccountStatus::Active)
+            }
+            _ => false,
+        };
+        let reason = match (&redeemed, &expected) {
+            (None, _) => Some("unknown_used_or_expired"),
+            (Some(c), _) if &c.merchant_id != merchant || c.customer_id != customer => Some("wrong_customer"),
+            (Some(_), _) if !active => Some("account_not_active"),
+            (Some(_), Err(_)) => Some("malformed_binding"),
+            (Some(c), Ok(expected))
+                if !c.binding_digest.as_deref().is_some_and(|d| strongroom_crypto::constant_time_eq(d, expected)) =>
             {
                 Some("wrong_binding")
             }
-            Some(_) => None,
+            _ => None,
         };
         let outcome = reason.map_or(Outcome::SuccessBecause(purpose.to_owned()), Outcome::Denied);
         let mut event =
@@ -252,6 +258,7 @@ impl IdentityService {
             event = event.on("challenge", &challenge.id);
         }
         self.audit.record_durable(event).await.map_err(|e| crate::StoreError::Other(e.to_string()))?;
+        expected?;
         match reason {
             None => Ok(()),
             Some(_) => Err(DomainError::Rejected {

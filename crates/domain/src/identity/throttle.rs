@@ -6,7 +6,7 @@
 //! password sign-in stops until the password is reset. Customers are never locked out by a
 //! fixed lock an attacker could trigger at will; the delays bound an online attack to about 100
 //! guesses a day.
-//! Per client address (in memory, one window of [`CLIENT_WINDOW`]): more than
+//! Per merchant and client address (IPv6: its /64; in memory, one window of [`CLIENT_WINDOW`]): more than
 //! [`CLIENT_FAILURE_LIMIT`] failures block the address until the window ends, and failures on
 //! [`STUFFING_SUBJECTS`] or more different subjects raise a credential-stuffing signal once per
 //! window.
@@ -83,6 +83,19 @@ struct ClientWindow {
     signalled: bool,
 }
 
+/// The unit an address is counted in: itself for IPv4, its /64 for IPv6 (one host usually holds
+/// a whole /64).
+fn group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(octets))
+        }
+    }
+}
+
 /// What a failure from a client address amounts to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientSignal {
@@ -100,7 +113,7 @@ pub enum ClientSignal {
 /// Failures per client address, in memory.
 #[derive(Debug, Default)]
 pub struct ClientThrottle {
-    windows: Mutex<HashMap<IpAddr, ClientWindow>>,
+    windows: Mutex<HashMap<(String, IpAddr), ClientWindow>>,
 }
 
 const MAX_TRACKED_CLIENTS: usize = 100_000;
@@ -111,18 +124,19 @@ impl ClientThrottle {
     }
 
     /// Seconds the address must wait, if it is blocked.
-    pub fn blocked(&self, ip: Option<IpAddr>, now: Timestamp) -> Option<u32> {
-        let ip = ip?;
+    pub fn blocked(&self, merchant: &str, ip: Option<IpAddr>, now: Timestamp) -> Option<u32> {
+        let key = (merchant.to_owned(), group(ip?));
         let windows = self.windows.lock().ok()?;
-        let window = windows.get(&ip)?;
+        let window = windows.get(&key)?;
         let age = now.millis_since(window.started);
         (age < Self::window_ms() && window.failures >= CLIENT_FAILURE_LIMIT)
             .then(|| u32::try_from((Self::window_ms() - age + 999) / 1000).unwrap_or(u32::MAX).max(1))
     }
 
     /// Counts a failure of `subject` from the address.
-    pub fn failed(&self, ip: Option<IpAddr>, subject: &[u8], now: Timestamp) -> ClientSignal {
+    pub fn failed(&self, merchant: &str, ip: Option<IpAddr>, subject: &[u8], now: Timestamp) -> ClientSignal {
         let Some(ip) = ip else { return ClientSignal::None };
+        let key = (merchant.to_owned(), group(ip));
         let Ok(mut windows) = self.windows.lock() else { return ClientSignal::None };
         if windows.len() >= MAX_TRACKED_CLIENTS {
             let limit = Self::window_ms();
@@ -131,7 +145,7 @@ impl ClientThrottle {
                 windows.clear();
             }
         }
-        let window = windows.entry(ip).or_insert_with(|| ClientWindow {
+        let window = windows.entry(key).or_insert_with(|| ClientWindow {
             started: now,
             failures: 0,
             subjects: HashSet::new(),
@@ -156,9 +170,51 @@ impl ClientThrottle {
     }
 }
 
+/// One verification at a time per subject on this node: a burst of parallel guesses cannot all
+/// pass one open gate before any of them is counted.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    subjects: std::sync::Arc<Mutex<HashSet<Vec<u8>>>>,
+}
+
+/// Holds a subject's slot until dropped.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    subjects: std::sync::Arc<Mutex<HashSet<Vec<u8>>>>,
+    subject: Vec<u8>,
+}
+
+impl InFlight {
+    /// The subject's slot, or `None` while another verification of it runs.
+    pub fn enter(&self, subject: &[u8]) -> Option<InFlightGuard> {
+        let mut subjects = self.subjects.lock().ok()?;
+        subjects
+            .insert(subject.to_vec())
+            .then(|| InFlightGuard { subjects: self.subjects.clone(), subject: subject.to_vec() })
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut subjects) = self.subjects.lock() {
+            subjects.remove(&self.subject);
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
+    #[test]
+    fn one_verification_per_subject_at_a_time() {
+        let in_flight = InFlight::default();
+        let first = in_flight.enter(b"a").unwrap();
+        assert!(in_flight.enter(b"a").is_none());
+        assert!(in_flight.enter(b"b").is_some());
+        drop(first);
+        assert!(in_flight.enter(b"a").is_some());
+    }
+
     use super::*;
 
     #[test]
@@ -203,14 +259,15 @@ mod tests {
         let mut signals = 0;
         for i in 0..CLIENT_FAILURE_LIMIT {
             let subject = [u8::try_from(i % 50).unwrap(); 32];
-            if throttle.failed(ip, &subject, now) != ClientSignal::None {
+            if throttle.failed("mer_a", ip, &subject, now) != ClientSignal::None {
                 signals += 1;
             }
         }
         assert_eq!(signals, 1);
-        assert!(throttle.blocked(ip, now).is_some());
-        assert!(throttle.blocked(Some("203.0.113.10".parse().unwrap()), now).is_none());
+        assert!(throttle.blocked("mer_a", ip, now).is_some());
+        assert!(throttle.blocked("mer_b", ip, now).is_none(), "another merchant's customers are not blocked");
+        assert!(throttle.blocked("mer_a", Some("203.0.113.10".parse().unwrap()), now).is_none());
         let later = now.saturating_add(CLIENT_WINDOW);
-        assert!(throttle.blocked(ip, later).is_none());
+        assert!(throttle.blocked("mer_a", ip, later).is_none());
     }
 }

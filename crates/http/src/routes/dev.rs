@@ -8,7 +8,6 @@ use axum::response::Html;
 use http::StatusCode;
 use strongroom_domain::mail::escape_html;
 
-use crate::extract::RequestContext;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -16,9 +15,12 @@ use crate::state::AppState;
 const SHOWN: usize = 50;
 
 /// `GET /dev/mailbox`
-pub async fn mailbox(State(state): State<AppState>, context: RequestContext) -> Result<Html<String>, ApiError> {
+pub async fn mailbox(State(state): State<AppState>, request: axum::extract::Request) -> Result<Html<String>, ApiError> {
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
     let Some(dir) = state.settings.dev_mailbox.clone() else { return Err(ApiError::not_found()) };
-    if !context.ip.is_some_and(|ip| ip.is_loopback()) {
+    // The socket's own peer, not the address forwarded by a proxy: a proxy on this machine would
+    // make every client look local.
+    if !peer.is_some_and(|p| p.0.ip().is_loopback()) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")
             .detail("the development mailbox answers this machine only"));
     }

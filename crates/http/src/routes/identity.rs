@@ -894,7 +894,15 @@ pub async fn request_password_reset(
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<StatusCode, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
-    state.identity.request_password_reset(auth.principal.merchant_id(), &body.email, &client).await?;
+    // Answered at once; the look-up and the mail happen afterwards, so the answer's timing says
+    // nothing about whether the address has an account.
+    let identity = state.identity.clone();
+    let merchant = auth.principal.merchant_id().clone();
+    tokio::spawn(async move {
+        if let Err(err) = identity.request_password_reset(&merchant, &body.email, &client).await {
+            tracing::error!(error = %err, "password reset request failed");
+        }
+    });
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -475,6 +475,8 @@ pub async fn erase_customer(
     Path(customer): Path<String>,
 ) -> Result<Json<ErasureReceiptBody>, ApiError> {
     let receipt = state.vault.erase_customer(&auth.principal, &source(&context), &customer).await?;
+    // The account went with the data (same transaction): its cached sessions go now.
+    state.identity.forget_customer(&customer);
     tracing::info!(
         request_id = context.request_id.as_deref(),
         tokens_erased = receipt.tokens_erased,

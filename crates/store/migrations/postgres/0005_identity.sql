@@ -71,7 +71,10 @@ CREATE TABLE auth_challenges (
     completed_at     BIGINT,
     proof_digest     BYTEA UNIQUE,
     proof_expires_at BIGINT,
-    proof_used_at    BIGINT
+    proof_used_at    BIGINT,
+    -- An emailed one-time code for this sign-in (keyed hash) and when it stops working.
+    code_digest      BYTEA,
+    code_expires_at  BIGINT
 );
 
 CREATE INDEX auth_challenges_by_expiry ON auth_challenges (expires_at);
