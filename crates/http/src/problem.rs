@@ -168,6 +168,7 @@ impl ApiError {
             "no_pending_enrolment" => "No TOTP enrolment is pending",
             "totp_not_enrolled" => "TOTP is not enrolled",
             "no_second_factor" => "No second factor is enrolled",
+            "email_not_verified" => "The email address is not verified",
             _ => "Internal error",
         }
     }

@@ -249,6 +249,36 @@ impl TestServer {
         (body["id"].as_str().expect("id").to_owned(), body["secret"].as_str().expect("secret").to_owned())
     }
 
+    /// Verifies a customer's address as the customer would: reads the address-check mail from the
+    /// development mailbox and posts its token (waits up to 10 s for the mail).
+    pub async fn verify_customer_email(&self, email: &str) {
+        let dir = self.data_dir().join("mail");
+        for _ in 0..100 {
+            let mails = std::fs::read_dir(&dir)
+                .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default();
+            for path in mails.iter().filter(|p| p.to_string_lossy().ends_with("-verify_email.eml")) {
+                let text = std::fs::read_to_string(path).unwrap_or_default().replace("=\r\n", "").replace("=3D", "=");
+                if !text.contains(&format!("To: {email}")) {
+                    continue;
+                }
+                let start = text.find("#token=evt_").expect("a verification link") + "#token=".len();
+                let token: String =
+                    text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let response = self
+                    .request(reqwest::Method::POST, "/v1/identity/verify-email")
+                    .json(&serde_json::json!({ "token": token }))
+                    .send()
+                    .await
+                    .expect("verify email");
+                assert_eq!(response.status(), 200, "verify email");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no verification mail for {email}");
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")

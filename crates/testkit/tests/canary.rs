@@ -388,6 +388,7 @@ mod identity {
             call(&server, &session, Method::PUT, "/v1/me/anti-phishing-phrase", json!({"phrase": PHRASE})).await.0,
             204
         );
+        server.verify_customer_email(EMAIL).await;
         let (_, enrolment) = call(&server, &session, Method::POST, "/v1/me/totp", json!({})).await;
         let enrolment: Value = serde_json::from_str(&enrolment).unwrap();
         let seed_text = enrolment["secret"].as_str().unwrap().to_owned();

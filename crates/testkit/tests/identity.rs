@@ -280,6 +280,12 @@ async fn sessions_list_end_and_expire(backend: Backend) {
 
 /// Enrols TOTP for a signed-in customer; answers the seed and the recovery codes.
 async fn enrol_totp(server: &TestServer, python: &str, token: &str) -> (String, Vec<String>) {
+    let (_, me) = send(server, token, Method::GET, "/v1/me", None).await;
+    let (status, problem) = send(server, token, Method::POST, "/v1/me/totp", None).await;
+    if me["email_verified"] == false {
+        assert_eq!((status, problem["code"].as_str()), (409, Some("email_not_verified")), "{problem}");
+        server.verify_customer_email(me["email"].as_str().unwrap()).await;
+    }
     let (status, enrolment) = send(server, token, Method::POST, "/v1/me/totp", None).await;
     assert_eq!(status, 201, "{enrolment}");
     let secret = enrolment["secret"].as_str().unwrap().to_owned();

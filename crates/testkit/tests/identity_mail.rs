@@ -178,6 +178,7 @@ async fn reset_never_bypasses_the_second_factor(backend: Backend) {
     api(&server, "/v1/identity/customers", &json!({"email": "bo@example.com", "password": PASSWORD})).await;
     let (_, first) = login(&server, "bo@example.com", PASSWORD, "Firefox/140").await;
     let session = first["session"]["token"].as_str().unwrap().to_owned();
+    server.verify_customer_email("bo@example.com").await;
     let (_, enrolment) = send(&server, &session, Method::POST, "/v1/me/totp", None).await;
     let secret = enrolment["secret"].as_str().unwrap().to_owned();
     let code = |offset: i64| {

@@ -62,6 +62,13 @@ impl IdentityService {
         if customer.totp_confirmed_at.is_some() {
             return Err(DomainError::Conflict("totp_already_enrolled", "TOTP is already on; remove it first"));
         }
+        // Whoever registered an address first must not lock its owner out with their own factor.
+        if customer.email_verified_at.is_none() {
+            return Err(DomainError::Conflict(
+                "email_not_verified",
+                "verify the email address before adding a second factor",
+            ));
+        }
         let mut seed = [0u8; TOTP_SEED_BYTES];
         self.entropy.fill(&mut seed);
         let (_, sealed) = self.seal_for(merchant, &customer.id, "totp", &seed).await?;
