@@ -178,8 +178,11 @@ impl Mailer for FileMailer {
     }
 }
 
+/// Writes the file under a temporary name and renames it into place, so a reader (the mailbox
+/// page, a test) never sees half a message.
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    let partial = path.with_extension("eml.part");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -187,9 +190,10 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
+    let mut file = options.open(&partial)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
 }
 
 #[cfg(test)]

@@ -13,7 +13,11 @@ use serde_json::{Value, json};
 use strongroom_testkit::{Backend, TestServer, captured_logs, on_both_backends};
 use strongroom_types::Clock;
 
-on_both_backends!(verification_reset_and_notices, reset_never_bypasses_the_second_factor);
+on_both_backends!(
+    verification_reset_and_notices,
+    reset_never_bypasses_the_second_factor,
+    risky_sign_in_needs_an_emailed_code
+);
 
 const PASSWORD: &str = "violet tractor anthem 1987";
 
@@ -294,5 +298,41 @@ async fn smtp_delivery_with_a_dkim_signature_dkimpy_accepts() {
     assert!(!server.data_dir().join("mail").exists(), "with SMTP configured, nothing goes to the development mailbox");
     drop(sink.stdin.take());
     let _ = sink.wait();
+    server.shutdown().await;
+}
+
+async fn risky_sign_in_needs_an_emailed_code(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    api(&server, "/v1/identity/customers", &json!({"email": "ivy@example.com", "password": PASSWORD})).await;
+    for _ in 0..10 {
+        server.clock.advance(Duration::from_secs(40));
+        assert_eq!(login(&server, "ivy@example.com", "wrong wrong wrong wrong", "Firefox/140").await.0, 401);
+    }
+    server.clock.advance(Duration::from_secs(60));
+    let (status, first) = login(&server, "ivy@example.com", PASSWORD, "Firefox/140").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "second_factor_required", "after 10 failures the password alone is not enough");
+    assert_eq!(first["factors"], json!(["email_code"]));
+    let challenge = first["challenge"].as_str().unwrap().to_owned();
+    let mail = mail(&server, "login_code", 1).await;
+    let start = mail.find("Code: ").unwrap() + "Code: ".len();
+    let code: String = mail[start..].chars().take(6).collect();
+    assert!(code.chars().all(|c| c.is_ascii_digit()), "{code}");
+    let wrong = if code == "000001" { "000002" } else { "000001" };
+    let answer = |field: &str, value: &str| json!({"challenge": challenge, field: value});
+    assert_eq!(api(&server, "/v1/identity/login/second-factor", &answer("email_code", wrong)).await.0, 401);
+    assert_eq!(
+        api(&server, "/v1/identity/login/second-factor", &answer("code", &code)).await.0,
+        401,
+        "not a TOTP code"
+    );
+    let (status, signed_in) = api(&server, "/v1/identity/login/second-factor", &answer("email_code", &code)).await;
+    assert_eq!(status, 200, "{signed_in}");
+    assert_eq!(signed_in["session"]["factors"], "password+email_code");
+    assert_eq!(api(&server, "/v1/identity/login/second-factor", &answer("email_code", &code)).await.0, 401, "once");
+    // The right answer cleared the count: the next sign-in is a plain one.
+    let (_, next) = login(&server, "ivy@example.com", PASSWORD, "Firefox/140").await;
+    assert_eq!(next["status"], "authenticated");
+    assert!(!captured_logs().contains(&format!("Code: {code}")), "the code never reaches a log line");
     server.shutdown().await;
 }

@@ -233,7 +233,10 @@ impl IdentityService {
             let fresh = self.hasher.hash(password).await?;
             self.repo.set_password(merchant, &customer.id, &fresh, customer.password_changed_at.unwrap_or(now)).await?;
         }
-        if customer.totp_confirmed_at.is_some() {
+        // After many failures, the right password alone is suspect: without TOTP, an emailed code
+        // must follow (bound to this sign-in).
+        let risky = failures.count >= super::throttle::EMAIL_CODE_AFTER;
+        if customer.totp_confirmed_at.is_some() || risky {
             let id = ChallengeId::generate(self.entropy.as_ref()).as_str().to_owned();
             let expires_at = now.saturating_add(self.settings.login_challenge_ttl);
             let carried = serde_json::json!({
@@ -259,17 +262,19 @@ impl IdentityService {
                 code_expires_at: None,
             };
             self.repo.insert_challenge(&challenge).await?;
+            let factors = if customer.totp_confirmed_at.is_some() {
+                vec!["totp", "recovery_code"]
+            } else {
+                self.send_login_code(&customer, &id).await?;
+                vec!["email_code"]
+            };
             self.audit_login(
                 merchant,
                 Some(customer.id.clone()),
                 client,
                 Outcome::SuccessBecause("second_factor_required".into()),
             );
-            return Ok(LoginOutcome::SecondFactorRequired {
-                challenge: id,
-                factors: vec!["totp", "recovery_code"],
-                expires_at,
-            });
+            return Ok(LoginOutcome::SecondFactorRequired { challenge: id, factors, expires_at });
         }
         let known_device = self.known_device(&customer, client).await?;
         let issued = self.issue_session(&customer, "password", client).await?;

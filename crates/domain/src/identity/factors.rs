@@ -19,6 +19,9 @@ pub const RECOVERY_CODES: usize = 10;
 /// Steps of clock drift accepted either side.
 const TOTP_DRIFT: u64 = 1;
 
+/// How long an emailed sign-in code works.
+const EMAIL_CODE_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 /// Bytes of a TOTP seed (160 bits, as RFC 4226 recommends).
 const TOTP_SEED_BYTES: usize = 20;
 
@@ -29,6 +32,8 @@ pub enum FactorAnswer {
     Totp(Secret<String>),
     /// One of the recovery codes.
     RecoveryCode(Secret<String>),
+    /// The code mailed for this sign-in (only for a sign-in that asked for one).
+    EmailCode(Secret<String>),
 }
 
 impl std::fmt::Debug for FactorAnswer {
@@ -36,6 +41,7 @@ impl std::fmt::Debug for FactorAnswer {
         f.write_str(match self {
             FactorAnswer::Totp(_) => "FactorAnswer::Totp(..)",
             FactorAnswer::RecoveryCode(_) => "FactorAnswer::RecoveryCode(..)",
+            FactorAnswer::EmailCode(_) => "FactorAnswer::EmailCode(..)",
         })
     }
 }
@@ -179,6 +185,68 @@ impl IdentityService {
         Ok(codes)
     }
 
+    /// Mails a 6-digit code bound to a sign-in challenge, good for 10 minutes.
+    pub(super) async fn send_login_code(
+        &self,
+        customer: &CustomerRecord,
+        challenge_id: &str,
+    ) -> Result<(), DomainError> {
+        let code = loop {
+            let mut bytes = [0u8; 4];
+            self.entropy.fill(&mut bytes);
+            let n = u32::from_le_bytes(bytes);
+            // Rejection sampling keeps every code equally likely.
+            if n < 4_294_000_000 {
+                break format!("{:06}", n % 1_000_000);
+            }
+        };
+        let now = self.now();
+        let digest = self.keyed("email_code", format!("{challenge_id}|{code}").as_bytes());
+        self.repo.set_challenge_code(challenge_id, &digest, now.saturating_add(EMAIL_CODE_TTL)).await?;
+        let notice = super::notices::Notice {
+            kind: "login_code",
+            subject: "Your sign-in code",
+            intro: "Your account was signed in to with the right password after several failed attempts. To finish, enter this code; it works for 10 minutes, for that sign-in only.",
+            facts: vec![("Code", code)],
+            link: None,
+            closing: "If this was not you, someone knows your password: change it now.",
+        };
+        self.notify(customer, notice).await;
+        Ok(())
+    }
+
+    /// Checks the emailed code of a sign-in challenge (its try was reserved), counted with the
+    /// customer's other second-factor answers.
+    async fn check_email_code(
+        &self,
+        challenge_id: &str,
+        customer: &CustomerRecord,
+        code: &Secret<String>,
+    ) -> Result<Option<&'static str>, DomainError> {
+        let merchant = &customer.merchant_id;
+        let subject = self.keyed("second_factor", customer.id.as_bytes());
+        let now = self.now();
+        if super::throttle::subject_gate(self.repo.login_failures(merchant, &subject).await?, now)
+            != super::throttle::SubjectGate::Open
+        {
+            return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(60) });
+        }
+        let challenge = self.repo.challenge(merchant, challenge_id).await?;
+        let expected = self.keyed("email_code", format!("{challenge_id}|{}", code.expose().trim()).as_bytes());
+        let right = challenge.is_some_and(|c| {
+            c.purpose == crate::ports::ChallengePurpose::Login
+                && c.code_expires_at.is_some_and(|at| at > now)
+                && c.code_digest.as_deref().is_some_and(|d| strongroom_crypto::constant_time_eq(d, &expected))
+        });
+        if right {
+            self.repo.clear_login_failures(merchant, &subject).await?;
+            Ok(Some("email_code"))
+        } else {
+            self.repo.add_login_failure(merchant, &subject, now).await?;
+            Ok(None)
+        }
+    }
+
     fn fresh_recovery_codes(&self) -> (Vec<Secret<String>>, Vec<Vec<u8>>) {
         let mut codes = Vec::with_capacity(RECOVERY_CODES);
         let mut digests = Vec::with_capacity(RECOVERY_CODES);
@@ -241,6 +309,9 @@ impl IdentityService {
         if !self.repo.reserve_challenge_try(challenge_id, self.settings.challenge_tries, self.now()).await? {
             return Ok(None);
         }
+        if let FactorAnswer::EmailCode(code) = answer {
+            return self.check_email_code(challenge_id, customer, code).await;
+        }
         self.check_factor_throttled(customer, answer, client).await
     }
 
@@ -268,6 +339,8 @@ impl IdentityService {
                 // Compare-and-set: of two requests with the same code, one wins.
                 Ok(self.repo.accept_totp_step(&customer.id, step).await?.then_some("totp"))
             }
+            // Only a sign-in challenge that mailed one takes an emailed code (see answer_challenge).
+            FactorAnswer::EmailCode(_) => Ok(None),
             FactorAnswer::RecoveryCode(code) => {
                 let normalized = normalize_recovery(code.expose());
                 let digest = self.keyed("recovery_code", normalized.as_bytes());

@@ -27,6 +27,10 @@ pub const FREE_FAILURES: u32 = 5;
 /// Consecutive failures after which password sign-in stops (NIST: at most 100).
 pub const HARD_STOP: u32 = 100;
 
+/// Consecutive failures after which a right password must be followed by an emailed code (for
+/// accounts without TOTP, which ask for TOTP anyway).
+pub const EMAIL_CODE_AFTER: u32 = 10;
+
 /// Longest delay between attempts.
 pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 

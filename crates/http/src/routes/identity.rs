@@ -352,14 +352,18 @@ pub struct FactorRequest {
     /// One of the recovery codes.
     #[serde(default)]
     pub recovery_code: Option<SecretText>,
+    /// The code mailed for this sign-in (when the sign-in asked for `email_code`).
+    #[serde(default)]
+    pub email_code: Option<SecretText>,
 }
 
 impl FactorRequest {
     fn answer(self) -> Result<FactorAnswer, ApiError> {
-        match (self.code, self.recovery_code) {
-            (Some(code), None) => Ok(FactorAnswer::Totp(code.secret())),
-            (None, Some(code)) => Ok(FactorAnswer::RecoveryCode(code.secret())),
-            _ => Err(ApiError::invalid_field("/code", "give exactly one of code and recovery_code")),
+        match (self.code, self.recovery_code, self.email_code) {
+            (Some(code), None, None) => Ok(FactorAnswer::Totp(code.secret())),
+            (None, Some(code), None) => Ok(FactorAnswer::RecoveryCode(code.secret())),
+            (None, None, Some(code)) => Ok(FactorAnswer::EmailCode(code.secret())),
+            _ => Err(ApiError::invalid_field("/code", "give exactly one of code, recovery_code and email_code")),
         }
     }
 }
@@ -376,6 +380,9 @@ pub struct SecondFactorRequest {
     /// Or a recovery code.
     #[serde(default)]
     pub recovery_code: Option<SecretText>,
+    /// Or the code mailed for this sign-in.
+    #[serde(default)]
+    pub email_code: Option<SecretText>,
     /// The customer's address and browser.
     #[serde(default)]
     pub client: Option<ClientInfo>,
@@ -395,7 +402,8 @@ pub async fn login_second_factor(
     ApiJson(body): ApiJson<SecondFactorRequest>,
 ) -> Result<Json<IssuedSessionBody>, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
-    let answer = FactorRequest { code: body.code, recovery_code: body.recovery_code }.answer()?;
+    let answer =
+        FactorRequest { code: body.code, recovery_code: body.recovery_code, email_code: body.email_code }.answer()?;
     let issued = state
         .identity
         .login_second_factor(auth.principal.merchant_id(), body.challenge.trim(), answer, &client)
@@ -937,7 +945,7 @@ pub async fn complete_password_reset(
     let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
     let factor = match (body.code, body.recovery_code) {
         (None, None) => None,
-        (code, recovery_code) => Some(FactorRequest { code, recovery_code }.answer()?),
+        (code, recovery_code) => Some(FactorRequest { code, recovery_code, email_code: None }.answer()?),
     };
     state
         .identity
