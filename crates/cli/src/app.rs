@@ -470,11 +470,6 @@ impl Application {
         );
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
         settings.dev_mailbox = dev_mailbox.filter(|_| config.server.tls == TlsMode::Builtin);
-        let jobs = vec![
-            spawn_identity_purge(identity.clone(), config.identity.purge_interval),
-            spawn_purge(vault.clone(), config.vault.purge_interval),
-            spawn_rewrap(vault.clone(), audit.clone(), config.vault.rewrap_interval),
-        ];
         let access_tokens = Arc::new(
             strongroom_domain::oauth::AccessTokens::open(
                 Arc::new(core.store.clone()),
@@ -491,8 +486,12 @@ impl Application {
             .await
             .context("cannot load the access-token signing keys")?,
         );
-        let mut jobs = jobs;
-        jobs.push(spawn_signing_key_refresh(access_tokens.clone()));
+        let jobs = vec![
+            spawn_identity_purge(identity.clone(), config.identity.purge_interval),
+            spawn_purge(vault.clone(), config.vault.purge_interval),
+            spawn_rewrap(vault.clone(), audit.clone(), config.vault.rewrap_interval),
+            spawn_signing_key_refresh(access_tokens.clone()),
+        ];
         let state = AppState::new(Services {
             access_tokens,
             identity,

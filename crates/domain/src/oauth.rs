@@ -102,11 +102,10 @@ async fn load_versions(
     entropy: &dyn Entropy,
 ) -> Result<Vec<SigningVersion>, DomainError> {
     let first = crate::keyring::load_or_create(&key_name(1), repo, kms, clock, entropy).await?;
-    let created = repo.get(&key_name(1)).await?.map_or_else(|| clock.now(), |k| k.created_at);
-    // Version 1 signs at once: there is nothing to overlap with.
+    // Version 1 signs at once (there is nothing to overlap with): it counts as published forever.
     let mut versions = vec![SigningVersion {
         version: 1,
-        created_at: strongroom_types::Timestamp::from_unix_millis(created.unix_millis().min(0)),
+        created_at: strongroom_types::Timestamp::from_unix_millis(0),
         key: AccessTokenKey::from_seed(&first),
     }];
     let mut version = 2;
