@@ -100,18 +100,33 @@ async fn load_versions(
     kms: &dyn Kms,
     clock: &dyn Clock,
     entropy: &dyn Entropy,
-) -> Result<Vec<SigningVersion>, DomainError> {
+) -> Result<Vec<Arc<SigningVersion>>, DomainError> {
     let first = crate::keyring::load_or_create(&key_name(1), repo, kms, clock, entropy).await?;
     // Version 1 signs at once (there is nothing to overlap with): it counts as published forever.
-    let mut versions = vec![SigningVersion {
+    let mut versions = vec![Arc::new(SigningVersion {
         version: 1,
         created_at: strongroom_types::Timestamp::from_unix_millis(0),
         key: AccessTokenKey::from_seed(&first),
-    }];
-    let mut version = 2;
+    })];
+    versions.extend(load_from(repo, kms, 2).await?);
+    Ok(versions)
+}
+
+/// Versions from `first` on, as many as exist (each unwrapped by the KMS once).
+async fn load_from(
+    repo: &dyn KeyringRepository,
+    kms: &dyn Kms,
+    first: u32,
+) -> Result<Vec<Arc<SigningVersion>>, DomainError> {
+    let mut versions = Vec::new();
+    let mut version = first;
     while let Some(stored) = repo.get(&key_name(version)).await? {
         let seed = kms.unwrap(&format!("keyring/{}", key_name(version)), &stored.wrapped).await?;
-        versions.push(SigningVersion { version, created_at: stored.created_at, key: AccessTokenKey::from_seed(&seed) });
+        versions.push(Arc::new(SigningVersion {
+            version,
+            created_at: stored.created_at,
+            key: AccessTokenKey::from_seed(&seed),
+        }));
         version += 1;
     }
     Ok(versions)
@@ -126,7 +141,11 @@ pub async fn rotate(
     clock: &dyn Clock,
     entropy: &dyn Entropy,
 ) -> Result<u32, DomainError> {
-    let next = u32::try_from(load_versions(repo, kms, clock, entropy).await?.len()).unwrap_or(u32::MAX) + 1;
+    crate::keyring::load_or_create(&key_name(1), repo, kms, clock, entropy).await?;
+    let mut next = 2;
+    while repo.get(&key_name(next)).await?.is_some() {
+        next += 1;
+    }
     crate::keyring::load_or_create(&key_name(next), repo, kms, clock, entropy).await?;
     Ok(next)
 }
@@ -134,7 +153,7 @@ pub async fn rotate(
 /// The token endpoint and access-token verification.
 pub struct AccessTokens {
     /// Oldest first.
-    versions: std::sync::RwLock<Arc<Vec<SigningVersion>>>,
+    versions: std::sync::RwLock<Arc<Vec<Arc<SigningVersion>>>>,
     repo: Arc<dyn KeyringRepository>,
     kms: Arc<dyn Kms>,
     api_keys: Arc<ApiKeyService>,
@@ -166,10 +185,17 @@ impl AccessTokens {
         Ok(Self { versions: std::sync::RwLock::new(Arc::new(versions)), repo, kms, api_keys, clock, entropy, settings })
     }
 
-    /// Picks up signing key versions added since (by `strongroom keys rotate-oauth`).
+    /// Picks up signing key versions added since (by `strongroom keys rotate-oauth`): only the
+    /// newer ones are read and unwrapped, so a refresh with nothing new is one keyring read.
     pub async fn refresh(&self) -> Result<usize, DomainError> {
-        let versions =
-            load_versions(self.repo.as_ref(), self.kms.as_ref(), self.clock.as_ref(), self.entropy.as_ref()).await?;
+        let known = self.snapshot();
+        let next = known.last().map_or(1, |v| v.version + 1);
+        let newer = load_from(self.repo.as_ref(), self.kms.as_ref(), next).await?;
+        if newer.is_empty() {
+            return Ok(known.len());
+        }
+        let mut versions = known.as_ref().clone();
+        versions.extend(newer);
         let count = versions.len();
         if let Ok(mut current) = self.versions.write() {
             *current = Arc::new(versions);
@@ -177,7 +203,7 @@ impl AccessTokens {
         Ok(count)
     }
 
-    fn snapshot(&self) -> Arc<Vec<SigningVersion>> {
+    fn snapshot(&self) -> Arc<Vec<Arc<SigningVersion>>> {
         self.versions.read().map(|v| Arc::clone(&v)).unwrap_or_default()
     }
 

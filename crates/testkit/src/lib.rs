@@ -36,6 +36,20 @@ fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// The Python that has the independent peers installed (`STRONGROOM_TEST_PYTHON`, set by
+/// `scripts/test`), or `None` (skip, said on standard error) outside CI; under `CI=true` its
+/// absence fails the test.
+pub fn test_python() -> Option<String> {
+    match std::env::var("STRONGROOM_TEST_PYTHON") {
+        Ok(python) => Some(python),
+        Err(_) => {
+            assert!(!ci(), "STRONGROOM_TEST_PYTHON is required under CI=true");
+            eprintln!("SKIPPED: STRONGROOM_TEST_PYTHON not set (run scripts/test); independent checks skipped");
+            None
+        }
+    }
+}
+
 /// A PostgreSQL database that exists for one test server and is dropped with it.
 #[derive(Debug)]
 pub struct PgDatabase {

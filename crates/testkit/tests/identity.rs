@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use strongroom_domain::merchants::MerchantId;
 use strongroom_domain::ports::{AuditRepository, IdentityRepository};
-use strongroom_testkit::{Backend, TestServer, captured_logs, on_both_backends};
+use strongroom_testkit::{Backend, TestServer, captured_logs, on_both_backends, test_python};
 use strongroom_types::Clock;
 
 on_both_backends!(
@@ -92,17 +92,6 @@ async fn audit_with(server: &TestServer, needles: &[&str]) -> String {
     }
     let missing: Vec<&&str> = needles.iter().filter(|n| !text.contains(*n)).collect();
     panic!("the audit log lacks {missing:?}");
-}
-
-fn python() -> Option<String> {
-    match std::env::var("STRONGROOM_TEST_PYTHON") {
-        Ok(python) => Some(python),
-        Err(_) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "STRONGROOM_TEST_PYTHON is required under CI=true");
-            eprintln!("SKIPPED: STRONGROOM_TEST_PYTHON not set (run scripts/test); independent checks skipped");
-            None
-        }
-    }
 }
 
 /// The TOTP code pyotp computes for `secret` at the server's current time (plus `offset` seconds).
@@ -305,7 +294,7 @@ async fn enrol_totp(server: &TestServer, python: &str, token: &str) -> (String, 
 }
 
 async fn totp_with_pyotp_codes_and_recovery_codes(backend: Backend) {
-    let Some(python) = python() else { return };
+    let Some(python) = test_python() else { return };
     let Some(server) = TestServer::spawn(backend).await else { return };
     register(&server, "cy@example.com").await;
     let token = session_token(&server, "cy@example.com").await;
@@ -394,7 +383,7 @@ async fn totp_with_pyotp_codes_and_recovery_codes(backend: Backend) {
 }
 
 async fn step_up_proof_is_bound_to_one_action(backend: Backend) {
-    let Some(python) = python() else { return };
+    let Some(python) = test_python() else { return };
     let Some(server) = TestServer::spawn(backend).await else { return };
     let customer = register(&server, "di@example.com").await;
     let token = session_token(&server, "di@example.com").await;
@@ -541,7 +530,7 @@ async fn disabling_and_erasure_end_everything(backend: Backend) {
 }
 
 async fn password_hashes_are_standard_argon2id(backend: Backend) {
-    let Some(python) = python() else { return };
+    let Some(python) = test_python() else { return };
     let Some(server) = TestServer::spawn(backend).await else { return };
     let id = register(&server, "gus@example.com").await;
     let merchant = MerchantId::parse(&server.merchant_id).unwrap();
@@ -564,7 +553,7 @@ async fn password_hashes_are_standard_argon2id(backend: Backend) {
 }
 
 async fn second_factor_guessing_is_bounded(backend: Backend) {
-    let Some(python) = python() else { return };
+    let Some(python) = test_python() else { return };
     let Some(server) = TestServer::spawn(backend).await else { return };
     register(&server, "hal@example.com").await;
     let token = session_token(&server, "hal@example.com").await;

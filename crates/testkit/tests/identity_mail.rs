@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use strongroom_testkit::{Backend, TestServer, captured_logs, on_both_backends};
+use strongroom_testkit::{Backend, TestServer, captured_logs, on_both_backends, test_python};
 use strongroom_types::Clock;
 
 on_both_backends!(
@@ -173,11 +173,7 @@ async fn verification_reset_and_notices(backend: Backend) {
 }
 
 async fn reset_never_bypasses_the_second_factor(backend: Backend) {
-    let Some(python) = std::env::var("STRONGROOM_TEST_PYTHON").ok() else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "STRONGROOM_TEST_PYTHON is required under CI=true");
-        eprintln!("SKIPPED: STRONGROOM_TEST_PYTHON not set");
-        return;
-    };
+    let Some(python) = test_python() else { return };
     let Some(server) = TestServer::spawn(backend).await else { return };
     api(&server, "/v1/identity/customers", &json!({"email": "bo@example.com", "password": PASSWORD})).await;
     let (_, first) = login(&server, "bo@example.com", PASSWORD, "Firefox/140").await;
@@ -219,11 +215,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_delivery_with_a_dkim_signature_dkimpy_accepts() {
-    let Some(python) = std::env::var("STRONGROOM_TEST_PYTHON").ok() else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "STRONGROOM_TEST_PYTHON is required under CI=true");
-        eprintln!("SKIPPED: STRONGROOM_TEST_PYTHON not set");
-        return;
-    };
+    let Some(python) = test_python() else { return };
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/python");
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("dkim.pem");

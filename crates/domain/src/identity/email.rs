@@ -188,14 +188,8 @@ impl IdentityService {
         if customer.status != AccountStatus::Active {
             return Err(bad_link());
         }
-        let email =
-            self.open_for(merchant, &customer.id, "email", &customer.data_key_id, &customer.email_sealed).await?;
-        let email = String::from_utf8_lossy(email.expose()).into_owned();
-        let personal = Self::personal_words(&email);
-        let personal: Vec<&str> = personal.iter().map(String::as_str).collect();
-        let has_mfa = customer.totp_confirmed_at.is_some();
-        self.policy.check(new_password.expose(), &personal, has_mfa, "/new_password")?;
-        if has_mfa {
+        self.check_new_password(&customer, &new_password).await?;
+        if customer.totp_confirmed_at.is_some() {
             let answered = match &factor {
                 Some(answer) => self.answer_challenge(&challenge.id, &customer, answer, client).await?,
                 None => None,

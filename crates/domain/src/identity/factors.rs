@@ -226,11 +226,7 @@ impl IdentityService {
         let merchant = &customer.merchant_id;
         let subject = self.keyed("second_factor", customer.id.as_bytes());
         let now = self.now();
-        if super::throttle::subject_gate(self.repo.login_failures(merchant, &subject).await?, now)
-            != super::throttle::SubjectGate::Open
-        {
-            return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(60) });
-        }
+        super::throttle::subject_gate(self.repo.login_failures(merchant, &subject).await?, now).check()?;
         let challenge = self.repo.challenge(merchant, challenge_id).await?;
         let expected = self.keyed("email_code", format!("{challenge_id}|{}", code.expose().trim()).as_bytes());
         let right = challenge.is_some_and(|c| {
@@ -275,15 +271,7 @@ impl IdentityService {
         let subject = self.keyed("second_factor", customer.id.as_bytes());
         let merchant = &customer.merchant_id;
         let now = self.now();
-        match super::throttle::subject_gate(self.repo.login_failures(merchant, &subject).await?, now) {
-            super::throttle::SubjectGate::Open => {}
-            super::throttle::SubjectGate::Wait(seconds) => {
-                return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(seconds) });
-            }
-            super::throttle::SubjectGate::Stopped => {
-                return Err(DomainError::Throttled { code: "login_stopped", retry_after: None });
-            }
-        }
+        super::throttle::subject_gate(self.repo.login_failures(merchant, &subject).await?, now).check()?;
         let Some(_slot) = self.in_flight.enter(&subject) else {
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(1) });
         };

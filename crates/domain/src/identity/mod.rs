@@ -174,11 +174,6 @@ impl IdentityService {
         self
     }
 
-    /// The password policy.
-    pub fn policy(&self) -> &PasswordPolicy {
-        &self.policy
-    }
-
     /// The settings.
     pub fn settings(&self) -> &IdentitySettings {
         &self.settings
@@ -244,11 +239,6 @@ impl IdentityService {
             ));
         }
         Ok(())
-    }
-
-    /// Forgets cached sessions of a customer (after their data was erased).
-    pub fn forget_customer(&self, customer: &str) {
-        self.sessions_forget_customer(customer);
     }
 }
 

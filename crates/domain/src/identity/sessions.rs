@@ -183,8 +183,9 @@ impl IdentityService {
         Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
     }
 
-    /// Forgets every cached session of a customer (after disabling the account).
-    pub(crate) fn sessions_forget_customer(&self, customer: &str) {
+    /// Forgets every cached session of a customer (after disabling the account or erasing its
+    /// data).
+    pub fn forget_customer(&self, customer: &str) {
         self.sessions.retain(|_, record| record.customer_id != customer);
     }
 

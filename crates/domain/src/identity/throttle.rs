@@ -63,6 +63,19 @@ pub enum SubjectGate {
     Stopped,
 }
 
+impl SubjectGate {
+    /// The error a closed gate answers (429 `login_throttled` with the wait, or `login_stopped`).
+    pub fn check(self) -> Result<(), crate::DomainError> {
+        match self {
+            SubjectGate::Open => Ok(()),
+            SubjectGate::Wait(seconds) => {
+                Err(crate::DomainError::Throttled { code: "login_throttled", retry_after: Some(seconds) })
+            }
+            SubjectGate::Stopped => Err(crate::DomainError::Throttled { code: "login_stopped", retry_after: None }),
+        }
+    }
+}
+
 /// Whether a subject may try now.
 pub fn subject_gate(failures: LoginFailures, now: Timestamp) -> SubjectGate {
     if failures.count >= HARD_STOP {

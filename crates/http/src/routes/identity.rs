@@ -536,13 +536,7 @@ pub async fn password_strength(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<StrengthRequest>,
 ) -> Json<StrengthBody> {
-    let words: Vec<String> = body
-        .email
-        .as_deref()
-        .map(|e| e.split(['@', '.', '_', '-', '+']).filter(|w| w.chars().count() >= 3).map(str::to_owned).collect())
-        .unwrap_or_default();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let strength = state.identity.policy().rate(&body.password.0, &words, body.has_second_factor);
+    let strength = state.identity.rate_password(&body.password.0, body.email.as_deref(), body.has_second_factor);
     Json(StrengthBody {
         score: strength.score,
         acceptable: strength.acceptable,
