@@ -44,9 +44,15 @@ impl Bao {
             .stderr(Stdio::null())
             .spawn()
             .expect("bao starts");
-        let bao = Self { child, address: format!("http://127.0.0.1:{port}") };
+        let mut bao = Self { child, address: format!("http://127.0.0.1:{port}") };
         let client = reqwest::Client::new();
-        for _ in 0..200 {
+        // Bounded by time, not attempts: three dev servers starting at once on a loaded 2-core
+        // machine have taken over 10 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = bao.child.try_wait() {
+                panic!("OpenBao dev server exited before it was healthy: {status}");
+            }
             if let Ok(r) = client.get(format!("{}/v1/sys/health", bao.address)).send().await
                 && r.status().is_success()
             {
