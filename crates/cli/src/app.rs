@@ -17,6 +17,7 @@ use strongroom_domain::bootstrap::{Bootstrapped, bootstrap_if_new};
 use strongroom_domain::identity::{HashingSettings, IdentityService, IdentitySettings, PasswordHasher, PasswordPolicy};
 use strongroom_domain::keyring::Keyring;
 use strongroom_domain::merchants::MerchantDirectory;
+use strongroom_domain::staff::{StaffService, StaffSettings};
 use strongroom_domain::vault::fingerprints::FingerprintKeys;
 use strongroom_domain::vault::keys::{KeySettings, VaultKeys};
 use strongroom_domain::vault::tokens::{VaultService, VaultSettings};
@@ -179,13 +180,12 @@ impl Core {
         )
     }
 
-    /// The identity service over this core (computes its dummy password hash first).
-    pub async fn identity(
+    /// The password hasher customers and staff share (computes its dummy hash first).
+    pub async fn password_hasher(
         &self,
         config: &Config,
-        clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
-    ) -> anyhow::Result<IdentityService> {
+    ) -> anyhow::Result<Arc<PasswordHasher>> {
         let c = &config.identity;
         let defaults = HashingSettings::default();
         let hashing = HashingSettings {
@@ -197,7 +197,19 @@ impl Core {
             concurrency: c.hash_concurrency.unwrap_or(defaults.concurrency),
             queue_limit: c.hash_queue,
         };
-        let hasher = PasswordHasher::new(hashing, entropy.clone()).await.context("cannot set up password hashing")?;
+        let hasher = PasswordHasher::new(hashing, entropy).await.context("cannot set up password hashing")?;
+        Ok(Arc::new(hasher))
+    }
+
+    /// The identity service over this core.
+    pub fn identity(
+        &self,
+        config: &Config,
+        hasher: Arc<PasswordHasher>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> IdentityService {
+        let c = &config.identity;
         let policy = PasswordPolicy { context_words: c.context_words.clone(), ..PasswordPolicy::default() };
         let settings = IdentitySettings {
             session_idle: c.session_idle,
@@ -206,17 +218,46 @@ impl Core {
             link_base: c.link_base.clone(),
             ..IdentitySettings::default()
         };
-        Ok(IdentityService::new(
+        IdentityService::new(
             Arc::new(self.store.clone()),
             self.vault_keys.clone(),
             self.keyring.identity_digest.clone(),
-            Arc::new(hasher),
+            hasher,
             policy,
             self.audit.clone(),
             clock,
             entropy,
             settings,
-        ))
+        )
+    }
+
+    /// The staff service over this core.
+    pub fn staff(
+        &self,
+        config: &Config,
+        hasher: Arc<PasswordHasher>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> StaffService {
+        let c = &config.staff;
+        let settings = StaffSettings {
+            session_idle: c.session_idle,
+            session_absolute: c.session_absolute,
+            link_base: c.link_base.clone(),
+            totp_issuer: format!("{} staff", config.identity.totp_issuer),
+            ..StaffSettings::default()
+        };
+        StaffService::new(
+            Arc::new(self.store.clone()),
+            self.vault_keys.clone(),
+            self.keyring.identity_digest.clone(),
+            hasher,
+            config.identity.context_words.clone(),
+            self.audit.clone(),
+            clock,
+            entropy,
+            settings,
+        )
     }
 
     /// The API key service over this core.
@@ -308,15 +349,24 @@ fn spawn_signing_key_refresh(tokens: Arc<strongroom_domain::oauth::AccessTokens>
 }
 
 /// Deletes ended sessions and spent challenges every `interval`.
-fn spawn_identity_purge(identity: Arc<IdentityService>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+fn spawn_identity_purge(
+    identity: Arc<IdentityService>,
+    staff: Arc<StaffService>,
+    interval: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = ticker(interval);
         loop {
             ticker.tick().await;
-            match identity.purge().await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "ended sessions and spent challenges purged"),
-                Err(err) => tracing::error!(error = %err, "purging sessions failed"),
+            let purged = match (identity.purge().await, staff.purge().await) {
+                (Ok(customers), Ok(staff)) => customers + staff,
+                (Err(err), _) | (_, Err(err)) => {
+                    tracing::error!(error = %err, "purging sessions failed");
+                    continue;
+                }
+            };
+            if purged > 0 {
+                tracing::info!(purged, "ended sessions and spent challenges purged");
             }
         }
     })
@@ -463,11 +513,13 @@ impl Application {
             };
         let vault = Arc::new(core.vault(config, clock.clone(), entropy.clone()).with_alerts(alerts));
         let (mailer, dev_mailbox) = mailer(config)?;
+        let hasher = core.password_hasher(config, entropy.clone()).await?;
+        let postman = strongroom_domain::mail::Postman::start(mailer);
         let identity = Arc::new(
-            core.identity(config, clock.clone(), entropy.clone())
-                .await?
-                .with_postman(strongroom_domain::mail::Postman::start(mailer)),
+            core.identity(config, hasher.clone(), clock.clone(), entropy.clone()).with_postman(postman.clone()),
         );
+        let staff = Arc::new(core.staff(config, hasher, clock.clone(), entropy.clone()).with_postman(postman));
+        vault.set_dual_control(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
         settings.dev_mailbox = dev_mailbox.filter(|_| config.server.tls == TlsMode::Builtin);
         let access_tokens = Arc::new(
@@ -487,7 +539,7 @@ impl Application {
             .context("cannot load the access-token signing keys")?,
         );
         let jobs = vec![
-            spawn_identity_purge(identity.clone(), config.identity.purge_interval),
+            spawn_identity_purge(identity.clone(), staff.clone(), config.identity.purge_interval),
             spawn_purge(vault.clone(), config.vault.purge_interval),
             spawn_rewrap(vault.clone(), audit.clone(), config.vault.rewrap_interval),
             spawn_signing_key_refresh(access_tokens.clone()),
@@ -495,6 +547,7 @@ impl Application {
         let state = AppState::new(Services {
             access_tokens,
             identity,
+            staff,
             vault,
             api_keys,
             merchants: Arc::new(MerchantDirectory::new(

@@ -55,6 +55,9 @@ pub enum Command {
     /// The vault's key-encryption keys: status, rotate, rewrap, retire.
     #[command(subcommand)]
     Keys(crate::keys::KeysCommand),
+    /// Staff accounts: invite the first owner.
+    #[command(subcommand)]
+    Staff(StaffCommand),
     /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
     Healthcheck {
         /// The readiness URL (default: derived from server.listen).
@@ -116,6 +119,24 @@ pub enum AuditCommand {
         /// Keep following, checking every N seconds (default: check once and exit).
         #[arg(long)]
         follow_secs: Option<u64>,
+    },
+}
+
+/// `staff` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Invite a staff member with roles (the way to make the first owner) and print the
+    /// invitation link once (JSON on standard output), for the operator to hand over.
+    Invite {
+        /// Their email.
+        #[arg(long)]
+        email: String,
+        /// A role to give (repeat for several): owner, admin, support, finance, security, auditor.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// The merchant (default: the deployment's first merchant).
+        #[arg(long)]
+        merchant: Option<String>,
     },
 }
 
@@ -186,6 +207,7 @@ pub async fn run(cli: Cli) -> i32 {
         }
         Command::Apikey(command) => apikey(&config, command).await,
         Command::Keys(command) => crate::keys::run(&config, command).await,
+        Command::Staff(command) => staff(&config, command).await,
         Command::Audit(command) => match audit(&config, command).await {
             Ok(code) => return code,
             Err(err) => Err(err),
@@ -340,6 +362,40 @@ pub(crate) fn require_root_key(config: &Config) -> anyhow::Result<()> {
         bail!("no root key at {}: run `strongroom serve` once first", config.root_key_file().display());
     }
     Ok(())
+}
+
+async fn staff(config: &Config, command: StaffCommand) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+    require_root_key(config)?;
+    let core = Core::open(config, clock.clone(), entropy.clone()).await?;
+    let result = match command {
+        StaffCommand::Invite { email, roles, merchant } => {
+            let merchant = default_merchant(&core, merchant).await?;
+            let hasher = core.password_hasher(config, entropy.clone()).await?;
+            // No postman: the operator hands the printed link over (mail may not be set up yet).
+            let service = core.staff(config, hasher, clock.clone(), entropy);
+            let client = strongroom_domain::identity::Client::default();
+            let invitation = service.invite(&merchant, &email, &roles, None, &client).await.map_err(describe_domain)?;
+            let link = format!(
+                "{}/staff/invitation#token={}",
+                config.staff.link_base.trim_end_matches('/'),
+                invitation.token.expose()
+            );
+            let out = serde_json::json!({
+                "id": invitation.staff.id,
+                "merchant": merchant.as_str(),
+                "roles": invitation.staff.roles,
+                "invitation_token": invitation.token.expose(),
+                "invitation_link": link,
+                "expires_at": invitation.expires_at.to_rfc3339(),
+            });
+            print(&serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+    };
+    core.audit.close().await;
+    result
 }
 
 async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {

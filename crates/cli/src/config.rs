@@ -68,6 +68,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Customer identity.
     pub identity: IdentityConfig,
+    /// Staff accounts.
+    pub staff: StaffConfig,
     /// Outgoing mail.
     pub mail: MailConfig,
     /// OAuth 2.0 access tokens for services.
@@ -194,6 +196,31 @@ impl Default for IdentityConfig {
             totp_issuer: "strongroom".to_owned(),
             link_base: "https://127.0.0.1:8443/account".to_owned(),
             purge_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[staff]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaffConfig {
+    /// A staff session unused this long ends: at most 15 min (PCI DSS 8.2.8). Default 15 min.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// A staff session ends this long after sign-in. Default 12 h.
+    #[serde(with = "humantime_serde")]
+    pub session_absolute: Duration,
+    /// Where invitation links point: `<link_base>/staff/invitation#token=…`. Default
+    /// `https://127.0.0.1:8443`.
+    pub link_base: String,
+}
+
+impl Default for StaffConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(15 * 60),
+            session_absolute: Duration::from_secs(12 * 3600),
+            link_base: "https://127.0.0.1:8443".to_owned(),
         }
     }
 }
@@ -412,6 +439,7 @@ impl Default for Config {
             vault: VaultConfig::default(),
             alerts: AlertsConfig::default(),
             identity: IdentityConfig::default(),
+            staff: StaffConfig::default(),
             mail: MailConfig::default(),
             oauth: OAuthConfig::default(),
         }
@@ -672,6 +700,12 @@ impl Config {
         }
         if self.identity.hash_concurrency == Some(0) {
             return fail("identity.hash_concurrency", "must be at least 1");
+        }
+        if self.staff.session_idle < Duration::from_secs(60) || self.staff.session_idle > Duration::from_secs(15 * 60) {
+            return fail("staff.session_idle", "must be between 1m and 15m (PCI DSS 8.2.8)");
+        }
+        if self.staff.session_absolute < self.staff.session_idle {
+            return fail("staff.session_absolute", "must be at least staff.session_idle");
         }
         if self.identity.session_idle < Duration::from_secs(60)
             || self.identity.session_idle > self.identity.session_absolute

@@ -90,7 +90,7 @@ async fn approval(
     if principal.mode() != KeyMode::Live || !principal.has(Scope::AdminKeys) {
         bail!("the approval key must be a live key holding admin:keys");
     }
-    Ok(Some(principal.key_id().as_str().to_owned()))
+    Ok(Some(principal.actor_id().to_owned()))
 }
 
 fn event(action: &'static str, approver: Option<&str>, version: u32) -> AuditEvent {

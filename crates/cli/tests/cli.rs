@@ -193,7 +193,7 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     let data = dir.path().join("strongroom-data");
     let migrate = strongroom(&data).arg("migrate").output().unwrap();
     assert!(migrate.status.success());
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("5 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("6 migration(s) applied"));
     let early = strongroom(&data).args(["apikey", "list"]).output().unwrap();
     assert_eq!(early.status.code(), Some(1), "no merchant before the first serve");
 
@@ -222,6 +222,35 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     let revoked = strongroom(&data).args(["apikey", "revoke", &id]).output().unwrap();
     assert!(revoked.status.success());
     assert_eq!(client.get(&metrics).bearer_auth(&secret).send().await.unwrap().status(), 401);
+
+    // The first owner comes from the command line: a one-time invitation the running server accepts.
+    let invited = strongroom(&data)
+        .args(["staff", "invite", "--email", "owner@shop.example", "--role", "owner"])
+        .output()
+        .unwrap();
+    assert!(invited.status.success(), "{}", String::from_utf8_lossy(&invited.stderr));
+    let invited: serde_json::Value = serde_json::from_slice(&invited.stdout).unwrap();
+    assert_eq!(invited["roles"], serde_json::json!(["owner"]));
+    assert!(invited["invitation_link"].as_str().unwrap().contains("/staff/invitation#token=sti_"));
+    let accept = format!("https://127.0.0.1:{}/v1/staff/invitation/accept", serving.port);
+    let body = serde_json::json!({"token": invited["invitation_token"], "password": "copper meadow lantern 4711"});
+    let accepted = client.post(&accept).json(&body).send().await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    let again = strongroom(&data)
+        .args(["staff", "invite", "--email", "owner@shop.example", "--role", "owner"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1), "one account per email");
+    let unknown = strongroom(&data)
+        .args(["staff", "invite", "--email", "x@shop.example", "--role", "overlord"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("roles/0"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
     assert_eq!(terminate(&mut serving), 0);
 }
 

@@ -48,6 +48,10 @@ pub enum Scope {
     PrivacyErase,
     /// Register customers, sign them in, check their sessions and redeem their step-up proofs.
     IdentityCustomers,
+    /// Invite, disable and unlock staff, define custom roles and ask for role grants.
+    AdminStaff,
+    /// Refund payments (checked by the payments module).
+    PaymentsRefund,
 }
 
 impl Scope {
@@ -64,6 +68,8 @@ impl Scope {
         Scope::VaultRevealCard,
         Scope::PrivacyErase,
         Scope::IdentityCustomers,
+        Scope::AdminStaff,
+        Scope::PaymentsRefund,
     ];
 
     /// The scope's stable name.
@@ -80,6 +86,8 @@ impl Scope {
             Scope::VaultRevealCard => "vault:reveal:card",
             Scope::PrivacyErase => "privacy:erase",
             Scope::IdentityCustomers => "identity:customers",
+            Scope::AdminStaff => "admin:staff",
+            Scope::PaymentsRefund => "payments:refund",
         }
     }
 
@@ -183,36 +191,112 @@ impl ApiKeyRecord {
     }
 }
 
-/// Who is calling, once a key has been verified: a shared view of the key's record.
+/// Who is calling, once verified: an API key (or an OAuth access token narrowed from one), or a
+/// staff member's session. Both carry a merchant and a set of scopes (a staff member's are the
+/// permissions of their roles), so every guarded route serves both the same way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    key: Arc<ApiKeyRecord>,
+    who: Who,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Who {
+    Key(Arc<ApiKeyRecord>),
+    Staff(Arc<StaffPrincipal>),
+}
+
+/// A staff member acting through a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffPrincipal {
+    /// `stf_…`
+    pub staff_id: String,
+    /// The merchant.
+    pub merchant_id: MerchantId,
+    /// `sss_…`
+    pub session_id: String,
+    /// The permissions of the staff member's roles.
+    pub permissions: Vec<Scope>,
+    /// The roles.
+    pub roles: Vec<String>,
+    /// When the session was authenticated (always with a second factor).
+    pub authenticated_at: Timestamp,
 }
 
 impl Principal {
-    /// The key.
-    pub fn key_id(&self) -> &ApiKeyId {
-        &self.key.id
+    /// A staff member's principal.
+    pub fn staff(staff: StaffPrincipal) -> Self {
+        Self { who: Who::Staff(Arc::new(staff)) }
+    }
+
+    /// The API key, when an API key (or an access token of one) is calling.
+    pub fn key_id(&self) -> Option<&ApiKeyId> {
+        match &self.who {
+            Who::Key(key) => Some(&key.id),
+            Who::Staff(_) => None,
+        }
+    }
+
+    /// The staff member, when one is calling.
+    pub fn as_staff(&self) -> Option<&StaffPrincipal> {
+        match &self.who {
+            Who::Key(_) => None,
+            Who::Staff(staff) => Some(staff),
+        }
+    }
+
+    /// Who is calling, as the audit log names them: `key_…` or `stf_…`.
+    pub fn actor_id(&self) -> &str {
+        match &self.who {
+            Who::Key(key) => key.id.as_str(),
+            Who::Staff(staff) => &staff.staff_id,
+        }
+    }
+
+    /// What kind of actor the audit log records.
+    pub fn actor_kind(&self) -> crate::audit::event::ActorKind {
+        match &self.who {
+            Who::Key(_) => crate::audit::event::ActorKind::ApiKey,
+            Who::Staff(_) => crate::audit::event::ActorKind::Staff,
+        }
     }
 
     /// The merchant it acts for.
     pub fn merchant_id(&self) -> &MerchantId {
-        &self.key.merchant_id
+        match &self.who {
+            Who::Key(key) => &key.merchant_id,
+            Who::Staff(staff) => &staff.merchant_id,
+        }
     }
 
-    /// Live or test.
+    /// Live or test (staff act live).
     pub fn mode(&self) -> KeyMode {
-        self.key.mode
+        match &self.who {
+            Who::Key(key) => key.mode,
+            Who::Staff(_) => KeyMode::Live,
+        }
     }
 
     /// Its scopes.
     pub fn scopes(&self) -> &[Scope] {
-        &self.key.scopes
+        match &self.who {
+            Who::Key(key) => &key.scopes,
+            Who::Staff(staff) => &staff.permissions,
+        }
     }
 
-    /// Whether the key holds `scope`.
+    /// Whether it holds `scope`.
     pub fn has(&self, scope: Scope) -> bool {
-        self.key.scopes.contains(&scope)
+        self.scopes().contains(&scope)
+    }
+
+    /// An audit event by this principal.
+    pub fn event(
+        &self,
+        action: &'static str,
+        outcome: crate::audit::event::Outcome,
+    ) -> crate::audit::event::AuditEvent {
+        crate::audit::event::AuditEvent::by(self.actor_kind(), Some(self.actor_id().to_owned()), action, outcome)
+            .for_merchant(self.merchant_id())
     }
 }
 
@@ -267,9 +351,13 @@ pub struct Grant<'a> {
 }
 
 impl Principal {
-    /// What this key may grant.
+    /// What this caller may grant: a key its own scopes, mode and expiry; a staff member their
+    /// permissions, live.
     pub fn grant(&self) -> Grant<'_> {
-        Grant { scopes: &self.key.scopes, mode: self.key.mode, expires_at: self.key.expires_at }
+        match &self.who {
+            Who::Key(key) => Grant { scopes: &key.scopes, mode: key.mode, expires_at: key.expires_at },
+            Who::Staff(staff) => Grant { scopes: &staff.permissions, mode: KeyMode::Live, expires_at: None },
+        }
     }
 }
 
@@ -483,7 +571,7 @@ impl ApiKeyService {
             KeyStatus::Active => {}
         }
         self.note_use(&record, now).await;
-        Ok(Principal { key: record })
+        Ok(Principal { who: Who::Key(record) })
     }
 
     /// The principal of a key that signed an access token, narrowed to the token's scopes. The
@@ -515,7 +603,7 @@ impl ApiKeyService {
         }
         let mut narrowed = (*record).clone();
         narrowed.scopes.retain(|s| scopes.contains(s));
-        Ok(Principal { key: Arc::new(narrowed) })
+        Ok(Principal { who: Who::Key(Arc::new(narrowed)) })
     }
 
     async fn note_use(&self, record: &ApiKeyRecord, now: Timestamp) {

@@ -58,7 +58,6 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
-    /// Drops the entry for `key`.
     /// Keeps only the entries `keep` approves.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
         if let Ok(mut entries) = self.entries.lock() {
@@ -66,6 +65,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
+    /// Drops the entry for `key`.
     pub fn forget(&self, key: &K) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(key);

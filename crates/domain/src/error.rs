@@ -66,7 +66,6 @@ pub enum DomainError {
     /// The request carries more items than allowed.
     #[error("too large: {0}")]
     TooLarge(&'static str),
-    /// Storage failed.
     /// The email or password is wrong, the account unknown or disabled (one answer for all).
     #[error("invalid credentials")]
     InvalidCredentials,
@@ -88,6 +87,13 @@ pub enum DomainError {
     /// The request conflicts with the object's state: a stable code and a sentence.
     #[error("conflict: {0}")]
     Conflict(&'static str, &'static str),
+    /// A dangerous action needs a second person: the request `approval_id` was opened for it.
+    #[error("approval required")]
+    ApprovalRequired {
+        /// `apr_…`
+        approval_id: String,
+    },
+    /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The KMS failed.

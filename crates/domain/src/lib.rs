@@ -17,6 +17,7 @@ pub mod mail;
 pub mod merchants;
 pub mod oauth;
 pub mod ports;
+pub mod staff;
 pub mod vault;
 
 pub use error::{DomainError, StoreError};

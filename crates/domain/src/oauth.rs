@@ -236,7 +236,7 @@ impl AccessTokens {
             Err(AuthError::Refused(..)) => return Err(TokenError::InvalidClient),
             Err(AuthError::Store(_)) => return Err(TokenError::Server),
         };
-        if principal.key_id().as_str() != client_id {
+        if principal.key_id().is_none_or(|id| id.as_str() != client_id) {
             return Err(TokenError::InvalidClient);
         }
         let granted: Vec<Scope> = match scope.map(str::trim).filter(|s| !s.is_empty()) {

@@ -103,7 +103,7 @@ pub async fn finish_response(req: Request, next: Next) -> Response {
 
 fn render_problem(response: Response, request_id: &str) -> Response {
     let error = response.extensions().get::<ApiError>().cloned();
-    if let Some(cause) = error.as_ref().and_then(|e| e.cause.as_deref()) {
+    if let Some(cause) = error.as_ref().and_then(|e| e.cause.as_deref().map(String::as_str)) {
         let status = error.as_ref().map_or(500, |e| e.status.as_u16());
         if status >= 500 {
             tracing::error!(request_id, status, cause, "request failed inside");

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, audit, health, identity, merchant, oauth, vault};
+use crate::routes::{api_keys, audit, health, identity, merchant, oauth, staff, vault};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -58,6 +58,29 @@ use crate::routes::{api_keys, audit, health, identity, merchant, oauth, vault};
         identity::request_password_reset,
         identity::complete_password_reset,
         identity::set_phrase,
+        staff::login,
+        staff::login_second_factor,
+        staff::begin_enrolment,
+        staff::confirm_enrolment,
+        staff::accept_invitation,
+        staff::me,
+        staff::logout,
+        staff::change_password,
+        staff::list,
+        staff::invite,
+        staff::get,
+        staff::disable,
+        staff::enable,
+        staff::unlock,
+        staff::grant_role,
+        staff::revoke_role,
+        staff::roles,
+        staff::create_role,
+        staff::delete_role,
+        staff::approvals,
+        staff::approval,
+        staff::approve,
+        staff::deny,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
     modifiers(&Security),

@@ -42,6 +42,10 @@ pub struct Problem {
     /// Invalid fields, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemField>,
+    /// For `approval_required`: the approval request (`apr_…`) just opened; a second staff member
+    /// approves it, then the same call is repeated with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 /// An error answer: status, stable code, optional detail and invalid fields, extra headers.
@@ -59,13 +63,15 @@ pub struct ApiError {
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
     /// What went wrong inside, for the log line the edge middleware writes with the request id.
     /// Never shown to the client.
-    pub cause: Option<String>,
+    pub cause: Option<Box<String>>,
+    /// The approval request an `approval_required` answer opened (boxed: errors stay small).
+    pub approval_id: Option<Box<String>>,
 }
 
 impl ApiError {
     /// An error with a status and code.
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self { status, code, detail: None, fields: Vec::new(), headers: Vec::new(), cause: None }
+        Self { status, code, detail: None, fields: Vec::new(), headers: Vec::new(), cause: None, approval_id: None }
     }
 
     /// Adds a detail sentence.
@@ -120,7 +126,7 @@ impl ApiError {
 
     /// Attaches the internal cause (logged, never shown).
     pub fn caused_by(mut self, cause: &dyn std::fmt::Display) -> Self {
-        self.cause = Some(cause.to_string());
+        self.cause = Some(Box::new(cause.to_string()));
         self
     }
 
@@ -169,6 +175,16 @@ impl ApiError {
             "totp_not_enrolled" => "TOTP is not enrolled",
             "no_second_factor" => "No second factor is enrolled",
             "email_not_verified" => "The email address is not verified",
+            "invalid_invitation" => "The invitation is not valid",
+            "password_reused" => "The password was used recently",
+            "staff_exists" => "A staff account has this email",
+            "role_exists" => "A role has this name",
+            "role_held" => "The role is held already",
+            "roles_changed" => "The roles changed meanwhile",
+            "approval_not_usable" => "The approval cannot be used for this",
+            "approval_not_pending" => "The approval request is no longer pending",
+            "invitation_open" => "The invitation has not been accepted",
+            "enrolment_not_started" => "No enrolment is pending",
             _ => "Internal error",
         }
     }
@@ -183,6 +199,7 @@ impl ApiError {
             code: self.code.to_owned(),
             request_id: request_id.to_owned(),
             errors: self.fields.clone(),
+            approval_id: self.approval_id.as_deref().cloned(),
         }
     }
 
@@ -259,6 +276,14 @@ impl From<DomainError> for ApiError {
                 Self::unavailable("overloaded", 1).detail("too many sign-ins at once; try again shortly")
             }
             DomainError::Conflict(code, why) => Self::new(StatusCode::CONFLICT, code).detail(why),
+            DomainError::ApprovalRequired { approval_id } => {
+                let mut err = Self::new(StatusCode::FORBIDDEN, "approval_required").detail(
+                    "a second staff member must approve this: the request in approval_id was opened; repeat the \
+                     call with it once it is approved",
+                );
+                err.approval_id = Some(Box::new(approval_id));
+                err
+            }
             DomainError::TooLarge(why) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").detail(why),
         }
     }

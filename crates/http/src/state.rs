@@ -78,6 +78,8 @@ pub struct Services {
     pub access_tokens: Arc<strongroom_domain::oauth::AccessTokens>,
     /// Customer identity.
     pub identity: Arc<strongroom_domain::identity::IdentityService>,
+    /// Staff, roles and approvals.
+    pub staff: Arc<strongroom_domain::staff::StaffService>,
     /// Bounds how many authentication failures per client address reach the audit log.
     pub auth_failures: crate::extract::auth::AuthFailureLimiter,
     /// HTTP settings.

@@ -11,6 +11,7 @@
 mod audit;
 mod identity;
 mod repositories;
+mod staff;
 mod vault;
 
 use std::str::FromStr;

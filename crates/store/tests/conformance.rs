@@ -110,9 +110,10 @@ async fn suite(store: Store) {
     assert!(repo.revoke(&stranger, &ids[0], clock.now()).await.unwrap().is_none());
 
     // Revocation is immediate on this node and idempotent.
-    let revoked = service.revoke(&merchant, principal.key_id()).await.unwrap();
+    let key_id = principal.key_id().unwrap().clone();
+    let revoked = service.revoke(&merchant, &key_id).await.unwrap();
     assert!(revoked.revoked_at.is_some());
-    let again = service.revoke(&merchant, principal.key_id()).await.unwrap();
+    let again = service.revoke(&merchant, &key_id).await.unwrap();
     assert_eq!(again.revoked_at, revoked.revoked_at);
     assert!(matches!(
         service.authenticate(boot.api_key.expose()).await,

@@ -465,25 +465,7 @@ mod identity {
         }
         assert!(audit.contains("customer.totp_enrolled"), "the audit log was read");
         let logs = captured_logs();
-        let stored = match backend {
-            Backend::Sqlite => {
-                let mut bytes = Vec::new();
-                for entry in std::fs::read_dir(server.data_dir()).unwrap() {
-                    let path = entry.unwrap().path();
-                    if path.file_name().unwrap().to_string_lossy().starts_with("strongroom.db") {
-                        bytes.extend(std::fs::read(&path).unwrap());
-                    }
-                }
-                String::from_utf8_lossy(&bytes).into_owned()
-            }
-            Backend::Postgres => {
-                let url = server.config.database_url.as_ref().unwrap().expose().clone();
-                let dump =
-                    std::process::Command::new("pg_dump").arg("--data-only").arg(&url).output().expect("pg_dump runs");
-                assert!(dump.status.success());
-                String::from_utf8_lossy(&dump.stdout).into_owned()
-            }
-        };
+        let stored = stored_text(&server, backend);
         assert!(stored.contains(&customer), "the stored data was read");
         for secret in &secrets {
             for (place, text) in [("a log line", &logs), ("the audit log", &audit), ("the database", &stored)] {
@@ -491,6 +473,117 @@ mod identity {
             }
             let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
             assert!(!stored.contains(&hex), "the database holds a secret hex-encoded");
+            for error in &errors {
+                assert!(!error.contains(secret.as_str()), "an error body repeats a secret: {error}");
+            }
+        }
+        server.shutdown().await;
+    }
+}
+
+/// Everything the database holds, as text: the SQLite file with its WAL, or a PostgreSQL dump.
+fn stored_text(server: &TestServer, backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => {
+            let mut bytes = Vec::new();
+            for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().unwrap().to_string_lossy().starts_with("strongroom.db") {
+                    bytes.extend(std::fs::read(&path).unwrap());
+                }
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        Backend::Postgres => {
+            let url = server.config.database_url.as_ref().unwrap().expose().clone();
+            let dump =
+                std::process::Command::new("pg_dump").arg("--data-only").arg(&url).output().expect("pg_dump runs");
+            assert!(dump.status.success());
+            String::from_utf8_lossy(&dump.stdout).into_owned()
+        }
+    }
+}
+
+/// Staff secrets (email, passwords, invitation token, TOTP seed, session token) never reach a log
+/// line, an error body, an audit entry or the database.
+mod staff {
+    use super::*;
+    use serde_json::Value;
+    use strongroom_domain::identity::Client;
+    use strongroom_domain::merchants::MerchantId;
+    use strongroom_testkit::on_both_backends;
+    use strongroom_types::Clock;
+
+    on_both_backends!(staff_secrets_stay_hashed_or_sealed);
+
+    const EMAIL: &str = "canary.staff.4e7a@shop.example";
+    const PASSWORD: &str = "ember 4e7a quokka trellis";
+    const NEW_PASSWORD: &str = "saffron 6b1c otter bellows";
+
+    async fn call(server: &TestServer, bearer: Option<&str>, method: Method, path: &str, body: Value) -> (u16, String) {
+        let mut request = server.client.request(method, server.url(path)).json(&body);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn staff_secrets_stay_hashed_or_sealed(backend: Backend) {
+        let Some(server) = TestServer::spawn(backend).await else { return };
+        let merchant = MerchantId::parse(&server.merchant_id).unwrap();
+        let invitation = server
+            .app()
+            .state
+            .staff
+            .invite(&merchant, EMAIL, &["owner".to_owned()], None, &Client::default())
+            .await
+            .unwrap();
+        let token = invitation.token.expose().clone();
+        let mut secrets = vec![EMAIL.to_owned(), PASSWORD.to_owned(), NEW_PASSWORD.to_owned(), token.clone()];
+        let mut errors = Vec::new();
+        let accept = |password: &str| json!({"token": token, "password": password});
+        errors.push(call(&server, None, Method::POST, "/v1/staff/invitation/accept", accept("ember 4e7a")).await.1);
+        assert_eq!(call(&server, None, Method::POST, "/v1/staff/invitation/accept", accept(PASSWORD)).await.0, 200);
+        errors.push(call(&server, None, Method::POST, "/v1/staff/invitation/accept", accept(PASSWORD)).await.1);
+        let login = json!({"email": EMAIL, "password": PASSWORD});
+        errors.push(
+            call(&server, None, Method::POST, "/v1/staff/login", json!({"email": EMAIL, "password": NEW_PASSWORD}))
+                .await
+                .1,
+        );
+        let (_, started) = call(&server, None, Method::POST, "/v1/staff/login", login).await;
+        let challenge = serde_json::from_str::<Value>(&started).unwrap()["challenge"].as_str().unwrap().to_owned();
+        let (_, enrolment) =
+            call(&server, None, Method::POST, "/v1/staff/login/totp", json!({"challenge": challenge})).await;
+        let seed_text = serde_json::from_str::<Value>(&enrolment).unwrap()["secret"].as_str().unwrap().to_owned();
+        let seed = data_encoding::BASE32_NOPAD.decode(seed_text.as_bytes()).unwrap();
+        secrets.push(seed_text);
+        let step = u64::try_from(server.clock.now().unix_millis() / 1000).unwrap() / 30;
+        let wrong = strongroom_crypto::totp::code_at(&seed, step + 5);
+        let confirm = |code: &str| json!({"challenge": challenge, "code": code});
+        errors.push(call(&server, None, Method::POST, "/v1/staff/login/totp/confirm", confirm(&wrong)).await.1);
+        let code = strongroom_crypto::totp::code_at(&seed, step);
+        let (status, session) = call(&server, None, Method::POST, "/v1/staff/login/totp/confirm", confirm(&code)).await;
+        assert_eq!(status, 200, "{session}");
+        let session = serde_json::from_str::<Value>(&session).unwrap()["token"].as_str().unwrap().to_owned();
+        secrets.push(session.clone());
+        let change = json!({"current_password": NEW_PASSWORD, "new_password": PASSWORD});
+        errors.push(call(&server, Some(&session), Method::POST, "/v1/staff/me/password", change).await.1);
+        let change = json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD});
+        assert_eq!(call(&server, Some(&session), Method::POST, "/v1/staff/me/password", change).await.0, 204);
+        for error in &errors {
+            assert!(error.contains("\"code\""), "every error is a problem document: {error}");
+        }
+        let audit = server.get_json("/v1/audit/entries?start=0&limit=1000").await.to_string();
+        assert!(audit.contains("staff.totp_enrolled"), "the audit log was read");
+        let logs = captured_logs();
+        let stored = stored_text(&server, backend);
+        assert!(stored.contains(&invitation.staff.id), "the stored data was read");
+        for secret in &secrets {
+            for (place, text) in [("a log line", &logs), ("the audit log", &audit), ("the database", &stored)] {
+                assert!(!text.contains(secret.as_str()), "{place} holds a staff secret in the clear");
+            }
             for error in &errors {
                 assert!(!error.contains(secret.as_str()), "an error body repeats a secret: {error}");
             }

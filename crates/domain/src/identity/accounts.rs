@@ -485,7 +485,8 @@ impl IdentityService {
             AccountStatus::Active => "customer.enabled",
             AccountStatus::Disabled => "customer.disabled",
         };
-        let event = AuditEvent::by(ActorKind::ApiKey, Some(actor.key_id().to_string()), action, Outcome::Success)
+        let event = actor
+            .event(action, Outcome::Success)
             .for_merchant(merchant)
             .on("customer", id)
             .from_source(client.ip, client.request_id.clone());

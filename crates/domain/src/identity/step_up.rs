@@ -250,10 +250,10 @@ impl IdentityService {
             _ => None,
         };
         let outcome = reason.map_or(Outcome::SuccessBecause(purpose.to_owned()), Outcome::Denied);
-        let mut event =
-            AuditEvent::by(ActorKind::ApiKey, Some(actor.key_id().to_string()), "customer.step_up_redeemed", outcome)
-                .for_merchant(merchant)
-                .from_source(client.ip, client.request_id.clone());
+        let mut event = actor
+            .event("customer.step_up_redeemed", outcome)
+            .for_merchant(merchant)
+            .from_source(client.ip, client.request_id.clone());
         if let Some(challenge) = &redeemed {
             event = event.on("challenge", &challenge.id);
         }

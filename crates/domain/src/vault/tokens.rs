@@ -22,7 +22,7 @@ use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
 
 use crate::alerts::{LogOnly, SecurityAlert, SecurityAlerts};
 use crate::api_keys::{Principal, Scope};
-use crate::audit::event::{ActorKind, AuditEvent, Outcome};
+use crate::audit::event::{AuditEvent, Outcome};
 use crate::audit::log::AuditLog;
 use crate::error::{DomainError, FieldError, StoreError};
 use crate::merchants::MerchantId;
@@ -176,6 +176,8 @@ pub struct VaultService {
     alerts: Arc<dyn SecurityAlerts>,
     settings: VaultSettings,
     reveal_windows: Mutex<HashMap<String, (i64, u32)>>,
+    /// Four-eyes approval of full card reveals by staff (set once at wiring; unset: refused).
+    dual_control: std::sync::OnceLock<Arc<crate::staff::StaffService>>,
 }
 
 impl std::fmt::Debug for VaultService {
@@ -255,6 +257,7 @@ impl VaultService {
             alerts: Arc::new(LogOnly),
             settings,
             reveal_windows: Mutex::new(HashMap::new()),
+            dual_control: std::sync::OnceLock::new(),
         }
     }
 
@@ -270,7 +273,7 @@ impl VaultService {
             kind,
             merchant: Some(principal.merchant_id().clone()),
             object: Some(token.to_owned()),
-            actor: Some(principal.key_id().as_str().to_owned()),
+            actor: Some(principal.actor_id().to_owned()),
             detail,
             request_id: source.request_id.clone(),
             at: self.clock.now(),
@@ -521,9 +524,7 @@ impl VaultService {
     }
 
     fn event(&self, principal: &Principal, source: &Source, action: &'static str, outcome: Outcome) -> AuditEvent {
-        AuditEvent::by(ActorKind::ApiKey, Some(principal.key_id().as_str().to_owned()), action, outcome)
-            .for_merchant(principal.merchant_id())
-            .from_source(source.ip, source.request_id.clone())
+        principal.event(action, outcome).from_source(source.ip, source.request_id.clone())
     }
 
     /// A live token of the caller's merchant: missing, expired and foreign tokens are one 404;
@@ -546,7 +547,7 @@ impl VaultService {
         tracing::warn!(
             target: "strongroom::security",
             token = %record.id,
-            key = %principal.key_id(),
+            actor = principal.actor_id(),
             how,
             "canary token used"
         );
@@ -599,7 +600,7 @@ impl VaultService {
         if windows.len() > 10_000 {
             windows.retain(|_, (m, _)| *m == minute);
         }
-        let entry = windows.entry(principal.key_id().as_str().to_owned()).or_insert((minute, 0));
+        let entry = windows.entry(principal.actor_id().to_owned()).or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }
@@ -654,6 +655,7 @@ impl VaultService {
         id: &str,
         view: RevealView,
         reason: &str,
+        approval: Option<&str>,
     ) -> Result<Revealed, DomainError> {
         if !valid_reason(reason) {
             return Err(DomainError::invalid("/reason", "must be a reason code: 1 to 64 of a-z, 0-9, _ . : -"));
@@ -673,6 +675,17 @@ impl VaultService {
                 .on("token", record.id.as_str());
             self.audit.record(event);
             return Err(DomainError::MissingScope(needed));
+        }
+        if view == RevealView::Plain && record.kind.is_payment_data() && principal.as_staff().is_some() {
+            let Some(staff) = self.dual_control.get() else {
+                return Err(DomainError::Forbidden(
+                    "staff reveal card numbers only with dual control, which is not set up",
+                ));
+            };
+            let client =
+                crate::identity::Client { ip: source.ip, user_agent: None, request_id: source.request_id.clone() };
+            let action = crate::staff::approvals::Action::RevealCard;
+            staff.require_approval(principal, action, record.id.as_str(), reason, approval, &client).await?;
         }
         self.check_reveal_rate(principal)?;
         if record.canary {
@@ -695,6 +708,11 @@ impl VaultService {
             .on("token", record.id.as_str());
         let audit_index = self.audit.record_durable(event).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Revealed { token: self.view(&record), value: shown, audit_index })
+    }
+
+    /// Puts full card reveals by staff under four-eyes approval (called once at wiring).
+    pub fn set_dual_control(&self, staff: Arc<crate::staff::StaffService>) {
+        let _ = self.dual_control.set(staff);
     }
 
     /// Deletes a token (it answers 404 afterwards).

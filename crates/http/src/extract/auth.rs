@@ -84,6 +84,13 @@ pub mod scope {
         const SCOPE: Option<Scope> = Some(Scope::IdentityCustomers);
     }
 
+    /// `admin:staff`
+    #[derive(Debug)]
+    pub struct AdminStaff;
+    impl RequiredScope for AdminStaff {
+        const SCOPE: Option<Scope> = Some(Scope::AdminStaff);
+    }
+
     /// `privacy:erase`
     #[derive(Debug)]
     pub struct PrivacyErase;
@@ -118,7 +125,12 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             record_failure(state, &context, event);
             return Err(ApiError::unauthenticated());
         };
-        let verified = if strongroom_domain::oauth::AccessTokens::looks_like_token(token) {
+        let verified = if strongroom_domain::staff::StaffService::looks_like_session(token) {
+            match state.staff.authenticate(token).await? {
+                Some(principal) => Ok(principal),
+                None => Err(AuthError::Refused(AuthFailure::Unknown, None)),
+            }
+        } else if strongroom_domain::oauth::AccessTokens::looks_like_token(token) {
             state.access_tokens.authenticate(token).await
         } else {
             state.api_keys.authenticate(token).await
@@ -147,18 +159,12 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
         {
             tracing::info!(
                 request_id = context.request_id.as_deref(),
-                key_id = %principal.key_id(),
+                actor = principal.actor_id(),
                 scope = required.as_str(),
                 "scope missing"
             );
-            let event = AuditEvent::by(
-                ActorKind::ApiKey,
-                Some(principal.key_id().to_string()),
-                "authz.denied",
-                Outcome::Denied("insufficient_scope"),
-            )
-            .for_merchant(principal.merchant_id())
-            .on("scope", required.as_str());
+            let event =
+                principal.event("authz.denied", Outcome::Denied("insufficient_scope")).on("scope", required.as_str());
             record_failure(state, &context, event);
             let challenge = format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
             let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
@@ -169,7 +175,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             return Err(err);
         }
         if let Some(slot) = parts.extensions.get::<crate::middleware::KeySlot>() {
-            let _ = slot.0.set(principal.key_id().to_string());
+            let _ = slot.0.set(principal.actor_id().to_owned());
         }
         Ok(Self { principal, scope: PhantomData })
     }

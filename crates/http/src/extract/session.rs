@@ -23,6 +23,11 @@ pub struct CustomerAuth {
     pub client: Client,
 }
 
+/// The user agent in request headers.
+pub fn user_agent_of(headers: &http::HeaderMap) -> Option<String> {
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
 /// The user agent of a request, for session lists.
 pub fn user_agent(parts: &Parts) -> Option<String> {
     parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned)

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, RequestContext, scope};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
-use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
+use strongroom_domain::audit::event::{AuditEvent, Outcome};
 
 /// An API key as shown to its owners (never the secret, except once at creation).
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,9 +109,7 @@ fn key_event<S: crate::extract::auth::RequiredScope>(
     action: &'static str,
     key: &ApiKeyId,
 ) -> AuditEvent {
-    let event = AuditEvent::by(ActorKind::ApiKey, Some(auth.principal.key_id().to_string()), action, Outcome::Success)
-        .for_merchant(auth.principal.merchant_id())
-        .on("api_key", key.as_str());
+    let event = auth.principal.event(action, Outcome::Success).on("api_key", key.as_str());
     context.stamp(event)
 }
 

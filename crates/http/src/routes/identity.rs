@@ -35,7 +35,7 @@ impl std::fmt::Debug for SecretText {
 }
 
 impl SecretText {
-    fn secret(self) -> Secret<String> {
+    pub(crate) fn secret(self) -> Secret<String> {
         Secret::new(self.0)
     }
 }

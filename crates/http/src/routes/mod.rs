@@ -7,6 +7,7 @@ pub mod health;
 pub mod identity;
 pub mod merchant;
 pub mod oauth;
+pub mod staff;
 pub mod vault;
 
 use axum::Router;
@@ -72,7 +73,28 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/me/totp/remove", post(identity::remove_totp))
         .route("/v1/me/recovery-codes", post(identity::regenerate_recovery_codes))
         .route("/v1/me/step-up", post(identity::begin_step_up))
-        .route("/v1/me/step-up/{id}/verify", post(identity::verify_step_up));
+        .route("/v1/me/step-up/{id}/verify", post(identity::verify_step_up))
+        .route("/v1/staff/login", post(staff::login))
+        .route("/v1/staff/login/second-factor", post(staff::login_second_factor))
+        .route("/v1/staff/login/totp", post(staff::begin_enrolment))
+        .route("/v1/staff/login/totp/confirm", post(staff::confirm_enrolment))
+        .route("/v1/staff/invitation/accept", post(staff::accept_invitation))
+        .route("/v1/staff/me", get(staff::me))
+        .route("/v1/staff/me/logout", post(staff::logout))
+        .route("/v1/staff/me/password", post(staff::change_password))
+        .route("/v1/staff", get(staff::list).post(staff::invite))
+        .route("/v1/staff/{id}", get(staff::get))
+        .route("/v1/staff/{id}/disable", post(staff::disable))
+        .route("/v1/staff/{id}/enable", post(staff::enable))
+        .route("/v1/staff/{id}/unlock", post(staff::unlock))
+        .route("/v1/staff/{id}/roles", post(staff::grant_role))
+        .route("/v1/staff/{id}/roles/{role}", delete(staff::revoke_role))
+        .route("/v1/roles", get(staff::roles).post(staff::create_role))
+        .route("/v1/roles/{name}", delete(staff::delete_role))
+        .route("/v1/approvals", get(staff::approvals))
+        .route("/v1/approvals/{id}", get(staff::approval))
+        .route("/v1/approvals/{id}/approve", post(staff::approve))
+        .route("/v1/approvals/{id}/deny", post(staff::deny));
     if settings.dev_mailbox.is_some() {
         routes = routes.route("/dev/mailbox", get(dev::mailbox));
     }

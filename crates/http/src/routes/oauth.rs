@@ -101,13 +101,8 @@ pub async fn token(
     let grant_type = form.grant_type.unwrap_or_default();
     match state.access_tokens.issue(&grant_type, &client_id, &client_secret, form.scope.as_deref()).await {
         Ok(issued) => {
-            let event = AuditEvent::by(
-                ActorKind::ApiKey,
-                Some(issued.client.key_id().to_string()),
-                "oauth.token_issued",
-                Outcome::SuccessBecause(issued.scope.replace(' ', ",")),
-            )
-            .for_merchant(issued.client.merchant_id());
+            let event =
+                issued.client.event("oauth.token_issued", Outcome::SuccessBecause(issued.scope.replace(' ', ",")));
             state.audit.record(context.stamp(event));
             let body = serde_json::json!({
                 "access_token": issued.access_token.expose(),

@@ -336,6 +336,10 @@ pub struct RevealRequest {
     pub view: String,
     /// Why, as a code (1 to 64 of `a-z 0-9 _ . : -`), recorded in the audit log.
     pub reason: String,
+    /// For staff revealing a full card number: the approved request (`apr_…`) a first attempt
+    /// opened (it answered 403 `approval_required` with its id) and a second staff member approved.
+    #[serde(default)]
+    pub approval_id: Option<String>,
 }
 
 /// A revealed value.
@@ -385,7 +389,10 @@ pub async fn reveal(
     if !plausible_token_id(&id) {
         return Err(ApiError::not_found());
     }
-    let revealed = state.vault.reveal(&auth.principal, &source(&context), &id, view, &body.reason).await?;
+    let revealed = state
+        .vault
+        .reveal(&auth.principal, &source(&context), &id, view, &body.reason, body.approval_id.as_deref())
+        .await?;
     let text = String::from_utf8(revealed.value.expose().clone()).map_err(|e| ApiError::internal(&e))?;
     let value = RawValue::from_string(text).map_err(|e| ApiError::internal(&e))?;
     Ok(Json(RevealedBody {
