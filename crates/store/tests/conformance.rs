@@ -53,7 +53,7 @@ async fn drop_postgres(name: &str) {
 }
 
 async fn suite(store: Store) {
-    assert_eq!(store.migrate().await.unwrap(), 5, "first migrate applies every migration");
+    assert_eq!(store.migrate().await.unwrap(), 6, "first migrate applies every migration");
     assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 
@@ -126,6 +126,7 @@ async fn suite(store: Store) {
     assert!(matches!(service.authenticate(forged.expose()).await, Err(AuthError::Refused(AuthFailure::Unknown, _))));
     audit_suite(&store).await;
     identity_suite(&store, &merchant).await;
+    staff_suite(&store, &merchant).await;
     store.close().await;
 }
 
@@ -348,4 +349,130 @@ async fn postgres_conformance() {
     };
     suite(store).await;
     drop_postgres(&name).await;
+}
+
+/// Staff rules that hold in the database itself: lock-out counting, single-use TOTP steps under
+/// concurrency, role changes by compare-and-set, and approvals nobody decides for themselves and
+/// that are used once, for exactly their action and target.
+async fn staff_suite(store: &Store, merchant: &MerchantId) {
+    use strongroom_domain::ports::{ApprovalRecord, StaffRecord, StaffRepository, StaffStatus};
+    let t = |ms: i64| Timestamp::from_unix_millis(1_800_000_000_000 + ms);
+    let staff = |id: &str, lookup: &[u8]| StaffRecord {
+        id: id.to_owned(),
+        merchant_id: merchant.clone(),
+        email_lookup: lookup.to_vec(),
+        email_sealed: vec![1, 2, 3],
+        data_key_id: "dk_x".into(),
+        password_hash: None,
+        password_history: Vec::new(),
+        password_changed_at: None,
+        status: StaffStatus::Invited,
+        failures: 0,
+        locked_until: None,
+        totp_sealed: None,
+        totp_confirmed_at: None,
+        totp_last_step: None,
+        roles: vec!["owner".into()],
+        invite_digest: Some(lookup.iter().rev().copied().collect()),
+        invite_expires_at: Some(t(1_000)),
+        created_by: "cli".into(),
+        created_at: t(0),
+    };
+    assert!(store.insert_staff(&staff("stf_a", b"staff-a")).await.unwrap());
+    assert!(!store.insert_staff(&staff("stf_b", b"staff-a")).await.unwrap(), "one account per email");
+    assert!(store.insert_staff(&staff("stf_b", b"staff-b")).await.unwrap());
+    let stranger = MerchantId::generate(&OsEntropy);
+    assert!(store.staff(Some(&stranger), "stf_a").await.unwrap().is_none());
+    assert!(store.staff(None, "stf_a").await.unwrap().is_some());
+
+    // The invitation works until it expires and only while invited; the password closes it.
+    let invite: Vec<u8> = b"staff-a".iter().rev().copied().collect();
+    assert!(store.staff_by_invite(&invite, t(1_000)).await.unwrap().is_none(), "expired");
+    assert_eq!(store.staff_by_invite(&invite, t(999)).await.unwrap().unwrap().id, "stf_a");
+    let history = vec!["$argon2id$old1".to_owned(), "$argon2id$old2".to_owned()];
+    store.set_staff_password("stf_a", "$argon2id$new", &history, t(5)).await.unwrap();
+    let a = store.staff(None, "stf_a").await.unwrap().unwrap();
+    assert_eq!((a.status, a.password_history), (StaffStatus::Active, history));
+    assert!(store.staff_by_invite(&invite, t(6)).await.unwrap().is_none(), "used");
+
+    // Lock-out: the tenth failure sets the lock; clearing lifts it.
+    for expected in 1..=10 {
+        assert_eq!(store.staff_login_failed("stf_a", 10, t(60_000)).await.unwrap(), expected);
+    }
+    assert_eq!(store.staff(None, "stf_a").await.unwrap().unwrap().locked_until, Some(t(60_000)));
+    store.clear_staff_failures("stf_a").await.unwrap();
+    let a = store.staff(None, "stf_a").await.unwrap().unwrap();
+    assert_eq!((a.failures, a.locked_until), (0, None));
+
+    // TOTP: each step once, even under concurrency.
+    assert!(store.begin_staff_totp("stf_a", b"seed").await.unwrap());
+    assert!(store.confirm_staff_totp("stf_a", 50, t(7)).await.unwrap());
+    assert!(!store.begin_staff_totp("stf_a", b"other").await.unwrap());
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.use_staff_totp_step("stf_a", 51).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += u32::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "one request gets a TOTP step");
+
+    // Roles change by compare-and-set.
+    let owner = vec!["owner".to_owned()];
+    let both = vec!["owner".to_owned(), "auditor".to_owned()];
+    assert!(store.set_staff_roles(merchant, "stf_a", &owner, &both).await.unwrap());
+    assert!(!store.set_staff_roles(merchant, "stf_a", &owner, &owner).await.unwrap(), "stale expectation");
+    assert!(!store.set_staff_roles(&stranger, "stf_a", &both, &owner).await.unwrap());
+
+    // Approvals: never decided by the requester, used once, for exactly their action and target.
+    let approval = ApprovalRecord {
+        id: "apr_1".into(),
+        merchant_id: merchant.clone(),
+        action: "staff.grant_role".into(),
+        target: "stf_b:auditor".into(),
+        reason: "r".into(),
+        requested_by: "stf_a".into(),
+        requested_at: t(10),
+        status: "pending".into(),
+        decided_by: None,
+        decided_at: None,
+        expires_at: t(100_000),
+        used_at: None,
+    };
+    store.insert_approval(&approval).await.unwrap();
+    assert!(!store.decide_approval(merchant, "apr_1", "stf_a", "approved", t(11), t(20_000)).await.unwrap());
+    assert!(!store.use_approval(merchant, "apr_1", "stf_a", "staff.grant_role", "stf_b:auditor", t(12)).await.unwrap());
+    assert!(store.decide_approval(merchant, "apr_1", "stf_b", "approved", t(13), t(20_000)).await.unwrap());
+    assert!(!store.decide_approval(merchant, "apr_1", "stf_c", "denied", t(14), t(20_000)).await.unwrap(), "once");
+    assert!(!store.use_approval(merchant, "apr_1", "stf_a", "staff.grant_role", "stf_b:owner", t(15)).await.unwrap());
+    assert!(!store.use_approval(merchant, "apr_1", "stf_b", "staff.grant_role", "stf_b:auditor", t(15)).await.unwrap());
+    assert!(
+        !store.use_approval(merchant, "apr_1", "stf_a", "staff.grant_role", "stf_b:auditor", t(20_000)).await.unwrap(),
+        "expired"
+    );
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            let m = merchant.clone();
+            tokio::spawn(async move {
+                s.use_approval(&m, "apr_1", "stf_a", "staff.grant_role", "stf_b:auditor", t(16)).await.unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += u32::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "an approval is used once");
+    assert_eq!(store.list_approvals(merchant, Some("used"), 10).await.unwrap().len(), 1);
+    assert!(store.list_approvals(merchant, Some("pending"), 10).await.unwrap().is_empty());
+
+    // The database itself refuses an approver equal to the requester.
+    let mut own = approval.clone();
+    own.id = "apr_2".into();
+    own.decided_by = Some("stf_a".into());
+    assert!(store.insert_approval(&own).await.is_err());
 }

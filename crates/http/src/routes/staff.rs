@@ -287,7 +287,7 @@ pub struct StaffPasswordRequest {
 /// Changes the caller's password; their other sessions end.
 #[utoipa::path(post, path = "/v1/staff/me/password", tag = "staff", security(("api_key" = [])),
     request_body = StaffPasswordRequest,
-    responses((status = 204), (status = 422, body = Problem, content_type = "application/problem+json", description = "wrong_password, weak_password, password_reused")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 204), (status = 422, body = Problem, content_type = "application/problem+json", description = "wrong_password, weak_password, password_reused")))]
 pub async fn change_password(
     auth: ApiKeyAuth<scope::AnyKey>,
     State(state): State<AppState>,
@@ -314,7 +314,7 @@ pub struct StaffListBody {
 
 /// The shop's staff.
 #[utoipa::path(get, path = "/v1/staff", tag = "staff", security(("api_key" = ["admin:staff"])),
-    responses((status = 200, body = StaffListBody), (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = StaffListBody), (status = 403, body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     auth: ApiKeyAuth<scope::AdminStaff>,
     State(state): State<AppState>,
@@ -343,7 +343,7 @@ pub struct InvitedBody {
 /// Invites a staff member: the link to set a password is mailed to them, never returned.
 #[utoipa::path(post, path = "/v1/staff", tag = "staff", security(("api_key" = ["admin:staff"])),
     request_body = InviteRequest,
-    responses(
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), 
         (status = 201, body = InvitedBody),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "staff_exists"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -371,7 +371,7 @@ fn plausible_id(id: &str, prefix: &str) -> Result<(), ApiError> {
 /// One staff member.
 #[utoipa::path(get, path = "/v1/staff/{id}", tag = "staff", security(("api_key" = ["admin:staff"])),
     params(("id" = String, Path, description = "`stf_…`")),
-    responses((status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     auth: ApiKeyAuth<scope::AdminStaff>,
     State(state): State<AppState>,
@@ -395,7 +395,7 @@ async fn set_status(
 /// Disables a staff member: every session ends at once.
 #[utoipa::path(post, path = "/v1/staff/{id}/disable", tag = "staff", security(("api_key" = ["admin:staff"])),
     params(("id" = String, Path, description = "`stf_…`")),
-    responses((status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn disable(
     auth: ApiKeyAuth<scope::AdminStaff>,
     State(state): State<AppState>,
@@ -408,7 +408,7 @@ pub async fn disable(
 /// Enables a disabled staff member.
 #[utoipa::path(post, path = "/v1/staff/{id}/enable", tag = "staff", security(("api_key" = ["admin:staff"])),
     params(("id" = String, Path, description = "`stf_…`")),
-    responses((status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn enable(
     auth: ApiKeyAuth<scope::AdminStaff>,
     State(state): State<AppState>,
@@ -421,7 +421,7 @@ pub async fn enable(
 /// Lifts a lock-out before its 30 minutes end.
 #[utoipa::path(post, path = "/v1/staff/{id}/unlock", tag = "staff", security(("api_key" = ["admin:staff"])),
     params(("id" = String, Path, description = "`stf_…`")),
-    responses((status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn unlock(
     auth: ApiKeyAuth<scope::AdminStaff>,
     State(state): State<AppState>,
@@ -448,7 +448,7 @@ pub struct GrantRequest {
 #[utoipa::path(post, path = "/v1/staff/{id}/roles", tag = "staff", security(("api_key" = ["admin:staff"])),
     params(("id" = String, Path, description = "`stf_…`")),
     request_body = GrantRequest,
-    responses(
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), 
         (status = 200, body = StaffBody),
         (status = 403, body = Problem, content_type = "application/problem+json", description = "approval_required"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "role_held"),
@@ -472,7 +472,7 @@ pub async fn grant_role(
 /// Takes a role away (no approval needed).
 #[utoipa::path(delete, path = "/v1/staff/{id}/roles/{role}", tag = "staff", security(("api_key" = ["admin:staff"])),
     params(("id" = String, Path, description = "`stf_…`"), ("role" = String, Path, description = "The role")),
-    responses((status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = StaffBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn revoke_role(
     auth: ApiKeyAuth<scope::AdminStaff>,
     State(state): State<AppState>,
@@ -519,7 +519,7 @@ pub struct RoleListBody {
 
 /// The shop's roles: the built-in matrix and custom roles.
 #[utoipa::path(get, path = "/v1/roles", tag = "staff", security(("api_key" = ["admin:staff"])),
-    responses((status = 200, body = RoleListBody)))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = RoleListBody)))]
 pub async fn roles(
     auth: ApiKeyAuth<scope::AdminStaff>,
     State(state): State<AppState>,
@@ -544,7 +544,7 @@ pub struct RoleRequest {
 /// Defines a custom role.
 #[utoipa::path(post, path = "/v1/roles", tag = "staff", security(("api_key" = ["admin:staff"])),
     request_body = RoleRequest,
-    responses(
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), 
         (status = 201, body = RoleBody),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "role_exists"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -565,7 +565,7 @@ pub async fn create_role(
 /// Deletes a custom role; staff holding it lose its permissions at once.
 #[utoipa::path(delete, path = "/v1/roles/{name}", tag = "staff", security(("api_key" = ["admin:staff"])),
     params(("name" = String, Path, description = "The role")),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_role(
     auth: ApiKeyAuth<scope::AdminStaff>,
     State(state): State<AppState>,
@@ -643,7 +643,7 @@ pub struct ApprovalQuery {
 
 /// The shop's approval requests.
 #[utoipa::path(get, path = "/v1/approvals", tag = "staff", security(("api_key" = [])), params(ApprovalQuery),
-    responses((status = 200, body = ApprovalListBody), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = ApprovalListBody), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn approvals(
     auth: ApiKeyAuth<scope::AnyKey>,
     State(state): State<AppState>,
@@ -658,7 +658,7 @@ pub async fn approvals(
 /// One approval request.
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "staff", security(("api_key" = [])),
     params(("id" = String, Path, description = "`apr_…`")),
-    responses((status = 200, body = ApprovalBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = ApprovalBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn approval(
     auth: ApiKeyAuth<scope::AnyKey>,
     State(state): State<AppState>,
@@ -672,7 +672,7 @@ pub async fn approval(
 /// Approves someone else's request (never one's own).
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "staff", security(("api_key" = [])),
     params(("id" = String, Path, description = "`apr_…`")),
-    responses(
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), 
         (status = 200, body = ApprovalBody),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "approval_not_pending"),
@@ -691,7 +691,7 @@ pub async fn approve(
 /// Denies someone else's request.
 #[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "staff", security(("api_key" = [])),
     params(("id" = String, Path, description = "`apr_…`")),
-    responses(
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), 
         (status = 200, body = ApprovalBody),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "approval_not_pending"),
