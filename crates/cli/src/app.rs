@@ -231,6 +231,30 @@ impl Core {
         )
     }
 
+    /// Passkey ceremonies over this core, for the configured relying party.
+    pub fn passkeys(
+        &self,
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> anyhow::Result<strongroom_domain::passkeys::Passkeys> {
+        let c = &config.webauthn;
+        let rp = strongroom_crypto::webauthn::RelyingParty::new(strongroom_crypto::webauthn::RelyingPartySettings {
+            id: c.rp_id.clone(),
+            origins: c.origins.clone(),
+            name: config.identity.totp_issuer.clone(),
+            allow_any_port: c.allow_any_port,
+        })
+        .context("webauthn: the relying party id or origins are not usable")?;
+        Ok(strongroom_domain::passkeys::Passkeys::new(
+            rp,
+            Arc::new(self.store.clone()),
+            self.keyring.identity_digest.clone(),
+            clock,
+            entropy,
+        ))
+    }
+
     /// The staff service over this core.
     pub fn staff(
         &self,
@@ -515,10 +539,15 @@ impl Application {
         let (mailer, dev_mailbox) = mailer(config)?;
         let hasher = core.password_hasher(config, entropy.clone()).await?;
         let postman = strongroom_domain::mail::Postman::start(mailer);
+        let passkeys = Arc::new(core.passkeys(config, clock.clone(), entropy.clone())?);
         let identity = Arc::new(
-            core.identity(config, hasher.clone(), clock.clone(), entropy.clone()).with_postman(postman.clone()),
+            core.identity(config, hasher.clone(), clock.clone(), entropy.clone())
+                .with_postman(postman.clone())
+                .with_passkeys(passkeys.clone()),
         );
-        let staff = Arc::new(core.staff(config, hasher, clock.clone(), entropy.clone()).with_postman(postman));
+        let staff = Arc::new(
+            core.staff(config, hasher, clock.clone(), entropy.clone()).with_postman(postman).with_passkeys(passkeys),
+        );
         vault.set_dual_control(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
         settings.dev_mailbox = dev_mailbox.filter(|_| config.server.tls == TlsMode::Builtin);

@@ -70,6 +70,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Staff accounts.
     pub staff: StaffConfig,
+    /// Passkeys (WebAuthn).
+    pub webauthn: WebauthnConfig,
     /// Outgoing mail.
     pub mail: MailConfig,
     /// OAuth 2.0 access tokens for services.
@@ -221,6 +223,30 @@ impl Default for StaffConfig {
             session_idle: Duration::from_secs(15 * 60),
             session_absolute: Duration::from_secs(12 * 3600),
             link_base: "https://127.0.0.1:8443".to_owned(),
+        }
+    }
+}
+
+/// `[webauthn]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebauthnConfig {
+    /// The relying party id: the shop's registrable domain (`shop.example`). Passkeys are bound
+    /// to it: changing it orphans every passkey. Default `localhost`.
+    pub rp_id: String,
+    /// The origins the pages that use passkeys run on (`https://shop.example`), each on the RP id
+    /// or a subdomain of it. Default `https://localhost:8443`.
+    pub origins: Vec<String>,
+    /// Accept any port on those origins (development only). Default false.
+    pub allow_any_port: bool,
+}
+
+impl Default for WebauthnConfig {
+    fn default() -> Self {
+        Self {
+            rp_id: "localhost".to_owned(),
+            origins: vec!["https://localhost:8443".to_owned()],
+            allow_any_port: false,
         }
     }
 }
@@ -440,6 +466,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             identity: IdentityConfig::default(),
             staff: StaffConfig::default(),
+            webauthn: WebauthnConfig::default(),
             mail: MailConfig::default(),
             oauth: OAuthConfig::default(),
         }
@@ -703,6 +730,9 @@ impl Config {
         }
         if self.staff.session_idle < Duration::from_secs(60) || self.staff.session_idle > Duration::from_secs(15 * 60) {
             return fail("staff.session_idle", "must be between 1m and 15m (PCI DSS 8.2.8)");
+        }
+        if self.webauthn.origins.is_empty() {
+            return fail("webauthn.origins", "must name at least one origin");
         }
         if self.staff.session_absolute < self.staff.session_idle {
             return fail("staff.session_absolute", "must be at least staff.session_idle");

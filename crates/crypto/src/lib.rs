@@ -12,6 +12,7 @@ pub mod kms;
 pub mod password;
 pub mod signing;
 pub mod totp;
+pub mod webauthn;
 
 pub use digest::KeyedDigest;
 pub use kms::{Kms, KmsError, LocalKeyFile};

@@ -16,6 +16,7 @@ pub mod keyring;
 pub mod mail;
 pub mod merchants;
 pub mod oauth;
+pub mod passkeys;
 pub mod ports;
 pub mod staff;
 pub mod vault;

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, audit, health, identity, merchant, oauth, staff, vault};
+use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys, staff, vault};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -81,6 +81,21 @@ use crate::routes::{api_keys, audit, health, identity, merchant, oauth, staff, v
         staff::approval,
         staff::approve,
         staff::deny,
+        passkeys::begin_customer_registration,
+        passkeys::finish_customer_registration,
+        passkeys::customer_passkeys,
+        passkeys::remove_customer_passkey,
+        passkeys::begin_customer_login,
+        passkeys::finish_customer_login,
+        passkeys::finish_first_passkey,
+        passkeys::begin_staff_factor,
+        passkeys::finish_staff_factor,
+        passkeys::begin_staff_enrolment,
+        passkeys::finish_staff_enrolment,
+        passkeys::begin_staff_registration,
+        passkeys::finish_staff_registration,
+        passkeys::staff_passkeys,
+        passkeys::remove_staff_passkey,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
     modifiers(&Security),

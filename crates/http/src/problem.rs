@@ -185,6 +185,10 @@ impl ApiError {
             "approval_not_pending" => "The approval request is no longer pending",
             "invitation_open" => "The invitation has not been accepted",
             "enrolment_not_started" => "No enrolment is pending",
+            "too_many_passkeys" => "The account has as many passkeys as allowed",
+            "passkey_exists" => "The passkey is registered already",
+            "passkeys_off" => "Passkeys are not set up",
+            "last_factor" => "The last second factor cannot be removed",
             _ => "Internal error",
         }
     }

@@ -10,6 +10,7 @@
 
 mod audit;
 mod identity;
+mod passkeys;
 mod repositories;
 mod staff;
 mod vault;

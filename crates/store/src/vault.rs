@@ -457,6 +457,11 @@ impl VaultRepository for Store {
                 .bind(customer)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM passkeys WHERE merchant_id = $1 AND owner_kind = 'customer' AND owner_id = $2")
+                .bind(merchant.as_str())
+                .bind(customer)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(erased)
         }.await)

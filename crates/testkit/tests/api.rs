@@ -503,6 +503,21 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/approvals/{id}", "get"),
         ("/v1/approvals/{id}/approve", "post"),
         ("/v1/approvals/{id}/deny", "post"),
+        ("/v1/me/passkeys", "get"),
+        ("/v1/me/passkeys", "post"),
+        ("/v1/me/passkeys/finish", "post"),
+        ("/v1/me/passkeys/{id}", "delete"),
+        ("/v1/identity/login/passkey", "post"),
+        ("/v1/identity/login/passkey/finish", "post"),
+        ("/v1/identity/passkey-registration/finish", "post"),
+        ("/v1/staff/login/passkey", "post"),
+        ("/v1/staff/login/passkey/finish", "post"),
+        ("/v1/staff/login/passkey-enrolment", "post"),
+        ("/v1/staff/login/passkey-enrolment/finish", "post"),
+        ("/v1/staff/me/passkeys", "get"),
+        ("/v1/staff/me/passkeys", "post"),
+        ("/v1/staff/me/passkeys/finish", "post"),
+        ("/v1/staff/me/passkeys/{id}", "delete"),
     ];
     for (path, method) in routes {
         let operation = &doc["paths"][path][method];

@@ -366,14 +366,14 @@ impl IdentityService {
 
     /// Whether the customer has signed in from this browser before (no user agent: assume yes,
     /// rather than mail on every backend call that does not pass one).
-    async fn known_device(&self, customer: &CustomerRecord, client: &Client) -> Result<bool, DomainError> {
+    pub(super) async fn known_device(&self, customer: &CustomerRecord, client: &Client) -> Result<bool, DomainError> {
         match super::short_agent(client.user_agent.as_deref()) {
             Some(agent) => Ok(self.repo.has_session_from(&customer.id, &agent).await?),
             None => Ok(true),
         }
     }
 
-    async fn notify_new_device(&self, customer: &CustomerRecord, client: &Client) {
+    pub(super) async fn notify_new_device(&self, customer: &CustomerRecord, client: &Client) {
         let agent = super::short_agent(client.user_agent.as_deref()).unwrap_or_else(|| "unknown".to_owned());
         let ip = client.ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         self.notify(customer, super::notices::Notice::new_device(&agent, &ip, &self.now().to_rfc3339())).await;

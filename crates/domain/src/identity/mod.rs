@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod email;
 pub mod factors;
 mod notices;
+pub mod passkeys;
 pub mod passwords;
 pub mod sessions;
 pub mod step_up;
@@ -123,6 +124,8 @@ pub struct IdentityService {
     in_flight: throttle::InFlight,
     /// Emails a reset was mailed to in the last minute (keyed hashes): one mail a minute at most.
     resets_sent: TtlCache<Vec<u8>, ()>,
+    /// Passkey ceremonies and credentials (shared with staff).
+    passkeys: Option<Arc<crate::passkeys::Passkeys>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -165,7 +168,14 @@ impl IdentityService {
             postman: None,
             in_flight: throttle::InFlight::default(),
             resets_sent: TtlCache::new(Duration::from_secs(60), 100_000),
+            passkeys: None,
         }
+    }
+
+    /// Lets customers register and sign in with passkeys.
+    pub fn with_passkeys(mut self, passkeys: Arc<crate::passkeys::Passkeys>) -> Self {
+        self.passkeys = Some(passkeys);
+        self
     }
 
     /// Sends mail (address checks, reset links, security notices) through this postman.

@@ -11,6 +11,7 @@
 //! permissions they lack themselves, or grant one without a second person's approval.
 
 pub mod approvals;
+mod passkeys;
 pub mod roles;
 
 use std::sync::Arc;
@@ -120,10 +121,12 @@ pub struct Invitation {
 /// What a right password leads to: never straight to a session.
 #[derive(Debug)]
 pub enum StaffLoginOutcome {
-    /// Answer the challenge with a TOTP code.
+    /// Answer the challenge with a second factor.
     SecondFactorRequired {
         /// `chl_…`
         challenge: String,
+        /// What may answer: `totp`, `passkey`.
+        factors: Vec<&'static str>,
         /// When it stops.
         expires_at: Timestamp,
     },
@@ -174,6 +177,7 @@ pub struct StaffService {
     postman: Option<Postman>,
     sessions: TtlCache<Vec<u8>, Arc<(StaffSessionRecord, StaffPrincipal)>>,
     clients: crate::identity::throttle::ClientThrottle,
+    passkeys: Option<Arc<crate::passkeys::Passkeys>>,
 }
 
 impl std::fmt::Debug for StaffService {
@@ -211,7 +215,14 @@ impl StaffService {
             postman: None,
             sessions,
             clients: crate::identity::throttle::ClientThrottle::default(),
+            passkeys: None,
         }
+    }
+
+    /// Lets staff use passkeys as their second factor.
+    pub fn with_passkeys(mut self, passkeys: Arc<crate::passkeys::Passkeys>) -> Self {
+        self.passkeys = Some(passkeys);
+        self
     }
 
     /// Sends invitations and lock notices through this postman.
@@ -531,7 +542,14 @@ impl StaffService {
             return Err(DomainError::InvalidCredentials);
         }
         self.repo.clear_staff_failures(&staff.id).await?;
-        let purpose = if staff.totp_confirmed_at.is_some() { "login" } else { "enrol" };
+        let mut factors = Vec::new();
+        if staff.totp_confirmed_at.is_some() {
+            factors.push("totp");
+        }
+        if self.has_passkey(&staff).await? {
+            factors.push("passkey");
+        }
+        let purpose = if factors.is_empty() { "enrol" } else { "login" };
         let id = crate::identity::ChallengeId::generate(self.entropy.as_ref()).as_str().to_owned();
         let expires_at = now.saturating_add(self.settings.challenge_ttl);
         let carried = serde_json::json!({
@@ -555,7 +573,7 @@ impl StaffService {
             client,
         );
         Ok(if purpose == "login" {
-            StaffLoginOutcome::SecondFactorRequired { challenge: id, expires_at }
+            StaffLoginOutcome::SecondFactorRequired { challenge: id, factors, expires_at }
         } else {
             StaffLoginOutcome::EnrolmentRequired { challenge: id, expires_at }
         })

@@ -177,7 +177,7 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
-fn client_of(info: Option<ClientInfo>, context: &RequestContext, pointer: &str) -> Result<Client, ApiError> {
+pub(crate) fn client_of(info: Option<ClientInfo>, context: &RequestContext, pointer: &str) -> Result<Client, ApiError> {
     let info = info.unwrap_or_default();
     let ip = match info.ip.as_deref() {
         Some(text) => Some(
@@ -856,6 +856,10 @@ pub struct VerifiedBody {
     pub customer: String,
     /// Always true.
     pub email_verified: bool,
+    /// For a passkey-only account without a passkey yet: the ceremony that registers its first
+    /// one (finish it at `POST /v1/identity/passkey-registration/finish`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passkey_registration: Option<super::passkeys::CeremonyBody>,
 }
 
 /// Verifies a customer's address with the emailed link (once, within 24 hours).
@@ -870,8 +874,10 @@ pub async fn verify_email(
     ApiJson(body): ApiJson<LinkRequest>,
 ) -> Result<Json<VerifiedBody>, ApiError> {
     let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
-    let customer = state.identity.verify_email(auth.principal.merchant_id(), &body.token.0, &client).await?;
-    Ok(Json(VerifiedBody { customer, email_verified: true }))
+    let merchant = auth.principal.merchant_id();
+    let customer = state.identity.verify_email(merchant, &body.token.0, &client).await?;
+    let passkey_registration = state.identity.first_passkey_ceremony(merchant, &customer).await?.map(Into::into);
+    Ok(Json(VerifiedBody { customer, email_verified: true, passkey_registration }))
 }
 
 /// A forgotten password.

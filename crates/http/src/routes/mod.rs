@@ -7,6 +7,7 @@ pub mod health;
 pub mod identity;
 pub mod merchant;
 pub mod oauth;
+pub mod passkeys;
 pub mod staff;
 pub mod vault;
 
@@ -74,6 +75,19 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/me/recovery-codes", post(identity::regenerate_recovery_codes))
         .route("/v1/me/step-up", post(identity::begin_step_up))
         .route("/v1/me/step-up/{id}/verify", post(identity::verify_step_up))
+        .route("/v1/me/passkeys", get(passkeys::customer_passkeys).post(passkeys::begin_customer_registration))
+        .route("/v1/me/passkeys/finish", post(passkeys::finish_customer_registration))
+        .route("/v1/me/passkeys/{id}", delete(passkeys::remove_customer_passkey))
+        .route("/v1/identity/login/passkey", post(passkeys::begin_customer_login))
+        .route("/v1/identity/login/passkey/finish", post(passkeys::finish_customer_login))
+        .route("/v1/identity/passkey-registration/finish", post(passkeys::finish_first_passkey))
+        .route("/v1/staff/login/passkey", post(passkeys::begin_staff_factor))
+        .route("/v1/staff/login/passkey/finish", post(passkeys::finish_staff_factor))
+        .route("/v1/staff/login/passkey-enrolment", post(passkeys::begin_staff_enrolment))
+        .route("/v1/staff/login/passkey-enrolment/finish", post(passkeys::finish_staff_enrolment))
+        .route("/v1/staff/me/passkeys", get(passkeys::staff_passkeys).post(passkeys::begin_staff_registration))
+        .route("/v1/staff/me/passkeys/finish", post(passkeys::finish_staff_registration))
+        .route("/v1/staff/me/passkeys/{id}", delete(passkeys::remove_staff_passkey))
         .route("/v1/staff/login", post(staff::login))
         .route("/v1/staff/login/second-factor", post(staff::login_second_factor))
         .route("/v1/staff/login/totp", post(staff::begin_enrolment))

@@ -20,11 +20,11 @@ use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, RequestContext, scope};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
-fn client(context: &RequestContext, agent: Option<String>) -> Client {
+pub(crate) fn client(context: &RequestContext, agent: Option<String>) -> Client {
     Client { ip: context.ip, user_agent: agent, request_id: context.request_id.clone() }
 }
 
-fn staff_only(auth: &ApiKeyAuth<impl crate::extract::auth::RequiredScope>) -> Result<(), ApiError> {
+pub(crate) fn staff_only(auth: &ApiKeyAuth<impl crate::extract::auth::RequiredScope>) -> Result<(), ApiError> {
     auth.principal.as_staff().map(|_| ()).ok_or_else(|| {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden").detail("this needs a staff session token (sst_…)")
     })
@@ -114,6 +114,9 @@ pub struct StaffLoginRequest {
 pub struct StaffLoginBody {
     /// `second_factor_required` or `enrolment_required`.
     pub status: &'static str,
+    /// For `second_factor_required`: what may answer (`totp`, `passkey`). For
+    /// `enrolment_required`: what may be enrolled.
+    pub factors: Vec<&'static str>,
     /// `chl_…`
     pub challenge: String,
     /// RFC 3339 UTC.
@@ -137,12 +140,15 @@ pub async fn login(
     let client = client(&context, user_agent_of(&headers));
     let outcome = state.staff.login(&body.email, body.password.secret(), &client).await?;
     Ok(Json(match outcome {
-        StaffLoginOutcome::SecondFactorRequired { challenge, expires_at } => {
-            StaffLoginBody { status: "second_factor_required", challenge, expires_at: expires_at.to_rfc3339() }
+        StaffLoginOutcome::SecondFactorRequired { challenge, factors, expires_at } => {
+            StaffLoginBody { status: "second_factor_required", factors, challenge, expires_at: expires_at.to_rfc3339() }
         }
-        StaffLoginOutcome::EnrolmentRequired { challenge, expires_at } => {
-            StaffLoginBody { status: "enrolment_required", challenge, expires_at: expires_at.to_rfc3339() }
-        }
+        StaffLoginOutcome::EnrolmentRequired { challenge, expires_at } => StaffLoginBody {
+            status: "enrolment_required",
+            factors: vec!["totp", "passkey"],
+            challenge,
+            expires_at: expires_at.to_rfc3339(),
+        },
     }))
 }
 
@@ -363,7 +369,7 @@ pub async fn invite(
     ))
 }
 
-fn plausible_id(id: &str, prefix: &str) -> Result<(), ApiError> {
+pub(crate) fn plausible_id(id: &str, prefix: &str) -> Result<(), ApiError> {
     let ok = id.len() <= 64 && id.starts_with(prefix) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok { Ok(()) } else { Err(ApiError::not_found()) }
 }

@@ -1,0 +1,177 @@
+//! Customers' passkeys: adding and removing them from a recent session, signing in with one
+//! (discoverable: no email asked, so nothing to enumerate), and a passkey-only account's first
+//! passkey, registered from its address-check link.
+//! A passkey sign-in is multi-factor on its own (possession of the authenticator plus user
+//! verification), so it ends in a session without a further factor.
+//! Must never: accept a passkey of another merchant or customer, or register one for an account
+//! without proof of its address or a recent sign-in.
+
+use super::sessions::IssuedSession;
+use super::{Client, CustomerSession, IdentityService};
+use crate::DomainError;
+use crate::audit::event::Outcome;
+use crate::merchants::MerchantId;
+use crate::passkeys::{Ceremony, Owner, Passkeys};
+use crate::ports::{AccountStatus, PasskeyRecord};
+
+const KIND: &str = "customer";
+
+fn owner<'a>(merchant: &'a MerchantId, customer: &'a str) -> Owner<'a> {
+    Owner { kind: KIND, id: customer, merchant }
+}
+
+impl IdentityService {
+    fn passkey_service(&self) -> Result<&Passkeys, DomainError> {
+        self.passkeys.as_deref().ok_or(DomainError::Conflict("passkeys_off", "passkeys are not set up here"))
+    }
+
+    /// Begins adding a passkey to the signed-in customer's account.
+    pub async fn begin_passkey_registration(&self, session: &CustomerSession) -> Result<Ceremony, DomainError> {
+        self.require_recent_sign_in(session)?;
+        let customer = self.customer_record(&session.merchant_id, &session.customer_id).await?;
+        if customer.email_verified_at.is_none() {
+            return Err(DomainError::Conflict(
+                "email_not_verified",
+                "verify the email address before adding a second factor",
+            ));
+        }
+        self.begin_registration_for(&customer).await
+    }
+
+    async fn begin_registration_for(&self, customer: &crate::ports::CustomerRecord) -> Result<Ceremony, DomainError> {
+        let email = self
+            .open_for(&customer.merchant_id, &customer.id, "email", &customer.data_key_id, &customer.email_sealed)
+            .await?;
+        let name = String::from_utf8_lossy(email.expose()).into_owned();
+        self.passkey_service()?.begin_registration(owner(&customer.merchant_id, &customer.id), &name).await
+    }
+
+    /// Finishes adding a passkey; a notice goes to the customer.
+    pub async fn finish_passkey_registration(
+        &self,
+        session: &CustomerSession,
+        ceremony: &str,
+        answer: &serde_json::Value,
+        label: &str,
+        client: &Client,
+    ) -> Result<PasskeyRecord, DomainError> {
+        let merchant = &session.merchant_id;
+        let record = self
+            .passkey_service()?
+            .finish_registration(owner(merchant, &session.customer_id), ceremony, answer, label)
+            .await?;
+        self.audit_factor(merchant, &session.customer_id, client, "customer.passkey_added", Outcome::Success);
+        self.notify_change(merchant, &session.customer_id, "passkey_added", "A passkey was added to your account.")
+            .await;
+        Ok(record)
+    }
+
+    /// The signed-in customer's passkeys.
+    pub async fn passkeys(&self, session: &CustomerSession) -> Result<Vec<PasskeyRecord>, DomainError> {
+        self.passkey_service()?.list(owner(&session.merchant_id, &session.customer_id)).await
+    }
+
+    /// Removes one of the signed-in customer's passkeys (needs a recent sign-in); a notice goes
+    /// to the customer.
+    pub async fn remove_passkey(
+        &self,
+        session: &CustomerSession,
+        id: &str,
+        client: &Client,
+    ) -> Result<(), DomainError> {
+        self.require_recent_sign_in(session)?;
+        let merchant = &session.merchant_id;
+        self.passkey_service()?.remove(owner(merchant, &session.customer_id), id).await?;
+        self.audit_factor(merchant, &session.customer_id, client, "customer.passkey_removed", Outcome::Success);
+        self.notify_change(
+            merchant,
+            &session.customer_id,
+            "passkey_removed",
+            "A passkey was removed from your account.",
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Begins a passkey sign-in: options any of the merchant's customers' passkeys can answer.
+    pub async fn begin_passkey_login(&self, merchant: &MerchantId, client: &Client) -> Result<Ceremony, DomainError> {
+        if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, self.now()) {
+            return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
+        }
+        self.passkey_service()?.begin_discoverable(merchant, KIND).await
+    }
+
+    /// Finishes a passkey sign-in: a session for the passkey's customer.
+    pub async fn finish_passkey_login(
+        &self,
+        merchant: &MerchantId,
+        ceremony: &str,
+        answer: &serde_json::Value,
+        client: &Client,
+    ) -> Result<IssuedSession, DomainError> {
+        let now = self.now();
+        let customer_id = match self.passkey_service()?.finish_sign_in(merchant, KIND, ceremony, answer).await {
+            Ok(id) => id,
+            Err(err) => {
+                self.clients.failed(merchant.as_str(), client.ip, ceremony.as_bytes(), now);
+                let event = crate::audit::event::AuditEvent::by(
+                    crate::audit::event::ActorKind::Anonymous,
+                    None,
+                    "customer.login",
+                    Outcome::Denied("passkey_refused"),
+                );
+                self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone()));
+                return Err(err);
+            }
+        };
+        let customer = self.customer_record(merchant, &customer_id).await?;
+        if customer.status != AccountStatus::Active {
+            self.audit_factor(merchant, &customer.id, client, "customer.login", Outcome::Denied("disabled"));
+            return Err(DomainError::InvalidFactor);
+        }
+        let known_device = self.known_device(&customer, client).await?;
+        let issued = self.issue_session(&customer, "passkey", client).await?;
+        self.audit_factor(merchant, &customer.id, client, "customer.login", Outcome::SuccessBecause("passkey".into()));
+        if !known_device {
+            self.notify_new_device(&customer, client).await;
+        }
+        Ok(issued)
+    }
+
+    /// For a passkey-only account whose address was just verified: the ceremony that registers
+    /// its first passkey (`None` for accounts with a password or a passkey already).
+    pub async fn first_passkey_ceremony(
+        &self,
+        merchant: &MerchantId,
+        customer_id: &str,
+    ) -> Result<Option<Ceremony>, DomainError> {
+        let Some(passkeys) = self.passkeys.as_deref() else { return Ok(None) };
+        let customer = self.customer_record(merchant, customer_id).await?;
+        if customer.password_hash.is_some() || passkeys.has_any(owner(merchant, customer_id)).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.begin_registration_for(&customer).await?))
+    }
+
+    /// Finishes a passkey-only account's first passkey (the ceremony from its address check is
+    /// the proof) and signs the customer in.
+    pub async fn finish_first_passkey(
+        &self,
+        merchant: &MerchantId,
+        customer_id: &str,
+        ceremony: &str,
+        answer: &serde_json::Value,
+        label: &str,
+        client: &Client,
+    ) -> Result<IssuedSession, DomainError> {
+        let customer = self.customer_record(merchant, customer_id).await.map_err(|_| DomainError::InvalidFactor)?;
+        if customer.password_hash.is_some() || customer.email_verified_at.is_none() {
+            return Err(DomainError::InvalidFactor);
+        }
+        self.passkey_service()?.finish_registration(owner(merchant, customer_id), ceremony, answer, label).await?;
+        self.audit_factor(merchant, customer_id, client, "customer.passkey_added", Outcome::Success);
+        let issued = self.issue_session(&customer, "passkey", client).await?;
+        self.audit_factor(merchant, customer_id, client, "customer.login", Outcome::SuccessBecause("passkey".into()));
+        Ok(issued)
+    }
+}
