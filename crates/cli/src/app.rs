@@ -526,7 +526,17 @@ impl Application {
             trusted_proxies: config.server.trusted_proxies.clone(),
             metrics_on_api: config.metrics.listen.is_none(),
             dev_mailbox: None,
+            pages_merchant: None,
         };
+        if config.pages.enabled {
+            settings.pages_merchant = match &config.pages.merchant {
+                Some(id) => Some(
+                    strongroom_domain::merchants::MerchantId::parse(id)
+                        .map_err(|e| anyhow::anyhow!("pages.merchant: {e}"))?,
+                ),
+                None => core.store.first_merchant().await?,
+            };
+        }
         let alerts: Arc<dyn strongroom_domain::alerts::SecurityAlerts> =
             match (&config.alerts.webhook_url, &config.alerts.webhook_secret) {
                 (Some(url), Some(secret)) => Arc::new(

@@ -72,6 +72,8 @@ pub struct Config {
     pub staff: StaffConfig,
     /// Passkeys (WebAuthn).
     pub webauthn: WebauthnConfig,
+    /// The hosted account pages.
+    pub pages: PagesConfig,
     /// Outgoing mail.
     pub mail: MailConfig,
     /// OAuth 2.0 access tokens for services.
@@ -224,6 +226,22 @@ impl Default for StaffConfig {
             session_absolute: Duration::from_secs(12 * 3600),
             link_base: "https://127.0.0.1:8443".to_owned(),
         }
+    }
+}
+
+/// `[pages]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagesConfig {
+    /// Serve the hosted account pages (`/account/login`, `/account/security`, …). Default true.
+    pub enabled: bool,
+    /// Whose customers they serve (`mer_…`). Default: the deployment's first merchant.
+    pub merchant: Option<String>,
+}
+
+impl Default for PagesConfig {
+    fn default() -> Self {
+        Self { enabled: true, merchant: None }
     }
 }
 
@@ -467,6 +485,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             staff: StaffConfig::default(),
             webauthn: WebauthnConfig::default(),
+            pages: PagesConfig::default(),
             mail: MailConfig::default(),
             oauth: OAuthConfig::default(),
         }

@@ -107,6 +107,9 @@ pub struct AuditRecord {
     pub time: Timestamp,
     /// The leaf bytes (see `audit::event`).
     pub leaf: Vec<u8>,
+    /// The customer or staff member the entry concerns (actor or object), for their own
+    /// security history; not part of the leaf.
+    pub subject: Option<String>,
 }
 
 /// One stored signed checkpoint.
@@ -159,6 +162,15 @@ pub trait AuditRepository: Send + Sync {
 
     /// Entries from `start`, in order.
     async fn entries(&self, start: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The newest entries of a merchant about one subject (a customer or staff member), newest
+    /// first.
+    async fn entries_about(
+        &self,
+        merchant: &MerchantId,
+        subject: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Entries from `start`, in order, each with its stored leaf hash (the level-0 node), for
     /// verification: one read per entry.

@@ -137,11 +137,9 @@ fn render_problem(response: Response, request_id: &str) -> Response {
 
 /// Headers on every response. The API serves no HTML, so the CSP forbids everything.
 pub fn add_security_headers(headers: &mut http::HeaderMap) {
-    let fixed: [(&str, &str); 8] = [
+    let fixed: [(&str, &str); 6] = [
         ("strict-transport-security", "max-age=63072000; includeSubDomains"),
         ("x-content-type-options", "nosniff"),
-        ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
-        ("referrer-policy", "no-referrer"),
         ("x-frame-options", "DENY"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cross-origin-resource-policy", "same-origin"),
@@ -149,6 +147,17 @@ pub fn add_security_headers(headers: &mut http::HeaderMap) {
     ];
     for (name, value) in fixed {
         headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    // The API serves no HTML, so its CSP forbids everything; the hosted pages set their own.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+        );
+    }
+    // The pages send `same-origin`, so a browser's own form posts carry a real `Origin`.
+    if !headers.contains_key(header::REFERRER_POLICY) {
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     }
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -26,6 +26,9 @@ pub struct HttpSettings {
     /// The development mailbox's folder: `/dev/mailbox` lists it to clients on this machine.
     /// `None` (the default, and always when SMTP is configured): no such route.
     pub dev_mailbox: Option<std::path::PathBuf>,
+    /// The merchant whose customers the hosted account pages (`/account/…`) serve; `None`: no
+    /// such pages.
+    pub pages_merchant: Option<strongroom_domain::merchants::MerchantId>,
 }
 
 impl Default for HttpSettings {
@@ -37,6 +40,7 @@ impl Default for HttpSettings {
             trusted_proxies: Vec::new(),
             metrics_on_api: true,
             dev_mailbox: None,
+            pages_merchant: None,
         }
     }
 }

@@ -30,6 +30,7 @@ struct EntryRow {
     merchant_id: Option<String>,
     time: i64,
     leaf: Vec<u8>,
+    subject: Option<String>,
 }
 
 fn entry(row: EntryRow) -> Result<AuditRecord, StoreError> {
@@ -41,6 +42,7 @@ fn entry(row: EntryRow) -> Result<AuditRecord, StoreError> {
         },
         time: Timestamp::from_unix_millis(row.time),
         leaf: row.leaf,
+        subject: row.subject,
     })
 }
 
@@ -128,12 +130,13 @@ impl AuditRepository for Store {
                 return Err(AppendError::Conflict { actual_size: u64::try_from(actual).unwrap_or(0) });
             }
             for chunk in records.chunks(ENTRY_ROWS_PER_STATEMENT) {
-                let mut query = sqlx::QueryBuilder::new("INSERT INTO audit_entries (seq, merchant_id, time, leaf) ");
+                let mut query = sqlx::QueryBuilder::new("INSERT INTO audit_entries (seq, merchant_id, time, leaf, subject) ");
                 query.push_values(chunk, |mut row, record| {
                     row.push_bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
                         .push_bind(record.merchant.as_ref().map(|m| m.as_str().to_owned()))
                         .push_bind(record.time.unix_millis())
-                        .push_bind(record.leaf.clone());
+                        .push_bind(record.leaf.clone())
+                        .push_bind(record.subject.clone());
                 });
                 query.build().execute(&mut *tx).await.map_err(store_error)?;
             }
@@ -152,26 +155,28 @@ impl AuditRepository for Store {
     }
 
     async fn entries(&self, start: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
-        let sql = "SELECT seq, merchant_id, time, leaf FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2";
+        let sql =
+            "SELECT seq, merchant_id, time, leaf, subject FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2";
         let rows: Vec<EntryRow> = on_pool!(self, pool =>
             sqlx::query_as(sql).bind(to_i64(start)?).bind(i64::from(limit)).fetch_all(pool).await
         )
         .map_err(store_error)?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(AuditRecord {
-                    seq: u64::try_from(row.seq).map_err(|_| StoreError::Other("negative seq".into()))?,
-                    merchant: match row.merchant_id {
-                        Some(id) => {
-                            Some(MerchantId::parse(&id).map_err(|_| StoreError::Other("bad merchant id".into()))?)
-                        }
-                        None => None,
-                    },
-                    time: Timestamp::from_unix_millis(row.time),
-                    leaf: row.leaf,
-                })
-            })
-            .collect()
+        rows.into_iter().map(entry).collect()
+    }
+
+    async fn entries_about(
+        &self,
+        merchant: &MerchantId,
+        subject: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = "SELECT seq, merchant_id, time, leaf, subject FROM audit_entries \
+                   WHERE merchant_id = $1 AND subject = $2 ORDER BY seq DESC LIMIT $3";
+        let rows: Vec<EntryRow> = on_pool!(self, pool =>
+            sqlx::query_as(sql).bind(merchant.as_str()).bind(subject).bind(i64::from(limit)).fetch_all(pool).await
+        )
+        .map_err(store_error)?;
+        rows.into_iter().map(entry).collect()
     }
 
     async fn entries_with_leaf_hashes(
@@ -188,7 +193,7 @@ impl AuditRepository for Store {
         .map_err(store_error)?;
         rows.into_iter()
             .map(|(seq, merchant_id, time, leaf, hash)| {
-                let record = entry(EntryRow { seq, merchant_id, time, leaf })?;
+                let record = entry(EntryRow { seq, merchant_id, time, leaf, subject: None })?;
                 Ok((record, hash.map(hash_of).transpose()?))
             })
             .collect()

@@ -50,6 +50,23 @@ pub fn test_python() -> Option<String> {
     }
 }
 
+/// A headless browser for page tests: `(node, the playwright-core node_modules folder,
+/// chromium)` from `STRONGROOM_TEST_NODE_MODULES` and `STRONGROOM_TEST_CHROMIUM` (set by
+/// `scripts/test`), or `None` (skip, said on standard error) outside CI; under `CI=true` their
+/// absence fails the test.
+pub fn test_browser() -> Option<(String, String, String)> {
+    let modules = std::env::var("STRONGROOM_TEST_NODE_MODULES").ok().filter(|m| std::path::Path::new(m).is_dir());
+    let chromium = std::env::var("STRONGROOM_TEST_CHROMIUM").ok().filter(|c| std::path::Path::new(c).exists());
+    match (modules, chromium) {
+        (Some(modules), Some(chromium)) => Some(("node".to_owned(), modules, chromium)),
+        _ => {
+            assert!(!ci(), "STRONGROOM_TEST_NODE_MODULES and STRONGROOM_TEST_CHROMIUM are required under CI=true");
+            eprintln!("SKIPPED: no browser (run scripts/test, which installs chromium and playwright-core)");
+            None
+        }
+    }
+}
+
 /// A PostgreSQL database that exists for one test server and is dropped with it.
 #[derive(Debug)]
 pub struct PgDatabase {

@@ -85,6 +85,16 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// The customer or staff member this event concerns: the actor when it is one, else the
+    /// object when it is one.
+    pub fn subject(&self) -> Option<String> {
+        match (self.actor_kind, &self.actor_id, &self.object) {
+            (ActorKind::Customer | ActorKind::Staff, Some(id), _) => Some(id.clone()),
+            (_, _, Some(("customer" | "staff", id))) => Some(id.clone()),
+            _ => None,
+        }
+    }
+
     /// An event by strongroom itself.
     pub fn system(action: &'static str, outcome: Outcome) -> Self {
         Self {

@@ -178,6 +178,16 @@ impl AuditLog {
         Ok(self.repo.entries(start, limit).await?)
     }
 
+    /// The newest committed entries about a customer or staff member, newest first.
+    pub async fn entries_about(
+        &self,
+        merchant: &crate::merchants::MerchantId,
+        subject: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        Ok(self.repo.entries_about(merchant, subject, limit).await?)
+    }
+
     async fn resolve(&self, steps: &[Vec<NodeId>]) -> Result<Vec<Hash>, AuditError> {
         let mut ids: Vec<NodeId> = steps.iter().flatten().copied().collect();
         ids.sort_unstable();
@@ -340,7 +350,7 @@ fn build<'a>(
         let seq = frontier.size();
         let leaf = encode_leaf(event, seq, now);
         nodes.extend(frontier.push(merkle::leaf_hash(&leaf)));
-        records.push(AuditRecord { seq, merchant: event.merchant.clone(), time: now, leaf });
+        records.push(AuditRecord { seq, merchant: event.merchant.clone(), time: now, leaf, subject: event.subject() });
     }
     (records, nodes)
 }

@@ -115,6 +115,9 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
     if settings.metrics_on_api {
         routes = routes.route("/metrics", get(health::metrics));
     }
+    if settings.pages_merchant.is_some() {
+        routes = routes.merge(crate::pages::routes());
+    }
     routes
 }
 

@@ -1,0 +1,171 @@
+//! Hosted pages for customers: sign-in (password, second factor, passkey), second-factor
+//! enrolment and the security centre, server-rendered, for shops that do not build their own.
+//!
+//! Owns: the session cookie (`__Host-sr_session`: `Secure; HttpOnly; SameSite=Strict; Path=/`,
+//! no `Domain`), CSRF protection (a `__Host-sr_csrf` cookie whose value every form and script
+//! request must repeat, and a same-origin check of `Origin`/`Sec-Fetch-Site`), the pages' strict
+//! CSP (scripts and styles from this origin only, no inline code), and HTML escaping.
+//! Must never: put a token in a URL or a page, render a value unescaped, change state on GET, or
+//! accept a state change without the CSRF token.
+
+mod account;
+mod html;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use strongroom_domain::identity::{Client, CustomerSession};
+
+use crate::extract::RequestContext;
+use crate::state::AppState;
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "__Host-sr_session";
+/// The CSRF cookie.
+pub const CSRF_COOKIE: &str = "__Host-sr_csrf";
+
+/// The pages' content security policy: nothing inline, nothing from elsewhere.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The hosted pages' routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/account", get(account::home))
+        .route("/account/login", get(account::login_page).post(account::login))
+        .route("/account/login/second-factor", post(account::second_factor))
+        .route("/account/login/passkey/options", post(account::passkey_login_options))
+        .route("/account/login/passkey/finish", post(account::passkey_login_finish))
+        .route("/account/security", get(account::security))
+        .route("/account/mfa", get(account::mfa_page))
+        .route("/account/mfa/totp", post(account::totp_begin))
+        .route("/account/mfa/totp/confirm", post(account::totp_confirm))
+        .route("/account/passkeys/options", post(account::passkey_add_options))
+        .route("/account/passkeys/finish", post(account::passkey_add_finish))
+        .route("/account/sessions/end-others", post(account::end_other_sessions))
+        .route("/account/sessions/{id}/end", post(account::end_session))
+        .route("/account/phrase", post(account::set_phrase))
+        .route("/account/logout", post(account::logout))
+        .route("/account/assets/account.js", get(account::script))
+        .route("/account/assets/account.css", get(account::stylesheet))
+}
+
+/// A cookie's value from the request.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// A `Set-Cookie` for a `__Host-` cookie (`max_age` 0 deletes it).
+fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let age = max_age.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+/// The request's CSRF token, and the cookie to set when the browser has none yet.
+pub(crate) struct Csrf {
+    token: String,
+    set: Option<HeaderValue>,
+}
+
+impl Csrf {
+    fn of(headers: &HeaderMap) -> Self {
+        match cookie(headers, CSRF_COOKIE).filter(|v| v.len() == 43) {
+            Some(token) => Self { token: token.to_owned(), set: None },
+            None => {
+                let bytes: [u8; 32] = strongroom_types::entropy::random_array(&strongroom_types::OsEntropy);
+                let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+                let set = Some(set_cookie(CSRF_COOKIE, &token, None));
+                Self { token, set }
+            }
+        }
+    }
+}
+
+/// Why a page request was refused.
+#[derive(Debug)]
+pub(crate) enum PageError {
+    /// Not signed in (or the session ended): to the sign-in page.
+    SignIn,
+    /// A state change without the CSRF token, or from another site.
+    Forbidden,
+    /// Anything else, shown as a short page.
+    Failed(StatusCode, String),
+}
+
+impl From<strongroom_domain::DomainError> for PageError {
+    fn from(err: strongroom_domain::DomainError) -> Self {
+        let api = crate::problem::ApiError::from(err);
+        let message = api.detail.clone().unwrap_or_else(|| crate::problem::ApiError::title_of(api.code).to_owned());
+        if api.status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(code = api.code, "page failed");
+        }
+        PageError::Failed(api.status, message)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::SignIn => redirect("/account/login"),
+            PageError::Forbidden => html::error_page(
+                StatusCode::FORBIDDEN,
+                "This request did not come from this site's own page. Go back, reload the page and try again.",
+            ),
+            PageError::Failed(status, message) => html::error_page(status, &message),
+        }
+    }
+}
+
+/// 303 to a path on this site.
+fn redirect(to: &'static str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static(to))]).into_response()
+}
+
+/// Refuses a state change unless it carries the CSRF token and comes from this site.
+fn check_csrf(headers: &HeaderMap, presented: Option<&str>) -> Result<(), PageError> {
+    let same_site = match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some(site) => site == "same-origin" || site == "none",
+        None => true,
+    };
+    let origin_ok = match (headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()), headers.get(header::HOST)) {
+        (Some(origin), Some(host)) => {
+            let host = host.to_str().unwrap_or_default();
+            origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) == Some(host)
+        }
+        _ => true,
+    };
+    let expected = cookie(headers, CSRF_COOKIE).unwrap_or_default();
+    let presented = presented.unwrap_or_default();
+    let token_ok =
+        !expected.is_empty() && bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), presented.as_bytes()));
+    if same_site && origin_ok && token_ok {
+        Ok(())
+    } else {
+        tracing::info!(same_site, origin_ok, token_ok, "page request refused: CSRF check");
+        Err(PageError::Forbidden)
+    }
+}
+
+/// The signed-in customer, from the session cookie.
+async fn session_of(state: &AppState, headers: &HeaderMap) -> Result<CustomerSession, PageError> {
+    let token = cookie(headers, SESSION_COOKIE).ok_or(PageError::SignIn)?;
+    let session = state.identity.authenticate_session(token).await?.ok_or(PageError::SignIn)?;
+    match &state.settings.pages_merchant {
+        Some(merchant) if merchant == &session.merchant_id => Ok(session),
+        _ => Err(PageError::SignIn),
+    }
+}
+
+/// The client of a page request.
+fn client_of(context: &RequestContext, headers: &HeaderMap) -> Client {
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Client { ip: context.ip, user_agent: agent, request_id: context.request_id.clone() }
+}
