@@ -126,15 +126,13 @@ impl RelyingParty {
         let mut options = serde_json::to_value(options).map_err(stored)?;
         // Sign-in is discoverable (no user named first), so the credential must be one the
         // authenticator can find by itself: a resident (discoverable) credential, as passkeys are.
-        if let Some(selection) = options.pointer_mut("/publicKey/authenticatorSelection").and_then(|s| s.as_object_mut())
+        if let Some(selection) =
+            options.pointer_mut("/publicKey/authenticatorSelection").and_then(|s| s.as_object_mut())
         {
             selection.insert("residentKey".into(), "required".into());
             selection.insert("requireResidentKey".into(), true.into());
         }
-        Ok(Begun {
-            options,
-            state: serde_json::to_string(&state).map_err(stored)?,
-        })
+        Ok(Begun { options, state: serde_json::to_string(&state).map_err(stored)? })
     }
 
     /// Finishes a registration with the browser's answer.
