@@ -216,6 +216,9 @@ pub struct StaffPrincipal {
     pub session_id: String,
     /// The permissions of the staff member's roles.
     pub permissions: Vec<Scope>,
+    /// What they may put into an API key: their permissions without the four-eyes ones (a key
+    /// would let them act alone where a second person must approve).
+    pub grantable: Vec<Scope>,
     /// The roles.
     pub roles: Vec<String>,
     /// When the session was authenticated (always with a second factor).
@@ -356,7 +359,7 @@ impl Principal {
     pub fn grant(&self) -> Grant<'_> {
         match &self.who {
             Who::Key(key) => Grant { scopes: &key.scopes, mode: key.mode, expires_at: key.expires_at },
-            Who::Staff(staff) => Grant { scopes: &staff.permissions, mode: KeyMode::Live, expires_at: None },
+            Who::Staff(staff) => Grant { scopes: &staff.grantable, mode: KeyMode::Live, expires_at: None },
         }
     }
 }

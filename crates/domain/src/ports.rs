@@ -468,6 +468,9 @@ pub struct CustomerRecord {
     pub totp_last_step: Option<u64>,
     /// The anti-phishing phrase every mail shows, sealed under `data_key_id`.
     pub phrase_sealed: Option<Vec<u8>>,
+    /// A new address waiting for confirmation: its keyed hash and the address sealed under
+    /// `data_key_id`.
+    pub pending_email: Option<(Vec<u8>, Vec<u8>)>,
     /// When it was made.
     pub created_at: Timestamp,
 }
@@ -728,6 +731,27 @@ pub trait IdentityRepository: Send + Sync {
 
     /// Marks the email verified (once).
     async fn mark_email_verified(&self, merchant: &MerchantId, id: &str, at: Timestamp) -> Result<(), StoreError>;
+
+    /// Sets the address waiting for confirmation (replacing any earlier one).
+    async fn set_pending_email(
+        &self,
+        merchant: &MerchantId,
+        id: &str,
+        lookup: &[u8],
+        sealed: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// Makes the pending address (if its keyed hash is still `lookup`) the account's verified
+    /// address, sealed anew as `sealed`. False when it is no longer pending, or another account of
+    /// the merchant has that address.
+    async fn apply_pending_email(
+        &self,
+        merchant: &MerchantId,
+        id: &str,
+        lookup: &[u8],
+        sealed: &[u8],
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// The unexpired, unused challenge whose proof (or emailed link) has this keyed hash, without
     /// using it up.

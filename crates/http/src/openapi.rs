@@ -58,6 +58,7 @@ use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys
         identity::request_password_reset,
         identity::complete_password_reset,
         identity::set_phrase,
+        identity::change_email,
         staff::login,
         staff::login_second_factor,
         staff::begin_enrolment,

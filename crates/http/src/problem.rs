@@ -189,6 +189,12 @@ impl ApiError {
             "passkey_exists" => "The passkey is registered already",
             "passkeys_off" => "Passkeys are not set up",
             "last_factor" => "The last second factor cannot be removed",
+            "step_up_required" => "A step-up proof is required",
+            "same_email" => "This is the account's address already",
+            "email_taken" => "Another account has this address",
+            "wrong_password" => "The current password is not right",
+            "role_in_use" => "The role is held or requested",
+            "last_owner" => "The last owner cannot be removed",
             _ => "Internal error",
         }
     }

@@ -44,6 +44,8 @@ struct CustomerRow {
     totp_confirmed_at: Option<i64>,
     totp_last_step: Option<i64>,
     phrase_sealed: Option<Vec<u8>>,
+    pending_email_lookup: Option<Vec<u8>>,
+    pending_email_sealed: Option<Vec<u8>>,
     created_at: i64,
 }
 
@@ -64,13 +66,14 @@ impl TryFrom<CustomerRow> for CustomerRecord {
             totp_confirmed_at: at(row.totp_confirmed_at),
             totp_last_step: row.totp_last_step.map(|s| u64::try_from(s).unwrap_or(0)),
             phrase_sealed: row.phrase_sealed,
+            pending_email: row.pending_email_lookup.zip(row.pending_email_sealed),
             created_at: Timestamp::from_unix_millis(row.created_at),
         })
     }
 }
 
 const CUSTOMER_COLUMNS: &str = "id, merchant_id, email_lookup, email_sealed, data_key_id, email_verified_at, \
-     password_hash, password_changed_at, status, totp_sealed, totp_confirmed_at, totp_last_step, phrase_sealed, created_at";
+     password_hash, password_changed_at, status, totp_sealed, totp_confirmed_at, totp_last_step, phrase_sealed, pending_email_lookup, pending_email_sealed, created_at";
 
 #[derive(FromRow)]
 struct SessionRow {
@@ -159,7 +162,7 @@ const CHALLENGE_COLUMNS: &str = "id, merchant_id, customer_id, purpose, binding_
 impl IdentityRepository for Store {
     async fn insert_customer(&self, c: &CustomerRecord) -> Result<bool, StoreError> {
         let sql = format!(
-            "INSERT INTO customers ({CUSTOMER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+            "INSERT INTO customers ({CUSTOMER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              ON CONFLICT DO NOTHING"
         );
         on_pool!(self, pool => sqlx::query(&sql)
@@ -176,6 +179,8 @@ impl IdentityRepository for Store {
             .bind(c.totp_confirmed_at.map(Timestamp::unix_millis))
             .bind(c.totp_last_step.map(step))
             .bind(&c.phrase_sealed)
+            .bind(c.pending_email.as_ref().map(|(lookup, _)| lookup.clone()))
+            .bind(c.pending_email.as_ref().map(|(_, sealed)| sealed.clone()))
             .bind(c.created_at.unix_millis())
             .execute(pool)
             .await
@@ -560,6 +565,45 @@ impl IdentityRepository for Store {
         let sql = "UPDATE customers SET email_verified_at = $1 WHERE merchant_id = $2 AND id = $3 AND email_verified_at IS NULL";
         on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(merchant.as_str()).bind(id).execute(pool).await.map(|_| ()))
             .map_err(store_error)
+    }
+
+    async fn set_pending_email(
+        &self,
+        merchant: &MerchantId,
+        id: &str,
+        lookup: &[u8],
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        let sql = "UPDATE customers SET pending_email_lookup = $1, pending_email_sealed = $2 WHERE merchant_id = $3 AND id = $4";
+        on_pool!(self, pool => sqlx::query(sql).bind(lookup).bind(sealed).bind(merchant.as_str()).bind(id).execute(pool).await.map(|_| ()))
+            .map_err(store_error)
+    }
+
+    async fn apply_pending_email(
+        &self,
+        merchant: &MerchantId,
+        id: &str,
+        lookup: &[u8],
+        sealed: &[u8],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE customers SET email_lookup = pending_email_lookup, email_sealed = $1, email_verified_at = $2, \
+                   pending_email_lookup = NULL, pending_email_sealed = NULL \
+                   WHERE merchant_id = $3 AND id = $4 AND pending_email_lookup = $5";
+        let result = on_pool!(self, pool => sqlx::query(sql)
+            .bind(sealed)
+            .bind(at.unix_millis())
+            .bind(merchant.as_str())
+            .bind(id)
+            .bind(lookup)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1))
+        .map_err(store_error);
+        match result {
+            Err(StoreError::Conflict(_)) => Ok(false),
+            other => other,
+        }
     }
 
     async fn challenge_by_proof(&self, digest: &[u8], now: Timestamp) -> Result<Option<ChallengeRecord>, StoreError> {

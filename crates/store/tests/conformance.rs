@@ -150,6 +150,7 @@ async fn identity_suite(store: &Store, merchant: &MerchantId) {
         totp_confirmed_at: None,
         totp_last_step: None,
         phrase_sealed: None,
+        pending_email: None,
         created_at: t(0),
     };
     assert!(store.insert_customer(&customer("cus_a", b"lookup-a")).await.unwrap());

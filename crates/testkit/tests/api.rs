@@ -503,6 +503,7 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/approvals/{id}", "get"),
         ("/v1/approvals/{id}/approve", "post"),
         ("/v1/approvals/{id}/deny", "post"),
+        ("/v1/me/email", "post"),
         ("/v1/me/passkeys", "get"),
         ("/v1/me/passkeys", "post"),
         ("/v1/me/passkeys/finish", "post"),

@@ -16,7 +16,8 @@ use strongroom_types::Clock;
 on_both_backends!(
     verification_reset_and_notices,
     reset_never_bypasses_the_second_factor,
-    risky_sign_in_needs_an_emailed_code
+    risky_sign_in_needs_an_emailed_code,
+    email_change_needs_step_up_and_tells_the_old_address
 );
 
 const PASSWORD: &str = "violet tractor anthem 1987";
@@ -327,4 +328,92 @@ async fn risky_sign_in_needs_an_emailed_code(backend: Backend) {
     assert_eq!(next["status"], "authenticated");
     assert!(!captured_logs().contains(&format!("Code: {code}")), "the code never reaches a log line");
     server.shutdown().await;
+}
+
+async fn email_change_needs_step_up_and_tells_the_old_address(backend: Backend) {
+    let Some(python) = test_python() else { return };
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    api(&server, "/v1/identity/customers", &json!({"email": "eve@example.com", "password": PASSWORD})).await;
+    let (_, first) = login(&server, "eve@example.com", PASSWORD, "Firefox/140").await;
+    let session = first["session"]["token"].as_str().unwrap().to_owned();
+    server.verify_customer_email("eve@example.com").await;
+    let change = |body: Value| {
+        let server = &server;
+        let session = session.clone();
+        async move { send(server, &session, Method::POST, "/v1/me/email", Some(&body)).await }
+    };
+
+    // Without a second factor: the current password, and a notice plus a link.
+    let (status, problem) = change(json!({"email": "eve.new@example.com"})).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("step_up_required")), "{problem}");
+    let (status, problem) = change(json!({"email": "eve.new@example.com", "current_password": "nope"})).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("wrong_password")));
+    let (status, _) = change(json!({"email": "eve.new@example.com", "current_password": PASSWORD})).await;
+    assert_eq!(status, 202);
+    let requested = mail(&server, "email_change_requested", 1).await;
+    assert!(requested.contains("To: eve@example.com") && requested.contains("e***@example.com"), "{requested}");
+    let confirm = mail(&server, "confirm_email_change", 1).await;
+    assert!(confirm.contains("To: eve.new@example.com"), "{confirm}");
+    let token = token_in(&confirm, "evt");
+    let (status, _) = api(&server, "/v1/identity/verify-email", &json!({"token": token})).await;
+    assert_eq!(status, 200);
+    let changed = mail(&server, "email_changed", 1).await;
+    assert!(changed.contains("To: eve@example.com"), "the old address is told: {changed}");
+    let (_, me) = send(&server, &session, Method::GET, "/v1/me", None).await;
+    assert_eq!((me["email"].as_str(), me["email_verified"].as_bool()), (Some("eve.new@example.com"), Some(true)));
+    assert_eq!(login(&server, "eve@example.com", PASSWORD, "Firefox/140").await.0, 401);
+    assert_eq!(login(&server, "eve.new@example.com", PASSWORD, "Firefox/140").await.0, 200);
+    let (status, _) = api(&server, "/v1/identity/verify-email", &json!({"token": token})).await;
+    assert_eq!(status, 422, "the link works once");
+
+    // With TOTP on: only a step-up proof bound to the exact new address will do.
+    let (_, enrolment) = send(&server, &session, Method::POST, "/v1/me/totp", None).await;
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    let code = |server: &TestServer| {
+        let at = server.clock.now().unix_millis() / 1000;
+        let script = "import sys, pyotp; print(pyotp.TOTP(sys.argv[1]).at(int(sys.argv[2])))";
+        let out = std::process::Command::new(&python).args(["-c", script, &secret, &at.to_string()]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (status, _) =
+        send(&server, &session, Method::POST, "/v1/me/totp/confirm", Some(&json!({"code": code(&server)}))).await;
+    assert_eq!(status, 200);
+    let (status, problem) = change(json!({"email": "eve.third@example.com", "current_password": PASSWORD})).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("step_up_required")), "a password is not enough now");
+    let (proof, renewed) = email_change_proof(&server, &session, "someone.else@example.com", &code).await;
+    let (status, problem) = send(
+        &server,
+        &renewed,
+        Method::POST,
+        "/v1/me/email",
+        Some(&json!({"email": "eve.third@example.com", "proof": proof})),
+    )
+    .await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("step_up_invalid")), "bound to another address");
+    let (proof, renewed) = email_change_proof(&server, &renewed, "eve.third@example.com", &code).await;
+    let body = json!({"email": "eve.third@example.com", "proof": proof});
+    let (status, _) = send(&server, &renewed, Method::POST, "/v1/me/email", Some(&body)).await;
+    assert_eq!(status, 202);
+    let (status, _) = send(&server, &renewed, Method::POST, "/v1/me/email", Some(&body)).await;
+    assert_eq!(status, 422, "a proof is spent once");
+    let confirm = mail(&server, "confirm_email_change", 2).await;
+    assert!(confirm.contains("To: eve.third@example.com"));
+    server.shutdown().await;
+}
+
+/// A step-up proof for changing the address to `email`, and the session renewed by the step-up.
+async fn email_change_proof(
+    server: &TestServer,
+    session: &str,
+    email: &str,
+    code: &dyn Fn(&TestServer) -> String,
+) -> (String, String) {
+    let body = json!({"purpose": "email_change", "binding": {"email": email}});
+    let (status, challenge) = send(server, session, Method::POST, "/v1/me/step-up", Some(&body)).await;
+    assert_eq!(status, 201, "{challenge}");
+    server.clock.advance(Duration::from_secs(30));
+    let path = format!("/v1/me/step-up/{}/verify", challenge["challenge"].as_str().unwrap());
+    let (status, proof) = send(server, session, Method::POST, &path, Some(&json!({"code": code(server)}))).await;
+    assert_eq!(status, 200, "{proof}");
+    (proof["proof"].as_str().unwrap().to_owned(), proof["session"]["token"].as_str().unwrap().to_owned())
 }

@@ -211,6 +211,22 @@ async fn sign_in_always_needs_a_second_factor_and_locks_after_ten(backend: Backe
         send(&server, &token, Method::POST, "/v1/staff/me/password", Some(&change("granite harbour 8812", PASSWORD)))
             .await;
     assert_eq!((status, body["code"].as_str()), (422, Some("password_reused")), "one of the last 4");
+
+    // Guessing codes across fresh sign-ins: a right password does not reset the count, so ten
+    // wrong codes lock the account like ten wrong passwords.
+    server.clock.advance(Duration::from_secs(60));
+    let login = json!({"email": email, "password": "granite harbour 8812"});
+    for _ in 0..2 {
+        let (status, started) = public(&server, "/v1/staff/login", &login).await;
+        assert_eq!(status, 200, "{started}");
+        for _ in 0..5 {
+            let guess = json!({"challenge": started["challenge"], "code": "000000"});
+            let (status, _) = public(&server, "/v1/staff/login/second-factor", &guess).await;
+            assert_eq!(status, 401);
+        }
+    }
+    let (status, body) = public(&server, "/v1/staff/login", &login).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_credentials")), "locked by code guesses");
     server.shutdown().await;
 }
 
@@ -338,6 +354,59 @@ async fn four_eyes_guards_role_grants_and_card_reveals(backend: Backend) {
     assert_eq!(status, 403);
     let (status, _) = send(&server, &ada, Method::DELETE, "/v1/roles/night-shift", None).await;
     assert_eq!(status, 204);
+
+    // Staff cannot mint an API key that acts alone where four eyes are needed.
+    let (status, body) = send(
+        &server,
+        &ada,
+        Method::POST,
+        "/v1/api-keys",
+        Some(&json!({"name": "shortcut", "scopes": ["vault:reveal:card"]})),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) =
+        send(&server, &ada, Method::POST, "/v1/api-keys", Some(&json!({"name": "ok", "scopes": ["vault:read"]}))).await;
+    assert_eq!(status, 201);
+
+    // A custom role someone holds cannot be deleted (and recreated with other permissions).
+    let (status, _) = send(
+        &server,
+        &ada,
+        Method::POST,
+        "/v1/roles",
+        Some(&json!({"name": "readers", "permissions": ["vault:read"]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let readers = format!("/v1/staff/{cy_id}/roles");
+    let (_, asked) = send(&server, &ada, Method::POST, &readers, Some(&grant("readers", None))).await;
+    let request = asked["approval_id"].as_str().unwrap().to_owned();
+    let (status, body) = send(&server, &ada, Method::DELETE, "/v1/roles/readers", None).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("role_in_use")), "an open request names it");
+    send(&server, &bob, Method::POST, &format!("/v1/approvals/{request}/approve"), None).await;
+    let (status, _) = send(&server, &ada, Method::POST, &readers, Some(&grant("readers", Some(&request)))).await;
+    assert_eq!(status, 200);
+    let (status, body) = send(&server, &ada, Method::DELETE, "/v1/roles/readers", None).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("role_in_use")), "Cy holds it");
+    let (status, _) = send(&server, &ada, Method::DELETE, &format!("/v1/staff/{cy_id}/roles/readers"), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = send(&server, &ada, Method::DELETE, "/v1/roles/readers", None).await;
+    assert_eq!(status, 204);
+
+    // Nobody demotes someone more powerful, and the last owner stays.
+    let (status, _) = send(&server, &cy, Method::POST, &format!("/v1/staff/{cy_id}/disable"), None).await;
+    assert_eq!(status, 403);
+    let (_, bob_me) = send(&server, &bob, Method::GET, "/v1/staff/me", None).await;
+    let bob_id = bob_me["id"].as_str().unwrap().to_owned();
+    let (status, _) = send(&server, &ada, Method::DELETE, &format!("/v1/staff/{bob_id}/roles/owner"), None).await;
+    assert_eq!(status, 200, "Ada stays an owner");
+    let (_, ada_me) = send(&server, &ada, Method::GET, "/v1/staff/me", None).await;
+    let ada_id = ada_me["id"].as_str().unwrap().to_owned();
+    let (status, body) = send(&server, &bob, Method::POST, &format!("/v1/staff/{ada_id}/disable"), None).await;
+    assert_eq!(status, 403, "Bob is no owner any more: {body}");
+    let (status, body) = send(&server, &ada, Method::DELETE, &format!("/v1/staff/{ada_id}/roles/owner"), None).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("last_owner")));
 
     // Disabling ends Cy's sessions at once; nobody disables themselves.
     let (status, _) = send(&server, &ada, Method::POST, &format!("/v1/staff/{cy_id}/disable"), None).await;

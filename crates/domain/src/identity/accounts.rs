@@ -163,6 +163,7 @@ impl IdentityService {
             totp_confirmed_at: None,
             totp_last_step: None,
             phrase_sealed: None,
+            pending_email: None,
             created_at: now,
         };
         if !self.repo.insert_customer(&record).await? {

@@ -18,6 +18,17 @@ use crate::ports::{AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRec
 /// How long an address-check link works.
 const VERIFY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// How long a link confirming a new address works.
+const EMAIL_CHANGE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `j***@example.com`: enough for the owner to recognise, not a full address.
+fn mask(email: &str) -> String {
+    match email.rsplit_once('@') {
+        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
+        None => "***".to_owned(),
+    }
+}
+
 /// How long a reset link works (the issue's 15 minutes).
 const RESET_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
@@ -35,6 +46,7 @@ impl IdentityService {
         customer: &CustomerRecord,
         purpose: ChallengePurpose,
         ttl: std::time::Duration,
+        binding: Option<Vec<u8>>,
     ) -> Result<Secret<String>, DomainError> {
         let now = self.now();
         let prefix = if purpose == ChallengePurpose::VerifyEmail { "evt" } else { "rst" };
@@ -44,7 +56,7 @@ impl IdentityService {
             merchant_id: customer.merchant_id.clone(),
             customer_id: customer.id.clone(),
             purpose,
-            binding_digest: None,
+            binding_digest: binding,
             session_id: None,
             client: None,
             created_at: now,
@@ -68,7 +80,7 @@ impl IdentityService {
 
     /// Mails a new customer the link that verifies their address.
     pub(super) async fn send_verification(&self, customer: &CustomerRecord, email: &str) -> Result<(), DomainError> {
-        let token = self.link_token(customer, ChallengePurpose::VerifyEmail, VERIFY_TTL).await?;
+        let token = self.link_token(customer, ChallengePurpose::VerifyEmail, VERIFY_TTL, None).await?;
         let notice = Notice {
             kind: "verify_email",
             subject: "Confirm your email address",
@@ -110,9 +122,132 @@ impl IdentityService {
         if self.repo.redeem_proof(&digest, now).await?.is_none() {
             return Err(bad_link());
         }
+        if let Some(binding) = &challenge.binding_digest {
+            self.complete_email_change(merchant, &challenge.customer_id, binding, client).await?;
+            return Ok(challenge.customer_id);
+        }
         self.repo.mark_email_verified(merchant, &challenge.customer_id, now).await?;
         self.audit_factor(merchant, &challenge.customer_id, client, "customer.email_verified", Outcome::Success);
         Ok(challenge.customer_id)
+    }
+
+    /// Starts changing the signed-in customer's address. Accounts with a second factor need a
+    /// step-up proof for purpose `email_change` bound to `{"email": <the new address as given>}`;
+    /// accounts without one, their current password (and a recent sign-in). A link goes to the
+    /// new address (the change happens when it is opened) and a notice to the current one.
+    pub async fn request_email_change(
+        &self,
+        session: &CustomerSession,
+        new_email: &str,
+        proof: Option<&str>,
+        password: Option<Secret<String>>,
+        client: &Client,
+    ) -> Result<(), DomainError> {
+        let merchant = &session.merchant_id;
+        let email = self.email(new_email, "/email")?;
+        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        // Step-up takes TOTP (and recovery codes): accounts with it must use it; others confirm
+        // with their password.
+        let has_factor = customer.totp_confirmed_at.is_some();
+        match (proof, password) {
+            (Some(proof), _) => {
+                let mut binding = serde_json::Map::new();
+                binding.insert("email".into(), serde_json::Value::String(new_email.to_owned()));
+                self.spend_own_proof(session, proof, "email_change", &binding).await?;
+            }
+            (None, Some(password)) if !has_factor => {
+                self.require_recent_sign_in(session)?;
+                if !self.hasher.verify(customer.password_hash.as_deref(), password).await? {
+                    self.audit_factor(
+                        merchant,
+                        &customer.id,
+                        client,
+                        "customer.email_change_requested",
+                        Outcome::Denied("wrong_password"),
+                    );
+                    return Err(DomainError::Rejected {
+                        code: "wrong_password",
+                        errors: vec![FieldError::new("/current_password", "is not right")],
+                    });
+                }
+            }
+            _ => {
+                return Err(DomainError::Rejected {
+                    code: "step_up_required",
+                    errors: vec![FieldError::new(
+                        "/proof",
+                        "changing the address needs a step-up proof (purpose email_change, binding {\"email\": <new address>}), \
+                         or the current password for an account without a second factor",
+                    )],
+                });
+            }
+        }
+        if email.lookup == customer.email_lookup {
+            return Err(DomainError::Conflict("same_email", "this is the account's address already"));
+        }
+        let (_, sealed) =
+            self.seal_for(merchant, &customer.id, "pending_email", email.canonical.expose().as_bytes()).await?;
+        self.repo.set_pending_email(merchant, &customer.id, &email.lookup, &sealed).await?;
+        let binding = self.keyed("email_change", &email.lookup);
+        let token = self.link_token(&customer, ChallengePurpose::VerifyEmail, EMAIL_CHANGE_TTL, Some(binding)).await?;
+        let confirm = Notice {
+            kind: "confirm_email_change",
+            subject: "Confirm your new email address",
+            intro: "Please confirm that this is your new email address for your account. The link works once, for 1 hour.",
+            facts: Vec::new(),
+            link: Some(("Confirm my new address", self.link("verify-email", &token))),
+            closing: "If you did not ask for this, ignore this mail: nothing changes without the link.",
+        };
+        self.send_to(email.canonical.expose(), &confirm, None);
+        let masked = mask(email.canonical.expose());
+        self.notify(&customer, Notice {
+            kind: "email_change_requested",
+            subject: "A change of your email address was requested",
+            intro: "Someone signed in to your account asked to change its email address. It changes only once the new address is confirmed.",
+            facts: vec![("New address", masked), ("Time (UTC)", self.now().to_rfc3339())],
+            link: None,
+            closing: "If this was not you, sign in, end your other sessions and change your password now.",
+        })
+        .await;
+        self.audit_factor(merchant, &customer.id, client, "customer.email_change_requested", Outcome::Success);
+        Ok(())
+    }
+
+    /// Applies a confirmed email change and tells the old address.
+    async fn complete_email_change(
+        &self,
+        merchant: &MerchantId,
+        customer_id: &str,
+        binding: &[u8],
+        client: &Client,
+    ) -> Result<(), DomainError> {
+        let customer = self.customer_record(merchant, customer_id).await?;
+        let Some((lookup, sealed)) = &customer.pending_email else { return Err(bad_link()) };
+        if !strongroom_crypto::constant_time_eq(&self.keyed("email_change", lookup), binding) {
+            // A newer change replaced the one this link was for.
+            return Err(bad_link());
+        }
+        let new_email = self.open_for(merchant, customer_id, "pending_email", &customer.data_key_id, sealed).await?;
+        let (_, resealed) = self.seal_for(merchant, customer_id, "email", new_email.expose()).await?;
+        if !self.repo.apply_pending_email(merchant, customer_id, lookup, &resealed, self.now()).await? {
+            return Err(DomainError::Conflict("email_taken", "another account has this address"));
+        }
+        let masked = mask(&String::from_utf8_lossy(new_email.expose()));
+        // The notice goes to the old address: `customer` still holds it.
+        self.notify(
+            &customer,
+            Notice {
+                kind: "email_changed",
+                subject: "Your email address was changed",
+                intro: "The email address of your account was changed. Mail now goes to the new address.",
+                facts: vec![("New address", masked), ("Time (UTC)", self.now().to_rfc3339())],
+                link: None,
+                closing: "If this was not you, contact the shop at once: someone controls your account.",
+            },
+        )
+        .await;
+        self.audit_factor(merchant, customer_id, client, "customer.email_changed", Outcome::Success);
+        Ok(())
     }
 
     /// Starts a password reset: mails a 15-minute single-use link when the address has an active
@@ -138,7 +273,7 @@ impl IdentityService {
         };
         match customer {
             Some(customer) if customer.status == AccountStatus::Active => {
-                let token = self.link_token(&customer, ChallengePurpose::PasswordReset, RESET_TTL).await?;
+                let token = self.link_token(&customer, ChallengePurpose::PasswordReset, RESET_TTL, None).await?;
                 let second = if customer.totp_confirmed_at.is_some() {
                     " You will also need a code from your authenticator app or a recovery code."
                 } else {

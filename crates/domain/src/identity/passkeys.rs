@@ -165,7 +165,12 @@ impl IdentityService {
         client: &Client,
     ) -> Result<IssuedSession, DomainError> {
         let customer = self.customer_record(merchant, customer_id).await.map_err(|_| DomainError::InvalidFactor)?;
-        if customer.password_hash.is_some() || customer.email_verified_at.is_none() {
+        let has_passkey = self.passkey_service()?.has_any(owner(merchant, customer_id)).await?;
+        if customer.password_hash.is_some()
+            || customer.email_verified_at.is_none()
+            || customer.status != AccountStatus::Active
+            || has_passkey
+        {
             return Err(DomainError::InvalidFactor);
         }
         self.passkey_service()?.finish_registration(owner(merchant, customer_id), ceremony, answer, label).await?;

@@ -216,6 +216,42 @@ impl IdentityService {
         Ok(StepUpProof { proof, expires_at, session: renewed })
     }
 
+    /// Spends a proof the signed-in customer made for one of their own actions (an email change):
+    /// good once, for exactly this purpose and binding.
+    pub(super) async fn spend_own_proof(
+        &self,
+        session: &super::CustomerSession,
+        proof: &str,
+        purpose: &str,
+        binding: &Map<String, Value>,
+    ) -> Result<(), DomainError> {
+        let digest = self.keyed("step_up_proof", proof.trim().as_bytes());
+        let redeemed = self.repo.redeem_proof(&digest, self.now()).await?;
+        let expected = self.keyed("step_up_binding", canonical_binding(purpose, binding)?.as_bytes());
+        let good = redeemed.as_ref().is_some_and(|c| {
+            c.merchant_id == session.merchant_id
+                && c.customer_id == session.customer_id
+                && c.binding_digest.as_deref().is_some_and(|d| strongroom_crypto::constant_time_eq(d, &expected))
+        });
+        let outcome =
+            if good { Outcome::SuccessBecause(purpose.to_owned()) } else { Outcome::Denied("proof_not_valid") };
+        self.audit_factor(
+            &session.merchant_id,
+            &session.customer_id,
+            &Client::default(),
+            "customer.step_up_redeemed",
+            outcome,
+        );
+        if good {
+            Ok(())
+        } else {
+            Err(DomainError::Rejected {
+                code: "step_up_invalid",
+                errors: vec![FieldError::new("/proof", "is not a valid, unused proof for this purpose and binding")],
+            })
+        }
+    }
+
     /// Redeems a step-up proof for one action of one customer: good once, within its lifetime,
     /// for exactly the purpose and binding it was made for. A proof presented with anything else
     /// is spent all the same.

@@ -27,6 +27,9 @@ pub const PENDING_FOR: Duration = Duration::from_secs(24 * 3600);
 /// How long an approval may be used after it was given.
 pub const USABLE_FOR: Duration = Duration::from_secs(15 * 60);
 
+/// Permissions whose use by staff needs a second person: staff cannot put them into API keys.
+pub const FOUR_EYES_PERMISSIONS: &[Scope] = &[Scope::VaultRevealCard, Scope::AdminStaff];
+
 /// An action that needs a second person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -541,7 +541,14 @@ impl StaffService {
             self.record(self.staff_event(&staff, "staff.login", Outcome::Denied(reason)), client);
             return Err(DomainError::InvalidCredentials);
         }
-        self.repo.clear_staff_failures(&staff.id).await?;
+        // Read again after the (queued, slow) hash: guesses sent in parallel must not pass a lock
+        // that one of them set meanwhile. Failures are not cleared here, only after the second
+        // factor, so guessing codes across fresh sign-ins still reaches the lock.
+        let fresh = self.repo.staff(None, &staff.id).await?.ok_or(DomainError::InvalidCredentials)?;
+        if fresh.locked_until.is_some_and(|until| until > self.now()) {
+            self.record(self.staff_event(&staff, "staff.login", Outcome::Denied("locked")), client);
+            return Err(DomainError::InvalidCredentials);
+        }
         let mut factors = Vec::new();
         if staff.totp_confirmed_at.is_some() {
             factors.push("totp");
@@ -743,11 +750,15 @@ impl StaffService {
                     return Ok(None);
                 }
                 let custom = self.custom_roles(&staff.merchant_id).await?;
+                let permissions = roles::permissions_of(&staff.roles, &custom);
+                let grantable =
+                    permissions.iter().copied().filter(|p| !approvals::FOUR_EYES_PERMISSIONS.contains(p)).collect();
                 let principal = StaffPrincipal {
                     staff_id: staff.id.clone(),
                     merchant_id: staff.merchant_id.clone(),
                     session_id: session.id.clone(),
-                    permissions: roles::permissions_of(&staff.roles, &custom),
+                    grantable,
+                    permissions,
                     roles: staff.roles.clone(),
                     authenticated_at: session.created_at,
                 };
@@ -804,6 +815,12 @@ impl StaffService {
     ) -> Result<(), DomainError> {
         let record = self.staff_of(&staff.merchant_id, &staff.staff_id).await?;
         if !self.hasher.verify(record.password_hash.as_deref(), current).await? {
+            // Guessing the current password from a stolen session counts towards the lock.
+            let now = self.now();
+            if self.repo.staff_login_failed(&record.id, LOCK_AFTER, now.saturating_add(LOCK_FOR)).await? >= LOCK_AFTER {
+                self.repo.end_staff_sessions(&record.id, None, now).await?;
+                self.forget_sessions();
+            }
             self.record(self.staff_event(&record, "staff.password_changed", Outcome::Denied("wrong_password")), client);
             return Err(DomainError::Rejected {
                 code: "wrong_password",
@@ -861,6 +878,10 @@ impl StaffService {
             return Err(DomainError::Forbidden("staff cannot disable or enable themselves"));
         }
         let record = self.staff_of(by.merchant_id(), id).await?;
+        self.require_power_over(by, &record).await?;
+        if status == StaffStatus::Disabled && record.roles.iter().any(|r| r == "owner") {
+            self.require_another_owner(by.merchant_id(), id).await?;
+        }
         if status == StaffStatus::Active && record.password_hash.is_none() {
             return Err(DomainError::Conflict(
                 "invitation_open",
@@ -900,6 +921,10 @@ impl StaffService {
         if !record.roles.iter().any(|r| r == role) {
             return Err(DomainError::NotFound);
         }
+        self.require_power_over(by, &record).await?;
+        if role == "owner" {
+            self.require_another_owner(by.merchant_id(), id).await?;
+        }
         let remaining: Vec<String> = record.roles.iter().filter(|r| *r != role).cloned().collect();
         if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &remaining).await? {
             return Err(DomainError::Conflict("roles_changed", "the roles changed meanwhile; read them again"));
@@ -907,6 +932,32 @@ impl StaffService {
         self.forget_sessions();
         self.record(by.event("staff.role_revoked", Outcome::SuccessBecause(role.to_owned())).on("staff", id), client);
         self.get(by, id).await
+    }
+
+    /// Refuses unless `by` holds every permission `target`'s roles give: nobody disables or
+    /// demotes someone more powerful than themselves.
+    async fn require_power_over(&self, by: &Principal, target: &StaffRecord) -> Result<(), DomainError> {
+        let custom = self.custom_roles(by.merchant_id()).await?;
+        match roles::permissions_of(&target.roles, &custom).into_iter().find(|p| !by.has(*p)) {
+            Some(missing) => Err(DomainError::MissingScope(missing)),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses unless another active staff member of the merchant holds `owner`: a shop never
+    /// loses its last owner through the API.
+    async fn require_another_owner(&self, merchant: &MerchantId, except: &str) -> Result<(), DomainError> {
+        let others = self
+            .repo
+            .list_staff(merchant)
+            .await?
+            .into_iter()
+            .any(|s| s.id != except && s.status == StaffStatus::Active && s.roles.iter().any(|r| r == "owner"));
+        if others {
+            Ok(())
+        } else {
+            Err(DomainError::Conflict("last_owner", "the shop's last active owner cannot be disabled or demoted"))
+        }
     }
 
     /// The permissions a role gives (built-in or custom); `NotFound` for no such role.
@@ -971,6 +1022,23 @@ impl StaffService {
     pub async fn delete_role(&self, by: &Principal, name: &str, client: &Client) -> Result<(), DomainError> {
         if roles::builtin(name).is_some() {
             return Err(DomainError::Forbidden("built-in roles cannot be deleted"));
+        }
+        // A role someone holds, or an open request would grant, cannot go: recreated under the
+        // same name with other permissions it would change their power without an approval.
+        let staff = self.repo.list_staff(by.merchant_id()).await?;
+        let held = staff.iter().any(|s| s.roles.iter().any(|r| r == name));
+        let suffix = format!(":{name}");
+        let requested = self
+            .repo
+            .list_approvals(by.merchant_id(), None, 1_000)
+            .await?
+            .iter()
+            .any(|a| (a.status == "pending" || a.status == "approved") && a.target.ends_with(&suffix));
+        if held || requested {
+            return Err(DomainError::Conflict(
+                "role_in_use",
+                "revoke the role from everyone who holds it (and deny open requests for it) first",
+            ));
         }
         if !self.repo.delete_role(by.merchant_id(), name).await? {
             return Err(DomainError::NotFound);

@@ -960,6 +960,48 @@ pub async fn complete_password_reset(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A new address.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChangeRequest {
+    /// The new address.
+    pub email: String,
+    /// A step-up proof (`sup_…`) for purpose `email_change` with binding `{"email": <the new
+    /// address exactly as sent here>}`: required when the account has a second factor.
+    #[serde(default)]
+    pub proof: Option<SecretText>,
+    /// The current password: instead of a proof, for accounts without a second factor (and a
+    /// sign-in within 10 minutes).
+    #[serde(default)]
+    pub current_password: Option<SecretText>,
+}
+
+/// Starts an email change: a confirmation link goes to the new address, a notice to the current
+/// one; the address changes when the link is opened (`POST /v1/identity/verify-email`).
+#[utoipa::path(post, path = "/v1/me/email", tag = "customer", security(("session" = [])),
+    request_body = EmailChangeRequest,
+    responses((status = 202), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "same_email"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "step_up_required, step_up_invalid, wrong_password")))]
+pub async fn change_email(
+    auth: CustomerAuth,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EmailChangeRequest>,
+) -> Result<StatusCode, ApiError> {
+    let proof = body.proof.map(SecretText::secret);
+    state
+        .identity
+        .request_email_change(
+            &auth.session,
+            &body.email,
+            proof.as_ref().map(|p| p.expose().as_str()),
+            body.current_password.map(SecretText::secret),
+            &auth.client,
+        )
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 /// The anti-phishing phrase.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

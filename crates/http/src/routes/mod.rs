@@ -62,6 +62,7 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/identity/password-reset", post(identity::request_password_reset))
         .route("/v1/identity/password-reset/complete", post(identity::complete_password_reset))
         .route("/v1/me/anti-phishing-phrase", put(identity::set_phrase))
+        .route("/v1/me/email", post(identity::change_email))
         .route("/v1/me", get(identity::me))
         .route("/v1/me/session", get(identity::current_session))
         .route("/v1/me/logout", post(identity::logout))
