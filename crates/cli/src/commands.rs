@@ -471,7 +471,7 @@ fn cli_event(action: &'static str, merchant: &MerchantId, key: &str) -> strongro
         .on("api_key", key)
 }
 
-fn describe_domain(err: strongroom_domain::DomainError) -> anyhow::Error {
+pub(crate) fn describe_domain(err: strongroom_domain::DomainError) -> anyhow::Error {
     match err {
         strongroom_domain::DomainError::Validation(fields) => anyhow::anyhow!(
             "invalid input: {}",
@@ -484,6 +484,7 @@ fn describe_domain(err: strongroom_domain::DomainError) -> anyhow::Error {
         strongroom_domain::DomainError::NotFound => {
             anyhow::anyhow!("no such key for this merchant")
         }
+        strongroom_domain::DomainError::Conflict(code, why) => anyhow::anyhow!("{why} ({code})"),
         other => anyhow::anyhow!(other),
     }
 }

@@ -41,6 +41,13 @@ pub enum KeysCommand {
     /// Make a new access-token signing key version. Servers publish it within a minute and sign
     /// with it after 150 s; tokens signed with older versions stay valid until they expire.
     RotateOauth,
+    /// Retire an access-token signing key version once every token it signed has expired: its
+    /// key is deleted and servers stop accepting its tokens within a minute.
+    RetireOauth {
+        /// The version to retire.
+        #[arg(value_name = "VERSION")]
+        key_version: u32,
+    },
     /// Retire a previous version that no data key uses (its wrapped material is deleted).
     Retire {
         /// The version to retire.
@@ -187,6 +194,17 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 print(&format!(
                     "access-token signing key version {version} added: published within a minute, used for signing after 150 s"
                 ));
+            }
+            KeysCommand::RetireOauth { key_version: version } => {
+                let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
+                strongroom_domain::oauth::retire(&core.store, clock.as_ref(), version, config.oauth.token_ttl)
+                    .await
+                    .map_err(crate::commands::describe_domain)?;
+                let actor = approver.as_deref().map_or_else(|| "cli".to_owned(), |key| format!("cli+approved_by:{key}"));
+                let event = AuditEvent::by(ActorKind::System, Some(actor), "oauth.signing_key_retired", Outcome::Success)
+                    .on("oauth_signing_key", version.to_string());
+                core.audit.record_durable(event).await?;
+                print(&format!("access-token signing key version {version} retired: servers drop it within a minute"));
             }
             KeysCommand::RewrapRoot => {
                 let keyring = strongroom_domain::keyring::rewrap_all(&core.store, core.kms.as_ref()).await?;

@@ -193,7 +193,7 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     let data = dir.path().join("strongroom-data");
     let migrate = strongroom(&data).arg("migrate").output().unwrap();
     assert!(migrate.status.success());
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("8 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("9 migration(s) applied"));
     let early = strongroom(&data).args(["apikey", "list"]).output().unwrap();
     assert_eq!(early.status.code(), Some(1), "no merchant before the first serve");
 
@@ -666,6 +666,13 @@ async fn oauth_signing_key_rotation_overlaps() {
         client.post(format!("{base2}/oauth/token")).form(&form).send().await.unwrap().json().await.unwrap();
     let fresh = body["access_token"].as_str().unwrap().to_owned();
     assert_eq!(kid(&fresh), kid(&old), "signing waits for the overlap");
+    // Retiring: never the newest version, and not while tokens of the old one may be valid.
+    let newest = strongroom(&data).args(["keys", "retire-oauth", "2"]).output().unwrap();
+    assert_eq!(newest.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&newest.stderr).contains("newest_version"));
+    let early = strongroom(&data).args(["keys", "retire-oauth", "1"]).output().unwrap();
+    assert_eq!(early.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&early.stderr).contains("tokens_may_be_live"));
     assert_eq!(checkpoint(fresh).await, 200);
     let mut serving2 = serving2;
     assert_eq!(terminate(&mut serving2), 0);

@@ -77,13 +77,24 @@ pub async fn rewrap_all(repo: &dyn KeyringRepository, kms: &dyn Kms) -> Result<u
         version += 1;
     }
     for name in &names {
-        if let Some(stored) = repo.get(name).await? {
+        if let Some(stored) = repo.get(name).await?
+            && !is_retired(&stored)
+        {
             let wrapped = kms.rewrap(&format!("keyring/{name}"), &stored.wrapped).await?;
             repo.replace_wrapped(name, &kms.key_id(), &wrapped).await?;
             moved += 1;
         }
     }
     Ok(moved)
+}
+
+/// The `kms_key_id` of a retired entry, whose key material is gone (its wrapped bytes are
+/// emptied): the name stays, so versioned names keep counting up.
+pub const RETIRED: &str = "retired";
+
+/// Whether a keyring entry was retired.
+pub fn is_retired(key: &WrappedKey) -> bool {
+    key.kms_key_id == RETIRED
 }
 
 /// Keys the running process holds, unwrapped.

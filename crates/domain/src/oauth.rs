@@ -101,13 +101,16 @@ async fn load_versions(
     clock: &dyn Clock,
     entropy: &dyn Entropy,
 ) -> Result<Vec<Arc<SigningVersion>>, DomainError> {
-    let first = crate::keyring::load_or_create(&key_name(1), repo, kms, clock, entropy).await?;
-    // Version 1 signs at once (there is nothing to overlap with): it counts as published forever.
-    let mut versions = vec![Arc::new(SigningVersion {
-        version: 1,
-        created_at: strongroom_types::Timestamp::from_unix_millis(0),
-        key: AccessTokenKey::from_seed(&first),
-    })];
+    let mut versions = Vec::new();
+    if !repo.get(&key_name(1)).await?.is_some_and(|k| crate::keyring::is_retired(&k)) {
+        let first = crate::keyring::load_or_create(&key_name(1), repo, kms, clock, entropy).await?;
+        // Version 1 signs at once (there is nothing to overlap with): it counts as published forever.
+        versions.push(Arc::new(SigningVersion {
+            version: 1,
+            created_at: strongroom_types::Timestamp::from_unix_millis(0),
+            key: AccessTokenKey::from_seed(&first),
+        }));
+    }
     versions.extend(load_from(repo, kms, 2).await?);
     Ok(versions)
 }
@@ -121,6 +124,10 @@ async fn load_from(
     let mut versions = Vec::new();
     let mut version = first;
     while let Some(stored) = repo.get(&key_name(version)).await? {
+        if crate::keyring::is_retired(&stored) {
+            version += 1;
+            continue;
+        }
         let seed = kms.unwrap(&format!("keyring/{}", key_name(version)), &stored.wrapped).await?;
         versions.push(Arc::new(SigningVersion {
             version,
@@ -148,6 +155,45 @@ pub async fn rotate(
     }
     crate::keyring::load_or_create(&key_name(next), repo, kms, clock, entropy).await?;
     Ok(next)
+}
+
+/// Retires signing key version `version`: its key material is deleted and servers stop
+/// publishing it and accepting its tokens (within [`REFRESH`]). Refused for the newest version,
+/// and while tokens it signed may still be valid: until the next version has been signing for
+/// `token_ttl` plus the clock leeway.
+pub async fn retire(
+    repo: &dyn KeyringRepository,
+    clock: &dyn Clock,
+    version: u32,
+    token_ttl: Duration,
+) -> Result<(), DomainError> {
+    let stored = repo.get(&key_name(version)).await?.ok_or(DomainError::NotFound)?;
+    if crate::keyring::is_retired(&stored) {
+        return Err(DomainError::Conflict("already_retired", "this version is retired already"));
+    }
+    let mut next = version + 1;
+    let successor = loop {
+        match repo.get(&key_name(next)).await? {
+            Some(k) if !crate::keyring::is_retired(&k) => break k,
+            Some(_) => next += 1,
+            None => {
+                return Err(DomainError::Conflict(
+                    "newest_version",
+                    "the newest signing key cannot be retired: rotate first",
+                ));
+            }
+        }
+    };
+    let signing_since = successor.created_at.saturating_add(PUBLISH_BEFORE_SIGNING);
+    let safe_after = signing_since.saturating_add(token_ttl).saturating_add(Duration::from_secs(LEEWAY_SECS as u64));
+    if clock.now() < safe_after {
+        return Err(DomainError::Conflict(
+            "tokens_may_be_live",
+            "tokens this version signed may still be valid; retire it once the next version has signed for the token lifetime",
+        ));
+    }
+    repo.replace_wrapped(&key_name(version), crate::keyring::RETIRED, &[]).await?;
+    Ok(())
 }
 
 /// The token endpoint and access-token verification.
@@ -191,10 +237,17 @@ impl AccessTokens {
         let known = self.snapshot();
         let next = known.last().map_or(1, |v| v.version + 1);
         let newer = load_from(self.repo.as_ref(), self.kms.as_ref(), next).await?;
-        if newer.is_empty() {
+        // Versions retired since (by `strongroom keys retire-oauth`) stop verifying here too.
+        let mut retired = Vec::new();
+        for v in known.iter() {
+            if self.repo.get(&key_name(v.version)).await?.is_none_or(|k| crate::keyring::is_retired(&k)) {
+                retired.push(v.version);
+            }
+        }
+        if newer.is_empty() && retired.is_empty() {
             return Ok(known.len());
         }
-        let mut versions = known.as_ref().clone();
+        let mut versions: Vec<_> = known.iter().filter(|v| !retired.contains(&v.version)).cloned().collect();
         versions.extend(newer);
         let count = versions.len();
         if let Ok(mut current) = self.versions.write() {
@@ -300,5 +353,62 @@ impl AccessTokens {
         let id = ApiKeyId::parse(&claims.sub).map_err(|_| AuthError::Refused(AuthFailure::Malformed, None))?;
         let scopes: Vec<Scope> = claims.scope.split_ascii_whitespace().filter_map(Scope::parse).collect();
         self.api_keys.principal_for_token(&id, &scopes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::ports::WrappedKey;
+
+    /// A keyring in memory.
+    #[derive(Default)]
+    struct MemoryKeyring(Mutex<HashMap<String, WrappedKey>>);
+
+    #[async_trait::async_trait]
+    impl KeyringRepository for MemoryKeyring {
+        async fn get(&self, name: &str) -> Result<Option<WrappedKey>, crate::StoreError> {
+            Ok(self.0.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned())
+        }
+        async fn insert_if_absent(&self, key: &WrappedKey) -> Result<WrappedKey, crate::StoreError> {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(map.entry(key.name.clone()).or_insert_with(|| key.clone()).clone())
+        }
+        async fn replace_wrapped(&self, name: &str, kms_key_id: &str, wrapped: &[u8]) -> Result<(), crate::StoreError> {
+            if let Some(k) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get_mut(name) {
+                k.kms_key_id = kms_key_id.to_owned();
+                k.wrapped = wrapped.to_vec();
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn retiring_waits_for_the_old_tokens_to_expire() {
+        let repo = MemoryKeyring::default();
+        let at = |secs: i64| strongroom_types::Timestamp::from_unix_millis(secs * 1000);
+        for (version, created) in [(1, 0), (2, 1_000)] {
+            let key = WrappedKey {
+                name: key_name(version),
+                kms_key_id: "k".into(),
+                wrapped: vec![1],
+                created_at: at(created),
+            };
+            assert!(repo.insert_if_absent(&key).await.is_ok());
+        }
+        let ttl = Duration::from_secs(300);
+        // Version 2 signs from 1,150 s; version 1's last tokens expire by 1,150 + 300 + 30 s.
+        let clock = strongroom_types::ManualClock::new(at(1_400));
+        assert!(matches!(retire(&repo, &clock, 2, ttl).await, Err(DomainError::Conflict("newest_version", _))));
+        assert!(matches!(retire(&repo, &clock, 1, ttl).await, Err(DomainError::Conflict("tokens_may_be_live", _))));
+        clock.set(at(1_481));
+        assert!(retire(&repo, &clock, 1, ttl).await.is_ok());
+        let stored = repo.get(&key_name(1)).await.ok().flatten();
+        assert!(stored.is_some_and(|k| crate::keyring::is_retired(&k) && k.wrapped.is_empty()), "the key is gone");
+        assert!(matches!(retire(&repo, &clock, 1, ttl).await, Err(DomainError::Conflict("already_retired", _))));
+        assert!(matches!(retire(&repo, &clock, 9, ttl).await, Err(DomainError::NotFound)));
     }
 }

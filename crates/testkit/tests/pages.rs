@@ -113,6 +113,16 @@ async fn pages_refuse_forged_posts_and_set_strict_headers(backend: Backend) {
     let tampered = format!("{}x", &cookie[..cookie.len() - 1]);
     let refused = client.get(server.url("/account/security")).header("cookie", tampered).send().await.unwrap();
     assert_eq!((refused.status().as_u16(), refused.headers()["location"].to_str().unwrap()), (303, "/account/login"));
+    let mut audited = false;
+    for _ in 0..50 {
+        let entries = server.get_json("/v1/audit/entries?start=0&limit=1000").await.to_string();
+        if entries.contains("invalid_session_cookie") {
+            audited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(audited, "a tampered session cookie is audited");
     // Logout clears the cookie and site data.
     let out = client
         .post(server.url("/account/logout"))

@@ -253,8 +253,12 @@ fn describe(action: &str) -> &str {
     }
 }
 
-pub(super) async fn security(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
-    let session = session_of(&state, &headers).await?;
+pub(super) async fn security(
+    State(state): State<AppState>,
+    context: RequestContext,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let session = session_of(&state, &headers, &context).await?;
     let csrf = Csrf::of(&headers);
     let me = state.identity.me(&session).await?;
     let sessions = state.identity.list_sessions(&session).await?;
@@ -354,8 +358,12 @@ pub(super) async fn security(State(state): State<AppState>, headers: HeaderMap) 
     Ok(respond(&csrf, StatusCode::OK, "Security centre", &body))
 }
 
-pub(super) async fn mfa_page(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
-    let session = session_of(&state, &headers).await?;
+pub(super) async fn mfa_page(
+    State(state): State<AppState>,
+    context: RequestContext,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let session = session_of(&state, &headers, &context).await?;
     let csrf = Csrf::of(&headers);
     let me = state.identity.me(&session).await?;
     let body = if me.totp {
@@ -386,7 +394,7 @@ pub(super) async fn totp_begin(
     Form(input): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers).await?;
+    let session = session_of(&state, &headers, &context).await?;
     let csrf = Csrf::of(&headers);
     let enrolment = state.identity.begin_totp(&session, &client_of(&context, &headers)).await?;
     let qr = qr_svg(enrolment.otpauth_uri.expose())?;
@@ -409,7 +417,7 @@ pub(super) async fn totp_confirm(
     Form(input): Form<CodeForm>,
 ) -> Result<Response, PageError> {
     check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers).await?;
+    let session = session_of(&state, &headers, &context).await?;
     let csrf = Csrf::of(&headers);
     let client = client_of(&context, &headers);
     match state.identity.confirm_totp(&session, Secret::new(input.code), true, &client).await {
@@ -437,10 +445,11 @@ pub(super) async fn totp_confirm(
 
 pub(super) async fn passkey_add_options(
     State(state): State<AppState>,
+    context: RequestContext,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_csrf(&headers, csrf_header(&headers)).map_err(|_| forbidden_api())?;
-    let session = session_of(&state, &headers).await.map_err(|_| ApiError::unauthenticated())?;
+    let session = session_of(&state, &headers, &context).await.map_err(|_| ApiError::unauthenticated())?;
     let ceremony = state.identity.begin_passkey_registration(&session).await?;
     Ok(Json(serde_json::json!({"ceremony": ceremony.id, "options": ceremony.options})))
 }
@@ -452,7 +461,7 @@ pub(super) async fn passkey_add_finish(
     Json(input): Json<FinishJson>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_csrf(&headers, csrf_header(&headers)).map_err(|_| forbidden_api())?;
-    let session = session_of(&state, &headers).await.map_err(|_| ApiError::unauthenticated())?;
+    let session = session_of(&state, &headers, &context).await.map_err(|_| ApiError::unauthenticated())?;
     let client = client_of(&context, &headers);
     let record = state
         .identity
@@ -469,7 +478,7 @@ pub(super) async fn end_session(
     Form(input): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers).await?;
+    let session = session_of(&state, &headers, &context).await?;
     state.identity.end_session(&session, &id, &client_of(&context, &headers)).await?;
     Ok(redirect("/account/security"))
 }
@@ -481,7 +490,7 @@ pub(super) async fn end_other_sessions(
     Form(input): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers).await?;
+    let session = session_of(&state, &headers, &context).await?;
     state.identity.end_other_sessions(&session, &client_of(&context, &headers)).await?;
     Ok(redirect("/account/security"))
 }
@@ -493,7 +502,7 @@ pub(super) async fn set_phrase(
     Form(input): Form<PhraseForm>,
 ) -> Result<Response, PageError> {
     check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers).await?;
+    let session = session_of(&state, &headers, &context).await?;
     state.identity.set_phrase(&session, &input.phrase, &client_of(&context, &headers)).await?;
     Ok(redirect("/account/security"))
 }
@@ -505,7 +514,7 @@ pub(super) async fn logout(
     Form(input): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     check_csrf(&headers, Some(&input.csrf))?;
-    if let Ok(session) = session_of(&state, &headers).await {
+    if let Ok(session) = session_of(&state, &headers, &context).await {
         state.identity.end_session(&session, &session.session_id, &client_of(&context, &headers)).await?;
     }
     let mut response = redirect("/account/login");

@@ -155,12 +155,28 @@ fn check_csrf(headers: &HeaderMap, presented: Option<&str>) -> Result<(), PageEr
 }
 
 /// The signed-in customer, from the session cookie.
-async fn session_of(state: &AppState, headers: &HeaderMap) -> Result<CustomerSession, PageError> {
+/// A cookie that is not a live session of this merchant is audited (rate-limited per address)
+/// and leads to the sign-in page.
+async fn session_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    context: &RequestContext,
+) -> Result<CustomerSession, PageError> {
     let token = cookie(headers, SESSION_COOKIE).ok_or(PageError::SignIn)?;
-    let session = state.identity.authenticate_session(token).await?.ok_or(PageError::SignIn)?;
-    match &state.settings.pages_merchant {
-        Some(merchant) if merchant == &session.merchant_id => Ok(session),
-        _ => Err(PageError::SignIn),
+    let session = state.identity.authenticate_session(token).await?;
+    match (session, &state.settings.pages_merchant) {
+        (Some(session), Some(merchant)) if merchant == &session.merchant_id => Ok(session),
+        _ => {
+            let mut event = strongroom_domain::audit::event::AuditEvent::by(
+                strongroom_domain::audit::event::ActorKind::Anonymous,
+                None,
+                "customer.session_refused",
+                strongroom_domain::audit::event::Outcome::Denied("invalid_session_cookie"),
+            );
+            event.merchant = state.settings.pages_merchant.clone();
+            crate::extract::auth::record_failure(state, context, event);
+            Err(PageError::SignIn)
+        }
     }
 }
 
