@@ -527,6 +527,11 @@ impl Application {
             metrics_on_api: config.metrics.listen.is_none(),
             dev_mailbox: None,
             pages_merchant: None,
+            access_log: match config.access_log {
+                crate::config::AccessLogConfig::All => strongroom_http::state::AccessLog::All,
+                crate::config::AccessLogConfig::Errors => strongroom_http::state::AccessLog::Errors,
+                crate::config::AccessLogConfig::None => strongroom_http::state::AccessLog::None,
+            },
         };
         if config.pages.enabled {
             settings.pages_merchant = match &config.pages.merchant {

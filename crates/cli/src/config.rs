@@ -24,6 +24,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which requests get an access-log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogConfig {
+    /// Every request.
+    All,
+    /// 4xx, 5xx and slow requests.
+    #[default]
+    Errors,
+    /// Only server failures.
+    None,
+}
+
 /// How the API listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +61,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `info,strongroom_http=debug`.
     pub log_level: String,
+    /// Which requests get an access-log line: `all`, `errors` (4xx, 5xx and requests slower than a
+    /// second; the default) or `none`. Server failures are always logged.
+    pub access_log: AccessLogConfig,
     /// Listeners and HTTP limits.
     pub server: ServerConfig,
     /// TLS certificate.
@@ -473,6 +489,7 @@ impl Default for Config {
             database_url: None,
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
+            access_log: AccessLogConfig::default(),
             server: ServerConfig::default(),
             tls: TlsConfig::default(),
             metrics: MetricsConfig::default(),

@@ -191,8 +191,8 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
 #[derive(Debug, Clone, Default)]
 pub struct KeySlot(pub std::sync::Arc<std::sync::OnceLock<String>>);
 
-/// Per route: one access-log line per request (request id, method, route template, client,
-/// key, status, latency) and metrics. Deliberately no span: a span per request cost about a
+/// Per route: metrics, and an access-log line (request id, method, route template, client, key,
+/// status, latency) for the requests `access_log` names. Deliberately no span: a span per request cost about a
 /// quarter of the server's CPU per request in BENCHMARKS.md; the lines written during a request
 /// that need its id carry it as a field.
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -211,9 +211,14 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let key_id = key.0.get().map(String::as_str);
     let request_id: &str = &request_id;
+    let logged = match state.settings.access_log {
+        crate::state::AccessLog::All => true,
+        crate::state::AccessLog::Errors => status >= 400 || elapsed.as_secs() >= 1,
+        crate::state::AccessLog::None => false,
+    };
     if status >= 500 {
         tracing::warn!(request_id, %method, route, client_ip = %client, key_id, status, latency_ms, "request failed");
-    } else {
+    } else if logged {
         tracing::info!(request_id, %method, route, client_ip = %client, key_id, status, latency_ms, "request");
     }
     response

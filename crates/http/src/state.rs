@@ -29,6 +29,21 @@ pub struct HttpSettings {
     /// The merchant whose customers the hosted account pages (`/account/…`) serve; `None`: no
     /// such pages.
     pub pages_merchant: Option<strongroom_domain::merchants::MerchantId>,
+    /// Which requests get an access-log line.
+    pub access_log: AccessLog,
+}
+
+/// Which requests get an access-log line (failures of the server always do, as warnings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    /// Every request.
+    All,
+    /// Requests answered 4xx or 5xx, and those slower than a second (the default: at full load
+    /// a line per successful request costs about a quarter of the server's CPU, BENCHMARKS.md).
+    #[default]
+    Errors,
+    /// Only server failures.
+    None,
 }
 
 impl Default for HttpSettings {
@@ -41,6 +56,7 @@ impl Default for HttpSettings {
             metrics_on_api: true,
             dev_mailbox: None,
             pages_merchant: None,
+            access_log: AccessLog::default(),
         }
     }
 }

@@ -210,6 +210,8 @@ impl TestServer {
         let mut config = strongroom::config::load(&overrides, Vec::new()).expect("test config");
         config.server.listen = "127.0.0.1:0".parse().expect("addr");
         config.server.shutdown_grace = std::time::Duration::from_secs(5);
+        // Every request logged: the log tests and the canary tests read every line.
+        config.access_log = strongroom::config::AccessLogConfig::All;
         customize(&mut config);
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let app = Application::build(&config, clock.clone(), Arc::new(OsEntropy)).await.expect("server starts");

@@ -298,3 +298,19 @@ async fn slow_requests_time_out_with_503() {
     assert_eq!(body["code"], "timeout");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_default_access_log_keeps_failures_and_skips_successes() {
+    let server =
+        TestServer::spawn_with(Backend::Sqlite, |c| c.access_log = strongroom::config::AccessLogConfig::Errors)
+            .await
+            .unwrap();
+    for (path, id) in [("/v1/merchant", "access-ok-1"), ("/v1/no-such-route", "access-missing-1")] {
+        let response = server.request(Method::GET, path).header("x-request-id", id).send().await.unwrap();
+        assert!(response.status() == 200 || response.status() == 404);
+    }
+    let logs = captured_logs();
+    assert!(logs.lines().any(|l| l.contains("access-missing-1") && l.contains("status")), "a 404 is logged");
+    assert!(!logs.lines().any(|l| l.contains("access-ok-1") && l.contains("latency_ms")), "a 200 is not");
+    server.shutdown().await;
+}
