@@ -979,6 +979,9 @@ pub trait StaffRepository: Send + Sync {
     /// Records a TOTP step as used if it is later than the last one; false on replay.
     async fn use_staff_totp_step(&self, id: &str, step: u64) -> Result<bool, StoreError>;
 
+    /// Removes TOTP (seed, confirmation, last step) and clears failures and any lock.
+    async fn reset_staff_totp(&self, id: &str) -> Result<(), StoreError>;
+
     /// Replaces the roles if they are still `expected`; false when they changed meanwhile.
     async fn set_staff_roles(
         &self,

@@ -73,6 +73,7 @@ use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys
         staff::disable,
         staff::enable,
         staff::unlock,
+        staff::reset_factors,
         staff::grant_role,
         staff::revoke_role,
         staff::roles,

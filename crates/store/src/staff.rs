@@ -352,6 +352,12 @@ impl StaffRepository for Store {
         .map_err(store_error)
     }
 
+    async fn reset_staff_totp(&self, id: &str) -> Result<(), StoreError> {
+        let sql = "UPDATE staff SET totp_sealed = NULL, totp_confirmed_at = NULL, totp_last_step = NULL, \
+                   failures = 0, locked_until = NULL WHERE id = $1";
+        on_pool!(self, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|_| ())).map_err(store_error)
+    }
+
     async fn set_staff_roles(
         &self,
         merchant: &MerchantId,

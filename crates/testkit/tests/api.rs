@@ -494,6 +494,7 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/staff/{id}/disable", "post"),
         ("/v1/staff/{id}/enable", "post"),
         ("/v1/staff/{id}/unlock", "post"),
+        ("/v1/staff/{id}/reset-factors", "post"),
         ("/v1/staff/{id}/roles", "post"),
         ("/v1/staff/{id}/roles/{role}", "delete"),
         ("/v1/roles", "get"),

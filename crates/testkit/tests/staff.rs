@@ -369,6 +369,29 @@ async fn four_eyes_guards_role_grants_and_card_reveals(backend: Backend) {
         send(&server, &ada, Method::POST, "/v1/api-keys", Some(&json!({"name": "ok", "scopes": ["vault:read"]}))).await;
     assert_eq!(status, 201);
 
+    // Cy lost their phone: a factor reset, four eyes; their sessions end and the next sign-in
+    // enrols a factor again.
+    let reset = format!("/v1/staff/{cy_id}/reset-factors");
+    let (status, asked) = send(&server, &ada, Method::POST, &reset, Some(&json!({}))).await;
+    assert_eq!((status, asked["code"].as_str()), (403, Some("approval_required")), "{asked}");
+    let request = asked["approval_id"].as_str().unwrap().to_owned();
+    let (status, _) = send(&server, &bob, Method::POST, &format!("/v1/approvals/{request}/approve"), None).await;
+    assert_eq!(status, 200);
+    let (status, body) = send(&server, &ada, Method::POST, &reset, Some(&json!({"approval_id": request}))).await;
+    assert_eq!((status, body["totp"].as_bool()), (200, Some(false)), "{body}");
+    let (status, _) = send(&server, &cy, Method::GET, "/v1/staff/me", None).await;
+    assert_eq!(status, 401, "Cy's sessions ended");
+    let login = json!({"email": "cy@shop.example", "password": PASSWORD});
+    let (_, started) = public(&server, "/v1/staff/login", &login).await;
+    assert_eq!(started["status"], "enrolment_required");
+    let challenge = started["challenge"].clone();
+    let (_, enrolment) = public(&server, "/v1/staff/login/totp", &json!({"challenge": challenge})).await;
+    let code = pyotp_code(&python, &server, enrolment["secret"].as_str().unwrap(), 0);
+    let (status, session) =
+        public(&server, "/v1/staff/login/totp/confirm", &json!({"challenge": challenge, "code": code})).await;
+    assert_eq!(status, 200, "{session}");
+    let cy = session["token"].as_str().unwrap().to_owned();
+
     // A custom role someone holds cannot be deleted (and recreated with other permissions).
     let (status, _) = send(
         &server,

@@ -37,6 +37,8 @@ pub enum Action {
     RevealCard,
     /// Grant a role (target: `stf_…:role`).
     GrantRole,
+    /// Reset a staff member's second factors, for one who lost them (target: `stf_…`).
+    ResetFactors,
 }
 
 impl Action {
@@ -45,12 +47,13 @@ impl Action {
         match self {
             Action::RevealCard => "vault.reveal_card",
             Action::GrantRole => "staff.grant_role",
+            Action::ResetFactors => "staff.reset_factors",
         }
     }
 
     /// Parses a stable name.
     pub fn parse(text: &str) -> Option<Self> {
-        [Action::RevealCard, Action::GrantRole].into_iter().find(|a| a.as_str() == text)
+        [Action::RevealCard, Action::GrantRole, Action::ResetFactors].into_iter().find(|a| a.as_str() == text)
     }
 }
 
@@ -65,6 +68,13 @@ impl StaffService {
             Action::GrantRole => {
                 let role = target.split_once(':').map(|(_, role)| role).unwrap_or_default();
                 let mut needed = self.role_permissions(by.merchant_id(), role).await?;
+                needed.push(Scope::AdminStaff);
+                needed
+            }
+            Action::ResetFactors => {
+                let target = self.staff_of(by.merchant_id(), target).await?;
+                let custom = self.custom_roles(by.merchant_id()).await?;
+                let mut needed = roles::permissions_of(&target.roles, &custom);
                 needed.push(Scope::AdminStaff);
                 needed
             }
@@ -240,6 +250,47 @@ impl StaffService {
         }
         self.forget_sessions();
         self.record(by.event("staff.role_granted", Outcome::SuccessBecause(role.to_owned())).on("staff", id), client);
+        self.get(by, id).await
+    }
+
+    /// Resets the second factors of a staff member who lost them: four eyes. TOTP and passkeys
+    /// are removed and every session ends; the next sign-in (with the password) must enrol a
+    /// factor again. Nobody resets their own.
+    pub async fn reset_factors(
+        &self,
+        by: &Principal,
+        id: &str,
+        approval: Option<&str>,
+        client: &Client,
+    ) -> Result<super::StaffView, DomainError> {
+        let Some(staff) = by.as_staff() else {
+            return Err(DomainError::Forbidden("factors are reset by staff, with a second person's approval"));
+        };
+        if staff.staff_id == id {
+            return Err(DomainError::Forbidden("staff cannot reset their own factors"));
+        }
+        let record = self.staff_of(by.merchant_id(), id).await?;
+        self.require_approval(by, Action::ResetFactors, id, "factor_reset", approval, client).await?;
+        let now = self.now();
+        self.repo.reset_staff_totp(id).await?;
+        if let Some(passkeys) = self.passkeys.as_deref() {
+            for p in passkeys.list(crate::passkeys::Owner { kind: "staff", id, merchant: by.merchant_id() }).await? {
+                passkeys
+                    .remove(crate::passkeys::Owner { kind: "staff", id, merchant: by.merchant_id() }, &p.id)
+                    .await?;
+            }
+        }
+        self.repo.end_staff_sessions(id, None, now).await?;
+        self.forget_sessions();
+        self.record(by.event("staff.factors_reset", Outcome::Success).on("staff", id), client);
+        if let Ok(email) = self.email_of(&record).await {
+            self.post(email, "your second factors were reset", "staff_factors_reset", &[
+                "Your authenticator app and passkeys were removed from your staff account, at your team's request, \
+                 and your sessions were ended. At your next sign-in you will set up a new second factor."
+                    .to_owned(),
+                "If you did not ask for this, tell your security team at once.".to_owned(),
+            ]);
+        }
         self.get(by, id).await
     }
 }

@@ -102,6 +102,7 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/staff/{id}/disable", post(staff::disable))
         .route("/v1/staff/{id}/enable", post(staff::enable))
         .route("/v1/staff/{id}/unlock", post(staff::unlock))
+        .route("/v1/staff/{id}/reset-factors", post(staff::reset_factors))
         .route("/v1/staff/{id}/roles", post(staff::grant_role))
         .route("/v1/staff/{id}/roles/{role}", delete(staff::revoke_role))
         .route("/v1/roles", get(staff::roles).post(staff::create_role))

@@ -475,6 +475,39 @@ pub async fn grant_role(
     Ok(Json(view.into()))
 }
 
+/// An approval for a factor reset.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetFactorsRequest {
+    /// The approved request (`apr_…`) a first attempt opened.
+    #[serde(default)]
+    pub approval_id: Option<String>,
+}
+
+/// Resets a staff member's second factors (they lost them). Four eyes, like a role grant; TOTP and
+/// passkeys are removed, every session ends, and the next sign-in enrols a factor again.
+#[utoipa::path(post, path = "/v1/staff/{id}/reset-factors", tag = "staff", security(("api_key" = ["admin:staff"])),
+    params(("id" = String, Path, description = "`stf_…`")),
+    request_body = ResetFactorsRequest,
+    responses(
+        (status = 200, body = StaffBody),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "approval_required"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "approval_not_usable"),
+    ))]
+pub async fn reset_factors(
+    auth: ApiKeyAuth<scope::AdminStaff>,
+    State(state): State<AppState>,
+    context: RequestContext,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResetFactorsRequest>,
+) -> Result<Json<StaffBody>, ApiError> {
+    plausible_id(&id, "stf_")?;
+    let view =
+        state.staff.reset_factors(&auth.principal, &id, body.approval_id.as_deref(), &client(&context, None)).await?;
+    Ok(Json(view.into()))
+}
+
 /// Takes a role away (no approval needed).
 #[utoipa::path(delete, path = "/v1/staff/{id}/roles/{role}", tag = "staff", security(("api_key" = ["admin:staff"])),
     params(("id" = String, Path, description = "`stf_…`"), ("role" = String, Path, description = "The role")),
