@@ -191,20 +191,12 @@ impl IdentityService {
 
     /// A keyed hash with a label, so that hashes of one kind of secret never match another kind.
     fn keyed(&self, label: &str, data: &[u8]) -> Vec<u8> {
-        let mut message = Vec::with_capacity(label.len() + 1 + data.len());
-        message.extend_from_slice(label.as_bytes());
-        message.push(0);
-        message.extend_from_slice(data);
-        self.digest.digest(&message).to_vec()
+        keyed(&self.digest, label, data)
     }
 
     /// A fresh secret `prefix_<52 base32 characters>` (256 bits).
     fn fresh_secret(&self, prefix: &str) -> Secret<String> {
-        let mut bytes = [0u8; SECRET_BYTES];
-        self.entropy.fill(&mut bytes);
-        let body = BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
-        zeroize::Zeroize::zeroize(&mut bytes);
-        Secret::new(format!("{prefix}_{body}"))
+        fresh_secret(self.entropy.as_ref(), prefix)
     }
 
     /// Seals a customer secret (email, TOTP seed) under the customer's data key, bound to the
@@ -256,8 +248,34 @@ fn field_aad(merchant: &MerchantId, customer: &str, field: &str, data_key_id: &s
     format!("strongroom/identity/v1|{}|{customer}|{field}|{data_key_id}", merchant.as_str()).into_bytes()
 }
 
+/// A keyed hash of `data` labelled with what it is (customers' and staff's secrets alike), so
+/// that hashes of one kind of secret never match another kind.
+pub(crate) fn keyed(digest: &KeyedDigest, label: &str, data: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(label.len() + 1 + data.len());
+    message.extend_from_slice(label.as_bytes());
+    message.push(0);
+    message.extend_from_slice(data);
+    digest.digest(&message).to_vec()
+}
+
+/// A fresh secret `prefix_<52 base32 characters>` (256 bits).
+pub(crate) fn fresh_secret(entropy: &dyn Entropy, prefix: &str) -> Secret<String> {
+    let mut bytes = [0u8; SECRET_BYTES];
+    entropy.fill(&mut bytes);
+    let body = BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
+    zeroize::Zeroize::zeroize(&mut bytes);
+    Secret::new(format!("{prefix}_{body}"))
+}
+
+/// Whether `token` has the shape of a secret [`fresh_secret`] made with `prefix`.
+pub(crate) fn is_secret_shaped(token: &str, prefix: &str) -> bool {
+    token.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('_')).is_some_and(|body| {
+        body.len() == 52 && body.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    })
+}
+
 /// The user agent as stored: printable, at most 200 characters.
-fn short_agent(agent: Option<&str>) -> Option<String> {
+pub(crate) fn short_agent(agent: Option<&str>) -> Option<String> {
     agent.map(|a| a.chars().filter(|c| !c.is_control()).take(200).collect::<String>()).filter(|a| !a.is_empty())
 }
 

@@ -95,11 +95,7 @@ impl IdentityService {
     /// Authenticates a session token. `None` for anything that is not a live session (the caller
     /// answers one 401 for every case).
     pub async fn authenticate_session(&self, token: &str) -> Result<Option<CustomerSession>, DomainError> {
-        let well_formed =
-            token.strip_prefix(TOKEN_PREFIX).and_then(|rest| rest.strip_prefix('_')).is_some_and(|body| {
-                body.len() == 52 && body.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-            });
-        if !well_formed {
+        if !super::is_secret_shaped(token, TOKEN_PREFIX) {
             return Ok(None);
         }
         let digest = self.keyed("session", token.as_bytes());

@@ -241,25 +241,15 @@ impl StaffService {
     }
 
     fn keyed(&self, label: &str, data: &[u8]) -> Vec<u8> {
-        let mut message = Vec::with_capacity(label.len() + 1 + data.len());
-        message.extend_from_slice(label.as_bytes());
-        message.push(0);
-        message.extend_from_slice(data);
-        self.digest.digest(&message).to_vec()
+        crate::identity::keyed(&self.digest, label, data)
     }
 
     fn fresh_secret(&self, prefix: &str) -> Secret<String> {
-        let mut bytes = [0u8; 32];
-        self.entropy.fill(&mut bytes);
-        let body = BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
-        zeroize::Zeroize::zeroize(&mut bytes);
-        Secret::new(format!("{prefix}_{body}"))
+        crate::identity::fresh_secret(self.entropy.as_ref(), prefix)
     }
 
     fn well_formed(token: &str, prefix: &str) -> bool {
-        token.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('_')).is_some_and(|body| {
-            body.len() == 52 && body.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-        })
+        crate::identity::is_secret_shaped(token, prefix)
     }
 
     fn email_lookup(&self, raw: &str) -> Result<(Secret<String>, Vec<u8>), DomainError> {
@@ -561,7 +551,7 @@ impl StaffService {
         let expires_at = now.saturating_add(self.settings.challenge_ttl);
         let carried = serde_json::json!({
             "ip": client.ip.map(|ip| ip.to_string()),
-            "user_agent": short_agent(client.user_agent.as_deref()),
+            "user_agent": crate::identity::short_agent(client.user_agent.as_deref()),
         });
         self.repo
             .insert_staff_challenge(&StaffChallengeRecord {
@@ -709,7 +699,7 @@ impl StaffService {
             staff_id: staff.id.clone(),
             token_digest: self.keyed("staff_session", token.expose().as_bytes()),
             factors: factors.to_owned(),
-            user_agent: short_agent(client.user_agent.as_deref()),
+            user_agent: crate::identity::short_agent(client.user_agent.as_deref()),
             ip: client.ip.map(|ip| ip.to_string()),
             created_at: now,
             last_seen_at: now,
@@ -1058,8 +1048,4 @@ impl StaffService {
 
 fn aad(merchant: &MerchantId, staff: &str, field: &str, data_key_id: &str) -> Vec<u8> {
     format!("strongroom/staff/v1|{}|{staff}|{field}|{data_key_id}", merchant.as_str()).into_bytes()
-}
-
-fn short_agent(agent: Option<&str>) -> Option<String> {
-    agent.map(|a| a.chars().filter(|c| !c.is_control()).take(200).collect::<String>()).filter(|a| !a.is_empty())
 }
