@@ -38,7 +38,7 @@ pub struct Owner<'a> {
 }
 
 /// A ceremony begun.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Ceremony {
     /// `wac_…`: send it back with the browser's answer.
     pub id: String,

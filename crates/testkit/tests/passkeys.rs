@@ -132,6 +132,32 @@ async fn customers_sign_in_with_passkeys(backend: Backend) {
     let (status, me) = send(&server, Some(&token), Method::GET, "/v1/me", None).await;
     assert_eq!((status, me["email"].as_str()), (200, Some(email)));
 
+    // Step-up with the passkey: a proof bound to one payment.
+    let binding = json!({"amount": 4200, "currency": "EUR", "payee": "acme"});
+    let (status, challenge) = send(
+        &server,
+        Some(&token),
+        Method::POST,
+        "/v1/me/step-up",
+        Some(&json!({"purpose": "payment", "binding": binding})),
+    )
+    .await;
+    assert_eq!(status, 201, "{challenge}");
+    assert_eq!(challenge["factors"], json!(["passkey"]));
+    let ceremony = &challenge["passkey"];
+    let answer =
+        authenticator(&python, &["get", "--state", &state, "--origin", &origin(&server)], &ceremony["options"])
+            .unwrap();
+    let path = format!("/v1/me/step-up/{}/verify", challenge["challenge"].as_str().unwrap());
+    let body = json!({"passkey": {"ceremony": ceremony["ceremony"], "credential": answer}});
+    let (status, proof) = send(&server, Some(&token), Method::POST, &path, Some(&body)).await;
+    assert_eq!(status, 200, "{proof}");
+    let token = proof["session"]["token"].as_str().unwrap().to_owned();
+    let customer = signed_in["customer"].as_str().unwrap().to_owned();
+    let redeem = json!({"customer": customer, "proof": proof["proof"], "purpose": "payment", "binding": binding});
+    let (status, redeemed) = api(&server, "/v1/identity/step-up/redeem", &redeem).await;
+    assert_eq!((status, redeemed["valid"].as_bool()), (200, Some(true)), "{redeemed}");
+
     // Refused: a tampered signature, a phishing origin, no user verification, a replayed answer.
     let (status, body) = passkey_login(&server, &python, &state, &["--tamper"]).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("invalid_code")));
@@ -161,7 +187,6 @@ async fn customers_sign_in_with_passkeys(backend: Backend) {
     // The list, and removal; a disabled account cannot sign in with its passkey.
     let (_, list) = send(&server, Some(&token), Method::GET, "/v1/me/passkeys", None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
-    let customer = signed_in["customer"].as_str().unwrap().to_owned();
     assert_eq!(api(&server, &format!("/v1/identity/customers/{customer}/disable"), &json!({})).await.0, 200);
     let (status, _) = passkey_login(&server, &python, &state, &[]).await;
     assert_eq!(status, 401);

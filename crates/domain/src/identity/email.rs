@@ -146,9 +146,13 @@ impl IdentityService {
         let merchant = &session.merchant_id;
         let email = self.email(new_email, "/email")?;
         let customer = self.customer_record(merchant, &session.customer_id).await?;
-        // Step-up takes TOTP (and recovery codes): accounts with it must use it; others confirm
+        // Accounts with a second factor (TOTP or a passkey) must step up with it; others confirm
         // with their password.
-        let has_factor = customer.totp_confirmed_at.is_some();
+        let passkeys = match self.passkeys.as_deref() {
+            Some(p) => p.has_any(crate::passkeys::Owner { kind: "customer", id: &customer.id, merchant }).await?,
+            None => false,
+        };
+        let has_factor = customer.totp_confirmed_at.is_some() || passkeys;
         match (proof, password) {
             (Some(proof), _) => {
                 let mut binding = serde_json::Map::new();

@@ -34,6 +34,13 @@ pub enum FactorAnswer {
     RecoveryCode(Secret<String>),
     /// The code mailed for this sign-in (only for a sign-in that asked for one).
     EmailCode(Secret<String>),
+    /// A passkey's answer to the ceremony the challenge offered (step-up).
+    Passkey {
+        /// `wac_…`
+        ceremony: String,
+        /// The browser's `PublicKeyCredential`, as JSON.
+        credential: serde_json::Value,
+    },
 }
 
 impl std::fmt::Debug for FactorAnswer {
@@ -42,6 +49,7 @@ impl std::fmt::Debug for FactorAnswer {
             FactorAnswer::Totp(_) => "FactorAnswer::Totp(..)",
             FactorAnswer::RecoveryCode(_) => "FactorAnswer::RecoveryCode(..)",
             FactorAnswer::EmailCode(_) => "FactorAnswer::EmailCode(..)",
+            FactorAnswer::Passkey { .. } => "FactorAnswer::Passkey(..)",
         })
     }
 }
@@ -300,6 +308,11 @@ impl IdentityService {
         if let FactorAnswer::EmailCode(code) = answer {
             return self.check_email_code(challenge_id, customer, code).await;
         }
+        if let FactorAnswer::Passkey { ceremony, credential } = answer {
+            let Some(passkeys) = self.passkeys.as_deref() else { return Ok(None) };
+            let owner = passkeys.finish_sign_in(&customer.merchant_id, "customer", ceremony, credential).await;
+            return Ok(matches!(owner, Ok(id) if id == customer.id).then_some("passkey"));
+        }
         self.check_factor_throttled(customer, answer, client).await
     }
 
@@ -327,8 +340,9 @@ impl IdentityService {
                 // Compare-and-set: of two requests with the same code, one wins.
                 Ok(self.repo.accept_totp_step(&customer.id, step).await?.then_some("totp"))
             }
-            // Only a sign-in challenge that mailed one takes an emailed code (see answer_challenge).
-            FactorAnswer::EmailCode(_) => Ok(None),
+            // Only a sign-in challenge that mailed one takes an emailed code, and only a challenge
+            // that offered a ceremony takes a passkey (see answer_challenge).
+            FactorAnswer::EmailCode(_) | FactorAnswer::Passkey { .. } => Ok(None),
             FactorAnswer::RecoveryCode(code) => {
                 let normalized = normalize_recovery(code.expose());
                 let digest = self.keyed("recovery_code", normalized.as_bytes());

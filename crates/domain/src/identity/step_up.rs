@@ -28,6 +28,8 @@ pub struct StepUpChallenge {
     pub factors: Vec<&'static str>,
     /// When it stops.
     pub expires_at: Timestamp,
+    /// For a customer with passkeys: the WebAuthn ceremony a passkey answers.
+    pub passkey: Option<crate::passkeys::Ceremony>,
 }
 
 /// An answered step-up.
@@ -122,7 +124,20 @@ impl IdentityService {
         let canonical = canonical_binding(purpose, binding)?;
         let merchant = &session.merchant_id;
         let customer = self.customer_record(merchant, &session.customer_id).await?;
-        if customer.totp_confirmed_at.is_none() {
+        let passkey = match self.passkeys.as_deref() {
+            Some(passkeys) => {
+                passkeys.begin_sign_in(crate::passkeys::Owner { kind: "customer", id: &customer.id, merchant }).await?
+            }
+            None => None,
+        };
+        let mut factors = Vec::new();
+        if customer.totp_confirmed_at.is_some() {
+            factors.extend(["totp", "recovery_code"]);
+        }
+        if passkey.is_some() {
+            factors.push("passkey");
+        }
+        if factors.is_empty() {
             return Err(DomainError::Conflict("no_second_factor", "enrol a second factor before step-up"));
         }
         let now = self.now();
@@ -157,7 +172,7 @@ impl IdentityService {
         .on("challenge", &id)
         .from_source(client.ip, client.request_id.clone());
         self.audit.record(event);
-        Ok(StepUpChallenge { id, factors: vec!["totp", "recovery_code"], expires_at })
+        Ok(StepUpChallenge { id, factors, expires_at, passkey })
     }
 
     /// Answers a step-up challenge of this session with a second factor.

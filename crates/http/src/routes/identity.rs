@@ -355,15 +355,32 @@ pub struct FactorRequest {
     /// The code mailed for this sign-in (when the sign-in asked for `email_code`).
     #[serde(default)]
     pub email_code: Option<SecretText>,
+    /// A passkey's answer to the ceremony a step-up offered.
+    #[serde(default)]
+    pub passkey: Option<PasskeyAnswer>,
+}
+
+/// A passkey's answer to a ceremony.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyAnswer {
+    /// `wac_…`
+    pub ceremony: String,
+    /// The `PublicKeyCredential` from `navigator.credentials.get()`, as JSON.
+    #[schema(value_type = Object)]
+    pub credential: Value,
 }
 
 impl FactorRequest {
     fn answer(self) -> Result<FactorAnswer, ApiError> {
-        match (self.code, self.recovery_code, self.email_code) {
-            (Some(code), None, None) => Ok(FactorAnswer::Totp(code.secret())),
-            (None, Some(code), None) => Ok(FactorAnswer::RecoveryCode(code.secret())),
-            (None, None, Some(code)) => Ok(FactorAnswer::EmailCode(code.secret())),
-            _ => Err(ApiError::invalid_field("/code", "give exactly one of code, recovery_code and email_code")),
+        match (self.code, self.recovery_code, self.email_code, self.passkey) {
+            (Some(code), None, None, None) => Ok(FactorAnswer::Totp(code.secret())),
+            (None, Some(code), None, None) => Ok(FactorAnswer::RecoveryCode(code.secret())),
+            (None, None, Some(code), None) => Ok(FactorAnswer::EmailCode(code.secret())),
+            (None, None, None, Some(p)) => Ok(FactorAnswer::Passkey { ceremony: p.ceremony, credential: p.credential }),
+            _ => {
+                Err(ApiError::invalid_field("/code", "give exactly one of code, recovery_code, email_code and passkey"))
+            }
         }
     }
 }
@@ -402,8 +419,13 @@ pub async fn login_second_factor(
     ApiJson(body): ApiJson<SecondFactorRequest>,
 ) -> Result<Json<IssuedSessionBody>, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
-    let answer =
-        FactorRequest { code: body.code, recovery_code: body.recovery_code, email_code: body.email_code }.answer()?;
+    let answer = FactorRequest {
+        code: body.code,
+        recovery_code: body.recovery_code,
+        email_code: body.email_code,
+        passkey: None,
+    }
+    .answer()?;
     let issued = state
         .identity
         .login_second_factor(auth.principal.merchant_id(), body.challenge.trim(), answer, &client)
@@ -785,10 +807,13 @@ pub struct StepUpRequest {
 pub struct StepUpChallengeBody {
     /// `chl_…`
     pub challenge: String,
-    /// What may answer it.
+    /// What may answer it: `totp`, `recovery_code`, `passkey`.
     pub factors: Vec<&'static str>,
     /// RFC 3339 UTC.
     pub expires_at: String,
+    /// For `passkey`: the WebAuthn ceremony to answer (`navigator.credentials.get(options)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passkey: Option<super::passkeys::CeremonyBody>,
 }
 
 /// Asks for a step-up bound to one action.
@@ -807,6 +832,7 @@ pub async fn begin_step_up(
             challenge: challenge.id,
             factors: challenge.factors,
             expires_at: challenge.expires_at.to_rfc3339(),
+            passkey: challenge.passkey.map(Into::into),
         }),
     ))
 }
@@ -945,7 +971,7 @@ pub async fn complete_password_reset(
     let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
     let factor = match (body.code, body.recovery_code) {
         (None, None) => None,
-        (code, recovery_code) => Some(FactorRequest { code, recovery_code, email_code: None }.answer()?),
+        (code, recovery_code) => Some(FactorRequest { code, recovery_code, email_code: None, passkey: None }.answer()?),
     };
     state
         .identity
