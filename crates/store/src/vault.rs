@@ -90,6 +90,29 @@ struct TokenRow {
     erased_at: Option<i64>,
 }
 
+impl TokenRow {
+    /// Reads a row of [`TOKEN_COLUMNS`] from the synchronous SQLite path.
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            merchant_id: row.get(1)?,
+            customer_id: row.get(2)?,
+            kind: row.get(3)?,
+            data_key_id: row.get(4)?,
+            ciphertext: row.get(5)?,
+            fingerprint: row.get(6)?,
+            fingerprint_version: row.get(7)?,
+            dedupe_fp: row.get(8)?,
+            display: row.get(9)?,
+            metadata: row.get(10)?,
+            canary: row.get(11)?,
+            created_at: row.get(12)?,
+            expires_at: row.get(13)?,
+            erased_at: row.get(14)?,
+        })
+    }
+}
+
 impl TryFrom<TokenRow> for TokenRecord {
     type Error = StoreError;
     fn try_from(row: TokenRow) -> Result<Self, StoreError> {
@@ -329,8 +352,14 @@ impl VaultRepository for Store {
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = $1");
-        let row: Option<TokenRow> =
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await).map_err(store_error)?;
+        let row: Option<TokenRow> = if let Some(reader) = &self.reader {
+            reader.read(|conn| {
+                use rusqlite::OptionalExtension;
+                conn.prepare_cached(&sql)?.query_row([id], TokenRow::from_sqlite).optional()
+            })?
+        } else {
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await).map_err(store_error)?
+        };
         row.map(TokenRecord::try_from).transpose()
     }
 
