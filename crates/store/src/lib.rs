@@ -12,7 +12,7 @@ mod audit;
 mod identity;
 mod passkeys;
 mod repositories;
-mod sqlite_reader;
+mod sqlite_direct;
 mod staff;
 mod vault;
 
@@ -28,8 +28,8 @@ use strongroom_domain::StoreError;
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
-    /// SQLite only, for a file database: the synchronous path for hot point reads.
-    reader: Option<Arc<sqlite_reader::SqliteReader>>,
+    /// SQLite only, for a file database: direct connections for hot reads and token writes.
+    direct: Option<Arc<sqlite_direct::SqliteDirect>>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ impl Store {
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
         let kind = BackendKind::of_url(url)
             .ok_or_else(|| StoreError::Other("database URL must start with sqlite:// or postgres://".to_owned()))?;
-        let mut reader = None;
+        let mut direct = None;
         let backend = match kind {
             BackendKind::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -158,7 +158,7 @@ impl Store {
                     .map_err(store_error)?;
                 if !url.contains(":memory:") && !url.contains("mode=memory") {
                     let path = options.get_filename();
-                    reader = Some(Arc::new(sqlite_reader::SqliteReader::open(path, usize::try_from(cores()).unwrap_or(2) + 1)?));
+                    direct = Some(Arc::new(sqlite_direct::SqliteDirect::open(path, usize::try_from(cores()).unwrap_or(2) + 1)?));
                 }
                 Backend::Sqlite(pool)
             }
@@ -176,7 +176,7 @@ impl Store {
                 Backend::Postgres(pool)
             }
         };
-        Ok(Self { backend, reader })
+        Ok(Self { backend, direct })
     }
 
     /// Which backend this store uses.

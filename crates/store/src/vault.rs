@@ -204,6 +204,60 @@ macro_rules! insert_tokens_in {
     }};
 }
 
+/// [`insert_tokens_in!`] on the direct SQLite writer: the same statements, in one transaction run
+/// whole on a blocking thread.
+fn insert_tokens_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    tokens: &[TokenRecord],
+    now: Timestamp,
+) -> rusqlite::Result<Vec<Option<Option<TokenRow>>>> {
+    use rusqlite::{OptionalExtension, params};
+    let mut outcomes = Vec::with_capacity(tokens.len());
+    let mut insert = tx.prepare_cached(INSERT_TOKEN)?;
+    for token in tokens {
+        if let Some(dedupe) = &token.dedupe_key {
+            tx.prepare_cached(DELETE_EXPIRED_DEDUPE_HOLDER)?.execute(params![
+                token.merchant_id.as_str(),
+                token.kind.as_str(),
+                dedupe.as_slice(),
+                now.unix_millis()
+            ])?;
+        }
+        let inserted = insert.execute(params![
+            token.id.as_str(),
+            token.merchant_id.as_str(),
+            token.customer.as_deref(),
+            token.kind.as_str(),
+            token.data_key_id.as_str(),
+            token.ciphertext.as_deref(),
+            token.fingerprint.as_deref(),
+            token.dedupe_key.as_deref(),
+            token.display.as_str(),
+            token.metadata.as_deref(),
+            token.canary,
+            token.created_at.unix_millis(),
+            token.expires_at.map(Timestamp::unix_millis),
+            i64::from(token.fingerprint_version),
+        ])?;
+        if inserted == 1 {
+            outcomes.push(None);
+            continue;
+        }
+        let existing = match &token.dedupe_key {
+            Some(dedupe) => tx
+                .prepare_cached(&select_by_dedupe_key())?
+                .query_row(
+                    params![token.merchant_id.as_str(), token.kind.as_str(), dedupe.as_slice()],
+                    TokenRow::from_sqlite,
+                )
+                .optional()?,
+            None => None,
+        };
+        outcomes.push(Some(existing));
+    }
+    Ok(outcomes)
+}
+
 #[async_trait]
 impl VaultRepository for Store {
     async fn keks(&self) -> Result<Vec<KekRecord>, StoreError> {
@@ -334,13 +388,18 @@ impl VaultRepository for Store {
     }
 
     async fn insert_tokens(&self, tokens: &[TokenRecord], now: Timestamp) -> Result<Vec<TokenInsert>, StoreError> {
-        let raw = on_pool!(self, pool => async {
-            let mut tx = pool.begin().await?;
-            let outcomes = insert_tokens_in!(tx, tokens, now)?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(outcomes)
-        }.await)
-        .map_err(store_error)?;
+        let raw = if let Some(direct) = &self.direct {
+            let tokens = tokens.to_vec();
+            direct.write(move |tx| insert_tokens_sqlite(tx, &tokens, now)).await?
+        } else {
+            on_pool!(self, pool => async {
+                let mut tx = pool.begin().await?;
+                let outcomes = insert_tokens_in!(tx, tokens, now)?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(outcomes)
+            }.await)
+            .map_err(store_error)?
+        };
         raw.into_iter()
             .map(|outcome| match outcome {
                 None => Ok(TokenInsert::Created),
@@ -352,8 +411,8 @@ impl VaultRepository for Store {
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = $1");
-        let row: Option<TokenRow> = if let Some(reader) = &self.reader {
-            reader.read(|conn| {
+        let row: Option<TokenRow> = if let Some(direct) = &self.direct {
+            direct.read(|conn| {
                 use rusqlite::OptionalExtension;
                 conn.prepare_cached(&sql)?.query_row([id], TokenRow::from_sqlite).optional()
             })?
