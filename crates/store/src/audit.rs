@@ -66,6 +66,46 @@ impl TryFrom<CheckpointRow> for StoredCheckpoint {
     }
 }
 
+/// An append on the direct SQLite writer, in its transaction: `Err(actual size)` (nothing
+/// written) when the log is no longer `expected` entries long.
+fn append_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    expected: i64,
+    new_size: i64,
+    records: &[AuditRecord],
+    nodes: &[(NodeId, Hash)],
+) -> rusqlite::Result<Result<(), i64>> {
+    use rusqlite::params;
+    let claimed = tx
+        .prepare_cached("UPDATE audit_head SET size = $1 WHERE singleton = 1 AND size = $2")?
+        .execute(params![new_size, expected])?;
+    if claimed == 0 {
+        let actual = tx.query_row("SELECT size FROM audit_head WHERE singleton = 1", [], |row| row.get(0))?;
+        return Ok(Err(actual));
+    }
+    let mut insert_entry = tx.prepare_cached(
+        "INSERT INTO audit_entries (seq, merchant_id, time, leaf, subject) VALUES ($1, $2, $3, $4, $5)",
+    )?;
+    for record in records {
+        insert_entry.execute(params![
+            i64::try_from(record.seq).unwrap_or(i64::MAX),
+            record.merchant.as_ref().map(|m| m.as_str()),
+            record.time.unix_millis(),
+            record.leaf.as_slice(),
+            record.subject.as_deref(),
+        ])?;
+    }
+    let mut insert_node = tx.prepare_cached("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")?;
+    for ((level, idx), hash) in nodes {
+        insert_node.execute(params![
+            i32::try_from(*level).unwrap_or(i32::MAX),
+            i64::try_from(*idx).unwrap_or(i64::MAX),
+            hash.as_slice()
+        ])?;
+    }
+    Ok(Ok(()))
+}
+
 #[async_trait]
 impl AuditRepository for Store {
     async fn size(&self) -> Result<u64, StoreError> {
@@ -112,6 +152,13 @@ impl AuditRepository for Store {
     ) -> Result<(), AppendError> {
         let new_size = to_i64(expected_size + records.len() as u64)?;
         let expected = to_i64(expected_size)?;
+        if let Some(direct) = &self.direct {
+            let (records, nodes) = (records.to_vec(), nodes.to_vec());
+            return match direct.write(move |tx| append_sqlite(tx, expected, new_size, &records, &nodes)).await? {
+                Ok(()) => Ok(()),
+                Err(actual) => Err(AppendError::Conflict { actual_size: u64::try_from(actual).unwrap_or(0) }),
+            };
+        }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(store_error)?;
             let claimed = sqlx::query("UPDATE audit_head SET size = $1 WHERE singleton = 1 AND size = $2")

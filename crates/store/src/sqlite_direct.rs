@@ -1,14 +1,16 @@
-//! Direct SQLite access for the two hottest paths, next to sqlx's pool: point reads (a token by
-//! id) on a few rusqlite connections used directly on the calling thread, and the token writer's
-//! group-commit transactions on one rusqlite connection run whole on a blocking thread.
+//! Direct SQLite access for the hottest paths, next to sqlx's pool: point reads (a token by id)
+//! on a few rusqlite connections used directly on the calling thread, and the group-commit
+//! transactions of the token writer and the audit log writer on one rusqlite connection, each
+//! run whole on a blocking thread.
 //!
 //! Why: sqlx runs every SQLite statement on a per-connection worker thread and returns every
 //! connection to its pool with a ping, so one indexed read costs two round trips between threads.
 //! On a 2-core machine those wake-ups were about a third of the server's CPU while revealing
 //! tokens, against a few microseconds for the read itself. A primary-key read from SQLite's cache
 //! (or the operating system's) is short enough to run on an async worker thread, the way a hash
-//! map lookup is. The token writer's transaction (one insert per row) moves to a blocking thread
-//! once instead of hopping per statement, and commits with the pool's durability
+//! map lookup is. A writer's transaction (a statement per row) moves to a blocking thread once
+//! instead of hopping per statement; the two writers queue on one connection rather than
+//! polling SQLite's busy handler for its lock; and each transaction commits with the pool's durability
 //! (`synchronous=FULL`, WAL, foreign keys on). Everything else still goes through sqlx.
 //!
 //! The read connections are `query_only`; readers never wait for a writer in WAL mode. Both
