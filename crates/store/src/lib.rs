@@ -158,7 +158,10 @@ impl Store {
                     .map_err(store_error)?;
                 if !url.contains(":memory:") && !url.contains("mode=memory") {
                     let path = options.get_filename();
-                    direct = Some(Arc::new(sqlite_direct::SqliteDirect::open(path, usize::try_from(cores()).unwrap_or(2) + 1)?));
+                    direct = Some(Arc::new(sqlite_direct::SqliteDirect::open(
+                        path,
+                        usize::try_from(cores()).unwrap_or(2) + 1,
+                    )?));
                 }
                 Backend::Sqlite(pool)
             }
