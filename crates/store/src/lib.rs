@@ -128,6 +128,22 @@ fn ping_if_idle<C: sqlx::Connection>(
     })
 }
 
+/// TLS to PostgreSQL when the URL says nothing (`sslmode`): required for any host but this
+/// machine's own (sqlx's default, `prefer`, silently falls back to plain text), and off on loopback
+/// or a Unix socket, where it protects nothing and costs a TLS record on both ends of every query.
+fn with_default_tls(url: &str, options: PgConnectOptions) -> PgConnectOptions {
+    use sqlx::postgres::PgSslMode;
+    if url.contains("sslmode=") {
+        return options;
+    }
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    options.ssl_mode(if local { PgSslMode::Disable } else { PgSslMode::Require })
+}
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -166,7 +182,8 @@ impl Store {
                 Backend::Sqlite(pool)
             }
             BackendKind::Postgres => {
-                let options = PgConnectOptions::from_str(url).map_err(store_error)?.application_name("strongroom");
+                let options = with_default_tls(url, PgConnectOptions::from_str(url).map_err(store_error)?)
+                    .application_name("strongroom");
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 4).max(8)))
                     .min_connections(1)
@@ -223,5 +240,26 @@ impl Store {
         on_pool!(self, pool => sqlx::raw_sql(statement).execute(pool).await.map(|r| r.rows_affected()))
             .map_err(store_error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::postgres::PgSslMode;
+
+    fn mode(url: &str) -> PgSslMode {
+        with_default_tls(url, PgConnectOptions::from_str(url).unwrap()).get_ssl_mode()
+    }
+
+    #[test]
+    fn postgres_tls_is_required_off_this_machine_and_off_on_loopback_unless_the_url_says() {
+        assert!(matches!(mode("postgres://app@db.internal/strongroom"), PgSslMode::Require));
+        assert!(matches!(mode("postgres://app@10.0.0.5:5432/strongroom"), PgSslMode::Require));
+        assert!(matches!(mode("postgres://postgres@127.0.0.1:5432/postgres"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://postgres@localhost/postgres"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://postgres@[::1]:5432/postgres"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://app@db.internal/strongroom?sslmode=verify-full"), PgSslMode::VerifyFull));
+        assert!(matches!(mode("postgres://postgres@127.0.0.1/postgres?sslmode=require"), PgSslMode::Require));
     }
 }
