@@ -11,6 +11,7 @@
 mod audit;
 mod identity;
 mod passkeys;
+mod pg_direct;
 mod repositories;
 mod sqlite_direct;
 mod staff;
@@ -30,6 +31,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite only, for a file database: direct connections for hot reads and token writes.
     direct: Option<Arc<sqlite_direct::SqliteDirect>>,
+    /// PostgreSQL only: connections for hot point reads, kept out of the pool.
+    pg_readers: Option<Arc<pg_direct::PgReaders>>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +157,7 @@ impl Store {
         let kind = BackendKind::of_url(url)
             .ok_or_else(|| StoreError::Other("database URL must start with sqlite:// or postgres://".to_owned()))?;
         let mut direct = None;
+        let mut pg_readers = None;
         let backend = match kind {
             BackendKind::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -184,6 +188,10 @@ impl Store {
             BackendKind::Postgres => {
                 let options = with_default_tls(url, PgConnectOptions::from_str(url).map_err(store_error)?)
                     .application_name("strongroom");
+                pg_readers = Some(Arc::new(pg_direct::PgReaders::new(
+                    options.clone(),
+                    usize::try_from(cores() * 2).unwrap_or(4),
+                )));
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 4).max(8)))
                     .min_connections(1)
@@ -196,7 +204,7 @@ impl Store {
                 Backend::Postgres(pool)
             }
         };
-        Ok(Self { backend, direct })
+        Ok(Self { backend, direct, pg_readers })
     }
 
     /// Which backend this store uses.

@@ -416,6 +416,11 @@ impl VaultRepository for Store {
                 use rusqlite::OptionalExtension;
                 conn.prepare_cached(&sql)?.query_row([id], TokenRow::from_sqlite).optional()
             })?
+        } else if let Some(readers) = &self.pg_readers {
+            let id = id.to_owned();
+            readers
+                .read(move |conn| Box::pin(async move { sqlx::query_as(&sql).bind(id).fetch_optional(&mut *conn).await }))
+                .await?
         } else {
             on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await).map_err(store_error)?
         };

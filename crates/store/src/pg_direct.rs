@@ -1,0 +1,67 @@
+//! A few PostgreSQL connections kept out of sqlx's pool for the hottest point read (a token by
+//! id).
+//!
+//! Why: sqlx's pool pings every connection it takes back (a network round trip and a wake-up on
+//! both ends), so a one-statement read cost two round trips. These connections are handed out
+//! under a semaphore and put back without a ping. A connection whose query failed at the
+//! connection level, or whose future was dropped half-way, is closed rather than reused, so no
+//! half-read answer can reach the next caller; the next use opens a fresh one.
+//! Must never: hand out a connection to two callers at once, or reuse one after an I/O error.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use strongroom_domain::StoreError;
+use tokio::sync::Semaphore;
+
+use crate::store_error;
+
+type Work<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
+
+/// Up to `size` connections for point reads.
+pub(crate) struct PgReaders {
+    idle: Mutex<Vec<PgConnection>>,
+    permits: Semaphore,
+    options: PgConnectOptions,
+}
+
+impl std::fmt::Debug for PgReaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgReaders").field("free", &self.permits.available_permits()).finish_non_exhaustive()
+    }
+}
+
+impl PgReaders {
+    /// Readers over `options`; connections open on first use.
+    pub(crate) fn new(options: PgConnectOptions, size: usize) -> Self {
+        Self { idle: Mutex::new(Vec::new()), permits: Semaphore::new(size.max(1)), options }
+    }
+
+    /// Runs `read` on a connection of its own.
+    pub(crate) async fn read<T>(
+        &self,
+        read: impl for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T>,
+    ) -> Result<T, StoreError> {
+        let _permit =
+            self.permits.acquire().await.map_err(|_| StoreError::Unavailable("the database readers closed".into()))?;
+        let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut conn = match reused {
+            Some(conn) => conn,
+            None => PgConnection::connect_with(&self.options).await.map_err(store_error)?,
+        };
+        let result = read(&mut conn).await;
+        let healthy = match &result {
+            Ok(_) => true,
+            // The server answered: the connection itself is in a known state.
+            Err(sqlx::Error::Database(_) | sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. }) => true,
+            Err(_) => false,
+        };
+        if healthy && let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+        result.map_err(store_error)
+    }
+}
