@@ -32,7 +32,9 @@ pub struct Store {
     /// SQLite only, for a file database: direct connections for hot reads and token writes.
     direct: Option<Arc<sqlite_direct::SqliteDirect>>,
     /// PostgreSQL only: connections for hot point reads, kept out of the pool.
-    pg_readers: Option<Arc<pg_direct::PgReaders>>,
+    pg_reads: Option<Arc<pg_direct::PgLane>>,
+    /// PostgreSQL only: connections for the group-commit writers (token and audit).
+    pg_writes: Option<Arc<pg_direct::PgLane>>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,7 +159,7 @@ impl Store {
         let kind = BackendKind::of_url(url)
             .ok_or_else(|| StoreError::Other("database URL must start with sqlite:// or postgres://".to_owned()))?;
         let mut direct = None;
-        let mut pg_readers = None;
+        let (mut pg_reads, mut pg_writes) = (None, None);
         let backend = match kind {
             BackendKind::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -188,10 +190,10 @@ impl Store {
             BackendKind::Postgres => {
                 let options = with_default_tls(url, PgConnectOptions::from_str(url).map_err(store_error)?)
                     .application_name("strongroom");
-                pg_readers = Some(Arc::new(pg_direct::PgReaders::new(
-                    options.clone(),
-                    usize::try_from(cores() * 2).unwrap_or(4),
-                )));
+                pg_reads =
+                    Some(Arc::new(pg_direct::PgLane::new(options.clone(), usize::try_from(cores() * 2).unwrap_or(4))));
+                // The audit writer and up to four token writers.
+                pg_writes = Some(Arc::new(pg_direct::PgLane::new(options.clone(), 5)));
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 4).max(8)))
                     .min_connections(1)
@@ -204,7 +206,7 @@ impl Store {
                 Backend::Postgres(pool)
             }
         };
-        Ok(Self { backend, direct, pg_readers })
+        Ok(Self { backend, direct, pg_reads, pg_writes })
     }
 
     /// Which backend this store uses.

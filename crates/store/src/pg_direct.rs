@@ -1,8 +1,9 @@
-//! A few PostgreSQL connections kept out of sqlx's pool for the hottest point read (a token by
-//! id).
+//! PostgreSQL connections kept out of sqlx's pool for the hottest paths: the point read of a
+//! token by id, and the group-commit transactions of the token and audit writers (one lane each).
 //!
 //! Why: sqlx's pool pings every connection it takes back (a network round trip and a wake-up on
-//! both ends), so a one-statement read cost two round trips. These connections are handed out
+//! both ends), so a one-statement read cost two round trips; on the vault's reveal that ping was
+//! half of strongroom's CPU. These connections are handed out
 //! under a semaphore and put back without a ping. A connection whose query failed at the
 //! connection level, or whose future was dropped half-way, is closed rather than reused, so no
 //! half-read answer can reach the next caller; the next use opens a fresh one.
@@ -21,38 +22,38 @@ use crate::store_error;
 
 type Work<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
 
-/// Up to `size` connections for point reads.
-pub(crate) struct PgReaders {
+/// Up to `size` connections, each used by one caller at a time.
+pub(crate) struct PgLane {
     idle: Mutex<Vec<PgConnection>>,
     permits: Semaphore,
     options: PgConnectOptions,
 }
 
-impl std::fmt::Debug for PgReaders {
+impl std::fmt::Debug for PgLane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgReaders").field("free", &self.permits.available_permits()).finish_non_exhaustive()
+        f.debug_struct("PgLane").field("free", &self.permits.available_permits()).finish_non_exhaustive()
     }
 }
 
-impl PgReaders {
-    /// Readers over `options`; connections open on first use.
+impl PgLane {
+    /// A lane over `options`; connections open on first use.
     pub(crate) fn new(options: PgConnectOptions, size: usize) -> Self {
         Self { idle: Mutex::new(Vec::new()), permits: Semaphore::new(size.max(1)), options }
     }
 
-    /// Runs `read` on a connection of its own.
-    pub(crate) async fn read<T>(
+    /// Runs `work` on a connection of its own.
+    pub(crate) async fn run<T>(
         &self,
-        read: impl for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T>,
+        work: impl for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T>,
     ) -> Result<T, StoreError> {
         let _permit =
-            self.permits.acquire().await.map_err(|_| StoreError::Unavailable("the database readers closed".into()))?;
+            self.permits.acquire().await.map_err(|_| StoreError::Unavailable("the database lane closed".into()))?;
         let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut conn = match reused {
             Some(conn) => conn,
             None => PgConnection::connect_with(&self.options).await.map_err(store_error)?,
         };
-        let result = read(&mut conn).await;
+        let result = work(&mut conn).await;
         let healthy = match &result {
             Ok(_) => true,
             // The server answered: the connection itself is in a known state.

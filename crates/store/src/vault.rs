@@ -391,6 +391,17 @@ impl VaultRepository for Store {
         let raw = if let Some(direct) = &self.direct {
             let tokens = tokens.to_vec();
             direct.write(move |tx| insert_tokens_sqlite(tx, &tokens, now)).await?
+        } else if let Some(lane) = &self.pg_writes {
+            let tokens = tokens.to_vec();
+            lane.run(move |conn| {
+                Box::pin(async move {
+                    let mut tx = sqlx::Connection::begin(conn).await?;
+                    let outcomes = insert_tokens_in!(tx, &tokens, now)?;
+                    tx.commit().await?;
+                    Ok(outcomes)
+                })
+            })
+            .await?
         } else {
             on_pool!(self, pool => async {
                 let mut tx = pool.begin().await?;
@@ -416,11 +427,12 @@ impl VaultRepository for Store {
                 use rusqlite::OptionalExtension;
                 conn.prepare_cached(&sql)?.query_row([id], TokenRow::from_sqlite).optional()
             })?
-        } else if let Some(readers) = &self.pg_readers {
+        } else if let Some(lane) = &self.pg_reads {
             let id = id.to_owned();
-            readers
-                .read(move |conn| Box::pin(async move { sqlx::query_as(&sql).bind(id).fetch_optional(&mut *conn).await }))
-                .await?
+            lane.run(move |conn| {
+                Box::pin(async move { sqlx::query_as(&sql).bind(id).fetch_optional(&mut *conn).await })
+            })
+            .await?
         } else {
             on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await).map_err(store_error)?
         };
