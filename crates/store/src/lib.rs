@@ -239,6 +239,9 @@ impl Store {
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
+        for lane in [&self.pg_reads, &self.pg_writes].into_iter().flatten() {
+            lane.close().await;
+        }
         on_pool!(self, pool => pool.close().await);
     }
 }

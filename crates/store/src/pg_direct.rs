@@ -46,23 +46,58 @@ impl PgLane {
         &self,
         work: impl for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T>,
     ) -> Result<T, StoreError> {
-        let _permit =
-            self.permits.acquire().await.map_err(|_| StoreError::Unavailable("the database lane closed".into()))?;
+        self.attempt(work).await.map_err(|(err, _)| store_error(err))
+    }
+
+    /// Runs a read, once more on a fresh connection when an idle one turned out dead (the server
+    /// restarted, or closed it): safe for reads only, since a write's fate would be unknown.
+    pub(crate) async fn read<T>(
+        &self,
+        read: impl for<'c> Fn(&'c mut PgConnection) -> Work<'c, T>,
+    ) -> Result<T, StoreError> {
+        match self.attempt(&read).await {
+            Err((_, true)) => self.attempt(&read).await.map_err(|(err, _)| store_error(err)),
+            other => other.map_err(|(err, _)| store_error(err)),
+        }
+    }
+
+    /// One try; on failure, also whether a reused connection broke (worth one retry).
+    async fn attempt<T>(
+        &self,
+        work: impl for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T>,
+    ) -> Result<T, (sqlx::Error, bool)> {
+        let _permit = self.permits.acquire().await.map_err(|_| (sqlx::Error::PoolClosed, false))?;
         let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let was_reused = reused.is_some();
         let mut conn = match reused {
             Some(conn) => conn,
-            None => PgConnection::connect_with(&self.options).await.map_err(store_error)?,
+            None => PgConnection::connect_with(&self.options).await.map_err(|e| (e, false))?,
         };
         let result = work(&mut conn).await;
         let healthy = match &result {
             Ok(_) => true,
-            // The server answered: the connection itself is in a known state.
-            Err(sqlx::Error::Database(_) | sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. }) => true,
+            // The server answered and goes on serving this session (not a FATAL error such as an
+            // administrator's termination or a shutdown).
+            Err(sqlx::Error::Database(db)) => {
+                db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some_and(|pg| {
+                    !matches!(pg.severity(), sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic)
+                })
+            }
+            Err(sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. }) => true,
             Err(_) => false,
         };
         if healthy && let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }
-        result.map_err(store_error)
+        result.map_err(|err| (err, was_reused && !healthy))
+    }
+
+    /// Closes the idle connections and refuses new work.
+    pub(crate) async fn close(&self) {
+        self.permits.close();
+        let idle: Vec<PgConnection> = self.idle.lock().map(|mut idle| idle.drain(..).collect()).unwrap_or_default();
+        for conn in idle {
+            let _ = conn.close().await;
+        }
     }
 }

@@ -428,8 +428,8 @@ impl VaultRepository for Store {
                 conn.prepare_cached(&sql)?.query_row([id], TokenRow::from_sqlite).optional()
             })?
         } else if let Some(lane) = &self.pg_reads {
-            let id = id.to_owned();
-            lane.run(move |conn| {
+            lane.read(|conn| {
+                let (sql, id) = (sql.clone(), id.to_owned());
                 Box::pin(async move { sqlx::query_as(&sql).bind(id).fetch_optional(&mut *conn).await })
             })
             .await?

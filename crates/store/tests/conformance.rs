@@ -477,3 +477,29 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
     own.decided_by = Some("stf_a".into());
     assert!(store.insert_approval(&own).await.is_err());
 }
+
+/// The token read runs on connections kept out of sqlx's pool; when the server has closed them
+/// (a restart, an administrator), the next read opens a fresh one instead of failing.
+#[tokio::test]
+async fn postgres_token_reads_survive_closed_connections() {
+    use strongroom_domain::ports::VaultRepository;
+    let Some((store, name)) = postgres_store().await else {
+        return;
+    };
+    store.migrate().await.unwrap();
+    assert!(store.token("tok_missing").await.unwrap().is_none());
+    let admin_url = std::env::var("STRONGROOM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin =
+        Store::connect(&admin_url, PoolSettings { max_connections: Some(1), ..Default::default() }).await.unwrap();
+    admin
+        .execute_admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .unwrap();
+    admin.close().await;
+    assert!(store.token("tok_missing").await.unwrap().is_none(), "a dead idle connection is replaced");
+    store.close().await;
+    drop_postgres(&name).await;
+}
