@@ -119,7 +119,7 @@ pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
 /// Connections idle for longer than this are pinged before use; busier ones are not. sqlx pings
 /// every connection on acquire by default, which costs a round trip per query (a thread hop on
 /// SQLite, a network round trip on PostgreSQL) and was a fifth of the vault's CPU under load.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
+pub(crate) const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 
 fn ping_if_idle<C: sqlx::Connection>(
     conn: &mut C,
@@ -138,7 +138,8 @@ fn ping_if_idle<C: sqlx::Connection>(
 /// or a Unix socket, where it protects nothing and costs a TLS record on both ends of every query.
 fn with_default_tls(url: &str, options: PgConnectOptions) -> PgConnectOptions {
     use sqlx::postgres::PgSslMode;
-    if url.contains("sslmode=") {
+    // An explicit choice wins: in the URL (either spelling sqlx accepts) or in the environment.
+    if url.contains("sslmode=") || url.contains("ssl-mode=") || std::env::var_os("PGSSLMODE").is_some() {
         return options;
     }
     let host = options.get_host();
@@ -190,10 +191,13 @@ impl Store {
             BackendKind::Postgres => {
                 let options = with_default_tls(url, PgConnectOptions::from_str(url).map_err(store_error)?)
                     .application_name("strongroom");
-                pg_reads =
-                    Some(Arc::new(pg_direct::PgLane::new(options.clone(), usize::try_from(cores() * 2).unwrap_or(4))));
+                pg_reads = Some(Arc::new(pg_direct::PgLane::new(
+                    options.clone(),
+                    usize::try_from(cores() * 2).unwrap_or(4),
+                    settings.acquire_timeout,
+                )));
                 // The audit writer and up to four token writers.
-                pg_writes = Some(Arc::new(pg_direct::PgLane::new(options.clone(), 5)));
+                pg_writes = Some(Arc::new(pg_direct::PgLane::new(options.clone(), 5, settings.acquire_timeout)));
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 4).max(8)))
                     .min_connections(1)
@@ -274,5 +278,6 @@ mod tests {
         assert!(matches!(mode("postgres://postgres@[::1]:5432/postgres"), PgSslMode::Disable));
         assert!(matches!(mode("postgres://app@db.internal/strongroom?sslmode=verify-full"), PgSslMode::VerifyFull));
         assert!(matches!(mode("postgres://postgres@127.0.0.1/postgres?sslmode=require"), PgSslMode::Require));
+        assert!(matches!(mode("postgres://app@db.internal/strongroom?ssl-mode=verify-ca"), PgSslMode::VerifyCa));
     }
 }

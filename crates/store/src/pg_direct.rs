@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -24,9 +25,13 @@ type Work<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 
 
 /// Up to `size` connections, each used by one caller at a time.
 pub(crate) struct PgLane {
-    idle: Mutex<Vec<PgConnection>>,
+    /// Idle connections and when each was last used.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
     permits: Semaphore,
     options: PgConnectOptions,
+    /// How long a caller waits for a connection (a permit, a connect, a ping) before the database
+    /// counts as unavailable: the pool's `acquire_timeout`.
+    acquire_timeout: Duration,
 }
 
 impl std::fmt::Debug for PgLane {
@@ -37,8 +42,29 @@ impl std::fmt::Debug for PgLane {
 
 impl PgLane {
     /// A lane over `options`; connections open on first use.
-    pub(crate) fn new(options: PgConnectOptions, size: usize) -> Self {
-        Self { idle: Mutex::new(Vec::new()), permits: Semaphore::new(size.max(1)), options }
+    pub(crate) fn new(options: PgConnectOptions, size: usize, acquire_timeout: Duration) -> Self {
+        Self { idle: Mutex::new(Vec::new()), permits: Semaphore::new(size.max(1)), options, acquire_timeout }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(PgConnection, Instant)>> {
+        // Nothing panics while holding it; if something did, the list is still a list.
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A permit and a connection: an idle one (pinged first if it sat idle long enough for a
+    /// firewall or the server to have dropped it) or a new one, within `acquire_timeout`.
+    async fn checkout(&self) -> Result<(tokio::sync::SemaphorePermit<'_>, PgConnection, bool), sqlx::Error> {
+        let get = async {
+            let permit = self.permits.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?;
+            let reused = self.idle().pop();
+            if let Some((mut conn, since)) = reused
+                && (since.elapsed() <= crate::PING_AFTER_IDLE || conn.ping().await.is_ok())
+            {
+                return Ok((permit, conn, true));
+            }
+            Ok((permit, PgConnection::connect_with(&self.options).await?, false))
+        };
+        tokio::time::timeout(self.acquire_timeout, get).await.map_err(|_| sqlx::Error::PoolTimedOut)?
     }
 
     /// Runs `work` on a connection of its own.
@@ -61,18 +87,13 @@ impl PgLane {
         }
     }
 
-    /// One try; on failure, also whether a reused connection broke (worth one retry).
+    /// One try; on failure, also whether a reused connection broke (worth one retry). A broken
+    /// connection empties the idle list too: after a server restart they are all dead.
     async fn attempt<T>(
         &self,
         work: impl for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T>,
     ) -> Result<T, (sqlx::Error, bool)> {
-        let _permit = self.permits.acquire().await.map_err(|_| (sqlx::Error::PoolClosed, false))?;
-        let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let was_reused = reused.is_some();
-        let mut conn = match reused {
-            Some(conn) => conn,
-            None => PgConnection::connect_with(&self.options).await.map_err(|e| (e, false))?,
-        };
+        let (_permit, mut conn, was_reused) = self.checkout().await.map_err(|e| (e, false))?;
         let result = work(&mut conn).await;
         let healthy = match &result {
             Ok(_) => true,
@@ -86,8 +107,10 @@ impl PgLane {
             Err(sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. }) => true,
             Err(_) => false,
         };
-        if healthy && let Ok(mut idle) = self.idle.lock() {
-            idle.push(conn);
+        if !healthy {
+            self.idle().clear();
+        } else if !self.permits.is_closed() {
+            self.idle().push((conn, Instant::now()));
         }
         result.map_err(|err| (err, was_reused && !healthy))
     }
@@ -95,8 +118,8 @@ impl PgLane {
     /// Closes the idle connections and refuses new work.
     pub(crate) async fn close(&self) {
         self.permits.close();
-        let idle: Vec<PgConnection> = self.idle.lock().map(|mut idle| idle.drain(..).collect()).unwrap_or_default();
-        for conn in idle {
+        let idle: Vec<(PgConnection, Instant)> = self.idle().drain(..).collect();
+        for (conn, _) in idle {
             let _ = conn.close().await;
         }
     }

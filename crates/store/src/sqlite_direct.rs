@@ -53,6 +53,9 @@ fn sqlite_error(err: rusqlite::Error) -> StoreError {
     }
 }
 
+/// The longest a read on an async thread waits for a lock before answering "unavailable".
+const READ_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
@@ -69,6 +72,9 @@ impl SqliteDirect {
             .map(|_| {
                 let conn = open_connection(path)?;
                 conn.pragma_update(None, "query_only", true).map_err(sqlite_error)?;
+                // Readers run on async threads: a WAL reader almost never waits, and when it
+                // would (recovery, an exclusive lock) it gives up soon rather than stall a thread.
+                conn.busy_timeout(READ_BUSY_TIMEOUT).map_err(sqlite_error)?;
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -87,8 +93,9 @@ impl SqliteDirect {
     ) -> Result<T, StoreError> {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn =
-                writer.lock().map_err(|_| StoreError::Other("the SQLite writer connection was poisoned".into()))?;
+            // A panic inside `work` rolled its transaction back while unwinding: the connection
+            // is clean, so a poisoned lock is taken over rather than failing every later write.
+            let mut conn = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_error)?;
             let done = work(&tx).map_err(sqlite_error)?;
             tx.commit().map_err(sqlite_error)?;
@@ -104,13 +111,16 @@ impl SqliteDirect {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let count = self.connections.len();
         for offset in 0..count {
-            if let Ok(conn) = self.connections[(start + offset) % count].try_lock() {
-                return read(&conn).map_err(sqlite_error);
+            match self.connections[(start + offset) % count].try_lock() {
+                Ok(conn) => return read(&conn).map_err(sqlite_error),
+                // A panic elsewhere left no transaction open on a read connection: use it.
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    return read(&poisoned.into_inner()).map_err(sqlite_error);
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {}
             }
         }
-        let conn = self.connections[start % count]
-            .lock()
-            .map_err(|_| StoreError::Other("a SQLite read connection was poisoned".into()))?;
+        let conn = self.connections[start % count].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         read(&conn).map_err(sqlite_error)
     }
 }
