@@ -29,7 +29,8 @@ use strongroom_domain::StoreError;
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
-    /// SQLite only, for a file database: direct connections for hot reads and token writes.
+    /// SQLite only, for a file database: direct connections for the token read and the token and
+    /// audit group commits.
     direct: Option<Arc<sqlite_direct::SqliteDirect>>,
     /// PostgreSQL only: connections for hot point reads, kept out of the pool.
     pg_reads: Option<Arc<pg_direct::PgLane>>,
@@ -136,10 +137,11 @@ fn ping_if_idle<C: sqlx::Connection>(
 /// TLS to PostgreSQL when the URL says nothing (`sslmode`): required for any host but this
 /// machine's own (sqlx's default, `prefer`, silently falls back to plain text), and off on loopback
 /// or a Unix socket, where it protects nothing and costs a TLS record on both ends of every query.
-fn with_default_tls(url: &str, options: PgConnectOptions) -> PgConnectOptions {
+/// `mode_in_environment`: whether `PGSSLMODE` is set (sqlx has already applied it).
+fn with_default_tls(url: &str, options: PgConnectOptions, mode_in_environment: bool) -> PgConnectOptions {
     use sqlx::postgres::PgSslMode;
     // An explicit choice wins: in the URL (either spelling sqlx accepts) or in the environment.
-    if url.contains("sslmode=") || url.contains("ssl-mode=") || std::env::var_os("PGSSLMODE").is_some() {
+    if url.contains("sslmode=") || url.contains("ssl-mode=") || mode_in_environment {
         return options;
     }
     let host = options.get_host();
@@ -189,8 +191,12 @@ impl Store {
                 Backend::Sqlite(pool)
             }
             BackendKind::Postgres => {
-                let options = with_default_tls(url, PgConnectOptions::from_str(url).map_err(store_error)?)
-                    .application_name("strongroom");
+                let options = with_default_tls(
+                    url,
+                    PgConnectOptions::from_str(url).map_err(store_error)?,
+                    std::env::var_os("PGSSLMODE").is_some(),
+                )
+                .application_name("strongroom");
                 pg_reads = Some(Arc::new(pg_direct::PgLane::new(
                     options.clone(),
                     usize::try_from(cores() * 2).unwrap_or(4),
@@ -266,7 +272,7 @@ mod tests {
     use sqlx::postgres::PgSslMode;
 
     fn mode(url: &str) -> PgSslMode {
-        with_default_tls(url, PgConnectOptions::from_str(url).unwrap()).get_ssl_mode()
+        with_default_tls(url, PgConnectOptions::from_str(url).unwrap(), false).get_ssl_mode()
     }
 
     #[test]
@@ -279,5 +285,9 @@ mod tests {
         assert!(matches!(mode("postgres://app@db.internal/strongroom?sslmode=verify-full"), PgSslMode::VerifyFull));
         assert!(matches!(mode("postgres://postgres@127.0.0.1/postgres?sslmode=require"), PgSslMode::Require));
         assert!(matches!(mode("postgres://app@db.internal/strongroom?ssl-mode=verify-ca"), PgSslMode::VerifyCa));
+        // PGSSLMODE set: whatever sqlx read from it stays (here its default, as if PGSSLMODE=prefer).
+        let url = "postgres://app@db.internal/strongroom";
+        let kept = with_default_tls(url, PgConnectOptions::from_str(url).unwrap(), true).get_ssl_mode();
+        assert!(matches!(kept, PgSslMode::Prefer));
     }
 }

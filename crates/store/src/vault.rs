@@ -139,6 +139,10 @@ impl TryFrom<TokenRow> for TokenRecord {
 const TOKEN_COLUMNS: &str = "id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, \
                              fingerprint_version, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at";
 
+/// A token by id: the vault's hottest query, built once.
+static SELECT_TOKEN_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = $1"));
+
 const INSERT_TOKEN: &str = "INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, ciphertext, \
      fingerprint, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, fingerprint_version) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14) ON CONFLICT DO NOTHING";
@@ -421,20 +425,20 @@ impl VaultRepository for Store {
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = $1");
+        let sql = SELECT_TOKEN_BY_ID.as_str();
         let row: Option<TokenRow> = if let Some(direct) = &self.direct {
             direct.read(|conn| {
                 use rusqlite::OptionalExtension;
-                conn.prepare_cached(&sql)?.query_row([id], TokenRow::from_sqlite).optional()
+                conn.prepare_cached(sql)?.query_row([id], TokenRow::from_sqlite).optional()
             })?
         } else if let Some(lane) = &self.pg_reads {
             lane.read(|conn| {
-                let (sql, id) = (sql.clone(), id.to_owned());
-                Box::pin(async move { sqlx::query_as(&sql).bind(id).fetch_optional(&mut *conn).await })
+                let id = id.to_owned();
+                Box::pin(async move { sqlx::query_as(sql).bind(id).fetch_optional(&mut *conn).await })
             })
             .await?
         } else {
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await).map_err(store_error)?
+            on_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await).map_err(store_error)?
         };
         row.map(TokenRecord::try_from).transpose()
     }
