@@ -54,7 +54,7 @@ fn parse_options() -> anyhow::Result<Options> {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]"
+            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]"
         );
         std::process::exit(0);
     }
@@ -375,6 +375,7 @@ fn main() -> anyhow::Result<()> {
             options,
             value("--database-url"),
             value("--fill").map(|v| v.parse()).transpose()?,
+            value("--only"),
         ));
     }
     if args.get(1).map(String::as_str) == Some("identity") {

@@ -73,7 +73,13 @@ fn row(name: &str, m: &Measurement, ratio: f64) {
 }
 
 /// Runs the vault benchmark.
-pub async fn run(options: Options, database_url: Option<String>, fill_count: Option<u64>) -> anyhow::Result<()> {
+/// `only` names one measurement to run (`tokenize` or `reveal`), to profile it alone.
+pub async fn run(
+    options: Options,
+    database_url: Option<String>,
+    fill_count: Option<u64>,
+    only: Option<String>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("strongroom-data");
     let mut env = vec![("STRONGROOM_VAULT__REVEALS_PER_MINUTE", "4000000000".to_owned())];
@@ -116,6 +122,9 @@ pub async fn run(options: Options, database_url: Option<String>, fill_count: Opt
         ("tokenize a new card", Load::TokenizeCard),
         ("reveal a card (plain, audited)", Load::Reveal(reveal_ids.clone())),
     ] {
+        if only.as_deref().is_some_and(|only| !name.starts_with(only)) {
+            continue;
+        }
         let target = ours(load);
         let mut rounds = Vec::new();
         for _ in 0..options.rounds {

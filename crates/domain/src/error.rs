@@ -2,7 +2,7 @@
 //! one problem code in one place.
 
 /// A storage adapter failed. The message is for logs only and never reaches a client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or the pool is exhausted; a retry may work.
     #[error("database unavailable: {0}")]

@@ -109,6 +109,77 @@ macro_rules! append_in {
     }};
 }
 
+/// The PostgreSQL append as one statement (so one round trip and no explicit transaction): the
+/// compare-and-set of the head and both inserts in data-modifying CTEs, the rows passed as arrays
+/// so the statement's text, and so its prepared plan, is the same for every batch size.
+const APPEND_PG: &str = "WITH claimed AS (\
+       UPDATE audit_head SET size = $1 WHERE singleton = 1 AND size = $2 RETURNING size), \
+     entries AS (\
+       INSERT INTO audit_entries (seq, merchant_id, time, leaf, subject) \
+       SELECT * FROM UNNEST($3::bigint[], $4::text[], $5::bigint[], $6::bytea[], $7::text[]) \
+       WHERE EXISTS (SELECT 1 FROM claimed)), \
+     nodes AS (\
+       INSERT INTO audit_nodes (level, idx, hash) \
+       SELECT * FROM UNNEST($8::int[], $9::bigint[], $10::bytea[]) \
+       WHERE EXISTS (SELECT 1 FROM claimed)) \
+     SELECT count(*) FROM claimed";
+
+/// An append's rows as the columns [`APPEND_PG`] binds.
+struct PgAppendColumns {
+    seqs: Vec<i64>,
+    merchants: Vec<Option<String>>,
+    times: Vec<i64>,
+    leaves: Vec<Vec<u8>>,
+    subjects: Vec<Option<String>>,
+    levels: Vec<i32>,
+    indexes: Vec<i64>,
+    hashes: Vec<Vec<u8>>,
+}
+
+impl PgAppendColumns {
+    fn new(records: &[AuditRecord], nodes: &[(NodeId, Hash)]) -> Self {
+        Self {
+            seqs: records.iter().map(|r| i64::try_from(r.seq).unwrap_or(i64::MAX)).collect(),
+            merchants: records.iter().map(|r| r.merchant.as_ref().map(|m| m.as_str().to_owned())).collect(),
+            times: records.iter().map(|r| r.time.unix_millis()).collect(),
+            leaves: records.iter().map(|r| r.leaf.clone()).collect(),
+            subjects: records.iter().map(|r| r.subject.clone()).collect(),
+            levels: nodes.iter().map(|((level, _), _)| i32::try_from(*level).unwrap_or(i32::MAX)).collect(),
+            indexes: nodes.iter().map(|((_, idx), _)| i64::try_from(*idx).unwrap_or(i64::MAX)).collect(),
+            hashes: nodes.iter().map(|(_, hash)| hash.to_vec()).collect(),
+        }
+    }
+}
+
+/// [`APPEND_PG`] on a lane connection: `Ok(Err(actual size))`, with nothing written, when the log
+/// is no longer `expected` entries long. The actual size is read by a second statement, which
+/// (read committed) sees the append that won; the first statement's snapshot may predate it.
+async fn append_pg(
+    conn: &mut sqlx::PgConnection,
+    expected: i64,
+    new_size: i64,
+    c: PgAppendColumns,
+) -> Result<Result<(), i64>, sqlx::Error> {
+    let claimed: i64 = sqlx::query_scalar(APPEND_PG)
+        .bind(new_size)
+        .bind(expected)
+        .bind(c.seqs)
+        .bind(c.merchants)
+        .bind(c.times)
+        .bind(c.leaves)
+        .bind(c.subjects)
+        .bind(c.levels)
+        .bind(c.indexes)
+        .bind(c.hashes)
+        .fetch_one(&mut *conn)
+        .await?;
+    if claimed == 1 {
+        return Ok(Ok(()));
+    }
+    let actual: i64 = sqlx::query_scalar("SELECT size FROM audit_head WHERE singleton = 1").fetch_one(conn).await?;
+    Ok(Err(actual))
+}
+
 /// An append on the direct SQLite writer, in its transaction: `Err(actual size)` (nothing
 /// written) when the log is no longer `expected` entries long.
 fn append_sqlite(
@@ -203,16 +274,8 @@ impl AuditRepository for Store {
             };
         }
         let claimed = if let Some(lane) = &self.pg_writes {
-            let (records, nodes) = (records.to_vec(), nodes.to_vec());
-            lane.run(move |conn| {
-                Box::pin(async move {
-                    let mut tx = sqlx::Connection::begin(conn).await?;
-                    let claimed = append_in!(tx, expected, new_size, &records, &nodes)?;
-                    tx.commit().await?;
-                    Ok(claimed)
-                })
-            })
-            .await?
+            let columns = PgAppendColumns::new(records, nodes);
+            lane.run(move |conn| Box::pin(async move { append_pg(conn, expected, new_size, columns).await })).await?
         } else {
             on_pool!(self, pool => async {
                 let mut tx = pool.begin().await?;

@@ -71,8 +71,8 @@ impl TryFrom<DataKeyRow> for DataKeyRecord {
 
 const DATA_KEY_COLUMNS: &str = "id, merchant_id, customer_id, kek_version, wrapped, created_at";
 
-#[derive(FromRow)]
-struct TokenRow {
+#[derive(FromRow, Clone)]
+pub(crate) struct TokenRow {
     id: String,
     merchant_id: String,
     customer_id: Option<String>,
@@ -150,6 +150,29 @@ const INSERT_TOKEN: &str = "INSERT INTO vault_tokens (id, merchant_id, customer_
 const DELETE_EXPIRED_DEDUPE_HOLDER: &str = "DELETE FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 \
      AND dedupe_fp = $3 AND expires_at IS NOT NULL AND expires_at <= $4";
 
+/// Tokens by id on PostgreSQL, many in one statement: the fetch behind [`Store`]'s coalesced token
+/// reads. A read retries once on a fresh connection when an idle one was dead.
+pub(crate) fn pg_tokens_by_ids(
+    lane: std::sync::Arc<crate::pg_direct::PgLane>,
+) -> crate::coalesced_reads::Fetch<TokenRow> {
+    static SELECT_TOKENS_BY_IDS: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = ANY($1)"));
+    std::sync::Arc::new(move |ids: Vec<String>| {
+        let lane = lane.clone();
+        Box::pin(async move {
+            let rows: Vec<TokenRow> = lane
+                .read(|conn| {
+                    let ids = ids.clone();
+                    Box::pin(async move {
+                        sqlx::query_as(SELECT_TOKENS_BY_IDS.as_str()).bind(ids).fetch_all(&mut *conn).await
+                    })
+                })
+                .await?;
+            Ok(rows.into_iter().map(|row| (row.id.clone(), row)).collect())
+        })
+    })
+}
+
 /// The deduplicated token of a merchant, kind and dedupe key.
 fn select_by_dedupe_key() -> String {
     format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND dedupe_fp = $3")
@@ -206,6 +229,86 @@ macro_rules! insert_tokens_in {
         }
         Ok::<_, sqlx::Error>(outcomes)
     }};
+}
+
+/// Tokens without a dedupe key and with distinct ids, inserted on PostgreSQL by one statement (one
+/// round trip, and a text that does not change with the number of rows): the rows are passed as
+/// arrays. A row whose id is taken is skipped and missing from the returned ids. (Rows with dedupe
+/// keys, or two rows with one id, take the statement-per-row path, whose order is explicit.)
+const INSERT_TOKENS_PG: &str = "INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, \
+     ciphertext, fingerprint, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, \
+     fingerprint_version) \
+     SELECT id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, NULL, display, metadata, \
+       canary, created_at, expires_at, NULL, fingerprint_version \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], \
+       $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::bigint[], $13::bigint[]) \
+       AS t (id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, display, metadata, \
+       canary, created_at, expires_at, fingerprint_version) \
+     ON CONFLICT DO NOTHING RETURNING id";
+
+/// The rows of [`INSERT_TOKENS_PG`], as its columns.
+struct PgTokenColumns {
+    ids: Vec<String>,
+    merchants: Vec<String>,
+    customers: Vec<Option<String>>,
+    kinds: Vec<String>,
+    data_keys: Vec<String>,
+    ciphertexts: Vec<Option<Vec<u8>>>,
+    fingerprints: Vec<Option<Vec<u8>>>,
+    displays: Vec<String>,
+    metadata: Vec<Option<String>>,
+    canaries: Vec<bool>,
+    created: Vec<i64>,
+    expires: Vec<Option<i64>>,
+    fingerprint_versions: Vec<i64>,
+}
+
+impl PgTokenColumns {
+    fn new(tokens: &[TokenRecord]) -> Self {
+        Self {
+            ids: tokens.iter().map(|t| t.id.clone()).collect(),
+            merchants: tokens.iter().map(|t| t.merchant_id.as_str().to_owned()).collect(),
+            customers: tokens.iter().map(|t| t.customer.clone()).collect(),
+            kinds: tokens.iter().map(|t| t.kind.as_str().to_owned()).collect(),
+            data_keys: tokens.iter().map(|t| t.data_key_id.clone()).collect(),
+            ciphertexts: tokens.iter().map(|t| t.ciphertext.clone()).collect(),
+            fingerprints: tokens.iter().map(|t| t.fingerprint.clone()).collect(),
+            displays: tokens.iter().map(|t| t.display.clone()).collect(),
+            metadata: tokens.iter().map(|t| t.metadata.clone()).collect(),
+            canaries: tokens.iter().map(|t| t.canary).collect(),
+            created: tokens.iter().map(|t| t.created_at.unix_millis()).collect(),
+            expires: tokens.iter().map(|t| t.expires_at.map(Timestamp::unix_millis)).collect(),
+            fingerprint_versions: tokens.iter().map(|t| i64::from(t.fingerprint_version)).collect(),
+        }
+    }
+}
+
+/// [`INSERT_TOKENS_PG`] on a lane connection, for rows of distinct ids, with the outcomes of
+/// [`insert_tokens_in!`]: `None` for a row written, `Some(None)` for an id already taken.
+async fn insert_tokens_pg(
+    conn: &mut sqlx::PgConnection,
+    c: PgTokenColumns,
+) -> Result<Vec<Option<Option<TokenRow>>>, sqlx::Error> {
+    let ids = c.ids.clone();
+    let written: std::collections::HashSet<String> = sqlx::query_scalar(INSERT_TOKENS_PG)
+        .bind(c.ids)
+        .bind(c.merchants)
+        .bind(c.customers)
+        .bind(c.kinds)
+        .bind(c.data_keys)
+        .bind(c.ciphertexts)
+        .bind(c.fingerprints)
+        .bind(c.displays)
+        .bind(c.metadata)
+        .bind(c.canaries)
+        .bind(c.created)
+        .bind(c.expires)
+        .bind(c.fingerprint_versions)
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(ids.iter().map(|id| if written.contains(id) { None } else { Some(None) }).collect())
 }
 
 /// [`insert_tokens_in!`] on the direct SQLite writer: the same statements, in one transaction run
@@ -365,6 +468,42 @@ impl VaultRepository for Store {
 
     async fn rewrap_data_keys(&self, keys: &[RewrappedKey]) -> Result<u64, StoreError> {
         let sql = "UPDATE vault_data_keys SET wrapped = $1, kek_version = $2 WHERE id = $3 AND kek_version = $4";
+        // A rotation rewraps every data key (a million in well under the two minutes a key
+        // rotation may take): one hop to the SQLite writer per batch, one statement per batch
+        // on PostgreSQL, rather than a statement (and a thread hop or a round trip) per key.
+        if let Some(direct) = &self.direct {
+            let keys = keys.to_vec();
+            return direct
+                .write(move |tx| {
+                    let mut update = tx.prepare_cached(sql)?;
+                    let mut applied = 0;
+                    for key in &keys {
+                        applied += update.execute(rusqlite::params![
+                            key.wrapped.as_slice(),
+                            i64::from(key.to_version),
+                            key.id.as_str(),
+                            i64::from(key.from_version)
+                        ])?;
+                    }
+                    Ok(u64::try_from(applied).unwrap_or(u64::MAX))
+                })
+                .await;
+        }
+        if let crate::Backend::Postgres(pool) = &self.backend {
+            let sql = "UPDATE vault_data_keys AS d SET wrapped = u.wrapped, kek_version = u.to_version \
+                       FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::bigint[]) \
+                         AS u (id, wrapped, to_version, from_version) \
+                       WHERE d.id = u.id AND d.kek_version = u.from_version";
+            return sqlx::query(sql)
+                .bind(keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>())
+                .bind(keys.iter().map(|k| k.wrapped.clone()).collect::<Vec<_>>())
+                .bind(keys.iter().map(|k| i64::from(k.to_version)).collect::<Vec<_>>())
+                .bind(keys.iter().map(|k| i64::from(k.from_version)).collect::<Vec<_>>())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(store_error);
+        }
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             let mut applied = 0;
@@ -396,16 +535,22 @@ impl VaultRepository for Store {
             let tokens = tokens.to_vec();
             direct.write(move |tx| insert_tokens_sqlite(tx, &tokens, now)).await?
         } else if let Some(lane) = &self.pg_writes {
-            let tokens = tokens.to_vec();
-            lane.run(move |conn| {
-                Box::pin(async move {
-                    let mut tx = sqlx::Connection::begin(conn).await?;
-                    let outcomes = insert_tokens_in!(tx, &tokens, now)?;
-                    tx.commit().await?;
-                    Ok(outcomes)
+            let distinct_ids = tokens.iter().map(|t| t.id.as_str()).collect::<std::collections::HashSet<_>>().len();
+            if distinct_ids == tokens.len() && tokens.iter().all(|t| t.dedupe_key.is_none()) {
+                let columns = PgTokenColumns::new(tokens);
+                lane.run(move |conn| Box::pin(async move { insert_tokens_pg(conn, columns).await })).await?
+            } else {
+                let tokens = tokens.to_vec();
+                lane.run(move |conn| {
+                    Box::pin(async move {
+                        let mut tx = sqlx::Connection::begin(conn).await?;
+                        let outcomes = insert_tokens_in!(tx, &tokens, now)?;
+                        tx.commit().await?;
+                        Ok(outcomes)
+                    })
                 })
-            })
-            .await?
+                .await?
+            }
         } else {
             on_pool!(self, pool => async {
                 let mut tx = pool.begin().await?;
@@ -431,12 +576,8 @@ impl VaultRepository for Store {
                 use rusqlite::OptionalExtension;
                 conn.prepare_cached(sql)?.query_row([id], TokenRow::from_sqlite).optional()
             })?
-        } else if let Some(lane) = &self.pg_reads {
-            lane.read(|conn| {
-                let id = id.to_owned();
-                Box::pin(async move { sqlx::query_as(sql).bind(id).fetch_optional(&mut *conn).await })
-            })
-            .await?
+        } else if let Some(reads) = &self.token_reads {
+            reads.get(id.to_owned()).await?
         } else {
             on_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await).map_err(store_error)?
         };

@@ -48,6 +48,19 @@ impl<K: IdKind> PrefixedId<K> {
         Self { text: format!("{}_{body}", K::PREFIX), kind: PhantomData }
     }
 
+    /// A fresh id whose first 48 bits are `unix_millis` and whose other 80 bits are random, for
+    /// rows written at a high rate: ids made close in time share their leading characters, so a
+    /// database index on them takes new ids into a few neighbouring pages instead of a random
+    /// page each (a random primary key dirtied one more page per row in every commit). The id
+    /// reveals when it was made, to the millisecond, and stays unguessable (80 random bits).
+    pub fn generate_at(entropy: &dyn Entropy, unix_millis: i64) -> Self {
+        let mut bytes: [u8; 16] = random_array(entropy);
+        let millis = u64::try_from(unix_millis).unwrap_or(0).to_be_bytes();
+        bytes[..6].copy_from_slice(&millis[2..]);
+        let body = BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
+        Self { text: format!("{}_{body}", K::PREFIX), kind: PhantomData }
+    }
+
     /// Parses an id, checking prefix, length and alphabet.
     pub fn parse(text: &str) -> Result<Self, IdError> {
         let error = IdError { expected_prefix: K::PREFIX };
@@ -132,6 +145,17 @@ mod tests {
     use crate::entropy::OsEntropy;
 
     define_id!(TestId, TestKind, "tst");
+
+    #[test]
+    fn ids_made_close_in_time_share_a_prefix_and_still_differ() {
+        let a = TestId::generate_at(&OsEntropy, 1_790_000_000_000);
+        let b = TestId::generate_at(&OsEntropy, 1_790_000_000_100);
+        assert_eq!(TestId::parse(a.as_str()), Ok(a.clone()));
+        assert_eq!(a.as_str()[..12], b.as_str()[..12]);
+        assert_ne!(a, b);
+        let same_time = TestId::generate_at(&OsEntropy, 1_790_000_000_000);
+        assert_ne!(a, same_time);
+    }
 
     #[test]
     fn generated_ids_parse() {

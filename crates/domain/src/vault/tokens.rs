@@ -385,7 +385,7 @@ impl VaultService {
         let data_key = self.keys.data_key_for(merchant, input.customer.as_deref()).await?;
         let id = match (&input.format, &prepared.pan) {
             (TokenFormat::PanPreserving, Some(pan)) => pan.format_preserving_token(self.entropy.as_ref()),
-            _ => TokenId::generate(self.entropy.as_ref()).as_str().to_owned(),
+            _ => TokenId::generate_at(self.entropy.as_ref(), now.unix_millis()).as_str().to_owned(),
         };
         let aad = value_aad(merchant, &id, &data_key.id, prepared.kind);
         let ciphertext = envelope::seal(&data_key.key, &aad, prepared.plaintext.expose(), self.entropy.as_ref());
@@ -506,7 +506,7 @@ impl VaultService {
                         let mut record = record;
                         record.id = match &pan {
                             Some(pan) => pan.format_preserving_token(self.entropy.as_ref()),
-                            None => TokenId::generate(self.entropy.as_ref()).as_str().to_owned(),
+                            None => TokenId::generate_at(self.entropy.as_ref(), now.unix_millis()).as_str().to_owned(),
                         };
                         // The sealed value is bound to its id: seal it again under the new one.
                         let aad = value_aad(merchant, &record.id, &record.data_key_id, record.kind);
