@@ -1,7 +1,7 @@
 //! Direct SQLite access for the hottest paths, next to sqlx's pool: point reads (a token by id)
 //! on a few rusqlite connections used directly on the calling thread, and the group-commit
-//! transactions of the token writer and the audit log writer on one rusqlite connection, each
-//! run whole on a blocking thread.
+//! transactions of the token writer and the audit log writer (and a key rotation's rewrap
+//! batches) on one rusqlite connection, each run whole on a blocking thread.
 //!
 //! Why: sqlx runs every SQLite statement on a per-connection worker thread and returns every
 //! connection to its pool with a ping, so one indexed read costs two round trips between threads.

@@ -127,7 +127,104 @@ async fn suite(store: Store) {
     audit_suite(&store).await;
     identity_suite(&store, &merchant).await;
     staff_suite(&store, &merchant).await;
+    vault_suite(&store, &merchant).await;
     store.close().await;
+}
+
+/// The vault's writes and reads as both backends do them: a batch of inserts (one statement on
+/// PostgreSQL when it can be), ids already taken inside and outside the batch, dedupe, many
+/// concurrent reads by id (coalesced on PostgreSQL), and a rewrap that applies only to keys still
+/// under the version it names.
+async fn vault_suite(store: &Store, merchant: &MerchantId) {
+    use strongroom_domain::ports::{
+        DataKeyRecord, KekRecord, KekState, RewrappedKey, TokenInsert, TokenRecord, VaultRepository,
+    };
+    use strongroom_domain::vault::values::ValueKind;
+
+    let now = Timestamp::from_unix_millis(1_800_000_000_000);
+    let token = |id: &str, dedupe: Option<u8>, value: u8| TokenRecord {
+        id: id.into(),
+        merchant_id: merchant.clone(),
+        customer: None,
+        kind: ValueKind::Email,
+        data_key_id: "dk_conformance".into(),
+        ciphertext: Some(vec![value; 40]),
+        fingerprint: Some(vec![value; 32]),
+        fingerprint_version: 1,
+        dedupe_key: dedupe.map(|d| vec![d; 32]),
+        display: "{}".into(),
+        metadata: None,
+        canary: false,
+        created_at: now,
+        expires_at: None,
+        erased_at: None,
+    };
+    let sealed = |id: &str| {
+        let store = store.clone();
+        let id = id.to_owned();
+        async move { store.token(&id).await.unwrap().and_then(|t| t.ciphertext) }
+    };
+    let created = TokenInsert::Created;
+    let fresh = store.insert_tokens(&[token("tok_va", None, 1), token("tok_vb", None, 2)], now).await.unwrap();
+    assert_eq!(fresh, [created.clone(), created.clone()]);
+    let taken = store.insert_tokens(&[token("tok_va", None, 3), token("tok_vc", None, 4)], now).await.unwrap();
+    assert_eq!(taken, [TokenInsert::IdTaken, created.clone()], "an id taken by an older row");
+    assert_eq!(sealed("tok_va").await, Some(vec![1; 40]), "the older row stays");
+    let twice = store.insert_tokens(&[token("tok_vd", None, 5), token("tok_vd", None, 6)], now).await.unwrap();
+    assert_eq!(twice, [created.clone(), TokenInsert::IdTaken], "one id twice in a batch: the first is stored");
+    assert_eq!(sealed("tok_vd").await, Some(vec![5; 40]));
+    let deduped = store.insert_tokens(&[token("tok_ve", Some(9), 7), token("tok_vf", Some(9), 7)], now).await.unwrap();
+    assert_eq!(deduped[0], created);
+    assert!(matches!(&deduped[1], TokenInsert::Existing(t) if t.id == "tok_ve"), "{deduped:?}");
+
+    // Many reads at once: each key gets its own row, a missing key none.
+    let keys = ["tok_va", "tok_vb", "tok_vc", "tok_vd", "tok_ve", "tok_vmissing"];
+    let expected =
+        [Some(vec![1; 40]), Some(vec![2; 40]), Some(vec![4; 40]), Some(vec![5; 40]), Some(vec![7; 40]), None];
+    let reads: Vec<_> = (0..300).map(|i| tokio::spawn(sealed(keys[i % keys.len()]))).collect();
+    for (i, read) in reads.into_iter().enumerate() {
+        assert_eq!(read.await.unwrap(), expected[i % keys.len()], "read {i} of {}", keys[i % keys.len()]);
+    }
+
+    // Rewrap: only keys still under the version named move.
+    let latest = store.keks().await.unwrap().iter().map(|k| k.version).max().unwrap_or(0);
+    let kek = |version: u32| KekRecord {
+        version,
+        kms_key_id: "conformance".into(),
+        wrapped: Some(vec![version as u8; 48]),
+        state: KekState::Active,
+        created_at: now,
+        retired_at: None,
+    };
+    store.insert_active_kek(&kek(latest + 1)).await.unwrap();
+    let data_key = |id: &str, customer: &str| DataKeyRecord {
+        id: id.into(),
+        merchant_id: merchant.clone(),
+        customer: customer.into(),
+        kek_version: latest + 1,
+        wrapped: vec![1; 60],
+        created_at: now,
+    };
+    for (id, customer) in [("dk_v1", "cus_v1"), ("dk_v2", "cus_v2"), ("dk_v3", "cus_v3")] {
+        assert_eq!(store.insert_data_key_if_absent(&data_key(id, customer)).await.unwrap().unwrap().id, id);
+    }
+    store.insert_active_kek(&kek(latest + 2)).await.unwrap();
+    let moved = |id: &str, from_version: u32| RewrappedKey {
+        id: id.into(),
+        from_version,
+        to_version: latest + 2,
+        wrapped: vec![2; 60],
+    };
+    let applied =
+        store.rewrap_data_keys(&[moved("dk_v1", latest + 1), moved("dk_v2", latest), moved("dk_v3", latest + 1)]).await;
+    assert_eq!(applied.unwrap(), 2, "the key named under a version it is not under stays");
+    for (id, version, wrapped) in [("dk_v1", latest + 2, 2), ("dk_v2", latest + 1, 1), ("dk_v3", latest + 2, 2)] {
+        let key = store.data_key(id).await.unwrap().unwrap();
+        assert_eq!((key.kek_version, key.wrapped), (version, vec![wrapped; 60]), "{id}");
+    }
+    let left: Vec<String> =
+        store.data_keys_older_than(latest + 2, "", 1000).await.unwrap().into_iter().map(|k| k.id).collect();
+    assert!(left.contains(&"dk_v2".to_owned()) && !left.iter().any(|id| id == "dk_v1" || id == "dk_v3"), "{left:?}");
 }
 
 /// Identity's single-use rules hold in the database itself, under concurrent requests.
