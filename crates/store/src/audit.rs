@@ -154,29 +154,45 @@ impl PgAppendColumns {
 /// [`APPEND_PG`] on a lane connection: `Ok(Err(actual size))`, with nothing written, when the log
 /// is no longer `expected` entries long. The actual size is read by a second statement, which
 /// (read committed) sees the append that won; the first statement's snapshot may predate it.
+///
+/// Safe to run twice: when the head has moved past these entries and the leaves stored at their
+/// indexes are exactly these, the append already happened (an earlier attempt committed and its
+/// answer was lost with its connection), and that counts as done.
 async fn append_pg(
     conn: &mut sqlx::PgConnection,
     expected: i64,
     new_size: i64,
-    c: PgAppendColumns,
+    c: &PgAppendColumns,
 ) -> Result<Result<(), i64>, sqlx::Error> {
     let claimed: i64 = sqlx::query_scalar(APPEND_PG)
         .bind(new_size)
         .bind(expected)
-        .bind(c.seqs)
-        .bind(c.merchants)
-        .bind(c.times)
-        .bind(c.leaves)
-        .bind(c.subjects)
-        .bind(c.levels)
-        .bind(c.indexes)
-        .bind(c.hashes)
+        .bind(&c.seqs)
+        .bind(&c.merchants)
+        .bind(&c.times)
+        .bind(&c.leaves)
+        .bind(&c.subjects)
+        .bind(&c.levels)
+        .bind(&c.indexes)
+        .bind(&c.hashes)
         .fetch_one(&mut *conn)
         .await?;
     if claimed == 1 {
         return Ok(Ok(()));
     }
-    let actual: i64 = sqlx::query_scalar("SELECT size FROM audit_head WHERE singleton = 1").fetch_one(conn).await?;
+    let actual: i64 =
+        sqlx::query_scalar("SELECT size FROM audit_head WHERE singleton = 1").fetch_one(&mut *conn).await?;
+    if actual >= new_size {
+        let stored: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT leaf FROM audit_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq")
+                .bind(expected)
+                .bind(new_size)
+                .fetch_all(conn)
+                .await?;
+        if stored == c.leaves {
+            return Ok(Ok(()));
+        }
+    }
     Ok(Err(actual))
 }
 
@@ -274,8 +290,12 @@ impl AuditRepository for Store {
             };
         }
         let claimed = if let Some(lane) = &self.pg_writes {
-            let columns = PgAppendColumns::new(records, nodes);
-            lane.run(move |conn| Box::pin(async move { append_pg(conn, expected, new_size, columns).await })).await?
+            let columns = std::sync::Arc::new(PgAppendColumns::new(records, nodes));
+            lane.run_repeatable(move |conn| {
+                let columns = columns.clone();
+                Box::pin(async move { append_pg(conn, expected, new_size, &columns).await })
+            })
+            .await?
         } else {
             on_pool!(self, pool => async {
                 let mut tx = pool.begin().await?;

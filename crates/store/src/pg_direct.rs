@@ -1,13 +1,17 @@
-//! PostgreSQL connections kept out of sqlx's pool for the hottest paths: the point read of a
-//! token by id, and the group-commit transactions of the token and audit writers (one lane each).
+//! PostgreSQL connections kept out of sqlx's pool for the hottest paths: one lane for the point
+//! reads of tokens by id (coalesced, see `coalesced_reads.rs`), one for the group commits of the
+//! token and audit writers.
 //!
 //! Why: sqlx's pool pings every connection it takes back (a network round trip and a wake-up on
 //! both ends), so a one-statement read cost two round trips; on the vault's reveal that ping was
 //! half of strongroom's CPU. These connections are handed out
 //! under a semaphore and put back without a ping. A connection whose query failed at the
 //! connection level, or whose future was dropped half-way, is closed rather than reused, so no
-//! half-read answer can reach the next caller; the next use opens a fresh one.
-//! Must never: hand out a connection to two callers at once, or reuse one after an I/O error.
+//! half-read answer can reach the next caller; the next use opens a fresh one. Work that is safe
+//! to run twice (reads, and writes that recognise their own earlier effect) runs once more on a
+//! fresh connection when a reused one turned out dead, as after a server restart.
+//! Must never: hand out a connection to two callers at once, reuse one after an I/O error, or
+//! run a write twice that cannot tell its own effect from another's.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -76,13 +80,23 @@ impl PgLane {
     }
 
     /// Runs a read, once more on a fresh connection when an idle one turned out dead (the server
-    /// restarted, or closed it): safe for reads only, since a write's fate would be unknown.
+    /// restarted, or closed it).
     pub(crate) async fn read<T>(
         &self,
         read: impl for<'c> Fn(&'c mut PgConnection) -> Work<'c, T>,
     ) -> Result<T, StoreError> {
-        match self.attempt(&read).await {
-            Err((_, true)) => self.attempt(&read).await.map_err(|(err, _)| store_error(err)),
+        self.run_repeatable(read).await
+    }
+
+    /// Runs `work`, once more on a fresh connection when an idle one turned out dead. Only for
+    /// work that is safe to run twice: a read, or a write that recognises its own effect when an
+    /// earlier attempt committed but its answer was lost.
+    pub(crate) async fn run_repeatable<T>(
+        &self,
+        work: impl for<'c> Fn(&'c mut PgConnection) -> Work<'c, T>,
+    ) -> Result<T, StoreError> {
+        match self.attempt(&work).await {
+            Err((_, true)) => self.attempt(&work).await.map_err(|(err, _)| store_error(err)),
             other => other.map_err(|(err, _)| store_error(err)),
         }
     }

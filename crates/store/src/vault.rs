@@ -285,30 +285,50 @@ impl PgTokenColumns {
 
 /// [`INSERT_TOKENS_PG`] on a lane connection, for rows of distinct ids, with the outcomes of
 /// [`insert_tokens_in!`]: `None` for a row written, `Some(None)` for an id already taken.
+///
+/// Safe to run twice: a row whose id is taken by a row with the very same sealed value (sealed
+/// under a fresh random nonce, so no other row has it) was written by an earlier attempt whose
+/// answer was lost with its connection, and counts as written.
 async fn insert_tokens_pg(
     conn: &mut sqlx::PgConnection,
-    c: PgTokenColumns,
+    c: &PgTokenColumns,
 ) -> Result<Vec<Option<Option<TokenRow>>>, sqlx::Error> {
-    let ids = c.ids.clone();
     let written: std::collections::HashSet<String> = sqlx::query_scalar(INSERT_TOKENS_PG)
-        .bind(c.ids)
-        .bind(c.merchants)
-        .bind(c.customers)
-        .bind(c.kinds)
-        .bind(c.data_keys)
-        .bind(c.ciphertexts)
-        .bind(c.fingerprints)
-        .bind(c.displays)
-        .bind(c.metadata)
-        .bind(c.canaries)
-        .bind(c.created)
-        .bind(c.expires)
-        .bind(c.fingerprint_versions)
-        .fetch_all(conn)
+        .bind(&c.ids)
+        .bind(&c.merchants)
+        .bind(&c.customers)
+        .bind(&c.kinds)
+        .bind(&c.data_keys)
+        .bind(&c.ciphertexts)
+        .bind(&c.fingerprints)
+        .bind(&c.displays)
+        .bind(&c.metadata)
+        .bind(&c.canaries)
+        .bind(&c.created)
+        .bind(&c.expires)
+        .bind(&c.fingerprint_versions)
+        .fetch_all(&mut *conn)
         .await?
         .into_iter()
         .collect();
-    Ok(ids.iter().map(|id| if written.contains(id) { None } else { Some(None) }).collect())
+    let taken: Vec<String> = c.ids.iter().filter(|id| !written.contains(*id)).cloned().collect();
+    let mine: std::collections::HashSet<String> = if taken.is_empty() {
+        std::collections::HashSet::new()
+    } else {
+        let stored: Vec<(String, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT id, ciphertext FROM vault_tokens WHERE id = ANY($1)")
+                .bind(&taken)
+                .fetch_all(conn)
+                .await?;
+        let sealed: std::collections::HashMap<&str, &Option<Vec<u8>>> =
+            c.ids.iter().map(String::as_str).zip(&c.ciphertexts).collect();
+        stored
+            .into_iter()
+            .filter(|(id, ciphertext)| ciphertext.is_some() && sealed.get(id.as_str()) == Some(&ciphertext))
+            .map(|(id, _)| id)
+            .collect()
+    };
+    Ok(c.ids.iter().map(|id| if written.contains(id) || mine.contains(id) { None } else { Some(None) }).collect())
 }
 
 /// [`insert_tokens_in!`] on the direct SQLite writer: the same statements, in one transaction run
@@ -537,8 +557,12 @@ impl VaultRepository for Store {
         } else if let Some(lane) = &self.pg_writes {
             let distinct_ids = tokens.iter().map(|t| t.id.as_str()).collect::<std::collections::HashSet<_>>().len();
             if distinct_ids == tokens.len() && tokens.iter().all(|t| t.dedupe_key.is_none()) {
-                let columns = PgTokenColumns::new(tokens);
-                lane.run(move |conn| Box::pin(async move { insert_tokens_pg(conn, columns).await })).await?
+                let columns = std::sync::Arc::new(PgTokenColumns::new(tokens));
+                lane.run_repeatable(move |conn| {
+                    let columns = columns.clone();
+                    Box::pin(async move { insert_tokens_pg(conn, &columns).await })
+                })
+                .await?
             } else {
                 let tokens = tokens.to_vec();
                 lane.run(move |conn| {

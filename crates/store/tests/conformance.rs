@@ -575,28 +575,84 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
     assert!(store.insert_approval(&own).await.is_err());
 }
 
-/// The token read runs on connections kept out of sqlx's pool; when the server has closed them
-/// (a restart, an administrator), the next read opens a fresh one instead of failing.
+/// The token read and the group-commit writers run on connections kept out of sqlx's pool; when
+/// the server has closed them (a restart, an administrator), the next read or write opens a fresh
+/// one instead of failing, and a write run twice recognises its own earlier effect.
 #[tokio::test]
-async fn postgres_token_reads_survive_closed_connections() {
-    use strongroom_domain::ports::VaultRepository;
+async fn postgres_lanes_survive_closed_connections() {
+    use strongroom_domain::ports::{
+        AppendError, AuditRecord, AuditRepository, TokenInsert, TokenRecord, VaultRepository,
+    };
+    use strongroom_domain::vault::values::ValueKind;
     let Some((store, name)) = postgres_store().await else {
         return;
     };
     store.migrate().await.unwrap();
-    assert!(store.token("tok_missing").await.unwrap().is_none());
     let admin_url = std::env::var("STRONGROOM_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let admin =
-        Store::connect(&admin_url, PoolSettings { max_connections: Some(1), ..Default::default() }).await.unwrap();
-    admin
-        .execute_admin(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-        ))
+    let terminate_backends = || async {
+        let admin =
+            Store::connect(&admin_url, PoolSettings { max_connections: Some(1), ..Default::default() }).await.unwrap();
+        admin
+            .execute_admin(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .await
+            .unwrap();
+        admin.close().await;
+    };
+    let merchant = MerchantId::generate(&OsEntropy);
+    store
+        .execute_admin(&format!("INSERT INTO merchants (id, name, created_at) VALUES ('{merchant}', 'Lanes', 0)"))
         .await
         .unwrap();
-    admin.close().await;
-    assert!(store.token("tok_missing").await.unwrap().is_none(), "a dead idle connection is replaced");
+    let now = Timestamp::from_unix_millis(1_800_000_000_000);
+    let token = |id: &str| TokenRecord {
+        id: id.into(),
+        merchant_id: merchant.clone(),
+        customer: None,
+        kind: ValueKind::Email,
+        data_key_id: "dk_lanes".into(),
+        ciphertext: Some(id.as_bytes().to_vec()),
+        fingerprint: Some(vec![1; 32]),
+        fingerprint_version: 1,
+        dedupe_key: None,
+        display: "{}".into(),
+        metadata: None,
+        canary: false,
+        created_at: now,
+        expires_at: None,
+        erased_at: None,
+    };
+    let record = |seq: u64| AuditRecord { seq, merchant: None, time: now, leaf: vec![seq as u8; 40], subject: None };
+
+    // Each lane holds an idle connection, which the server then closes.
+    assert!(store.token("tok_missing").await.unwrap().is_none());
+    assert_eq!(store.insert_tokens(&[token("tok_l1")], now).await.unwrap(), [TokenInsert::Created]);
+    store.append(0, &[record(0)], &[]).await.unwrap();
+    terminate_backends().await;
+
+    assert!(store.token("tok_missing").await.unwrap().is_none(), "a read replaces a dead idle connection");
+    assert_eq!(
+        store.insert_tokens(&[token("tok_l2")], now).await.unwrap(),
+        [TokenInsert::Created],
+        "so does a token insert"
+    );
+    terminate_backends().await;
+    store.append(1, &[record(1)], &[]).await.expect("so does an audit append");
+
+    // Run again after its commit (as when the answer was lost), each write knows its own effect.
+    assert_eq!(store.insert_tokens(&[token("tok_l2")], now).await.unwrap(), [TokenInsert::Created]);
+    let mut other = token("tok_l2");
+    other.ciphertext = Some(b"another value".to_vec());
+    assert_eq!(store.insert_tokens(&[other], now).await.unwrap(), [TokenInsert::IdTaken], "another row's id");
+    store.append(1, &[record(1)], &[]).await.expect("the same entries at the same index");
+    let mut forged = record(1);
+    forged.leaf = vec![9; 40];
+    assert!(
+        matches!(store.append(1, &[forged], &[]).await, Err(AppendError::Conflict { actual_size: 2 })),
+        "other entries at that index are a conflict"
+    );
     store.close().await;
     drop_postgres(&name).await;
 }
