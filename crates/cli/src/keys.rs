@@ -56,14 +56,29 @@ pub enum KeysCommand {
     },
 }
 
-/// A progress line on standard error, redrawn in place: `label: done/total (percent%)`.
+/// A progress bar on standard error, redrawn in place (see [`progress_line`]). Drawn here rather
+/// than with a progress-bar crate: one line is all it needs.
 fn progress(label: &'static str, total: u64) -> impl FnMut(u64) {
+    let started = std::time::Instant::now();
     move |done| {
         let mut stderr = std::io::stderr().lock();
-        let percent = (done * 100).checked_div(total).map_or(100, |p| p.min(100));
-        let _ = write!(stderr, "\r{label}: {done}/{total} ({percent}%)");
+        let _ = write!(stderr, "\r{}   ", progress_line(label, done, total, started.elapsed().as_secs_f64()));
         let _ = stderr.flush();
     }
+}
+
+/// `label [#####-----] done/total (percent%, about N s left)`, the time left extrapolated from
+/// the pace so far.
+fn progress_line(label: &str, done: u64, total: u64, elapsed_secs: f64) -> String {
+    const WIDTH: u64 = 30;
+    let percent = (done * 100).checked_div(total).map_or(100, |p| p.min(100));
+    let filled = (done * WIDTH).checked_div(total).map_or(WIDTH, |f| f.min(WIDTH));
+    let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '-' }).collect();
+    let left = match done {
+        0 => String::new(),
+        _ => format!(", about {:.0} s left", elapsed_secs / done as f64 * total.saturating_sub(done) as f64),
+    };
+    format!("{label} [{bar}] {done}/{total} ({percent}%{left})")
 }
 
 /// Whether this configuration needs a second operator for rotation and retirement.
@@ -236,4 +251,26 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     core.audit.close().await;
     core.store.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_line;
+
+    #[test]
+    fn the_progress_bar_fills_with_the_work_and_says_the_time_left() {
+        assert_eq!(
+            progress_line("rewrapping data keys", 0, 1000, 0.0),
+            "rewrapping data keys [------------------------------] 0/1000 (0%)"
+        );
+        assert_eq!(
+            progress_line("x", 250, 1000, 10.0),
+            "x [#######-----------------------] 250/1000 (25%, about 30 s left)"
+        );
+        assert_eq!(
+            progress_line("x", 1000, 1000, 40.0),
+            "x [##############################] 1000/1000 (100%, about 0 s left)"
+        );
+        assert_eq!(progress_line("x", 5, 0, 1.0), "x [##############################] 5/0 (100%, about 0 s left)");
+    }
 }

@@ -131,33 +131,45 @@ async fn suite(store: Store) {
     store.close().await;
 }
 
-/// The vault's writes and reads as both backends do them: a batch of inserts (one statement on
-/// PostgreSQL when it can be), ids already taken inside and outside the batch, dedupe, many
-/// concurrent reads by id (coalesced on PostgreSQL), and a rewrap that applies only to keys still
-/// under the version it names.
-async fn vault_suite(store: &Store, merchant: &MerchantId) {
-    use strongroom_domain::ports::{
-        DataKeyRecord, KekRecord, KekState, RewrappedKey, TokenInsert, TokenRecord, VaultRepository,
-    };
-    use strongroom_domain::vault::values::ValueKind;
-
-    let now = Timestamp::from_unix_millis(1_800_000_000_000);
-    let token = |id: &str, dedupe: Option<u8>, value: u8| TokenRecord {
+/// A token row of `merchant` with `ciphertext` as its sealed value, as the store receives it.
+fn token_record(
+    merchant: &MerchantId,
+    id: &str,
+    ciphertext: Vec<u8>,
+    now: Timestamp,
+) -> strongroom_domain::ports::TokenRecord {
+    strongroom_domain::ports::TokenRecord {
         id: id.into(),
         merchant_id: merchant.clone(),
         customer: None,
-        kind: ValueKind::Email,
+        kind: strongroom_domain::vault::values::ValueKind::Email,
         data_key_id: "dk_conformance".into(),
-        ciphertext: Some(vec![value; 40]),
-        fingerprint: Some(vec![value; 32]),
+        ciphertext: Some(ciphertext),
+        fingerprint: Some(vec![1; 32]),
         fingerprint_version: 1,
-        dedupe_key: dedupe.map(|d| vec![d; 32]),
+        dedupe_key: None,
         display: "{}".into(),
         metadata: None,
         canary: false,
         created_at: now,
         expires_at: None,
         erased_at: None,
+    }
+}
+
+/// The vault's writes and reads as both backends do them: a batch of inserts (one statement on
+/// PostgreSQL when it can be), ids already taken inside and outside the batch, dedupe, many
+/// concurrent reads by id (coalesced on PostgreSQL), and a rewrap that applies only to keys still
+/// under the version it names.
+async fn vault_suite(store: &Store, merchant: &MerchantId) {
+    use strongroom_domain::ports::{DataKeyRecord, KekRecord, KekState, RewrappedKey, TokenInsert, VaultRepository};
+
+    let now = Timestamp::from_unix_millis(1_800_000_000_000);
+    let token = |id: &str, dedupe: Option<u8>, value: u8| {
+        let mut record = token_record(merchant, id, vec![value; 40], now);
+        record.fingerprint = Some(vec![value; 32]);
+        record.dedupe_key = dedupe.map(|d| vec![d; 32]);
+        record
     };
     let sealed = |id: &str| {
         let store = store.clone();
@@ -580,10 +592,7 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
 /// one instead of failing, and a write run twice recognises its own earlier effect.
 #[tokio::test]
 async fn postgres_lanes_survive_closed_connections() {
-    use strongroom_domain::ports::{
-        AppendError, AuditRecord, AuditRepository, TokenInsert, TokenRecord, VaultRepository,
-    };
-    use strongroom_domain::vault::values::ValueKind;
+    use strongroom_domain::ports::{AppendError, AuditRecord, AuditRepository, TokenInsert, VaultRepository};
     let Some((store, name)) = postgres_store().await else {
         return;
     };
@@ -607,23 +616,7 @@ async fn postgres_lanes_survive_closed_connections() {
         .await
         .unwrap();
     let now = Timestamp::from_unix_millis(1_800_000_000_000);
-    let token = |id: &str| TokenRecord {
-        id: id.into(),
-        merchant_id: merchant.clone(),
-        customer: None,
-        kind: ValueKind::Email,
-        data_key_id: "dk_lanes".into(),
-        ciphertext: Some(id.as_bytes().to_vec()),
-        fingerprint: Some(vec![1; 32]),
-        fingerprint_version: 1,
-        dedupe_key: None,
-        display: "{}".into(),
-        metadata: None,
-        canary: false,
-        created_at: now,
-        expires_at: None,
-        erased_at: None,
-    };
+    let token = |id: &str| token_record(&merchant, id, id.as_bytes().to_vec(), now);
     let record = |seq: u64| AuditRecord { seq, merchant: None, time: now, leaf: vec![seq as u8; 40], subject: None };
 
     // Each lane holds an idle connection, which the server then closes.
