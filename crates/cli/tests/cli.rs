@@ -288,7 +288,8 @@ async fn keys_rotate_rewrap_and_retire_with_dual_control() {
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
     let out = String::from_utf8_lossy(&rotated.stdout);
     assert!(out.contains("version 2 is active") && out.contains("5 data keys rewrapped"), "{out}");
-    assert!(String::from_utf8_lossy(&rotated.stderr).contains("5/5 (100%)"), "a progress line");
+    let progress = String::from_utf8_lossy(&rotated.stderr);
+    assert!(progress.contains("[##############################] 5/5 (100%"), "a full progress bar: {progress}");
     assert!(!String::from_utf8_lossy(&rotated.stderr).contains(&key[20..]), "the approval key is never echoed");
 
     let retired = strongroom(&data).args(["keys", "retire", "2"]).output().unwrap();
