@@ -66,49 +66,6 @@ impl TryFrom<CheckpointRow> for StoredCheckpoint {
     }
 }
 
-/// An append inside the caller's sqlx transaction: `Ok(Err(actual size))`, with nothing
-/// written, when the log is no longer `expected` entries long (the caller then commits nothing).
-macro_rules! append_in {
-    ($tx:expr, $expected:expr, $new_size:expr, $records:expr, $nodes:expr) => {{
-        async {
-            let claimed = sqlx::query("UPDATE audit_head SET size = $1 WHERE singleton = 1 AND size = $2")
-                .bind($new_size)
-                .bind($expected)
-                .execute(&mut *$tx)
-                .await?
-                .rows_affected();
-            if claimed == 0 {
-                let actual: i64 =
-                    sqlx::query_scalar("SELECT size FROM audit_head WHERE singleton = 1").fetch_one(&mut *$tx).await?;
-                return Ok::<_, sqlx::Error>(Err(actual));
-            }
-            for chunk in $records.chunks(ENTRY_ROWS_PER_STATEMENT) {
-                let mut query =
-                    sqlx::QueryBuilder::new("INSERT INTO audit_entries (seq, merchant_id, time, leaf, subject) ");
-                query.push_values(chunk, |mut row, record: &AuditRecord| {
-                    row.push_bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
-                        .push_bind(record.merchant.as_ref().map(|m| m.as_str().to_owned()))
-                        .push_bind(record.time.unix_millis())
-                        .push_bind(record.leaf.clone())
-                        .push_bind(record.subject.clone());
-                });
-                query.build().execute(&mut *$tx).await?;
-            }
-            for chunk in $nodes.chunks(NODE_ROWS_PER_STATEMENT) {
-                let mut query = sqlx::QueryBuilder::new("INSERT INTO audit_nodes (level, idx, hash) ");
-                query.push_values(chunk, |mut row, ((level, idx), hash): &(NodeId, Hash)| {
-                    row.push_bind(i32::try_from(*level).unwrap_or(i32::MAX))
-                        .push_bind(i64::try_from(*idx).unwrap_or(i64::MAX))
-                        .push_bind(hash.to_vec());
-                });
-                query.build().execute(&mut *$tx).await?;
-            }
-            Ok(Ok(()))
-        }
-        .await
-    }};
-}
-
 /// The PostgreSQL append as one statement (so one round trip and no explicit transaction): the
 /// compare-and-set of the head and both inserts in data-modifying CTEs, the rows passed as arrays
 /// so the statement's text, and so its prepared plan, is the same for every batch size.
@@ -297,11 +254,43 @@ impl AuditRepository for Store {
             })
             .await?
         } else {
+            // An in-memory SQLite database (tests): the statements on the pool, in one transaction.
             on_pool!(self, pool => async {
                 let mut tx = pool.begin().await?;
-                let claimed = append_in!(tx, expected, new_size, records, nodes)?;
+                let claimed = sqlx::query("UPDATE audit_head SET size = $1 WHERE singleton = 1 AND size = $2")
+                    .bind(new_size)
+                    .bind(expected)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if claimed == 0 {
+                    let actual: i64 =
+                        sqlx::query_scalar("SELECT size FROM audit_head WHERE singleton = 1").fetch_one(&mut *tx).await?;
+                    return Ok::<_, sqlx::Error>(Err(actual));
+                }
+                for chunk in records.chunks(ENTRY_ROWS_PER_STATEMENT) {
+                    let mut query =
+                        sqlx::QueryBuilder::new("INSERT INTO audit_entries (seq, merchant_id, time, leaf, subject) ");
+                    query.push_values(chunk, |mut row, record: &AuditRecord| {
+                        row.push_bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
+                            .push_bind(record.merchant.as_ref().map(|m| m.as_str().to_owned()))
+                            .push_bind(record.time.unix_millis())
+                            .push_bind(record.leaf.clone())
+                            .push_bind(record.subject.clone());
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+                for chunk in nodes.chunks(NODE_ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::new("INSERT INTO audit_nodes (level, idx, hash) ");
+                    query.push_values(chunk, |mut row, ((level, idx), hash): &(NodeId, Hash)| {
+                        row.push_bind(i32::try_from(*level).unwrap_or(i32::MAX))
+                            .push_bind(i64::try_from(*idx).unwrap_or(i64::MAX))
+                            .push_bind(hash.to_vec());
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
-                Ok::<_, sqlx::Error>(claimed)
+                Ok(Ok(()))
             }.await)
             .map_err(store_error)?
         };

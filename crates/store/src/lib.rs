@@ -33,7 +33,8 @@ pub struct Store {
     /// SQLite only, for a file database: direct connections for the token read and the token and
     /// audit group commits.
     direct: Option<Arc<sqlite_direct::SqliteDirect>>,
-    /// PostgreSQL only: connections for hot point reads, kept out of the pool.
+    /// PostgreSQL only: the connections of `token_reads`, kept out of the pool (held here to be
+    /// closed with the store).
     pg_reads: Option<Arc<pg_direct::PgLane>>,
     /// PostgreSQL only: connections for the group-commit writers (token and audit).
     pg_writes: Option<Arc<pg_direct::PgLane>>,
@@ -206,8 +207,8 @@ impl Store {
                 // changes length) was a quarter of the server's CPU on the reveal benchmark.
                 let lane_options = options.clone().options([("plan_cache_mode", "force_generic_plan")]);
                 let readers = usize::try_from(cores()).unwrap_or(2);
-                let lane =
-                    Arc::new(pg_direct::PgLane::new(lane_options.clone(), readers * 2, settings.acquire_timeout));
+                // One connection per reader task: only they use this lane.
+                let lane = Arc::new(pg_direct::PgLane::new(lane_options.clone(), readers, settings.acquire_timeout));
                 token_reads = Some(Arc::new(coalesced_reads::CoalescedReads::start(
                     readers,
                     vault::pg_tokens_by_ids(lane.clone()),

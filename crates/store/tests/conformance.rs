@@ -452,6 +452,24 @@ async fn sqlite_conformance() {
     suite(store).await;
 }
 
+/// An in-memory SQLite database has no direct connections: the audit append, token inserts and
+/// reads and the rewrap take the pool's statements, which must keep the same rules.
+#[tokio::test]
+async fn sqlite_in_memory_pool_paths() {
+    let store = Store::connect("sqlite::memory:", PoolSettings { max_connections: Some(1), ..Default::default() })
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let merchant = MerchantId::generate(&OsEntropy);
+    store
+        .execute_admin(&format!("INSERT INTO merchants (id, name, created_at) VALUES ('{merchant}', 'Memory', 0)"))
+        .await
+        .unwrap();
+    audit_suite(&store).await;
+    vault_suite(&store, &merchant).await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn postgres_conformance() {
     let Some((store, name)) = postgres_store().await else {
