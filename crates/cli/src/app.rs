@@ -46,6 +46,8 @@ pub struct Core {
     pub vault_keys: Arc<VaultKeys>,
     /// The vault's fingerprint key versions.
     pub fingerprints: Arc<FingerprintKeys>,
+    /// The outbox (mail, alerts and webhooks leave through it).
+    pub outbox: strongroom_domain::outbox::Outbox,
 }
 
 /// The audit log's origin: configured, or `strongroom/` and 16 hex digits of the signing key's
@@ -146,6 +148,12 @@ impl Core {
         let fingerprints = FingerprintKeys::load(Arc::new(store.clone()), kms.clone(), clock.clone(), entropy.clone())
             .await
             .context("cannot load the vault's fingerprint keys")?;
+        let outbox = strongroom_domain::outbox::Outbox::new(
+            Arc::new(store.clone()),
+            keyring.outbox_seal.clone(),
+            clock.clone(),
+            entropy.clone(),
+        );
         let vault_keys = VaultKeys::open(Arc::new(store.clone()), kms.clone(), clock, entropy, key_settings)
             .await
             .context("cannot open the vault's keys")?;
@@ -157,6 +165,7 @@ impl Core {
             audit,
             vault_keys: Arc::new(vault_keys),
             fingerprints: Arc::new(fingerprints),
+            outbox,
         })
     }
 
@@ -311,8 +320,9 @@ pub struct Application {
     pub state: AppState,
     /// The audit log.
     pub audit: AuditLog,
-    checkpoints: tokio::task::JoinHandle<()>,
-    jobs: Vec<tokio::task::JoinHandle<()>>,
+    /// The background jobs (they run while this process leads).
+    pub jobs: strongroom_domain::jobs::RunningJobs,
+    refresh: tokio::task::JoinHandle<()>,
 }
 
 /// SHA-256 of the effective configuration with secrets masked: which configuration ran is
@@ -329,35 +339,6 @@ fn ticker(interval: std::time::Duration) -> tokio::time::Interval {
     ticker
 }
 
-/// Makes a checkpoint every `interval` (the writer skips it when nothing was logged since).
-fn spawn_checkpoints(audit: AuditLog, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = ticker(interval);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            if let Err(err) = audit.checkpoint().await {
-                tracing::error!(error = %err, "audit checkpoint failed");
-            }
-        }
-    })
-}
-
-/// Deletes expired tokens every `interval` (they answer 404 from the moment they expire).
-fn spawn_purge(vault: Arc<VaultService>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = ticker(interval);
-        loop {
-            ticker.tick().await;
-            match vault.purge_expired().await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "expired tokens purged"),
-                Err(err) => tracing::error!(error = %err, "purging expired tokens failed"),
-            }
-        }
-    })
-}
-
 /// Picks up access-token signing key versions added by `strongroom keys rotate-oauth`.
 fn spawn_signing_key_refresh(tokens: Arc<strongroom_domain::oauth::AccessTokens>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -372,64 +353,125 @@ fn spawn_signing_key_refresh(tokens: Arc<strongroom_domain::oauth::AccessTokens>
     })
 }
 
-/// Deletes ended sessions and spent challenges every `interval`.
-fn spawn_identity_purge(
-    identity: Arc<IdentityService>,
-    staff: Arc<StaffService>,
-    interval: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = ticker(interval);
-        loop {
-            ticker.tick().await;
-            let purged = match (identity.purge().await, staff.purge().await) {
-                (Ok(customers), Ok(staff)) => customers + staff,
-                (Err(err), _) | (_, Err(err)) => {
-                    tracing::error!(error = %err, "purging sessions failed");
-                    continue;
-                }
-            };
-            if purged > 0 {
-                tracing::info!(purged, "ended sessions and spent challenges purged");
-            }
-        }
+/// This process's name in the job status: configured, or host name and process id.
+fn node_name(config: &Config) -> String {
+    config.jobs.node_name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}:{}", std::process::id())
     })
 }
 
-/// Moves data keys onto the active key-encryption key, and fingerprints onto the active
-/// fingerprint key, after a rotation (by this or another process), every `interval`; resumable
-/// because each row moves by compare-and-set.
-fn spawn_rewrap(
-    vault: Arc<VaultService>,
+/// The outbound HTTP policy of the configuration.
+pub fn outbound_settings(config: &Config) -> strongroom_connectors::outbound::OutboundSettings {
+    strongroom_connectors::outbound::OutboundSettings {
+        allow_private: config.outbound.allow_private,
+        allow_loopback: config.outbound.allow_loopback,
+        ca_file: config.outbound.ca_file.clone(),
+        connect_timeout: config.outbound.connect_timeout,
+        timeout: config.outbound.timeout,
+    }
+}
+
+fn detail(what: &str, n: u64) -> String {
+    if n == 0 { String::new() } else { format!("{what} {n}") }
+}
+
+/// Every periodic job of the deployment; they run on the leader only.
+fn jobs(
+    config: &Config,
     audit: AuditLog,
-    interval: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = ticker(interval);
-        loop {
-            ticker.tick().await;
-            match vault.keys().rewrap_all(1000, |_| {}).await {
-                Ok(0) => {}
-                Ok(moved) => {
-                    tracing::info!(moved, "data keys rewrapped onto the active key-encryption key");
-                    audit.record(AuditEvent::system("vault.data_keys_rewrapped", Outcome::Success));
+    vault: Arc<VaultService>,
+    identity: Arc<IdentityService>,
+    staff: Arc<StaffService>,
+    deliverer: Arc<strongroom_domain::outbox::deliver::Deliverer>,
+    webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
+) -> Vec<strongroom_domain::jobs::Job> {
+    use futures::FutureExt;
+    use strongroom_domain::jobs::Job;
+    let wake = deliverer.outbox().wake();
+    let retention = config.jobs.delivery_log_retention;
+    let mut jobs = Vec::new();
+    {
+        let deliverer = deliverer.clone();
+        jobs.push(
+            Job::new("outbox.deliver", std::time::Duration::from_millis(250), move || {
+                let deliverer = deliverer.clone();
+                async move {
+                    let mut total = strongroom_domain::outbox::deliver::Round::default();
+                    // Drain while there is work; a full batch means more may be due.
+                    loop {
+                        let round = deliverer.round().await?;
+                        total.claimed += round.claimed;
+                        total.delivered += round.delivered;
+                        total.failed += round.failed;
+                        if round.claimed < deliverer.batch as usize {
+                            break;
+                        }
+                    }
+                    Ok(if total.claimed == 0 {
+                        String::new()
+                    } else {
+                        format!("delivered {}, failed {}", total.delivered, total.failed)
+                    })
                 }
-                Err(err) => tracing::error!(error = %err, "rewrapping data keys failed"),
+                .boxed()
+            })
+            .woken_by(wake)
+            .quiet(),
+        );
+    }
+    {
+        let (deliverer, webhooks) = (deliverer.clone(), webhooks.clone());
+        jobs.push(Job::new("outbox.maintenance", std::time::Duration::from_secs(300), move || {
+            let (deliverer, webhooks) = (deliverer.clone(), webhooks.clone());
+            async move {
+                let outbox = deliverer.outbox();
+                let before = strongroom_types::Timestamp::from_unix_millis(
+                    outbox.now().unix_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+                );
+                let purged = outbox.repo().purge_outbox(before, 10_000).await?;
+                let disabled = webhooks.disable_failing().await?;
+                let mut parts = vec![detail("purged", purged), detail("endpoints disabled", disabled as u64)];
+                parts.retain(|p| !p.is_empty());
+                Ok(parts.join(", "))
             }
-            if let Err(err) = vault.fingerprints().refresh().await {
-                tracing::error!(error = %err, "reading fingerprint key versions failed");
-                continue;
-            }
-            match vault.refingerprint_all(|_| {}).await {
-                Ok(0) => {}
-                Ok(moved) => {
-                    tracing::info!(moved, "fingerprints recomputed under the active fingerprint key");
-                    audit.record(AuditEvent::system("vault.fingerprints_recomputed", Outcome::Success));
-                }
-                Err(err) => tracing::error!(error = %err, "recomputing fingerprints failed"),
-            }
+            .boxed()
+        }));
+    }
+    jobs.push(Job::new("audit.checkpoint", config.audit.checkpoint_interval, move || {
+        let audit = audit.clone();
+        async move { Ok(format!("size {}", audit.checkpoint().await?.size)) }.boxed()
+    }));
+    {
+        let vault = vault.clone();
+        jobs.push(Job::new("vault.purge_expired", config.vault.purge_interval, move || {
+            let vault = vault.clone();
+            async move { Ok(detail("purged", vault.purge_expired().await?)) }.boxed()
+        }));
+    }
+    jobs.push(Job::new("vault.rewrap", config.vault.rewrap_interval, move || {
+        let vault = vault.clone();
+        async move {
+            // Resumable: each data key and fingerprint moves by compare-and-set.
+            let moved = vault.keys().rewrap_all(1000, |_| {}).await?;
+            vault.fingerprints().refresh().await?;
+            let refingerprinted = vault.refingerprint_all(|_| {}).await?;
+            let mut parts =
+                vec![detail("data keys rewrapped", moved), detail("fingerprints recomputed", refingerprinted)];
+            parts.retain(|p| !p.is_empty());
+            Ok(parts.join(", "))
         }
-    })
+        .boxed()
+    }));
+    jobs.push(Job::new("identity.purge", config.identity.purge_interval, move || {
+        let (identity, staff) = (identity.clone(), staff.clone());
+        async move { Ok(detail("purged", identity.purge().await? + staff.purge().await?)) }.boxed()
+    }));
+    jobs
 }
 
 /// The configured mailer: SMTP, or (with no SMTP server configured) the development mailbox in
@@ -513,11 +555,11 @@ impl Application {
             let event = AuditEvent::system("deployment.bootstrapped", Outcome::Success)
                 .for_merchant(&boot.merchant.id)
                 .on("merchant", boot.merchant.id.as_str());
-            audit.record_durable(event).await?;
+            audit.record(event).await?;
         }
-        audit.record_durable(AuditEvent::system("server.started", Outcome::Success)).await?;
+        audit.record(AuditEvent::system("server.started", Outcome::Success)).await?;
         let loaded = AuditEvent::system("config.loaded", Outcome::Success).on("configuration", config_digest(config));
-        audit.record_durable(loaded).await?;
+        audit.record(loaded).await?;
 
         let mut settings = HttpSettings {
             body_limit: config.server.body_limit_bytes,
@@ -542,18 +584,39 @@ impl Application {
                 None => core.store.first_merchant().await?,
             };
         }
-        let alerts: Arc<dyn strongroom_domain::alerts::SecurityAlerts> =
-            match (&config.alerts.webhook_url, &config.alerts.webhook_secret) {
-                (Some(url), Some(secret)) => Arc::new(
-                    strongroom_connectors::alerts::WebhookAlerts::start(url.clone(), secret.clone())
-                        .context("cannot set up the alert webhook")?,
-                ),
-                _ => Arc::new(strongroom_domain::alerts::LogOnly),
-            };
+        let alert_destination = match (&config.alerts.webhook_url, &config.alerts.webhook_secret) {
+            (Some(url), Some(secret)) => Some(strongroom_domain::outbox::deliver::AlertDestination {
+                url: url.clone(),
+                secret: strongroom_types::Secret::new(secret.expose().as_bytes().to_vec()),
+            }),
+            _ => None,
+        };
+        let alerts = strongroom_domain::alerts::SecurityAlerts::new(core.outbox.clone(), alert_destination.is_some());
         let vault = Arc::new(core.vault(config, clock.clone(), entropy.clone()).with_alerts(alerts));
         let (mailer, dev_mailbox) = mailer(config)?;
         let hasher = core.password_hasher(config, entropy.clone()).await?;
-        let postman = strongroom_domain::mail::Postman::start(mailer);
+        let postman = strongroom_domain::mail::Postman::new(core.outbox.clone());
+        let outbound = outbound_settings(config);
+        let webhooks = Arc::new(strongroom_domain::webhooks::WebhookEndpoints::new(
+            Arc::new(core.store.clone()),
+            Arc::new(core.store.clone()),
+            core.outbox.clone(),
+            core.keyring.outbox_seal.clone(),
+            Arc::new(strongroom_connectors::webhooks::OutboundPolicy(outbound.clone())),
+            audit.clone(),
+            clock.clone(),
+            entropy.clone(),
+        ));
+        let sender = strongroom_connectors::webhooks::HttpWebhookSender::new(outbound)
+            .context("cannot set up the outbound HTTP client")?;
+        let deliverer = Arc::new(strongroom_domain::outbox::deliver::Deliverer::new(
+            core.outbox.clone(),
+            webhooks.clone(),
+            mailer,
+            Arc::new(sender),
+            alert_destination,
+            entropy.clone(),
+        ));
         let passkeys = Arc::new(core.passkeys(config, clock.clone(), entropy.clone())?);
         let identity = Arc::new(
             core.identity(config, hasher.clone(), clock.clone(), entropy.clone())
@@ -582,17 +645,38 @@ impl Application {
             .await
             .context("cannot load the access-token signing keys")?,
         );
-        let jobs = vec![
-            spawn_identity_purge(identity.clone(), staff.clone(), config.identity.purge_interval),
-            spawn_purge(vault.clone(), config.vault.purge_interval),
-            spawn_rewrap(vault.clone(), audit.clone(), config.vault.rewrap_interval),
-            spawn_signing_key_refresh(access_tokens.clone()),
-        ];
+        let refresh = spawn_signing_key_refresh(access_tokens.clone());
+        let leadership: Arc<dyn strongroom_domain::jobs::Leadership> =
+            match strongroom_store::PgLeadership::for_store(&core.store) {
+                Some(pg) => Arc::new(pg),
+                None => Arc::new(strongroom_domain::jobs::SoleProcess),
+            };
+        let runner = strongroom_domain::jobs::JobRunner::new(
+            leadership,
+            Arc::new(core.store.clone()),
+            clock.clone(),
+            node_name(config),
+        );
+        let jobs = runner.start(jobs(
+            config,
+            audit.clone(),
+            vault.clone(),
+            identity.clone(),
+            staff.clone(),
+            deliverer,
+            webhooks.clone(),
+        ));
         let state = AppState::new(Services {
             access_tokens,
             identity,
             staff,
             vault,
+            webhooks,
+            jobs: strongroom_domain::jobs::JobsStatusReader::new(
+                Arc::new(core.store.clone()),
+                Arc::new(core.store.clone()),
+                clock.clone(),
+            ),
             api_keys,
             merchants: Arc::new(MerchantDirectory::new(
                 Arc::new(core.store.clone()),
@@ -602,7 +686,6 @@ impl Application {
             health: Arc::new(core.store.clone()),
             metrics: Arc::new(strongroom_http::metrics::Metrics::new()),
             audit: audit.clone(),
-            auth_failures: Default::default(),
             settings,
         });
         let server = RunningServer::serve(listeners, serve, state.clone()).context("cannot start serving")?;
@@ -613,8 +696,7 @@ impl Application {
             "strongroom serving"
         );
         audit.checkpoint().await?;
-        let checkpoints = spawn_checkpoints(audit.clone(), config.audit.checkpoint_interval);
-        Ok(Self { server, store: core.store, bootstrapped, dev_ca, state, audit, checkpoints, jobs })
+        Ok(Self { server, store: core.store, bootstrapped, dev_ca, state, audit, jobs, refresh })
     }
 
     /// Where the API listens.
@@ -626,11 +708,9 @@ impl Application {
     /// flushes the audit log and closes the pool.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
-        self.checkpoints.abort();
-        for job in &self.jobs {
-            job.abort();
-        }
-        if let Err(err) = self.audit.record_durable(AuditEvent::system("server.stopped", Outcome::Success)).await {
+        self.refresh.abort();
+        self.jobs.stop().await;
+        if let Err(err) = self.audit.record(AuditEvent::system("server.stopped", Outcome::Success)).await {
             tracing::error!(error = %err, "could not log the stop");
         }
         if let Err(err) = self.audit.checkpoint().await {

@@ -58,6 +58,9 @@ pub enum Command {
     /// Staff accounts: invite the first owner.
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// The background job runner: leader, each job's last run, the outbox's depth and lag.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
     Healthcheck {
         /// The readiness URL (default: derived from server.listen).
@@ -208,6 +211,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Apikey(command) => apikey(&config, command).await,
         Command::Keys(command) => crate::keys::run(&config, command).await,
         Command::Staff(command) => staff(&config, command).await,
+        Command::Jobs(JobsCommand::Status) => jobs_status(&config).await,
         Command::Audit(command) => match audit(&config, command).await {
             Ok(code) => return code,
             Err(err) => Err(err),
@@ -333,6 +337,28 @@ impl ShutdownSignals {
     }
 }
 
+/// `strongroom jobs …`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Prints the job runner's status as JSON (read from the database; no server needed).
+    Status,
+}
+
+async fn jobs_status(config: &Config) -> anyhow::Result<()> {
+    let store = crate::app::open_store(config).await?;
+    store.migrate().await?;
+    let clock: std::sync::Arc<dyn strongroom_types::Clock> = std::sync::Arc::new(strongroom_types::SystemClock);
+    let reader = strongroom_domain::jobs::JobsStatusReader::new(
+        std::sync::Arc::new(store.clone()),
+        std::sync::Arc::new(store.clone()),
+        clock,
+    );
+    let status = reader.status().await?;
+    store.close().await;
+    print(&serde_json::to_string_pretty(&status)?);
+    Ok(())
+}
+
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     let url = config.database_url();
     crate::data_dir::ensure_dir(&config.data_dir)?;
@@ -410,7 +436,7 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
             let expires_at = expires_in.map(|d| clock.now().saturating_add(d));
             let input = NewApiKey { name, scopes, mode: Some(mode), expires_at };
             let created = service.create(&merchant, input, None).await.map_err(describe_domain)?;
-            core.audit.record_durable(cli_event("api_key.created", &merchant, created.record.id.as_str())).await?;
+            core.audit.record(cli_event("api_key.created", &merchant, created.record.id.as_str())).await?;
             let out = serde_json::json!({
                 "id": created.record.id.as_str(),
                 "merchant": merchant.as_str(),
@@ -453,7 +479,7 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
             let merchant = default_merchant(&core, merchant).await?;
             let id = ApiKeyId::parse(&id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
             let key = service.revoke(&merchant, &id).await.map_err(describe_domain)?;
-            core.audit.record_durable(cli_event("api_key.revoked", &merchant, key.id.as_str())).await?;
+            core.audit.record(cli_event("api_key.revoked", &merchant, key.id.as_str())).await?;
             print(&format!("{} revoked at {}", key.id, key.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default()));
             Ok(())
         }

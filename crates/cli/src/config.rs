@@ -82,6 +82,10 @@ pub struct Config {
     pub vault: VaultConfig,
     /// Security alerts.
     pub alerts: AlertsConfig,
+    /// Every outbound HTTP call (the shop's webhooks, the alert webhook).
+    pub outbound: OutboundConfig,
+    /// The job runner.
+    pub jobs: JobsConfig,
     /// Customer identity.
     pub identity: IdentityConfig,
     /// Staff accounts.
@@ -282,6 +286,55 @@ impl Default for WebauthnConfig {
             origins: vec!["https://localhost:8443".to_owned()],
             allow_any_port: false,
         }
+    }
+}
+
+/// `[outbound]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Allow destinations on loopback (127.0.0.0/8, ::1, `localhost`), also over plain `http://`.
+    /// Default false: for development and tests only.
+    pub allow_loopback: bool,
+    /// Allow destinations in private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7).
+    /// Default false.
+    pub allow_private: bool,
+    /// A PEM file of extra CA certificates to trust beside the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// How long connecting may take. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a whole call may take. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow_loopback: false,
+            allow_private: false,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[jobs]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// This process's name in the job status and the audit log. Default: host name and process id.
+    pub node_name: Option<String>,
+    /// How long delivered and given-up outbox messages stay in the delivery log. Default 30 days.
+    #[serde(with = "humantime_serde")]
+    pub delivery_log_retention: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self { node_name: None, delivery_log_retention: Duration::from_secs(30 * 24 * 3600) }
     }
 }
 
@@ -499,6 +552,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             vault: VaultConfig::default(),
             alerts: AlertsConfig::default(),
+            outbound: OutboundConfig::default(),
+            jobs: JobsConfig::default(),
             identity: IdentityConfig::default(),
             staff: StaffConfig::default(),
             webauthn: WebauthnConfig::default(),

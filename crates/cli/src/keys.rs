@@ -174,21 +174,21 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             KeysCommand::Rotate => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
                 let version = core.vault_keys.rotate().await.context("rotation failed")?;
-                core.audit.record_durable(event("vault.kek_rotated", approver.as_deref(), version)).await?;
+                core.audit.record(event("vault.kek_rotated", approver.as_deref(), version)).await?;
                 print(&format!("key-encryption key version {version} is active"));
                 rewrap(&core).await?;
-                core.audit.record_durable(event("vault.data_keys_rewrapped", approver.as_deref(), version)).await?;
+                core.audit.record(event("vault.data_keys_rewrapped", approver.as_deref(), version)).await?;
             }
             KeysCommand::Rewrap => {
                 let version = core.vault_keys.active_version().await?;
                 rewrap(&core).await?;
-                core.audit.record_durable(event("vault.data_keys_rewrapped", None, version)).await?;
+                core.audit.record(event("vault.data_keys_rewrapped", None, version)).await?;
             }
             KeysCommand::RotateFingerprint => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
                 let vault = core.vault(config, clock.clone(), entropy.clone());
                 let version = core.fingerprints.rotate().await?;
-                core.audit.record_durable(event("vault.fingerprint_key_rotated", approver.as_deref(), version)).await?;
+                core.audit.record(event("vault.fingerprint_key_rotated", approver.as_deref(), version)).await?;
                 print(&format!("fingerprint key version {version} is active"));
                 let total: u64 =
                     vault.fingerprint_status().await?.iter().filter(|(v, _)| *v != version).map(|(_, n)| n).sum();
@@ -196,7 +196,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 let moved = vault.refingerprint_all(progress("recomputing fingerprints", total)).await?;
                 let _ = writeln!(std::io::stderr());
                 print(&format!("{moved} fingerprints recomputed in {:.1} s", started.elapsed().as_secs_f64()));
-                core.audit.record_durable(event("vault.fingerprints_recomputed", approver.as_deref(), version)).await?;
+                core.audit.record(event("vault.fingerprints_recomputed", approver.as_deref(), version)).await?;
             }
             KeysCommand::RotateOauth => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
@@ -205,7 +205,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 let actor = approver.as_deref().map_or_else(|| "cli".to_owned(), |key| format!("cli+approved_by:{key}"));
                 let event = AuditEvent::by(ActorKind::System, Some(actor), "oauth.signing_key_rotated", Outcome::Success)
                     .on("oauth_signing_key", version.to_string());
-                core.audit.record_durable(event).await?;
+                core.audit.record(event).await?;
                 print(&format!(
                     "access-token signing key version {version} added: published within a minute, used for signing after 150 s"
                 ));
@@ -218,7 +218,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 let actor = approver.as_deref().map_or_else(|| "cli".to_owned(), |key| format!("cli+approved_by:{key}"));
                 let event = AuditEvent::by(ActorKind::System, Some(actor), "oauth.signing_key_retired", Outcome::Success)
                     .on("oauth_signing_key", version.to_string());
-                core.audit.record_durable(event).await?;
+                core.audit.record(event).await?;
                 print(&format!("access-token signing key version {version} retired: servers drop it within a minute"));
             }
             KeysCommand::RewrapRoot => {
@@ -227,7 +227,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 let event =
                     AuditEvent::by(ActorKind::System, Some("cli".into()), "kms.root_rewrapped", Outcome::Success)
                         .on("kms", core.kms.key_id());
-                core.audit.record_durable(event).await?;
+                core.audit.record(event).await?;
                 print(&format!(
                     "{keyring} keyring entries and {keks} key-encryption keys rewrapped by {}",
                     core.kms.key_id()
@@ -241,7 +241,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                          (see `strongroom keys status`; `strongroom keys rewrap` moves data keys off it)"
                     );
                 }
-                core.audit.record_durable(event("vault.kek_retired", approver.as_deref(), version)).await?;
+                core.audit.record(event("vault.kek_retired", approver.as_deref(), version)).await?;
                 print(&format!("key-encryption key version {version} retired"));
             }
         }

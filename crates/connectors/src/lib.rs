@@ -1,8 +1,10 @@
-//! Outbound integrations. Owns: network KMS providers ([`kms`]), the security alert webhook
-//! ([`alerts`]) and the mailers ([`mail`]: SMTP and the development mailbox).
+//! Outbound integrations. Owns: network KMS providers ([`kms`]), signed webhooks to the shop and
+//! the operator's alert webhook ([`webhooks`]), the mailers ([`mail`]: SMTP and the development mailbox) and the one factory of
+//! outbound HTTP clients with its address and TLS policy ([`outbound`]).
 //! Must never: log a token, a key, a plaintext or a mail's recipient or body; follow a redirect
 //! with credentials.
 
-pub mod alerts;
 pub mod kms;
 pub mod mail;
+pub mod outbound;
+pub mod webhooks;

@@ -207,7 +207,7 @@ mod tests {
             subject: subject.to_owned(),
             text: Secret::new("text".into()),
             html: Secret::new("<p>html</p>".into()),
-            kind: "test",
+            kind: "test".to_owned(),
         }
     }
 

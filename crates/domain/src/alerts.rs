@@ -1,8 +1,8 @@
 //! Security alerts: events someone should look at now (a canary token used, a ciphertext that
 //! failed its integrity check), sent to the operator's alert webhook when one is configured. The
 //! audit log records them too; an alert is the push, the audit entry the proof.
-//! Must never: carry a value or a secret (ids and reason codes only), or block the request that
-//! raised it.
+//! Must never: carry a value or a secret (ids and reason codes only), or be acknowledged before it
+//! is durably in the outbox.
 
 use strongroom_types::Timestamp;
 
@@ -27,18 +27,39 @@ pub struct SecurityAlert {
     pub at: Timestamp,
 }
 
-/// Where alerts go.
-pub trait SecurityAlerts: Send + Sync + std::fmt::Debug {
-    /// Hands an alert over for delivery; returns at once.
-    fn raise(&self, alert: SecurityAlert);
+/// Raises alerts through the outbox: each is an event `security.<kind>` for the shop's webhook
+/// endpoints subscribed to it and, when the operator configured one, for the alert webhook.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityAlerts {
+    outbox: Option<crate::outbox::Outbox>,
+    alert_webhook: bool,
 }
 
-/// No alert webhook configured: alerts reach the log and the audit log only.
-#[derive(Debug, Default)]
-pub struct LogOnly;
+impl SecurityAlerts {
+    /// No outbox (tools and tests): alerts reach the log and the audit log only.
+    pub fn log_only() -> Self {
+        Self::default()
+    }
 
-impl SecurityAlerts for LogOnly {
-    fn raise(&self, alert: SecurityAlert) {
-        tracing::debug!(kind = alert.kind, "no alert webhook configured");
+    /// Alerts into `outbox`; with `alert_webhook`, also to the operator's alert webhook.
+    pub fn new(outbox: crate::outbox::Outbox, alert_webhook: bool) -> Self {
+        Self { outbox: Some(outbox), alert_webhook }
+    }
+
+    /// Writes the alert durably into the outbox (delivery follows, at least once).
+    pub async fn raise(&self, alert: SecurityAlert) -> Result<(), crate::DomainError> {
+        let Some(outbox) = &self.outbox else {
+            tracing::debug!(kind = alert.kind, "no outbox: alert logged only");
+            return Ok(());
+        };
+        let data = serde_json::json!({
+            "merchant": alert.merchant.as_ref().map(|m| m.as_str().to_owned()),
+            "object": alert.object,
+            "actor": alert.actor,
+            "detail": alert.detail,
+            "request_id": alert.request_id,
+            "at": alert.at.to_rfc3339(),
+        });
+        outbox.emit(alert.merchant.as_ref(), &format!("security.{}", alert.kind), data, self.alert_webhook).await
     }
 }

@@ -52,6 +52,8 @@ pub enum Scope {
     AdminStaff,
     /// Refund payments (checked by the payments module).
     PaymentsRefund,
+    /// Register, rotate and delete webhook endpoints; read their delivery logs.
+    AdminWebhooks,
 }
 
 impl Scope {
@@ -70,6 +72,7 @@ impl Scope {
         Scope::IdentityCustomers,
         Scope::AdminStaff,
         Scope::PaymentsRefund,
+        Scope::AdminWebhooks,
     ];
 
     /// The scope's stable name.
@@ -87,6 +90,7 @@ impl Scope {
             Scope::PrivacyErase => "privacy:erase",
             Scope::IdentityCustomers => "identity:customers",
             Scope::AdminStaff => "admin:staff",
+            Scope::AdminWebhooks => "admin:webhooks",
             Scope::PaymentsRefund => "payments:refund",
         }
     }

@@ -99,6 +99,16 @@ pub enum DomainError {
     /// The KMS failed.
     #[error(transparent)]
     Kms(#[from] strongroom_crypto::KmsError),
+    /// The audit event of this request could not be made durable, so the request did not happen
+    /// (or, for a read, is not answered). The message is for logs only.
+    #[error("audit log unavailable: {0}")]
+    AuditUnavailable(String),
+}
+
+impl From<crate::audit::log::AuditError> for DomainError {
+    fn from(err: crate::audit::log::AuditError) -> Self {
+        Self::AuditUnavailable(err.to_string())
+    }
 }
 
 impl DomainError {

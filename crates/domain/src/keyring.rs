@@ -56,8 +56,11 @@ pub async fn load_existing(
     }
 }
 
+/// The AES-256 key that seals outbox payloads (queued mail) and webhook signing secrets.
+pub const OUTBOX_SEAL: &str = "outbox_seal";
+
 /// Every keyring entry.
-pub const ALL: &[&str] = &[API_KEY_DIGEST, AUDIT_SIGNING, VAULT_FINGERPRINT, IDENTITY_DIGEST];
+pub const ALL: &[&str] = &[API_KEY_DIGEST, AUDIT_SIGNING, VAULT_FINGERPRINT, IDENTITY_DIGEST, OUTBOX_SEAL];
 
 /// Re-encrypts every keyring entry under the KMS root key's newest version (after the KMS rotated
 /// it; the keys themselves do not change). Returns how many entries moved.
@@ -106,6 +109,8 @@ pub struct Keyring {
     pub audit_signing: Arc<strongroom_crypto::signing::SigningKey>,
     /// Digest key for identity's secrets and look-ups.
     pub identity_digest: Arc<strongroom_crypto::KeyedDigest>,
+    /// Seals outbox payloads and webhook signing secrets.
+    pub outbox_seal: Arc<strongroom_crypto::Key256>,
 }
 
 impl Keyring {
@@ -119,11 +124,13 @@ impl Keyring {
         let api_key_digest = load_or_create(API_KEY_DIGEST, repo, kms, clock, entropy).await?;
         let audit_seed = load_or_create(AUDIT_SIGNING, repo, kms, clock, entropy).await?;
         let identity_digest = load_or_create(IDENTITY_DIGEST, repo, kms, clock, entropy).await?;
+        let outbox_seal = load_or_create(OUTBOX_SEAL, repo, kms, clock, entropy).await?;
 
         Ok(Self {
             api_key_digest: Arc::new(strongroom_crypto::KeyedDigest::new(api_key_digest)),
             audit_signing: Arc::new(strongroom_crypto::signing::SigningKey::from_seed(&audit_seed)),
             identity_digest: Arc::new(strongroom_crypto::KeyedDigest::new(identity_digest)),
+            outbox_seal: Arc::new(outbox_seal),
         })
     }
 }

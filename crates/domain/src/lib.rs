@@ -12,13 +12,16 @@ pub mod bootstrap;
 pub mod cache;
 pub mod error;
 pub mod identity;
+pub mod jobs;
 pub mod keyring;
 pub mod mail;
 pub mod merchants;
 pub mod oauth;
+pub mod outbox;
 pub mod passkeys;
 pub mod ports;
 pub mod staff;
 pub mod vault;
+pub mod webhooks;
 
 pub use error::{DomainError, StoreError};

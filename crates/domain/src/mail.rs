@@ -1,16 +1,11 @@
 //! Mail: the [`Mailer`] port (SMTP or the development mailbox, in `connectors`) and the
-//! [`Postman`], a bounded queue with a background sender and retries, so that no request waits
-//! for a mail server.
+//! [`Postman`], which writes each mail into the outbox (sealed) before the request that sends it
+//! answers; the job runner's leader delivers it with retries (see [`crate::outbox`]).
 //! Must never: log a recipient address, a subject or a body (bodies carry single-use links);
-//! block the request that sends a mail. Delivery is at most once per process: a mail still queued
-//! when the process stops is lost (the request that caused it can be repeated).
-
-use std::sync::Arc;
-use std::time::Duration;
+//! acknowledge a mail that is not durably queued.
 
 use async_trait::async_trait;
 use strongroom_types::Secret;
-use tokio::sync::mpsc;
 
 /// One message: the recipient, a subject, a plain-text part and an HTML part (both already
 /// escaped by their templates).
@@ -25,7 +20,7 @@ pub struct Mail {
     /// The HTML part.
     pub html: Secret<String>,
     /// A stable name of the template, for logs and metrics, e.g. `verify_email`.
-    pub kind: &'static str,
+    pub kind: String,
 }
 
 impl std::fmt::Debug for Mail {
@@ -52,52 +47,21 @@ pub trait Mailer: Send + Sync + std::fmt::Debug {
     async fn send(&self, mail: &Mail) -> Result<(), MailError>;
 }
 
-/// Queued mail, sent in the background with retries after 1, 5 and 25 seconds.
+/// Queues mail durably in the outbox. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Postman {
-    queue: mpsc::Sender<Mail>,
+    outbox: crate::outbox::Outbox,
 }
 
-/// Mails that may wait; more are dropped (and counted in the log).
-const QUEUE: usize = 10_000;
-
 impl Postman {
-    /// Starts the sender task on the current runtime.
-    pub fn start(mailer: Arc<dyn Mailer>) -> Self {
-        let (queue, mut inbox) = mpsc::channel::<Mail>(QUEUE);
-        tokio::spawn(async move {
-            while let Some(mail) = inbox.recv().await {
-                let mailer = mailer.clone();
-                // Each mail retries on its own, so one slow mail server answer does not hold up the rest.
-                tokio::spawn(async move {
-                    for (attempt, pause) in [0u64, 1, 5, 25].into_iter().enumerate() {
-                        tokio::time::sleep(Duration::from_secs(pause)).await;
-                        match mailer.send(&mail).await {
-                            Ok(()) => {
-                                tracing::info!(kind = mail.kind, attempt, "mail sent");
-                                return;
-                            }
-                            Err(MailError::Permanent(why)) => {
-                                tracing::error!(kind = mail.kind, error = %why, "mail refused");
-                                return;
-                            }
-                            Err(MailError::Temporary(why)) => {
-                                tracing::warn!(kind = mail.kind, attempt, error = %why, "mail not sent yet");
-                            }
-                        }
-                    }
-                    tracing::error!(kind = mail.kind, "mail given up after retries");
-                });
-            }
-        });
-        Self { queue }
+    /// A postman writing into `outbox`.
+    pub fn new(outbox: crate::outbox::Outbox) -> Self {
+        Self { outbox }
     }
 
-    /// Queues a mail; returns at once.
-    pub fn post(&self, mail: Mail) {
-        if let Err(err) = self.queue.try_send(mail) {
-            tracing::error!(kind = err.into_inner().kind, "mail queue full: mail dropped");
-        }
+    /// Queues a mail; returns once it is durably written (not sent).
+    pub async fn post(&self, mail: Mail) -> Result<(), crate::DomainError> {
+        self.outbox.mail(None, &mail).await
     }
 }
 

@@ -48,7 +48,6 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram>,
-    auth_failures_not_logged: Counter,
     encode_lock: Mutex<()>,
 }
 
@@ -92,13 +91,7 @@ impl Metrics {
             "Time to answer HTTP requests, by route template",
             durations.clone(),
         );
-        let auth_failures_not_logged = Counter::default();
-        registry.register(
-            "audit_auth_failures_not_logged",
-            "Authentication failures beyond the per-address rate that were not written to the audit log",
-            auth_failures_not_logged.clone(),
-        );
-        Self { registry, requests, durations, auth_failures_not_logged, encode_lock: Mutex::new(()) }
+        Self { registry, requests, durations, encode_lock: Mutex::new(()) }
     }
 
     /// Records one answered request.
@@ -107,11 +100,6 @@ impl Metrics {
         let route = intern(route);
         self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
         self.durations.get_or_create(&RouteLabels { method, route }).observe(seconds);
-    }
-
-    /// Counts an authentication failure that was not audit-logged (rate limit).
-    pub fn auth_failure_not_logged(&self) {
-        self.auth_failures_not_logged.inc();
     }
 
     /// The OpenMetrics text exposition.

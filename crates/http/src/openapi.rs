@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys, staff, vault};
+use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys, staff, vault, webhooks};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -19,6 +19,18 @@ use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys
         api_keys::list,
         api_keys::get,
         api_keys::revoke,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::delete,
+        webhooks::rotate_secret,
+        webhooks::enable,
+        webhooks::disable,
+        webhooks::deliveries,
+        webhooks::redeliver,
+        webhooks::test,
+        webhooks::event_types,
+        webhooks::jobs,
         audit::checkpoint,
         audit::entries,
         audit::inclusion,

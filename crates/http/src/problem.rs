@@ -252,6 +252,7 @@ impl From<DomainError> for ApiError {
             DomainError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, "forbidden").detail(why),
             DomainError::Store(store) => store.into(),
             DomainError::Kms(kms) => Self::unavailable("kms_unavailable", 5).caused_by(&kms),
+            DomainError::AuditUnavailable(cause) => Self::unavailable("audit_unavailable", 2).caused_by(&cause),
             DomainError::Rejected { code, errors } => {
                 let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code).detail("see errors");
                 err.fields = errors.into_iter().map(ProblemField::from).collect();

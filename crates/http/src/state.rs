@@ -94,14 +94,16 @@ pub struct Services {
     pub audit: strongroom_domain::audit::log::AuditLog,
     /// The vault.
     pub vault: Arc<strongroom_domain::vault::tokens::VaultService>,
+    /// The shop's webhook endpoints.
+    pub webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
+    /// The job runner's status.
+    pub jobs: strongroom_domain::jobs::JobsStatusReader,
     /// OAuth 2.0 access tokens for services.
     pub access_tokens: Arc<strongroom_domain::oauth::AccessTokens>,
     /// Customer identity.
     pub identity: Arc<strongroom_domain::identity::IdentityService>,
     /// Staff, roles and approvals.
     pub staff: Arc<strongroom_domain::staff::StaffService>,
-    /// Bounds how many authentication failures per client address reach the audit log.
-    pub auth_failures: crate::extract::auth::AuthFailureLimiter,
     /// HTTP settings.
     pub settings: HttpSettings,
 }

@@ -11,6 +11,8 @@
 mod audit;
 mod coalesced_reads;
 mod identity;
+mod outbox;
+pub use outbox::PgLeadership;
 mod passkeys;
 mod pg_direct;
 mod repositories;
@@ -40,6 +42,8 @@ pub struct Store {
     pg_writes: Option<Arc<pg_direct::PgLane>>,
     /// PostgreSQL only: tokens by id, read together by a few tasks on `pg_reads`.
     token_reads: Option<Arc<coalesced_reads::CoalescedReads<vault::TokenRow>>>,
+    /// PostgreSQL only: how to connect, for the job runner's leadership connection.
+    pg_options: Option<PgConnectOptions>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,7 +170,7 @@ impl Store {
         let kind = BackendKind::of_url(url)
             .ok_or_else(|| StoreError::Other("database URL must start with sqlite:// or postgres://".to_owned()))?;
         let mut direct = None;
-        let (mut pg_reads, mut pg_writes, mut token_reads) = (None, None, None);
+        let (mut pg_reads, mut pg_writes, mut token_reads, mut pg_options) = (None, None, None, None);
         let backend = match kind {
             BackendKind::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -216,6 +220,7 @@ impl Store {
                 pg_reads = Some(lane);
                 // The audit writer and up to four token writers.
                 pg_writes = Some(Arc::new(pg_direct::PgLane::new(lane_options, 5, settings.acquire_timeout)));
+                pg_options = Some(options.clone().application_name("strongroom-leader"));
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 4).max(8)))
                     .min_connections(1)
@@ -228,7 +233,7 @@ impl Store {
                 Backend::Postgres(pool)
             }
         };
-        Ok(Self { backend, direct, pg_reads, pg_writes, token_reads })
+        Ok(Self { backend, direct, pg_reads, pg_writes, token_reads, pg_options })
     }
 
     /// Which backend this store uses.

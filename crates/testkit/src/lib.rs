@@ -212,6 +212,8 @@ impl TestServer {
         config.server.shutdown_grace = std::time::Duration::from_secs(5);
         // Every request logged: the log tests and the canary tests read every line.
         config.access_log = strongroom::config::AccessLogConfig::All;
+        // Webhook receivers in the tests listen on loopback (the SSRF tests turn this off).
+        config.outbound.allow_loopback = true;
         customize(&mut config);
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let app = Application::build(&config, clock.clone(), Arc::new(OsEntropy)).await.expect("server starts");

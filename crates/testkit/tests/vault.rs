@@ -699,8 +699,12 @@ async fn canary_use_reaches_the_alert_webhook() {
     assert!(!body.contains("honey@example.com"), "no value in an alert: {body}");
     let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
     let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
-    let expected =
-        strongroom_connectors::alerts::signature(secret.as_bytes(), &header("webhook-id"), timestamp, body.as_bytes());
+    let expected = strongroom_connectors::webhooks::signature(
+        secret.as_bytes(),
+        &header("webhook-id"),
+        timestamp,
+        body.as_bytes(),
+    );
     assert_eq!(header("webhook-signature"), expected);
     assert!(!captured_logs().contains(secret));
     server.shutdown().await;

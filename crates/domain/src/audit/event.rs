@@ -132,6 +132,12 @@ impl AuditEvent {
         self.merchant = Some(merchant.clone());
         self
     }
+
+    /// Sets the action (for a template event that carries the actor and source).
+    pub fn with_action(mut self, action: &'static str) -> Self {
+        self.action = action;
+        self
+    }
 }
 
 /// Keeps a value inside the leaf vocabulary: printable ASCII except `"` and `\`, at most 128 bytes.

@@ -1,9 +1,10 @@
 //! The audit log service: one writer task per process that batches appends into one transaction
 //! (group commit), signed checkpoints, and proofs read from stored nodes.
 //!
-//! Callers either [`AuditLog::record`] (queued; returns when the writer has the event) or
-//! [`AuditLog::record_durable`] (returns the leaf index once the transaction that holds it has
-//! committed). Several processes may share one PostgreSQL database: an append states the size it
+//! [`AuditLog::record`] returns the leaf index once the transaction that holds the event has
+//! committed; a caller that cannot wait for that fails its request instead (503), so no event is
+//! ever dropped: a full queue makes callers wait (back-pressure), it never thins the log.
+//! Several processes may share one PostgreSQL database: an append states the size it
 //! builds on, and a writer that finds the log grown reloads its frontier and tries again.
 //! Must never: acknowledge an event before its transaction commits, or sign a root it did not compute.
 
@@ -54,7 +55,6 @@ pub struct AuditLog {
     repo: Arc<dyn AuditRepository>,
     signer: Arc<CheckpointSigner>,
     committed: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -101,41 +101,15 @@ impl AuditLog {
             quiet_size: None,
         };
         let task = tokio::spawn(writer.run(receiver));
-        Ok((Self { commands, repo, signer, committed, dropped: Arc::new(AtomicU64::new(0)) }, task))
+        Ok((Self { commands, repo, signer, committed }, task))
     }
 
-    /// Queues an event without waiting (not durable yet). When the queue is full — a flood of
-    /// events nobody awaits — the event is dropped and counted ([`AuditLog::dropped`]) rather than
-    /// stalling the request; events that must not be lost use [`AuditLog::record_durable`].
-    pub fn record(&self, event: AuditEvent) {
-        match self.commands.try_send(Command::Append(event, None)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000) {
-                    tracing::warn!("audit queue full: unawaited audit events are being dropped");
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("audit event dropped: the audit writer has stopped")
-            }
-        }
-    }
-
-    /// Queues an event, waiting for room in the queue (not for the commit).
-    pub async fn enqueue(&self, event: AuditEvent) -> Result<(), AuditError> {
-        self.commands.send(Command::Append(event, None)).await.map_err(|_| AuditError::Closed)
-    }
-
-    /// Unawaited events dropped because the queue was full, since start.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Appends an event and returns its leaf index once it is committed.
-    pub async fn record_durable(&self, event: AuditEvent) -> Result<u64, AuditError> {
+    /// Appends an event and returns its leaf index once it is committed. Waits for room in the
+    /// writer's queue when it is full: events are never dropped.
+    pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
         let (ack, done) = oneshot::channel();
         self.commands.send(Command::Append(event, Some(ack))).await.map_err(|_| AuditError::Closed)?;
-        done.await.map_err(|_| AuditError::Closed)?.map_err(|e| AuditError::Store(StoreError::Other(e)))
+        done.await.map_err(|_| AuditError::Closed)?.map_err(|e| AuditError::Store(StoreError::Unavailable(e)))
     }
 
     /// Makes a signed checkpoint of everything committed so far (and logs that it did).

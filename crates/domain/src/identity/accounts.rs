@@ -136,15 +136,16 @@ impl IdentityService {
             None => None,
         };
         let now = self.now();
-        let taken = || {
-            self.send_registration_attempt(email.canonical.expose());
+        let taken = || async {
+            self.send_registration_attempt(email.canonical.expose()).await?;
             let event =
                 AuditEvent::by(ActorKind::Anonymous, None, "customer.registered", Outcome::Denied("email_taken"));
-            self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone()));
+            self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone())).await?;
+            Ok::<(), DomainError>(())
         };
         if self.repo.customer_by_email(merchant, &email.lookup).await?.is_some() {
             // Taken: no data key is made for an id that leads nowhere.
-            taken();
+            taken().await?;
             return Ok(id);
         }
         let (data_key_id, email_sealed) =
@@ -170,12 +171,12 @@ impl IdentityService {
             // Registered by a concurrent request since the check above. (The data key made for
             // this id stays behind, unused: a rare race, noted in docs/identity.md.)
             self.keys.forget(merchant, &id, None);
-            taken();
+            taken().await?;
             return Ok(id);
         }
         self.send_verification(&record, email.canonical.expose()).await?;
         let event = AuditEvent::by(ActorKind::Customer, Some(id.clone()), "customer.registered", Outcome::Success);
-        self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone()));
+        self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone())).await?;
         Ok(id)
     }
 
@@ -195,7 +196,7 @@ impl IdentityService {
             return Err(DomainError::InvalidCredentials);
         };
         if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, now) {
-            self.audit_login(merchant, None, client, Outcome::Denied("client_throttled"));
+            self.audit_login(merchant, None, client, Outcome::Denied("client_throttled")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
         }
         // One verification per email at a time on this node: a burst cannot pass one open gate.
@@ -207,7 +208,7 @@ impl IdentityService {
         let gate = subject_gate(failures, now);
         if gate != SubjectGate::Open {
             let reason = if gate == SubjectGate::Stopped { "stopped" } else { "throttled" };
-            self.audit_login(merchant, None, client, Outcome::Denied(reason));
+            self.audit_login(merchant, None, client, Outcome::Denied(reason)).await?;
             gate.check()?;
         }
         let customer = self.repo.customer_by_email(merchant, &email.lookup).await?;
@@ -226,7 +227,8 @@ impl IdentityService {
                 };
                 let _ = self.repo.add_login_failure(merchant, &email.lookup, now).await?;
                 let signal = self.clients.failed(merchant.as_str(), client.ip, &email.lookup, now);
-                self.audit_login(merchant, other.as_ref().map(|c| c.id.clone()), client, Outcome::Denied(reason));
+                self.audit_login(merchant, other.as_ref().map(|c| c.id.clone()), client, Outcome::Denied(reason))
+                    .await?;
                 if let ClientSignal::CredentialStuffing { subjects, failures } = signal {
                     tracing::warn!(target: "strongroom::security", subjects, failures, "credential stuffing suspected");
                     let event = AuditEvent::by(
@@ -237,7 +239,7 @@ impl IdentityService {
                     )
                     .for_merchant(merchant)
                     .from_source(client.ip, client.request_id.clone());
-                    self.audit.record(event);
+                    self.audit.record(event).await?;
                 }
                 return Err(DomainError::InvalidCredentials);
             }
@@ -289,24 +291,32 @@ impl IdentityService {
                 Some(customer.id.clone()),
                 client,
                 Outcome::SuccessBecause("second_factor_required".into()),
-            );
+            )
+            .await?;
             return Ok(LoginOutcome::SecondFactorRequired { challenge: id, factors, expires_at });
         }
         let known_device = self.known_device(&customer, client).await?;
         let issued = self.issue_session(&customer, "password", client).await?;
-        self.audit_login(merchant, Some(customer.id.clone()), client, Outcome::Success);
+        self.audit_login(merchant, Some(customer.id.clone()), client, Outcome::Success).await?;
         if !known_device {
-            self.notify_new_device(&customer, client).await;
+            self.notify_new_device(&customer, client).await?;
         }
         Ok(LoginOutcome::Authenticated(issued))
     }
 
-    fn audit_login(&self, merchant: &MerchantId, customer: Option<String>, client: &Client, outcome: Outcome) {
+    async fn audit_login(
+        &self,
+        merchant: &MerchantId,
+        customer: Option<String>,
+        client: &Client,
+        outcome: Outcome,
+    ) -> Result<(), DomainError> {
         let kind = if customer.is_some() { ActorKind::Customer } else { ActorKind::Anonymous };
         let event = AuditEvent::by(kind, customer, "customer.login", outcome)
             .for_merchant(merchant)
             .from_source(client.ip, client.request_id.clone());
-        self.audit.record(event);
+        self.audit.record(event).await?;
+        Ok(())
     }
 
     /// Completes a sign-in with its second factor: a TOTP code or a recovery code.
@@ -336,7 +346,8 @@ impl IdentityService {
                 client,
                 "customer.login_second_factor",
                 Outcome::Denied("wrong_code_or_spent"),
-            );
+            )
+            .await?;
             return Err(DomainError::InvalidFactor);
         };
         if !self.repo.complete_challenge(&challenge.id, now, None).await? {
@@ -353,7 +364,7 @@ impl IdentityService {
         let known_device = self.known_device(&customer, &first).await?;
         let issued = self.issue_session(&customer, &format!("password+{used}"), &first).await?;
         if !known_device {
-            self.notify_new_device(&customer, &first).await;
+            self.notify_new_device(&customer, &first).await?;
         }
         self.audit_factor(
             merchant,
@@ -361,7 +372,8 @@ impl IdentityService {
             client,
             "customer.login_second_factor",
             Outcome::SuccessBecause(used.to_owned()),
-        );
+        )
+        .await?;
         Ok(issued)
     }
 
@@ -374,24 +386,29 @@ impl IdentityService {
         }
     }
 
-    pub(super) async fn notify_new_device(&self, customer: &CustomerRecord, client: &Client) {
+    pub(super) async fn notify_new_device(
+        &self,
+        customer: &CustomerRecord,
+        client: &Client,
+    ) -> Result<(), DomainError> {
         let agent = super::short_agent(client.user_agent.as_deref()).unwrap_or_else(|| "unknown".to_owned());
         let ip = client.ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        self.notify(customer, super::notices::Notice::new_device(&agent, &ip, &self.now().to_rfc3339())).await;
+        self.notify(customer, super::notices::Notice::new_device(&agent, &ip, &self.now().to_rfc3339())).await
     }
 
-    pub(super) fn audit_factor(
+    pub(super) async fn audit_factor(
         &self,
         merchant: &MerchantId,
         customer: &str,
         client: &Client,
         action: &'static str,
         outcome: Outcome,
-    ) {
+    ) -> Result<(), DomainError> {
         let event = AuditEvent::by(ActorKind::Customer, Some(customer.to_owned()), action, outcome)
             .for_merchant(merchant)
             .from_source(client.ip, client.request_id.clone());
-        self.audit.record(event);
+        self.audit.record(event).await?;
+        Ok(())
     }
 
     pub(super) async fn customer_record(&self, merchant: &MerchantId, id: &str) -> Result<CustomerRecord, DomainError> {
@@ -452,7 +469,8 @@ impl IdentityService {
                 client,
                 "customer.password_changed",
                 Outcome::Denied("wrong_password"),
-            );
+            )
+            .await?;
             return Err(DomainError::Rejected {
                 code: "invalid_credentials",
                 errors: vec![crate::error::FieldError::new("/current_password", "is not the current password")],
@@ -463,9 +481,9 @@ impl IdentityService {
         self.repo.set_password(merchant, &customer.id, &hash, now).await?;
         self.repo.clear_login_failures(merchant, &subject).await?;
         let ended = if keep_other_sessions { 0 } else { self.end_other_sessions(session, client).await? };
-        self.audit_factor(merchant, &customer.id, client, "customer.password_changed", Outcome::Success);
+        self.audit_factor(merchant, &customer.id, client, "customer.password_changed", Outcome::Success).await?;
         self.notify_change(merchant, &customer.id, "password_changed", "The password of your account was changed.")
-            .await;
+            .await?;
         Ok(ended)
     }
 
@@ -491,7 +509,7 @@ impl IdentityService {
             .for_merchant(merchant)
             .on("customer", id)
             .from_source(client.ip, client.request_id.clone());
-        self.audit.record(event);
+        self.audit.record(event).await?;
         self.customer(merchant, id).await
     }
 }

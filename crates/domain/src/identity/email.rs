@@ -89,12 +89,12 @@ impl IdentityService {
             link: Some(("Confirm my email address", self.link("verify-email", &token))),
             closing: "If you did not create an account, ignore this mail: nothing happens without the link.",
         };
-        self.send_to(email, &notice, None);
+        self.send_to(email, &notice, None).await?;
         Ok(())
     }
 
     /// Warns the owner of an address someone tried to register again.
-    pub(super) fn send_registration_attempt(&self, email: &str) {
+    pub(super) async fn send_registration_attempt(&self, email: &str) -> Result<(), DomainError> {
         let notice = Notice {
             kind: "registration_attempt",
             subject: "Someone tried to create an account with your address",
@@ -103,7 +103,7 @@ impl IdentityService {
             link: None,
             closing: "If it was you, sign in instead, or reset your password if you forgot it. If not, you need not do anything.",
         };
-        self.send_to(email, &notice, None);
+        self.send_to(email, &notice, None).await
     }
 
     /// Verifies an address with the emailed link's token.
@@ -127,7 +127,8 @@ impl IdentityService {
             return Ok(challenge.customer_id);
         }
         self.repo.mark_email_verified(merchant, &challenge.customer_id, now).await?;
-        self.audit_factor(merchant, &challenge.customer_id, client, "customer.email_verified", Outcome::Success);
+        self.audit_factor(merchant, &challenge.customer_id, client, "customer.email_verified", Outcome::Success)
+            .await?;
         Ok(challenge.customer_id)
     }
 
@@ -168,7 +169,8 @@ impl IdentityService {
                         client,
                         "customer.email_change_requested",
                         Outcome::Denied("wrong_password"),
-                    );
+                    )
+                    .await?;
                     return Err(DomainError::Rejected {
                         code: "wrong_password",
                         errors: vec![FieldError::new("/current_password", "is not right")],
@@ -202,7 +204,7 @@ impl IdentityService {
             link: Some(("Confirm my new address", self.link("verify-email", &token))),
             closing: "If you did not ask for this, ignore this mail: nothing changes without the link.",
         };
-        self.send_to(email.canonical.expose(), &confirm, None);
+        self.send_to(email.canonical.expose(), &confirm, None).await?;
         let masked = mask(email.canonical.expose());
         self.notify(&customer, Notice {
             kind: "email_change_requested",
@@ -211,9 +213,8 @@ impl IdentityService {
             facts: vec![("New address", masked), ("Time (UTC)", self.now().to_rfc3339())],
             link: None,
             closing: "If this was not you, sign in, end your other sessions and change your password now.",
-        })
-        .await;
-        self.audit_factor(merchant, &customer.id, client, "customer.email_change_requested", Outcome::Success);
+        }).await?;
+        self.audit_factor(merchant, &customer.id, client, "customer.email_change_requested", Outcome::Success).await?;
         Ok(())
     }
 
@@ -249,8 +250,8 @@ impl IdentityService {
                 closing: "If this was not you, contact the shop at once: someone controls your account.",
             },
         )
-        .await;
-        self.audit_factor(merchant, customer_id, client, "customer.email_changed", Outcome::Success);
+        .await?;
+        self.audit_factor(merchant, customer_id, client, "customer.email_changed", Outcome::Success).await?;
         Ok(())
     }
 
@@ -296,10 +297,12 @@ impl IdentityService {
                     link: Some(("Choose a new password", self.link("reset-password", &token))),
                     closing: "If you did not ask for this, ignore this mail: your password stays as it is.",
                 };
-                self.notify(&customer, notice).await;
-                self.audit.record(event(ActorKind::Customer, Some(customer.id.clone()), Outcome::Success));
+                self.notify(&customer, notice).await?;
+                self.audit.record(event(ActorKind::Customer, Some(customer.id.clone()), Outcome::Success)).await?;
             }
-            _ => self.audit.record(event(ActorKind::Anonymous, None, Outcome::Denied("no_active_account"))),
+            _ => {
+                self.audit.record(event(ActorKind::Anonymous, None, Outcome::Denied("no_active_account"))).await?;
+            }
         }
         Ok(())
     }
@@ -340,7 +343,8 @@ impl IdentityService {
                     client,
                     "customer.password_reset",
                     Outcome::Denied("second_factor_missing_or_wrong"),
-                );
+                )
+                .await?;
                 return Err(DomainError::InvalidFactor);
             }
         }
@@ -353,7 +357,7 @@ impl IdentityService {
         self.repo.spend_links(&customer.id, ChallengePurpose::PasswordReset, now).await?;
         let ended = self.repo.end_sessions_except(merchant, &customer.id, None, now).await?;
         self.sessions.retain(|_, record| !ended.contains(&record.id));
-        self.audit_factor(merchant, &customer.id, client, "customer.password_reset", Outcome::Success);
+        self.audit_factor(merchant, &customer.id, client, "customer.password_reset", Outcome::Success).await?;
         self.notify(
             &customer,
             Notice::changed(
@@ -362,7 +366,7 @@ impl IdentityService {
                 &now.to_rfc3339(),
             ),
         )
-        .await;
+        .await?;
         Ok(())
     }
 
@@ -386,7 +390,7 @@ impl IdentityService {
             let (_, sealed) = self.seal_for(merchant, &session.customer_id, "phrase", phrase.as_bytes()).await?;
             self.repo.set_phrase(merchant, &session.customer_id, Some(&sealed)).await?;
         }
-        self.audit_factor(merchant, &session.customer_id, client, "customer.phrase_set", Outcome::Success);
+        self.audit_factor(merchant, &session.customer_id, client, "customer.phrase_set", Outcome::Success).await?;
         Ok(())
     }
 
@@ -397,10 +401,11 @@ impl IdentityService {
         customer: &str,
         kind: &'static str,
         what: &'static str,
-    ) {
+    ) -> Result<(), DomainError> {
         if let Ok(record) = self.customer_record(merchant, customer).await {
             let now: Timestamp = self.now();
-            self.notify(&record, Notice::changed(kind, what, &now.to_rfc3339())).await;
+            self.notify(&record, Notice::changed(kind, what, &now.to_rfc3339())).await?;
         }
+        Ok(())
     }
 }

@@ -95,7 +95,7 @@ impl IdentityService {
             self.open_for(merchant, &customer.id, "email", &customer.data_key_id, &customer.email_sealed).await?;
         let account = String::from_utf8_lossy(email.expose()).into_owned();
         let uri = totp::otpauth_uri(&self.settings.totp_issuer, &account, &secret);
-        self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolment_started", Outcome::Success);
+        self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolment_started", Outcome::Success).await?;
         Ok(TotpEnrolment { secret: Secret::new(secret), otpauth_uri: Secret::new(uri) })
     }
 
@@ -118,7 +118,8 @@ impl IdentityService {
         let now = self.now();
         let unix = u64::try_from(now.unix_millis() / 1000).unwrap_or(0);
         let Some(step) = totp::verify(seed.expose(), code.expose(), unix, TOTP_DRIFT, None) else {
-            self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolled", Outcome::Denied("wrong_code"));
+            self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolled", Outcome::Denied("wrong_code"))
+                .await?;
             return Err(DomainError::InvalidFactor);
         };
         let (codes, digests) = self.fresh_recovery_codes();
@@ -126,14 +127,14 @@ impl IdentityService {
             return Err(DomainError::Conflict("no_pending_enrolment", "start TOTP enrolment first"));
         }
         let ended = if keep_other_sessions { 0 } else { self.end_other_sessions(session, client).await? };
-        self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolled", Outcome::Success);
+        self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolled", Outcome::Success).await?;
         self.notify_change(
             merchant,
             &customer.id,
             "totp_enrolled",
             "An authenticator app was added to your account as a second factor.",
         )
-        .await;
+        .await?;
         Ok((codes, ended))
     }
 
@@ -150,18 +151,19 @@ impl IdentityService {
             return Err(DomainError::NotFound);
         }
         if self.check_factor_throttled(&customer, &answer, client).await?.is_none() {
-            self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Denied("wrong_code"));
+            self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Denied("wrong_code"))
+                .await?;
             return Err(DomainError::InvalidFactor);
         }
         self.repo.remove_totp(merchant, &customer.id).await?;
-        self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Success);
+        self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Success).await?;
         self.notify_change(
             merchant,
             &customer.id,
             "totp_removed",
             "The authenticator app was removed from your account: it no longer has a second factor.",
         )
-        .await;
+        .await?;
         Ok(())
     }
 
@@ -184,12 +186,13 @@ impl IdentityService {
                 client,
                 "customer.recovery_codes_replaced",
                 Outcome::Denied("wrong_code"),
-            );
+            )
+            .await?;
             return Err(DomainError::InvalidFactor);
         }
         let (codes, digests) = self.fresh_recovery_codes();
         self.repo.replace_recovery_codes(&customer.id, &digests, self.now()).await?;
-        self.audit_factor(merchant, &customer.id, client, "customer.recovery_codes_replaced", Outcome::Success);
+        self.audit_factor(merchant, &customer.id, client, "customer.recovery_codes_replaced", Outcome::Success).await?;
         Ok(codes)
     }
 
@@ -219,7 +222,7 @@ impl IdentityService {
             link: None,
             closing: "If this was not you, someone knows your password: change it now.",
         };
-        self.notify(customer, notice).await;
+        self.notify(customer, notice).await?;
         Ok(())
     }
 
@@ -355,7 +358,8 @@ impl IdentityService {
                     client,
                     "customer.recovery_code_used",
                     Outcome::Success,
-                );
+                )
+                .await?;
                 let left = self.repo.recovery_codes_left(&customer.id).await.unwrap_or(0);
                 let what: &'static str = if left <= 2 {
                     "A recovery code was used to sign in to your account. Few codes are left: make new ones in your security centre."
@@ -366,7 +370,7 @@ impl IdentityService {
                     customer,
                     super::notices::Notice::changed("recovery_code_used", what, &self.now().to_rfc3339()),
                 )
-                .await;
+                .await?;
                 Ok(Some("recovery_code"))
             }
         }

@@ -9,6 +9,7 @@
 use strongroom_types::Secret;
 
 use super::IdentityService;
+use crate::DomainError;
 use crate::mail::{Mail, escape_html};
 use crate::ports::CustomerRecord;
 
@@ -90,31 +91,33 @@ fn render(notice: &Notice, issuer: &str, phrase: Option<&str>) -> (String, Strin
 
 impl IdentityService {
     /// Renders and queues a mail to `to` (no postman configured: dropped, with a log line).
-    pub(super) fn send_to(&self, to: &str, notice: &Notice, phrase: Option<&str>) {
+    pub(super) async fn send_to(&self, to: &str, notice: &Notice, phrase: Option<&str>) -> Result<(), DomainError> {
         let Some(postman) = &self.postman else {
             tracing::warn!(kind = notice.kind, "no mailer configured: mail not sent");
-            return;
+            return Ok(());
         };
         let (text, html) = render(notice, &self.settings.totp_issuer, phrase);
-        postman.post(Mail {
-            to: Secret::new(to.to_owned()),
-            subject: format!("{}: {}", self.settings.totp_issuer, notice.subject),
-            text: Secret::new(text),
-            html: Secret::new(html),
-            kind: notice.kind,
-        });
+        postman
+            .post(Mail {
+                to: Secret::new(to.to_owned()),
+                subject: format!("{}: {}", self.settings.totp_issuer, notice.subject),
+                text: Secret::new(text),
+                html: Secret::new(html),
+                kind: notice.kind.to_owned(),
+            })
+            .await
     }
 
     /// Queues a notice to a customer, with their phrase. Failures to read the address (the
-    /// customer's data was erased) are logged, never raised: a notice never fails the request.
-    pub(super) async fn notify(&self, customer: &CustomerRecord, notice: Notice) {
+    /// customer's data was erased) are logged, never raised; failing to queue it durably is raised.
+    pub(super) async fn notify(&self, customer: &CustomerRecord, notice: Notice) -> Result<(), DomainError> {
         let merchant = &customer.merchant_id;
         let email =
             match self.open_for(merchant, &customer.id, "email", &customer.data_key_id, &customer.email_sealed).await {
                 Ok(email) => String::from_utf8_lossy(email.expose()).into_owned(),
                 Err(err) => {
                     tracing::warn!(kind = notice.kind, error = %err, "notice not sent: the address cannot be read");
-                    return;
+                    return Ok(());
                 }
             };
         let phrase = match &customer.phrase_sealed {
@@ -125,7 +128,7 @@ impl IdentityService {
                 .map(|p| String::from_utf8_lossy(p.expose()).into_owned()),
             None => None,
         };
-        self.send_to(&email, &notice, phrase.as_deref());
+        self.send_to(&email, &notice, phrase.as_deref()).await
     }
 }
 

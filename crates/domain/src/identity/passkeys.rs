@@ -60,9 +60,9 @@ impl IdentityService {
             .passkey_service()?
             .finish_registration(owner(merchant, &session.customer_id), ceremony, answer, label)
             .await?;
-        self.audit_factor(merchant, &session.customer_id, client, "customer.passkey_added", Outcome::Success);
+        self.audit_factor(merchant, &session.customer_id, client, "customer.passkey_added", Outcome::Success).await?;
         self.notify_change(merchant, &session.customer_id, "passkey_added", "A passkey was added to your account.")
-            .await;
+            .await?;
         Ok(record)
     }
 
@@ -82,14 +82,14 @@ impl IdentityService {
         self.require_recent_sign_in(session)?;
         let merchant = &session.merchant_id;
         self.passkey_service()?.remove(owner(merchant, &session.customer_id), id).await?;
-        self.audit_factor(merchant, &session.customer_id, client, "customer.passkey_removed", Outcome::Success);
+        self.audit_factor(merchant, &session.customer_id, client, "customer.passkey_removed", Outcome::Success).await?;
         self.notify_change(
             merchant,
             &session.customer_id,
             "passkey_removed",
             "A passkey was removed from your account.",
         )
-        .await;
+        .await?;
         Ok(())
     }
 
@@ -120,20 +120,23 @@ impl IdentityService {
                     "customer.login",
                     Outcome::Denied("passkey_refused"),
                 );
-                self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone()));
+                self.audit
+                    .record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone()))
+                    .await?;
                 return Err(err);
             }
         };
         let customer = self.customer_record(merchant, &customer_id).await?;
         if customer.status != AccountStatus::Active {
-            self.audit_factor(merchant, &customer.id, client, "customer.login", Outcome::Denied("disabled"));
+            self.audit_factor(merchant, &customer.id, client, "customer.login", Outcome::Denied("disabled")).await?;
             return Err(DomainError::InvalidFactor);
         }
         let known_device = self.known_device(&customer, client).await?;
         let issued = self.issue_session(&customer, "passkey", client).await?;
-        self.audit_factor(merchant, &customer.id, client, "customer.login", Outcome::SuccessBecause("passkey".into()));
+        self.audit_factor(merchant, &customer.id, client, "customer.login", Outcome::SuccessBecause("passkey".into()))
+            .await?;
         if !known_device {
-            self.notify_new_device(&customer, client).await;
+            self.notify_new_device(&customer, client).await?;
         }
         Ok(issued)
     }
@@ -174,9 +177,10 @@ impl IdentityService {
             return Err(DomainError::InvalidFactor);
         }
         self.passkey_service()?.finish_registration(owner(merchant, customer_id), ceremony, answer, label).await?;
-        self.audit_factor(merchant, customer_id, client, "customer.passkey_added", Outcome::Success);
+        self.audit_factor(merchant, customer_id, client, "customer.passkey_added", Outcome::Success).await?;
         let issued = self.issue_session(&customer, "passkey", client).await?;
-        self.audit_factor(merchant, customer_id, client, "customer.login", Outcome::SuccessBecause("passkey".into()));
+        self.audit_factor(merchant, customer_id, client, "customer.login", Outcome::SuccessBecause("passkey".into()))
+            .await?;
         Ok(issued)
     }
 }

@@ -156,7 +156,7 @@ impl IdentityService {
         }
         self.sessions.retain(|_, record| record.id != id);
         let action = if id == session.session_id { "customer.logout" } else { "customer.session_ended" };
-        self.audit_factor(&session.merchant_id, &session.customer_id, client, action, Outcome::Success);
+        self.audit_factor(&session.merchant_id, &session.customer_id, client, action, Outcome::Success).await?;
         Ok(())
     }
 
@@ -174,7 +174,8 @@ impl IdentityService {
                 client,
                 "customer.other_sessions_ended",
                 Outcome::Success,
-            );
+            )
+            .await?;
         }
         Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
     }

@@ -171,7 +171,7 @@ impl IdentityService {
         .for_merchant(merchant)
         .on("challenge", &id)
         .from_source(client.ip, client.request_id.clone());
-        self.audit.record(event);
+        self.audit.record(event).await?;
         Ok(StepUpChallenge { id, factors, expires_at, passkey })
     }
 
@@ -199,7 +199,8 @@ impl IdentityService {
                 client,
                 "customer.step_up_verified",
                 Outcome::Denied("challenge_spent"),
-            );
+            )
+            .await?;
             return Err(DomainError::InvalidFactor);
         }
         let customer = self.customer_record(merchant, &session.customer_id).await?;
@@ -210,7 +211,8 @@ impl IdentityService {
                 client,
                 "customer.step_up_verified",
                 Outcome::Denied("wrong_code"),
-            );
+            )
+            .await?;
             return Err(DomainError::InvalidFactor);
         };
         let proof = self.fresh_secret("sup");
@@ -227,7 +229,8 @@ impl IdentityService {
             client,
             "customer.step_up_verified",
             Outcome::SuccessBecause(used.to_owned()),
-        );
+        )
+        .await?;
         Ok(StepUpProof { proof, expires_at, session: renewed })
     }
 
@@ -256,7 +259,8 @@ impl IdentityService {
             &Client::default(),
             "customer.step_up_redeemed",
             outcome,
-        );
+        )
+        .await?;
         if good {
             Ok(())
         } else {
@@ -308,7 +312,7 @@ impl IdentityService {
         if let Some(challenge) = &redeemed {
             event = event.on("challenge", &challenge.id);
         }
-        self.audit.record_durable(event).await.map_err(|e| crate::StoreError::Other(e.to_string()))?;
+        self.audit.record(event).await?;
         expected?;
         match reason {
             None => Ok(()),

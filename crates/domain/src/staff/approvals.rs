@@ -104,7 +104,8 @@ impl StaffService {
                         .on("approval", id)
                         .on("action", action.as_str()),
                     client,
-                );
+                )
+                .await?;
                 return Err(DomainError::Rejected {
                     code: "approval_not_usable",
                     errors: vec![crate::error::FieldError::new(
@@ -116,7 +117,8 @@ impl StaffService {
             self.record(
                 by.event("approval.used", Outcome::Success).on("approval", id).on("action", action.as_str()),
                 client,
-            );
+            )
+            .await?;
             return Ok(());
         }
         for scope in self.needed_for(by, action, target).await? {
@@ -145,7 +147,8 @@ impl StaffService {
                 .on("approval", &id)
                 .on("target", target),
             client,
-        );
+        )
+        .await?;
         Err(DomainError::ApprovalRequired { approval_id: id })
     }
 
@@ -189,7 +192,8 @@ impl StaffService {
         };
         let request = self.approval(by, id).await?;
         if request.requested_by == staff.staff_id {
-            self.record(by.event("approval.decided", Outcome::Denied("own_request")).on("approval", id), client);
+            self.record(by.event("approval.decided", Outcome::Denied("own_request")).on("approval", id), client)
+                .await?;
             return Err(DomainError::Forbidden("a request cannot be decided by the person who made it"));
         }
         let recent = i64::try_from(self.settings.recent_sign_in.as_millis()).unwrap_or(i64::MAX);
@@ -216,7 +220,8 @@ impl StaffService {
                 .on("approval", id)
                 .on("action", action.as_str()),
             client,
-        );
+        )
+        .await?;
         self.approval(by, id).await
     }
 
@@ -249,7 +254,8 @@ impl StaffService {
             return Err(DomainError::Conflict("roles_changed", "the roles changed meanwhile; read them again"));
         }
         self.forget_sessions();
-        self.record(by.event("staff.role_granted", Outcome::SuccessBecause(role.to_owned())).on("staff", id), client);
+        self.record(by.event("staff.role_granted", Outcome::SuccessBecause(role.to_owned())).on("staff", id), client)
+            .await?;
         self.get(by, id).await
     }
 
@@ -282,14 +288,14 @@ impl StaffService {
         }
         self.repo.end_staff_sessions(id, None, now).await?;
         self.forget_sessions();
-        self.record(by.event("staff.factors_reset", Outcome::Success).on("staff", id), client);
+        self.record(by.event("staff.factors_reset", Outcome::Success).on("staff", id), client).await?;
         if let Ok(email) = self.email_of(&record).await {
             self.post(email, "your second factors were reset", "staff_factors_reset", &[
                 "Your authenticator app and passkeys were removed from your staff account, at your team's request, \
                  and your sessions were ended. At your next sign-in you will set up a new second factor."
                     .to_owned(),
                 "If you did not ask for this, tell your security team at once.".to_owned(),
-            ]);
+            ]).await?;
         }
         self.get(by, id).await
     }

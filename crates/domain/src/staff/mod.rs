@@ -278,8 +278,9 @@ impl StaffService {
         Ok(String::from_utf8_lossy(email.expose()).into_owned())
     }
 
-    fn record(&self, event: AuditEvent, client: &Client) {
-        self.audit.record(event.from_source(client.ip, client.request_id.clone()));
+    async fn record(&self, event: AuditEvent, client: &Client) -> Result<(), DomainError> {
+        self.audit.record(event.from_source(client.ip, client.request_id.clone())).await?;
+        Ok(())
     }
 
     fn staff_event(&self, staff: &StaffRecord, action: &'static str, outcome: Outcome) -> AuditEvent {
@@ -288,10 +289,10 @@ impl StaffService {
             .on("staff", &staff.id)
     }
 
-    fn post(&self, to: String, subject: &str, kind: &'static str, lines: &[String]) {
+    async fn post(&self, to: String, subject: &str, kind: &'static str, lines: &[String]) -> Result<(), DomainError> {
         let Some(postman) = &self.postman else {
             tracing::warn!(kind, "no mailer configured: mail not sent");
-            return;
+            return Ok(());
         };
         let text = format!("{}\n\n{}\n", lines.join("\n\n"), self.settings.totp_issuer);
         let mut html = String::from("<!doctype html><html><body>");
@@ -299,13 +300,15 @@ impl StaffService {
             html.push_str(&format!("<p>{}</p>", escape_html(line)));
         }
         html.push_str("</body></html>");
-        postman.post(Mail {
-            to: Secret::new(to),
-            subject: format!("{}: {subject}", self.settings.totp_issuer),
-            text: Secret::new(text),
-            html: Secret::new(html),
-            kind,
-        });
+        postman
+            .post(Mail {
+                to: Secret::new(to),
+                subject: format!("{}: {subject}", self.settings.totp_issuer),
+                text: Secret::new(text),
+                html: Secret::new(html),
+                kind: kind.to_owned(),
+            })
+            .await
     }
 
     async fn custom_roles(&self, merchant: &MerchantId) -> Result<Vec<RoleRecord>, DomainError> {
@@ -391,12 +394,17 @@ impl StaffService {
             None => AuditEvent::by(ActorKind::System, Some("cli".to_owned()), "staff.invited", Outcome::Success)
                 .for_merchant(merchant),
         };
-        self.record(event.on("staff", &id), client);
-        self.send_invitation(canonical.expose(), &token, expires_at);
+        self.record(event.on("staff", &id), client).await?;
+        self.send_invitation(canonical.expose(), &token, expires_at).await?;
         Ok(Invitation { staff: self.view(&record).await?, token, expires_at })
     }
 
-    fn send_invitation(&self, to: &str, token: &Secret<String>, expires_at: Timestamp) {
+    async fn send_invitation(
+        &self,
+        to: &str,
+        token: &Secret<String>,
+        expires_at: Timestamp,
+    ) -> Result<(), DomainError> {
         let link =
             format!("{}/staff/invitation#token={}", self.settings.link_base.trim_end_matches('/'), token.expose());
         self.post(
@@ -410,7 +418,8 @@ impl StaffService {
                 link,
                 format!("The link works once, until {}.", expires_at.to_rfc3339()),
             ],
-        );
+        )
+        .await
     }
 
     /// Accepts an invitation: sets the first password. The account still has no session: the
@@ -435,7 +444,7 @@ impl StaffService {
         self.check_new_password(&staff, password.expose(), &email).await?;
         let hash = self.hasher.hash(password).await?;
         self.repo.set_staff_password(&staff.id, &hash, &[], now).await?;
-        self.record(self.staff_event(&staff, "staff.invitation_accepted", Outcome::Success), client);
+        self.record(self.staff_event(&staff, "staff.invitation_accepted", Outcome::Success), client).await?;
         let fresh = self.staff_of(&staff.merchant_id, &staff.id).await?;
         self.view(&fresh).await
     }
@@ -488,7 +497,8 @@ impl StaffService {
             self.record(
                 AuditEvent::by(ActorKind::Anonymous, None, "staff.login", Outcome::Denied("unknown_email")),
                 client,
-            );
+            )
+            .await?;
             return Err(DomainError::InvalidCredentials);
         };
         let locked = staff.locked_until.is_some_and(|until| until > now);
@@ -509,7 +519,8 @@ impl StaffService {
                 let failures =
                     self.repo.staff_login_failed(&staff.id, LOCK_AFTER, now.saturating_add(LOCK_FOR)).await?;
                 if failures == LOCK_AFTER {
-                    self.record(self.staff_event(&staff, "staff.locked", Outcome::Denied("too_many_failures")), client);
+                    self.record(self.staff_event(&staff, "staff.locked", Outcome::Denied("too_many_failures")), client)
+                        .await?;
                     if let Ok(email) = self.email_of(&staff).await {
                         self.post(
                             email,
@@ -524,11 +535,12 @@ impl StaffService {
                              guessing your password."
                                     .to_owned(),
                             ],
-                        );
+                        )
+                        .await?;
                     }
                 }
             }
-            self.record(self.staff_event(&staff, "staff.login", Outcome::Denied(reason)), client);
+            self.record(self.staff_event(&staff, "staff.login", Outcome::Denied(reason)), client).await?;
             return Err(DomainError::InvalidCredentials);
         }
         // Read again after the (queued, slow) hash: guesses sent in parallel must not pass a lock
@@ -536,7 +548,7 @@ impl StaffService {
         // factor, so guessing codes across fresh sign-ins still reaches the lock.
         let fresh = self.repo.staff(None, &staff.id).await?.ok_or(DomainError::InvalidCredentials)?;
         if fresh.locked_until.is_some_and(|until| until > self.now()) {
-            self.record(self.staff_event(&staff, "staff.login", Outcome::Denied("locked")), client);
+            self.record(self.staff_event(&staff, "staff.login", Outcome::Denied("locked")), client).await?;
             return Err(DomainError::InvalidCredentials);
         }
         let mut factors = Vec::new();
@@ -568,7 +580,8 @@ impl StaffService {
         self.record(
             self.staff_event(&staff, "staff.login", Outcome::SuccessBecause(format!("{purpose}_required"))),
             client,
-        );
+        )
+        .await?;
         Ok(if purpose == "login" {
             StaffLoginOutcome::SecondFactorRequired { challenge: id, factors, expires_at }
         } else {
@@ -606,10 +619,14 @@ impl StaffService {
         let now = self.now();
         if let Ok(failures) = self.repo.staff_login_failed(&staff.id, LOCK_AFTER, now.saturating_add(LOCK_FOR)).await
             && failures == LOCK_AFTER
+            && let Err(err) =
+                self.record(self.staff_event(staff, "staff.locked", Outcome::Denied("too_many_failures")), client).await
         {
-            self.record(self.staff_event(staff, "staff.locked", Outcome::Denied("too_many_failures")), client);
+            return err;
         }
-        self.record(self.staff_event(staff, action, Outcome::Denied("wrong_code")), client);
+        if let Err(err) = self.record(self.staff_event(staff, action, Outcome::Denied("wrong_code")), client).await {
+            return err;
+        }
         DomainError::InvalidFactor
     }
 
@@ -635,7 +652,7 @@ impl StaffService {
             return Err(DomainError::InvalidFactor);
         }
         self.repo.clear_staff_failures(&staff.id).await?;
-        self.record(self.staff_event(&staff, "staff.login_second_factor", Outcome::Success), client);
+        self.record(self.staff_event(&staff, "staff.login_second_factor", Outcome::Success), client).await?;
         self.issue_session(&staff, "password+totp", client).await
     }
 
@@ -653,7 +670,7 @@ impl StaffService {
         }
         let email = self.email_of(&staff).await?;
         let uri = totp::otpauth_uri(&self.settings.totp_issuer, &email, &secret);
-        self.record(self.staff_event(&staff, "staff.totp_enrolment_started", Outcome::Success), client);
+        self.record(self.staff_event(&staff, "staff.totp_enrolment_started", Outcome::Success), client).await?;
         Ok(StaffTotpEnrolment { secret: Secret::new(secret), otpauth_uri: Secret::new(uri) })
     }
 
@@ -681,7 +698,7 @@ impl StaffService {
             return Err(DomainError::InvalidFactor);
         }
         self.repo.clear_staff_failures(&staff.id).await?;
-        self.record(self.staff_event(&staff, "staff.totp_enrolled", Outcome::Success), client);
+        self.record(self.staff_event(&staff, "staff.totp_enrolled", Outcome::Success), client).await?;
         self.issue_session(&staff, "password+totp", client).await
     }
 
@@ -791,7 +808,7 @@ impl StaffService {
         self.forget_sessions();
         let event = AuditEvent::by(ActorKind::Staff, Some(staff.staff_id.clone()), "staff.logout", Outcome::Success)
             .for_merchant(&staff.merchant_id);
-        self.record(event, client);
+        self.record(event, client).await?;
         Ok(())
     }
 
@@ -811,7 +828,8 @@ impl StaffService {
                 self.repo.end_staff_sessions(&record.id, None, now).await?;
                 self.forget_sessions();
             }
-            self.record(self.staff_event(&record, "staff.password_changed", Outcome::Denied("wrong_password")), client);
+            self.record(self.staff_event(&record, "staff.password_changed", Outcome::Denied("wrong_password")), client)
+                .await?;
             return Err(DomainError::Rejected {
                 code: "wrong_password",
                 errors: vec![crate::error::FieldError::new("/current_password", "is not right")],
@@ -827,7 +845,7 @@ impl StaffService {
         self.repo.set_staff_password(&record.id, &hash, &history, now).await?;
         self.repo.end_staff_sessions(&record.id, Some(&staff.session_id), now).await?;
         self.forget_sessions();
-        self.record(self.staff_event(&record, "staff.password_changed", Outcome::Success), client);
+        self.record(self.staff_event(&record, "staff.password_changed", Outcome::Success), client).await?;
         self.post(
             email,
             "your password was changed",
@@ -836,7 +854,8 @@ impl StaffService {
                 "The password of your staff account was changed, and your other sessions were ended.".to_owned(),
                 "If this was not you, tell your security team at once.".to_owned(),
             ],
-        );
+        )
+        .await?;
         Ok(())
     }
 
@@ -887,7 +906,7 @@ impl StaffService {
         }
         self.forget_sessions();
         let action = if status == StaffStatus::Disabled { "staff.disabled" } else { "staff.enabled" };
-        self.record(by.event(action, Outcome::Success).on("staff", id), client);
+        self.record(by.event(action, Outcome::Success).on("staff", id), client).await?;
         self.get(by, id).await
     }
 
@@ -895,7 +914,7 @@ impl StaffService {
     pub async fn unlock(&self, by: &Principal, id: &str, client: &Client) -> Result<StaffView, DomainError> {
         let record = self.staff_of(by.merchant_id(), id).await?;
         self.repo.clear_staff_failures(&record.id).await?;
-        self.record(by.event("staff.unlocked", Outcome::Success).on("staff", id), client);
+        self.record(by.event("staff.unlocked", Outcome::Success).on("staff", id), client).await?;
         self.get(by, id).await
     }
 
@@ -920,7 +939,8 @@ impl StaffService {
             return Err(DomainError::Conflict("roles_changed", "the roles changed meanwhile; read them again"));
         }
         self.forget_sessions();
-        self.record(by.event("staff.role_revoked", Outcome::SuccessBecause(role.to_owned())).on("staff", id), client);
+        self.record(by.event("staff.role_revoked", Outcome::SuccessBecause(role.to_owned())).on("staff", id), client)
+            .await?;
         self.get(by, id).await
     }
 
@@ -1004,7 +1024,7 @@ impl StaffService {
         if !self.repo.insert_role(&record).await? {
             return Err(DomainError::Conflict("role_exists", "a role has that name"));
         }
-        self.record(by.event("staff.role_created", Outcome::SuccessBecause(name.to_owned())), client);
+        self.record(by.event("staff.role_created", Outcome::SuccessBecause(name.to_owned())), client).await?;
         Ok(record)
     }
 
@@ -1034,7 +1054,7 @@ impl StaffService {
             return Err(DomainError::NotFound);
         }
         self.forget_sessions();
-        self.record(by.event("staff.role_deleted", Outcome::SuccessBecause(name.to_owned())), client);
+        self.record(by.event("staff.role_deleted", Outcome::SuccessBecause(name.to_owned())), client).await?;
         Ok(())
     }
 

@@ -60,7 +60,8 @@ impl StaffService {
         self.record(
             self.staff_event(&staff, "staff.login_second_factor", Outcome::SuccessBecause("passkey".into())),
             client,
-        );
+        )
+        .await?;
         self.issue_session(&staff, "password+passkey", client).await
     }
 
@@ -89,7 +90,7 @@ impl StaffService {
         if !self.repo.complete_staff_challenge(&record.id, now).await? {
             return Err(DomainError::InvalidFactor);
         }
-        self.record(self.staff_event(&staff, "staff.passkey_added", Outcome::Success), client);
+        self.record(self.staff_event(&staff, "staff.passkey_added", Outcome::Success), client).await?;
         self.issue_session(&staff, "password+passkey", client).await
     }
 
@@ -122,7 +123,7 @@ impl StaffService {
     ) -> Result<PasskeyRecord, DomainError> {
         let record = self.staff_of(&staff.merchant_id, &staff.staff_id).await?;
         let passkey = self.passkey_service()?.finish_registration(owner(&record), ceremony, answer, label).await?;
-        self.record(self.staff_event(&record, "staff.passkey_added", Outcome::Success), client);
+        self.record(self.staff_event(&record, "staff.passkey_added", Outcome::Success), client).await?;
         Ok(passkey)
     }
 
@@ -142,7 +143,7 @@ impl StaffService {
             return Err(DomainError::Conflict("last_factor", "staff keep at least one second factor"));
         }
         passkeys.remove(owner(&record), id).await?;
-        self.record(self.staff_event(&record, "staff.passkey_removed", Outcome::Success), client);
+        self.record(self.staff_event(&record, "staff.passkey_removed", Outcome::Success), client).await?;
         Ok(())
     }
 }

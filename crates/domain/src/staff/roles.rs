@@ -34,6 +34,7 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
         permissions: &[
             Scope::AdminStaff,
             Scope::AdminApiKeys,
+            Scope::AdminWebhooks,
             Scope::AdminMetrics,
             Scope::IdentityCustomers,
             Scope::VaultWrite,

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use strongroom_crypto::{KeyedDigest, envelope};
 use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
 
-use crate::alerts::{LogOnly, SecurityAlert, SecurityAlerts};
+use crate::alerts::{SecurityAlert, SecurityAlerts};
 use crate::api_keys::{Principal, Scope};
 use crate::audit::event::{AuditEvent, Outcome};
 use crate::audit::log::AuditLog;
@@ -173,7 +173,7 @@ pub struct VaultService {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     cvcs: CvcStore,
-    alerts: Arc<dyn SecurityAlerts>,
+    alerts: SecurityAlerts,
     settings: VaultSettings,
     reveal_windows: Mutex<HashMap<String, (i64, u32)>>,
     /// Four-eyes approval of full card reveals by staff (set once at wiring; unset: refused).
@@ -254,7 +254,7 @@ impl VaultService {
             clock,
             entropy,
             cvcs,
-            alerts: Arc::new(LogOnly),
+            alerts: SecurityAlerts::log_only(),
             settings,
             reveal_windows: Mutex::new(HashMap::new()),
             dual_control: std::sync::OnceLock::new(),
@@ -263,21 +263,30 @@ impl VaultService {
 
     /// Sends security alerts (canary use, integrity failures) to `alerts` as well as to the log
     /// and the audit log.
-    pub fn with_alerts(mut self, alerts: Arc<dyn SecurityAlerts>) -> Self {
+    pub fn with_alerts(mut self, alerts: SecurityAlerts) -> Self {
         self.alerts = alerts;
         self
     }
 
-    fn alert(&self, kind: &'static str, principal: &Principal, source: &Source, token: &str, detail: &'static str) {
-        self.alerts.raise(SecurityAlert {
-            kind,
-            merchant: Some(principal.merchant_id().clone()),
-            object: Some(token.to_owned()),
-            actor: Some(principal.actor_id().to_owned()),
-            detail,
-            request_id: source.request_id.clone(),
-            at: self.clock.now(),
-        });
+    async fn alert(
+        &self,
+        kind: &'static str,
+        principal: &Principal,
+        source: &Source,
+        token: &str,
+        detail: &'static str,
+    ) -> Result<(), DomainError> {
+        self.alerts
+            .raise(SecurityAlert {
+                kind,
+                merchant: Some(principal.merchant_id().clone()),
+                object: Some(token.to_owned()),
+                actor: Some(principal.actor_id().to_owned()),
+                detail,
+                request_id: source.request_id.clone(),
+                at: self.clock.now(),
+            })
+            .await
     }
 
     /// The key hierarchy.
@@ -543,7 +552,13 @@ impl VaultService {
         Ok(record)
     }
 
-    async fn canary_tripped(&self, principal: &Principal, source: &Source, record: &TokenRecord, how: &'static str) {
+    async fn canary_tripped(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        record: &TokenRecord,
+        how: &'static str,
+    ) -> Result<(), DomainError> {
         tracing::warn!(
             target: "strongroom::security",
             token = %record.id,
@@ -551,20 +566,19 @@ impl VaultService {
             how,
             "canary token used"
         );
-        self.alert("canary_token_used", principal, source, &record.id, how);
+        self.alert("canary_token_used", principal, source, &record.id, how).await?;
         let event = self
             .event(principal, source, "security.canary_token_used", Outcome::Failed(how))
             .on("token", record.id.as_str());
-        if let Err(err) = self.audit.record_durable(event).await {
-            tracing::error!(error = %err, "could not log a canary token event");
-        }
+        self.audit.record(event).await?;
+        Ok(())
     }
 
     /// A token's metadata.
     pub async fn get(&self, principal: &Principal, source: &Source, id: &str) -> Result<TokenView, DomainError> {
         let record = self.live_token(principal.merchant_id(), id).await?;
         if record.canary {
-            self.canary_tripped(principal, source, &record, "read").await;
+            self.canary_tripped(principal, source, &record, "read").await?;
         }
         Ok(self.view(&record))
     }
@@ -633,11 +647,13 @@ impl VaultService {
             Ok(plain) => Ok(plain),
             Err(DomainError::Integrity) => {
                 tracing::error!(target: "strongroom::security", token = %record.id, "a sealed value failed its integrity check");
-                self.alert("integrity_error", principal, source, &record.id, "decrypt_failed");
+                if let Err(err) = self.alert("integrity_error", principal, source, &record.id, "decrypt_failed").await {
+                    tracing::error!(error = %err, "could not queue an integrity alert");
+                }
                 let event = self
                     .event(principal, source, "security.integrity_error", Outcome::Failed("decrypt_failed"))
                     .on("token", record.id.as_str());
-                if let Err(err) = self.audit.record_durable(event).await {
+                if let Err(err) = self.audit.record(event).await {
                     tracing::error!(error = %err, "could not log an integrity error");
                 }
                 Err(DomainError::Integrity)
@@ -673,7 +689,7 @@ impl VaultService {
             let event = self
                 .event(principal, source, "vault.token_revealed", Outcome::Denied("insufficient_scope"))
                 .on("token", record.id.as_str());
-            self.audit.record(event);
+            self.audit.record(event).await?;
             return Err(DomainError::MissingScope(needed));
         }
         if view == RevealView::Plain && record.kind.is_payment_data() && principal.as_staff().is_some() {
@@ -689,7 +705,7 @@ impl VaultService {
         }
         self.check_reveal_rate(principal)?;
         if record.canary {
-            self.canary_tripped(principal, source, &record, "revealed").await;
+            self.canary_tripped(principal, source, &record, "revealed").await?;
         }
         let value = self.open_value(principal, source, &record).await?;
         let shown = match view {
@@ -706,7 +722,7 @@ impl VaultService {
         let event = self
             .event(principal, source, "vault.token_revealed", Outcome::SuccessBecause(reason_code))
             .on("token", record.id.as_str());
-        let audit_index = self.audit.record_durable(event).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let audit_index = self.audit.record(event).await?;
         Ok(Revealed { token: self.view(&record), value: shown, audit_index })
     }
 
@@ -723,10 +739,10 @@ impl VaultService {
         }
         self.cvcs.forget(id);
         if record.canary {
-            self.canary_tripped(principal, source, &record, "deleted").await;
+            self.canary_tripped(principal, source, &record, "deleted").await?;
         }
         let event = self.event(principal, source, "vault.token_deleted", Outcome::Success).on("token", id);
-        self.audit.record_durable(event).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.audit.record(event).await?;
         Ok(())
     }
 
@@ -747,7 +763,7 @@ impl VaultService {
         let erased = self.repo.erase_customer(merchant, customer, at).await?;
         self.keys.forget(merchant, customer, data_key.as_ref().map(|k| k.id.as_str()));
         let event = self.event(principal, source, "privacy.customer_erased", Outcome::Success).on("customer", customer);
-        let audit_index = self.audit.record_durable(event).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let audit_index = self.audit.record(event).await?;
         Ok(ErasureReceipt { customer: customer.to_owned(), erased_at: at, tokens_erased: erased, audit_index })
     }
 
@@ -760,7 +776,7 @@ impl VaultService {
     ) -> Result<Option<Secret<String>>, DomainError> {
         let record = self.live_token(principal.merchant_id(), id).await?;
         if record.canary {
-            self.canary_tripped(principal, source, &record, "used").await;
+            self.canary_tripped(principal, source, &record, "used").await?;
         }
         Ok(self.cvcs.take(id, self.clock.now()))
     }

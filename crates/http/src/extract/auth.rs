@@ -17,6 +17,7 @@ use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
 
 use crate::problem::ApiError;
 use crate::state::AppState;
+use strongroom_domain::DomainError;
 
 /// A scope a route requires, as a type.
 pub trait RequiredScope: Send + Sync + 'static {
@@ -40,6 +41,13 @@ pub mod scope {
     pub struct AdminApiKeys;
     impl RequiredScope for AdminApiKeys {
         const SCOPE: Option<Scope> = Some(Scope::AdminApiKeys);
+    }
+
+    /// `admin:webhooks`
+    #[derive(Debug)]
+    pub struct AdminWebhooks;
+    impl RequiredScope for AdminWebhooks {
+        const SCOPE: Option<Scope> = Some(Scope::AdminWebhooks);
     }
 
     /// `admin:metrics`
@@ -122,7 +130,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
         let Some(token) = bearer(parts) else {
             let event =
                 AuditEvent::by(ActorKind::Anonymous, None, "auth.failed", Outcome::Denied("missing_credentials"));
-            record_failure(state, &context, event);
+            record_failure(state, &context, event).await?;
             return Err(ApiError::unauthenticated());
         };
         let verified = if strongroom_domain::staff::StaffService::looks_like_session(token) {
@@ -149,7 +157,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
                 };
                 let mut event = AuditEvent::by(ActorKind::Anonymous, key_id, action, Outcome::Denied(reason));
                 event.merchant = merchant;
-                record_failure(state, &context, event);
+                record_failure(state, &context, event).await?;
                 return Err(ApiError::unauthenticated());
             }
             Err(AuthError::Store(err)) => return Err(err.into()),
@@ -165,7 +173,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             );
             let event =
                 principal.event("authz.denied", Outcome::Denied("insufficient_scope")).on("scope", required.as_str());
-            record_failure(state, &context, event);
+            record_failure(state, &context, event).await?;
             let challenge = format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
             let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
                 .detail(format!("this API key lacks the scope {required}"));
@@ -181,39 +189,15 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
     }
 }
 
-/// Records an authentication or authorization failure, at most
-/// [`AuthFailureLimiter::PER_MINUTE`] per client address and minute: a flood from one address is
-/// visible in the log without filling it (what is skipped is counted in the metrics).
-pub(crate) fn record_failure(state: &AppState, context: &super::RequestContext, event: AuditEvent) {
-    if state.auth_failures.admit(context.ip) {
-        state.audit.record(context.stamp(event));
-    } else {
-        state.metrics.auth_failure_not_logged();
-    }
-}
-
-/// Counts audit-logged authentication failures per client address in one-minute windows.
-#[derive(Debug, Default)]
-pub struct AuthFailureLimiter {
-    windows: std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, (u64, u32)>>,
-}
-
-impl AuthFailureLimiter {
-    /// Failures logged per address and minute.
-    pub const PER_MINUTE: u32 = 60;
-
-    /// Whether another failure from `ip` is logged now.
-    pub fn admit(&self, ip: Option<std::net::IpAddr>) -> bool {
-        let minute = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60);
-        let Ok(mut windows) = self.windows.lock() else { return true };
-        if windows.len() > 100_000 {
-            windows.retain(|_, (window, _)| *window == minute);
-        }
-        let entry = windows.entry(ip).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= Self::PER_MINUTE
-    }
+/// Records an authentication or authorization failure durably before the request is answered:
+/// every failed attempt has its audit entry, however many arrive (a flood waits for the audit
+/// writer's group commits; it is never thinned). When the entry cannot be made durable the request
+/// fails with 503 `audit_unavailable` instead of its 401 or 403.
+pub(crate) async fn record_failure(
+    state: &AppState,
+    context: &super::RequestContext,
+    event: AuditEvent,
+) -> Result<(), ApiError> {
+    state.audit.record(context.stamp(event)).await.map_err(|e| ApiError::from(DomainError::from(e)))?;
+    Ok(())
 }

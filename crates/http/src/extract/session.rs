@@ -57,7 +57,7 @@ impl FromRequestParts<AppState> for CustomerAuth {
                 let reason = if token.starts_with("srs_") { "invalid_session" } else { "not_a_session_token" };
                 let event =
                     AuditEvent::by(ActorKind::Anonymous, None, "customer.session_refused", Outcome::Denied(reason));
-                record_failure(state, &context, event);
+                record_failure(state, &context, event).await?;
                 Err(unauthenticated())
             }
         }

@@ -174,7 +174,9 @@ async fn session_of(
                 strongroom_domain::audit::event::Outcome::Denied("invalid_session_cookie"),
             );
             event.merchant = state.settings.pages_merchant.clone();
-            crate::extract::auth::record_failure(state, context, event);
+            if let Err(err) = crate::extract::auth::record_failure(state, context, event).await {
+                return Err(PageError::Failed(err.status, "the service is unavailable; try again shortly".into()));
+            }
             Err(PageError::SignIn)
         }
     }

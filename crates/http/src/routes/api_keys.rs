@@ -143,7 +143,7 @@ pub async fn create(
     // A key exists only with its audit entry: if the entry cannot be made durable, the key is
     // revoked again and the request fails.
     let event = key_event(&auth, &context, "api_key.created", &created.record.id);
-    if let Err(err) = state.audit.record_durable(event).await {
+    if let Err(err) = state.audit.record(event).await {
         let _ = state.api_keys.revoke(merchant, &created.record.id).await;
         return Err(ApiError::internal(&err));
     }
@@ -223,6 +223,6 @@ pub async fn revoke(
     let record = state.api_keys.revoke(auth.principal.merchant_id(), &parse_id(&id)?).await?;
     tracing::info!(request_id = context.request_id.as_deref(), revoked_key_id = %record.id, "api key revoked");
     let event = key_event(&auth, &context, "api_key.revoked", &record.id);
-    state.audit.record_durable(event).await.map_err(|e| ApiError::internal(&e))?;
+    state.audit.record(event).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))
 }

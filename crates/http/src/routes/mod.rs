@@ -10,6 +10,7 @@ pub mod oauth;
 pub mod passkeys;
 pub mod staff;
 pub mod vault;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -37,6 +38,16 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/merchant", get(merchant::get_merchant))
         .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/v1/api-keys/{id}", get(api_keys::get).delete(api_keys::revoke))
+        .route("/v1/webhook_endpoints", get(webhooks::list).post(webhooks::create))
+        .route("/v1/webhook_endpoints/{id}", get(webhooks::get).delete(webhooks::delete))
+        .route("/v1/webhook_endpoints/{id}/rotate_secret", post(webhooks::rotate_secret))
+        .route("/v1/webhook_endpoints/{id}/enable", post(webhooks::enable))
+        .route("/v1/webhook_endpoints/{id}/disable", post(webhooks::disable))
+        .route("/v1/webhook_endpoints/{id}/test", post(webhooks::test))
+        .route("/v1/webhook_endpoints/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhook_endpoints/{id}/deliveries/{delivery}/redeliver", post(webhooks::redeliver))
+        .route("/v1/webhook_event_types", get(webhooks::event_types))
+        .route("/v1/admin/jobs", get(webhooks::jobs))
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/entries", get(audit::entries))
         .route("/v1/audit/proofs/inclusion", get(audit::inclusion))

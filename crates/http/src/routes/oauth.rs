@@ -17,6 +17,7 @@ use strongroom_domain::oauth::TokenError;
 
 use crate::extract::RequestContext;
 use crate::extract::auth::record_failure;
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// The token request (RFC 6749 §4.4.2), form-encoded. The client may authenticate with HTTP
@@ -103,7 +104,9 @@ pub async fn token(
         Ok(issued) => {
             let event =
                 issued.client.event("oauth.token_issued", Outcome::SuccessBecause(issued.scope.replace(' ', ",")));
-            state.audit.record(context.stamp(event));
+            if let Err(err) = state.audit.record(context.stamp(event)).await {
+                return ApiError::from(strongroom_domain::DomainError::from(err)).into_response();
+            }
             let body = serde_json::json!({
                 "access_token": issued.access_token.expose(),
                 "token_type": "Bearer",
@@ -117,8 +120,10 @@ pub async fn token(
             let client = strongroom_domain::api_keys::ApiKeyId::parse(&client_id).ok().map(|id| id.to_string());
             let event =
                 AuditEvent::by(ActorKind::Anonymous, client, "oauth.token_refused", Outcome::Denied(error.code()));
-            record_failure(&state, &context, event);
-            refusal(error)
+            match record_failure(&state, &context, event).await {
+                Ok(()) => refusal(error),
+                Err(err) => err.into_response(),
+            }
         }
     }
 }

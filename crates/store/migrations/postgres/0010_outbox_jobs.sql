@@ -1,0 +1,62 @@
+-- The outbox: every message strongroom sends (mail, the operator's alert webhook, the shop's
+-- webhook endpoints), one row per destination, written with the change that caused it and
+-- delivered at least once by the job runner's leader. `event_id` is stable across retries and
+-- destinations (the `webhook-id` receivers deduplicate by). Mail payloads are sealed.
+CREATE TABLE outbox (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    merchant_id TEXT,
+    channel TEXT NOT NULL CHECK (channel IN ('mail', 'webhook', 'alert')),
+    destination TEXT,
+    event_type TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    leased_until BIGINT NOT NULL DEFAULT 0,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    delivered_at BIGINT,
+    last_attempt_at BIGINT,
+    last_status_code BIGINT,
+    last_latency_ms BIGINT,
+    last_error TEXT
+);
+CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+CREATE INDEX outbox_destination ON outbox (destination, id);
+
+-- The shop's webhook endpoints. Signing secrets are sealed under the keyring's outbox key.
+CREATE TABLE webhook_endpoints (
+    id TEXT PRIMARY KEY,
+    merchant_id TEXT NOT NULL REFERENCES merchants (id),
+    url TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    event_types TEXT NOT NULL,
+    secret_sealed BYTEA NOT NULL,
+    previous_secret_sealed BYTEA,
+    previous_secret_until BIGINT,
+    status TEXT NOT NULL CHECK (status IN ('enabled', 'disabled')),
+    failing_since BIGINT,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX webhook_endpoints_merchant ON webhook_endpoints (merchant_id, created_at);
+
+-- Each background job's last run, written by the leader.
+CREATE TABLE job_runs (
+    name TEXT PRIMARY KEY,
+    node TEXT,
+    last_started_at BIGINT,
+    last_finished_at BIGINT,
+    last_outcome TEXT,
+    last_detail TEXT,
+    last_duration_ms BIGINT,
+    runs BIGINT NOT NULL DEFAULT 0,
+    failures BIGINT NOT NULL DEFAULT 0
+);
+
+-- The leader's heartbeat (the lock itself is an advisory lock on PostgreSQL).
+CREATE TABLE job_leader (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    node TEXT NOT NULL,
+    since BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);
