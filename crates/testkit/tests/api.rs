@@ -520,13 +520,28 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/staff/me/passkeys", "post"),
         ("/v1/staff/me/passkeys/finish", "post"),
         ("/v1/staff/me/passkeys/{id}", "delete"),
+        ("/v1/webhook_endpoints", "get"),
+        ("/v1/webhook_endpoints", "post"),
+        ("/v1/webhook_endpoints/{id}", "get"),
+        ("/v1/webhook_endpoints/{id}", "delete"),
+        ("/v1/webhook_endpoints/{id}/rotate_secret", "post"),
+        ("/v1/webhook_endpoints/{id}/enable", "post"),
+        ("/v1/webhook_endpoints/{id}/disable", "post"),
+        ("/v1/webhook_endpoints/{id}/test", "post"),
+        ("/v1/webhook_endpoints/{id}/deliveries", "get"),
+        ("/v1/webhook_endpoints/{id}/deliveries/{delivery}/redeliver", "post"),
+        ("/v1/webhook_event_types", "get"),
+        ("/v1/admin/jobs", "get"),
     ];
     for (path, method) in routes {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} missing from the OpenAPI document");
         // Every route is real: it does not answer 404/405.
-        let concrete =
-            path.replace("{id}", "key_aaaaaaaaaaaaaaaaaaaaaaaaaa").replace("{name}", "none").replace("{role}", "none");
+        let concrete = path
+            .replace("{id}", "key_aaaaaaaaaaaaaaaaaaaaaaaaaa")
+            .replace("{name}", "none")
+            .replace("{role}", "none")
+            .replace("{delivery}", "obx_none");
         let status = server.request(method.to_uppercase().parse().unwrap(), &concrete).send().await.unwrap().status();
         assert!(status != 405 && (status != 404 || concrete != path), "{method} {path} answered {status}");
         if operation.get("security").is_some() {

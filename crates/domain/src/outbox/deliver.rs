@@ -78,6 +78,12 @@ pub struct Round {
     pub failed: usize,
 }
 
+/// An endpoint's secrets as cached: when read, the service's change count then, and the secrets.
+type CachedEndpoint = (Instant, u64, Option<Arc<EndpointSecrets>>);
+
+/// One attempt's outcome: the HTTP status if any, sent or why not, and whether it is final.
+type Attempt = (Option<u16>, Result<(), String>, bool);
+
 /// Counters for the metrics, by channel.
 #[derive(Debug, Default)]
 pub struct DeliveryCounters {
@@ -98,7 +104,7 @@ pub struct Deliverer {
     pub batch: u32,
     /// Sends in flight at once.
     pub concurrency: usize,
-    secrets: Mutex<HashMap<String, (Instant, u64, Option<Arc<EndpointSecrets>>)>>,
+    secrets: Mutex<HashMap<String, CachedEndpoint>>,
     /// Outcomes, for the metrics.
     pub counters: Arc<DeliveryCounters>,
 }
@@ -156,7 +162,7 @@ impl Deliverer {
         Ok(found)
     }
 
-    async fn attempt(&self, message: &OutboxMessage, now: Timestamp) -> (Option<u16>, Result<(), String>, bool) {
+    async fn attempt(&self, message: &OutboxMessage, now: Timestamp) -> Attempt {
         match message.channel {
             Channel::Mail => match self.outbox.open_mail(message) {
                 Err(_) => (None, Err("the sealed mail does not open".into()), true),
@@ -194,7 +200,7 @@ impl Deliverer {
         message: &OutboxMessage,
         secrets: &[Secret<Vec<u8>>],
         now: Timestamp,
-    ) -> (Option<u16>, Result<(), String>, bool) {
+    ) -> Attempt {
         let request = WebhookRequest {
             url,
             event_id: &message.event_id,
@@ -210,13 +216,7 @@ impl Deliverer {
         }
     }
 
-    fn result_of(
-        &self,
-        message: &OutboxMessage,
-        at: Timestamp,
-        elapsed: Duration,
-        outcome: (Option<u16>, Result<(), String>, bool),
-    ) -> DeliveryResult {
+    fn result_of(&self, message: &OutboxMessage, at: Timestamp, elapsed: Duration, outcome: Attempt) -> DeliveryResult {
         let (status_code, sent, permanent) = outcome;
         let latency_ms = u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX);
         match sent {
