@@ -84,11 +84,14 @@ type CachedEndpoint = (Instant, u64, Option<Arc<EndpointSecrets>>);
 /// One attempt's outcome: the HTTP status if any, sent or why not, and whether it is final.
 type Attempt = (Option<u16>, Result<(), String>, bool);
 
+/// A destination for the counters: the channel and the endpoint (`-` for mail and alerts).
+pub type Destination = (&'static str, String);
+
 /// Counters for the metrics, by channel.
 #[derive(Debug, Default)]
 pub struct DeliveryCounters {
-    /// `(channel, endpoint or "-")` → (delivered, failed attempts).
-    pub by_destination: Mutex<HashMap<(&'static str, String), (u64, u64)>>,
+    /// Destination → (delivered, failed attempts).
+    pub by_destination: Mutex<HashMap<Destination, (u64, u64)>>,
 }
 
 /// Delivers the outbox.
