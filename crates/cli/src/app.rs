@@ -380,17 +380,21 @@ fn detail(what: &str, n: u64) -> String {
     if n == 0 { String::new() } else { format!("{what} {n}") }
 }
 
-/// Every periodic job of the deployment; they run on the leader only.
-fn jobs(
-    config: &Config,
+/// What the periodic jobs work on.
+struct JobServices {
     audit: AuditLog,
     vault: Arc<VaultService>,
     identity: Arc<IdentityService>,
     staff: Arc<StaffService>,
     deliverer: Arc<strongroom_domain::outbox::deliver::Deliverer>,
     webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
-) -> Vec<strongroom_domain::jobs::Job> {
+    idempotency: strongroom_domain::idempotency::Idempotency,
+}
+
+/// Every periodic job of the deployment; they run on the leader only.
+fn jobs(config: &Config, services: JobServices) -> Vec<strongroom_domain::jobs::Job> {
     use futures::FutureExt;
+    let JobServices { audit, vault, identity, staff, deliverer, webhooks, idempotency } = services;
     use strongroom_domain::jobs::Job;
     let wake = deliverer.outbox().wake();
     let retention = config.jobs.delivery_log_retention;
@@ -442,6 +446,10 @@ fn jobs(
             .boxed()
         }));
     }
+    jobs.push(Job::new("idempotency.purge", std::time::Duration::from_secs(600), move || {
+        let idempotency = idempotency.clone();
+        async move { Ok(detail("purged", idempotency.purge().await?)) }.boxed()
+    }));
     jobs.push(Job::new("audit.checkpoint", config.audit.checkpoint_interval, move || {
         let audit = audit.clone();
         async move { Ok(format!("size {}", audit.checkpoint().await?.size)) }.boxed()
@@ -657,14 +665,26 @@ impl Application {
             clock.clone(),
             node_name(config),
         );
+        let delivery_counters = deliverer.counters.clone();
+        let idempotency = strongroom_domain::idempotency::Idempotency::new(
+            Arc::new(core.store.clone()),
+            core.keyring.identity_digest.clone(),
+            core.keyring.outbox_seal.clone(),
+            clock.clone(),
+            entropy.clone(),
+            config.server.request_timeout + std::time::Duration::from_secs(30),
+        );
         let jobs = runner.start(jobs(
             config,
-            audit.clone(),
-            vault.clone(),
-            identity.clone(),
-            staff.clone(),
-            deliverer,
-            webhooks.clone(),
+            JobServices {
+                audit: audit.clone(),
+                vault: vault.clone(),
+                identity: identity.clone(),
+                staff: staff.clone(),
+                deliverer,
+                webhooks: webhooks.clone(),
+                idempotency: idempotency.clone(),
+            },
         ));
         let state = AppState::new(Services {
             access_tokens,
@@ -677,6 +697,9 @@ impl Application {
                 Arc::new(core.store.clone()),
                 clock.clone(),
             ),
+            idempotency,
+            leading: jobs.leading_flag(),
+            delivery_counters,
             api_keys,
             merchants: Arc::new(MerchantDirectory::new(
                 Arc::new(core.store.clone()),

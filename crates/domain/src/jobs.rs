@@ -163,6 +163,11 @@ pub struct RunningJobs {
 }
 
 impl RunningJobs {
+    /// The flag that says whether this process leads (for the metrics).
+    pub fn leading_flag(&self) -> Arc<AtomicBool> {
+        self.leading.clone()
+    }
+
     /// Whether this process leads now.
     pub fn leading(&self) -> bool {
         self.leading.load(Ordering::Acquire)

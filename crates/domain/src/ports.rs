@@ -36,6 +36,22 @@ pub struct BootstrapRecords {
 pub trait HealthRepository: Send + Sync {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The connection pool's use now.
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats::default()
+    }
+}
+
+/// A connection pool's use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open.
+    pub open: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// The most it may open.
+    pub max: u32,
 }
 
 /// Merchants and first-start bootstrap.

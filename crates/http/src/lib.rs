@@ -2,12 +2,13 @@
 //!
 //! Owns: the routes ([`routes`]), the guards and input parsers handlers take as arguments
 //! ([`extract`]), the single error type and its RFC 9457 rendering ([`problem`]), the middleware
-//! stack ([`middleware`]), metrics, the OpenAPI document, the hosted account pages ([`pages`]), and
+//! stack ([`middleware`]), `Idempotency-Key` on every POST ([`idempotency`]), metrics, the OpenAPI document, the hosted account pages ([`pages`]), and
 //! serving over TLS ([`server`], [`tls`]).
 //! Must never: reach the database or a KMS except through domain services and ports; put a secret,
 //! a raw path or a query string in a log line or metric label; answer an error with internal detail.
 
 pub mod extract;
+pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -112,3 +112,211 @@ impl Metrics {
         out
     }
 }
+
+/// Figures read at scrape time from the services and the process: they describe state (depths,
+/// ages, sizes) rather than events, so they are gathered when asked for instead of kept updated.
+pub mod operational {
+    use std::sync::atomic::{AtomicI64, AtomicU64};
+
+    use prometheus_client::encoding::EncodeLabelSet;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+
+    use crate::state::AppState;
+
+    type FloatGauge = Gauge<f64, AtomicU64>;
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct StateLabel {
+        state: &'static str,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct JobLabel {
+        job: String,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct DeliveryLabels {
+        channel: &'static str,
+        endpoint: String,
+        outcome: &'static str,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct AuditLabels {
+        action: &'static str,
+        result: &'static str,
+        reason: &'static str,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct KeyLabels {
+        key: &'static str,
+    }
+
+    fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+        let gauge = Gauge::<i64, AtomicI64>::default();
+        gauge.set(value);
+        registry.register(name, help, gauge);
+    }
+
+    fn float_gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+        let gauge = FloatGauge::default();
+        gauge.set(value);
+        registry.register(name, help, gauge);
+    }
+
+    /// The process's own figures from `/proc` (Linux); absent elsewhere.
+    fn process(registry: &mut Registry) {
+        // Clock ticks per second and the page size are 100 and 4096 on every Linux this runs on.
+        const TICKS: f64 = 100.0;
+        const PAGE: i64 = 4096;
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+            && let Some(after) = stat.rsplit_once(") ").map(|(_, rest)| rest)
+        {
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            // Fields 14 and 15 of stat (utime, stime) are the 12th and 13th after the command name.
+            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            let cpu = (ticks(11) + ticks(12)) / TICKS;
+            let counter = Counter::<f64, AtomicU64>::default();
+            counter.inc_by(cpu);
+            registry.register("process_cpu_seconds", "User and system CPU time spent", counter);
+        }
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+            && let Some(pages) = statm.split_whitespace().nth(1).and_then(|v| v.parse::<i64>().ok())
+        {
+            gauge(registry, "process_resident_memory_bytes", "Resident memory size in bytes", pages * PAGE);
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            let open = i64::try_from(entries.count()).unwrap_or(i64::MAX);
+            gauge(registry, "process_open_fds", "Open file descriptors", open);
+        }
+        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits")
+            && let Some(line) = limits.lines().find(|l| l.starts_with("Max open files"))
+            && let Some(soft) = line.split_whitespace().nth(3).and_then(|v| v.parse::<i64>().ok())
+        {
+            gauge(registry, "process_max_fds", "Most open file descriptors allowed", soft);
+        }
+    }
+
+    /// Everything gathered at scrape time, as OpenMetrics text (without the final `# EOF`).
+    pub async fn render(state: &AppState) -> String {
+        let mut root = Registry::default();
+        process(&mut root);
+        let registry = root.sub_registry_with_prefix("strongroom");
+
+        let pool = state.health.pool_stats();
+        let connections = Family::<StateLabel, Gauge>::default();
+        connections.get_or_create(&StateLabel { state: "idle" }).set(i64::from(pool.idle));
+        connections.get_or_create(&StateLabel { state: "in_use" }).set(i64::from(pool.open.saturating_sub(pool.idle)));
+        registry.register("db_pool_connections", "Database pool connections by state", connections);
+        gauge(registry, "db_pool_max_connections", "The database pool's size limit", i64::from(pool.max));
+        let started = std::time::Instant::now();
+        let up = state.health.ping().await.is_ok();
+        gauge(registry, "db_up", "1 when the database answered the scrape's ping", i64::from(up));
+        float_gauge(
+            registry,
+            "db_ping_seconds",
+            "How long the scrape's database ping took",
+            started.elapsed().as_secs_f64(),
+        );
+
+        let now = state.api_keys.now();
+        if let Ok(size) = state.audit.size().await {
+            gauge(registry, "audit_log_entries", "Entries in the audit log", i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        if let Ok(Some(checkpoint)) = state.audit.latest_checkpoint().await {
+            let age = now.millis_since(checkpoint.created_at).max(0) as f64 / 1000.0;
+            float_gauge(registry, "audit_last_checkpoint_age_seconds", "Age of the newest signed checkpoint", age);
+        }
+        let events = Family::<AuditLabels, Counter>::default();
+        for ((action, result, reason), count) in state.audit.event_counts() {
+            events.get_or_create(&AuditLabels { action, result, reason }).inc_by(count);
+        }
+        registry.register(
+            "audit_events",
+            "Audit events this process committed, by action, result and reason code (sign-in failures, throttles, reveals by view, refusals)",
+            events,
+        );
+
+        if let Ok(status) = state.jobs.status().await {
+            gauge(
+                registry,
+                "outbox_pending",
+                "Outbox messages waiting for delivery",
+                i64::try_from(status.outbox.pending).unwrap_or(i64::MAX),
+            );
+            gauge(
+                registry,
+                "outbox_failed",
+                "Outbox messages given up",
+                i64::try_from(status.outbox.failed).unwrap_or(i64::MAX),
+            );
+            gauge(
+                registry,
+                "outbox_oldest_pending_age_seconds",
+                "Age of the oldest message waiting for delivery (0 when none waits)",
+                status.outbox.oldest_pending_age_seconds.unwrap_or(0),
+            );
+            if let Some(leader) = &status.leader {
+                float_gauge(
+                    registry,
+                    "jobs_leader_heartbeat_age_seconds",
+                    "Time since the job runner's leader last confirmed its lead",
+                    leader.heartbeat_age_ms.max(0) as f64 / 1000.0,
+                );
+            }
+            let last_run = Family::<JobLabel, Gauge>::default();
+            let failures = Family::<JobLabel, Counter>::default();
+            let last_ok = Family::<JobLabel, Gauge>::default();
+            for job in &status.jobs {
+                let label = JobLabel { job: job.name.clone() };
+                if let Some(at) = job.last_finished_at.as_deref().and_then(strongroom_types::Timestamp::parse_rfc3339) {
+                    last_run.get_or_create(&label).set(at.unix_millis() / 1000);
+                }
+                last_ok.get_or_create(&label).set(i64::from(job.last_outcome.as_deref() == Some("ok")));
+                failures.get_or_create(&label).inc_by(u64::try_from(job.failures).unwrap_or(0));
+            }
+            registry.register("job_last_run_timestamp_seconds", "When each job last finished (Unix time)", last_run);
+            registry.register("job_last_run_ok", "1 when the job's last run succeeded", last_ok);
+            registry.register("job_failures", "Failed runs of each job since the deployment began", failures);
+        }
+        gauge(registry, "jobs_leading", "1 when this process leads the background jobs", i64::from(state.leading()));
+
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        if let Ok(counters) = state.delivery_counters.by_destination.lock() {
+            for ((channel, endpoint), (delivered, failed)) in counters.iter() {
+                let labels = |outcome| DeliveryLabels { channel, endpoint: endpoint.clone(), outcome };
+                deliveries.get_or_create(&labels("delivered")).inc_by(*delivered);
+                deliveries.get_or_create(&labels("failed")).inc_by(*failed);
+            }
+        }
+        registry.register(
+            "outbox_deliveries",
+            "Delivery attempts by this process, by channel, webhook endpoint id (- for mail and alerts) and outcome",
+            deliveries,
+        );
+
+        if let Ok(keks) = state.vault.keys().status().await {
+            let versions = Family::<KeyLabels, Gauge>::default();
+            let age = Family::<KeyLabels, FloatGauge>::default();
+            let live = keks.iter().filter(|k| k.retired_at.is_none()).count();
+            versions.get_or_create(&KeyLabels { key: "kek" }).set(i64::try_from(live).unwrap_or(i64::MAX));
+            if let Some(active) = keks.iter().filter(|k| k.retired_at.is_none()).max_by_key(|k| k.version) {
+                age.get_or_create(&KeyLabels { key: "kek" })
+                    .set(now.millis_since(active.created_at).max(0) as f64 / 1000.0);
+            }
+            registry.register("key_versions", "Key versions not retired, by key", versions);
+            registry.register("key_active_age_seconds", "Age of the active version, by key", age);
+        }
+
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &root).is_err() {
+            return String::new();
+        }
+        out.strip_suffix("# EOF\n").map(str::to_owned).unwrap_or(out)
+    }
+}

@@ -84,7 +84,7 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     with_request_id(response, &id)
 }
 
-const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Marks an error response whose body a protocol defines (RFC 6749 token errors): the edge leaves
 /// it as it is instead of writing a problem document.

@@ -187,9 +187,9 @@ fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route(
             "/metrics",
-            axum::routing::get(
-                |State(state): State<AppState>| async move { crate::routes::health::render_metrics(&state) },
-            ),
+            axum::routing::get(|State(state): State<AppState>| async move {
+                crate::routes::health::render_metrics(&state).await
+            }),
         )
         .with_state(state)
         .layer(axum::middleware::from_fn(middleware::finish_response))

@@ -98,6 +98,12 @@ pub struct Services {
     pub webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
     /// The job runner's status.
     pub jobs: strongroom_domain::jobs::JobsStatusReader,
+    /// `Idempotency-Key`.
+    pub idempotency: strongroom_domain::idempotency::Idempotency,
+    /// Whether this process leads the background jobs.
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
+    /// Outbox delivery outcomes of this process, for the metrics.
+    pub delivery_counters: Arc<strongroom_domain::outbox::deliver::DeliveryCounters>,
     /// OAuth 2.0 access tokens for services.
     pub access_tokens: Arc<strongroom_domain::oauth::AccessTokens>,
     /// Customer identity.
@@ -106,6 +112,13 @@ pub struct Services {
     pub staff: Arc<strongroom_domain::staff::StaffService>,
     /// HTTP settings.
     pub settings: HttpSettings,
+}
+
+impl Services {
+    /// Whether this process leads the background jobs now.
+    pub fn leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl std::fmt::Debug for Services {

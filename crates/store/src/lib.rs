@@ -10,6 +10,7 @@
 
 mod audit;
 mod coalesced_reads;
+mod idempotency;
 mod identity;
 mod outbox;
 pub use outbox::PgLeadership;

@@ -87,6 +87,12 @@ impl HealthRepository for Store {
             .map_err(store_error)?;
         Ok(())
     }
+
+    fn pool_stats(&self) -> strongroom_domain::ports::PoolStats {
+        let (open, idle, max) =
+            on_pool!(self, pool => (pool.size(), pool.num_idle(), pool.options().get_max_connections()));
+        strongroom_domain::ports::PoolStats { open, idle: u32::try_from(idle).unwrap_or(u32::MAX), max }
+    }
 }
 
 #[async_trait]

@@ -550,6 +550,25 @@ async fn openapi_covers_every_route(backend: Backend) {
     }
     let documented: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(documented, routes.len(), "every documented operation is in the list above");
+    // Every POST whose success shows a secret is one whose answer Idempotency-Key never keeps.
+    let mut missing = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(post) = item.get("post") else { continue };
+        let mut names = Vec::new();
+        for (status, response) in post["responses"].as_object().unwrap() {
+            if status.starts_with('2') {
+                collect_properties(&doc, &response["content"]["application/json"]["schema"], &mut names, 0);
+            }
+        }
+        let secret = names.iter().find(|n| SECRET_PROPERTIES.contains(&n.as_str()));
+        if let Some(name) = secret
+            && !strongroom_http::idempotency::exempt(path)
+            && !strongroom_http::idempotency::SHOWS_SECRET.contains(&path.as_str())
+        {
+            missing.push(format!("POST {path} answers `{name}`"));
+        }
+    }
+    assert!(missing.is_empty(), "add these to idempotency::SHOWS_SECRET: {missing:?}");
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     server.shutdown().await;
 }
@@ -641,4 +660,34 @@ async fn body_limit(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), 201);
     server.shutdown().await;
+}
+
+/// Property names of answers that carry a secret shown once.
+const SECRET_PROPERTIES: &[&str] =
+    &["secret", "session", "proof", "recovery_codes", "otpauth_uri", "value", "access_token"];
+
+/// Every property name in a schema, following `$ref`s into the components.
+fn collect_properties(doc: &Value, schema: &Value, names: &mut Vec<String>, depth: u32) {
+    if depth > 8 || schema.is_null() {
+        return;
+    }
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        collect_properties(doc, &doc["components"]["schemas"][name], names, depth + 1);
+        return;
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, inner) in properties {
+            names.push(name.clone());
+            collect_properties(doc, inner, names, depth + 1);
+        }
+    }
+    for combinator in ["allOf", "oneOf", "anyOf"] {
+        if let Some(parts) = schema[combinator].as_array() {
+            for part in parts {
+                collect_properties(doc, part, names, depth + 1);
+            }
+        }
+    }
+    collect_properties(doc, &schema["items"], names, depth + 1);
 }

@@ -48,6 +48,10 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
+/// Committed events counted by action, result and reason code, for the metrics (every label is
+/// a constant of the code, never a value from a request).
+pub type EventCounts = std::collections::HashMap<(&'static str, &'static str, &'static str), u64>;
+
 /// Handle to the audit log. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -55,6 +59,7 @@ pub struct AuditLog {
     repo: Arc<dyn AuditRepository>,
     signer: Arc<CheckpointSigner>,
     committed: Arc<AtomicU64>,
+    counts: Arc<std::sync::Mutex<EventCounts>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -69,6 +74,7 @@ struct Writer {
     clock: Arc<dyn Clock>,
     frontier: Frontier,
     committed: Arc<AtomicU64>,
+    counts: Arc<std::sync::Mutex<EventCounts>>,
     /// Size right after the last checkpoint's own `audit.checkpoint.made` entry.
     quiet_size: Option<u64>,
 }
@@ -92,16 +98,18 @@ impl AuditLog {
         let frontier = load_frontier(repo.as_ref()).await?;
         let committed = Arc::new(AtomicU64::new(frontier.size()));
         let (commands, receiver) = mpsc::channel(65_536);
+        let counts = Arc::new(std::sync::Mutex::new(EventCounts::new()));
         let writer = Writer {
             repo: repo.clone(),
             signer: signer.clone(),
             clock,
             frontier,
             committed: committed.clone(),
+            counts: counts.clone(),
             quiet_size: None,
         };
         let task = tokio::spawn(writer.run(receiver));
-        Ok((Self { commands, repo, signer, committed }, task))
+        Ok((Self { commands, repo, signer, committed, counts }, task))
     }
 
     /// Appends an event and returns its leaf index once it is committed. Waits for room in the
@@ -125,6 +133,11 @@ impl AuditLog {
         if self.commands.send(Command::Close(ack)).await.is_ok() {
             let _ = done.await;
         }
+    }
+
+    /// Events this process committed since it started, by action, result and reason code.
+    pub fn event_counts(&self) -> EventCounts {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Entries committed by this process's writer (others may have appended more).
@@ -272,6 +285,18 @@ impl Writer {
         };
         match outcome {
             Ok(first_seq) => {
+                if let Ok(mut counts) = self.counts.lock() {
+                    for (event, _) in &appends {
+                        let (result, reason) = match &event.outcome {
+                            Outcome::Success => ("success", ""),
+                            // A reason given with a success is free text of the caller's: not a label.
+                            Outcome::SuccessBecause(_) => ("success", ""),
+                            Outcome::Denied(code) => ("denied", *code),
+                            Outcome::Failed(code) => ("failed", *code),
+                        };
+                        *counts.entry((event.action, result, reason)).or_insert(0) += 1;
+                    }
+                }
                 for (offset, (_, ack)) in appends.into_iter().enumerate() {
                     if let Some(ack) = ack {
                         let _ = ack.send(Ok(first_seq + offset as u64));

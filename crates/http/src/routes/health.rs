@@ -46,10 +46,15 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
     (status = 403, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn metrics(_auth: ApiKeyAuth<scope::AdminMetrics>, State(state): State<AppState>) -> impl IntoResponse {
-    render_metrics(&state)
+    render_metrics(&state).await
 }
 
-/// The metrics response (also served by the separate metrics listener).
-pub fn render_metrics(state: &AppState) -> impl IntoResponse + use<> {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+/// The metrics response (also served by the separate metrics listener): the request metrics,
+/// then the figures gathered now (process, database pool, audit log, outbox, jobs, keys).
+pub async fn render_metrics(state: &AppState) -> impl IntoResponse + use<> {
+    let requests = state.metrics.render();
+    let mut body = requests.strip_suffix("# EOF\n").map(str::to_owned).unwrap_or(requests);
+    body.push_str(&crate::metrics::operational::render(state).await);
+    body.push_str("# EOF\n");
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }

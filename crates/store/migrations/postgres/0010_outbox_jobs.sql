@@ -60,3 +60,20 @@ CREATE TABLE job_leader (
     since BIGINT NOT NULL,
     heartbeat_at BIGINT NOT NULL
 );
+
+-- Idempotency-Key: the first answer to a POST, per caller (a keyed digest of its credential) and
+-- key, kept sealed for 24 hours; `unavailable` answers showed a secret once and are not kept.
+CREATE TABLE idempotency_keys (
+    scope BYTEA NOT NULL,
+    key TEXT NOT NULL,
+    request_hash BYTEA NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('in_progress', 'done', 'unavailable')),
+    status BIGINT,
+    content_type TEXT,
+    body_sealed BYTEA,
+    locked_until BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);

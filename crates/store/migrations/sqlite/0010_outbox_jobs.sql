@@ -60,3 +60,20 @@ CREATE TABLE job_leader (
     since INTEGER NOT NULL,
     heartbeat_at INTEGER NOT NULL
 );
+
+-- Idempotency-Key: the first answer to a POST, per caller (a keyed digest of its credential) and
+-- key, kept sealed for 24 hours; `unavailable` answers showed a secret once and are not kept.
+CREATE TABLE idempotency_keys (
+    scope BLOB NOT NULL,
+    key TEXT NOT NULL,
+    request_hash BLOB NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('in_progress', 'done', 'unavailable')),
+    status INTEGER,
+    content_type TEXT,
+    body_sealed BLOB,
+    locked_until INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
