@@ -157,6 +157,7 @@ impl Core {
         let vault_keys = VaultKeys::open(Arc::new(store.clone()), kms.clone(), clock, entropy, key_settings)
             .await
             .context("cannot open the vault's keys")?;
+        vault_keys.set_outbox(outbox.clone());
         Ok(Self {
             store,
             kms,

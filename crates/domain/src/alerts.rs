@@ -46,6 +46,11 @@ impl SecurityAlerts {
         Self { outbox: Some(outbox), alert_webhook }
     }
 
+    /// The outbox, when there is one (the vault writes its other events there too).
+    pub fn outbox(&self) -> Option<&crate::outbox::Outbox> {
+        self.outbox.as_ref()
+    }
+
     /// Writes the alert durably into the outbox (delivery follows, at least once).
     pub async fn raise(&self, alert: SecurityAlert) -> Result<(), crate::DomainError> {
         let Some(outbox) = &self.outbox else {

@@ -59,6 +59,11 @@ impl Postman {
         Self { outbox }
     }
 
+    /// The outbox it writes into (to write mail with the change that causes it).
+    pub fn outbox(&self) -> &crate::outbox::Outbox {
+        &self.outbox
+    }
+
     /// Queues a mail; returns once it is durably written (not sent).
     pub async fn post(&self, mail: Mail) -> Result<(), crate::DomainError> {
         self.outbox.mail(None, &mail).await

@@ -8,6 +8,7 @@ use strongroom_types::Timestamp;
 use crate::StoreError;
 use crate::api_keys::{ApiKeyId, ApiKeyRecord};
 use crate::merchants::{Merchant, MerchantId};
+use crate::outbox::OutboxMessage;
 
 /// A wrapped (KMS-encrypted) deployment key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,11 +339,11 @@ pub trait VaultRepository: Send + Sync {
 
     /// Stores a new version as active and demotes the active one, in one transaction. Fails with
     /// `Conflict` when the version exists (another process rotated at the same time).
-    async fn insert_active_kek(&self, kek: &KekRecord) -> Result<(), StoreError>;
+    async fn insert_active_kek(&self, kek: &KekRecord, events: &[OutboxMessage]) -> Result<(), StoreError>;
 
     /// Retires a previous version no data key uses: drops its wrapped material. False when it is
     /// active, already retired, unknown or still in use.
-    async fn retire_kek(&self, version: u32, at: Timestamp) -> Result<bool, StoreError>;
+    async fn retire_kek(&self, version: u32, at: Timestamp, events: &[OutboxMessage]) -> Result<bool, StoreError>;
 
     /// The data key of a merchant's customer (`""`: the merchant's own).
     async fn data_key_for(&self, merchant: &MerchantId, customer: &str) -> Result<Option<DataKeyRecord>, StoreError>;
@@ -423,7 +424,13 @@ pub trait VaultRepository: Send + Sync {
 
     /// Crypto-shreds a customer in one transaction: deletes the data key and empties every token
     /// of the customer. Returns how many tokens were erased.
-    async fn erase_customer(&self, merchant: &MerchantId, customer: &str, at: Timestamp) -> Result<u64, StoreError>;
+    async fn erase_customer(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        at: Timestamp,
+        events: &[OutboxMessage],
+    ) -> Result<u64, StoreError>;
 
     /// Deletes up to `limit` tokens that expired by `now`; returns how many.
     async fn purge_expired_tokens(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
@@ -950,7 +957,7 @@ pub struct ApprovalRecord {
 #[async_trait]
 pub trait StaffRepository: Send + Sync {
     /// Stores a new staff member; false (nothing written) when the email is taken.
-    async fn insert_staff(&self, staff: &StaffRecord) -> Result<bool, StoreError>;
+    async fn insert_staff(&self, staff: &StaffRecord, events: &[OutboxMessage]) -> Result<bool, StoreError>;
 
     /// A staff member by id, within a merchant (`None` for any merchant).
     async fn staff(&self, merchant: Option<&MerchantId>, id: &str) -> Result<Option<StaffRecord>, StoreError>;
@@ -984,7 +991,13 @@ pub trait StaffRepository: Send + Sync {
     async fn clear_staff_failures(&self, id: &str) -> Result<(), StoreError>;
 
     /// Sets the status; false when the staff member is not the merchant's.
-    async fn set_staff_status(&self, merchant: &MerchantId, id: &str, status: StaffStatus) -> Result<bool, StoreError>;
+    async fn set_staff_status(
+        &self,
+        merchant: &MerchantId,
+        id: &str,
+        status: StaffStatus,
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError>;
 
     /// Stores a pending TOTP seed (replacing a pending one); false when TOTP is confirmed.
     async fn begin_staff_totp(&self, id: &str, sealed: &[u8]) -> Result<bool, StoreError>;
@@ -1005,6 +1018,7 @@ pub trait StaffRepository: Send + Sync {
         id: &str,
         expected: &[String],
         roles: &[String],
+        events: &[OutboxMessage],
     ) -> Result<bool, StoreError>;
 
     /// Stores a new session.
@@ -1035,13 +1049,18 @@ pub trait StaffRepository: Send + Sync {
     async fn complete_staff_challenge(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
 
     /// Stores a custom role; false when the merchant has one by that name.
-    async fn insert_role(&self, role: &RoleRecord) -> Result<bool, StoreError>;
+    async fn insert_role(&self, role: &RoleRecord, events: &[OutboxMessage]) -> Result<bool, StoreError>;
 
     /// A merchant's custom roles, by name.
     async fn roles(&self, merchant: &MerchantId) -> Result<Vec<RoleRecord>, StoreError>;
 
     /// Deletes a custom role; false when there is none by that name.
-    async fn delete_role(&self, merchant: &MerchantId, name: &str) -> Result<bool, StoreError>;
+    async fn delete_role(
+        &self,
+        merchant: &MerchantId,
+        name: &str,
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError>;
 
     /// Stores an approval request.
     async fn insert_approval(&self, approval: &ApprovalRecord) -> Result<(), StoreError>;

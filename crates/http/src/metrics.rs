@@ -135,7 +135,8 @@ pub mod operational {
 
     #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
     struct JobLabel {
-        job: String,
+        /// Not `job`: Prometheus sets that label to the scrape job's name.
+        job_name: String,
     }
 
     #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -273,7 +274,7 @@ pub mod operational {
             let failures = Family::<JobLabel, Counter>::default();
             let last_ok = Family::<JobLabel, Gauge>::default();
             for job in &status.jobs {
-                let label = JobLabel { job: job.name.clone() };
+                let label = JobLabel { job_name: job.name.clone() };
                 if let Some(at) = job.last_finished_at.as_deref().and_then(strongroom_types::Timestamp::parse_rfc3339) {
                     last_run.get_or_create(&label).set(at.unix_millis() / 1000);
                 }

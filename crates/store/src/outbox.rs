@@ -89,6 +89,50 @@ impl From<DeliveryRow> for DeliveryRecord {
     }
 }
 
+/// Writes outbox messages on `$tx` (a transaction of either backend): the events of a change go
+/// in with the change. A macro because the statement must be compiled for each backend's
+/// connection type, as `on_pool!` does.
+macro_rules! write_messages {
+    ($tx:expr, $messages:expr) => {
+        for m in $messages {
+            sqlx::query(
+                "INSERT INTO outbox (id, event_id, merchant_id, channel, destination, event_type, payload, \
+                 created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&m.id)
+            .bind(&m.event_id)
+            .bind(m.merchant.as_ref().map(|x| x.as_str()))
+            .bind(m.channel.as_str())
+            .bind(m.destination.as_deref())
+            .bind(&m.event_type)
+            .bind(&m.payload)
+            .bind(m.created_at.unix_millis())
+            .bind(m.next_attempt_at.unix_millis())
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+pub(crate) use write_messages;
+
+/// Runs one conditional statement and, when it changed a row, writes `$messages` in the same
+/// transaction; evaluates to the affected-row count.
+macro_rules! change_with_messages {
+    ($store:expr, $query:expr, $messages:expr) => {
+        $crate::on_pool!($store, pool => async {
+            let mut tx = pool.begin().await?;
+            let changed = $query.execute(&mut *tx).await?.rows_affected();
+            if changed > 0 {
+                $crate::outbox::write_messages!(tx, $messages);
+            }
+            tx.commit().await?;
+            Ok::<u64, sqlx::Error>(changed)
+        }.await)
+        .map_err($crate::store_error)
+    };
+}
+pub(crate) use change_with_messages;
+
 const MESSAGE_COLUMNS: &str =
     "id, event_id, merchant_id, channel, destination, event_type, payload, created_at, next_attempt_at, attempts";
 
@@ -97,23 +141,7 @@ impl OutboxRepository for Store {
     async fn enqueue(&self, messages: &[OutboxMessage]) -> Result<(), StoreError> {
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            for m in messages {
-                sqlx::query(
-                    "INSERT INTO outbox (id, event_id, merchant_id, channel, destination, event_type, payload, \
-                     created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&m.id)
-                .bind(&m.event_id)
-                .bind(m.merchant.as_ref().map(|x| x.as_str()))
-                .bind(m.channel.as_str())
-                .bind(m.destination.as_deref())
-                .bind(&m.event_type)
-                .bind(&m.payload)
-                .bind(m.created_at.unix_millis())
-                .bind(m.next_attempt_at.unix_millis())
-                .execute(&mut *tx)
-                .await?;
-            }
+            write_messages!(tx, messages);
             tx.commit().await
         }.await)
         .map_err(store_error)
@@ -196,22 +224,25 @@ impl OutboxRepository for Store {
         Ok(stats)
     }
 
-    async fn subscribed_endpoints(&self, merchant: &MerchantId, event_type: &str) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String, String)> = on_pool!(self, pool =>
+    async fn subscribed_endpoints(
+        &self,
+        merchant: Option<&MerchantId>,
+        event_type: &str,
+    ) -> Result<Vec<(String, MerchantId)>, StoreError> {
+        let rows: Vec<(String, String, String)> = on_pool!(self, pool =>
             sqlx::query_as(
-                "SELECT id, event_types FROM webhook_endpoints WHERE merchant_id = $1 AND status = 'enabled' \
-                 ORDER BY created_at",
+                "SELECT id, merchant_id, event_types FROM webhook_endpoints \
+                 WHERE ($1 IS NULL OR merchant_id = $1) AND status = 'enabled' ORDER BY created_at",
             )
-            .bind(merchant.as_str())
+            .bind(merchant.map(|m| m.as_str()))
             .fetch_all(pool)
             .await
         )
         .map_err(store_error)?;
-        Ok(rows
-            .into_iter()
-            .filter(|(_, types)| event_type == "*" || subscribes(&parse_types(types), event_type))
-            .map(|(id, _)| id)
-            .collect())
+        rows.into_iter()
+            .filter(|(_, _, types)| event_type == "*" || subscribes(&parse_types(types), event_type))
+            .map(|(id, m, _)| Ok((id, MerchantId::parse(&m).map_err(|_| corrupt("merchant id"))?)))
+            .collect()
     }
 
     async fn purge_outbox(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {

@@ -11,7 +11,9 @@ use strongroom_domain::ports::{
 };
 use strongroom_types::Timestamp;
 
+use crate::outbox::change_with_messages;
 use crate::{Store, on_pool, store_error};
+use strongroom_domain::outbox::OutboxMessage;
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Other(format!("stored {what} is not valid"))
@@ -214,35 +216,36 @@ const APPROVAL_COLUMNS: &str = "id, merchant_id, action, target, reason, request
 
 #[async_trait]
 impl StaffRepository for Store {
-    async fn insert_staff(&self, s: &StaffRecord) -> Result<bool, StoreError> {
+    async fn insert_staff(&self, s: &StaffRecord, events: &[OutboxMessage]) -> Result<bool, StoreError> {
         let sql = format!(
             "INSERT INTO staff ({STAFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
              $15, $16, $17, $18, $19) ON CONFLICT DO NOTHING"
         );
-        on_pool!(self, pool => sqlx::query(&sql)
-            .bind(&s.id)
-            .bind(s.merchant_id.as_str())
-            .bind(&s.email_lookup)
-            .bind(&s.email_sealed)
-            .bind(&s.data_key_id)
-            .bind(&s.password_hash)
-            .bind(s.password_history.join("\n"))
-            .bind(s.password_changed_at.map(Timestamp::unix_millis))
-            .bind(s.status.as_str())
-            .bind(i64::from(s.failures))
-            .bind(s.locked_until.map(Timestamp::unix_millis))
-            .bind(&s.totp_sealed)
-            .bind(s.totp_confirmed_at.map(Timestamp::unix_millis))
-            .bind(s.totp_last_step.map(step))
-            .bind(s.roles.join(" "))
-            .bind(&s.invite_digest)
-            .bind(s.invite_expires_at.map(Timestamp::unix_millis))
-            .bind(&s.created_by)
-            .bind(s.created_at.unix_millis())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected() == 1))
-        .map_err(store_error)
+        let changed = change_with_messages!(
+            self,
+            sqlx::query(&sql)
+                .bind(&s.id)
+                .bind(s.merchant_id.as_str())
+                .bind(&s.email_lookup)
+                .bind(&s.email_sealed)
+                .bind(&s.data_key_id)
+                .bind(&s.password_hash)
+                .bind(s.password_history.join("\n"))
+                .bind(s.password_changed_at.map(Timestamp::unix_millis))
+                .bind(s.status.as_str())
+                .bind(i64::from(s.failures))
+                .bind(s.locked_until.map(Timestamp::unix_millis))
+                .bind(&s.totp_sealed)
+                .bind(s.totp_confirmed_at.map(Timestamp::unix_millis))
+                .bind(s.totp_last_step.map(step))
+                .bind(s.roles.join(" "))
+                .bind(&s.invite_digest)
+                .bind(s.invite_expires_at.map(Timestamp::unix_millis))
+                .bind(&s.created_by)
+                .bind(s.created_at.unix_millis()),
+            events
+        )?;
+        Ok(changed == 1)
     }
 
     async fn staff(&self, merchant: Option<&MerchantId>, id: &str) -> Result<Option<StaffRecord>, StoreError> {
@@ -322,11 +325,19 @@ impl StaffRepository for Store {
         on_pool!(self, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|_| ())).map_err(store_error)
     }
 
-    async fn set_staff_status(&self, merchant: &MerchantId, id: &str, status: StaffStatus) -> Result<bool, StoreError> {
+    async fn set_staff_status(
+        &self,
+        merchant: &MerchantId,
+        id: &str,
+        status: StaffStatus,
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError> {
         let sql = "UPDATE staff SET status = $1 WHERE merchant_id = $2 AND id = $3";
-        on_pool!(self, pool => sqlx::query(sql).bind(status.as_str()).bind(merchant.as_str()).bind(id).execute(pool).await
-            .map(|r| r.rows_affected() == 1))
-        .map_err(store_error)
+        Ok(change_with_messages!(
+            self,
+            sqlx::query(sql).bind(status.as_str()).bind(merchant.as_str()).bind(id),
+            events
+        )? == 1)
     }
 
     async fn begin_staff_totp(&self, id: &str, sealed: &[u8]) -> Result<bool, StoreError> {
@@ -364,17 +375,14 @@ impl StaffRepository for Store {
         id: &str,
         expected: &[String],
         roles: &[String],
+        events: &[OutboxMessage],
     ) -> Result<bool, StoreError> {
         let sql = "UPDATE staff SET roles = $1 WHERE merchant_id = $2 AND id = $3 AND roles = $4";
-        on_pool!(self, pool => sqlx::query(sql)
-            .bind(roles.join(" "))
-            .bind(merchant.as_str())
-            .bind(id)
-            .bind(expected.join(" "))
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected() == 1))
-        .map_err(store_error)
+        Ok(change_with_messages!(
+            self,
+            sqlx::query(sql).bind(roles.join(" ")).bind(merchant.as_str()).bind(id).bind(expected.join(" ")),
+            events
+        )? == 1)
     }
 
     async fn insert_staff_session(&self, s: &StaffSessionRecord) -> Result<(), StoreError> {
@@ -468,19 +476,19 @@ impl StaffRepository for Store {
         .map_err(store_error)
     }
 
-    async fn insert_role(&self, r: &RoleRecord) -> Result<bool, StoreError> {
+    async fn insert_role(&self, r: &RoleRecord, events: &[OutboxMessage]) -> Result<bool, StoreError> {
         let sql = "INSERT INTO staff_roles (merchant_id, name, description, permissions, created_at) \
                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
-        on_pool!(self, pool => sqlx::query(sql)
-            .bind(r.merchant_id.as_str())
-            .bind(&r.name)
-            .bind(&r.description)
-            .bind(r.permissions.join(" "))
-            .bind(r.created_at.unix_millis())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected() == 1))
-        .map_err(store_error)
+        Ok(change_with_messages!(
+            self,
+            sqlx::query(sql)
+                .bind(r.merchant_id.as_str())
+                .bind(&r.name)
+                .bind(&r.description)
+                .bind(r.permissions.join(" "))
+                .bind(r.created_at.unix_millis()),
+            events
+        )? == 1)
     }
 
     async fn roles(&self, merchant: &MerchantId) -> Result<Vec<RoleRecord>, StoreError> {
@@ -492,11 +500,14 @@ impl StaffRepository for Store {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
-    async fn delete_role(&self, merchant: &MerchantId, name: &str) -> Result<bool, StoreError> {
+    async fn delete_role(
+        &self,
+        merchant: &MerchantId,
+        name: &str,
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError> {
         let sql = "DELETE FROM staff_roles WHERE merchant_id = $1 AND name = $2";
-        on_pool!(self, pool => sqlx::query(sql).bind(merchant.as_str()).bind(name).execute(pool).await
-            .map(|r| r.rows_affected() == 1))
-        .map_err(store_error)
+        Ok(change_with_messages!(self, sqlx::query(sql).bind(merchant.as_str()).bind(name), events)? == 1)
     }
 
     async fn insert_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {

@@ -11,7 +11,9 @@ use strongroom_domain::ports::{
 use strongroom_domain::vault::values::ValueKind;
 use strongroom_types::Timestamp;
 
+use crate::outbox::{change_with_messages, write_messages};
 use crate::{Store, on_pool, store_error};
+use strongroom_domain::outbox::OutboxMessage;
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Other(format!("stored {what} is not valid"))
@@ -403,7 +405,7 @@ impl VaultRepository for Store {
         Ok(())
     }
 
-    async fn insert_active_kek(&self, kek: &KekRecord) -> Result<(), StoreError> {
+    async fn insert_active_kek(&self, kek: &KekRecord, events: &[OutboxMessage]) -> Result<(), StoreError> {
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE vault_keks SET state = 'previous' WHERE state = 'active'").execute(&mut *tx).await?;
@@ -417,19 +419,18 @@ impl VaultRepository for Store {
             .bind(kek.created_at.unix_millis())
             .execute(&mut *tx)
             .await?;
+            write_messages!(tx, events);
             tx.commit().await
         }.await)
         .map_err(store_error)
     }
 
-    async fn retire_kek(&self, version: u32, at: Timestamp) -> Result<bool, StoreError> {
+    async fn retire_kek(&self, version: u32, at: Timestamp, events: &[OutboxMessage]) -> Result<bool, StoreError> {
         let sql = "UPDATE vault_keks SET state = 'retired', wrapped = NULL, retired_at = $1 \
                    WHERE version = $2 AND state = 'previous' \
                    AND NOT EXISTS (SELECT 1 FROM vault_data_keys WHERE kek_version = $2)";
-        let changed = on_pool!(self, pool =>
-            sqlx::query(sql).bind(at.unix_millis()).bind(i64::from(version)).execute(pool).await.map(|r| r.rows_affected())
-        )
-        .map_err(store_error)?;
+        let changed =
+            change_with_messages!(self, sqlx::query(sql).bind(at.unix_millis()).bind(i64::from(version)), events)?;
         Ok(changed == 1)
     }
 
@@ -706,7 +707,13 @@ impl VaultRepository for Store {
         Ok(deleted == 1)
     }
 
-    async fn erase_customer(&self, merchant: &MerchantId, customer: &str, at: Timestamp) -> Result<u64, StoreError> {
+    async fn erase_customer(
+        &self,
+        merchant: &MerchantId,
+        customer: &str,
+        at: Timestamp,
+        events: &[OutboxMessage],
+    ) -> Result<u64, StoreError> {
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM vault_data_keys WHERE merchant_id = $1 AND customer_id = $2")
@@ -736,6 +743,7 @@ impl VaultRepository for Store {
                 .bind(customer)
                 .execute(&mut *tx)
                 .await?;
+            write_messages!(tx, events);
             tx.commit().await?;
             Ok::<_, sqlx::Error>(erased)
         }.await)

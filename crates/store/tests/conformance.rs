@@ -127,6 +127,7 @@ async fn suite(store: Store) {
     audit_suite(&store).await;
     identity_suite(&store, &merchant).await;
     staff_suite(&store, &merchant).await;
+    outbox_suite(&store, &merchant).await;
     vault_suite(&store, &merchant).await;
     store.close().await;
 }
@@ -208,7 +209,7 @@ async fn vault_suite(store: &Store, merchant: &MerchantId) {
         created_at: now,
         retired_at: None,
     };
-    store.insert_active_kek(&kek(latest + 1)).await.unwrap();
+    store.insert_active_kek(&kek(latest + 1), &[]).await.unwrap();
     let data_key = |id: &str, customer: &str| DataKeyRecord {
         id: id.into(),
         merchant_id: merchant.clone(),
@@ -220,7 +221,7 @@ async fn vault_suite(store: &Store, merchant: &MerchantId) {
     for (id, customer) in [("dk_v1", "cus_v1"), ("dk_v2", "cus_v2"), ("dk_v3", "cus_v3")] {
         assert_eq!(store.insert_data_key_if_absent(&data_key(id, customer)).await.unwrap().unwrap().id, id);
     }
-    store.insert_active_kek(&kek(latest + 2)).await.unwrap();
+    store.insert_active_kek(&kek(latest + 2), &[]).await.unwrap();
     let moved = |id: &str, from_version: u32| RewrappedKey {
         id: id.into(),
         from_version,
@@ -503,9 +504,9 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
         created_by: "cli".into(),
         created_at: t(0),
     };
-    assert!(store.insert_staff(&staff("stf_a", b"staff-a")).await.unwrap());
-    assert!(!store.insert_staff(&staff("stf_b", b"staff-a")).await.unwrap(), "one account per email");
-    assert!(store.insert_staff(&staff("stf_b", b"staff-b")).await.unwrap());
+    assert!(store.insert_staff(&staff("stf_a", b"staff-a"), &[]).await.unwrap());
+    assert!(!store.insert_staff(&staff("stf_b", b"staff-a"), &[]).await.unwrap(), "one account per email");
+    assert!(store.insert_staff(&staff("stf_b", b"staff-b"), &[]).await.unwrap());
     let stranger = MerchantId::generate(&OsEntropy);
     assert!(store.staff(Some(&stranger), "stf_a").await.unwrap().is_none());
     assert!(store.staff(None, "stf_a").await.unwrap().is_some());
@@ -548,9 +549,9 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
     // Roles change by compare-and-set.
     let owner = vec!["owner".to_owned()];
     let both = vec!["owner".to_owned(), "auditor".to_owned()];
-    assert!(store.set_staff_roles(merchant, "stf_a", &owner, &both).await.unwrap());
-    assert!(!store.set_staff_roles(merchant, "stf_a", &owner, &owner).await.unwrap(), "stale expectation");
-    assert!(!store.set_staff_roles(&stranger, "stf_a", &both, &owner).await.unwrap());
+    assert!(store.set_staff_roles(merchant, "stf_a", &owner, &both, &[]).await.unwrap());
+    assert!(!store.set_staff_roles(merchant, "stf_a", &owner, &owner, &[]).await.unwrap(), "stale expectation");
+    assert!(!store.set_staff_roles(&stranger, "stf_a", &both, &owner, &[]).await.unwrap());
 
     // Approvals: never decided by the requester, used once, for exactly their action and target.
     let approval = ApprovalRecord {
@@ -663,4 +664,115 @@ async fn postgres_lanes_survive_closed_connections() {
     );
     store.close().await;
     drop_postgres(&name).await;
+}
+
+fn message(id: &str, merchant: &MerchantId, at: i64) -> strongroom_domain::outbox::OutboxMessage {
+    strongroom_domain::outbox::OutboxMessage {
+        id: id.to_owned(),
+        event_id: format!("evt_{id}"),
+        merchant: Some(merchant.clone()),
+        channel: strongroom_domain::outbox::Channel::Alert,
+        destination: None,
+        event_type: "security.test".into(),
+        payload: b"{}".to_vec(),
+        created_at: Timestamp::from_unix_millis(at),
+        next_attempt_at: Timestamp::from_unix_millis(at),
+        attempts: 0,
+    }
+}
+
+/// The outbox: messages commit with the change that carries them (and not without it), a
+/// claimed message is leased (30 concurrent claimers, one winner), attempts are recorded, and
+/// `Idempotency-Key` claims have one winner too.
+async fn outbox_suite(store: &Store, merchant: &MerchantId) {
+    use strongroom_domain::idempotency::{IdempotencyRecord, IdempotencyRepository};
+    use strongroom_domain::outbox::{DeliveryResult, OutboxRepository};
+    use strongroom_domain::ports::StaffRepository;
+    let t = Timestamp::from_unix_millis;
+    let base = 1_900_000_000_000;
+    // A stale compare-and-set writes neither the change nor its event; a good one writes both.
+    let roles = store.staff(None, "stf_a").await.unwrap().unwrap().roles;
+    let stale = vec!["nobody".to_owned()];
+    assert!(
+        !store
+            .set_staff_roles(merchant, "stf_a", &stale, &roles, &[message("obx_lost", merchant, base)])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.set_staff_roles(merchant, "stf_a", &roles, &roles, &[message("obx_kept", merchant, base)]).await.unwrap()
+    );
+    let claimed = store.claim_due(t(base), t(base + 60_000), 100).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["obx_kept"], "only the committed change's event is in the outbox");
+    assert!(store.claim_due(t(base + 1), t(base + 60_000), 100).await.unwrap().is_empty(), "a leased message waits");
+
+    // A failed attempt with a retry time: pending again, due then.
+    let failed = DeliveryResult {
+        id: "obx_kept".into(),
+        at: t(base + 2),
+        status_code: Some(500),
+        latency_ms: 3,
+        error: Some("answered 500".into()),
+        delivered: false,
+        retry_at: Some(t(base + 10_000)),
+    };
+    store.record_attempts(&[failed]).await.unwrap();
+    assert!(store.claim_due(t(base + 9_999), t(base + 70_000), 100).await.unwrap().is_empty());
+    let retried = store.claim_due(t(base + 10_000), t(base + 70_000), 100).await.unwrap();
+    assert_eq!((retried.len(), retried[0].attempts), (1, 1));
+    let delivered = DeliveryResult {
+        id: "obx_kept".into(),
+        at: t(base + 10_001),
+        status_code: Some(200),
+        latency_ms: 2,
+        error: None,
+        delivered: true,
+        retry_at: None,
+    };
+    store.record_attempts(&[delivered]).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.delivered), (0, 1));
+
+    // 30 claimers race for one due message: one gets it.
+    store.enqueue(&[message("obx_race", merchant, base + 20_000)]).await.unwrap();
+    let racers: Vec<_> = (0..30)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_due(t(base + 20_000), t(base + 80_000), 10).await.unwrap().len() })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += racer.await.unwrap();
+    }
+    assert_eq!(won, 1, "one claimer gets the message");
+
+    // Idempotency keys: 30 racers, one claim; an expired key is taken over.
+    let claim = |at: i64| IdempotencyRecord {
+        scope: b"scope".to_vec(),
+        key: "k1".into(),
+        request_hash: b"hash".to_vec(),
+        state: "in_progress".into(),
+        status: None,
+        content_type: None,
+        body_sealed: None,
+        locked_until: t(at + 60_000),
+        expires_at: t(at + 86_400_000),
+    };
+    let racers: Vec<_> = (0..30)
+        .map(|_| {
+            let (store, record) = (store.clone(), claim(base));
+            tokio::spawn(async move { store.claim_key(&record, t(base)).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += u32::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "one request claims a key");
+    store.finish_key(b"scope", "k1", "done", 201, Some("application/json"), Some(b"sealed")).await.unwrap();
+    assert!(!store.claim_key(&claim(base + 120_000), t(base + 120_000)).await.unwrap(), "answered, not expired");
+    let next_day = base + 86_400_001;
+    assert!(store.claim_key(&claim(next_day), t(next_day)).await.unwrap(), "an expired key is free again");
 }

@@ -13,7 +13,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use strongroom_testkit::{Backend, TestServer, captured_logs, on_both_backends, test_python};
 
-on_both_backends!(events_reach_the_endpoint_signed_and_retried, private_and_loopback_destinations_are_refused,);
+on_both_backends!(
+    events_reach_the_endpoint_signed_and_retried,
+    private_and_loopback_destinations_are_refused,
+    an_erasure_and_its_event_commit_together
+);
 
 type Received = Arc<Mutex<Vec<(http::HeaderMap, String)>>>;
 
@@ -241,5 +245,36 @@ async fn private_and_loopback_destinations_are_refused(backend: Backend) {
     )
     .await;
     assert_eq!(status, 201, "{created}");
+    server.shutdown().await;
+}
+
+async fn an_erasure_and_its_event_commit_together(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let (url, received) = receiver(Arc::new(AtomicU16::new(200))).await;
+    let (status, _) = send(
+        &server,
+        Method::POST,
+        "/v1/webhook_endpoints",
+        Some(&json!({"url": url, "event_types": ["customer.data_erased"]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = send(
+        &server,
+        Method::POST,
+        "/v1/tokens",
+        Some(&json!({"type": "email", "customer": "cus_gone", "value": "gone@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, receipt) = send(&server, Method::DELETE, "/v1/customers/cus_gone/data", None).await;
+    assert_eq!(status, 200, "{receipt}");
+    let got = wait_for(&received, 1).await;
+    let event: Value = serde_json::from_str(&got[0].1).unwrap();
+    assert_eq!(
+        (event["type"].as_str(), event["data"]["customer"].as_str()),
+        (Some("customer.data_erased"), Some("cus_gone"))
+    );
+    assert!(!got[0].1.contains("gone@example.com"));
     server.shutdown().await;
 }

@@ -182,8 +182,10 @@ impl Outbox {
         self.write(vec![message]).await
     }
 
-    /// The messages of an event for the shop's webhook endpoints subscribed to `event_type`, and
-    /// (with `alert`) for the operator's alert webhook: one message per destination, one event id.
+    /// The messages of an event for the shop's webhook endpoints subscribed to `event_type` (those
+    /// of `merchant`, or of every merchant when `None`: a deployment-wide event such as a key
+    /// rotation), and (with `alert`) for the operator's alert webhook: one message per
+    /// destination, one event id. Write them with the change they report.
     /// The body is the JSON `{id, type, created_at, data}`; `data` must hold ids and codes only.
     pub async fn event_messages(
         &self,
@@ -202,17 +204,15 @@ impl Outbox {
         .to_string()
         .into_bytes();
         let mut messages = Vec::new();
-        if let Some(merchant) = merchant {
-            for endpoint in self.repo.subscribed_endpoints(merchant, event_type).await? {
-                messages.push(self.message(
-                    &event_id,
-                    Some(merchant),
-                    Channel::Webhook,
-                    Some(endpoint),
-                    event_type,
-                    body.clone(),
-                ));
-            }
+        for (endpoint, owner) in self.repo.subscribed_endpoints(merchant, event_type).await? {
+            messages.push(self.message(
+                &event_id,
+                Some(&owner),
+                Channel::Webhook,
+                Some(endpoint),
+                event_type,
+                body.clone(),
+            ));
         }
         if alert {
             messages.push(self.message(&event_id, merchant, Channel::Alert, None, event_type, body));

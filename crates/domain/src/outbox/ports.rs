@@ -159,8 +159,13 @@ pub trait OutboxRepository: Send + Sync + std::fmt::Debug {
     /// Depth and age.
     async fn stats(&self) -> Result<OutboxStats, StoreError>;
 
-    /// The enabled webhook endpoints of `merchant` subscribed to `event_type`.
-    async fn subscribed_endpoints(&self, merchant: &MerchantId, event_type: &str) -> Result<Vec<String>, StoreError>;
+    /// The enabled webhook endpoints subscribed to `event_type`, with their merchant: those of
+    /// `merchant`, or of every merchant for a deployment-wide event (`None`).
+    async fn subscribed_endpoints(
+        &self,
+        merchant: Option<&MerchantId>,
+        event_type: &str,
+    ) -> Result<Vec<(String, MerchantId)>, StoreError>;
 
     /// Deletes delivered and given-up messages created before `before`, at most `limit`.
     async fn purge_outbox(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;

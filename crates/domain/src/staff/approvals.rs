@@ -250,7 +250,9 @@ impl StaffService {
         self.require_approval(by, Action::GrantRole, &target, "role_grant", approval, client).await?;
         let mut roles = record.roles.clone();
         roles.push(role.to_owned());
-        if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &roles).await? {
+        let events =
+            self.events(by.merchant_id(), "staff.role_granted", serde_json::json!({"staff": id, "role": role})).await?;
+        if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &roles, &events).await? {
             return Err(DomainError::Conflict("roles_changed", "the roles changed meanwhile; read them again"));
         }
         self.forget_sessions();

@@ -289,26 +289,42 @@ impl StaffService {
             .on("staff", &staff.id)
     }
 
-    async fn post(&self, to: String, subject: &str, kind: &'static str, lines: &[String]) -> Result<(), DomainError> {
-        let Some(postman) = &self.postman else {
-            tracing::warn!(kind, "no mailer configured: mail not sent");
-            return Ok(());
-        };
+    fn render_mail(&self, to: String, subject: &str, kind: &'static str, lines: &[String]) -> Mail {
         let text = format!("{}\n\n{}\n", lines.join("\n\n"), self.settings.totp_issuer);
         let mut html = String::from("<!doctype html><html><body>");
         for line in lines {
             html.push_str(&format!("<p>{}</p>", escape_html(line)));
         }
         html.push_str("</body></html>");
-        postman
-            .post(Mail {
-                to: Secret::new(to),
-                subject: format!("{}: {subject}", self.settings.totp_issuer),
-                text: Secret::new(text),
-                html: Secret::new(html),
-                kind: kind.to_owned(),
-            })
-            .await
+        Mail {
+            to: Secret::new(to),
+            subject: format!("{}: {subject}", self.settings.totp_issuer),
+            text: Secret::new(text),
+            html: Secret::new(html),
+            kind: kind.to_owned(),
+        }
+    }
+
+    async fn post(&self, to: String, subject: &str, kind: &'static str, lines: &[String]) -> Result<(), DomainError> {
+        let Some(postman) = &self.postman else {
+            tracing::warn!(kind, "no mailer configured: mail not sent");
+            return Ok(());
+        };
+        postman.post(self.render_mail(to, subject, kind, lines)).await
+    }
+
+    /// The outbox messages of a staff event for the merchant's webhook endpoints, to be written
+    /// with the change (none without an outbox).
+    async fn events(
+        &self,
+        merchant: &MerchantId,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> Result<Vec<crate::outbox::OutboxMessage>, DomainError> {
+        match &self.postman {
+            Some(postman) => postman.outbox().event_messages(Some(merchant), event_type, data, false).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     async fn custom_roles(&self, merchant: &MerchantId) -> Result<Vec<RoleRecord>, DomainError> {
@@ -386,7 +402,15 @@ impl StaffService {
             created_at: now,
         };
         record.email_sealed = self.seal(&record, "email", canonical.expose().as_bytes()).await?;
-        if !self.repo.insert_staff(&record).await? {
+        // The account, its webhook event and its invitation mail commit together.
+        let mut messages = self.events(merchant, "staff.invited", serde_json::json!({"staff": id})).await?;
+        if let Some(postman) = &self.postman {
+            let mail = self.invitation_mail(canonical.expose(), &token, expires_at);
+            messages.push(postman.outbox().mail_message(Some(merchant), &mail)?);
+        } else {
+            tracing::warn!(kind = "staff_invitation", "no mailer configured: mail not sent");
+        }
+        if !self.repo.insert_staff(&record, &messages).await? {
             return Err(DomainError::Conflict("staff_exists", "a staff account has this email"));
         }
         let event = match by {
@@ -395,19 +419,16 @@ impl StaffService {
                 .for_merchant(merchant),
         };
         self.record(event.on("staff", &id), client).await?;
-        self.send_invitation(canonical.expose(), &token, expires_at).await?;
+        if let Some(postman) = &self.postman {
+            postman.outbox().wake().notify_one();
+        }
         Ok(Invitation { staff: self.view(&record).await?, token, expires_at })
     }
 
-    async fn send_invitation(
-        &self,
-        to: &str,
-        token: &Secret<String>,
-        expires_at: Timestamp,
-    ) -> Result<(), DomainError> {
+    fn invitation_mail(&self, to: &str, token: &Secret<String>, expires_at: Timestamp) -> Mail {
         let link =
             format!("{}/staff/invitation#token={}", self.settings.link_base.trim_end_matches('/'), token.expose());
-        self.post(
+        self.render_mail(
             to.to_owned(),
             "you are invited",
             "staff_invitation",
@@ -419,7 +440,6 @@ impl StaffService {
                 format!("The link works once, until {}.", expires_at.to_rfc3339()),
             ],
         )
-        .await
     }
 
     /// Accepts an invitation: sets the first password. The account still has no session: the
@@ -897,7 +917,9 @@ impl StaffService {
                 "this staff member has not accepted the invitation yet",
             ));
         }
-        if !self.repo.set_staff_status(by.merchant_id(), id, status).await? {
+        let action = if status == StaffStatus::Disabled { "staff.disabled" } else { "staff.enabled" };
+        let events = self.events(by.merchant_id(), action, serde_json::json!({"staff": id})).await?;
+        if !self.repo.set_staff_status(by.merchant_id(), id, status, &events).await? {
             return Err(DomainError::NotFound);
         }
         let now = self.now();
@@ -905,7 +927,6 @@ impl StaffService {
             self.repo.end_staff_sessions(id, None, now).await?;
         }
         self.forget_sessions();
-        let action = if status == StaffStatus::Disabled { "staff.disabled" } else { "staff.enabled" };
         self.record(by.event(action, Outcome::Success).on("staff", id), client).await?;
         self.get(by, id).await
     }
@@ -935,7 +956,9 @@ impl StaffService {
             self.require_another_owner(by.merchant_id(), id).await?;
         }
         let remaining: Vec<String> = record.roles.iter().filter(|r| *r != role).cloned().collect();
-        if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &remaining).await? {
+        let events =
+            self.events(by.merchant_id(), "staff.role_revoked", serde_json::json!({"staff": id, "role": role})).await?;
+        if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &remaining, &events).await? {
             return Err(DomainError::Conflict("roles_changed", "the roles changed meanwhile; read them again"));
         }
         self.forget_sessions();
@@ -1021,7 +1044,8 @@ impl StaffService {
             permissions: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
             created_at: self.now(),
         };
-        if !self.repo.insert_role(&record).await? {
+        let events = self.events(by.merchant_id(), "staff.role_created", serde_json::json!({"role": name})).await?;
+        if !self.repo.insert_role(&record, &events).await? {
             return Err(DomainError::Conflict("role_exists", "a role has that name"));
         }
         self.record(by.event("staff.role_created", Outcome::SuccessBecause(name.to_owned())), client).await?;
@@ -1050,7 +1074,8 @@ impl StaffService {
                 "revoke the role from everyone who holds it (and deny open requests for it) first",
             ));
         }
-        if !self.repo.delete_role(by.merchant_id(), name).await? {
+        let events = self.events(by.merchant_id(), "staff.role_deleted", serde_json::json!({"role": name})).await?;
+        if !self.repo.delete_role(by.merchant_id(), name, &events).await? {
             return Err(DomainError::NotFound);
         }
         self.forget_sessions();

@@ -89,6 +89,8 @@ pub struct VaultKeys {
     refresh: tokio::sync::Mutex<()>,
     by_id: TtlCache<String, Arc<Key256>>,
     by_owner: TtlCache<(MerchantId, String), String>,
+    /// Where rotations and retirements are announced (set once the outbox exists).
+    outbox: std::sync::OnceLock<crate::outbox::Outbox>,
 }
 
 impl std::fmt::Debug for VaultKeys {
@@ -126,6 +128,7 @@ impl VaultKeys {
             refresh: tokio::sync::Mutex::new(()),
             by_id: TtlCache::new(settings.data_key_cache_ttl, settings.data_key_cache_capacity),
             by_owner: TtlCache::new(settings.data_key_cache_ttl, settings.data_key_cache_capacity),
+            outbox: std::sync::OnceLock::new(),
         };
         if keys.repo.keks().await?.is_empty() {
             match keys.insert_new_version(1).await {
@@ -148,8 +151,26 @@ impl VaultKeys {
             created_at: self.clock.now(),
             retired_at: None,
         };
-        self.repo.insert_active_kek(&record).await?;
+        let events = self.events("vault.key_rotated", serde_json::json!({"version": version})).await?;
+        self.repo.insert_active_kek(&record, &events).await?;
         Ok(())
+    }
+
+    /// Announces key operations to every merchant's webhook endpoints (from now on).
+    pub fn set_outbox(&self, outbox: crate::outbox::Outbox) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    /// The messages of a deployment-wide key event, written with the change.
+    async fn events(
+        &self,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> Result<Vec<crate::outbox::OutboxMessage>, DomainError> {
+        match self.outbox.get() {
+            Some(outbox) => outbox.event_messages(None, event_type, data, false).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Reads the KEK versions and unwraps every one still holding material. With `reuse`, keys
@@ -390,7 +411,8 @@ impl VaultKeys {
 
     /// Retires a previous version no data key uses. False when it cannot be retired.
     pub async fn retire(&self, version: u32) -> Result<bool, DomainError> {
-        let retired = self.repo.retire_kek(version, self.clock.now()).await?;
+        let events = self.events("vault.key_retired", serde_json::json!({"version": version})).await?;
+        let retired = self.repo.retire_kek(version, self.clock.now(), &events).await?;
         if retired {
             self.reload(true).await?;
         }

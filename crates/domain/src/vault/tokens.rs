@@ -760,7 +760,14 @@ impl VaultService {
         let merchant = principal.merchant_id();
         let data_key = self.repo.data_key_for(merchant, customer).await?;
         let at = self.clock.now();
-        let erased = self.repo.erase_customer(merchant, customer, at).await?;
+        let events = match self.alerts.outbox() {
+            Some(outbox) => {
+                let data = serde_json::json!({"customer": customer, "erased_at": at.to_rfc3339()});
+                outbox.event_messages(Some(merchant), "customer.data_erased", data, false).await?
+            }
+            None => Vec::new(),
+        };
+        let erased = self.repo.erase_customer(merchant, customer, at, &events).await?;
         self.keys.forget(merchant, customer, data_key.as_ref().map(|k| k.id.as_str()));
         let event = self.event(principal, source, "privacy.customer_erased", Outcome::Success).on("customer", customer);
         let audit_index = self.audit.record(event).await?;
