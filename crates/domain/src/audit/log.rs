@@ -98,7 +98,15 @@ impl AuditLog {
         let frontier = load_frontier(repo.as_ref()).await?;
         let committed = Arc::new(AtomicU64::new(frontier.size()));
         let (commands, receiver) = mpsc::channel(65_536);
-        let counts = Arc::new(std::sync::Mutex::new(EventCounts::new()));
+        // The series alerts watch for a first occurrence exist from the start, at 0, so that a
+        // rate over them sees the first event.
+        let mut seeded = EventCounts::new();
+        for reason in ["read", "revealed", "deleted", "used"] {
+            seeded.insert(("security.canary_token_used", "failed", reason), 0);
+        }
+        seeded.insert(("security.integrity_error", "failed", "decrypt_failed"), 0);
+        seeded.insert(("staff.locked", "denied", "too_many_failures"), 0);
+        let counts = Arc::new(std::sync::Mutex::new(seeded));
         let writer = Writer {
             repo: repo.clone(),
             signer: signer.clone(),
