@@ -7,76 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_strongroom");
-
-fn strongroom(data_dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("STRONGROOM_DATABASE_URL")
-        .env_remove("STRONGROOM_CONFIG")
-        .env("STRONGROOM_SERVER__LISTEN", "127.0.0.1:0")
-        .env("STRONGROOM_API_KEYS__CACHE_TTL", "0s")
-        .current_dir(data_dir.parent().unwrap());
-    command
-}
-
-struct Serving {
-    child: Child,
-    banner: String,
-    port: u16,
-    stderr: std::thread::JoinHandle<String>,
-}
-
-/// Starts `serve` and reads standard output until the banner is complete.
-fn serve(data_dir: &Path) -> Serving {
-    let mut child = strongroom(data_dir).arg("serve").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        for line in BufReader::new(stderr).lines() {
-            text.push_str(&line.unwrap_or_default());
-            text.push('\n');
-        }
-        text
-    });
-    let mut banner = String::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in &mut lines {
-        let line = line.unwrap();
-        banner.push_str(&line);
-        banner.push('\n');
-        if line.starts_with("Stop with Ctrl-C") {
-            break;
-        }
-    }
-    assert!(banner.contains("is serving"), "serve did not start: {banner}");
-    let port = banner
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("API").map(str::trim))
-        .and_then(|url| url.strip_prefix("https://127.0.0.1:"))
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    Serving { child, banner, port, stderr }
-}
-
-fn terminate(serving: &mut Serving) -> i32 {
-    let pid = serving.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = serving.child.wait().unwrap();
-    status.code().unwrap_or(-1)
-}
-
-fn client(data_dir: &Path) -> reqwest::Client {
-    let ca = std::fs::read(data_dir.join("tls/ca.pem")).unwrap();
-    reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap()
-}
+mod common;
+use common::{BIN, Serving, bootstrap_key, client, serve, strongroom, terminate};
 
 /// Exports the audit log of `data` into `out` and returns every entry, decoded from its leaf.
 fn exported_entries(data: &Path, out: &Path) -> Vec<serde_json::Value> {
@@ -94,9 +26,6 @@ fn exported_entries(data: &Path, out: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn bootstrap_key(banner: &str) -> String {
-    banner.split_whitespace().find(|w| w.starts_with("sr_live_")).unwrap().to_owned()
-}
 
 #[test]
 fn help_describes_every_command() {
