@@ -2,13 +2,12 @@
 //! healthcheck, migrate, apikey commands and graceful shutdown on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{BIN, Serving, bootstrap_key, client, serve, strongroom, terminate};
+use common::{BIN, bootstrap_key, client, serve, strongroom, terminate};
 
 /// Exports the audit log of `data` into `out` and returns every entry, decoded from its leaf.
 fn exported_entries(data: &Path, out: &Path) -> Vec<serde_json::Value> {
@@ -25,7 +24,6 @@ fn exported_entries(data: &Path, out: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
-
 
 #[test]
 fn help_describes_every_command() {

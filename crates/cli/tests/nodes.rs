@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Serving, bootstrap_key, client, serve, strongroom};
+use common::{Serving, bootstrap_key, client, strongroom};
 use serde_json::{Value, json};
 
 type Seen = Arc<Mutex<HashMap<String, (u32, Instant)>>>;
@@ -73,7 +73,8 @@ fn postgres_url() -> Option<String> {
     let admin = std::env::var("STRONGROOM_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let answers = std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().unwrap(), Duration::from_secs(2)).is_ok();
+    let answers =
+        std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().unwrap(), Duration::from_secs(2)).is_ok();
     if !answers {
         assert!(!ci, "PostgreSQL is required under CI=true");
         eprintln!("SKIPPED: PostgreSQL does not answer; the two-node test needs it");

@@ -62,7 +62,9 @@ async fn metrics_describe_the_service_without_values(backend: Backend) {
         assert!(scrape.contains(name), "{name} missing from:\n{scrape}");
     }
     assert!(scrape.ends_with("# EOF\n"));
-    assert!(!scrape.contains(canary_email) && !scrape.contains("nobody@example.com") && !scrape.contains("not_a_real_key"));
+    assert!(
+        !scrape.contains(canary_email) && !scrape.contains("nobody@example.com") && !scrape.contains("not_a_real_key")
+    );
 
     if let Some(promtool) = promtool() {
         let mut child = Command::new(&promtool)
@@ -76,10 +78,15 @@ async fn metrics_describe_the_service_without_values(backend: Backend) {
         let output = child.wait_with_output().unwrap();
         let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         assert!(output.status.success(), "promtool check metrics: {said}");
-        let rules = Command::new(&promtool).args(["check", "rules", &repo_file("deploy/prometheus/alerts.yml")]).output().unwrap();
+        let rules = Command::new(&promtool)
+            .args(["check", "rules", &repo_file("deploy/prometheus/alerts.yml")])
+            .output()
+            .unwrap();
         assert!(rules.status.success(), "{}", String::from_utf8_lossy(&rules.stdout));
-        let tests =
-            Command::new(&promtool).args(["test", "rules", &repo_file("deploy/prometheus/alerts_test.yml")]).output().unwrap();
+        let tests = Command::new(&promtool)
+            .args(["test", "rules", &repo_file("deploy/prometheus/alerts_test.yml")])
+            .output()
+            .unwrap();
         assert!(tests.status.success(), "{}", String::from_utf8_lossy(&tests.stdout));
     }
     let dashboard: serde_json::Value =

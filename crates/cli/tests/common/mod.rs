@@ -82,7 +82,6 @@ pub fn client(data_dir: &Path) -> reqwest::Client {
         .unwrap()
 }
 
-
 /// The bootstrap API key a first start prints.
 pub fn bootstrap_key(banner: &str) -> String {
     banner.split_whitespace().find(|w| w.starts_with("sr_live_")).unwrap().to_owned()

@@ -191,8 +191,9 @@ impl IdentityService {
     ) -> Result<LoginOutcome, DomainError> {
         let now = self.now();
         let Ok(email) = self.email(email, "/email") else {
-            // A malformed email is a wrong credential like any other.
+            // A malformed email is a wrong credential like any other (and audited like one).
             let _ = self.hasher.verify(None, password).await?;
+            self.audit_login(merchant, None, client, Outcome::Denied("malformed_email")).await?;
             return Err(DomainError::InvalidCredentials);
         };
         if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, now) {
@@ -202,6 +203,7 @@ impl IdentityService {
         // One verification per email at a time on this node: a burst cannot pass one open gate.
         let Some(_slot) = self.in_flight.enter(&email.lookup) else {
             let _ = self.hasher.verify(None, password).await?;
+            self.audit_login(merchant, None, client, Outcome::Denied("concurrent_attempt")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(1) });
         };
         let failures = self.repo.login_failures(merchant, &email.lookup).await?;
@@ -304,7 +306,7 @@ impl IdentityService {
         Ok(LoginOutcome::Authenticated(issued))
     }
 
-    async fn audit_login(
+    pub(super) async fn audit_login(
         &self,
         merchant: &MerchantId,
         customer: Option<String>,

@@ -282,8 +282,21 @@ impl IdentityService {
         let subject = self.keyed("second_factor", customer.id.as_bytes());
         let merchant = &customer.merchant_id;
         let now = self.now();
-        super::throttle::subject_gate(self.repo.login_failures(merchant, &subject).await?, now).check()?;
+        let gate = super::throttle::subject_gate(self.repo.login_failures(merchant, &subject).await?, now);
+        if let Err(err) = gate.check() {
+            self.audit_factor(merchant, &customer.id, client, "customer.second_factor", Outcome::Denied("throttled"))
+                .await?;
+            return Err(err);
+        }
         let Some(_slot) = self.in_flight.enter(&subject) else {
+            self.audit_factor(
+                merchant,
+                &customer.id,
+                client,
+                "customer.second_factor",
+                Outcome::Denied("concurrent_attempt"),
+            )
+            .await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(1) });
         };
         let used = self.check_factor(customer, answer, client).await?;

@@ -96,6 +96,7 @@ impl IdentityService {
     /// Begins a passkey sign-in: options any of the merchant's customers' passkeys can answer.
     pub async fn begin_passkey_login(&self, merchant: &MerchantId, client: &Client) -> Result<Ceremony, DomainError> {
         if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, self.now()) {
+            self.audit_login(merchant, None, client, Outcome::Denied("client_throttled")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
         }
         self.passkey_service()?.begin_discoverable(merchant, KIND).await

@@ -503,11 +503,14 @@ impl StaffService {
         client: &Client,
     ) -> Result<StaffLoginOutcome, DomainError> {
         let now = self.now();
+        let anonymous = |reason| AuditEvent::by(ActorKind::Anonymous, None, "staff.login", Outcome::Denied(reason));
         let Ok((_, lookup)) = self.email_lookup(email) else {
             let _ = self.hasher.verify(None, password).await?;
+            self.record(anonymous("malformed_email"), client).await?;
             return Err(DomainError::InvalidCredentials);
         };
         if let Some(wait) = self.clients.blocked("staff", client.ip, now) {
+            self.record(anonymous("client_throttled"), client).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
         }
         let staff = self.repo.staff_by_email(&lookup).await?;
