@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 
 mod audit_bench;
 mod identity_bench;
+mod outbox_bench;
 mod vault_bench;
 use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
@@ -380,6 +381,15 @@ fn main() -> anyhow::Result<()> {
     }
     if args.get(1).map(String::as_str) == Some("identity") {
         return runtime.block_on(identity_bench::run(parse_options()?));
+    }
+    if args.get(1).map(String::as_str) == Some("outbox") {
+        let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+        let messages = value("--messages").map(|v| v.parse()).transpose()?.unwrap_or(50_000);
+        let postgres = Some(
+            std::env::var("STRONGROOM_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+        );
+        return runtime.block_on(outbox_bench::run(messages, postgres));
     }
     if args.get(1).map(String::as_str) == Some("audit") {
         let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();

@@ -324,6 +324,8 @@ pub struct Application {
     /// The background jobs (they run while this process leads).
     pub jobs: strongroom_domain::jobs::RunningJobs,
     refresh: tokio::task::JoinHandle<()>,
+    /// SQLite: the data directory's lock, held until the application is dropped.
+    _data_dir_lock: Option<std::fs::File>,
 }
 
 /// SHA-256 of the effective configuration with secrets masked: which configuration ran is
@@ -543,7 +545,20 @@ fn transport(config: &Config) -> anyhow::Result<(ApiTransport, Option<PathBuf>)>
 impl Application {
     /// Opens everything, bootstraps a new deployment, and starts serving.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
+        // SQLite: this process alone serves the data directory, and so leads the jobs.
+        let data_dir_lock = match strongroom_store::BackendKind::of_url(config.database_url().expose()) {
+            Some(strongroom_store::BackendKind::Sqlite) => Some(data_dir::lock_for_serving(&config.data_dir)?),
+            _ => None,
+        };
         let core = Core::open(config, clock.clone(), entropy.clone()).await?;
+        if data_dir_lock.is_some() {
+            // Deliveries leased by this directory's previous process died with it.
+            use strongroom_domain::outbox::OutboxRepository;
+            let released = core.store.release_leases().await?;
+            if released > 0 {
+                tracing::info!(released, "outbox deliveries left in flight by the previous run are due again");
+            }
+        }
         let api_keys = Arc::new(core.api_keys(config, clock.clone(), entropy.clone()));
         let transport = transport(config)?;
         let serve = ServeConfig {
@@ -720,7 +735,17 @@ impl Application {
             "strongroom serving"
         );
         audit.checkpoint().await?;
-        Ok(Self { server, store: core.store, bootstrapped, dev_ca, state, audit, jobs, refresh })
+        Ok(Self {
+            server,
+            store: core.store,
+            bootstrapped,
+            dev_ca,
+            state,
+            audit,
+            jobs,
+            refresh,
+            _data_dir_lock: data_dir_lock,
+        })
     }
 
     /// Where the API listens.

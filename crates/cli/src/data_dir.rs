@@ -28,6 +28,29 @@ impl DevTls {
 }
 
 /// Creates `dir` (0700) when missing.
+/// Takes the data directory's lock (`strongroom.lock`, an exclusive advisory lock held for the
+/// life of the returned file): one `serve` per SQLite data directory, so that process alone
+/// runs the background jobs. A second `serve` is refused instead of racing the first.
+pub fn lock_for_serving(dir: &Path) -> anyhow::Result<std::fs::File> {
+    ensure_dir(dir)?;
+    let path = dir.join("strongroom.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another strongroom is serving the data directory {} (it holds strongroom.lock): stop it first, \
+             or run several nodes on PostgreSQL",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(err)) => Err(err).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
 pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.is_dir() {
         return Ok(());

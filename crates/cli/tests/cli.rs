@@ -607,3 +607,18 @@ async fn oauth_signing_key_rotation_overlaps() {
     let entries = exported_entries(&data, &dir.path().join("export"));
     assert!(entries.iter().any(|e| e["action"] == "oauth.signing_key_rotated"));
 }
+
+#[test]
+fn a_second_serve_on_one_sqlite_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("strongroom-data");
+    let mut first = serve(&data);
+    let second = strongroom(&data).arg("serve").output().unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("another strongroom is serving the data directory"), "{said}");
+    assert_eq!(terminate(&mut first), 0);
+    // Once the first has stopped, the directory is free again.
+    let mut again = serve(&data);
+    assert_eq!(terminate(&mut again), 0);
+}

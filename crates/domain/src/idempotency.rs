@@ -4,7 +4,9 @@
 //! One conditional insert decides who runs a key: the first request claims it (`in_progress`),
 //! a concurrent duplicate finds the claim (409 `idempotency_in_progress`), a retry after the
 //! answer finds the stored answer (replayed), and the same key with another request body is a
-//! mistake (422 `idempotency_key_reuse`). Answers are stored sealed. An answer that shows a secret
+//! mistake (422 `idempotency_key_reuse`), and a claim whose request was cut off by a crash is
+//! never run again (409 `idempotency_outcome_unknown`: its effect may have happened, and the key,
+//! the effect and the answer are separate commits). Answers are stored sealed. An answer that shows a secret
 //! once (a new API key, a TOTP seed, recovery codes, a session token, a revealed value, a signing
 //! secret) is not stored at all: its replay answers 409 `idempotency_replay_unavailable`.
 //! Must never: run a key's request twice while its claim is live, replay an answer to another
@@ -42,7 +44,8 @@ pub struct IdempotencyRecord {
     pub content_type: Option<String>,
     /// The answer's body, sealed.
     pub body_sealed: Option<Vec<u8>>,
-    /// Until when a claim holds (a claim of a process that died is taken over after it).
+    /// Until when a claim is taken for a request still running; after it, a claim without an
+    /// answer belongs to a request that was cut off.
     pub locked_until: Timestamp,
     /// When the record may be deleted.
     pub expires_at: Timestamp,
@@ -60,8 +63,9 @@ impl std::fmt::Debug for IdempotencyRecord {
 /// Storage of keys.
 #[async_trait]
 pub trait IdempotencyRepository: Send + Sync + std::fmt::Debug {
-    /// Inserts a claim unless the (scope, key) exists and is live; `true` when this call claimed.
-    /// An expired record, or a claim whose lock has passed, is taken over by the same statement.
+    /// Inserts a claim unless the (scope, key) exists; `true` when this call claimed. An expired
+    /// record (older than a day) is taken over by the same statement. A claim whose request was
+    /// cut off is not: its effect may have happened.
     async fn claim_key(&self, claim: &IdempotencyRecord, now: Timestamp) -> Result<bool, StoreError>;
     /// The record of (scope, key).
     async fn key_record(&self, scope: &[u8], key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
@@ -124,6 +128,9 @@ pub mod codes {
     pub const IN_PROGRESS: &str = "idempotency_in_progress";
     /// The first answer showed a secret once and was not kept.
     pub const REPLAY_UNAVAILABLE: &str = "idempotency_replay_unavailable";
+    /// The first request was cut off (strongroom stopped while it ran): it may or may not have
+    /// taken effect, so it is not run again under this key.
+    pub const OUTCOME_UNKNOWN: &str = "idempotency_outcome_unknown";
 }
 
 fn seal_context(scope: &[u8], key: &str) -> Vec<u8> {
@@ -211,6 +218,10 @@ impl Idempotency {
                 ("unavailable", _, _) => Err(DomainError::Conflict(
                     codes::REPLAY_UNAVAILABLE,
                     "the first request with this key succeeded and showed a secret once; it is not shown again",
+                )),
+                ("in_progress", _, _) if found.locked_until <= now => Err(DomainError::Conflict(
+                    codes::OUTCOME_UNKNOWN,
+                    "the first request with this key was cut off and may have taken effect; look the object up, or send a new key",
                 )),
                 _ => Err(DomainError::Conflict(
                     codes::IN_PROGRESS,

@@ -157,10 +157,15 @@ pub struct JobRunner {
 /// The running runner's tasks; dropping it does not stop them, [`RunningJobs::stop`] does.
 #[derive(Debug)]
 pub struct RunningJobs {
+    leader_task: tokio::task::JoinHandle<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     leadership: Arc<dyn Leadership>,
     leading: Arc<AtomicBool>,
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
+
+/// How long a stop waits for runs in progress to finish before it cuts them off.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 impl RunningJobs {
     /// The flag that says whether this process leads (for the metrics).
@@ -173,14 +178,25 @@ impl RunningJobs {
         self.leading.load(Ordering::Acquire)
     }
 
-    /// Stops every job and gives the leadership up.
+    /// Stops every job, letting a run in progress finish (up to ten seconds, so a delivery round
+    /// records what it sent), and gives the leadership up.
     pub async fn stop(self) {
-        for task in &self.tasks {
-            task.abort();
+        let _ = self.stopping.send(true);
+        let mut tasks = self.tasks;
+        let finished = tokio::time::timeout(STOP_GRACE, async {
+            for task in &mut tasks {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!("background jobs still running at the stop were cut off");
+            for task in &tasks {
+                task.abort();
+            }
         }
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.leader_task.abort();
+        let _ = self.leader_task.await;
         self.leading.store(false, Ordering::Release);
         self.leadership.release().await;
     }
@@ -208,7 +224,8 @@ impl JobRunner {
     pub fn start(self, jobs: Vec<Job>) -> RunningJobs {
         let mut tasks = Vec::new();
         let leading = self.leading.clone();
-        {
+        let (stopping, stop_signal) = tokio::sync::watch::channel(false);
+        let leader_task = {
             let (leadership, repo, clock, node, leading, poll) = (
                 self.leadership.clone(),
                 self.repo.clone(),
@@ -217,7 +234,7 @@ impl JobRunner {
                 self.leading.clone(),
                 self.poll,
             );
-            tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 loop {
                     let held = match leadership.hold().await {
                         Ok(held) => held,
@@ -237,18 +254,28 @@ impl JobRunner {
                     }
                     tokio::time::sleep(poll).await;
                 }
-            }));
-        }
+            })
+        };
         for job in jobs {
             let (repo, clock, node, leading) =
                 (self.repo.clone(), self.clock.clone(), self.node.clone(), self.leading.clone());
+            let mut stop = stop_signal.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    match &job.wake {
-                        Some(wake) => {
-                            let _ = tokio::time::timeout(job.every, wake.notified()).await;
+                    let pause = async {
+                        match &job.wake {
+                            Some(wake) => {
+                                let _ = tokio::time::timeout(job.every, wake.notified()).await;
+                            }
+                            None => tokio::time::sleep(job.every).await,
                         }
-                        None => tokio::time::sleep(job.every).await,
+                    };
+                    tokio::select! {
+                        () = pause => {}
+                        _ = stop.wait_for(|stopping| *stopping) => return,
+                    }
+                    if *stop.borrow() {
+                        return;
                     }
                     if !leading.load(Ordering::Acquire) {
                         continue;
@@ -272,7 +299,7 @@ impl JobRunner {
                 }
             }));
         }
-        RunningJobs { tasks, leadership: self.leadership, leading }
+        RunningJobs { leader_task, tasks, leadership: self.leadership, leading, stopping: Arc::new(stopping) }
     }
 }
 

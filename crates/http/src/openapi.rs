@@ -142,6 +142,22 @@ impl Modify for Security {
                     .build(),
             ),
         );
+        // The webhook event catalogue, as an enumeration (what `event_types` may name).
+        let catalogue: String = strongroom_domain::webhooks::EVENT_TYPES
+            .iter()
+            .map(|(name, meaning)| format!("- `{name}`: {meaning}\n"))
+            .collect();
+        let mut names: Vec<serde_json::Value> = vec![serde_json::Value::from("*")];
+        names.extend(strongroom_domain::webhooks::EVENT_TYPES.iter().map(|(name, _)| serde_json::Value::from(*name)));
+        let event_type = utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .description(Some(format!(
+                "A webhook event type (`*`: every type). Each event is POSTed as `{{id, type, created_at, data}}`, \
+                 signed per Standard Webhooks; `data` holds ids and reason codes only.\n\n{catalogue}"
+            )))
+            .build();
+        components.schemas.insert("WebhookEventType".to_owned(), event_type.into());
     }
 }
 

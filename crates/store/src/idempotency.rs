@@ -26,8 +26,8 @@ struct KeyRow {
 #[async_trait]
 impl IdempotencyRepository for Store {
     async fn claim_key(&self, claim: &IdempotencyRecord, now: Timestamp) -> Result<bool, StoreError> {
-        // Inserted, or taken over when the old record expired (any request) or its claim's lock
-        // passed without an answer (the same request only): either way one row is affected.
+        // Inserted, or taken over when the old record expired: either way one row is affected.
+        // A claim cut off by a crash is never taken over (its effect may have happened).
         on_pool!(self, pool =>
             sqlx::query(
                 "INSERT INTO idempotency_keys (scope, key, request_hash, state, locked_until, expires_at, created_at) \
@@ -35,8 +35,7 @@ impl IdempotencyRepository for Store {
                  ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, state = 'in_progress', \
                  status = NULL, content_type = NULL, body_sealed = NULL, locked_until = excluded.locked_until, \
                  expires_at = excluded.expires_at, created_at = excluded.created_at \
-                 WHERE idempotency_keys.expires_at <= $6 OR (idempotency_keys.state = 'in_progress' \
-                 AND idempotency_keys.locked_until <= $6 AND idempotency_keys.request_hash = excluded.request_hash)",
+                 WHERE idempotency_keys.expires_at <= $6",
             )
             .bind(&claim.scope)
             .bind(&claim.key)

@@ -204,6 +204,16 @@ impl OutboxRepository for Store {
         .map_err(store_error)
     }
 
+    async fn release_leases(&self) -> Result<u64, StoreError> {
+        on_pool!(self, pool =>
+            sqlx::query("UPDATE outbox SET leased_until = 0 WHERE status = 'pending' AND leased_until > 0")
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        )
+        .map_err(store_error)
+    }
+
     async fn stats(&self) -> Result<OutboxStats, StoreError> {
         let rows: Vec<(String, i64, Option<i64>)> = on_pool!(self, pool =>
             sqlx::query_as("SELECT status, COUNT(*), MIN(created_at) FROM outbox GROUP BY status").fetch_all(pool).await

@@ -113,7 +113,7 @@ pub struct Deliverer {
 }
 
 /// How long a claimed message is kept from other claimers.
-const LEASE: Duration = Duration::from_secs(120);
+const LEASE: Duration = Duration::from_secs(60);
 /// How long an endpoint's URL and secrets are reused before they are read again.
 const ENDPOINT_CACHE: Duration = Duration::from_secs(2);
 
@@ -259,8 +259,8 @@ impl Deliverer {
         if claimed.is_empty() {
             return Ok(Round::default());
         }
-        let mut results = Vec::with_capacity(claimed.len());
-        let mut health: HashMap<String, bool> = HashMap::new();
+        let mut round = Round { claimed: claimed.len(), ..Round::default() };
+        // Attempts are recorded chunk by chunk: a stop or a crash re-sends at most one chunk.
         for chunk in claimed.chunks(self.concurrency.max(1)) {
             let attempts = chunk.iter().map(|message| async move {
                 let started = Instant::now();
@@ -268,24 +268,28 @@ impl Deliverer {
                 let outcome = self.attempt(message, at).await;
                 self.result_of(message, at, started.elapsed(), outcome)
             });
-            let done = futures::future::join_all(attempts).await;
-            for (message, result) in chunk.iter().zip(done) {
+            let results = futures::future::join_all(attempts).await;
+            let mut health: HashMap<String, bool> = HashMap::new();
+            for (message, result) in chunk.iter().zip(&results) {
                 if let (Channel::Webhook, Some(endpoint)) = (message.channel, &message.destination) {
                     let ok = health.entry(endpoint.clone()).or_insert(false);
                     *ok |= result.delivered;
                 }
                 self.count(message, result.delivered);
-                if !result.delivered && result.retry_at.is_none() {
-                    tracing::warn!(message = %message.id, event = %message.event_id, channel = message.channel.as_str(), "outbox message given up");
+                if result.delivered {
+                    round.delivered += 1;
+                } else {
+                    round.failed += 1;
+                    if result.retry_at.is_none() {
+                        tracing::warn!(message = %message.id, event = %message.event_id, channel = message.channel.as_str(), "outbox message given up");
+                    }
                 }
-                results.push(result);
             }
+            self.outbox.repo().record_attempts(&results).await?;
+            let health: Vec<(String, bool)> = health.into_iter().collect();
+            self.endpoints.record_health(&health, now).await?;
         }
-        self.outbox.repo().record_attempts(&results).await?;
-        let health: Vec<(String, bool)> = health.into_iter().collect();
-        self.endpoints.record_health(&health, now).await?;
-        let delivered = results.iter().filter(|r| r.delivered).count();
-        Ok(Round { claimed: results.len(), delivered, failed: results.len() - delivered })
+        Ok(round)
     }
 
     fn count(&self, message: &OutboxMessage, delivered: bool) {

@@ -156,6 +156,10 @@ pub trait OutboxRepository: Send + Sync + std::fmt::Debug {
     /// Records attempts (one transaction) and ends their leases.
     async fn record_attempts(&self, results: &[DeliveryResult]) -> Result<(), StoreError>;
 
+    /// Ends every lease (a process that alone serves the database starts with no delivery in
+    /// flight: leases left by its previous run belong to sends that died with it).
+    async fn release_leases(&self) -> Result<u64, StoreError>;
+
     /// Depth and age.
     async fn stats(&self) -> Result<OutboxStats, StoreError>;
 

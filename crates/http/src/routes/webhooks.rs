@@ -79,13 +79,18 @@ pub struct CreateEndpointRequest {
     /// `https://…` (plain `http://` only to loopback, when the deployment allows it).
     #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
-    /// Event types from `/v1/webhook_event_types`, or `["*"]`.
-    #[schema(min_items = 1)]
+    /// Event types of the catalogue (`WebhookEventType`, also `GET /v1/webhook_event_types`), or `["*"]`.
+    #[schema(min_items = 1, value_type = Vec<WebhookEventTypeRef>)]
     pub event_types: Vec<String>,
     /// Up to 200 characters.
     #[serde(default)]
     pub description: String,
 }
+
+/// A name from the event catalogue (the schema is filled in from the catalogue itself).
+#[derive(Debug, ToSchema)]
+#[schema(as = WebhookEventType)]
+pub struct WebhookEventTypeRef(#[allow(dead_code, reason = "a schema only")] String);
 
 /// A list of endpoints.
 #[derive(Debug, Serialize, ToSchema)]
