@@ -72,11 +72,13 @@ fn open_kms(config: &Config, entropy: Arc<dyn Entropy>, create: bool) -> anyhow:
             let (Some(address), Some(token)) = (&config.kms.address, &config.kms.token) else {
                 anyhow::bail!("kms.address and kms.token are required for the openbao provider");
             };
+            let outbound = strongroom_connectors::kms::OpenBaoTransit::outbound_settings(config.kms.ca_file.clone());
             let kms = strongroom_connectors::kms::OpenBaoTransit::new(
                 address,
                 token.clone(),
                 &config.kms.mount,
                 &config.kms.key_name,
+                &outbound,
             )?;
             (Arc::new(kms), false)
         }

@@ -502,6 +502,8 @@ pub struct KmsConfig {
     pub mount: String,
     /// `openbao`: the transit key (created with `derived=true`). Default `strongroom`.
     pub key_name: String,
+    /// `openbao`: a PEM file of CA certificates to trust for the server beside the webpki roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for KmsConfig {
@@ -513,6 +515,7 @@ impl Default for KmsConfig {
             token: None,
             mount: "transit".to_owned(),
             key_name: "strongroom".to_owned(),
+            ca_file: None,
         }
     }
 }

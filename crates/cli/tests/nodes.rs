@@ -3,6 +3,7 @@
 //! checked at the receiver); when the leader is killed with SIGKILL the other takes over, and the
 //! time from the kill to its first delivery is printed (BENCHMARKS.md quotes it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+#![allow(clippy::print_stdout, reason = "prints the figure BENCHMARKS.md quotes")]
 
 mod common;
 

@@ -175,14 +175,44 @@ impl OutboxRepository for Store {
     }
 
     async fn record_attempts(&self, results: &[DeliveryResult]) -> Result<(), StoreError> {
+        let status = |r: &DeliveryResult| match (r.delivered, r.retry_at) {
+            (true, _) => "delivered",
+            (false, Some(_)) => "pending",
+            (false, None) => "failed",
+        };
+        if let crate::Backend::Postgres(pool) = &self.backend {
+            // One statement for the whole chunk: a round trip per message was most of a round.
+            let ids: Vec<&str> = results.iter().map(|r| r.id.as_str()).collect();
+            let statuses: Vec<&str> = results.iter().map(status).collect();
+            let next: Vec<Option<i64>> = results.iter().map(|r| r.retry_at.map(Timestamp::unix_millis)).collect();
+            let at: Vec<i64> = results.iter().map(|r| r.at.unix_millis()).collect();
+            let codes: Vec<Option<i64>> = results.iter().map(|r| r.status_code.map(i64::from)).collect();
+            let latency: Vec<i64> = results.iter().map(|r| i64::from(r.latency_ms)).collect();
+            let errors: Vec<Option<&str>> = results.iter().map(|r| r.error.as_deref()).collect();
+            sqlx::query(
+                "UPDATE outbox AS o SET status = r.status, attempts = o.attempts + 1, leased_until = 0, \
+                 next_attempt_at = COALESCE(r.next, o.next_attempt_at), last_attempt_at = r.at, \
+                 last_status_code = r.code, last_latency_ms = r.latency, last_error = r.error, \
+                 delivered_at = CASE WHEN r.status = 'delivered' THEN r.at ELSE o.delivered_at END \
+                 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::text[]) \
+                 AS r(id, status, next, at, code, latency, error) WHERE o.id = r.id",
+            )
+            .bind(&ids)
+            .bind(&statuses)
+            .bind(&next)
+            .bind(&at)
+            .bind(&codes)
+            .bind(&latency)
+            .bind(&errors)
+            .execute(pool)
+            .await
+            .map_err(store_error)?;
+            return Ok(());
+        }
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             for r in results {
-                let (status, next) = match (r.delivered, r.retry_at) {
-                    (true, _) => ("delivered", None),
-                    (false, Some(at)) => ("pending", Some(at.unix_millis())),
-                    (false, None) => ("failed", None),
-                };
+                let next = r.retry_at.map(Timestamp::unix_millis);
                 sqlx::query(
                     "UPDATE outbox SET status = $2, attempts = attempts + 1, leased_until = 0, \
                      next_attempt_at = COALESCE($3, next_attempt_at), last_attempt_at = $4, last_status_code = $5, \
@@ -190,7 +220,7 @@ impl OutboxRepository for Store {
                      ELSE delivered_at END WHERE id = $1",
                 )
                 .bind(&r.id)
-                .bind(status)
+                .bind(status(r))
                 .bind(next)
                 .bind(r.at.unix_millis())
                 .bind(r.status_code.map(i64::from))

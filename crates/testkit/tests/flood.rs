@@ -2,6 +2,7 @@
 //! that got its 401 or 429 has its entry in the audit log (nothing thinned, nothing dropped), and
 //! the log still verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+#![allow(clippy::print_stdout, reason = "prints the figure BENCHMARKS.md quotes")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

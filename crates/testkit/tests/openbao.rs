@@ -14,7 +14,14 @@ async fn transit_admin(bao: &Bao, path: &str, body: serde_json::Value) {
 #[tokio::test]
 async fn wraps_unwraps_rotates_and_enforces_min_decryption_version() {
     let Some(bao) = Bao::start().await else { return };
-    let kms = OpenBaoTransit::new(&bao.address, Secret::new(ROOT_TOKEN.to_owned()), "transit", "strongroom").unwrap();
+    let kms = OpenBaoTransit::new(
+        &bao.address,
+        Secret::new(ROOT_TOKEN.to_owned()),
+        "transit",
+        "strongroom",
+        &OpenBaoTransit::outbound_settings(None),
+    )
+    .unwrap();
     kms.ensure_key().await.unwrap();
     kms.ensure_key().await.unwrap();
     assert_eq!(kms.key_id(), "openbao:transit/strongroom");
@@ -49,7 +56,14 @@ async fn wraps_unwraps_rotates_and_enforces_min_decryption_version() {
     assert_eq!(*kms.unwrap("keyring/api_key_digest", &wrapped_v2).await.unwrap().expose(), [42u8; 32]);
 
     // A bad token is an outage of the KMS (403), not an integrity failure.
-    let intruder = OpenBaoTransit::new(&bao.address, Secret::new("wrong".to_owned()), "transit", "strongroom").unwrap();
+    let intruder = OpenBaoTransit::new(
+        &bao.address,
+        Secret::new("wrong".to_owned()),
+        "transit",
+        "strongroom",
+        &OpenBaoTransit::outbound_settings(None),
+    )
+    .unwrap();
     assert!(matches!(intruder.unwrap("keyring/api_key_digest", &wrapped_v2).await, Err(KmsError::Unavailable(_))));
     drop(bao);
 }
@@ -58,8 +72,14 @@ async fn wraps_unwraps_rotates_and_enforces_min_decryption_version() {
 async fn an_unreachable_kms_is_unavailable() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let token = "canary-bao-token-5d1f";
-    let kms =
-        OpenBaoTransit::new(&format!("http://127.0.0.1:{port}"), Secret::new(token.into()), "transit", "k").unwrap();
+    let kms = OpenBaoTransit::new(
+        &format!("http://127.0.0.1:{port}"),
+        Secret::new(token.into()),
+        "transit",
+        "k",
+        &OpenBaoTransit::outbound_settings(None),
+    )
+    .unwrap();
     let result = kms.wrap("x", &Secret::new([0u8; 32])).await;
     match result {
         Err(KmsError::Unavailable(message)) => assert!(!message.contains(token), "{message}"),

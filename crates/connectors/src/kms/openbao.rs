@@ -39,12 +39,16 @@ impl fmt::Debug for OpenBaoTransit {
 
 impl OpenBaoTransit {
     /// A provider for `key` on the transit engine mounted at `mount` of the server at `address`.
-    pub fn new(address: &str, token: Secret<String>, mount: &str, key: &str) -> Result<Self, KmsError> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| KmsError::Unavailable(e.to_string()))?;
+    pub fn new(
+        address: &str,
+        token: Secret<String>,
+        mount: &str,
+        key: &str,
+        outbound: &crate::outbound::OutboundSettings,
+    ) -> Result<Self, KmsError> {
+        crate::outbound::check_url(address, outbound)
+            .map_err(|e| KmsError::Unavailable(format!("kms.address: {e}")))?;
+        let client = crate::outbound::client(outbound).map_err(|e| KmsError::Unavailable(e.to_string()))?;
         Ok(Self {
             client,
             address: address.trim_end_matches('/').to_owned(),
@@ -52,6 +56,19 @@ impl OpenBaoTransit {
             mount: mount.trim_matches('/').to_owned(),
             key: key.to_owned(),
         })
+    }
+
+    /// The outbound rules for a KMS: it usually lives on the operator's own network (private and
+    /// loopback addresses allowed), speaks HTTPS verified against the webpki roots plus `ca_file`
+    /// (plain `http://` only on loopback), follows no redirect, and answers within 10 seconds.
+    pub fn outbound_settings(ca_file: Option<std::path::PathBuf>) -> crate::outbound::OutboundSettings {
+        crate::outbound::OutboundSettings {
+            allow_private: true,
+            allow_loopback: true,
+            ca_file,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        }
     }
 
     async fn post(
