@@ -305,6 +305,7 @@ impl Core {
             entropy,
             ApiKeySettings { cache_ttl: config.api_keys.cache_ttl, ..ApiKeySettings::default() },
         )
+        .with_audit(self.audit.clone())
     }
 }
 

@@ -435,8 +435,10 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
             let merchant = default_merchant(&core, merchant).await?;
             let expires_at = expires_in.map(|d| clock.now().saturating_add(d));
             let input = NewApiKey { name, scopes, mode: Some(mode), expires_at };
-            let created = service.create(&merchant, input, None).await.map_err(describe_domain)?;
-            core.audit.record(cli_event("api_key.created", &merchant, created.record.id.as_str())).await?;
+            let created = service
+                .create_recorded(&merchant, input, None, cli_event("api_key.created", &merchant))
+                .await
+                .map_err(describe_domain)?;
             let out = serde_json::json!({
                 "id": created.record.id.as_str(),
                 "merchant": merchant.as_str(),
@@ -478,8 +480,10 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
         ApiKeyCommand::Revoke { id, merchant } => {
             let merchant = default_merchant(&core, merchant).await?;
             let id = ApiKeyId::parse(&id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
-            let key = service.revoke(&merchant, &id).await.map_err(describe_domain)?;
-            core.audit.record(cli_event("api_key.revoked", &merchant, key.id.as_str())).await?;
+            let key = service
+                .revoke_recorded(&merchant, &id, cli_event("api_key.revoked", &merchant))
+                .await
+                .map_err(describe_domain)?;
             print(&format!("{} revoked at {}", key.id, key.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default()));
             Ok(())
         }
@@ -490,11 +494,9 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
 }
 
 /// An audit event by an operator at the command line.
-fn cli_event(action: &'static str, merchant: &MerchantId, key: &str) -> strongroom_domain::audit::event::AuditEvent {
+fn cli_event(action: &'static str, merchant: &MerchantId) -> strongroom_domain::audit::event::AuditEvent {
     use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
-    AuditEvent::by(ActorKind::System, Some("cli".to_owned()), action, Outcome::Success)
-        .for_merchant(merchant)
-        .on("api_key", key)
+    AuditEvent::by(ActorKind::System, Some("cli".to_owned()), action, Outcome::Success).for_merchant(merchant)
 }
 
 pub(crate) fn describe_domain(err: strongroom_domain::DomainError) -> anyhow::Error {

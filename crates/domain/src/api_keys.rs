@@ -424,6 +424,8 @@ pub struct ApiKeyService {
     cache: TtlCache<ApiKeyId, Arc<ApiKeyRecord>>,
     /// Counts revocations on this node, so a read that raced one is not cached.
     revocations: std::sync::atomic::AtomicU64,
+    /// Where key creations and revocations are recorded (none: bootstrap and tests).
+    audit: Option<crate::audit::log::AuditLog>,
 }
 
 impl fmt::Debug for ApiKeyService {
@@ -452,7 +454,50 @@ impl ApiKeyService {
             settings,
             cache: TtlCache::new(settings.cache_ttl, CACHE_CAPACITY),
             revocations: std::sync::atomic::AtomicU64::new(0),
+            audit: None,
         }
+    }
+
+    /// Records key creations and revocations made through [`ApiKeyService::create_recorded`]
+    /// and [`ApiKeyService::revoke_recorded`] in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::log::AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Creates a key with its audit entry (`actor`: who and from where). A key exists only with
+    /// its entry: when the entry cannot be made durable, the key is revoked again and the call
+    /// fails with `audit_unavailable`.
+    pub async fn create_recorded(
+        &self,
+        merchant_id: &MerchantId,
+        input: NewApiKey,
+        granter: Option<Grant<'_>>,
+        actor: crate::audit::event::AuditEvent,
+    ) -> Result<CreatedApiKey, DomainError> {
+        let created = self.create(merchant_id, input, granter).await?;
+        if let Some(audit) = &self.audit {
+            let event = actor.with_action("api_key.created").on("api_key", created.record.id.as_str());
+            if let Err(err) = audit.record(event).await {
+                let _ = self.revoke(merchant_id, &created.record.id).await;
+                return Err(err.into());
+            }
+        }
+        Ok(created)
+    }
+
+    /// Revokes a key and records it (`actor`: who and from where).
+    pub async fn revoke_recorded(
+        &self,
+        merchant: &MerchantId,
+        id: &ApiKeyId,
+        actor: crate::audit::event::AuditEvent,
+    ) -> Result<ApiKeyRecord, DomainError> {
+        let record = self.revoke(merchant, id).await?;
+        if let Some(audit) = &self.audit {
+            audit.record(actor.with_action("api_key.revoked").on("api_key", record.id.as_str())).await?;
+        }
+        Ok(record)
     }
 
     /// Checks the input and mints a key (not yet stored). A `granter` (the key that asks) limits

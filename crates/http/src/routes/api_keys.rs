@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, RequestContext, scope};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
-use strongroom_domain::audit::event::{AuditEvent, Outcome};
+use strongroom_domain::audit::event::Outcome;
 
 /// An API key as shown to its owners (never the secret, except once at creation).
 #[derive(Debug, Serialize, ToSchema)]
@@ -103,16 +103,6 @@ pub struct ApiKeyList {
     pub has_more: bool,
 }
 
-fn key_event<S: crate::extract::auth::RequiredScope>(
-    auth: &ApiKeyAuth<S>,
-    context: &RequestContext,
-    action: &'static str,
-    key: &ApiKeyId,
-) -> AuditEvent {
-    let event = auth.principal.event(action, Outcome::Success).on("api_key", key.as_str());
-    context.stamp(event)
-}
-
 fn parse_id(id: &str) -> Result<ApiKeyId, ApiError> {
     // A malformed id names no key: the answer is the same 404 as for another merchant's key.
     ApiKeyId::parse(id).map_err(|_| ApiError::not_found())
@@ -138,15 +128,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedApiKeyBody>), ApiError> {
     let input = NewApiKey { name: body.name, scopes: body.scopes, mode: body.mode, expires_at: body.expires_at };
     let merchant = auth.principal.merchant_id();
-    let created = state.api_keys.create(merchant, input, Some(auth.principal.grant())).await?;
+    let actor = context.stamp(auth.principal.event("api_key.created", Outcome::Success));
+    let created = state.api_keys.create_recorded(merchant, input, Some(auth.principal.grant()), actor).await?;
     tracing::info!(request_id = context.request_id.as_deref(), new_key_id = %created.record.id, "api key created");
-    // A key exists only with its audit entry: if the entry cannot be made durable, the key is
-    // revoked again and the request fails.
-    let event = key_event(&auth, &context, "api_key.created", &created.record.id);
-    if let Err(err) = state.audit.record(event).await {
-        let _ = state.api_keys.revoke(merchant, &created.record.id).await;
-        return Err(ApiError::internal(&err));
-    }
     let key = ApiKeyBody::new(&created.record, state.api_keys.now());
     Ok((StatusCode::CREATED, Json(CreatedApiKeyBody { key, secret: created.secret.expose().clone() })))
 }
@@ -220,9 +204,8 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyBody>, ApiError> {
-    let record = state.api_keys.revoke(auth.principal.merchant_id(), &parse_id(&id)?).await?;
+    let actor = context.stamp(auth.principal.event("api_key.revoked", Outcome::Success));
+    let record = state.api_keys.revoke_recorded(auth.principal.merchant_id(), &parse_id(&id)?, actor).await?;
     tracing::info!(request_id = context.request_id.as_deref(), revoked_key_id = %record.id, "api key revoked");
-    let event = key_event(&auth, &context, "api_key.revoked", &record.id);
-    state.audit.record(event).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))
 }
