@@ -134,6 +134,11 @@ async fn sign_in_always_needs_a_second_factor_and_locks_after_ten(backend: Backe
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["roles"], json!(["owner"]));
     assert!(me["permissions"].as_array().unwrap().contains(&json!("admin:staff")));
+    // Staff-only routes take a staff session, never an API key (even one with every scope).
+    for path in ["/v1/staff/me", "/v1/approvals", "/v1/staff/me/passkeys"] {
+        let (status, body) = send(&server, &server.bootstrap_key, Method::GET, path, None).await;
+        assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{path}: {body}");
+    }
     assert_eq!(me["totp"], true);
     let (status, _) = send(&server, &token, Method::GET, "/v1/api-keys", None).await;
     assert_eq!(status, 200, "a staff session works on guarded routes");

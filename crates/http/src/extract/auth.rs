@@ -189,6 +189,37 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
     }
 }
 
+/// A staff session holding the scope `S`: the guard of staff-only routes. An API key (even one
+/// with the scope) is refused with 403, so a handler that takes it cannot be reached without a
+/// staff session.
+#[derive(Debug)]
+pub struct StaffAuth<S: RequiredScope> {
+    /// The caller (always a staff principal).
+    pub principal: Principal,
+    scope: PhantomData<S>,
+}
+
+impl<S: RequiredScope> StaffAuth<S> {
+    /// The staff member and their session.
+    pub fn staff(&self) -> Result<&strongroom_domain::api_keys::StaffPrincipal, ApiError> {
+        self.principal.as_staff().ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+impl<S: RequiredScope> FromRequestParts<AppState> for StaffAuth<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = ApiKeyAuth::<S>::from_request_parts(parts, state).await?;
+        if auth.principal.as_staff().is_none() {
+            return Err(
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden").detail("this needs a staff session token (sst_…)")
+            );
+        }
+        Ok(Self { principal: auth.principal, scope: PhantomData })
+    }
+}
+
 /// Records an authentication or authorization failure durably before the request is answered:
 /// every failed attempt has its audit entry, however many arrive (a flood waits for the audit
 /// writer's group commits; it is never thinned). When the entry cannot be made durable the request

@@ -8,7 +8,7 @@ pub mod json;
 pub mod query;
 pub mod session;
 
-pub use auth::{ApiKeyAuth, scope};
+pub use auth::{ApiKeyAuth, StaffAuth, scope};
 pub use context::RequestContext;
 pub use json::ApiJson;
 pub use query::ApiQuery;

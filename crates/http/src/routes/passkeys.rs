@@ -16,9 +16,9 @@ use strongroom_domain::ports::PasskeyRecord;
 use utoipa::ToSchema;
 
 use super::identity::{ClientInfo, IssuedSessionBody, client_of};
-use super::staff::{StaffSessionBody, client, plausible_id, staff_only};
+use super::staff::{StaffSessionBody, client, plausible_id};
 use crate::extract::session::user_agent_of;
-use crate::extract::{ApiJson, ApiKeyAuth, CustomerAuth, RequestContext, scope};
+use crate::extract::{ApiJson, ApiKeyAuth, CustomerAuth, RequestContext, StaffAuth, scope};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -326,11 +326,10 @@ pub async fn finish_staff_enrolment(
     responses((status = 200, body = CeremonyBody), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json")))]
 pub async fn begin_staff_registration(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
 ) -> Result<Json<CeremonyBody>, ApiError> {
-    staff_only(&auth)?;
-    let staff = auth.principal.as_staff().ok_or_else(ApiError::unauthenticated)?;
+    let staff = auth.staff()?;
     Ok(Json(state.staff.begin_passkey_registration(staff).await?.into()))
 }
 
@@ -339,13 +338,12 @@ pub async fn begin_staff_registration(
     request_body = FinishRegistrationRequest,
     responses((status = 201, body = PasskeyBody), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn finish_staff_registration(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
     context: RequestContext,
     ApiJson(body): ApiJson<FinishRegistrationRequest>,
 ) -> Result<(StatusCode, Json<PasskeyBody>), ApiError> {
-    staff_only(&auth)?;
-    let staff = auth.principal.as_staff().ok_or_else(ApiError::unauthenticated)?;
+    let staff = auth.staff()?;
     let record = state
         .staff
         .finish_passkey_registration(staff, &body.ceremony, &body.credential, &body.label, &client(&context, None))
@@ -357,11 +355,10 @@ pub async fn finish_staff_registration(
 #[utoipa::path(get, path = "/v1/staff/me/passkeys", tag = "staff", security(("api_key" = [])),
     responses((status = 200, body = PasskeyListBody), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn staff_passkeys(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
 ) -> Result<Json<PasskeyListBody>, ApiError> {
-    staff_only(&auth)?;
-    let staff = auth.principal.as_staff().ok_or_else(ApiError::unauthenticated)?;
+    let staff = auth.staff()?;
     let data = state.staff.passkeys(staff).await?.into_iter().map(Into::into).collect();
     Ok(Json(PasskeyListBody { object: "list", data }))
 }
@@ -372,14 +369,13 @@ pub async fn staff_passkeys(
     responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "last_factor")))]
 pub async fn remove_staff_passkey(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
     context: RequestContext,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    staff_only(&auth)?;
     plausible_id(&id, "pk_")?;
-    let staff = auth.principal.as_staff().ok_or_else(ApiError::unauthenticated)?;
+    let staff = auth.staff()?;
     state.staff.remove_passkey(staff, &id, &client(&context, None)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,18 +16,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::identity::SecretText;
 use crate::extract::session::user_agent_of;
-use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, RequestContext, scope};
+use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, RequestContext, StaffAuth, scope};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 pub(crate) fn client(context: &RequestContext, agent: Option<String>) -> Client {
     Client { ip: context.ip, user_agent: agent, request_id: context.request_id.clone() }
-}
-
-pub(crate) fn staff_only(auth: &ApiKeyAuth<impl crate::extract::auth::RequiredScope>) -> Result<(), ApiError> {
-    auth.principal.as_staff().map(|_| ()).ok_or_else(|| {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden").detail("this needs a staff session token (sst_…)")
-    })
 }
 
 /// A staff member.
@@ -260,9 +254,8 @@ pub async fn accept_invitation(
 /// The signed-in staff member.
 #[utoipa::path(get, path = "/v1/staff/me", tag = "staff", security(("api_key" = [])),
     responses((status = 200, body = StaffBody), (status = 401, body = Problem, content_type = "application/problem+json")))]
-pub async fn me(auth: ApiKeyAuth<scope::AnyKey>, State(state): State<AppState>) -> Result<Json<StaffBody>, ApiError> {
-    staff_only(&auth)?;
-    let staff = auth.principal.as_staff().ok_or_else(ApiError::unauthenticated)?;
+pub async fn me(auth: StaffAuth<scope::AnyKey>, State(state): State<AppState>) -> Result<Json<StaffBody>, ApiError> {
+    let staff = auth.staff()?;
     Ok(Json(state.staff.me(staff).await?.into()))
 }
 
@@ -270,12 +263,11 @@ pub async fn me(auth: ApiKeyAuth<scope::AnyKey>, State(state): State<AppState>) 
 #[utoipa::path(post, path = "/v1/staff/me/logout", tag = "staff", security(("api_key" = [])),
     responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn logout(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
     context: RequestContext,
 ) -> Result<StatusCode, ApiError> {
-    staff_only(&auth)?;
-    let staff = auth.principal.as_staff().ok_or_else(ApiError::unauthenticated)?;
+    let staff = auth.staff()?;
     state.staff.logout(staff, &client(&context, None)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -295,13 +287,12 @@ pub struct StaffPasswordRequest {
     request_body = StaffPasswordRequest,
     responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 204), (status = 422, body = Problem, content_type = "application/problem+json", description = "wrong_password, weak_password, password_reused")))]
 pub async fn change_password(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
     context: RequestContext,
     ApiJson(body): ApiJson<StaffPasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    staff_only(&auth)?;
-    let staff = auth.principal.as_staff().ok_or_else(ApiError::unauthenticated)?;
+    let staff = auth.staff()?;
     state
         .staff
         .change_password(staff, body.current_password.secret(), body.new_password.secret(), &client(&context, None))
@@ -684,11 +675,10 @@ pub struct ApprovalQuery {
 #[utoipa::path(get, path = "/v1/approvals", tag = "staff", security(("api_key" = [])), params(ApprovalQuery),
     responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = ApprovalListBody), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn approvals(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ApprovalQuery>,
 ) -> Result<Json<ApprovalListBody>, ApiError> {
-    staff_only(&auth)?;
     let data =
         state.staff.approvals(&auth.principal, query.status.as_deref()).await?.into_iter().map(Into::into).collect();
     Ok(Json(ApprovalListBody { object: "list", data }))
@@ -699,11 +689,10 @@ pub async fn approvals(
     params(("id" = String, Path, description = "`apr_…`")),
     responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 200, body = ApprovalBody), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn approval(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApprovalBody>, ApiError> {
-    staff_only(&auth)?;
     plausible_id(&id, "apr_")?;
     Ok(Json(state.staff.approval(&auth.principal, &id).await?.into()))
 }
@@ -717,12 +706,11 @@ pub async fn approval(
         (status = 409, body = Problem, content_type = "application/problem+json", description = "approval_not_pending"),
     ))]
 pub async fn approve(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
     context: RequestContext,
     Path(id): Path<String>,
 ) -> Result<Json<ApprovalBody>, ApiError> {
-    staff_only(&auth)?;
     plausible_id(&id, "apr_")?;
     Ok(Json(state.staff.decide(&auth.principal, &id, true, &client(&context, None)).await?.into()))
 }
@@ -736,12 +724,11 @@ pub async fn approve(
         (status = 409, body = Problem, content_type = "application/problem+json", description = "approval_not_pending"),
     ))]
 pub async fn deny(
-    auth: ApiKeyAuth<scope::AnyKey>,
+    auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
     context: RequestContext,
     Path(id): Path<String>,
 ) -> Result<Json<ApprovalBody>, ApiError> {
-    staff_only(&auth)?;
     plausible_id(&id, "apr_")?;
     Ok(Json(state.staff.decide(&auth.principal, &id, false, &client(&context, None)).await?.into()))
 }
