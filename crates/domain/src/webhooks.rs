@@ -410,22 +410,14 @@ impl WebhookEndpoints {
     /// Sends a `webhook.test` event to one endpoint.
     pub async fn send_test(&self, merchant: &MerchantId, id: &str) -> Result<String, DomainError> {
         let record = self.repo.endpoint(Some(merchant), id).await?.ok_or(DomainError::NotFound)?;
-        let mut messages = self
-            .outbox
-            .event_messages(Some(merchant), "webhook.test", serde_json::json!({"endpoint": id}), false)
-            .await?;
-        messages.retain(|m| m.destination.as_deref() == Some(record.id.as_str()));
-        if messages.is_empty() {
-            // Not subscribed to webhook.test: send it anyway, to this endpoint alone.
-            let mut all =
-                self.outbox.event_messages(Some(merchant), "*", serde_json::json!({"endpoint": id}), false).await?;
-            all.retain(|m| m.destination.as_deref() == Some(record.id.as_str()));
-            messages = all;
+        if record.status != "enabled" {
+            return Err(DomainError::Conflict("endpoint_disabled", "the endpoint is disabled; enable it first"));
         }
-        let event_id = messages
-            .first()
-            .map(|m| m.event_id.clone())
-            .ok_or(DomainError::Conflict("endpoint_disabled", "the endpoint is disabled; enable it first"))?;
+        // To this endpoint alone, whether or not it subscribed to `webhook.test`.
+        let message =
+            self.outbox.endpoint_message(merchant, &record.id, "webhook.test", serde_json::json!({"endpoint": id}));
+        let event_id = message.event_id.clone();
+        let messages = vec![message];
         self.outbox.write(messages).await?;
         Ok(event_id)
     }

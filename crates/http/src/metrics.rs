@@ -301,14 +301,13 @@ pub mod operational {
             deliveries,
         );
 
-        if let Ok(keks) = state.vault.keys().status().await {
+        if let Ok(keks) = state.vault.keys().versions().await {
             let versions = Family::<KeyLabels, Gauge>::default();
             let age = Family::<KeyLabels, FloatGauge>::default();
-            let live = keks.iter().filter(|k| k.retired_at.is_none()).count();
-            versions.get_or_create(&KeyLabels { key: "kek" }).set(i64::try_from(live).unwrap_or(i64::MAX));
-            if let Some(active) = keks.iter().filter(|k| k.retired_at.is_none()).max_by_key(|k| k.version) {
-                age.get_or_create(&KeyLabels { key: "kek" })
-                    .set(now.millis_since(active.created_at).max(0) as f64 / 1000.0);
+            let live: Vec<_> = keks.iter().filter(|(_, _, retired)| retired.is_none()).collect();
+            versions.get_or_create(&KeyLabels { key: "kek" }).set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+            if let Some((_, created, _)) = live.iter().max_by_key(|(version, _, _)| *version) {
+                age.get_or_create(&KeyLabels { key: "kek" }).set(now.millis_since(*created).max(0) as f64 / 1000.0);
             }
             registry.register("key_versions", "Key versions not retired, by key", versions);
             registry.register("key_active_age_seconds", "Age of the active version, by key", age);

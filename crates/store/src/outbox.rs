@@ -397,9 +397,16 @@ const ENDPOINT_COLUMNS: &str = "id, merchant_id, url, description, event_types, 
 impl WebhookRepository for Store {
     async fn insert_endpoint(&self, e: &EndpointRecord, max: u32) -> Result<bool, StoreError> {
         let types = serde_json::to_string(&e.event_types).map_err(|err| StoreError::Other(err.to_string()))?;
-        // One conditional insert: the count and the insert cannot be raced apart.
-        on_pool!(self, pool =>
-            sqlx::query(
+        // The merchant's row is locked first (a no-op update), so creates of one merchant run one
+        // after the other and the count the conditional insert reads is the one it adds to: under
+        // PostgreSQL's READ COMMITTED two racing inserts would otherwise both see room.
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE merchants SET name = name WHERE id = $1")
+                .bind(e.merchant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let inserted = sqlx::query(
                 "INSERT INTO webhook_endpoints (id, merchant_id, url, description, event_types, secret_sealed, status, \
                  created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
                  WHERE (SELECT COUNT(*) FROM webhook_endpoints WHERE merchant_id = $2) < $9",
@@ -413,11 +420,12 @@ impl WebhookRepository for Store {
             .bind(&e.status)
             .bind(e.created_at.unix_millis())
             .bind(i64::from(max))
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        )
-        .map(|n| n == 1)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(inserted == 1)
+        }.await)
         .map_err(store_error)
     }
 

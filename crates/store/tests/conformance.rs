@@ -748,6 +748,33 @@ async fn outbox_suite(store: &Store, merchant: &MerchantId) {
     }
     assert_eq!(won, 1, "one claimer gets the message");
 
+    // At most 5 endpoints: 30 racers, 5 winners.
+    use strongroom_domain::webhooks::{EndpointRecord, WebhookRepository};
+    let racers: Vec<_> = (0..30)
+        .map(|i| {
+            let store = store.clone();
+            let endpoint = EndpointRecord {
+                id: format!("we_race{i}"),
+                merchant: merchant.clone(),
+                url: "https://example.com/hook".into(),
+                event_types: vec!["*".into()],
+                description: String::new(),
+                secret_sealed: vec![1, 2, 3],
+                previous_secret: None,
+                status: "enabled".into(),
+                failing_since: None,
+                created_at: t(base),
+            };
+            tokio::spawn(async move { store.insert_endpoint(&endpoint, 5).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += u32::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 5, "at most 5 endpoints");
+    assert_eq!(store.endpoints(merchant).await.unwrap().len(), 5);
+
     // Idempotency keys: 30 racers, one claim; an expired key is taken over.
     let claim = |at: i64| IdempotencyRecord {
         scope: b"scope".to_vec(),

@@ -171,8 +171,12 @@ impl Deliverer {
                 Err(_) => (None, Err("the sealed mail does not open".into()), true),
                 Ok(mail) => match self.mailer.send(&mail).await {
                     Ok(()) => (None, Ok(()), false),
-                    Err(MailError::Permanent(why)) => (None, Err(why), true),
-                    Err(MailError::Temporary(why)) => (None, Err(why), false),
+                    // The mail server's words can name the recipient: the delivery log (stored in the
+                    // clear) keeps a code, and the log line the kind only.
+                    Err(MailError::Permanent(_)) => (None, Err("the mail server refused the message".into()), true),
+                    Err(MailError::Temporary(_)) => {
+                        (None, Err("the mail server did not take the message yet".into()), false)
+                    }
                 },
             },
             Channel::Webhook => {

@@ -182,6 +182,31 @@ impl Outbox {
         self.write(vec![message]).await
     }
 
+    /// The JSON body of an event: `{id, type, created_at, data}`.
+    fn event_body(&self, event_id: &EventId, event_type: &str, data: serde_json::Value) -> Vec<u8> {
+        serde_json::json!({
+            "id": event_id.to_string(),
+            "type": event_type,
+            "created_at": self.clock.now().to_rfc3339(),
+            "data": data,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// The message of an event for one endpoint alone, whatever it subscribed to (a test event).
+    pub fn endpoint_message(
+        &self,
+        merchant: &MerchantId,
+        endpoint: &str,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> OutboxMessage {
+        let event_id = self.new_event_id();
+        let body = self.event_body(&event_id, event_type, data);
+        self.message(&event_id, Some(merchant), Channel::Webhook, Some(endpoint.to_owned()), event_type, body)
+    }
+
     /// The messages of an event for the shop's webhook endpoints subscribed to `event_type` (those
     /// of `merchant`, or of every merchant when `None`: a deployment-wide event such as a key
     /// rotation), and (with `alert`) for the operator's alert webhook: one message per
@@ -195,14 +220,7 @@ impl Outbox {
         alert: bool,
     ) -> Result<Vec<OutboxMessage>, DomainError> {
         let event_id = self.new_event_id();
-        let body = serde_json::json!({
-            "id": event_id.to_string(),
-            "type": event_type,
-            "created_at": self.clock.now().to_rfc3339(),
-            "data": data,
-        })
-        .to_string()
-        .into_bytes();
+        let body = self.event_body(&event_id, event_type, data);
         let mut messages = Vec::new();
         for (endpoint, owner) in self.repo.subscribed_endpoints(merchant, event_type).await? {
             messages.push(self.message(

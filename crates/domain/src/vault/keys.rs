@@ -391,6 +391,12 @@ impl VaultKeys {
         Ok(moved)
     }
 
+    /// Each version's (number, creation, retirement), without counting data keys: cheap enough
+    /// for every metrics scrape.
+    pub async fn versions(&self) -> Result<Vec<(u32, Timestamp, Option<Timestamp>)>, DomainError> {
+        Ok(self.repo.keks().await?.into_iter().map(|k| (k.version, k.created_at, k.retired_at)).collect())
+    }
+
     /// Every KEK version with its number of data keys.
     pub async fn status(&self) -> Result<Vec<KekStatus>, DomainError> {
         let counts: BTreeMap<u32, u64> = self.repo.data_key_counts().await?.into_iter().collect();
