@@ -1,7 +1,9 @@
 //! Two `strongroom serve` processes on one PostgreSQL database: exactly one leads the background
 //! jobs; events written through either node reach the shop's webhook receiver once each (ids are
 //! checked at the receiver); when the leader is killed with SIGKILL the other takes over, and the
-//! time from the kill to its first delivery is printed (BENCHMARKS.md quotes it).
+//! time from the kill to its first delivery is printed (BENCHMARKS.md quotes it). A customer
+//! session ended, or an account disabled, through one node is refused by the other within a
+//! second.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 #![allow(clippy::print_stdout, reason = "prints the figure BENCHMARKS.md quotes")]
 
@@ -194,6 +196,72 @@ async fn one_leader_takes_over_from_a_killed_one() {
         let twice: Vec<_> = seen.iter().filter(|(_, (count, _))| *count > 1).collect();
         assert!(twice.is_empty(), "no event is delivered twice: {twice:?}");
         assert_eq!(seen.len(), ids.len());
+    }
+
+    // A session ended, or an account disabled, on one node is refused by the other within a
+    // second (the session cache's time to live), and at once on the node that made the change.
+    let base_a = format!("https://127.0.0.1:{}", a.port);
+    let base_b = format!("https://127.0.0.1:{}", b.port);
+    let registered = http_a
+        .post(format!("{base_a}/v1/identity/customers"))
+        .bearer_auth(&key)
+        .json(&json!({"email": "two.nodes@example.com", "password": "correct horse battery staple 42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 202);
+    let customer = registered.json::<Value>().await.unwrap()["customer"].as_str().unwrap().to_owned();
+    let sign_in = async || {
+        let response = http_a
+            .post(format!("{base_a}/v1/identity/login"))
+            .bearer_auth(&key)
+            .json(&json!({"email": "two.nodes@example.com", "password": "correct horse battery staple 42"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()["session"]["token"].as_str().unwrap().to_owned()
+    };
+    let me = async |base: &str, http: &reqwest::Client, token: &str| {
+        http.get(format!("{base}/v1/me")).bearer_auth(token).send().await.unwrap().status().as_u16()
+    };
+    let refused_within = async |base: &str, http: &reqwest::Client, token: &str, since: Instant| {
+        while since.elapsed() < Duration::from_secs(5) {
+            if me(base, http, token).await == 401 {
+                return since.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the other node still accepts the session after 5 s");
+    };
+    for change in ["logout", "disable"] {
+        let token = sign_in().await;
+        assert_eq!(me(&base_b, &http_b, &token).await, 200, "node B validates (and caches) the session");
+        let changed = Instant::now();
+        let response = if change == "logout" {
+            http_a.post(format!("{base_a}/v1/me/logout")).bearer_auth(&token).send().await.unwrap()
+        } else {
+            http_a
+                .post(format!("{base_a}/v1/identity/customers/{customer}/disable"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+        };
+        assert!(response.status().is_success(), "{change}: {}", response.status());
+        assert_eq!(me(&base_a, &http_a, &token).await, 401, "{change}: refused at once on the node that made it");
+        let took = refused_within(&base_b, &http_b, &token, changed).await;
+        println!("session {change} seen by the other node after {} ms", took.as_millis());
+        assert!(took <= Duration::from_millis(1500), "{change} took {} ms to reach the other node", took.as_millis());
+        if change == "disable" {
+            let enabled = http_a
+                .post(format!("{base_a}/v1/identity/customers/{customer}/enable"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert!(enabled.status().is_success());
+        }
     }
 
     // Kill the leader; the other node takes over and delivers what is written through it.

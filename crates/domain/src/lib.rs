@@ -21,6 +21,7 @@ pub mod oauth;
 pub mod outbox;
 pub mod passkeys;
 pub mod ports;
+pub mod sessions;
 pub mod staff;
 pub mod vault;
 pub mod webhooks;

@@ -7,7 +7,7 @@ use sqlx::FromRow;
 use strongroom_domain::StoreError;
 use strongroom_domain::merchants::MerchantId;
 use strongroom_domain::ports::{
-    AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord, IdentityRepository, LoginFailures, SessionRecord,
+    AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord, IdentityRepository, LoginFailures,
 };
 use strongroom_types::Timestamp;
 
@@ -74,42 +74,6 @@ impl TryFrom<CustomerRow> for CustomerRecord {
 
 const CUSTOMER_COLUMNS: &str = "id, merchant_id, email_lookup, email_sealed, data_key_id, email_verified_at, \
      password_hash, password_changed_at, status, totp_sealed, totp_confirmed_at, totp_last_step, phrase_sealed, pending_email_lookup, pending_email_sealed, created_at";
-
-#[derive(FromRow)]
-struct SessionRow {
-    id: String,
-    merchant_id: String,
-    customer_id: String,
-    token_digest: Vec<u8>,
-    factors: String,
-    user_agent: Option<String>,
-    ip: Option<String>,
-    created_at: i64,
-    last_seen_at: i64,
-    expires_at: i64,
-    ended_at: Option<i64>,
-}
-
-impl TryFrom<SessionRow> for SessionRecord {
-    type Error = StoreError;
-    fn try_from(row: SessionRow) -> Result<Self, StoreError> {
-        Ok(SessionRecord {
-            id: row.id,
-            merchant_id: merchant(&row.merchant_id)?,
-            customer_id: row.customer_id,
-            token_digest: row.token_digest,
-            factors: row.factors,
-            user_agent: row.user_agent,
-            ip: row.ip,
-            created_at: Timestamp::from_unix_millis(row.created_at),
-            last_seen_at: Timestamp::from_unix_millis(row.last_seen_at),
-            expires_at: Timestamp::from_unix_millis(row.expires_at),
-            ended_at: at(row.ended_at),
-        })
-    }
-}
-
-const SESSION_COLUMNS: &str = "id, merchant_id, customer_id, token_digest, factors, user_agent, ip, created_at, last_seen_at, expires_at, ended_at";
 
 #[derive(FromRow)]
 struct ChallengeRow {
@@ -388,88 +352,6 @@ impl IdentityRepository for Store {
         Ok(())
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO customer_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        );
-        on_pool!(self, pool => sqlx::query(&sql)
-            .bind(&s.id)
-            .bind(s.merchant_id.as_str())
-            .bind(&s.customer_id)
-            .bind(&s.token_digest)
-            .bind(&s.factors)
-            .bind(&s.user_agent)
-            .bind(&s.ip)
-            .bind(s.created_at.unix_millis())
-            .bind(s.last_seen_at.unix_millis())
-            .bind(s.expires_at.unix_millis())
-            .bind(s.ended_at.map(Timestamp::unix_millis))
-            .execute(pool)
-            .await
-            .map(|_| ()))
-        .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn session_by_digest(&self, digest: &[u8]) -> Result<Option<SessionRecord>, StoreError> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM customer_sessions WHERE token_digest = $1");
-        let row: Option<SessionRow> =
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(digest).fetch_optional(pool).await)
-                .map_err(store_error)?;
-        row.map(TryInto::try_into).transpose()
-    }
-
-    async fn touch_session(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
-        let sql = "UPDATE customer_sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1";
-        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(id).execute(pool).await.map(|_| ()))
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn live_sessions(
-        &self,
-        merchant: &MerchantId,
-        customer: &str,
-        now: Timestamp,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM customer_sessions WHERE merchant_id = $1 AND customer_id = $2 \
-             AND ended_at IS NULL AND expires_at > $3 ORDER BY created_at DESC LIMIT 200"
-        );
-        let rows: Vec<SessionRow> = on_pool!(self, pool =>
-            sqlx::query_as(&sql).bind(merchant.as_str()).bind(customer).bind(now.unix_millis()).fetch_all(pool).await)
-        .map_err(store_error)?;
-        rows.into_iter().map(TryInto::try_into).collect()
-    }
-
-    async fn end_session(
-        &self,
-        merchant: &MerchantId,
-        customer: &str,
-        id: &str,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let sql = "UPDATE customer_sessions SET ended_at = $1 WHERE merchant_id = $2 AND customer_id = $3 AND id = $4 \
-                   AND ended_at IS NULL AND expires_at > $1";
-        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(merchant.as_str()).bind(customer).bind(id)
-            .execute(pool).await.map(|r| r.rows_affected() == 1))
-        .map_err(store_error)
-    }
-
-    async fn end_sessions_except(
-        &self,
-        merchant: &MerchantId,
-        customer: &str,
-        keep: Option<&str>,
-        at: Timestamp,
-    ) -> Result<Vec<String>, StoreError> {
-        let sql = "UPDATE customer_sessions SET ended_at = $1 WHERE merchant_id = $2 AND customer_id = $3 \
-                   AND ended_at IS NULL AND id <> $4 RETURNING id";
-        on_pool!(self, pool => sqlx::query_scalar(sql).bind(at.unix_millis()).bind(merchant.as_str()).bind(customer)
-            .bind(keep.unwrap_or("")).fetch_all(pool).await)
-        .map_err(store_error)
-    }
-
     async fn insert_challenge(&self, c: &ChallengeRecord) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO auth_challenges ({CHALLENGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
@@ -626,16 +508,10 @@ impl IdentityRepository for Store {
     }
 
     async fn purge_identity(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        let sessions = "DELETE FROM customer_sessions WHERE id IN (SELECT id FROM customer_sessions \
-                        WHERE expires_at < $1 OR ended_at < $1 LIMIT $2)";
         let challenges = "DELETE FROM auth_challenges WHERE id IN (SELECT id FROM auth_challenges \
                           WHERE expires_at < $1 AND (proof_expires_at IS NULL OR proof_expires_at < $1) LIMIT $2)";
-        let mut total = 0;
-        for sql in [sessions, challenges] {
-            total += on_pool!(self, pool => sqlx::query(sql).bind(before.unix_millis()).bind(i64::from(limit))
-                .execute(pool).await.map(|r| r.rows_affected()))
-            .map_err(store_error)?;
-        }
-        Ok(total)
+        on_pool!(self, pool => sqlx::query(challenges).bind(before.unix_millis()).bind(i64::from(limit))
+            .execute(pool).await.map(|r| r.rows_affected()))
+        .map_err(store_error)
     }
 }

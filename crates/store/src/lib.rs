@@ -17,6 +17,7 @@ pub use outbox::PgLeadership;
 mod passkeys;
 mod pg_direct;
 mod repositories;
+mod sessions;
 mod sqlite_direct;
 mod staff;
 mod vault;

@@ -7,7 +7,7 @@ use sqlx::FromRow;
 use strongroom_domain::StoreError;
 use strongroom_domain::merchants::MerchantId;
 use strongroom_domain::ports::{
-    ApprovalRecord, RoleRecord, StaffChallengeRecord, StaffRecord, StaffRepository, StaffSessionRecord, StaffStatus,
+    ApprovalRecord, RoleRecord, StaffChallengeRecord, StaffRecord, StaffRepository, StaffStatus,
 };
 use strongroom_types::Timestamp;
 
@@ -88,43 +88,6 @@ impl TryFrom<StaffRow> for StaffRecord {
 const STAFF_COLUMNS: &str = "id, merchant_id, email_lookup, email_sealed, data_key_id, password_hash, \
      password_history, password_changed_at, status, failures, locked_until, totp_sealed, totp_confirmed_at, \
      totp_last_step, roles, invite_digest, invite_expires_at, created_by, created_at";
-
-#[derive(FromRow)]
-struct SessionRow {
-    id: String,
-    merchant_id: String,
-    staff_id: String,
-    token_digest: Vec<u8>,
-    factors: String,
-    user_agent: Option<String>,
-    ip: Option<String>,
-    created_at: i64,
-    last_seen_at: i64,
-    expires_at: i64,
-    ended_at: Option<i64>,
-}
-
-impl TryFrom<SessionRow> for StaffSessionRecord {
-    type Error = StoreError;
-    fn try_from(row: SessionRow) -> Result<Self, StoreError> {
-        Ok(StaffSessionRecord {
-            id: row.id,
-            merchant_id: merchant(&row.merchant_id)?,
-            staff_id: row.staff_id,
-            token_digest: row.token_digest,
-            factors: row.factors,
-            user_agent: row.user_agent,
-            ip: row.ip,
-            created_at: Timestamp::from_unix_millis(row.created_at),
-            last_seen_at: Timestamp::from_unix_millis(row.last_seen_at),
-            expires_at: Timestamp::from_unix_millis(row.expires_at),
-            ended_at: at(row.ended_at),
-        })
-    }
-}
-
-const SESSION_COLUMNS: &str =
-    "id, merchant_id, staff_id, token_digest, factors, user_agent, ip, created_at, last_seen_at, expires_at, ended_at";
 
 #[derive(FromRow)]
 struct ChallengeRow {
@@ -385,56 +348,6 @@ impl StaffRepository for Store {
         )? == 1)
     }
 
-    async fn insert_staff_session(&self, s: &StaffSessionRecord) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO staff_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        );
-        on_pool!(self, pool => sqlx::query(&sql)
-            .bind(&s.id)
-            .bind(s.merchant_id.as_str())
-            .bind(&s.staff_id)
-            .bind(&s.token_digest)
-            .bind(&s.factors)
-            .bind(&s.user_agent)
-            .bind(&s.ip)
-            .bind(s.created_at.unix_millis())
-            .bind(s.last_seen_at.unix_millis())
-            .bind(s.expires_at.unix_millis())
-            .bind(s.ended_at.map(Timestamp::unix_millis))
-            .execute(pool)
-            .await
-            .map(|_| ()))
-        .map_err(store_error)
-    }
-
-    async fn staff_session_by_digest(&self, digest: &[u8]) -> Result<Option<StaffSessionRecord>, StoreError> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM staff_sessions WHERE token_digest = $1");
-        let row: Option<SessionRow> =
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(digest).fetch_optional(pool).await)
-                .map_err(store_error)?;
-        row.map(TryInto::try_into).transpose()
-    }
-
-    async fn touch_staff_session(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
-        let sql = "UPDATE staff_sessions SET last_seen_at = $1 WHERE id = $2";
-        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(id).execute(pool).await.map(|_| ()))
-            .map_err(store_error)
-    }
-
-    async fn end_staff_session(&self, staff: &str, id: &str, at: Timestamp) -> Result<bool, StoreError> {
-        let sql = "UPDATE staff_sessions SET ended_at = $1 WHERE staff_id = $2 AND id = $3 AND ended_at IS NULL";
-        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(staff).bind(id).execute(pool).await
-            .map(|r| r.rows_affected() == 1))
-        .map_err(store_error)
-    }
-
-    async fn end_staff_sessions(&self, staff: &str, except: Option<&str>, at: Timestamp) -> Result<u64, StoreError> {
-        let sql = "UPDATE staff_sessions SET ended_at = $1 WHERE staff_id = $2 AND id <> $3 AND ended_at IS NULL";
-        on_pool!(self, pool => sqlx::query(sql).bind(at.unix_millis()).bind(staff).bind(except.unwrap_or(""))
-            .execute(pool).await.map(|r| r.rows_affected()))
-        .map_err(store_error)
-    }
-
     async fn insert_staff_challenge(&self, c: &StaffChallengeRecord) -> Result<(), StoreError> {
         let sql = "INSERT INTO staff_challenges (id, staff_id, purpose, client, created_at, expires_at, failures, completed_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -614,15 +527,6 @@ impl StaffRepository for Store {
     async fn purge_staff(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
         let cutoff = before.unix_millis();
         on_pool!(self, pool => async {
-            let sessions = sqlx::query(
-                "DELETE FROM staff_sessions WHERE id IN (SELECT id FROM staff_sessions \
-                 WHERE expires_at < $1 OR ended_at < $1 LIMIT $2)",
-            )
-            .bind(cutoff)
-            .bind(i64::from(limit))
-            .execute(pool)
-            .await?
-            .rows_affected();
             let challenges = sqlx::query(
                 "DELETE FROM staff_challenges WHERE id IN (SELECT id FROM staff_challenges WHERE expires_at < $1 LIMIT $2)",
             )
@@ -631,7 +535,7 @@ impl StaffRepository for Store {
             .execute(pool)
             .await?
             .rows_affected();
-            Ok::<_, sqlx::Error>(sessions + challenges)
+            Ok::<_, sqlx::Error>(challenges)
         }.await)
         .map_err(store_error)
     }

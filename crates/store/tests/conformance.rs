@@ -243,8 +243,10 @@ async fn vault_suite(store: &Store, merchant: &MerchantId) {
 /// Identity's single-use rules hold in the database itself, under concurrent requests.
 async fn identity_suite(store: &Store, merchant: &MerchantId) {
     use strongroom_domain::ports::{
-        AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord, IdentityRepository, SessionRecord,
+        AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord, IdentityRepository,
     };
+    use strongroom_domain::sessions::{SessionOwner, SessionRecord, SessionRepository};
+    const C: SessionOwner = SessionOwner::Customer;
     let t = |ms: i64| Timestamp::from_unix_millis(1_800_000_000_000 + ms);
     let customer = |id: &str, lookup: &[u8]| CustomerRecord {
         id: id.to_owned(),
@@ -306,8 +308,9 @@ async fn identity_suite(store: &Store, merchant: &MerchantId) {
     // Sessions: found by digest, ended once; disabling ends the rest.
     let session = |id: &str, digest: u8| SessionRecord {
         id: id.to_owned(),
+        owner: C,
         merchant_id: merchant.clone(),
-        customer_id: "cus_a".into(),
+        subject_id: "cus_a".into(),
         token_digest: vec![digest; 32],
         factors: "password".into(),
         user_agent: None,
@@ -320,16 +323,29 @@ async fn identity_suite(store: &Store, merchant: &MerchantId) {
     store.insert_session(&session("ses_1", 1)).await.unwrap();
     store.insert_session(&session("ses_2", 2)).await.unwrap();
     store.insert_session(&session("ses_3", 3)).await.unwrap();
-    assert_eq!(store.session_by_digest(&[2; 32]).await.unwrap().unwrap().id, "ses_2");
-    assert!(store.end_session(merchant, "cus_a", "ses_1", t(5)).await.unwrap());
-    assert!(!store.end_session(merchant, "cus_a", "ses_1", t(6)).await.unwrap());
-    assert!(!store.end_session(&stranger, "cus_a", "ses_2", t(6)).await.unwrap(), "not across merchants");
+    assert_eq!(store.session_by_digest(C, &[2; 32]).await.unwrap().unwrap().id, "ses_2");
+    assert!(store.session_by_digest(SessionOwner::Staff, &[2; 32]).await.unwrap().is_none(), "owners never mix");
+    store.touch_session(C, "ses_2", t(4)).await.unwrap();
+    store.touch_session(C, "ses_2", t(3)).await.unwrap();
+    assert_eq!(store.session_by_digest(C, &[2; 32]).await.unwrap().unwrap().last_seen_at, t(4), "never backwards");
+    let racers: Vec<_> = (0..30)
+        .map(|_| {
+            let (s, m) = (store.clone(), merchant.clone());
+            tokio::spawn(async move { s.end_session(C, &m, "cus_a", "ses_1", t(5)).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += u32::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "one of thirty concurrent ends of a session wins");
+    assert!(!store.end_session(C, &stranger, "cus_a", "ses_2", t(6)).await.unwrap(), "not across merchants");
     assert_eq!(
-        store.end_sessions_except(merchant, "cus_a", Some("ses_2"), t(7)).await.unwrap(),
+        store.end_sessions_except(C, merchant, "cus_a", Some("ses_2"), t(7)).await.unwrap(),
         vec!["ses_3".to_owned()]
     );
     assert!(store.set_status(merchant, "cus_a", AccountStatus::Disabled, t(8)).await.unwrap());
-    assert!(store.live_sessions(merchant, "cus_a", t(9)).await.unwrap().is_empty(), "disabling ends every session");
+    assert!(store.live_sessions(C, merchant, "cus_a", t(9)).await.unwrap().is_empty(), "disabling ends every session");
 
     // A step-up proof is redeemed once, and not after it expires.
     let challenge = |id: &str| ChallengeRecord {
@@ -381,8 +397,9 @@ async fn identity_suite(store: &Store, merchant: &MerchantId) {
     assert!(store.redeem_proof(&[6; 32], t(300_000)).await.unwrap().is_none(), "expired");
 
     // Purging removes what ended long ago; the cascade takes a deleted customer's rows with it.
-    assert!(store.purge_identity(t(2_000_000), 100).await.unwrap() >= 3);
-    assert!(store.session_by_digest(&[2; 32]).await.unwrap().is_none());
+    assert!(store.purge_identity(t(2_000_000), 100).await.unwrap() >= 1);
+    assert_eq!(store.purge_sessions(C, t(2_000_000), 100).await.unwrap(), 3);
+    assert!(store.session_by_digest(C, &[2; 32]).await.unwrap().is_none());
 }
 
 async fn audit_suite(store: &Store) {
@@ -507,6 +524,37 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
     assert!(store.insert_staff(&staff("stf_a", b"staff-a"), &[]).await.unwrap());
     assert!(!store.insert_staff(&staff("stf_b", b"staff-a"), &[]).await.unwrap(), "one account per email");
     assert!(store.insert_staff(&staff("stf_b", b"staff-b"), &[]).await.unwrap());
+
+    // Staff sessions go through the same statements as customers', into their own table.
+    {
+        use strongroom_domain::sessions::{SessionOwner, SessionRecord, SessionRepository};
+        let at = Timestamp::from_unix_millis(1_800_000_000_000);
+        let session = |id: &str, digest: u8| SessionRecord {
+            id: id.to_owned(),
+            owner: SessionOwner::Staff,
+            merchant_id: merchant.clone(),
+            subject_id: "stf_a".into(),
+            token_digest: vec![digest; 32],
+            factors: "password+totp".into(),
+            user_agent: None,
+            ip: None,
+            created_at: at,
+            last_seen_at: at,
+            expires_at: Timestamp::from_unix_millis(1_800_000_000_000 + 60_000),
+            ended_at: None,
+        };
+        store.insert_session(&session("sss_1", 41)).await.unwrap();
+        store.insert_session(&session("sss_2", 42)).await.unwrap();
+        assert_eq!(store.session_by_digest(SessionOwner::Staff, &[41; 32]).await.unwrap().unwrap().subject_id, "stf_a");
+        assert!(store.session_by_digest(SessionOwner::Customer, &[41; 32]).await.unwrap().is_none());
+        assert_eq!(store.live_sessions(SessionOwner::Staff, merchant, "stf_a", at).await.unwrap().len(), 2);
+        assert_eq!(
+            store.end_sessions_except(SessionOwner::Staff, merchant, "stf_a", Some("sss_2"), at).await.unwrap(),
+            vec!["sss_1".to_owned()]
+        );
+        assert!(store.end_session(SessionOwner::Staff, merchant, "stf_a", "sss_2", at).await.unwrap());
+        assert!(store.live_sessions(SessionOwner::Staff, merchant, "stf_a", at).await.unwrap().is_empty());
+    }
     let stranger = MerchantId::generate(&OsEntropy);
     assert!(store.staff(Some(&stranger), "stf_a").await.unwrap().is_none());
     assert!(store.staff(None, "stf_a").await.unwrap().is_some());

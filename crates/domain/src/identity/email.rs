@@ -355,8 +355,7 @@ impl IdentityService {
         self.repo.set_password(merchant, &customer.id, &hash, now).await?;
         self.repo.clear_login_failures(merchant, &customer.email_lookup).await?;
         self.repo.spend_links(&customer.id, ChallengePurpose::PasswordReset, now).await?;
-        let ended = self.repo.end_sessions_except(merchant, &customer.id, None, now).await?;
-        self.sessions.retain(|_, record| !ended.contains(&record.id));
+        self.sessions.end_all(merchant, &customer.id, None).await?;
         self.audit_factor(merchant, &customer.id, client, "customer.password_reset", Outcome::Success).await?;
         self.notify(
             &customer,

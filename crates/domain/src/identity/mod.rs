@@ -31,7 +31,8 @@ use crate::DomainError;
 use crate::audit::log::AuditLog;
 use crate::cache::TtlCache;
 use crate::merchants::MerchantId;
-use crate::ports::{IdentityRepository, SessionRecord};
+use crate::ports::IdentityRepository;
+use crate::sessions::{SessionOwner, SessionPolicy, Sessions};
 use crate::vault::keys::VaultKeys;
 
 pub use passwords::{HashingSettings, PasswordHasher, PasswordPolicy, Strength};
@@ -59,7 +60,8 @@ pub struct IdentitySettings {
     /// `…/reset-password#token=…`).
     pub link_base: String,
     /// How long a validated session is trusted from memory before the database is asked again
-    /// (an ended session is dead at once on the node that ended it, elsewhere after this).
+    /// (an ended session is dead at once on the node that ended it, on other nodes after this;
+    /// at most one second by default).
     pub session_cache_ttl: Duration,
 }
 
@@ -73,7 +75,7 @@ impl Default for IdentitySettings {
             challenge_tries: 5,
             totp_issuer: "strongroom".to_owned(),
             link_base: "https://127.0.0.1:8443/account".to_owned(),
-            session_cache_ttl: Duration::from_secs(5),
+            session_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -119,7 +121,7 @@ pub struct IdentityService {
     entropy: Arc<dyn Entropy>,
     settings: IdentitySettings,
     clients: throttle::ClientThrottle,
-    sessions: TtlCache<Vec<u8>, Arc<SessionRecord>>,
+    sessions: Sessions<()>,
     postman: Option<crate::mail::Postman>,
     in_flight: throttle::InFlight,
     /// Emails a reset was mailed to in the last minute (keyed hashes): one mail a minute at most.
@@ -152,7 +154,20 @@ impl IdentityService {
         entropy: Arc<dyn Entropy>,
         settings: IdentitySettings,
     ) -> Self {
-        let sessions = TtlCache::new(settings.session_cache_ttl, 100_000);
+        let policy_of_sessions = SessionPolicy {
+            idle: settings.session_idle,
+            absolute: settings.session_absolute,
+            cache_ttl: settings.session_cache_ttl,
+        };
+        let sessions = Sessions::new(
+            SessionOwner::Customer,
+            repo.clone(),
+            digest.clone(),
+            clock.clone(),
+            entropy.clone(),
+            policy_of_sessions,
+            100_000,
+        );
         Self {
             repo,
             keys,

@@ -1,17 +1,17 @@
-//! Sessions: opaque 256-bit tokens (`srs_…`) whose keyed hash alone is stored, with an idle and
-//! an absolute timeout; listing and ending them.
-//! Must never: store or log a token, accept a token of an ended, expired or idle session, or
-//! trust a cached session past [`super::IdentitySettings::session_cache_ttl`].
-
-use std::sync::Arc;
+//! Customer sessions: what a customer sees of the shared session mechanism
+//! ([`crate::sessions`]): issuing one at sign-in, authenticating, listing and ending, and
+//! renewing after step-up, each audited.
+//! Must never: keep session rules of its own (they live in [`crate::sessions`] for customers and
+//! staff alike), or return a token other than the one just issued.
 
 use strongroom_types::{Secret, Timestamp};
 
-use super::{Client, CustomerSession, IdentityService, SessionId, short_agent};
+use super::{Client, CustomerSession, IdentityService};
 use crate::DomainError;
 use crate::audit::event::Outcome;
 use crate::merchants::MerchantId;
-use crate::ports::{AccountStatus, CustomerRecord, SessionRecord};
+use crate::ports::{AccountStatus, CustomerRecord};
+use crate::sessions::SessionRecord;
 
 /// A session as its owner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,15 +45,11 @@ pub struct IssuedSession {
     pub token: Secret<String>,
 }
 
-/// How often a session's last use is written.
-const TOUCH_RESOLUTION_MS: i64 = 60_000;
-
 /// The token's prefix.
 pub const TOKEN_PREFIX: &str = "srs";
 
 impl IdentityService {
     fn session_view(&self, record: &SessionRecord) -> SessionView {
-        let idle = record.last_seen_at.saturating_add(self.settings.session_idle).min(record.expires_at);
         SessionView {
             id: record.id.clone(),
             factors: record.factors.clone(),
@@ -61,7 +57,7 @@ impl IdentityService {
             ip: record.ip.clone(),
             created_at: record.created_at,
             last_seen_at: record.last_seen_at,
-            idle_expires_at: idle,
+            idle_expires_at: self.sessions.idle_deadline(record),
             expires_at: record.expires_at,
         }
     }
@@ -73,88 +69,41 @@ impl IdentityService {
         factors: &str,
         client: &Client,
     ) -> Result<IssuedSession, DomainError> {
-        let now = self.now();
-        let token = self.fresh_secret(TOKEN_PREFIX);
-        let record = SessionRecord {
-            id: SessionId::generate(self.entropy.as_ref()).as_str().to_owned(),
-            merchant_id: customer.merchant_id.clone(),
+        let new = self.sessions.issue(&customer.merchant_id, &customer.id, factors, client).await?;
+        Ok(IssuedSession {
+            session: self.session_view(&new.record),
             customer_id: customer.id.clone(),
-            token_digest: self.keyed("session", token.expose().as_bytes()),
-            factors: factors.to_owned(),
-            user_agent: short_agent(client.user_agent.as_deref()),
-            ip: client.ip.map(|ip| ip.to_string()),
-            created_at: now,
-            last_seen_at: now,
-            expires_at: now.saturating_add(self.settings.session_absolute),
-            ended_at: None,
-        };
-        self.repo.insert_session(&record).await?;
-        Ok(IssuedSession { session: self.session_view(&record), customer_id: customer.id.clone(), token })
+            token: new.token,
+        })
     }
 
     /// Authenticates a session token. `None` for anything that is not a live session (the caller
     /// answers one 401 for every case).
     pub async fn authenticate_session(&self, token: &str) -> Result<Option<CustomerSession>, DomainError> {
-        if !super::is_secret_shaped(token, TOKEN_PREFIX) {
+        // Disabling an account ends its sessions in the same transaction: nothing to attach.
+        let Some((record, ())) = self.sessions.authenticate(token, |_| async { Ok(Some(())) }).await? else {
             return Ok(None);
-        }
-        let digest = self.keyed("session", token.as_bytes());
-        let now = self.now();
-        let record = match self.sessions.get(&digest, now) {
-            Some(record) => record,
-            None => match self.repo.session_by_digest(&digest).await? {
-                Some(record) => {
-                    let record = Arc::new(record);
-                    self.sessions.put(digest.clone(), record.clone(), now);
-                    record
-                }
-                None => return Ok(None),
-            },
         };
-        let idle_ms = i64::try_from(self.settings.session_idle.as_millis()).unwrap_or(i64::MAX);
-        if record.ended_at.is_some() || record.expires_at <= now || now.millis_since(record.last_seen_at) >= idle_ms {
-            return Ok(None);
-        }
-        if now.millis_since(record.last_seen_at) >= TOUCH_RESOLUTION_MS {
-            self.repo.touch_session(&record.id, now).await?;
-            self.sessions.update(&digest, |cached| {
-                let mut fresh = (**cached).clone();
-                fresh.last_seen_at = now;
-                *cached = Arc::new(fresh);
-            });
-        }
         Ok(Some(CustomerSession {
-            merchant_id: record.merchant_id.clone(),
-            customer_id: record.customer_id.clone(),
-            session_id: record.id.clone(),
-            factors: record.factors.clone(),
+            merchant_id: record.merchant_id,
+            customer_id: record.subject_id,
+            session_id: record.id,
+            factors: record.factors,
             authenticated_at: record.created_at,
         }))
     }
 
     /// The customer's live sessions, newest first.
     pub async fn list_sessions(&self, session: &CustomerSession) -> Result<Vec<SessionView>, DomainError> {
-        let now = self.now();
-        let idle_ms = i64::try_from(self.settings.session_idle.as_millis()).unwrap_or(i64::MAX);
-        let mut live: Vec<SessionView> = self
-            .repo
-            .live_sessions(&session.merchant_id, &session.customer_id, now)
-            .await?
-            .iter()
-            .filter(|s| now.millis_since(s.last_seen_at) < idle_ms)
-            .map(|s| self.session_view(s))
-            .collect();
-        live.sort_by_key(|s| std::cmp::Reverse(s.created_at));
-        Ok(live)
+        let live = self.sessions.live(&session.merchant_id, &session.customer_id).await?;
+        Ok(live.iter().map(|s| self.session_view(s)).collect())
     }
 
     /// Ends one of the customer's sessions (their own current one is a logout).
     pub async fn end_session(&self, session: &CustomerSession, id: &str, client: &Client) -> Result<(), DomainError> {
-        let ended = self.repo.end_session(&session.merchant_id, &session.customer_id, id, self.now()).await?;
-        if !ended {
+        if !self.sessions.end(&session.merchant_id, &session.customer_id, id).await? {
             return Err(DomainError::NotFound);
         }
-        self.sessions.retain(|_, record| record.id != id);
         let action = if id == session.session_id { "customer.logout" } else { "customer.session_ended" };
         self.audit_factor(&session.merchant_id, &session.customer_id, client, action, Outcome::Success).await?;
         Ok(())
@@ -162,11 +111,8 @@ impl IdentityService {
 
     /// Ends every session of the customer but the current one; returns how many ended.
     pub async fn end_other_sessions(&self, session: &CustomerSession, client: &Client) -> Result<u64, DomainError> {
-        let ended = self
-            .repo
-            .end_sessions_except(&session.merchant_id, &session.customer_id, Some(&session.session_id), self.now())
-            .await?;
-        self.sessions.retain(|_, record| !ended.contains(&record.id));
+        let ended =
+            self.sessions.end_all(&session.merchant_id, &session.customer_id, Some(&session.session_id)).await?;
         if !ended.is_empty() {
             self.audit_factor(
                 &session.merchant_id,
@@ -183,7 +129,7 @@ impl IdentityService {
     /// Forgets every cached session of a customer (after disabling the account or erasing its
     /// data).
     pub fn forget_customer(&self, customer: &str) {
-        self.sessions.retain(|_, record| record.customer_id != customer);
+        self.sessions.forget_subject(customer);
     }
 
     /// Replaces the current session with a new one (after step-up): the old token stops working.
@@ -199,8 +145,7 @@ impl IdentityService {
             return Err(DomainError::InvalidFactor);
         }
         let issued = self.issue_session(&customer, factors, client).await?;
-        self.repo.end_session(merchant, &session.customer_id, &session.session_id, self.now()).await?;
-        self.sessions.retain(|_, record| record.id != session.session_id);
+        self.sessions.end(merchant, &session.customer_id, &session.session_id).await?;
         Ok(issued)
     }
 }
@@ -209,7 +154,7 @@ impl IdentityService {
     /// Deletes sessions and challenges that ended or expired more than a day ago.
     pub async fn purge(&self) -> Result<u64, DomainError> {
         let before = Timestamp::from_unix_millis(self.now().unix_millis() - 86_400_000);
-        let mut total = 0;
+        let mut total = self.sessions.purge(before).await?;
         loop {
             let purged = self.repo.purge_identity(before, 1000).await?;
             total += purged;

@@ -79,33 +79,6 @@ pub struct LoginFailures {
     pub last_at: Option<Timestamp>,
 }
 
-/// A customer session as stored (the token itself never is: only its keyed hash).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    /// `ses_…`
-    pub id: String,
-    /// Its merchant.
-    pub merchant_id: MerchantId,
-    /// Its customer.
-    pub customer_id: String,
-    /// Keyed hash of the token.
-    pub token_digest: Vec<u8>,
-    /// How it was authenticated, e.g. `password`, `password+totp`.
-    pub factors: String,
-    /// The client's user agent, shortened.
-    pub user_agent: Option<String>,
-    /// The client's address.
-    pub ip: Option<String>,
-    /// When it began.
-    pub created_at: Timestamp,
-    /// Last use (recorded at most once a minute).
-    pub last_seen_at: Timestamp,
-    /// Absolute end.
-    pub expires_at: Timestamp,
-    /// When it was ended, if it was.
-    pub ended_at: Option<Timestamp>,
-}
-
 /// What a challenge is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChallengePurpose {
@@ -185,7 +158,7 @@ pub struct ChallengeRecord {
 /// except the look-ups by a secret's keyed hash (a session token, a step-up proof), which find
 /// out the merchant.
 #[async_trait]
-pub trait IdentityRepository: Send + Sync {
+pub trait IdentityRepository: crate::sessions::SessionRepository {
     /// Stores a new customer; false (nothing written) when the merchant has one with that email.
     async fn insert_customer(&self, customer: &CustomerRecord) -> Result<bool, StoreError>;
 
@@ -255,41 +228,6 @@ pub trait IdentityRepository: Send + Sync {
     /// Forgets a subject's failures (after a successful sign-in).
     async fn clear_login_failures(&self, merchant: &MerchantId, subject: &[u8]) -> Result<(), StoreError>;
 
-    /// Stores a session.
-    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
-
-    /// A session by the keyed hash of its token.
-    async fn session_by_digest(&self, digest: &[u8]) -> Result<Option<SessionRecord>, StoreError>;
-
-    /// Records a use.
-    async fn touch_session(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
-
-    /// A customer's sessions that have not been ended and have not passed `now`'s absolute end.
-    async fn live_sessions(
-        &self,
-        merchant: &MerchantId,
-        customer: &str,
-        now: Timestamp,
-    ) -> Result<Vec<SessionRecord>, StoreError>;
-
-    /// Ends one session of a customer; false when there was no live one.
-    async fn end_session(
-        &self,
-        merchant: &MerchantId,
-        customer: &str,
-        id: &str,
-        at: Timestamp,
-    ) -> Result<bool, StoreError>;
-
-    /// Ends every live session of a customer but `keep`; returns the ids ended.
-    async fn end_sessions_except(
-        &self,
-        merchant: &MerchantId,
-        customer: &str,
-        keep: Option<&str>,
-        at: Timestamp,
-    ) -> Result<Vec<String>, StoreError>;
-
     /// Stores a challenge.
     async fn insert_challenge(&self, challenge: &ChallengeRecord) -> Result<(), StoreError>;
 
@@ -355,6 +293,6 @@ pub trait IdentityRepository: Send + Sync {
     /// from this user agent.
     async fn has_session_from(&self, customer: &str, user_agent: &str) -> Result<bool, StoreError>;
 
-    /// Deletes challenges and sessions that ended or expired before `before`; returns how many.
+    /// Deletes challenges that expired before `before`; returns how many.
     async fn purge_identity(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
 }

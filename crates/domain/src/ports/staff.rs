@@ -79,33 +79,6 @@ pub struct StaffRecord {
     pub created_at: Timestamp,
 }
 
-/// A staff session as stored (only the keyed hash of its token).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaffSessionRecord {
-    /// `sss_…`
-    pub id: String,
-    /// Its merchant.
-    pub merchant_id: MerchantId,
-    /// Its staff member.
-    pub staff_id: String,
-    /// Keyed hash of the token.
-    pub token_digest: Vec<u8>,
-    /// How it was authenticated, e.g. `password+totp`.
-    pub factors: String,
-    /// The client's user agent, shortened.
-    pub user_agent: Option<String>,
-    /// The client's address.
-    pub ip: Option<String>,
-    /// When it began.
-    pub created_at: Timestamp,
-    /// Last use.
-    pub last_seen_at: Timestamp,
-    /// Absolute end.
-    pub expires_at: Timestamp,
-    /// When it was ended.
-    pub ended_at: Option<Timestamp>,
-}
-
 /// A staff sign-in waiting for its second factor (`login`) or for a first factor to be enrolled
 /// (`enrol`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +148,7 @@ pub struct ApprovalRecord {
 
 /// Staff accounts, their sessions and sign-in challenges, custom roles and approvals.
 #[async_trait]
-pub trait StaffRepository: Send + Sync {
+pub trait StaffRepository: crate::sessions::SessionRepository {
     /// Stores a new staff member; false (nothing written) when the email is taken.
     async fn insert_staff(&self, staff: &StaffRecord, events: &[OutboxMessage]) -> Result<bool, StoreError>;
 
@@ -241,21 +214,6 @@ pub trait StaffRepository: Send + Sync {
         events: &[OutboxMessage],
     ) -> Result<bool, StoreError>;
 
-    /// Stores a new session.
-    async fn insert_staff_session(&self, session: &StaffSessionRecord) -> Result<(), StoreError>;
-
-    /// The session with this token hash.
-    async fn staff_session_by_digest(&self, digest: &[u8]) -> Result<Option<StaffSessionRecord>, StoreError>;
-
-    /// Records use.
-    async fn touch_staff_session(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
-
-    /// Ends one session of a staff member; false when it is not theirs or already ended.
-    async fn end_staff_session(&self, staff: &str, id: &str, at: Timestamp) -> Result<bool, StoreError>;
-
-    /// Ends every session of a staff member but `except`; returns how many.
-    async fn end_staff_sessions(&self, staff: &str, except: Option<&str>, at: Timestamp) -> Result<u64, StoreError>;
-
     /// Stores a sign-in challenge.
     async fn insert_staff_challenge(&self, challenge: &StaffChallengeRecord) -> Result<(), StoreError>;
 
@@ -320,6 +278,6 @@ pub trait StaffRepository: Send + Sync {
         at: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes staff sessions and challenges that ended or expired before `before`.
+    /// Deletes staff sign-in challenges that expired before `before`.
     async fn purge_staff(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
 }

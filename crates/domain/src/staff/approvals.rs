@@ -255,7 +255,7 @@ impl StaffService {
         if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &roles, &events).await? {
             return Err(DomainError::Conflict("roles_changed", "the roles changed meanwhile; read them again"));
         }
-        self.forget_sessions();
+        self.forget_sessions_of(id);
         self.record(by.event("staff.role_granted", Outcome::SuccessBecause(role.to_owned())).on("staff", id), client)
             .await?;
         self.get(by, id).await
@@ -279,7 +279,6 @@ impl StaffService {
         }
         let record = self.staff_of(by.merchant_id(), id).await?;
         self.require_approval(by, Action::ResetFactors, id, "factor_reset", approval, client).await?;
-        let now = self.now();
         self.repo.reset_staff_totp(id).await?;
         if let Some(passkeys) = self.passkeys.as_deref() {
             for p in passkeys.list(crate::passkeys::Owner { kind: "staff", id, merchant: by.merchant_id() }).await? {
@@ -288,8 +287,7 @@ impl StaffService {
                     .await?;
             }
         }
-        self.repo.end_staff_sessions(id, None, now).await?;
-        self.forget_sessions();
+        self.end_sessions_of(by.merchant_id(), id, None).await?;
         self.record(by.event("staff.factors_reset", Outcome::Success).on("staff", id), client).await?;
         if let Ok(email) = self.email_of(&record).await {
             self.post(email, "your second factors were reset", "staff_factors_reset", &[

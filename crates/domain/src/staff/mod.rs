@@ -25,11 +25,11 @@ use crate::DomainError;
 use crate::api_keys::{Principal, Scope, StaffPrincipal};
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::audit::log::AuditLog;
-use crate::cache::TtlCache;
 use crate::identity::{Client, PasswordHasher, PasswordPolicy};
 use crate::mail::{Mail, Postman, escape_html};
 use crate::merchants::MerchantId;
-use crate::ports::{RoleRecord, StaffChallengeRecord, StaffRecord, StaffRepository, StaffSessionRecord, StaffStatus};
+use crate::ports::{RoleRecord, StaffChallengeRecord, StaffRecord, StaffRepository, StaffStatus};
+use crate::sessions::{SessionOwner, SessionPolicy, Sessions};
 use crate::vault::keys::VaultKeys;
 use crate::vault::values::{ValueKind, prepare};
 
@@ -46,9 +46,7 @@ pub const PASSWORD_HISTORY: usize = 4;
 pub const MIN_PASSWORD: usize = 12;
 /// Wrong codes a sign-in challenge takes.
 const CHALLENGE_TRIES: u32 = 5;
-const TOKEN_PREFIX: &str = "sst";
 const INVITE_PREFIX: &str = "sti";
-const TOUCH_RESOLUTION_MS: i64 = 60_000;
 
 /// Timeouts.
 #[derive(Debug, Clone)]
@@ -61,7 +59,8 @@ pub struct StaffSettings {
     pub invite_ttl: Duration,
     /// How long a sign-in waits for its second factor or enrolment.
     pub challenge_ttl: Duration,
-    /// How long a validated session is trusted from memory.
+    /// How long a validated session (with its permissions) is trusted from memory: the bound on
+    /// how late another node sees a session ended, an account disabled or a role changed.
     pub session_cache_ttl: Duration,
     /// The issuer authenticator apps show.
     pub totp_issuer: String,
@@ -78,7 +77,7 @@ impl Default for StaffSettings {
             session_absolute: Duration::from_secs(12 * 3600),
             invite_ttl: Duration::from_secs(72 * 3600),
             challenge_ttl: Duration::from_secs(10 * 60),
-            session_cache_ttl: Duration::from_secs(5),
+            session_cache_ttl: Duration::from_secs(1),
             totp_issuer: "strongroom staff".to_owned(),
             link_base: "https://127.0.0.1:8443".to_owned(),
             recent_sign_in: Duration::from_secs(15 * 60),
@@ -175,7 +174,7 @@ pub struct StaffService {
     entropy: Arc<dyn Entropy>,
     settings: StaffSettings,
     postman: Option<Postman>,
-    sessions: TtlCache<Vec<u8>, Arc<(StaffSessionRecord, StaffPrincipal)>>,
+    sessions: Sessions<StaffPrincipal>,
     clients: crate::identity::throttle::ClientThrottle,
     passkeys: Option<Arc<crate::passkeys::Passkeys>>,
 }
@@ -200,7 +199,20 @@ impl StaffService {
         entropy: Arc<dyn Entropy>,
         settings: StaffSettings,
     ) -> Self {
-        let sessions = TtlCache::new(settings.session_cache_ttl, 10_000);
+        let session_policy = SessionPolicy {
+            idle: settings.session_idle,
+            absolute: settings.session_absolute,
+            cache_ttl: settings.session_cache_ttl,
+        };
+        let sessions = Sessions::new(
+            SessionOwner::Staff,
+            repo.clone(),
+            digest.clone(),
+            clock.clone(),
+            entropy.clone(),
+            session_policy,
+            10_000,
+        );
         let policy = PasswordPolicy { min_single_factor: MIN_PASSWORD, min_with_mfa: MIN_PASSWORD, context_words };
         Self {
             repo,
@@ -731,28 +743,13 @@ impl StaffService {
         factors: &str,
         client: &Client,
     ) -> Result<IssuedStaffSession, DomainError> {
-        let now = self.now();
-        let token = self.fresh_secret(TOKEN_PREFIX);
-        let record = StaffSessionRecord {
-            id: StaffSessionId::generate(self.entropy.as_ref()).as_str().to_owned(),
-            merchant_id: staff.merchant_id.clone(),
-            staff_id: staff.id.clone(),
-            token_digest: self.keyed("staff_session", token.expose().as_bytes()),
-            factors: factors.to_owned(),
-            user_agent: crate::identity::short_agent(client.user_agent.as_deref()),
-            ip: client.ip.map(|ip| ip.to_string()),
-            created_at: now,
-            last_seen_at: now,
-            expires_at: now.saturating_add(self.settings.session_absolute),
-            ended_at: None,
-        };
-        self.repo.insert_staff_session(&record).await?;
+        let new = self.sessions.issue(&staff.merchant_id, &staff.id, factors, client).await?;
         Ok(IssuedStaffSession {
-            id: record.id,
+            idle_expires_at: self.sessions.idle_deadline(&new.record),
+            expires_at: new.record.expires_at,
+            id: new.record.id,
             staff_id: staff.id.clone(),
-            token,
-            idle_expires_at: now.saturating_add(self.settings.session_idle),
-            expires_at: record.expires_at,
+            token: new.token,
         })
     }
 
@@ -764,59 +761,45 @@ impl StaffService {
     /// Authenticates a staff session token: the principal (with the permissions of the staff
     /// member's roles), or `None` for anything that is not a live session of an active account.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, DomainError> {
-        if !Self::well_formed(token, TOKEN_PREFIX) {
-            return Ok(None);
-        }
-        let digest = self.keyed("staff_session", token.as_bytes());
-        let now = self.now();
-        let cached = match self.sessions.get(&digest, now) {
-            Some(cached) => cached,
-            None => {
-                let Some(session) = self.repo.staff_session_by_digest(&digest).await? else { return Ok(None) };
-                let Some(staff) = self.repo.staff(Some(&session.merchant_id), &session.staff_id).await? else {
-                    return Ok(None);
-                };
-                if staff.status != StaffStatus::Active {
-                    return Ok(None);
-                }
-                let custom = self.custom_roles(&staff.merchant_id).await?;
-                let permissions = roles::permissions_of(&staff.roles, &custom);
-                let grantable =
-                    permissions.iter().copied().filter(|p| !approvals::FOUR_EYES_PERMISSIONS.contains(p)).collect();
-                let principal = StaffPrincipal {
-                    staff_id: staff.id.clone(),
-                    merchant_id: staff.merchant_id.clone(),
-                    session_id: session.id.clone(),
-                    grantable,
-                    permissions,
-                    roles: staff.roles.clone(),
-                    authenticated_at: session.created_at,
-                };
-                let cached = Arc::new((session, principal));
-                self.sessions.put(digest.clone(), cached.clone(), now);
-                cached
+        let attach = |session: crate::sessions::SessionRecord| async move {
+            let Some(staff) = self.repo.staff(Some(&session.merchant_id), &session.subject_id).await? else {
+                return Ok(None);
+            };
+            if staff.status != StaffStatus::Active {
+                return Ok(None);
             }
+            let custom = self.custom_roles(&staff.merchant_id).await?;
+            let permissions = roles::permissions_of(&staff.roles, &custom);
+            let grantable =
+                permissions.iter().copied().filter(|p| !approvals::FOUR_EYES_PERMISSIONS.contains(p)).collect();
+            Ok(Some(StaffPrincipal {
+                staff_id: staff.id.clone(),
+                merchant_id: staff.merchant_id.clone(),
+                session_id: session.id.clone(),
+                grantable,
+                permissions,
+                roles: staff.roles.clone(),
+                authenticated_at: session.created_at,
+            }))
         };
-        let (session, principal) = &*cached;
-        let idle_ms = i64::try_from(self.settings.session_idle.as_millis()).unwrap_or(i64::MAX);
-        if session.ended_at.is_some() || session.expires_at <= now || now.millis_since(session.last_seen_at) >= idle_ms
-        {
-            return Ok(None);
-        }
-        if now.millis_since(session.last_seen_at) >= TOUCH_RESOLUTION_MS {
-            self.repo.touch_staff_session(&session.id, now).await?;
-            self.sessions.update(&digest, |entry| {
-                let mut fresh = (**entry).clone();
-                fresh.0.last_seen_at = now;
-                *entry = Arc::new(fresh);
-            });
-        }
-        Ok(Some(Principal::staff(principal.clone())))
+        Ok(self.sessions.authenticate(token, attach).await?.map(|(_, principal)| Principal::staff(principal)))
     }
 
-    /// Forgets cached sessions (after a change to roles, status or sessions on this node).
+    /// Forgets the cached sessions of one staff member (after a change to their roles, status or
+    /// sessions on this node; other nodes see it within the session cache's time to live).
+    fn forget_sessions_of(&self, staff: &str) {
+        self.sessions.forget_subject(staff);
+    }
+
+    /// Forgets every cached session (after a change to a custom role, which many may hold).
     fn forget_sessions(&self) {
-        self.sessions.retain(|_, _| false);
+        self.sessions.forget_all();
+    }
+
+    /// Ends every session of a staff member (all but `keep`).
+    async fn end_sessions_of(&self, merchant: &MerchantId, staff: &str, keep: Option<&str>) -> Result<(), DomainError> {
+        self.sessions.end_all(merchant, staff, keep).await?;
+        Ok(())
     }
 
     /// The calling staff member.
@@ -827,8 +810,7 @@ impl StaffService {
 
     /// Ends the calling session.
     pub async fn logout(&self, staff: &StaffPrincipal, client: &Client) -> Result<(), DomainError> {
-        self.repo.end_staff_session(&staff.staff_id, &staff.session_id, self.now()).await?;
-        self.forget_sessions();
+        self.sessions.end(&staff.merchant_id, &staff.staff_id, &staff.session_id).await?;
         let event = AuditEvent::by(ActorKind::Staff, Some(staff.staff_id.clone()), "staff.logout", Outcome::Success)
             .for_merchant(&staff.merchant_id);
         self.record(event, client).await?;
@@ -848,8 +830,7 @@ impl StaffService {
             // Guessing the current password from a stolen session counts towards the lock.
             let now = self.now();
             if self.repo.staff_login_failed(&record.id, LOCK_AFTER, now.saturating_add(LOCK_FOR)).await? >= LOCK_AFTER {
-                self.repo.end_staff_sessions(&record.id, None, now).await?;
-                self.forget_sessions();
+                self.end_sessions_of(&record.merchant_id, &record.id, None).await?;
             }
             self.record(self.staff_event(&record, "staff.password_changed", Outcome::Denied("wrong_password")), client)
                 .await?;
@@ -866,8 +847,7 @@ impl StaffService {
         history.truncate(PASSWORD_HISTORY - 1);
         let now = self.now();
         self.repo.set_staff_password(&record.id, &hash, &history, now).await?;
-        self.repo.end_staff_sessions(&record.id, Some(&staff.session_id), now).await?;
-        self.forget_sessions();
+        self.end_sessions_of(&record.merchant_id, &record.id, Some(&staff.session_id)).await?;
         self.record(self.staff_event(&record, "staff.password_changed", Outcome::Success), client).await?;
         self.post(
             email,
@@ -925,11 +905,10 @@ impl StaffService {
         if !self.repo.set_staff_status(by.merchant_id(), id, status, &events).await? {
             return Err(DomainError::NotFound);
         }
-        let now = self.now();
         if status == StaffStatus::Disabled {
-            self.repo.end_staff_sessions(id, None, now).await?;
+            self.end_sessions_of(by.merchant_id(), id, None).await?;
         }
-        self.forget_sessions();
+        self.forget_sessions_of(id);
         self.record(by.event(action, Outcome::Success).on("staff", id), client).await?;
         self.get(by, id).await
     }
@@ -964,7 +943,7 @@ impl StaffService {
         if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &remaining, &events).await? {
             return Err(DomainError::Conflict("roles_changed", "the roles changed meanwhile; read them again"));
         }
-        self.forget_sessions();
+        self.forget_sessions_of(id);
         self.record(by.event("staff.role_revoked", Outcome::SuccessBecause(role.to_owned())).on("staff", id), client)
             .await?;
         self.get(by, id).await
@@ -1086,11 +1065,10 @@ impl StaffService {
         Ok(())
     }
 
-    /// Deletes ended and expired sessions and challenges.
+    /// Deletes sessions and challenges that ended or expired more than a day ago.
     pub async fn purge(&self) -> Result<u64, DomainError> {
-        let before = self.now().saturating_add(Duration::ZERO);
-        let cutoff = Timestamp::from_unix_millis(before.unix_millis() - 24 * 3600 * 1000);
-        Ok(self.repo.purge_staff(cutoff, 10_000).await?)
+        let cutoff = Timestamp::from_unix_millis(self.now().unix_millis() - 24 * 3600 * 1000);
+        Ok(self.sessions.purge(cutoff).await? + self.repo.purge_staff(cutoff, 10_000).await?)
     }
 }
 
