@@ -8,7 +8,7 @@ use strongroom_types::{Secret, Timestamp};
 
 use super::{Client, CustomerSession, IdentityService};
 use crate::DomainError;
-use crate::audit::event::Outcome;
+use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::merchants::MerchantId;
 use crate::ports::{AccountStatus, CustomerRecord};
 use crate::sessions::SessionRecord;
@@ -91,6 +91,22 @@ impl IdentityService {
             factors: record.factors,
             authenticated_at: record.created_at,
         }))
+    }
+
+    /// Records a refused session token (unknown, ended, idle, expired, not a session token, or
+    /// another merchant's session on the hosted pages) before the caller answers 401; `merchant`
+    /// is the one the request was for, when known. Every refusal has its entry.
+    pub async fn record_refused_session(
+        &self,
+        merchant: Option<&MerchantId>,
+        reason: &'static str,
+        client: &Client,
+    ) -> Result<(), DomainError> {
+        let mut event = AuditEvent::by(ActorKind::Anonymous, None, "customer.session_refused", Outcome::Denied(reason))
+            .from_source(client.ip, client.request_id.clone());
+        event.merchant = merchant.cloned();
+        self.audit.record(event).await?;
+        Ok(())
     }
 
     /// The customer's live sessions, newest first.

@@ -6,11 +6,10 @@
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::{HeaderValue, header};
-use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
 use strongroom_domain::identity::{Client, CustomerSession};
 
 use super::RequestContext;
-use super::auth::{bearer, record_failure};
+use super::auth::bearer;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -55,9 +54,8 @@ impl FromRequestParts<AppState> for CustomerAuth {
             None => {
                 tracing::info!(request_id = context.request_id.as_deref(), "session token refused");
                 let reason = if token.starts_with("srs_") { "invalid_session" } else { "not_a_session_token" };
-                let event =
-                    AuditEvent::by(ActorKind::Anonymous, None, "customer.session_refused", Outcome::Denied(reason));
-                record_failure(state, &context, event).await?;
+                let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
+                state.identity.record_refused_session(None, reason, &client).await?;
                 Err(unauthenticated())
             }
         }

@@ -1,11 +1,11 @@
 //! The account pages: sign-in, second factor, passkeys, TOTP enrolment and the security centre.
 //! Must never: show a secret after the response that created it (TOTP seed and recovery codes
-//! are shown once), or act on a form without [`super::check_csrf`].
+//! are shown once), or act on a request without its guard (the extractors of [`super::guard`]).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Form, Json};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use strongroom_domain::DomainError;
 use strongroom_domain::identity::accounts::LoginOutcome;
@@ -14,8 +14,9 @@ use strongroom_domain::identity::sessions::IssuedSession;
 use strongroom_domain::merchants::MerchantId;
 use strongroom_types::Secret;
 
+use super::guard::{Button, PageForm, PageScript, SignedIn, SignedInForm, SignedInScript, optional_session};
 use super::html::{esc, form, page};
-use super::{Csrf, PageError, SESSION_COOKIE, check_csrf, client_of, redirect, session_of, set_cookie};
+use super::{Csrf, PageError, SESSION_COOKIE, redirect, set_cookie};
 use crate::extract::RequestContext;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -45,20 +46,13 @@ fn signed_in(issued: &IssuedSession) -> Response {
 }
 
 #[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    csrf: String,
-}
-
-#[derive(Deserialize)]
 pub(super) struct LoginForm {
-    csrf: String,
     email: String,
     password: String,
 }
 
 #[derive(Deserialize)]
 pub(super) struct FactorForm {
-    csrf: String,
     challenge: String,
     #[serde(default)]
     code: String,
@@ -70,13 +64,11 @@ pub(super) struct FactorForm {
 
 #[derive(Deserialize)]
 pub(super) struct CodeForm {
-    csrf: String,
     code: String,
 }
 
 #[derive(Deserialize)]
 pub(super) struct PhraseForm {
-    csrf: String,
     phrase: String,
 }
 
@@ -131,14 +123,9 @@ fn factor_body(csrf: &str, challenge: &str, factors: &[&str], error: Option<&str
 
 pub(super) async fn login(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
-    Form(input): Form<LoginForm>,
+    PageForm { fields: input, client, csrf }: PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, Some(&input.csrf))?;
     let merchant = merchant(&state)?;
-    let csrf = Csrf::of(&headers);
-    let client = client_of(&context, &headers);
     match state.identity.login(&merchant, &input.email, Secret::new(input.password), &client).await {
         Ok(LoginOutcome::Authenticated(issued)) => Ok(signed_in(&issued)),
         Ok(LoginOutcome::SecondFactorRequired { challenge, factors, .. }) => {
@@ -156,13 +143,9 @@ pub(super) async fn login(
 
 pub(super) async fn second_factor(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
-    Form(input): Form<FactorForm>,
+    PageForm { fields: input, client, csrf }: PageForm<FactorForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, Some(&input.csrf))?;
     let merchant = merchant(&state)?;
-    let csrf = Csrf::of(&headers);
     let (answer, factors) = if !input.email_code.trim().is_empty() {
         (FactorAnswer::EmailCode(Secret::new(input.email_code)), vec!["email_code"])
     } else if !input.recovery_code.trim().is_empty() {
@@ -170,7 +153,6 @@ pub(super) async fn second_factor(
     } else {
         (FactorAnswer::Totp(Secret::new(input.code)), vec!["totp"])
     };
-    let client = client_of(&context, &headers);
     match state.identity.login_second_factor(&merchant, &input.challenge, answer, &client).await {
         Ok(issued) => Ok(signed_in(&issued)),
         Err(DomainError::InvalidFactor) => {
@@ -186,35 +168,21 @@ pub(super) async fn second_factor(
     }
 }
 
-fn csrf_header(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
-}
-
-fn forbidden_api() -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden")
-        .detail("the page's CSRF token is missing or wrong; reload the page")
-}
-
 pub(super) async fn passkey_login_options(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
+    PageScript { client }: PageScript,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_csrf(&headers, csrf_header(&headers)).map_err(|_| forbidden_api())?;
     let merchant = state.settings.pages_merchant.clone().ok_or_else(ApiError::not_found)?;
-    let ceremony = state.identity.begin_passkey_login(&merchant, &client_of(&context, &headers)).await?;
+    let ceremony = state.identity.begin_passkey_login(&merchant, &client).await?;
     Ok(Json(serde_json::json!({"ceremony": ceremony.id, "options": ceremony.options})))
 }
 
 pub(super) async fn passkey_login_finish(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
+    PageScript { client }: PageScript,
     Json(input): Json<FinishJson>,
 ) -> Result<Response, ApiError> {
-    check_csrf(&headers, csrf_header(&headers)).map_err(|_| forbidden_api())?;
     let merchant = state.settings.pages_merchant.clone().ok_or_else(ApiError::not_found)?;
-    let client = client_of(&context, &headers);
     let issued = state.identity.finish_passkey_login(&merchant, &input.ceremony, &input.credential, &client).await?;
     let mut response = Json(serde_json::json!({"signed_in": true})).into_response();
     response.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, issued.token.expose(), None));
@@ -255,11 +223,8 @@ fn describe(action: &str) -> &str {
 
 pub(super) async fn security(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
+    SignedIn { session, csrf }: SignedIn,
 ) -> Result<Response, PageError> {
-    let session = session_of(&state, &headers, &context).await?;
-    let csrf = Csrf::of(&headers);
     let me = state.identity.me(&session).await?;
     let sessions = state.identity.list_sessions(&session).await?;
     let passkeys = state.identity.passkeys(&session).await?;
@@ -360,11 +325,8 @@ pub(super) async fn security(
 
 pub(super) async fn mfa_page(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
+    SignedIn { session, csrf }: SignedIn,
 ) -> Result<Response, PageError> {
-    let session = session_of(&state, &headers, &context).await?;
-    let csrf = Csrf::of(&headers);
     let me = state.identity.me(&session).await?;
     let body = if me.totp {
         "<p>Your authenticator app is on. To replace it, turn it off with the API or contact the shop.</p>\
@@ -389,14 +351,10 @@ fn qr_svg(text: &str) -> Result<String, PageError> {
 
 pub(super) async fn totp_begin(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
-    Form(input): Form<CsrfForm>,
+    SignedInForm { session, form: posted }: SignedInForm<Button>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers, &context).await?;
-    let csrf = Csrf::of(&headers);
-    let enrolment = state.identity.begin_totp(&session, &client_of(&context, &headers)).await?;
+    let PageForm { client, csrf, .. } = posted;
+    let enrolment = state.identity.begin_totp(&session, &client).await?;
     let qr = qr_svg(enrolment.otpauth_uri.expose())?;
     let fields = "<label for=\"code\">The 6-digit code your app shows now</label>\
                   <input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required>";
@@ -412,14 +370,9 @@ pub(super) async fn totp_begin(
 
 pub(super) async fn totp_confirm(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
-    Form(input): Form<CodeForm>,
+    SignedInForm { session, form: posted }: SignedInForm<CodeForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers, &context).await?;
-    let csrf = Csrf::of(&headers);
-    let client = client_of(&context, &headers);
+    let PageForm { fields: input, client, csrf } = posted;
     match state.identity.confirm_totp(&session, Secret::new(input.code), true, &client).await {
         Ok((codes, _)) => {
             let list: String = codes.iter().map(|c| format!("<li>{}</li>", esc(c.expose()))).collect();
@@ -445,24 +398,17 @@ pub(super) async fn totp_confirm(
 
 pub(super) async fn passkey_add_options(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
+    SignedInScript { session, .. }: SignedInScript,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_csrf(&headers, csrf_header(&headers)).map_err(|_| forbidden_api())?;
-    let session = session_of(&state, &headers, &context).await.map_err(|_| ApiError::unauthenticated())?;
     let ceremony = state.identity.begin_passkey_registration(&session).await?;
     Ok(Json(serde_json::json!({"ceremony": ceremony.id, "options": ceremony.options})))
 }
 
 pub(super) async fn passkey_add_finish(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
+    SignedInScript { session, client }: SignedInScript,
     Json(input): Json<FinishJson>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_csrf(&headers, csrf_header(&headers)).map_err(|_| forbidden_api())?;
-    let session = session_of(&state, &headers, &context).await.map_err(|_| ApiError::unauthenticated())?;
-    let client = client_of(&context, &headers);
     let record = state
         .identity
         .finish_passkey_registration(&session, &input.ceremony, &input.credential, &input.label, &client)
@@ -472,38 +418,26 @@ pub(super) async fn passkey_add_finish(
 
 pub(super) async fn end_session(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(input): Form<CsrfForm>,
+    SignedInForm { session, form: posted }: SignedInForm<Button>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers, &context).await?;
-    state.identity.end_session(&session, &id, &client_of(&context, &headers)).await?;
+    state.identity.end_session(&session, &id, &posted.client).await?;
     Ok(redirect("/account/security"))
 }
 
 pub(super) async fn end_other_sessions(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
-    Form(input): Form<CsrfForm>,
+    SignedInForm { session, form: posted }: SignedInForm<Button>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers, &context).await?;
-    state.identity.end_other_sessions(&session, &client_of(&context, &headers)).await?;
+    state.identity.end_other_sessions(&session, &posted.client).await?;
     Ok(redirect("/account/security"))
 }
 
 pub(super) async fn set_phrase(
     State(state): State<AppState>,
-    context: RequestContext,
-    headers: HeaderMap,
-    Form(input): Form<PhraseForm>,
+    SignedInForm { session, form: posted }: SignedInForm<PhraseForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, Some(&input.csrf))?;
-    let session = session_of(&state, &headers, &context).await?;
-    state.identity.set_phrase(&session, &input.phrase, &client_of(&context, &headers)).await?;
+    state.identity.set_phrase(&session, &posted.fields.phrase, &posted.client).await?;
     Ok(redirect("/account/security"))
 }
 
@@ -511,11 +445,12 @@ pub(super) async fn logout(
     State(state): State<AppState>,
     context: RequestContext,
     headers: HeaderMap,
-    Form(input): Form<CsrfForm>,
+    form: PageForm<Button>,
 ) -> Result<Response, PageError> {
-    check_csrf(&headers, Some(&input.csrf))?;
-    if let Ok(session) = session_of(&state, &headers, &context).await {
-        state.identity.end_session(&session, &session.session_id, &client_of(&context, &headers)).await?;
+    // Signing out works with or without a live session (the cookie is cleared either way); the
+    // form's CSRF check has run before this line.
+    if let Some(session) = optional_session(&state, &headers, &context).await {
+        state.identity.end_session(&session, &session.session_id, &form.client).await?;
     }
     let mut response = redirect("/account/login");
     let headers = response.headers_mut();
@@ -523,8 +458,6 @@ pub(super) async fn logout(
     headers.insert(HeaderName::from_static("clear-site-data"), HeaderValue::from_static("\"cookies\", \"storage\""));
     Ok(response)
 }
-
-use http::HeaderName;
 
 pub(super) async fn script() -> Response {
     asset(include_str!("../../assets/account.js"), "text/javascript; charset=utf-8")

@@ -5,19 +5,20 @@
 //! no `Domain`), CSRF protection (a `__Host-sr_csrf` cookie whose value every form and script
 //! request must repeat, and a same-origin check of `Origin`/`Sec-Fetch-Site`), the pages' strict
 //! CSP (scripts and styles from this origin only, no inline code), and HTML escaping.
+//! The guards are extractors in [`guard`]: a handler names the one it needs and cannot run
+//! without its check.
 //! Must never: put a token in a URL or a page, render a value unescaped, change state on GET, or
 //! accept a state change without the CSRF token.
 
 mod account;
+mod guard;
 mod html;
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use strongroom_domain::identity::{Client, CustomerSession};
 
-use crate::extract::RequestContext;
 use crate::state::AppState;
 
 /// The session cookie.
@@ -127,63 +128,4 @@ impl IntoResponse for PageError {
 /// 303 to a path on this site.
 fn redirect(to: &'static str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static(to))]).into_response()
-}
-
-/// Refuses a state change unless it carries the CSRF token and comes from this site.
-fn check_csrf(headers: &HeaderMap, presented: Option<&str>) -> Result<(), PageError> {
-    let same_site = match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        Some(site) => site == "same-origin" || site == "none",
-        None => true,
-    };
-    let origin_ok = match (headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()), headers.get(header::HOST)) {
-        (Some(origin), Some(host)) => {
-            let host = host.to_str().unwrap_or_default();
-            origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) == Some(host)
-        }
-        _ => true,
-    };
-    let expected = cookie(headers, CSRF_COOKIE).unwrap_or_default();
-    let presented = presented.unwrap_or_default();
-    let token_ok =
-        !expected.is_empty() && bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), presented.as_bytes()));
-    if same_site && origin_ok && token_ok {
-        Ok(())
-    } else {
-        tracing::info!(same_site, origin_ok, token_ok, "page request refused: CSRF check");
-        Err(PageError::Forbidden)
-    }
-}
-
-/// The signed-in customer, from the session cookie.
-/// A cookie that is not a live session of this merchant is audited (rate-limited per address)
-/// and leads to the sign-in page.
-async fn session_of(
-    state: &AppState,
-    headers: &HeaderMap,
-    context: &RequestContext,
-) -> Result<CustomerSession, PageError> {
-    let token = cookie(headers, SESSION_COOKIE).ok_or(PageError::SignIn)?;
-    let session = state.identity.authenticate_session(token).await?;
-    match (session, &state.settings.pages_merchant) {
-        (Some(session), Some(merchant)) if merchant == &session.merchant_id => Ok(session),
-        _ => {
-            let mut event = strongroom_domain::audit::event::AuditEvent::by(
-                strongroom_domain::audit::event::ActorKind::Anonymous,
-                None,
-                "customer.session_refused",
-                strongroom_domain::audit::event::Outcome::Denied("invalid_session_cookie"),
-            );
-            event.merchant = state.settings.pages_merchant.clone();
-            if let Err(err) = crate::extract::auth::record_failure(state, context, event).await {
-                return Err(PageError::Failed(err.status, "the service is unavailable; try again shortly".into()));
-            }
-            Err(PageError::SignIn)
-        }
-    }
-}
-
-/// The client of a page request.
-fn client_of(context: &RequestContext, headers: &HeaderMap) -> Client {
-    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Client { ip: context.ip, user_agent: agent, request_id: context.request_id.clone() }
 }
