@@ -273,6 +273,37 @@ impl AccessTokens {
         self.snapshot().iter().rev().find(|v| now.millis_since(v.created_at) >= delay).map(|v| v.version)
     }
 
+    /// Issues a token like [`AccessTokens::issue`] and records the outcome in `audit` before the
+    /// caller answers: `oauth.token_issued`, or `oauth.token_refused` with the reason (every
+    /// refusal, including credentials that could not be read, which arrive as `None`). The outer
+    /// error means the entry could not be made durable (503); the inner one is the refusal.
+    pub async fn issue_recorded(
+        &self,
+        audit: &crate::audit::log::AuditLog,
+        grant_type: &str,
+        credentials: Option<(&str, &str)>,
+        scope: Option<&str>,
+        client: &crate::identity::Client,
+    ) -> Result<Result<IssuedToken, TokenError>, crate::DomainError> {
+        use crate::audit::event::{ActorKind, AuditEvent, Outcome};
+        let outcome = match credentials {
+            Some((id, secret)) => self.issue(grant_type, id, secret, scope).await,
+            None => Err(TokenError::InvalidClient),
+        };
+        let event = match &outcome {
+            Ok(issued) => {
+                issued.client.event("oauth.token_issued", Outcome::SuccessBecause(issued.scope.replace(' ', ",")))
+            }
+            Err(error) => {
+                let id =
+                    credentials.and_then(|(id, _)| crate::api_keys::ApiKeyId::parse(id).ok()).map(|id| id.to_string());
+                AuditEvent::by(ActorKind::Anonymous, id, "oauth.token_refused", Outcome::Denied(error.code()))
+            }
+        };
+        audit.record(event.from_source(client.ip, client.request_id.clone())).await?;
+        Ok(outcome)
+    }
+
     /// Trades client credentials for an access token.
     pub async fn issue(
         &self,

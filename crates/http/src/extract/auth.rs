@@ -12,12 +12,12 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
-use strongroom_domain::api_keys::{AuthError, AuthFailure, Principal, Scope, parse_presented};
-use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
+use strongroom_domain::api_keys::{Principal, Scope};
+use strongroom_domain::gate::{Gate, GateError};
+use strongroom_domain::identity::Client;
 
 use crate::problem::ApiError;
 use crate::state::AppState;
-use strongroom_domain::DomainError;
 
 /// A scope a route requires, as a type.
 pub trait RequiredScope: Send + Sync + 'static {
@@ -127,61 +127,32 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let context = super::RequestContext::of(parts);
-        let Some(token) = bearer(parts) else {
-            let event =
-                AuditEvent::by(ActorKind::Anonymous, None, "auth.failed", Outcome::Denied("missing_credentials"));
-            record_failure(state, &context, event).await?;
-            return Err(ApiError::unauthenticated());
+        let gate = Gate {
+            api_keys: &state.api_keys,
+            access_tokens: &state.access_tokens,
+            staff: &state.staff,
+            audit: &state.audit,
         };
-        let verified = if strongroom_domain::staff::StaffService::looks_like_session(token) {
-            match state.staff.authenticate(token).await? {
-                Some(principal) => Ok(principal),
-                None => Err(AuthError::Refused(AuthFailure::Unknown, None)),
-            }
-        } else if strongroom_domain::oauth::AccessTokens::looks_like_token(token) {
-            state.access_tokens.authenticate(token).await
-        } else {
-            state.api_keys.authenticate(token).await
-        };
-        let principal = match verified {
+        let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id.clone() };
+        let principal = match gate.admit(bearer(parts), S::SCOPE, &client).await {
             Ok(principal) => principal,
-            Err(AuthError::Refused(why, merchant)) => {
-                tracing::info!(request_id = context.request_id.as_deref(), reason = ?why, "api key refused");
-                // The key id is public (it is the key's name); the secret part never leaves here.
-                let key_id = parse_presented(token).map(|(_, id)| id.to_string());
-                let (action, reason) = match why {
-                    AuthFailure::Malformed => ("auth.failed", "malformed_key"),
-                    AuthFailure::Unknown => ("auth.failed", "unknown_key"),
-                    AuthFailure::Revoked => ("api_key.used_after_revocation", "revoked_key"),
-                    AuthFailure::Expired => ("api_key.used_after_expiry", "expired_key"),
-                };
-                let mut event = AuditEvent::by(ActorKind::Anonymous, key_id, action, Outcome::Denied(reason));
-                event.merchant = merchant;
-                record_failure(state, &context, event).await?;
+            Err(GateError::Unauthenticated) => {
+                tracing::info!(request_id = context.request_id.as_deref(), "credential refused");
                 return Err(ApiError::unauthenticated());
             }
-            Err(AuthError::Store(err)) => return Err(err.into()),
-        };
-        if let Some(required) = S::SCOPE
-            && !principal.has(required)
-        {
-            tracing::info!(
-                request_id = context.request_id.as_deref(),
-                actor = principal.actor_id(),
-                scope = required.as_str(),
-                "scope missing"
-            );
-            let event =
-                principal.event("authz.denied", Outcome::Denied("insufficient_scope")).on("scope", required.as_str());
-            record_failure(state, &context, event).await?;
-            let challenge = format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
-            let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
-                .detail(format!("this API key lacks the scope {required}"));
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                err = err.header(header::WWW_AUTHENTICATE, value);
+            Err(GateError::MissingScope(required)) => {
+                tracing::info!(request_id = context.request_id.as_deref(), scope = required.as_str(), "scope missing");
+                let challenge =
+                    format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
+                let mut err = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
+                    .detail(format!("this API key lacks the scope {required}"));
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    err = err.header(header::WWW_AUTHENTICATE, value);
+                }
+                return Err(err);
             }
-            return Err(err);
-        }
+            Err(GateError::Failed(err)) => return Err(err.into()),
+        };
         if let Some(slot) = parts.extensions.get::<crate::middleware::KeySlot>() {
             let _ = slot.0.set(principal.actor_id().to_owned());
         }
@@ -218,17 +189,4 @@ impl<S: RequiredScope> FromRequestParts<AppState> for StaffAuth<S> {
         }
         Ok(Self { principal: auth.principal, scope: PhantomData })
     }
-}
-
-/// Records an authentication or authorization failure durably before the request is answered:
-/// every failed attempt has its audit entry, however many arrive (a flood waits for the audit
-/// writer's group commits; it is never thinned). When the entry cannot be made durable the request
-/// fails with 503 `audit_unavailable` instead of its 401 or 403.
-pub(crate) async fn record_failure(
-    state: &AppState,
-    context: &super::RequestContext,
-    event: AuditEvent,
-) -> Result<(), ApiError> {
-    state.audit.record(context.stamp(event)).await.map_err(|e| ApiError::from(DomainError::from(e)))?;
-    Ok(())
 }

@@ -12,11 +12,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
-use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
+use strongroom_domain::identity::Client;
 use strongroom_domain::oauth::TokenError;
 
 use crate::extract::RequestContext;
-use crate::extract::auth::record_failure;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -94,19 +93,17 @@ pub async fn token(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    let (client_id, client_secret) = match (basic(&headers), form.client_id, form.client_secret) {
-        (Some(pair), None, None) => pair,
-        (None, Some(id), Some(secret)) => (id, secret),
-        _ => return refusal(TokenError::InvalidClient),
+    let credentials = match (basic(&headers), form.client_id, form.client_secret) {
+        (Some(pair), None, None) => Some(pair),
+        (None, Some(id), Some(secret)) => Some((id, secret)),
+        _ => None,
     };
     let grant_type = form.grant_type.unwrap_or_default();
-    match state.access_tokens.issue(&grant_type, &client_id, &client_secret, form.scope.as_deref()).await {
-        Ok(issued) => {
-            let event =
-                issued.client.event("oauth.token_issued", Outcome::SuccessBecause(issued.scope.replace(' ', ",")));
-            if let Err(err) = state.audit.record(context.stamp(event)).await {
-                return ApiError::from(strongroom_domain::DomainError::from(err)).into_response();
-            }
+    let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id.clone() };
+    let presented = credentials.as_ref().map(|(id, secret)| (id.as_str(), secret.as_str()));
+    match state.access_tokens.issue_recorded(&state.audit, &grant_type, presented, form.scope.as_deref(), &client).await
+    {
+        Ok(Ok(issued)) => {
             let body = serde_json::json!({
                 "access_token": issued.access_token.expose(),
                 "token_type": "Bearer",
@@ -115,16 +112,11 @@ pub async fn token(
             });
             no_store(axum::Json(body).into_response())
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             tracing::info!(request_id = context.request_id.as_deref(), error = error.code(), "token request refused");
-            let client = strongroom_domain::api_keys::ApiKeyId::parse(&client_id).ok().map(|id| id.to_string());
-            let event =
-                AuditEvent::by(ActorKind::Anonymous, client, "oauth.token_refused", Outcome::Denied(error.code()));
-            match record_failure(&state, &context, event).await {
-                Ok(()) => refusal(error),
-                Err(err) => err.into_response(),
-            }
+            refusal(error)
         }
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 

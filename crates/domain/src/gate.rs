@@ -1,0 +1,108 @@
+//! The gate: who is calling, from the bearer credential a request presents (an API key, an OAuth
+//! access token or a staff session), and the audit entry of every refusal.
+//!
+//! Every refused credential and every missing scope is recorded durably before the caller
+//! answers 401 or 403: a flood waits for the audit writer's group commits and is never thinned.
+//! When the entry cannot be made durable the gate fails with `audit_unavailable` (503) instead.
+//! Only the audit log learns why a credential was refused (unknown, malformed, revoked,
+//! expired); the client gets one answer for all.
+//!
+//! Must never: record a credential's secret part (a key's id is its public name and may be
+//! recorded), or let a request through whose refusal could not be recorded.
+
+use crate::DomainError;
+use crate::api_keys::{ApiKeyService, AuthError, AuthFailure, Principal, Scope, parse_presented};
+use crate::audit::event::{ActorKind, AuditEvent, Outcome};
+use crate::audit::log::AuditLog;
+use crate::identity::Client;
+use crate::oauth::AccessTokens;
+use crate::staff::StaffService;
+
+/// Why the gate refused.
+#[derive(Debug)]
+pub enum GateError {
+    /// No credential, or one that is not valid (401; the reason is in the audit log only).
+    Unauthenticated,
+    /// A valid caller without the scope (403).
+    MissingScope(Scope),
+    /// The refusal could not be recorded, or storage failed while checking.
+    Failed(DomainError),
+}
+
+impl From<DomainError> for GateError {
+    fn from(err: DomainError) -> Self {
+        Self::Failed(err)
+    }
+}
+
+/// The services that know callers, borrowed for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Gate<'a> {
+    /// API keys.
+    pub api_keys: &'a ApiKeyService,
+    /// OAuth access tokens.
+    pub access_tokens: &'a AccessTokens,
+    /// Staff sessions.
+    pub staff: &'a StaffService,
+    /// Where refusals are recorded.
+    pub audit: &'a AuditLog,
+}
+
+impl Gate<'_> {
+    /// The caller presenting `bearer` (the `Authorization: Bearer` value, if any) and holding
+    /// `scope` when one is required.
+    pub async fn admit(
+        &self,
+        bearer: Option<&str>,
+        scope: Option<Scope>,
+        client: &Client,
+    ) -> Result<Principal, GateError> {
+        let Some(token) = bearer else {
+            let event =
+                AuditEvent::by(ActorKind::Anonymous, None, "auth.failed", Outcome::Denied("missing_credentials"));
+            self.record(event, client).await?;
+            return Err(GateError::Unauthenticated);
+        };
+        let verified = if StaffService::looks_like_session(token) {
+            match self.staff.authenticate(token).await? {
+                Some(principal) => Ok(principal),
+                None => Err(AuthError::Refused(AuthFailure::Unknown, None)),
+            }
+        } else if AccessTokens::looks_like_token(token) {
+            self.access_tokens.authenticate(token).await
+        } else {
+            self.api_keys.authenticate(token).await
+        };
+        let principal = match verified {
+            Ok(principal) => principal,
+            Err(AuthError::Refused(why, merchant)) => {
+                let key_id = parse_presented(token).map(|(_, id)| id.to_string());
+                let (action, reason) = match why {
+                    AuthFailure::Malformed => ("auth.failed", "malformed_key"),
+                    AuthFailure::Unknown => ("auth.failed", "unknown_key"),
+                    AuthFailure::Revoked => ("api_key.used_after_revocation", "revoked_key"),
+                    AuthFailure::Expired => ("api_key.used_after_expiry", "expired_key"),
+                };
+                let mut event = AuditEvent::by(ActorKind::Anonymous, key_id, action, Outcome::Denied(reason));
+                event.merchant = merchant;
+                self.record(event, client).await?;
+                return Err(GateError::Unauthenticated);
+            }
+            Err(AuthError::Store(err)) => return Err(GateError::Failed(err.into())),
+        };
+        if let Some(required) = scope
+            && !principal.has(required)
+        {
+            let event =
+                principal.event("authz.denied", Outcome::Denied("insufficient_scope")).on("scope", required.as_str());
+            self.record(event, client).await?;
+            return Err(GateError::MissingScope(required));
+        }
+        Ok(principal)
+    }
+
+    async fn record(&self, event: AuditEvent, client: &Client) -> Result<(), DomainError> {
+        self.audit.record(event.from_source(client.ip, client.request_id.clone())).await?;
+        Ok(())
+    }
+}
