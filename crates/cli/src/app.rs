@@ -654,6 +654,7 @@ impl Application {
             core.staff(config, hasher, clock.clone(), entropy.clone()).with_postman(postman).with_passkeys(passkeys),
         );
         vault.set_dual_control(staff.clone());
+        webhooks.set_owner_notices(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
         settings.dev_mailbox = dev_mailbox.filter(|_| config.server.tls == TlsMode::Builtin);
         let access_tokens = Arc::new(

@@ -193,6 +193,8 @@ pub struct WebhookEndpoints {
     /// a change made on another node is seen within the cache's two seconds, while the previous
     /// secret still signs).
     generation: std::sync::atomic::AtomicU64,
+    /// Mails the shop's owners when one of their endpoints is disabled.
+    owners: std::sync::OnceLock<Arc<crate::staff::StaffService>>,
 }
 
 fn secret_context(endpoint: &str) -> Vec<u8> {
@@ -251,7 +253,18 @@ impl WebhookEndpoints {
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
     ) -> Self {
-        Self { repo, outbox_repo, outbox, seal_key, policy, audit, clock, entropy, generation: Default::default() }
+        Self {
+            repo,
+            outbox_repo,
+            outbox,
+            seal_key,
+            policy,
+            audit,
+            clock,
+            entropy,
+            generation: Default::default(),
+            owners: Default::default(),
+        }
     }
 
     fn new_secret(&self) -> (Secret<String>, Secret<Vec<u8>>) {
@@ -447,9 +460,14 @@ impl WebhookEndpoints {
         Ok(self.repo.record_endpoint_health(outcomes, at).await?)
     }
 
-    /// Disables endpoints that have failed for [`DISABLE_AFTER`], with an audit entry and a
+    /// Lets [`WebhookEndpoints::disable_failing`] mail the shop's owners.
+    pub fn set_owner_notices(&self, staff: Arc<crate::staff::StaffService>) {
+        let _ = self.owners.set(staff);
+    }
+
+    /// Disables endpoints that have failed for [`DISABLE_AFTER`], with an audit entry, a
     /// `security.webhook_endpoint_disabled` event to the merchant's other endpoints and the alert
-    /// webhook. Returns how many.
+    /// webhook, and a mail to the shop's owners. Returns how many.
     pub async fn disable_failing(&self) -> Result<usize, DomainError> {
         let now = self.clock.now();
         let before = Timestamp::from_unix_millis(
@@ -463,6 +481,19 @@ impl WebhookEndpoints {
             self.audit(event).await?;
             let data = serde_json::json!({"endpoint": id, "reason": "failing_for_5_days"});
             self.outbox.emit(Some(merchant), "security.webhook_endpoint_disabled", data, true).await?;
+            if let Some(staff) = self.owners.get() {
+                let lines = [
+                    format!(
+                        "Your webhook endpoint {id} has failed every delivery for 5 days, so strongroom disabled it."
+                    ),
+                    "Events meanwhile stay in its delivery log. Fix the receiver, then enable the endpoint again \
+                     (POST /v1/webhook_endpoints/{id}/enable) and redeliver what it missed."
+                        .replace("{id}", id),
+                ];
+                staff
+                    .notify_owners(merchant, "a webhook endpoint was disabled", "webhook_endpoint_disabled", &lines)
+                    .await?;
+            }
         }
         Ok(disabled.len())
     }

@@ -2,7 +2,8 @@
 //! registration (the secret shown once), Standard Webhooks signatures checked by the reference
 //! `standardwebhooks` Python package (also across a secret rotation, when both secrets sign),
 //! retries with back-off on the injected clock, the delivery log and manual redelivery, the
-//! refusal of private and loopback destinations, and the job runner's status.
+//! refusal of private and loopback destinations, the disabling of an endpoint that failed for five
+//! days (its owners mailed), and the job runner's status.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -16,7 +17,8 @@ use strongroom_testkit::{Backend, TestServer, captured_logs, on_both_backends, t
 on_both_backends!(
     events_reach_the_endpoint_signed_and_retried,
     private_and_loopback_destinations_are_refused,
-    an_erasure_and_its_event_commit_together
+    an_erasure_and_its_event_commit_together,
+    an_endpoint_failing_for_five_days_is_disabled_and_the_owners_mailed
 );
 
 type Received = Arc<Mutex<Vec<(http::HeaderMap, String)>>>;
@@ -277,4 +279,73 @@ async fn an_erasure_and_its_event_commit_together(backend: Backend) {
     );
     assert!(!got[0].1.contains("gone@example.com"));
     server.shutdown().await;
+}
+
+/// An endpoint that has failed every delivery for five days is disabled, audited, and the shop's
+/// active owners are mailed (and nobody else).
+async fn an_endpoint_failing_for_five_days_is_disabled_and_the_owners_mailed(backend: Backend) {
+    use strongroom_domain::identity::Client;
+    use strongroom_domain::merchants::MerchantId;
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let merchant = MerchantId::parse(&server.merchant_id).unwrap();
+    for (email, roles) in [
+        ("owner.hooks@example.com", vec!["owner".to_owned()]),
+        ("support.hooks@example.com", vec!["support".to_owned()]),
+    ] {
+        let invitation =
+            server.app().state.staff.invite(&merchant, email, &roles, None, &Client::default()).await.unwrap();
+        let accepted = server
+            .request(Method::POST, "/v1/staff/invitation/accept")
+            .json(&json!({"token": invitation.token.expose(), "password": "a long staff passphrase 4 hooks"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 200, "{email}");
+    }
+    let answer = Arc::new(AtomicU16::new(500));
+    let (url, received) = receiver(answer).await;
+    let (status, created) = send(
+        &server,
+        Method::POST,
+        "/v1/webhook_endpoints",
+        Some(&json!({"url": url, "event_types": ["webhook.test"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, _) = send(&server, Method::POST, &format!("/v1/webhook_endpoints/{id}/test"), None).await;
+    assert_eq!(status, 202);
+    wait_for(&received, 1).await;
+    // The failure is recorded with the attempt; wait until the delivery log shows it.
+    for _ in 0..200 {
+        let (_, log) = send(&server, Method::GET, &format!("/v1/webhook_endpoints/{id}/deliveries"), None).await;
+        if log["data"].as_array().unwrap().iter().any(|d| d["attempts"].as_u64() >= Some(1)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let webhooks = server.app().state.webhooks.clone();
+    assert_eq!(webhooks.disable_failing().await.unwrap(), 0, "not after minutes");
+    server.clock.advance(Duration::from_secs(5 * 86_400 + 60));
+    assert_eq!(webhooks.disable_failing().await.unwrap(), 1, "failing for five days disables the endpoint");
+    assert_eq!(webhooks.disable_failing().await.unwrap(), 0, "once");
+    let (_, endpoint) = send(&server, Method::GET, &format!("/v1/webhook_endpoints/{id}"), None).await;
+    assert_eq!(endpoint["status"], "disabled", "{endpoint}");
+    let mut mailed = Vec::new();
+    for _ in 0..200 {
+        mailed = std::fs::read_dir(server.data_dir().join("mail"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("-webhook_endpoint_disabled.eml"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<Vec<_>>();
+        if !mailed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mailed.len(), 1, "one mail, to the one owner");
+    assert!(mailed[0].contains("To: owner.hooks@example.com"), "{}", mailed[0]);
+    assert!(mailed[0].replace("=\r\n", "").contains(&id), "the mail names the endpoint");
 }

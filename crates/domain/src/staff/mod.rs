@@ -325,6 +325,27 @@ impl StaffService {
         postman.post(self.render_mail(to, subject, kind, lines)).await
     }
 
+    /// Mails every active owner of the merchant (an operational notice about the shop, such as a
+    /// webhook endpoint disabled for failing); returns how many were mailed.
+    pub async fn notify_owners(
+        &self,
+        merchant: &MerchantId,
+        subject: &str,
+        kind: &'static str,
+        lines: &[String],
+    ) -> Result<usize, DomainError> {
+        let mut mailed = 0;
+        for owner in self.repo.list_staff(merchant).await? {
+            if owner.status != StaffStatus::Active || !owner.roles.iter().any(|r| r == "owner") {
+                continue;
+            }
+            let email = self.email_of(&owner).await?;
+            self.post(email, subject, kind, lines).await?;
+            mailed += 1;
+        }
+        Ok(mailed)
+    }
+
     /// The outbox messages of a staff event for the merchant's webhook endpoints, to be written
     /// with the change (none without an outbox).
     async fn events(
