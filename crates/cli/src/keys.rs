@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use strongroom_domain::api_keys::{KeyMode, Scope};
-use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
+use strongroom_domain::key_ceremonies::KeyCeremonies;
 use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
 
 use crate::app::Core;
@@ -115,12 +115,7 @@ async fn approval(
     Ok(Some(principal.actor_id().to_owned()))
 }
 
-fn event(action: &'static str, approver: Option<&str>, version: u32) -> AuditEvent {
-    let actor = approver.map_or_else(|| "cli".to_owned(), |key| format!("cli+approved_by:{key}"));
-    AuditEvent::by(ActorKind::System, Some(actor), action, Outcome::Success).on("kek", version.to_string())
-}
-
-async fn rewrap(core: &Core) -> anyhow::Result<u64> {
+async fn rewrap(core: &Core, ceremonies: &KeyCeremonies<'_>) -> anyhow::Result<u64> {
     let total: u64 = core
         .vault_keys
         .status()
@@ -130,7 +125,7 @@ async fn rewrap(core: &Core) -> anyhow::Result<u64> {
         .map(|k| k.data_keys)
         .sum();
     let started = std::time::Instant::now();
-    let moved = core.vault_keys.rewrap_all(1000, progress("rewrapping data keys", total)).await?;
+    let moved = ceremonies.rewrap(&core.vault_keys, progress("rewrapping data keys", total)).await?;
     let _ = writeln!(std::io::stderr());
     print(&format!("{moved} data keys rewrapped in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(moved)
@@ -173,61 +168,49 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             }
             KeysCommand::Rotate => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
-                let version = core.vault_keys.rotate().await.context("rotation failed")?;
-                core.audit.record(event("vault.kek_rotated", approver.as_deref(), version)).await?;
+                let ceremonies = KeyCeremonies { audit: &core.audit, approver: approver.as_deref() };
+                let version = ceremonies.rotate_kek(&core.vault_keys).await.context("rotation failed")?;
                 print(&format!("key-encryption key version {version} is active"));
-                rewrap(&core).await?;
-                core.audit.record(event("vault.data_keys_rewrapped", approver.as_deref(), version)).await?;
+                rewrap(&core, &ceremonies).await?;
             }
             KeysCommand::Rewrap => {
-                let version = core.vault_keys.active_version().await?;
-                rewrap(&core).await?;
-                core.audit.record(event("vault.data_keys_rewrapped", None, version)).await?;
+                rewrap(&core, &KeyCeremonies { audit: &core.audit, approver: None }).await?;
             }
             KeysCommand::RotateFingerprint => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
+                let ceremonies = KeyCeremonies { audit: &core.audit, approver: approver.as_deref() };
                 let vault = core.vault(config, clock.clone(), entropy.clone());
-                let version = core.fingerprints.rotate().await?;
-                core.audit.record(event("vault.fingerprint_key_rotated", approver.as_deref(), version)).await?;
+                let version = ceremonies.rotate_fingerprint(&core.fingerprints).await?;
                 print(&format!("fingerprint key version {version} is active"));
                 let total: u64 =
                     vault.fingerprint_status().await?.iter().filter(|(v, _)| *v != version).map(|(_, n)| n).sum();
                 let started = std::time::Instant::now();
-                let moved = vault.refingerprint_all(progress("recomputing fingerprints", total)).await?;
+                let moved =
+                    ceremonies.refingerprint(&vault, version, progress("recomputing fingerprints", total)).await?;
                 let _ = writeln!(std::io::stderr());
                 print(&format!("{moved} fingerprints recomputed in {:.1} s", started.elapsed().as_secs_f64()));
-                core.audit.record(event("vault.fingerprints_recomputed", approver.as_deref(), version)).await?;
             }
             KeysCommand::RotateOauth => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
+                let ceremonies = KeyCeremonies { audit: &core.audit, approver: approver.as_deref() };
                 let version =
-                    strongroom_domain::oauth::rotate(&core.store, core.kms.as_ref(), clock.as_ref(), entropy.as_ref()).await?;
-                let actor = approver.as_deref().map_or_else(|| "cli".to_owned(), |key| format!("cli+approved_by:{key}"));
-                let event = AuditEvent::by(ActorKind::System, Some(actor), "oauth.signing_key_rotated", Outcome::Success)
-                    .on("oauth_signing_key", version.to_string());
-                core.audit.record(event).await?;
+                    ceremonies.rotate_oauth(&core.store, core.kms.as_ref(), clock.as_ref(), entropy.as_ref()).await?;
                 print(&format!(
                     "access-token signing key version {version} added: published within a minute, used for signing after 150 s"
                 ));
             }
             KeysCommand::RetireOauth { key_version: version } => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
-                strongroom_domain::oauth::retire(&core.store, clock.as_ref(), version, config.oauth.token_ttl)
+                let ceremonies = KeyCeremonies { audit: &core.audit, approver: approver.as_deref() };
+                ceremonies
+                    .retire_oauth(&core.store, clock.as_ref(), version, config.oauth.token_ttl)
                     .await
                     .map_err(crate::commands::describe_domain)?;
-                let actor = approver.as_deref().map_or_else(|| "cli".to_owned(), |key| format!("cli+approved_by:{key}"));
-                let event = AuditEvent::by(ActorKind::System, Some(actor), "oauth.signing_key_retired", Outcome::Success)
-                    .on("oauth_signing_key", version.to_string());
-                core.audit.record(event).await?;
                 print(&format!("access-token signing key version {version} retired: servers drop it within a minute"));
             }
             KeysCommand::RewrapRoot => {
-                let keyring = strongroom_domain::keyring::rewrap_all(&core.store, core.kms.as_ref()).await?;
-                let keks = core.vault_keys.rewrap_root().await?;
-                let event =
-                    AuditEvent::by(ActorKind::System, Some("cli".into()), "kms.root_rewrapped", Outcome::Success)
-                        .on("kms", core.kms.key_id());
-                core.audit.record(event).await?;
+                let ceremonies = KeyCeremonies { audit: &core.audit, approver: None };
+                let (keyring, keks) = ceremonies.rewrap_root(&core.store, core.kms.as_ref(), &core.vault_keys).await?;
                 print(&format!(
                     "{keyring} keyring entries and {keks} key-encryption keys rewrapped by {}",
                     core.kms.key_id()
@@ -235,13 +218,13 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             }
             KeysCommand::Retire { kek_version: version } => {
                 let approver = approval(config, &core, clock.clone(), entropy.clone()).await?;
-                if !core.vault_keys.retire(version).await? {
+                let ceremonies = KeyCeremonies { audit: &core.audit, approver: approver.as_deref() };
+                if !ceremonies.retire_kek(&core.vault_keys, version).await? {
                     bail!(
                         "version {version} cannot be retired: it must be a previous version that no data key uses \
                          (see `strongroom keys status`; `strongroom keys rewrap` moves data keys off it)"
                     );
                 }
-                core.audit.record(event("vault.kek_retired", approver.as_deref(), version)).await?;
                 print(&format!("key-encryption key version {version} retired"));
             }
         }

@@ -15,6 +15,7 @@ pub mod gate;
 pub mod idempotency;
 pub mod identity;
 pub mod jobs;
+pub mod key_ceremonies;
 pub mod keyring;
 pub mod mail;
 pub mod merchants;
