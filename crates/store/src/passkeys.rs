@@ -1,6 +1,7 @@
 //! `passkeys` and `webauthn_ceremonies`. A credential id is registered once across the
 //! deployment (a unique index); a ceremony's state is taken by one `DELETE … RETURNING`, so an
-//! answer cannot be verified twice.
+//! answer cannot be verified twice; a passkey's new counter is stored by compare-and-set on the
+//! state it was verified against.
 
 use async_trait::async_trait;
 use sqlx::FromRow;
@@ -100,10 +101,18 @@ impl PasskeyRepository for Store {
         row.map(TryInto::try_into).transpose()
     }
 
-    async fn passkey_used(&self, id: &str, passkey: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
-        let sql = "UPDATE passkeys SET passkey = COALESCE($1, passkey), last_used_at = $2 WHERE id = $3";
-        on_pool!(self, pool => sqlx::query(sql).bind(passkey).bind(at.unix_millis()).bind(id).execute(pool).await.map(|_| ()))
-            .map_err(store_error)
+    async fn passkey_used(
+        &self,
+        id: &str,
+        expected: Option<&str>,
+        passkey: Option<&str>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE passkeys SET passkey = COALESCE($1, passkey), last_used_at = $2 \
+                   WHERE id = $3 AND ($4 IS NULL OR passkey = $4)";
+        on_pool!(self, pool => sqlx::query(sql).bind(passkey).bind(at.unix_millis()).bind(id).bind(expected)
+            .execute(pool).await.map(|r| r.rows_affected() == 1))
+        .map_err(store_error)
     }
 
     async fn delete_passkey(&self, owner_kind: &str, owner_id: &str, id: &str) -> Result<bool, StoreError> {
