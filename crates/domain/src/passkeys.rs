@@ -173,7 +173,10 @@ impl Passkeys {
             created_at: self.clock.now(),
             last_used_at: None,
         };
-        if !self.repo.insert_passkey(&record).await? {
+        if !self.repo.insert_passkey(&record, MAX_PER_OWNER).await? {
+            if self.repo.passkeys_of(owner.kind, owner.id).await?.len() >= MAX_PER_OWNER {
+                return Err(DomainError::Conflict("too_many_passkeys", "remove a passkey before adding another"));
+            }
             return Err(DomainError::Conflict("passkey_exists", "this passkey is registered already"));
         }
         Ok(record)

@@ -905,7 +905,7 @@ async fn races_suite(store: &Store) {
     // Two passkeys and no TOTP: of 30 parallel removals (15 of each) one wins, one passkey stays.
     assert!(store.insert_staff(&staff("stf_rpk", StaffStatus::Active, &[]), &[]).await.unwrap());
     for id in ["pk_r1", "pk_r2"] {
-        assert!(store.insert_passkey(&passkey(id, "stf_rpk", "{}")).await.unwrap());
+        assert!(store.insert_passkey(&passkey(id, "stf_rpk", "{}"), 20).await.unwrap());
     }
     let won = winners(30, |i| {
         let store = store.clone();
@@ -924,7 +924,7 @@ async fn races_suite(store: &Store) {
     // A passkey's counter by compare-and-set: 30 sign-ins verified against one stored state,
     // one stores its counter; a stale state never replaces a newer one. Without a counter
     // (`expected` none) a use is recorded as before.
-    assert!(store.insert_passkey(&passkey("pk_r3", "stf_rpk", "state-0")).await.unwrap());
+    assert!(store.insert_passkey(&passkey("pk_r3", "stf_rpk", "state-0"), 20).await.unwrap());
     let won =
         winners(30, |i| {
             let store = store.clone();
@@ -943,6 +943,18 @@ async fn races_suite(store: &Store) {
     assert_eq!(stored.last_used_at, Some(t(10)));
     assert_ne!(stored.passkey, "older");
     assert!(!store.passkey_used("pk_gone", None, None, t(11)).await.unwrap());
+
+    // At most 3 passkeys (the cap is 20 in use): 30 parallel registrations, 3 winners; a
+    // credential id registered already is refused.
+    assert!(store.insert_staff(&staff("stf_rcap", StaffStatus::Active, &[]), &[]).await.unwrap());
+    let won = winners(30, |i| {
+        let (store, record) = (store.clone(), passkey(&format!("pk_cap{i}"), "stf_rcap", "{}"));
+        async move { store.insert_passkey(&record, 3).await.unwrap() }
+    })
+    .await;
+    assert_eq!(won, 3, "at most 3 passkeys");
+    assert_eq!(store.passkeys_of("staff", "stf_rcap").await.unwrap().len(), 3);
+    assert!(!store.insert_passkey(&passkey("pk_r3", "stf_rcap", "{}"), 20).await.unwrap(), "registered already");
 
     // Two owners demote each other, 15 times each in parallel: one demotion wins.
     for id in ["stf_ro1", "stf_ro2"] {

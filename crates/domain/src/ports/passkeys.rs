@@ -55,8 +55,10 @@ pub struct CeremonyRecord {
 /// Passkeys and WebAuthn ceremonies.
 #[async_trait]
 pub trait PasskeyRepository: Send + Sync {
-    /// Stores a passkey; false when its credential id is registered already.
-    async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<bool, StoreError>;
+    /// Stores a passkey while its owner has fewer than `max` (counted after a lock on the
+    /// owner's row, so parallel registrations cannot pass the cap); false when its credential id
+    /// is registered already or the owner has `max`.
+    async fn insert_passkey(&self, passkey: &PasskeyRecord, max: usize) -> Result<bool, StoreError>;
 
     /// An owner's passkeys, oldest first.
     async fn passkeys_of(&self, owner_kind: &str, owner_id: &str) -> Result<Vec<PasskeyRecord>, StoreError>;
