@@ -76,6 +76,9 @@ pub struct Verified {
     pub credential_id: Vec<u8>,
     /// The passkey to store back when its counter or backup state moved.
     pub updated_passkey: Option<String>,
+    /// The signature counter the authenticator reported (0: it keeps none, which WebAuthn
+    /// allows; such a passkey's uses cannot be ordered by it).
+    pub counter: u32,
 }
 
 fn refused(err: impl std::fmt::Display) -> PasskeyError {
@@ -211,9 +214,29 @@ fn verified(result: &AuthenticationResult, stored_passkey: Option<String>) -> Re
     let mut updated_passkey = None;
     if let Some(text) = stored_passkey {
         let mut passkey: Passkey = serde_json::from_str(&text).map_err(stored)?;
+        // The ceremony's state may hold an older counter than the one stored now (another sign-in
+        // came between begin and finish): the counter must move past the stored one too, unless
+        // the authenticator keeps none (both 0).
+        let current = stored_counter(&passkey)?;
+        if (result.counter() > 0 || current > 0) && result.counter() <= current {
+            return Err(PasskeyError::Refused(format!(
+                "the signature counter did not advance ({} after {current}): a replayed or cloned authenticator",
+                result.counter()
+            )));
+        }
         if passkey.update_credential(result) == Some(true) {
             updated_passkey = Some(serde_json::to_string(&passkey).map_err(stored)?);
         }
     }
-    Ok(Verified { credential_id: result.cred_id().to_vec(), updated_passkey })
+    Ok(Verified { credential_id: result.cred_id().to_vec(), updated_passkey, counter: result.counter() })
+}
+
+/// The signature counter a stored passkey holds (webauthn-rs serializes it as `cred.counter`).
+fn stored_counter(passkey: &Passkey) -> Result<u32, PasskeyError> {
+    let value = serde_json::to_value(passkey).map_err(stored)?;
+    value
+        .pointer("/cred/counter")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|c| u32::try_from(c).ok())
+        .ok_or_else(|| PasskeyError::Stored("the stored passkey has no counter".into()))
 }

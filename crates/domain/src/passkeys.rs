@@ -173,7 +173,10 @@ impl Passkeys {
             created_at: self.clock.now(),
             last_used_at: None,
         };
-        if !self.repo.insert_passkey(&record).await? {
+        if !self.repo.insert_passkey(&record, MAX_PER_OWNER).await? {
+            if self.repo.passkeys_of(owner.kind, owner.id).await?.len() >= MAX_PER_OWNER {
+                return Err(DomainError::Conflict("too_many_passkeys", "remove a passkey before adding another"));
+            }
             return Err(DomainError::Conflict("passkey_exists", "this passkey is registered already"));
         }
         Ok(record)
@@ -225,7 +228,13 @@ impl Passkeys {
             }
             None => self.rp.finish_discoverable(answer, &taken.state, &record.passkey).map_err(refused)?,
         };
-        self.repo.passkey_used(&record.id, verified.updated_passkey.as_deref(), self.clock.now()).await?;
+        // With a counter, the new state is stored only over the exact state it was verified
+        // against: of two assertions verified in parallel against one counter, one passes.
+        let expected = (verified.counter > 0).then_some(record.passkey.as_str());
+        if !self.repo.passkey_used(&record.id, expected, verified.updated_passkey.as_deref(), self.clock.now()).await? {
+            tracing::info!("passkey answer refused: its counter was used meanwhile");
+            return Err(DomainError::InvalidFactor);
+        }
         Ok(record.owner_id)
     }
 

@@ -1,6 +1,7 @@
 //! `passkeys` and `webauthn_ceremonies`. A credential id is registered once across the
 //! deployment (a unique index); a ceremony's state is taken by one `DELETE … RETURNING`, so an
-//! answer cannot be verified twice.
+//! answer cannot be verified twice; a passkey's new counter is stored by compare-and-set on the
+//! state it was verified against.
 
 use async_trait::async_trait;
 use sqlx::FromRow;
@@ -62,23 +63,38 @@ struct CeremonyRow {
 
 #[async_trait]
 impl PasskeyRepository for Store {
-    async fn insert_passkey(&self, p: &PasskeyRecord) -> Result<bool, StoreError> {
+    async fn insert_passkey(&self, p: &PasskeyRecord, max: usize) -> Result<bool, StoreError> {
+        // The owner's row is locked first (a no-op update), so parallel registrations of one
+        // owner run one after the other and the count the conditional insert reads is current.
+        let lock = match p.owner_kind.as_str() {
+            "staff" => "UPDATE staff SET status = status WHERE id = $1",
+            _ => "UPDATE customers SET status = status WHERE id = $1",
+        };
         let sql = format!(
-            "INSERT INTO passkeys ({PASSKEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
+            "INSERT INTO passkeys ({PASSKEY_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+             WHERE (SELECT COUNT(*) FROM passkeys WHERE owner_kind = $3 AND owner_id = $4) < $10 ON CONFLICT DO NOTHING"
         );
-        on_pool!(self, pool => sqlx::query(&sql)
-            .bind(&p.id)
-            .bind(p.merchant_id.as_str())
-            .bind(&p.owner_kind)
-            .bind(&p.owner_id)
-            .bind(&p.credential_id)
-            .bind(&p.passkey)
-            .bind(&p.label)
-            .bind(p.created_at.unix_millis())
-            .bind(p.last_used_at.map(Timestamp::unix_millis))
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected() == 1))
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(lock).bind(&p.owner_id).execute(&mut *tx).await?;
+            let inserted = sqlx::query(&sql)
+                .bind(&p.id)
+                .bind(p.merchant_id.as_str())
+                .bind(&p.owner_kind)
+                .bind(&p.owner_id)
+                .bind(&p.credential_id)
+                .bind(&p.passkey)
+                .bind(&p.label)
+                .bind(p.created_at.unix_millis())
+                .bind(p.last_used_at.map(Timestamp::unix_millis))
+                .bind(max)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(inserted == 1)
+        }.await)
         .map_err(store_error)
     }
 
@@ -100,10 +116,18 @@ impl PasskeyRepository for Store {
         row.map(TryInto::try_into).transpose()
     }
 
-    async fn passkey_used(&self, id: &str, passkey: Option<&str>, at: Timestamp) -> Result<(), StoreError> {
-        let sql = "UPDATE passkeys SET passkey = COALESCE($1, passkey), last_used_at = $2 WHERE id = $3";
-        on_pool!(self, pool => sqlx::query(sql).bind(passkey).bind(at.unix_millis()).bind(id).execute(pool).await.map(|_| ()))
-            .map_err(store_error)
+    async fn passkey_used(
+        &self,
+        id: &str,
+        expected: Option<&str>,
+        passkey: Option<&str>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE passkeys SET passkey = COALESCE($1, passkey), last_used_at = $2 \
+                   WHERE id = $3 AND ($4 IS NULL OR passkey = $4)";
+        on_pool!(self, pool => sqlx::query(sql).bind(passkey).bind(at.unix_millis()).bind(id).bind(expected)
+            .execute(pool).await.map(|r| r.rows_affected() == 1))
+        .map_err(store_error)
     }
 
     async fn delete_passkey(&self, owner_kind: &str, owner_id: &str, id: &str) -> Result<bool, StoreError> {

@@ -7,7 +7,7 @@ use sqlx::FromRow;
 use strongroom_domain::StoreError;
 use strongroom_domain::merchants::MerchantId;
 use strongroom_domain::ports::{
-    ApprovalRecord, RoleRecord, StaffChallengeRecord, StaffRecord, StaffRepository, StaffStatus,
+    ApprovalRecord, RoleRecord, StaffChallengeRecord, StaffGuard, StaffRecord, StaffRepository, StaffStatus,
 };
 use strongroom_types::Timestamp;
 
@@ -33,6 +33,65 @@ fn words(text: &str) -> Vec<String> {
 
 fn step(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// `text` as a literal inside a `LIKE … ESCAPE '\'` pattern.
+fn like_literal(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// The pattern that matches a space-separated role list (wrapped in spaces) holding `role`.
+fn holds_role(role: &str) -> String {
+    format!("% {} %", like_literal(role))
+}
+
+/// The pattern of an approval target naming `role` (`stf_…:role`).
+fn targets_role(role: &str) -> String {
+    format!("%:{}", like_literal(role))
+}
+
+/// Takes the row lock `$guard` needs on `$tx`, before the guarded statement runs (under
+/// PostgreSQL's READ COMMITTED a statement that waited for the lock then reads what the holder
+/// committed); evaluates to false when a role the guard names is gone. The holder pattern a
+/// guarded statement binds is empty unless the guard is [`StaffGuard::AnotherHolder`].
+macro_rules! lock_for {
+    ($tx:expr, $merchant:expr, $guard:expr) => {
+        match $guard {
+            StaffGuard::None => true,
+            StaffGuard::RoleExists(role) => {
+                sqlx::query("UPDATE staff_roles SET name = name WHERE merchant_id = $1 AND name = $2")
+                    .bind($merchant.as_str())
+                    .bind(role)
+                    .execute(&mut *$tx)
+                    .await?
+                    .rows_affected()
+                    == 1
+            }
+            StaffGuard::AnotherHolder(_) => {
+                sqlx::query("UPDATE merchants SET name = name WHERE id = $1")
+                    .bind($merchant.as_str())
+                    .execute(&mut *$tx)
+                    .await?;
+                true
+            }
+        }
+    };
+}
+
+fn holder_pattern(guard: StaffGuard<'_>) -> String {
+    match guard {
+        StaffGuard::AnotherHolder(role) => holds_role(role),
+        _ => String::new(),
+    }
+}
+
+/// The condition of a guarded `UPDATE staff … WHERE merchant_id = $2 AND id = $3`: with a
+/// non-empty holder pattern in `$n`, another active staff member of the merchant holds that role.
+fn another_holder(n: u8) -> String {
+    format!(
+        "(${n} = '' OR EXISTS (SELECT 1 FROM staff other WHERE other.merchant_id = $2 AND other.id <> $3 \
+         AND other.status = 'active' AND (' ' || other.roles || ' ') LIKE ${n} ESCAPE '\\'))"
+    )
 }
 
 #[derive(FromRow)]
@@ -254,6 +313,22 @@ impl StaffRepository for Store {
             .map_err(store_error)
     }
 
+    async fn accept_staff_invite(
+        &self,
+        id: &str,
+        digest: &[u8],
+        hash: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE staff SET password_hash = $1, password_history = '', password_changed_at = $2, \
+                   invite_digest = NULL, invite_expires_at = NULL, status = 'active' \
+                   WHERE id = $3 AND invite_digest = $4 AND invite_expires_at > $2 AND status = 'invited' \
+                   AND password_hash IS NULL";
+        on_pool!(self, pool => sqlx::query(sql).bind(hash).bind(at.unix_millis()).bind(id).bind(digest)
+            .execute(pool).await.map(|r| r.rows_affected() == 1))
+        .map_err(store_error)
+    }
+
     async fn set_staff_password(
         &self,
         id: &str,
@@ -293,14 +368,34 @@ impl StaffRepository for Store {
         merchant: &MerchantId,
         id: &str,
         status: StaffStatus,
+        guard: StaffGuard<'_>,
         events: &[OutboxMessage],
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE staff SET status = $1 WHERE merchant_id = $2 AND id = $3";
-        Ok(change_with_messages!(
-            self,
-            sqlx::query(sql).bind(status.as_str()).bind(merchant.as_str()).bind(id),
-            events
-        )? == 1)
+        let sql = format!(
+            "UPDATE staff SET status = $1 WHERE merchant_id = $2 AND id = $3 AND status <> $1 AND {}",
+            another_holder(4)
+        );
+        let holder = holder_pattern(guard);
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            if !lock_for!(tx, merchant, guard) {
+                return Ok(false);
+            }
+            let changed = sqlx::query(&sql)
+                .bind(status.as_str())
+                .bind(merchant.as_str())
+                .bind(id)
+                .bind(&holder)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed == 1 {
+                crate::outbox::write_messages!(tx, events);
+            }
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(changed == 1)
+        }.await)
+        .map_err(store_error)
     }
 
     async fn begin_staff_totp(&self, id: &str, sealed: &[u8]) -> Result<bool, StoreError> {
@@ -338,14 +433,58 @@ impl StaffRepository for Store {
         id: &str,
         expected: &[String],
         roles: &[String],
+        guard: StaffGuard<'_>,
         events: &[OutboxMessage],
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE staff SET roles = $1 WHERE merchant_id = $2 AND id = $3 AND roles = $4";
-        Ok(change_with_messages!(
-            self,
-            sqlx::query(sql).bind(roles.join(" ")).bind(merchant.as_str()).bind(id).bind(expected.join(" ")),
-            events
-        )? == 1)
+        let sql = format!(
+            "UPDATE staff SET roles = $1 WHERE merchant_id = $2 AND id = $3 AND roles = $4 AND {}",
+            another_holder(5)
+        );
+        let holder = holder_pattern(guard);
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            if !lock_for!(tx, merchant, guard) {
+                return Ok(false);
+            }
+            let changed = sqlx::query(&sql)
+                .bind(roles.join(" "))
+                .bind(merchant.as_str())
+                .bind(id)
+                .bind(expected.join(" "))
+                .bind(&holder)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed == 1 {
+                crate::outbox::write_messages!(tx, events);
+            }
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(changed == 1)
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn remove_staff_passkey(&self, staff: &str, id: &str) -> Result<bool, StoreError> {
+        // The staff row is locked first, so parallel removals of two passkeys run one after the
+        // other and the second sees the first's effect.
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE staff SET failures = failures WHERE id = $1").bind(staff).execute(&mut *tx).await?;
+            let deleted = sqlx::query(
+                "DELETE FROM passkeys WHERE owner_kind = 'staff' AND owner_id = $1 AND id = $2 \
+                 AND (EXISTS (SELECT 1 FROM staff WHERE id = $1 AND totp_confirmed_at IS NOT NULL) \
+                 OR EXISTS (SELECT 1 FROM passkeys other WHERE other.owner_kind = 'staff' AND other.owner_id = $1 \
+                 AND other.id <> $2))",
+            )
+            .bind(staff)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(deleted == 1)
+        }.await)
+        .map_err(store_error)
     }
 
     async fn insert_staff_challenge(&self, c: &StaffChallengeRecord) -> Result<(), StoreError> {
@@ -417,17 +556,49 @@ impl StaffRepository for Store {
         &self,
         merchant: &MerchantId,
         name: &str,
+        at: Timestamp,
         events: &[OutboxMessage],
     ) -> Result<bool, StoreError> {
-        let sql = "DELETE FROM staff_roles WHERE merchant_id = $1 AND name = $2";
-        Ok(change_with_messages!(self, sqlx::query(sql).bind(merchant.as_str()).bind(name), events)? == 1)
+        // The role's row is locked first: a grant or a request naming the role locks it too
+        // (`StaffGuard::RoleExists`), so whichever comes second sees the other's effect.
+        let sql = "DELETE FROM staff_roles WHERE merchant_id = $1 AND name = $2 \
+                   AND NOT EXISTS (SELECT 1 FROM staff WHERE merchant_id = $1 AND (' ' || roles || ' ') LIKE $3 ESCAPE '\\') \
+                   AND NOT EXISTS (SELECT 1 FROM approvals WHERE merchant_id = $1 AND status IN ('pending', 'approved') \
+                   AND expires_at > $4 AND target LIKE $5 ESCAPE '\\')";
+        let guard = StaffGuard::RoleExists(name);
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            if !lock_for!(tx, merchant, guard) {
+                return Ok(false);
+            }
+            let deleted = sqlx::query(sql)
+                .bind(merchant.as_str())
+                .bind(name)
+                .bind(holds_role(name))
+                .bind(at.unix_millis())
+                .bind(targets_role(name))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 1 {
+                crate::outbox::write_messages!(tx, events);
+            }
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(deleted == 1)
+        }.await)
+        .map_err(store_error)
     }
 
-    async fn insert_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {
+    async fn insert_approval(&self, a: &ApprovalRecord, guard: StaffGuard<'_>) -> Result<bool, StoreError> {
         let sql = format!(
             "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         );
-        on_pool!(self, pool => sqlx::query(&sql)
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            if !lock_for!(tx, a.merchant_id, guard) {
+                return Ok(false);
+            }
+            sqlx::query(&sql)
             .bind(&a.id)
             .bind(a.merchant_id.as_str())
             .bind(&a.action)
@@ -440,9 +611,11 @@ impl StaffRepository for Store {
             .bind(a.decided_at.map(Timestamp::unix_millis))
             .bind(a.expires_at.unix_millis())
             .bind(a.used_at.map(Timestamp::unix_millis))
-            .execute(pool)
-            .await
-            .map(|_| ()))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(true)
+        }.await)
         .map_err(store_error)
     }
 

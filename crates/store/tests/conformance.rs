@@ -129,6 +129,7 @@ async fn suite(store: Store) {
     staff_suite(&store, &merchant).await;
     outbox_suite(&store, &merchant).await;
     vault_suite(&store, &merchant).await;
+    races_suite(&store).await;
     store.close().await;
 }
 
@@ -498,7 +499,7 @@ async fn postgres_conformance() {
 /// concurrency, role changes by compare-and-set, and approvals nobody decides for themselves and
 /// that are used once, for exactly their action and target.
 async fn staff_suite(store: &Store, merchant: &MerchantId) {
-    use strongroom_domain::ports::{ApprovalRecord, StaffRecord, StaffRepository, StaffStatus};
+    use strongroom_domain::ports::{ApprovalRecord, StaffGuard, StaffRecord, StaffRepository, StaffStatus};
     let t = |ms: i64| Timestamp::from_unix_millis(1_800_000_000_000 + ms);
     let staff = |id: &str, lookup: &[u8]| StaffRecord {
         id: id.to_owned(),
@@ -597,9 +598,10 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
     // Roles change by compare-and-set.
     let owner = vec!["owner".to_owned()];
     let both = vec!["owner".to_owned(), "auditor".to_owned()];
-    assert!(store.set_staff_roles(merchant, "stf_a", &owner, &both, &[]).await.unwrap());
-    assert!(!store.set_staff_roles(merchant, "stf_a", &owner, &owner, &[]).await.unwrap(), "stale expectation");
-    assert!(!store.set_staff_roles(&stranger, "stf_a", &both, &owner, &[]).await.unwrap());
+    let none = StaffGuard::None;
+    assert!(store.set_staff_roles(merchant, "stf_a", &owner, &both, none, &[]).await.unwrap());
+    assert!(!store.set_staff_roles(merchant, "stf_a", &owner, &owner, none, &[]).await.unwrap(), "stale expectation");
+    assert!(!store.set_staff_roles(&stranger, "stf_a", &both, &owner, none, &[]).await.unwrap());
 
     // Approvals: never decided by the requester, used once, for exactly their action and target.
     let approval = ApprovalRecord {
@@ -616,7 +618,7 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
         expires_at: t(100_000),
         used_at: None,
     };
-    store.insert_approval(&approval).await.unwrap();
+    assert!(store.insert_approval(&approval, StaffGuard::None).await.unwrap());
     assert!(!store.decide_approval(merchant, "apr_1", "stf_a", "approved", t(11), t(20_000)).await.unwrap());
     assert!(!store.use_approval(merchant, "apr_1", "stf_a", "staff.grant_role", "stf_b:auditor", t(12)).await.unwrap());
     assert!(store.decide_approval(merchant, "apr_1", "stf_b", "approved", t(13), t(20_000)).await.unwrap());
@@ -648,7 +650,7 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
     let mut own = approval.clone();
     own.id = "apr_2".into();
     own.decided_by = Some("stf_a".into());
-    assert!(store.insert_approval(&own).await.is_err());
+    assert!(store.insert_approval(&own, StaffGuard::None).await.is_err());
 }
 
 /// The token read and the group-commit writers run on connections kept out of sqlx's pool; when
@@ -735,7 +737,7 @@ fn message(id: &str, merchant: &MerchantId, at: i64) -> strongroom_domain::outbo
 async fn outbox_suite(store: &Store, merchant: &MerchantId) {
     use strongroom_domain::idempotency::{IdempotencyRecord, IdempotencyRepository};
     use strongroom_domain::outbox::{DeliveryResult, OutboxRepository};
-    use strongroom_domain::ports::StaffRepository;
+    use strongroom_domain::ports::{StaffGuard, StaffRepository};
     let t = Timestamp::from_unix_millis;
     let base = 1_900_000_000_000;
     // A stale compare-and-set writes neither the change nor its event; a good one writes both.
@@ -743,12 +745,29 @@ async fn outbox_suite(store: &Store, merchant: &MerchantId) {
     let stale = vec!["nobody".to_owned()];
     assert!(
         !store
-            .set_staff_roles(merchant, "stf_a", &stale, &roles, &[message("obx_lost", merchant, base)])
+            .set_staff_roles(
+                merchant,
+                "stf_a",
+                &stale,
+                &roles,
+                StaffGuard::None,
+                &[message("obx_lost", merchant, base)]
+            )
             .await
             .unwrap()
     );
     assert!(
-        store.set_staff_roles(merchant, "stf_a", &roles, &roles, &[message("obx_kept", merchant, base)]).await.unwrap()
+        store
+            .set_staff_roles(
+                merchant,
+                "stf_a",
+                &roles,
+                &roles,
+                StaffGuard::None,
+                &[message("obx_kept", merchant, base)]
+            )
+            .await
+            .unwrap()
     );
     let claimed = store.claim_due(t(base), t(base + 60_000), 100).await.unwrap();
     let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
@@ -850,4 +869,256 @@ async fn outbox_suite(store: &Store, merchant: &MerchantId) {
     assert!(!store.claim_key(&claim(base + 120_000), t(base + 120_000)).await.unwrap(), "answered, not expired");
     let next_day = base + 86_400_001;
     assert!(store.claim_key(&claim(next_day), t(next_day)).await.unwrap(), "an expired key is free again");
+}
+
+/// How many of `racers` parallel calls of `call` answered true.
+async fn winners<F, Fut>(racers: usize, call: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let handles: Vec<_> = (0..racers).map(|i| tokio::spawn(call(i))).collect();
+    let mut won = 0;
+    for handle in handles {
+        won += usize::from(handle.await.unwrap());
+    }
+    won
+}
+
+/// Check-then-act rules the store decides in one conditional statement (after a row lock where
+/// the rule spans rows), each raced by 30 parallel callers: accepting one invitation, removing a
+/// staff member's last second factor, storing a passkey's counter, demoting or disabling the last
+/// owner, and deleting a role while a grant or a request names it.
+async fn races_suite(store: &Store) {
+    use strongroom_domain::ports::{
+        ApprovalRecord, PasskeyRecord, PasskeyRepository, RoleRecord, StaffGuard, StaffRecord, StaffRepository,
+        StaffStatus,
+    };
+    let t = |ms: i64| Timestamp::from_unix_millis(1_800_000_000_000 + ms);
+    // A merchant of its own, so no owner of another suite counts.
+    let merchant = MerchantId::generate(&OsEntropy);
+    store
+        .execute_admin(&format!("INSERT INTO merchants (id, name, created_at) VALUES ('{merchant}', 'Races', 0)"))
+        .await
+        .unwrap();
+    let staff = |id: &str, status: StaffStatus, roles: &[&str]| StaffRecord {
+        id: id.to_owned(),
+        merchant_id: merchant.clone(),
+        email_lookup: format!("lookup-{id}").into_bytes(),
+        email_sealed: vec![1],
+        data_key_id: "dk_x".into(),
+        password_hash: (status != StaffStatus::Invited).then(|| "$argon2id$x".to_owned()),
+        password_history: Vec::new(),
+        password_changed_at: None,
+        status,
+        failures: 0,
+        locked_until: None,
+        totp_sealed: None,
+        totp_confirmed_at: None,
+        totp_last_step: None,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        invite_digest: (status == StaffStatus::Invited).then(|| format!("invite-{id}").into_bytes()),
+        invite_expires_at: Some(t(10_000)),
+        created_by: "cli".into(),
+        created_at: t(0),
+    };
+    let passkey = |id: &str, owner: &str, state: &str| PasskeyRecord {
+        id: id.to_owned(),
+        merchant_id: merchant.clone(),
+        owner_kind: "staff".into(),
+        owner_id: owner.to_owned(),
+        credential_id: format!("credential-{id}").into_bytes(),
+        passkey: state.to_owned(),
+        label: "key".into(),
+        created_at: t(0),
+        last_used_at: None,
+    };
+
+    // One invitation, 30 acceptances with 30 passwords: one wins, and its password stays.
+    assert!(store.insert_staff(&staff("stf_rinv", StaffStatus::Invited, &[]), &[]).await.unwrap());
+    assert!(!store.accept_staff_invite("stf_rinv", b"invite-other", "$argon2id$p", t(5)).await.unwrap(), "digest");
+    assert!(!store.accept_staff_invite("stf_rinv", b"invite-stf_rinv", "$argon2id$p", t(10_000)).await.unwrap());
+    let won = winners(30, |i| {
+        let store = store.clone();
+        async move {
+            store.accept_staff_invite("stf_rinv", b"invite-stf_rinv", &format!("$argon2id$r{i}"), t(5)).await.unwrap()
+        }
+    })
+    .await;
+    assert_eq!(won, 1, "one acceptance of an invitation wins");
+    let accepted = store.staff(None, "stf_rinv").await.unwrap().unwrap();
+    assert_eq!((accepted.status, accepted.invite_digest), (StaffStatus::Active, None));
+    assert!(store.staff_by_invite(b"invite-stf_rinv", t(6)).await.unwrap().is_none());
+
+    // Two passkeys and no TOTP: of 30 parallel removals (15 of each) one wins, one passkey stays.
+    assert!(store.insert_staff(&staff("stf_rpk", StaffStatus::Active, &[]), &[]).await.unwrap());
+    for id in ["pk_r1", "pk_r2"] {
+        assert!(store.insert_passkey(&passkey(id, "stf_rpk", "{}"), 20).await.unwrap());
+    }
+    let won = winners(30, |i| {
+        let store = store.clone();
+        async move { store.remove_staff_passkey("stf_rpk", if i % 2 == 0 { "pk_r1" } else { "pk_r2" }).await.unwrap() }
+    })
+    .await;
+    assert_eq!(won, 1, "the last second factor stays");
+    assert_eq!(store.passkeys_of("staff", "stf_rpk").await.unwrap().len(), 1);
+    // With TOTP confirmed, the last passkey may go; another's passkey never.
+    assert!(store.begin_staff_totp("stf_rpk", b"seed").await.unwrap());
+    assert!(store.confirm_staff_totp("stf_rpk", 1, t(1)).await.unwrap());
+    let left = store.passkeys_of("staff", "stf_rpk").await.unwrap().remove(0).id;
+    assert!(!store.remove_staff_passkey("stf_rinv", &left).await.unwrap(), "not theirs");
+    assert!(store.remove_staff_passkey("stf_rpk", &left).await.unwrap());
+
+    // A passkey's counter by compare-and-set: 30 sign-ins verified against one stored state,
+    // one stores its counter; a stale state never replaces a newer one. Without a counter
+    // (`expected` none) a use is recorded as before.
+    assert!(store.insert_passkey(&passkey("pk_r3", "stf_rpk", "state-0"), 20).await.unwrap());
+    let won =
+        winners(30, |i| {
+            let store = store.clone();
+            async move {
+                store.passkey_used("pk_r3", Some("state-0"), Some(&format!("state-{}", i + 1)), t(7)).await.unwrap()
+            }
+        })
+        .await;
+    assert_eq!(won, 1, "one assertion per counter");
+    let stored = store.passkey_by_credential(b"credential-pk_r3").await.unwrap().unwrap();
+    assert_ne!(stored.passkey, "state-0");
+    assert!(!store.passkey_used("pk_r3", Some("state-0"), Some("older"), t(8)).await.unwrap());
+    assert!(store.passkey_used("pk_r3", None, None, t(9)).await.unwrap());
+    assert!(store.passkey_used("pk_r3", None, None, t(10)).await.unwrap());
+    let stored = store.passkey_by_credential(b"credential-pk_r3").await.unwrap().unwrap();
+    assert_eq!(stored.last_used_at, Some(t(10)));
+    assert_ne!(stored.passkey, "older");
+    assert!(!store.passkey_used("pk_gone", None, None, t(11)).await.unwrap());
+
+    // At most 3 passkeys (the cap is 20 in use): 30 parallel registrations, 3 winners; a
+    // credential id registered already is refused.
+    assert!(store.insert_staff(&staff("stf_rcap", StaffStatus::Active, &[]), &[]).await.unwrap());
+    let won = winners(30, |i| {
+        let (store, record) = (store.clone(), passkey(&format!("pk_cap{i}"), "stf_rcap", "{}"));
+        async move { store.insert_passkey(&record, 3).await.unwrap() }
+    })
+    .await;
+    assert_eq!(won, 3, "at most 3 passkeys");
+    assert_eq!(store.passkeys_of("staff", "stf_rcap").await.unwrap().len(), 3);
+    assert!(!store.insert_passkey(&passkey("pk_r3", "stf_rcap", "{}"), 20).await.unwrap(), "registered already");
+
+    // Two owners demote each other, 15 times each in parallel: one demotion wins.
+    for id in ["stf_ro1", "stf_ro2"] {
+        assert!(store.insert_staff(&staff(id, StaffStatus::Active, &["owner"]), &[]).await.unwrap());
+    }
+    let owner = vec!["owner".to_owned()];
+    let owners = StaffGuard::AnotherHolder("owner");
+    let won = winners(30, |i| {
+        let (store, merchant, owner) = (store.clone(), merchant.clone(), owner.clone());
+        let id = if i % 2 == 0 { "stf_ro1" } else { "stf_ro2" };
+        async move { store.set_staff_roles(&merchant, id, &owner, &[], owners, &[]).await.unwrap() }
+    })
+    .await;
+    assert_eq!(won, 1, "the last owner stays");
+    let demoted =
+        if store.staff(None, "stf_ro1").await.unwrap().unwrap().roles.is_empty() { "stf_ro1" } else { "stf_ro2" };
+    assert!(store.set_staff_roles(&merchant, demoted, &[], &owner, StaffGuard::None, &[]).await.unwrap());
+    // And disable each other: one disable wins.
+    let won = winners(30, |i| {
+        let (store, merchant) = (store.clone(), merchant.clone());
+        let id = if i % 2 == 0 { "stf_ro1" } else { "stf_ro2" };
+        async move { store.set_staff_status(&merchant, id, StaffStatus::Disabled, owners, &[]).await.unwrap() }
+    })
+    .await;
+    assert_eq!(won, 1, "the last active owner stays");
+    // A disabled owner is no other owner; an invited one neither.
+    let active = if store.staff(None, "stf_ro1").await.unwrap().unwrap().status == StaffStatus::Active {
+        "stf_ro1"
+    } else {
+        "stf_ro2"
+    };
+    assert!(!store.set_staff_roles(&merchant, active, &owner, &[], owners, &[]).await.unwrap());
+
+    // Deleting a role while grants of it run: of 15 deletes and 15 grants one wins, and nobody
+    // holds a deleted role. `night_shift`'s underscore is no wildcard: `night1shift` is another.
+    let role = |name: &str| RoleRecord {
+        merchant_id: merchant.clone(),
+        name: name.to_owned(),
+        description: String::new(),
+        permissions: vec!["vault:read".into()],
+        created_at: t(0),
+    };
+    assert!(store.insert_staff(&staff("stf_rg", StaffStatus::Active, &[]), &[]).await.unwrap());
+    assert!(store.insert_staff(&staff("stf_rh", StaffStatus::Active, &["night1shift"]), &[]).await.unwrap());
+    assert!(store.insert_role(&role("night_shift"), &[]).await.unwrap());
+    let granted = vec!["night_shift".to_owned()];
+    let won = winners(30, |i| {
+        let (store, merchant, granted) = (store.clone(), merchant.clone(), granted.clone());
+        async move {
+            if i % 2 == 0 {
+                store.delete_role(&merchant, "night_shift", t(20), &[]).await.unwrap()
+            } else {
+                let guard = StaffGuard::RoleExists("night_shift");
+                store.set_staff_roles(&merchant, "stf_rg", &[], &granted, guard, &[]).await.unwrap()
+            }
+        }
+    })
+    .await;
+    assert_eq!(won, 1, "a role is deleted or granted, never both");
+    let deleted = store.roles(&merchant).await.unwrap().is_empty();
+    let held = store.staff(None, "stf_rg").await.unwrap().unwrap().roles == granted;
+    assert!(deleted != held, "deleted {deleted}, held {held}");
+    if held {
+        assert!(store.set_staff_roles(&merchant, "stf_rg", &granted, &[], StaffGuard::None, &[]).await.unwrap());
+        assert!(store.delete_role(&merchant, "night_shift", t(20), &[]).await.unwrap(), "night1shift is another role");
+    }
+    assert!(
+        !store
+            .set_staff_roles(&merchant, "stf_rg", &[], &granted, StaffGuard::RoleExists("night_shift"), &[])
+            .await
+            .unwrap()
+    );
+
+    // Deleting a role while requests to grant it are opened: deleted, or requested, never both.
+    // An expired request no longer holds a role.
+    let request = |id: &str, role: &str, expires: i64| ApprovalRecord {
+        id: id.to_owned(),
+        merchant_id: merchant.clone(),
+        action: "staff.grant_role".into(),
+        target: format!("stf_rg:{role}"),
+        reason: "r".into(),
+        requested_by: "stf_rh".into(),
+        requested_at: t(0),
+        status: "pending".into(),
+        decided_by: None,
+        decided_at: None,
+        expires_at: t(expires),
+        used_at: None,
+    };
+    assert!(store.insert_role(&role("day-shift"), &[]).await.unwrap());
+    let won = winners(30, |i| {
+        let (store, merchant) = (store.clone(), merchant.clone());
+        let record = request(&format!("apr_r{i}"), "day-shift", 100_000);
+        async move {
+            if i % 2 == 0 {
+                store.delete_role(&merchant, "day-shift", t(20), &[]).await.unwrap()
+            } else {
+                store.insert_approval(&record, StaffGuard::RoleExists("day-shift")).await.unwrap()
+            }
+        }
+    })
+    .await;
+    let deleted = store.roles(&merchant).await.unwrap().is_empty();
+    let requested = store.list_approvals(&merchant, Some("pending"), 100).await.unwrap().len();
+    assert!(deleted != (requested > 0), "deleted {deleted}, requested {requested}");
+    assert_eq!(won, usize::from(deleted) + requested);
+    assert!(store.insert_role(&role("old-shift"), &[]).await.unwrap());
+    assert!(
+        store.insert_approval(&request("apr_old", "old-shift", 30), StaffGuard::RoleExists("old-shift")).await.unwrap()
+    );
+    assert!(!store.delete_role(&merchant, "old-shift", t(29), &[]).await.unwrap(), "an open request names it");
+    assert!(store.delete_role(&merchant, "old-shift", t(30), &[]).await.unwrap(), "expired");
+    assert!(
+        !store
+            .insert_approval(&request("apr_late", "old-shift", 100), StaffGuard::RoleExists("old-shift"))
+            .await
+            .unwrap()
+    );
 }

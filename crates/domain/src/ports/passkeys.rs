@@ -55,8 +55,10 @@ pub struct CeremonyRecord {
 /// Passkeys and WebAuthn ceremonies.
 #[async_trait]
 pub trait PasskeyRepository: Send + Sync {
-    /// Stores a passkey; false when its credential id is registered already.
-    async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<bool, StoreError>;
+    /// Stores a passkey while its owner has fewer than `max` (counted after a lock on the
+    /// owner's row, so parallel registrations cannot pass the cap); false when its credential id
+    /// is registered already or the owner has `max`.
+    async fn insert_passkey(&self, passkey: &PasskeyRecord, max: usize) -> Result<bool, StoreError>;
 
     /// An owner's passkeys, oldest first.
     async fn passkeys_of(&self, owner_kind: &str, owner_id: &str) -> Result<Vec<PasskeyRecord>, StoreError>;
@@ -64,8 +66,18 @@ pub trait PasskeyRepository: Send + Sync {
     /// The passkey with this credential id.
     async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<PasskeyRecord>, StoreError>;
 
-    /// Stores a passkey's new state (counter, backup flags) and its last use.
-    async fn passkey_used(&self, id: &str, passkey: Option<&str>, at: Timestamp) -> Result<(), StoreError>;
+    /// Records a passkey's use and stores its new state (counter, backup flags). With `expected`,
+    /// a compare-and-set: only while the stored passkey is still exactly `expected` (the state
+    /// the assertion was verified against), so an older counter never replaces a newer one and
+    /// of two assertions verified against one state only one passes. False when nothing was
+    /// written (the passkey changed meanwhile, or is gone).
+    async fn passkey_used(
+        &self,
+        id: &str,
+        expected: Option<&str>,
+        passkey: Option<&str>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// Deletes one of an owner's passkeys; false when it is not theirs.
     async fn delete_passkey(&self, owner_kind: &str, owner_id: &str, id: &str) -> Result<bool, StoreError>;

@@ -146,6 +146,20 @@ pub struct ApprovalRecord {
     pub used_at: Option<Timestamp>,
 }
 
+/// A rule a staff change must still meet when it is written: checked by the store under a row
+/// lock, in the same transaction as the change, so two parallel requests cannot both pass it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaffGuard<'a> {
+    /// No rule.
+    None,
+    /// The merchant's custom role of this name still exists (its row is locked, so it cannot be
+    /// deleted until the change commits).
+    RoleExists(&'a str),
+    /// Another active staff member of the merchant (not the one changed) holds this role (the
+    /// merchant's row is locked, so parallel demotions and disables run one after the other).
+    AnotherHolder(&'a str),
+}
+
 /// Staff accounts, their sessions and sign-in challenges, custom roles and approvals.
 #[async_trait]
 pub trait StaffRepository: crate::sessions::SessionRepository {
@@ -167,6 +181,12 @@ pub trait StaffRepository: crate::sessions::SessionRepository {
     /// Sets a new invitation (and puts the account back to invited, without a password).
     async fn set_invite(&self, id: &str, digest: &[u8], expires_at: Timestamp) -> Result<(), StoreError>;
 
+    /// Accepts an invitation: sets the first password and makes the account active, if it is
+    /// still invited with this unexpired invitation digest and no password. One statement: of
+    /// parallel acceptances of one invitation exactly one wins; false for the others.
+    async fn accept_staff_invite(&self, id: &str, digest: &[u8], hash: &str, at: Timestamp)
+    -> Result<bool, StoreError>;
+
     /// Sets the password and history; closes any invitation and makes an invited account active.
     async fn set_staff_password(
         &self,
@@ -183,12 +203,14 @@ pub trait StaffRepository: crate::sessions::SessionRepository {
     /// Clears failures and any lock.
     async fn clear_staff_failures(&self, id: &str) -> Result<(), StoreError>;
 
-    /// Sets the status; false when the staff member is not the merchant's.
+    /// Changes the status if `guard` holds; false when the staff member is not the merchant's,
+    /// has that status already, or the guard failed.
     async fn set_staff_status(
         &self,
         merchant: &MerchantId,
         id: &str,
         status: StaffStatus,
+        guard: StaffGuard<'_>,
         events: &[OutboxMessage],
     ) -> Result<bool, StoreError>;
 
@@ -204,15 +226,22 @@ pub trait StaffRepository: crate::sessions::SessionRepository {
     /// Removes TOTP (seed, confirmation, last step) and clears failures and any lock.
     async fn reset_staff_totp(&self, id: &str) -> Result<(), StoreError>;
 
-    /// Replaces the roles if they are still `expected`; false when they changed meanwhile.
+    /// Replaces the roles if they are still `expected` and `guard` holds; false when they changed
+    /// meanwhile or the guard failed.
     async fn set_staff_roles(
         &self,
         merchant: &MerchantId,
         id: &str,
         expected: &[String],
         roles: &[String],
+        guard: StaffGuard<'_>,
         events: &[OutboxMessage],
     ) -> Result<bool, StoreError>;
+
+    /// Deletes one of a staff member's passkeys unless it is their last second factor (no
+    /// confirmed TOTP and no other passkey), decided under a lock on the staff member's row so
+    /// parallel removals cannot leave them without one. False when nothing was deleted.
+    async fn remove_staff_passkey(&self, staff: &str, id: &str) -> Result<bool, StoreError>;
 
     /// Stores a sign-in challenge.
     async fn insert_staff_challenge(&self, challenge: &StaffChallengeRecord) -> Result<(), StoreError>;
@@ -232,16 +261,19 @@ pub trait StaffRepository: crate::sessions::SessionRepository {
     /// A merchant's custom roles, by name.
     async fn roles(&self, merchant: &MerchantId) -> Result<Vec<RoleRecord>, StoreError>;
 
-    /// Deletes a custom role; false when there is none by that name.
+    /// Deletes a custom role unless a staff member holds it or an open (pending or approved,
+    /// unexpired at `at`) request targets it; its row is locked first, so a parallel grant or
+    /// request naming it (which lock the same row) cannot slip in. False when nothing was deleted.
     async fn delete_role(
         &self,
         merchant: &MerchantId,
         name: &str,
+        at: Timestamp,
         events: &[OutboxMessage],
     ) -> Result<bool, StoreError>;
 
-    /// Stores an approval request.
-    async fn insert_approval(&self, approval: &ApprovalRecord) -> Result<(), StoreError>;
+    /// Stores an approval request if `guard` holds; false when it failed.
+    async fn insert_approval(&self, approval: &ApprovalRecord, guard: StaffGuard<'_>) -> Result<bool, StoreError>;
 
     /// An approval by id.
     async fn approval(&self, merchant: &MerchantId, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;

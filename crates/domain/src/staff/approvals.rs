@@ -18,7 +18,7 @@ use crate::DomainError;
 use crate::api_keys::{Principal, Scope};
 use crate::audit::event::Outcome;
 use crate::identity::Client;
-use crate::ports::ApprovalRecord;
+use crate::ports::{ApprovalRecord, StaffGuard};
 
 define_id!(ApprovalId, ApprovalKind, "apr");
 
@@ -141,7 +141,18 @@ impl StaffService {
             expires_at: now.saturating_add(PENDING_FOR),
             used_at: None,
         };
-        self.repo.insert_approval(&record).await?;
+        // A request to grant a custom role locks the role's row as it is written, so the role
+        // cannot be deleted meanwhile (a later role of that name must be approved anew).
+        let guard = match action {
+            Action::GrantRole => match target.split_once(':') {
+                Some((_, role)) if roles::builtin(role).is_none() => StaffGuard::RoleExists(role),
+                _ => StaffGuard::None,
+            },
+            Action::RevealCard | Action::ResetFactors => StaffGuard::None,
+        };
+        if !self.repo.insert_approval(&record, guard).await? {
+            return Err(DomainError::invalid("/role", "is not a role of this shop"));
+        }
         self.record(
             by.event("approval.requested", Outcome::SuccessBecause(action.as_str().to_owned()))
                 .on("approval", &id)
@@ -252,7 +263,12 @@ impl StaffService {
         roles.push(role.to_owned());
         let events =
             self.events(by.merchant_id(), "staff.role_granted", serde_json::json!({"staff": id, "role": role})).await?;
-        if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &roles, &events).await? {
+        // A custom role's row is locked with the grant, so it cannot be deleted meanwhile.
+        let guard = if roles::builtin(role).is_none() { StaffGuard::RoleExists(role) } else { StaffGuard::None };
+        if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &roles, guard, &events).await? {
+            if guard != StaffGuard::None && !self.custom_roles(by.merchant_id()).await?.iter().any(|r| r.name == role) {
+                return Err(DomainError::invalid("/role", "is not a role of this shop"));
+            }
             return Err(DomainError::Conflict("roles_changed", "the roles changed meanwhile; read them again"));
         }
         self.forget_sessions_of(id);

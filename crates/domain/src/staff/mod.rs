@@ -28,7 +28,7 @@ use crate::audit::log::AuditLog;
 use crate::identity::{Client, PasswordHasher, PasswordPolicy};
 use crate::mail::{Mail, Postman, escape_html};
 use crate::merchants::MerchantId;
-use crate::ports::{RoleRecord, StaffChallengeRecord, StaffRecord, StaffRepository, StaffStatus};
+use crate::ports::{RoleRecord, StaffChallengeRecord, StaffGuard, StaffRecord, StaffRepository, StaffStatus};
 use crate::sessions::{SessionOwner, SessionPolicy, Sessions};
 use crate::vault::keys::VaultKeys;
 use crate::vault::values::{ValueKind, prepare};
@@ -496,7 +496,10 @@ impl StaffService {
         let email = self.email_of(&staff).await?;
         self.check_new_password(&staff, password.expose(), &email).await?;
         let hash = self.hasher.hash(password).await?;
-        self.repo.set_staff_password(&staff.id, &hash, &[], now).await?;
+        // Conditional on the invitation still being open: of parallel acceptances one wins.
+        if !self.repo.accept_staff_invite(&staff.id, &digest, &hash, now).await? {
+            return Err(refused());
+        }
         self.record(self.staff_event(&staff, "staff.invitation_accepted", Outcome::Success), client).await?;
         let fresh = self.staff_of(&staff.merchant_id, &staff.id).await?;
         self.view(&fresh).await
@@ -912,9 +915,11 @@ impl StaffService {
         }
         let record = self.staff_of(by.merchant_id(), id).await?;
         self.require_power_over(by, &record).await?;
-        if status == StaffStatus::Disabled && record.roles.iter().any(|r| r == "owner") {
-            self.require_another_owner(by.merchant_id(), id).await?;
-        }
+        let guard = if status == StaffStatus::Disabled && record.roles.iter().any(|r| r == "owner") {
+            StaffGuard::AnotherHolder("owner")
+        } else {
+            StaffGuard::None
+        };
         if status == StaffStatus::Active && record.password_hash.is_none() {
             return Err(DomainError::Conflict(
                 "invitation_open",
@@ -923,8 +928,11 @@ impl StaffService {
         }
         let action = if status == StaffStatus::Disabled { "staff.disabled" } else { "staff.enabled" };
         let events = self.events(by.merchant_id(), action, serde_json::json!({"staff": id})).await?;
-        if !self.repo.set_staff_status(by.merchant_id(), id, status, &events).await? {
-            return Err(DomainError::NotFound);
+        if !self.repo.set_staff_status(by.merchant_id(), id, status, guard, &events).await? {
+            if self.staff_of(by.merchant_id(), id).await?.status == status {
+                return self.get(by, id).await;
+            }
+            return Err(if guard == StaffGuard::None { DomainError::NotFound } else { last_owner() });
         }
         if status == StaffStatus::Disabled {
             self.end_sessions_of(by.merchant_id(), id, None).await?;
@@ -955,13 +963,15 @@ impl StaffService {
             return Err(DomainError::NotFound);
         }
         self.require_power_over(by, &record).await?;
-        if role == "owner" {
-            self.require_another_owner(by.merchant_id(), id).await?;
-        }
+        let guard = if role == "owner" { StaffGuard::AnotherHolder("owner") } else { StaffGuard::None };
         let remaining: Vec<String> = record.roles.iter().filter(|r| *r != role).cloned().collect();
         let events =
             self.events(by.merchant_id(), "staff.role_revoked", serde_json::json!({"staff": id, "role": role})).await?;
-        if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &remaining, &events).await? {
+        if !self.repo.set_staff_roles(by.merchant_id(), id, &record.roles, &remaining, guard, &events).await? {
+            let fresh = self.staff_of(by.merchant_id(), id).await?;
+            if guard != StaffGuard::None && fresh.roles == record.roles {
+                return Err(last_owner());
+            }
             return Err(DomainError::Conflict("roles_changed", "the roles changed meanwhile; read them again"));
         }
         self.forget_sessions_of(id);
@@ -977,22 +987,6 @@ impl StaffService {
         match roles::permissions_of(&target.roles, &custom).into_iter().find(|p| !by.has(*p)) {
             Some(missing) => Err(DomainError::MissingScope(missing)),
             None => Ok(()),
-        }
-    }
-
-    /// Refuses unless another active staff member of the merchant holds `owner`: a shop never
-    /// loses its last owner through the API.
-    async fn require_another_owner(&self, merchant: &MerchantId, except: &str) -> Result<(), DomainError> {
-        let others = self
-            .repo
-            .list_staff(merchant)
-            .await?
-            .into_iter()
-            .any(|s| s.id != except && s.status == StaffStatus::Active && s.roles.iter().any(|r| r == "owner"));
-        if others {
-            Ok(())
-        } else {
-            Err(DomainError::Conflict("last_owner", "the shop's last active owner cannot be disabled or demoted"))
         }
     }
 
@@ -1061,24 +1055,16 @@ impl StaffService {
             return Err(DomainError::Forbidden("built-in roles cannot be deleted"));
         }
         // A role someone holds, or an open request would grant, cannot go: recreated under the
-        // same name with other permissions it would change their power without an approval.
-        let staff = self.repo.list_staff(by.merchant_id()).await?;
-        let held = staff.iter().any(|s| s.roles.iter().any(|r| r == name));
-        let suffix = format!(":{name}");
-        let requested = self
-            .repo
-            .list_approvals(by.merchant_id(), None, 1_000)
-            .await?
-            .iter()
-            .any(|a| (a.status == "pending" || a.status == "approved") && a.target.ends_with(&suffix));
-        if held || requested {
-            return Err(DomainError::Conflict(
-                "role_in_use",
-                "revoke the role from everyone who holds it (and deny open requests for it) first",
-            ));
-        }
+        // same name with other permissions it would change their power without an approval. The
+        // store decides in one locked transaction, so a parallel grant or request cannot slip in.
         let events = self.events(by.merchant_id(), "staff.role_deleted", serde_json::json!({"role": name})).await?;
-        if !self.repo.delete_role(by.merchant_id(), name, &events).await? {
+        if !self.repo.delete_role(by.merchant_id(), name, self.now(), &events).await? {
+            if self.custom_roles(by.merchant_id()).await?.iter().any(|r| r.name == name) {
+                return Err(DomainError::Conflict(
+                    "role_in_use",
+                    "revoke the role from everyone who holds it (and deny open requests for it) first",
+                ));
+            }
             return Err(DomainError::NotFound);
         }
         self.forget_sessions();
@@ -1091,6 +1077,11 @@ impl StaffService {
         let cutoff = Timestamp::from_unix_millis(self.now().unix_millis() - 24 * 3600 * 1000);
         Ok(self.sessions.purge(cutoff).await? + self.repo.purge_staff(cutoff, 10_000).await?)
     }
+}
+
+/// A shop never loses its last active owner through the API.
+fn last_owner() -> DomainError {
+    DomainError::Conflict("last_owner", "the shop's last active owner cannot be disabled or demoted")
 }
 
 fn aad(merchant: &MerchantId, staff: &str, field: &str, data_key_id: &str) -> Vec<u8> {

@@ -138,11 +138,13 @@ impl StaffService {
         self.require_recent(staff)?;
         let record = self.staff_of(&staff.merchant_id, &staff.staff_id).await?;
         let passkeys = self.passkey_service()?;
-        let count = passkeys.list(owner(&record)).await?.len();
-        if count <= 1 && record.totp_confirmed_at.is_none() {
-            return Err(DomainError::Conflict("last_factor", "staff keep at least one second factor"));
+        // One locked, conditional delete: two parallel removals cannot both pass the rule.
+        if !self.repo.remove_staff_passkey(&record.id, id).await? {
+            if passkeys.list(owner(&record)).await?.iter().any(|p| p.id == id) {
+                return Err(DomainError::Conflict("last_factor", "staff keep at least one second factor"));
+            }
+            return Err(DomainError::NotFound);
         }
-        passkeys.remove(owner(&record), id).await?;
         self.record(self.staff_event(&record, "staff.passkey_removed", Outcome::Success), client).await?;
         Ok(())
     }

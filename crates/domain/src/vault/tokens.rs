@@ -692,6 +692,9 @@ impl VaultService {
             self.audit.record(event).await?;
             return Err(DomainError::MissingScope(needed));
         }
+        // The rate is checked (and counted) before a four-eyes approval is used up: a 429 must
+        // not burn an approval.
+        self.check_reveal_rate(principal)?;
         if view == RevealView::Plain && record.kind.is_payment_data() && principal.as_staff().is_some() {
             let Some(staff) = self.dual_control.get() else {
                 return Err(DomainError::Forbidden(
@@ -703,7 +706,6 @@ impl VaultService {
             let action = crate::staff::approvals::Action::RevealCard;
             staff.require_approval(principal, action, record.id.as_str(), reason, approval, &client).await?;
         }
-        self.check_reveal_rate(principal)?;
         if record.canary {
             self.canary_tripped(principal, source, &record, "revealed").await?;
         }
