@@ -215,6 +215,14 @@ pub mod operational {
         connections.get_or_create(&StateLabel { state: "in_use" }).set(i64::from(pool.open.saturating_sub(pool.idle)));
         registry.register("db_pool_connections", "Database pool connections by state", connections);
         gauge(registry, "db_pool_max_connections", "The database pool's size limit", i64::from(pool.max));
+        if let Ok(wait) = state.health.acquire_wait().await {
+            float_gauge(
+                registry,
+                "db_pool_acquire_seconds",
+                "How long the scrape waited for a database connection from the pool",
+                wait.as_secs_f64(),
+            );
+        }
         let started = std::time::Instant::now();
         let up = state.health.ping().await.is_ok();
         gauge(registry, "db_up", "1 when the database answered the scrape's ping", i64::from(up));

@@ -88,6 +88,12 @@ impl HealthRepository for Store {
         Ok(())
     }
 
+    async fn acquire_wait(&self) -> Result<std::time::Duration, StoreError> {
+        let started = std::time::Instant::now();
+        on_pool!(self, pool => pool.acquire().await.map(drop)).map_err(store_error)?;
+        Ok(started.elapsed())
+    }
+
     fn pool_stats(&self) -> strongroom_domain::ports::PoolStats {
         let (open, idle, max) =
             on_pool!(self, pool => (pool.size(), pool.num_idle(), pool.options().get_max_connections()));

@@ -48,6 +48,7 @@ async fn metrics_describe_the_service_without_values(backend: Backend) {
         "strongroom_http_requests_total",
         "strongroom_db_pool_connections{state=\"in_use\"}",
         "strongroom_db_pool_max_connections",
+        "strongroom_db_pool_acquire_seconds",
         "strongroom_db_up 1",
         "strongroom_audit_log_entries",
         "strongroom_audit_last_checkpoint_age_seconds",

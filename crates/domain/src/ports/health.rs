@@ -11,6 +11,11 @@ pub trait HealthRepository: Send + Sync {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// How long taking a connection from the pool takes now: the wait a query would see.
+    async fn acquire_wait(&self) -> Result<std::time::Duration, StoreError> {
+        Ok(std::time::Duration::ZERO)
+    }
+
     /// The connection pool's use now.
     fn pool_stats(&self) -> PoolStats {
         PoolStats::default()
