@@ -142,6 +142,7 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::idempotency))
         // 408 marks our timeout; the finishing middleware answers it as 503 `timeout`.
         .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+        .layer(axum::middleware::from_fn(middleware::read_whole_body))
         .layer(CatchPanicLayer::custom(middleware::panic_response));
     let outer = ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::edge))
