@@ -246,6 +246,36 @@ pub async fn layer_error(err: tower::BoxError) -> Response {
     }
 }
 
+/// Reads a request's whole body (within the body limit, under the request timeout) before the
+/// handler runs. A handler that answers early (401, 403, 415, 422, …) then never leaves the
+/// client's upload half-read: on HTTP/2 a half-read request stream is reset when the answer
+/// ends, and clients such as curl then report a framing error instead of the problem document.
+/// Handlers read JSON bodies whole anyway, so this costs no extra memory at the limit.
+pub async fn read_whole_body(request: Request, next: Next) -> Response {
+    use axum::body::HttpBody as _;
+    if request.body().size_hint().exact() == Some(0) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Err(err) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
+                || err.to_string().contains("length limit");
+            if too_large {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                    .detail("the request body exceeds the configured limit")
+                    .into_response()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_request")
+                    .detail("the request body could not be read to its end")
+                    .into_response()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,35 +309,5 @@ mod tests {
         assert!(!well_formed_request_id("a b"));
         assert!(!well_formed_request_id("a\nb"));
         assert!(well_formed_request_id(&generate_request_id()));
-    }
-}
-
-/// Reads a request's whole body (within the body limit, under the request timeout) before the
-/// handler runs. A handler that answers early (401, 403, 415, 422, …) then never leaves the
-/// client's upload half-read: on HTTP/2 a half-read request stream is reset when the answer
-/// ends, and clients such as curl then report a framing error instead of the problem document.
-/// Handlers read JSON bodies whole anyway, so this costs no extra memory at the limit.
-pub async fn read_whole_body(request: Request, next: Next) -> Response {
-    use axum::body::HttpBody as _;
-    if request.body().size_hint().exact() == Some(0) {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
-        Err(err) => {
-            let too_large = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
-                || err.to_string().contains("length limit");
-            if too_large {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                    .detail("the request body exceeds the configured limit")
-                    .into_response()
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_request")
-                    .detail("the request body could not be read to its end")
-                    .into_response()
-            }
-        }
     }
 }
