@@ -9,7 +9,7 @@ use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys
 /// The document.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "strongroom", description = "Security core for online shops: vault, identity, payments, audit."),
+    info(title = "strongroom", description = "Security core for online shops: card and customer-data vault, identity, staff access, audit log, webhooks."),
     paths(
         health::healthz,
         health::readyz,
@@ -112,7 +112,7 @@ use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys
         passkeys::remove_staff_passkey,
     ),
     components(schemas(crate::problem::Problem, crate::problem::ProblemField)),
-    modifiers(&Security),
+    modifiers(&Security, &StandardResponses),
 )]
 pub struct ApiDoc;
 
@@ -158,6 +158,86 @@ impl Modify for Security {
             )))
             .build();
         components.schemas.insert("WebhookEventType".to_owned(), event_type.into());
+    }
+}
+
+/// The answers every operation of a kind can give, added where an operation does not list them
+/// itself, so the document names every status the server sends (a client generated from it, and
+/// schemathesis, check that): 401 and 403 where a credential is required, 404 where a path names
+/// an object, 400, 413, 415 and 422 where a body is read, 409 and 422 for an `Idempotency-Key` on
+/// a POST, 429 and 503 everywhere (throttling, load shedding, timeouts, an unavailable database
+/// or audit log). Each is a problem document.
+#[derive(Debug)]
+struct StandardResponses;
+
+impl StandardResponses {
+    fn problem(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build()
+            .into()
+    }
+}
+
+impl Modify for StandardResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let names_object = path.contains('{');
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, true),
+                (&mut item.patch, true),
+                (&mut item.delete, false),
+            ];
+            for (operation, is_write) in operations {
+                let Some(operation) = operation.as_mut() else { continue };
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = operation.request_body.is_some();
+                let mut standard: Vec<(&str, &str)> = Vec::new();
+                if secured {
+                    standard.push(("401", "No valid credential (`unauthenticated`)"));
+                    standard.push((
+                        "403",
+                        "The credential lacks a scope (`insufficient_scope`) or is of the wrong kind (`forbidden`)",
+                    ));
+                }
+                if names_object {
+                    standard.push(("404", "No such object (`not_found`)"));
+                }
+                if has_body {
+                    standard.push(("400", "The body is not JSON, or malformed (`malformed_request`)"));
+                    standard.push(("413", "The body exceeds the limit (`payload_too_large`)"));
+                    standard.push(("415", "The body is not `application/json` (`unsupported_media_type`)"));
+                }
+                if has_body || is_write {
+                    standard.push(("422", "Invalid fields, or an invalid `Idempotency-Key` (see `errors`)"));
+                }
+                if is_write {
+                    standard.push((
+                        "409",
+                        "A conflict, or an `Idempotency-Key` in progress, unavailable for replay or of unknown outcome",
+                    ));
+                }
+                standard.push(("429", "Too many requests (`rate_limited`, with `Retry-After`)"));
+                standard.push((
+                    "503",
+                    "Overloaded, timed out, or the database or audit log is unavailable (retry with back-off)",
+                ));
+                for (status, description) in standard {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| Self::problem(description));
+                }
+            }
+        }
     }
 }
 
