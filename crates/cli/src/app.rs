@@ -503,9 +503,21 @@ fn mailer(config: &Config) -> anyhow::Result<(Arc<dyn strongroom_domain::mail::M
     };
     let dkim = match (&mail.dkim_domain, &mail.dkim_selector, &mail.dkim_private_key_file) {
         (Some(domain), Some(selector), Some(file)) => {
-            let pem = std::fs::read_to_string(file)
+            // Owner-only permissions, checked before reading, as for the root key.
+            let mut text = strongroom_crypto::secret_file::read_secret_file(file)
                 .with_context(|| format!("mail.dkim_private_key_file {}", file.display()))?;
-            Some((domain.clone(), selector.clone(), strongroom_types::Secret::new(pem)))
+            Some(strongroom_connectors::mail::DkimSettings {
+                domain: domain.clone(),
+                selector: selector.clone(),
+                private_key: strongroom_types::Secret::new(std::mem::take(&mut *text)),
+                algorithm: match mail.dkim_algorithm {
+                    crate::config::DkimAlgorithm::Auto => strongroom_connectors::mail::DkimAlgorithm::Auto,
+                    crate::config::DkimAlgorithm::RsaSha256 => strongroom_connectors::mail::DkimAlgorithm::RsaSha256,
+                    crate::config::DkimAlgorithm::Ed25519Sha256 => {
+                        strongroom_connectors::mail::DkimAlgorithm::Ed25519Sha256
+                    }
+                },
+            })
         }
         _ => None,
     };
