@@ -61,7 +61,8 @@ pub fn audit_origin(config: &Config, public_key: &[u8; 32]) -> String {
 }
 
 /// The root key provider. With `create`, the local provider makes its key file when absent.
-fn open_kms(config: &Config, entropy: Arc<dyn Entropy>, create: bool) -> anyhow::Result<(Arc<dyn Kms>, bool)> {
+/// OpenBao's transit key is checked first: one that is not derived is refused.
+async fn open_kms(config: &Config, entropy: Arc<dyn Entropy>, create: bool) -> anyhow::Result<(Arc<dyn Kms>, bool)> {
     Ok(match config.kms.provider {
         KmsProvider::Local if create => {
             let (kms, created) = LocalKeyFile::open_or_create(&config.root_key_file(), entropy)?;
@@ -80,6 +81,7 @@ fn open_kms(config: &Config, entropy: Arc<dyn Entropy>, create: bool) -> anyhow:
                 &config.kms.key_name,
                 &outbound,
             )?;
+            kms.check_key().await.context("kms: the OpenBao transit key cannot be used")?;
             (Arc::new(kms), false)
         }
     })
@@ -101,7 +103,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// The deployment's checkpoint verifier key, read without changing anything: no migration, no
 /// new key, no writer. Fails when the deployment has no audit signing key.
 pub async fn deployment_verifier_key(config: &Config, store: &Store) -> anyhow::Result<String> {
-    let kms = open_kms(config, Arc::new(strongroom_types::OsEntropy), false)?.0;
+    let kms = open_kms(config, Arc::new(strongroom_types::OsEntropy), false).await?.0;
     let seed =
         strongroom_domain::keyring::load_existing(strongroom_domain::keyring::AUDIT_SIGNING, store, kms.as_ref())
             .await?
@@ -116,7 +118,7 @@ impl Core {
     /// Opens the data directory, root key and database; applies migrations; loads the keyring.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
         data_dir::ensure_dir(&config.data_dir)?;
-        let (kms, root_key_created) = open_kms(config, entropy.clone(), true)?;
+        let (kms, root_key_created) = open_kms(config, entropy.clone(), true).await?;
         let store = open_store(config).await?;
         let applied = store.migrate().await?;
         if applied > 0 {
@@ -501,9 +503,21 @@ fn mailer(config: &Config) -> anyhow::Result<(Arc<dyn strongroom_domain::mail::M
     };
     let dkim = match (&mail.dkim_domain, &mail.dkim_selector, &mail.dkim_private_key_file) {
         (Some(domain), Some(selector), Some(file)) => {
-            let pem = std::fs::read_to_string(file)
+            // Owner-only permissions, checked before reading, as for the root key.
+            let mut text = strongroom_crypto::secret_file::read_secret_file(file)
                 .with_context(|| format!("mail.dkim_private_key_file {}", file.display()))?;
-            Some((domain.clone(), selector.clone(), strongroom_types::Secret::new(pem)))
+            Some(strongroom_connectors::mail::DkimSettings {
+                domain: domain.clone(),
+                selector: selector.clone(),
+                private_key: strongroom_types::Secret::new(std::mem::take(&mut *text)),
+                algorithm: match mail.dkim_algorithm {
+                    crate::config::DkimAlgorithm::Auto => strongroom_connectors::mail::DkimAlgorithm::Auto,
+                    crate::config::DkimAlgorithm::RsaSha256 => strongroom_connectors::mail::DkimAlgorithm::RsaSha256,
+                    crate::config::DkimAlgorithm::Ed25519Sha256 => {
+                        strongroom_connectors::mail::DkimAlgorithm::Ed25519Sha256
+                    }
+                },
+            })
         }
         _ => None,
     };

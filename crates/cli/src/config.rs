@@ -131,6 +131,19 @@ pub enum SmtpSecurity {
     None,
 }
 
+/// The DKIM signature algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DkimAlgorithm {
+    /// The key's own: `ed25519-sha256` for an Ed25519 key, `rsa-sha256` for an RSA key.
+    #[default]
+    Auto,
+    /// `rsa-sha256` (RFC 6376).
+    RsaSha256,
+    /// `ed25519-sha256` (RFC 8463).
+    Ed25519Sha256,
+}
+
 /// `[mail]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -153,8 +166,11 @@ pub struct MailConfig {
     pub dkim_domain: Option<String>,
     /// DKIM selector.
     pub dkim_selector: Option<String>,
-    /// DKIM RSA private key, PEM.
+    /// DKIM private key: RSA (PKCS#1 or PKCS#8 PEM) or Ed25519 (PKCS#8 PEM, or the base64 of
+    /// its seed); owner-only permissions required.
     pub dkim_private_key_file: Option<PathBuf>,
+    /// `auto` (default: the key's algorithm), `rsa-sha256` or `ed25519-sha256` (must fit the key).
+    pub dkim_algorithm: DkimAlgorithm,
 }
 
 impl Default for MailConfig {
@@ -169,6 +185,7 @@ impl Default for MailConfig {
             dkim_domain: None,
             dkim_selector: None,
             dkim_private_key_file: None,
+            dkim_algorithm: DkimAlgorithm::Auto,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Mailers: SMTP through lettre (STARTTLS or implicit TLS required unless the server is on this
-//! machine, DKIM signing when a key is configured), and the development mailbox, which writes
+//! machine, DKIM signing when a key is configured: ed25519-sha256 (RFC 8463) or rsa-sha256, chosen
+//! by the key or by configuration), and the development mailbox, which writes
 //! each message as an `.eml` file into the data directory instead of sending it.
 //! Must never: send a message without TLS to a server that is not on the loopback interface, log
 //! an address, a subject or a body, or build a header from unchecked text (addresses are parsed
@@ -8,7 +9,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
+use lettre::message::dkim::{DkimConfig, DkimSigningKey};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -39,8 +40,122 @@ pub struct SmtpSettings {
     pub credentials: Option<(String, Secret<String>)>,
     /// The sender, e.g. `Shop <security@shop.example>`.
     pub from: String,
-    /// DKIM: signing domain, selector and the RSA private key (PKCS#1 or PKCS#8 PEM).
-    pub dkim: Option<(String, String, Secret<String>)>,
+    /// DKIM signing, if configured.
+    pub dkim: Option<DkimSettings>,
+}
+
+/// The DKIM signature algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DkimAlgorithm {
+    /// Whatever the key is: an Ed25519 key signs `ed25519-sha256`, an RSA key `rsa-sha256`.
+    #[default]
+    Auto,
+    /// `rsa-sha256` (RFC 6376), which every receiver verifies. Signing uses the `rsa` crate, which
+    /// has an open timing side-channel advisory (RUSTSEC-2023-0071, see docs/configuration.md).
+    RsaSha256,
+    /// `ed25519-sha256` (RFC 8463): small keys and signatures, constant-time signing; verified by
+    /// fewer receivers than RSA, so some domains publish both.
+    Ed25519Sha256,
+}
+
+/// DKIM signing settings.
+#[derive(Debug, Clone)]
+pub struct DkimSettings {
+    /// The signing domain (`d=`).
+    pub domain: String,
+    /// The selector (`s=`).
+    pub selector: String,
+    /// The private key file's text: an RSA key as PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8
+    /// (`BEGIN PRIVATE KEY`) PEM, an Ed25519 key as PKCS#8 PEM (`openssl genpkey -algorithm
+    /// ed25519`) or as the base64 of its 32-byte seed (dkimpy's `dknewkey --ktype ed25519`).
+    pub private_key: Secret<String>,
+    /// Which algorithm; [`DkimAlgorithm::Auto`] follows the key.
+    pub algorithm: DkimAlgorithm,
+}
+
+/// The DER of an Ed25519 PKCS#8 key after its outer SEQUENCE header (RFC 8410): the version (0,
+/// or 1 when the public key follows), the algorithm 1.3.101.112, then the 32-byte seed as an OCTET
+/// STRING inside an OCTET STRING.
+const ED25519_PKCS8_PREFIX: [u8; 14] =
+    [0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+const RSA_ENCRYPTION_OID: [u8; 11] = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+
+/// The 32-byte seed of an Ed25519 PKCS#8 key (version 0 or 1, a public key after it ignored).
+fn ed25519_pkcs8_seed(der: &[u8]) -> Option<&[u8]> {
+    // A one-byte length: the key is under 128 bytes.
+    let [0x30, length, rest @ ..] = der else { return None };
+    if usize::from(*length) != rest.len() || rest.len() < ED25519_PKCS8_PREFIX.len() + 32 {
+        return None;
+    }
+    let (head, tail) = rest.split_at(ED25519_PKCS8_PREFIX.len());
+    let version = head[2] == 0 || head[2] == 1;
+    let fixed = head[..2] == ED25519_PKCS8_PREFIX[..2] && head[3..] == ED25519_PKCS8_PREFIX[3..];
+    (version && fixed).then(|| &tail[..32])
+}
+
+/// The signing key in `text`, of the configured algorithm (or the key's own with `Auto`). The
+/// error never quotes the file.
+pub fn dkim_signing_key(text: &str, algorithm: DkimAlgorithm) -> anyhow::Result<DkimSigningKey> {
+    use lettre::message::dkim::DkimSigningAlgorithm as Lettre;
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+    use rustls::pki_types::pem::PemObject;
+    use zeroize::Zeroizing;
+
+    let text = text.trim();
+    let (found, key) = if text.starts_with("-----BEGIN RSA PRIVATE KEY-----") {
+        let key = DkimSigningKey::new(text, Lettre::Rsa).map_err(|_| anyhow::anyhow!("the RSA key cannot be read"))?;
+        (DkimAlgorithm::RsaSha256, key)
+    } else if text.starts_with("-----BEGIN PRIVATE KEY-----") {
+        let der = Zeroizing::new(
+            PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes())
+                .map_err(|_| anyhow::anyhow!("the PKCS#8 PEM key cannot be read"))?,
+        );
+        let der = der.secret_pkcs8_der();
+        if let Some(seed) = ed25519_pkcs8_seed(der) {
+            let encoded = Zeroizing::new(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, seed));
+            let key = DkimSigningKey::new(&encoded, Lettre::Ed25519)
+                .map_err(|_| anyhow::anyhow!("the Ed25519 key cannot be read"))?;
+            (DkimAlgorithm::Ed25519Sha256, key)
+        } else if der.windows(RSA_ENCRYPTION_OID.len()).take(32).any(|w| w == RSA_ENCRYPTION_OID) {
+            // lettre reads PKCS#1 only: convert.
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            use rsa::pkcs8::DecodePrivateKey;
+            let rsa =
+                rsa::RsaPrivateKey::from_pkcs8_der(der).map_err(|_| anyhow::anyhow!("the RSA key cannot be read"))?;
+            let pkcs1 = rsa
+                .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
+                .map_err(|_| anyhow::anyhow!("the RSA key cannot be converted"))?;
+            let key =
+                DkimSigningKey::new(&pkcs1, Lettre::Rsa).map_err(|_| anyhow::anyhow!("the RSA key cannot be read"))?;
+            (DkimAlgorithm::RsaSha256, key)
+        } else {
+            anyhow::bail!("the PKCS#8 key is neither Ed25519 nor RSA");
+        }
+    } else if !text.starts_with("-----")
+        && base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+            .map(|mut seed| {
+                let fits = seed.len() == 32;
+                zeroize::Zeroize::zeroize(&mut seed);
+                fits
+            })
+            .unwrap_or(false)
+    {
+        let key = DkimSigningKey::new(text, Lettre::Ed25519)
+            .map_err(|_| anyhow::anyhow!("the Ed25519 key cannot be read"))?;
+        (DkimAlgorithm::Ed25519Sha256, key)
+    } else {
+        anyhow::bail!(
+            "not a supported key: use an RSA key (PKCS#1 or PKCS#8 PEM) or an Ed25519 key (PKCS#8 PEM, or the base64 of its 32-byte seed)"
+        );
+    };
+    match algorithm {
+        DkimAlgorithm::Auto => Ok(key),
+        wanted if wanted == found => Ok(key),
+        DkimAlgorithm::RsaSha256 => anyhow::bail!("mail.dkim_algorithm is rsa-sha256 but the key is an Ed25519 key"),
+        DkimAlgorithm::Ed25519Sha256 => {
+            anyhow::bail!("mail.dkim_algorithm is ed25519-sha256 but the key is an RSA key")
+        }
+    }
 }
 
 /// Builds the message for a mail, DKIM-signed when configured.
@@ -110,10 +225,10 @@ impl SmtpMailer {
             builder = builder.credentials(Credentials::new(user.clone(), password.expose().clone()));
         }
         let dkim = match &settings.dkim {
-            Some((domain, selector, pem)) => {
-                let key = DkimSigningKey::new(pem.expose(), DkimSigningAlgorithm::Rsa)
-                    .map_err(|e| anyhow::anyhow!("mail.dkim_private_key_file is not an RSA private key: {e}"))?;
-                Some(dkim_config(selector, domain, key))
+            Some(dkim) => {
+                let key = dkim_signing_key(dkim.private_key.expose(), dkim.algorithm)
+                    .map_err(|e| anyhow::anyhow!("mail.dkim_private_key_file: {e}"))?;
+                Some(dkim_config(&dkim.selector, &dkim.domain, key))
             }
             None => None,
         };
@@ -218,6 +333,40 @@ mod tests {
         let built = message(&from, &mail("ann@example.com", "hi\r\nBcc: all@example.com"), None).unwrap();
         let text = String::from_utf8(built.formatted()).unwrap();
         assert!(!text.contains("\r\nBcc:"), "{text}");
+    }
+
+    #[test]
+    fn the_dkim_key_decides_the_algorithm_and_an_explicit_one_must_fit() {
+        // An Ed25519 key as PKCS#8 PEM (v1, as openssl writes it) and as the base64 of its seed.
+        let pkcs8 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem();
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(pkcs8.as_bytes())
+            .map(|k: rustls::pki_types::PrivatePkcs8KeyDer<'static>| k.secret_pkcs8_der().to_vec())
+            .unwrap();
+        let seed = ed25519_pkcs8_seed(&der).unwrap().to_vec();
+        let raw = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &seed);
+        for text in [pkcs8.as_str(), raw.as_str()] {
+            assert!(dkim_signing_key(text, DkimAlgorithm::Auto).is_ok());
+            assert!(dkim_signing_key(text, DkimAlgorithm::Ed25519Sha256).is_ok());
+            let err = dkim_signing_key(text, DkimAlgorithm::RsaSha256).err().unwrap().to_string();
+            assert!(err.contains("rsa-sha256 but the key is an Ed25519 key"), "{err}");
+        }
+        // PKCS#8 v2 (RFC 8410, with the public key after the seed) reads to the same seed.
+        let mut v2 = vec![0x30, 0x51];
+        v2.extend_from_slice(&ED25519_PKCS8_PREFIX);
+        v2[4] = 0x01;
+        v2.extend_from_slice(&seed);
+        v2.extend_from_slice(&[0x81, 0x21, 0x00]);
+        v2.extend_from_slice(&[7u8; 32]);
+        assert_eq!(ed25519_pkcs8_seed(&v2), Some(seed.as_slice()));
+        // Neither: refused without quoting the file.
+        for text in ["", "not a key", "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----"] {
+            let err = dkim_signing_key(text, DkimAlgorithm::Auto).err().unwrap().to_string();
+            assert!(err.contains("not a supported key") && !err.contains("AAAA"), "{err}");
+        }
+        // An ECDSA PKCS#8 key is neither Ed25519 nor RSA.
+        let ecdsa = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let err = dkim_signing_key(&ecdsa, DkimAlgorithm::Auto).err().unwrap().to_string();
+        assert!(err.contains("neither Ed25519 nor RSA"), "{err}");
     }
 
     #[tokio::test]

@@ -26,6 +26,10 @@ pub enum KmsError {
     /// A wrapped key failed to unwrap: wrong root key, wrong context, or tampering.
     #[error("a wrapped key failed its integrity check")]
     Integrity,
+    /// The KMS is set up in a way strongroom refuses (e.g. an OpenBao transit key that is not
+    /// derived); found at start, and not fixed by retrying.
+    #[error("the key management service is misconfigured: {0}")]
+    Misconfigured(String),
     /// The root key file could not be read or created.
     #[error("root key file {path}: {reason}")]
     KeyFile {
@@ -82,13 +86,14 @@ impl LocalKeyFile {
     /// Returns the provider and whether the file was created now.
     pub fn open_or_create(path: &Path, entropy: std::sync::Arc<dyn Entropy>) -> Result<(Self, bool), KmsError> {
         let fail = |reason: String| KmsError::KeyFile { path: path.to_owned(), reason };
-        match std::fs::read_to_string(path) {
+        // The permissions are checked on the open file before it is read; its text is wiped
+        // once parsed.
+        match crate::secret_file::read_secret_file(path) {
             Ok(text) => {
                 let key = parse_key_file(&text).ok_or_else(|| fail("not a strongroom root key file".into()))?;
-                check_permissions(path).map_err(fail)?;
                 Ok((Self::with_key(path, key, entropy), false))
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Err(crate::secret_file::SecretFileError::NotFound) => {
                 let key: Key256 = Secret::new(random_key(entropy.as_ref()));
                 write_new_key_file(path, &key).map_err(fail)?;
                 Ok((Self::with_key(path, key, entropy), true))
@@ -142,21 +147,6 @@ fn write_new_key_file(path: &Path, key: &Key256) -> Result<(), String> {
     let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
     zeroize::Zeroize::zeroize(&mut text);
     written.map_err(|e| e.to_string())
-}
-
-fn check_permissions(path: &Path) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|e| e.to_string())?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "permissions are {:o}; the file must be readable by its owner only (chmod 600)",
-                mode & 0o777
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -220,8 +210,21 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
-            assert!(LocalKeyFile::open_or_create(&path, Arc::new(OsEntropy)).is_err());
+            for mode in [0o644, 0o640, 0o604] {
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+                let err = LocalKeyFile::open_or_create(&path, Arc::new(OsEntropy)).map(|_| ()).unwrap_err();
+                assert!(err.to_string().contains("chmod 600"), "{err}");
+            }
+            // The permissions are checked before the file is read: a file that is not a key at
+            // all is refused for its permissions first.
+            let other = dir.path().join("other.key");
+            let _ = std::fs::write(&other, "not a key");
+            let _ = std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644));
+            let err = LocalKeyFile::open_or_create(&other, Arc::new(OsEntropy)).map(|_| ()).unwrap_err();
+            assert!(err.to_string().contains("permissions are 0644"), "{err}");
+            let _ = std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600));
+            let err = LocalKeyFile::open_or_create(&other, Arc::new(OsEntropy)).map(|_| ()).unwrap_err();
+            assert!(err.to_string().contains("not a strongroom root key file"), "{err}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Cryptography for strongroom.
 //!
 //! Owns: the AEAD envelope format ([`envelope`]), keyed digests ([`digest`]), the [`kms::Kms`]
-//! port with its local key-file provider, password hashing ([`password`]), TOTP ([`totp`]) and signed access tokens ([`jwt`]).
+//! port with its local key-file provider, reading secret files ([`secret_file`]), password hashing ([`password`]), TOTP ([`totp`]) and signed access tokens ([`jwt`]).
 //! Must never: hand out raw key bytes except through [`strongroom_types::Secret::expose`], use an
 //! unkeyed hash for anything derived from a secret, or compare secrets with `==`.
 
@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod jwt;
 pub mod kms;
 pub mod password;
+pub mod secret_file;
 pub mod signing;
 pub mod totp;
 pub mod webauthn;

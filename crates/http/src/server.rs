@@ -53,7 +53,7 @@ pub struct RunningServer {
     pub redirect_addr: Option<SocketAddr>,
     /// Where the metrics listener listens.
     pub metrics_addr: Option<SocketAddr>,
-    handle: Handle,
+    handle: Handle<SocketAddr>,
     grace: Duration,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
@@ -105,12 +105,12 @@ impl RunningServer {
         let api_addr = listener.local_addr()?;
         match &config.transport {
             ApiTransport::Tls(tls) => {
-                let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls.clone()));
+                let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls.clone()))?;
                 let server = server.handle(handle.clone());
                 tasks.push(tokio::spawn(async move { server.serve(api).await }));
             }
             ApiTransport::PlainBehindProxy => {
-                let server = axum_server::from_tcp(listener).handle(handle.clone());
+                let server = axum_server::from_tcp(listener)?.handle(handle.clone());
                 tasks.push(tokio::spawn(async move { server.serve(api).await }));
             }
         }
@@ -118,14 +118,14 @@ impl RunningServer {
         if let Some(listener) = listeners.redirect {
             redirect_addr = Some(listener.local_addr()?);
             let app = redirect_router(api_addr.port()).into_make_service();
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
             tasks.push(tokio::spawn(async move { server.serve(app).await }));
         }
         let mut metrics_addr = None;
         if let Some(listener) = listeners.metrics {
             metrics_addr = Some(listener.local_addr()?);
             let app = metrics_router(state).into_make_service();
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
             tasks.push(tokio::spawn(async move { server.serve(app).await }));
         }
         Ok(Self { api_addr, redirect_addr, metrics_addr, handle, grace: config.shutdown_grace, tasks })

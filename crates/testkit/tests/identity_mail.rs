@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use strongroom::config::DkimAlgorithm;
 use strongroom_testkit::{Backend, TestServer, captured_logs, on_both_backends, test_python};
 use strongroom_types::Clock;
 
@@ -216,11 +217,86 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_delivery_with_a_dkim_signature_dkimpy_accepts() {
+    dkim_round("rsa-pkcs1", DkimAlgorithm::Auto, "rsa", "rsa-sha256").await;
+}
+
+/// Ed25519 DKIM (RFC 8463), chosen by the key file: an `openssl genpkey`-style PKCS#8 key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_dkim_signatures_dkimpy_accepts() {
+    dkim_round("ed25519-pkcs8", DkimAlgorithm::Auto, "ed25519", "ed25519-sha256").await;
+}
+
+/// The other key forms: dkimpy's own Ed25519 seed file with the algorithm set explicitly, and an
+/// RSA key in PKCS#8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkim_keys_in_other_forms_and_an_explicit_algorithm() {
+    dkim_round("ed25519-seed", DkimAlgorithm::Ed25519Sha256, "ed25519", "ed25519-sha256").await;
+    dkim_round("rsa-pkcs8", DkimAlgorithm::RsaSha256, "rsa", "rsa-sha256").await;
+}
+
+/// A DKIM key file others can read is refused at start, as the root key is; so is an algorithm
+/// setting that does not fit the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dkim_key_file_others_can_read_or_of_another_algorithm_is_refused() {
     let Some(python) = test_python() else { return };
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/python");
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("dkim.pem");
-    let keygen = std::process::Command::new(&python).arg(tools.join("rsa_key.py")).arg(&key_file).output().unwrap();
+    let key_file = dir.path().join("dkim.key");
+    let keygen = std::process::Command::new(&python)
+        .arg(tools.join("dkim_key.py"))
+        .args(["ed25519-pkcs8", key_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
+    let config = |algorithm: DkimAlgorithm| {
+        let overrides = strongroom::config::Overrides { data_dir: Some(dir.path().join("data")), ..Default::default() };
+        let mut config = strongroom::config::load(&overrides, Vec::new()).unwrap();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.mail.smtp_host = Some("127.0.0.1".into());
+        config.mail.smtp_port = free_port();
+        config.mail.smtp_security = strongroom::config::SmtpSecurity::None;
+        config.mail.dkim_domain = Some("shop.example".into());
+        config.mail.dkim_selector = Some("sr2026".into());
+        config.mail.dkim_private_key_file = Some(key_file.clone());
+        config.mail.dkim_algorithm = algorithm;
+        config
+    };
+    let start_error = |config: strongroom::config::Config| async move {
+        let clock = std::sync::Arc::new(strongroom_types::SystemClock);
+        match strongroom::Application::build(&config, clock, std::sync::Arc::new(strongroom_types::OsEntropy)).await {
+            Ok(app) => {
+                app.shutdown().await;
+                None
+            }
+            Err(err) => Some(format!("{err:#}")),
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let message = start_error(config(DkimAlgorithm::Auto)).await.expect("refused");
+        assert!(message.contains("mail.dkim_private_key_file") && message.contains("chmod 600"), "{message}");
+        assert!(!message.contains("PRIVATE KEY"), "{message}");
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let message = start_error(config(DkimAlgorithm::RsaSha256)).await.expect("refused");
+    assert!(message.contains("rsa-sha256 but the key is an Ed25519 key"), "{message}");
+    assert_eq!(start_error(config(DkimAlgorithm::Ed25519Sha256)).await, None);
+}
+
+/// Sends a verification mail through a real SMTP server with a DKIM key of `kind` and checks the
+/// signature with dkimpy (and that a tampered copy fails the same check).
+async fn dkim_round(kind: &str, algorithm: DkimAlgorithm, key_type: &str, signed_as: &str) {
+    let Some(python) = test_python() else { return };
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/python");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("dkim.key");
+    let keygen = std::process::Command::new(&python)
+        .arg(tools.join("dkim_key.py"))
+        .args([kind, key_file.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
     let public = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
     let inbox = dir.path().join("inbox");
@@ -249,6 +325,7 @@ async fn smtp_delivery_with_a_dkim_signature_dkimpy_accepts() {
         config.mail.dkim_domain = Some("shop.example".into());
         config.mail.dkim_selector = Some("sr2026".into());
         config.mail.dkim_private_key_file = Some(key_path);
+        config.mail.dkim_algorithm = algorithm;
     })
     .await
     .unwrap();
@@ -271,23 +348,22 @@ async fn smtp_delivery_with_a_dkim_signature_dkimpy_accepts() {
     let raw = std::fs::read_to_string(&received).unwrap();
     assert!(raw.contains("DKIM-Signature:") && raw.contains("d=shop.example") && raw.contains("s=sr2026"), "{raw}");
     assert!(raw.contains("To: cy@example.com"));
-    let check = std::process::Command::new(&python)
-        .arg(tools.join("dkim_check.py"))
-        .arg(&received)
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "valid", "{}", String::from_utf8_lossy(&check.stderr));
+    let check = |file: &Path| {
+        let output = std::process::Command::new(&python)
+            .arg(tools.join("dkim_check.py"))
+            .arg(file)
+            .arg(&public)
+            .arg(key_type)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(check(&received), format!("valid {signed_as}"), "{kind}");
     // A tampered copy fails the same check, so the check can fail.
     let tampered = dir.path().join("tampered.eml");
     std::fs::write(&tampered, raw.replace("Confirm my email address", "Confirm my e-mail address")).unwrap();
-    let check = std::process::Command::new(&python)
-        .arg(tools.join("dkim_check.py"))
-        .arg(&tampered)
-        .arg(&public)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "invalid");
+    assert_eq!(check(&tampered), format!("invalid {signed_as}"), "{kind}");
     assert!(!server.data_dir().join("mail").exists(), "with SMTP configured, nothing goes to the development mailbox");
     drop(sink.stdin.take());
     let _ = sink.wait();

@@ -68,6 +68,117 @@ async fn wraps_unwraps_rotates_and_enforces_min_decryption_version() {
     drop(bao);
 }
 
+fn transit(bao: &Bao, key: &str, token: &str) -> OpenBaoTransit {
+    let settings = OpenBaoTransit::outbound_settings(bao.ca_file.clone());
+    OpenBaoTransit::new(&bao.address, Secret::new(token.to_owned()), "transit", key, &settings).unwrap()
+}
+
+/// A configuration for a fresh data directory with the OpenBao provider.
+fn openbao_config(dir: &std::path::Path, bao: &Bao, key: &str) -> strongroom::config::Config {
+    let overrides = strongroom::config::Overrides { data_dir: Some(dir.join("data")), ..Default::default() };
+    let mut config = strongroom::config::load(&overrides, Vec::new()).unwrap();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.kms.provider = strongroom::config::KmsProvider::Openbao;
+    config.kms.address = Some(bao.address.clone());
+    config.kms.token = Some(Secret::new(ROOT_TOKEN.to_owned()));
+    config.kms.key_name = key.into();
+    config.kms.ca_file = bao.ca_file.clone();
+    config
+}
+
+async fn start_error(config: &strongroom::config::Config) -> String {
+    let clock = std::sync::Arc::new(strongroom_types::SystemClock);
+    match strongroom::Application::build(config, clock, std::sync::Arc::new(strongroom_types::OsEntropy)).await {
+        Ok(_) => panic!("the server started"),
+        Err(err) => format!("{err:#}"),
+    }
+}
+
+/// Only a derived transit key binds a wrapped key to its purpose: a key made without
+/// `derived=true`, a missing key and a token that may not read the key are refused at start,
+/// each with a message that says what to do.
+#[tokio::test]
+async fn a_transit_key_that_is_not_derived_is_refused_at_start() {
+    use serde_json::json;
+    let Some(bao) = Bao::start().await else { return };
+    transit_admin(&bao, "keys/plain", json!({"type": "aes256-gcm96"})).await;
+    transit_admin(&bao, "keys/derived", json!({"type": "aes256-gcm96", "derived": true})).await;
+
+    transit(&bao, "derived", ROOT_TOKEN).check_key().await.unwrap();
+    match transit(&bao, "plain", ROOT_TOKEN).check_key().await {
+        Err(KmsError::Misconfigured(message)) => {
+            assert!(
+                message.contains("transit/keys/plain is not derived") && message.contains("derived=true"),
+                "{message}"
+            )
+        }
+        other => panic!("expected Misconfigured, got {other:?}"),
+    }
+    match transit(&bao, "absent", ROOT_TOKEN).check_key().await {
+        Err(KmsError::Misconfigured(message)) => assert!(message.contains("does not exist"), "{message}"),
+        other => panic!("expected Misconfigured, got {other:?}"),
+    }
+    match transit(&bao, "derived", "canary-token-77").check_key().await {
+        Err(KmsError::Misconfigured(message)) => {
+            assert!(message.contains("may not read") && !message.contains("canary"), "{message}")
+        }
+        other => panic!("expected Misconfigured, got {other:?}"),
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let message = start_error(&openbao_config(dir.path(), &bao, "plain")).await;
+    assert!(message.contains("not derived"), "{message}");
+    assert!(!message.contains(ROOT_TOKEN), "{message}");
+    // Nothing was created on the refused start: no bootstrap key, no database.
+    assert!(!dir.path().join("data/strongroom.db").exists());
+}
+
+/// Over HTTPS the server's certificate is verified: against the webpki roots alone the dev
+/// server's certificate is refused; with its CA as `kms.ca_file` the provider works. Plain HTTP
+/// is accepted on loopback only (see the connectors' unit tests for other hosts).
+#[tokio::test]
+async fn openbao_over_https_needs_a_certificate_the_ca_file_verifies() {
+    let Some(bao) = Bao::start_tls().await else { return };
+    assert!(bao.address.starts_with("https://"));
+    let verified = transit(&bao, "strongroom", ROOT_TOKEN);
+    verified.ensure_key().await.unwrap();
+    verified.check_key().await.unwrap();
+    let wrapped = verified.wrap("keyring/api_key_digest", &Secret::new([9u8; 32])).await.unwrap();
+    assert_eq!(*verified.unwrap("keyring/api_key_digest", &wrapped).await.unwrap().expose(), [9u8; 32]);
+
+    let unverified = OpenBaoTransit::new(
+        &bao.address,
+        Secret::new(ROOT_TOKEN.to_owned()),
+        "transit",
+        "strongroom",
+        &OpenBaoTransit::outbound_settings(None),
+    )
+    .unwrap();
+    match unverified.check_key().await {
+        Err(KmsError::Unavailable(message)) => {
+            assert!(message.to_lowercase().contains("certificate"), "{message}");
+            assert!(!message.contains(ROOT_TOKEN), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(matches!(unverified.unwrap("keyring/api_key_digest", &wrapped).await, Err(KmsError::Unavailable(_))));
+
+    // A whole server on the HTTPS dev server, with its CA configured.
+    let dir = tempfile::tempdir().unwrap();
+    let config = openbao_config(dir.path(), &bao, "strongroom");
+    let clock = std::sync::Arc::new(strongroom_types::SystemClock);
+    let app = strongroom::Application::build(&config, clock, std::sync::Arc::new(strongroom_types::OsEntropy))
+        .await
+        .map_err(|e| format!("{e:#}"))
+        .unwrap();
+    app.shutdown().await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut without_ca = openbao_config(other_dir.path(), &bao, "strongroom");
+    without_ca.kms.ca_file = None;
+    let message = start_error(&without_ca).await;
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+}
+
 #[tokio::test]
 async fn an_unreachable_kms_is_unavailable() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

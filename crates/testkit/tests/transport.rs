@@ -50,6 +50,71 @@ async fn tls13_and_tls12_with_aead_ecdhe_suites() {
     server.shutdown().await;
 }
 
+/// The development chain passes strict X.509 verification: Python's ssl module with
+/// VERIFY_X509_STRICT (Python 3.13's default; OpenSSL refuses, among others, a leaf without an
+/// authority key identifier) trusting only `tls/ca.pem`, for each name the certificate is for,
+/// with HTTP/2 chosen by ALPN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_x509_verification_accepts_the_development_chain() {
+    let Some(python) = strongroom_testkit::test_python() else { return };
+    let server = TestServer::spawn(Backend::Sqlite).await.unwrap();
+    let ca = server.app().dev_ca.clone().expect("the development certificate");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/python/tls_strict_check.py");
+    let port = server.app().api_addr().port().to_string();
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args([port.as_str(), ca.to_str().unwrap(), "localhost", "127.0.0.1", "not-localhost.example"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in &lines[..2] {
+        assert_eq!(line["ok"], true, "{line}");
+        assert_eq!(line["alpn"], "h2", "{line}");
+        assert_eq!(line["http"], "HTTP/1.1 200 OK", "{line}");
+    }
+    // The check can fail: a name the certificate is not for is refused.
+    assert_eq!(lines[2]["ok"], false, "{}", lines[2]);
+    assert!(lines[2]["error"].as_str().unwrap().contains("CERTIFICATE_VERIFY_FAILED"), "{}", lines[2]);
+    server.shutdown().await;
+}
+
+/// HTTP/2 by ALPN: a request over an h2 connection is answered over HTTP/2.
+#[tokio::test]
+async fn http2_is_served_when_alpn_chooses_it() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let server = TestServer::spawn(Backend::Sqlite).await.unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(root_store(&server.ca_pem))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(server.app().api_addr()).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("https://localhost:{}/healthz", server.app().api_addr().port()))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(!body.is_empty());
+    server.shutdown().await;
+}
+
 /// A hand-made ClientHello, so versions and suites that no modern Rust client offers can be tried.
 fn client_hello(version: u16, suites: &[u16]) -> Vec<u8> {
     let mut ext = Vec::new();

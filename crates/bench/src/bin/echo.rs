@@ -45,11 +45,11 @@ fn main() -> anyhow::Result<()> {
         println!("listening on {}", listener.local_addr()?);
         match tls {
             Some(tls) => {
-                axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
+                axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
                     .serve(app.into_make_service())
                     .await?
             }
-            None => axum_server::from_tcp(listener).serve(app.into_make_service()).await?,
+            None => axum_server::from_tcp(listener)?.serve(app.into_make_service()).await?,
         }
         Ok(())
     })

@@ -1,5 +1,6 @@
 //! API key management: `POST/GET/DELETE /v1/api-keys`, scope `admin:api_keys`.
 
+use super::MASKED;
 use axum::Json;
 use axum::extract::{Path, State};
 use http::StatusCode;
@@ -56,13 +57,20 @@ impl ApiKeyBody {
 }
 
 /// A newly created key: the record and its secret, shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedApiKeyBody {
     /// The key.
     #[serde(flatten)]
     pub key: ApiKeyBody,
     /// The full key (`sr_live_…`). Shown only now; strongroom keeps only a keyed digest.
     pub secret: String,
+}
+
+/// Masks the secret: this answer is shown once, and a `Debug` print must not repeat it.
+impl std::fmt::Debug for CreatedApiKeyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedApiKeyBody").field("key", &self.key).field("secret", &MASKED).finish()
+    }
 }
 
 /// What a new key should be.

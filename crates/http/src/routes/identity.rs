@@ -4,6 +4,7 @@
 //! Must never: put a password, code, token, proof or email into a log line or an error body;
 //! answer differently for an unknown account than for a wrong password.
 
+use super::MASKED;
 use axum::Json;
 use axum::extract::{Path, State};
 use http::StatusCode;
@@ -130,7 +131,7 @@ impl SessionBody {
 }
 
 /// A new session with its token (shown once).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct IssuedSessionBody {
     /// The session.
     pub session: SessionBody,
@@ -138,6 +139,17 @@ pub struct IssuedSessionBody {
     pub customer: String,
     /// The bearer token (`srs_…`): keep it in an `HttpOnly` cookie or memory, never in a URL.
     pub token: String,
+}
+
+/// Masks the secret: this answer is shown once, and a `Debug` print must not repeat it.
+impl std::fmt::Debug for IssuedSessionBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedSessionBody")
+            .field("session", &self.session)
+            .field("customer", &self.customer)
+            .field("token", &MASKED)
+            .finish()
+    }
 }
 
 impl From<IssuedSession> for IssuedSessionBody {
@@ -691,12 +703,19 @@ pub async fn change_password(
 }
 
 /// A TOTP enrolment to confirm.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct TotpEnrolmentBody {
     /// The seed in base32, to type into an authenticator app.
     pub secret: String,
     /// The `otpauth://` URI, to show as a QR code.
     pub otpauth_uri: String,
+}
+
+/// Masks the secret: this answer is shown once, and a `Debug` print must not repeat it.
+impl std::fmt::Debug for TotpEnrolmentBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpEnrolmentBody").field("secret", &MASKED).field("otpauth_uri", &MASKED).finish()
+    }
 }
 
 /// Starts TOTP enrolment: the seed is shown this once.
@@ -728,12 +747,22 @@ pub struct TotpConfirmRequest {
 }
 
 /// Recovery codes, shown once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct RecoveryCodesBody {
     /// Ten single-use codes.
     pub recovery_codes: Vec<String>,
     /// Other sessions ended.
     pub sessions_ended: u64,
+}
+
+/// Masks the secret: this answer is shown once, and a `Debug` print must not repeat it.
+impl std::fmt::Debug for RecoveryCodesBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoveryCodesBody")
+            .field("recovery_codes", &format_args!("[{} × {MASKED}]", self.recovery_codes.len()))
+            .field("sessions_ended", &self.sessions_ended)
+            .finish()
+    }
 }
 
 /// Confirms TOTP with a first code; answers ten recovery codes, shown this once.
@@ -838,7 +867,7 @@ pub async fn begin_step_up(
 }
 
 /// An answered step-up.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct StepUpProofBody {
     /// `sup_…`: hand it to the shop, which redeems it for the bound action.
     pub proof: String,
@@ -846,6 +875,17 @@ pub struct StepUpProofBody {
     pub expires_at: String,
     /// The renewed session: the previous token no longer works.
     pub session: IssuedSessionBody,
+}
+
+/// Masks the secret: this answer is shown once, and a `Debug` print must not repeat it.
+impl std::fmt::Debug for StepUpProofBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepUpProofBody")
+            .field("proof", &MASKED)
+            .field("expires_at", &self.expires_at)
+            .field("session", &self.session)
+            .finish()
+    }
 }
 
 /// Answers a step-up challenge with a second factor.

@@ -12,6 +12,13 @@ pub mod staff;
 pub mod vault;
 pub mod webhooks;
 
+#[cfg(test)]
+mod secret_debug;
+
+/// What a response type's `Debug` prints in place of a secret it carries (a session token, an API
+/// key, a TOTP seed, recovery codes, a revealed value, a webhook signing secret).
+pub(crate) const MASKED: &str = "***";
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};

@@ -5,6 +5,7 @@
 //! Must never: put a password, code, token or seed in a log line or error body; answer
 //! differently for an email that is not staff.
 
+use super::MASKED;
 use axum::Json;
 use axum::extract::{Path, State};
 use http::StatusCode;
@@ -64,7 +65,7 @@ impl From<StaffView> for StaffBody {
 }
 
 /// A staff session just issued; the token is shown once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct StaffSessionBody {
     /// Always `staff_session`.
     pub object: &'static str,
@@ -78,6 +79,19 @@ pub struct StaffSessionBody {
     pub idle_expires_at: String,
     /// RFC 3339 UTC: when it ends regardless.
     pub expires_at: String,
+}
+
+/// Masks the secret: this answer is shown once, and a `Debug` print must not repeat it.
+impl std::fmt::Debug for StaffSessionBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaffSessionBody")
+            .field("id", &self.id)
+            .field("staff", &self.staff)
+            .field("token", &MASKED)
+            .field("idle_expires_at", &self.idle_expires_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 impl From<IssuedStaffSession> for StaffSessionBody {
@@ -182,12 +196,19 @@ pub struct ChallengeRequest {
 }
 
 /// A TOTP seed to enrol, shown once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct StaffTotpBody {
     /// Base32 seed, for typing in.
     pub secret: String,
     /// `otpauth://totp/…`, for a QR code.
     pub otpauth_uri: String,
+}
+
+/// Masks the secret: this answer is shown once, and a `Debug` print must not repeat it.
+impl std::fmt::Debug for StaffTotpBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaffTotpBody").field("secret", &MASKED).field("otpauth_uri", &MASKED).finish()
+    }
 }
 
 /// Starts TOTP enrolment during a sign-in that requires it.

@@ -3,6 +3,7 @@
 //! Must never: put a value, or anything derived from one beyond its masked form, into a log line;
 //! answer a reveal before its audit entry is durable (the service guarantees it).
 
+use super::MASKED;
 use axum::Json;
 use axum::extract::{Path, State};
 use http::StatusCode;
@@ -343,7 +344,7 @@ pub struct RevealRequest {
 }
 
 /// A revealed value.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct RevealedBody {
     /// Always `revealed_value`.
     pub object: &'static str,
@@ -356,6 +357,18 @@ pub struct RevealedBody {
     pub value: Box<RawValue>,
     /// The audit log entry recording this reveal.
     pub audit_index: u64,
+}
+
+/// Masks the secret: this answer is shown once, and a `Debug` print must not repeat it.
+impl std::fmt::Debug for RevealedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevealedBody")
+            .field("view", &self.view)
+            .field("token", &self.token)
+            .field("value", &MASKED)
+            .field("audit_index", &self.audit_index)
+            .finish()
+    }
 }
 
 /// Reveals a value, by scope. The audit entry is committed before the answer.

@@ -3,6 +3,7 @@
 //! `admin:metrics`).
 //! Must never: show a signing secret except in the answer that made it, or echo a URL in an error.
 
+use super::MASKED;
 use axum::Json;
 use axum::extract::{Path, State};
 use http::StatusCode;
@@ -57,13 +58,20 @@ impl From<EndpointView> for EndpointBody {
 }
 
 /// An endpoint with its signing secret, shown only in this answer.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct EndpointWithSecretBody {
     /// The endpoint.
     #[serde(flatten)]
     pub endpoint: EndpointBody,
     /// `whsec_…`: verify `webhook-signature` with it (Standard Webhooks). strongroom shows it once.
     pub secret: String,
+}
+
+/// Masks the secret: this answer is shown once, and a `Debug` print must not repeat it.
+impl std::fmt::Debug for EndpointWithSecretBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointWithSecretBody").field("endpoint", &self.endpoint).field("secret", &MASKED).finish()
+    }
 }
 
 impl From<EndpointWithSecret> for EndpointWithSecretBody {
