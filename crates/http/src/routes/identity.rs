@@ -179,6 +179,10 @@ pub struct ClientInfo {
 
 pub(crate) fn client_of(info: Option<ClientInfo>, context: &RequestContext, pointer: &str) -> Result<Client, ApiError> {
     let info = info.unwrap_or_default();
+    // The user agent is kept with the session and listed to the customer.
+    if let Some(agent) = &info.user_agent {
+        strongroom_domain::free_text::check(&format!("{pointer}/user_agent"), agent)?;
+    }
     let ip = match info.ip.as_deref() {
         Some(text) => Some(
             text.trim()
