@@ -511,6 +511,7 @@ impl ApiKeyService {
         let now = self.clock.now();
         let mut errors = Vec::new();
         let name = input.name.trim().to_owned();
+        crate::free_text::check("/name", &name)?;
         if name.is_empty() || name.chars().count() > 100 {
             errors.push(FieldError::new("/name", "must be 1 to 100 characters"));
         } else if name.chars().any(char::is_control) {

@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod error;
 pub mod gate;
+pub mod free_text;
 pub mod idempotency;
 pub mod identity;
 pub mod jobs;

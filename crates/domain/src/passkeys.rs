@@ -157,6 +157,7 @@ impl Passkeys {
         if label.chars().count() > 64 || label.chars().any(char::is_control) {
             return Err(DomainError::invalid("/label", "must be at most 64 characters, no control characters"));
         }
+        crate::free_text::check("/label", label)?;
         let taken = self.take(ceremony, owner.merchant, owner.kind, "register").await?;
         if taken.owner_id.as_deref() != Some(owner.id) {
             return Err(DomainError::InvalidFactor);

@@ -315,6 +315,7 @@ impl WebhookEndpoints {
         if description.chars().count() > 200 {
             return Err(DomainError::invalid("/description", "must be at most 200 characters"));
         }
+        crate::free_text::check("/description", description)?;
         let event_types = parse_event_types(event_types)?;
         let now = self.clock.now();
         let id = EndpointId::generate(self.entropy.as_ref()).to_string();

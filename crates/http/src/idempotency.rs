@@ -84,6 +84,10 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     let Some(key) = raw_key.to_str().ok().filter(|k| valid_key(k)).map(str::to_owned) else {
         return key_problem("must be 1 to 255 visible ASCII characters");
     };
+    // The key is stored with the answer: never a card number.
+    if let Err(err) = strongroom_domain::free_text::check("/Idempotency-Key", &key) {
+        return ApiError::from(err).into_response();
+    }
     let credential = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (parts, body) = request.into_parts();
     // The body limit layer outside bounds what this reads.

@@ -195,6 +195,24 @@ impl ApiError {
             "wrong_password" => "The current password is not right",
             "role_in_use" => "The role is held or requested",
             "last_owner" => "The last owner cannot be removed",
+            "invalid_link" => "The link is not valid: unknown, used or expired",
+            "invalid_session" => "The session is not live",
+            "audit_unavailable" => "The audit log is unavailable",
+            "too_many_endpoints" => "The merchant has as many webhook endpoints as allowed",
+            "endpoint_disabled" => "The webhook endpoint is disabled",
+            "invalid_idempotency_key" => "The Idempotency-Key header is not valid",
+            "idempotency_key_reuse" => "The Idempotency-Key was used with a different request",
+            "idempotency_in_progress" => "A request with this Idempotency-Key is still running",
+            "idempotency_replay_unavailable" => "The first answer showed a secret once and was not kept",
+            "idempotency_outcome_unknown" => {
+                "The first request with this Idempotency-Key may or may not have taken effect"
+            }
+            "card_number_in_free_text" => "A card number was sent in a field that is not a vault value",
+            "pan_preserving_too_short" => "The card number is too short for a format-preserving token",
+            "already_retired" => "The signing key version is retired already",
+            "newest_version" => "The newest signing key version cannot be retired",
+            "tokens_may_be_live" => "Tokens this signing key version signed may still be valid",
+            "internal_error" => "Internal error",
             _ => "Internal error",
         }
     }
@@ -320,5 +338,112 @@ impl IntoResponse for ApiError {
         }
         response.extensions_mut().insert(self);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    use super::ApiError;
+
+    /// Codes the domain produces for the command line only (signing key retirement), not the API.
+    const CLI_ONLY: &[&str] = &["already_retired", "newest_version", "tokens_may_be_live"];
+
+    fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                into.push(path);
+            }
+        }
+    }
+
+    /// The `[a-z_]+` literal that starts right after `marker`'s end.
+    fn literal_after(text: &str) -> Option<&str> {
+        let rest = text.strip_prefix('"')?;
+        let end = rest.find('"')?;
+        let code = &rest[..end];
+        (!code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')).then_some(code)
+    }
+
+    /// Problem codes written as literals where errors are made: `code: "…"` (`Rejected`,
+    /// `Throttled`, batch items), `Conflict("…"`, `StatusCode::X, "…"` and `unavailable("…"`.
+    fn codes_in_source() -> BTreeSet<String> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(workspace().join("crates")).unwrap().flatten() {
+            let src = entry.path().join("src");
+            if src.is_dir() {
+                rust_files(&src, &mut files);
+            }
+        }
+        let mut codes = BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            // Unit tests make up errors of their own.
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for marker in ["code: ", "Conflict(", "unavailable(", "Self::new(status, ", "Self::new(s, "] {
+                for (at, _) in text.match_indices(marker) {
+                    if let Some(code) = literal_after(&text[at + marker.len()..]) {
+                        codes.insert(code.to_owned());
+                    }
+                }
+            }
+            for (at, _) in text.match_indices("StatusCode::") {
+                let rest = &text[at + "StatusCode::".len()..];
+                let name_len = rest.bytes().take_while(|b| b.is_ascii_uppercase() || *b == b'_').count();
+                if let Some(code) = rest[name_len..].strip_prefix(", ").and_then(literal_after) {
+                    codes.insert(code.to_owned());
+                }
+            }
+        }
+        codes
+    }
+
+    /// Codes in the table of docs/errors.md.
+    fn codes_in_docs() -> BTreeSet<String> {
+        let docs = std::fs::read_to_string(workspace().join("docs/errors.md")).unwrap();
+        let mut codes = BTreeSet::new();
+        for line in docs.lines().filter(|l| l.starts_with("| ")) {
+            let Some(column) = line.split('|').nth(2) else { continue };
+            for piece in column.split('`').skip(1).step_by(2) {
+                if piece.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') && !piece.is_empty() {
+                    codes.insert(piece.to_owned());
+                }
+            }
+        }
+        codes
+    }
+
+    #[test]
+    fn every_code_has_its_own_title_and_is_documented() {
+        let docs = codes_in_docs();
+        let mut source = codes_in_source();
+        source.insert(strongroom_domain::free_text::CODE.to_owned());
+        for code in [
+            strongroom_domain::idempotency::codes::REUSE,
+            strongroom_domain::idempotency::codes::IN_PROGRESS,
+            strongroom_domain::idempotency::codes::REPLAY_UNAVAILABLE,
+            strongroom_domain::idempotency::codes::OUTCOME_UNKNOWN,
+        ] {
+            source.insert(code.to_owned());
+        }
+        assert!(source.len() > 50 && docs.len() > 50, "the scans found codes: {source:?} {docs:?}");
+        let untitled: Vec<&String> = docs
+            .iter()
+            .chain(&source)
+            .filter(|c| c.as_str() != "internal_error" && ApiError::title_of(c) == "Internal error")
+            .collect();
+        assert!(untitled.is_empty(), "codes without a title of their own: {untitled:?}");
+        let undocumented: Vec<&String> =
+            source.iter().filter(|c| !docs.contains(*c) && !CLI_ONLY.contains(&c.as_str())).collect();
+        assert!(undocumented.is_empty(), "codes missing from docs/errors.md: {undocumented:?}");
     }
 }

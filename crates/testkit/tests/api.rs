@@ -168,6 +168,26 @@ async fn error_shapes(backend: Backend) {
     assert_eq!((status, body["errors"][0]["pointer"].as_str()), (422, Some("/limit")));
     let (status, _, body) = problem(server.request(Method::GET, "/v1/api-keys?limit=0").send().await.unwrap()).await;
     assert_eq!((status, body["errors"][0]["pointer"].as_str()), (422, Some("/limit")));
+    // Every code has a title of its own ("Internal error" is internal_error's alone).
+    let response = server
+        .request(Method::POST, "/v1/identity/verify-email")
+        .json(&json!({"token": "evt_x"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = problem(response).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("invalid_link")));
+    assert_eq!(body["title"], "The link is not valid: unknown, used or expired");
+    let response = server
+        .request(Method::POST, "/v1/api-keys")
+        .header("idempotency-key", "")
+        .json(&json!({"name": "x", "scopes": ["admin:metrics"]}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = problem(response).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("invalid_idempotency_key")));
+    assert_ne!(body["title"], "Internal error");
     server.shutdown().await;
 }
 

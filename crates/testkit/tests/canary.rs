@@ -566,7 +566,7 @@ mod staff {
         let code = strongroom_crypto::totp::code_at(&seed, step);
         let (status, session) = call(&server, None, Method::POST, "/v1/staff/login/totp/confirm", confirm(&code)).await;
         assert_eq!(status, 200, "{session}");
-        let session = serde_json::from_str::<Value>(&session).unwrap()["token"].as_str().unwrap().to_owned();
+        let session = serde_json::from_str::<Value>(&session).unwrap()["session"]["token"].as_str().unwrap().to_owned();
         secrets.push(session.clone());
         let change = json!({"current_password": NEW_PASSWORD, "new_password": PASSWORD});
         errors.push(call(&server, Some(&session), Method::POST, "/v1/staff/me/password", change).await.1);

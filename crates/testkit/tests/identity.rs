@@ -317,7 +317,10 @@ async fn totp_with_pyotp_codes_and_recovery_codes(backend: Backend) {
     let body = json!({"challenge": challenge, "code": pyotp_code(&python, &server, &secret, 0)});
     let (status, signed_in) = api(&server, Method::POST, "/v1/identity/login/second-factor", &body).await;
     assert_eq!(status, 200, "{signed_in}");
-    assert_eq!(signed_in["session"]["factors"], "password+totp");
+    // Every way a sign-in ends answers one shape.
+    assert_eq!(signed_in["status"], "authenticated");
+    assert_eq!(signed_in["session"]["session"]["factors"], "password+totp");
+    assert!(signed_in["session"]["token"].as_str().unwrap().starts_with("srs_"));
     // The challenge is spent once answered.
     server.clock.advance(Duration::from_secs(30));
     let body = json!({"challenge": challenge, "code": pyotp_code(&python, &server, &secret, 0)});
@@ -328,7 +331,7 @@ async fn totp_with_pyotp_codes_and_recovery_codes(backend: Backend) {
     let body = json!({"challenge": second["challenge"], "recovery_code": codes[0].to_uppercase()});
     let (status, recovered) = api(&server, Method::POST, "/v1/identity/login/second-factor", &body).await;
     assert_eq!(
-        (status, recovered["session"]["factors"].as_str()),
+        (status, recovered["session"]["session"]["factors"].as_str()),
         (200, Some("password+recovery_code")),
         "{recovered}"
     );

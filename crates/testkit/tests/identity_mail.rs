@@ -397,7 +397,8 @@ async fn risky_sign_in_needs_an_emailed_code(backend: Backend) {
     );
     let (status, signed_in) = api(&server, "/v1/identity/login/second-factor", &answer("email_code", &code)).await;
     assert_eq!(status, 200, "{signed_in}");
-    assert_eq!(signed_in["session"]["factors"], "password+email_code");
+    assert_eq!(signed_in["status"], "authenticated");
+    assert_eq!(signed_in["session"]["session"]["factors"], "password+email_code");
     assert_eq!(api(&server, "/v1/identity/login/second-factor", &answer("email_code", &code)).await.0, 401, "once");
     // The right answer cleared the count: the next sign-in is a plain one.
     let (_, next) = login(&server, "ivy@example.com", PASSWORD, "Firefox/140").await;

@@ -127,8 +127,9 @@ async fn customers_sign_in_with_passkeys(backend: Backend) {
     // Sign in with it: a session, with no password and no email asked.
     let (status, signed_in) = passkey_login(&server, &python, &state, &[]).await;
     assert_eq!(status, 200, "{signed_in}");
-    assert_eq!(signed_in["session"]["factors"], "passkey");
-    let token = signed_in["token"].as_str().unwrap().to_owned();
+    assert_eq!(signed_in["status"], "authenticated");
+    assert_eq!(signed_in["session"]["session"]["factors"], "passkey");
+    let token = signed_in["session"]["token"].as_str().unwrap().to_owned();
     let (status, me) = send(&server, Some(&token), Method::GET, "/v1/me", None).await;
     assert_eq!((status, me["email"].as_str()), (200, Some(email)));
 
@@ -153,7 +154,7 @@ async fn customers_sign_in_with_passkeys(backend: Backend) {
     let (status, proof) = send(&server, Some(&token), Method::POST, &path, Some(&body)).await;
     assert_eq!(status, 200, "{proof}");
     let token = proof["session"]["token"].as_str().unwrap().to_owned();
-    let customer = signed_in["customer"].as_str().unwrap().to_owned();
+    let customer = signed_in["session"]["customer"].as_str().unwrap().to_owned();
     let redeem = json!({"customer": customer, "proof": proof["proof"], "purpose": "payment", "binding": binding});
     let (status, redeemed) = api(&server, "/v1/identity/step-up/redeem", &redeem).await;
     assert_eq!((status, redeemed["valid"].as_bool()), (200, Some(true)), "{redeemed}");
@@ -192,7 +193,7 @@ async fn customers_sign_in_with_passkeys(backend: Backend) {
     assert_eq!(status, 401);
     assert_eq!(api(&server, &format!("/v1/identity/customers/{customer}/enable"), &json!({})).await.0, 200);
     let (_, fresh) = passkey_login(&server, &python, &state, &[]).await;
-    let fresh = fresh["token"].as_str().unwrap().to_owned();
+    let fresh = fresh["session"]["token"].as_str().unwrap().to_owned();
     let id = list["data"][0]["id"].as_str().unwrap();
     let (status, _) = send(&server, Some(&fresh), Method::DELETE, &format!("/v1/me/passkeys/{id}"), None).await;
     assert_eq!(status, 204);
@@ -226,7 +227,8 @@ async fn passkey_only_accounts_and_staff_passkeys(backend: Backend) {
     let finish = json!({"customer": customer, "ceremony": begun["ceremony"], "credential": credential});
     let (status, session) = api(&server, "/v1/identity/passkey-registration/finish", &finish).await;
     assert_eq!(status, 200, "{session}");
-    assert_eq!(session["session"]["factors"], "passkey");
+    assert_eq!(session["status"], "authenticated");
+    assert_eq!(session["session"]["session"]["factors"], "passkey");
     let (status, _) = passkey_login(&server, &python, &customer_state, &[]).await;
     assert_eq!(status, 200);
 
@@ -255,7 +257,8 @@ async fn passkey_only_accounts_and_staff_passkeys(backend: Backend) {
     let (status, first) =
         send(&server, None, Method::POST, "/v1/staff/login/passkey-enrolment/finish", Some(&finish)).await;
     assert_eq!(status, 200, "{first}");
-    let staff_token = first["token"].as_str().unwrap().to_owned();
+    assert_eq!(first["status"], "authenticated");
+    let staff_token = first["session"]["token"].as_str().unwrap().to_owned();
 
     let (_, started) = send(&server, None, Method::POST, "/v1/staff/login", Some(&login)).await;
     assert_eq!(
@@ -276,6 +279,8 @@ async fn passkey_only_accounts_and_staff_passkeys(backend: Backend) {
     let finish = json!({"challenge": started["challenge"], "ceremony": begun["ceremony"], "credential": answer});
     let (status, second) = send(&server, None, Method::POST, "/v1/staff/login/passkey/finish", Some(&finish)).await;
     assert_eq!(status, 200, "{second}");
+    assert_eq!(second["status"], "authenticated");
+    assert!(second["session"]["token"].as_str().unwrap().starts_with("sst_"));
     let (_, list) = send(&server, Some(&staff_token), Method::GET, "/v1/staff/me/passkeys", None).await;
     let id = list["data"][0]["id"].as_str().unwrap();
     let (status, body) =

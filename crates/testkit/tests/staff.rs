@@ -70,7 +70,8 @@ async fn onboard(server: &TestServer, python: &str, invitation: &str, email: &st
     let (status, session) =
         public(server, "/v1/staff/login/totp/confirm", &json!({"challenge": challenge, "code": code})).await;
     assert_eq!(status, 200, "{session}");
-    (session["token"].as_str().unwrap().to_owned(), secret)
+    assert_eq!(session["status"], "authenticated");
+    (session["session"]["token"].as_str().unwrap().to_owned(), secret)
 }
 
 /// The invitation token mailed to `email` (waits up to 10 s).
@@ -165,7 +166,8 @@ async fn sign_in_always_needs_a_second_factor_and_locks_after_ten(backend: Backe
     let (status, second) =
         public(&server, "/v1/staff/login/second-factor", &json!({"challenge": challenge, "code": fresh})).await;
     assert_eq!(status, 200, "{second}");
-    let second_token = second["token"].as_str().unwrap().to_owned();
+    assert_eq!(second["status"], "authenticated");
+    let second_token = second["session"]["token"].as_str().unwrap().to_owned();
 
     // Logout ends that session only.
     let (status, _) = send(&server, &second_token, Method::POST, "/v1/staff/me/logout", None).await;
@@ -199,7 +201,7 @@ async fn sign_in_always_needs_a_second_factor_and_locks_after_ten(backend: Backe
     let code = pyotp_code(&python, &server, &secret, 0);
     let (_, session) =
         public(&server, "/v1/staff/login/second-factor", &json!({"challenge": challenge, "code": code})).await;
-    let token = session["token"].as_str().unwrap().to_owned();
+    let token = session["session"]["token"].as_str().unwrap().to_owned();
     let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
     let (status, body) =
         send(&server, &token, Method::POST, "/v1/staff/me/password", Some(&change("nope", "granite harbour 8812")))
@@ -395,7 +397,7 @@ async fn four_eyes_guards_role_grants_and_card_reveals(backend: Backend) {
     let (status, session) =
         public(&server, "/v1/staff/login/totp/confirm", &json!({"challenge": challenge, "code": code})).await;
     assert_eq!(status, 200, "{session}");
-    let cy = session["token"].as_str().unwrap().to_owned();
+    let cy = session["session"]["token"].as_str().unwrap().to_owned();
 
     // A custom role someone holds cannot be deleted (and recreated with other permissions).
     let (status, _) = send(

@@ -26,6 +26,8 @@ on_both_backends!(
     rotation_under_load_keeps_every_value,
     cvc_lives_in_memory_only,
     fingerprint_rotation_keeps_search_and_dedupe,
+    card_numbers_stay_out_of_free_text,
+    short_cards_show_their_last4_only,
 );
 
 const VISA: &str = "4242424242424242";
@@ -139,6 +141,12 @@ async fn bad_input_is_named_never_echoed(backend: Backend) {
         (json!({"type": "bank_account", "value": "DE89370400440532013001"}), 422, "invalid_iban", "/value"),
         (json!({"type": "email", "value": "not an email 4242424242424242"}), 422, "invalid_email", "/value"),
         (json!({"type": "phone", "value": "0207946"}), 422, "invalid_phone", "/value"),
+        (
+            json!({"type": "address", "value": {"line1": "1 High St", "city": "Nowhere", "country": "ZZ"}}),
+            422,
+            "invalid_address",
+            "/value/country",
+        ),
         (json!({"type": "ssn", "value": "x"}), 422, "validation_failed", "/type"),
         (json!({"type": "json", "value": {"blob": "x".repeat(5000)}}), 422, "value_too_large", "/value"),
         (
@@ -311,6 +319,28 @@ async fn search_finds_without_revealing(backend: Backend) {
     let (status, problem) =
         send(&server, &reader, Method::POST, "/v1/tokens/search", Some(&json!({"type": "email", "value": "x"}))).await;
     assert_eq!((status, problem["code"].as_str()), (422, Some("invalid_email")));
+
+    // A card is found by its number alone; the expiry, which never was part of the fingerprint,
+    // is accepted and ignored (even one that has passed).
+    let card_token = tokenize(&server, &card(VISA)).await;
+    for value in [
+        json!({"number": VISA}),
+        json!({"number": "4242 4242 4242 4242", "exp_month": 12, "exp_year": 2031}),
+        json!({"number": VISA, "exp_month": 1, "exp_year": 2020}),
+    ] {
+        let found = server.post_json_as(&reader, "/v1/tokens/search", &json!({"type": "card", "value": value})).await;
+        assert_eq!(found["data"][0]["id"], card_token["id"], "{value} → {found}");
+        assert!(!found.to_string().contains(VISA));
+    }
+    let (status, problem) = send(
+        &server,
+        &reader,
+        Method::POST,
+        "/v1/tokens/search",
+        Some(&json!({"type": "card", "value": {"number": "4242424242424241"}})),
+    )
+    .await;
+    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (422, Some("/value/number")), "{problem}");
     server.shutdown().await;
 }
 
@@ -516,12 +546,9 @@ fn luhn(digits: &str) -> bool {
 
 async fn pan_preserving_tokens(backend: Backend) {
     let Some(server) = TestServer::spawn(backend).await else { return };
-    for number in [VISA, "378282246310005", "6011111111111117"] {
+    for number in [VISA, "6011111111111117", "4000000000000000006"] {
         let mut body = card(number);
         body["format"] = json!("pan_preserving");
-        if number.starts_with('3') {
-            body["value"]["cvc"] = json!("1234");
-        }
         let token = tokenize(&server, &body).await;
         let id = token["id"].as_str().unwrap();
         assert_eq!(id.len(), number.len());
@@ -532,6 +559,150 @@ async fn pan_preserving_tokens(backend: Backend) {
         let (_, plain) = reveal(&server, &server.bootstrap_key, id, "plain").await;
         assert_eq!(plain["value"]["number"], number);
     }
+    // Under 16 digits the hidden digits have fewer than 10^6 values (a 12-digit card: about 90
+    // ids), and the id would show the first 6 digits the card's mask hides: refused.
+    for number in ["378282246310005", "36227206271667", "4222222222222", "501800000009"] {
+        let mut body = card(number);
+        body["format"] = json!("pan_preserving");
+        if number.starts_with("37") {
+            body["value"]["cvc"] = json!("1234");
+        }
+        let (status, problem) = send(&server, &server.bootstrap_key, Method::POST, "/v1/tokens", Some(&body)).await;
+        assert_eq!((status, problem["code"].as_str()), (422, Some("pan_preserving_too_short")), "{number}: {problem}");
+        assert_eq!(problem["errors"][0]["pointer"], "/format");
+        assert_ne!(problem["title"], "Internal error");
+        assert!(!problem.to_string().contains(&number[..6]), "{problem}");
+        // In a batch the item alone is refused.
+        let batch = json!({"items": [body, card(VISA)]});
+        let (status, answer) =
+            send(&server, &server.bootstrap_key, Method::POST, "/v1/tokens/batch", Some(&batch)).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["data"][0]["code"], "pan_preserving_too_short");
+        assert_eq!(answer["data"][0]["errors"][0]["pointer"], "/items/0/format");
+        assert_eq!(answer["data"][1]["status"], 201);
+    }
+    server.shutdown().await;
+}
+
+/// PCI DSS 3.4.1: a card under 16 digits shows its last 4 digits only (with its first 6 too, a
+/// 12-digit number would leave 10 candidates).
+async fn short_cards_show_their_last4_only(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    for (number, masked) in [
+        ("378282246310005", "***********0005"),
+        ("36227206271667", "**********1667"),
+        ("4222222222222", "*********2222"),
+        ("501800000009", "********0009"),
+    ] {
+        let mut body = card(number);
+        if number.starts_with("37") {
+            body["value"]["cvc"] = json!("1234");
+        }
+        let token = tokenize(&server, &body).await;
+        assert!(token["display"].get("first6").is_none(), "{token}");
+        assert_eq!(token["display"]["last4"], &number[number.len() - 4..]);
+        let id = token["id"].as_str().unwrap();
+        let read = server.get_json(&format!("/v1/tokens/{id}")).await;
+        assert!(!read.to_string().contains(&number[..6]), "{read}");
+        let (status, shown) = reveal(&server, &server.bootstrap_key, id, "masked").await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown["value"]["number"], masked);
+    }
+    // 16 digits and more: the first 6 and last 4.
+    let token = tokenize(&server, &card("4000000000000000006")).await;
+    assert_eq!(token["display"]["first6"], "400000");
+    let (_, shown) = reveal(&server, &server.bootstrap_key, token["id"].as_str().unwrap(), "masked").await;
+    assert_eq!(shown["value"]["number"], "400000*********0006");
+    server.shutdown().await;
+}
+
+/// A card number is refused wherever it could slip past the vault: in a field stored in clear
+/// (customer reference, metadata, a webhook description), in the audit log (a reveal reason) or in
+/// the idempotency table (the key). 422 `card_number_in_free_text` names the field and never
+/// repeats the number.
+async fn card_numbers_stay_out_of_free_text(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let key = server.bootstrap_key.clone();
+    const DIGITS: &str = "4111111111111111";
+    let spellings = ["4111111111111111", "4111-1111-1111-1111", "4111 1111 1111 1111"];
+    let refused = |problem: &Value, pointer: &str| {
+        assert_eq!(problem["status"], 422, "{problem}");
+        assert_eq!(problem["code"], "card_number_in_free_text", "{problem}");
+        assert_ne!(problem["title"], "Internal error");
+        let pointers: Vec<&str> =
+            problem["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
+        assert_eq!(pointers, [pointer], "{problem}");
+        let text = problem.to_string();
+        for needle in [DIGITS, "4111-1111", "4111 1111", "1111111111"] {
+            assert!(!text.contains(needle), "{text}");
+        }
+    };
+    let token = tokenize(&server, &json!({"type": "email", "value": "a@example.com"})).await;
+    let id = token["id"].as_str().unwrap().to_owned();
+    for pan in spellings {
+        // The customer reference (its alphabet has no spaces: that spelling is refused as a shape).
+        if !pan.contains(' ') {
+            let body = json!({"type": "email", "value": "b@example.com", "customer": format!("cus_{pan}")});
+            let (_, problem) = send(&server, &key, Method::POST, "/v1/tokens", Some(&body)).await;
+            refused(&problem, "/customer");
+            let batch = json!({"items": [{"type": "email", "value": "b@example.com", "customer": pan}]});
+            let (status, answer) = send(&server, &key, Method::POST, "/v1/tokens/batch", Some(&batch)).await;
+            assert_eq!((status, answer["data"][0]["code"].as_str()), (200, Some("card_number_in_free_text")));
+            assert_eq!(answer["data"][0]["errors"][0]["pointer"], "/items/0/customer");
+            assert!(!answer.to_string().contains(DIGITS));
+            // The reveal reason, which would stay in the audit log for good.
+            let body = json!({"view": "masked", "reason": format!("support:{pan}")});
+            let (_, problem) = send(&server, &key, Method::POST, &format!("/v1/tokens/{id}/reveal"), Some(&body)).await;
+            refused(&problem, "/reason");
+        }
+        // Metadata, stored as sent.
+        let body = json!({"type": "email", "value": "c@example.com", "metadata": {"note": format!("paid with {pan}")}});
+        let (_, problem) = send(&server, &key, Method::POST, "/v1/tokens", Some(&body)).await;
+        refused(&problem, "/metadata/note");
+        // A webhook endpoint's description.
+        let body =
+            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"], "description": format!("card {pan}")});
+        let (_, problem) = send(&server, &key, Method::POST, "/v1/webhook_endpoints", Some(&body)).await;
+        refused(&problem, "/description");
+        // An API key's name.
+        let body = json!({"name": format!("key for {pan}"), "scopes": ["vault:read"]});
+        let (_, problem) = send(&server, &key, Method::POST, "/v1/api-keys", Some(&body)).await;
+        refused(&problem, "/name");
+        // The Idempotency-Key header, which is kept with the answer.
+        let response = server
+            .request(Method::POST, "/v1/tokens")
+            .header("idempotency-key", format!("order-{pan}"))
+            .json(&json!({"type": "email", "value": "d@example.com"}))
+            .send()
+            .await
+            .unwrap();
+        let problem: Value = response.json().await.unwrap();
+        refused(&problem, "/Idempotency-Key");
+    }
+    // Ordinary values still pass: a UUID key, a numeric customer id, a reason code.
+    let response = server
+        .request(Method::POST, "/v1/tokens")
+        .header("idempotency-key", "550e8400-e29b-41d4-a716-446655440000")
+        .json(&json!({"type": "email", "value": "e@example.com", "customer": "1234567890123", "metadata": {"order": "o_2024-0001"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let (status, _) = send(
+        &server,
+        &key,
+        Method::POST,
+        &format!("/v1/tokens/{id}/reveal"),
+        Some(&json!({"view": "masked", "reason": "support:ticket-4711"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Nothing of the number reached the audit log, the webhook endpoints or the logs.
+    let audit = server.get_json("/v1/audit/entries?limit=1000").await;
+    assert!(!audit.to_string().contains(DIGITS));
+    let endpoints = server.get_json("/v1/webhook_endpoints").await;
+    assert_eq!(endpoints["data"].as_array().map(Vec::len), Some(0), "{endpoints}");
+    assert!(!captured_logs().contains(DIGITS));
     server.shutdown().await;
 }
 

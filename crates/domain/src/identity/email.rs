@@ -386,6 +386,8 @@ impl IdentityService {
             if !(3..=64).contains(&count) || phrase.chars().any(char::is_control) {
                 return Err(DomainError::invalid("/phrase", "must be 3 to 64 printable characters"));
             }
+            // Every mail shows the phrase.
+            crate::free_text::check("/phrase", phrase)?;
             let (_, sealed) = self.seal_for(merchant, &session.customer_id, "phrase", phrase.as_bytes()).await?;
             self.repo.set_phrase(merchant, &session.customer_id, Some(&sealed)).await?;
         }

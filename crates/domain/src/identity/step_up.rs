@@ -69,6 +69,8 @@ impl std::fmt::Debug for StepUpRedemption<'_> {
 /// `name=<JSON value>` in name order, one per line. Refuses anything but a flat object of
 /// strings, integers and booleans.
 pub fn canonical_binding(purpose: &str, binding: &Map<String, Value>) -> Result<String, DomainError> {
+    // The purpose goes into the audit log (the binding only as a keyed digest).
+    crate::free_text::check("/purpose", purpose)?;
     let mut errors = Vec::new();
     let purpose_ok = !purpose.is_empty()
         && purpose.len() <= 64

@@ -1027,6 +1027,7 @@ impl StaffService {
         client: &Client,
     ) -> Result<RoleRecord, DomainError> {
         roles::check_custom_name(name)?;
+        crate::free_text::check_all([("/name", name), ("/description", description)])?;
         if description.chars().count() > 200 || description.chars().any(char::is_control) {
             return Err(DomainError::invalid("/description", "must be at most 200 characters, no control characters"));
         }

@@ -1,9 +1,15 @@
 //! Card numbers: parsing (digits, length, Luhn), brand by IIN range, CVC length by brand, expiry,
-//! masking (at most the first 6 and last 4 digits, PCI DSS 3.4.1) and format-preserving tokens
-//! that keep the first 6 and last 4 and deliberately fail Luhn, so a token can never be mistaken
-//! for a card.
-//! Must never: show more than the first 6 and last 4 digits outside [`Pan::expose_digits`], or
-//! echo a rejected number in an error.
+//! masking (PCI DSS 3.4.1: at most the first 6 and last 4 digits, and only the last 4 of a number
+//! shorter than 16 digits) and format-preserving tokens that keep the first 6 and last 4 and
+//! deliberately fail Luhn, so a token can never be mistaken for a card.
+//!
+//! Why short numbers show less: with the first 6 and last 4 shown, a 12-digit number hides 2
+//! digits, one of them fixed by the Luhn check: 10 candidates. Below 16 digits only the last 4 are
+//! shown ([`Pan::first6`] is `None`), and a format-preserving token, which would show the first 6
+//! and last 4 in its id, needs at least [`MIN_HIDDEN_SPACE`] possible values for the digits it
+//! hides ([`Pan::allows_format_preserving`]): 16 digits or more.
+//! Must never: show more than [`Pan::masked`] shows outside [`Pan::expose_digits`], or echo a
+//! rejected number in an error.
 
 use std::fmt;
 
@@ -138,6 +144,13 @@ pub enum CardError {
     Brand,
 }
 
+/// Numbers shorter than this show only their last 4 digits.
+pub const SHOW_FIRST6_FROM: usize = 16;
+
+/// Fewest possible values of the digits a format-preserving token hides (those between the first
+/// 6 and the last 4): 10^6, so cards of 16 digits or more.
+pub const MIN_HIDDEN_SPACE: u64 = 1_000_000;
+
 /// A primary account number: valid by construction, masked in `Debug`, zeroized on drop.
 pub struct Pan {
     digits: Secret<String>,
@@ -174,9 +187,14 @@ impl Pan {
         self.brand
     }
 
-    /// The first six digits (the BIN), which PCI DSS allows to be shown.
-    pub fn first6(&self) -> &str {
-        self.digits.expose().get(..6).unwrap_or_default()
+    /// The first six digits (the BIN), which PCI DSS allows to be shown with the last 4 when the
+    /// number has at least 16 digits; `None` for a shorter number, which shows only its last 4.
+    pub fn first6(&self) -> Option<&str> {
+        let digits = self.digits.expose();
+        if digits.len() < SHOW_FIRST6_FROM {
+            return None;
+        }
+        digits.get(..6)
     }
 
     /// The last four digits.
@@ -185,10 +203,14 @@ impl Pan {
         digits.get(digits.len().saturating_sub(4)..).unwrap_or_default()
     }
 
-    /// `424242******4242`: first 6, last 4, the rest masked.
+    /// `424242******4242`: first 6, last 4, the rest masked; `***********0005` (last 4 only) for
+    /// a number shorter than 16 digits.
     pub fn masked(&self) -> String {
         let len = self.digits.expose().len();
-        format!("{}{}{}", self.first6(), "*".repeat(len.saturating_sub(10)), self.last4())
+        match self.first6() {
+            Some(first6) => format!("{first6}{}{}", "*".repeat(len.saturating_sub(10)), self.last4()),
+            None => format!("{}{}", "*".repeat(len.saturating_sub(4)), self.last4()),
+        }
     }
 
     /// The full number. Every call is a place where card data leaves the vault.
@@ -196,10 +218,27 @@ impl Pan {
         self.digits.expose()
     }
 
+    /// Possible values of the digits a format-preserving token hides (all but the first 6 and
+    /// last 4).
+    pub fn hidden_space(&self) -> u64 {
+        let hidden = self.digits.expose().len().saturating_sub(10);
+        10u64.saturating_pow(u32::try_from(hidden).unwrap_or(u32::MAX))
+    }
+
+    /// Whether a format-preserving token is safe for this number: it hides at least
+    /// [`MIN_HIDDEN_SPACE`] values (so the number has 16 digits or more, and shows its first 6
+    /// anyway).
+    pub fn allows_format_preserving(&self) -> bool {
+        self.hidden_space() >= MIN_HIDDEN_SPACE && self.first6().is_some()
+    }
+
     /// A numeric token of the same length that keeps the first 6 and last 4 digits, has random
-    /// digits between, and fails the Luhn check, so it can never pass for a card.
+    /// digits between, and fails the Luhn check, so it can never pass for a card. Only for numbers
+    /// that [allow it](Self::allows_format_preserving): callers check first.
     pub fn format_preserving_token(&self, entropy: &dyn Entropy) -> String {
-        let len = self.digits.expose().len();
+        let digits = self.digits.expose();
+        let len = digits.len();
+        let first6 = digits.get(..6).unwrap_or_default();
         let middle_len = len.saturating_sub(10);
         let mut middle: Vec<u8> = (0..middle_len)
             .map(|_| {
@@ -213,7 +252,7 @@ impl Pan {
                 }
             })
             .collect();
-        let assemble = |middle: &[u8]| format!("{}{}{}", self.first6(), String::from_utf8_lossy(middle), self.last4());
+        let assemble = |middle: &[u8]| format!("{first6}{}{}", String::from_utf8_lossy(middle), self.last4());
         let mut token = assemble(&middle);
         if luhn_valid(&token) {
             // Changing one middle digit by one changes the Luhn sum by a non-multiple of 10 (by 1
@@ -337,8 +376,29 @@ mod tests {
         let pan = Pan::parse("4242424242424242").unwrap();
         assert_eq!(pan.masked(), "424242******4242");
         assert_eq!(format!("{pan:?}"), "Pan(424242******4242)");
-        let amex = Pan::parse("378282246310005").unwrap();
-        assert_eq!(amex.masked(), "378282*****0005");
+        assert_eq!(pan.first6(), Some("424242"));
+    }
+
+    #[test]
+    fn numbers_under_16_digits_show_only_their_last4() {
+        for (number, masked) in [
+            ("378282246310005", "***********0005"),
+            ("36227206271667", "**********1667"),
+            ("4222222222222", "*********2222"),
+            ("501800000009", "********0009"),
+        ] {
+            let pan = Pan::parse(number).unwrap();
+            assert_eq!(pan.first6(), None, "{number}");
+            assert_eq!(pan.masked(), masked);
+            assert!(!format!("{pan:?}").contains(&number[..6]));
+            assert!(!pan.allows_format_preserving(), "{number}: {} hidden values", pan.hidden_space());
+        }
+        let nineteen = Pan::parse("4000000000000000006").unwrap();
+        assert_eq!(nineteen.masked(), "400000*********0006");
+        assert!(nineteen.allows_format_preserving());
+        let sixteen = Pan::parse("4242424242424242").unwrap();
+        assert_eq!(sixteen.hidden_space(), MIN_HIDDEN_SPACE);
+        assert!(sixteen.allows_format_preserving());
     }
 
     #[test]
@@ -397,10 +457,30 @@ mod tests {
             prop_assert!(masked[6..12].bytes().all(|b| b == b'*'));
         }
 
+        /// At every length (Maestro takes 12 to 19 digits): the last 4 below 16 digits, the first
+        /// 6 and last 4 from 16, never a digit of the middle.
+        #[test]
+        fn masks_show_what_pci_dss_allows(body in "50[0-9]{9,16}") {
+            let number = with_check_digit(&body);
+            let pan = Pan::parse(&number).unwrap();
+            let masked = pan.masked();
+            let len = number.len();
+            prop_assert_eq!(masked.len(), len);
+            let shown_from_start = if len < 16 { 0 } else { 6 };
+            prop_assert_eq!(&masked[..shown_from_start], &number[..shown_from_start]);
+            prop_assert!(masked[shown_from_start..len - 4].bytes().all(|b| b == b'*'));
+            prop_assert_eq!(&masked[len - 4..], &number[len - 4..]);
+            prop_assert_eq!(pan.allows_format_preserving(), len >= 16);
+        }
+
         #[test]
         fn format_preserving_tokens_keep_the_ends_and_fail_luhn(body in "(4[0-9]{14}|5[1-5][0-9]{13}|3[47][0-9]{12})") {
             let number = with_check_digit(&body);
             let Ok(pan) = Pan::parse(&number) else { return Ok(()) };
+            if !pan.allows_format_preserving() {
+                prop_assert!(number.len() < 16);
+                return Ok(());
+            }
             let token = pan.format_preserving_token(&OsEntropy);
             prop_assert_eq!(token.len(), number.len());
             prop_assert_eq!(&token[..6], &number[..6]);

@@ -229,7 +229,27 @@ fn check_metadata(metadata: &Map<String, Value>, pointer: &str) -> Result<(), Va
             _ => return Err(invalid(format!("{pointer}/{key}"), "must be a string of at most 500 characters")),
         }
     }
+    if let Some(field) = crate::free_text::find_in_object(pointer, metadata) {
+        return Err(ValueError { code: crate::free_text::CODE, field });
+    }
     Ok(())
+}
+
+/// A format-preserving id shows the card's first 6 and last 4 digits and hides the rest: refused
+/// when the hidden digits have fewer than [`crate::vault::card::MIN_HIDDEN_SPACE`] possible values (a number
+/// under 16 digits), as the id would show more than the card's mask and could be guessed.
+fn check_format(input: &TokenizeInput, prepared: Prepared, base: &str) -> Result<Prepared, ValueError> {
+    match (&input.format, &prepared.pan) {
+        (TokenFormat::PanPreserving, Some(pan)) if !pan.allows_format_preserving() => Err(ValueError {
+            code: "pan_preserving_too_short",
+            field: FieldError::new(
+                format!("{base}/format"),
+                "pan_preserving needs a card number of at least 16 digits (a shorter one leaves fewer than \
+                 1,000,000 possible ids and would show more than its mask); use the random format",
+            ),
+        }),
+        _ => Ok(prepared),
+    }
 }
 
 impl VaultService {
@@ -367,6 +387,12 @@ impl VaultService {
         {
             return Err(invalid("customer", "must be 1 to 64 of A-Z, a-z, 0-9, _ . : -"));
         }
+        if let Some(customer) = &input.customer
+            && crate::free_text::holds_card_number(customer)
+        {
+            let field = crate::free_text::field_error(format!("{base}/customer"));
+            return Err(ValueError { code: crate::free_text::CODE, field });
+        }
         if let Some(ttl) = input.ttl_seconds
             && !TTL_RANGE.contains(&ttl)
         {
@@ -465,7 +491,8 @@ impl VaultService {
         for (index, (base, input)) in inputs.iter().enumerate() {
             let checked = self
                 .check_input(input, base)
-                .and_then(|()| prepare(input.kind, &input.value, now, &format!("{base}/value")));
+                .and_then(|()| prepare(input.kind, &input.value, now, &format!("{base}/value")))
+                .and_then(|prepared| check_format(input, prepared, base));
             match checked {
                 Err(err) => results.push(Some(Err(err))),
                 Ok(prepared) => {
@@ -591,12 +618,12 @@ impl VaultService {
         value: &Value,
     ) -> Result<Vec<TokenView>, DomainError> {
         let now = self.clock.now();
-        let prepared = prepare(kind, value, now, "/value")
+        let normalized = values::search_normalized(kind, value, now, "/value")
             .map_err(|err| DomainError::Rejected { code: err.code, errors: vec![err.field] })?;
         // Under every fingerprint key version: a rotation's recomputation may be under way.
         let mut found: Vec<TokenView> = Vec::new();
         for (_, key) in self.fingerprints.all() {
-            let fingerprint = Self::fingerprint(&key, principal.merchant_id(), kind, &prepared.normalized);
+            let fingerprint = Self::fingerprint(&key, principal.merchant_id(), kind, &normalized);
             let records =
                 self.repo.tokens_by_fingerprint(principal.merchant_id(), kind, &fingerprint, now, 100).await?;
             for record in records.iter().filter(|r| !r.canary) {
@@ -676,6 +703,8 @@ impl VaultService {
         if !valid_reason(reason) {
             return Err(DomainError::invalid("/reason", "must be a reason code: 1 to 64 of a-z, 0-9, _ . : -"));
         }
+        // The reason goes into the audit log, which nothing ever erases.
+        crate::free_text::check("/reason", reason)?;
         let record = self.live_token(principal.merchant_id(), id).await?;
         let needed = match view {
             RevealView::Masked => [Scope::VaultRevealMasked, Scope::VaultRevealPii, Scope::VaultRevealCard]

@@ -9,6 +9,7 @@
 //! shows, into an error, a log line or the display metadata.
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 use strongroom_types::{Secret, Timestamp};
 
@@ -170,14 +171,8 @@ fn card(value: &Value, now: Timestamp, pointer: &str) -> Result<Prepared, ValueE
     })?;
     let number_at = format!("{pointer}/number");
     let number = text(&input.number, &number_at, "invalid_card_number")?;
-    let pan = Pan::parse(number).map_err(|err| {
-        let detail = match err {
-            CardError::Shape => "must be 12 to 19 digits",
-            CardError::Luhn => "is not a valid card number (check digit)",
-            CardError::Brand => "is not a number of a supported card brand",
-        };
-        ValueError::new("invalid_card_number", number_at.clone(), detail)
-    })?;
+    let pan = Pan::parse(number)
+        .map_err(|err| ValueError::new("invalid_card_number", number_at.clone(), card_error_detail(err)))?;
     let month = input
         .exp_month
         .as_u64()
@@ -223,7 +218,10 @@ fn card(value: &Value, now: Timestamp, pointer: &str) -> Result<Prepared, ValueE
     });
     let mut display = Map::new();
     display.insert("brand".into(), pan.brand().as_str().into());
-    display.insert("first6".into(), pan.first6().into());
+    // A number under 16 digits shows its last 4 only (PCI DSS 3.4.1; see `card`).
+    if let Some(first6) = pan.first6() {
+        display.insert("first6".into(), first6.into());
+    }
     display.insert("last4".into(), pan.last4().into());
     display.insert("exp_month".into(), expiry.month.into());
     display.insert("exp_year".into(), expiry.year.into());
@@ -235,6 +233,55 @@ fn card(value: &Value, now: Timestamp, pointer: &str) -> Result<Prepared, ValueE
         cvc,
         pan: Some(pan),
     })
+}
+
+/// A card to search for: the number is what a card's fingerprint is made of; the expiry and the
+/// rest are accepted (earlier clients sent them) and ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardSearchInput {
+    number: Value,
+    #[serde(default, rename = "exp_month")]
+    _exp_month: Option<IgnoredAny>,
+    #[serde(default, rename = "exp_year")]
+    _exp_year: Option<IgnoredAny>,
+    #[serde(default, rename = "cvc")]
+    _cvc: Option<IgnoredAny>,
+    #[serde(default, rename = "holder_name")]
+    _holder_name: Option<IgnoredAny>,
+}
+
+/// The normalized form a search for `value` looks up (by fingerprint): for a card its number
+/// alone (`{number}`; `exp_month`, `exp_year`, `cvc` and `holder_name` may come along and are
+/// ignored), for the other kinds the value checked as [`prepare`] checks it.
+pub fn search_normalized(
+    kind: ValueKind,
+    value: &Value,
+    now: Timestamp,
+    pointer: &str,
+) -> Result<Secret<String>, ValueError> {
+    if kind != ValueKind::Card {
+        return prepare(kind, value, now, pointer).map(|prepared| prepared.normalized);
+    }
+    let input: CardSearchInput = serde_json::from_value(value.clone()).map_err(|_| {
+        ValueError::new(
+            "validation_failed",
+            pointer.to_owned(),
+            "must be an object {number} (exp_month, exp_year optional)",
+        )
+    })?;
+    let number_at = format!("{pointer}/number");
+    let pan = Pan::parse(text(&input.number, &number_at, "invalid_card_number")?)
+        .map_err(|err| ValueError::new("invalid_card_number", number_at.clone(), card_error_detail(err)))?;
+    Ok(Secret::new(pan.expose_digits().to_owned()))
+}
+
+fn card_error_detail(err: CardError) -> &'static str {
+    match err {
+        CardError::Shape => "must be 12 to 19 digits",
+        CardError::Luhn => "is not a valid card number (check digit)",
+        CardError::Brand => "is not a number of a supported card brand",
+    }
 }
 
 /// IBAN lengths by country (SWIFT IBAN registry).
@@ -442,11 +489,11 @@ fn address(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
     let region = field("region", input.region.as_ref().unwrap_or(&Value::Null), false)?;
     let postal_code = field("postal_code", input.postal_code.as_ref().unwrap_or(&Value::Null), false)?;
     let country = input.country.as_str().unwrap_or_default().to_ascii_uppercase();
-    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+    if !crate::vault::countries::is_country(&country) {
         return Err(ValueError::new(
             "invalid_address",
             format!("{pointer}/country"),
-            "must be an ISO 3166-1 alpha-2 code",
+            "must be an assigned ISO 3166-1 alpha-2 country code",
         ));
     }
     let canonical = json!({
@@ -672,6 +719,58 @@ mod tests {
             let again = normalized_of_stored(kind, prepared.plaintext.expose()).unwrap();
             assert_eq!(again.expose(), prepared.normalized.expose(), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn short_cards_display_only_their_last4() {
+        let amex = prepare(
+            ValueKind::Card,
+            &json!({"number": "378282246310005", "exp_month": 1, "exp_year": 2040}),
+            now(),
+            "/value",
+        )
+        .unwrap();
+        assert!(amex.display.get("first6").is_none(), "{:?}", amex.display);
+        assert_eq!(amex.display["last4"], "0005");
+        let plain: Value = serde_json::from_slice(amex.plaintext.expose()).unwrap();
+        assert_eq!(masked_view(ValueKind::Card, &plain)["number"], "***********0005");
+    }
+
+    #[test]
+    fn addresses_need_an_assigned_country() {
+        let address = |country: &str| json!({"line1": "1 High St", "city": "London", "country": country});
+        assert!(prepare(ValueKind::Address, &address("gb"), now(), "/value").is_ok());
+        assert!(prepare(ValueKind::Address, &address("XK"), now(), "/value").is_ok());
+        for bad in ["ZZ", "UK", "EU", "G", "GBR", "1A"] {
+            let err = prepare(ValueKind::Address, &address(bad), now(), "/value").unwrap_err();
+            assert_eq!((err.code, err.field.pointer.as_str()), ("invalid_address", "/value/country"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn card_search_takes_the_number_alone() {
+        let alone = search_normalized(ValueKind::Card, &json!({"number": "4242 4242 4242 4242"}), now(), "/value");
+        assert_eq!(alone.unwrap().expose(), "4242424242424242");
+        // The old fields are accepted and ignored, even an expiry that has passed.
+        let old = json!({"number": "4242424242424242", "exp_month": 1, "exp_year": 2020, "cvc": "123"});
+        assert_eq!(search_normalized(ValueKind::Card, &old, now(), "/value").unwrap().expose(), "4242424242424242");
+        let stored = prepare(
+            ValueKind::Card,
+            &json!({"number": "4242424242424242", "exp_month": 1, "exp_year": 2040}),
+            now(),
+            "/value",
+        )
+        .unwrap();
+        let found =
+            search_normalized(ValueKind::Card, &json!({"number": "4242424242424242"}), now(), "/value").unwrap();
+        assert_eq!(found.expose(), stored.normalized.expose());
+        let bad = search_normalized(ValueKind::Card, &json!({"number": "4242424242424241"}), now(), "/value");
+        assert_eq!(bad.unwrap_err().code, "invalid_card_number");
+        let unknown = search_normalized(ValueKind::Card, &json!({"number": "4242424242424242", "x": 1}), now(), "/v");
+        assert_eq!(unknown.unwrap_err().code, "validation_failed");
+        let email = search_normalized(ValueKind::Email, &json!("Jane@Example.com"), now(), "/value").unwrap();
+        let prepared = prepare(ValueKind::Email, &json!("Jane@Example.com"), now(), "/value").unwrap();
+        assert_eq!(email.expose(), prepared.normalized.expose());
     }
 
     #[test]

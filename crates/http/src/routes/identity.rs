@@ -191,6 +191,10 @@ pub struct ClientInfo {
 
 pub(crate) fn client_of(info: Option<ClientInfo>, context: &RequestContext, pointer: &str) -> Result<Client, ApiError> {
     let info = info.unwrap_or_default();
+    // The user agent is kept with the session and listed to the customer.
+    if let Some(agent) = &info.user_agent {
+        strongroom_domain::free_text::check(&format!("{pointer}/user_agent"), agent)?;
+    }
     let ip = match info.ip.as_deref() {
         Some(text) => Some(
             text.trim()
@@ -299,7 +303,8 @@ pub struct LoginRequest {
     pub client: Option<ClientInfo>,
 }
 
-/// The result of a correct password.
+/// How a sign-in step ended. Every way a sign-in completes (password alone, a second factor, a
+/// passkey, a first passkey's registration) answers `{"status": "authenticated", "session": …}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoginBody {
     /// `authenticated` or `second_factor_required`.
@@ -316,6 +321,13 @@ pub struct LoginBody {
     /// RFC 3339 UTC, when the challenge ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+}
+
+/// A completed sign-in.
+impl From<IssuedSession> for LoginBody {
+    fn from(issued: IssuedSession) -> Self {
+        Self { status: "authenticated", session: Some(issued.into()), challenge: None, factors: None, expires_at: None }
+    }
 }
 
 /// Signs a customer in with email and password.
@@ -337,13 +349,7 @@ pub async fn login(
     let outcome =
         state.identity.login(auth.principal.merchant_id(), &body.email, body.password.secret(), &client).await?;
     Ok(Json(match outcome {
-        LoginOutcome::Authenticated(issued) => LoginBody {
-            status: "authenticated",
-            session: Some(issued.into()),
-            challenge: None,
-            factors: None,
-            expires_at: None,
-        },
+        LoginOutcome::Authenticated(issued) => issued.into(),
         LoginOutcome::SecondFactorRequired { challenge, factors, expires_at } => LoginBody {
             status: "second_factor_required",
             session: None,
@@ -417,11 +423,12 @@ pub struct SecondFactorRequest {
     pub client: Option<ClientInfo>,
 }
 
-/// Completes a sign-in with its second factor (5 tries per challenge, 10 minutes).
+/// Completes a sign-in with its second factor (5 tries per challenge, 10 minutes): answers
+/// `{"status": "authenticated", "session": …}` like a sign-in that needed none.
 #[utoipa::path(post, path = "/v1/identity/login/second-factor", tag = "identity", security(("api_key" = ["identity:customers"])),
     request_body = SecondFactorRequest,
     responses(
-        (status = 200, body = IssuedSessionBody),
+        (status = 200, body = LoginBody),
         (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code"),
     ))]
 pub async fn login_second_factor(
@@ -429,7 +436,7 @@ pub async fn login_second_factor(
     State(state): State<AppState>,
     context: RequestContext,
     ApiJson(body): ApiJson<SecondFactorRequest>,
-) -> Result<Json<IssuedSessionBody>, ApiError> {
+) -> Result<Json<LoginBody>, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
     let answer = FactorRequest {
         code: body.code,

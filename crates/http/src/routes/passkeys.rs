@@ -15,8 +15,8 @@ use strongroom_domain::passkeys::Ceremony;
 use strongroom_domain::ports::PasskeyRecord;
 use utoipa::ToSchema;
 
-use super::identity::{ClientInfo, IssuedSessionBody, client_of};
-use super::staff::{StaffSessionBody, client, plausible_id};
+use super::identity::{ClientInfo, LoginBody, client_of};
+use super::staff::{StaffSignedInBody, client, plausible_id};
 use crate::extract::session::user_agent_of;
 use crate::extract::{ApiJson, ApiKeyAuth, CustomerAuth, RequestContext, StaffAuth, scope};
 use crate::problem::{ApiError, Problem};
@@ -183,16 +183,17 @@ pub struct FinishLoginRequest {
     pub client: Option<ClientInfo>,
 }
 
-/// Finishes a passkey sign-in: a session (a passkey with user verification is multi-factor).
+/// Finishes a passkey sign-in: `{"status": "authenticated", "session": …}` (a passkey with user
+/// verification is multi-factor).
 #[utoipa::path(post, path = "/v1/identity/login/passkey/finish", tag = "identity", security(("api_key" = ["identity:customers"])),
     request_body = FinishLoginRequest,
-    responses((status = 200, body = IssuedSessionBody), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code")))]
+    responses((status = 200, body = LoginBody), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code")))]
 pub async fn finish_customer_login(
     auth: ApiKeyAuth<scope::IdentityCustomers>,
     State(state): State<AppState>,
     context: RequestContext,
     ApiJson(body): ApiJson<FinishLoginRequest>,
-) -> Result<Json<IssuedSessionBody>, ApiError> {
+) -> Result<Json<LoginBody>, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
     let issued = state
         .identity
@@ -221,16 +222,16 @@ pub struct FirstPasskeyRequest {
 }
 
 /// Registers a passkey-only account's first passkey (the ceremony its address check answered)
-/// and signs the customer in.
+/// and signs the customer in: `{"status": "authenticated", "session": …}`.
 #[utoipa::path(post, path = "/v1/identity/passkey-registration/finish", tag = "identity", security(("api_key" = ["identity:customers"])),
     request_body = FirstPasskeyRequest,
-    responses((status = 200, body = IssuedSessionBody), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code")))]
+    responses((status = 200, body = LoginBody), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code")))]
 pub async fn finish_first_passkey(
     auth: ApiKeyAuth<scope::IdentityCustomers>,
     State(state): State<AppState>,
     context: RequestContext,
     ApiJson(body): ApiJson<FirstPasskeyRequest>,
-) -> Result<Json<IssuedSessionBody>, ApiError> {
+) -> Result<Json<LoginBody>, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
     let issued = state
         .identity
@@ -282,13 +283,13 @@ pub struct StaffPasskeyRequest {
 
 /// Completes a staff sign-in with a passkey.
 #[utoipa::path(post, path = "/v1/staff/login/passkey/finish", tag = "staff", request_body = StaffPasskeyRequest,
-    responses((status = 200, body = StaffSessionBody), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code")))]
+    responses((status = 200, body = StaffSignedInBody), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code")))]
 pub async fn finish_staff_factor(
     State(state): State<AppState>,
     context: RequestContext,
     headers: http::HeaderMap,
     ApiJson(body): ApiJson<StaffPasskeyRequest>,
-) -> Result<Json<StaffSessionBody>, ApiError> {
+) -> Result<Json<StaffSignedInBody>, ApiError> {
     let client = client(&context, user_agent_of(&headers));
     let issued = state.staff.finish_passkey_factor(&body.challenge, &body.ceremony, &body.credential, &client).await?;
     Ok(Json(issued.into()))
@@ -306,13 +307,13 @@ pub async fn begin_staff_enrolment(
 
 /// Finishes enrolling a first passkey, completing the sign-in.
 #[utoipa::path(post, path = "/v1/staff/login/passkey-enrolment/finish", tag = "staff", request_body = StaffPasskeyRequest,
-    responses((status = 200, body = StaffSessionBody), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code")))]
+    responses((status = 200, body = StaffSignedInBody), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code")))]
 pub async fn finish_staff_enrolment(
     State(state): State<AppState>,
     context: RequestContext,
     headers: http::HeaderMap,
     ApiJson(body): ApiJson<StaffPasskeyRequest>,
-) -> Result<Json<StaffSessionBody>, ApiError> {
+) -> Result<Json<StaffSignedInBody>, ApiError> {
     let client = client(&context, user_agent_of(&headers));
     let issued = state
         .staff

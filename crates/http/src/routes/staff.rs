@@ -107,6 +107,22 @@ impl From<IssuedStaffSession> for StaffSessionBody {
     }
 }
 
+/// A completed staff sign-in: every way one ends (a TOTP code, a first TOTP code, a passkey, a
+/// first passkey) answers `{"status": "authenticated", "session": …}`, the shape of a customer's.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaffSignedInBody {
+    /// Always `authenticated`.
+    pub status: &'static str,
+    /// The new session.
+    pub session: StaffSessionBody,
+}
+
+impl From<IssuedStaffSession> for StaffSignedInBody {
+    fn from(s: IssuedStaffSession) -> Self {
+        Self { status: "authenticated", session: s.into() }
+    }
+}
+
 /// Email and password.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -173,7 +189,7 @@ pub struct StaffCodeRequest {
 /// Completes a staff sign-in with a TOTP code.
 #[utoipa::path(post, path = "/v1/staff/login/second-factor", tag = "staff", request_body = StaffCodeRequest,
     responses(
-        (status = 200, body = StaffSessionBody),
+        (status = 200, body = StaffSignedInBody),
         (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code"),
     ))]
 pub async fn login_second_factor(
@@ -181,7 +197,7 @@ pub async fn login_second_factor(
     context: RequestContext,
     headers: http::HeaderMap,
     ApiJson(body): ApiJson<StaffCodeRequest>,
-) -> Result<Json<StaffSessionBody>, ApiError> {
+) -> Result<Json<StaffSignedInBody>, ApiError> {
     let client = client(&context, user_agent_of(&headers));
     let issued = state.staff.login_second_factor(&body.challenge, body.code.secret(), &client).await?;
     Ok(Json(issued.into()))
@@ -232,7 +248,7 @@ pub async fn begin_enrolment(
 /// Confirms TOTP enrolment with a first code, completing the sign-in.
 #[utoipa::path(post, path = "/v1/staff/login/totp/confirm", tag = "staff", request_body = StaffCodeRequest,
     responses(
-        (status = 200, body = StaffSessionBody),
+        (status = 200, body = StaffSignedInBody),
         (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code"),
     ))]
 pub async fn confirm_enrolment(
@@ -240,7 +256,7 @@ pub async fn confirm_enrolment(
     context: RequestContext,
     headers: http::HeaderMap,
     ApiJson(body): ApiJson<StaffCodeRequest>,
-) -> Result<Json<StaffSessionBody>, ApiError> {
+) -> Result<Json<StaffSignedInBody>, ApiError> {
     let client = client(&context, user_agent_of(&headers));
     let issued = state.staff.confirm_enrolment(&body.challenge, body.code.secret(), &client).await?;
     Ok(Json(issued.into()))

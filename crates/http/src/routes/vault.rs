@@ -32,8 +32,9 @@ pub struct TokenBody {
     pub kind: &'static str,
     /// The shop's customer reference.
     pub customer: Option<String>,
-    /// Masked, non-sensitive facts: for a card brand, first6, last4, exp_month, exp_year,
-    /// fingerprint and cvc_held; for an email or phone a masked form; and so on.
+    /// Masked, non-sensitive facts: for a card brand, first6 (only for numbers of 16 digits or
+    /// more), last4, exp_month, exp_year, fingerprint and cvc_held; for an email or phone a masked
+    /// form; and so on.
     #[schema(value_type = Object)]
     pub display: Map<String, Value>,
     /// The shop's metadata.
@@ -72,8 +73,8 @@ pub struct TokenizeRequest {
     /// The value.
     #[schema(value_type = Object)]
     pub value: Value,
-    /// The shop's customer reference (1 to 64 of `A-Z a-z 0-9 _ . : -`); a customer's values are
-    /// sealed under their own data key, so they can be erased together.
+    /// The shop's customer reference (1 to 64 of `A-Z a-z 0-9 _ . : -`, never a card number); a
+    /// customer's values are sealed under their own data key, so they can be erased together.
     #[serde(default)]
     pub customer: Option<String>,
     /// Lifetime in seconds (60 to 10 years).
@@ -82,10 +83,12 @@ pub struct TokenizeRequest {
     /// Return the existing token of an equal value (same customer) instead of a new one.
     #[serde(default)]
     pub dedupe: bool,
-    /// `random` (default) or `pan_preserving` (cards: keeps first 6 and last 4, fails Luhn).
+    /// `random` (default) or `pan_preserving` (cards of 16 digits or more: keeps first 6 and last 4,
+    /// fails Luhn; a shorter card answers 422 `pan_preserving_too_short`).
     #[serde(default)]
     pub format: Option<String>,
-    /// Up to 20 string values of up to 500 characters: never put sensitive data here.
+    /// Up to 20 string values of up to 500 characters: never put sensitive data here (card
+    /// numbers are refused).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
@@ -163,7 +166,7 @@ fn plausible_token_id(id: &str) -> bool {
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json",
-            description = "validation_failed, invalid_card_number, card_expired, invalid_expiry, invalid_cvc, invalid_iban, invalid_email, invalid_phone, invalid_address or value_too_large"),
+            description = "validation_failed, invalid_card_number, card_expired, invalid_expiry, invalid_cvc, invalid_iban, invalid_email, invalid_phone, invalid_address, value_too_large, pan_preserving_too_short or card_number_in_free_text (customer, metadata, Idempotency-Key)"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
@@ -273,7 +276,8 @@ pub struct SearchRequest {
     /// The value's type.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The value.
+    /// The value, as for tokenizing; a card by its number alone, `{"number": "…"}`
+    /// (`exp_month`, `exp_year`, `cvc` and `holder_name` are accepted and ignored).
     #[schema(value_type = Object)]
     pub value: Value,
 }
@@ -335,7 +339,8 @@ pub struct RevealRequest {
     /// `masked` (needs any `vault:reveal:*` scope) or `plain` (`vault:reveal:card` for cards and
     /// bank accounts, `vault:reveal:pii` for the rest).
     pub view: String,
-    /// Why, as a code (1 to 64 of `a-z 0-9 _ . : -`), recorded in the audit log.
+    /// Why, as a code (1 to 64 of `a-z 0-9 _ . : -`, never a card number), recorded in the audit
+    /// log.
     pub reason: String,
     /// For staff revealing a full card number: the approved request (`apr_…`) a first attempt
     /// opened (it answered 403 `approval_required` with its id) and a second staff member approved.
@@ -382,7 +387,7 @@ impl std::fmt::Debug for RevealedBody {
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 410, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "validation_failed or card_number_in_free_text (reason)"),
         (status = 429, body = Problem, content_type = "application/problem+json"),
         (status = 500, body = Problem, content_type = "application/problem+json", description = "integrity_error"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
