@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 mod audit_bench;
 mod identity_bench;
 mod outbox_bench;
+mod passwords_bench;
 mod vault_bench;
 use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
@@ -55,7 +56,7 @@ fn parse_options() -> anyhow::Result<Options> {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]"
+            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]\nstrongroom-bench passwords [--hashes 1000000]"
         );
         std::process::exit(0);
     }
@@ -390,6 +391,11 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
         );
         return runtime.block_on(outbox_bench::run(messages, postgres));
+    }
+    if args.get(1).map(String::as_str) == Some("passwords") {
+        let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+        let hashes = value("--hashes").map(|v| v.parse()).transpose()?.unwrap_or(1_000_000);
+        return runtime.block_on(passwords_bench::run(hashes));
     }
     if args.get(1).map(String::as_str) == Some("audit") {
         let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();

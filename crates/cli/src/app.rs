@@ -384,6 +384,42 @@ pub fn outbound_settings(config: &Config) -> strongroom_connectors::outbound::Ou
     }
 }
 
+/// The breach corpora new passwords are looked up in: the imported file when present (or
+/// configured), then the range API when configured.
+pub fn breach_check(config: &Config) -> anyhow::Result<Arc<strongroom_domain::identity::BreachCheck>> {
+    use strongroom_domain::ports::BreachedPasswords;
+    let mut sources: Vec<Arc<dyn BreachedPasswords>> = Vec::new();
+    let file = config.pwned_file();
+    match strongroom_store::pwned::PwnedFile::open(&file) {
+        Ok(corpus) => {
+            tracing::info!(
+                file = %file.display(),
+                hashes = corpus.len(),
+                prefix_bytes = corpus.width(),
+                false_positive_rate = corpus.false_positive_rate(),
+                "breached-password corpus opened"
+            );
+            sources.push(Arc::new(corpus));
+        }
+        Err(err) if err.is_not_found() && config.passwords.pwned_file.is_none() => tracing::info!(
+            file = %file.display(),
+            "no breached-password corpus (make one with `strongroom passwords import`); zxcvbn's lists still apply"
+        ),
+        Err(err) => return Err(err).context("passwords.pwned_file"),
+    }
+    if let Some(url) = &config.passwords.pwned_range_url {
+        let timeout = config.passwords.pwned_range_timeout;
+        let mut settings = outbound_settings(config);
+        settings.connect_timeout = settings.connect_timeout.min(timeout);
+        settings.timeout = timeout;
+        let range =
+            strongroom_connectors::pwned_range::PwnedRange::new(url, &settings).context("passwords.pwned_range_url")?;
+        tracing::info!("breached passwords are also looked up in the range API (5 hex digits of the hash are sent)");
+        sources.push(Arc::new(range));
+    }
+    Ok(Arc::new(strongroom_domain::identity::BreachCheck::new(sources)))
+}
+
 fn detail(what: &str, n: u64) -> String {
     if n == 0 { String::new() } else { format!("{what} {n}") }
 }
@@ -578,6 +614,8 @@ impl Application {
         }
         let api_keys = Arc::new(core.api_keys(config, clock.clone(), entropy.clone()));
         let transport = transport(config)?;
+        // Before the first start's bootstrap key is made: an unusable corpus fails the start first.
+        let breaches = breach_check(config)?;
         let serve = ServeConfig {
             api_addr: config.server.listen,
             transport: transport.0.clone(),
@@ -662,10 +700,14 @@ impl Application {
         let identity = Arc::new(
             core.identity(config, hasher.clone(), clock.clone(), entropy.clone())
                 .with_postman(postman.clone())
-                .with_passkeys(passkeys.clone()),
+                .with_passkeys(passkeys.clone())
+                .with_breach_check(breaches.clone()),
         );
         let staff = Arc::new(
-            core.staff(config, hasher, clock.clone(), entropy.clone()).with_postman(postman).with_passkeys(passkeys),
+            core.staff(config, hasher, clock.clone(), entropy.clone())
+                .with_postman(postman)
+                .with_passkeys(passkeys)
+                .with_breach_check(breaches),
         );
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());

@@ -58,6 +58,9 @@ pub enum Command {
     /// Staff accounts: invite the first owner.
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Breached passwords: import Have I Been Pwned's corpus for offline checks.
+    #[command(subcommand)]
+    Passwords(crate::passwords::PasswordsCommand),
     /// The background job runner: leader, each job's last run, the outbox's depth and lag.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -211,6 +214,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Apikey(command) => apikey(&config, command).await,
         Command::Keys(command) => crate::keys::run(&config, command).await,
         Command::Staff(command) => staff(&config, command).await,
+        Command::Passwords(command) => crate::passwords::run(&config, command).await,
         Command::Jobs(JobsCommand::Status) => jobs_status(&config).await,
         Command::Audit(command) => match audit(&config, command).await {
             Ok(code) => return code,

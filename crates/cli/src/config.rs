@@ -88,6 +88,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Customer identity.
     pub identity: IdentityConfig,
+    /// Breached-password checks (customers and staff).
+    pub passwords: PasswordsConfig,
     /// Staff accounts.
     pub staff: StaffConfig,
     /// Passkeys (WebAuthn).
@@ -238,6 +240,29 @@ impl Default for IdentityConfig {
             link_base: "https://127.0.0.1:8443/account".to_owned(),
             purge_interval: Duration::from_secs(600),
         }
+    }
+}
+
+/// `[passwords]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordsConfig {
+    /// The breached-password corpus `strongroom passwords import` writes and the server reads at
+    /// start. Default `<data_dir>/pwned-passwords.bin`, used when present; a file named here must
+    /// exist.
+    pub pwned_file: Option<PathBuf>,
+    /// Have I Been Pwned's range API (or a mirror), e.g. `https://api.pwnedpasswords.com`: only the
+    /// first 5 hex digits of a new password's SHA-1 are sent. Default unset (off).
+    pub pwned_range_url: Option<String>,
+    /// How long a range lookup may take before the password is accepted without it (fail open).
+    /// Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub pwned_range_timeout: Duration,
+}
+
+impl Default for PasswordsConfig {
+    fn default() -> Self {
+        Self { pwned_file: None, pwned_range_url: None, pwned_range_timeout: Duration::from_secs(2) }
     }
 }
 
@@ -575,6 +600,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             jobs: JobsConfig::default(),
             identity: IdentityConfig::default(),
+            passwords: PasswordsConfig::default(),
             staff: StaffConfig::default(),
             webauthn: WebauthnConfig::default(),
             pages: PagesConfig::default(),
@@ -868,6 +894,16 @@ impl Config {
         if self.oauth.issuer.trim().is_empty() || self.oauth.audience.trim().is_empty() {
             return fail("oauth.issuer", "oauth.issuer and oauth.audience must not be empty");
         }
+        if let Some(url) = &self.passwords.pwned_range_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return fail("passwords.pwned_range_url", "must be an http(s):// URL, e.g. https://api.pwnedpasswords.com");
+        }
+        if self.passwords.pwned_range_timeout < Duration::from_millis(100)
+            || self.passwords.pwned_range_timeout > Duration::from_secs(30)
+        {
+            return fail("passwords.pwned_range_timeout", "must be between 100ms and 30s");
+        }
         if !self.identity.link_base.starts_with("https://") {
             return fail("identity.link_base", "must be an https:// URL");
         }
@@ -914,6 +950,11 @@ impl Config {
             Some(url) => url.clone(),
             None => Secret::new(format!("sqlite://{}", self.data_dir.join("strongroom.db").display())),
         }
+    }
+
+    /// The breached-password corpus file in effect.
+    pub fn pwned_file(&self) -> PathBuf {
+        self.passwords.pwned_file.clone().unwrap_or_else(|| self.data_dir.join("pwned-passwords.bin"))
     }
 
     /// The root key file of the local KMS.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod data_dir;
 pub mod keys;
 pub mod logging;
+pub mod passwords;
 
 pub use app::Application;
 pub use config::Config;

@@ -622,3 +622,78 @@ fn a_second_serve_on_one_sqlite_data_directory_is_refused() {
     let mut again = serve(&data);
     assert_eq!(terminate(&mut again), 0);
 }
+
+/// The shipped word list as Have I Been Pwned lists it: `(SHA-1 in upper-case hex, count)`, sorted.
+fn pwned_list() -> Vec<(String, usize)> {
+    use sha1::Digest;
+    let words = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/passwords/common-passwords.txt"),
+    )
+    .unwrap();
+    let mut list: Vec<(String, usize)> = words
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .enumerate()
+        .map(|(i, w)| (sha1::Sha1::digest(w.as_bytes()).iter().map(|b| format!("{b:02X}")).collect(), i % 4))
+        .collect();
+    list.sort();
+    list
+}
+
+#[test]
+fn passwords_import_builds_the_corpus_atomically_from_either_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("strongroom-data");
+    let list = pwned_list();
+    let single = dir.path().join("pwnedpasswords.txt");
+    std::fs::write(&single, list.iter().map(|(h, c)| format!("{h}:{c}\r\n")).collect::<String>()).unwrap();
+    let output = strongroom(&data).args(["passwords", "import"]).arg(&single).output().unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}{}", String::from_utf8_lossy(&output.stderr));
+    let kept = list.iter().filter(|(_, c)| *c >= 1).count();
+    assert!(said.contains(&format!("imported {kept} hashes")), "{said}");
+    assert!(said.contains(&format!("read {} lines", list.len())) && said.contains("lines/s"), "{said}");
+    let corpus = data.join("pwned-passwords.bin");
+    assert_eq!(std::fs::metadata(&corpus).unwrap().len(), 24 + 8 * kept as u64);
+
+    // The range-file layout, with a higher minimum count and full hashes.
+    let ranges = dir.path().join("ranges");
+    std::fs::create_dir(&ranges).unwrap();
+    for (hash, count) in &list {
+        let path = ranges.join(format!("{}.txt", &hash[..5]));
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(&format!("{}:{count}\r\n", &hash[5..]));
+        std::fs::write(path, text).unwrap();
+    }
+    let output = strongroom(&data)
+        .args(["passwords", "import", "--hash-bytes", "20", "--min-count", "2"])
+        .arg(&ranges)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}{}", String::from_utf8_lossy(&output.stderr));
+    let kept = list.iter().filter(|(_, c)| *c >= 2).count();
+    assert!(said.contains(&format!("imported {kept} hashes")) && said.contains("range files"), "{said}");
+    assert_eq!(std::fs::metadata(&corpus).unwrap().len(), 24 + 20 * kept as u64);
+
+    // Out of order: refused by line, and the corpus in place is left as it was, with no stray file.
+    let before = std::fs::read(&corpus).unwrap();
+    let reversed: String = list.iter().rev().map(|(h, c)| format!("{h}:{c}\n")).collect();
+    std::fs::write(&single, reversed).unwrap();
+    let output = strongroom(&data).args(["passwords", "import"]).arg(&single).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("line 2: out of hash order"), "{said}");
+    assert_eq!(std::fs::read(&corpus).unwrap(), before);
+    let names: Vec<String> =
+        std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec!["pwned-passwords.bin".to_owned()], "no temporary file is left");
+
+    // A damaged corpus stops the start, before a first start makes its bootstrap key.
+    std::fs::write(&corpus, &before[..before.len() - 3]).unwrap();
+    let serve = strongroom(&data).arg("serve").output().unwrap();
+    assert_eq!(serve.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&serve.stderr);
+    assert!(said.contains("passwords.pwned_file") && said.contains("cut short"), "{said}");
+    assert!(!String::from_utf8_lossy(&serve.stdout).contains("sr_live_"));
+}

@@ -154,6 +154,12 @@ pub mod operational {
     }
 
     #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct BreachLabels {
+        source: &'static str,
+        outcome: &'static str,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
     struct KeyLabels {
         key: &'static str,
     }
@@ -307,6 +313,16 @@ pub mod operational {
             "outbox_deliveries",
             "Delivery attempts by this process, by channel, webhook endpoint id (- for mail and alerts) and outcome",
             deliveries,
+        );
+
+        let breach_checks = Family::<BreachLabels, Counter>::default();
+        for (source, outcome, count) in state.identity.breach_counts() {
+            breach_checks.get_or_create(&BreachLabels { source, outcome }).inc_by(count);
+        }
+        registry.register(
+            "password_breach_checks",
+            "Breached-password lookups of new passwords by this process, by source (file, range_api) and outcome (breached, clean, failed: not checked there, accepted without it)",
+            breach_checks,
         );
 
         if let Ok(keks) = state.vault.keys().versions().await {

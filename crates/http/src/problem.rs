@@ -169,6 +169,7 @@ impl ApiError {
             "login_stopped" => "Password sign-in is stopped after too many failures",
             "invalid_code" => "The second factor is not right",
             "weak_password" => "The password does not meet the policy",
+            "breached_password" => "The password appears in a data breach",
             "step_up_invalid" => "The step-up proof is not valid for this action",
             "totp_already_enrolled" => "TOTP is already enrolled",
             "no_pending_enrolment" => "No TOTP enrolment is pending",

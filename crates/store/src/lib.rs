@@ -16,6 +16,7 @@ mod outbox;
 pub use outbox::PgLeadership;
 mod passkeys;
 mod pg_direct;
+pub mod pwned;
 mod repositories;
 mod sessions;
 mod sqlite_direct;

@@ -90,7 +90,7 @@ impl IdentityService {
             self.open_for(merchant, &customer.id, "email", &customer.data_key_id, &customer.email_sealed).await?;
         let personal = personal_words(&String::from_utf8_lossy(email.expose()));
         let personal: Vec<&str> = personal.iter().map(String::as_str).collect();
-        self.policy.check(new.expose(), &personal, customer.totp_confirmed_at.is_some(), "/new_password")
+        self.policy.check_new(new.expose(), &personal, customer.totp_confirmed_at.is_some(), "/new_password").await
     }
 
     /// Strength feedback for a candidate password, with the words of `email` when given.
@@ -127,7 +127,7 @@ impl IdentityService {
         if let Some(password) = &input.password {
             let personal = personal_words(email.canonical.expose());
             let personal: Vec<&str> = personal.iter().map(String::as_str).collect();
-            self.policy.check(password.expose(), &personal, false, "/password")?;
+            self.policy.check_new(password.expose(), &personal, false, "/password").await?;
         }
         let id = CustomerId::generate(self.entropy.as_ref()).as_str().to_owned();
         // The hash is computed even when the email is taken: the answer takes as long either way.

@@ -11,6 +11,7 @@
 //! tell a caller whether an account exists; log any of these secrets or an email address.
 
 pub mod accounts;
+pub mod breached;
 pub mod email;
 pub mod factors;
 mod notices;
@@ -35,7 +36,8 @@ use crate::ports::IdentityRepository;
 use crate::sessions::{SessionOwner, SessionPolicy, Sessions};
 use crate::vault::keys::VaultKeys;
 
-pub use passwords::{HashingSettings, PasswordHasher, PasswordPolicy, Strength};
+pub use breached::BreachCheck;
+pub use passwords::{BREACHED_PASSWORD, HashingSettings, PasswordHasher, PasswordPolicy, Strength};
 
 define_id!(CustomerId, CustomerKind, "cus");
 define_id!(SessionId, SessionKind, "ses");
@@ -185,6 +187,18 @@ impl IdentityService {
             resets_sent: TtlCache::new(Duration::from_secs(60), 100_000),
             passkeys: None,
         }
+    }
+
+    /// Looks new passwords up in these breach corpora.
+    pub fn with_breach_check(mut self, breaches: Arc<BreachCheck>) -> Self {
+        self.policy.breaches = breaches;
+        self
+    }
+
+    /// Breached-password lookups so far: `(source, outcome, count)`, customers' and staff's
+    /// alike when both services share one [`BreachCheck`].
+    pub fn breach_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.policy.breaches.counts()
     }
 
     /// Lets customers register and sign in with passkeys.

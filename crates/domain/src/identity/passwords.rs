@@ -1,6 +1,7 @@
 //! Passwords: the policy a new password must meet (NIST SP 800-63B rev. 4 lengths, no composition
 //! rules, common and guessable passwords refused with zxcvbn's estimate and dictionaries, the
-//! shop's context words), and Argon2id hashing on a bounded blocking pool.
+//! shop's context words, breached passwords refused through [`super::breached`]), and Argon2id
+//! hashing on a bounded blocking pool.
 //!
 //! Must never: hash or verify on an async executor thread, let a flood of logins queue without
 //! bound (more than [`HashingSettings::queue_limit`] waiting hashes are refused at once), return
@@ -13,6 +14,7 @@ use strongroom_crypto::password::{self, PasswordParams};
 use strongroom_types::{Entropy, Secret};
 use tokio::sync::Semaphore;
 
+use super::breached::BreachCheck;
 use crate::error::{DomainError, FieldError};
 
 /// Longest accepted password, in characters (NIST asks for at least 64).
@@ -25,6 +27,9 @@ const ESTIMATE_CHARS: usize = 100;
 /// slow-hash scenario".
 const MIN_SCORE: u8 = 3;
 
+/// The problem code of a password found in a breach corpus.
+pub const BREACHED_PASSWORD: &str = "breached_password";
+
 /// What a password may look like.
 #[derive(Debug, Clone)]
 pub struct PasswordPolicy {
@@ -34,11 +39,13 @@ pub struct PasswordPolicy {
     pub min_with_mfa: usize,
     /// Words a password must not be built on: the shop's name and domain.
     pub context_words: Vec<String>,
+    /// The breach corpora new passwords are looked up in ([`PasswordPolicy::check_new`]).
+    pub breaches: Arc<BreachCheck>,
 }
 
 impl Default for PasswordPolicy {
     fn default() -> Self {
-        Self { min_single_factor: 15, min_with_mfa: 8, context_words: Vec::new() }
+        Self { min_single_factor: 15, min_with_mfa: 8, context_words: Vec::new(), breaches: Arc::default() }
     }
 }
 
@@ -110,6 +117,28 @@ impl PasswordPolicy {
         if !strength.acceptable {
             let why = strength.warning.unwrap_or_else(|| "is too easy to guess".to_owned());
             return refuse(format!("is too easy to guess: {why}"));
+        }
+        Ok(())
+    }
+
+    /// [`PasswordPolicy::check`], then the breach corpora: a password found there is refused with
+    /// `breached_password` at `pointer`. A corpus that cannot answer is skipped (fail open).
+    pub async fn check_new(
+        &self,
+        password: &str,
+        personal: &[&str],
+        has_mfa: bool,
+        pointer: &str,
+    ) -> Result<(), DomainError> {
+        self.check(password, personal, has_mfa, pointer)?;
+        if self.breaches.is_breached(password).await {
+            return Err(DomainError::Rejected {
+                code: BREACHED_PASSWORD,
+                errors: vec![FieldError::new(
+                    pointer,
+                    "appears in a list of passwords exposed in data breaches: choose one you have not used anywhere else",
+                )],
+            });
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod breached;
 pub mod health;
 pub mod identity;
 pub mod keyring;
@@ -18,6 +19,7 @@ pub mod vault;
 
 pub use api_keys::*;
 pub use audit::*;
+pub use breached::*;
 pub use health::*;
 pub use identity::*;
 pub use keyring::*;

@@ -213,7 +213,12 @@ impl StaffService {
             session_policy,
             10_000,
         );
-        let policy = PasswordPolicy { min_single_factor: MIN_PASSWORD, min_with_mfa: MIN_PASSWORD, context_words };
+        let policy = PasswordPolicy {
+            min_single_factor: MIN_PASSWORD,
+            min_with_mfa: MIN_PASSWORD,
+            context_words,
+            ..PasswordPolicy::default()
+        };
         Self {
             repo,
             keys,
@@ -229,6 +234,12 @@ impl StaffService {
             clients: crate::identity::throttle::ClientThrottle::default(),
             passkeys: None,
         }
+    }
+
+    /// Looks new passwords up in these breach corpora.
+    pub fn with_breach_check(mut self, breaches: Arc<crate::identity::BreachCheck>) -> Self {
+        self.policy.breaches = breaches;
+        self
     }
 
     /// Lets staff use passkeys as their second factor.
@@ -494,7 +505,7 @@ impl StaffService {
         let digest = self.keyed("staff_invite", token.as_bytes());
         let staff = self.repo.staff_by_invite(&digest, now).await?.ok_or_else(refused)?;
         let email = self.email_of(&staff).await?;
-        self.check_new_password(&staff, password.expose(), &email).await?;
+        self.check_new_password(&staff, password.expose(), &email, "/password").await?;
         let hash = self.hasher.hash(password).await?;
         // Conditional on the invitation still being open: of parallel acceptances one wins.
         if !self.repo.accept_staff_invite(&staff.id, &digest, &hash, now).await? {
@@ -505,25 +516,31 @@ impl StaffService {
         self.view(&fresh).await
     }
 
-    /// Checks a new staff password: PCI DSS length with letters and digits, the strength policy,
-    /// and none of the last [`PASSWORD_HISTORY`].
-    async fn check_new_password(&self, staff: &StaffRecord, password: &str, email: &str) -> Result<(), DomainError> {
+    /// Checks a new staff password (the field at `pointer`): PCI DSS length with letters and
+    /// digits, the strength policy, the breach corpora, and none of the last [`PASSWORD_HISTORY`].
+    async fn check_new_password(
+        &self,
+        staff: &StaffRecord,
+        password: &str,
+        email: &str,
+        pointer: &str,
+    ) -> Result<(), DomainError> {
         let has_letter = password.chars().any(char::is_alphabetic);
         let has_digit = password.chars().any(|c| c.is_ascii_digit());
         if !(has_letter && has_digit) {
             return Err(DomainError::Rejected {
                 code: "weak_password",
-                errors: vec![crate::error::FieldError::new("/password", "must contain letters and digits")],
+                errors: vec![crate::error::FieldError::new(pointer, "must contain letters and digits")],
             });
         }
         let local = email.split('@').next().unwrap_or_default();
-        self.policy.check(password, &[local, email], true, "/password")?;
+        self.policy.check_new(password, &[local, email], true, pointer).await?;
         let previous: Vec<&String> = staff.password_hash.iter().chain(staff.password_history.iter()).collect();
         for old in previous.into_iter().take(PASSWORD_HISTORY) {
             if self.hasher.verify(Some(old), Secret::new(password.to_owned())).await? {
                 return Err(DomainError::Rejected {
                     code: "password_reused",
-                    errors: vec![crate::error::FieldError::new("/password", "must differ from the last 4 passwords")],
+                    errors: vec![crate::error::FieldError::new(pointer, "must differ from the last 4 passwords")],
                 });
             }
         }
@@ -864,7 +881,7 @@ impl StaffService {
             });
         }
         let email = self.email_of(&record).await?;
-        self.check_new_password(&record, new.expose(), &email).await?;
+        self.check_new_password(&record, new.expose(), &email, "/new_password").await?;
         let hash = self.hasher.hash(new).await?;
         let mut history: Vec<String> = record.password_hash.iter().cloned().collect();
         history.extend(record.password_history.iter().cloned());

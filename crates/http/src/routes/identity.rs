@@ -221,7 +221,7 @@ pub struct RegisteredBody {
     request_body = RegisterRequest,
     responses((status = 401, body = Problem, content_type = "application/problem+json"), 
         (status = 202, body = RegisteredBody),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "validation_failed, invalid_email, weak_password"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "validation_failed, invalid_email, weak_password, breached_password"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn register(
@@ -688,7 +688,7 @@ pub struct PasswordChangeRequest {
     request_body = PasswordChangeRequest,
     responses((status = 401, body = Problem, content_type = "application/problem+json"), 
         (status = 200, body = EndedBody),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "invalid_credentials (current password), weak_password"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "invalid_credentials (current password), weak_password, breached_password"),
         (status = 429, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn change_password(
@@ -1008,7 +1008,7 @@ pub struct ResetCompleteRequest {
 #[utoipa::path(post, path = "/v1/identity/password-reset/complete", tag = "identity", security(("api_key" = ["identity:customers"])),
     request_body = ResetCompleteRequest,
     responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid_code: the second factor is missing or wrong"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "invalid_link or weak_password")))]
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "invalid_link, weak_password or breached_password")))]
 pub async fn complete_password_reset(
     auth: ApiKeyAuth<scope::IdentityCustomers>,
     State(state): State<AppState>,

@@ -276,7 +276,7 @@ pub struct AcceptInvitationRequest {
 #[utoipa::path(post, path = "/v1/staff/invitation/accept", tag = "staff", request_body = AcceptInvitationRequest,
     responses(
         (status = 200, body = StaffBody),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "invalid_invitation, weak_password"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "invalid_invitation, weak_password, breached_password"),
     ))]
 pub async fn accept_invitation(
     State(state): State<AppState>,
@@ -322,7 +322,7 @@ pub struct StaffPasswordRequest {
 /// Changes the caller's password; their other sessions end.
 #[utoipa::path(post, path = "/v1/staff/me/password", tag = "staff", security(("api_key" = [])),
     request_body = StaffPasswordRequest,
-    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 204), (status = 422, body = Problem, content_type = "application/problem+json", description = "wrong_password, weak_password, password_reused")))]
+    responses((status = 401, body = Problem, content_type = "application/problem+json"), (status = 204), (status = 422, body = Problem, content_type = "application/problem+json", description = "wrong_password, weak_password, breached_password, password_reused")))]
 pub async fn change_password(
     auth: StaffAuth<scope::AnyKey>,
     State(state): State<AppState>,
