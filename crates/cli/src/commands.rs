@@ -642,14 +642,17 @@ async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
             let mut entries = std::io::BufWriter::new(std::fs::File::create(out.join("entries.jsonl"))?);
             let mut next = 0u64;
             loop {
-                let page = core.store.entries(next, 10_000).await?;
+                let page = core.store.entries_with_leaf_hashes(next, 10_000).await?;
                 if page.is_empty() {
                     break;
                 }
-                for record in &page {
+                for (record, stored) in &page {
+                    // The stored leaf hash lets an outside verifier name a changed entry (the
+                    // signed roots alone only narrow it to the entries under one checkpoint).
                     let line = serde_json::json!({
                         "index": record.seq,
                         "leaf": base64_of(&record.leaf),
+                        "leaf_hash": stored.as_ref().map(|hash| base64_of(hash)),
                     });
                     writeln!(entries, "{line}")?;
                     next = record.seq + 1;

@@ -375,19 +375,45 @@ async fn audit_public_key_verify_and_export_for_an_outside_verifier() {
             String::from_utf8_lossy(&checked.stderr)
         );
         assert!(String::from_utf8_lossy(&checked.stdout).starts_with("OK:"));
-        // The outside verifier catches a changed entry too.
+        let help = Command::new(&python).arg(verifier).arg("--help").output().unwrap();
+        assert!(help.status.success(), "{}", String::from_utf8_lossy(&help.stderr));
+        assert!(String::from_utf8_lossy(&help.stdout).contains("--public-key"));
 
-        let mut lines: Vec<String> = entries.lines().map(str::to_owned).collect();
-        let mut record: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
+        // The outside verifier catches a changed entry too, and names it as `audit verify` does:
+        // by its index when its exported leaf hash still shows the original ...
         use base64::Engine;
-        let leaf = base64::engine::general_purpose::STANDARD.decode(record["leaf"].as_str().unwrap()).unwrap();
-        let changed = String::from_utf8(leaf).unwrap().replace("success", "denied!");
-        record["leaf"] = base64::engine::general_purpose::STANDARD.encode(changed).into();
-        lines[3] = record.to_string();
-        std::fs::write(out.join("entries.jsonl"), lines.join("\n") + "\n").unwrap();
-        let checked =
-            Command::new(&python).arg(verifier).arg(&out).args(["--public-key", &public_key]).output().unwrap();
-        assert_eq!(checked.status.code(), Some(1), "{}", String::from_utf8_lossy(&checked.stdout));
+        use sha2::Digest;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let verify_changed = |entry: usize, rehash: bool| {
+            let mut lines: Vec<String> = entries.lines().map(str::to_owned).collect();
+            let mut record: serde_json::Value = serde_json::from_str(&lines[entry]).unwrap();
+            let leaf = b64.decode(record["leaf"].as_str().unwrap()).unwrap();
+            let changed = String::from_utf8(leaf).unwrap().replace("success", "denied!");
+            if rehash {
+                record["leaf_hash"] =
+                    b64.encode(sha2::Sha256::new().chain_update([0u8]).chain_update(&changed).finalize()).into();
+            }
+            record["leaf"] = b64.encode(changed).into();
+            lines[entry] = record.to_string();
+            std::fs::write(out.join("entries.jsonl"), lines.join("\n") + "\n").unwrap();
+            let checked =
+                Command::new(&python).arg(verifier).arg(&out).args(["--public-key", &public_key]).output().unwrap();
+            assert_eq!(checked.status.code(), Some(1), "{}", String::from_utf8_lossy(&checked.stdout));
+            String::from_utf8(checked.stdout).unwrap()
+        };
+        let said = verify_changed(3, false);
+        assert!(said.starts_with("FAIL: entry 3 was changed"), "{said}");
+        // ... and by the entries under the first checkpoint whose signed root no longer matches
+        // when the leaf hash was changed with it.
+        let said = verify_changed(3, true);
+        let range = said
+            .split("an entry at index ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|range| range.split_once(".."))
+            .map(|(from, to)| from.parse::<u64>().unwrap()..to.parse::<u64>().unwrap())
+            .unwrap_or_else(|| panic!("no range named: {said}"));
+        assert!(range.contains(&3), "{said}");
     }
 }
 
