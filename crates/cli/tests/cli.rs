@@ -62,7 +62,68 @@ fn config_check_masks_secrets_and_names_bad_keys() {
     assert!(!text.contains("s3cret-canary"));
     let output = strongroom(&data).args(["config", "check"]).env("STRONGROOM_SERVER__LISTN", "x").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8(output.stderr).unwrap().contains("listn"));
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        said.contains("server.listn is unknown (set by STRONGROOM_SERVER__LISTN); did you mean server.listen?"),
+        "{said}"
+    );
+}
+
+/// A configuration error names the key as the documentation writes it (not the loader's
+/// `default.server.listn`) and the file by its absolute path (not as `--config` spelled it).
+#[test]
+fn config_errors_name_the_key_and_the_file_as_the_user_knows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let data = work.join("data");
+    let file = dir.path().canonicalize().unwrap().join("bad.toml");
+    let check = |contents: &str, config: &str| {
+        std::fs::write(&file, contents).unwrap();
+        let output = strongroom(&data).args(["--config", config, "config", "check"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let said = String::from_utf8(output.stderr).unwrap();
+        assert!(!said.contains("default.") && !said.contains(config), "{said}");
+        said
+    };
+    let said = check("[server]\nlistn = \"127.0.0.1:1\"\n", "../bad.toml");
+    let expected = format!("server.listn is unknown (in {}); did you mean server.listen?", file.display());
+    assert!(said.contains(&expected), "{said}");
+    let said = check("[server]\nbody_limit_bytes = \"lots\"\n", "../bad.toml");
+    assert!(
+        said.contains("server.body_limit_bytes: invalid type") && said.contains(&file.display().to_string()),
+        "{said}"
+    );
+    let said = check("[server\n", "../bad.toml");
+    assert!(said.contains(&format!("{}: TOML parse error", file.display())), "{said}");
+    let said = check("", "../missing.toml");
+    assert!(
+        said.contains(&format!(
+            "config file {} does not exist",
+            dir.path().canonicalize().unwrap().join("missing.toml").display()
+        )),
+        "{said}"
+    );
+}
+
+/// Every key `config check` prints is in docs/configuration.md.
+#[test]
+fn config_check_prints_only_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = strongroom(&dir.path().join("data")).args(["config", "check"]).output().unwrap();
+    assert!(output.status.success());
+    let shown: toml::Table = String::from_utf8(output.stdout).unwrap().parse().unwrap();
+    let doc = include_str!("../../../docs/configuration.md");
+    let mut keys = Vec::new();
+    for (key, value) in &shown {
+        match value.as_table() {
+            Some(table) => keys.extend(table.keys().map(|k| format!("{key}.{k}"))),
+            None => keys.push(key.clone()),
+        }
+    }
+    assert!(keys.len() > 50, "{keys:?}");
+    let undocumented: Vec<&String> = keys.iter().filter(|k| !doc.contains(&format!("`{k}`"))).collect();
+    assert!(undocumented.is_empty(), "not in docs/configuration.md: {undocumented:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
