@@ -14,7 +14,7 @@ use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::app::{Application, Core};
 use crate::config::{self, Config, LogFormat, Overrides, TlsMode};
 
-/// strongroom: the security core of an online shop (vault, identity, payments, audit).
+/// strongroom: the security core of an online shop (vault, identity, staff, webhooks, audit).
 #[derive(Debug, Parser)]
 #[command(name = "strongroom", version, propagate_version = true)]
 pub struct Cli {

@@ -9,7 +9,7 @@ use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys
 /// The document.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "strongroom", description = "Security core for online shops: vault, identity, payments, audit."),
+    info(title = "strongroom", description = "Security core for online shops: vault, identity, staff, webhooks, audit."),
     paths(
         health::healthz,
         health::readyz,
