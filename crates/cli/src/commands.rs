@@ -49,10 +49,12 @@ pub enum Command {
     /// Create, list and revoke API keys directly in the database.
     #[command(subcommand)]
     Apikey(ApiKeyCommand),
-    /// The tamper-evident audit log: public key, verification, export.
+    /// The tamper-evident audit log: public key, checkpoint, verification, export, witness.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// The vault's key-encryption keys: status, rotate, rewrap, retire.
+    /// The deployment's keys: the vault's key-encryption keys (status, rotate, rewrap, retire), the
+    /// KMS root key (rewrap-root), the fingerprint key (rotate-fingerprint) and the access-token
+    /// signing keys (rotate-oauth, retire-oauth).
     #[command(subcommand)]
     Keys(crate::keys::KeysCommand),
     /// Staff accounts: invite the first owner.
@@ -417,6 +419,13 @@ async fn staff(config: &Config, command: StaffCommand) -> anyhow::Result<()> {
                 "expires_at": invitation.expires_at.to_rfc3339(),
             });
             print(&serde_json::to_string_pretty(&out)?);
+            let _ = writeln!(
+                std::io::stderr(),
+                "Invitation created. The command line does not mail it: give the invitation_link to {email} \
+                 yourself, over a channel you trust. It works once, until {}. (Staff invited later with \
+                 POST /v1/staff get theirs by mail.)",
+                invitation.expires_at.to_rfc3339()
+            );
             Ok(())
         }
     };

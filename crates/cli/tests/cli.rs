@@ -126,6 +126,42 @@ fn config_check_prints_only_documented_keys() {
     assert!(undocumented.is_empty(), "not in docs/configuration.md: {undocumented:?}");
 }
 
+/// `--help` of every command with subcommands lists each of them, and says what each does.
+#[test]
+fn help_lists_every_subcommand() {
+    use clap::CommandFactory;
+    let cli = strongroom::commands::Cli::command();
+    let mut parents = vec![(Vec::<String>::new(), &cli)];
+    let mut checked = 0;
+    while let Some((path, command)) = parents.pop() {
+        if command.get_subcommands().next().is_none() {
+            continue;
+        }
+        let output = Command::new(BIN).args(&path).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{path:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        for sub in command.get_subcommands() {
+            let listed = text.lines().any(|line| {
+                line.trim_start()
+                    .strip_prefix(sub.get_name())
+                    .is_some_and(|rest| rest.starts_with("  ") && !rest.trim().is_empty())
+            });
+            assert!(listed, "`strongroom {} --help` does not list {}: {text}", path.join(" "), sub.get_name());
+            let mut sub_path = path.clone();
+            sub_path.push(sub.get_name().to_owned());
+            parents.push((sub_path, sub));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "{checked}");
+    // `keys` names its eight subcommands in its own summary too (what `strongroom --help` shows).
+    let keys = cli.find_subcommand("keys").unwrap();
+    let about = keys.get_about().unwrap().to_string();
+    for sub in keys.get_subcommands() {
+        assert!(about.contains(sub.get_name()), "{about}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_bootstraps_once_and_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,6 +253,10 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
         .output()
         .unwrap();
     assert!(invited.status.success(), "{}", String::from_utf8_lossy(&invited.stderr));
+    // Says what happened and what to do, not that something failed.
+    let said = String::from_utf8_lossy(&invited.stderr);
+    assert!(said.contains("give the invitation_link to owner@shop.example yourself"), "{said}");
+    assert!(!said.contains("WARN") && !said.contains("not sent"), "{said}");
     let invited: serde_json::Value = serde_json::from_slice(&invited.stdout).unwrap();
     assert_eq!(invited["roles"], serde_json::json!(["owner"]));
     assert!(invited["invitation_link"].as_str().unwrap().contains("/staff/invitation#token=sti_"));
