@@ -3,17 +3,19 @@
 
 An independent implementation, from the specifications only: RFC 6962 Merkle tree hashes,
 the C2SP signed-note and checkpoint formats, Ed25519 (via the `cryptography` package), and the
-leaf encoding of docs/audit-log.md. Usage:
-
-    verify_audit_export.py EXPORT_DIR [--public-key "name+id+key"]
+leaf encoding of docs/audit-log.md.
 
 EXPORT_DIR holds entries.jsonl, checkpoints.jsonl and public-key.txt (as written by
 `strongroom audit export`). Pass the public key obtained out of band with --public-key: the copy
-in the export is only as trustworthy as the export. Exit 0 when every entry is in sequence, every
-checkpoint's signature verifies, and every checkpoint's root equals the root recomputed from the
-entries; otherwise exit 1 naming the first problem.
+in the export is only as trustworthy as the export. Exit 0 when every entry is in sequence and
+matches its exported leaf hash, every checkpoint's signature verifies, and every checkpoint's root
+equals the root recomputed from the entries; otherwise exit 1 naming the first problem, as
+`strongroom audit verify` does: the entry, when the export shows which one, or else the range of
+entries under the first checkpoint whose root does not match.
 """
+import argparse
 import base64
+import binascii
 import hashlib
 import json
 import sys
@@ -75,49 +77,122 @@ def open_note(note: str, name: str, key_id: bytes, key):
     return int(size), base64.b64decode(root)
 
 
-def main(argv):
-    if len(argv) < 2:
-        print(__doc__)
-        return 2
-    directory = argv[1]
-    public_key = open(f"{directory}/public-key.txt").read()
-    if "--public-key" in argv:
-        public_key = argv[argv.index("--public-key") + 1]
-    name, key_id, key = parse_verifier_key(public_key)
+class Problem(Exception):
+    """The first thing found wrong with the export."""
 
-    leaves = []
-    with open(f"{directory}/entries.jsonl") as entries:
+
+def leaf_seq(leaf: bytes):
+    """The `seq` a leaf states about itself, or None when it is not a valid entry."""
+    try:
+        seq = json.loads(leaf).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def read_entries(path):
+    """Every entry's leaf hash, in order; raises Problem at the first entry out of sequence or
+    not matching its exported leaf hash."""
+    hashes = []
+    with open(path, encoding="utf-8") as entries:
         for expected, line in enumerate(entries):
-            record = json.loads(line)
-            leaf = base64.b64decode(record["leaf"])
-            entry = json.loads(leaf)
-            if record["index"] != expected or entry.get("seq") != expected:
-                print(f"FAIL: entry {expected}: out of sequence (row {record['index']}, leaf seq {entry.get('seq')})")
-                return 1
-            leaves.append(leaf_hash(leaf))
-
-    checkpoints = 0
-    with open(f"{directory}/checkpoints.jsonl") as lines:
-        for line in lines:
-            record = json.loads(line)
             try:
-                size, root = open_note(record["note"], name, key_id, key)
-            except (InvalidSignature, ValueError) as err:
-                print(f"FAIL: checkpoint of size {record['size']}: {err or 'bad signature'}")
-                return 1
-            if size != record["size"]:
-                print(f"FAIL: checkpoint of size {record['size']}: the note says {size}")
-                return 1
-            if size > len(leaves):
-                print(f"FAIL: checkpoint covers {size} entries but the export has {len(leaves)}")
-                return 1
-            if mth(leaves[:size]) != root:
-                print(f"FAIL: checkpoint of size {size}: root does not match the entries")
-                return 1
-            checkpoints += 1
-    print(f"OK: {len(leaves)} entries in sequence, {checkpoints} checkpoints signed by {name} and matching the entries")
+                record = json.loads(line)
+                index = record["index"]
+                leaf = base64.b64decode(record["leaf"], validate=True)
+                exported = record.get("leaf_hash")
+                exported = None if exported is None else base64.b64decode(exported, validate=True)
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                raise Problem(f"entry {expected}: line {expected + 1} of entries.jsonl is not a valid record") from None
+            if index != expected:
+                raise Problem(
+                    f"entry {expected}: expected entry {expected}, found entry {index} next (removed, inserted or reordered)"
+                )
+            claimed = leaf_seq(leaf)
+            if claimed != expected:
+                detail = "its leaf is not a valid entry" if claimed is None else f"its leaf says it is entry {claimed}"
+                raise Problem(f"entry {expected}: {detail} (removed, inserted or reordered)")
+            hashed = leaf_hash(leaf)
+            if exported is not None and exported != hashed:
+                raise Problem(f"entry {expected} was changed: its leaf does not match the exported leaf hash")
+            hashes.append(hashed)
+    return hashes
+
+
+def read_checkpoints(path, name, key_id, key):
+    """Every checkpoint as (size, root), smallest first; raises Problem at one that does not verify."""
+    checkpoints = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+                stored_size, note = record["size"], record["note"]
+            except (ValueError, KeyError, TypeError):
+                raise Problem(f"line {number} of checkpoints.jsonl is not a valid record") from None
+            try:
+                size, root = open_note(note, name, key_id, key)
+            except InvalidSignature:
+                raise Problem(f"checkpoint of size {stored_size} is not valid: bad signature") from None
+            except (ValueError, binascii.Error) as err:
+                raise Problem(f"checkpoint of size {stored_size} is not valid: {err}") from None
+            if size != stored_size:
+                raise Problem(f"checkpoint of size {stored_size} is not valid: the signed note says {size}")
+            checkpoints.append((size, root))
+    return sorted(checkpoints, key=lambda checkpoint: checkpoint[0])
+
+
+def verify(directory, public_key):
+    """Returns the success line; raises Problem naming the first problem."""
+    if public_key is None:
+        with open(f"{directory}/public-key.txt", encoding="utf-8") as file:
+            public_key = file.read()
+    try:
+        name, key_id, key = parse_verifier_key(public_key)
+    except (ValueError, IndexError, binascii.Error) as err:
+        raise Problem(f"the public key is not valid: {err or 'expected name+id+key'}") from None
+    checkpoints = read_checkpoints(f"{directory}/checkpoints.jsonl", name, key_id, key)
+    leaves = read_entries(f"{directory}/entries.jsonl")
+    confirmed = 0
+    for size, root in checkpoints:
+        if size > len(leaves):
+            raise Problem(
+                f"the export has {len(leaves)} entries but a signed checkpoint covers {size}: entries were removed"
+            )
+        if mth(leaves[:size]) != root:
+            raise Problem(
+                f"the signed root of the checkpoint of size {size} does not match the entries: an entry at index "
+                f"{confirmed}..{size} was changed, removed, inserted or reordered"
+            )
+        confirmed = size
+    return (
+        f"OK: {len(leaves)} entries in sequence, {len(checkpoints)} checkpoints signed by {name} and matching the entries"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="verify_audit_export.py",
+        description="Verifies a strongroom audit export (written by `strongroom audit export --out DIR`) "
+        "without strongroom. Exit 0 when it holds, 1 naming the first problem.",
+    )
+    parser.add_argument("export_dir", metavar="EXPORT_DIR", help="holds entries.jsonl, checkpoints.jsonl and public-key.txt")
+    parser.add_argument(
+        "--public-key",
+        metavar="KEY",
+        help="the checkpoint verifier key (name+id+key, from `strongroom audit public-key`), obtained out of band; "
+        "default: the export's public-key.txt, which is only as trustworthy as the export",
+    )
+    args = parser.parse_args(argv)
+    try:
+        print(verify(args.export_dir, args.public_key))
+    except Problem as problem:
+        print(f"FAIL: {problem}")
+        return 1
+    except OSError as err:
+        print(f"FAIL: cannot read the export: {err}")
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())

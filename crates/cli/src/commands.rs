@@ -14,7 +14,7 @@ use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::app::{Application, Core};
 use crate::config::{self, Config, LogFormat, Overrides, TlsMode};
 
-/// strongroom: the security core of an online shop (vault, identity, payments, audit).
+/// strongroom: the security core of an online shop (vault, identity, staff, webhooks, audit).
 #[derive(Debug, Parser)]
 #[command(name = "strongroom", version, propagate_version = true)]
 pub struct Cli {
@@ -49,10 +49,12 @@ pub enum Command {
     /// Create, list and revoke API keys directly in the database.
     #[command(subcommand)]
     Apikey(ApiKeyCommand),
-    /// The tamper-evident audit log: public key, verification, export.
+    /// The tamper-evident audit log: public key, checkpoint, verification, export, witness.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// The vault's key-encryption keys: status, rotate, rewrap, retire.
+    /// The deployment's keys: the vault's key-encryption keys (status, rotate, rewrap, retire), the
+    /// KMS root key (rewrap-root), the fingerprint key (rotate-fingerprint) and the access-token
+    /// signing keys (rotate-oauth, retire-oauth).
     #[command(subcommand)]
     Keys(crate::keys::KeysCommand),
     /// Staff accounts: invite the first owner.
@@ -421,6 +423,13 @@ async fn staff(config: &Config, command: StaffCommand) -> anyhow::Result<()> {
                 "expires_at": invitation.expires_at.to_rfc3339(),
             });
             print(&serde_json::to_string_pretty(&out)?);
+            let _ = writeln!(
+                std::io::stderr(),
+                "Invitation created. The command line does not mail it: give the invitation_link to {email} \
+                 yourself, over a channel you trust. It works once, until {}. (Staff invited later with \
+                 POST /v1/staff get theirs by mail.)",
+                invitation.expires_at.to_rfc3339()
+            );
             Ok(())
         }
     };
@@ -646,14 +655,17 @@ async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<i32> {
             let mut entries = std::io::BufWriter::new(std::fs::File::create(out.join("entries.jsonl"))?);
             let mut next = 0u64;
             loop {
-                let page = core.store.entries(next, 10_000).await?;
+                let page = core.store.entries_with_leaf_hashes(next, 10_000).await?;
                 if page.is_empty() {
                     break;
                 }
-                for record in &page {
+                for (record, stored) in &page {
+                    // The stored leaf hash lets an outside verifier name a changed entry (the
+                    // signed roots alone only narrow it to the entries under one checkpoint).
                     let line = serde_json::json!({
                         "index": record.seq,
                         "leaf": base64_of(&record.leaf),
+                        "leaf_hash": stored.as_ref().map(|hash| base64_of(hash)),
                     });
                     writeln!(entries, "{line}")?;
                     next = record.seq + 1;

@@ -707,12 +707,17 @@ fn is_reserved_env(key: &str) -> bool {
 pub fn load(overrides: &Overrides, vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     let default_file = PathBuf::from("strongroom.toml");
-    match &overrides.config_file {
+    // Absolute, so that errors name the file wherever the command was run from.
+    let file = match &overrides.config_file {
+        Some(path) => Some(absolute(path)),
+        None if default_file.exists() => Some(absolute(&default_file)),
+        None => None,
+    };
+    match file {
         Some(path) if !path.exists() => {
             return Err(ConfigError(format!("config file {} does not exist", path.display())));
         }
         Some(path) => figment = figment.merge(Toml::file_exact(path)),
-        None if default_file.exists() => figment = figment.merge(Toml::file_exact(&default_file)),
         None => {}
     }
     let vars: Vec<(String, String)> = vars.into_iter().collect();
@@ -721,6 +726,7 @@ pub fn load(overrides: &Overrides, vars: impl IntoIterator<Item = (String, Strin
         .filter_map(|(k, v)| k.strip_prefix(ENV_PREFIX).map(|k| (k.to_owned(), v.clone())))
         .filter(|(k, _)| !is_reserved_env(k) && !k.ends_with("_FILE"))
         .collect();
+    let names: Vec<String> = plain.iter().map(|(k, _)| k.clone()).collect();
     // Built from `vars` rather than read from the process environment, so tests stay hermetic.
     figment = figment.merge(EnvVars(plain));
     for (name, path) in vars.iter().filter_map(|(k, v)| {
@@ -730,25 +736,120 @@ pub fn load(overrides: &Overrides, vars: impl IntoIterator<Item = (String, Strin
         let (key, file) = path;
         let value =
             std::fs::read_to_string(&file).map_err(|e| ConfigError(format!("{name}: cannot read {file}: {e}")))?;
-        figment = figment.merge((key, value.trim_end_matches(['\r', '\n']).to_owned()));
+        figment = figment.merge(Named(name, (key, value.trim_end_matches(['\r', '\n']).to_owned())));
     }
     if let Some(dir) = &overrides.data_dir {
-        figment = figment.merge(("data_dir", dir.display().to_string()));
+        figment = figment.merge(Named("--data-dir".to_owned(), ("data_dir", dir.display().to_string())));
     }
     if let Some(url) = &overrides.database_url {
-        figment = figment.merge(("database_url", url.clone()));
+        figment = figment.merge(Named("--database-url".to_owned(), ("database_url", url.clone())));
     }
     if let Some(format) = overrides.log_format {
-        figment = figment.merge(("log_format", format));
+        figment = figment.merge(Named("--log-format".to_owned(), ("log_format", format)));
     }
-    let config: Config = figment.extract().map_err(|e| ConfigError(describe(&e)))?;
+    let config: Config = figment.extract().map_err(|e| ConfigError(describe(&e, &names)))?;
     config.validate()?;
     Ok(config)
 }
 
-fn describe(err: &figment::Error) -> String {
-    err.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+/// `path` from the file system's root, without `..` (the file itself need not exist).
+fn absolute(path: &std::path::Path) -> PathBuf {
+    let resolved = match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() { std::path::Path::new(".") } else { parent };
+            std::fs::canonicalize(parent).map(|parent| parent.join(name)).ok()
+        }
+        _ => None,
+    };
+    resolved.or_else(|| std::path::absolute(path).ok()).unwrap_or_else(|| path.to_owned())
 }
+
+/// Figment's errors in the user's terms: the key as the documentation writes it (`server.listen`,
+/// not the loader's `default.server.listen`), where it was set (the file's absolute path, the
+/// variable or the flag), and for an unknown key the nearest known one. `env_names` are the
+/// `STRONGROOM_*` variables as written, without the prefix.
+fn describe(err: &figment::Error, env_names: &[String]) -> String {
+    err.clone().into_iter().map(|e| describe_one(&e, env_names)).collect::<Vec<_>>().join("; ")
+}
+
+fn describe_one(err: &figment::Error, env_names: &[String]) -> String {
+    use figment::error::Kind;
+    let mut path = err.path.clone();
+    if let Kind::UnknownField(found, _) = &err.kind
+        && path.last() != Some(found)
+    {
+        path.push(found.clone());
+    }
+    let key = path.join(".");
+    let origin = err.metadata.as_ref().and_then(|metadata| match &metadata.source {
+        Some(figment::Source::File(file)) => Some(("in", absolute(file).display().to_string())),
+        _ if metadata.name == ENV_METADATA => {
+            let written = path.join("__");
+            let name = env_names.iter().find(|n| n.eq_ignore_ascii_case(&written)).cloned();
+            Some(("set by", format!("{ENV_PREFIX}{}", name.unwrap_or_else(|| written.to_ascii_uppercase()))))
+        }
+        None if metadata.name.starts_with(ENV_PREFIX) || metadata.name.starts_with("--") => {
+            Some(("set by", metadata.name.to_string()))
+        }
+        _ => None,
+    });
+    let source = origin.as_ref().map(|(how, what)| format!(" ({how} {what})")).unwrap_or_default();
+    match &err.kind {
+        Kind::UnknownField(found, expected) => {
+            let parent: String = path.iter().take(path.len().saturating_sub(1)).map(|p| format!("{p}.")).collect();
+            let hint = match nearest(found, expected) {
+                Some(near) => format!("did you mean {parent}{near}?"),
+                None => {
+                    let known: Vec<String> = expected.iter().map(|k| format!("{parent}{k}")).collect();
+                    format!("the known keys here are {}", known.join(", "))
+                }
+            };
+            format!("{key} is unknown{source}; {hint}")
+        }
+        kind if key.is_empty() => match origin {
+            Some((_, what)) => format!("{what}: {kind}"),
+            None => kind.to_string(),
+        },
+        kind => format!("{key}: {kind}{source}"),
+    }
+}
+
+/// The known key closest to a mistyped one, if it is close enough to be the one meant.
+fn nearest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let above = row[j + 1];
+                row[j + 1] = (diagonal + usize::from(!ca.eq_ignore_ascii_case(cb))).min(above + 1).min(row[j] + 1);
+                diagonal = above;
+            }
+        }
+        row[b.len()]
+    };
+    let limit = (typed.chars().count() / 3).max(2);
+    known.iter().map(|k| (distance(typed, k), *k)).filter(|(d, _)| *d <= limit).min_by_key(|(d, _)| *d).map(|(_, k)| k)
+}
+
+/// A provider under the name the user set it by (a `_FILE` variable, a flag), so that an error
+/// about its value names that rather than a line of this file.
+#[derive(Debug)]
+struct Named<P>(String, P);
+
+impl<P: figment::Provider> figment::Provider for Named<P> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.0.clone())
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        self.1.data()
+    }
+}
+
+const ENV_METADATA: &str = "STRONGROOM_* environment variable";
 
 /// `STRONGROOM_*` variables as a provider: `SERVER__LISTEN` becomes `server.listen`, and values
 /// are parsed as figment's own environment provider parses them (numbers, booleans, arrays).
@@ -756,7 +857,7 @@ struct EnvVars(Vec<(String, String)>);
 
 impl figment::Provider for EnvVars {
     fn metadata(&self) -> figment::Metadata {
-        figment::Metadata::named("STRONGROOM_* environment variable")
+        figment::Metadata::named(ENV_METADATA)
     }
 
     fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
@@ -1012,9 +1113,26 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected_by_name() {
         let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__LISTN", "x")])).unwrap_err();
-        assert!(err.0.contains("listn"), "{err}");
+        assert_eq!(err.0, "server.listn is unknown (set by STRONGROOM_SERVER__LISTN); did you mean server.listen?");
         let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__LISTEN", "not-an-address")])).unwrap_err();
-        assert!(err.0.contains("listen"), "{err}");
+        assert!(err.0.starts_with("server.listen: ") && err.0.ends_with("(set by STRONGROOM_SERVER__LISTEN)"), "{err}");
+        // A key nothing like a known one: the known keys of its table instead of a guess.
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_OAUTH__ZZZZZZZZ", "x")])).unwrap_err();
+        assert!(err.0.starts_with("oauth.zzzzzzzz is unknown") && err.0.contains("oauth.token_ttl"), "{err}");
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVR__LISTEN", "x")])).unwrap_err();
+        assert!(err.0.starts_with("servr is unknown") && err.0.ends_with("did you mean server?"), "{err}");
+        // A `_FILE` variable is named as the source of its value, not the loader's code.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("limit");
+        std::fs::write(&file, "lots\n").unwrap();
+        let err =
+            load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__BODY_LIMIT_BYTES_FILE", file.to_str().unwrap())]))
+                .unwrap_err();
+        assert!(
+            err.0.starts_with("server.body_limit_bytes: ")
+                && err.0.ends_with("(set by STRONGROOM_SERVER__BODY_LIMIT_BYTES_FILE)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1070,7 +1188,8 @@ mod tests {
         std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7000\"\nbogus = 1\n").unwrap();
         let overrides = Overrides { config_file: Some(file.clone()), ..Default::default() };
         let err = load(&overrides, vars(&[])).unwrap_err();
-        assert!(err.0.contains("bogus"), "{err}");
+        let file_shown = dir.path().canonicalize().unwrap().join("strongroom.toml");
+        assert!(err.0.starts_with(&format!("server.bogus is unknown (in {}); ", file_shown.display())), "{err}");
         std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7000\"\n").unwrap();
         let overrides =
             Overrides { config_file: Some(file), data_dir: Some(dir.path().join("d")), ..Default::default() };

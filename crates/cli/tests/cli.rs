@@ -62,7 +62,104 @@ fn config_check_masks_secrets_and_names_bad_keys() {
     assert!(!text.contains("s3cret-canary"));
     let output = strongroom(&data).args(["config", "check"]).env("STRONGROOM_SERVER__LISTN", "x").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8(output.stderr).unwrap().contains("listn"));
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        said.contains("server.listn is unknown (set by STRONGROOM_SERVER__LISTN); did you mean server.listen?"),
+        "{said}"
+    );
+}
+
+/// A configuration error names the key as the documentation writes it (not the loader's
+/// `default.server.listn`) and the file by its absolute path (not as `--config` spelled it).
+#[test]
+fn config_errors_name_the_key_and_the_file_as_the_user_knows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let data = work.join("data");
+    let file = dir.path().canonicalize().unwrap().join("bad.toml");
+    let check = |contents: &str, config: &str| {
+        std::fs::write(&file, contents).unwrap();
+        let output = strongroom(&data).args(["--config", config, "config", "check"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let said = String::from_utf8(output.stderr).unwrap();
+        assert!(!said.contains("default.") && !said.contains(config), "{said}");
+        said
+    };
+    let said = check("[server]\nlistn = \"127.0.0.1:1\"\n", "../bad.toml");
+    let expected = format!("server.listn is unknown (in {}); did you mean server.listen?", file.display());
+    assert!(said.contains(&expected), "{said}");
+    let said = check("[server]\nbody_limit_bytes = \"lots\"\n", "../bad.toml");
+    assert!(
+        said.contains("server.body_limit_bytes: invalid type") && said.contains(&file.display().to_string()),
+        "{said}"
+    );
+    let said = check("[server\n", "../bad.toml");
+    assert!(said.contains(&format!("{}: TOML parse error", file.display())), "{said}");
+    let said = check("", "../missing.toml");
+    assert!(
+        said.contains(&format!(
+            "config file {} does not exist",
+            dir.path().canonicalize().unwrap().join("missing.toml").display()
+        )),
+        "{said}"
+    );
+}
+
+/// Every key `config check` prints is in docs/configuration.md.
+#[test]
+fn config_check_prints_only_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = strongroom(&dir.path().join("data")).args(["config", "check"]).output().unwrap();
+    assert!(output.status.success());
+    let shown: toml::Table = String::from_utf8(output.stdout).unwrap().parse().unwrap();
+    let doc = include_str!("../../../docs/configuration.md");
+    let mut keys = Vec::new();
+    for (key, value) in &shown {
+        match value.as_table() {
+            Some(table) => keys.extend(table.keys().map(|k| format!("{key}.{k}"))),
+            None => keys.push(key.clone()),
+        }
+    }
+    assert!(keys.len() > 50, "{keys:?}");
+    let undocumented: Vec<&String> = keys.iter().filter(|k| !doc.contains(&format!("`{k}`"))).collect();
+    assert!(undocumented.is_empty(), "not in docs/configuration.md: {undocumented:?}");
+}
+
+/// `--help` of every command with subcommands lists each of them, and says what each does.
+#[test]
+fn help_lists_every_subcommand() {
+    use clap::CommandFactory;
+    let cli = strongroom::commands::Cli::command();
+    let mut parents = vec![(Vec::<String>::new(), &cli)];
+    let mut checked = 0;
+    while let Some((path, command)) = parents.pop() {
+        if command.get_subcommands().next().is_none() {
+            continue;
+        }
+        let output = Command::new(BIN).args(&path).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{path:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        for sub in command.get_subcommands() {
+            let listed = text.lines().any(|line| {
+                line.trim_start()
+                    .strip_prefix(sub.get_name())
+                    .is_some_and(|rest| rest.starts_with("  ") && !rest.trim().is_empty())
+            });
+            assert!(listed, "`strongroom {} --help` does not list {}: {text}", path.join(" "), sub.get_name());
+            let mut sub_path = path.clone();
+            sub_path.push(sub.get_name().to_owned());
+            parents.push((sub_path, sub));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "{checked}");
+    // `keys` names its eight subcommands in its own summary too (what `strongroom --help` shows).
+    let keys = cli.find_subcommand("keys").unwrap();
+    let about = keys.get_about().unwrap().to_string();
+    for sub in keys.get_subcommands() {
+        assert!(about.contains(sub.get_name()), "{about}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +253,10 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
         .output()
         .unwrap();
     assert!(invited.status.success(), "{}", String::from_utf8_lossy(&invited.stderr));
+    // Says what happened and what to do, not that something failed.
+    let said = String::from_utf8_lossy(&invited.stderr);
+    assert!(said.contains("give the invitation_link to owner@shop.example yourself"), "{said}");
+    assert!(!said.contains("WARN") && !said.contains("not sent"), "{said}");
     let invited: serde_json::Value = serde_json::from_slice(&invited.stdout).unwrap();
     assert_eq!(invited["roles"], serde_json::json!(["owner"]));
     assert!(invited["invitation_link"].as_str().unwrap().contains("/staff/invitation#token=sti_"));
@@ -375,19 +476,45 @@ async fn audit_public_key_verify_and_export_for_an_outside_verifier() {
             String::from_utf8_lossy(&checked.stderr)
         );
         assert!(String::from_utf8_lossy(&checked.stdout).starts_with("OK:"));
-        // The outside verifier catches a changed entry too.
+        let help = Command::new(&python).arg(verifier).arg("--help").output().unwrap();
+        assert!(help.status.success(), "{}", String::from_utf8_lossy(&help.stderr));
+        assert!(String::from_utf8_lossy(&help.stdout).contains("--public-key"));
 
-        let mut lines: Vec<String> = entries.lines().map(str::to_owned).collect();
-        let mut record: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
+        // The outside verifier catches a changed entry too, and names it as `audit verify` does:
+        // by its index when its exported leaf hash still shows the original ...
         use base64::Engine;
-        let leaf = base64::engine::general_purpose::STANDARD.decode(record["leaf"].as_str().unwrap()).unwrap();
-        let changed = String::from_utf8(leaf).unwrap().replace("success", "denied!");
-        record["leaf"] = base64::engine::general_purpose::STANDARD.encode(changed).into();
-        lines[3] = record.to_string();
-        std::fs::write(out.join("entries.jsonl"), lines.join("\n") + "\n").unwrap();
-        let checked =
-            Command::new(&python).arg(verifier).arg(&out).args(["--public-key", &public_key]).output().unwrap();
-        assert_eq!(checked.status.code(), Some(1), "{}", String::from_utf8_lossy(&checked.stdout));
+        use sha2::Digest;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let verify_changed = |entry: usize, rehash: bool| {
+            let mut lines: Vec<String> = entries.lines().map(str::to_owned).collect();
+            let mut record: serde_json::Value = serde_json::from_str(&lines[entry]).unwrap();
+            let leaf = b64.decode(record["leaf"].as_str().unwrap()).unwrap();
+            let changed = String::from_utf8(leaf).unwrap().replace("success", "denied!");
+            if rehash {
+                record["leaf_hash"] =
+                    b64.encode(sha2::Sha256::new().chain_update([0u8]).chain_update(&changed).finalize()).into();
+            }
+            record["leaf"] = b64.encode(changed).into();
+            lines[entry] = record.to_string();
+            std::fs::write(out.join("entries.jsonl"), lines.join("\n") + "\n").unwrap();
+            let checked =
+                Command::new(&python).arg(verifier).arg(&out).args(["--public-key", &public_key]).output().unwrap();
+            assert_eq!(checked.status.code(), Some(1), "{}", String::from_utf8_lossy(&checked.stdout));
+            String::from_utf8(checked.stdout).unwrap()
+        };
+        let said = verify_changed(3, false);
+        assert!(said.starts_with("FAIL: entry 3 was changed"), "{said}");
+        // ... and by the entries under the first checkpoint whose signed root no longer matches
+        // when the leaf hash was changed with it.
+        let said = verify_changed(3, true);
+        let range = said
+            .split("an entry at index ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|range| range.split_once(".."))
+            .map(|(from, to)| from.parse::<u64>().unwrap()..to.parse::<u64>().unwrap())
+            .unwrap_or_else(|| panic!("no range named: {said}"));
+        assert!(range.contains(&3), "{said}");
     }
 }
 

@@ -50,7 +50,7 @@ pub enum Scope {
     IdentityCustomers,
     /// Invite, disable and unlock staff, define custom roles and ask for role grants.
     AdminStaff,
-    /// Refund payments (checked by the payments module).
+    /// Refund payments. No endpoint checks it: strongroom has no payments; the name is reserved.
     PaymentsRefund,
     /// Register, rotate and delete webhook endpoints; read their delivery logs.
     AdminWebhooks,

@@ -51,7 +51,7 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
     },
     BuiltinRole {
         name: "finance",
-        description: "Refunds payments; sees masked data.",
+        description: "Sees masked data; holds payments:refund, which no endpoint checks (strongroom has no payments).",
         permissions: &[Scope::PaymentsRefund, Scope::VaultRead, Scope::VaultRevealMasked],
     },
     BuiltinRole {
