@@ -96,7 +96,7 @@ async fn staff_member(server: &TestServer, python: &str, email: &str, roles: &[&
     let (status, session) =
         public(server, "/v1/staff/login/totp/confirm", &json!({"challenge": challenge, "code": code})).await;
     assert_eq!(status, 200, "{session}");
-    (session["token"].as_str().unwrap().to_owned(), body["id"].as_str().unwrap().to_owned())
+    (session["session"]["token"].as_str().unwrap().to_owned(), body["id"].as_str().unwrap().to_owned())
 }
 
 async fn one_acceptance_of_an_invitation_wins(backend: Backend) {
@@ -301,7 +301,7 @@ async fn staff_keep_a_second_factor_under_parallel_removals(backend: Backend) {
     let finish = json!({"challenge": started["challenge"], "ceremony": begun["ceremony"], "credential": credential});
     let (status, session) = public(&server, "/v1/staff/login/passkey-enrolment/finish", &finish).await;
     assert_eq!(status, 200, "{session}");
-    let sam = session["token"].as_str().unwrap().to_owned();
+    let sam = session["session"]["token"].as_str().unwrap().to_owned();
     let (status, begun) = send(&server, Some(&sam), Method::POST, "/v1/staff/me/passkeys", None).await;
     assert_eq!(status, 200, "{begun}");
     let credential = authenticator(&python, &["create", "--state", &second, "--origin", &origin], &begun["options"]);
