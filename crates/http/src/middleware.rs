@@ -257,22 +257,9 @@ pub async fn read_whole_body(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, usize::MAX).await {
+    match crate::extract::json::read_body(body).await {
         Ok(bytes) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
-        Err(err) => {
-            let too_large = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
-                || err.to_string().contains("length limit");
-            if too_large {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                    .detail("the request body exceeds the configured limit")
-                    .into_response()
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_request")
-                    .detail("the request body could not be read to its end")
-                    .into_response()
-            }
-        }
+        Err(err) => err.into_response(),
     }
 }
 

@@ -46,7 +46,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Reads the whole body. The body arrives already limited by the router's body-limit layer, whose
 /// error ends the read with 413 after a bounded drain.
-async fn read_body(mut body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(mut body: Body) -> Result<Bytes, ApiError> {
     let mut collected = BytesMut::new();
     loop {
         match body.frame().await {
