@@ -111,7 +111,15 @@ async fn run_backend(name: &str, store: Store, messages: u64) -> anyhow::Result<
         .await?;
     let (url, received) = receiver().await?;
     let actor = AuditEvent::system("bench", Outcome::Success).for_merchant(&merchant);
-    endpoints.create(&merchant, actor, &url, &["webhook.test".to_owned()], "bench").await?;
+    endpoints
+        .create(
+            strongroom_domain::modes::Space { merchant: &merchant, mode: strongroom_domain::modes::Mode::Live },
+            actor,
+            &url,
+            &["webhook.test".to_owned()],
+            "bench",
+        )
+        .await?;
     let sender: Arc<dyn WebhookSender> = Arc::new(strongroom_connectors::webhooks::HttpWebhookSender::new(
         strongroom_connectors::outbound::OutboundSettings { allow_loopback: true, ..Default::default() },
     )?);
@@ -122,7 +130,17 @@ async fn run_backend(name: &str, store: Store, messages: u64) -> anyhow::Result<
     let written = Instant::now();
     let mut batch = Vec::new();
     for _ in 0..messages {
-        batch.extend(outbox.event_messages(Some(&merchant), "webhook.test", serde_json::json!({}), false).await?);
+        batch.extend(
+            outbox
+                .event_messages(
+                    Some(&merchant),
+                    strongroom_domain::modes::Mode::Live,
+                    "webhook.test",
+                    serde_json::json!({}),
+                    false,
+                )
+                .await?,
+        );
         if batch.len() >= 1000 {
             outbox.write(std::mem::take(&mut batch)).await?;
         }

@@ -470,7 +470,8 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
                 format!("{:<30} {:<8} {:<5} {:<30} {:<25} {}\n", "ID", "STATUS", "MODE", "NAME", "LAST USED", "SCOPES");
             let mut cursor: Option<ApiKeyId> = None;
             loop {
-                let page = service.list(&merchant, cursor.as_ref(), 100).await.map_err(describe_domain)?;
+                let page =
+                    service.list(operator_view(&merchant), cursor.as_ref(), 100).await.map_err(describe_domain)?;
                 for key in &page {
                     text.push_str(&format!(
                         "{:<30} {:<8} {:<5} {:<30} {:<25} {}\n",
@@ -494,7 +495,7 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
             let merchant = default_merchant(&core, merchant).await?;
             let id = ApiKeyId::parse(&id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
             let key = service
-                .revoke_recorded(&merchant, &id, cli_event("api_key.revoked", &merchant))
+                .revoke_recorded(operator_view(&merchant), &id, cli_event("api_key.revoked", &merchant))
                 .await
                 .map_err(describe_domain)?;
             print(&format!("{} revoked at {}", key.id, key.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default()));
@@ -507,6 +508,11 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
 }
 
 /// An audit event by an operator at the command line.
+/// The operator at the command line sees every key of the merchant, as a live caller does.
+fn operator_view(merchant: &MerchantId) -> strongroom_domain::modes::Space<'_> {
+    strongroom_domain::modes::Space { merchant, mode: strongroom_domain::modes::Mode::Live }
+}
+
 fn cli_event(action: &'static str, merchant: &MerchantId) -> strongroom_domain::audit::event::AuditEvent {
     use strongroom_domain::audit::event::{ActorKind, AuditEvent, Outcome};
     AuditEvent::by(ActorKind::System, Some("cli".to_owned()), action, Outcome::Success).for_merchant(merchant)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use strongroom_domain::api_keys::{KeyMode, Scope};
+use strongroom_domain::api_keys::{Mode, Scope};
 use strongroom_domain::key_ceremonies::KeyCeremonies;
 use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
 
@@ -109,7 +109,7 @@ async fn approval(
     let service = core.api_keys(config, clock, entropy);
     let principal =
         service.authenticate(token.trim()).await.map_err(|_| anyhow::anyhow!("the approval key was refused"))?;
-    if principal.mode() != KeyMode::Live || !principal.has(Scope::AdminKeys) {
+    if principal.mode() != Mode::Live || !principal.has(Scope::AdminKeys) {
         bail!("the approval key must be a live key holding admin:keys");
     }
     Ok(Some(principal.actor_id().to_owned()))

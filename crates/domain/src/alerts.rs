@@ -7,6 +7,7 @@
 use strongroom_types::Timestamp;
 
 use crate::merchants::MerchantId;
+use crate::modes::Mode;
 
 /// One alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,8 @@ pub struct SecurityAlert {
     pub kind: &'static str,
     /// The merchant concerned.
     pub merchant: Option<MerchantId>,
+    /// The data space it happened in: its webhook event goes to that mode's endpoints.
+    pub mode: Mode,
     /// The object (e.g. the token id).
     pub object: Option<String>,
     /// The actor (e.g. the API key id).
@@ -59,12 +62,15 @@ impl SecurityAlerts {
         };
         let data = serde_json::json!({
             "merchant": alert.merchant.as_ref().map(|m| m.as_str().to_owned()),
+            "livemode": alert.mode.is_live(),
             "object": alert.object,
             "actor": alert.actor,
             "detail": alert.detail,
             "request_id": alert.request_id,
             "at": alert.at.to_rfc3339(),
         });
-        outbox.emit(alert.merchant.as_ref(), &format!("security.{}", alert.kind), data, self.alert_webhook).await
+        outbox
+            .emit(alert.merchant.as_ref(), alert.mode, &format!("security.{}", alert.kind), data, self.alert_webhook)
+            .await
     }
 }

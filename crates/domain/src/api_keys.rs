@@ -19,6 +19,7 @@ use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
 use crate::cache::TtlCache;
 use crate::error::{DomainError, FieldError};
 use crate::merchants::MerchantId;
+pub use crate::modes::Mode;
 use crate::ports::ApiKeyRepository;
 
 define_id!(ApiKeyId, ApiKeyKind, "key");
@@ -75,6 +76,12 @@ impl Scope {
         Scope::AdminWebhooks,
     ];
 
+    /// Whether the scope acts on the whole deployment (its keys, staff, metrics, audit log)
+    /// rather than inside one data space: only live callers may hold these.
+    pub const fn is_deployment_wide(self) -> bool {
+        matches!(self, Scope::AdminKeys | Scope::AdminStaff | Scope::AdminMetrics | Scope::AuditRead)
+    }
+
     /// The scope's stable name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -107,34 +114,6 @@ impl fmt::Display for Scope {
     }
 }
 
-/// Live keys act on real money; test keys only on the sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyMode {
-    /// `sr_live_…`
-    Live,
-    /// `sr_test_…`
-    Test,
-}
-
-impl KeyMode {
-    /// The stable name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            KeyMode::Live => "live",
-            KeyMode::Test => "test",
-        }
-    }
-
-    /// Parses a stable name.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "live" => Some(KeyMode::Live),
-            "test" => Some(KeyMode::Test),
-            _ => None,
-        }
-    }
-}
-
 /// A stored API key (digest only, never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
@@ -145,7 +124,7 @@ pub struct ApiKeyRecord {
     /// A name the shop chose.
     pub name: String,
     /// Live or test.
-    pub mode: KeyMode,
+    pub mode: Mode,
     /// What it may do, sorted and without duplicates.
     pub scopes: Vec<Scope>,
     /// HMAC-SHA-256 of the full key.
@@ -276,11 +255,16 @@ impl Principal {
     }
 
     /// Live or test (staff act live).
-    pub fn mode(&self) -> KeyMode {
+    pub fn mode(&self) -> Mode {
         match &self.who {
             Who::Key(key) => key.mode,
-            Who::Staff(_) => KeyMode::Live,
+            Who::Staff(_) => Mode::Live,
         }
+    }
+
+    /// The data space it acts in: its merchant's live or test objects.
+    pub fn space(&self) -> crate::modes::Space<'_> {
+        crate::modes::Space { merchant: self.merchant_id(), mode: self.mode() }
     }
 
     /// Its scopes.
@@ -291,9 +275,10 @@ impl Principal {
         }
     }
 
-    /// Whether it holds `scope`.
+    /// Whether it may use `scope`: it holds it, and its mode allows it (a test key never uses a
+    /// deployment-wide scope, even one stored on it before that rule).
     pub fn has(&self, scope: Scope) -> bool {
-        self.scopes().contains(&scope)
+        self.mode().allows(scope) && self.scopes().contains(&scope)
     }
 
     /// An audit event by this principal.
@@ -304,6 +289,7 @@ impl Principal {
     ) -> crate::audit::event::AuditEvent {
         crate::audit::event::AuditEvent::by(self.actor_kind(), Some(self.actor_id().to_owned()), action, outcome)
             .for_merchant(self.merchant_id())
+            .in_mode(self.mode())
     }
 }
 
@@ -352,7 +338,7 @@ pub struct Grant<'a> {
     /// Its scopes.
     pub scopes: &'a [Scope],
     /// Its mode: a test key creates only test keys.
-    pub mode: KeyMode,
+    pub mode: Mode,
     /// Its expiry: a new key expires no later.
     pub expires_at: Option<Timestamp>,
 }
@@ -363,7 +349,7 @@ impl Principal {
     pub fn grant(&self) -> Grant<'_> {
         match &self.who {
             Who::Key(key) => Grant { scopes: &key.scopes, mode: key.mode, expires_at: key.expires_at },
-            Who::Staff(staff) => Grant { scopes: &staff.grantable, mode: KeyMode::Live, expires_at: None },
+            Who::Staff(staff) => Grant { scopes: &staff.grantable, mode: Mode::Live, expires_at: None },
         }
     }
 }
@@ -383,10 +369,10 @@ const SECRET_CHARS: usize = 52;
 const ID_CHARS: usize = 26;
 
 /// Splits a presented key into mode and id; `None` when it is not of the key form.
-pub fn parse_presented(token: &str) -> Option<(KeyMode, ApiKeyId)> {
+pub fn parse_presented(token: &str) -> Option<(Mode, ApiKeyId)> {
     let rest = token.strip_prefix(KEY_PREFIX)?;
     let (mode, rest) = rest.split_once('_')?;
-    let mode = KeyMode::parse(mode)?;
+    let mode = Mode::parse(mode)?;
     let (id_body, secret) = rest.split_once('_')?;
     if id_body.len() != ID_CHARS || secret.len() != SECRET_CHARS {
         return None;
@@ -486,14 +472,16 @@ impl ApiKeyService {
         Ok(created)
     }
 
-    /// Revokes a key and records it (`actor`: who and from where).
+    /// Revokes a key `viewer` may see and records it (`actor`: who and from where).
     pub async fn revoke_recorded(
         &self,
-        merchant: &MerchantId,
+        viewer: crate::modes::Space<'_>,
         id: &ApiKeyId,
         actor: crate::audit::event::AuditEvent,
     ) -> Result<ApiKeyRecord, DomainError> {
-        let record = self.revoke(merchant, id).await?;
+        // A key's mode never changes, so checking it first leaves no race.
+        self.get(viewer, id).await?;
+        let record = self.revoke(viewer.merchant, id).await?;
         if let Some(audit) = &self.audit {
             audit.record(actor.with_action("api_key.revoked").on("api_key", record.id.as_str())).await?;
         }
@@ -529,14 +517,24 @@ impl ApiKeyService {
         }
         scopes.sort();
         scopes.dedup();
-        let default_mode = granter.map_or(KeyMode::Live, |g| g.mode);
+        let default_mode = granter.map_or(Mode::Live, |g| g.mode);
         let mode = match input.mode.as_deref() {
             None => default_mode,
-            Some(text) => KeyMode::parse(text).unwrap_or_else(|| {
+            Some(text) => Mode::parse(text).unwrap_or_else(|| {
                 errors.push(FieldError::new("/mode", "must be \"live\" or \"test\""));
-                KeyMode::Live
+                Mode::Live
             }),
         };
+        if mode == Mode::Test {
+            for (i, text) in input.scopes.iter().enumerate() {
+                if Scope::parse(text).is_some_and(|scope| !mode.allows(scope)) {
+                    errors.push(FieldError::new(
+                        format!("/scopes/{i}"),
+                        "acts on the whole deployment and is not available to test keys",
+                    ));
+                }
+            }
+        }
         if input.expires_at.is_some_and(|at| at <= now) {
             errors.push(FieldError::new("/expires_at", "must lie in the future"));
         }
@@ -555,7 +553,7 @@ impl ApiKeyService {
             if scopes.iter().any(|s| !granter.scopes.contains(s)) {
                 return Err(DomainError::Forbidden("a key cannot grant a scope it does not hold"));
             }
-            if granter.mode == KeyMode::Test && mode == KeyMode::Live {
+            if granter.mode == Mode::Test && mode == Mode::Live {
                 return Err(DomainError::Forbidden("a test key cannot create a live key"));
             }
         }
@@ -672,19 +670,24 @@ impl ApiKeyService {
         }
     }
 
-    /// One key of the merchant.
-    pub async fn get(&self, merchant: &MerchantId, id: &ApiKeyId) -> Result<ApiKeyRecord, DomainError> {
-        self.repo.get(merchant, id).await?.ok_or(DomainError::NotFound)
+    /// One key of the merchant that `viewer` may see: a live caller sees every key of its
+    /// merchant, a test caller only test keys (a live key answers as a missing one).
+    pub async fn get(&self, viewer: crate::modes::Space<'_>, id: &ApiKeyId) -> Result<ApiKeyRecord, DomainError> {
+        match self.repo.get(viewer.merchant, id).await? {
+            Some(record) if viewer.mode == Mode::Live || record.mode == Mode::Test => Ok(record),
+            _ => Err(DomainError::NotFound),
+        }
     }
 
-    /// The merchant's keys, newest first.
+    /// The keys `viewer` may see, newest first.
     pub async fn list(
         &self,
-        merchant: &MerchantId,
+        viewer: crate::modes::Space<'_>,
         starting_after: Option<&ApiKeyId>,
         limit: u32,
     ) -> Result<Vec<ApiKeyRecord>, DomainError> {
-        Ok(self.repo.list(merchant, starting_after, limit).await?)
+        let only = (viewer.mode == Mode::Test).then_some(Mode::Test);
+        Ok(self.repo.list(viewer.merchant, only, starting_after, limit).await?)
     }
 
     /// Revokes a key, effective at once on this node. Revoking twice is harmless.
@@ -713,8 +716,8 @@ mod tests {
         let id = ApiKeyId::generate(&OsEntropy);
         let body = id.as_str().trim_start_matches("key_");
         let secret = "a".repeat(52);
-        assert_eq!(parse_presented(&format!("sr_live_{body}_{secret}")), Some((KeyMode::Live, id.clone())));
-        assert_eq!(parse_presented(&format!("sr_test_{body}_{secret}")), Some((KeyMode::Test, id.clone())));
+        assert_eq!(parse_presented(&format!("sr_live_{body}_{secret}")), Some((Mode::Live, id.clone())));
+        assert_eq!(parse_presented(&format!("sr_test_{body}_{secret}")), Some((Mode::Test, id.clone())));
         assert_eq!(parse_presented(&format!("sr_prod_{body}_{secret}")), None);
         assert_eq!(parse_presented(&format!("sr_live_{body}_{}", "a".repeat(51))), None);
         assert_eq!(parse_presented(&format!("sr_live_{body}_{}", "A".repeat(52))), None);

@@ -25,6 +25,8 @@ pub enum GateError {
     Unauthenticated,
     /// A valid caller without the scope (403).
     MissingScope(Scope),
+    /// A test-mode caller asking for a deployment-wide scope (403).
+    LiveModeRequired(Scope),
     /// The refusal could not be recorded, or storage failed while checking.
     Failed(DomainError),
 }
@@ -90,6 +92,14 @@ impl Gate<'_> {
             }
             Err(AuthError::Store(err)) => return Err(GateError::Failed(err.into())),
         };
+        if let Some(required) = scope
+            && !principal.mode().allows(required)
+        {
+            let event =
+                principal.event("authz.denied", Outcome::Denied("live_mode_required")).on("scope", required.as_str());
+            self.record(event, client).await?;
+            return Err(GateError::LiveModeRequired(required));
+        }
         if let Some(required) = scope
             && !principal.has(required)
         {

@@ -20,6 +20,7 @@ pub mod key_ceremonies;
 pub mod keyring;
 pub mod mail;
 pub mod merchants;
+pub mod modes;
 pub mod oauth;
 pub mod outbox;
 pub mod passkeys;

@@ -14,6 +14,7 @@ use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
 use crate::audit::event::{AuditEvent, Outcome};
 use crate::audit::log::AuditLog;
 use crate::merchants::MerchantId;
+use crate::modes::{Mode, Space};
 use crate::outbox::ports::DeliveryRecord;
 use crate::outbox::{Outbox, OutboxRepository};
 use crate::{DomainError, StoreError};
@@ -53,6 +54,8 @@ pub struct EndpointRecord {
     pub id: String,
     /// Owner.
     pub merchant: MerchantId,
+    /// The data space whose events it receives.
+    pub mode: Mode,
     /// Where events go.
     pub url: String,
     /// Subscribed event types (`*` for all).
@@ -100,8 +103,9 @@ pub trait WebhookRepository: Send + Sync + std::fmt::Debug {
     async fn set_endpoint_status(&self, merchant: &MerchantId, id: &str, status: &str) -> Result<bool, StoreError>;
     /// Endpoints that delivered (`true`: clears `failing_since`) or only failed (sets it if unset).
     async fn record_endpoint_health(&self, outcomes: &[(String, bool)], at: Timestamp) -> Result<(), StoreError>;
-    /// Disables enabled endpoints failing since before `before`; returns them (id, merchant).
-    async fn disable_failing_endpoints(&self, before: Timestamp) -> Result<Vec<(String, MerchantId)>, StoreError>;
+    /// Disables enabled endpoints failing since before `before`; returns them (id, merchant, mode).
+    async fn disable_failing_endpoints(&self, before: Timestamp)
+    -> Result<Vec<(String, MerchantId, Mode)>, StoreError>;
 }
 
 /// An endpoint as the API shows it (no secret).
@@ -115,6 +119,8 @@ pub struct EndpointView {
     pub url: String,
     /// Subscribed event types.
     pub event_types: Vec<String>,
+    /// Whether it receives live events (false: the test data space's).
+    pub livemode: bool,
     /// Free text.
     pub description: String,
     /// `enabled` or `disabled`.
@@ -207,6 +213,7 @@ fn view(record: &EndpointRecord) -> EndpointView {
         id: record.id.clone(),
         url: record.url.clone(),
         event_types: record.event_types.clone(),
+        livemode: record.mode.is_live(),
         description: record.description.clone(),
         status: record.status.clone(),
         failing_since: record.failing_since.map(Timestamp::to_rfc3339),
@@ -299,10 +306,10 @@ impl WebhookEndpoints {
         Ok(())
     }
 
-    /// Registers an endpoint; the secret is in the answer and nowhere else.
+    /// Registers an endpoint in a data space; the secret is in the answer and nowhere else.
     pub async fn create(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         actor: AuditEvent,
         url: &str,
         event_types: &[String],
@@ -322,7 +329,8 @@ impl WebhookEndpoints {
         let (text, raw) = self.new_secret();
         let record = EndpointRecord {
             id: id.clone(),
-            merchant: merchant.clone(),
+            merchant: space.merchant.clone(),
+            mode: space.mode,
             url: url.to_owned(),
             event_types,
             description: description.to_owned(),
@@ -339,19 +347,30 @@ impl WebhookEndpoints {
         Ok(EndpointWithSecret { endpoint: view(&record), secret: text })
     }
 
-    /// The merchant's endpoints.
-    pub async fn list(&self, merchant: &MerchantId) -> Result<Vec<EndpointView>, DomainError> {
-        Ok(self.repo.endpoints(merchant).await?.iter().map(view).collect())
+    /// The endpoints of a data space.
+    pub async fn list(&self, space: Space<'_>) -> Result<Vec<EndpointView>, DomainError> {
+        let all = self.repo.endpoints(space.merchant).await?;
+        Ok(all.iter().filter(|r| r.mode == space.mode).map(view).collect())
+    }
+
+    /// An endpoint of the data space: another merchant's or mode's answers as a missing one.
+    async fn endpoint_in(&self, space: Space<'_>, id: &str) -> Result<EndpointRecord, DomainError> {
+        match self.repo.endpoint(Some(space.merchant), id).await? {
+            Some(record) if space.holds(&record.merchant, record.mode) => Ok(record),
+            _ => Err(DomainError::NotFound),
+        }
     }
 
     /// One endpoint.
-    pub async fn get(&self, merchant: &MerchantId, id: &str) -> Result<EndpointView, DomainError> {
-        self.repo.endpoint(Some(merchant), id).await?.map(|r| view(&r)).ok_or(DomainError::NotFound)
+    pub async fn get(&self, space: Space<'_>, id: &str) -> Result<EndpointView, DomainError> {
+        Ok(view(&self.endpoint_in(space, id).await?))
     }
 
     /// Deletes an endpoint; its pending deliveries are given up.
-    pub async fn delete(&self, merchant: &MerchantId, actor: AuditEvent, id: &str) -> Result<(), DomainError> {
-        if !self.repo.delete_endpoint(merchant, id, self.clock.now()).await? {
+    pub async fn delete(&self, space: Space<'_>, actor: AuditEvent, id: &str) -> Result<(), DomainError> {
+        // An endpoint's mode never changes, so checking it first leaves no race.
+        self.endpoint_in(space, id).await?;
+        if !self.repo.delete_endpoint(space.merchant, id, self.clock.now()).await? {
             return Err(DomainError::NotFound);
         }
         self.audit(actor.on("webhook_endpoint", id).with_action("webhook_endpoint.deleted")).await
@@ -360,11 +379,12 @@ impl WebhookEndpoints {
     /// A new secret; the old one keeps signing (a second signature) for [`SECRET_OVERLAP`].
     pub async fn rotate_secret(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         actor: AuditEvent,
         id: &str,
     ) -> Result<EndpointWithSecret, DomainError> {
-        self.repo.endpoint(Some(merchant), id).await?.ok_or(DomainError::NotFound)?;
+        self.endpoint_in(space, id).await?;
+        let merchant = space.merchant;
         let (text, raw) = self.new_secret();
         let until = self.clock.now().saturating_add(SECRET_OVERLAP);
         if !self.repo.rotate_endpoint_secret(merchant, id, &self.seal(id, &raw), until).await? {
@@ -378,42 +398,43 @@ impl WebhookEndpoints {
     /// Enables or disables an endpoint by hand.
     pub async fn set_enabled(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         actor: AuditEvent,
         id: &str,
         enabled: bool,
     ) -> Result<EndpointView, DomainError> {
+        self.endpoint_in(space, id).await?;
         let status = if enabled { "enabled" } else { "disabled" };
-        if !self.repo.set_endpoint_status(merchant, id, status).await? {
+        if !self.repo.set_endpoint_status(space.merchant, id, status).await? {
             return Err(DomainError::NotFound);
         }
         let action = if enabled { "webhook_endpoint.enabled" } else { "webhook_endpoint.disabled" };
         self.audit(actor.on("webhook_endpoint", id).with_action(action)).await?;
-        self.get(merchant, id).await
+        self.get(space, id).await
     }
 
     /// The delivery log of an endpoint, newest first.
     pub async fn deliveries(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         id: &str,
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, DomainError> {
-        self.repo.endpoint(Some(merchant), id).await?.ok_or(DomainError::NotFound)?;
-        Ok(self.outbox_repo.deliveries(merchant, id, before, limit.clamp(1, 100)).await?)
+        self.endpoint_in(space, id).await?;
+        Ok(self.outbox_repo.deliveries(space.merchant, id, before, limit.clamp(1, 100)).await?)
     }
 
     /// Sends a delivered or given-up message again (same event id).
     pub async fn redeliver(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         actor: AuditEvent,
         id: &str,
         delivery: &str,
     ) -> Result<(), DomainError> {
-        self.repo.endpoint(Some(merchant), id).await?.ok_or(DomainError::NotFound)?;
-        if !self.outbox_repo.redeliver(merchant, id, delivery, self.clock.now()).await? {
+        self.endpoint_in(space, id).await?;
+        if !self.outbox_repo.redeliver(space.merchant, id, delivery, self.clock.now()).await? {
             return Err(DomainError::NotFound);
         }
         self.audit(actor.on("webhook_delivery", delivery).with_action("webhook_endpoint.redelivery_requested")).await?;
@@ -422,14 +443,19 @@ impl WebhookEndpoints {
     }
 
     /// Sends a `webhook.test` event to one endpoint.
-    pub async fn send_test(&self, merchant: &MerchantId, id: &str) -> Result<String, DomainError> {
-        let record = self.repo.endpoint(Some(merchant), id).await?.ok_or(DomainError::NotFound)?;
+    pub async fn send_test(&self, space: Space<'_>, id: &str) -> Result<String, DomainError> {
+        let record = self.endpoint_in(space, id).await?;
         if record.status != "enabled" {
             return Err(DomainError::Conflict("endpoint_disabled", "the endpoint is disabled; enable it first"));
         }
         // To this endpoint alone, whether or not it subscribed to `webhook.test`.
-        let message =
-            self.outbox.endpoint_message(merchant, &record.id, "webhook.test", serde_json::json!({"endpoint": id}));
+        let message = self.outbox.endpoint_message(
+            space.merchant,
+            space.mode,
+            &record.id,
+            "webhook.test",
+            serde_json::json!({"endpoint": id}),
+        );
         let event_id = message.event_id.clone();
         let messages = vec![message];
         self.outbox.write(messages).await?;
@@ -475,13 +501,14 @@ impl WebhookEndpoints {
             now.unix_millis() - i64::try_from(DISABLE_AFTER.as_millis()).unwrap_or(i64::MAX),
         );
         let disabled = self.repo.disable_failing_endpoints(before).await?;
-        for (id, merchant) in &disabled {
+        for (id, merchant, mode) in &disabled {
             let event = AuditEvent::system("webhook_endpoint.disabled", Outcome::Failed("failing_for_5_days"))
                 .for_merchant(merchant)
+                .in_mode(*mode)
                 .on("webhook_endpoint", id);
             self.audit(event).await?;
             let data = serde_json::json!({"endpoint": id, "reason": "failing_for_5_days"});
-            self.outbox.emit(Some(merchant), "security.webhook_endpoint_disabled", data, true).await?;
+            self.outbox.emit(Some(merchant), *mode, "security.webhook_endpoint_disabled", data, true).await?;
             if let Some(staff) = self.owners.get() {
                 let lines = [
                     format!(

@@ -3,7 +3,7 @@
 //! revealed value) prints it masked with `{:?}`: one test per type, each with a canary in every
 //! secret field. The HTTP answers built from them are tested in `http/src/routes/secret_debug.rs`.
 
-use strongroom_domain::api_keys::{ApiKeyId, ApiKeyRecord, CreatedApiKey, KeyMode, Principal, Scope, StaffPrincipal};
+use strongroom_domain::api_keys::{ApiKeyId, ApiKeyRecord, CreatedApiKey, Mode, Principal, Scope, StaffPrincipal};
 use strongroom_domain::bootstrap::Bootstrapped;
 use strongroom_domain::identity::accounts::LoginOutcome;
 use strongroom_domain::identity::factors::TotpEnrolment;
@@ -88,7 +88,7 @@ fn created_api_key_masks_the_key() {
             id: ApiKeyId::generate(&OsEntropy),
             merchant_id: merchant_id(),
             name: "ci".into(),
-            mode: KeyMode::Live,
+            mode: Mode::Live,
             scopes: vec![Scope::VaultRead],
             digest: vec![0; 32],
             created_at: T,
@@ -174,6 +174,7 @@ fn endpoint_with_secret_masks_the_signing_secret() {
             id: "we_1".into(),
             url: "https://shop.example/hooks".into(),
             event_types: vec!["*".into()],
+            livemode: true,
             description: String::new(),
             status: "enabled".into(),
             failing_since: None,
@@ -192,6 +193,7 @@ fn revealed_masks_the_value() {
             id: "tok_1".into(),
             kind: ValueKind::Email,
             customer: None,
+            livemode: true,
             display: serde_json::Map::new(),
             metadata: None,
             created_at: T,

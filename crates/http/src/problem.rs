@@ -111,6 +111,12 @@ impl ApiError {
             .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strongroom\""))
     }
 
+    /// 403 `live_mode_required`: a test key asked for a deployment-wide scope.
+    pub fn live_mode_required(scope: strongroom_domain::api_keys::Scope) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "live_mode_required")
+            .detail(format!("{scope} acts on the whole deployment; only a live key (sr_live_…) may use it"))
+    }
+
     /// 503 with `Retry-After`.
     pub fn unavailable(code: &'static str, retry_after_secs: u32) -> Self {
         let value = HeaderValue::from(retry_after_secs);
@@ -143,6 +149,7 @@ impl ApiError {
             "method_not_allowed" => "Method not allowed",
             "unauthenticated" => "Authentication required",
             "insufficient_scope" => "The API key lacks a required scope",
+            "live_mode_required" => "Only a live key may do this",
             "forbidden" => "Forbidden",
             "timeout" => "The request took too long",
             "overloaded" => "The server is overloaded",

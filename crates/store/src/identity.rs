@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use sqlx::FromRow;
 use strongroom_domain::StoreError;
 use strongroom_domain::merchants::MerchantId;
+use strongroom_domain::modes::Mode;
 use strongroom_domain::ports::{
     AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord, IdentityRepository, LoginFailures,
 };
@@ -47,6 +48,7 @@ struct CustomerRow {
     pending_email_lookup: Option<Vec<u8>>,
     pending_email_sealed: Option<Vec<u8>>,
     created_at: i64,
+    mode: String,
 }
 
 impl TryFrom<CustomerRow> for CustomerRecord {
@@ -55,6 +57,7 @@ impl TryFrom<CustomerRow> for CustomerRecord {
         Ok(CustomerRecord {
             id: row.id,
             merchant_id: merchant(&row.merchant_id)?,
+            mode: Mode::parse(&row.mode).ok_or_else(|| corrupt("customer mode"))?,
             email_lookup: row.email_lookup,
             email_sealed: row.email_sealed,
             data_key_id: row.data_key_id,
@@ -73,7 +76,7 @@ impl TryFrom<CustomerRow> for CustomerRecord {
 }
 
 const CUSTOMER_COLUMNS: &str = "id, merchant_id, email_lookup, email_sealed, data_key_id, email_verified_at, \
-     password_hash, password_changed_at, status, totp_sealed, totp_confirmed_at, totp_last_step, phrase_sealed, pending_email_lookup, pending_email_sealed, created_at";
+     password_hash, password_changed_at, status, totp_sealed, totp_confirmed_at, totp_last_step, phrase_sealed, pending_email_lookup, pending_email_sealed, created_at, mode";
 
 #[derive(FromRow)]
 struct ChallengeRow {
@@ -126,7 +129,7 @@ const CHALLENGE_COLUMNS: &str = "id, merchant_id, customer_id, purpose, binding_
 impl IdentityRepository for Store {
     async fn insert_customer(&self, c: &CustomerRecord) -> Result<bool, StoreError> {
         let sql = format!(
-            "INSERT INTO customers ({CUSTOMER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+            "INSERT INTO customers ({CUSTOMER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT DO NOTHING"
         );
         on_pool!(self, pool => sqlx::query(&sql)
@@ -146,16 +149,22 @@ impl IdentityRepository for Store {
             .bind(c.pending_email.as_ref().map(|(lookup, _)| lookup.clone()))
             .bind(c.pending_email.as_ref().map(|(_, sealed)| sealed.clone()))
             .bind(c.created_at.unix_millis())
+            .bind(c.mode.as_str())
             .execute(pool)
             .await
             .map(|r| r.rows_affected() == 1))
         .map_err(store_error)
     }
 
-    async fn customer(&self, merchant: &MerchantId, id: &str) -> Result<Option<CustomerRecord>, StoreError> {
-        let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE merchant_id = $1 AND id = $2");
+    async fn customer(
+        &self,
+        merchant: &MerchantId,
+        mode: Mode,
+        id: &str,
+    ) -> Result<Option<CustomerRecord>, StoreError> {
+        let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE merchant_id = $1 AND id = $2 AND mode = $3");
         let row: Option<CustomerRow> = on_pool!(self, pool =>
-            sqlx::query_as(&sql).bind(merchant.as_str()).bind(id).fetch_optional(pool).await)
+            sqlx::query_as(&sql).bind(merchant.as_str()).bind(id).bind(mode.as_str()).fetch_optional(pool).await)
         .map_err(store_error)?;
         row.map(TryInto::try_into).transpose()
     }
@@ -163,11 +172,14 @@ impl IdentityRepository for Store {
     async fn customer_by_email(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         lookup: &[u8],
     ) -> Result<Option<CustomerRecord>, StoreError> {
-        let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE merchant_id = $1 AND email_lookup = $2");
+        let sql = format!(
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE merchant_id = $1 AND email_lookup = $2 AND mode = $3"
+        );
         let row: Option<CustomerRow> = on_pool!(self, pool =>
-            sqlx::query_as(&sql).bind(merchant.as_str()).bind(lookup).fetch_optional(pool).await)
+            sqlx::query_as(&sql).bind(merchant.as_str()).bind(lookup).bind(mode.as_str()).fetch_optional(pool).await)
         .map_err(store_error)?;
         row.map(TryInto::try_into).transpose()
     }

@@ -7,6 +7,7 @@ use sqlx::{Connection, FromRow};
 use strongroom_domain::StoreError;
 use strongroom_domain::jobs::{JobRecord, JobRepository, LeaderRecord, Leadership};
 use strongroom_domain::merchants::MerchantId;
+use strongroom_domain::modes::Mode;
 use strongroom_domain::outbox::ports::DeliveryRecord;
 use strongroom_domain::outbox::{Channel, DeliveryResult, OutboxMessage, OutboxRepository, OutboxStats};
 use strongroom_domain::webhooks::{EndpointRecord, WebhookRepository, subscribes};
@@ -267,14 +268,16 @@ impl OutboxRepository for Store {
     async fn subscribed_endpoints(
         &self,
         merchant: Option<&MerchantId>,
+        mode: Mode,
         event_type: &str,
     ) -> Result<Vec<(String, MerchantId)>, StoreError> {
         let rows: Vec<(String, String, String)> = on_pool!(self, pool =>
             sqlx::query_as(
                 "SELECT id, merchant_id, event_types FROM webhook_endpoints \
-                 WHERE ($1 IS NULL OR merchant_id = $1) AND status = 'enabled' ORDER BY created_at",
+                 WHERE ($1 IS NULL OR merchant_id = $1) AND mode = $2 AND status = 'enabled' ORDER BY created_at",
             )
             .bind(merchant.map(|m| m.as_str()))
+            .bind(mode.as_str())
             .fetch_all(pool)
             .await
         )
@@ -367,6 +370,7 @@ struct EndpointRow {
     status: String,
     failing_since: Option<i64>,
     created_at: i64,
+    mode: String,
 }
 
 impl TryFrom<EndpointRow> for EndpointRecord {
@@ -375,6 +379,7 @@ impl TryFrom<EndpointRow> for EndpointRecord {
         Ok(EndpointRecord {
             id: row.id,
             merchant: MerchantId::parse(&row.merchant_id).map_err(|_| corrupt("merchant id"))?,
+            mode: Mode::parse(&row.mode).ok_or_else(|| corrupt("endpoint mode"))?,
             url: row.url,
             event_types: parse_types(&row.event_types),
             description: row.description,
@@ -391,7 +396,7 @@ impl TryFrom<EndpointRow> for EndpointRecord {
 }
 
 const ENDPOINT_COLUMNS: &str = "id, merchant_id, url, description, event_types, secret_sealed, previous_secret_sealed, \
-     previous_secret_until, status, failing_since, created_at";
+     previous_secret_until, status, failing_since, created_at, mode";
 
 #[async_trait]
 impl WebhookRepository for Store {
@@ -408,7 +413,7 @@ impl WebhookRepository for Store {
                 .await?;
             let inserted = sqlx::query(
                 "INSERT INTO webhook_endpoints (id, merchant_id, url, description, event_types, secret_sealed, status, \
-                 created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                 created_at, mode) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $10 \
                  WHERE (SELECT COUNT(*) FROM webhook_endpoints WHERE merchant_id = $2) < $9",
             )
             .bind(&e.id)
@@ -420,6 +425,7 @@ impl WebhookRepository for Store {
             .bind(&e.status)
             .bind(e.created_at.unix_millis())
             .bind(i64::from(max))
+            .bind(e.mode.as_str())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -539,18 +545,26 @@ impl WebhookRepository for Store {
         .map_err(store_error)
     }
 
-    async fn disable_failing_endpoints(&self, before: Timestamp) -> Result<Vec<(String, MerchantId)>, StoreError> {
-        let rows: Vec<(String, String)> = on_pool!(self, pool =>
+    async fn disable_failing_endpoints(
+        &self,
+        before: Timestamp,
+    ) -> Result<Vec<(String, MerchantId, Mode)>, StoreError> {
+        let rows: Vec<(String, String, String)> = on_pool!(self, pool =>
             sqlx::query_as(
                 "UPDATE webhook_endpoints SET status = 'disabled' WHERE status = 'enabled' AND failing_since < $1 \
-                 RETURNING id, merchant_id",
+                 RETURNING id, merchant_id, mode",
             )
             .bind(before.unix_millis())
             .fetch_all(pool)
             .await
         )
         .map_err(store_error)?;
-        rows.into_iter().map(|(id, m)| Ok((id, MerchantId::parse(&m).map_err(|_| corrupt("merchant id"))?))).collect()
+        rows.into_iter()
+            .map(|(id, m, mode)| {
+                let merchant = MerchantId::parse(&m).map_err(|_| corrupt("merchant id"))?;
+                Ok((id, merchant, Mode::parse(&mode).ok_or_else(|| corrupt("endpoint mode"))?))
+            })
+            .collect()
     }
 }
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::FromRow;
 use strongroom_domain::StoreError;
-use strongroom_domain::api_keys::{ApiKeyId, ApiKeyRecord, KeyMode, Scope};
+use strongroom_domain::api_keys::{ApiKeyId, ApiKeyRecord, Mode, Scope};
 use strongroom_domain::merchants::{Merchant, MerchantId};
 use strongroom_domain::ports::{
     ApiKeyRepository, BootstrapRecords, HealthRepository, KeyringRepository, MerchantRepository, WrappedKey,
@@ -60,7 +60,7 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
             id: ApiKeyId::parse(&row.id).map_err(|_| corrupt("api key id"))?,
             merchant_id: MerchantId::parse(&row.merchant_id).map_err(|_| corrupt("merchant id"))?,
             name: row.name,
-            mode: KeyMode::parse(&row.mode).ok_or_else(|| corrupt("api key mode"))?,
+            mode: Mode::parse(&row.mode).ok_or_else(|| corrupt("api key mode"))?,
             scopes,
             digest: row.digest,
             created_at: Timestamp::from_unix_millis(row.created_at),
@@ -197,23 +197,25 @@ impl ApiKeyRepository for Store {
     async fn list(
         &self,
         merchant: &MerchantId,
+        only: Option<Mode>,
         starting_after: Option<&ApiKeyId>,
         limit: u32,
     ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let only = only.map(Mode::as_str);
         let rows: Vec<ApiKeyRow> = match starting_after {
             None => {
                 let sql = format!(
-                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE merchant_id = $1 \
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE merchant_id = $1 AND ($3 IS NULL OR mode = $3) \
                      ORDER BY created_at DESC, id DESC LIMIT $2"
                 );
                 on_pool!(self, pool =>
-                    sqlx::query_as(&sql).bind(merchant.as_str()).bind(i64::from(limit)).fetch_all(pool).await
+                    sqlx::query_as(&sql).bind(merchant.as_str()).bind(i64::from(limit)).bind(only).fetch_all(pool).await
                 )
             }
             Some(cursor) => {
                 let sql = format!(
-                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE merchant_id = $1 AND (created_at, id) < \
-                     (SELECT created_at, id FROM api_keys WHERE merchant_id = $1 AND id = $2) \
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE merchant_id = $1 AND ($4 IS NULL OR mode = $4) \
+                     AND (created_at, id) < (SELECT created_at, id FROM api_keys WHERE merchant_id = $1 AND id = $2) \
                      ORDER BY created_at DESC, id DESC LIMIT $3"
                 );
                 on_pool!(self, pool =>
@@ -221,6 +223,7 @@ impl ApiKeyRepository for Store {
                         .bind(merchant.as_str())
                         .bind(cursor.as_str())
                         .bind(i64::from(limit))
+                        .bind(only)
                         .fetch_all(pool)
                         .await
                 )

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use sqlx::FromRow;
 use strongroom_domain::StoreError;
 use strongroom_domain::merchants::MerchantId;
+use strongroom_domain::modes::Mode;
 use strongroom_domain::ports::{
     DataKeyRecord, KekRecord, KekState, RewrappedKey, TokenInsert, TokenRecord, VaultRepository,
 };
@@ -55,6 +56,7 @@ struct DataKeyRow {
     kek_version: i64,
     wrapped: Vec<u8>,
     created_at: i64,
+    mode: String,
 }
 
 impl TryFrom<DataKeyRow> for DataKeyRecord {
@@ -63,6 +65,7 @@ impl TryFrom<DataKeyRow> for DataKeyRecord {
         Ok(DataKeyRecord {
             id: row.id,
             merchant_id: MerchantId::parse(&row.merchant_id).map_err(|_| corrupt("merchant id"))?,
+            mode: Mode::parse(&row.mode).ok_or_else(|| corrupt("data key mode"))?,
             customer: row.customer_id,
             kek_version: version(row.kek_version)?,
             wrapped: row.wrapped,
@@ -71,7 +74,7 @@ impl TryFrom<DataKeyRow> for DataKeyRecord {
     }
 }
 
-const DATA_KEY_COLUMNS: &str = "id, merchant_id, customer_id, kek_version, wrapped, created_at";
+const DATA_KEY_COLUMNS: &str = "id, merchant_id, customer_id, kek_version, wrapped, created_at, mode";
 
 #[derive(FromRow, Clone)]
 pub(crate) struct TokenRow {
@@ -90,6 +93,7 @@ pub(crate) struct TokenRow {
     created_at: i64,
     expires_at: Option<i64>,
     erased_at: Option<i64>,
+    mode: String,
 }
 
 impl TokenRow {
@@ -111,6 +115,7 @@ impl TokenRow {
             created_at: row.get(12)?,
             expires_at: row.get(13)?,
             erased_at: row.get(14)?,
+            mode: row.get(15)?,
         })
     }
 }
@@ -121,6 +126,7 @@ impl TryFrom<TokenRow> for TokenRecord {
         Ok(TokenRecord {
             id: row.id,
             merchant_id: MerchantId::parse(&row.merchant_id).map_err(|_| corrupt("merchant id"))?,
+            mode: Mode::parse(&row.mode).ok_or_else(|| corrupt("token mode"))?,
             customer: row.customer_id,
             kind: ValueKind::parse(&row.kind).ok_or_else(|| corrupt("token kind"))?,
             data_key_id: row.data_key_id,
@@ -139,18 +145,19 @@ impl TryFrom<TokenRow> for TokenRecord {
 }
 
 const TOKEN_COLUMNS: &str = "id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, \
-                             fingerprint_version, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at";
+                             fingerprint_version, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, \
+                             mode";
 
 /// A token by id: the vault's hottest query, built once.
 static SELECT_TOKEN_BY_ID: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = $1"));
 
 const INSERT_TOKEN: &str = "INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, ciphertext, \
-     fingerprint, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, fingerprint_version) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14) ON CONFLICT DO NOTHING";
+     fingerprint, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, fingerprint_version, mode) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14, $15) ON CONFLICT DO NOTHING";
 
 const DELETE_EXPIRED_DEDUPE_HOLDER: &str = "DELETE FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 \
-     AND dedupe_fp = $3 AND expires_at IS NOT NULL AND expires_at <= $4";
+     AND dedupe_fp = $3 AND expires_at IS NOT NULL AND expires_at <= $4 AND mode = $5";
 
 /// Tokens by id on PostgreSQL, many in one statement: the fetch behind [`Store`]'s coalesced token
 /// reads. A read retries once on a fresh connection when an idle one was dead.
@@ -175,9 +182,12 @@ pub(crate) fn pg_tokens_by_ids(
     })
 }
 
-/// The deduplicated token of a merchant, kind and dedupe key.
+/// The deduplicated token of a merchant's data space, kind and dedupe key.
 fn select_by_dedupe_key() -> String {
-    format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND dedupe_fp = $3")
+    format!(
+        "SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND dedupe_fp = $3 \
+         AND mode = $4"
+    )
 }
 
 /// Inserts tokens on one connection inside the caller's transaction.
@@ -191,6 +201,7 @@ macro_rules! insert_tokens_in {
                     .bind(token.kind.as_str())
                     .bind(dedupe.as_slice())
                     .bind($now.unix_millis())
+                    .bind(token.mode.as_str())
                     .execute(&mut *$tx)
                     .await?;
             }
@@ -209,6 +220,7 @@ macro_rules! insert_tokens_in {
                 .bind(token.created_at.unix_millis())
                 .bind(token.expires_at.map(Timestamp::unix_millis))
                 .bind(i64::from(token.fingerprint_version))
+                .bind(token.mode.as_str())
                 .execute(&mut *$tx)
                 .await?
                 .rows_affected();
@@ -222,6 +234,7 @@ macro_rules! insert_tokens_in {
                         .bind(token.merchant_id.as_str())
                         .bind(token.kind.as_str())
                         .bind(dedupe.as_slice())
+                        .bind(token.mode.as_str())
                         .fetch_optional(&mut *$tx)
                         .await?
                 }
@@ -239,13 +252,13 @@ macro_rules! insert_tokens_in {
 /// keys, or two rows with one id, take the statement-per-row path, whose order is explicit.)
 const INSERT_TOKENS_PG: &str = "INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, \
      ciphertext, fingerprint, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, \
-     fingerprint_version) \
+     fingerprint_version, mode) \
      SELECT id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, NULL, display, metadata, \
-       canary, created_at, expires_at, NULL, fingerprint_version \
+       canary, created_at, expires_at, NULL, fingerprint_version, mode \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], \
-       $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::bigint[], $13::bigint[]) \
+       $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[]) \
        AS t (id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, display, metadata, \
-       canary, created_at, expires_at, fingerprint_version) \
+       canary, created_at, expires_at, fingerprint_version, mode) \
      ON CONFLICT DO NOTHING RETURNING id";
 
 /// The rows of [`INSERT_TOKENS_PG`], as its columns.
@@ -263,6 +276,7 @@ struct PgTokenColumns {
     created: Vec<i64>,
     expires: Vec<Option<i64>>,
     fingerprint_versions: Vec<i64>,
+    modes: Vec<&'static str>,
 }
 
 impl PgTokenColumns {
@@ -281,6 +295,7 @@ impl PgTokenColumns {
             created: tokens.iter().map(|t| t.created_at.unix_millis()).collect(),
             expires: tokens.iter().map(|t| t.expires_at.map(Timestamp::unix_millis)).collect(),
             fingerprint_versions: tokens.iter().map(|t| i64::from(t.fingerprint_version)).collect(),
+            modes: tokens.iter().map(|t| t.mode.as_str()).collect(),
         }
     }
 }
@@ -309,6 +324,7 @@ async fn insert_tokens_pg(
         .bind(&c.created)
         .bind(&c.expires)
         .bind(&c.fingerprint_versions)
+        .bind(&c.modes)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -349,7 +365,8 @@ fn insert_tokens_sqlite(
                 token.merchant_id.as_str(),
                 token.kind.as_str(),
                 dedupe.as_slice(),
-                now.unix_millis()
+                now.unix_millis(),
+                token.mode.as_str()
             ])?;
         }
         let inserted = insert.execute(params![
@@ -367,6 +384,7 @@ fn insert_tokens_sqlite(
             token.created_at.unix_millis(),
             token.expires_at.map(Timestamp::unix_millis),
             i64::from(token.fingerprint_version),
+            token.mode.as_str(),
         ])?;
         if inserted == 1 {
             outcomes.push(None);
@@ -376,7 +394,7 @@ fn insert_tokens_sqlite(
             Some(dedupe) => tx
                 .prepare_cached(&select_by_dedupe_key())?
                 .query_row(
-                    params![token.merchant_id.as_str(), token.kind.as_str(), dedupe.as_slice()],
+                    params![token.merchant_id.as_str(), token.kind.as_str(), dedupe.as_slice(), token.mode.as_str()],
                     TokenRow::from_sqlite,
                 )
                 .optional()?,
@@ -434,18 +452,25 @@ impl VaultRepository for Store {
         Ok(changed == 1)
     }
 
-    async fn data_key_for(&self, merchant: &MerchantId, customer: &str) -> Result<Option<DataKeyRecord>, StoreError> {
-        let sql = format!("SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE merchant_id = $1 AND customer_id = $2");
+    async fn data_key_for(
+        &self,
+        merchant: &MerchantId,
+        mode: Mode,
+        customer: &str,
+    ) -> Result<Option<DataKeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE merchant_id = $1 AND mode = $2 AND customer_id = $3"
+        );
         let row: Option<DataKeyRow> = on_pool!(self, pool =>
-            sqlx::query_as(&sql).bind(merchant.as_str()).bind(customer).fetch_optional(pool).await
+            sqlx::query_as(&sql).bind(merchant.as_str()).bind(mode.as_str()).bind(customer).fetch_optional(pool).await
         )
         .map_err(store_error)?;
         row.map(DataKeyRecord::try_from).transpose()
     }
 
     async fn insert_data_key_if_absent(&self, key: &DataKeyRecord) -> Result<Option<DataKeyRecord>, StoreError> {
-        let sql = "INSERT INTO vault_data_keys (id, merchant_id, customer_id, kek_version, wrapped, created_at) \
-                   SELECT $1, $2, $3, $4, $5, $6 \
+        let sql = "INSERT INTO vault_data_keys (id, merchant_id, customer_id, kek_version, wrapped, created_at, mode) \
+                   SELECT $1, $2, $3, $4, $5, $6, $7 \
                    WHERE EXISTS (SELECT 1 FROM vault_keks WHERE version = $4 AND state = 'active') \
                    ON CONFLICT DO NOTHING";
         on_pool!(self, pool =>
@@ -456,12 +481,13 @@ impl VaultRepository for Store {
                 .bind(i64::from(key.kek_version))
                 .bind(key.wrapped.as_slice())
                 .bind(key.created_at.unix_millis())
+                .bind(key.mode.as_str())
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected())
         )
         .map_err(store_error)?;
-        self.data_key_for(&key.merchant_id, &key.customer).await
+        self.data_key_for(&key.merchant_id, key.mode, &key.customer).await
     }
 
     async fn data_key(&self, id: &str) -> Result<Option<DataKeyRecord>, StoreError> {
@@ -612,14 +638,16 @@ impl VaultRepository for Store {
     async fn tokens_by_fingerprint(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         kind: ValueKind,
         fingerprint: &[u8],
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<TokenRecord>, StoreError> {
         let sql = format!(
-            "SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND kind = $2 AND fingerprint = $3 \
-             AND (expires_at IS NULL OR expires_at > $4) AND erased_at IS NULL ORDER BY created_at, id LIMIT $5"
+            "SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE merchant_id = $1 AND mode = $6 AND kind = $2 \
+             AND fingerprint = $3 AND (expires_at IS NULL OR expires_at > $4) AND erased_at IS NULL \
+             ORDER BY created_at, id LIMIT $5"
         );
         let rows: Vec<TokenRow> = on_pool!(self, pool =>
             sqlx::query_as(&sql)
@@ -628,6 +656,7 @@ impl VaultRepository for Store {
                 .bind(fingerprint)
                 .bind(now.unix_millis())
                 .bind(i64::from(limit))
+                .bind(mode.as_str())
                 .fetch_all(pool)
                 .await
         )
@@ -638,12 +667,19 @@ impl VaultRepository for Store {
     async fn token_by_dedupe_key(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         kind: ValueKind,
         dedupe_key: &[u8],
     ) -> Result<Option<TokenRecord>, StoreError> {
         let sql = select_by_dedupe_key();
         let row: Option<TokenRow> = on_pool!(self, pool =>
-            sqlx::query_as(&sql).bind(merchant.as_str()).bind(kind.as_str()).bind(dedupe_key).fetch_optional(pool).await
+            sqlx::query_as(&sql)
+                .bind(merchant.as_str())
+                .bind(kind.as_str())
+                .bind(dedupe_key)
+                .bind(mode.as_str())
+                .fetch_optional(pool)
+                .await
         )
         .map_err(store_error)?;
         row.map(TokenRecord::try_from).transpose()
@@ -710,37 +746,47 @@ impl VaultRepository for Store {
     async fn erase_customer(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         customer: &str,
         at: Timestamp,
         events: &[OutboxMessage],
     ) -> Result<u64, StoreError> {
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM vault_data_keys WHERE merchant_id = $1 AND customer_id = $2")
+            sqlx::query("DELETE FROM vault_data_keys WHERE merchant_id = $1 AND mode = $2 AND customer_id = $3")
                 .bind(merchant.as_str())
+                .bind(mode.as_str())
                 .bind(customer)
                 .execute(&mut *tx)
                 .await?;
             let erased = sqlx::query(
                 "UPDATE vault_tokens SET ciphertext = NULL, fingerprint = NULL, dedupe_fp = NULL, display = '{}', \
-                 metadata = NULL, erased_at = $1 WHERE merchant_id = $2 AND customer_id = $3 AND erased_at IS NULL",
+                 metadata = NULL, erased_at = $1 WHERE merchant_id = $2 AND mode = $3 AND customer_id = $4 \
+                 AND erased_at IS NULL",
             )
             .bind(at.unix_millis())
             .bind(merchant.as_str())
+            .bind(mode.as_str())
             .bind(customer)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            // The customer's account goes with their data: its sessions, recovery codes and
-            // challenges follow by cascade.
-            sqlx::query("DELETE FROM customers WHERE merchant_id = $1 AND id = $2")
+            // The customer's account goes with their data (only in this mode: an id of the other
+            // mode is left alone): its passkeys, and by cascade its sessions, recovery codes and
+            // challenges.
+            sqlx::query(
+                "DELETE FROM passkeys WHERE merchant_id = $1 AND owner_kind = 'customer' AND owner_id = $2 \
+                 AND EXISTS (SELECT 1 FROM customers WHERE merchant_id = $1 AND id = $2 AND mode = $3)",
+            )
+            .bind(merchant.as_str())
+            .bind(customer)
+            .bind(mode.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM customers WHERE merchant_id = $1 AND id = $2 AND mode = $3")
                 .bind(merchant.as_str())
                 .bind(customer)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM passkeys WHERE merchant_id = $1 AND owner_kind = 'customer' AND owner_id = $2")
-                .bind(merchant.as_str())
-                .bind(customer)
+                .bind(mode.as_str())
                 .execute(&mut *tx)
                 .await?;
             write_messages!(tx, events);

@@ -9,6 +9,7 @@ use strongroom_domain::api_keys::{ApiKeyId, ApiKeyService, ApiKeySettings, AuthE
 use strongroom_domain::bootstrap::bootstrap_if_new;
 use strongroom_domain::keyring::Keyring;
 use strongroom_domain::merchants::MerchantId;
+use strongroom_domain::modes::{Mode, Space};
 use strongroom_domain::ports::{ApiKeyRepository, HealthRepository, MerchantRepository};
 use strongroom_store::{PoolSettings, Store};
 use strongroom_types::{Clock, ManualClock, OsEntropy, Secret, Timestamp};
@@ -99,14 +100,15 @@ async fn suite(store: Store) {
             .unwrap();
         ids.push(created.record.id);
     }
-    let first_page = service.list(&merchant, None, 2).await.unwrap();
+    let first_page = service.list(Space { merchant: &merchant, mode: Mode::Live }, None, 2).await.unwrap();
     assert_eq!(first_page.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["k4", "k3"]);
-    let second_page = service.list(&merchant, Some(&first_page[1].id), 10).await.unwrap();
+    let second_page =
+        service.list(Space { merchant: &merchant, mode: Mode::Live }, Some(&first_page[1].id), 10).await.unwrap();
     assert_eq!(second_page.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["k2", "k1", "k0", "bootstrap"]);
 
     // Another merchant's key is invisible.
     let stranger = MerchantId::generate(&OsEntropy);
-    assert!(service.get(&stranger, &ids[0]).await.is_err());
+    assert!(service.get(Space { merchant: &stranger, mode: Mode::Live }, &ids[0]).await.is_err());
     assert!(repo.revoke(&stranger, &ids[0], clock.now()).await.unwrap().is_none());
 
     // Revocation is immediate on this node and idempotent.
@@ -143,6 +145,7 @@ fn token_record(
     strongroom_domain::ports::TokenRecord {
         id: id.into(),
         merchant_id: merchant.clone(),
+        mode: Mode::Live,
         customer: None,
         kind: strongroom_domain::vault::values::ValueKind::Email,
         data_key_id: "dk_conformance".into(),
@@ -214,6 +217,7 @@ async fn vault_suite(store: &Store, merchant: &MerchantId) {
     let data_key = |id: &str, customer: &str| DataKeyRecord {
         id: id.into(),
         merchant_id: merchant.clone(),
+        mode: Mode::Live,
         customer: customer.into(),
         kek_version: latest + 1,
         wrapped: vec![1; 60],
@@ -222,6 +226,11 @@ async fn vault_suite(store: &Store, merchant: &MerchantId) {
     for (id, customer) in [("dk_v1", "cus_v1"), ("dk_v2", "cus_v2"), ("dk_v3", "cus_v3")] {
         assert_eq!(store.insert_data_key_if_absent(&data_key(id, customer)).await.unwrap().unwrap().id, id);
     }
+    // One data key per customer in each mode: the test space's "cus_v1" is another owner.
+    let test_key = DataKeyRecord { mode: Mode::Test, ..data_key("dk_v1_test", "cus_v1") };
+    assert_eq!(store.insert_data_key_if_absent(&test_key).await.unwrap().unwrap().id, "dk_v1_test");
+    assert_eq!(store.data_key_for(merchant, Mode::Live, "cus_v1").await.unwrap().unwrap().id, "dk_v1");
+    assert_eq!(store.data_key_for(merchant, Mode::Test, "cus_v1").await.unwrap().unwrap().id, "dk_v1_test");
     store.insert_active_kek(&kek(latest + 2), &[]).await.unwrap();
     let moved = |id: &str, from_version: u32| RewrappedKey {
         id: id.into(),
@@ -252,6 +261,7 @@ async fn identity_suite(store: &Store, merchant: &MerchantId) {
     let customer = |id: &str, lookup: &[u8]| CustomerRecord {
         id: id.to_owned(),
         merchant_id: merchant.clone(),
+        mode: Mode::Live,
         email_lookup: lookup.to_vec(),
         email_sealed: vec![1, 2, 3],
         data_key_id: "dk_x".into(),
@@ -269,8 +279,16 @@ async fn identity_suite(store: &Store, merchant: &MerchantId) {
     assert!(store.insert_customer(&customer("cus_a", b"lookup-a")).await.unwrap());
     assert!(!store.insert_customer(&customer("cus_b", b"lookup-a")).await.unwrap(), "one account per email");
     let stranger = MerchantId::generate(&OsEntropy);
-    assert!(store.customer(&stranger, "cus_a").await.unwrap().is_none(), "another merchant's customer is invisible");
-    assert_eq!(store.customer_by_email(merchant, b"lookup-a").await.unwrap().unwrap().id, "cus_a");
+    assert!(
+        store.customer(&stranger, Mode::Live, "cus_a").await.unwrap().is_none(),
+        "another merchant's customer is invisible"
+    );
+    assert!(store.customer(merchant, Mode::Test, "cus_a").await.unwrap().is_none(), "a live customer is not test's");
+    assert_eq!(store.customer_by_email(merchant, Mode::Live, b"lookup-a").await.unwrap().unwrap().id, "cus_a");
+    assert!(store.customer_by_email(merchant, Mode::Test, b"lookup-a").await.unwrap().is_none());
+    let test_customer = CustomerRecord { mode: Mode::Test, ..customer("cus_a_test", b"lookup-a") };
+    assert!(store.insert_customer(&test_customer).await.unwrap(), "one account per email in each mode");
+    assert_eq!(store.customer_by_email(merchant, Mode::Test, b"lookup-a").await.unwrap().unwrap().id, "cus_a_test");
 
     // TOTP: enrol, confirm once, then each step is accepted once even by concurrent requests.
     assert!(store.begin_totp(merchant, "cus_a", b"sealed").await.unwrap());
@@ -823,6 +841,7 @@ async fn outbox_suite(store: &Store, merchant: &MerchantId) {
             let endpoint = EndpointRecord {
                 id: format!("we_race{i}"),
                 merchant: merchant.clone(),
+                mode: if i % 2 == 0 { Mode::Live } else { Mode::Test },
                 url: "https://example.com/hook".into(),
                 event_types: vec!["*".into()],
                 description: String::new(),
@@ -841,6 +860,14 @@ async fn outbox_suite(store: &Store, merchant: &MerchantId) {
     }
     assert_eq!(won, 5, "at most 5 endpoints");
     assert_eq!(store.endpoints(merchant).await.unwrap().len(), 5);
+    // Events of one mode go to that mode's endpoints only.
+    let modes: std::collections::HashMap<String, Mode> =
+        store.endpoints(merchant).await.unwrap().into_iter().map(|e| (e.id, e.mode)).collect();
+    for mode in [Mode::Live, Mode::Test] {
+        let subscribed = store.subscribed_endpoints(Some(merchant), mode, "customer.data_erased").await.unwrap();
+        assert_eq!(subscribed.len(), modes.values().filter(|m| **m == mode).count(), "{mode}");
+        assert!(subscribed.iter().all(|(id, _)| modes[id] == mode), "{mode}: {subscribed:?}");
+    }
 
     // Idempotency keys: 30 racers, one claim; an expired key is taken over.
     let claim = |at: i64| IdempotencyRecord {

@@ -537,7 +537,11 @@ async fn password_hashes_are_standard_argon2id(backend: Backend) {
     let Some(server) = TestServer::spawn(backend).await else { return };
     let id = register(&server, "gus@example.com").await;
     let merchant = MerchantId::parse(&server.merchant_id).unwrap();
-    let record = IdentityRepository::customer(&server.app().store, &merchant, &id).await.unwrap().unwrap();
+    let record =
+        IdentityRepository::customer(&server.app().store, &merchant, strongroom_domain::modes::Mode::Live, &id)
+            .await
+            .unwrap()
+            .unwrap();
     let phc = record.password_hash.unwrap();
     assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
     assert!(!String::from_utf8_lossy(&record.email_sealed).contains("gus@"), "the email is sealed");

@@ -411,7 +411,10 @@ async fn delete_and_erase(backend: Backend) {
     assert_eq!(status, 200, "another customer is untouched");
     // The data key is gone from the database, so no backup can bring the values back.
     let merchant = strongroom_domain::merchants::MerchantId::parse(&server.merchant_id).unwrap();
-    let stored = VaultRepository::data_key_for(&server.app().store, &merchant, "cus_jane").await.unwrap();
+    let stored =
+        VaultRepository::data_key_for(&server.app().store, &merchant, strongroom_domain::modes::Mode::Live, "cus_jane")
+            .await
+            .unwrap();
     assert!(stored.is_none(), "the customer's data key is destroyed");
     let (status, again) = send(&server, &eraser, Method::DELETE, "/v1/customers/cus_jane/data", None).await;
     assert_eq!((status, again["tokens_erased"].as_u64()), (200, Some(0)));

@@ -21,6 +21,7 @@ use serde::Serialize;
 use strongroom_types::Timestamp;
 
 use crate::merchants::MerchantId;
+use crate::modes::Mode;
 
 /// Who acted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub enum Outcome {
 pub struct AuditEvent {
     /// The merchant concerned, if any (deployment-wide events have none).
     pub merchant: Option<MerchantId>,
+    /// The data space the actor acted in, when the event happened in one.
+    pub mode: Option<Mode>,
     /// Actor kind.
     pub actor_kind: ActorKind,
     /// Actor id (`key_…`, `cus_…`, …), if known.
@@ -99,6 +102,7 @@ impl AuditEvent {
     pub fn system(action: &'static str, outcome: Outcome) -> Self {
         Self {
             merchant: None,
+            mode: None,
             actor_kind: ActorKind::System,
             actor_id: None,
             ip: None,
@@ -133,6 +137,12 @@ impl AuditEvent {
         self
     }
 
+    /// Sets the data space the event happened in.
+    pub fn in_mode(mut self, mode: Mode) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
     /// Sets the action (for a template event that carries the actor and source).
     pub fn with_action(mut self, action: &'static str) -> Self {
         self.action = action;
@@ -150,6 +160,8 @@ struct Leaf {
     action: String,
     actor: Pair,
     merchant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'static str>,
     object: Option<Pair>,
     outcome: LeafOutcome,
     seq: u64,
@@ -188,6 +200,7 @@ pub fn encode_leaf(event: &AuditEvent, seq: u64, time: Timestamp) -> Vec<u8> {
         action: clean(event.action),
         actor: Pair { id: event.actor_id.as_deref().map(clean), kind: event.actor_kind.as_str().to_owned() },
         merchant: event.merchant.as_ref().map(|m| clean(m.as_str())),
+        mode: event.mode.map(Mode::as_str),
         object: event.object.as_ref().map(|(kind, id)| Pair { id: Some(clean(id)), kind: clean(kind) }),
         outcome: LeafOutcome { reason, result },
         seq,
@@ -207,6 +220,7 @@ mod tests {
         let merchant = MerchantId::parse("mer_aaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
         let event = AuditEvent {
             merchant: Some(merchant),
+            mode: Some(Mode::Test),
             actor_kind: ActorKind::ApiKey,
             actor_id: Some("key_bbbbbbbbbbbbbbbbbbbbbbbbbb".into()),
             ip: Some("203.0.113.7".parse().unwrap()),
@@ -218,7 +232,7 @@ mod tests {
         let leaf = encode_leaf(&event, 42, Timestamp::from_unix_millis(1_764_079_200_123));
         assert_eq!(
             String::from_utf8(leaf).unwrap(),
-            r#"{"action":"api_key.revoked","actor":{"id":"key_bbbbbbbbbbbbbbbbbbbbbbbbbb","kind":"api_key"},"merchant":"mer_aaaaaaaaaaaaaaaaaaaaaaaaaa","object":{"id":"key_cccccccccccccccccccccccccc","kind":"api_key"},"outcome":{"reason":null,"result":"success"},"seq":42,"source":{"ip":"203.0.113.7","request_id":"req_1??"},"time":"2025-11-25T14:00:00.123Z","v":1}"#
+            r#"{"action":"api_key.revoked","actor":{"id":"key_bbbbbbbbbbbbbbbbbbbbbbbbbb","kind":"api_key"},"merchant":"mer_aaaaaaaaaaaaaaaaaaaaaaaaaa","mode":"test","object":{"id":"key_cccccccccccccccccccccccccc","kind":"api_key"},"outcome":{"reason":null,"result":"success"},"seq":42,"source":{"ip":"203.0.113.7","request_id":"req_1??"},"time":"2025-11-25T14:00:00.123Z","v":1}"#
         );
         let system =
             encode_leaf(&AuditEvent::system("server.started", Outcome::Success), 0, Timestamp::from_unix_millis(0));

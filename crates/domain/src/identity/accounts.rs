@@ -9,7 +9,7 @@ use super::throttle::{ClientSignal, SubjectGate, subject_gate};
 use super::{ChallengeId, Client, CustomerId, CustomerSession, IdentityService, short_agent};
 use crate::DomainError;
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
-use crate::merchants::MerchantId;
+use crate::modes::{Mode, Space};
 use crate::ports::{AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord};
 use crate::vault::values::{ValueKind, prepare};
 
@@ -37,6 +37,8 @@ pub struct CustomerView {
     pub email: String,
     /// Whether it is verified.
     pub email_verified: bool,
+    /// Whether the customer is live (false: made with a test key).
+    pub livemode: bool,
     /// Whether they have a password.
     pub has_password: bool,
     /// Whether TOTP is on.
@@ -72,10 +74,16 @@ pub(super) struct Email {
 }
 
 impl IdentityService {
-    pub(super) fn email(&self, raw: &str, pointer: &str) -> Result<Email, DomainError> {
+    /// Checks an email and computes its lookup hash in data space `mode` (a test account's hash
+    /// differs from a live one's, so sign-in throttling and uniqueness never cross modes).
+    pub(super) fn email(&self, mode: Mode, raw: &str, pointer: &str) -> Result<Email, DomainError> {
         let prepared = prepare(ValueKind::Email, &serde_json::Value::String(raw.to_owned()), self.now(), pointer)
             .map_err(|e| DomainError::Rejected { code: e.code, errors: vec![e.field] })?;
-        let lookup = self.keyed("email", prepared.normalized.expose().as_bytes());
+        let label = match mode {
+            Mode::Live => "email",
+            Mode::Test => "email:test",
+        };
+        let lookup = self.keyed(label, prepared.normalized.expose().as_bytes());
         Ok(Email { canonical: prepared.normalized, lookup })
     }
 
@@ -119,11 +127,12 @@ impl IdentityService {
     /// audit log records the attempt).
     pub async fn register(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         input: Registration,
         client: &Client,
     ) -> Result<String, DomainError> {
-        let email = self.email(&input.email, "/email")?;
+        let merchant = space.merchant;
+        let email = self.email(space.mode, &input.email, "/email")?;
         if let Some(password) = &input.password {
             let personal = personal_words(email.canonical.expose());
             let personal: Vec<&str> = personal.iter().map(String::as_str).collect();
@@ -140,19 +149,21 @@ impl IdentityService {
             self.send_registration_attempt(email.canonical.expose()).await?;
             let event =
                 AuditEvent::by(ActorKind::Anonymous, None, "customer.registered", Outcome::Denied("email_taken"));
-            self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone())).await?;
+            let event = event.for_merchant(merchant).in_mode(space.mode);
+            self.audit.record(event.from_source(client.ip, client.request_id.clone())).await?;
             Ok::<(), DomainError>(())
         };
-        if self.repo.customer_by_email(merchant, &email.lookup).await?.is_some() {
+        if self.repo.customer_by_email(merchant, space.mode, &email.lookup).await?.is_some() {
             // Taken: no data key is made for an id that leads nowhere.
             taken().await?;
             return Ok(id);
         }
         let (data_key_id, email_sealed) =
-            self.seal_for(merchant, &id, "email", email.canonical.expose().as_bytes()).await?;
+            self.seal_for(space, &id, "email", email.canonical.expose().as_bytes()).await?;
         let record = CustomerRecord {
             id: id.clone(),
             merchant_id: merchant.clone(),
+            mode: space.mode,
             email_lookup: email.lookup,
             email_sealed,
             data_key_id,
@@ -170,13 +181,14 @@ impl IdentityService {
         if !self.repo.insert_customer(&record).await? {
             // Registered by a concurrent request since the check above. (The data key made for
             // this id stays behind, unused: a rare race, noted in docs/identity.md.)
-            self.keys.forget(merchant, &id, None);
+            self.keys.forget(merchant, space.mode, &id, None);
             taken().await?;
             return Ok(id);
         }
         self.send_verification(&record, email.canonical.expose()).await?;
         let event = AuditEvent::by(ActorKind::Customer, Some(id.clone()), "customer.registered", Outcome::Success);
-        self.audit.record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone())).await?;
+        let event = event.for_merchant(merchant).in_mode(space.mode);
+        self.audit.record(event.from_source(client.ip, client.request_id.clone())).await?;
         Ok(id)
     }
 
@@ -184,36 +196,37 @@ impl IdentityService {
     /// all answer [`DomainError::InvalidCredentials`] after the same work.
     pub async fn login(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         email: &str,
         password: Secret<String>,
         client: &Client,
     ) -> Result<LoginOutcome, DomainError> {
+        let merchant = space.merchant;
         let now = self.now();
-        let Ok(email) = self.email(email, "/email") else {
+        let Ok(email) = self.email(space.mode, email, "/email") else {
             // A malformed email is a wrong credential like any other (and audited like one).
             let _ = self.hasher.verify(None, password).await?;
-            self.audit_login(merchant, None, client, Outcome::Denied("malformed_email")).await?;
+            self.audit_login(space, None, client, Outcome::Denied("malformed_email")).await?;
             return Err(DomainError::InvalidCredentials);
         };
         if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, now) {
-            self.audit_login(merchant, None, client, Outcome::Denied("client_throttled")).await?;
+            self.audit_login(space, None, client, Outcome::Denied("client_throttled")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
         }
         // One verification per email at a time on this node: a burst cannot pass one open gate.
         let Some(_slot) = self.in_flight.enter(&email.lookup) else {
             let _ = self.hasher.verify(None, password).await?;
-            self.audit_login(merchant, None, client, Outcome::Denied("concurrent_attempt")).await?;
+            self.audit_login(space, None, client, Outcome::Denied("concurrent_attempt")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(1) });
         };
         let failures = self.repo.login_failures(merchant, &email.lookup).await?;
         let gate = subject_gate(failures, now);
         if gate != SubjectGate::Open {
             let reason = if gate == SubjectGate::Stopped { "stopped" } else { "throttled" };
-            self.audit_login(merchant, None, client, Outcome::Denied(reason)).await?;
+            self.audit_login(space, None, client, Outcome::Denied(reason)).await?;
             gate.check()?;
         }
-        let customer = self.repo.customer_by_email(merchant, &email.lookup).await?;
+        let customer = self.repo.customer_by_email(merchant, space.mode, &email.lookup).await?;
         let stored = customer.as_ref().and_then(|c| c.password_hash.as_deref());
         let verified = self.hasher.verify(stored, password.clone()).await?;
         let customer = match customer {
@@ -229,8 +242,7 @@ impl IdentityService {
                 };
                 let _ = self.repo.add_login_failure(merchant, &email.lookup, now).await?;
                 let signal = self.clients.failed(merchant.as_str(), client.ip, &email.lookup, now);
-                self.audit_login(merchant, other.as_ref().map(|c| c.id.clone()), client, Outcome::Denied(reason))
-                    .await?;
+                self.audit_login(space, other.as_ref().map(|c| c.id.clone()), client, Outcome::Denied(reason)).await?;
                 if let ClientSignal::CredentialStuffing { subjects, failures } = signal {
                     tracing::warn!(target: "strongroom::security", subjects, failures, "credential stuffing suspected");
                     let event = AuditEvent::by(
@@ -289,7 +301,7 @@ impl IdentityService {
                 vec!["email_code"]
             };
             self.audit_login(
-                merchant,
+                space,
                 Some(customer.id.clone()),
                 client,
                 Outcome::SuccessBecause("second_factor_required".into()),
@@ -299,7 +311,7 @@ impl IdentityService {
         }
         let known_device = self.known_device(&customer, client).await?;
         let issued = self.issue_session(&customer, "password", client).await?;
-        self.audit_login(merchant, Some(customer.id.clone()), client, Outcome::Success).await?;
+        self.audit_login(space, Some(customer.id.clone()), client, Outcome::Success).await?;
         if !known_device {
             self.notify_new_device(&customer, client).await?;
         }
@@ -308,14 +320,15 @@ impl IdentityService {
 
     pub(super) async fn audit_login(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         customer: Option<String>,
         client: &Client,
         outcome: Outcome,
     ) -> Result<(), DomainError> {
         let kind = if customer.is_some() { ActorKind::Customer } else { ActorKind::Anonymous };
         let event = AuditEvent::by(kind, customer, "customer.login", outcome)
-            .for_merchant(merchant)
+            .for_merchant(space.merchant)
+            .in_mode(space.mode)
             .from_source(client.ip, client.request_id.clone());
         self.audit.record(event).await?;
         Ok(())
@@ -324,11 +337,12 @@ impl IdentityService {
     /// Completes a sign-in with its second factor: a TOTP code or a recovery code.
     pub async fn login_second_factor(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         challenge_id: &str,
         factor: super::factors::FactorAnswer,
         client: &Client,
     ) -> Result<super::sessions::IssuedSession, DomainError> {
+        let merchant = space.merchant;
         let now = self.now();
         let challenge = self
             .repo
@@ -336,14 +350,14 @@ impl IdentityService {
             .await?
             .filter(|c| c.purpose == ChallengePurpose::Login)
             .ok_or(DomainError::InvalidFactor)?;
-        let customer = self.customer_record(merchant, &challenge.customer_id).await?;
+        let customer = self.customer_record(space, &challenge.customer_id).await?;
         if customer.status != AccountStatus::Active {
             return Err(DomainError::InvalidFactor);
         }
         let used = self.answer_challenge(&challenge.id, &customer, &factor, client).await?;
         let Some(used) = used else {
             self.audit_factor(
-                merchant,
+                space,
                 &customer.id,
                 client,
                 "customer.login_second_factor",
@@ -369,7 +383,7 @@ impl IdentityService {
             self.notify_new_device(&customer, &first).await?;
         }
         self.audit_factor(
-            merchant,
+            space,
             &customer.id,
             client,
             "customer.login_second_factor",
@@ -400,32 +414,34 @@ impl IdentityService {
 
     pub(super) async fn audit_factor(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         customer: &str,
         client: &Client,
         action: &'static str,
         outcome: Outcome,
     ) -> Result<(), DomainError> {
         let event = AuditEvent::by(ActorKind::Customer, Some(customer.to_owned()), action, outcome)
-            .for_merchant(merchant)
+            .for_merchant(space.merchant)
+            .in_mode(space.mode)
             .from_source(client.ip, client.request_id.clone());
         self.audit.record(event).await?;
         Ok(())
     }
 
-    pub(super) async fn customer_record(&self, merchant: &MerchantId, id: &str) -> Result<CustomerRecord, DomainError> {
-        self.repo.customer(merchant, id).await?.ok_or(DomainError::NotFound)
+    /// A customer of the data space; another merchant's or mode's answers as a missing one.
+    pub(super) async fn customer_record(&self, space: Space<'_>, id: &str) -> Result<CustomerRecord, DomainError> {
+        self.repo.customer(space.merchant, space.mode, id).await?.ok_or(DomainError::NotFound)
     }
 
     /// The signed-in customer's account.
     pub async fn me(&self, session: &CustomerSession) -> Result<CustomerView, DomainError> {
-        let customer = self.customer_record(&session.merchant_id, &session.customer_id).await?;
+        let customer = self.customer_record(session.space(), &session.customer_id).await?;
         self.view(&customer).await
     }
 
-    /// A merchant's customer, for the shop's backend.
-    pub async fn customer(&self, merchant: &MerchantId, id: &str) -> Result<CustomerView, DomainError> {
-        let customer = self.customer_record(merchant, id).await?;
+    /// A customer of the caller's data space, for the shop's backend.
+    pub async fn customer(&self, space: Space<'_>, id: &str) -> Result<CustomerView, DomainError> {
+        let customer = self.customer_record(space, id).await?;
         self.view(&customer).await
     }
 
@@ -440,6 +456,7 @@ impl IdentityService {
             id: customer.id.clone(),
             email,
             email_verified: customer.email_verified_at.is_some(),
+            livemode: customer.mode.is_live(),
             has_password: customer.password_hash.is_some(),
             totp: customer.totp_confirmed_at.is_some(),
             recovery_codes_left,
@@ -459,14 +476,15 @@ impl IdentityService {
         client: &Client,
     ) -> Result<u64, DomainError> {
         let merchant = &session.merchant_id;
-        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let space = session.space();
+        let customer = self.customer_record(session.space(), &session.customer_id).await?;
         let now = self.now();
         let subject = customer.email_lookup.clone();
         subject_gate(self.repo.login_failures(merchant, &subject).await?, now).check()?;
         if !self.hasher.verify(customer.password_hash.as_deref(), current).await? {
             self.repo.add_login_failure(merchant, &subject, now).await?;
             self.audit_factor(
-                merchant,
+                space,
                 &customer.id,
                 client,
                 "customer.password_changed",
@@ -483,8 +501,8 @@ impl IdentityService {
         self.repo.set_password(merchant, &customer.id, &hash, now).await?;
         self.repo.clear_login_failures(merchant, &subject).await?;
         let ended = if keep_other_sessions { 0 } else { self.end_other_sessions(session, client).await? };
-        self.audit_factor(merchant, &customer.id, client, "customer.password_changed", Outcome::Success).await?;
-        self.notify_change(merchant, &customer.id, "password_changed", "The password of your account was changed.")
+        self.audit_factor(space, &customer.id, client, "customer.password_changed", Outcome::Success).await?;
+        self.notify_change(space, &customer.id, "password_changed", "The password of your account was changed.")
             .await?;
         Ok(ended)
     }
@@ -492,12 +510,15 @@ impl IdentityService {
     /// Disables or re-enables a customer (the shop's backend); disabling ends every session.
     pub async fn set_status(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         id: &str,
         status: AccountStatus,
         actor: &crate::api_keys::Principal,
         client: &Client,
     ) -> Result<CustomerView, DomainError> {
+        let merchant = space.merchant;
+        // A customer's mode never changes, so checking it first leaves no race.
+        self.customer_record(space, id).await?;
         if !self.repo.set_status(merchant, id, status, self.now()).await? {
             return Err(DomainError::NotFound);
         }
@@ -512,6 +533,6 @@ impl IdentityService {
             .on("customer", id)
             .from_source(client.ip, client.request_id.clone());
         self.audit.record(event).await?;
-        self.customer(merchant, id).await
+        self.customer(space, id).await
     }
 }

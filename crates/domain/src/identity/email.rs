@@ -12,7 +12,7 @@ use super::{ChallengeId, Client, CustomerSession, IdentityService};
 use crate::DomainError;
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::error::FieldError;
-use crate::merchants::MerchantId;
+use crate::modes::Space;
 use crate::ports::{AccountStatus, ChallengePurpose, ChallengeRecord, CustomerRecord};
 
 /// How long an address-check link works.
@@ -107,28 +107,25 @@ impl IdentityService {
     }
 
     /// Verifies an address with the emailed link's token.
-    pub async fn verify_email(
-        &self,
-        merchant: &MerchantId,
-        token: &str,
-        client: &Client,
-    ) -> Result<String, DomainError> {
+    pub async fn verify_email(&self, space: Space<'_>, token: &str, client: &Client) -> Result<String, DomainError> {
+        let merchant = space.merchant;
         let digest = self.keyed("link", token.trim().as_bytes());
         let now = self.now();
         let Some(challenge) = self.repo.challenge_by_proof(&digest, now).await? else { return Err(bad_link()) };
         if &challenge.merchant_id != merchant || challenge.purpose != ChallengePurpose::VerifyEmail {
             return Err(bad_link());
         }
+        // Another mode's link answers as an unknown one.
+        self.customer_record(space, &challenge.customer_id).await.map_err(|_| bad_link())?;
         if self.repo.redeem_proof(&digest, now).await?.is_none() {
             return Err(bad_link());
         }
         if let Some(binding) = &challenge.binding_digest {
-            self.complete_email_change(merchant, &challenge.customer_id, binding, client).await?;
+            self.complete_email_change(space, &challenge.customer_id, binding, client).await?;
             return Ok(challenge.customer_id);
         }
         self.repo.mark_email_verified(merchant, &challenge.customer_id, now).await?;
-        self.audit_factor(merchant, &challenge.customer_id, client, "customer.email_verified", Outcome::Success)
-            .await?;
+        self.audit_factor(space, &challenge.customer_id, client, "customer.email_verified", Outcome::Success).await?;
         Ok(challenge.customer_id)
     }
 
@@ -145,8 +142,9 @@ impl IdentityService {
         client: &Client,
     ) -> Result<(), DomainError> {
         let merchant = &session.merchant_id;
-        let email = self.email(new_email, "/email")?;
-        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let space = session.space();
+        let email = self.email(session.mode, new_email, "/email")?;
+        let customer = self.customer_record(space, &session.customer_id).await?;
         // Accounts with a second factor (TOTP or a passkey) must step up with it; others confirm
         // with their password.
         let passkeys = match self.passkeys.as_deref() {
@@ -164,7 +162,7 @@ impl IdentityService {
                 self.require_recent_sign_in(session)?;
                 if !self.hasher.verify(customer.password_hash.as_deref(), password).await? {
                     self.audit_factor(
-                        merchant,
+                        space,
                         &customer.id,
                         client,
                         "customer.email_change_requested",
@@ -192,7 +190,7 @@ impl IdentityService {
             return Err(DomainError::Conflict("same_email", "this is the account's address already"));
         }
         let (_, sealed) =
-            self.seal_for(merchant, &customer.id, "pending_email", email.canonical.expose().as_bytes()).await?;
+            self.seal_for(space, &customer.id, "pending_email", email.canonical.expose().as_bytes()).await?;
         self.repo.set_pending_email(merchant, &customer.id, &email.lookup, &sealed).await?;
         let binding = self.keyed("email_change", &email.lookup);
         let token = self.link_token(&customer, ChallengePurpose::VerifyEmail, EMAIL_CHANGE_TTL, Some(binding)).await?;
@@ -214,26 +212,27 @@ impl IdentityService {
             link: None,
             closing: "If this was not you, sign in, end your other sessions and change your password now.",
         }).await?;
-        self.audit_factor(merchant, &customer.id, client, "customer.email_change_requested", Outcome::Success).await?;
+        self.audit_factor(space, &customer.id, client, "customer.email_change_requested", Outcome::Success).await?;
         Ok(())
     }
 
     /// Applies a confirmed email change and tells the old address.
     async fn complete_email_change(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         customer_id: &str,
         binding: &[u8],
         client: &Client,
     ) -> Result<(), DomainError> {
-        let customer = self.customer_record(merchant, customer_id).await?;
+        let merchant = space.merchant;
+        let customer = self.customer_record(space, customer_id).await?;
         let Some((lookup, sealed)) = &customer.pending_email else { return Err(bad_link()) };
         if !strongroom_crypto::constant_time_eq(&self.keyed("email_change", lookup), binding) {
             // A newer change replaced the one this link was for.
             return Err(bad_link());
         }
         let new_email = self.open_for(merchant, customer_id, "pending_email", &customer.data_key_id, sealed).await?;
-        let (_, resealed) = self.seal_for(merchant, customer_id, "email", new_email.expose()).await?;
+        let (_, resealed) = self.seal_for(space, customer_id, "email", new_email.expose()).await?;
         if !self.repo.apply_pending_email(merchant, customer_id, lookup, &resealed, self.now()).await? {
             return Err(DomainError::Conflict("email_taken", "another account has this address"));
         }
@@ -251,7 +250,7 @@ impl IdentityService {
             },
         )
         .await?;
-        self.audit_factor(merchant, customer_id, client, "customer.email_changed", Outcome::Success).await?;
+        self.audit_factor(space, customer_id, client, "customer.email_changed", Outcome::Success).await?;
         Ok(())
     }
 
@@ -259,21 +258,23 @@ impl IdentityService {
     /// account. The answer is the same either way.
     pub async fn request_password_reset(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         email: &str,
         client: &Client,
     ) -> Result<(), DomainError> {
-        let Ok(email) = self.email(email, "/email") else { return Ok(()) };
+        let merchant = space.merchant;
+        let Ok(email) = self.email(space.mode, email, "/email") else { return Ok(()) };
         // One reset mail a minute per address: a flood of requests cannot flood a mailbox.
         let now = self.now();
         if self.resets_sent.get(&email.lookup, now).is_some() {
             return Ok(());
         }
         self.resets_sent.put(email.lookup.clone(), (), now);
-        let customer = self.repo.customer_by_email(merchant, &email.lookup).await?;
+        let customer = self.repo.customer_by_email(merchant, space.mode, &email.lookup).await?;
         let event = |kind, id: Option<String>, outcome| {
             AuditEvent::by(kind, id, "customer.password_reset_requested", outcome)
                 .for_merchant(merchant)
+                .in_mode(space.mode)
                 .from_source(client.ip, client.request_id.clone())
         };
         match customer {
@@ -312,12 +313,13 @@ impl IdentityService {
     /// signed in by it.
     pub async fn complete_password_reset(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         token: &str,
         new_password: Secret<String>,
         factor: Option<FactorAnswer>,
         client: &Client,
     ) -> Result<(), DomainError> {
+        let merchant = space.merchant;
         let digest = self.keyed("link", token.trim().as_bytes());
         let now = self.now();
         let challenge = self
@@ -326,7 +328,8 @@ impl IdentityService {
             .await?
             .filter(|c| &c.merchant_id == merchant && c.purpose == ChallengePurpose::PasswordReset)
             .ok_or_else(bad_link)?;
-        let customer = self.customer_record(merchant, &challenge.customer_id).await?;
+        // Another mode's link answers as an unknown one.
+        let customer = self.customer_record(space, &challenge.customer_id).await.map_err(|_| bad_link())?;
         if customer.status != AccountStatus::Active {
             return Err(bad_link());
         }
@@ -338,7 +341,7 @@ impl IdentityService {
             };
             if answered.is_none() {
                 self.audit_factor(
-                    merchant,
+                    space,
                     &customer.id,
                     client,
                     "customer.password_reset",
@@ -356,7 +359,7 @@ impl IdentityService {
         self.repo.clear_login_failures(merchant, &customer.email_lookup).await?;
         self.repo.spend_links(&customer.id, ChallengePurpose::PasswordReset, now).await?;
         self.sessions.end_all(merchant, &customer.id, None).await?;
-        self.audit_factor(merchant, &customer.id, client, "customer.password_reset", Outcome::Success).await?;
+        self.audit_factor(space, &customer.id, client, "customer.password_reset", Outcome::Success).await?;
         self.notify(
             &customer,
             Notice::changed(
@@ -379,6 +382,7 @@ impl IdentityService {
         self.require_recent_sign_in(session)?;
         let phrase = phrase.trim();
         let merchant = &session.merchant_id;
+        let space = session.space();
         if phrase.is_empty() {
             self.repo.set_phrase(merchant, &session.customer_id, None).await?;
         } else {
@@ -388,22 +392,22 @@ impl IdentityService {
             }
             // Every mail shows the phrase.
             crate::free_text::check("/phrase", phrase)?;
-            let (_, sealed) = self.seal_for(merchant, &session.customer_id, "phrase", phrase.as_bytes()).await?;
+            let (_, sealed) = self.seal_for(space, &session.customer_id, "phrase", phrase.as_bytes()).await?;
             self.repo.set_phrase(merchant, &session.customer_id, Some(&sealed)).await?;
         }
-        self.audit_factor(merchant, &session.customer_id, client, "customer.phrase_set", Outcome::Success).await?;
+        self.audit_factor(space, &session.customer_id, client, "customer.phrase_set", Outcome::Success).await?;
         Ok(())
     }
 
     /// Sends a notice after a change, reading the customer afresh.
     pub(super) async fn notify_change(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         customer: &str,
         kind: &'static str,
         what: &'static str,
     ) -> Result<(), DomainError> {
-        if let Ok(record) = self.customer_record(merchant, customer).await {
+        if let Ok(record) = self.customer_record(space, customer).await {
             let now: Timestamp = self.now();
             self.notify(&record, Notice::changed(kind, what, &now.to_rfc3339())).await?;
         }

@@ -72,7 +72,8 @@ impl IdentityService {
     pub async fn begin_totp(&self, session: &CustomerSession, client: &Client) -> Result<TotpEnrolment, DomainError> {
         self.require_recent_sign_in(session)?;
         let merchant = &session.merchant_id;
-        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let space = session.space();
+        let customer = self.customer_record(session.space(), &session.customer_id).await?;
         if customer.totp_confirmed_at.is_some() {
             return Err(DomainError::Conflict("totp_already_enrolled", "TOTP is already on; remove it first"));
         }
@@ -85,7 +86,7 @@ impl IdentityService {
         }
         let mut seed = [0u8; TOTP_SEED_BYTES];
         self.entropy.fill(&mut seed);
-        let (_, sealed) = self.seal_for(merchant, &customer.id, "totp", &seed).await?;
+        let (_, sealed) = self.seal_for(customer.space(), &customer.id, "totp", &seed).await?;
         let secret = BASE32_NOPAD.encode(&seed);
         zeroize::Zeroize::zeroize(&mut seed);
         if !self.repo.begin_totp(merchant, &customer.id, &sealed).await? {
@@ -95,7 +96,7 @@ impl IdentityService {
             self.open_for(merchant, &customer.id, "email", &customer.data_key_id, &customer.email_sealed).await?;
         let account = String::from_utf8_lossy(email.expose()).into_owned();
         let uri = totp::otpauth_uri(&self.settings.totp_issuer, &account, &secret);
-        self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolment_started", Outcome::Success).await?;
+        self.audit_factor(space, &customer.id, client, "customer.totp_enrolment_started", Outcome::Success).await?;
         Ok(TotpEnrolment { secret: Secret::new(secret), otpauth_uri: Secret::new(uri) })
     }
 
@@ -110,7 +111,8 @@ impl IdentityService {
     ) -> Result<(Vec<Secret<String>>, u64), DomainError> {
         self.require_recent_sign_in(session)?;
         let merchant = &session.merchant_id;
-        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let space = session.space();
+        let customer = self.customer_record(session.space(), &session.customer_id).await?;
         let (Some(sealed), None) = (&customer.totp_sealed, customer.totp_confirmed_at) else {
             return Err(DomainError::Conflict("no_pending_enrolment", "start TOTP enrolment first"));
         };
@@ -118,7 +120,7 @@ impl IdentityService {
         let now = self.now();
         let unix = u64::try_from(now.unix_millis() / 1000).unwrap_or(0);
         let Some(step) = totp::verify(seed.expose(), code.expose(), unix, TOTP_DRIFT, None) else {
-            self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolled", Outcome::Denied("wrong_code"))
+            self.audit_factor(space, &customer.id, client, "customer.totp_enrolled", Outcome::Denied("wrong_code"))
                 .await?;
             return Err(DomainError::InvalidFactor);
         };
@@ -127,9 +129,9 @@ impl IdentityService {
             return Err(DomainError::Conflict("no_pending_enrolment", "start TOTP enrolment first"));
         }
         let ended = if keep_other_sessions { 0 } else { self.end_other_sessions(session, client).await? };
-        self.audit_factor(merchant, &customer.id, client, "customer.totp_enrolled", Outcome::Success).await?;
+        self.audit_factor(space, &customer.id, client, "customer.totp_enrolled", Outcome::Success).await?;
         self.notify_change(
-            merchant,
+            space,
             &customer.id,
             "totp_enrolled",
             "An authenticator app was added to your account as a second factor.",
@@ -146,19 +148,20 @@ impl IdentityService {
         client: &Client,
     ) -> Result<(), DomainError> {
         let merchant = &session.merchant_id;
-        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let space = session.space();
+        let customer = self.customer_record(session.space(), &session.customer_id).await?;
         if customer.totp_confirmed_at.is_none() {
             return Err(DomainError::NotFound);
         }
         if self.check_factor_throttled(&customer, &answer, client).await?.is_none() {
-            self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Denied("wrong_code"))
+            self.audit_factor(space, &customer.id, client, "customer.totp_removed", Outcome::Denied("wrong_code"))
                 .await?;
             return Err(DomainError::InvalidFactor);
         }
         self.repo.remove_totp(merchant, &customer.id).await?;
-        self.audit_factor(merchant, &customer.id, client, "customer.totp_removed", Outcome::Success).await?;
+        self.audit_factor(space, &customer.id, client, "customer.totp_removed", Outcome::Success).await?;
         self.notify_change(
-            merchant,
+            space,
             &customer.id,
             "totp_removed",
             "The authenticator app was removed from your account: it no longer has a second factor.",
@@ -174,14 +177,14 @@ impl IdentityService {
         code: Secret<String>,
         client: &Client,
     ) -> Result<Vec<Secret<String>>, DomainError> {
-        let merchant = &session.merchant_id;
-        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let space = session.space();
+        let customer = self.customer_record(space, &session.customer_id).await?;
         if customer.totp_confirmed_at.is_none() {
             return Err(DomainError::Conflict("totp_not_enrolled", "recovery codes come with TOTP"));
         }
         if self.check_factor_throttled(&customer, &FactorAnswer::Totp(code), client).await?.is_none() {
             self.audit_factor(
-                merchant,
+                space,
                 &customer.id,
                 client,
                 "customer.recovery_codes_replaced",
@@ -192,7 +195,7 @@ impl IdentityService {
         }
         let (codes, digests) = self.fresh_recovery_codes();
         self.repo.replace_recovery_codes(&customer.id, &digests, self.now()).await?;
-        self.audit_factor(merchant, &customer.id, client, "customer.recovery_codes_replaced", Outcome::Success).await?;
+        self.audit_factor(space, &customer.id, client, "customer.recovery_codes_replaced", Outcome::Success).await?;
         Ok(codes)
     }
 
@@ -281,16 +284,17 @@ impl IdentityService {
     ) -> Result<Option<&'static str>, DomainError> {
         let subject = self.keyed("second_factor", customer.id.as_bytes());
         let merchant = &customer.merchant_id;
+        let space = customer.space();
         let now = self.now();
         let gate = super::throttle::subject_gate(self.repo.login_failures(merchant, &subject).await?, now);
         if let Err(err) = gate.check() {
-            self.audit_factor(merchant, &customer.id, client, "customer.second_factor", Outcome::Denied("throttled"))
+            self.audit_factor(space, &customer.id, client, "customer.second_factor", Outcome::Denied("throttled"))
                 .await?;
             return Err(err);
         }
         let Some(_slot) = self.in_flight.enter(&subject) else {
             self.audit_factor(
-                merchant,
+                space,
                 &customer.id,
                 client,
                 "customer.second_factor",
@@ -366,7 +370,7 @@ impl IdentityService {
                     return Ok(None);
                 }
                 self.audit_factor(
-                    &customer.merchant_id,
+                    customer.space(),
                     &customer.id,
                     client,
                     "customer.recovery_code_used",

@@ -32,6 +32,7 @@ use crate::DomainError;
 use crate::audit::log::AuditLog;
 use crate::cache::TtlCache;
 use crate::merchants::MerchantId;
+use crate::modes::{Mode, Space};
 use crate::ports::IdentityRepository;
 use crate::sessions::{SessionOwner, SessionPolicy, Sessions};
 use crate::vault::keys::VaultKeys;
@@ -98,6 +99,8 @@ pub struct Client {
 pub struct CustomerSession {
     /// The merchant.
     pub merchant_id: MerchantId,
+    /// The customer's data space.
+    pub mode: Mode,
     /// `cus_…`
     pub customer_id: String,
     /// `ses_…`
@@ -106,6 +109,13 @@ pub struct CustomerSession {
     pub factors: String,
     /// When it began (sign-in or step-up).
     pub authenticated_at: Timestamp,
+}
+
+impl CustomerSession {
+    /// The data space the customer belongs to.
+    pub fn space(&self) -> Space<'_> {
+        Space { merchant: &self.merchant_id, mode: self.mode }
+    }
 }
 
 /// How recent a sign-in must be to change security settings (enrol a factor, set the phrase).
@@ -123,7 +133,7 @@ pub struct IdentityService {
     entropy: Arc<dyn Entropy>,
     settings: IdentitySettings,
     clients: throttle::ClientThrottle,
-    sessions: Sessions<()>,
+    sessions: Sessions<Mode>,
     postman: Option<crate::mail::Postman>,
     in_flight: throttle::InFlight,
     /// Emails a reset was mailed to in the last minute (keyed hashes): one mail a minute at most.
@@ -232,12 +242,13 @@ impl IdentityService {
     /// merchant, the customer and what it is.
     async fn seal_for(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         customer: &str,
         field: &str,
         plaintext: &[u8],
     ) -> Result<(String, Vec<u8>), DomainError> {
-        let key = self.keys.data_key_for(merchant, Some(customer)).await?;
+        let merchant = space.merchant;
+        let key = self.keys.data_key_for(merchant, space.mode, Some(customer)).await?;
         let aad = field_aad(merchant, customer, field, &key.id);
         Ok((key.id.clone(), envelope::seal(&key.key, &aad, plaintext, self.entropy.as_ref())))
     }

@@ -11,6 +11,7 @@ use super::{Client, CustomerSession, IdentityService};
 use crate::DomainError;
 use crate::audit::event::Outcome;
 use crate::merchants::MerchantId;
+use crate::modes::Space;
 use crate::passkeys::{Ceremony, Owner, Passkeys};
 use crate::ports::{AccountStatus, PasskeyRecord};
 
@@ -28,7 +29,7 @@ impl IdentityService {
     /// Begins adding a passkey to the signed-in customer's account.
     pub async fn begin_passkey_registration(&self, session: &CustomerSession) -> Result<Ceremony, DomainError> {
         self.require_recent_sign_in(session)?;
-        let customer = self.customer_record(&session.merchant_id, &session.customer_id).await?;
+        let customer = self.customer_record(session.space(), &session.customer_id).await?;
         if customer.email_verified_at.is_none() {
             return Err(DomainError::Conflict(
                 "email_not_verified",
@@ -56,12 +57,13 @@ impl IdentityService {
         client: &Client,
     ) -> Result<PasskeyRecord, DomainError> {
         let merchant = &session.merchant_id;
+        let space = session.space();
         let record = self
             .passkey_service()?
             .finish_registration(owner(merchant, &session.customer_id), ceremony, answer, label)
             .await?;
-        self.audit_factor(merchant, &session.customer_id, client, "customer.passkey_added", Outcome::Success).await?;
-        self.notify_change(merchant, &session.customer_id, "passkey_added", "A passkey was added to your account.")
+        self.audit_factor(space, &session.customer_id, client, "customer.passkey_added", Outcome::Success).await?;
+        self.notify_change(space, &session.customer_id, "passkey_added", "A passkey was added to your account.")
             .await?;
         Ok(record)
     }
@@ -81,22 +83,19 @@ impl IdentityService {
     ) -> Result<(), DomainError> {
         self.require_recent_sign_in(session)?;
         let merchant = &session.merchant_id;
+        let space = session.space();
         self.passkey_service()?.remove(owner(merchant, &session.customer_id), id).await?;
-        self.audit_factor(merchant, &session.customer_id, client, "customer.passkey_removed", Outcome::Success).await?;
-        self.notify_change(
-            merchant,
-            &session.customer_id,
-            "passkey_removed",
-            "A passkey was removed from your account.",
-        )
-        .await?;
+        self.audit_factor(space, &session.customer_id, client, "customer.passkey_removed", Outcome::Success).await?;
+        self.notify_change(space, &session.customer_id, "passkey_removed", "A passkey was removed from your account.")
+            .await?;
         Ok(())
     }
 
     /// Begins a passkey sign-in: options any of the merchant's customers' passkeys can answer.
-    pub async fn begin_passkey_login(&self, merchant: &MerchantId, client: &Client) -> Result<Ceremony, DomainError> {
+    pub async fn begin_passkey_login(&self, space: Space<'_>, client: &Client) -> Result<Ceremony, DomainError> {
+        let merchant = space.merchant;
         if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, self.now()) {
-            self.audit_login(merchant, None, client, Outcome::Denied("client_throttled")).await?;
+            self.audit_login(space, None, client, Outcome::Denied("client_throttled")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
         }
         self.passkey_service()?.begin_discoverable(merchant, KIND).await
@@ -105,11 +104,12 @@ impl IdentityService {
     /// Finishes a passkey sign-in: a session for the passkey's customer.
     pub async fn finish_passkey_login(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         ceremony: &str,
         answer: &serde_json::Value,
         client: &Client,
     ) -> Result<IssuedSession, DomainError> {
+        let merchant = space.merchant;
         let now = self.now();
         let customer_id = match self.passkey_service()?.finish_sign_in(merchant, KIND, ceremony, answer).await {
             Ok(id) => id,
@@ -122,19 +122,24 @@ impl IdentityService {
                     Outcome::Denied("passkey_refused"),
                 );
                 self.audit
-                    .record(event.for_merchant(merchant).from_source(client.ip, client.request_id.clone()))
+                    .record(
+                        event
+                            .for_merchant(merchant)
+                            .in_mode(space.mode)
+                            .from_source(client.ip, client.request_id.clone()),
+                    )
                     .await?;
                 return Err(err);
             }
         };
-        let customer = self.customer_record(merchant, &customer_id).await?;
+        let customer = self.customer_record(space, &customer_id).await.map_err(|_| DomainError::InvalidFactor)?;
         if customer.status != AccountStatus::Active {
-            self.audit_factor(merchant, &customer.id, client, "customer.login", Outcome::Denied("disabled")).await?;
+            self.audit_factor(space, &customer.id, client, "customer.login", Outcome::Denied("disabled")).await?;
             return Err(DomainError::InvalidFactor);
         }
         let known_device = self.known_device(&customer, client).await?;
         let issued = self.issue_session(&customer, "passkey", client).await?;
-        self.audit_factor(merchant, &customer.id, client, "customer.login", Outcome::SuccessBecause("passkey".into()))
+        self.audit_factor(space, &customer.id, client, "customer.login", Outcome::SuccessBecause("passkey".into()))
             .await?;
         if !known_device {
             self.notify_new_device(&customer, client).await?;
@@ -146,11 +151,12 @@ impl IdentityService {
     /// its first passkey (`None` for accounts with a password or a passkey already).
     pub async fn first_passkey_ceremony(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         customer_id: &str,
     ) -> Result<Option<Ceremony>, DomainError> {
+        let merchant = space.merchant;
         let Some(passkeys) = self.passkeys.as_deref() else { return Ok(None) };
-        let customer = self.customer_record(merchant, customer_id).await?;
+        let customer = self.customer_record(space, customer_id).await?;
         if customer.password_hash.is_some() || passkeys.has_any(owner(merchant, customer_id)).await? {
             return Ok(None);
         }
@@ -161,14 +167,15 @@ impl IdentityService {
     /// the proof) and signs the customer in.
     pub async fn finish_first_passkey(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         customer_id: &str,
         ceremony: &str,
         answer: &serde_json::Value,
         label: &str,
         client: &Client,
     ) -> Result<IssuedSession, DomainError> {
-        let customer = self.customer_record(merchant, customer_id).await.map_err(|_| DomainError::InvalidFactor)?;
+        let merchant = space.merchant;
+        let customer = self.customer_record(space, customer_id).await.map_err(|_| DomainError::InvalidFactor)?;
         let has_passkey = self.passkey_service()?.has_any(owner(merchant, customer_id)).await?;
         if customer.password_hash.is_some()
             || customer.email_verified_at.is_none()
@@ -178,9 +185,9 @@ impl IdentityService {
             return Err(DomainError::InvalidFactor);
         }
         self.passkey_service()?.finish_registration(owner(merchant, customer_id), ceremony, answer, label).await?;
-        self.audit_factor(merchant, customer_id, client, "customer.passkey_added", Outcome::Success).await?;
+        self.audit_factor(space, customer_id, client, "customer.passkey_added", Outcome::Success).await?;
         let issued = self.issue_session(&customer, "passkey", client).await?;
-        self.audit_factor(merchant, customer_id, client, "customer.login", Outcome::SuccessBecause("passkey".into()))
+        self.audit_factor(space, customer_id, client, "customer.login", Outcome::SuccessBecause("passkey".into()))
             .await?;
         Ok(issued)
     }

@@ -10,6 +10,7 @@ use super::{Client, CustomerSession, IdentityService};
 use crate::DomainError;
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::merchants::MerchantId;
+use crate::modes::Mode;
 use crate::ports::{AccountStatus, CustomerRecord};
 use crate::sessions::SessionRecord;
 
@@ -80,11 +81,25 @@ impl IdentityService {
     /// Authenticates a session token. `None` for anything that is not a live session (the caller
     /// answers one 401 for every case).
     pub async fn authenticate_session(&self, token: &str) -> Result<Option<CustomerSession>, DomainError> {
-        // Disabling an account ends its sessions in the same transaction: nothing to attach.
-        let Some((record, ())) = self.sessions.authenticate(token, |_| async { Ok(Some(())) }).await? else {
+        // Disabling an account ends its sessions in the same transaction; the customer's mode
+        // (which never changes) is read once and cached with the session.
+        let repo = &self.repo;
+        let attach = |record: SessionRecord| {
+            let (merchant, customer) = (record.merchant_id, record.subject_id);
+            async move {
+                for mode in [Mode::Live, Mode::Test] {
+                    if repo.customer(&merchant, mode, &customer).await?.is_some() {
+                        return Ok(Some(mode));
+                    }
+                }
+                Ok(None)
+            }
+        };
+        let Some((record, mode)) = self.sessions.authenticate(token, attach).await? else {
             return Ok(None);
         };
         Ok(Some(CustomerSession {
+            mode,
             merchant_id: record.merchant_id,
             customer_id: record.subject_id,
             session_id: record.id,
@@ -121,7 +136,7 @@ impl IdentityService {
             return Err(DomainError::NotFound);
         }
         let action = if id == session.session_id { "customer.logout" } else { "customer.session_ended" };
-        self.audit_factor(&session.merchant_id, &session.customer_id, client, action, Outcome::Success).await?;
+        self.audit_factor(session.space(), &session.customer_id, client, action, Outcome::Success).await?;
         Ok(())
     }
 
@@ -131,7 +146,7 @@ impl IdentityService {
             self.sessions.end_all(&session.merchant_id, &session.customer_id, Some(&session.session_id)).await?;
         if !ended.is_empty() {
             self.audit_factor(
-                &session.merchant_id,
+                session.space(),
                 &session.customer_id,
                 client,
                 "customer.other_sessions_ended",
@@ -156,7 +171,7 @@ impl IdentityService {
         factors: &str,
         client: &Client,
     ) -> Result<IssuedSession, DomainError> {
-        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let customer = self.customer_record(session.space(), &session.customer_id).await?;
         if customer.status != AccountStatus::Active {
             return Err(DomainError::InvalidFactor);
         }

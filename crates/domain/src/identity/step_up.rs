@@ -13,7 +13,7 @@ use super::{ChallengeId, Client, CustomerSession, IdentityService};
 use crate::DomainError;
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::error::FieldError;
-use crate::merchants::MerchantId;
+use crate::modes::Space;
 use crate::ports::{AccountStatus, ChallengePurpose, ChallengeRecord};
 
 /// Most fields in a binding.
@@ -125,7 +125,7 @@ impl IdentityService {
     ) -> Result<StepUpChallenge, DomainError> {
         let canonical = canonical_binding(purpose, binding)?;
         let merchant = &session.merchant_id;
-        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let customer = self.customer_record(session.space(), &session.customer_id).await?;
         let passkey = match self.passkeys.as_deref() {
             Some(passkeys) => {
                 passkeys.begin_sign_in(crate::passkeys::Owner { kind: "customer", id: &customer.id, merchant }).await?
@@ -186,6 +186,7 @@ impl IdentityService {
         client: &Client,
     ) -> Result<StepUpProof, DomainError> {
         let merchant = &session.merchant_id;
+        let space = session.space();
         let now = self.now();
         let challenge = self
             .repo
@@ -196,7 +197,7 @@ impl IdentityService {
         let spent = challenge.session_id.as_deref() != Some(session.session_id.as_str());
         if spent {
             self.audit_factor(
-                merchant,
+                space,
                 &session.customer_id,
                 client,
                 "customer.step_up_verified",
@@ -205,16 +206,10 @@ impl IdentityService {
             .await?;
             return Err(DomainError::InvalidFactor);
         }
-        let customer = self.customer_record(merchant, &session.customer_id).await?;
+        let customer = self.customer_record(session.space(), &session.customer_id).await?;
         let Some(used) = self.answer_challenge(&challenge.id, &customer, &answer, client).await? else {
-            self.audit_factor(
-                merchant,
-                &customer.id,
-                client,
-                "customer.step_up_verified",
-                Outcome::Denied("wrong_code"),
-            )
-            .await?;
+            self.audit_factor(space, &customer.id, client, "customer.step_up_verified", Outcome::Denied("wrong_code"))
+                .await?;
             return Err(DomainError::InvalidFactor);
         };
         let proof = self.fresh_secret("sup");
@@ -226,7 +221,7 @@ impl IdentityService {
         let factors = format!("{}+{used}", session.factors.split('+').next().unwrap_or("password"));
         let renewed = self.renew_session(session, merchant, &factors, client).await?;
         self.audit_factor(
-            merchant,
+            space,
             &customer.id,
             client,
             "customer.step_up_verified",
@@ -256,7 +251,7 @@ impl IdentityService {
         let outcome =
             if good { Outcome::SuccessBecause(purpose.to_owned()) } else { Outcome::Denied("proof_not_valid") };
         self.audit_factor(
-            &session.merchant_id,
+            session.space(),
             &session.customer_id,
             &Client::default(),
             "customer.step_up_redeemed",
@@ -278,20 +273,23 @@ impl IdentityService {
     /// is spent all the same.
     pub async fn redeem_step_up(
         &self,
-        merchant: &MerchantId,
+        space: Space<'_>,
         redemption: StepUpRedemption<'_>,
         actor: &crate::api_keys::Principal,
         client: &Client,
     ) -> Result<(), DomainError> {
+        let merchant = space.merchant;
         let StepUpRedemption { customer, proof, purpose, binding } = redemption;
         // Spend the proof first: whatever comes with it, it is used once.
         let digest = self.keyed("step_up_proof", proof.trim().as_bytes());
         let redeemed = self.repo.redeem_proof(&digest, self.now()).await?;
         let expected = canonical_binding(purpose, binding).map(|c| self.keyed("step_up_binding", c.as_bytes()));
         let active = match &redeemed {
-            Some(c) if &c.merchant_id == merchant => {
-                self.repo.customer(merchant, &c.customer_id).await?.is_some_and(|r| r.status == AccountStatus::Active)
-            }
+            Some(c) if &c.merchant_id == merchant => self
+                .repo
+                .customer(merchant, space.mode, &c.customer_id)
+                .await?
+                .is_some_and(|r| r.status == AccountStatus::Active),
             _ => false,
         };
         let reason = match (&redeemed, &expected) {

@@ -22,6 +22,7 @@ use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
 use crate::DomainError;
 use crate::mail::Mail;
 use crate::merchants::MerchantId;
+use crate::modes::Mode;
 pub use ports::{Channel, DeliveryResult, OutboxMessage, OutboxRepository, OutboxStats};
 
 define_id!(OutboxId, OutboxKind, "obx");
@@ -182,11 +183,12 @@ impl Outbox {
         self.write(vec![message]).await
     }
 
-    /// The JSON body of an event: `{id, type, created_at, data}`.
-    fn event_body(&self, event_id: &EventId, event_type: &str, data: serde_json::Value) -> Vec<u8> {
+    /// The JSON body of an event: `{id, type, livemode, created_at, data}`.
+    fn event_body(&self, event_id: &EventId, event_type: &str, mode: Mode, data: serde_json::Value) -> Vec<u8> {
         serde_json::json!({
             "id": event_id.to_string(),
             "type": event_type,
+            "livemode": mode.is_live(),
             "created_at": self.clock.now().to_rfc3339(),
             "data": data,
         })
@@ -194,35 +196,39 @@ impl Outbox {
         .into_bytes()
     }
 
-    /// The message of an event for one endpoint alone, whatever it subscribed to (a test event).
+    /// The message of an event for one endpoint alone (of data space `mode`), whatever it
+    /// subscribed to (a test event).
     pub fn endpoint_message(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         endpoint: &str,
         event_type: &str,
         data: serde_json::Value,
     ) -> OutboxMessage {
         let event_id = self.new_event_id();
-        let body = self.event_body(&event_id, event_type, data);
+        let body = self.event_body(&event_id, event_type, mode, data);
         self.message(&event_id, Some(merchant), Channel::Webhook, Some(endpoint.to_owned()), event_type, body)
     }
 
-    /// The messages of an event for the shop's webhook endpoints subscribed to `event_type` (those
-    /// of `merchant`, or of every merchant when `None`: a deployment-wide event such as a key
-    /// rotation), and (with `alert`) for the operator's alert webhook: one message per
-    /// destination, one event id. Write them with the change they report.
-    /// The body is the JSON `{id, type, created_at, data}`; `data` must hold ids and codes only.
+    /// The messages of an event for the shop's webhook endpoints subscribed to `event_type` in
+    /// data space `mode` (those of `merchant`, or of every merchant when `None`: a deployment-wide
+    /// event such as a key rotation, which is live), and (with `alert`) for the operator's alert
+    /// webhook: one message per destination, one event id. Write them with the change they
+    /// report. The body is the JSON `{id, type, livemode, created_at, data}`; `data` must hold
+    /// ids and codes only.
     pub async fn event_messages(
         &self,
         merchant: Option<&MerchantId>,
+        mode: Mode,
         event_type: &str,
         data: serde_json::Value,
         alert: bool,
     ) -> Result<Vec<OutboxMessage>, DomainError> {
         let event_id = self.new_event_id();
-        let body = self.event_body(&event_id, event_type, data);
+        let body = self.event_body(&event_id, event_type, mode, data);
         let mut messages = Vec::new();
-        for (endpoint, owner) in self.repo.subscribed_endpoints(merchant, event_type).await? {
+        for (endpoint, owner) in self.repo.subscribed_endpoints(merchant, mode, event_type).await? {
             messages.push(self.message(
                 &event_id,
                 Some(&owner),
@@ -242,11 +248,12 @@ impl Outbox {
     pub async fn emit(
         &self,
         merchant: Option<&MerchantId>,
+        mode: Mode,
         event_type: &str,
         data: serde_json::Value,
         alert: bool,
     ) -> Result<(), DomainError> {
-        let messages = self.event_messages(merchant, event_type, data, alert).await?;
+        let messages = self.event_messages(merchant, mode, event_type, data, alert).await?;
         self.write(messages).await
     }
 }

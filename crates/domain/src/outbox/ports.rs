@@ -163,11 +163,12 @@ pub trait OutboxRepository: Send + Sync + std::fmt::Debug {
     /// Depth and age.
     async fn stats(&self) -> Result<OutboxStats, StoreError>;
 
-    /// The enabled webhook endpoints subscribed to `event_type`, with their merchant: those of
-    /// `merchant`, or of every merchant for a deployment-wide event (`None`).
+    /// The enabled webhook endpoints of data space `mode` subscribed to `event_type`, with their
+    /// merchant: those of `merchant`, or of every merchant for a deployment-wide event (`None`).
     async fn subscribed_endpoints(
         &self,
         merchant: Option<&MerchantId>,
+        mode: crate::modes::Mode,
         event_type: &str,
     ) -> Result<Vec<(String, MerchantId)>, StoreError>;
 

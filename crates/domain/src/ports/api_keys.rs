@@ -21,10 +21,12 @@ pub trait ApiKeyRepository: Send + Sync {
     /// One key of a merchant.
     async fn get(&self, merchant: &MerchantId, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
 
-    /// A merchant's keys, newest first, after the cursor key when given.
+    /// A merchant's keys (`only` those of one mode, when given), newest first, after the
+    /// cursor key when given.
     async fn list(
         &self,
         merchant: &MerchantId,
+        only: Option<crate::modes::Mode>,
         starting_after: Option<&ApiKeyId>,
         limit: u32,
     ) -> Result<Vec<ApiKeyRecord>, StoreError>;

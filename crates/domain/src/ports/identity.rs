@@ -6,6 +6,7 @@ use strongroom_types::Timestamp;
 
 use crate::StoreError;
 use crate::merchants::MerchantId;
+use crate::modes::Mode;
 
 /// Whether a customer may sign in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,10 @@ pub struct CustomerRecord {
     pub id: String,
     /// Its merchant.
     pub merchant_id: MerchantId,
-    /// Keyed hash of the normalized email (unique per merchant).
+    /// The merchant's data space it belongs to.
+    pub mode: Mode,
+    /// Keyed hash of the normalized email (unique per merchant and mode; the hash itself names
+    /// the mode, so a test account never matches a live one).
     pub email_lookup: Vec<u8>,
     /// The email, sealed under `data_key_id`.
     pub email_sealed: Vec<u8>,
@@ -157,18 +161,27 @@ pub struct ChallengeRecord {
 /// Customer accounts, their factors, sessions and challenges. Every read names the merchant
 /// except the look-ups by a secret's keyed hash (a session token, a step-up proof), which find
 /// out the merchant.
+impl CustomerRecord {
+    /// The data space the customer belongs to.
+    pub fn space(&self) -> crate::modes::Space<'_> {
+        crate::modes::Space { merchant: &self.merchant_id, mode: self.mode }
+    }
+}
+
 #[async_trait]
 pub trait IdentityRepository: crate::sessions::SessionRepository {
     /// Stores a new customer; false (nothing written) when the merchant has one with that email.
     async fn insert_customer(&self, customer: &CustomerRecord) -> Result<bool, StoreError>;
 
-    /// A merchant's customer by id.
-    async fn customer(&self, merchant: &MerchantId, id: &str) -> Result<Option<CustomerRecord>, StoreError>;
+    /// A customer of a merchant's data space by id.
+    async fn customer(&self, merchant: &MerchantId, mode: Mode, id: &str)
+    -> Result<Option<CustomerRecord>, StoreError>;
 
-    /// A merchant's customer by the keyed hash of their email.
+    /// A customer of a merchant's data space by the keyed hash of their email.
     async fn customer_by_email(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         lookup: &[u8],
     ) -> Result<Option<CustomerRecord>, StoreError>;
 

@@ -7,6 +7,7 @@ use strongroom_types::Timestamp;
 
 use crate::StoreError;
 use crate::merchants::MerchantId;
+use crate::modes::Mode;
 use crate::outbox::OutboxMessage;
 
 /// Where a key-encryption key version stands.
@@ -60,6 +61,8 @@ pub struct DataKeyRecord {
     pub id: String,
     /// Its merchant.
     pub merchant_id: MerchantId,
+    /// The merchant's data space it belongs to.
+    pub mode: Mode,
     /// Its customer (`""` for the merchant's own key).
     pub customer: String,
     /// The key-encryption key version that wraps it.
@@ -90,6 +93,8 @@ pub struct TokenRecord {
     pub id: String,
     /// Its merchant.
     pub merchant_id: MerchantId,
+    /// The merchant's data space it belongs to (always its data key's).
+    pub mode: Mode,
     /// The shop's customer reference, if the value belongs to a customer.
     pub customer: Option<String>,
     /// What the value is.
@@ -147,8 +152,13 @@ pub trait VaultRepository: Send + Sync {
     /// active, already retired, unknown or still in use.
     async fn retire_kek(&self, version: u32, at: Timestamp, events: &[OutboxMessage]) -> Result<bool, StoreError>;
 
-    /// The data key of a merchant's customer (`""`: the merchant's own).
-    async fn data_key_for(&self, merchant: &MerchantId, customer: &str) -> Result<Option<DataKeyRecord>, StoreError>;
+    /// The data key of a merchant's customer in one data space (`""`: the space's own).
+    async fn data_key_for(
+        &self,
+        merchant: &MerchantId,
+        mode: Mode,
+        customer: &str,
+    ) -> Result<Option<DataKeyRecord>, StoreError>;
 
     /// Stores a data key unless its owner has one, and only if its KEK version is the active one;
     /// returns the owner's key (`None`: the version is no longer active and the owner has none).
@@ -174,26 +184,28 @@ pub trait VaultRepository: Send + Sync {
     async fn data_key_counts(&self) -> Result<Vec<(u32, u64)>, StoreError>;
 
     /// Stores tokens in one transaction, one outcome per token. A token with a dedupe key yields
-    /// to a live deduplicated token of the same merchant, kind and fingerprint.
+    /// to a live deduplicated token of the same merchant, mode, kind and fingerprint.
     async fn insert_tokens(&self, tokens: &[TokenRecord], now: Timestamp) -> Result<Vec<TokenInsert>, StoreError>;
 
     /// A token by id (any merchant: the caller checks).
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Live tokens of a merchant with this kind and fingerprint.
+    /// Unexpired tokens of a merchant's data space with this kind and fingerprint.
     async fn tokens_by_fingerprint(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         kind: crate::vault::values::ValueKind,
         fingerprint: &[u8],
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<TokenRecord>, StoreError>;
 
-    /// The merchant's deduplicated token of this kind with this dedupe key, if any.
+    /// The deduplicated token of this kind with this dedupe key in a merchant's data space.
     async fn token_by_dedupe_key(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         kind: crate::vault::values::ValueKind,
         dedupe_key: &[u8],
     ) -> Result<Option<TokenRecord>, StoreError>;
@@ -225,10 +237,11 @@ pub trait VaultRepository: Send + Sync {
     async fn delete_token(&self, merchant: &MerchantId, id: &str) -> Result<bool, StoreError>;
 
     /// Crypto-shreds a customer in one transaction: deletes the data key and empties every token
-    /// of the customer. Returns how many tokens were erased.
+    /// of the customer, in one data space. Returns how many tokens were erased.
     async fn erase_customer(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         customer: &str,
         at: Timestamp,
         events: &[OutboxMessage],

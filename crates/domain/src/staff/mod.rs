@@ -28,6 +28,7 @@ use crate::audit::log::AuditLog;
 use crate::identity::{Client, PasswordHasher, PasswordPolicy};
 use crate::mail::{Mail, Postman, escape_html};
 use crate::merchants::MerchantId;
+use crate::modes::Mode;
 use crate::ports::{RoleRecord, StaffChallengeRecord, StaffGuard, StaffRecord, StaffRepository, StaffStatus};
 use crate::sessions::{SessionOwner, SessionPolicy, Sessions};
 use crate::vault::keys::VaultKeys;
@@ -366,7 +367,7 @@ impl StaffService {
         data: serde_json::Value,
     ) -> Result<Vec<crate::outbox::OutboxMessage>, DomainError> {
         match &self.postman {
-            Some(postman) => postman.outbox().event_messages(Some(merchant), event_type, data, false).await,
+            Some(postman) => postman.outbox().event_messages(Some(merchant), Mode::Live, event_type, data, false).await,
             None => Ok(Vec::new()),
         }
     }
@@ -421,7 +422,9 @@ impl StaffService {
         }
         let now = self.now();
         let id = StaffId::generate(self.entropy.as_ref()).as_str().to_owned();
-        let key = self.keys.data_key_for(merchant, None).await?;
+        // Staff belong to the merchant, not to a data space: their secrets are sealed under the
+        // live space's own data key.
+        let key = self.keys.data_key_for(merchant, Mode::Live, None).await?;
         let token = self.fresh_secret(INVITE_PREFIX);
         let expires_at = now.saturating_add(self.settings.invite_ttl);
         let mut record = StaffRecord {

@@ -22,6 +22,7 @@ use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
 use crate::cache::TtlCache;
 use crate::error::{DomainError, StoreError};
 use crate::merchants::MerchantId;
+use crate::modes::Mode;
 use crate::ports::{DataKeyRecord, KekRecord, KekState, RewrappedKey, VaultRepository};
 
 define_id!(DataKeyId, DataKeyKind, "dk");
@@ -88,7 +89,7 @@ pub struct VaultKeys {
     keks: RwLock<Option<KekCache>>,
     refresh: tokio::sync::Mutex<()>,
     by_id: TtlCache<String, Arc<Key256>>,
-    by_owner: TtlCache<(MerchantId, String), String>,
+    by_owner: TtlCache<(MerchantId, Mode, String), String>,
     /// Where rotations and retirements are announced (set once the outbox exists).
     outbox: std::sync::OnceLock<crate::outbox::Outbox>,
 }
@@ -104,8 +105,14 @@ fn kek_context(version: u32) -> String {
 }
 
 /// Associated data of a wrapped data key: the key, its owner and the KEK version.
-fn data_key_aad(id: &str, merchant: &MerchantId, customer: &str, kek_version: u32) -> Vec<u8> {
-    format!("strongroom/vault/data-key/v1|{id}|{}|{customer}|kek:{kek_version}", merchant.as_str()).into_bytes()
+/// The associated data a data key is wrapped under. A test-mode key also names its mode (live
+/// keys keep the form they had before modes existed, so their wrapping still opens).
+fn data_key_aad(id: &str, merchant: &MerchantId, mode: Mode, customer: &str, kek_version: u32) -> Vec<u8> {
+    let space = match mode {
+        Mode::Live => String::new(),
+        Mode::Test => "|mode:test".to_owned(),
+    };
+    format!("strongroom/vault/data-key/v1|{id}|{}|{customer}|kek:{kek_version}{space}", merchant.as_str()).into_bytes()
 }
 
 impl VaultKeys {
@@ -168,7 +175,7 @@ impl VaultKeys {
         data: serde_json::Value,
     ) -> Result<Vec<crate::outbox::OutboxMessage>, DomainError> {
         match self.outbox.get() {
-            Some(outbox) => outbox.event_messages(None, event_type, data, false).await,
+            Some(outbox) => outbox.event_messages(None, Mode::Live, event_type, data, false).await,
             None => Ok(Vec::new()),
         }
     }
@@ -245,19 +252,25 @@ impl VaultKeys {
         Ok(self.kek(None).await?.0)
     }
 
-    /// The data key of a merchant's customer (`None`: the merchant's own), made on first use.
-    pub async fn data_key_for(&self, merchant: &MerchantId, customer: Option<&str>) -> Result<DataKey, DomainError> {
+    /// The data key of a merchant's customer in one data space (`None`: the space's own), made
+    /// on first use.
+    pub async fn data_key_for(
+        &self,
+        merchant: &MerchantId,
+        mode: Mode,
+        customer: Option<&str>,
+    ) -> Result<DataKey, DomainError> {
         let customer = customer.unwrap_or("");
         let now = self.clock.now();
-        let owner = (merchant.clone(), customer.to_owned());
+        let owner = (merchant.clone(), mode, customer.to_owned());
         if let Some(id) = self.by_owner.get(&owner, now)
             && let Some(key) = self.by_id.get(&id, now)
         {
             return Ok(DataKey { id, key });
         }
-        let record = match self.repo.data_key_for(merchant, customer).await? {
+        let record = match self.repo.data_key_for(merchant, mode, customer).await? {
             Some(record) => record,
-            None => self.create_data_key(merchant, customer, now).await?,
+            None => self.create_data_key(merchant, mode, customer, now).await?,
         };
         let key = self.unwrap_record(&record).await?;
         self.by_owner.put(owner, record.id.clone(), now);
@@ -270,6 +283,7 @@ impl VaultKeys {
     async fn create_data_key(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         customer: &str,
         now: Timestamp,
     ) -> Result<DataKeyRecord, DomainError> {
@@ -278,11 +292,12 @@ impl VaultKeys {
             let (version, kek) = self.kek(None).await?;
             let id = DataKeyId::generate(self.entropy.as_ref()).as_str().to_owned();
             let fresh: Key256 = Secret::new(strongroom_types::entropy::random_array(self.entropy.as_ref()));
-            let aad = data_key_aad(&id, merchant, customer, version);
+            let aad = data_key_aad(&id, merchant, mode, customer, version);
             let wrapped = envelope::seal(&kek, &aad, fresh.expose(), self.entropy.as_ref());
             let candidate = DataKeyRecord {
                 id,
                 merchant_id: merchant.clone(),
+                mode,
                 customer: customer.to_owned(),
                 kek_version: version,
                 wrapped,
@@ -310,7 +325,7 @@ impl VaultKeys {
 
     async fn unwrap_record(&self, record: &DataKeyRecord) -> Result<Arc<Key256>, DomainError> {
         let (_, kek) = self.kek(Some(record.kek_version)).await?;
-        let aad = data_key_aad(&record.id, &record.merchant_id, &record.customer, record.kek_version);
+        let aad = data_key_aad(&record.id, &record.merchant_id, record.mode, &record.customer, record.kek_version);
         let mut bytes = envelope::open(&kek, &aad, &record.wrapped).map_err(|_| DomainError::Integrity)?;
         let array: Result<[u8; 32], _> = bytes.as_slice().try_into();
         zeroize::Zeroize::zeroize(&mut bytes);
@@ -320,8 +335,8 @@ impl VaultKeys {
     }
 
     /// Forgets a customer's cached data key (after erasure), on this node at once.
-    pub fn forget(&self, merchant: &MerchantId, customer: &str, data_key_id: Option<&str>) {
-        self.by_owner.forget(&(merchant.clone(), customer.to_owned()));
+    pub fn forget(&self, merchant: &MerchantId, mode: Mode, customer: &str, data_key_id: Option<&str>) {
+        self.by_owner.forget(&(merchant.clone(), mode, customer.to_owned()));
         if let Some(id) = data_key_id {
             self.by_id.forget(&id.to_owned());
         }
@@ -349,10 +364,11 @@ impl VaultKeys {
         let mut moved = Vec::with_capacity(records.len());
         for record in &records {
             let (_, old_kek) = self.kek(Some(record.kek_version)).await?;
-            let old_aad = data_key_aad(&record.id, &record.merchant_id, &record.customer, record.kek_version);
+            let old_aad =
+                data_key_aad(&record.id, &record.merchant_id, record.mode, &record.customer, record.kek_version);
             let plain = envelope::open(&old_kek, &old_aad, &record.wrapped).map_err(|_| DomainError::Integrity)?;
             let plain = Secret::new(plain);
-            let new_aad = data_key_aad(&record.id, &record.merchant_id, &record.customer, active);
+            let new_aad = data_key_aad(&record.id, &record.merchant_id, record.mode, &record.customer, active);
             moved.push(RewrappedKey {
                 id: record.id.clone(),
                 from_version: record.kek_version,
@@ -433,9 +449,12 @@ mod tests {
     #[test]
     fn data_key_aad_names_everything() {
         let m = MerchantId::parse("mer_aaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
-        let a = data_key_aad("dk_1", &m, "c1", 1);
-        assert_ne!(a, data_key_aad("dk_1", &m, "c2", 1));
-        assert_ne!(a, data_key_aad("dk_1", &m, "c1", 2));
-        assert_ne!(a, data_key_aad("dk_2", &m, "c1", 1));
+        let a = data_key_aad("dk_1", &m, Mode::Live, "c1", 1);
+        assert_ne!(a, data_key_aad("dk_1", &m, Mode::Live, "c2", 1));
+        assert_ne!(a, data_key_aad("dk_1", &m, Mode::Live, "c1", 2));
+        assert_ne!(a, data_key_aad("dk_2", &m, Mode::Live, "c1", 1));
+        assert_ne!(a, data_key_aad("dk_1", &m, Mode::Test, "c1", 1));
+        // Live keys wrapped before modes existed still open.
+        assert_eq!(a, b"strongroom/vault/data-key/v1|dk_1|mer_aaaaaaaaaaaaaaaaaaaaaaaaaa|c1|kek:1".to_vec());
     }
 }

@@ -26,6 +26,7 @@ use crate::audit::event::{AuditEvent, Outcome};
 use crate::audit::log::AuditLog;
 use crate::error::{DomainError, FieldError, StoreError};
 use crate::merchants::MerchantId;
+use crate::modes::Mode;
 use crate::ports::{TokenInsert, TokenRecord, VaultRepository};
 use crate::vault::cvc::CvcStore;
 use crate::vault::fingerprints::FingerprintKeys;
@@ -117,6 +118,8 @@ pub struct TokenView {
     pub kind: ValueKind,
     /// The customer reference.
     pub customer: Option<String>,
+    /// Whether it lives in the live data space (false: made with a test key).
+    pub livemode: bool,
     /// Masked, non-sensitive metadata (card: brand, first 6, last 4, expiry, fingerprint).
     pub display: Map<String, Value>,
     /// The shop's metadata.
@@ -300,6 +303,7 @@ impl VaultService {
             .raise(SecurityAlert {
                 kind,
                 merchant: Some(principal.merchant_id().clone()),
+                mode: principal.mode(),
                 object: Some(token.to_owned()),
                 actor: Some(principal.actor_id().to_owned()),
                 detail,
@@ -340,6 +344,7 @@ impl VaultService {
     async fn dedupe_under_older_versions(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         input: &TokenizeInput,
         prepared: &Prepared,
     ) -> Result<Option<TokenRecord>, DomainError> {
@@ -347,7 +352,7 @@ impl VaultService {
         for (_, key) in self.fingerprints.all().into_iter().skip(1) {
             let fingerprint = Self::fingerprint(&key, merchant, prepared.kind, &prepared.normalized);
             let dedupe = Self::dedupe_key(&key, input.customer.as_deref(), &fingerprint);
-            if let Some(found) = self.repo.token_by_dedupe_key(merchant, prepared.kind, &dedupe).await?
+            if let Some(found) = self.repo.token_by_dedupe_key(merchant, mode, prepared.kind, &dedupe).await?
                 && found.erased_at.is_none()
                 && found.expires_at.is_none_or(|at| now.millis_since(at) < 0)
             {
@@ -369,6 +374,7 @@ impl VaultService {
             id: record.id.clone(),
             kind: record.kind,
             customer: record.customer.clone(),
+            livemode: record.mode.is_live(),
             display,
             metadata: record.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
             created_at: record.created_at,
@@ -413,11 +419,12 @@ impl VaultService {
     async fn seal(
         &self,
         merchant: &MerchantId,
+        mode: Mode,
         input: &TokenizeInput,
         prepared: &Prepared,
         now: Timestamp,
     ) -> Result<(TokenRecord, Arc<strongroom_crypto::Key256>), DomainError> {
-        let data_key = self.keys.data_key_for(merchant, input.customer.as_deref()).await?;
+        let data_key = self.keys.data_key_for(merchant, mode, input.customer.as_deref()).await?;
         let id = match (&input.format, &prepared.pan) {
             (TokenFormat::PanPreserving, Some(pan)) => pan.format_preserving_token(self.entropy.as_ref()),
             _ => TokenId::generate_at(self.entropy.as_ref(), now.unix_millis()).as_str().to_owned(),
@@ -430,6 +437,7 @@ impl VaultService {
         let record = TokenRecord {
             id,
             merchant_id: merchant.clone(),
+            mode,
             customer: input.customer.clone(),
             kind: prepared.kind,
             data_key_id: data_key.id,
@@ -485,6 +493,7 @@ impl VaultService {
         inputs: Vec<(String, TokenizeInput)>,
     ) -> Result<Vec<BatchItem>, DomainError> {
         let merchant = principal.merchant_id();
+        let mode = principal.mode();
         let now = self.clock.now();
         let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(inputs.len());
         let mut pending: Vec<Pending> = Vec::new();
@@ -497,12 +506,13 @@ impl VaultService {
                 Err(err) => results.push(Some(Err(err))),
                 Ok(prepared) => {
                     if input.dedupe
-                        && let Some(existing) = self.dedupe_under_older_versions(merchant, input, &prepared).await?
+                        && let Some(existing) =
+                            self.dedupe_under_older_versions(merchant, mode, input, &prepared).await?
                     {
                         results.push(Some(Ok((self.view(&existing), false))));
                         continue;
                     }
-                    let (record, key) = self.seal(merchant, input, &prepared, now).await?;
+                    let (record, key) = self.seal(merchant, mode, input, &prepared, now).await?;
                     results.push(None);
                     pending.push(Pending {
                         index,
@@ -563,11 +573,11 @@ impl VaultService {
         principal.event(action, outcome).from_source(source.ip, source.request_id.clone())
     }
 
-    /// A live token of the caller's merchant: missing, expired and foreign tokens are one 404;
-    /// erased ones are 410.
-    async fn live_token(&self, merchant: &MerchantId, id: &str) -> Result<TokenRecord, DomainError> {
+    /// An unexpired token of the caller's data space (its merchant and mode): missing, expired,
+    /// foreign and other-mode tokens are one 404; erased ones are 410.
+    async fn own_token(&self, principal: &Principal, id: &str) -> Result<TokenRecord, DomainError> {
         let record = self.repo.token(id).await?.ok_or(DomainError::NotFound)?;
-        if &record.merchant_id != merchant {
+        if &record.merchant_id != principal.merchant_id() || record.mode != principal.mode() {
             return Err(DomainError::NotFound);
         }
         if record.expires_at.is_some_and(|at| self.clock.now().millis_since(at) >= 0) {
@@ -603,7 +613,7 @@ impl VaultService {
 
     /// A token's metadata.
     pub async fn get(&self, principal: &Principal, source: &Source, id: &str) -> Result<TokenView, DomainError> {
-        let record = self.live_token(principal.merchant_id(), id).await?;
+        let record = self.own_token(principal, id).await?;
         if record.canary {
             self.canary_tripped(principal, source, &record, "read").await?;
         }
@@ -624,8 +634,10 @@ impl VaultService {
         let mut found: Vec<TokenView> = Vec::new();
         for (_, key) in self.fingerprints.all() {
             let fingerprint = Self::fingerprint(&key, principal.merchant_id(), kind, &normalized);
-            let records =
-                self.repo.tokens_by_fingerprint(principal.merchant_id(), kind, &fingerprint, now, 100).await?;
+            let records = self
+                .repo
+                .tokens_by_fingerprint(principal.merchant_id(), principal.mode(), kind, &fingerprint, now, 100)
+                .await?;
             for record in records.iter().filter(|r| !r.canary) {
                 if !found.iter().any(|v| v.id == record.id) {
                     found.push(self.view(record));
@@ -705,7 +717,7 @@ impl VaultService {
         }
         // The reason goes into the audit log, which nothing ever erases.
         crate::free_text::check("/reason", reason)?;
-        let record = self.live_token(principal.merchant_id(), id).await?;
+        let record = self.own_token(principal, id).await?;
         let needed = match view {
             RevealView::Masked => [Scope::VaultRevealMasked, Scope::VaultRevealPii, Scope::VaultRevealCard]
                 .into_iter()
@@ -764,7 +776,7 @@ impl VaultService {
 
     /// Deletes a token (it answers 404 afterwards).
     pub async fn delete(&self, principal: &Principal, source: &Source, id: &str) -> Result<(), DomainError> {
-        let record = self.live_token(principal.merchant_id(), id).await?;
+        let record = self.own_token(principal, id).await?;
         if !self.repo.delete_token(principal.merchant_id(), id).await? {
             return Err(DomainError::NotFound);
         }
@@ -789,17 +801,18 @@ impl VaultService {
             return Err(DomainError::NotFound);
         }
         let merchant = principal.merchant_id();
-        let data_key = self.repo.data_key_for(merchant, customer).await?;
+        let mode = principal.mode();
+        let data_key = self.repo.data_key_for(merchant, mode, customer).await?;
         let at = self.clock.now();
         let events = match self.alerts.outbox() {
             Some(outbox) => {
                 let data = serde_json::json!({"customer": customer, "erased_at": at.to_rfc3339()});
-                outbox.event_messages(Some(merchant), "customer.data_erased", data, false).await?
+                outbox.event_messages(Some(merchant), mode, "customer.data_erased", data, false).await?
             }
             None => Vec::new(),
         };
-        let erased = self.repo.erase_customer(merchant, customer, at, &events).await?;
-        self.keys.forget(merchant, customer, data_key.as_ref().map(|k| k.id.as_str()));
+        let erased = self.repo.erase_customer(merchant, mode, customer, at, &events).await?;
+        self.keys.forget(merchant, mode, customer, data_key.as_ref().map(|k| k.id.as_str()));
         let event = self.event(principal, source, "privacy.customer_erased", Outcome::Success).on("customer", customer);
         let audit_index = self.audit.record(event).await?;
         Ok(ErasureReceipt { customer: customer.to_owned(), erased_at: at, tokens_erased: erased, audit_index })
@@ -812,7 +825,7 @@ impl VaultService {
         source: &Source,
         id: &str,
     ) -> Result<Option<Secret<String>>, DomainError> {
-        let record = self.live_token(principal.merchant_id(), id).await?;
+        let record = self.own_token(principal, id).await?;
         if record.canary {
             self.canary_tripped(principal, source, &record, "used").await?;
         }

@@ -151,6 +151,10 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
                 }
                 return Err(err);
             }
+            Err(GateError::LiveModeRequired(required)) => {
+                tracing::info!(request_id = context.request_id.as_deref(), scope = required.as_str(), "test mode");
+                return Err(ApiError::live_mode_required(required));
+            }
             Err(GateError::Failed(err)) => return Err(err.into()),
         };
         if let Some(slot) = parts.extensions.get::<crate::middleware::KeySlot>() {

@@ -12,6 +12,7 @@ use strongroom_domain::identity::accounts::LoginOutcome;
 use strongroom_domain::identity::factors::FactorAnswer;
 use strongroom_domain::identity::sessions::IssuedSession;
 use strongroom_domain::merchants::MerchantId;
+use strongroom_domain::modes::{Mode, Space};
 use strongroom_types::Secret;
 
 use super::guard::{Button, PageForm, PageScript, SignedIn, SignedInForm, SignedInScript, optional_session};
@@ -20,6 +21,12 @@ use super::{Csrf, PageError, SESSION_COOKIE, redirect, set_cookie};
 use crate::extract::RequestContext;
 use crate::problem::ApiError;
 use crate::state::AppState;
+
+/// The hosted pages serve the live customers of their merchant (test-mode customers exist only
+/// through test keys).
+fn live(merchant: &MerchantId) -> Space<'_> {
+    Space { merchant, mode: Mode::Live }
+}
 
 fn merchant(state: &AppState) -> Result<MerchantId, PageError> {
     state
@@ -126,7 +133,7 @@ pub(super) async fn login(
     PageForm { fields: input, client, csrf }: PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
     let merchant = merchant(&state)?;
-    match state.identity.login(&merchant, &input.email, Secret::new(input.password), &client).await {
+    match state.identity.login(live(&merchant), &input.email, Secret::new(input.password), &client).await {
         Ok(LoginOutcome::Authenticated(issued)) => Ok(signed_in(&issued)),
         Ok(LoginOutcome::SecondFactorRequired { challenge, factors, .. }) => {
             Ok(respond(&csrf, StatusCode::OK, "One more step", &factor_body(&csrf.token, &challenge, &factors, None)))
@@ -153,7 +160,7 @@ pub(super) async fn second_factor(
     } else {
         (FactorAnswer::Totp(Secret::new(input.code)), vec!["totp"])
     };
-    match state.identity.login_second_factor(&merchant, &input.challenge, answer, &client).await {
+    match state.identity.login_second_factor(live(&merchant), &input.challenge, answer, &client).await {
         Ok(issued) => Ok(signed_in(&issued)),
         Err(DomainError::InvalidFactor) => {
             let body = factor_body(
@@ -173,7 +180,7 @@ pub(super) async fn passkey_login_options(
     PageScript { client }: PageScript,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let merchant = state.settings.pages_merchant.clone().ok_or_else(ApiError::not_found)?;
-    let ceremony = state.identity.begin_passkey_login(&merchant, &client).await?;
+    let ceremony = state.identity.begin_passkey_login(live(&merchant), &client).await?;
     Ok(Json(serde_json::json!({"ceremony": ceremony.id, "options": ceremony.options})))
 }
 
@@ -183,7 +190,8 @@ pub(super) async fn passkey_login_finish(
     Json(input): Json<FinishJson>,
 ) -> Result<Response, ApiError> {
     let merchant = state.settings.pages_merchant.clone().ok_or_else(ApiError::not_found)?;
-    let issued = state.identity.finish_passkey_login(&merchant, &input.ceremony, &input.credential, &client).await?;
+    let issued =
+        state.identity.finish_passkey_login(live(&merchant), &input.ceremony, &input.credential, &client).await?;
     let mut response = Json(serde_json::json!({"signed_in": true})).into_response();
     response.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, issued.token.expose(), None));
     Ok(response)

@@ -67,7 +67,9 @@ async fn session_from_cookie(
     };
     let session = state.identity.authenticate_session(token).await?;
     match (session, &state.settings.pages_merchant) {
-        (Some(session), Some(merchant)) if merchant == &session.merchant_id => Ok(Some(session)),
+        (Some(session), Some(merchant)) if merchant == &session.merchant_id && session.mode.is_live() => {
+            Ok(Some(session))
+        }
         _ => {
             let client = client_of(context, headers);
             state

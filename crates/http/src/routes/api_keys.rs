@@ -161,17 +161,17 @@ pub async fn list(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid_field("/limit", "must be between 1 and 100"));
     }
-    let merchant = auth.principal.merchant_id();
+    let viewer = auth.principal.space();
     let cursor = match params.starting_after.as_deref() {
         None => None,
         Some(text) => {
             let invalid = || ApiError::invalid_field("/starting_after", "is not a key of this merchant");
             let id = ApiKeyId::parse(text).map_err(|_| invalid())?;
-            state.api_keys.get(merchant, &id).await.map_err(|_| invalid())?;
+            state.api_keys.get(viewer, &id).await.map_err(|_| invalid())?;
             Some(id)
         }
     };
-    let mut keys = state.api_keys.list(merchant, cursor.as_ref(), limit + 1).await?;
+    let mut keys = state.api_keys.list(viewer, cursor.as_ref(), limit + 1).await?;
     let has_more = keys.len() > limit as usize;
     keys.truncate(limit as usize);
     let now = state.api_keys.now();
@@ -192,7 +192,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyBody>, ApiError> {
-    let record = state.api_keys.get(auth.principal.merchant_id(), &parse_id(&id)?).await?;
+    let record = state.api_keys.get(auth.principal.space(), &parse_id(&id)?).await?;
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))
 }
 
@@ -213,7 +213,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyBody>, ApiError> {
     let actor = context.stamp(auth.principal.event("api_key.revoked", Outcome::Success));
-    let record = state.api_keys.revoke_recorded(auth.principal.merchant_id(), &parse_id(&id)?, actor).await?;
+    let record = state.api_keys.revoke_recorded(auth.principal.space(), &parse_id(&id)?, actor).await?;
     tracing::info!(request_id = context.request_id.as_deref(), revoked_key_id = %record.id, "api key revoked");
     Ok(Json(ApiKeyBody::new(&record, state.api_keys.now())))
 }

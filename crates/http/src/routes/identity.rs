@@ -15,6 +15,7 @@ use strongroom_domain::identity::factors::FactorAnswer;
 use strongroom_domain::identity::sessions::{IssuedSession, SessionView};
 use strongroom_domain::identity::step_up::StepUpRedemption;
 use strongroom_domain::identity::{Client, CustomerId};
+use strongroom_domain::modes::Space;
 use strongroom_domain::ports::AccountStatus;
 use strongroom_types::Secret;
 use utoipa::ToSchema;
@@ -52,6 +53,9 @@ pub struct CustomerBody {
     pub email: String,
     /// Whether the email is verified.
     pub email_verified: bool,
+    /// True for a live customer; false for one registered with a test key, which only test keys
+    /// see.
+    pub livemode: bool,
     /// Whether the account has a password.
     pub has_password: bool,
     /// Whether TOTP is on.
@@ -78,6 +82,7 @@ impl CustomerBody {
             email: if masked { mask_email(&view.email) } else { view.email },
             id: view.id,
             email_verified: view.email_verified,
+            livemode: view.livemode,
             has_password: view.has_password,
             totp: view.totp,
             recovery_codes_left: view.recovery_codes_left,
@@ -232,7 +237,7 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<RegisteredBody>), ApiError> {
     let client = client_of(body.client, &context, "/client")?;
     let input = Registration { email: body.email, password: body.password.map(SecretText::secret) };
-    let customer = state.identity.register(auth.principal.merchant_id(), input, &client).await?;
+    let customer = state.identity.register(auth.principal.space(), input, &client).await?;
     Ok((StatusCode::ACCEPTED, Json(RegisteredBody { object: "registration", customer })))
 }
 
@@ -246,7 +251,7 @@ pub async fn get_customer(
     Path(id): Path<String>,
 ) -> Result<Json<CustomerBody>, ApiError> {
     CustomerId::parse(&id).map_err(|_| ApiError::not_found())?;
-    let view = state.identity.customer(auth.principal.merchant_id(), &id).await?;
+    let view = state.identity.customer(auth.principal.space(), &id).await?;
     Ok(Json(CustomerBody::of(view, true)))
 }
 
@@ -259,7 +264,7 @@ async fn set_status(
 ) -> Result<Json<CustomerBody>, ApiError> {
     CustomerId::parse(&id).map_err(|_| ApiError::not_found())?;
     let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
-    let view = state.identity.set_status(auth.principal.merchant_id(), &id, status, &auth.principal, &client).await?;
+    let view = state.identity.set_status(auth.principal.space(), &id, status, &auth.principal, &client).await?;
     Ok(Json(CustomerBody::of(view, true)))
 }
 
@@ -346,8 +351,7 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginBody>, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
-    let outcome =
-        state.identity.login(auth.principal.merchant_id(), &body.email, body.password.secret(), &client).await?;
+    let outcome = state.identity.login(auth.principal.space(), &body.email, body.password.secret(), &client).await?;
     Ok(Json(match outcome {
         LoginOutcome::Authenticated(issued) => issued.into(),
         LoginOutcome::SecondFactorRequired { challenge, factors, expires_at } => LoginBody {
@@ -445,10 +449,8 @@ pub async fn login_second_factor(
         passkey: None,
     }
     .answer()?;
-    let issued = state
-        .identity
-        .login_second_factor(auth.principal.merchant_id(), body.challenge.trim(), answer, &client)
-        .await?;
+    let issued =
+        state.identity.login_second_factor(auth.principal.space(), body.challenge.trim(), answer, &client).await?;
     Ok(Json(issued.into()))
 }
 
@@ -484,7 +486,8 @@ pub async fn authenticate_session(
     ApiJson(body): ApiJson<AuthenticateRequest>,
 ) -> Result<Json<AuthenticatedBody>, ApiError> {
     match state.identity.authenticate_session(&body.token.0).await? {
-        Some(session) if &session.merchant_id == auth.principal.merchant_id() => Ok(Json(AuthenticatedBody {
+        // Another merchant's or mode's session answers as an unknown one.
+        Some(session) if session.space() == auth.principal.space() => Ok(Json(AuthenticatedBody {
             customer: session.customer_id,
             session: session.session_id,
             factors: session.factors,
@@ -536,7 +539,7 @@ pub async fn redeem_step_up(
         purpose: &body.purpose,
         binding: &body.binding,
     };
-    state.identity.redeem_step_up(auth.principal.merchant_id(), redemption, &auth.principal, &client).await?;
+    state.identity.redeem_step_up(auth.principal.space(), redemption, &auth.principal, &client).await?;
     Ok(Json(RedeemedBody { valid: true }))
 }
 
@@ -947,9 +950,9 @@ pub async fn verify_email(
     ApiJson(body): ApiJson<LinkRequest>,
 ) -> Result<Json<VerifiedBody>, ApiError> {
     let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
-    let merchant = auth.principal.merchant_id();
-    let customer = state.identity.verify_email(merchant, &body.token.0, &client).await?;
-    let passkey_registration = state.identity.first_passkey_ceremony(merchant, &customer).await?.map(Into::into);
+    let space = auth.principal.space();
+    let customer = state.identity.verify_email(space, &body.token.0, &client).await?;
+    let passkey_registration = state.identity.first_passkey_ceremony(space, &customer).await?.map(Into::into);
     Ok(Json(VerifiedBody { customer, email_verified: true, passkey_registration }))
 }
 
@@ -979,8 +982,10 @@ pub async fn request_password_reset(
     // nothing about whether the address has an account.
     let identity = state.identity.clone();
     let merchant = auth.principal.merchant_id().clone();
+    let mode = auth.principal.mode();
     tokio::spawn(async move {
-        if let Err(err) = identity.request_password_reset(&merchant, &body.email, &client).await {
+        let space = Space { merchant: &merchant, mode };
+        if let Err(err) = identity.request_password_reset(space, &body.email, &client).await {
             tracing::error!(error = %err, "password reset request failed");
         }
     });
@@ -1022,13 +1027,7 @@ pub async fn complete_password_reset(
     };
     state
         .identity
-        .complete_password_reset(
-            auth.principal.merchant_id(),
-            &body.token.0,
-            body.new_password.secret(),
-            factor,
-            &client,
-        )
+        .complete_password_reset(auth.principal.space(), &body.token.0, body.new_password.secret(), factor, &client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -166,7 +166,7 @@ pub async fn begin_customer_login(
     ApiJson(body): ApiJson<PasskeyLoginRequest>,
 ) -> Result<Json<CeremonyBody>, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
-    Ok(Json(state.identity.begin_passkey_login(auth.principal.merchant_id(), &client).await?.into()))
+    Ok(Json(state.identity.begin_passkey_login(auth.principal.space(), &client).await?.into()))
 }
 
 /// The browser's answer to a sign-in.
@@ -195,10 +195,8 @@ pub async fn finish_customer_login(
     ApiJson(body): ApiJson<FinishLoginRequest>,
 ) -> Result<Json<LoginBody>, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
-    let issued = state
-        .identity
-        .finish_passkey_login(auth.principal.merchant_id(), &body.ceremony, &body.credential, &client)
-        .await?;
+    let issued =
+        state.identity.finish_passkey_login(auth.principal.space(), &body.ceremony, &body.credential, &client).await?;
     Ok(Json(issued.into()))
 }
 
@@ -236,7 +234,7 @@ pub async fn finish_first_passkey(
     let issued = state
         .identity
         .finish_first_passkey(
-            auth.principal.merchant_id(),
+            auth.principal.space(),
             &body.customer,
             &body.ceremony,
             &body.credential,

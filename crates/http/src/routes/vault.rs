@@ -32,6 +32,9 @@ pub struct TokenBody {
     pub kind: &'static str,
     /// The shop's customer reference.
     pub customer: Option<String>,
+    /// True for a token made with a live key; false for one made with a test key (`sr_test_…`),
+    /// which only test keys see.
+    pub livemode: bool,
     /// Masked, non-sensitive facts: for a card brand, first6 (only for numbers of 16 digits or
     /// more), last4, exp_month, exp_year, fingerprint and cvc_held; for an email or phone a masked
     /// form; and so on.
@@ -53,6 +56,7 @@ impl From<TokenView> for TokenBody {
             id: view.id,
             kind: view.kind.as_str(),
             customer: view.customer,
+            livemode: view.livemode,
             display: view.display,
             metadata: view.metadata,
             created_at: view.created_at.to_rfc3339(),

@@ -29,6 +29,9 @@ pub struct EndpointBody {
     pub url: String,
     /// Subscribed event types (`*` for all).
     pub event_types: Vec<String>,
+    /// Whether it receives live events; false: the events of test-mode keys (`sr_test_…`), which
+    /// created it.
+    pub livemode: bool,
     /// Free text.
     pub description: String,
     /// `enabled` or `disabled` (by hand, or after failing for five days).
@@ -48,6 +51,7 @@ impl From<EndpointView> for EndpointBody {
             id: v.id,
             url: v.url,
             event_types: v.event_types,
+            livemode: v.livemode,
             description: v.description,
             status: v.status,
             failing_since: v.failing_since,
@@ -240,10 +244,9 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateEndpointRequest>,
 ) -> Result<(StatusCode, Json<EndpointWithSecretBody>), ApiError> {
-    let merchant = auth.principal.merchant_id().clone();
     let created = state
         .webhooks
-        .create(&merchant, actor(&auth, &context), &body.url, &body.event_types, &body.description)
+        .create(auth.principal.space(), actor(&auth, &context), &body.url, &body.event_types, &body.description)
         .await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
@@ -259,7 +262,7 @@ pub async fn list(
     auth: ApiKeyAuth<scope::AdminWebhooks>,
     State(state): State<AppState>,
 ) -> Result<Json<EndpointList>, ApiError> {
-    let data = state.webhooks.list(auth.principal.merchant_id()).await?.into_iter().map(EndpointBody::from).collect();
+    let data = state.webhooks.list(auth.principal.space()).await?.into_iter().map(EndpointBody::from).collect();
     Ok(Json(EndpointList { object: "list", data }))
 }
 
@@ -277,7 +280,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointBody>, ApiError> {
-    Ok(Json(state.webhooks.get(auth.principal.merchant_id(), &id).await?.into()))
+    Ok(Json(state.webhooks.get(auth.principal.space(), &id).await?.into()))
 }
 
 /// Deletes an endpoint; deliveries still pending to it are given up.
@@ -295,7 +298,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DeletedEndpoint>, ApiError> {
-    state.webhooks.delete(auth.principal.merchant_id(), actor(&auth, &context), &id).await?;
+    state.webhooks.delete(auth.principal.space(), actor(&auth, &context), &id).await?;
     Ok(Json(DeletedEndpoint { id, object: "webhook_endpoint", deleted: true }))
 }
 
@@ -314,7 +317,7 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointWithSecretBody>, ApiError> {
-    let rotated = state.webhooks.rotate_secret(auth.principal.merchant_id(), actor(&auth, &context), &id).await?;
+    let rotated = state.webhooks.rotate_secret(auth.principal.space(), actor(&auth, &context), &id).await?;
     Ok(Json(rotated.into()))
 }
 
@@ -333,7 +336,7 @@ pub async fn enable(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointBody>, ApiError> {
-    let view = state.webhooks.set_enabled(auth.principal.merchant_id(), actor(&auth, &context), &id, true).await?;
+    let view = state.webhooks.set_enabled(auth.principal.space(), actor(&auth, &context), &id, true).await?;
     Ok(Json(view.into()))
 }
 
@@ -352,7 +355,7 @@ pub async fn disable(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointBody>, ApiError> {
-    let view = state.webhooks.set_enabled(auth.principal.merchant_id(), actor(&auth, &context), &id, false).await?;
+    let view = state.webhooks.set_enabled(auth.principal.space(), actor(&auth, &context), &id, false).await?;
     Ok(Json(view.into()))
 }
 
@@ -376,10 +379,8 @@ pub async fn deliveries(
     if !(1..=100).contains(&limit) {
         return Err(strongroom_domain::DomainError::invalid("/limit", "must be between 1 and 100").into());
     }
-    let mut data = state
-        .webhooks
-        .deliveries(auth.principal.merchant_id(), &id, params.starting_after.as_deref(), limit + 1)
-        .await?;
+    let mut data =
+        state.webhooks.deliveries(auth.principal.space(), &id, params.starting_after.as_deref(), limit + 1).await?;
     let has_more = data.len() > limit as usize;
     data.truncate(limit as usize);
     Ok(Json(DeliveryList { object: "list", data: data.into_iter().map(DeliveryBody::from).collect(), has_more }))
@@ -400,7 +401,7 @@ pub async fn redeliver(
     State(state): State<AppState>,
     Path((id, delivery)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.webhooks.redeliver(auth.principal.merchant_id(), actor(&auth, &context), &id, &delivery).await?;
+    state.webhooks.redeliver(auth.principal.space(), actor(&auth, &context), &id, &delivery).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -419,7 +420,7 @@ pub async fn test(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<TestEventBody>), ApiError> {
-    let event_id = state.webhooks.send_test(auth.principal.merchant_id(), &id).await?;
+    let event_id = state.webhooks.send_test(auth.principal.space(), &id).await?;
     Ok((StatusCode::ACCEPTED, Json(TestEventBody { event_id })))
 }
 
