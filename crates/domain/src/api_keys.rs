@@ -712,6 +712,29 @@ mod tests {
     use strongroom_types::OsEntropy;
 
     #[test]
+    fn a_test_key_never_uses_a_deployment_wide_scope_it_holds() {
+        let key = |mode| Principal {
+            who: Who::Key(Arc::new(ApiKeyRecord {
+                id: ApiKeyId::generate(&OsEntropy),
+                merchant_id: MerchantId::generate(&OsEntropy),
+                name: "older key".into(),
+                mode,
+                scopes: vec![Scope::AuditRead, Scope::AdminStaff, Scope::VaultRead],
+                digest: vec![0; 32],
+                created_at: Timestamp::from_unix_millis(0),
+                expires_at: None,
+                last_used_at: None,
+                revoked_at: None,
+            })),
+        };
+        let (live, test) = (key(Mode::Live), key(Mode::Test));
+        assert!(live.has(Scope::AuditRead) && live.has(Scope::AdminStaff) && live.has(Scope::VaultRead));
+        assert!(!test.has(Scope::AuditRead) && !test.has(Scope::AdminStaff));
+        assert!(test.has(Scope::VaultRead));
+        assert_eq!(test.space().mode, Mode::Test);
+    }
+
+    #[test]
     fn presented_key_form() {
         let id = ApiKeyId::generate(&OsEntropy);
         let body = id.as_str().trim_start_matches("key_");
