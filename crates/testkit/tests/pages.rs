@@ -292,13 +292,15 @@ async fn link_pages_refuse_requests_without_the_csrf_token(backend: Backend) {
     let reset = mailed_token(&server, "password_reset", "fay@example.com").await;
 
     // Script requests: no X-CSRF-Token, a wrong one, or the right one from another site.
+    let first_passkey = json!({"customer": "cus_none", "ceremony": "wac_none", "credential": {}});
     let script_requests = [
-        ("/account/verify-email", json!({"token": "evt_whatever"})),
-        ("/account/reset-password", json!({"token": reset, "new_password": NEW_PASSWORD})),
-        ("/staff/invitation", json!({"token": invitation, "password": STAFF_PASSWORD})),
+        ("/account/verify-email", "/account/verify-email", json!({"token": "evt_whatever"})),
+        ("/account/verify-email", "/account/verify-email/passkey", first_passkey),
+        ("/account/reset-password", "/account/reset-password", json!({"token": reset, "new_password": NEW_PASSWORD})),
+        ("/staff/invitation", "/staff/invitation", json!({"token": invitation, "password": STAFF_PASSWORD})),
     ];
-    for (path, body) in &script_requests {
-        let (token, cookie) = page_token(&client, &server, path).await;
+    for (page, path, body) in &script_requests {
+        let (token, cookie) = page_token(&client, &server, page).await;
         let post = || client.post(server.url(path)).header("cookie", &cookie).json(body);
         let missing = post().send().await.unwrap();
         let wrong = post().header("x-csrf-token", "forged").send().await.unwrap();
