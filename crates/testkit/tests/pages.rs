@@ -23,6 +23,7 @@ on_both_backends!(
     mailed_links_open_working_pages_in_chromium,
     link_pages_refuse_requests_without_the_csrf_token,
     sign_up_is_served_only_when_allowed,
+    a_new_address_is_confirmed_on_the_verify_page,
 );
 
 const PASSWORD: &str = "violet tractor anthem 1987";
@@ -422,5 +423,42 @@ async fn sign_up_is_served_only_when_allowed(backend: Backend) {
     let invitation = client.get(server.url("/staff/invitation")).send().await.unwrap();
     assert_eq!(invitation.status(), 200);
     assert!(invitation.text().await.unwrap().contains("data-link-form"));
+    server.shutdown().await;
+}
+
+async fn a_new_address_is_confirmed_on_the_verify_page(backend: Backend) {
+    let Some(server) = spawn(backend).await else { return };
+    let client = reqwest::Client::new();
+    customer(&server, "jo@example.com").await;
+    let login = json!({"email": "jo@example.com", "password": PASSWORD});
+    let signed_in: serde_json::Value =
+        server.request(Method::POST, "/v1/identity/login").json(&login).send().await.unwrap().json().await.unwrap();
+    let session = signed_in["session"]["token"].as_str().unwrap().to_owned();
+    let change = json!({"email": "jo.new@example.com", "current_password": PASSWORD});
+    let requested = server.request_as(&session, Method::POST, "/v1/me/email").json(&change).send().await.unwrap();
+    assert_eq!(requested.status(), 202);
+    // The confirmation mailed to the new address opens the same page as an address check.
+    let token = mailed_token(&server, "confirm_email_change", "jo.new@example.com").await;
+    let (csrf, cookie) = page_token(&client, &server, "/account/verify-email").await;
+    let confirm = |token: &str| {
+        client
+            .post(server.url("/account/verify-email"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&json!({"token": token}))
+    };
+    let confirmed = confirm(&token).send().await.unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert!(confirmed.text().await.unwrap().contains("confirmed"));
+    let me: serde_json::Value =
+        server.request_as(&session, Method::GET, "/v1/me").send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["email"], "jo.new@example.com", "{me}");
+    // Used once; and a dead link says what to do, never echoing the token.
+    let again = confirm(&token).send().await.unwrap();
+    assert_eq!(again.status(), 422);
+    let problem: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_link");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.starts_with("This link does not work") && !problem.to_string().contains(&token), "{problem}");
     server.shutdown().await;
 }

@@ -139,8 +139,8 @@ pub(super) async fn verify_email(
     let customer = state.identity.verify_email(&merchant, &input.token, &client).await.map_err(|e| {
         refusal(
             e,
-            "This link does not work: it was used already, is older than 24 hours, or was cut short. \
-             If your address is not confirmed yet, ask the shop for a new link.",
+            "This link does not work: it was used already, has expired, or was cut short. If your address \
+             is not confirmed yet, ask the shop for a new link.",
         )
     })?;
     // A passkey-only account has no way in until its first passkey exists: make it now.
