@@ -67,9 +67,10 @@ async function signInWithPasskey() {
   }
 }
 
-// A new passkey from the server's creation options; answers what the server verifies.
+// A new passkey from the server's creation options (left as they are, so a second try can use
+// them again); answers what the server verifies.
 async function createPasskey(publicKey) {
-  const options = publicKey;
+  const options = structuredClone(publicKey);
   options.challenge = b64urlToBytes(options.challenge);
   options.user.id = b64urlToBytes(options.user.id);
   options.excludeCredentials = (options.excludeCredentials || []).map((c) => ({ ...c, id: b64urlToBytes(c.id) }));
