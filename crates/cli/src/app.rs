@@ -215,10 +215,12 @@ impl Core {
         Ok(Arc::new(hasher))
     }
 
-    /// The identity service over this core.
+    /// The identity service over this core; mailed links start with `link_base`
+    /// ([`Config::identity_link_base`]).
     pub fn identity(
         &self,
         config: &Config,
+        link_base: String,
         hasher: Arc<PasswordHasher>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
@@ -229,7 +231,7 @@ impl Core {
             session_idle: c.session_idle,
             session_absolute: c.session_absolute,
             totp_issuer: c.totp_issuer.clone(),
-            link_base: c.link_base.clone(),
+            link_base,
             ..IdentitySettings::default()
         };
         IdentityService::new(
@@ -269,10 +271,12 @@ impl Core {
         ))
     }
 
-    /// The staff service over this core.
+    /// The staff service over this core; invitation links start with `link_base`
+    /// ([`Config::staff_link_base`]).
     pub fn staff(
         &self,
         config: &Config,
+        link_base: String,
         hasher: Arc<PasswordHasher>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
@@ -281,7 +285,7 @@ impl Core {
         let settings = StaffSettings {
             session_idle: c.session_idle,
             session_absolute: c.session_absolute,
-            link_base: c.link_base.clone(),
+            link_base,
             totp_issuer: format!("{} staff", config.identity.totp_issuer),
             ..StaffSettings::default()
         };
@@ -628,6 +632,17 @@ impl Application {
         let listeners = strongroom_http::server::BoundListeners::bind(&serve)
             .with_context(|| format!("cannot listen on server.listen {}", config.server.listen))?;
         let dev_ca = transport.1;
+        // Links in mail lead to this listener unless the configuration says where people reach
+        // it; with port 0 that is the port the system chose.
+        let listening = listeners.api_addr().context("cannot read the API listener's address")?;
+        if config.link_bases_guessed() {
+            tracing::warn!(
+                identity_link_base = %config.identity_link_base(listening),
+                staff_link_base = %config.staff_link_base(listening),
+                "identity.link_base or staff.link_base is not set and the listener's address does not say where \
+                 people reach it: mailed links use these defaults, which work only on this machine; set both"
+            );
+        }
         let bootstrapped = bootstrap_if_new(&core.store, &api_keys, entropy.as_ref()).await?;
         let audit = core.audit.clone();
         if let Some(boot) = &bootstrapped {
@@ -648,6 +663,7 @@ impl Application {
             metrics_on_api: config.metrics.listen.is_none(),
             dev_mailbox: None,
             pages_merchant: None,
+            pages_sign_up: config.pages.enabled && config.pages.sign_up,
             access_log: match config.access_log {
                 crate::config::AccessLogConfig::All => strongroom_http::state::AccessLog::All,
                 crate::config::AccessLogConfig::Errors => strongroom_http::state::AccessLog::Errors,
@@ -698,13 +714,13 @@ impl Application {
         ));
         let passkeys = Arc::new(core.passkeys(config, clock.clone(), entropy.clone())?);
         let identity = Arc::new(
-            core.identity(config, hasher.clone(), clock.clone(), entropy.clone())
+            core.identity(config, config.identity_link_base(listening), hasher.clone(), clock.clone(), entropy.clone())
                 .with_postman(postman.clone())
                 .with_passkeys(passkeys.clone())
                 .with_breach_check(breaches.clone()),
         );
         let staff = Arc::new(
-            core.staff(config, hasher, clock.clone(), entropy.clone())
+            core.staff(config, config.staff_link_base(listening), hasher, clock.clone(), entropy.clone())
                 .with_postman(postman)
                 .with_passkeys(passkeys)
                 .with_breach_check(breaches),

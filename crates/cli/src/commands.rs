@@ -404,16 +404,13 @@ async fn staff(config: &Config, command: StaffCommand) -> anyhow::Result<()> {
     let result = match command {
         StaffCommand::Invite { email, roles, merchant } => {
             let merchant = default_merchant(&core, merchant).await?;
+            let link_base = invitation_link_base(config)?;
             let hasher = core.password_hasher(config, entropy.clone()).await?;
             // No postman: the operator hands the printed link over (mail may not be set up yet).
-            let service = core.staff(config, hasher, clock.clone(), entropy);
+            let service = core.staff(config, link_base.clone(), hasher, clock.clone(), entropy);
             let client = strongroom_domain::identity::Client::default();
             let invitation = service.invite(&merchant, &email, &roles, None, &client).await.map_err(describe_domain)?;
-            let link = format!(
-                "{}/staff/invitation#token={}",
-                config.staff.link_base.trim_end_matches('/'),
-                invitation.token.expose()
-            );
+            let link = format!("{link_base}/staff/invitation#token={}", invitation.token.expose());
             let out = serde_json::json!({
                 "id": invitation.staff.id,
                 "merchant": merchant.as_str(),
@@ -435,6 +432,19 @@ async fn staff(config: &Config, command: StaffCommand) -> anyhow::Result<()> {
     };
     core.audit.close().await;
     result
+}
+
+/// Where the printed invitation link points: `staff.link_base`, or the server's listener as
+/// configured in `server.listen`. With port 0 the port is chosen when the server starts, so no
+/// link can be made here: refused before anything changes, naming the key to set.
+fn invitation_link_base(config: &Config) -> anyhow::Result<String> {
+    if config.staff.link_base.is_none() && config.server.listen.port() == 0 {
+        bail!(
+            "staff.link_base: not set, and server.listen has port 0 (chosen at start), so the invitation link's \
+             address is unknown; set staff.link_base (STRONGROOM_STAFF__LINK_BASE) to where the server is reached"
+        );
+    }
+    Ok(config.staff_link_base(config.server.listen))
 }
 
 async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {

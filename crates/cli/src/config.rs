@@ -218,8 +218,9 @@ pub struct IdentityConfig {
     /// it. Default `strongroom`.
     pub totp_issuer: String,
     /// Where the shop serves the pages mailed links open: `<link_base>/verify-email#token=…` and
-    /// `<link_base>/reset-password#token=…`. Default `https://127.0.0.1:8443/account`.
-    pub link_base: String,
+    /// `<link_base>/reset-password#token=…`. Default: the hosted pages on the API listener,
+    /// `<origin>/account` with the origin [`link_origin`] makes.
+    pub link_base: Option<String>,
     /// How often ended sessions and spent challenges are deleted. Default 10 min.
     #[serde(with = "humantime_serde")]
     pub purge_interval: Duration,
@@ -237,7 +238,7 @@ impl Default for IdentityConfig {
             hash_queue: 64,
             context_words: Vec::new(),
             totp_issuer: "strongroom".to_owned(),
-            link_base: "https://127.0.0.1:8443/account".to_owned(),
+            link_base: None,
             purge_interval: Duration::from_secs(600),
         }
     }
@@ -276,9 +277,9 @@ pub struct StaffConfig {
     /// A staff session ends this long after sign-in. Default 12 h.
     #[serde(with = "humantime_serde")]
     pub session_absolute: Duration,
-    /// Where invitation links point: `<link_base>/staff/invitation#token=…`. Default
-    /// `https://127.0.0.1:8443`.
-    pub link_base: String,
+    /// Where invitation links point: `<link_base>/staff/invitation#token=…`. Default: the
+    /// invitation page on the API listener, at the origin [`link_origin`] makes.
+    pub link_base: Option<String>,
 }
 
 impl Default for StaffConfig {
@@ -286,7 +287,7 @@ impl Default for StaffConfig {
         Self {
             session_idle: Duration::from_secs(15 * 60),
             session_absolute: Duration::from_secs(12 * 3600),
-            link_base: "https://127.0.0.1:8443".to_owned(),
+            link_base: None,
         }
     }
 }
@@ -299,11 +300,15 @@ pub struct PagesConfig {
     pub enabled: bool,
     /// Whose customers they serve (`mer_…`). Default: the deployment's first merchant.
     pub merchant: Option<String>,
+    /// Let visitors create customer accounts at `/account/sign-up`. Default false: anyone could
+    /// then create accounts and have mail sent to any address, and many shops create their
+    /// customers from their own backend.
+    pub sign_up: bool,
 }
 
 impl Default for PagesConfig {
     fn default() -> Self {
-        Self { enabled: true, merchant: None }
+        Self { enabled: true, merchant: None, sign_up: false }
     }
 }
 
@@ -634,6 +639,34 @@ impl Default for DatabaseConfig {
 impl Default for ApiKeysConfig {
     fn default() -> Self {
         Self { cache_ttl: Duration::from_secs(5) }
+    }
+}
+
+/// The origin of the links strongroom makes when `identity.link_base` or `staff.link_base` is not
+/// set: the API listener's own, from the address it is bound to (so port 0 is the port the system
+/// chose). A loopback or unspecified address (`127.0.0.1`, `::1`, `0.0.0.0`, `::`) becomes
+/// `localhost`: the development certificate names it, the default passkey relying party is
+/// `localhost`, and an unspecified address names no host a link could use. Any other address is
+/// written as it is. The scheme is `https`, or `http` when TLS is terminated upstream (this
+/// listener's own scheme; such deployments set their public address as the link bases). Port
+/// 443 of `https` and 80 of `http` are left out.
+pub fn link_origin(tls: TlsMode, listening: SocketAddr) -> String {
+    let scheme = match tls {
+        TlsMode::Builtin => "https",
+        TlsMode::TerminatedUpstream => "http",
+    };
+    let ip = listening.ip();
+    let host = if ip.is_loopback() || ip.is_unspecified() {
+        "localhost".to_owned()
+    } else {
+        match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        }
+    };
+    match (scheme, listening.port()) {
+        ("https", 443) | ("http", 80) => format!("{scheme}://{host}"),
+        (_, port) => format!("{scheme}://{host}:{port}"),
     }
 }
 
@@ -1005,7 +1038,9 @@ impl Config {
         {
             return fail("passwords.pwned_range_timeout", "must be between 100ms and 30s");
         }
-        if !self.identity.link_base.starts_with("https://") {
+        if let Some(base) = &self.identity.link_base
+            && !base.starts_with("https://")
+        {
             return fail("identity.link_base", "must be an https:// URL");
         }
         if !self.mail.from.contains('@') || self.mail.from.chars().any(char::is_control) {
@@ -1067,7 +1102,38 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         let mut effective = self.clone();
         effective.database_url = Some(self.database_url());
+        // The link bases in effect, when the configured port says which they are.
+        if self.server.listen.port() != 0 {
+            effective.identity.link_base = Some(self.identity_link_base(self.server.listen));
+            effective.staff.link_base = Some(self.staff_link_base(self.server.listen));
+        }
         toml::to_string_pretty(&effective).unwrap_or_else(|e| format!("# could not render: {e}"))
+    }
+
+    /// `identity.link_base`, or its default for a server whose API listener is bound to
+    /// `listening`: `<origin>/account` (origin by [`link_origin`]), where the hosted pages answer.
+    pub fn identity_link_base(&self, listening: SocketAddr) -> String {
+        match &self.identity.link_base {
+            Some(base) => base.trim_end_matches('/').to_owned(),
+            None => format!("{}/account", link_origin(self.server.tls, listening)),
+        }
+    }
+
+    /// `staff.link_base`, or its default for a server whose API listener is bound to
+    /// `listening`: [`link_origin`], where the invitation page answers.
+    pub fn staff_link_base(&self, listening: SocketAddr) -> String {
+        match &self.staff.link_base {
+            Some(base) => base.trim_end_matches('/').to_owned(),
+            None => link_origin(self.server.tls, listening),
+        }
+    }
+
+    /// Whether a link base is left to its default while the listener's address says nothing about
+    /// where people reach it (an unspecified address such as `0.0.0.0`, or TLS terminated by a
+    /// proxy): the default then only works on this machine, worth a warning at start.
+    pub fn link_bases_guessed(&self) -> bool {
+        (self.identity.link_base.is_none() || self.staff.link_base.is_none())
+            && (self.server.listen.ip().is_unspecified() || self.server.tls == TlsMode::TerminatedUpstream)
     }
 
     /// The directory of the development TLS files.
@@ -1082,6 +1148,46 @@ mod tests {
 
     fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn link_bases_default_to_the_address_listened_on() {
+        let addr = |text: &str| text.parse::<SocketAddr>().unwrap();
+        assert_eq!(link_origin(TlsMode::Builtin, addr("127.0.0.1:8443")), "https://localhost:8443");
+        assert_eq!(link_origin(TlsMode::Builtin, addr("0.0.0.0:443")), "https://localhost");
+        assert_eq!(link_origin(TlsMode::Builtin, addr("[::]:9000")), "https://localhost:9000");
+        assert_eq!(link_origin(TlsMode::Builtin, addr("192.0.2.7:8443")), "https://192.0.2.7:8443");
+        assert_eq!(link_origin(TlsMode::Builtin, addr("[2001:db8::7]:8443")), "https://[2001:db8::7]:8443");
+        assert_eq!(link_origin(TlsMode::TerminatedUpstream, addr("10.0.0.2:8080")), "http://10.0.0.2:8080");
+        assert_eq!(link_origin(TlsMode::TerminatedUpstream, addr("10.0.0.2:80")), "http://10.0.0.2");
+
+        let config = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__LISTEN", "127.0.0.1:0")])).unwrap();
+        // Port 0: the port the system chose when the listener was bound.
+        let bound = addr("127.0.0.1:40123");
+        assert_eq!(config.identity_link_base(bound), "https://localhost:40123/account");
+        assert_eq!(config.staff_link_base(bound), "https://localhost:40123");
+        assert!(!config.link_bases_guessed());
+        let open = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__LISTEN", "0.0.0.0:8443")])).unwrap();
+        assert!(open.link_bases_guessed(), "an unspecified address is worth a warning");
+
+        let set = load(
+            &Overrides::default(),
+            vars(&[
+                ("STRONGROOM_IDENTITY__LINK_BASE", "https://shop.example/account/"),
+                ("STRONGROOM_STAFF__LINK_BASE", "https://admin.shop.example"),
+                ("STRONGROOM_SERVER__LISTEN", "0.0.0.0:8443"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(set.identity_link_base(bound), "https://shop.example/account");
+        assert_eq!(set.staff_link_base(bound), "https://admin.shop.example");
+        assert!(!set.link_bases_guessed());
+        let shown = set.to_masked_toml();
+        assert!(shown.contains("link_base = \"https://shop.example/account\""), "{shown}");
+        let derived = load(&Overrides::default(), vars(&[])).unwrap().to_masked_toml();
+        assert!(derived.contains("link_base = \"https://localhost:8443/account\""), "{derived}");
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_IDENTITY__LINK_BASE", "http://shop.example")]));
+        assert!(err.unwrap_err().0.starts_with("identity.link_base: must be an https:// URL"));
     }
 
     #[test]

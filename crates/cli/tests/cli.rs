@@ -248,7 +248,17 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     assert_eq!(client.get(&metrics).bearer_auth(&secret).send().await.unwrap().status(), 401);
 
     // The first owner comes from the command line: a one-time invitation the running server accepts.
+    // Its link leads to the address the configuration says the server listens on; with port 0
+    // that is unknown, and the command says which key to set before it changes anything.
+    let unknown_port = strongroom(&data)
+        .args(["staff", "invite", "--email", "owner@shop.example", "--role", "owner"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown_port.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&unknown_port.stderr);
+    assert!(said.contains("staff.link_base") && said.contains("port 0"), "{said}");
     let invited = strongroom(&data)
+        .env("STRONGROOM_SERVER__LISTEN", format!("127.0.0.1:{}", serving.port))
         .args(["staff", "invite", "--email", "owner@shop.example", "--role", "owner"])
         .output()
         .unwrap();
@@ -259,17 +269,26 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     assert!(!said.contains("WARN") && !said.contains("not sent"), "{said}");
     let invited: serde_json::Value = serde_json::from_slice(&invited.stdout).unwrap();
     assert_eq!(invited["roles"], serde_json::json!(["owner"]));
-    assert!(invited["invitation_link"].as_str().unwrap().contains("/staff/invitation#token=sti_"));
+    let link = invited["invitation_link"].as_str().unwrap();
+    let page = format!("https://localhost:{}/staff/invitation", serving.port);
+    assert!(link.starts_with(&format!("{page}#token=sti_")), "{link}");
+    // The link opens the invitation page of the running server.
+    let opened = client.get(link).send().await.unwrap();
+    assert_eq!(opened.status(), 200);
+    assert!(opened.text().await.unwrap().contains("Accept your staff invitation"));
     let accept = format!("https://127.0.0.1:{}/v1/staff/invitation/accept", serving.port);
     let body = serde_json::json!({"token": invited["invitation_token"], "password": "copper meadow lantern 4711"});
     let accepted = client.post(&accept).json(&body).send().await.unwrap();
     assert_eq!(accepted.status(), 200);
+    let listen = format!("127.0.0.1:{}", serving.port);
     let again = strongroom(&data)
+        .env("STRONGROOM_SERVER__LISTEN", &listen)
         .args(["staff", "invite", "--email", "owner@shop.example", "--role", "owner"])
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(1), "one account per email");
     let unknown = strongroom(&data)
+        .env("STRONGROOM_SERVER__LISTEN", &listen)
         .args(["staff", "invite", "--email", "x@shop.example", "--role", "overlord"])
         .output()
         .unwrap();

@@ -29,6 +29,8 @@ pub struct HttpSettings {
     /// The merchant whose customers the hosted account pages (`/account/…`) serve; `None`: no
     /// such pages.
     pub pages_merchant: Option<strongroom_domain::merchants::MerchantId>,
+    /// Whether the hosted pages let visitors create customer accounts (`/account/sign-up`).
+    pub pages_sign_up: bool,
     /// Which requests get an access-log line.
     pub access_log: AccessLog,
 }
@@ -56,6 +58,7 @@ impl Default for HttpSettings {
             metrics_on_api: true,
             dev_mailbox: None,
             pages_merchant: None,
+            pages_sign_up: false,
             access_log: AccessLog::default(),
         }
     }

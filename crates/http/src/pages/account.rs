@@ -1,4 +1,5 @@
-//! The account pages: sign-in, second factor, passkeys, TOTP enrolment and the security centre.
+//! The account pages: sign-in, second factor, passkeys, TOTP enrolment and the security centre,
+//! and the page helpers the other page modules share.
 //! Must never: show a secret after the response that created it (TOTP seed and recovery codes
 //! are shown once), or act on a request without its guard (the extractors of [`super::guard`]).
 
@@ -24,11 +25,11 @@ use crate::state::AppState;
 
 /// The hosted pages serve the live customers of their merchant (test-mode customers exist only
 /// through test keys).
-fn live(merchant: &MerchantId) -> Space<'_> {
+pub(super) fn live(merchant: &MerchantId) -> Space<'_> {
     Space { merchant, mode: Mode::Live }
 }
 
-fn merchant(state: &AppState) -> Result<MerchantId, PageError> {
+pub(super) fn merchant(state: &AppState) -> Result<MerchantId, PageError> {
     state
         .settings
         .pages_merchant
@@ -37,7 +38,7 @@ fn merchant(state: &AppState) -> Result<MerchantId, PageError> {
 }
 
 /// A page, with the CSRF cookie set when the browser had none.
-fn respond(csrf: &Csrf, status: StatusCode, title: &str, body: &str) -> Response {
+pub(super) fn respond(csrf: &Csrf, status: StatusCode, title: &str, body: &str) -> Response {
     let mut response = page(status, title, &csrf.token, body);
     if let Some(cookie) = &csrf.set {
         response.headers_mut().append(header::SET_COOKIE, cookie.clone());
@@ -91,12 +92,14 @@ pub(super) async fn home() -> Response {
     redirect("/account/security")
 }
 
-fn login_body(csrf: &str, error: Option<&str>) -> String {
+fn login_body(csrf: &str, sign_up: bool, error: Option<&str>) -> String {
     let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e))).unwrap_or_default();
+    let sign_up = if sign_up { " New here? <a href=\"/account/sign-up\">Create an account</a>." } else { "" };
     let fields = "<label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username webauthn\" required>\
                   <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>";
     format!(
-        "{error}{}<h2>Or use a passkey</h2><p class=\"note\">Your phone, your computer's fingerprint or face \
+        "{error}{}<p><a href=\"/account/forgot-password\">Forgot your password?</a>{sign_up}</p>\
+         <h2>Or use a passkey</h2><p class=\"note\">Your phone, your computer's fingerprint or face \
          unlock, or a security key: nothing to type, and nothing a fake site can steal.</p>\
          <button id=\"passkey-login\" type=\"button\" class=\"secondary\">Sign in with a passkey</button>\
          <p id=\"passkey-status\" role=\"status\"></p>",
@@ -104,9 +107,9 @@ fn login_body(csrf: &str, error: Option<&str>) -> String {
     )
 }
 
-pub(super) async fn login_page(headers: HeaderMap) -> Response {
+pub(super) async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let csrf = Csrf::of(&headers);
-    respond(&csrf, StatusCode::OK, "Sign in", &login_body(&csrf.token, None))
+    respond(&csrf, StatusCode::OK, "Sign in", &login_body(&csrf.token, state.settings.pages_sign_up, None))
 }
 
 fn factor_body(csrf: &str, challenge: &str, factors: &[&str], error: Option<&str>) -> String {
@@ -142,7 +145,7 @@ pub(super) async fn login(
             &csrf,
             StatusCode::UNAUTHORIZED,
             "Sign in",
-            &login_body(&csrf.token, Some("The email or password is not right.")),
+            &login_body(&csrf.token, state.settings.pages_sign_up, Some("The email or password is not right.")),
         )),
         Err(err) => Err(err.into()),
     }
@@ -192,9 +195,14 @@ pub(super) async fn passkey_login_finish(
     let merchant = state.settings.pages_merchant.clone().ok_or_else(ApiError::not_found)?;
     let issued =
         state.identity.finish_passkey_login(live(&merchant), &input.ceremony, &input.credential, &client).await?;
+    Ok(signed_in_json(&issued))
+}
+
+/// Signed in by a script request: the session cookie, and `{"signed_in": true}`.
+pub(super) fn signed_in_json(issued: &IssuedSession) -> Response {
     let mut response = Json(serde_json::json!({"signed_in": true})).into_response();
     response.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, issued.token.expose(), None));
-    Ok(response)
+    response
 }
 
 fn when(t: strongroom_types::Timestamp) -> String {

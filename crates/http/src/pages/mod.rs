@@ -1,5 +1,7 @@
 //! Hosted pages for customers: sign-in (password, second factor, passkey), second-factor
-//! enrolment and the security centre, server-rendered, for shops that do not build their own.
+//! enrolment and the security centre, the pages mailed links open (address verification, a new
+//! password), and sign-up when the shop allows it; server-rendered, for shops that do not build
+//! their own. Plus the one page for staff, where a staff invitation link leads.
 //!
 //! Owns: the session cookie (`__Host-sr_session`: `Secure; HttpOnly; SameSite=Strict; Path=/`,
 //! no `Domain`), CSRF protection (a `__Host-sr_csrf` cookie whose value every form and script
@@ -13,13 +15,15 @@
 mod account;
 mod guard;
 mod html;
+mod links;
+mod sign_up;
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use crate::state::AppState;
+use crate::state::{AppState, HttpSettings};
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "__Host-sr_session";
@@ -30,9 +34,18 @@ pub const CSRF_COOKIE: &str = "__Host-sr_csrf";
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The hosted pages' routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The hosted pages' routes: the staff invitation page and the pages' assets always (the
+/// invitation links strongroom prints and mails lead there); the customers' pages when the
+/// settings name their merchant; sign-up when the settings also allow it.
+pub fn routes(settings: &HttpSettings) -> Router<AppState> {
+    let always = Router::new()
+        .route("/staff/invitation", get(links::invitation_page).post(links::accept_invitation))
+        .route("/account/assets/account.js", get(account::script))
+        .route("/account/assets/account.css", get(account::stylesheet));
+    if settings.pages_merchant.is_none() {
+        return always;
+    }
+    let mut customers = always
         .route("/account", get(account::home))
         .route("/account/login", get(account::login_page).post(account::login))
         .route("/account/login/second-factor", post(account::second_factor))
@@ -48,8 +61,14 @@ pub fn routes() -> Router<AppState> {
         .route("/account/sessions/{id}/end", post(account::end_session))
         .route("/account/phrase", post(account::set_phrase))
         .route("/account/logout", post(account::logout))
-        .route("/account/assets/account.js", get(account::script))
-        .route("/account/assets/account.css", get(account::stylesheet))
+        .route("/account/verify-email", get(links::verify_email_page).post(links::verify_email))
+        .route("/account/verify-email/passkey", post(links::verify_email_passkey))
+        .route("/account/reset-password", get(links::reset_password_page).post(links::reset_password))
+        .route("/account/forgot-password", get(links::forgot_password_page).post(links::forgot_password));
+    if settings.pages_sign_up {
+        customers = customers.route("/account/sign-up", get(sign_up::sign_up_page).post(sign_up::sign_up));
+    }
+    customers
 }
 
 /// A cookie's value from the request.

@@ -135,10 +135,7 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
     if settings.metrics_on_api {
         routes = routes.route("/metrics", get(health::metrics));
     }
-    if settings.pages_merchant.is_some() {
-        routes = routes.merge(crate::pages::routes());
-    }
-    routes
+    routes.merge(crate::pages::routes(settings))
 }
 
 /// Wraps routes in the full middleware stack (tests use it to add routes of their own).
