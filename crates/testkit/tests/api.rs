@@ -238,7 +238,7 @@ async fn api_key_lifecycle(backend: Backend) {
     };
     let response = server
         .request(Method::POST, "/v1/api-keys")
-        .json(&json!({"name": "storefront", "scopes": ["admin:metrics"], "mode": "test"}))
+        .json(&json!({"name": "storefront", "scopes": ["vault:read"], "mode": "test"}))
         .send()
         .await
         .unwrap();
@@ -250,7 +250,7 @@ async fn api_key_lifecycle(backend: Backend) {
     assert!(secret.contains(id.trim_start_matches("key_")), "the public id part names the key");
     assert!(secret.len() >= 8 + 26 + 1 + 52, "≥ 256 bits of secret");
     assert_eq!(created["status"], "active");
-    assert_eq!(created["scopes"], json!(["admin:metrics"]));
+    assert_eq!(created["scopes"], json!(["vault:read"]));
     assert_eq!(created["last_used_at"], Value::Null);
 
     // The new key works and is bound to the same merchant.
