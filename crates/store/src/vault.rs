@@ -611,7 +611,7 @@ impl VaultRepository for Store {
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!("SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE merchant_id = $1 AND customer_id = $2")
         });
-        // Every new customer's first token asks (an indexed point read): on SQLite's direct path.
+        // Every new customer's first token asks (an indexed point read): on SQLite's direct path,
         let row: Option<DataKeyRow> = if let Some(direct) = &self.direct {
             direct.read(|conn| {
                 use rusqlite::OptionalExtension;
@@ -628,6 +628,16 @@ impl VaultRepository for Store {
                     })
                     .optional()
             })?
+        } else if let Some(lane) = &self.pg_reads {
+            // And on PostgreSQL's read lane: the pool's checkout cost more than the read.
+            let (merchant, customer) = (merchant.as_str().to_owned(), customer.to_owned());
+            lane.read(|conn| {
+                let (merchant, customer) = (merchant.clone(), customer.clone());
+                Box::pin(async move {
+                    sqlx::query_as(SQL.as_str()).bind(merchant).bind(customer).fetch_optional(&mut *conn).await
+                })
+            })
+            .await?
         } else {
             on_pool!(self, pool =>
                 sqlx::query_as(SQL.as_str()).bind(merchant.as_str()).bind(customer).fetch_optional(pool).await
