@@ -181,6 +181,10 @@ enum Load {
     Get,
     /// `POST path` with a new card to tokenize each time (a fresh, Luhn-valid number).
     TokenizeCard,
+    /// `POST path` with a new card of a customer each time: one of [`RETURNING_CUSTOMERS`]
+    /// customers in turn (`Returning`, their data keys made in the warm-up), or a customer never
+    /// seen before (`New`, so every request also makes a data key).
+    TokenizeCardFor(Customers),
     /// `POST /v1/tokens/{id}/reveal` over these tokens in turn.
     Reveal(Arc<Vec<String>>),
     /// `POST path` with a tokenize-sized JSON body (the baseline for POSTs).
@@ -189,6 +193,18 @@ enum Load {
     /// address each time (so neither throttle stops the hashing).
     WrongLogin,
 }
+
+/// Whose cards a [`Load::TokenizeCardFor`] run stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Customers {
+    /// A few customers over and over.
+    Returning,
+    /// A new customer every request.
+    New,
+}
+
+/// How many customers a returning-customer run cycles through.
+const RETURNING_CUSTOMERS: u64 = 100;
 
 static REQUEST_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -208,11 +224,25 @@ fn card_body(n: u64) -> String {
     )
 }
 
+/// [`card_body`] with a customer reference (the request counter makes `cus_new_{n}` unique within
+/// a run; a run uses a fresh database).
+fn card_body_for(n: u64, customers: Customers) -> String {
+    let customer = match customers {
+        Customers::Returning => format!("cus_returning_{}", n % RETURNING_CUSTOMERS),
+        Customers::New => format!("cus_new_{n}"),
+    };
+    format!(
+        "{{\"type\":\"card\",\"customer\":\"{customer}\",\"value\":{{\"number\":\"{}\",\"exp_month\":12,\"exp_year\":2031,\"cvc\":\"123\"}}}}",
+        card_number(n)
+    )
+}
+
 fn build_request(target: &Target) -> Option<http::Request<http_body_util::Full<bytes::Bytes>>> {
     let n = REQUEST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (method, path, body) = match &target.load {
         Load::Get => (http::Method::GET, target.path.to_owned(), String::new()),
         Load::TokenizeCard | Load::EchoCard => (http::Method::POST, target.path.to_owned(), card_body(n)),
+        Load::TokenizeCardFor(customers) => (http::Method::POST, target.path.to_owned(), card_body_for(n, *customers)),
         Load::WrongLogin => (
             http::Method::POST,
             target.path.to_owned(),

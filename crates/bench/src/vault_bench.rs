@@ -1,7 +1,9 @@
 //! `strongroom-bench vault`: the vault's figures against the bare axum baseline in the same run,
 //! over TLS: tokenizing a new card (`POST /v1/tokens`) and revealing one (`POST
 //! /v1/tokens/{id}/reveal`, plain, audited), each alternated with the baseline echoing a body of
-//! the same size. With `--fill N`, it then stores N more card tokens (one customer, so one data
+//! the same size; and tokenizing for a returning customer against tokenizing for a new customer
+//! (every request a customer never seen, so its data key is made too), alternated in the same
+//! rounds, with the ratio new / returning of each round. With `--fill N`, it then stores N more card tokens (one customer, so one data
 //! key, each) through the batch endpoint, reports resident memory and times `strongroom keys
 //! rotate` rewrapping every data key. `--database-url` runs on a fresh PostgreSQL database made
 //! next to the one named (dropped afterwards).
@@ -15,8 +17,8 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
 use crate::{
-    Load, Measurement, Options, Target, Transport, card_number, connect, measure, start_echo, start_strongroom,
-    tls_connector,
+    Customers, Load, Measurement, Options, Target, Transport, card_number, connect, measure, start_echo,
+    start_strongroom, tls_connector,
 };
 
 async fn call(target: &Target, path: &str, body: String) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
@@ -72,8 +74,66 @@ fn row(name: &str, m: &Measurement, ratio: f64) {
     );
 }
 
+/// The median of `values` (the upper one of an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Tokenizing for a returning customer and for a new one, alternated within each round (which goes
+/// first alternates too) after the echo baseline.
+async fn customers(
+    options: &Options,
+    ours: impl Fn(Load) -> Target,
+    baseline: &Target,
+    echo: &crate::Server,
+    strongroom: &crate::Server,
+) -> anyhow::Result<()> {
+    let returning = ours(Load::TokenizeCardFor(Customers::Returning));
+    let new = ours(Load::TokenizeCardFor(Customers::New));
+    let mut rounds = Vec::new();
+    for round in 0..options.rounds {
+        let base = measure(options, baseline, echo).await?;
+        let (r, n) = if round % 2 == 0 {
+            let r = measure(options, &returning, strongroom).await?;
+            (r, measure(options, &new, strongroom).await?)
+        } else {
+            let n = measure(options, &new, strongroom).await?;
+            (measure(options, &returning, strongroom).await?, n)
+        };
+        rounds.push((n.requests_per_sec / r.requests_per_sec, base, r, n));
+    }
+    let mut new_to_returning: Vec<f64> = rounds.iter().map(|(q, ..)| *q).collect();
+    let mut returning_ratio: Vec<f64> =
+        rounds.iter().map(|(_, b, r, _)| r.requests_per_sec / b.requests_per_sec).collect();
+    let mut new_ratio: Vec<f64> = rounds.iter().map(|(_, b, _, n)| n.requests_per_sec / b.requests_per_sec).collect();
+    let mut returning_rps: Vec<f64> = rounds.iter().map(|(_, _, r, _)| r.requests_per_sec).collect();
+    let mut new_rps: Vec<f64> = rounds.iter().map(|(.., n)| n.requests_per_sec).collect();
+    let list = |values: &[f64]| values.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(", ");
+    println!(
+        "| rounds, in order: new / returning {}; returning / echo {}; new / echo {} |  |  |  |  |  |  |",
+        list(&new_to_returning),
+        list(&returning_ratio),
+        list(&new_ratio)
+    );
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (quotient, base, r, n) = rounds.swap_remove(rounds.len() / 2);
+    row("axum JSON echo of the same body (baseline, round of the median new / returning)", &base, 1.0);
+    row("strongroom: tokenize a new card for a returning customer", &r, r.requests_per_sec / base.requests_per_sec);
+    row("strongroom: tokenize a new card for a new customer", &n, n.requests_per_sec / base.requests_per_sec);
+    println!(
+        "| medians over the rounds: returning {:.0} req/s, new {:.0} req/s; new / returning {:.3} (that round's {quotient:.3}); returning / echo {:.3}, new / echo {:.3} |  |  |  |  |  |  |",
+        median(&mut returning_rps),
+        median(&mut new_rps),
+        median(&mut new_to_returning),
+        median(&mut returning_ratio),
+        median(&mut new_ratio)
+    );
+    Ok(())
+}
+
 /// Runs the vault benchmark.
-/// `only` names one measurement to run (`tokenize` or `reveal`), to profile it alone.
+/// `only` names one measurement to run (`tokenize`, `reveal` or `customers`), to profile it alone.
 pub async fn run(
     options: Options,
     database_url: Option<String>,
@@ -138,6 +198,9 @@ pub async fn run(
         println!("| ratios of the rounds, sorted: {} |  |  |  |  |  |  |", ratios.join(", "));
         row("axum JSON echo of the same body (baseline)", &base, 1.0);
         row(&format!("strongroom: {name}"), &measured, ratio);
+    }
+    if only.as_deref().is_none_or(|only| "customers".starts_with(only) || only == "tokenize") {
+        customers(&options, &ours, &baseline, &echo, &strongroom).await?;
     }
     if let Some(count) = fill_count {
         let started = Instant::now();

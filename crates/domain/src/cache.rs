@@ -43,6 +43,27 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         (now.millis_since(*fetched_at) < self.ttl_ms).then(|| value.clone())
     }
 
+    /// The entry for `key` if it is younger than the TTL at `now`; otherwise stores `value` (made
+    /// at `now`) and returns it. One lock: of two concurrent callers, both get the first's value.
+    pub fn get_or_put(&self, key: K, value: V, now: Timestamp) -> V {
+        if self.ttl_ms <= 0 {
+            return value;
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return value;
+        };
+        if let Some((existing, made_at)) = entries.0.get(&key)
+            && now.millis_since(*made_at) < self.ttl_ms
+        {
+            return existing.clone();
+        }
+        if entries.0.len() >= self.capacity {
+            entries.0.clear();
+        }
+        entries.0.insert(key, (value.clone(), now));
+        value
+    }
+
     /// Stores `value` as read from the source at `now`.
     pub fn put(&self, key: K, value: V, now: Timestamp) {
         self.put_checked(key, value, now, None);
@@ -128,6 +149,18 @@ mod tests {
             small.put(i, i, t);
         }
         assert!(small.entries.lock().map(|e| e.0.len()).unwrap_or(0) <= 2);
+    }
+
+    #[test]
+    fn get_or_put_keeps_the_first_live_value() {
+        let cache = TtlCache::new(Duration::from_secs(5), 10);
+        let t0 = Timestamp::from_unix_millis(1_000_000);
+        assert_eq!(cache.get_or_put("a", 1, t0), 1);
+        assert_eq!(cache.get_or_put("a", 2, t0), 1, "the first value stays");
+        let later = t0.saturating_add(Duration::from_secs(5));
+        assert_eq!(cache.get_or_put("a", 3, later), 3, "an expired value is replaced");
+        let off = TtlCache::new(Duration::ZERO, 10);
+        assert_eq!((off.get_or_put("a", 1, t0), off.get_or_put("a", 2, t0)), (1, 2), "nothing is kept");
     }
 
     #[test]

@@ -214,8 +214,10 @@ impl Store {
                 // changes length) was a quarter of the server's CPU on the reveal benchmark.
                 let lane_options = options.clone().options([("plan_cache_mode", "force_generic_plan")]);
                 let readers = usize::try_from(cores()).unwrap_or(2);
-                // One connection per reader task: only they use this lane.
-                let lane = Arc::new(pg_direct::PgLane::new(lane_options.clone(), readers, settings.acquire_timeout));
+                // One connection per reader task, and one for the other point read on this lane
+                // (a customer's data key, asked by every new customer's first token).
+                let lane =
+                    Arc::new(pg_direct::PgLane::new(lane_options.clone(), readers + 1, settings.acquire_timeout));
                 token_reads = Some(Arc::new(coalesced_reads::CoalescedReads::start(
                     readers,
                     vault::pg_tokens_by_ids(lane.clone()),

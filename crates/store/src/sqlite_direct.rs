@@ -1,5 +1,5 @@
-//! Direct SQLite access for the hottest paths, next to sqlx's pool: point reads (a token by id)
-//! on a few rusqlite connections used directly on the calling thread, and the group-commit
+//! Direct SQLite access for the hottest paths, next to sqlx's pool: point reads (a token by id,
+//! a customer's data key) on a few rusqlite connections used directly on the calling thread, and the group-commit
 //! transactions of the token writer and the audit log writer (and a key rotation's rewrap
 //! batches) on one rusqlite connection, each run whole on a blocking thread.
 //!

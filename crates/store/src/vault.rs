@@ -1,5 +1,7 @@
 //! The vault's tables: `vault_keks`, `vault_data_keys`, `vault_tokens`. Queries shared by both
-//! backends; every multi-row change is one transaction.
+//! backends; every multi-row change is one transaction. A new customer's data key is inserted in
+//! the same transaction (on PostgreSQL's fast path, the same statement) as the group of tokens that
+//! first use it, and a token under a new key that did not get stored is not stored either.
 
 use async_trait::async_trait;
 use sqlx::FromRow;
@@ -75,6 +77,88 @@ impl TryFrom<DataKeyRow> for DataKeyRecord {
 }
 
 const DATA_KEY_COLUMNS: &str = "id, merchant_id, customer_id, kek_version, wrapped, created_at, mode";
+
+/// A data key, unless its owner has one or its KEK version is no longer the active one.
+const INSERT_DATA_KEY: &str = "INSERT INTO vault_data_keys (id, merchant_id, customer_id, kek_version, wrapped, \
+     created_at, mode) SELECT $1, $2, $3, $4, $5, $6, $7 \
+     WHERE EXISTS (SELECT 1 FROM vault_keks WHERE version = $4 AND state = 'active') \
+     ON CONFLICT DO NOTHING";
+
+/// Which tokens name a new data key that is not stored (`stored`: the new keys' ids that are):
+/// they are left out of the insert and answer [`TokenInsert::KeyNotStored`].
+fn under_refused_keys(
+    tokens: &[TokenRecord],
+    new_keys: &[DataKeyRecord],
+    stored: &std::collections::HashSet<String>,
+) -> Vec<bool> {
+    tokens.iter().map(|t| !stored.contains(&t.data_key_id) && new_keys.iter().any(|k| k.id == t.data_key_id)).collect()
+}
+
+/// The tokens not under a refused key, in order.
+fn kept<'t>(tokens: &'t [TokenRecord], refused: &[bool]) -> Vec<&'t TokenRecord> {
+    tokens.iter().zip(refused).filter_map(|(token, refused)| (!refused).then_some(token)).collect()
+}
+
+/// Inserts new data keys on one connection inside the caller's transaction; yields the ids of
+/// those stored now or already (an earlier group, or an earlier attempt of this one, stored them).
+macro_rules! insert_data_keys_in {
+    ($tx:expr, $keys:expr) => {{
+        let mut stored = std::collections::HashSet::new();
+        for key in $keys {
+            let inserted = sqlx::query(INSERT_DATA_KEY)
+                .bind(key.id.as_str())
+                .bind(key.merchant_id.as_str())
+                .bind(key.customer.as_str())
+                .bind(i64::from(key.kek_version))
+                .bind(key.wrapped.as_slice())
+                .bind(key.created_at.unix_millis())
+                .bind(key.mode.as_str())
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+            let present = inserted == 1
+                || sqlx::query("SELECT 1 FROM vault_data_keys WHERE id = $1")
+                    .bind(key.id.as_str())
+                    .fetch_optional(&mut *$tx)
+                    .await?
+                    .is_some();
+            if present {
+                stored.insert(key.id.clone());
+            }
+        }
+        Ok::<_, sqlx::Error>(stored)
+    }};
+}
+
+/// [`insert_data_keys_in!`] on the direct SQLite writer.
+fn insert_data_keys_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    keys: &[DataKeyRecord],
+) -> rusqlite::Result<std::collections::HashSet<String>> {
+    use rusqlite::{OptionalExtension, params};
+    let mut stored = std::collections::HashSet::new();
+    for key in keys {
+        let inserted = tx.prepare_cached(INSERT_DATA_KEY)?.execute(params![
+            key.id.as_str(),
+            key.merchant_id.as_str(),
+            key.customer.as_str(),
+            i64::from(key.kek_version),
+            key.wrapped.as_slice(),
+            key.created_at.unix_millis(),
+            key.mode.as_str()
+        ])?;
+        let present = inserted == 1
+            || tx
+                .prepare_cached("SELECT 1 FROM vault_data_keys WHERE id = $1")?
+                .query_row([key.id.as_str()], |_| Ok(()))
+                .optional()?
+                .is_some();
+        if present {
+            stored.insert(key.id.clone());
+        }
+    }
+    Ok(stored)
+}
 
 #[derive(FromRow, Clone)]
 pub(crate) struct TokenRow {
@@ -248,7 +332,8 @@ macro_rules! insert_tokens_in {
 
 /// Tokens without a dedupe key and with distinct ids, inserted on PostgreSQL by one statement (one
 /// round trip, and a text that does not change with the number of rows): the rows are passed as
-/// arrays. A row whose id is taken is skipped and missing from the returned ids. (Rows with dedupe
+/// arrays. A row whose id is taken is skipped and missing from the returned ids (each returned
+/// with `true`, as [`INSERT_TOKENS_WITH_KEYS_PG`] marks its tokens). (Rows with dedupe
 /// keys, or two rows with one id, take the statement-per-row path, whose order is explicit.)
 const INSERT_TOKENS_PG: &str = "INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, \
      ciphertext, fingerprint, dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, \
@@ -259,7 +344,62 @@ const INSERT_TOKENS_PG: &str = "INSERT INTO vault_tokens (id, merchant_id, custo
        $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[]) \
        AS t (id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, display, metadata, \
        canary, created_at, expires_at, fingerprint_version, mode) \
-     ON CONFLICT DO NOTHING RETURNING id";
+     ON CONFLICT DO NOTHING RETURNING id, true";
+
+/// [`INSERT_TOKENS_PG`] with new data keys ahead of the tokens, still one statement: the keys are
+/// inserted as [`INSERT_DATA_KEY`] does, and a token naming one of them is inserted only if that
+/// key is stored now (by this statement, or already: an earlier attempt of this same group whose
+/// answer was lost). Answers each stored token's id (`true`) and each stored new key's (`false`).
+const INSERT_TOKENS_WITH_KEYS_PG: &str = "WITH inserted_keys AS ( \
+       INSERT INTO vault_data_keys (id, merchant_id, customer_id, kek_version, wrapped, created_at, mode) \
+       SELECT k.id, k.merchant_id, k.customer_id, k.kek_version, k.wrapped, k.created_at, k.mode \
+       FROM UNNEST($15::text[], $16::text[], $17::text[], $18::bigint[], $19::bytea[], $20::bigint[], \
+         $21::text[]) AS k (id, merchant_id, customer_id, kek_version, wrapped, created_at, mode) \
+       WHERE EXISTS (SELECT 1 FROM vault_keks WHERE version = k.kek_version AND state = 'active') \
+       ON CONFLICT DO NOTHING RETURNING id), \
+     stored_keys AS ( \
+       SELECT id FROM inserted_keys UNION SELECT id FROM vault_data_keys WHERE id = ANY($15)), \
+     inserted_tokens AS ( \
+       INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, \
+         dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, fingerprint_version, mode) \
+       SELECT id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, NULL, display, \
+         metadata, canary, created_at, expires_at, NULL, fingerprint_version, mode \
+       FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], \
+         $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[]) \
+         AS t (id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, display, metadata, \
+         canary, created_at, expires_at, fingerprint_version, mode) \
+       WHERE NOT (t.data_key_id = ANY($15)) OR t.data_key_id IN (SELECT id FROM stored_keys) \
+       ON CONFLICT DO NOTHING RETURNING id) \
+     SELECT id, true FROM inserted_tokens UNION ALL SELECT id, false FROM stored_keys";
+
+/// The new data keys of [`INSERT_TOKENS_WITH_KEYS_PG`], as its columns.
+struct PgKeyColumns {
+    ids: Vec<String>,
+    merchants: Vec<String>,
+    customers: Vec<String>,
+    kek_versions: Vec<i64>,
+    wrapped: Vec<Vec<u8>>,
+    created: Vec<i64>,
+    modes: Vec<&'static str>,
+}
+
+impl PgKeyColumns {
+    fn new(keys: &[DataKeyRecord]) -> Self {
+        Self {
+            ids: keys.iter().map(|k| k.id.clone()).collect(),
+            merchants: keys.iter().map(|k| k.merchant_id.as_str().to_owned()).collect(),
+            customers: keys.iter().map(|k| k.customer.clone()).collect(),
+            kek_versions: keys.iter().map(|k| i64::from(k.kek_version)).collect(),
+            wrapped: keys.iter().map(|k| k.wrapped.clone()).collect(),
+            created: keys.iter().map(|k| k.created_at.unix_millis()).collect(),
+            modes: keys.iter().map(|k| k.mode.as_str()).collect(),
+        }
+    }
+}
+
+/// Each inserted token's outcome as a backend reports it: `None` written, `Some(Some(row))` the
+/// deduplicated token that exists, `Some(None)` its id is taken.
+type RowOutcomes = Vec<Option<Option<TokenRow>>>;
 
 /// The rows of [`INSERT_TOKENS_PG`], as its columns.
 struct PgTokenColumns {
@@ -300,36 +440,67 @@ impl PgTokenColumns {
     }
 }
 
-/// [`INSERT_TOKENS_PG`] on a lane connection, for rows of distinct ids, with the outcomes of
-/// [`insert_tokens_in!`]: `None` for a row written, `Some(None)` for an id already taken.
+/// [`INSERT_TOKENS_PG`] (or, with new data keys, [`INSERT_TOKENS_WITH_KEYS_PG`]) on a lane
+/// connection, for rows of distinct ids: which tokens name a new key that is not stored (left out),
+/// and the outcomes of the others as [`insert_tokens_in!`] gives them: `None` for a row written,
+/// `Some(None)` for an id already taken.
 ///
 /// Safe to run twice: a row whose id is taken by a row with the very same sealed value (sealed
 /// under a fresh random nonce, so no other row has it) was written by an earlier attempt whose
-/// answer was lost with its connection, and counts as written.
+/// answer was lost with its connection, and counts as written; so does that attempt's new key.
 async fn insert_tokens_pg(
     conn: &mut sqlx::PgConnection,
     c: &PgTokenColumns,
-) -> Result<Vec<Option<Option<TokenRow>>>, sqlx::Error> {
-    let written: std::collections::HashSet<String> = sqlx::query_scalar(INSERT_TOKENS_PG)
-        .bind(&c.ids)
-        .bind(&c.merchants)
-        .bind(&c.customers)
-        .bind(&c.kinds)
-        .bind(&c.data_keys)
-        .bind(&c.ciphertexts)
-        .bind(&c.fingerprints)
-        .bind(&c.displays)
-        .bind(&c.metadata)
-        .bind(&c.canaries)
-        .bind(&c.created)
-        .bind(&c.expires)
-        .bind(&c.fingerprint_versions)
-        .bind(&c.modes)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
+    keys: &PgKeyColumns,
+) -> Result<(Vec<bool>, RowOutcomes), sqlx::Error> {
+    let with_keys = !keys.ids.is_empty();
+    let query =
+        sqlx::query_as::<_, (String, bool)>(if with_keys { INSERT_TOKENS_WITH_KEYS_PG } else { INSERT_TOKENS_PG })
+            .bind(&c.ids)
+            .bind(&c.merchants)
+            .bind(&c.customers)
+            .bind(&c.kinds)
+            .bind(&c.data_keys)
+            .bind(&c.ciphertexts)
+            .bind(&c.fingerprints)
+            .bind(&c.displays)
+            .bind(&c.metadata)
+            .bind(&c.canaries)
+            .bind(&c.created)
+            .bind(&c.expires)
+            .bind(&c.fingerprint_versions)
+            .bind(&c.modes);
+    let query = if with_keys {
+        query
+            .bind(&keys.ids)
+            .bind(&keys.merchants)
+            .bind(&keys.customers)
+            .bind(&keys.kek_versions)
+            .bind(&keys.wrapped)
+            .bind(&keys.created)
+            .bind(&keys.modes)
+    } else {
+        query
+    };
+    let answered: Vec<(String, bool)> = query.fetch_all(&mut *conn).await?;
+    let mut written = std::collections::HashSet::new();
+    let mut stored_keys = std::collections::HashSet::new();
+    for (id, is_token) in answered {
+        if is_token {
+            written.insert(id);
+        } else {
+            stored_keys.insert(id);
+        }
+    }
+    let refused: Vec<bool> =
+        c.data_keys.iter().map(|key| !stored_keys.contains(key) && keys.ids.iter().any(|new| new == key)).collect();
+    let taken: Vec<String> = c
+        .ids
+        .iter()
+        .zip(&refused)
+        .filter(|(id, refused)| !**refused && !written.contains(*id))
+        .map(|(id, _)| id.clone())
         .collect();
-    let taken: Vec<String> = c.ids.iter().filter(|id| !written.contains(*id)).cloned().collect();
     let mine: std::collections::HashSet<String> = if taken.is_empty() {
         std::collections::HashSet::new()
     } else {
@@ -346,16 +517,23 @@ async fn insert_tokens_pg(
             .map(|(id, _)| id)
             .collect()
     };
-    Ok(c.ids.iter().map(|id| if written.contains(id) || mine.contains(id) { None } else { Some(None) }).collect())
+    let outcomes = c
+        .ids
+        .iter()
+        .zip(&refused)
+        .filter(|(_, refused)| !**refused)
+        .map(|(id, _)| if written.contains(id) || mine.contains(id) { None } else { Some(None) })
+        .collect();
+    Ok((refused, outcomes))
 }
 
 /// [`insert_tokens_in!`] on the direct SQLite writer: the same statements, in one transaction run
 /// whole on a blocking thread.
 fn insert_tokens_sqlite(
     tx: &rusqlite::Transaction<'_>,
-    tokens: &[TokenRecord],
+    tokens: &[&TokenRecord],
     now: Timestamp,
-) -> rusqlite::Result<Vec<Option<Option<TokenRow>>>> {
+) -> rusqlite::Result<RowOutcomes> {
     use rusqlite::{OptionalExtension, params};
     let mut outcomes = Vec::with_capacity(tokens.len());
     let mut insert = tx.prepare_cached(INSERT_TOKEN)?;
@@ -458,23 +636,62 @@ impl VaultRepository for Store {
         mode: Mode,
         customer: &str,
     ) -> Result<Option<DataKeyRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE merchant_id = $1 AND mode = $2 AND customer_id = $3"
-        );
-        let row: Option<DataKeyRow> = on_pool!(self, pool =>
-            sqlx::query_as(&sql).bind(merchant.as_str()).bind(mode.as_str()).bind(customer).fetch_optional(pool).await
-        )
-        .map_err(store_error)?;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys WHERE merchant_id = $1 AND customer_id = $2 \
+                 AND mode = $3"
+            )
+        });
+        // Every new customer's first token asks (an indexed point read): on SQLite's direct path,
+        let row: Option<DataKeyRow> = if let Some(direct) = &self.direct {
+            direct.read(|conn| {
+                use rusqlite::OptionalExtension;
+                conn.prepare_cached(SQL.as_str())?
+                    .query_row([merchant.as_str(), customer, mode.as_str()], |row| {
+                        Ok(DataKeyRow {
+                            id: row.get(0)?,
+                            merchant_id: row.get(1)?,
+                            customer_id: row.get(2)?,
+                            kek_version: row.get(3)?,
+                            wrapped: row.get(4)?,
+                            created_at: row.get(5)?,
+                            mode: row.get(6)?,
+                        })
+                    })
+                    .optional()
+            })?
+        } else if let Some(lane) = &self.pg_reads {
+            // And on PostgreSQL's read lane: the pool's checkout cost more than the read.
+            let (merchant, customer) = (merchant.as_str().to_owned(), customer.to_owned());
+            lane.read(|conn| {
+                let (merchant, customer) = (merchant.clone(), customer.clone());
+                Box::pin(async move {
+                    sqlx::query_as(SQL.as_str())
+                        .bind(merchant)
+                        .bind(customer)
+                        .bind(mode.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await
+                })
+            })
+            .await?
+        } else {
+            on_pool!(self, pool =>
+                sqlx::query_as(SQL.as_str())
+                    .bind(merchant.as_str())
+                    .bind(customer)
+                    .bind(mode.as_str())
+                    .fetch_optional(pool)
+                    .await
+            )
+            .map_err(store_error)?
+        };
         row.map(DataKeyRecord::try_from).transpose()
     }
 
     async fn insert_data_key_if_absent(&self, key: &DataKeyRecord) -> Result<Option<DataKeyRecord>, StoreError> {
-        let sql = "INSERT INTO vault_data_keys (id, merchant_id, customer_id, kek_version, wrapped, created_at, mode) \
-                   SELECT $1, $2, $3, $4, $5, $6, $7 \
-                   WHERE EXISTS (SELECT 1 FROM vault_keks WHERE version = $4 AND state = 'active') \
-                   ON CONFLICT DO NOTHING";
         on_pool!(self, pool =>
-            sqlx::query(sql)
+            sqlx::query(INSERT_DATA_KEY)
                 .bind(key.id.as_str())
                 .bind(key.merchant_id.as_str())
                 .bind(key.customer.as_str())
@@ -577,27 +794,48 @@ impl VaultRepository for Store {
         rows.into_iter().map(|(v, n)| Ok((version(v)?, u64::try_from(n).unwrap_or(0)))).collect()
     }
 
-    async fn insert_tokens(&self, tokens: &[TokenRecord], now: Timestamp) -> Result<Vec<TokenInsert>, StoreError> {
-        let raw = if let Some(direct) = &self.direct {
-            let tokens = tokens.to_vec();
-            direct.write(move |tx| insert_tokens_sqlite(tx, &tokens, now)).await?
+    async fn insert_tokens(
+        &self,
+        tokens: &[TokenRecord],
+        new_keys: &[DataKeyRecord],
+        now: Timestamp,
+    ) -> Result<Vec<TokenInsert>, StoreError> {
+        // Keys in one order by owner: two groups on PostgreSQL that insert keys of the same owners
+        // (a node's requests share a new owner's key) then wait for each other in one order
+        // rather than deadlock.
+        let mut sorted = new_keys.to_vec();
+        sorted.sort_by(|a, b| (a.merchant_id.as_str(), &a.customer).cmp(&(b.merchant_id.as_str(), &b.customer)));
+        let new_keys = sorted.as_slice();
+        let (refused, raw) = if let Some(direct) = &self.direct {
+            let (tokens, new_keys) = (tokens.to_vec(), new_keys.to_vec());
+            direct
+                .write(move |tx| {
+                    let stored = insert_data_keys_sqlite(tx, &new_keys)?;
+                    let refused = under_refused_keys(&tokens, &new_keys, &stored);
+                    let outcomes = insert_tokens_sqlite(tx, &kept(&tokens, &refused), now)?;
+                    Ok((refused, outcomes))
+                })
+                .await?
         } else if let Some(lane) = &self.pg_writes {
             let distinct_ids = tokens.iter().map(|t| t.id.as_str()).collect::<std::collections::HashSet<_>>().len();
             if distinct_ids == tokens.len() && tokens.iter().all(|t| t.dedupe_key.is_none()) {
-                let columns = std::sync::Arc::new(PgTokenColumns::new(tokens));
+                let columns = std::sync::Arc::new((PgTokenColumns::new(tokens), PgKeyColumns::new(new_keys)));
                 lane.run_repeatable(move |conn| {
                     let columns = columns.clone();
-                    Box::pin(async move { insert_tokens_pg(conn, &columns).await })
+                    Box::pin(async move { insert_tokens_pg(conn, &columns.0, &columns.1).await })
                 })
                 .await?
             } else {
-                let tokens = tokens.to_vec();
+                let (tokens, new_keys) = (tokens.to_vec(), new_keys.to_vec());
                 lane.run(move |conn| {
                     Box::pin(async move {
                         let mut tx = sqlx::Connection::begin(conn).await?;
-                        let outcomes = insert_tokens_in!(tx, &tokens, now)?;
+                        let stored = insert_data_keys_in!(tx, &new_keys)?;
+                        let refused = under_refused_keys(&tokens, &new_keys, &stored);
+                        let kept = kept(&tokens, &refused);
+                        let outcomes = insert_tokens_in!(tx, &kept, now)?;
                         tx.commit().await?;
-                        Ok(outcomes)
+                        Ok((refused, outcomes))
                     })
                 })
                 .await?
@@ -605,17 +843,24 @@ impl VaultRepository for Store {
         } else {
             on_pool!(self, pool => async {
                 let mut tx = pool.begin().await?;
-                let outcomes = insert_tokens_in!(tx, tokens, now)?;
+                let stored = insert_data_keys_in!(tx, new_keys)?;
+                let refused = under_refused_keys(tokens, new_keys, &stored);
+                let kept = kept(tokens, &refused);
+                let outcomes = insert_tokens_in!(tx, &kept, now)?;
                 tx.commit().await?;
-                Ok::<_, sqlx::Error>(outcomes)
+                Ok::<_, sqlx::Error>((refused, outcomes))
             }.await)
             .map_err(store_error)?
         };
-        raw.into_iter()
-            .map(|outcome| match outcome {
-                None => Ok(TokenInsert::Created),
-                Some(Some(row)) => Ok(TokenInsert::Existing(Box::new(TokenRecord::try_from(row)?))),
-                Some(None) => Ok(TokenInsert::IdTaken),
+        let mut raw = raw.into_iter();
+        refused
+            .into_iter()
+            .map(|refused| match if refused { None } else { Some(raw.next()) } {
+                None => Ok(TokenInsert::KeyNotStored),
+                Some(Some(None)) => Ok(TokenInsert::Created),
+                Some(Some(Some(Some(row)))) => Ok(TokenInsert::Existing(Box::new(TokenRecord::try_from(row)?))),
+                Some(Some(Some(None))) => Ok(TokenInsert::IdTaken),
+                Some(None) => Err(StoreError::Other("a token insert gave fewer outcomes than tokens".into())),
             })
             .collect()
     }

@@ -182,15 +182,16 @@ async fn vault_suite(store: &Store, merchant: &MerchantId) {
         async move { store.token(&id).await.unwrap().and_then(|t| t.ciphertext) }
     };
     let created = TokenInsert::Created;
-    let fresh = store.insert_tokens(&[token("tok_va", None, 1), token("tok_vb", None, 2)], now).await.unwrap();
+    let fresh = store.insert_tokens(&[token("tok_va", None, 1), token("tok_vb", None, 2)], &[], now).await.unwrap();
     assert_eq!(fresh, [created.clone(), created.clone()]);
-    let taken = store.insert_tokens(&[token("tok_va", None, 3), token("tok_vc", None, 4)], now).await.unwrap();
+    let taken = store.insert_tokens(&[token("tok_va", None, 3), token("tok_vc", None, 4)], &[], now).await.unwrap();
     assert_eq!(taken, [TokenInsert::IdTaken, created.clone()], "an id taken by an older row");
     assert_eq!(sealed("tok_va").await, Some(vec![1; 40]), "the older row stays");
-    let twice = store.insert_tokens(&[token("tok_vd", None, 5), token("tok_vd", None, 6)], now).await.unwrap();
+    let twice = store.insert_tokens(&[token("tok_vd", None, 5), token("tok_vd", None, 6)], &[], now).await.unwrap();
     assert_eq!(twice, [created.clone(), TokenInsert::IdTaken], "one id twice in a batch: the first is stored");
     assert_eq!(sealed("tok_vd").await, Some(vec![5; 40]));
-    let deduped = store.insert_tokens(&[token("tok_ve", Some(9), 7), token("tok_vf", Some(9), 7)], now).await.unwrap();
+    let deduped =
+        store.insert_tokens(&[token("tok_ve", Some(9), 7), token("tok_vf", Some(9), 7)], &[], now).await.unwrap();
     assert_eq!(deduped[0], created);
     assert!(matches!(&deduped[1], TokenInsert::Existing(t) if t.id == "tok_ve"), "{deduped:?}");
 
@@ -248,6 +249,70 @@ async fn vault_suite(store: &Store, merchant: &MerchantId) {
     let left: Vec<String> =
         store.data_keys_older_than(latest + 2, "", 1000).await.unwrap().into_iter().map(|k| k.id).collect();
     assert!(left.contains(&"dk_v2".to_owned()) && !left.iter().any(|id| id == "dk_v1" || id == "dk_v3"), "{left:?}");
+
+    // A new customer's data key goes in with the tokens sealed under it, in one transaction: a
+    // token under a new key is stored only if that key is (now, or by an earlier call).
+    let active = latest + 2;
+    let new_key = |id: &str, customer: &str, kek_version: u32| DataKeyRecord {
+        mode: Mode::Live,
+        id: id.into(),
+        merchant_id: merchant.clone(),
+        customer: customer.into(),
+        kek_version,
+        wrapped: vec![3; 60],
+        created_at: now,
+    };
+    let under = |id: &str, customer: &str, key: &str, value: u8| {
+        let mut record = token(id, None, value);
+        record.customer = Some(customer.into());
+        record.data_key_id = key.into();
+        record
+    };
+    let first = store
+        .insert_tokens(
+            &[under("tok_n1", "cus_n", "dk_n1", 11), under("tok_n2", "cus_n", "dk_n1", 12), token("tok_n3", None, 13)],
+            &[new_key("dk_n1", "cus_n", active)],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, [created.clone(), created.clone(), created.clone()]);
+    assert_eq!(store.data_key_for(merchant, Mode::Live, "cus_n").await.unwrap().map(|k| k.id), Some("dk_n1".into()));
+    let second = store
+        .insert_tokens(
+            &[under("tok_n4", "cus_n", "dk_n2", 14), under("tok_n5", "cus_n", "dk_n1", 15)],
+            &[new_key("dk_n2", "cus_n", active), new_key("dk_n1", "cus_n", active)],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        [TokenInsert::KeyNotStored, created.clone()],
+        "a second key for the customer loses, with its token; the stored one named again still counts"
+    );
+    assert_eq!(sealed("tok_n4").await, None);
+    assert!(store.data_key("dk_n2").await.unwrap().is_none());
+    let stale = store
+        .insert_tokens(&[under("tok_n6", "cus_m", "dk_n3", 16)], &[new_key("dk_n3", "cus_m", latest + 1)], now)
+        .await
+        .unwrap();
+    assert_eq!(stale, [TokenInsert::KeyNotStored], "a key under a version no longer active is refused");
+    assert!(store.data_key_for(merchant, Mode::Live, "cus_m").await.unwrap().is_none());
+    assert_eq!(sealed("tok_n6").await, None);
+    // The statement-per-row path (dedupe keys) does the same, and two new keys of one customer
+    // in one call leave one.
+    let mut kept = under("tok_n7", "cus_d", "dk_n4", 17);
+    kept.dedupe_key = Some(vec![17; 32]);
+    let mut lost = under("tok_n8", "cus_d", "dk_n5", 18);
+    lost.dedupe_key = Some(vec![18; 32]);
+    let fourth = store
+        .insert_tokens(&[kept, lost], &[new_key("dk_n4", "cus_d", active), new_key("dk_n5", "cus_d", active)], now)
+        .await
+        .unwrap();
+    assert_eq!(fourth, [created.clone(), TokenInsert::KeyNotStored]);
+    assert_eq!(store.data_key_for(merchant, Mode::Live, "cus_d").await.unwrap().map(|k| k.id), Some("dk_n4".into()));
+    assert_eq!(sealed("tok_n8").await, None);
 }
 
 /// Identity's single-use rules hold in the database itself, under concurrent requests.
@@ -676,7 +741,9 @@ async fn staff_suite(store: &Store, merchant: &MerchantId) {
 /// one instead of failing, and a write run twice recognises its own earlier effect.
 #[tokio::test]
 async fn postgres_lanes_survive_closed_connections() {
-    use strongroom_domain::ports::{AppendError, AuditRecord, AuditRepository, TokenInsert, VaultRepository};
+    use strongroom_domain::ports::{
+        AppendError, AuditRecord, AuditRepository, DataKeyRecord, TokenInsert, VaultRepository,
+    };
     let Some((store, name)) = postgres_store().await else {
         return;
     };
@@ -701,17 +768,27 @@ async fn postgres_lanes_survive_closed_connections() {
         .unwrap();
     let now = Timestamp::from_unix_millis(1_800_000_000_000);
     let token = |id: &str| token_record(&merchant, id, id.as_bytes().to_vec(), now);
+    let kek = strongroom_domain::ports::KekRecord {
+        version: 1,
+        kms_key_id: "lanes".into(),
+        wrapped: Some(vec![1; 48]),
+        state: strongroom_domain::ports::KekState::Active,
+        created_at: now,
+        retired_at: None,
+    };
+    store.insert_active_kek(&kek, &[]).await.unwrap();
+    let version = 1;
     let record = |seq: u64| AuditRecord { seq, merchant: None, time: now, leaf: vec![seq as u8; 40], subject: None };
 
     // Each lane holds an idle connection, which the server then closes.
     assert!(store.token("tok_missing").await.unwrap().is_none());
-    assert_eq!(store.insert_tokens(&[token("tok_l1")], now).await.unwrap(), [TokenInsert::Created]);
+    assert_eq!(store.insert_tokens(&[token("tok_l1")], &[], now).await.unwrap(), [TokenInsert::Created]);
     store.append(0, &[record(0)], &[]).await.unwrap();
     terminate_backends().await;
 
     assert!(store.token("tok_missing").await.unwrap().is_none(), "a read replaces a dead idle connection");
     assert_eq!(
-        store.insert_tokens(&[token("tok_l2")], now).await.unwrap(),
+        store.insert_tokens(&[token("tok_l2")], &[], now).await.unwrap(),
         [TokenInsert::Created],
         "so does a token insert"
     );
@@ -719,10 +796,26 @@ async fn postgres_lanes_survive_closed_connections() {
     store.append(1, &[record(1)], &[]).await.expect("so does an audit append");
 
     // Run again after its commit (as when the answer was lost), each write knows its own effect.
-    assert_eq!(store.insert_tokens(&[token("tok_l2")], now).await.unwrap(), [TokenInsert::Created]);
+    assert_eq!(store.insert_tokens(&[token("tok_l2")], &[], now).await.unwrap(), [TokenInsert::Created]);
+    let new_key = DataKeyRecord {
+        mode: Mode::Live,
+        id: "dk_l3".into(),
+        merchant_id: merchant.clone(),
+        customer: "cus_l3".into(),
+        kek_version: version,
+        wrapped: vec![3; 60],
+        created_at: now,
+    };
+    let mut first = token("tok_l3");
+    first.data_key_id = "dk_l3".into();
+    first.customer = Some("cus_l3".into());
+    for _ in 0..2 {
+        let again = store.insert_tokens(std::slice::from_ref(&first), std::slice::from_ref(&new_key), now).await;
+        assert_eq!(again.unwrap(), [TokenInsert::Created], "a first token with its new data key, twice");
+    }
     let mut other = token("tok_l2");
     other.ciphertext = Some(b"another value".to_vec());
-    assert_eq!(store.insert_tokens(&[other], now).await.unwrap(), [TokenInsert::IdTaken], "another row's id");
+    assert_eq!(store.insert_tokens(&[other], &[], now).await.unwrap(), [TokenInsert::IdTaken], "another row's id");
     store.append(1, &[record(1)], &[]).await.expect("the same entries at the same index");
     let mut forged = record(1);
     forged.leaf = vec![9; 40];

@@ -3,7 +3,8 @@
 //! answers). Accepting one invitation, removing a staff member's last passkey, demoting or
 //! disabling the last owner, deleting a role while a grant or a request names it, and two
 //! passkey assertions with one signature counter; and a reveal refused for its rate keeps its
-//! four-eyes approval.
+//! four-eyes approval. And 30 first tokens of one new customer at once (each would make the
+//! customer's data key) leave exactly one data key, with every token sealed under it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::io::Write;
@@ -25,6 +26,7 @@ on_both_backends!(
     staff_keep_a_second_factor_under_parallel_removals,
     one_assertion_per_passkey_counter,
     a_reveal_refused_for_its_rate_keeps_its_approval,
+    first_tokens_of_a_new_customer_share_one_data_key,
 );
 
 const PASSWORD: &str = "copper meadow lantern 4711";
@@ -451,5 +453,76 @@ async fn a_reveal_refused_for_its_rate_keeps_its_approval(backend: Backend) {
     server.clock.advance(Duration::from_secs(61));
     let (status, shown) = send(&server, Some(&ada), Method::POST, &path, Some(&reveal("plain", Some(&approval)))).await;
     assert_eq!((status, shown["value"]["number"].as_str()), (200, Some("4242424242424242")), "{shown}");
+    server.shutdown().await;
+}
+
+async fn data_keys(server: &TestServer) -> u64 {
+    use strongroom_domain::ports::VaultRepository;
+    VaultRepository::data_key_counts(&server.app().store).await.unwrap().iter().map(|(_, n)| n).sum()
+}
+
+async fn first_tokens_of_a_new_customer_share_one_data_key(backend: Backend) {
+    use strongroom_domain::ports::VaultRepository;
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let key = server.bootstrap_key.clone();
+    let merchant = MerchantId::parse(&server.merchant_id).unwrap();
+    let card = |n: usize| {
+        // 16 digits with a valid check digit, different for each n.
+        let body = format!("4{:014}", 4_000_000 + n);
+        let number =
+            (0..10).map(|d| format!("{body}{d}")).find(|c| strongroom_domain::vault::card::luhn_valid(c)).unwrap();
+        json!({"type": "card", "customer": "cus_first", "value": {"number": number, "exp_month": 12, "exp_year": 2031}})
+    };
+    let before = data_keys(&server).await;
+    let answers = race(
+        &server,
+        (0..RACERS).map(|n| (Method::POST, key.clone(), "/v1/tokens".to_owned(), Some(card(n)))).collect(),
+    )
+    .await;
+    assert_eq!(successes(&answers), RACERS, "{answers:?}");
+    // A batch of first tokens of another new customer, and single ones racing it.
+    let batch: Vec<Value> = (100..100 + RACERS)
+        .map(|n| {
+            let mut item = card(n);
+            item["customer"] = json!("cus_batch");
+            item
+        })
+        .collect();
+    let mut requests = vec![(Method::POST, key.clone(), "/v1/tokens/batch".to_owned(), Some(json!({"items": batch})))];
+    requests.extend((200..210).map(|n| {
+        let mut item = card(n);
+        item["customer"] = json!("cus_batch");
+        (Method::POST, key.clone(), "/v1/tokens".to_owned(), Some(item))
+    }));
+    let batch_answers = race(&server, requests).await;
+    assert_eq!(successes(&batch_answers), 11, "{batch_answers:?}");
+    assert_eq!(data_keys(&server).await, before + 2, "one data key per new customer");
+
+    let store = &server.app().store;
+    let mut ids: Vec<(String, &str)> =
+        answers.iter().map(|(_, token)| (token["id"].as_str().unwrap().to_owned(), "cus_first")).collect();
+    for (_, body) in &batch_answers {
+        match body["data"].as_array() {
+            Some(items) => {
+                ids.extend(items.iter().map(|i| (i["token"]["id"].as_str().unwrap().to_owned(), "cus_batch")))
+            }
+            None => ids.push((body["id"].as_str().unwrap().to_owned(), "cus_batch")),
+        }
+    }
+    assert_eq!(ids.len(), 2 * RACERS + 10);
+    for (id, customer) in &ids {
+        let stored_key =
+            VaultRepository::data_key_for(store, &merchant, strongroom_domain::modes::Mode::Live, customer)
+                .await
+                .unwrap()
+                .unwrap();
+        let token = VaultRepository::token(store, id).await.unwrap().unwrap();
+        assert_eq!(token.data_key_id, stored_key.id, "{id} is sealed under {customer}'s one stored key");
+        let path = format!("/v1/tokens/{id}/reveal");
+        let (status, shown) =
+            send(&server, Some(&key), Method::POST, &path, Some(&json!({"view": "plain", "reason": "test"}))).await;
+        assert_eq!(status, 200, "{shown}");
+        assert!(shown["value"]["number"].as_str().is_some_and(|n| n.len() == 16), "{shown}");
+    }
     server.shutdown().await;
 }

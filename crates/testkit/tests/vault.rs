@@ -106,6 +106,19 @@ async fn tokenize_every_kind(backend: Backend) {
         let (status, plain) = reveal(&server, &server.bootstrap_key, token["id"].as_str().unwrap(), "plain").await;
         assert_eq!(status, 200, "{plain}");
         assert_eq!(plain["view"], "plain");
+        assert_eq!(plain["value"], body["value"], "a reveal returns the value as given");
+    }
+    // Spacing and case are kept, and equal values still share one fingerprint.
+    for (kind, given, same) in [
+        ("email", "Jane.Doe@Example.com", "jane.doe@example.com"),
+        ("phone", "+49 (30) 1234-0958", "+493012340958"),
+        ("bank_account", "de89 3704 0044 0532 0130 00", "DE89370400440532013000"),
+    ] {
+        let token = tokenize(&server, &json!({"type": kind, "value": given})).await;
+        let other = tokenize(&server, &json!({"type": kind, "value": same})).await;
+        assert_eq!(token["display"]["fingerprint"], other["display"]["fingerprint"], "{kind}");
+        let (_, plain) = reveal(&server, &server.bootstrap_key, token["id"].as_str().unwrap(), "plain").await;
+        assert_eq!(plain["value"], given, "{kind}");
     }
     let (_, plain) = reveal(&server, &server.bootstrap_key, id, "plain").await;
     assert_eq!(plain["value"]["number"], VISA);

@@ -133,6 +133,10 @@ pub enum TokenInsert {
     Existing(Box<TokenRecord>),
     /// The id is taken (a format-preserving id collided); try another.
     IdTaken,
+    /// The token names a new data key of the same call that was not stored (its owner has a
+    /// data key already, or its KEK version is no longer the active one), so the token was not
+    /// stored either: seal it under the owner's stored key and try again.
+    KeyNotStored,
 }
 
 /// Key-encryption keys, data keys and tokens.
@@ -183,9 +187,18 @@ pub trait VaultRepository: Send + Sync {
     /// Number of data keys under each key-encryption key version.
     async fn data_key_counts(&self) -> Result<Vec<(u32, u64)>, StoreError>;
 
-    /// Stores tokens in one transaction, one outcome per token. A token with a dedupe key yields
-    /// to a live deduplicated token of the same merchant, mode, kind and fingerprint.
-    async fn insert_tokens(&self, tokens: &[TokenRecord], now: Timestamp) -> Result<Vec<TokenInsert>, StoreError>;
+    /// Stores new data keys and tokens in one transaction, one outcome per token. Each new key is
+    /// stored as [`VaultRepository::insert_data_key_if_absent`] stores one (unless its owner has
+    /// a key, and only under the active KEK version); a token that names a new key is stored only
+    /// if that key is stored (now, or already by an earlier call), else it answers
+    /// [`TokenInsert::KeyNotStored`]. A token with a dedupe key yields to a live deduplicated
+    /// token of the same merchant, mode, kind and fingerprint.
+    async fn insert_tokens(
+        &self,
+        tokens: &[TokenRecord],
+        new_keys: &[DataKeyRecord],
+        now: Timestamp,
+    ) -> Result<Vec<TokenInsert>, StoreError>;
 
     /// A token by id (any merchant: the caller checks).
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;

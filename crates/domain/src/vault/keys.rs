@@ -7,6 +7,13 @@
 //! names the data key, its owner and the KEK version, and are cached unwrapped for at most
 //! `data_key_cache_ttl`; a cached key is a [`Key256`], zeroized when its last holder drops it.
 //!
+//! A new owner's first token does not wait for its data key's own commit: [`VaultKeys::key_for_token`]
+//! makes the key in memory (shared by this node's concurrent first tokens of that owner) and the
+//! token writer inserts it in the same transaction as the token, only if the owner still has no
+//! key and its KEK version is still active; a token whose new key lost is sealed again under the
+//! stored one ([`VaultKeys::key_after_refusal`]). So a token is never stored under a key that
+//! was not, and an owner never has two keys.
+//!
 //! Rotation makes a new active KEK version; [`VaultKeys::rewrap_batch`] moves data keys to it
 //! without touching any sealed value (resumable: each step is a compare-and-set per key); a
 //! version no data key uses can be retired, which deletes its wrapped material.
@@ -57,6 +64,16 @@ pub struct DataKey {
     pub key: Arc<Key256>,
 }
 
+/// The data key a new token is sealed under.
+#[derive(Debug, Clone)]
+pub struct TokenKey {
+    /// The key.
+    pub key: DataKey,
+    /// The key as stored, when it is new: not stored yet, it is to be inserted with the token (in
+    /// the same transaction), which stands only if the key gets stored.
+    pub new: Option<DataKeyRecord>,
+}
+
 /// A KEK version with how many data keys it wraps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KekStatus {
@@ -90,6 +107,9 @@ pub struct VaultKeys {
     refresh: tokio::sync::Mutex<()>,
     by_id: TtlCache<String, Arc<Key256>>,
     by_owner: TtlCache<(MerchantId, Mode, String), String>,
+    /// Data keys made for owners without one and not confirmed stored yet, shared by this node's
+    /// concurrent first tokens of an owner (so they race with one key, not one each).
+    provisional: TtlCache<(MerchantId, Mode, String), (DataKeyRecord, Arc<Key256>)>,
     /// Where rotations and retirements are announced (set once the outbox exists).
     outbox: std::sync::OnceLock<crate::outbox::Outbox>,
 }
@@ -135,6 +155,7 @@ impl VaultKeys {
             refresh: tokio::sync::Mutex::new(()),
             by_id: TtlCache::new(settings.data_key_cache_ttl, settings.data_key_cache_capacity),
             by_owner: TtlCache::new(settings.data_key_cache_ttl, settings.data_key_cache_capacity),
+            provisional: TtlCache::new(settings.data_key_cache_ttl, settings.data_key_cache_capacity),
             outbox: std::sync::OnceLock::new(),
         };
         if keys.repo.keks().await?.is_empty() {
@@ -277,9 +298,122 @@ impl VaultKeys {
         Ok(DataKey { id: record.id, key })
     }
 
-    /// Makes an owner's data key under the active KEK version as the database has it now (the
-    /// insert itself refuses any other version, so a rotation racing with it cannot leave a data
-    /// key under a version that is about to be retired).
+    /// The data key a new token of a merchant's customer in one data space (`None`: the space's
+    /// own) is sealed under: the stored one, or, for an owner without one, a new key to be stored
+    /// with the token (the same one for this node's concurrent first tokens of the owner, until it
+    /// is confirmed).
+    pub async fn key_for_token(
+        &self,
+        merchant: &MerchantId,
+        mode: Mode,
+        customer: Option<&str>,
+    ) -> Result<TokenKey, DomainError> {
+        let customer = customer.unwrap_or("");
+        let now = self.clock.now();
+        let owner = (merchant.clone(), mode, customer.to_owned());
+        if let Some(id) = self.by_owner.get(&owner, now)
+            && let Some(key) = self.by_id.get(&id, now)
+        {
+            return Ok(TokenKey { key: DataKey { id, key }, new: None });
+        }
+        if let Some((record, key)) = self.provisional.get(&owner, now) {
+            return Ok(TokenKey { key: DataKey { id: record.id.clone(), key }, new: Some(record) });
+        }
+        if let Some(record) = self.repo.data_key_for(merchant, mode, customer).await? {
+            let key = self.unwrap_record(&record).await?;
+            self.by_owner.put(owner, record.id.clone(), now);
+            return Ok(TokenKey { key: DataKey { id: record.id, key }, new: None });
+        }
+        let made = self.make_data_key(merchant, mode, customer, now).await?;
+        let (record, key) = self.provisional.get_or_put(owner, made, now);
+        Ok(TokenKey { key: DataKey { id: record.id.clone(), key }, new: Some(record) })
+    }
+
+    /// Records that a new key handed out by [`VaultKeys::key_for_token`] is stored: the owner's
+    /// later tokens use it from the cache. `generation` is the owner cache's
+    /// [`VaultKeys::owner_generation`] from before the key was handed out (an erasure since then
+    /// keeps it out of the cache).
+    pub fn confirm_stored(&self, record: &DataKeyRecord, key: &Arc<Key256>, generation: u64) {
+        let now = self.clock.now();
+        let owner = (record.merchant_id.clone(), record.mode, record.customer.clone());
+        self.by_id.put(record.id.clone(), key.clone(), now);
+        self.by_owner.put_unless_forgotten(owner.clone(), record.id.clone(), now, generation);
+        if self.provisional.get(&owner, now).is_some_and(|(pending, _)| pending.id == record.id) {
+            self.provisional.forget(&owner);
+        }
+    }
+
+    /// How many owners the owner cache has forgotten: take it before [`VaultKeys::key_for_token`]
+    /// and hand it to [`VaultKeys::confirm_stored`].
+    pub fn owner_generation(&self) -> u64 {
+        self.by_owner.generation()
+    }
+
+    /// The key to seal a token under again after its new key `refused` was not stored: the
+    /// owner's stored key (another request's won), or, when the owner still has none (the KEK
+    /// version stopped being active, or the winner was erased), a new key under the active version
+    /// as the database has it now.
+    pub async fn key_after_refusal(
+        &self,
+        merchant: &MerchantId,
+        mode: Mode,
+        customer: Option<&str>,
+        refused: &str,
+    ) -> Result<TokenKey, DomainError> {
+        let customer = customer.unwrap_or("");
+        let now = self.clock.now();
+        let owner = (merchant.clone(), mode, customer.to_owned());
+        if self.provisional.get(&owner, now).is_some_and(|(pending, _)| pending.id == refused) {
+            self.provisional.forget(&owner);
+        }
+        // Another token of the same batch or group may have found the winner already.
+        if let Some(id) = self.by_owner.get(&owner, now)
+            && id != refused
+            && let Some(key) = self.by_id.get(&id, now)
+        {
+            return Ok(TokenKey { key: DataKey { id, key }, new: None });
+        }
+        if let Some(record) = self.repo.data_key_for(merchant, mode, customer).await? {
+            let key = self.unwrap_record(&record).await?;
+            self.by_owner.put(owner, record.id.clone(), now);
+            return Ok(TokenKey { key: DataKey { id: record.id, key }, new: None });
+        }
+        self.reload(true).await?;
+        let made = self.make_data_key(merchant, mode, customer, now).await?;
+        let (record, key) = self.provisional.get_or_put(owner, made, now);
+        Ok(TokenKey { key: DataKey { id: record.id.clone(), key }, new: Some(record) })
+    }
+
+    /// A new data key for an owner, wrapped under the active KEK version as this node knows it
+    /// (not stored: the insert checks the version is still the active one).
+    async fn make_data_key(
+        &self,
+        merchant: &MerchantId,
+        mode: Mode,
+        customer: &str,
+        now: Timestamp,
+    ) -> Result<(DataKeyRecord, Arc<Key256>), DomainError> {
+        let (version, kek) = self.kek(None).await?;
+        let id = DataKeyId::generate(self.entropy.as_ref()).as_str().to_owned();
+        let fresh: Key256 = Secret::new(strongroom_types::entropy::random_array(self.entropy.as_ref()));
+        let aad = data_key_aad(&id, merchant, mode, customer, version);
+        let wrapped = envelope::seal(&kek, &aad, fresh.expose(), self.entropy.as_ref());
+        let record = DataKeyRecord {
+            id,
+            merchant_id: merchant.clone(),
+            mode,
+            customer: customer.to_owned(),
+            kek_version: version,
+            wrapped,
+            created_at: now,
+        };
+        Ok((record, Arc::new(fresh)))
+    }
+
+    /// Makes and stores an owner's data key under the active KEK version, in a commit of its own
+    /// (for callers outside the token writer). The insert refuses any version but the active one,
+    /// so a rotation racing with it cannot leave a data key under a version about to be retired;
+    /// then the KEK versions are read again and it tries once more (twice at most).
     async fn create_data_key(
         &self,
         merchant: &MerchantId,
@@ -287,22 +421,11 @@ impl VaultKeys {
         customer: &str,
         now: Timestamp,
     ) -> Result<DataKeyRecord, DomainError> {
-        for _attempt in 0..3 {
-            self.reload(true).await?;
-            let (version, kek) = self.kek(None).await?;
-            let id = DataKeyId::generate(self.entropy.as_ref()).as_str().to_owned();
-            let fresh: Key256 = Secret::new(strongroom_types::entropy::random_array(self.entropy.as_ref()));
-            let aad = data_key_aad(&id, merchant, mode, customer, version);
-            let wrapped = envelope::seal(&kek, &aad, fresh.expose(), self.entropy.as_ref());
-            let candidate = DataKeyRecord {
-                id,
-                merchant_id: merchant.clone(),
-                mode,
-                customer: customer.to_owned(),
-                kek_version: version,
-                wrapped,
-                created_at: now,
-            };
+        for attempt in 0..3 {
+            if attempt > 0 {
+                self.reload(true).await?;
+            }
+            let (candidate, _) = self.make_data_key(merchant, mode, customer, now).await?;
             if let Some(record) = self.repo.insert_data_key_if_absent(&candidate).await? {
                 return Ok(record);
             }
@@ -337,6 +460,7 @@ impl VaultKeys {
     /// Forgets a customer's cached data key (after erasure), on this node at once.
     pub fn forget(&self, merchant: &MerchantId, mode: Mode, customer: &str, data_key_id: Option<&str>) {
         self.by_owner.forget(&(merchant.clone(), mode, customer.to_owned()));
+        self.provisional.forget(&(merchant.clone(), mode, customer.to_owned()));
         if let Some(id) = data_key_id {
             self.by_id.forget(&id.to_owned());
         }

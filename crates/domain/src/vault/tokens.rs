@@ -27,10 +27,10 @@ use crate::audit::log::AuditLog;
 use crate::error::{DomainError, FieldError, StoreError};
 use crate::merchants::MerchantId;
 use crate::modes::Mode;
-use crate::ports::{TokenInsert, TokenRecord, VaultRepository};
+use crate::ports::{DataKeyRecord, TokenInsert, TokenRecord, VaultRepository};
 use crate::vault::cvc::CvcStore;
 use crate::vault::fingerprints::FingerprintKeys;
-use crate::vault::keys::VaultKeys;
+use crate::vault::keys::{TokenKey, VaultKeys};
 use crate::vault::values::{self, Prepared, ValueError, ValueKind, masked_view, prepare};
 use crate::vault::writer::TokenWriter;
 
@@ -423,8 +423,9 @@ impl VaultService {
         input: &TokenizeInput,
         prepared: &Prepared,
         now: Timestamp,
-    ) -> Result<(TokenRecord, Arc<strongroom_crypto::Key256>), DomainError> {
-        let data_key = self.keys.data_key_for(merchant, mode, input.customer.as_deref()).await?;
+    ) -> Result<(TokenRecord, TokenKey), DomainError> {
+        let token_key = self.keys.key_for_token(merchant, mode, input.customer.as_deref()).await?;
+        let data_key = &token_key.key;
         let id = match (&input.format, &prepared.pan) {
             (TokenFormat::PanPreserving, Some(pan)) => pan.format_preserving_token(self.entropy.as_ref()),
             _ => TokenId::generate_at(self.entropy.as_ref(), now.unix_millis()).as_str().to_owned(),
@@ -440,7 +441,7 @@ impl VaultService {
             mode,
             customer: input.customer.clone(),
             kind: prepared.kind,
-            data_key_id: data_key.id,
+            data_key_id: data_key.id.clone(),
             ciphertext: Some(ciphertext),
             dedupe_key: input
                 .dedupe
@@ -454,7 +455,7 @@ impl VaultService {
             erased_at: None,
             fingerprint: Some(fingerprint),
         };
-        Ok((record, data_key.key))
+        Ok((record, token_key))
     }
 
     /// Tokenizes one value. Returns the token and whether it was made now (false: the existing
@@ -495,6 +496,8 @@ impl VaultService {
         let merchant = principal.merchant_id();
         let mode = principal.mode();
         let now = self.clock.now();
+        // Before any key is handed out: an erasure from now on keeps new keys out of the cache.
+        let generation = self.keys.owner_generation();
         let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(inputs.len());
         let mut pending: Vec<Pending> = Vec::new();
         for (index, (base, input)) in inputs.iter().enumerate() {
@@ -525,48 +528,81 @@ impl VaultService {
                 }
             }
         }
-        // Format-preserving ids can collide; such items get a new id and go again (a few rounds).
+        // Format-preserving ids can collide, and a new customer's data key can lose to another
+        // request's: such items are sealed again (under a new id, or under the key that won) and
+        // go again (a few rounds).
         for _round in 0..5 {
             if pending.is_empty() {
                 break;
             }
             let records: Vec<TokenRecord> = pending.iter().map(|p| p.record.clone()).collect();
-            let outcomes = self.writer.insert(records, now).await?;
+            let mut new_keys: Vec<DataKeyRecord> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for new in pending.iter().filter_map(|p| p.key.new.as_ref()) {
+                if seen.insert(new.id.as_str()) {
+                    new_keys.push(new.clone());
+                }
+            }
+            let outcomes = self.writer.insert(records, new_keys, now).await?;
             let mut retry = Vec::new();
-            for (Pending { index, record, key, plaintext, cvc, pan }, outcome) in pending.into_iter().zip(outcomes) {
+            for (mut item, outcome) in pending.into_iter().zip(outcomes) {
+                // Whatever became of the token, its new key is stored unless it was refused.
+                if !matches!(outcome, TokenInsert::KeyNotStored)
+                    && let Some(new) = item.key.new.take()
+                {
+                    self.keys.confirm_stored(&new, &item.key.key.key, generation);
+                }
                 match outcome {
                     TokenInsert::Created => {
-                        if let Some(cvc) = &cvc {
-                            self.cvcs.put(&record.id, cvc, now, self.entropy.as_ref());
+                        if let Some(cvc) = &item.cvc {
+                            self.cvcs.put(&item.record.id, cvc, now, self.entropy.as_ref());
                         }
-                        if let Some(slot) = results.get_mut(index) {
-                            *slot = Some(Ok((self.view(&record), true)));
+                        if let Some(slot) = results.get_mut(item.index) {
+                            *slot = Some(Ok((self.view(&item.record), true)));
                         }
                     }
                     TokenInsert::Existing(existing) => {
-                        if let Some(slot) = results.get_mut(index) {
+                        if let Some(slot) = results.get_mut(item.index) {
                             *slot = Some(Ok((self.view(&existing), false)));
                         }
                     }
                     TokenInsert::IdTaken => {
-                        let mut record = record;
-                        record.id = match &pan {
+                        item.record.id = match &item.pan {
                             Some(pan) => pan.format_preserving_token(self.entropy.as_ref()),
                             None => TokenId::generate_at(self.entropy.as_ref(), now.unix_millis()).as_str().to_owned(),
                         };
                         // The sealed value is bound to its id: seal it again under the new one.
-                        let aad = value_aad(merchant, &record.id, &record.data_key_id, record.kind);
-                        record.ciphertext = Some(envelope::seal(&key, &aad, plaintext.expose(), self.entropy.as_ref()));
-                        retry.push(Pending { index, record, key, plaintext, cvc, pan });
+                        self.reseal(merchant, &mut item);
+                        retry.push(item);
+                    }
+                    TokenInsert::KeyNotStored => {
+                        // Never stored under a key that was not: seal it under the owner's key.
+                        let refused = item.record.data_key_id.clone();
+                        item.key = self
+                            .keys
+                            .key_after_refusal(merchant, item.record.mode, item.record.customer.as_deref(), &refused)
+                            .await?;
+                        item.record.data_key_id = item.key.key.id.clone();
+                        self.reseal(merchant, &mut item);
+                        retry.push(item);
                     }
                 }
             }
             pending = retry;
         }
         if !pending.is_empty() {
-            return Err(StoreError::Conflict("could not find a free token id".into()).into());
+            return Err(
+                StoreError::Conflict("could not store the tokens: ids or data keys kept colliding".into()).into()
+            );
         }
         Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(internal_item()))).collect())
+    }
+
+    /// Seals a waiting item's value again, under its (new) id and data key.
+    fn reseal(&self, merchant: &MerchantId, item: &mut Pending) {
+        let aad = value_aad(merchant, &item.record.id, &item.record.data_key_id, item.record.kind);
+        item.record.ciphertext =
+            Some(envelope::seal(&item.key.key.key, &aad, item.plaintext.expose(), self.entropy.as_ref()));
     }
 
     fn event(&self, principal: &Principal, source: &Source, action: &'static str, outcome: Outcome) -> AuditEvent {
@@ -917,8 +953,9 @@ impl VaultService {
 struct Pending {
     index: usize,
     record: TokenRecord,
-    /// The data key and plaintext, to seal again under a new id after a collision.
-    key: Arc<strongroom_crypto::Key256>,
+    /// The data key (with its record while it is new) and plaintext, to seal again under a new id
+    /// after a collision or under another key after the new one was refused.
+    key: TokenKey,
     plaintext: Secret<Vec<u8>>,
     cvc: Option<Secret<String>>,
     pan: Option<crate::vault::card::Pan>,

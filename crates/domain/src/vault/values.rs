@@ -1,6 +1,19 @@
-//! The kinds of value the vault holds and the rules for each: validation, the canonical plaintext
-//! that gets encrypted, the normalized form that gets fingerprinted, and the masked forms that may
-//! be shown without a reveal.
+//! The kinds of value the vault holds and the rules for each: validation, the plaintext that gets
+//! encrypted (the value as given), the normalized form that gets fingerprinted, and the masked
+//! forms that may be shown without a reveal.
+//!
+//! Normalization serves fingerprints (search, dedupe) and validation only: a reveal returns the
+//! value as the shop sent it (`Jane.Doe@Example.com`, `+49 (30) 1234-0958`, `de89 3704 …`, an
+//! address with its own spacing and case), byte for byte as JSON. The one exception is a card's
+//! number, which is kept as its digits: spaces and dashes in a PAN are presentation (ISO/IEC 7812
+//! defines the number as digits, and every gateway takes digits), so a revealed card answers
+//! `4242424242424242` for `4242 4242-4242 4242`; its other fields (expiry, holder name) are kept
+//! as given. The normalized forms, which are what fingerprints and dedupe compare: a card's digits;
+//! an IBAN without whitespace, in upper case; an email with its domain and local part in lower
+//! case; a phone as `+` and its digits; a name trimmed, its whitespace collapsed, in lower case; an
+//! address's fields trimmed and its country in upper case, as sorted JSON in lower case; a JSON
+//! object as sorted JSON. Values stored before reveals kept the given form (issue 13) were sealed
+//! normalized; they reveal as stored, and every function here accepts either form.
 //!
 //! Kinds: `card` (`{number, exp_month, exp_year, cvc?, holder_name?}`), `bank_account` (an IBAN),
 //! `email`, `phone` (E.164), `address` (`{line1, line2?, city, region?, postal_code?, country}`),
@@ -80,7 +93,8 @@ impl ValueKind {
 pub struct Prepared {
     /// Its kind.
     pub kind: ValueKind,
-    /// Canonical JSON of the value (for a card: without the CVC), to be encrypted.
+    /// JSON of the value as given (for a card: its number as digits, and without the CVC), to be
+    /// encrypted; what a reveal returns.
     pub plaintext: Secret<Vec<u8>>,
     /// The normalized form the fingerprint is computed over.
     pub normalized: Secret<String>,
@@ -137,12 +151,13 @@ pub fn prepare(kind: ValueKind, value: &Value, now: Timestamp, pointer: &str) ->
     }
 }
 
-fn simple(kind: ValueKind, canonical: String, display: Map<String, Value>) -> Prepared {
-    let plaintext = serde_json::to_vec(&Value::String(canonical.clone())).unwrap_or_default();
+/// A value of one string: sealed as `given`, fingerprinted as `normalized`.
+fn simple(kind: ValueKind, given: &Value, normalized: String, display: Map<String, Value>) -> Prepared {
+    let plaintext = serde_json::to_vec(given).unwrap_or_default();
     Prepared {
         kind,
         plaintext: Secret::new(plaintext),
-        normalized: Secret::new(canonical),
+        normalized: Secret::new(normalized),
         display,
         cvc: None,
         pan: None,
@@ -203,11 +218,13 @@ fn card(value: &Value, now: Timestamp, pointer: &str) -> Result<Prepared, ValueE
         None | Some(Value::Null) => None,
         Some(holder) => {
             let at = format!("{pointer}/holder_name");
-            let holder = text(holder, &at, "validation_failed")?.trim();
-            if holder.is_empty() || holder.chars().count() > 200 || !no_control(holder) {
+            let given = text(holder, &at, "validation_failed")?;
+            let trimmed = given.trim();
+            if trimmed.is_empty() || trimmed.chars().count() > 200 || !no_control(trimmed) {
                 return Err(ValueError::new("validation_failed", at, "must be 1 to 200 printable characters"));
             }
-            Some(holder.to_owned())
+            // Kept as given; only the check trims.
+            Some(given.to_owned())
         }
     };
     let plaintext = json!({
@@ -401,7 +418,7 @@ fn bank_account(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
     let mut display = Map::new();
     display.insert("country".into(), iban.get(..2).unwrap_or_default().into());
     display.insert("last4".into(), iban.get(iban.len() - 4..).unwrap_or_default().into());
-    Ok(simple(ValueKind::BankAccount, iban, display))
+    Ok(simple(ValueKind::BankAccount, value, iban, display))
 }
 
 fn email(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
@@ -429,7 +446,7 @@ fn email(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
     let first: String = local.chars().take(1).collect();
     let mut display = Map::new();
     display.insert("masked".into(), format!("{first}***@{domain}").into());
-    Ok(simple(ValueKind::Email, canonical, display))
+    Ok(simple(ValueKind::Email, value, canonical, display))
 }
 
 fn phone(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
@@ -448,7 +465,7 @@ fn phone(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
     let mut display = Map::new();
     display.insert("masked".into(), format!("+{}{last4}", "*".repeat(digits.len() - 4)).into());
     display.insert("last4".into(), last4.into());
-    Ok(simple(ValueKind::Phone, format!("+{digits}"), display))
+    Ok(simple(ValueKind::Phone, value, format!("+{digits}"), display))
 }
 
 #[derive(Deserialize)]
@@ -505,7 +522,7 @@ fn address(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
     display.insert("country".into(), country.into());
     Ok(Prepared {
         kind: ValueKind::Address,
-        plaintext: Secret::new(serde_json::to_vec(&canonical).unwrap_or_default()),
+        plaintext: Secret::new(serde_json::to_vec(value).unwrap_or_default()),
         normalized: Secret::new(normalized),
         display,
         cvc: None,
@@ -521,7 +538,7 @@ fn name(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
     let mut display = Map::new();
     display.insert("masked".into(), mask_name(raw).into());
     let normalized = raw.split_whitespace().collect::<Vec<_>>().join(" ");
-    let plaintext = serde_json::to_vec(&Value::String(raw.to_owned())).unwrap_or_default();
+    let plaintext = serde_json::to_vec(value).unwrap_or_default();
     Ok(Prepared {
         kind: ValueKind::Name,
         plaintext: Secret::new(plaintext),
@@ -559,19 +576,16 @@ fn json_object(value: &Value, pointer: &str) -> Result<Prepared, ValueError> {
 }
 
 /// The normalized form of a stored (decrypted) value, as [`prepare`] computed it: what a
-/// fingerprint is recomputed from after the fingerprint key rotated. `None` for a plaintext that
-/// is not what the vault stores.
+/// fingerprint is recomputed from after the fingerprint key rotated. The value is normalized
+/// again by its kind's rules, so a value stored as given and one stored normalized (before issue
+/// 13) come to the same form. `None` for a plaintext that is not what the vault stores.
 pub fn normalized_of_stored(kind: ValueKind, plaintext: &[u8]) -> Option<Secret<String>> {
-    let text = std::str::from_utf8(plaintext).ok()?;
-    let value: Value = serde_json::from_str(text).ok()?;
-    let normalized = match kind {
-        ValueKind::Card => value["number"].as_str()?.to_owned(),
-        ValueKind::BankAccount | ValueKind::Email | ValueKind::Phone => value.as_str()?.to_owned(),
-        ValueKind::Name => value.as_str()?.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase(),
-        ValueKind::Address => text.to_lowercase(),
-        ValueKind::Json => text.to_owned(),
-    };
-    Some(Secret::new(normalized))
+    let value: Value = serde_json::from_slice(plaintext).ok()?;
+    match kind {
+        // Stored as digits either way; no expiry check (a stored card may have expired since).
+        ValueKind::Card => Some(Secret::new(value["number"].as_str()?.chars().filter(char::is_ascii_digit).collect())),
+        _ => prepare(kind, &value, Timestamp::from_unix_millis(0), "").ok().map(|prepared| prepared.normalized),
+    }
 }
 
 /// The masked view of a decrypted value, as `POST …/reveal {view: "masked"}` shows it.
@@ -588,7 +602,10 @@ pub fn masked_view(kind: ValueKind, plaintext: &Value) -> Value {
             })
         }
         ValueKind::BankAccount => {
-            let iban = plaintext.as_str().unwrap_or_default();
+            // Stored as given (spaces, any case) or, before issue 13, compact in upper case.
+            let iban: String =
+                plaintext.as_str().unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect::<String>();
+            let iban = iban.to_ascii_uppercase();
             let len = iban.len();
             Value::String(format!(
                 "{}{}{}",
@@ -603,8 +620,8 @@ pub fn masked_view(kind: ValueKind, plaintext: &Value) -> Value {
         }
         ValueKind::Address => json!({
             "line1": "***",
-            "city": plaintext["city"],
-            "country": plaintext["country"],
+            "city": plaintext["city"].as_str().map(str::trim),
+            "country": plaintext["country"].as_str().map(str::to_ascii_uppercase),
         }),
         ValueKind::Name => Value::String(mask_name(plaintext.as_str().unwrap_or_default())),
         ValueKind::Json => {
@@ -779,7 +796,176 @@ mod tests {
         assert_eq!(prepare(ValueKind::Json, &big, now(), "/value").unwrap_err().code, "value_too_large");
     }
 
+    /// What a reveal of `prepared` answers: its plaintext as JSON.
+    fn revealed(prepared: &Prepared) -> Value {
+        serde_json::from_slice(prepared.plaintext.expose()).unwrap()
+    }
+
+    /// The checks every kind's property test makes: the reveal gives `expected` back, the value
+    /// normalizes like `canonical` (its plain form: equal values share a fingerprint), the stored
+    /// plaintext normalizes again to the same form, and so does the plaintext a token stored
+    /// before issue 13 holds (`old`: the value sealed normalized), which masks alike.
+    fn check_kind(kind: ValueKind, given: &Value, expected: &Value, canonical: &Value, old: &Value) {
+        let prepared = prepare(kind, given, now(), "/value").unwrap();
+        assert_eq!(&revealed(&prepared), expected, "{kind:?}: the reveal returns the value as given");
+        let plain = prepare(kind, canonical, now(), "/value").unwrap();
+        assert_eq!(prepared.normalized.expose(), plain.normalized.expose(), "{kind:?}: one fingerprint");
+        let again = normalized_of_stored(kind, prepared.plaintext.expose()).unwrap();
+        assert_eq!(again.expose(), prepared.normalized.expose(), "{kind:?}: refingerprinting");
+        let old_bytes = serde_json::to_vec(old).unwrap();
+        let from_old = normalized_of_stored(kind, &old_bytes).unwrap();
+        assert_eq!(from_old.expose(), prepared.normalized.expose(), "{kind:?}: an old token");
+        // (An email's mask shows its first letter, in the case the plaintext has.)
+        let mask = |plain: &Value| masked_view(kind, plain).to_string().to_lowercase();
+        assert_eq!(mask(old), mask(expected), "{kind:?}: masks alike");
+    }
+
+    /// Puts `separators` (cycled) between some characters of `text`.
+    fn spaced(text: &str, gaps: &[usize], separators: &[&str]) -> String {
+        let mut out = String::new();
+        for (i, c) in text.chars().enumerate() {
+            if i > 0 && gaps.contains(&i) {
+                out.push_str(separators[i % separators.len()]);
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    fn with_case(text: &str, upper: &[bool]) -> String {
+        text.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if upper.get(i % upper.len().max(1)).copied().unwrap_or(false) {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reveals_return_the_issue_examples_as_given() {
+        for (kind, given) in [
+            (ValueKind::Email, json!("Jane.Doe@Example.com")),
+            (ValueKind::Phone, json!("+49 (30) 1234-0958")),
+            (ValueKind::BankAccount, json!("de89 3704 0044 0532 0130 00")),
+            (ValueKind::Name, json!("  Jane   van DOE ")),
+            (ValueKind::Address, json!({"line1": " 1 High St ", "city": "London", "country": "gb", "line2": null})),
+        ] {
+            assert_eq!(revealed(&prepare(kind, &given, now(), "/value").unwrap()), given, "{kind:?}");
+        }
+        let card =
+            json!({"number": "4242 4242-4242 4242", "exp_month": 1, "exp_year": 2040, "holder_name": " J. Doe "});
+        let shown = revealed(&prepare(ValueKind::Card, &card, now(), "/value").unwrap());
+        assert_eq!(shown["number"], "4242424242424242", "a card number is kept as its digits");
+        assert_eq!(shown["holder_name"], " J. Doe ", "the rest as given");
+    }
+
     proptest! {
+        #[test]
+        fn emails_reveal_as_given(
+            local in "[A-Za-z0-9._%+-]{1,20}",
+            labels in proptest::collection::vec("[A-Za-z0-9]{1,10}", 1..3),
+            tld in "[A-Za-z]{2,6}",
+            pad in "[ ]{0,2}",
+        ) {
+            let address = format!("{local}@{}.{tld}", labels.join("."));
+            let given = json!(format!("{pad}{address}{pad}"));
+            let canonical = json!(address.to_lowercase());
+            check_kind(ValueKind::Email, &given, &given, &canonical, &canonical);
+        }
+
+        #[test]
+        fn phones_reveal_as_given(
+            first in 1u8..10,
+            rest in proptest::collection::vec(0u8..10, 7..=14),
+            gaps in proptest::collection::vec(1usize..15, 0..5),
+            separator in proptest::sample::select(vec![" ", "-", ".", " (", ") "]),
+        ) {
+            let digits: String = std::iter::once(first).chain(rest).map(|d| char::from(b'0' + d)).collect();
+            let given = json!(format!("+{}", spaced(&digits, &gaps, &[separator])));
+            let canonical = json!(format!("+{digits}"));
+            check_kind(ValueKind::Phone, &given, &given, &canonical, &canonical);
+        }
+
+        #[test]
+        fn ibans_reveal_as_given(
+            bban in proptest::collection::vec(0u8..10, 18),
+            gaps in proptest::collection::vec(1usize..22, 0..6),
+            upper in proptest::collection::vec(any::<bool>(), 1..4),
+        ) {
+            let bban: String = bban.into_iter().map(|d| char::from(b'0' + d)).collect();
+            let iban = (2..=98).map(|check| format!("DE{check:02}{bban}")).find(|iban| iban_valid(iban)).unwrap();
+            let given = json!(spaced(&with_case(&iban, &upper), &gaps, &[" "]));
+            let canonical = json!(iban);
+            check_kind(ValueKind::BankAccount, &given, &given, &canonical, &canonical);
+        }
+
+        #[test]
+        fn names_reveal_as_given(
+            words in proptest::collection::vec("[A-Za-z]{1,10}", 1..4),
+            space in "[ ]{1,3}",
+            pad in "[ ]{0,2}",
+        ) {
+            let given = json!(format!("{pad}{}{pad}", words.join(&space)));
+            let canonical = json!(words.join(" ").to_lowercase());
+            let old = json!(words.join(&space));
+            check_kind(ValueKind::Name, &given, &given, &canonical, &old);
+        }
+
+        #[test]
+        fn addresses_reveal_as_given(
+            line1 in "[A-Za-z0-9][A-Za-z0-9 ]{0,20}",
+            city in "[A-Za-z][A-Za-z ]{0,12}",
+            postal in proptest::option::of("[A-Z0-9]{3,8}"),
+            country in proptest::sample::select(vec!["gb", "GB", "De", "fr", "US"]),
+            pad in "[ ]{0,2}",
+        ) {
+            let mut given = json!({"line1": format!("{pad}{line1}"), "city": format!("{city}{pad}"), "country": country});
+            if let Some(postal) = &postal {
+                given["postal_code"] = json!(postal);
+            }
+            let canonical = json!({
+                "line1": line1.trim(), "city": city.trim(), "country": country.to_ascii_uppercase(),
+                "postal_code": postal,
+            });
+            // Before issue 13 an address was sealed in its canonical form, every field named.
+            let old = json!({
+                "city": city.trim(), "country": country.to_ascii_uppercase(), "line1": line1.trim(), "line2": null,
+                "postal_code": postal, "region": null,
+            });
+            check_kind(ValueKind::Address, &given, &given, &canonical, &old);
+        }
+
+        #[test]
+        fn cards_keep_their_digits_and_the_rest_as_given(
+            middle in proptest::collection::vec(0u8..10, 9),
+            gaps in proptest::collection::vec(1usize..16, 0..4),
+            separator in proptest::sample::select(vec![" ", "-"]),
+            holder in proptest::option::of("[A-Za-z][A-Za-z .]{0,20}"),
+            pad in "[ ]{0,2}",
+        ) {
+            let mut digits = String::from("424242");
+            for d in &middle { digits.push(char::from(b'0' + d)); }
+            let number = (0..10).map(|d| format!("{digits}{d}")).find(|n| crate::vault::card::luhn_valid(n)).unwrap();
+            let holder = holder.map(|h| format!("{pad}{h}{pad}"));
+            let given = json!({"number": spaced(&number, &gaps, &[separator]), "exp_month": 3, "exp_year": 2040, "holder_name": holder, "cvc": "123"});
+            let expected = json!({"number": number, "exp_month": 3, "exp_year": 2040, "holder_name": holder});
+            let canonical = json!({"number": number, "exp_month": 3, "exp_year": 2040});
+            let old = json!({"number": number, "exp_month": 3, "exp_year": 2040, "holder_name": holder.as_deref().map(str::trim)});
+            check_kind(ValueKind::Card, &given, &expected, &canonical, &old);
+        }
+
+        #[test]
+        fn json_objects_reveal_as_given(
+            fields in proptest::collection::btree_map("[a-z]{1,8}", proptest::option::of("[ -~]{0,12}"), 0..6),
+        ) {
+            let given = json!(fields);
+            check_kind(ValueKind::Json, &given, &given, &given, &given);
+        }
+
         #[test]
         fn masked_cards_show_at_most_first6_and_last4(middle in proptest::collection::vec(0u8..10, 6..=9)) {
             let mut digits = String::from("424242");

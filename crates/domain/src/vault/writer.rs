@@ -2,7 +2,11 @@
 //! task, which stores everything waiting in one transaction and answers each request with its own
 //! outcomes. One commit (one fsync) then serves many requests, instead of one each; a request is
 //! answered only after its transaction committed, so an acknowledged token survives a crash.
-//! Must never: answer before the commit, or split one request's rows over two transactions.
+//! A new customer's data key travels with its tokens and is inserted in the same transaction
+//! (the store stores a token under a new key only if that key got stored), so a first token
+//! costs no commit of its own.
+//! Must never: answer before the commit, or split one request's rows (or a token and its new
+//! data key) over two transactions.
 
 use std::sync::Arc;
 
@@ -10,7 +14,7 @@ use strongroom_types::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
-use crate::ports::{TokenInsert, TokenRecord, VaultRepository};
+use crate::ports::{DataKeyRecord, TokenInsert, TokenRecord, VaultRepository};
 
 /// Most rows written in one transaction (a batch request may exceed it alone; it is then written
 /// by itself).
@@ -20,6 +24,8 @@ type Reply = oneshot::Sender<Result<Vec<TokenInsert>, String>>;
 
 struct Job {
     rows: Vec<TokenRecord>,
+    /// New data keys the rows are sealed under.
+    new_keys: Vec<DataKeyRecord>,
     now: Timestamp,
     reply: Reply,
 }
@@ -42,11 +48,17 @@ impl TokenWriter {
         Self { jobs }
     }
 
-    /// Stores `rows` in one transaction (shared with other requests') and returns their outcomes.
-    pub async fn insert(&self, rows: Vec<TokenRecord>, now: Timestamp) -> Result<Vec<TokenInsert>, StoreError> {
+    /// Stores `rows`, and the new data keys some of them are sealed under, in one transaction
+    /// (shared with other requests') and returns the rows' outcomes.
+    pub async fn insert(
+        &self,
+        rows: Vec<TokenRecord>,
+        new_keys: Vec<DataKeyRecord>,
+        now: Timestamp,
+    ) -> Result<Vec<TokenInsert>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { rows, now, reply })
+            .send(Job { rows, new_keys, now, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the token writer has stopped".into()))?;
         answer
@@ -78,7 +90,11 @@ async fn run(repo: Arc<dyn VaultRepository>, receiver: Arc<tokio::sync::Mutex<mp
         };
         let now = group.iter().map(|j| j.now).max_by_key(|t| t.unix_millis()).unwrap_or(group[0].now);
         let all: Vec<TokenRecord> = group.iter().flat_map(|j| j.rows.iter().cloned()).collect();
-        match repo.insert_tokens(&all, now).await {
+        // Requests of one node share a new owner's key, so one key may come from several jobs.
+        let mut seen = std::collections::HashSet::new();
+        let new_keys: Vec<DataKeyRecord> =
+            group.iter().flat_map(|j| j.new_keys.iter()).filter(|k| seen.insert(k.id.as_str())).cloned().collect();
+        match repo.insert_tokens(&all, &new_keys, now).await {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();
                 for job in group {
