@@ -259,8 +259,16 @@ async fn webhook_endpoints_receive_their_own_mode_only(backend: Backend) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Give a wrongly routed second delivery the time to arrive before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each endpoint's delivery log (written with the event, so nothing is still on its way)
+    // holds exactly the one event of its own mode.
+    for (key, endpoint) in [(&live, &endpoints[0]), (&test, &endpoints[1])] {
+        let path = format!("/v1/webhook_endpoints/{endpoint}/deliveries");
+        let (status, log) = send(&server, key, Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{log}");
+        let types: Vec<&str> =
+            log["data"].as_array().unwrap().iter().map(|d| d["event_type"].as_str().unwrap()).collect();
+        assert_eq!(types, vec!["customer.data_erased"], "{log}");
+    }
     for (inbox, (livemode, customer)) in inboxes.iter().zip([(true, "cus_live_gone"), (false, "cus_test_gone")]) {
         let got = inbox.lock().unwrap().clone();
         assert_eq!(got.len(), 1, "{got:?}");
