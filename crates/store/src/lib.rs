@@ -45,6 +45,9 @@ pub struct Store {
     pg_writes: Option<Arc<pg_direct::PgLane>>,
     /// PostgreSQL only: tokens by id, read together by a few tasks on `pg_reads`.
     token_reads: Option<Arc<coalesced_reads::CoalescedReads<vault::TokenRow>>>,
+    /// PostgreSQL only: customers' data keys by owner, read together the same way (every new
+    /// customer's first token asks for its missing key).
+    data_key_reads: Option<Arc<coalesced_reads::CoalescedReads<vault::DataKeyRow>>>,
     /// PostgreSQL only: how to connect, for the job runner's leadership connection.
     pg_options: Option<PgConnectOptions>,
 }
@@ -173,7 +176,8 @@ impl Store {
         let kind = BackendKind::of_url(url)
             .ok_or_else(|| StoreError::Other("database URL must start with sqlite:// or postgres://".to_owned()))?;
         let mut direct = None;
-        let (mut pg_reads, mut pg_writes, mut token_reads, mut pg_options) = (None, None, None, None);
+        let (mut pg_reads, mut pg_writes, mut token_reads, mut data_key_reads, mut pg_options) =
+            (None, None, None, None, None);
         let backend = match kind {
             BackendKind::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -212,15 +216,22 @@ impl Store {
                 // group commits' inserts), whose generic plan is the right one for any argument:
                 // planning each execution anew (PostgreSQL's default while an array argument
                 // changes length) was a quarter of the server's CPU on the reveal benchmark.
+                // A generic plan is made once per connection, though, possibly while a table is
+                // still empty, and kept until the table is next analyzed: so an array of ids is
+                // probed as a lateral join (one index probe per element, `LIMIT 1`), never as
+                // `= ANY($1)` or a join the planner may answer with a full scan it then keeps.
                 let lane_options = options.clone().options([("plan_cache_mode", "force_generic_plan")]);
                 let readers = usize::try_from(cores()).unwrap_or(2);
-                // One connection per reader task, and one for the other point read on this lane
-                // (a customer's data key, asked by every new customer's first token).
+                // One connection per reader task: tokens by id, and customers' data keys by owner.
                 let lane =
-                    Arc::new(pg_direct::PgLane::new(lane_options.clone(), readers + 1, settings.acquire_timeout));
+                    Arc::new(pg_direct::PgLane::new(lane_options.clone(), readers * 2, settings.acquire_timeout));
                 token_reads = Some(Arc::new(coalesced_reads::CoalescedReads::start(
                     readers,
                     vault::pg_tokens_by_ids(lane.clone()),
+                )));
+                data_key_reads = Some(Arc::new(coalesced_reads::CoalescedReads::start(
+                    readers,
+                    vault::pg_data_keys_by_owners(lane.clone()),
                 )));
                 pg_reads = Some(lane);
                 // The audit writer and up to four token writers.
@@ -238,7 +249,7 @@ impl Store {
                 Backend::Postgres(pool)
             }
         };
-        Ok(Self { backend, direct, pg_reads, pg_writes, token_reads, pg_options })
+        Ok(Self { backend, direct, pg_reads, pg_writes, token_reads, data_key_reads, pg_options })
     }
 
     /// Which backend this store uses.

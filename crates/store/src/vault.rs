@@ -50,8 +50,8 @@ impl TryFrom<KekRow> for KekRecord {
     }
 }
 
-#[derive(FromRow)]
-struct DataKeyRow {
+#[derive(FromRow, Clone)]
+pub(crate) struct DataKeyRow {
     id: String,
     merchant_id: String,
     customer_id: String,
@@ -249,7 +249,12 @@ pub(crate) fn pg_tokens_by_ids(
     lane: std::sync::Arc<crate::pg_direct::PgLane>,
 ) -> crate::coalesced_reads::Fetch<TokenRow> {
     static SELECT_TOKENS_BY_IDS: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = ANY($1)"));
+        std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT t.* FROM UNNEST($1::text[]) AS n (id) \
+                 CROSS JOIN LATERAL (SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = n.id LIMIT 1) t"
+            )
+        });
     std::sync::Arc::new(move |ids: Vec<String>| {
         let lane = lane.clone();
         Box::pin(async move {
@@ -262,6 +267,58 @@ pub(crate) fn pg_tokens_by_ids(
                 })
                 .await?;
             Ok(rows.into_iter().map(|row| (row.id.clone(), row)).collect())
+        })
+    })
+}
+
+/// The key [`pg_data_keys_by_owners`] files an owner's data key under: the mode and merchant id
+/// (neither holds a `:`) ahead of the customer reference, so it splits back unambiguously.
+fn owner_key(merchant: &str, mode: &str, customer: &str) -> String {
+    format!("{mode}:{merchant}:{customer}")
+}
+
+/// Customers' data keys by owner, many owners in one query, for [`crate::coalesced_reads`].
+pub(crate) fn pg_data_keys_by_owners(
+    lane: std::sync::Arc<crate::pg_direct::PgLane>,
+) -> crate::coalesced_reads::Fetch<DataKeyRow> {
+    static SELECT_DATA_KEYS_BY_OWNERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        // A lateral probe per owner (`LIMIT 1`: an owner has one key) keeps the plan a nested loop
+        // over the owner index: as a plain join, the generic plan made while the table was small
+        // hashed a full scan of it, and kept doing so as the table grew.
+        format!(
+            "SELECT k.* FROM UNNEST($1::text[], $2::text[], $3::text[]) AS o (merchant_id, mode, customer_id) \
+             CROSS JOIN LATERAL (SELECT {DATA_KEY_COLUMNS} FROM vault_data_keys d WHERE d.merchant_id = o.merchant_id \
+             AND d.mode = o.mode AND d.customer_id = o.customer_id LIMIT 1) k"
+        )
+    });
+    std::sync::Arc::new(move |owners: Vec<String>| {
+        let lane = lane.clone();
+        Box::pin(async move {
+            let (mut merchants, mut modes, mut customers) = (Vec::new(), Vec::new(), Vec::new());
+            for owner in &owners {
+                let mut parts = owner.splitn(3, ':');
+                let (Some(mode), Some(merchant), Some(customer)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(StoreError::Other("a data key owner that does not split".into()));
+                };
+                modes.push(mode.to_owned());
+                merchants.push(merchant.to_owned());
+                customers.push(customer.to_owned());
+            }
+            let columns = std::sync::Arc::new((merchants, modes, customers));
+            let rows: Vec<DataKeyRow> = lane
+                .read(|conn| {
+                    let columns = columns.clone();
+                    Box::pin(async move {
+                        sqlx::query_as(SELECT_DATA_KEYS_BY_OWNERS.as_str())
+                            .bind(&columns.0)
+                            .bind(&columns.1)
+                            .bind(&columns.2)
+                            .fetch_all(&mut *conn)
+                            .await
+                    })
+                })
+                .await?;
+            Ok(rows.into_iter().map(|row| (owner_key(&row.merchant_id, &row.mode, &row.customer_id), row)).collect())
         })
     })
 }
@@ -358,7 +415,8 @@ const INSERT_TOKENS_WITH_KEYS_PG: &str = "WITH inserted_keys AS ( \
        WHERE EXISTS (SELECT 1 FROM vault_keks WHERE version = k.kek_version AND state = 'active') \
        ON CONFLICT DO NOTHING RETURNING id), \
      stored_keys AS ( \
-       SELECT id FROM inserted_keys UNION SELECT id FROM vault_data_keys WHERE id = ANY($15)), \
+       SELECT id FROM inserted_keys UNION SELECT d.id FROM UNNEST($15::text[]) AS n (id) \
+         CROSS JOIN LATERAL (SELECT id FROM vault_data_keys WHERE id = n.id LIMIT 1) d), \
      inserted_tokens AS ( \
        INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, \
          dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, fingerprint_version, mode) \
@@ -505,7 +563,10 @@ async fn insert_tokens_pg(
         std::collections::HashSet::new()
     } else {
         let stored: Vec<(String, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT id, ciphertext FROM vault_tokens WHERE id = ANY($1)")
+            sqlx::query_as(
+                "SELECT t.id, t.ciphertext FROM UNNEST($1::text[]) AS n (id) \
+                 CROSS JOIN LATERAL (SELECT id, ciphertext FROM vault_tokens WHERE id = n.id LIMIT 1) t",
+            )
                 .bind(&taken)
                 .fetch_all(conn)
                 .await?;
@@ -660,21 +721,10 @@ impl VaultRepository for Store {
                     })
                     .optional()
             })?
-        } else if let Some(lane) = &self.pg_reads {
-            // And on PostgreSQL's read lane: the pool's checkout cost more than the read.
-            let (merchant, customer) = (merchant.as_str().to_owned(), customer.to_owned());
-            lane.read(|conn| {
-                let (merchant, customer) = (merchant.clone(), customer.clone());
-                Box::pin(async move {
-                    sqlx::query_as(SQL.as_str())
-                        .bind(merchant)
-                        .bind(customer)
-                        .bind(mode.as_str())
-                        .fetch_optional(&mut *conn)
-                        .await
-                })
-            })
-            .await?
+        } else if let Some(reads) = &self.data_key_reads {
+            // And on PostgreSQL, gathered with the other owners asked for meanwhile into one query
+            // on the read lane (one statement per owner cost more than the probe itself).
+            reads.get(owner_key(merchant.as_str(), mode.as_str(), customer)).await?
         } else {
             on_pool!(self, pool =>
                 sqlx::query_as(SQL.as_str())
