@@ -319,11 +319,10 @@ impl VaultKeys {
         if let Some((record, key)) = self.provisional.get(&owner, now) {
             return Ok(TokenKey { key: DataKey { id: record.id.clone(), key }, new: Some(record) });
         }
-        if let Some(record) = self.repo.data_key_for(merchant, mode, customer).await? {
-            let key = self.unwrap_record(&record).await?;
-            self.by_owner.put(owner, record.id.clone(), now);
-            return Ok(TokenKey { key: DataKey { id: record.id, key }, new: None });
-        }
+        // Not asked of the database first: an owner this node has no key for is most often a new
+        // customer, so the token goes with a new key, and the insert (which stores a new key only
+        // for an owner without one) decides. An owner that had a key after all costs a second
+        // group commit instead of a read ([`VaultKeys::key_after_refusal`]).
         let made = self.make_data_key(merchant, mode, customer, now).await?;
         let (record, key) = self.provisional.get_or_put(owner, made, now);
         Ok(TokenKey { key: DataKey { id: record.id.clone(), key }, new: Some(record) })
