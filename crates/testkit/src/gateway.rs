@@ -140,7 +140,7 @@ fn answer(request: &Received, port: u16) -> (u16, Vec<(String, String)>, Vec<u8>
                 "id": "ch_test_1",
                 "status": "succeeded",
                 "amount": 4242,
-                "payment_method_details": {"card": {"number": number, "display": spaced}},
+                "payment_method_details": {"card": {"number": number.clone(), "display": spaced}},
             });
             let headers = vec![
                 ("content-type".into(), "application/json".into()),

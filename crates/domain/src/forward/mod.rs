@@ -28,7 +28,7 @@ use crate::audit::log::AuditLog;
 use crate::error::{DomainError, FieldError};
 use crate::vault::tokens::{Source, VaultService};
 use crate::vault::values::ValueKind;
-use template::{Encoding, Field, Segment};
+use template::{Encoding, Field};
 
 /// Problem code: the destination is not on the allow-list or is refused by the address policy.
 pub const DESTINATION_NOT_ALLOWED: &str = "forward_destination_not_allowed";
@@ -451,14 +451,16 @@ impl ForwardService {
                     format!("token {} of the template holds no holder name", position + 1),
                 ));
             }
-            cards.push((token, card));
+            cards.push((*token, card));
         }
         for (position, (token, fields)) in used.iter().enumerate() {
             if !fields.contains(&Field::Cvc) {
                 continue;
             }
             let cvc = self.vault.take_cvc_of_opened(token);
-            let Some(card) = cards.iter_mut().find(|(t, _)| t == token).map(|(_, c)| c) else { continue };
+            let Some(card) = cards.iter_mut().find(|entry| entry.0 == *token).map(|entry| &mut entry.1) else {
+                continue;
+            };
             if cvc.is_none() {
                 return Err(rejected(
                     CVC_UNAVAILABLE,
@@ -473,7 +475,7 @@ impl ForwardService {
             card.cvc = cvc;
         }
         let body = template::render(&segments, encoding, |token, field| {
-            cards.iter().find(|(t, _)| *t == token).and_then(|(_, card)| card.get(field))
+            cards.iter().find(|entry| entry.0 == token).and_then(|entry| entry.1.get(field))
         })
         .ok_or_else(|| ForwardError::Domain(DomainError::invalid("/body", "a placeholder could not be filled in")))?;
         // Used once: the CVCs leave memory with the card fields.
