@@ -12,7 +12,9 @@ use anyhow::{Context, bail};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
-use crate::{Load, Measurement, Options, Target, Transport, connect, measure, start_echo, start_strongroom, tls_connector};
+use crate::{
+    Load, Measurement, Options, Target, Transport, connect, measure, start_echo, start_strongroom, tls_connector,
+};
 
 async fn post(target: &Target, path: &str, body: String) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
     let io = connect(target).await?;

@@ -719,8 +719,11 @@ impl Application {
         ));
         let forwarder = strongroom_connectors::gateways::forward::HttpForwarder::new(forward_settings(config)?)
             .context("cannot set up the forward proxy's HTTP client")?;
-        let forward =
-            Arc::new(strongroom_domain::forward::ForwardService::new(vault.clone(), Arc::new(forwarder), audit.clone()));
+        let forward = Arc::new(strongroom_domain::forward::ForwardService::new(
+            vault.clone(),
+            Arc::new(forwarder),
+            audit.clone(),
+        ));
         let sender = strongroom_connectors::webhooks::HttpWebhookSender::new(outbound)
             .context("cannot set up the outbound HTTP client")?;
         let deliverer = Arc::new(strongroom_domain::outbox::deliver::Deliverer::new(

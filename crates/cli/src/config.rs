@@ -1004,8 +1004,15 @@ impl Config {
                 return fail("forward.allowed_hosts", why);
             }
         }
-        if self.forward.timeout < Duration::from_millis(100) || self.forward.timeout >= self.server.request_timeout {
-            return fail("forward.timeout", "must be at least 100ms and less than server.request_timeout");
+        // Checked against the request timeout only when forwards are on: a deployment without them
+        // keeps whatever request timeout it had.
+        if self.forward.timeout < Duration::from_millis(100)
+            || (!self.forward.allowed_hosts.is_empty() && self.forward.timeout >= self.server.request_timeout)
+        {
+            return fail(
+                "forward.timeout",
+                "must be at least 100ms, and less than server.request_timeout when forward.allowed_hosts is set",
+            );
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.forward.max_response_bytes) {
             return fail("forward.max_response_bytes", "must be between 1 KiB and 64 MiB");
@@ -1246,8 +1253,10 @@ mod tests {
             let err = load(&Overrides::default(), vars(&[("STRONGROOM_FORWARD__ALLOWED_HOSTS", bad)])).unwrap_err();
             assert!(err.0.starts_with("forward.allowed_hosts: "), "{}", err.0);
         }
-        let err = load(&Overrides::default(), vars(&[("STRONGROOM_FORWARD__TIMEOUT", "40s")])).unwrap_err();
+        let slow = [("STRONGROOM_FORWARD__TIMEOUT", "40s"), ("STRONGROOM_FORWARD__ALLOWED_HOSTS", r#"["a.example"]"#)];
+        let err = load(&Overrides::default(), vars(&slow)).unwrap_err();
         assert!(err.0.starts_with("forward.timeout: "), "{}", err.0);
+        assert!(load(&Overrides::default(), vars(&slow[..1])).is_ok(), "forwards off: the timeout is not in the way");
     }
 
     #[test]

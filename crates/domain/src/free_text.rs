@@ -270,7 +270,10 @@ mod tests {
         assert!(!holds_card_number(&masked));
         let plain = b"order 1234 of 2024-05-01, uuid 550e8400-e29b-41d4-a716-446655440000";
         assert_eq!(mask_card_numbers(plain), plain.to_vec());
-        assert_eq!(mask_card_numbers(b"a=4111-1111-1111-1111&b=4111111111111111"), b"a=411111******1111&b=411111******1111");
+        assert_eq!(
+            mask_card_numbers(b"a=4111-1111-1111-1111&b=4111111111111111"),
+            b"a=411111******1111&b=411111******1111"
+        );
     }
 
     #[test]

@@ -180,7 +180,8 @@ async fn values_arrive_exactly_and_answers_come_back_masked(backend: Backend) {
 
     // A metric per destination host.
     let metrics = server.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
-    let line = format!("strongroom_forwards_total{{destination=\"localhost:{}\",outcome=\"answered\"}} 2", gateway.port);
+    let line =
+        format!("strongroom_forwards_total{{destination=\"localhost:{}\",outcome=\"answered\"}} 2", gateway.port);
     assert!(metrics.contains(&line), "{metrics}");
 
     let logs = captured_logs();
@@ -315,7 +316,12 @@ async fn only_the_callers_card_tokens_are_filled_in(backend: Backend) {
 
     let cases = [
         (with(number(&email), "application/json"), 422, "forward_token_not_card", "/body"),
-        (with(format!("{{{{{live_card}:pin}}}}"), "application/json"), 422, "forward_placeholder_unknown_field", "/body"),
+        (
+            with(format!("{{{{{live_card}:pin}}}}"), "application/json"),
+            422,
+            "forward_placeholder_unknown_field",
+            "/body",
+        ),
         (with(format!("{{{{{live_card}:number"), "application/json"), 422, "forward_template_invalid", "/body"),
         (with(format!("{{{{ {live_card} }}}}"), "application/json"), 422, "forward_template_invalid", "/body"),
         (with(number(&live_card), "text/plain"), 422, "forward_content_type_unsupported", "/headers/content-type"),

@@ -14,7 +14,9 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use strongroom_domain::forward::{Destination, GatewayAnswer, GatewayFailure, GatewayRequest, GatewayTransport, Method};
+use strongroom_domain::forward::{
+    Destination, GatewayAnswer, GatewayFailure, GatewayRequest, GatewayTransport, Method,
+};
 use strongroom_types::Secret;
 use zeroize::Zeroize;
 
@@ -158,7 +160,11 @@ impl GatewayTransport for HttpForwarder {
             }
             _ => "must be an https:// URL".to_owned(),
         })?;
-        Ok(Destination { url: Secret::new(parsed.as_str().to_owned()), host: entry.label(), path: parsed.path().to_owned() })
+        Ok(Destination {
+            url: Secret::new(parsed.as_str().to_owned()),
+            host: entry.label(),
+            path: parsed.path().to_owned(),
+        })
     }
 
     async fn send(&self, request: GatewayRequest) -> Result<GatewayAnswer, (GatewayFailure, u64)> {

@@ -239,11 +239,14 @@ pub enum ForwardError {
     Gateway(GatewayFailure),
 }
 
+/// A metric series: the allow-list entry (`-` for refused destinations) and the outcome.
+pub type ForwardSeries = (String, &'static str);
+
 /// Counters per destination host, for the metrics: (host, outcome) → (forwards, milliseconds).
 #[derive(Debug, Default)]
 pub struct ForwardCounters {
-    /// By allow-list entry (`-` for refused destinations) and outcome.
-    pub by_host: Mutex<HashMap<(String, &'static str), (u64, u64)>>,
+    /// By allow-list entry and outcome: forwards and milliseconds spent.
+    pub by_host: Mutex<HashMap<ForwardSeries, (u64, u64)>>,
 }
 
 impl ForwardCounters {
@@ -296,8 +299,7 @@ fn escape_pointer(token: &str) -> String {
 }
 
 fn valid_header_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn valid_header_value(value: &str) -> bool {
@@ -598,7 +600,8 @@ mod tests {
 
     #[test]
     fn card_values_are_formatted_for_gateways() {
-        let value = Secret::new(br#"{"number":"4242424242424242","exp_month":3,"exp_year":2031,"holder_name":null}"#.to_vec());
+        let value =
+            Secret::new(br#"{"number":"4242424242424242","exp_month":3,"exp_year":2031,"holder_name":null}"#.to_vec());
         let card = card_fields(&value).unwrap();
         assert_eq!(card.get(Field::Number), Some("4242424242424242"));
         assert_eq!(card.get(Field::ExpMonth), Some("03"));
@@ -610,7 +613,8 @@ mod tests {
 
     #[test]
     fn field_kinds_are_named_once_in_order() {
-        let kinds = vec![("tok_a".to_owned(), "number+cvc".to_owned()), ("tok_b".to_owned(), "exp_month+number".to_owned())];
+        let kinds =
+            vec![("tok_a".to_owned(), "number+cvc".to_owned()), ("tok_b".to_owned(), "exp_month+number".to_owned())];
         assert_eq!(field_kinds(&kinds), "number+exp_month+cvc");
         assert_eq!(field_kinds(&[]), "none");
         assert_eq!(Method::parse("post"), Some(Method::Post));

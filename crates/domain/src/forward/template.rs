@@ -143,7 +143,9 @@ pub fn parse(template: &str) -> Result<Vec<Segment<'_>>, DomainError> {
                 code: UNKNOWN_FIELD,
                 errors: vec![FieldError::new(
                     "/body",
-                    format!("placeholder {count} names a field a card does not have: use number, exp_month, exp_year, cvc or name"),
+                    format!(
+                        "placeholder {count} names a field a card does not have: use number, exp_month, exp_year, cvc or name"
+                    ),
                 )],
             });
         };
