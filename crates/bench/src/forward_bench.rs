@@ -67,9 +67,17 @@ pub async fn run(options: Options, database_url: Option<String>) -> anyhow::Resu
     let key = key.context("no bootstrap key was printed")?;
     drop(first);
     let echo = start_echo(&options, Some((&data_dir.join("tls/cert.pem"), &data_dir.join("tls/key.pem"))))?;
-    env.push(("STRONGROOM_OUTBOUND__ALLOW_LOOPBACK", "true".to_owned()));
-    env.push(("STRONGROOM_OUTBOUND__CA_FILE", data_dir.join("tls/ca.pem").display().to_string()));
-    env.push(("STRONGROOM_FORWARD__ALLOWED_HOSTS", format!("[\"localhost:{}\"]", echo.addr.port())));
+    // A file, not variables: a `STRONGROOM_…_FILE` variable names a file holding the value.
+    let config = dir.path().join("forward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[outbound]\nallow_loopback = true\nca_file = {:?}\n\n[forward]\nallowed_hosts = [\"localhost:{}\"]\n",
+            data_dir.join("tls/ca.pem").display().to_string(),
+            echo.addr.port()
+        ),
+    )?;
+    env.push(("STRONGROOM_CONFIG", config.display().to_string()));
     let (strongroom, _) = start_strongroom(&options, &data_dir, Transport::Tls, &env)?;
     let connector = Some(tls_connector(&data_dir.join("tls/ca.pem"))?);
     let ours = Target {
