@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod audit_bench;
+mod forward_bench;
 mod identity_bench;
 mod outbox_bench;
 mod passwords_bench;
@@ -56,7 +57,7 @@ fn parse_options() -> anyhow::Result<Options> {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]\nstrongroom-bench passwords [--hashes 1000000]"
+            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench forward [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]\nstrongroom-bench passwords [--hashes 1000000]"
         );
         std::process::exit(0);
     }
@@ -189,6 +190,8 @@ enum Load {
     Reveal(Arc<Vec<String>>),
     /// `POST path` with a tokenize-sized JSON body (the baseline for POSTs).
     EchoCard,
+    /// `POST path` with this body every time (a forward).
+    Forward(Arc<String>),
     /// `POST path` with a sign-in of a new email with a wrong password, from a new client
     /// address each time (so neither throttle stops the hashing).
     WrongLogin,
@@ -253,6 +256,7 @@ fn build_request(target: &Target) -> Option<http::Request<http_body_util::Full<b
                 n & 255
             ),
         ),
+        Load::Forward(body) => (http::Method::POST, target.path.to_owned(), body.as_str().to_owned()),
         Load::Reveal(ids) => {
             let id = ids.get(usize::try_from(n).ok()? % ids.len().max(1))?;
             (http::Method::POST, format!("/v1/tokens/{id}/reveal"), r#"{"view":"plain","reason":"bench"}"#.to_owned())
@@ -409,6 +413,11 @@ fn main() -> anyhow::Result<()> {
             value("--fill").map(|v| v.parse()).transpose()?,
             value("--only"),
         ));
+    }
+    if args.get(1).map(String::as_str) == Some("forward") {
+        let options = parse_options()?;
+        let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+        return runtime.block_on(forward_bench::run(options, value("--database-url")));
     }
     if args.get(1).map(String::as_str) == Some("identity") {
         return runtime.block_on(identity_bench::run(parse_options()?));

@@ -388,6 +388,21 @@ pub fn outbound_settings(config: &Config) -> strongroom_connectors::outbound::Ou
     }
 }
 
+/// The forward proxy's settings: its allow-list, and the outbound policy with its own timeout.
+pub fn forward_settings(config: &Config) -> anyhow::Result<strongroom_connectors::gateways::forward::ForwardSettings> {
+    use strongroom_connectors::gateways::forward::{AllowedHost, ForwardSettings};
+    let allowed_hosts = config
+        .forward
+        .allowed_hosts
+        .iter()
+        .map(|entry| AllowedHost::parse(entry).map_err(|why| anyhow::anyhow!("forward.allowed_hosts: {why}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut outbound = outbound_settings(config);
+    outbound.timeout = config.forward.timeout;
+    outbound.connect_timeout = outbound.connect_timeout.min(config.forward.timeout);
+    Ok(ForwardSettings { allowed_hosts, outbound, max_response_bytes: config.forward.max_response_bytes })
+}
+
 /// The breach corpora new passwords are looked up in: the imported file when present (or
 /// configured), then the range API when configured.
 pub fn breach_check(config: &Config) -> anyhow::Result<Arc<strongroom_domain::identity::BreachCheck>> {
@@ -702,6 +717,13 @@ impl Application {
             clock.clone(),
             entropy.clone(),
         ));
+        let forwarder = strongroom_connectors::gateways::forward::HttpForwarder::new(forward_settings(config)?)
+            .context("cannot set up the forward proxy's HTTP client")?;
+        let forward = Arc::new(strongroom_domain::forward::ForwardService::new(
+            vault.clone(),
+            Arc::new(forwarder),
+            audit.clone(),
+        ));
         let sender = strongroom_connectors::webhooks::HttpWebhookSender::new(outbound)
             .context("cannot set up the outbound HTTP client")?;
         let deliverer = Arc::new(strongroom_domain::outbox::deliver::Deliverer::new(
@@ -783,6 +805,7 @@ impl Application {
             identity,
             staff,
             vault,
+            forward,
             webhooks,
             jobs: strongroom_domain::jobs::JobsStatusReader::new(
                 Arc::new(core.store.clone()),

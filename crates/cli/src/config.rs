@@ -82,8 +82,10 @@ pub struct Config {
     pub vault: VaultConfig,
     /// Security alerts.
     pub alerts: AlertsConfig,
-    /// Every outbound HTTP call (the shop's webhooks, the alert webhook).
+    /// Every outbound HTTP call (the shop's webhooks, the alert webhook, forwards).
     pub outbound: OutboundConfig,
+    /// The detokenize-and-forward proxy (`POST /v1/forward`).
+    pub forward: ForwardConfig,
     /// The job runner.
     pub jobs: JobsConfig,
     /// Customer identity.
@@ -368,6 +370,33 @@ impl Default for OutboundConfig {
     }
 }
 
+/// `[forward]`: the detokenize-and-forward proxy. Its destinations also pass `[outbound]`'s
+/// address policy and trust its `ca_file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// The payment gateway hosts forwards may go to: host names, each with an optional port
+    /// (`api.gateway.example` or `api.gateway.example:8443`; without a port only 443), matched
+    /// exactly, no wildcards, no IP addresses. Empty (the default): every forward is refused.
+    pub allowed_hosts: Vec<String>,
+    /// How long a whole forward may take, from connecting to the end of the gateway's answer.
+    /// Default 20 s; less than `server.request_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The largest gateway answer read, in bytes. Default 1 MiB.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            timeout: strongroom_connectors::gateways::forward::DEFAULT_TIMEOUT,
+            max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
 /// `[jobs]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -603,6 +632,7 @@ impl Default for Config {
             vault: VaultConfig::default(),
             alerts: AlertsConfig::default(),
             outbound: OutboundConfig::default(),
+            forward: ForwardConfig::default(),
             jobs: JobsConfig::default(),
             identity: IdentityConfig::default(),
             passwords: PasswordsConfig::default(),
@@ -969,6 +999,24 @@ impl Config {
                 return fail("alerts.webhook_secret", "a webhook URL needs a signing secret of at least 16 characters");
             }
         }
+        for entry in &self.forward.allowed_hosts {
+            if let Err(why) = strongroom_connectors::gateways::forward::AllowedHost::parse(entry) {
+                return fail("forward.allowed_hosts", why);
+            }
+        }
+        // Checked against the request timeout only when forwards are on: a deployment without them
+        // keeps whatever request timeout it had.
+        if self.forward.timeout < Duration::from_millis(100)
+            || (!self.forward.allowed_hosts.is_empty() && self.forward.timeout >= self.server.request_timeout)
+        {
+            return fail(
+                "forward.timeout",
+                "must be at least 100ms, and less than server.request_timeout when forward.allowed_hosts is set",
+            );
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.forward.max_response_bytes) {
+            return fail("forward.max_response_bytes", "must be between 1 KiB and 64 MiB");
+        }
         if self.vault.cvc_ttl > Duration::from_secs(600) {
             return fail("vault.cvc_ttl", "must be at most 10m (a CVC is never kept longer)");
         }
@@ -1188,6 +1236,27 @@ mod tests {
         assert!(derived.contains("link_base = \"https://localhost:8443/account\""), "{derived}");
         let err = load(&Overrides::default(), vars(&[("STRONGROOM_IDENTITY__LINK_BASE", "http://shop.example")]));
         assert!(err.unwrap_err().0.starts_with("identity.link_base: must be an https:// URL"));
+    }
+
+    #[test]
+    fn the_forward_allow_list_is_checked_at_start_and_shown() {
+        let config = load(
+            &Overrides::default(),
+            vars(&[("STRONGROOM_FORWARD__ALLOWED_HOSTS", r#"["api.gateway.example", "pay.example:8443"]"#)]),
+        )
+        .unwrap();
+        assert_eq!(config.forward.allowed_hosts, ["api.gateway.example", "pay.example:8443"]);
+        let shown = config.to_masked_toml();
+        assert!(shown.contains("[forward]") && shown.contains("pay.example:8443"), "{shown}");
+        assert!(load(&Overrides::default(), vars(&[])).unwrap().forward.allowed_hosts.is_empty());
+        for bad in [r#"["10.0.0.1"]"#, r#"["https://api.gateway.example"]"#, r#"["*.gateway.example"]"#] {
+            let err = load(&Overrides::default(), vars(&[("STRONGROOM_FORWARD__ALLOWED_HOSTS", bad)])).unwrap_err();
+            assert!(err.0.starts_with("forward.allowed_hosts: "), "{}", err.0);
+        }
+        let slow = [("STRONGROOM_FORWARD__TIMEOUT", "40s"), ("STRONGROOM_FORWARD__ALLOWED_HOSTS", r#"["a.example"]"#)];
+        let err = load(&Overrides::default(), vars(&slow)).unwrap_err();
+        assert!(err.0.starts_with("forward.timeout: "), "{}", err.0);
+        assert!(load(&Overrides::default(), vars(&slow[..1])).is_ok(), "forwards off: the timeout is not in the way");
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub enum Scope {
     VaultRevealPii,
     /// Reveal card numbers and bank accounts in full.
     VaultRevealCard,
+    /// Send card data to an allow-listed payment gateway (`POST /v1/forward`), never seeing it.
+    VaultForward,
     /// Erase a customer's data (crypto-shredding).
     PrivacyErase,
     /// Register customers, sign them in, check their sessions and redeem their step-up proofs.
@@ -69,6 +71,7 @@ impl Scope {
         Scope::VaultRevealMasked,
         Scope::VaultRevealPii,
         Scope::VaultRevealCard,
+        Scope::VaultForward,
         Scope::PrivacyErase,
         Scope::IdentityCustomers,
         Scope::AdminStaff,
@@ -94,6 +97,7 @@ impl Scope {
             Scope::VaultRevealMasked => "vault:reveal:masked",
             Scope::VaultRevealPii => "vault:reveal:pii",
             Scope::VaultRevealCard => "vault:reveal:card",
+            Scope::VaultForward => "vault:forward",
             Scope::PrivacyErase => "privacy:erase",
             Scope::IdentityCustomers => "identity:customers",
             Scope::AdminStaff => "admin:staff",

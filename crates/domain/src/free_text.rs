@@ -11,6 +11,8 @@
 //! has 19 digits), but an unbroken run of more than 19 digits is a long number, not a card. A
 //! canonical UUID (`8-4-4-4-12` hexadecimal digits, not inside a longer hexadecimal run) is one
 //! identifier, not digit groups: about one random UUID in 2,000 would otherwise read as a card.
+//! The same scan masks the card numbers in what a payment gateway answers to a forward
+//! ([`mask_card_numbers`], `crate::forward`).
 //! Must never: echo the text or the number found in it.
 
 use serde_json::{Map, Value};
@@ -27,7 +29,45 @@ pub const DETAIL: &str = "must not hold a card number (12 to 19 digits of a card
 
 /// Whether `text` holds something that reads as a card number.
 pub fn holds_card_number(text: &str) -> bool {
-    let bytes = text.as_bytes();
+    let mut found = false;
+    scan(text.as_bytes(), |_, _| {
+        found = true;
+        false
+    });
+    found
+}
+
+/// `bytes` with every card number in it (as [`holds_card_number`] finds them) replaced by its
+/// masked form ([`Pan::masked`]: at most the first 6 and last 4 digits, the separators dropped).
+/// Used on what comes back from a payment gateway; bytes that are not card numbers are kept as
+/// they are, so a JSON or form body stays what it was.
+pub fn mask_card_numbers(bytes: &[u8]) -> Vec<u8> {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    scan(bytes, |from, to| {
+        spans.push((from, to));
+        true
+    });
+    if spans.is_empty() {
+        return bytes.to_vec();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for (from, to) in spans {
+        out.extend_from_slice(bytes.get(at..from).unwrap_or_default());
+        let digits: String = bytes.get(from..to).unwrap_or_default().iter().map(|b| char::from(*b)).collect();
+        let masked = Pan::parse(&digits).map(|pan| pan.masked()).unwrap_or_else(|_| "*".repeat(digits.len()));
+        out.extend_from_slice(masked.as_bytes());
+        at = to;
+    }
+    out.extend_from_slice(bytes.get(at..).unwrap_or_default());
+    out
+}
+
+/// Calls `found(from, to)` with the byte span of each card number in `bytes` (from its first
+/// digit to its last, separators included), left to right and without overlaps, as long as
+/// `found` returns true. In a run of digit groups the longest card number starting at a group is
+/// taken, so a 19-digit number is not cut at a 16-digit prefix that happens to pass.
+fn scan(bytes: &[u8], mut found: impl FnMut(usize, usize) -> bool) {
     let in_uuid = uuid_positions(bytes);
     let digit = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit) && !in_uuid.get(i).copied().unwrap_or(false);
     let mut i = 0;
@@ -52,21 +92,32 @@ pub fn holds_card_number(text: &str) -> bool {
             start = end + 1;
             end = start;
         }
-        for first in 0..groups.len() {
+        let mut first = 0;
+        while first < groups.len() {
             let mut digits = String::new();
-            for &(from, to) in groups.iter().skip(first) {
-                digits.push_str(text.get(from..to).unwrap_or_default());
+            let mut longest: Option<usize> = None;
+            for (k, &(from, to)) in groups.iter().enumerate().skip(first) {
+                digits.extend(bytes.get(from..to).unwrap_or_default().iter().map(|b| char::from(*b)));
                 if digits.len() > 19 {
                     break;
                 }
                 if digits.len() >= 12 && Pan::parse(&digits).is_ok() {
-                    return true;
+                    longest = Some(k);
                 }
+            }
+            match longest {
+                Some(last) => {
+                    let (Some(&(from, _)), Some(&(_, to))) = (groups.get(first), groups.get(last)) else { break };
+                    if !found(from, to) {
+                        return;
+                    }
+                    first = last + 1;
+                }
+                None => first += 1,
             }
         }
         i = end;
     }
-    false
 }
 
 /// Marks the bytes of canonical UUIDs that are not part of a longer hexadecimal run.
@@ -209,6 +260,23 @@ mod tests {
     }
 
     #[test]
+    fn card_numbers_are_masked_and_nothing_else_changes() {
+        let body = br#"{"card":"4242 4242 4242 4242","amex":"378282246310005","id":"ch_1","amount":4242,"long":"4000000000000000006"}"#;
+        let masked = String::from_utf8(mask_card_numbers(body)).unwrap();
+        assert_eq!(
+            masked,
+            r#"{"card":"424242******4242","amex":"***********0005","id":"ch_1","amount":4242,"long":"400000*********0006"}"#
+        );
+        assert!(!holds_card_number(&masked));
+        let plain = b"order 1234 of 2024-05-01, uuid 550e8400-e29b-41d4-a716-446655440000";
+        assert_eq!(mask_card_numbers(plain), plain.to_vec());
+        assert_eq!(
+            mask_card_numbers(b"a=4111-1111-1111-1111&b=4111111111111111"),
+            b"a=411111******1111&b=411111******1111"
+        );
+    }
+
+    #[test]
     fn errors_name_fields_not_values() {
         let Err(DomainError::Rejected { code, errors }) =
             check_all([("/name", "fine"), ("/description", "card 4242 4242 4242 4242")])
@@ -274,6 +342,9 @@ mod tests {
             }
             text.push_str(&after);
             prop_assert!(holds_card_number(&text), "{}", text);
+            let masked = String::from_utf8(mask_card_numbers(text.as_bytes())).unwrap_or_default();
+            prop_assert!(!holds_card_number(&masked), "{}", masked);
+            prop_assert!(!masked.contains(&card), "{}", masked);
         }
 
         /// Text with fewer than 12 digits in total never trips the check.

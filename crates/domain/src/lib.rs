@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod cache;
 pub mod error;
+pub mod forward;
 pub mod free_text;
 pub mod gate;
 pub mod idempotency;

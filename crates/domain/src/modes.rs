@@ -96,6 +96,7 @@ mod tests {
         assert!(test_only.contains(&Scope::VaultWrite));
         assert!(test_only.contains(&Scope::IdentityCustomers));
         assert!(test_only.contains(&Scope::AdminWebhooks));
+        assert!(test_only.contains(&Scope::VaultForward));
         for scope in [Scope::AdminKeys, Scope::AdminStaff, Scope::AdminMetrics, Scope::AuditRead] {
             assert!(!Mode::Test.allows(scope), "{scope}");
             assert!(Mode::Live.allows(scope), "{scope}");

@@ -65,6 +65,13 @@ fn keep(status: StatusCode) -> bool {
     status.is_success() || (status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 408 | 409 | 423 | 429))
 }
 
+/// Failures after which a payment gateway may have acted on the request (a forward that timed
+/// out, or whose answer broke off after it was sent): their answers are kept like a success, so a
+/// retry under the same key replays the failure instead of sending the request again (a second
+/// charge). The shop asks the gateway what happened, or sends a new key once it knows.
+pub const GATEWAY_MAY_HAVE_ACTED: &[&str] =
+    &["forward_gateway_timeout", "forward_gateway_failed", "forward_response_too_large"];
+
 fn key_problem(detail: &str) -> Response {
     ApiError::from(DomainError::Rejected {
         code: "invalid_idempotency_key",
@@ -131,7 +138,9 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         // The handler may still have acted: the claim stays until its lock passes.
         return response;
     }
-    if !keep(status) {
+    let gateway_may_have_acted =
+        response.extensions().get::<ApiError>().is_some_and(|e| GATEWAY_MAY_HAVE_ACTED.contains(&e.code));
+    if !keep(status) && !gateway_may_have_acted {
         if let Err(err) = state.idempotency.release(&claim).await {
             tracing::warn!(error = %err, "an idempotency key could not be released");
         }

@@ -147,6 +147,14 @@ pub mod operational {
     }
 
     #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct ForwardLabels {
+        /// The allow-list entry the destination matched (`-` for refused destinations): a
+        /// configured value, never the requested URL.
+        destination: String,
+        outcome: &'static str,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
     struct AuditLabels {
         action: &'static str,
         result: &'static str,
@@ -313,6 +321,26 @@ pub mod operational {
             "outbox_deliveries",
             "Delivery attempts by this process, by channel, webhook endpoint id (- for mail and alerts) and outcome",
             deliveries,
+        );
+
+        let forwards = Family::<ForwardLabels, Counter>::default();
+        let forward_seconds = Family::<ForwardLabels, Counter<f64, AtomicU64>>::default();
+        if let Ok(counters) = state.forward.counters().by_host.lock() {
+            for ((destination, outcome), (count, ms)) in counters.iter() {
+                let labels = ForwardLabels { destination: destination.clone(), outcome };
+                forwards.get_or_create(&labels).inc_by(*count);
+                forward_seconds.get_or_create(&labels).inc_by(*ms as f64 / 1000.0);
+            }
+        }
+        registry.register(
+            "forwards",
+            "Forwards by this process, by destination (the allow-list entry; - when refused) and outcome (answered, refused, address_refused, unreachable, timeout, failed, response_too_large)",
+            forwards,
+        );
+        registry.register(
+            "forward_gateway_seconds",
+            "Time spent waiting for gateways by this process's forwards, by destination and outcome",
+            forward_seconds,
         );
 
         let breach_checks = Family::<BreachLabels, Counter>::default();

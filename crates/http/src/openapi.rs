@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys, staff, vault, webhooks};
+use crate::routes::{api_keys, audit, forward, health, identity, merchant, oauth, passkeys, staff, vault, webhooks};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -42,6 +42,7 @@ use crate::routes::{api_keys, audit, health, identity, merchant, oauth, passkeys
         vault::reveal,
         vault::delete,
         vault::erase_customer,
+        forward::forward,
         oauth::token,
         oauth::jwks,
         identity::register,

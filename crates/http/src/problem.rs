@@ -220,6 +220,18 @@ impl ApiError {
             "already_retired" => "The signing key version is retired already",
             "newest_version" => "The newest signing key version cannot be retired",
             "tokens_may_be_live" => "Tokens this signing key version signed may still be valid",
+            "forward_destination_not_allowed" => "The forward's destination is not allowed",
+            "forward_template_invalid" => "The forward's body template is malformed",
+            "forward_placeholder_unknown_field" => "A placeholder names a field a card does not have",
+            "forward_token_not_card" => "A placeholder names a token that is not a card",
+            "forward_cvc_unavailable" => "The card's CVC is not held (never given, used or expired)",
+            "forward_field_empty" => "The card does not hold the field a placeholder asks for",
+            "forward_content_type_unsupported" => "Placeholders need a JSON or form body",
+            "forward_header_not_allowed" => "A header the forward may not carry",
+            "forward_gateway_unreachable" => "The gateway could not be reached; nothing was sent",
+            "forward_gateway_failed" => "The gateway's answer broke off after the request was sent",
+            "forward_response_too_large" => "The gateway's answer is too large",
+            "forward_gateway_timeout" => "The gateway did not answer in time",
             "internal_error" => "Internal error",
             _ => "Internal error",
         }
@@ -440,6 +452,14 @@ mod tests {
             strongroom_domain::idempotency::codes::IN_PROGRESS,
             strongroom_domain::idempotency::codes::REPLAY_UNAVAILABLE,
             strongroom_domain::idempotency::codes::OUTCOME_UNKNOWN,
+            strongroom_domain::forward::DESTINATION_NOT_ALLOWED,
+            strongroom_domain::forward::TOKEN_NOT_CARD,
+            strongroom_domain::forward::CVC_UNAVAILABLE,
+            strongroom_domain::forward::FIELD_EMPTY,
+            strongroom_domain::forward::CONTENT_TYPE_UNSUPPORTED,
+            strongroom_domain::forward::HEADER_NOT_ALLOWED,
+            strongroom_domain::forward::template::TEMPLATE_INVALID,
+            strongroom_domain::forward::template::UNKNOWN_FIELD,
         ] {
             source.insert(code.to_owned());
         }

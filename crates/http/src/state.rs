@@ -97,6 +97,8 @@ pub struct Services {
     pub audit: strongroom_domain::audit::log::AuditLog,
     /// The vault.
     pub vault: Arc<strongroom_domain::vault::tokens::VaultService>,
+    /// The detokenize-and-forward proxy.
+    pub forward: Arc<strongroom_domain::forward::ForwardService>,
     /// The shop's webhook endpoints.
     pub webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
     /// The job runner's status.

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test support code")]
 
 pub mod bao;
+pub mod gateway;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

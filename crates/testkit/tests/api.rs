@@ -471,6 +471,7 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/tokens/{id}", "get"),
         ("/v1/tokens/{id}", "delete"),
         ("/v1/tokens/{id}/reveal", "post"),
+        ("/v1/forward", "post"),
         ("/v1/customers/{id}/data", "delete"),
         ("/oauth/token", "post"),
         ("/.well-known/jwks.json", "get"),

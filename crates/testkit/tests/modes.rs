@@ -30,6 +30,7 @@ const TEST_SCOPES: &[&str] = &[
     "vault:reveal:masked",
     "vault:reveal:pii",
     "vault:reveal:card",
+    "vault:forward",
     "privacy:erase",
     "identity:customers",
 ];

@@ -101,7 +101,7 @@ impl AuditLog {
         // The series alerts watch for a first occurrence exist from the start, at 0, so that a
         // rate over them sees the first event.
         let mut seeded = EventCounts::new();
-        for reason in ["read", "revealed", "deleted", "used"] {
+        for reason in ["read", "revealed", "deleted", "used", "forwarded"] {
             seeded.insert(("security.canary_token_used", "failed", reason), 0);
         }
         seeded.insert(("security.integrity_error", "failed", "decrypt_failed"), 0);

@@ -868,6 +868,33 @@ impl VaultService {
         Ok(self.cvcs.take(id, self.clock.now()))
     }
 
+    /// A token's kind and, for a card, its sealed value opened, for a detokenize-and-forward
+    /// (`crate::forward`, whose route checks `vault:forward`): a token of another space is
+    /// `NotFound`, an erased one `Gone`, a canary raises its security event. Nothing is opened
+    /// for a token that is not a card. The forward service records the use in the audit log.
+    pub async fn open_for_forward(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        id: &str,
+    ) -> Result<(ValueKind, Option<Secret<Vec<u8>>>), DomainError> {
+        let record = self.own_token(principal, id).await?;
+        if record.canary {
+            self.canary_tripped(principal, source, &record, "forwarded").await?;
+        }
+        if record.kind != ValueKind::Card {
+            return Ok((record.kind, None));
+        }
+        let value = self.open_value(principal, source, &record).await?;
+        Ok((record.kind, Some(value)))
+    }
+
+    /// Hands out the CVC of a card token already opened by [`Self::open_for_forward`] in this
+    /// request, once: it is gone from memory afterwards.
+    pub fn take_cvc_of_opened(&self, id: &str) -> Option<Secret<String>> {
+        self.cvcs.take(id, self.clock.now())
+    }
+
     /// Recomputes the fingerprints of up to `limit` tokens still under an older fingerprint key
     /// version, by id after `after`; returns how many moved and the last id looked at (`None`:
     /// nothing left). A token whose value cannot be opened is logged and left as it is.

@@ -85,6 +85,13 @@ pub mod scope {
         const SCOPE: Option<Scope> = Some(Scope::VaultRead);
     }
 
+    /// `vault:forward`
+    #[derive(Debug)]
+    pub struct VaultForward;
+    impl RequiredScope for VaultForward {
+        const SCOPE: Option<Scope> = Some(Scope::VaultForward);
+    }
+
     /// `identity:customers`
     #[derive(Debug)]
     pub struct IdentityCustomers;

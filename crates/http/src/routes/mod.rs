@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod dev;
+pub mod forward;
 pub mod health;
 pub mod identity;
 pub mod merchant;
@@ -64,6 +65,7 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/tokens/search", post(vault::search))
         .route("/v1/tokens/{id}", get(vault::get).delete(vault::delete))
         .route("/v1/tokens/{id}/reveal", post(vault::reveal))
+        .route("/v1/forward", post(forward::forward))
         .route("/v1/customers/{id}/data", delete(vault::erase_customer))
         .route("/oauth/token", post(oauth::token))
         .route("/.well-known/jwks.json", get(oauth::jwks))
