@@ -1,10 +1,12 @@
 //! Outbound integrations. Owns: network KMS providers ([`kms`]), signed webhooks to the shop and
 //! the operator's alert webhook ([`webhooks`]), the mailers ([`mail`]: SMTP and the development mailbox) and the one factory of
 //! outbound HTTP clients with its address and TLS policy ([`outbound`]), and Have I Been Pwned's
-//! k-anonymity range API as a breached-password source ([`pwned_range`]).
+//! k-anonymity range API as a breached-password source ([`pwned_range`]), and the payment
+//! gateways ([`gateways`]: the sandbox).
 //! Must never: log a token, a key, a plaintext or a mail's recipient or body; follow a redirect
 //! with credentials.
 
+pub mod gateways;
 pub mod kms;
 pub mod mail;
 pub mod outbound;

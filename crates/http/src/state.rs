@@ -97,6 +97,8 @@ pub struct Services {
     pub audit: strongroom_domain::audit::log::AuditLog,
     /// The vault.
     pub vault: Arc<strongroom_domain::vault::tokens::VaultService>,
+    /// Orders, payment intents and refunds.
+    pub payments: Arc<strongroom_domain::payments::PaymentsService>,
     /// The shop's webhook endpoints.
     pub webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
     /// The job runner's status.
