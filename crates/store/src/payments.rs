@@ -261,8 +261,9 @@ impl PaymentsRepository for Store {
 
     async fn orders(&self, page: Page<'_>) -> Result<Vec<OrderRecord>, StoreError> {
         let sql = format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR id < $3) \
-             ORDER BY id DESC LIMIT $4"
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR \
+             (created_at, id) < (SELECT created_at, id FROM orders WHERE id = $3)) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
         );
         let rows: Vec<OrderRow> = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(page.merchant.as_str())
@@ -377,8 +378,9 @@ impl PaymentsRepository for Store {
 
     async fn intents(&self, page: Page<'_>) -> Result<Vec<IntentRecord>, StoreError> {
         let sql = format!(
-            "SELECT {INTENT_COLUMNS} FROM payment_intents WHERE merchant_id = $1 AND mode = $2 \
-             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+            "SELECT {INTENT_COLUMNS} FROM payment_intents WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR \
+             (created_at, id) < (SELECT created_at, id FROM payment_intents WHERE id = $3)) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
         );
         let rows: Vec<IntentRow> = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(page.merchant.as_str())
@@ -581,8 +583,9 @@ impl PaymentsRepository for Store {
 
     async fn refunds(&self, page: Page<'_>, payment_intent: Option<&str>) -> Result<Vec<RefundRecord>, StoreError> {
         let sql = format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR id < $3) \
-             AND ($5 IS NULL OR payment_intent = $5) ORDER BY id DESC LIMIT $4"
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR \
+             (created_at, id) < (SELECT created_at, id FROM refunds WHERE id = $3)) \
+             AND ($5 IS NULL OR payment_intent = $5) ORDER BY created_at DESC, id DESC LIMIT $4"
         );
         let rows: Vec<RefundRow> = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(page.merchant.as_str())

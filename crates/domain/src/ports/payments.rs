@@ -214,7 +214,7 @@ pub struct Page<'a> {
     pub merchant: &'a MerchantId,
     /// Its mode.
     pub mode: Mode,
-    /// Only objects older than this id.
+    /// Only objects after this one in the list's order (newest first: by creation time, then id).
     pub starting_after: Option<&'a str>,
     /// How many at most.
     pub limit: u32,

@@ -18,7 +18,7 @@ CREATE TABLE orders (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-CREATE INDEX orders_space ON orders (merchant_id, mode, id);
+CREATE INDEX orders_space ON orders (merchant_id, mode, created_at, id);
 
 CREATE TABLE order_versions (
     order_id TEXT NOT NULL REFERENCES orders (id),
@@ -62,7 +62,7 @@ CREATE TABLE payment_intents (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-CREATE INDEX payment_intents_space ON payment_intents (merchant_id, mode, id);
+CREATE INDEX payment_intents_space ON payment_intents (merchant_id, mode, created_at, id);
 CREATE INDEX payment_intents_order ON payment_intents (order_id);
 CREATE INDEX payment_intents_status ON payment_intents (status, updated_at);
 
@@ -96,7 +96,7 @@ CREATE TABLE refunds (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-CREATE INDEX refunds_space ON refunds (merchant_id, mode, id);
+CREATE INDEX refunds_space ON refunds (merchant_id, mode, created_at, id);
 CREATE INDEX refunds_intent ON refunds (payment_intent, id);
 
 -- The sandbox gateway's ledger: what it authorised, captured, voided and refunded, once per
