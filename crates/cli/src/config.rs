@@ -121,7 +121,11 @@ pub struct PaymentsConfig {
 
 impl Default for PaymentsConfig {
     fn default() -> Self {
-        Self { gateway: "sandbox".to_owned(), gateway_timeout: Duration::from_secs(30), sandbox_latency: Duration::ZERO }
+        Self {
+            gateway: "sandbox".to_owned(),
+            gateway_timeout: Duration::from_secs(30),
+            sandbox_latency: Duration::ZERO,
+        }
     }
 }
 
@@ -1052,7 +1056,9 @@ impl Config {
         if self.payments.gateway != "sandbox" {
             return fail("payments.gateway", "must be sandbox (the only gateway so far)");
         }
-        if self.payments.gateway_timeout < Duration::from_secs(1) || self.payments.gateway_timeout > Duration::from_secs(120) {
+        if self.payments.gateway_timeout < Duration::from_secs(1)
+            || self.payments.gateway_timeout > Duration::from_secs(120)
+        {
             return fail("payments.gateway_timeout", "must be between 1s and 2m");
         }
         if self.payments.sandbox_latency > Duration::from_secs(60) {

@@ -69,8 +69,8 @@ pub struct ApiError {
     pub cause: Option<Box<String>>,
     /// The approval request an `approval_required` answer opened (boxed: errors stay small).
     pub approval_id: Option<Box<String>>,
-    /// The state an object is in, for a refused state change.
-    pub current_state: Option<&'static str>,
+    /// The state an object is in, for a refused state change (boxed: errors stay small).
+    pub current_state: Option<Box<&'static str>>,
 }
 
 impl ApiError {
@@ -266,7 +266,7 @@ impl ApiError {
             request_id: request_id.to_owned(),
             errors: self.fields.clone(),
             approval_id: self.approval_id.as_deref().cloned(),
-            current_state: self.current_state.map(str::to_owned),
+            current_state: self.current_state.as_deref().map(|s| (*s).to_owned()),
         }
     }
 
@@ -347,7 +347,7 @@ impl From<DomainError> for ApiError {
             DomainError::UnexpectedState { code, state } => {
                 let mut err = Self::new(StatusCode::CONFLICT, code)
                     .detail(format!("the object is {state}, which does not allow this; see current_state"));
-                err.current_state = Some(state);
+                err.current_state = Some(Box::new(state));
                 err
             }
             DomainError::ApprovalRequired { approval_id } => {

@@ -15,8 +15,8 @@ use strongroom_domain::modes::Mode;
 use strongroom_domain::outbox::OutboxMessage;
 use strongroom_domain::payments::state::{CaptureMethod, State};
 use strongroom_domain::ports::payments::{
-    AmendOutcome, SandboxChallenge, GatewayCallRecord, IntentRecord, IntentTransition, LedgerEntry, OrderRecord, Page,
-    PaymentsRepository, RefundRecord, SandboxLedger, TransitionOutcome,
+    AmendOutcome, GatewayCallRecord, IntentRecord, IntentTransition, LedgerEntry, OrderRecord, Page,
+    PaymentsRepository, RefundRecord, SandboxChallenge, SandboxLedger, TransitionOutcome,
 };
 use strongroom_types::{Currency, Money, Timestamp};
 

@@ -628,8 +628,13 @@ mod payments {
         let token: Value = serde_json::from_str(&token).unwrap();
         let token = token["id"].as_str().unwrap().to_owned();
         let line = |name: &str| json!({"sku": "S-1", "name": name, "quantity": 1, "unit_amount": 4200});
-        let (status, order) =
-            call(&server, Method::POST, "/v1/orders", Some(&json!({"currency": "usd", "line_items": [line("Kettle")], "customer": "cus_pay_canary"}))).await;
+        let (status, order) = call(
+            &server,
+            Method::POST,
+            "/v1/orders",
+            Some(&json!({"currency": "usd", "line_items": [line("Kettle")], "customer": "cus_pay_canary"})),
+        )
+        .await;
         assert_eq!(status, 201, "{order}");
         let order_id = serde_json::from_str::<Value>(&order).unwrap()["id"].as_str().unwrap().to_owned();
         answers.push(order);
@@ -646,8 +651,13 @@ mod payments {
             assert_eq!(status, 422, "{body}");
             errors.push(body);
         }
-        let (status, body) =
-            call(&server, Method::POST, &format!("/v1/orders/{order_id}"), Some(&json!({"currency": "usd", "line_items": [line(PAN)]}))).await;
+        let (status, body) = call(
+            &server,
+            Method::POST,
+            &format!("/v1/orders/{order_id}"),
+            Some(&json!({"currency": "usd", "line_items": [line(PAN)]})),
+        )
+        .await;
         assert_eq!(status, 422, "{body}");
         errors.push(body);
         for bad in [
@@ -699,7 +709,11 @@ mod payments {
             assert!((400..500).contains(&status), "{path}: {status} {text}");
             errors.push(text);
         }
-        for path in [format!("/v1/payment_intents/{PAN}"), format!("/v1/orders?starting_after={PAN}"), format!("/v1/refunds?payment_intent={PAN}")] {
+        for path in [
+            format!("/v1/payment_intents/{PAN}"),
+            format!("/v1/orders?starting_after={PAN}"),
+            format!("/v1/refunds?payment_intent={PAN}"),
+        ] {
             errors.push(call(&server, Method::GET, &path, None).await.1);
         }
         let (_, after) = call(&server, Method::GET, &format!("/v1/tokens/{token}"), None).await;

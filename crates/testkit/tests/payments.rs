@@ -51,7 +51,8 @@ async fn test_key(server: &TestServer) -> String {
 }
 
 async fn card(server: &TestServer, key: &str, number: &str, customer: Option<&str>) -> String {
-    let mut body = json!({"type": "card", "value": {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
+    let mut body =
+        json!({"type": "card", "value": {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
     if let Some(customer) = customer {
         body["customer"] = json!(customer);
     }
@@ -83,7 +84,8 @@ async fn confirm(server: &TestServer, key: &str, id: &str) -> (u16, Value) {
 /// Rows of the sandbox gateway's ledger for an intent: `(operation, outcome, amount)`.
 async fn ledger(server: &TestServer, reference: &str) -> Vec<(String, String, i64)> {
     // The test clock stands still: within a millisecond, by operation (authorize < cancel < capture < refund).
-    let sql = "SELECT operation, outcome, amount FROM sandbox_ledger WHERE reference = $1 ORDER BY created_at, operation";
+    let sql =
+        "SELECT operation, outcome, amount FROM sandbox_ledger WHERE reference = $1 ORDER BY created_at, operation";
     match server.backend {
         Backend::Sqlite => {
             let path = server.data_dir().join("strongroom.db");
@@ -281,9 +283,10 @@ async fn every_sandbox_test_card(backend: Backend) {
 async fn three_d_secure_passes_and_fails(backend: Backend) {
     let Some(server) = TestServer::spawn(backend).await else { return };
     let key = test_key(&server).await;
-    for (outcome, status, code) in
-        [("pass", "succeeded", None), ("fail", "requires_payment_method", Some("payment_intent_authentication_failure"))]
-    {
+    for (outcome, status, code) in [
+        ("pass", "succeeded", None),
+        ("fail", "requires_payment_method", Some("payment_intent_authentication_failure")),
+    ] {
         let created = intent_on(&server, &key, "4000002760003184", 2500, "automatic").await;
         let id = created["id"].as_str().unwrap();
         let (_, pending) = confirm(&server, &key, id).await;
@@ -318,7 +321,10 @@ async fn illegal_transitions_answer_409_with_the_state(backend: Backend) {
     let id = bare["id"].as_str().unwrap();
     assert_eq!(bare["status"], "requires_payment_method");
     expect_409(confirm(&server, &key, id).await, "requires_payment_method");
-    expect_409(post(&server, &key, &format!("/v1/payment_intents/{id}/capture"), &json!({})).await, "requires_payment_method");
+    expect_409(
+        post(&server, &key, &format!("/v1/payment_intents/{id}/capture"), &json!({})).await,
+        "requires_payment_method",
+    );
     let path = format!("/v1/payment_intents/{id}/sandbox_challenge");
     expect_409(post(&server, &key, &path, &json!({"outcome": "pass"})).await, "requires_payment_method");
     let (_, canceled) = post(&server, &key, &format!("/v1/payment_intents/{id}/cancel"), &json!({})).await;
@@ -333,7 +339,10 @@ async fn illegal_transitions_answer_409_with_the_state(backend: Backend) {
     // requires_confirmation: no capture; cancel works.
     let waiting = intent_on(&server, &key, "4242424242424242", 100, "manual").await;
     let id = waiting["id"].as_str().unwrap();
-    expect_409(post(&server, &key, &format!("/v1/payment_intents/{id}/capture"), &json!({})).await, "requires_confirmation");
+    expect_409(
+        post(&server, &key, &format!("/v1/payment_intents/{id}/capture"), &json!({})).await,
+        "requires_confirmation",
+    );
     let (_, canceled) = post(&server, &key, &format!("/v1/payment_intents/{id}/cancel"), &json!({})).await;
     assert_eq!(canceled["status"], "canceled");
     assert!(ledger(&server, id).await.is_empty(), "nothing was authorised, nothing voided");
@@ -399,7 +408,9 @@ async fn thirty_concurrent_refunds_never_exceed_the_captured_amount(backend: Bac
     let racers: Vec<_> = (0..30)
         .map(|_| {
             let (server, key, id) = (server.clone(), key.clone(), id.clone());
-            tokio::spawn(async move { post(&server, &key, "/v1/refunds", &json!({"payment_intent": id, "amount": 100})).await })
+            tokio::spawn(async move {
+                post(&server, &key, "/v1/refunds", &json!({"payment_intent": id, "amount": 100})).await
+            })
         })
         .collect();
     let mut won = Vec::new();
@@ -455,7 +466,8 @@ async fn idempotency_keys_replay_and_refuse_a_changed_body(backend: Backend) {
     // A retried confirm replays its answer and charges once.
     let id = first["id"].as_str().unwrap();
     let path = format!("/v1/payment_intents/{id}/confirm");
-    let confirm = || server.request_as(&key, Method::POST, &path).header("idempotency-key", "confirm-77").json(&json!({})).send();
+    let confirm =
+        || server.request_as(&key, Method::POST, &path).header("idempotency-key", "confirm-77").json(&json!({})).send();
     let paid: Value = confirm().await.unwrap().json().await.unwrap();
     let replay = confirm().await.unwrap();
     assert_eq!(replay.status(), 200);
@@ -491,17 +503,42 @@ async fn bad_input_has_stable_codes_naming_the_field(backend: Backend) {
         (json!({"amount": 1_000_000_000_000_i64, "currency": "eur"}), 422, "invalid_amount", "/amount"),
         (json!({"amount": u64::MAX, "currency": "eur"}), 422, "invalid_amount", "/amount"),
         (json!({"amount": 1e30, "currency": "eur"}), 422, "invalid_amount", "/amount"),
-        (json!({"amount": 100, "currency": "eur", "capture_method": "later"}), 422, "validation_failed", "/capture_method"),
-        (json!({"amount": 100, "currency": "eur", "payment_method": "tok_nope"}), 422, "payment_method_not_found", "/payment_method"),
-        (json!({"amount": 100, "currency": "eur", "payment_method": token}), 422, "payment_method_customer_mismatch", "/payment_method"),
+        (
+            json!({"amount": 100, "currency": "eur", "capture_method": "later"}),
+            422,
+            "validation_failed",
+            "/capture_method",
+        ),
+        (
+            json!({"amount": 100, "currency": "eur", "payment_method": "tok_nope"}),
+            422,
+            "payment_method_not_found",
+            "/payment_method",
+        ),
+        (
+            json!({"amount": 100, "currency": "eur", "payment_method": token}),
+            422,
+            "payment_method_customer_mismatch",
+            "/payment_method",
+        ),
         (
             json!({"amount": 100, "currency": "eur", "payment_method": token, "customer": "cus_bob"}),
             422,
             "payment_method_customer_mismatch",
             "/payment_method",
         ),
-        (json!({"amount": 100, "currency": "eur", "order": "ord_aaaaaaaaaaaaaaaaaaaaaaaaaa"}), 422, "order_not_found", "/order"),
-        (json!({"amount": 100, "currency": "eur", "description": "4242 4242 4242 4242"}), 422, "card_number_in_free_text", "/description"),
+        (
+            json!({"amount": 100, "currency": "eur", "order": "ord_aaaaaaaaaaaaaaaaaaaaaaaaaa"}),
+            422,
+            "order_not_found",
+            "/order",
+        ),
+        (
+            json!({"amount": 100, "currency": "eur", "description": "4242 4242 4242 4242"}),
+            422,
+            "card_number_in_free_text",
+            "/description",
+        ),
     ];
     for (body, status, code, pointer) in cases {
         let (got, problem) = post(&server, &key, "/v1/payment_intents", &body).await;
@@ -519,10 +556,22 @@ async fn bad_input_has_stable_codes_naming_the_field(backend: Backend) {
     assert_eq!((got, problem["code"].as_str()), (422, Some("payment_method_not_found")));
     // Orders.
     let order_cases = [
-        (json!({"currency": "eur", "line_items": [{"sku": "A", "name": "a", "quantity": 0, "unit_amount": 100}]}), "invalid_quantity", "/line_items/0/quantity"),
-        (json!({"currency": "eur", "line_items": [{"sku": "A", "name": "a", "quantity": 1, "unit_amount": -1}]}), "invalid_amount", "/line_items/0/unit_amount"),
+        (
+            json!({"currency": "eur", "line_items": [{"sku": "A", "name": "a", "quantity": 0, "unit_amount": 100}]}),
+            "invalid_quantity",
+            "/line_items/0/quantity",
+        ),
+        (
+            json!({"currency": "eur", "line_items": [{"sku": "A", "name": "a", "quantity": 1, "unit_amount": -1}]}),
+            "invalid_amount",
+            "/line_items/0/unit_amount",
+        ),
         (json!({"currency": "eur", "line_items": []}), "validation_failed", "/line_items"),
-        (json!({"currency": "zzz", "line_items": [{"sku": "A", "name": "a", "quantity": 1, "unit_amount": 1}]}), "unknown_currency", "/currency"),
+        (
+            json!({"currency": "zzz", "line_items": [{"sku": "A", "name": "a", "quantity": 1, "unit_amount": 1}]}),
+            "unknown_currency",
+            "/currency",
+        ),
         (
             // Ten lines of 10^6 × 999,999,999,999: each fits an i64, their sum does not.
             json!({"currency": "eur", "line_items": vec![json!({"sku": "A", "name": "a", "quantity": 1_000_000, "unit_amount": 999_999_999_999_i64}); 10]}),
@@ -550,7 +599,10 @@ async fn bad_input_has_stable_codes_naming_the_field(backend: Backend) {
     let id = paid["id"].as_str().unwrap();
     confirm(&server, &key, id).await;
     let (got, problem) = post(&server, &key, "/v1/refunds", &json!({"payment_intent": id, "amount": 501})).await;
-    assert_eq!((got, problem["code"].as_str(), problem["errors"][0]["pointer"].as_str()), (422, Some("refund_exceeds_captured"), Some("/amount")));
+    assert_eq!(
+        (got, problem["code"].as_str(), problem["errors"][0]["pointer"].as_str()),
+        (422, Some("refund_exceeds_captured"), Some("/amount"))
+    );
     let (got, problem) = post(&server, &key, "/v1/refunds", &json!({"payment_intent": id, "amount": -1})).await;
     assert_eq!((got, problem["code"].as_str()), (422, Some("invalid_amount")));
     let body = json!({"payment_intent": "pi_aaaaaaaaaaaaaaaaaaaaaaaaaa"});
@@ -649,7 +701,8 @@ async fn orders_are_priced_versioned_and_locked(backend: Backend) {
     assert!(ledger(&server, pay_id).await.is_empty());
     // Paying the current total locks the order.
     let token = card(&server, &key, "4242424242424242", Some("cus_42")).await;
-    let pay = intent(&server, &key, json!({"amount": 2641, "currency": "jpy", "order": id, "payment_method": token})).await;
+    let pay =
+        intent(&server, &key, json!({"amount": 2641, "currency": "jpy", "order": id, "payment_method": token})).await;
     let (_, paid) = confirm(&server, &key, pay["id"].as_str().unwrap()).await;
     assert_eq!(paid["status"], "succeeded");
     let (status, problem) = post(&server, &key, &format!("/v1/orders/{id}"), &amended).await;
@@ -681,14 +734,20 @@ async fn lists_page_with_starting_after(backend: Backend) {
     for amount in 1..=5 {
         // Ids carry their millisecond; the test clock moves only when told.
         server.clock.advance(std::time::Duration::from_millis(1));
-        made.push(intent(&server, &key, json!({"amount": amount, "currency": "eur"})).await["id"].as_str().unwrap().to_owned());
+        made.push(
+            intent(&server, &key, json!({"amount": amount, "currency": "eur"})).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let mut seen = Vec::new();
     let mut path = "/v1/payment_intents?limit=2".to_owned();
     loop {
         let (status, page) = send(&server, &key, Method::GET, &path, None).await;
         assert_eq!(status, 200, "{page}");
-        let ids: Vec<String> = page["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
+        let ids: Vec<String> =
+            page["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
         assert!(ids.len() <= 2);
         seen.extend(ids.clone());
         if page["has_more"] != true {

@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use strongroom_types::{Money, define_id};
 
 use super::gateway::{
-    AuthorizeRequest, FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event,
-    capture_event, idempotency_key, void_event,
+    AuthorizeRequest, FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event, capture_event,
+    idempotency_key, void_event,
 };
 use super::state::{self, CaptureMethod, Event, State};
 use super::{
@@ -207,7 +207,8 @@ impl PaymentsService {
         let space = caller.principal.space();
         let minor = parse_amount(&input.amount, "/amount", 1)?;
         let currency = parse_currency(&input.currency, "/currency")?;
-        let amount = Money::new(minor, currency).map_err(|_| reject("invalid_amount", "/amount", "must not be negative"))?;
+        let amount =
+            Money::new(minor, currency).map_err(|_| reject("invalid_amount", "/amount", "must not be negative"))?;
         let capture_method = match input.capture_method.as_deref() {
             None => CaptureMethod::Automatic,
             Some(text) => CaptureMethod::parse(text)
@@ -222,9 +223,7 @@ impl PaymentsService {
         let metadata = check_metadata(input.metadata.as_ref(), "/metadata")?;
         if let Some(order_id) = &input.order {
             let order = self.order_in(space, order_id).await.map_err(|err| match err {
-                DomainError::NotFound => {
-                    reject("order_not_found", "/order", "no order of this data space has this id")
-                }
+                DomainError::NotFound => reject("order_not_found", "/order", "no order of this data space has this id"),
                 other => other,
             })?;
             if order.locked_at.is_some() {
@@ -486,7 +485,8 @@ impl PaymentsService {
         let mut after = intent.clone();
         after.state = State::Capturing;
         after.attempt = attempt;
-        let claimed = self.apply(caller, &intent, after, Step { call: Some(&call), ..Step::new(Event::Capture) }).await?;
+        let claimed =
+            self.apply(caller, &intent, after, Step { call: Some(&call), ..Step::new(Event::Capture) }).await?;
         let request = FollowUpRequest {
             idempotency_key: call.idempotency_key.clone(),
             reference: claimed.id.clone(),

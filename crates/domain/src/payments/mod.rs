@@ -178,7 +178,10 @@ pub(crate) fn check_text(text: &str, pointer: &str, max: usize) -> Result<(), Do
 
 /// The shop's metadata: up to 20 keys of 1 to 40 of `A-Z a-z 0-9 _`, string values of at most
 /// 500 characters, no card numbers. Returns it as JSON text.
-pub(crate) fn check_metadata(metadata: Option<&Map<String, Value>>, pointer: &str) -> Result<Option<String>, DomainError> {
+pub(crate) fn check_metadata(
+    metadata: Option<&Map<String, Value>>,
+    pointer: &str,
+) -> Result<Option<String>, DomainError> {
     let Some(metadata) = metadata else { return Ok(None) };
     if metadata.len() > 20 {
         return Err(DomainError::invalid(pointer, "at most 20 keys"));
@@ -190,7 +193,12 @@ pub(crate) fn check_metadata(metadata: Option<&Map<String, Value>>, pointer: &st
         }
         match value {
             Value::String(s) if s.chars().count() <= 500 => {}
-            _ => return Err(DomainError::invalid(format!("{pointer}/{key}"), "must be a string of at most 500 characters")),
+            _ => {
+                return Err(DomainError::invalid(
+                    format!("{pointer}/{key}"),
+                    "must be a string of at most 500 characters",
+                ));
+            }
         }
     }
     if let Some(field) = crate::free_text::find_in_object(pointer, metadata) {
@@ -243,8 +251,16 @@ mod tests {
     fn amounts_are_integers_in_range() {
         assert_eq!(parse_amount(&json!(0), "/a", 0).ok(), Some(0));
         assert_eq!(parse_amount(&json!(MAX_AMOUNT), "/a", 1).ok(), Some(MAX_AMOUNT));
-        for bad in [json!(-1), json!(1.5), json!("10"), json!(null), json!(MAX_AMOUNT + 1), json!(u64::MAX), json!(1e30), json!(-1e30)]
-        {
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("10"),
+            json!(null),
+            json!(MAX_AMOUNT + 1),
+            json!(u64::MAX),
+            json!(1e30),
+            json!(-1e30),
+        ] {
             let err = parse_amount(&bad, "/a", 0).err().map(code_of);
             assert_eq!(err, Some("invalid_amount"), "{bad}");
         }

@@ -360,8 +360,14 @@ mod tests {
 
     #[test]
     fn bad_lines_name_their_field() {
-        assert_eq!(code(price(&order(vec![line(json!(0), json!(1))])).unwrap_err()), "invalid_quantity /line_items/0/quantity");
-        assert_eq!(code(price(&order(vec![line(json!(1), json!(-5))])).unwrap_err()), "invalid_amount /line_items/0/unit_amount");
+        assert_eq!(
+            code(price(&order(vec![line(json!(0), json!(1))])).unwrap_err()),
+            "invalid_quantity /line_items/0/quantity"
+        );
+        assert_eq!(
+            code(price(&order(vec![line(json!(1), json!(-5))])).unwrap_err()),
+            "invalid_amount /line_items/0/unit_amount"
+        );
         assert_eq!(code(price(&order(vec![])).unwrap_err()), "validation_failed /line_items");
         let mut unknown = order(vec![line(json!(1), json!(1))]);
         unknown.currency = "xyz".into();

@@ -316,10 +316,10 @@ mod tests {
                 assert!(crate::webhooks::EVENT_TYPES.iter().any(|(n, _)| *n == name), "{from:?} {name}");
             }
         }
+        assert_eq!(event_type(Event::Declined, State::RequiresPaymentMethod), Some("payment_intent.payment_failed"));
         assert_eq!(
-            event_type(Event::Declined, State::RequiresPaymentMethod),
-            Some("payment_intent.payment_failed")
+            event_type(Event::Authorized { captured: true }, State::Succeeded),
+            Some("payment_intent.succeeded")
         );
-        assert_eq!(event_type(Event::Authorized { captured: true }, State::Succeeded), Some("payment_intent.succeeded"));
     }
 }

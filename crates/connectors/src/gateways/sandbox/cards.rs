@@ -29,7 +29,11 @@ pub const TEST_CARDS: &[(&str, Behaviour, &str)] = &[
         "insufficient funds",
     ),
     ("4000000000000069", Behaviour::Decline("expired_card", None, "the card has expired"), "expired card"),
-    ("4000000000000127", Behaviour::Decline("incorrect_cvc", None, "the card's security code is incorrect"), "incorrect CVC"),
+    (
+        "4000000000000127",
+        Behaviour::Decline("incorrect_cvc", None, "the card's security code is incorrect"),
+        "incorrect CVC",
+    ),
     ("4000002760003184", Behaviour::Challenge, "requires 3-D Secure"),
     (
         "4000000000000119",

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
+use strongroom_domain::StoreError;
 use strongroom_domain::payments::gateway::{
     AuthorizeRequest, ChallengeSimulator, FollowUpRequest, Gateway, GatewayAnswer, GatewayError, GatewayStatus,
 };
-use strongroom_domain::ports::payments::{SandboxChallenge, LedgerEntry, NextAction, PaymentError, SandboxLedger};
-use strongroom_domain::StoreError;
+use strongroom_domain::ports::payments::{LedgerEntry, NextAction, PaymentError, SandboxChallenge, SandboxLedger};
 use strongroom_types::{Clock, Money};
 
 use cards::Behaviour;
@@ -133,7 +133,12 @@ impl SandboxGateway {
             Some(challenge) if challenge.status == "pending" => Ok(Err(challenge.id)),
             Some(challenge) => {
                 let passed = challenge.status == "passed";
-                if self.ledger.set_sandbox_challenge(&challenge.id, &challenge.status, "consumed").await.map_err(unavailable)? {
+                if self
+                    .ledger
+                    .set_sandbox_challenge(&challenge.id, &challenge.status, "consumed")
+                    .await
+                    .map_err(unavailable)?
+                {
                     Ok(Ok(passed))
                 } else {
                     Err(GatewayError::Unavailable("the challenge changed meanwhile".into()))
@@ -232,23 +237,10 @@ impl ChallengeSimulator for SandboxGateway {
 mod tests {
     use super::cards::{Behaviour, TEST_CARDS, behaviour, decline_of};
 
-    fn luhn(number: &str) -> bool {
-        let sum: u32 = number
-            .bytes()
-            .rev()
-            .enumerate()
-            .map(|(i, b)| {
-                let d = u32::from(b - b'0');
-                if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
-            })
-            .sum();
-        sum % 10 == 0
-    }
-
     #[test]
     fn test_cards_are_valid_numbers_with_distinct_behaviours() {
         for (number, _, _) in TEST_CARDS {
-            assert!(luhn(number), "{number}");
+            assert!(strongroom_domain::vault::card::luhn_valid(number), "{number}");
         }
         assert_eq!(behaviour("4242424242424242"), Behaviour::Approve);
         assert_eq!(behaviour("4111111111111111"), Behaviour::Approve, "any other card is approved");
