@@ -420,7 +420,8 @@ mod tests {
     }
 
     /// Problem codes written as literals where errors are made: `code: "…"` (`Rejected`,
-    /// `Throttled`, batch items), `Conflict("…"`, `StatusCode::X, "…"` and `unavailable("…"`.
+    /// `Throttled`, batch items), `Conflict("…"`, `reject("…"` (payments), `StatusCode::X, "…"` and
+    /// `unavailable("…"`.
     fn codes_in_source() -> BTreeSet<String> {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(workspace().join("crates")).unwrap().flatten() {
@@ -434,7 +435,7 @@ mod tests {
             let text = std::fs::read_to_string(&file).unwrap();
             // Unit tests make up errors of their own.
             let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-            for marker in ["code: ", "Conflict(", "unavailable(", "Self::new(status, ", "Self::new(s, "] {
+            for marker in ["code: ", "Conflict(", "unavailable(", "reject(", "Self::new(status, ", "Self::new(s, "] {
                 for (at, _) in text.match_indices(marker) {
                     if let Some(code) = literal_after(&text[at + marker.len()..]) {
                         codes.insert(code.to_owned());

@@ -358,11 +358,11 @@ impl PaymentsService {
         let card = match self.ports.vault.card_for_gateway(caller.principal, caller.source, &token).await {
             Ok(card) => card,
             Err(DomainError::NotFound | DomainError::Gone) => {
-                let error = PaymentError {
-                    code: "payment_method_unusable".into(),
-                    decline_code: None,
-                    message: "the card token was deleted, expired or erased; attach another card".into(),
-                };
+                let error = PaymentError::of(
+                    "payment_method_unusable",
+                    None,
+                    "the card token was deleted, expired or erased; attach another card",
+                );
                 let answer = GatewayAnswer {
                     status: GatewayStatus::Declined,
                     gateway_reference: String::new(),
@@ -432,10 +432,8 @@ impl PaymentsService {
             Event::ActionRequired => after.next_action = answer.next_action.clone(),
             _ => {
                 // Declined: the card is detached, as Stripe does; a new one must be attached.
-                after.last_payment_error = Some(answer.error.clone().unwrap_or_else(|| PaymentError {
-                    code: "card_declined".into(),
-                    decline_code: Some("generic_decline".into()),
-                    message: "the card was declined".into(),
+                after.last_payment_error = Some(answer.error.clone().unwrap_or_else(|| {
+                    PaymentError::of("card_declined", Some("generic_decline"), "the card was declined")
                 }));
                 after.payment_method = None;
                 after.next_action = None;

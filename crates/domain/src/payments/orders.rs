@@ -352,9 +352,9 @@ mod tests {
         assert_eq!(total.minor(), 2500 + 500 + 495 + 570 - 300);
         assert_eq!(body.amount_subtotal, 3000);
         assert_eq!(body.line_items[0].amount_total, 2500);
-        input.amount_total = Some(json!(3265));
+        input.amount_total = Some(json!(3765));
         assert!(price(&input).is_ok());
-        input.amount_total = Some(json!(3264));
+        input.amount_total = Some(json!(3764));
         assert_eq!(code(price(&input).unwrap_err()), "order_total_mismatch /amount_total");
     }
 

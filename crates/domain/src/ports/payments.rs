@@ -62,6 +62,14 @@ pub struct PaymentError {
     pub message: String,
 }
 
+impl PaymentError {
+    /// An error with Stripe's `code`, its `decline_code` and a sentence. (Not a problem code:
+    /// these live in an intent's `last_payment_error`.)
+    pub fn of(code: &str, decline_code: Option<&str>, message: &str) -> Self {
+        Self { code: code.to_owned(), decline_code: decline_code.map(str::to_owned), message: message.to_owned() }
+    }
+}
+
 /// What the customer must do before the intent can go on (3-D Secure).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NextAction {
