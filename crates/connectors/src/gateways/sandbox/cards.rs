@@ -1,5 +1,7 @@
 //! The sandbox's test cards, in the manner of Stripe's: the card number decides the outcome.
 //! Any other valid number is approved.
+//! Must never: hold a real customer's card (these are published test numbers), or keep the number
+//! it was asked about.
 
 /// What the sandbox does with a card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -235,7 +235,146 @@ impl ChallengeSimulator for SandboxGateway {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use strongroom_domain::StoreError;
+    use strongroom_domain::payments::gateway::{
+        AuthorizeRequest, ChallengeSimulator, FollowUpRequest, Gateway, GatewayCard, GatewayError, GatewayStatus,
+    };
+    use strongroom_domain::ports::payments::{LedgerEntry, SandboxChallenge, SandboxLedger};
+    use strongroom_types::{Currency, ManualClock, Money, Secret, Timestamp};
+
     use super::cards::{Behaviour, TEST_CARDS, behaviour, decline_of};
+    use super::{SandboxGateway, SandboxSettings};
+
+    /// The ledger's contract in memory: one entry per key, at most one open challenge per payment.
+    #[derive(Debug, Default)]
+    struct MemoryLedger {
+        entries: Mutex<Vec<LedgerEntry>>,
+        challenges: Mutex<HashMap<String, SandboxChallenge>>,
+    }
+
+    #[async_trait]
+    impl SandboxLedger for MemoryLedger {
+        async fn record_entry(&self, entry: &LedgerEntry) -> Result<(LedgerEntry, bool), StoreError> {
+            let mut entries = self.entries.lock().unwrap();
+            if let Some(earlier) = entries.iter().find(|e| e.idempotency_key == entry.idempotency_key) {
+                return Ok((earlier.clone(), false));
+            }
+            entries.push(entry.clone());
+            Ok((entry.clone(), true))
+        }
+        async fn ledger_entry(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
+            Ok(self.entries.lock().unwrap().iter().find(|e| e.idempotency_key == key).cloned())
+        }
+        async fn insert_sandbox_challenge(&self, challenge: &SandboxChallenge) -> Result<(), StoreError> {
+            self.challenges.lock().unwrap().insert(challenge.id.clone(), challenge.clone());
+            Ok(())
+        }
+        async fn sandbox_challenge(&self, id: &str) -> Result<Option<SandboxChallenge>, StoreError> {
+            Ok(self.challenges.lock().unwrap().get(id).cloned())
+        }
+        async fn open_sandbox_challenge(&self, reference: &str) -> Result<Option<SandboxChallenge>, StoreError> {
+            let challenges = self.challenges.lock().unwrap();
+            Ok(challenges.values().find(|c| c.reference == reference && c.status != "consumed").cloned())
+        }
+        async fn set_sandbox_challenge(&self, id: &str, from: &str, to: &str) -> Result<bool, StoreError> {
+            let mut challenges = self.challenges.lock().unwrap();
+            match challenges.get_mut(id) {
+                Some(c) if c.status == from => {
+                    c.status = to.to_owned();
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+    }
+
+    fn sandbox() -> (SandboxGateway, Arc<MemoryLedger>) {
+        let ledger = Arc::new(MemoryLedger::default());
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000)));
+        (SandboxGateway::new(ledger.clone(), clock, SandboxSettings::default()), ledger)
+    }
+
+    fn eur(minor: i64) -> Money {
+        Money::new(minor, Currency::parse("eur").unwrap()).unwrap()
+    }
+
+    fn authorize(key: &str, number: &str) -> AuthorizeRequest {
+        AuthorizeRequest {
+            idempotency_key: key.into(),
+            reference: "pi_1".into(),
+            amount: eur(500),
+            capture: false,
+            card: GatewayCard {
+                number: Secret::new(number.into()),
+                exp_month: 12,
+                exp_year: 2040,
+                cvc: Some(Secret::new("123".into())),
+            },
+        }
+    }
+
+    fn follow_up(key: &str) -> FollowUpRequest {
+        FollowUpRequest {
+            idempotency_key: key.into(),
+            reference: "pi_1".into(),
+            gateway_reference: "sbx_pay".into(),
+            amount: eur(200),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_key_answers_the_first_call_and_acts_once() {
+        let (gateway, ledger) = sandbox();
+        let first = gateway.authorize(authorize("pi_1:authorize:1", "4242424242424242")).await.unwrap();
+        assert_eq!(first.status, GatewayStatus::Authorized);
+        // A retry after a crash, even with another card, gets the first answer and charges nothing.
+        let again = gateway.authorize(authorize("pi_1:authorize:1", "4000000000000002")).await.unwrap();
+        assert_eq!(again, first);
+        for _ in 0..3 {
+            gateway.capture(&follow_up("pi_1:capture:2")).await.unwrap();
+            gateway.refund(&follow_up("re_1:refund:1")).await.unwrap();
+        }
+        let operations: Vec<String> = ledger.entries.lock().unwrap().iter().map(|e| e.operation.clone()).collect();
+        assert_eq!(operations, ["authorize", "capture", "refund"]);
+        assert_eq!(gateway.lookup("pi_1:capture:2").await.unwrap().map(|a| a.status), Some(GatewayStatus::Captured));
+        assert_eq!(gateway.lookup("pi_1:capture:9").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_happened_at_the_gateway_and_lookup_says_so() {
+        let (gateway, ledger) = sandbox();
+        let lost = gateway.authorize(authorize("pi_1:authorize:1", "4000000000001000")).await;
+        assert!(matches!(lost, Err(GatewayError::Timeout)));
+        let found = gateway.lookup("pi_1:authorize:1").await.unwrap().unwrap();
+        assert_eq!(found.status, GatewayStatus::Authorized);
+        assert_eq!(ledger.entries.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_challenge_is_reused_until_completed_then_consumed() {
+        let (gateway, _) = sandbox();
+        let first = gateway.authorize(authorize("pi_1:authorize:1", "4000002760003184")).await.unwrap();
+        assert_eq!(first.status, GatewayStatus::RequiresAction);
+        let challenge = first.next_action.unwrap().challenge;
+        let second = gateway.authorize(authorize("pi_1:authorize:2", "4000002760003184")).await.unwrap();
+        assert_eq!(second.next_action.unwrap().challenge, challenge, "the open challenge is reused");
+        assert!(gateway.complete(&challenge, false).await.unwrap());
+        assert!(!gateway.complete(&challenge, true).await.unwrap(), "completed once");
+        let failed = gateway.authorize(authorize("pi_1:authorize:3", "4000002760003184")).await.unwrap();
+        assert_eq!(failed.status, GatewayStatus::Declined);
+        assert_eq!(failed.error.unwrap().code, "payment_intent_authentication_failure");
+        let fresh = gateway.authorize(authorize("pi_1:authorize:4", "4000002760003184")).await.unwrap();
+        let fresh_challenge = fresh.next_action.unwrap().challenge;
+        assert_ne!(fresh_challenge, challenge, "a consumed challenge is not reused");
+        assert!(gateway.complete(&fresh_challenge, true).await.unwrap());
+        let passed = gateway.authorize(authorize("pi_1:authorize:5", "4000002760003184")).await.unwrap();
+        assert_eq!(passed.status, GatewayStatus::Authorized);
+    }
 
     #[test]
     fn test_cards_are_valid_numbers_with_distinct_behaviours() {
