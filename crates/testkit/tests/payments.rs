@@ -23,7 +23,8 @@ on_both_backends!(
     live_and_test_are_apart,
     orders_are_priced_versioned_and_locked,
     lists_page_with_starting_after,
-    the_cvc_is_used_by_the_first_authorisation_only
+    the_cvc_is_used_by_the_first_authorisation_only,
+    a_deleted_card_token_is_a_declined_payment_method
 );
 
 async fn send(server: &TestServer, key: &str, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -780,5 +781,20 @@ async fn the_cvc_is_used_by_the_first_authorisation_only(backend: Backend) {
     confirm(&server, &key, created["id"].as_str().unwrap()).await;
     let (_, after) = send(&server, &key, Method::GET, &format!("/v1/tokens/{token}"), None).await;
     assert_eq!(after["display"]["cvc_held"], false, "{after}");
+    server.shutdown().await;
+}
+
+async fn a_deleted_card_token_is_a_declined_payment_method(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let key = test_key(&server).await;
+    let created = intent_on(&server, &key, "4242424242424242", 300, "automatic").await;
+    let (id, token) = (created["id"].as_str().unwrap(), created["payment_method"].as_str().unwrap());
+    let (status, _) = send(&server, &key, Method::DELETE, &format!("/v1/tokens/{token}"), None).await;
+    assert_eq!(status, 200);
+    let (status, got) = confirm(&server, &key, id).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["status"], "requires_payment_method");
+    assert_eq!(got["last_payment_error"]["code"], "payment_method_unusable");
+    assert!(ledger(&server, id).await.is_empty(), "the gateway never saw it");
     server.shutdown().await;
 }
