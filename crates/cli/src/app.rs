@@ -747,6 +747,27 @@ impl Application {
                 .with_passkeys(passkeys)
                 .with_breach_check(breaches),
         );
+        let sandbox = Arc::new(strongroom_connectors::gateways::sandbox::SandboxGateway::new(
+            Arc::new(core.store.clone()),
+            clock.clone(),
+            strongroom_connectors::gateways::sandbox::SandboxSettings {
+                latency: config.payments.sandbox_latency,
+                ..Default::default()
+            },
+        ));
+        let payments = Arc::new(strongroom_domain::payments::PaymentsService::new(
+            strongroom_domain::payments::PaymentPorts {
+                repo: Arc::new(core.store.clone()),
+                vault: vault.clone(),
+                gateway: sandbox.clone(),
+                simulator: Some(sandbox as Arc<dyn strongroom_domain::payments::gateway::ChallengeSimulator>),
+                outbox: core.outbox.clone(),
+                audit: audit.clone(),
+                clock: clock.clone(),
+                entropy: entropy.clone(),
+            },
+            strongroom_domain::payments::PaymentSettings { gateway_timeout: config.payments.gateway_timeout },
+        ));
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
@@ -806,6 +827,7 @@ impl Application {
             staff,
             vault,
             forward,
+            payments,
             webhooks,
             jobs: strongroom_domain::jobs::JobsStatusReader::new(
                 Arc::new(core.store.clone()),

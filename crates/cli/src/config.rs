@@ -102,6 +102,33 @@ pub struct Config {
     pub mail: MailConfig,
     /// OAuth 2.0 access tokens for services.
     pub oauth: OAuthConfig,
+    /// Payments.
+    pub payments: PaymentsConfig,
+}
+
+/// `[payments]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// The gateway: `sandbox` (the default and, for now, the only one).
+    pub gateway: String,
+    /// How long a gateway call may take before the payment is left `processing` for
+    /// reconciliation. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub gateway_timeout: Duration,
+    /// How long each sandbox call takes (to rehearse a slow gateway). Default 0.
+    #[serde(with = "humantime_serde")]
+    pub sandbox_latency: Duration,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            gateway: "sandbox".to_owned(),
+            gateway_timeout: Duration::from_secs(30),
+            sandbox_latency: Duration::ZERO,
+        }
+    }
 }
 
 /// `[oauth]`
@@ -641,6 +668,7 @@ impl Default for Config {
             pages: PagesConfig::default(),
             mail: MailConfig::default(),
             oauth: OAuthConfig::default(),
+            payments: PaymentsConfig::default(),
         }
     }
 }
@@ -1072,6 +1100,17 @@ impl Config {
         }
         if self.oauth.token_ttl < Duration::from_secs(30) || self.oauth.token_ttl > Duration::from_secs(3600) {
             return fail("oauth.token_ttl", "must be between 30s and 1h");
+        }
+        if self.payments.gateway != "sandbox" {
+            return fail("payments.gateway", "must be sandbox (the only gateway so far)");
+        }
+        if self.payments.gateway_timeout < Duration::from_secs(1)
+            || self.payments.gateway_timeout > Duration::from_secs(120)
+        {
+            return fail("payments.gateway_timeout", "must be between 1s and 2m");
+        }
+        if self.payments.sandbox_latency > Duration::from_secs(60) {
+            return fail("payments.sandbox_latency", "must be at most 1m");
         }
         if self.oauth.issuer.trim().is_empty() || self.oauth.audience.trim().is_empty() {
             return fail("oauth.issuer", "oauth.issuer and oauth.audience must not be empty");

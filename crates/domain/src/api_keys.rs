@@ -53,8 +53,12 @@ pub enum Scope {
     IdentityCustomers,
     /// Invite, disable and unlock staff, define custom roles and ask for role grants.
     AdminStaff,
-    /// Refund payments. No endpoint checks it: strongroom has no payments; the name is reserved.
+    /// Refund payments (`POST /v1/refunds`).
     PaymentsRefund,
+    /// Create, confirm, capture and cancel payment intents; create and amend orders.
+    PaymentsWrite,
+    /// Read payment intents, orders and refunds.
+    PaymentsRead,
     /// Register, rotate and delete webhook endpoints; read their delivery logs.
     AdminWebhooks,
 }
@@ -76,6 +80,8 @@ impl Scope {
         Scope::IdentityCustomers,
         Scope::AdminStaff,
         Scope::PaymentsRefund,
+        Scope::PaymentsWrite,
+        Scope::PaymentsRead,
         Scope::AdminWebhooks,
     ];
 
@@ -103,6 +109,8 @@ impl Scope {
             Scope::AdminStaff => "admin:staff",
             Scope::AdminWebhooks => "admin:webhooks",
             Scope::PaymentsRefund => "payments:refund",
+            Scope::PaymentsWrite => "payments:write",
+            Scope::PaymentsRead => "payments:read",
         }
     }
 

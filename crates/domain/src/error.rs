@@ -87,6 +87,15 @@ pub enum DomainError {
     /// The request conflicts with the object's state: a stable code and a sentence.
     #[error("conflict: {0}")]
     Conflict(&'static str, &'static str),
+    /// The object is in a state that does not allow this (a payment intent already captured,
+    /// canceled, …): 409 with the state it is in.
+    #[error("unexpected state: {state}")]
+    UnexpectedState {
+        /// Stable code.
+        code: &'static str,
+        /// The state the object is in now.
+        state: &'static str,
+    },
     /// A dangerous action needs a second person: the request `approval_id` was opened for it.
     #[error("approval required")]
     ApprovalRequired {

@@ -25,6 +25,7 @@ pub mod modes;
 pub mod oauth;
 pub mod outbox;
 pub mod passkeys;
+pub mod payments;
 pub mod ports;
 pub mod sessions;
 pub mod staff;

@@ -37,6 +37,16 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     ("staff.role_revoked", "a role was revoked from a staff member"),
     ("staff.role_created", "a custom role was created"),
     ("staff.role_deleted", "a custom role was deleted"),
+    ("payment_intent.created", "a payment intent was created"),
+    ("payment_intent.processing", "a payment intent's authorisation, capture or void is with the gateway"),
+    ("payment_intent.requires_action", "the customer must authenticate (3-D Secure) before the payment goes on"),
+    ("payment_intent.amount_capturable_updated", "a payment was authorised and waits for a capture"),
+    ("payment_intent.succeeded", "a payment was captured"),
+    ("payment_intent.payment_failed", "an authorisation was declined; the intent needs another card"),
+    ("payment_intent.canceled", "a payment intent was canceled (an authorisation voided)"),
+    ("refund.created", "a refund was asked for"),
+    ("refund.succeeded", "a refund was made"),
+    ("refund.failed", "a refund failed; its amount can be refunded again"),
     ("webhook.test", "a test event sent on request"),
 ];
 

@@ -4,12 +4,14 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, audit, forward, health, identity, merchant, oauth, passkeys, staff, vault, webhooks};
+use crate::routes::{
+    api_keys, audit, forward, health, identity, merchant, oauth, passkeys, payments, staff, vault, webhooks,
+};
 
 /// The document.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "strongroom", description = "Security core for online shops: card and customer-data vault, identity, staff access, audit log, webhooks."),
+    info(title = "strongroom", description = "Security core for online shops: card and customer-data vault, identity, staff access, audit log, webhooks, payments."),
     paths(
         health::healthz,
         health::readyz,
@@ -31,6 +33,20 @@ use crate::routes::{api_keys, audit, forward, health, identity, merchant, oauth,
         webhooks::test,
         webhooks::event_types,
         webhooks::jobs,
+        payments::create_order,
+        payments::list_orders,
+        payments::get_order,
+        payments::amend_order,
+        payments::create_intent,
+        payments::list_intents,
+        payments::get_intent,
+        payments::confirm,
+        payments::capture,
+        payments::cancel,
+        payments::sandbox_challenge,
+        payments::create_refund,
+        payments::list_refunds,
+        payments::get_refund,
         audit::checkpoint,
         audit::entries,
         audit::inclusion,

@@ -46,6 +46,9 @@ pub struct Problem {
     /// approves it, then the same call is repeated with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
+    /// For `payment_intent_unexpected_state`: the state the payment intent is in now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_state: Option<String>,
 }
 
 /// An error answer: status, stable code, optional detail and invalid fields, extra headers.
@@ -66,12 +69,23 @@ pub struct ApiError {
     pub cause: Option<Box<String>>,
     /// The approval request an `approval_required` answer opened (boxed: errors stay small).
     pub approval_id: Option<Box<String>>,
+    /// The state an object is in, for a refused state change (boxed: errors stay small).
+    pub current_state: Option<Box<&'static str>>,
 }
 
 impl ApiError {
     /// An error with a status and code.
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self { status, code, detail: None, fields: Vec::new(), headers: Vec::new(), cause: None, approval_id: None }
+        Self {
+            status,
+            code,
+            detail: None,
+            fields: Vec::new(),
+            headers: Vec::new(),
+            cause: None,
+            approval_id: None,
+            current_state: None,
+        }
     }
 
     /// Adds a detail sentence.
@@ -232,6 +246,22 @@ impl ApiError {
             "forward_gateway_failed" => "The gateway's answer broke off after the request was sent",
             "forward_response_too_large" => "The gateway's answer is too large",
             "forward_gateway_timeout" => "The gateway did not answer in time",
+            "payment_intent_unexpected_state" => "The payment intent's state does not allow this",
+            "unknown_currency" => "The currency is not an ISO 4217 currency",
+            "invalid_amount" => "The amount is not a valid amount of minor units",
+            "invalid_quantity" => "The quantity is not valid",
+            "order_total_mismatch" => "The order's total is not what strongroom computed",
+            "order_not_found" => "The order does not exist",
+            "order_locked" => "A payment on the order was confirmed; it cannot change",
+            "order_changed" => "The order changed meanwhile",
+            "amount_does_not_match_order" => "The amount is not the order's total",
+            "amount_too_large" => "The amount exceeds what can be captured",
+            "payment_method_not_found" => "The payment method is not a card token of this data space",
+            "payment_method_customer_mismatch" => "The card token belongs to another customer",
+            "refund_exceeds_captured" => "The refund exceeds the captured amount",
+            "charge_already_refunded" => "The payment is refunded in full",
+            "sandbox_only" => "Only the sandbox gateway offers this",
+            "challenge_not_pending" => "The challenge was completed already",
             "internal_error" => "Internal error",
             _ => "Internal error",
         }
@@ -248,6 +278,7 @@ impl ApiError {
             request_id: request_id.to_owned(),
             errors: self.fields.clone(),
             approval_id: self.approval_id.as_deref().cloned(),
+            current_state: self.current_state.as_deref().map(|s| (*s).to_owned()),
         }
     }
 
@@ -325,6 +356,12 @@ impl From<DomainError> for ApiError {
                 Self::unavailable("overloaded", 1).detail("too many sign-ins at once; try again shortly")
             }
             DomainError::Conflict(code, why) => Self::new(StatusCode::CONFLICT, code).detail(why),
+            DomainError::UnexpectedState { code, state } => {
+                let mut err = Self::new(StatusCode::CONFLICT, code)
+                    .detail(format!("the object is {state}, which does not allow this; see current_state"));
+                err.current_state = Some(Box::new(state));
+                err
+            }
             DomainError::ApprovalRequired { approval_id } => {
                 let mut err = Self::new(StatusCode::FORBIDDEN, "approval_required").detail(
                     "a second staff member must approve this: the request in approval_id was opened; repeat the \
@@ -395,7 +432,8 @@ mod tests {
     }
 
     /// Problem codes written as literals where errors are made: `code: "…"` (`Rejected`,
-    /// `Throttled`, batch items), `Conflict("…"`, `StatusCode::X, "…"` and `unavailable("…"`.
+    /// `Throttled`, batch items), `Conflict("…"`, `reject("…"` (payments), `StatusCode::X, "…"` and
+    /// `unavailable("…"`.
     fn codes_in_source() -> BTreeSet<String> {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(workspace().join("crates")).unwrap().flatten() {
@@ -409,7 +447,7 @@ mod tests {
             let text = std::fs::read_to_string(&file).unwrap();
             // Unit tests make up errors of their own.
             let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-            for marker in ["code: ", "Conflict(", "unavailable(", "Self::new(status, ", "Self::new(s, "] {
+            for marker in ["code: ", "Conflict(", "unavailable(", "reject(", "Self::new(status, ", "Self::new(s, "] {
                 for (at, _) in text.match_indices(marker) {
                     if let Some(code) = literal_after(&text[at + marker.len()..]) {
                         codes.insert(code.to_owned());

@@ -99,6 +99,8 @@ pub struct Services {
     pub vault: Arc<strongroom_domain::vault::tokens::VaultService>,
     /// The detokenize-and-forward proxy.
     pub forward: Arc<strongroom_domain::forward::ForwardService>,
+    /// Orders, payment intents and refunds.
+    pub payments: Arc<strongroom_domain::payments::PaymentsService>,
     /// The shop's webhook endpoints.
     pub webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
     /// The job runner's status.

@@ -15,6 +15,7 @@ mod identity;
 mod outbox;
 pub use outbox::PgLeadership;
 mod passkeys;
+mod payments;
 mod pg_direct;
 pub mod pwned;
 mod repositories;

@@ -248,13 +248,12 @@ const DELETE_EXPIRED_DEDUPE_HOLDER: &str = "DELETE FROM vault_tokens WHERE merch
 pub(crate) fn pg_tokens_by_ids(
     lane: std::sync::Arc<crate::pg_direct::PgLane>,
 ) -> crate::coalesced_reads::Fetch<TokenRow> {
-    static SELECT_TOKENS_BY_IDS: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| {
-            format!(
-                "SELECT t.* FROM UNNEST($1::text[]) AS n (id) \
+    static SELECT_TOKENS_BY_IDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT t.* FROM UNNEST($1::text[]) AS n (id) \
                  CROSS JOIN LATERAL (SELECT {TOKEN_COLUMNS} FROM vault_tokens WHERE id = n.id LIMIT 1) t"
-            )
-        });
+        )
+    });
     std::sync::Arc::new(move |ids: Vec<String>| {
         let lane = lane.clone();
         Box::pin(async move {
@@ -562,14 +561,13 @@ async fn insert_tokens_pg(
     let mine: std::collections::HashSet<String> = if taken.is_empty() {
         std::collections::HashSet::new()
     } else {
-        let stored: Vec<(String, Option<Vec<u8>>)> =
-            sqlx::query_as(
-                "SELECT t.id, t.ciphertext FROM UNNEST($1::text[]) AS n (id) \
+        let stored: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT t.id, t.ciphertext FROM UNNEST($1::text[]) AS n (id) \
                  CROSS JOIN LATERAL (SELECT id, ciphertext FROM vault_tokens WHERE id = n.id LIMIT 1) t",
-            )
-                .bind(&taken)
-                .fetch_all(conn)
-                .await?;
+        )
+        .bind(&taken)
+        .fetch_all(conn)
+        .await?;
         let sealed: std::collections::HashMap<&str, &Option<Vec<u8>>> =
             c.ids.iter().map(String::as_str).zip(&c.ciphertexts).collect();
         stored

@@ -553,6 +553,20 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/webhook_endpoints/{id}/deliveries/{delivery}/redeliver", "post"),
         ("/v1/webhook_event_types", "get"),
         ("/v1/admin/jobs", "get"),
+        ("/v1/orders", "get"),
+        ("/v1/orders", "post"),
+        ("/v1/orders/{id}", "get"),
+        ("/v1/orders/{id}", "post"),
+        ("/v1/payment_intents", "get"),
+        ("/v1/payment_intents", "post"),
+        ("/v1/payment_intents/{id}", "get"),
+        ("/v1/payment_intents/{id}/confirm", "post"),
+        ("/v1/payment_intents/{id}/capture", "post"),
+        ("/v1/payment_intents/{id}/cancel", "post"),
+        ("/v1/payment_intents/{id}/sandbox_challenge", "post"),
+        ("/v1/refunds", "get"),
+        ("/v1/refunds", "post"),
+        ("/v1/refunds/{id}", "get"),
     ];
     for (path, method) in routes {
         let operation = &doc["paths"][path][method];

@@ -747,3 +747,174 @@ mod forward {
         server.shutdown().await;
     }
 }
+
+/// Card numbers and CVCs sent through the payment routes (orders, payment intents with their
+/// confirmation by the sandbox gateway, refunds, and every field a client could misuse) never
+/// reach a log line, an error body, an answer, the SQLite file (with its WAL) or the PostgreSQL
+/// tables: the number reaches the gateway from the vault only, and the CVC lives in memory.
+mod payments {
+    use super::*;
+    use serde_json::Value;
+    use strongroom_testkit::on_both_backends;
+
+    on_both_backends!(card_numbers_and_cvcs_stay_out_of_payments);
+
+    /// An American Express test number (15 digits, so its CVC has 4 digits: rare in logs and files).
+    const PAN: &str = "378282246310005";
+    const SPACED: &str = "3782 822463 10005";
+    const CVC: &str = "7319";
+
+    async fn call(server: &TestServer, method: Method, path: &str, body: Option<&Value>) -> (u16, String) {
+        let mut request = server.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn card_numbers_and_cvcs_stay_out_of_payments(backend: Backend) {
+        let Some(server) = TestServer::spawn(backend).await else { return };
+        let mut answers = Vec::new();
+        let mut errors = Vec::new();
+        let card = json!({"type": "card", "customer": "cus_pay_canary",
+                          "value": {"number": PAN, "exp_month": 12, "exp_year": 2040, "cvc": CVC}});
+        let (status, token) = call(&server, Method::POST, "/v1/tokens", Some(&card)).await;
+        assert_eq!(status, 201, "{token}");
+        let token: Value = serde_json::from_str(&token).unwrap();
+        let token = token["id"].as_str().unwrap().to_owned();
+        let line = |name: &str| json!({"sku": "S-1", "name": name, "quantity": 1, "unit_amount": 4200});
+        let (status, order) = call(
+            &server,
+            Method::POST,
+            "/v1/orders",
+            Some(&json!({"currency": "usd", "line_items": [line("Kettle")], "customer": "cus_pay_canary"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{order}");
+        let order_id = serde_json::from_str::<Value>(&order).unwrap()["id"].as_str().unwrap().to_owned();
+        answers.push(order);
+        for bad in [
+            json!({"currency": "usd", "line_items": [line(PAN)]}),
+            json!({"currency": "usd", "line_items": [line(SPACED)]}),
+            json!({"currency": "usd", "line_items": [line("Kettle")], "metadata": {"note": PAN}}),
+            json!({"currency": "usd", "line_items": [line("Kettle")], "customer": PAN}),
+            json!({"currency": PAN, "line_items": [line("Kettle")]}),
+            json!({"currency": "usd", "line_items": [{"sku": PAN, "name": "x", "quantity": 1, "unit_amount": 1}]}),
+            json!({"currency": "usd", "line_items": [line("Kettle")], "discounts": [{"code": CVC, "amount": PAN}]}),
+        ] {
+            let (status, body) = call(&server, Method::POST, "/v1/orders", Some(&bad)).await;
+            assert_eq!(status, 422, "{body}");
+            errors.push(body);
+        }
+        let (status, body) = call(
+            &server,
+            Method::POST,
+            &format!("/v1/orders/{order_id}"),
+            Some(&json!({"currency": "usd", "line_items": [line(PAN)]})),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        errors.push(body);
+        for bad in [
+            json!({"amount": 4200, "currency": "usd", "payment_method": PAN}),
+            json!({"amount": 4200, "currency": "usd", "payment_method": token, "description": SPACED}),
+            json!({"amount": 4200, "currency": "usd", "metadata": {"card": PAN, "cvc": CVC}}),
+            json!({"amount": 4200, "currency": "usd", "customer": PAN}),
+            json!({"amount": PAN, "currency": "usd"}),
+            json!({"amount": 4200, "currency": "usd", "order": PAN}),
+            json!({"amount": 4200, "currency": "usd", "card": {"number": PAN, "cvc": CVC}}),
+        ] {
+            let (status, body) = call(&server, Method::POST, "/v1/payment_intents", Some(&bad)).await;
+            assert_eq!(status, 422, "{bad}: {body}");
+            errors.push(body);
+        }
+        let body = json!({"amount": 4200, "currency": "usd", "order": order_id, "payment_method": token});
+        let (status, created) = call(&server, Method::POST, "/v1/payment_intents", Some(&body)).await;
+        assert_eq!(status, 201, "{created}");
+        let id = serde_json::from_str::<Value>(&created).unwrap()["id"].as_str().unwrap().to_owned();
+        answers.push(created);
+        let path = format!("/v1/payment_intents/{id}/confirm");
+        let (status, body) = call(&server, Method::POST, &path, Some(&json!({"payment_method": PAN}))).await;
+        assert_eq!(status, 422, "{body}");
+        errors.push(body);
+        let (status, paid) = call(&server, Method::POST, &path, Some(&json!({}))).await;
+        assert_eq!(status, 200, "{paid}");
+        assert!(paid.contains("\"succeeded\"") && paid.contains("\"last4\":\"0005\""), "{paid}");
+        answers.push(paid);
+        for (method, path, body) in [
+            (Method::GET, format!("/v1/payment_intents/{id}"), None),
+            (Method::GET, "/v1/payment_intents".to_owned(), None),
+            (Method::GET, format!("/v1/orders/{order_id}"), None),
+            (Method::POST, "/v1/refunds".to_owned(), Some(json!({"payment_intent": id, "amount": 1000}))),
+            (Method::GET, "/v1/refunds".to_owned(), None),
+            (Method::GET, format!("/v1/tokens/{token}"), None),
+        ] {
+            let (status, text) = call(&server, method, &path, body.as_ref()).await;
+            assert!(status == 200 || status == 201, "{path}: {text}");
+            answers.push(text);
+        }
+        for (path, body) in [
+            ("/v1/refunds".to_owned(), json!({"payment_intent": id, "amount": PAN})),
+            ("/v1/refunds".to_owned(), json!({"payment_intent": PAN})),
+            ("/v1/refunds".to_owned(), json!({"payment_intent": id, "metadata": {"x": SPACED}})),
+            (format!("/v1/payment_intents/{id}/capture"), json!({"amount_to_capture": PAN})),
+            (format!("/v1/payment_intents/{PAN}/cancel"), json!({})),
+        ] {
+            let (status, text) = call(&server, Method::POST, &path, Some(&body)).await;
+            assert!((400..500).contains(&status), "{path}: {status} {text}");
+            errors.push(text);
+        }
+        for path in [
+            format!("/v1/payment_intents/{PAN}"),
+            format!("/v1/orders?starting_after={PAN}"),
+            format!("/v1/refunds?payment_intent={PAN}"),
+        ] {
+            errors.push(call(&server, Method::GET, &path, None).await.1);
+        }
+        let (_, after) = call(&server, Method::GET, &format!("/v1/tokens/{token}"), None).await;
+        assert!(after.contains("\"cvc_held\":false"), "the authorisation used the CVC up: {after}");
+
+        for text in answers.iter().chain(&errors) {
+            assert!(!text.contains(PAN) && !text.contains(SPACED), "an answer holds the card number: {text}");
+            assert!(!text.contains(&format!("\"{CVC}\"")), "an answer holds the CVC: {text}");
+        }
+        let logs = captured_logs();
+        assert!(logs.contains("/v1/payment_intents"), "the run was logged");
+        assert!(!logs.contains(PAN) && !logs.contains(SPACED), "a log line holds the card number");
+        for form in [format!("\"{CVC}\""), format!("={CVC}"), format!(": {CVC}")] {
+            assert!(!logs.contains(&form), "a log line holds the CVC");
+        }
+        let stored = match backend {
+            Backend::Sqlite => {
+                let mut bytes = Vec::new();
+                for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.file_name().unwrap().to_string_lossy().starts_with("strongroom.db") {
+                        bytes.extend(std::fs::read(&path).unwrap());
+                    }
+                }
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                // Ids are base32 (digits 2 to 7) and times are integers: the CVC's digits appear
+                // in the file only if the CVC itself was written.
+                assert!(!text.contains(CVC), "the database holds the CVC");
+                text
+            }
+            Backend::Postgres => {
+                let url = server.config.database_url.as_ref().unwrap().expose().clone();
+                let dump =
+                    std::process::Command::new("pg_dump").arg("--data-only").arg(&url).output().expect("pg_dump runs");
+                assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+                let text = String::from_utf8_lossy(&dump.stdout).into_owned();
+                // bytea is dumped as hex, where any four digits occur: look for the CVC as text.
+                assert!(!text.contains(&format!("\"{CVC}\"")) && !text.contains(&format!("\t{CVC}\t")));
+                let hex: String = PAN.bytes().map(|b| format!("{b:02x}")).collect();
+                assert!(!text.contains(&hex), "the database holds the card number hex-encoded");
+                text
+            }
+        };
+        assert!(stored.contains(&id), "the stored data was read");
+        assert!(!stored.contains(PAN) && !stored.contains(SPACED), "the database holds the card number");
+        server.shutdown().await;
+    }
+}

@@ -1,5 +1,9 @@
-//! Payment gateways, one folder (or file) per gateway with its wire types: `forward`, the
-//! detokenize-and-forward proxy to any allow-listed HTTPS gateway.
-//! Must never: send card data anywhere but through the outbound client's policy, or log it.
+//! Payment gateways, one folder (or file) per gateway with its wire types: [`sandbox`] (the
+//! default, built in; implements `strongroom_domain::payments::gateway::Gateway`) and `forward`,
+//! the detokenize-and-forward proxy to any allow-listed HTTPS gateway.
+//! Must never: log or return a card number or CVC, send card data anywhere but through the
+//! outbound client's policy, or make a gateway call without the idempotency key the domain
+//! recorded for it.
 
 pub mod forward;
+pub mod sandbox;

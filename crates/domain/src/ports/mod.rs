@@ -14,6 +14,7 @@ pub mod identity;
 pub mod keyring;
 pub mod merchants;
 pub mod passkeys;
+pub mod payments;
 pub mod staff;
 pub mod vault;
 
@@ -25,5 +26,6 @@ pub use identity::*;
 pub use keyring::*;
 pub use merchants::*;
 pub use passkeys::*;
+pub use payments::*;
 pub use staff::*;
 pub use vault::*;

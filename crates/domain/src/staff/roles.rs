@@ -51,8 +51,8 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
     },
     BuiltinRole {
         name: "finance",
-        description: "Sees masked data; holds payments:refund, which no endpoint checks (strongroom has no payments).",
-        permissions: &[Scope::PaymentsRefund, Scope::VaultRead, Scope::VaultRevealMasked],
+        description: "Refunds payments and reads payments, orders and refunds; sees masked data.",
+        permissions: &[Scope::PaymentsRefund, Scope::PaymentsRead, Scope::VaultRead, Scope::VaultRevealMasked],
     },
     BuiltinRole {
         name: "security",
@@ -160,7 +160,13 @@ mod tests {
         let got = permissions_of(&["support".into(), "finance".into(), "gone".into()], &[]);
         assert_eq!(
             got,
-            vec![Scope::VaultRead, Scope::VaultRevealMasked, Scope::IdentityCustomers, Scope::PaymentsRefund]
+            vec![
+                Scope::VaultRead,
+                Scope::VaultRevealMasked,
+                Scope::IdentityCustomers,
+                Scope::PaymentsRefund,
+                Scope::PaymentsRead
+            ]
         );
     }
 }

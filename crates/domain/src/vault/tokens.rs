@@ -163,6 +163,17 @@ pub struct ErasureReceipt {
     pub audit_index: u64,
 }
 
+/// A card token as a payment method shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentCardInfo {
+    /// The token's customer reference.
+    pub customer: Option<String>,
+    /// `visa`, `mastercard`, …
+    pub brand: String,
+    /// Last four digits.
+    pub last4: String,
+}
+
 /// One item of a batch: its token and whether it was made now, or why it was refused.
 pub type BatchItem = Result<(TokenView, bool), ValueError>;
 
@@ -893,6 +904,50 @@ impl VaultService {
     /// request, once: it is gone from memory afterwards.
     pub fn take_cvc_of_opened(&self, id: &str) -> Option<Secret<String>> {
         self.cvcs.take(id, self.clock.now())
+    }
+
+    /// A card token of the caller's space as a payment method: its customer and what may be
+    /// shown of it. Any other kind of token answers as a missing one.
+    pub async fn payment_card(&self, principal: &Principal, id: &str) -> Result<PaymentCardInfo, DomainError> {
+        let record = self.own_token(principal, id).await?;
+        if record.kind != ValueKind::Card {
+            return Err(DomainError::NotFound);
+        }
+        let display: Map<String, Value> = serde_json::from_str(&record.display).unwrap_or_default();
+        let text = |key: &str| display.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        Ok(PaymentCardInfo { customer: record.customer.clone(), brand: text("brand"), last4: text("last4") })
+    }
+
+    /// Opens a card token for a gateway call (the only way a card number leaves the vault, and
+    /// only towards a gateway), taking its CVC if one is still held: the first authorisation
+    /// uses it, and it is gone afterwards.
+    pub async fn card_for_gateway(
+        &self,
+        principal: &Principal,
+        source: &Source,
+        id: &str,
+    ) -> Result<crate::payments::gateway::GatewayCard, DomainError> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            number: String,
+            exp_month: u8,
+            exp_year: u16,
+        }
+        let record = self.own_token(principal, id).await?;
+        if record.kind != ValueKind::Card {
+            return Err(DomainError::NotFound);
+        }
+        if record.canary {
+            self.canary_tripped(principal, source, &record, "used").await?;
+        }
+        let plain = self.open_value(principal, source, &record).await?;
+        let stored: Stored = serde_json::from_slice(plain.expose()).map_err(|_| DomainError::Integrity)?;
+        Ok(crate::payments::gateway::GatewayCard {
+            number: Secret::new(stored.number),
+            exp_month: stored.exp_month,
+            exp_year: stored.exp_year,
+            cvc: self.cvcs.take(id, self.clock.now()),
+        })
     }
 
     /// Recomputes the fingerprints of up to `limit` tokens still under an older fingerprint key

@@ -50,6 +50,27 @@ pub mod scope {
         const SCOPE: Option<Scope> = Some(Scope::AdminWebhooks);
     }
 
+    /// `payments:write`
+    #[derive(Debug)]
+    pub struct PaymentsWrite;
+    impl RequiredScope for PaymentsWrite {
+        const SCOPE: Option<Scope> = Some(Scope::PaymentsWrite);
+    }
+
+    /// `payments:read`
+    #[derive(Debug)]
+    pub struct PaymentsRead;
+    impl RequiredScope for PaymentsRead {
+        const SCOPE: Option<Scope> = Some(Scope::PaymentsRead);
+    }
+
+    /// `payments:refund`
+    #[derive(Debug)]
+    pub struct PaymentsRefund;
+    impl RequiredScope for PaymentsRefund {
+        const SCOPE: Option<Scope> = Some(Scope::PaymentsRefund);
+    }
+
     /// `admin:metrics`
     #[derive(Debug)]
     pub struct AdminMetrics;

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod merchant;
 pub mod oauth;
 pub mod passkeys;
+pub mod payments;
 pub mod staff;
 pub mod vault;
 pub mod webhooks;
@@ -55,6 +56,16 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/webhook_endpoints/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/webhook_endpoints/{id}/deliveries/{delivery}/redeliver", post(webhooks::redeliver))
         .route("/v1/webhook_event_types", get(webhooks::event_types))
+        .route("/v1/orders", get(payments::list_orders).post(payments::create_order))
+        .route("/v1/orders/{id}", get(payments::get_order).post(payments::amend_order))
+        .route("/v1/payment_intents", get(payments::list_intents).post(payments::create_intent))
+        .route("/v1/payment_intents/{id}", get(payments::get_intent))
+        .route("/v1/payment_intents/{id}/confirm", post(payments::confirm))
+        .route("/v1/payment_intents/{id}/capture", post(payments::capture))
+        .route("/v1/payment_intents/{id}/cancel", post(payments::cancel))
+        .route("/v1/payment_intents/{id}/sandbox_challenge", post(payments::sandbox_challenge))
+        .route("/v1/refunds", get(payments::list_refunds).post(payments::create_refund))
+        .route("/v1/refunds/{id}", get(payments::get_refund))
         .route("/v1/admin/jobs", get(webhooks::jobs))
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/entries", get(audit::entries))

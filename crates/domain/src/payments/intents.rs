@@ -1,0 +1,606 @@
+//! Payment intents: creation, confirmation (authorisation at the gateway, 3-D Secure and its
+//! resumption), capture (full or partial), cancellation (a void at the gateway once authorised),
+//! reads and lists.
+//!
+//! Each change goes through [`PaymentsService::apply`]: the transition is checked against
+//! [`state::next`], then written as one conditional update with its outbox event (and, before a
+//! gateway call, the call's record; at confirmation, the order's lock) in one transaction, and
+//! its audit entry is recorded before the answer. A gateway call is made only by the caller that
+//! won the update into `processing`, so concurrent confirms or captures charge once.
+//! Must never: call the gateway without first recording the call, read a card before winning the
+//! claim (a losing request would use up the CVC), or let a late gateway answer move an intent
+//! that has moved on (the update names the attempt).
+
+use serde_json::{Map, Value, json};
+use strongroom_types::{Money, define_id};
+
+use super::gateway::{
+    AuthorizeRequest, FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event, capture_event,
+    idempotency_key, void_event,
+};
+use super::state::{self, CaptureMethod, Event, State};
+use super::{
+    Caller, PaymentsService, check_customer, check_metadata, check_text, parse_amount, parse_currency, reject,
+};
+use crate::error::DomainError;
+use crate::modes::Space;
+use crate::ports::payments::{
+    CardSummary, GatewayCallRecord, IntentRecord, IntentTransition, Page, PaymentError, TransitionOutcome,
+};
+
+define_id!(IntentId, IntentKind, "pi");
+
+/// The code of every refused transition.
+pub const UNEXPECTED_STATE: &str = "payment_intent_unexpected_state";
+
+/// A new payment intent, as the shop sends it.
+#[derive(Debug, Clone, Default)]
+pub struct NewIntent {
+    /// Minor units (JSON number; checked here so that each fault has its own answer).
+    pub amount: Value,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// `ord_…`: the amount must equal its total.
+    pub order: Option<String>,
+    /// The shop's customer reference.
+    pub customer: Option<String>,
+    /// A card token (`tok_…`) of the caller's space.
+    pub payment_method: Option<String>,
+    /// `automatic` (default) or `manual`.
+    pub capture_method: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// The shop's metadata.
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Reasons a shop may give for a cancellation (Stripe's).
+pub const CANCELLATION_REASONS: &[&str] = &["duplicate", "fraudulent", "requested_by_customer", "abandoned"];
+
+fn unexpected(state: State) -> DomainError {
+    DomainError::UnexpectedState { code: "payment_intent_unexpected_state", state: state.status() }
+}
+
+/// The data of a payment intent's webhook event: ids, amounts and codes.
+fn event_data(intent: &IntentRecord) -> Value {
+    json!({
+        "object": "payment_intent",
+        "id": intent.id,
+        "status": intent.state.status(),
+        "amount": intent.amount.minor(),
+        "currency": intent.amount.currency(),
+        "amount_capturable": intent.amount_capturable,
+        "amount_received": intent.amount_received,
+        "order": intent.order,
+        "last_payment_error": intent.last_payment_error.as_ref().map(|e| json!({
+            "code": e.code,
+            "decline_code": e.decline_code,
+        })),
+    })
+}
+
+/// A transition to write.
+struct Step<'a> {
+    event: Event,
+    call: Option<&'a GatewayCallRecord>,
+    answered: Option<(&'a str, &'a str)>,
+    lock_order: Option<(&'a str, i64)>,
+}
+
+impl<'a> Step<'a> {
+    fn new(event: Event) -> Self {
+        Self { event, call: None, answered: None, lock_order: None }
+    }
+}
+
+fn gateway_outcome(status: GatewayStatus) -> &'static str {
+    match status {
+        GatewayStatus::Authorized => "authorized",
+        GatewayStatus::Captured => "captured",
+        GatewayStatus::RequiresAction => "requires_action",
+        GatewayStatus::Declined => "declined",
+        GatewayStatus::Voided => "voided",
+        GatewayStatus::Refunded => "refunded",
+        GatewayStatus::Failed => "failed",
+        GatewayStatus::Pending => "pending",
+    }
+}
+
+impl PaymentsService {
+    /// An intent of the caller's space; another merchant's or mode's answers as a missing one.
+    pub(crate) async fn intent_in(&self, space: Space<'_>, id: &str) -> Result<IntentRecord, DomainError> {
+        if !super::plausible_id(id, "pi") {
+            return Err(DomainError::NotFound);
+        }
+        match self.ports.repo.intent(id).await? {
+            Some(intent) if space.holds(&intent.merchant, intent.mode) => Ok(intent),
+            _ => Err(DomainError::NotFound),
+        }
+    }
+
+    /// Writes `before → after` by `step.event`, with its webhook event, in one conditional
+    /// update; records the audit entry. Refused (409 with the current state) when the state
+    /// machine forbids it or another request moved the intent first.
+    async fn apply(
+        &self,
+        caller: Caller<'_>,
+        before: &IntentRecord,
+        mut after: IntentRecord,
+        step: Step<'_>,
+    ) -> Result<IntentRecord, DomainError> {
+        if state::next(before.state, step.event) != Some(after.state) {
+            return Err(unexpected(before.state));
+        }
+        after.updated_at = self.ports.clock.now();
+        let events = match state::event_type(step.event, after.state) {
+            Some(event_type) => {
+                self.ports
+                    .outbox
+                    .event_messages(Some(&after.merchant), after.mode, event_type, event_data(&after), false)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let transition = IntentTransition {
+            before,
+            after: &after,
+            call: step.call,
+            answered: step.answered,
+            lock_order: step.lock_order,
+            events: &events,
+        };
+        match self.ports.repo.transition_intent(&transition).await? {
+            TransitionOutcome::Done => {}
+            TransitionOutcome::Stale => {
+                let now = self.ports.repo.intent(&before.id).await?.ok_or(DomainError::NotFound)?;
+                return Err(unexpected(now.state));
+            }
+            TransitionOutcome::OrderChanged => {
+                return Err(DomainError::Conflict(
+                    "order_changed",
+                    "the order's total changed since this payment intent was made; make a new payment intent",
+                ));
+            }
+        }
+        if !events.is_empty() {
+            self.ports.outbox.wake().notify_one();
+        }
+        self.ports.audit.record(caller.event(state::audit_action(step.event), "payment_intent", &after.id)).await?;
+        Ok(after)
+    }
+
+    /// Checks a card token for an intent of `customer`: it must be a card of the caller's space,
+    /// and of this customer if it belongs to one.
+    async fn payment_method_for(
+        &self,
+        caller: Caller<'_>,
+        token: &str,
+        customer: Option<&str>,
+        pointer: &str,
+    ) -> Result<CardSummary, DomainError> {
+        let info = match self.ports.vault.payment_card(caller.principal, token).await {
+            Ok(info) => info,
+            Err(DomainError::NotFound | DomainError::Gone) => {
+                return Err(reject(
+                    "payment_method_not_found",
+                    pointer,
+                    "no card token of this data space has this id (tokens of test keys are not live, and the \
+                     other way round)",
+                ));
+            }
+            Err(other) => return Err(other),
+        };
+        if let Some(owner) = &info.customer
+            && Some(owner.as_str()) != customer
+        {
+            return Err(reject(
+                "payment_method_customer_mismatch",
+                pointer,
+                "the card token belongs to another customer than the payment intent's",
+            ));
+        }
+        Ok(CardSummary { brand: info.brand, last4: info.last4 })
+    }
+
+    /// Creates a payment intent (`requires_payment_method`, or `requires_confirmation` with a card).
+    pub async fn create_intent(&self, caller: Caller<'_>, input: NewIntent) -> Result<IntentRecord, DomainError> {
+        let space = caller.principal.space();
+        let minor = parse_amount(&input.amount, "/amount", 1)?;
+        let currency = parse_currency(&input.currency, "/currency")?;
+        let amount =
+            Money::new(minor, currency).map_err(|_| reject("invalid_amount", "/amount", "must not be negative"))?;
+        let capture_method = match input.capture_method.as_deref() {
+            None => CaptureMethod::Automatic,
+            Some(text) => CaptureMethod::parse(text)
+                .ok_or_else(|| DomainError::invalid("/capture_method", "must be automatic or manual"))?,
+        };
+        let mut customer = input.customer.clone();
+        if let Some(customer) = &customer {
+            check_customer(customer, "/customer")?;
+        }
+        let description = input.description.clone().unwrap_or_default();
+        check_text(&description, "/description", 500)?;
+        let metadata = check_metadata(input.metadata.as_ref(), "/metadata")?;
+        if let Some(order_id) = &input.order {
+            let order = self.order_in(space, order_id).await.map_err(|err| match err {
+                DomainError::NotFound => reject("order_not_found", "/order", "no order of this data space has this id"),
+                other => other,
+            })?;
+            if order.locked_at.is_some() {
+                return Err(DomainError::Conflict(
+                    "order_locked",
+                    "a payment on this order was confirmed already; the order cannot be paid or changed again",
+                ));
+            }
+            if order.total != amount {
+                return Err(reject(
+                    "amount_does_not_match_order",
+                    "/amount",
+                    "amount and currency must equal the order's amount_total and currency",
+                ));
+            }
+            if customer.is_none() {
+                customer = order.customer.clone();
+            }
+        }
+        let card = match &input.payment_method {
+            Some(token) => Some(self.payment_method_for(caller, token, customer.as_deref(), "/payment_method").await?),
+            None => None,
+        };
+        let now = self.ports.clock.now();
+        let intent = IntentRecord {
+            id: IntentId::generate_at(self.ports.entropy.as_ref(), now.unix_millis()).to_string(),
+            merchant: space.merchant.clone(),
+            mode: space.mode,
+            amount,
+            order: input.order.clone(),
+            customer,
+            payment_method: input.payment_method.clone(),
+            capture_method,
+            state: if card.is_some() { State::RequiresConfirmation } else { State::RequiresPaymentMethod },
+            attempt: 0,
+            amount_capturable: 0,
+            amount_received: 0,
+            amount_refunded: 0,
+            last_payment_error: None,
+            next_action: None,
+            card,
+            gateway: self.ports.gateway.name().to_owned(),
+            gateway_reference: None,
+            description,
+            metadata,
+            cancellation_reason: None,
+            canceled_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let events = self
+            .ports
+            .outbox
+            .event_messages(Some(space.merchant), space.mode, "payment_intent.created", event_data(&intent), false)
+            .await?;
+        self.ports.repo.insert_intent(&intent, &events).await?;
+        self.ports.outbox.wake().notify_one();
+        self.ports.audit.record(caller.event("payment_intent.created", "payment_intent", &intent.id)).await?;
+        Ok(intent)
+    }
+
+    /// One intent.
+    pub async fn intent(&self, space: Space<'_>, id: &str) -> Result<IntentRecord, DomainError> {
+        self.intent_in(space, id).await
+    }
+
+    /// Intents of the caller's space, newest first: `limit` of them and whether more follow.
+    pub async fn intents(
+        &self,
+        space: Space<'_>,
+        starting_after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<IntentRecord>, bool), DomainError> {
+        let limit = super::page_limit(limit)?;
+        super::check_cursor(starting_after, "pi")?;
+        let page = Page { merchant: space.merchant, mode: space.mode, starting_after, limit: limit + 1 };
+        let mut found = self.ports.repo.intents(page).await?;
+        let more = found.len() > limit as usize;
+        found.truncate(limit as usize);
+        Ok((found, more))
+    }
+
+    /// Confirms an intent (attaching `payment_method` first when given): the one request that
+    /// wins the move into `processing` asks the gateway for the authorisation; the answer moves
+    /// the intent on (`succeeded`, `requires_capture`, `requires_action`, or back to
+    /// `requires_payment_method` with `last_payment_error`). A gateway that does not answer
+    /// leaves it `processing`.
+    pub async fn confirm(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        payment_method: Option<&str>,
+    ) -> Result<IntentRecord, DomainError> {
+        let space = caller.principal.space();
+        let mut intent = self.intent_in(space, id).await?;
+        if let Some(token) = payment_method {
+            if state::next(intent.state, Event::AttachPaymentMethod).is_none() {
+                return Err(unexpected(intent.state));
+            }
+            let card = self.payment_method_for(caller, token, intent.customer.as_deref(), "/payment_method").await?;
+            let mut after = intent.clone();
+            after.state = State::RequiresConfirmation;
+            after.payment_method = Some(token.to_owned());
+            after.card = Some(card);
+            intent = self.apply(caller, &intent, after, Step::new(Event::AttachPaymentMethod)).await?;
+        }
+        if state::next(intent.state, Event::Confirm).is_none() {
+            return Err(unexpected(intent.state));
+        }
+        let Some(token) = intent.payment_method.clone() else {
+            return Err(unexpected(intent.state));
+        };
+        let attempt = intent.attempt.saturating_add(1);
+        let call = GatewayCallRecord {
+            idempotency_key: idempotency_key(&intent.id, "authorize", attempt),
+            intent: intent.id.clone(),
+            operation: "authorize",
+            amount: intent.amount.minor(),
+            at: self.ports.clock.now(),
+        };
+        let mut after = intent.clone();
+        after.state = State::Authorizing;
+        after.attempt = attempt;
+        after.last_payment_error = None;
+        let step = Step {
+            call: Some(&call),
+            lock_order: intent.order.as_deref().map(|order| (order, intent.amount.minor())),
+            ..Step::new(Event::Confirm)
+        };
+        let claimed = self.apply(caller, &intent, after, step).await?;
+        // Only the winner of the claim reads the card (and so uses up its CVC).
+        let card = match self.ports.vault.card_for_gateway(caller.principal, caller.source, &token).await {
+            Ok(card) => card,
+            Err(DomainError::NotFound | DomainError::Gone) => {
+                let error = PaymentError::of(
+                    "payment_method_unusable",
+                    None,
+                    "the card token was deleted, expired or erased; attach another card",
+                );
+                let answer = GatewayAnswer {
+                    status: GatewayStatus::Declined,
+                    gateway_reference: String::new(),
+                    error: Some(error),
+                    next_action: None,
+                };
+                return self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await;
+            }
+            Err(other) => return Err(other),
+        };
+        let request = AuthorizeRequest {
+            idempotency_key: call.idempotency_key.clone(),
+            reference: claimed.id.clone(),
+            amount: claimed.amount,
+            capture: claimed.capture_method == CaptureMethod::Automatic,
+            card,
+        };
+        match self.call_gateway(self.ports.gateway.authorize(request)).await {
+            Some(answer) => self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await,
+            None => Ok(claimed),
+        }
+    }
+
+    /// Waits for a gateway call at most the configured time; `None` when it did not answer.
+    pub(crate) async fn call_gateway(
+        &self,
+        call: impl std::future::Future<Output = Result<GatewayAnswer, GatewayError>>,
+    ) -> Option<GatewayAnswer> {
+        match tokio::time::timeout(self.settings.gateway_timeout, call).await {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "a gateway call got no answer; the payment stays processing");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("a gateway call timed out; the payment stays processing");
+                None
+            }
+        }
+    }
+
+    /// Moves an authorising intent by the gateway's answer.
+    async fn settle_authorization(
+        &self,
+        caller: Caller<'_>,
+        claimed: &IntentRecord,
+        key: &str,
+        answer: GatewayAnswer,
+    ) -> Result<IntentRecord, DomainError> {
+        let Some(event) = authorization_event(answer.status) else { return Ok(claimed.clone()) };
+        let Some(to) = state::next(claimed.state, event) else { return Err(unexpected(claimed.state)) };
+        let mut after = claimed.clone();
+        after.state = to;
+        if !answer.gateway_reference.is_empty() {
+            after.gateway_reference = Some(answer.gateway_reference.clone());
+        }
+        match event {
+            Event::Authorized { captured: true } => {
+                after.amount_received = claimed.amount.minor();
+                after.amount_capturable = 0;
+                after.next_action = None;
+            }
+            Event::Authorized { captured: false } => {
+                after.amount_capturable = claimed.amount.minor();
+                after.next_action = None;
+            }
+            Event::ActionRequired => after.next_action = answer.next_action.clone(),
+            _ => {
+                // Declined: the card is detached, as Stripe does; a new one must be attached.
+                after.last_payment_error = Some(answer.error.clone().unwrap_or_else(|| {
+                    PaymentError::of("card_declined", Some("generic_decline"), "the card was declined")
+                }));
+                after.payment_method = None;
+                after.next_action = None;
+            }
+        }
+        let outcome = gateway_outcome(answer.status);
+        let step = Step { answered: Some((key, outcome)), ..Step::new(event) };
+        match self.apply(caller, claimed, after, step).await {
+            // Reconciliation (or a second node) settled it first: show what is stored.
+            Err(DomainError::UnexpectedState { .. }) => self.intent_in(caller.principal.space(), &claimed.id).await,
+            other => other,
+        }
+    }
+
+    /// Captures `amount` (default: all that is capturable) of an authorised intent.
+    pub async fn capture(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        amount_to_capture: Option<&Value>,
+    ) -> Result<IntentRecord, DomainError> {
+        let intent = self.intent_in(caller.principal.space(), id).await?;
+        if state::next(intent.state, Event::Capture).is_none() {
+            return Err(unexpected(intent.state));
+        }
+        let amount = match amount_to_capture {
+            Some(value) => parse_amount(value, "/amount_to_capture", 1)?,
+            None => intent.amount_capturable,
+        };
+        if amount > intent.amount_capturable {
+            return Err(reject(
+                "amount_too_large",
+                "/amount_to_capture",
+                "must be at most the intent's amount_capturable",
+            ));
+        }
+        let amount = Money::new(amount, intent.amount.currency())
+            .map_err(|_| reject("invalid_amount", "/amount_to_capture", "must not be negative"))?;
+        let attempt = intent.attempt.saturating_add(1);
+        let call = GatewayCallRecord {
+            idempotency_key: idempotency_key(&intent.id, "capture", attempt),
+            intent: intent.id.clone(),
+            operation: "capture",
+            amount: amount.minor(),
+            at: self.ports.clock.now(),
+        };
+        let mut after = intent.clone();
+        after.state = State::Capturing;
+        after.attempt = attempt;
+        let claimed =
+            self.apply(caller, &intent, after, Step { call: Some(&call), ..Step::new(Event::Capture) }).await?;
+        let request = FollowUpRequest {
+            idempotency_key: call.idempotency_key.clone(),
+            reference: claimed.id.clone(),
+            gateway_reference: claimed.gateway_reference.clone().unwrap_or_default(),
+            amount,
+        };
+        let Some(answer) = self.call_gateway(self.ports.gateway.capture(&request)).await else { return Ok(claimed) };
+        let Some(event) = capture_event(answer.status) else { return Ok(claimed) };
+        let Some(to) = state::next(claimed.state, event) else { return Err(unexpected(claimed.state)) };
+        let mut after = claimed.clone();
+        after.state = to;
+        if event == Event::Captured {
+            after.amount_received = amount.minor();
+            after.amount_capturable = 0;
+        } else {
+            after.last_payment_error = answer.error.clone();
+        }
+        let step = Step { answered: Some((&call.idempotency_key, gateway_outcome(answer.status))), ..Step::new(event) };
+        self.apply(caller, &claimed, after, step).await
+    }
+
+    /// Cancels an intent: at once before authorisation; an authorised one is voided at the
+    /// gateway first.
+    pub async fn cancel(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<IntentRecord, DomainError> {
+        if let Some(reason) = reason
+            && !CANCELLATION_REASONS.contains(&reason)
+        {
+            return Err(DomainError::invalid(
+                "/cancellation_reason",
+                "must be duplicate, fraudulent, requested_by_customer or abandoned",
+            ));
+        }
+        let intent = self.intent_in(caller.principal.space(), id).await?;
+        let now = self.ports.clock.now();
+        let mut after = intent.clone();
+        after.cancellation_reason = reason.map(str::to_owned);
+        match state::next(intent.state, Event::Cancel) {
+            Some(State::Canceled) => {
+                after.state = State::Canceled;
+                after.canceled_at = Some(now);
+                after.next_action = None;
+                self.apply(caller, &intent, after, Step::new(Event::Cancel)).await
+            }
+            Some(State::Voiding) => {
+                let attempt = intent.attempt.saturating_add(1);
+                let call = GatewayCallRecord {
+                    idempotency_key: idempotency_key(&intent.id, "cancel", attempt),
+                    intent: intent.id.clone(),
+                    operation: "cancel",
+                    amount: intent.amount_capturable,
+                    at: now,
+                };
+                after.state = State::Voiding;
+                after.attempt = attempt;
+                let step = Step { call: Some(&call), ..Step::new(Event::Cancel) };
+                let claimed = self.apply(caller, &intent, after, step).await?;
+                let request = FollowUpRequest {
+                    idempotency_key: call.idempotency_key.clone(),
+                    reference: claimed.id.clone(),
+                    gateway_reference: claimed.gateway_reference.clone().unwrap_or_default(),
+                    amount: Money::new(claimed.amount_capturable, claimed.amount.currency())
+                        .unwrap_or(Money::zero(claimed.amount.currency())),
+                };
+                let Some(answer) = self.call_gateway(self.ports.gateway.cancel(&request)).await else {
+                    return Ok(claimed);
+                };
+                let Some(event) = void_event(answer.status) else { return Ok(claimed) };
+                let Some(to) = state::next(claimed.state, event) else { return Err(unexpected(claimed.state)) };
+                let mut after = claimed.clone();
+                after.state = to;
+                if to == State::Canceled {
+                    after.amount_capturable = 0;
+                    after.canceled_at = Some(self.ports.clock.now());
+                } else {
+                    after.cancellation_reason = None;
+                }
+                let outcome = gateway_outcome(answer.status);
+                let step = Step { answered: Some((&call.idempotency_key, outcome)), ..Step::new(event) };
+                self.apply(caller, &claimed, after, step).await
+            }
+            _ => Err(unexpected(intent.state)),
+        }
+    }
+
+    /// Passes or fails the sandbox's 3-D Secure challenge of an intent in `requires_action`
+    /// (what the customer does at the issuer's page). The intent itself moves only when the shop
+    /// confirms again and the gateway reports the outcome.
+    pub async fn complete_sandbox_challenge(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        passed: bool,
+    ) -> Result<IntentRecord, DomainError> {
+        let intent = self.intent_in(caller.principal.space(), id).await?;
+        let (State::RequiresAction, Some(action)) = (intent.state, &intent.next_action) else {
+            return Err(unexpected(intent.state));
+        };
+        let Some(simulator) = &self.ports.simulator else {
+            return Err(DomainError::Conflict(
+                "sandbox_only",
+                "challenges can be completed by API only with the sandbox gateway",
+            ));
+        };
+        let done = simulator.complete(&action.challenge, passed).await.map_err(|err| {
+            DomainError::Store(crate::StoreError::Unavailable(format!("the sandbox did not answer: {err}")))
+        })?;
+        if !done {
+            return Err(DomainError::Conflict("challenge_not_pending", "the challenge was completed already"));
+        }
+        let action = if passed { "payment_intent.challenge_passed" } else { "payment_intent.challenge_failed" };
+        self.ports.audit.record(caller.event(action, "payment_intent", &intent.id)).await?;
+        Ok(intent)
+    }
+}

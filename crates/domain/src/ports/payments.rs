@@ -1,0 +1,335 @@
+//! Storage of payments: orders and their versions, payment intents and their transitions, the
+//! gateway calls recorded before they are made, refunds, and the sandbox gateway's ledger.
+//! Must never: decide a state change by reading and then writing (every "only if" is the
+//! condition of the one statement whose affected-row count decides), or split a change from its
+//! outbox messages.
+
+use async_trait::async_trait;
+use strongroom_types::{Money, Timestamp};
+
+use crate::StoreError;
+use crate::merchants::MerchantId;
+use crate::modes::Mode;
+use crate::outbox::OutboxMessage;
+use crate::payments::state::{CaptureMethod, State};
+
+/// A stored order (the newest version). `body` is the order's JSON as the API shows it, less the
+/// fields kept in columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    /// `ord_…`
+    pub id: String,
+    /// Owner.
+    pub merchant: MerchantId,
+    /// Data space.
+    pub mode: Mode,
+    /// 1, then one more per amendment.
+    pub version: u32,
+    /// What strongroom computed.
+    pub total: Money,
+    /// Line items, shipping, tax, discounts and metadata (JSON text).
+    pub body: String,
+    /// The shop's customer reference.
+    pub customer: Option<String>,
+    /// When a payment on the order was confirmed (then it cannot change).
+    pub locked_at: Option<Timestamp>,
+    /// Made.
+    pub created_at: Timestamp,
+    /// Last amended.
+    pub updated_at: Timestamp,
+}
+
+/// How an amendment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmendOutcome {
+    /// The new version is stored.
+    Amended,
+    /// A payment on the order was confirmed: it cannot change.
+    Locked,
+    /// Another amendment came first (or the order is gone).
+    Stale,
+}
+
+/// Why an authorisation was declined, or a gateway call failed: codes Stripe's clients know.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PaymentError {
+    /// `card_declined`, `expired_card`, `incorrect_cvc`, `processing_error`,
+    /// `payment_intent_authentication_failure`, `payment_method_unusable`.
+    pub code: String,
+    /// The issuer's reason for a `card_declined` (`generic_decline`, `insufficient_funds`).
+    pub decline_code: Option<String>,
+    /// A sentence for the shop's engineer (never a card detail).
+    pub message: String,
+}
+
+impl PaymentError {
+    /// An error with Stripe's `code`, its `decline_code` and a sentence. (Not a problem code:
+    /// these live in an intent's `last_payment_error`.)
+    pub fn of(code: &str, decline_code: Option<&str>, message: &str) -> Self {
+        Self { code: code.to_owned(), decline_code: decline_code.map(str::to_owned), message: message.to_owned() }
+    }
+}
+
+/// What the customer must do before the intent can go on (3-D Secure).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NextAction {
+    /// Where to send the customer's browser.
+    pub redirect_url: String,
+    /// The gateway's id of the challenge.
+    pub challenge: String,
+}
+
+/// The card an intent is paid with, as it may be shown.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CardSummary {
+    /// `visa`, `mastercard`, …
+    pub brand: String,
+    /// Last four digits.
+    pub last4: String,
+}
+
+/// A stored payment intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentRecord {
+    /// `pi_…`
+    pub id: String,
+    /// Owner.
+    pub merchant: MerchantId,
+    /// Data space.
+    pub mode: Mode,
+    /// What is to be paid.
+    pub amount: Money,
+    /// The order it pays, if any.
+    pub order: Option<String>,
+    /// The shop's customer reference.
+    pub customer: Option<String>,
+    /// A vault card token of the same space.
+    pub payment_method: Option<String>,
+    /// Capture at authorisation or later.
+    pub capture_method: CaptureMethod,
+    /// Where it stands.
+    pub state: State,
+    /// Gateway calls made for it so far (each has its own idempotency key).
+    pub attempt: u32,
+    /// Authorised and not yet captured.
+    pub amount_capturable: i64,
+    /// Captured.
+    pub amount_received: i64,
+    /// Refunded (pending and succeeded refunds).
+    pub amount_refunded: i64,
+    /// Why the last authorisation failed.
+    pub last_payment_error: Option<PaymentError>,
+    /// What the customer must do.
+    pub next_action: Option<NextAction>,
+    /// The card, once an authorisation was asked for.
+    pub card: Option<CardSummary>,
+    /// Which gateway.
+    pub gateway: String,
+    /// The gateway's id of the payment.
+    pub gateway_reference: Option<String>,
+    /// Free text.
+    pub description: String,
+    /// The shop's metadata (JSON object text).
+    pub metadata: Option<String>,
+    /// Why it was canceled.
+    pub cancellation_reason: Option<String>,
+    /// When it was canceled.
+    pub canceled_at: Option<Timestamp>,
+    /// Made.
+    pub created_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Timestamp,
+}
+
+/// A gateway call, recorded before it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayCallRecord {
+    /// What the gateway sees as the idempotency key.
+    pub idempotency_key: String,
+    /// The intent it is made for.
+    pub intent: String,
+    /// `authorize`, `capture`, `cancel` or `refund`.
+    pub operation: &'static str,
+    /// The amount it moves.
+    pub amount: i64,
+    /// When it was recorded.
+    pub at: Timestamp,
+}
+
+/// One state change of an intent: `UPDATE … WHERE id = before.id AND status (and pending
+/// operation and attempt) = before's`, with what must commit with it.
+#[derive(Debug)]
+pub struct IntentTransition<'a> {
+    /// The intent as it was read (its state is the condition).
+    pub before: &'a IntentRecord,
+    /// The intent as it will be.
+    pub after: &'a IntentRecord,
+    /// A gateway call about to be made (recorded first).
+    pub call: Option<&'a GatewayCallRecord>,
+    /// A gateway call that was answered: its key and outcome.
+    pub answered: Option<(&'a str, &'a str)>,
+    /// An order to lock (its id and the total the intent pays): refused unless it still has
+    /// that total.
+    pub lock_order: Option<(&'a str, i64)>,
+    /// Outbox messages of the change.
+    pub events: &'a [OutboxMessage],
+}
+
+/// How a transition ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    /// It happened.
+    Done,
+    /// The intent was not in the expected state any more (someone else moved it).
+    Stale,
+    /// The order's total changed since the intent was made.
+    OrderChanged,
+}
+
+/// A stored refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRecord {
+    /// `re_…`
+    pub id: String,
+    /// Owner.
+    pub merchant: MerchantId,
+    /// Data space.
+    pub mode: Mode,
+    /// The intent refunded.
+    pub payment_intent: String,
+    /// How much.
+    pub amount: Money,
+    /// `duplicate`, `fraudulent` or `requested_by_customer`.
+    pub reason: Option<String>,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    /// Why it failed.
+    pub failure_reason: Option<String>,
+    /// The gateway's id.
+    pub gateway_reference: Option<String>,
+    /// The shop's metadata (JSON object text).
+    pub metadata: Option<String>,
+    /// Made.
+    pub created_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Timestamp,
+}
+
+/// A page of a list: newest first, after a cursor.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    /// The data space listed.
+    pub merchant: &'a MerchantId,
+    /// Its mode.
+    pub mode: Mode,
+    /// Only objects after this one in the list's order (newest first: by creation time, then id).
+    pub starting_after: Option<&'a str>,
+    /// How many at most.
+    pub limit: u32,
+}
+
+/// Storage of orders, intents and refunds.
+#[async_trait]
+pub trait PaymentsRepository: Send + Sync + std::fmt::Debug {
+    /// Stores a new order (version 1) with its events.
+    async fn insert_order(&self, order: &OrderRecord, events: &[OutboxMessage]) -> Result<(), StoreError>;
+    /// One order, whoever owns it (the service checks the space).
+    async fn order(&self, id: &str) -> Result<Option<OrderRecord>, StoreError>;
+    /// Orders of a space, newest first.
+    async fn orders(&self, page: Page<'_>) -> Result<Vec<OrderRecord>, StoreError>;
+    /// Stores `order` as the version after `expected_version`, unless the order is locked or
+    /// another amendment came first.
+    async fn amend_order(
+        &self,
+        order: &OrderRecord,
+        expected_version: u32,
+        events: &[OutboxMessage],
+    ) -> Result<AmendOutcome, StoreError>;
+
+    /// Stores a new intent with its events.
+    async fn insert_intent(&self, intent: &IntentRecord, events: &[OutboxMessage]) -> Result<(), StoreError>;
+    /// One intent, whoever owns it (the service checks the space).
+    async fn intent(&self, id: &str) -> Result<Option<IntentRecord>, StoreError>;
+    /// Intents of a space, newest first.
+    async fn intents(&self, page: Page<'_>) -> Result<Vec<IntentRecord>, StoreError>;
+    /// Moves an intent from `before`'s state to `after`'s, in one conditional statement.
+    async fn transition_intent(&self, transition: &IntentTransition<'_>) -> Result<TransitionOutcome, StoreError>;
+
+    /// Stores a pending refund and adds its amount to the intent's refunded amount, only while
+    /// the intent is `succeeded` and refunded stays within received: one conditional update
+    /// decides. The gateway call is recorded with it. False: over the captured amount.
+    async fn insert_refund(
+        &self,
+        refund: &RefundRecord,
+        call: &GatewayCallRecord,
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError>;
+    /// Settles a pending refund as `refund.status` (`succeeded` or `failed`; a failed one gives
+    /// its amount back to the intent). False: it was settled already.
+    async fn settle_refund(
+        &self,
+        refund: &RefundRecord,
+        call_outcome: (&str, &str),
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError>;
+    /// One refund, whoever owns it.
+    async fn refund(&self, id: &str) -> Result<Option<RefundRecord>, StoreError>;
+    /// Refunds of a space, newest first, optionally of one intent.
+    async fn refunds(&self, page: Page<'_>, payment_intent: Option<&str>) -> Result<Vec<RefundRecord>, StoreError>;
+}
+
+/// One operation in the sandbox gateway's ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// The caller's idempotency key (unique).
+    pub idempotency_key: String,
+    /// `authorize`, `capture`, `cancel` or `refund`.
+    pub operation: String,
+    /// The caller's reference (the intent id).
+    pub reference: String,
+    /// The amount.
+    pub amount: i64,
+    /// Lower-case ISO 4217 code.
+    pub currency: String,
+    /// `authorized`, `captured`, `requires_action`, `declined`, `voided`, `refunded`, `failed`.
+    pub outcome: String,
+    /// Why it was declined.
+    pub decline_code: Option<String>,
+    /// The 3-D Secure challenge it asked for.
+    pub challenge: Option<String>,
+    /// The sandbox's id of the payment.
+    pub gateway_reference: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A simulated 3-D Secure challenge of the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxChallenge {
+    /// `sbx3ds_…`
+    pub id: String,
+    /// The intent it is for.
+    pub reference: String,
+    /// `pending`, `passed`, `failed` or `consumed`.
+    pub status: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The sandbox gateway's durable ledger.
+#[async_trait]
+pub trait SandboxLedger: Send + Sync + std::fmt::Debug {
+    /// Records `entry` unless its idempotency key is recorded already; returns what is stored
+    /// under the key (the earlier entry on a replay) and whether it was recorded now.
+    async fn record_entry(&self, entry: &LedgerEntry) -> Result<(LedgerEntry, bool), StoreError>;
+    /// The entry of an idempotency key.
+    async fn ledger_entry(&self, idempotency_key: &str) -> Result<Option<LedgerEntry>, StoreError>;
+    /// Stores a new challenge.
+    async fn insert_sandbox_challenge(&self, challenge: &SandboxChallenge) -> Result<(), StoreError>;
+    /// One challenge.
+    async fn sandbox_challenge(&self, id: &str) -> Result<Option<SandboxChallenge>, StoreError>;
+    /// The open (not consumed) challenge of a reference; there is at most one.
+    async fn open_sandbox_challenge(&self, reference: &str) -> Result<Option<SandboxChallenge>, StoreError>;
+    /// Moves a challenge from `from` to `to`; false when it was not in `from`.
+    async fn set_sandbox_challenge(&self, id: &str, from: &str, to: &str) -> Result<bool, StoreError>;
+}
