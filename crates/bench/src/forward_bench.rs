@@ -46,12 +46,9 @@ pub async fn run(options: Options, database_url: Option<String>) -> anyhow::Resu
     let mut env = Vec::new();
     let mut cleanup = None;
     if let Some(admin_url) = &database_url {
-        let name = format!("strongroom_bench_forward_{}", std::process::id());
-        let admin = strongroom_store::Store::connect(admin_url, strongroom_store::PoolSettings::default()).await?;
-        admin.execute_admin(&format!("CREATE DATABASE {name}")).await?;
-        let (base, _) = admin_url.rsplit_once('/').context("--database-url needs a database name")?;
-        env.push(("STRONGROOM_DATABASE_URL", format!("{base}/{name}")));
-        cleanup = Some((admin, name));
+        let database = crate::BenchDatabase::create(admin_url, "strongroom_bench_forward").await?;
+        env.push(("STRONGROOM_DATABASE_URL", database.url.clone()));
+        cleanup = Some(database);
     }
     let backend = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
     println!(
@@ -139,8 +136,8 @@ pub async fn run(options: Options, database_url: Option<String>) -> anyhow::Resu
         sorted.join(", ")
     );
     drop(strongroom);
-    if let Some((admin, name)) = cleanup {
-        admin.execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+    if let Some(database) = cleanup {
+        database.drop_now().await?;
     }
     Ok(())
 }

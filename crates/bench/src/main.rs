@@ -149,6 +149,31 @@ fn start_strongroom(
     Ok((Server { child, addr }, key))
 }
 
+/// A PostgreSQL database made for one benchmark run next to the one `admin_url` names, dropped by
+/// [`BenchDatabase::drop_now`].
+struct BenchDatabase {
+    admin: strongroom_store::Store,
+    name: String,
+    /// The database's own URL.
+    url: String,
+}
+
+impl BenchDatabase {
+    async fn create(admin_url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let name = format!("{prefix}_{}", std::process::id());
+        let admin = strongroom_store::Store::connect(admin_url, strongroom_store::PoolSettings::default()).await?;
+        admin.execute_admin(&format!("CREATE DATABASE {name}")).await?;
+        let (base, _) = admin_url.rsplit_once('/').context("--database-url needs a database name")?;
+        let url = format!("{base}/{name}");
+        Ok(Self { admin, name, url })
+    }
+
+    async fn drop_now(self) -> anyhow::Result<()> {
+        self.admin.execute_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await?;
+        Ok(())
+    }
+}
+
 fn start_echo(options: &Options, tls: Option<(&Path, &Path)>) -> anyhow::Result<Server> {
     let mut command = Command::new(options.bin_dir.join("bench-echo"));
     command.args(["--listen", "127.0.0.1:0"]);

@@ -145,12 +145,9 @@ pub async fn run(
     let mut env = vec![("STRONGROOM_VAULT__REVEALS_PER_MINUTE", "4000000000".to_owned())];
     let mut cleanup = None;
     if let Some(admin_url) = &database_url {
-        let name = format!("strongroom_bench_{}", std::process::id());
-        let admin = strongroom_store::Store::connect(admin_url, strongroom_store::PoolSettings::default()).await?;
-        admin.execute_admin(&format!("CREATE DATABASE {name}")).await?;
-        let (base, _) = admin_url.rsplit_once('/').context("--database-url needs a database name")?;
-        env.push(("STRONGROOM_DATABASE_URL", format!("{base}/{name}")));
-        cleanup = Some((admin, name));
+        let database = crate::BenchDatabase::create(admin_url, "strongroom_bench").await?;
+        env.push(("STRONGROOM_DATABASE_URL", database.url.clone()));
+        cleanup = Some(database);
     }
     let backend = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
     println!(
@@ -234,8 +231,8 @@ pub async fn run(
     }
     drop(echo);
     drop(strongroom);
-    if let Some((admin, name)) = cleanup {
-        admin.execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+    if let Some(database) = cleanup {
+        database.drop_now().await?;
     }
     Ok(())
 }
