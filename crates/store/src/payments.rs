@@ -216,6 +216,16 @@ const INSERT_CALL: &str = "INSERT INTO payment_gateway_calls (idempotency_key, i
 const ANSWER_CALL: &str =
     "UPDATE payment_gateway_calls SET outcome = $2, answered_at = $3 WHERE idempotency_key = $1 AND outcome IS NULL";
 
+/// One page of a data space's rows of `table`, newest first: `$1` merchant, `$2` mode, `$3` the id
+/// the page starts after (or NULL), `$4` the limit; `filter` adds conditions on further parameters.
+fn page_sql(columns: &str, table: &str, filter: &str) -> String {
+    format!(
+        "SELECT {columns} FROM {table} WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR \
+         (created_at, id) < (SELECT created_at, id FROM {table} WHERE id = $3)) {filter} \
+         ORDER BY created_at DESC, id DESC LIMIT $4"
+    )
+}
+
 #[async_trait]
 impl PaymentsRepository for Store {
     async fn insert_order(&self, order: &OrderRecord, events: &[OutboxMessage]) -> Result<(), StoreError> {
@@ -260,11 +270,7 @@ impl PaymentsRepository for Store {
     }
 
     async fn orders(&self, page: Page<'_>) -> Result<Vec<OrderRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR \
-             (created_at, id) < (SELECT created_at, id FROM orders WHERE id = $3)) \
-             ORDER BY created_at DESC, id DESC LIMIT $4"
-        );
+        let sql = page_sql(ORDER_COLUMNS, "orders", "");
         let rows: Vec<OrderRow> = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(page.merchant.as_str())
             .bind(page.mode.as_str())
@@ -377,11 +383,7 @@ impl PaymentsRepository for Store {
     }
 
     async fn intents(&self, page: Page<'_>) -> Result<Vec<IntentRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {INTENT_COLUMNS} FROM payment_intents WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR \
-             (created_at, id) < (SELECT created_at, id FROM payment_intents WHERE id = $3)) \
-             ORDER BY created_at DESC, id DESC LIMIT $4"
-        );
+        let sql = page_sql(INTENT_COLUMNS, "payment_intents", "");
         let rows: Vec<IntentRow> = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(page.merchant.as_str())
             .bind(page.mode.as_str())
@@ -582,11 +584,7 @@ impl PaymentsRepository for Store {
     }
 
     async fn refunds(&self, page: Page<'_>, payment_intent: Option<&str>) -> Result<Vec<RefundRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR \
-             (created_at, id) < (SELECT created_at, id FROM refunds WHERE id = $3)) \
-             AND ($5 IS NULL OR payment_intent = $5) ORDER BY created_at DESC, id DESC LIMIT $4"
-        );
+        let sql = page_sql(REFUND_COLUMNS, "refunds", "AND ($5 IS NULL OR payment_intent = $5)");
         let rows: Vec<RefundRow> = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(page.merchant.as_str())
             .bind(page.mode.as_str())
