@@ -278,25 +278,7 @@ mod vault {
         }
 
         // At rest: the database holds ciphertext only.
-        let stored = match backend {
-            Backend::Sqlite => {
-                let mut bytes = Vec::new();
-                for entry in std::fs::read_dir(server.data_dir()).unwrap() {
-                    let path = entry.unwrap().path();
-                    if path.file_name().unwrap().to_string_lossy().starts_with("strongroom.db") {
-                        bytes.extend(std::fs::read(&path).unwrap());
-                    }
-                }
-                String::from_utf8_lossy(&bytes).into_owned()
-            }
-            Backend::Postgres => {
-                let url = server.config.database_url.as_ref().unwrap().expose().clone();
-                let dump =
-                    std::process::Command::new("pg_dump").arg("--data-only").arg(&url).output().expect("pg_dump runs");
-                assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
-                String::from_utf8_lossy(&dump.stdout).into_owned()
-            }
-        };
+        let stored = stored_text(&server, backend);
         assert!(stored.contains(&ids[2]), "the stored data was read");
         for value in &forbidden {
             if *value == "737" {
@@ -718,25 +700,7 @@ mod forward {
         for value in forbidden.into_iter().chain([cvc.as_str()]) {
             assert!(!logs.contains(value), "a log line contains {value}");
         }
-        let stored = match backend {
-            Backend::Sqlite => {
-                let mut bytes = Vec::new();
-                for entry in std::fs::read_dir(server.data_dir()).unwrap() {
-                    let path = entry.unwrap().path();
-                    if path.file_name().unwrap().to_string_lossy().starts_with("strongroom.db") {
-                        bytes.extend(std::fs::read(&path).unwrap());
-                    }
-                }
-                String::from_utf8_lossy(&bytes).into_owned()
-            }
-            Backend::Postgres => {
-                let url = server.config.database_url.as_ref().unwrap().expose().clone();
-                let dump =
-                    std::process::Command::new("pg_dump").arg("--data-only").arg(&url).output().expect("pg_dump runs");
-                assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
-                String::from_utf8_lossy(&dump.stdout).into_owned()
-            }
-        };
+        let stored = stored_text(&server, backend);
         assert!(stored.contains(&ids[1]), "the stored data was read");
         assert!(!stored.contains(&cvc), "the database holds the CVC");
         for value in forbidden {
@@ -885,34 +849,18 @@ mod payments {
         for form in [format!("\"{CVC}\""), format!("={CVC}"), format!(": {CVC}")] {
             assert!(!logs.contains(&form), "a log line holds the CVC");
         }
-        let stored = match backend {
-            Backend::Sqlite => {
-                let mut bytes = Vec::new();
-                for entry in std::fs::read_dir(server.data_dir()).unwrap() {
-                    let path = entry.unwrap().path();
-                    if path.file_name().unwrap().to_string_lossy().starts_with("strongroom.db") {
-                        bytes.extend(std::fs::read(&path).unwrap());
-                    }
-                }
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                // Ids are base32 (digits 2 to 7) and times are integers: the CVC's digits appear
-                // in the file only if the CVC itself was written.
-                assert!(!text.contains(CVC), "the database holds the CVC");
-                text
-            }
+        let stored = stored_text(&server, backend);
+        match backend {
+            // Ids are base32 (digits 2 to 7) and times are integers: the CVC's digits appear in
+            // the file only if the CVC itself was written.
+            Backend::Sqlite => assert!(!stored.contains(CVC), "the database holds the CVC"),
+            // bytea is dumped as hex, where any four digits occur: look for the CVC as text.
             Backend::Postgres => {
-                let url = server.config.database_url.as_ref().unwrap().expose().clone();
-                let dump =
-                    std::process::Command::new("pg_dump").arg("--data-only").arg(&url).output().expect("pg_dump runs");
-                assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
-                let text = String::from_utf8_lossy(&dump.stdout).into_owned();
-                // bytea is dumped as hex, where any four digits occur: look for the CVC as text.
-                assert!(!text.contains(&format!("\"{CVC}\"")) && !text.contains(&format!("\t{CVC}\t")));
+                assert!(!stored.contains(&format!("\"{CVC}\"")) && !stored.contains(&format!("\t{CVC}\t")));
                 let hex: String = PAN.bytes().map(|b| format!("{b:02x}")).collect();
-                assert!(!text.contains(&hex), "the database holds the card number hex-encoded");
-                text
+                assert!(!stored.contains(&hex), "the database holds the card number hex-encoded");
             }
-        };
+        }
         assert!(stored.contains(&id), "the stored data was read");
         assert!(!stored.contains(PAN) && !stored.contains(SPACED), "the database holds the card number");
         server.shutdown().await;
