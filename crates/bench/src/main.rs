@@ -20,6 +20,7 @@ mod forward_bench;
 mod identity_bench;
 mod outbox_bench;
 mod passwords_bench;
+mod payments_bench;
 mod vault_bench;
 use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
@@ -57,7 +58,7 @@ fn parse_options() -> anyhow::Result<Options> {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench forward [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]\nstrongroom-bench passwords [--hashes 1000000]"
+            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench forward [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench payments [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]\nstrongroom-bench passwords [--hashes 1000000]"
         );
         std::process::exit(0);
     }
@@ -217,6 +218,9 @@ enum Load {
     EchoCard,
     /// `POST path` with this body every time (a forward).
     Forward(Arc<String>),
+    /// `POST path`: a payment intent confirmed at once, with these card tokens in turn and an
+    /// amount that changes with every request.
+    Pay(Arc<Vec<String>>),
     /// `POST path` with a sign-in of a new email with a wrong password, from a new client
     /// address each time (so neither throttle stops the hashing).
     WrongLogin,
@@ -282,6 +286,14 @@ fn build_request(target: &Target) -> Option<http::Request<http_body_util::Full<b
             ),
         ),
         Load::Forward(body) => (http::Method::POST, target.path.to_owned(), body.as_str().to_owned()),
+        Load::Pay(cards) => {
+            let card = cards.get(usize::try_from(n).ok()? % cards.len().max(1))?;
+            let body = format!(
+                r#"{{"amount":{},"currency":"EUR","payment_method":"{card}","confirm":true}}"#,
+                100 + n % 50_000
+            );
+            (http::Method::POST, target.path.to_owned(), body)
+        }
         Load::Reveal(ids) => {
             let id = ids.get(usize::try_from(n).ok()? % ids.len().max(1))?;
             (http::Method::POST, format!("/v1/tokens/{id}/reveal"), r#"{"view":"plain","reason":"bench"}"#.to_owned())
@@ -438,6 +450,11 @@ fn main() -> anyhow::Result<()> {
             value("--fill").map(|v| v.parse()).transpose()?,
             value("--only"),
         ));
+    }
+    if args.get(1).map(String::as_str) == Some("payments") {
+        let options = parse_options()?;
+        let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+        return runtime.block_on(payments_bench::run(options, value("--database-url")));
     }
     if args.get(1).map(String::as_str) == Some("forward") {
         let options = parse_options()?;

@@ -39,7 +39,7 @@ async fn call(target: &Target, path: &str, body: String) -> anyhow::Result<(http
 
 /// Tokenizes `count` cards in batches of 1,000 (each with its own customer when `customers`);
 /// returns the ids.
-async fn fill(target: &Target, start: u64, count: u64, customers: bool) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn fill(target: &Target, start: u64, count: u64, customers: bool) -> anyhow::Result<Vec<String>> {
     let mut ids = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     let mut next = start;
     while next < start + count {

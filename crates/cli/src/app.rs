@@ -115,6 +115,42 @@ pub async fn deployment_verifier_key(config: &Config, store: &Store) -> anyhow::
 }
 
 impl Core {
+    /// The payments service on the configured gateway.
+    pub fn payments(
+        &self,
+        config: &Config,
+        listening: SocketAddr,
+        vault: Arc<VaultService>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Arc<strongroom_domain::payments::PaymentsService> {
+        let pages_origin = config.payments_pages_origin(listening);
+        let sandbox = Arc::new(strongroom_connectors::gateways::sandbox::SandboxGateway::new(
+            Arc::new(self.store.clone()),
+            clock.clone(),
+            strongroom_connectors::gateways::sandbox::SandboxSettings {
+                latency: config.payments.sandbox_latency,
+                challenge_base: format!("{pages_origin}/sandbox/challenges"),
+            },
+        ));
+        Arc::new(strongroom_domain::payments::PaymentsService::new(
+            strongroom_domain::payments::PaymentPorts {
+                repo: Arc::new(self.store.clone()),
+                vault,
+                gateway: sandbox.clone(),
+                simulator: Some(sandbox as Arc<dyn strongroom_domain::payments::gateway::ChallengeSimulator>),
+                outbox: self.outbox.clone(),
+                audit: self.audit.clone(),
+                clock,
+                entropy,
+            },
+            strongroom_domain::payments::PaymentSettings {
+                gateway_timeout: config.payments.gateway_timeout,
+                pages_origin,
+            },
+        ))
+    }
+
     /// Opens the data directory, root key and database; applies migrations; loads the keyring.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
         data_dir::ensure_dir(&config.data_dir)?;
@@ -452,12 +488,13 @@ struct JobServices {
     deliverer: Arc<strongroom_domain::outbox::deliver::Deliverer>,
     webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
     idempotency: strongroom_domain::idempotency::Idempotency,
+    payments: Arc<strongroom_domain::payments::PaymentsService>,
 }
 
 /// Every periodic job of the deployment; they run on the leader only.
 fn jobs(config: &Config, services: JobServices) -> Vec<strongroom_domain::jobs::Job> {
     use futures::FutureExt;
-    let JobServices { audit, vault, identity, staff, deliverer, webhooks, idempotency } = services;
+    let JobServices { audit, vault, identity, staff, deliverer, webhooks, idempotency, payments } = services;
     use strongroom_domain::jobs::Job;
     let wake = deliverer.outbox().wake();
     let retention = config.jobs.delivery_log_retention;
@@ -541,6 +578,15 @@ fn jobs(config: &Config, services: JobServices) -> Vec<strongroom_domain::jobs::
     jobs.push(Job::new("identity.purge", config.identity.purge_interval, move || {
         let (identity, staff) = (identity.clone(), staff.clone());
         async move { Ok(detail("purged", identity.purge().await? + staff.purge().await?)) }.boxed()
+    }));
+    let lookback = config.payments.reconcile_lookback;
+    jobs.push(Job::new(strongroom_domain::payments::reconcile::JOB, config.payments.reconcile_interval, move || {
+        let payments = payments.clone();
+        async move {
+            use strongroom_domain::payments::reconcile::ReconcileMode;
+            Ok(payments.reconcile_within(lookback, ReconcileMode::Settle).await?.summary())
+        }
+        .boxed()
     }));
     jobs
 }
@@ -747,27 +793,7 @@ impl Application {
                 .with_passkeys(passkeys)
                 .with_breach_check(breaches),
         );
-        let sandbox = Arc::new(strongroom_connectors::gateways::sandbox::SandboxGateway::new(
-            Arc::new(core.store.clone()),
-            clock.clone(),
-            strongroom_connectors::gateways::sandbox::SandboxSettings {
-                latency: config.payments.sandbox_latency,
-                ..Default::default()
-            },
-        ));
-        let payments = Arc::new(strongroom_domain::payments::PaymentsService::new(
-            strongroom_domain::payments::PaymentPorts {
-                repo: Arc::new(core.store.clone()),
-                vault: vault.clone(),
-                gateway: sandbox.clone(),
-                simulator: Some(sandbox as Arc<dyn strongroom_domain::payments::gateway::ChallengeSimulator>),
-                outbox: core.outbox.clone(),
-                audit: audit.clone(),
-                clock: clock.clone(),
-                entropy: entropy.clone(),
-            },
-            strongroom_domain::payments::PaymentSettings { gateway_timeout: config.payments.gateway_timeout },
-        ));
+        let payments = core.payments(config, listening, vault.clone(), clock.clone(), entropy.clone());
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
@@ -819,6 +845,7 @@ impl Application {
                 deliverer,
                 webhooks: webhooks.clone(),
                 idempotency: idempotency.clone(),
+                payments: payments.clone(),
             },
         ));
         let state = AppState::new(Services {

@@ -66,6 +66,9 @@ pub enum Command {
     /// The background job runner: leader, each job's last run, the outbox's depth and lag.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Payments: reconcile calls the gateway did not answer with what the gateway says.
+    #[command(subcommand)]
+    Payments(crate::payments::PaymentsCommand),
     /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
     Healthcheck {
         /// The readiness URL (default: derived from server.listen).
@@ -218,6 +221,10 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Staff(command) => staff(&config, command).await,
         Command::Passwords(command) => crate::passwords::run(&config, command).await,
         Command::Jobs(JobsCommand::Status) => jobs_status(&config).await,
+        Command::Payments(command) => match crate::payments::run(&config, command).await {
+            Ok(code) => return code,
+            Err(err) => Err(err),
+        },
         Command::Audit(command) => match audit(&config, command).await {
             Ok(code) => return code,
             Err(err) => Err(err),

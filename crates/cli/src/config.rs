@@ -119,6 +119,17 @@ pub struct PaymentsConfig {
     /// How long each sandbox call takes (to rehearse a slow gateway). Default 0.
     #[serde(with = "humantime_serde")]
     pub sandbox_latency: Duration,
+    /// How often the leader asks the gateway about calls that got no answer (intents left
+    /// `processing`, refunds left `pending`) and settles them. Default 1 min.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// How far back the reconciliation job looks for unanswered calls. Default 7 days.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_lookback: Duration,
+    /// The origin customers' browsers reach strongroom's payment pages at (the 3-D Secure
+    /// hand-off and return pages), e.g. `https://pay.shop.example`. Default: derived from the
+    /// API listener, as the other link bases are.
+    pub pages_origin: Option<String>,
 }
 
 impl Default for PaymentsConfig {
@@ -127,6 +138,9 @@ impl Default for PaymentsConfig {
             gateway: "sandbox".to_owned(),
             gateway_timeout: Duration::from_secs(30),
             sandbox_latency: Duration::ZERO,
+            reconcile_interval: Duration::from_secs(60),
+            reconcile_lookback: Duration::from_secs(7 * 86_400),
+            pages_origin: None,
         }
     }
 }
@@ -1112,6 +1126,23 @@ impl Config {
         if self.payments.sandbox_latency > Duration::from_secs(60) {
             return fail("payments.sandbox_latency", "must be at most 1m");
         }
+        if self.payments.reconcile_interval < Duration::from_secs(1)
+            || self.payments.reconcile_interval > Duration::from_secs(3600)
+        {
+            return fail("payments.reconcile_interval", "must be between 1s and 1h");
+        }
+        if self.payments.reconcile_lookback < Duration::from_secs(3600)
+            || self.payments.reconcile_lookback > Duration::from_secs(90 * 86_400)
+        {
+            return fail("payments.reconcile_lookback", "must be between 1h and 90 days");
+        }
+        if let Some(origin) = &self.payments.pages_origin {
+            let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            if rest.is_none_or(|host| host.is_empty() || host.trim_end_matches('/').contains(['/', '?', '#', '@', ' ']))
+            {
+                return fail("payments.pages_origin", "must be an origin such as https://pay.shop.example (no path)");
+            }
+        }
         if self.oauth.issuer.trim().is_empty() || self.oauth.audience.trim().is_empty() {
             return fail("oauth.issuer", "oauth.issuer and oauth.audience must not be empty");
         }
@@ -1203,6 +1234,15 @@ impl Config {
         match &self.identity.link_base {
             Some(base) => base.trim_end_matches('/').to_owned(),
             None => format!("{}/account", link_origin(self.server.tls, listening)),
+        }
+    }
+
+    /// `payments.pages_origin`, or its default for a server whose API listener is bound to
+    /// `listening`: [`link_origin`].
+    pub fn payments_pages_origin(&self, listening: SocketAddr) -> String {
+        match &self.payments.pages_origin {
+            Some(origin) => origin.trim_end_matches('/').to_owned(),
+            None => link_origin(self.server.tls, listening),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod data_dir;
 pub mod keys;
 pub mod logging;
 pub mod passwords;
+pub mod payments;
 
 pub use app::Application;
 pub use config::Config;

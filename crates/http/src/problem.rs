@@ -262,6 +262,7 @@ impl ApiError {
             "charge_already_refunded" => "The payment is refunded in full",
             "sandbox_only" => "Only the sandbox gateway offers this",
             "challenge_not_pending" => "The challenge was completed already",
+            "invalid_return_url" => "The return URL is not an https:// URL strongroom can send a customer to",
             "internal_error" => "Internal error",
             _ => "Internal error",
         }

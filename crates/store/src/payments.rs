@@ -15,7 +15,7 @@ use strongroom_domain::modes::Mode;
 use strongroom_domain::outbox::OutboxMessage;
 use strongroom_domain::payments::state::{CaptureMethod, State};
 use strongroom_domain::ports::payments::{
-    AmendOutcome, GatewayCallRecord, IntentRecord, IntentTransition, LedgerEntry, OrderRecord, Page,
+    AmendOutcome, GatewayCallRecord, IntentRecord, IntentTransition, LedgerEntry, OpenGatewayCall, OrderRecord, Page,
     PaymentsRepository, RefundRecord, SandboxChallenge, SandboxLedger, TransitionOutcome,
 };
 use strongroom_types::{Currency, Money, Timestamp};
@@ -595,6 +595,52 @@ impl PaymentsRepository for Store {
             .await)
         .map_err(store_error)?;
         rows.into_iter().map(RefundRecord::try_from).collect()
+    }
+
+    async fn open_gateway_calls(
+        &self,
+        since: Timestamp,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OpenGatewayCall>, StoreError> {
+        // Served by the index on (outcome, created_at).
+        let rows: Vec<(String, String, String, i64, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT idempotency_key, intent_id, operation, amount, created_at FROM payment_gateway_calls \
+             WHERE outcome IS NULL AND created_at >= $1 AND created_at < $2 ORDER BY created_at, idempotency_key LIMIT $3",
+        )
+        .bind(since.unix_millis())
+        .bind(before.unix_millis())
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await)
+        .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(idempotency_key, intent, operation, amount, at)| OpenGatewayCall {
+                idempotency_key,
+                intent,
+                operation,
+                amount,
+                at: Timestamp::from_unix_millis(at),
+            })
+            .collect())
+    }
+
+    async fn close_gateway_call(
+        &self,
+        idempotency_key: &str,
+        outcome: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let changed = on_pool!(self, pool => sqlx::query(ANSWER_CALL)
+            .bind(idempotency_key)
+            .bind(outcome)
+            .bind(at.unix_millis())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(store_error)?;
+        Ok(changed == 1)
     }
 }
 

@@ -24,7 +24,8 @@ on_both_backends!(
     orders_are_priced_versioned_and_locked,
     lists_page_with_starting_after,
     the_cvc_is_used_by_the_first_authorisation_only,
-    a_deleted_card_token_is_a_declined_payment_method
+    a_deleted_card_token_is_a_declined_payment_method,
+    create_with_confirm_pays_in_one_request
 );
 
 async fn send(server: &TestServer, key: &str, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -274,8 +275,13 @@ async fn every_sandbox_test_card(backend: Backend) {
             assert_eq!(ledger(&server, id).await.len(), 1);
         }
         if status == "requires_action" {
+            // The shop sends the customer to strongroom's hand-off page, which leads on to the
+            // (sandbox's) issuer page.
             let url = got["next_action"]["redirect_to_url"]["url"].as_str().unwrap();
-            assert!(url.starts_with("/sandbox/challenges/sbx3ds_"), "{url}");
+            assert!(
+                url.starts_with("https://localhost:") && url.ends_with(&format!("/pay/authenticate/{id}")),
+                "{url}"
+            );
         }
     }
     server.shutdown().await;
@@ -796,5 +802,27 @@ async fn a_deleted_card_token_is_a_declined_payment_method(backend: Backend) {
     assert_eq!(got["status"], "requires_payment_method");
     assert_eq!(got["last_payment_error"]["code"], "payment_method_unusable");
     assert!(ledger(&server, id).await.is_empty(), "the gateway never saw it");
+    server.shutdown().await;
+}
+
+async fn create_with_confirm_pays_in_one_request(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let key = test_key(&server).await;
+    let token = card(&server, &key, "4242424242424242", None).await;
+    let body = json!({"amount": 1999, "currency": "EUR", "payment_method": token, "confirm": true});
+    let (status, paid) = post(&server, &key, "/v1/payment_intents", &body).await;
+    assert_eq!(status, 201, "{paid}");
+    assert_eq!((paid["status"].as_str(), paid["amount_received"].as_i64()), (Some("succeeded"), Some(1999)), "{paid}");
+    let id = paid["id"].as_str().unwrap();
+    assert_eq!(ledger(&server, id).await, [("authorize".into(), "captured".into(), 1999)]);
+
+    // Without a card there is nothing to confirm; return_url only goes with confirm.
+    let (status, problem) =
+        post(&server, &key, "/v1/payment_intents", &json!({"amount": 100, "currency": "EUR", "confirm": true})).await;
+    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (422, Some("/payment_method")), "{problem}");
+    let body =
+        json!({"amount": 100, "currency": "EUR", "payment_method": token, "return_url": "https://shop.example/"});
+    let (status, problem) = post(&server, &key, "/v1/payment_intents", &body).await;
+    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (422, Some("/return_url")), "{problem}");
     server.shutdown().await;
 }

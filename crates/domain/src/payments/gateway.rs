@@ -66,6 +66,22 @@ pub struct FollowUpRequest {
     pub amount: Money,
 }
 
+/// Ask what became of an authorisation after the customer's action (3-D Secure): the gateway
+/// holds the card from the first call, so none is sent.
+#[derive(Debug, Clone)]
+pub struct ResumeRequest {
+    /// See [`idempotency_key`] (a new attempt of the authorisation).
+    pub idempotency_key: String,
+    /// The intent's id.
+    pub reference: String,
+    /// The gateway's id of the payment.
+    pub gateway_reference: String,
+    /// How much.
+    pub amount: Money,
+    /// Capture with the authorisation (automatic capture).
+    pub capture: bool,
+}
+
 /// What the gateway says became of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayStatus {
@@ -127,6 +143,13 @@ pub trait Gateway: Send + Sync + std::fmt::Debug {
     async fn refund(&self, request: &FollowUpRequest) -> Result<GatewayAnswer, GatewayError>;
     /// What became of an earlier call, by its idempotency key (`None`: the gateway never saw it).
     async fn lookup(&self, idempotency_key: &str) -> Result<Option<GatewayAnswer>, GatewayError>;
+    /// Goes on with an authorisation once the customer has done what it required (3-D
+    /// Secure), and says what became of it. A gateway that reports the outcome only by its own
+    /// notifications answers [`GatewayError::Unavailable`].
+    async fn resume(&self, request: &ResumeRequest) -> Result<GatewayAnswer, GatewayError> {
+        let _ = request;
+        Err(GatewayError::Unavailable(format!("the {} gateway reports authentication outcomes by itself", self.name())))
+    }
 }
 
 /// Completes a simulated 3-D Secure challenge: the sandbox's stand-in for the customer at the
@@ -135,6 +158,9 @@ pub trait Gateway: Send + Sync + std::fmt::Debug {
 pub trait ChallengeSimulator: Send + Sync + std::fmt::Debug {
     /// Passes or fails a pending challenge; false when it is unknown or not pending.
     async fn complete(&self, challenge: &str, passed: bool) -> Result<bool, GatewayError>;
+    /// A challenge's payment (the intent's id) and status (`pending`, `passed`, `failed`,
+    /// `consumed`); `None` when unknown.
+    async fn challenge(&self, challenge: &str) -> Result<Option<(String, String)>, GatewayError>;
 }
 
 /// The event a gateway's answer to an authorisation means. `None`: no decision yet (the intent

@@ -20,7 +20,7 @@ use super::gateway::{
 };
 use super::state::{self, CaptureMethod, Event, State};
 use super::{
-    Caller, PaymentsService, check_customer, check_metadata, check_text, parse_amount, parse_currency, reject,
+    Actor, Caller, PaymentsService, check_customer, check_metadata, check_text, parse_amount, parse_currency, reject,
 };
 use crate::error::DomainError;
 use crate::modes::Space;
@@ -80,20 +80,20 @@ fn event_data(intent: &IntentRecord) -> Value {
 }
 
 /// A transition to write.
-struct Step<'a> {
-    event: Event,
-    call: Option<&'a GatewayCallRecord>,
-    answered: Option<(&'a str, &'a str)>,
-    lock_order: Option<(&'a str, i64)>,
+pub(super) struct Step<'a> {
+    pub(super) event: Event,
+    pub(super) call: Option<&'a GatewayCallRecord>,
+    pub(super) answered: Option<(&'a str, &'a str)>,
+    pub(super) lock_order: Option<(&'a str, i64)>,
 }
 
 impl<'a> Step<'a> {
-    fn new(event: Event) -> Self {
+    pub(super) fn new(event: Event) -> Self {
         Self { event, call: None, answered: None, lock_order: None }
     }
 }
 
-fn gateway_outcome(status: GatewayStatus) -> &'static str {
+pub(super) fn gateway_outcome(status: GatewayStatus) -> &'static str {
     match status {
         GatewayStatus::Authorized => "authorized",
         GatewayStatus::Captured => "captured",
@@ -121,9 +121,9 @@ impl PaymentsService {
     /// Writes `before → after` by `step.event`, with its webhook event, in one conditional
     /// update; records the audit entry. Refused (409 with the current state) when the state
     /// machine forbids it or another request moved the intent first.
-    async fn apply(
+    pub(super) async fn apply(
         &self,
-        caller: Caller<'_>,
+        actor: impl Into<Actor<'_>> + Send,
         before: &IntentRecord,
         mut after: IntentRecord,
         step: Step<'_>,
@@ -165,7 +165,13 @@ impl PaymentsService {
         if !events.is_empty() {
             self.ports.outbox.wake().notify_one();
         }
-        self.ports.audit.record(caller.event(state::audit_action(step.event), "payment_intent", &after.id)).await?;
+        let event = actor.into().event(
+            state::audit_action(step.event),
+            "payment_intent",
+            &after.id,
+            (&after.merchant, after.mode),
+        );
+        self.ports.audit.record(event).await?;
         Ok(after)
     }
 
@@ -316,7 +322,11 @@ impl PaymentsService {
         caller: Caller<'_>,
         id: &str,
         payment_method: Option<&str>,
+        return_url: Option<&str>,
     ) -> Result<IntentRecord, DomainError> {
+        if let Some(url) = return_url {
+            super::check_return_url(url, "/return_url")?;
+        }
         let space = caller.principal.space();
         let mut intent = self.intent_in(space, id).await?;
         if let Some(token) = payment_method {
@@ -381,7 +391,12 @@ impl PaymentsService {
             card,
         };
         match self.call_gateway(self.ports.gateway.authorize(request)).await {
-            Some(answer) => self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await,
+            Some(mut answer) => {
+                if let (Some(action), Some(url)) = (answer.next_action.as_mut(), return_url) {
+                    action.return_url = Some(url.to_owned());
+                }
+                self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await
+            }
             None => Ok(claimed),
         }
     }
@@ -404,10 +419,10 @@ impl PaymentsService {
         }
     }
 
-    /// Moves an authorising intent by the gateway's answer.
-    async fn settle_authorization(
+    /// Moves an authorising intent by the gateway's answer (to the call recorded under `key`).
+    pub(super) async fn settle_authorization(
         &self,
-        caller: Caller<'_>,
+        actor: impl Into<Actor<'_>> + Send,
         claimed: &IntentRecord,
         key: &str,
         answer: GatewayAnswer,
@@ -423,27 +438,38 @@ impl PaymentsService {
             Event::Authorized { captured: true } => {
                 after.amount_received = claimed.amount.minor();
                 after.amount_capturable = 0;
-                after.next_action = None;
             }
             Event::Authorized { captured: false } => {
                 after.amount_capturable = claimed.amount.minor();
-                after.next_action = None;
             }
-            Event::ActionRequired => after.next_action = answer.next_action.clone(),
+            Event::ActionRequired => {
+                // The shop sends the customer to strongroom's hand-off page, which leads to the
+                // gateway's; the shop's return page is kept from an earlier challenge if the
+                // answer names none.
+                after.next_action = answer.next_action.clone().map(|mut action| {
+                    action.handoff_url =
+                        Some(format!("{}/pay/authenticate/{}", self.settings.pages_origin, claimed.id));
+                    if action.return_url.is_none() {
+                        action.return_url = claimed.next_action.as_ref().and_then(|a| a.return_url.clone());
+                    }
+                    action
+                });
+            }
             _ => {
                 // Declined: the card is detached, as Stripe does; a new one must be attached.
                 after.last_payment_error = Some(answer.error.clone().unwrap_or_else(|| {
                     PaymentError::of("card_declined", Some("generic_decline"), "the card was declined")
                 }));
                 after.payment_method = None;
-                after.next_action = None;
             }
         }
         let outcome = gateway_outcome(answer.status);
         let step = Step { answered: Some((key, outcome)), ..Step::new(event) };
-        match self.apply(caller, claimed, after, step).await {
+        match self.apply(actor, claimed, after, step).await {
             // Reconciliation (or a second node) settled it first: show what is stored.
-            Err(DomainError::UnexpectedState { .. }) => self.intent_in(caller.principal.space(), &claimed.id).await,
+            Err(DomainError::UnexpectedState { .. }) => {
+                self.ports.repo.intent(&claimed.id).await?.ok_or(DomainError::NotFound)
+            }
             other => other,
         }
     }
@@ -492,18 +518,31 @@ impl PaymentsService {
             amount,
         };
         let Some(answer) = self.call_gateway(self.ports.gateway.capture(&request)).await else { return Ok(claimed) };
-        let Some(event) = capture_event(answer.status) else { return Ok(claimed) };
+        self.settle_capture(caller, &claimed, &call.idempotency_key, amount.minor(), answer).await
+    }
+
+    /// Moves a capturing intent by the gateway's answer to the capture of `amount` recorded
+    /// under `key`; an answer that settles nothing yet leaves it `processing`.
+    pub(super) async fn settle_capture(
+        &self,
+        actor: impl Into<Actor<'_>> + Send,
+        claimed: &IntentRecord,
+        key: &str,
+        amount: i64,
+        answer: GatewayAnswer,
+    ) -> Result<IntentRecord, DomainError> {
+        let Some(event) = capture_event(answer.status) else { return Ok(claimed.clone()) };
         let Some(to) = state::next(claimed.state, event) else { return Err(unexpected(claimed.state)) };
         let mut after = claimed.clone();
         after.state = to;
         if event == Event::Captured {
-            after.amount_received = amount.minor();
+            after.amount_received = amount;
             after.amount_capturable = 0;
         } else {
             after.last_payment_error = answer.error.clone();
         }
-        let step = Step { answered: Some((&call.idempotency_key, gateway_outcome(answer.status))), ..Step::new(event) };
-        self.apply(caller, &claimed, after, step).await
+        let step = Step { answered: Some((key, gateway_outcome(answer.status))), ..Step::new(event) };
+        self.apply(actor, claimed, after, step).await
     }
 
     /// Cancels an intent: at once before authorisation; an authorised one is voided at the
@@ -556,22 +595,32 @@ impl PaymentsService {
                 let Some(answer) = self.call_gateway(self.ports.gateway.cancel(&request)).await else {
                     return Ok(claimed);
                 };
-                let Some(event) = void_event(answer.status) else { return Ok(claimed) };
-                let Some(to) = state::next(claimed.state, event) else { return Err(unexpected(claimed.state)) };
-                let mut after = claimed.clone();
-                after.state = to;
-                if to == State::Canceled {
-                    after.amount_capturable = 0;
-                    after.canceled_at = Some(self.ports.clock.now());
-                } else {
-                    after.cancellation_reason = None;
-                }
-                let outcome = gateway_outcome(answer.status);
-                let step = Step { answered: Some((&call.idempotency_key, outcome)), ..Step::new(event) };
-                self.apply(caller, &claimed, after, step).await
+                self.settle_void(caller, &claimed, &call.idempotency_key, answer).await
             }
             _ => Err(unexpected(intent.state)),
         }
+    }
+
+    /// Moves a voiding intent by the gateway's answer to the void recorded under `key`.
+    pub(super) async fn settle_void(
+        &self,
+        actor: impl Into<Actor<'_>> + Send,
+        claimed: &IntentRecord,
+        key: &str,
+        answer: GatewayAnswer,
+    ) -> Result<IntentRecord, DomainError> {
+        let Some(event) = void_event(answer.status) else { return Ok(claimed.clone()) };
+        let Some(to) = state::next(claimed.state, event) else { return Err(unexpected(claimed.state)) };
+        let mut after = claimed.clone();
+        after.state = to;
+        if to == State::Canceled {
+            after.amount_capturable = 0;
+            after.canceled_at = Some(self.ports.clock.now());
+        } else {
+            after.cancellation_reason = None;
+        }
+        let step = Step { answered: Some((key, gateway_outcome(answer.status))), ..Step::new(event) };
+        self.apply(actor, claimed, after, step).await
     }
 
     /// Passes or fails the sandbox's 3-D Secure challenge of an intent in `requires_action`

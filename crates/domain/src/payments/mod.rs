@@ -11,9 +11,11 @@
 //! mark an intent failed or succeeded without the gateway's word, or show one space's objects
 //! to another (another merchant's or mode's id answers as a missing one).
 
+pub mod authentication;
 pub mod gateway;
 pub mod intents;
 pub mod orders;
+pub mod reconcile;
 pub mod refunds;
 pub mod state;
 
@@ -24,7 +26,7 @@ use serde_json::{Map, Value};
 use strongroom_types::{Clock, Currency, Entropy};
 
 use crate::api_keys::Principal;
-use crate::audit::event::{AuditEvent, Outcome};
+use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::audit::log::AuditLog;
 use crate::error::{DomainError, FieldError};
 use crate::outbox::Outbox;
@@ -44,16 +46,19 @@ pub const MAX_QUANTITY: i64 = 1_000_000;
 pub const MAX_PAGE: u32 = 100;
 
 /// Settings of the payments service.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PaymentSettings {
     /// How long a gateway call may take; after that the intent stays `processing` and is
     /// reconciled.
     pub gateway_timeout: Duration,
+    /// The origin customers reach strongroom's payment pages at (`https://pay.shop.example`),
+    /// for the 3-D Secure hand-off links; empty: links relative to the API's origin.
+    pub pages_origin: String,
 }
 
 impl Default for PaymentSettings {
     fn default() -> Self {
-        Self { gateway_timeout: Duration::from_secs(30) }
+        Self { gateway_timeout: Duration::from_secs(30), pages_origin: String::new() }
     }
 }
 
@@ -101,6 +106,41 @@ impl Caller<'_> {
             .event(action, Outcome::Success)
             .from_source(self.source.ip, self.source.request_id.clone())
             .on(kind, id)
+    }
+}
+
+/// Who moves a payment: a caller of the API, or strongroom itself on the gateway's word (the
+/// reconciliation job), named in the audit entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Actor<'a> {
+    /// An API key or staff member.
+    Caller(Caller<'a>),
+    /// strongroom itself: the job's name.
+    System(&'static str),
+}
+
+impl<'a> From<Caller<'a>> for Actor<'a> {
+    fn from(caller: Caller<'a>) -> Self {
+        Actor::Caller(caller)
+    }
+}
+
+impl Actor<'_> {
+    /// An audit event by this actor on an object of `merchant`'s `mode` space.
+    fn event(
+        &self,
+        action: &'static str,
+        kind: &'static str,
+        id: &str,
+        space: (&crate::merchants::MerchantId, crate::api_keys::Mode),
+    ) -> AuditEvent {
+        match self {
+            Actor::Caller(caller) => caller.event(action, kind, id),
+            Actor::System(job) => AuditEvent::by(ActorKind::System, Some((*job).to_owned()), action, Outcome::Success)
+                .for_merchant(space.0)
+                .in_mode(space.1)
+                .on(kind, id),
+        }
     }
 }
 
@@ -166,6 +206,33 @@ pub(crate) fn check_customer(customer: &str, pointer: &str) -> Result<(), Domain
         return Err(DomainError::invalid(pointer, "must be 1 to 64 of A-Z, a-z, 0-9, _ . : -"));
     }
     crate::free_text::check(pointer, customer)
+}
+
+/// A page of the shop a customer's browser is sent back to: an absolute `https://` URL of at
+/// most 2048 characters with a host and no user name or password (`http://` only for
+/// `localhost` and `127.0.0.1`, for development), with nothing a header or an attribute would
+/// need escaped. It is only ever used as a link and a redirect target.
+pub(crate) fn check_return_url(url: &str, pointer: &str) -> Result<(), DomainError> {
+    const MESSAGE: &str = "must be an absolute https:// URL of at most 2048 characters (http:// only for localhost)";
+    let local = url.starts_with("http://");
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return Err(reject("invalid_return_url", pointer, MESSAGE));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, port)| if port.chars().all(|c| c.is_ascii_digit()) { host } else { authority });
+    let plain =
+        url.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '<' | '>' | '\\' | '`' | '{' | '}' | '|' | '^'));
+    if url.len() > 2048
+        || !plain
+        || host.is_empty()
+        || authority.contains('@')
+        || (local && !matches!(host, "localhost" | "127.0.0.1"))
+    {
+        return Err(reject("invalid_return_url", pointer, MESSAGE));
+    }
+    crate::free_text::check(pointer, url)
 }
 
 /// Free text of at most `max` characters, never a card number.

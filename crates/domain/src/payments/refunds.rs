@@ -8,9 +8,9 @@
 use serde_json::{Map, Value, json};
 use strongroom_types::{Money, define_id};
 
-use super::gateway::{FollowUpRequest, idempotency_key, refund_settled};
+use super::gateway::{FollowUpRequest, GatewayAnswer, idempotency_key, refund_settled};
 use super::state::State;
-use super::{Caller, PaymentsService, check_metadata, parse_amount, reject};
+use super::{Actor, Caller, PaymentsService, check_metadata, parse_amount, reject};
 use crate::error::DomainError;
 use crate::modes::Space;
 use crate::ports::payments::{GatewayCallRecord, Page, RefundRecord};
@@ -124,7 +124,22 @@ impl PaymentsService {
             amount,
         };
         let Some(answer) = self.call_gateway(self.ports.gateway.refund(&request)).await else { return Ok(refund) };
-        let Some(succeeded) = refund_settled(answer.status) else { return Ok(refund) };
+        self.settle_refund_answer(caller, &refund, &call.idempotency_key, answer).await
+    }
+
+    /// Settles a pending refund by the gateway's answer to the call recorded under `key`; an
+    /// answer that settles nothing yet leaves it `pending`. A refund settled meanwhile (by
+    /// another node or the reconciliation job) is returned as stored.
+    pub(super) async fn settle_refund_answer(
+        &self,
+        actor: impl Into<Actor<'_>> + Send,
+        refund: &RefundRecord,
+        key: &str,
+        answer: GatewayAnswer,
+    ) -> Result<RefundRecord, DomainError> {
+        let Some(succeeded) = refund_settled(answer.status) else { return Ok(refund.clone()) };
+        let space = Space { merchant: &refund.merchant, mode: refund.mode };
+        let id = refund.id.clone();
         let mut settled = refund.clone();
         settled.updated_at = self.ports.clock.now();
         settled.gateway_reference = Some(answer.gateway_reference.clone()).filter(|r| !r.is_empty());
@@ -141,11 +156,12 @@ impl PaymentsService {
             .outbox
             .event_messages(Some(space.merchant), space.mode, event_type, event_data(&settled), false)
             .await?;
-        if !self.ports.repo.settle_refund(&settled, (&call.idempotency_key, outcome), &events).await? {
+        if !self.ports.repo.settle_refund(&settled, (key, outcome), &events).await? {
             return self.refund(space, &id).await;
         }
         self.ports.outbox.wake().notify_one();
-        self.ports.audit.record(caller.event(event_type, "refund", &id)).await?;
+        let event = actor.into().event(event_type, "refund", &id, (&refund.merchant, refund.mode));
+        self.ports.audit.record(event).await?;
         Ok(settled)
     }
 

@@ -73,10 +73,17 @@ impl PaymentError {
 /// What the customer must do before the intent can go on (3-D Secure).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NextAction {
-    /// Where to send the customer's browser.
+    /// The gateway's page for the customer (the issuer's challenge).
     pub redirect_url: String,
     /// The gateway's id of the challenge.
     pub challenge: String,
+    /// strongroom's hand-off page, where the shop sends the customer's browser: it leads to the
+    /// gateway's page, and the customer comes back to strongroom, which asks the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_url: Option<String>,
+    /// The shop's page the customer returns to afterwards (given at confirmation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<String>,
 }
 
 /// The card an intent is paid with, as it may be shown.
@@ -119,7 +126,8 @@ pub struct IntentRecord {
     pub amount_refunded: i64,
     /// Why the last authorisation failed.
     pub last_payment_error: Option<PaymentError>,
-    /// What the customer must do.
+    /// What the customer must do while `requires_action`; kept afterwards (not shown) so that
+    /// the return page still knows the shop's `return_url`.
     pub next_action: Option<NextAction>,
     /// The card, once an authorisation was asked for.
     pub card: Option<CardSummary>,
@@ -150,6 +158,21 @@ pub struct GatewayCallRecord {
     pub intent: String,
     /// `authorize`, `capture`, `cancel` or `refund`.
     pub operation: &'static str,
+    /// The amount it moves.
+    pub amount: i64,
+    /// When it was recorded.
+    pub at: Timestamp,
+}
+
+/// A gateway call with no recorded answer, as the reconciliation job reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenGatewayCall {
+    /// The idempotency key (`<intent or refund id>:<operation>:<attempt>`).
+    pub idempotency_key: String,
+    /// The intent it was made for.
+    pub intent: String,
+    /// `authorize`, `capture`, `cancel` or `refund`.
+    pub operation: String,
     /// The amount it moves.
     pub amount: i64,
     /// When it was recorded.
@@ -276,6 +299,18 @@ pub trait PaymentsRepository: Send + Sync + std::fmt::Debug {
     async fn refund(&self, id: &str) -> Result<Option<RefundRecord>, StoreError>;
     /// Refunds of a space, newest first, optionally of one intent.
     async fn refunds(&self, page: Page<'_>, payment_intent: Option<&str>) -> Result<Vec<RefundRecord>, StoreError>;
+    /// Gateway calls without a recorded answer, recorded at or after `since` and before
+    /// `before`, oldest first, at most `limit`.
+    async fn open_gateway_calls(
+        &self,
+        since: Timestamp,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OpenGatewayCall>, StoreError>;
+    /// Records the outcome of a call whose answer moves nothing (its intent moved on without
+    /// it). False: it had an outcome already.
+    async fn close_gateway_call(&self, idempotency_key: &str, outcome: &str, at: Timestamp)
+    -> Result<bool, StoreError>;
 }
 
 /// One operation in the sandbox gateway's ledger.

@@ -11,8 +11,17 @@ pub fn esc(text: &str) -> String {
 
 /// A whole page: `body` is trusted markup built from escaped parts.
 pub fn page(status: StatusCode, title: &str, csrf: &str, body: &str) -> Response {
+    page_going_on(status, title, csrf, body, None)
+}
+
+/// A whole page that, with `then`, sends the browser on to that address at once (a `refresh`
+/// meta element: a navigation of its own, so it is not the redirect of a form's submission,
+/// which the CSP's `form-action 'self'` would stop at another origin).
+pub fn page_going_on(status: StatusCode, title: &str, csrf: &str, body: &str, then: Option<&str>) -> Response {
+    let refresh =
+        then.map(|to| format!("<meta http-equiv=\"refresh\" content=\"0;url={}\">", esc(to))).unwrap_or_default();
     let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"csrf-token\" content=\"{csrf}\">\
          <title>{title}</title><link rel=\"stylesheet\" href=\"/account/assets/account.css\">\

@@ -1,7 +1,8 @@
 //! Hosted pages for customers: sign-in (password, second factor, passkey), second-factor
 //! enrolment and the security centre, the pages mailed links open (address verification, a new
 //! password), and sign-up when the shop allows it; server-rendered, for shops that do not build
-//! their own. Plus the one page for staff, where a staff invitation link leads.
+//! their own. Plus the one page for staff, where a staff invitation link leads, and the payment
+//! pages of 3-D Secure (the hand-off to the gateway's page and the return from it, [`payments`]).
 //!
 //! Owns: the session cookie (`__Host-sr_session`: `Secure; HttpOnly; SameSite=Strict; Path=/`,
 //! no `Domain`), CSRF protection (a `__Host-sr_csrf` cookie whose value every form and script
@@ -16,6 +17,7 @@ mod account;
 mod guard;
 mod html;
 mod links;
+mod payments;
 mod sign_up;
 
 use axum::Router;
@@ -34,14 +36,21 @@ pub const CSRF_COOKIE: &str = "__Host-sr_csrf";
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The hosted pages' routes: the staff invitation page and the pages' assets always (the
-/// invitation links strongroom prints and mails lead there); the customers' pages when the
+/// The hosted pages' routes: the staff invitation page, the payment pages of 3-D Secure and the
+/// pages' assets always (the invitation links strongroom prints and mails, and the hand-off
+/// links of payments, lead there); the customers' pages when the
 /// settings name their merchant; sign-up when the settings also allow it.
 pub fn routes(settings: &HttpSettings) -> Router<AppState> {
     let always = Router::new()
         .route("/staff/invitation", get(links::invitation_page).post(links::accept_invitation))
         .route("/account/assets/account.js", get(account::script))
-        .route("/account/assets/account.css", get(account::stylesheet));
+        .route("/account/assets/account.css", get(account::stylesheet))
+        .route("/pay/authenticate/{id}", get(payments::authenticate_page))
+        .route("/pay/return/{id}", get(payments::return_page))
+        .route(
+            "/sandbox/challenges/{challenge}",
+            get(payments::sandbox_challenge_page).post(payments::answer_sandbox_challenge),
+        );
     if settings.pages_merchant.is_none() {
         return always;
     }

@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use strongroom_domain::DomainError;
 use strongroom_domain::payments::Caller;
 use strongroom_domain::payments::intents::NewIntent;
 use strongroom_domain::payments::orders::{DiscountInput, LineItemInput, OrderInput, OrderView};
@@ -58,8 +59,11 @@ pub struct PaymentErrorBody {
 /// Where to send the customer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RedirectBody {
-    /// The page of the 3-D Secure challenge.
+    /// strongroom's hand-off page for the customer's browser (`/pay/authenticate/{id}`): it
+    /// leads to the gateway's 3-D Secure page, and back.
     pub url: String,
+    /// The shop's page the customer comes back to, as given at confirmation.
+    pub return_url: Option<String>,
 }
 
 /// What the customer must do before the intent can go on.
@@ -139,10 +143,16 @@ impl From<IntentRecord> for PaymentIntentBody {
                 decline_code: e.decline_code,
                 message: e.message,
             }),
-            next_action: r.next_action.map(|a| NextActionBody {
-                kind: "redirect_to_url",
-                redirect_to_url: RedirectBody { url: a.redirect_url },
-            }),
+            next_action: r
+                .next_action
+                .filter(|_| r.state == strongroom_domain::payments::state::State::RequiresAction)
+                .map(|a| NextActionBody {
+                    kind: "redirect_to_url",
+                    redirect_to_url: RedirectBody {
+                        url: a.handoff_url.unwrap_or(a.redirect_url),
+                        return_url: a.return_url,
+                    },
+                }),
             metadata: metadata_value(r.metadata.as_deref()),
             canceled_at: r.canceled_at.map(Timestamp::to_rfc3339),
             livemode: r.mode.is_live(),
@@ -457,6 +467,11 @@ pub struct CreateIntentRequest {
     /// Up to 20 string values.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// Confirm at once (needs `payment_method`): one request instead of create, then confirm.
+    /// The answer is the confirmed intent (`201`).
+    pub confirm: Option<bool>,
+    /// With `confirm`: the shop's page the customer comes back to after 3-D Secure.
+    pub return_url: Option<String>,
 }
 
 /// Confirmation of a payment intent.
@@ -465,6 +480,9 @@ pub struct CreateIntentRequest {
 pub struct ConfirmRequest {
     /// A card token to attach first (needed in `requires_payment_method`).
     pub payment_method: Option<String>,
+    /// The shop's page the customer comes back to after 3-D Secure (an `https://` URL), with
+    /// `payment_intent` and `redirect_status` added; the shop must still read the intent.
+    pub return_url: Option<String>,
 }
 
 /// A capture.
@@ -672,6 +690,13 @@ pub async fn create_intent(
 ) -> Result<(StatusCode, Json<PaymentIntentBody>), ApiError> {
     let source = source(&context);
     let caller = Caller { principal: &auth.principal, source: &source };
+    let confirm = body.confirm.unwrap_or(false);
+    if confirm && body.payment_method.is_none() {
+        return Err(DomainError::invalid("/payment_method", "is required with confirm").into());
+    }
+    if !confirm && body.return_url.is_some() {
+        return Err(DomainError::invalid("/return_url", "is taken only with confirm: true").into());
+    }
     let input = NewIntent {
         amount: body.amount,
         currency: body.currency,
@@ -688,7 +713,10 @@ pub async fn create_intent(
         description: body.description,
         metadata: body.metadata,
     };
-    let intent = state.payments.create_intent(caller, input).await?;
+    let mut intent = state.payments.create_intent(caller, input).await?;
+    if confirm {
+        intent = state.payments.confirm(caller, &intent.id, None, body.return_url.as_deref()).await?;
+    }
     Ok((StatusCode::CREATED, Json(intent.into())))
 }
 
@@ -746,7 +774,9 @@ pub async fn confirm(
 ) -> Result<Json<PaymentIntentBody>, ApiError> {
     let source = source(&context);
     let caller = Caller { principal: &auth.principal, source: &source };
-    Ok(Json(state.payments.confirm(caller, &id, body.payment_method.as_deref()).await?.into()))
+    let intent =
+        state.payments.confirm(caller, &id, body.payment_method.as_deref(), body.return_url.as_deref()).await?;
+    Ok(Json(intent.into()))
 }
 
 /// Captures an authorised payment intent (all of it, or `amount_to_capture`).

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use strongroom_domain::StoreError;
 use strongroom_domain::payments::gateway::{
     AuthorizeRequest, ChallengeSimulator, FollowUpRequest, Gateway, GatewayAnswer, GatewayError, GatewayStatus,
+    ResumeRequest,
 };
 use strongroom_domain::ports::payments::{LedgerEntry, NextAction, PaymentError, SandboxChallenge, SandboxLedger};
 use strongroom_types::{Clock, Money};
@@ -112,6 +113,8 @@ impl SandboxGateway {
             (GatewayStatus::RequiresAction, Some(challenge)) => Some(NextAction {
                 redirect_url: format!("{}/{challenge}", self.settings.challenge_base),
                 challenge: challenge.clone(),
+                handoff_url: None,
+                return_url: None,
             }),
             _ => None,
         };
@@ -223,6 +226,44 @@ impl Gateway for SandboxGateway {
         let stored = self.ledger.ledger_entry(idempotency_key).await.map_err(unavailable)?;
         Ok(stored.map(|entry| self.answer(&entry)))
     }
+
+    /// After the customer's challenge: approved when it passed, declined when it failed, still
+    /// `requires_action` while it is pending; a payment with no challenge is declined.
+    async fn resume(&self, request: &ResumeRequest) -> Result<GatewayAnswer, GatewayError> {
+        self.wait().await;
+        if let Some(earlier) = self.ledger.ledger_entry(&request.idempotency_key).await.map_err(unavailable)? {
+            return Ok(self.answer(&earlier));
+        }
+        let approved = if request.capture { "captured" } else { "authorized" };
+        let (key, reference, amount) = (&request.idempotency_key, &request.reference, request.amount);
+        let mut entry = self.entry(key, "authorize", reference, amount, approved);
+        let open = self.ledger.open_sandbox_challenge(reference).await.map_err(unavailable)?;
+        match open {
+            Some(challenge) if challenge.status == "pending" => {
+                entry.outcome = "requires_action".into();
+                entry.challenge = Some(challenge.id);
+            }
+            Some(challenge) => {
+                if !self
+                    .ledger
+                    .set_sandbox_challenge(&challenge.id, &challenge.status, "consumed")
+                    .await
+                    .map_err(unavailable)?
+                {
+                    return Err(GatewayError::Unavailable("the challenge changed meanwhile".into()));
+                }
+                if challenge.status != "passed" {
+                    entry.outcome = "declined".into();
+                    entry.decline_code = Some("payment_intent_authentication_failure".into());
+                }
+            }
+            None => {
+                entry.outcome = "declined".into();
+                entry.decline_code = Some("payment_intent_authentication_failure".into());
+            }
+        }
+        self.record_entry(entry).await
+    }
 }
 
 #[async_trait]
@@ -230,6 +271,11 @@ impl ChallengeSimulator for SandboxGateway {
     async fn complete(&self, challenge: &str, passed: bool) -> Result<bool, GatewayError> {
         let to = if passed { "passed" } else { "failed" };
         self.ledger.set_sandbox_challenge(challenge, "pending", to).await.map_err(unavailable)
+    }
+
+    async fn challenge(&self, challenge: &str) -> Result<Option<(String, String)>, GatewayError> {
+        let found = self.ledger.sandbox_challenge(challenge).await.map_err(unavailable)?;
+        Ok(found.map(|c| (c.reference, c.status)))
     }
 }
 

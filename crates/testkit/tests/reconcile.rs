@@ -1,0 +1,234 @@
+//! Black-box tests of payment reconciliation on a real server, on SQLite and PostgreSQL: an
+//! authorisation whose answer was lost (the sandbox's timeout card) is settled by the job from
+//! the gateway's ledger, once; an authorisation the gateway never received goes back to
+//! `requires_payment_method` without a charge; `strongroom payments reconcile` reports without
+//! changing anything, settles with `--settle`, and then has nothing left to report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use strongroom_testkit::{Backend, TestServer, on_both_backends};
+
+on_both_backends!(
+    a_lost_answer_is_settled_by_the_job_from_the_gateway_ledger,
+    an_authorisation_the_gateway_never_saw_is_not_charged,
+    the_command_reports_then_settles
+);
+
+/// The sandbox card whose authorisation happens but whose answer is lost.
+const TIMEOUT_CARD: &str = "4000000000001000";
+
+async fn post(server: &TestServer, key: &str, path: &str, body: &Value) -> (u16, Value) {
+    let response = server.request_as(key, Method::POST, path).json(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn get(server: &TestServer, key: &str, path: &str) -> Value {
+    let response = server.request_as(key, Method::GET, path).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.unwrap()
+}
+
+async fn test_key(server: &TestServer) -> String {
+    let scopes = ["payments:write", "payments:read", "vault:write", "admin:webhooks"];
+    let body = json!({"name": "ci", "scopes": scopes, "mode": "test"});
+    let (status, key) = post(server, &server.bootstrap_key, "/v1/api-keys", &body).await;
+    assert_eq!(status, 201, "{key}");
+    let key = key["secret"].as_str().unwrap().to_owned();
+    // A loopback endpoint subscribed to every event, so the outbox holds them.
+    let body = json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]});
+    let (status, endpoint) = post(server, &key, "/v1/webhook_endpoints", &body).await;
+    assert_eq!(status, 201, "{endpoint}");
+    key
+}
+
+/// A confirmed intent of 2500 EUR on `number`, as the confirm answered it.
+async fn confirmed(server: &TestServer, key: &str, number: &str) -> Value {
+    let card = json!({"type": "card", "value": {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
+    let (status, token) = post(server, key, "/v1/tokens", &card).await;
+    assert_eq!(status, 201, "{token}");
+    let body = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"]});
+    let (status, intent) = post(server, key, "/v1/payment_intents", &body).await;
+    assert_eq!(status, 201, "{intent}");
+    let id = intent["id"].as_str().unwrap();
+    let (status, intent) = post(server, key, &format!("/v1/payment_intents/{id}/confirm"), &json!({})).await;
+    assert_eq!(status, 200, "{intent}");
+    intent
+}
+
+/// Waits (real time: the job runs every second) until the intent leaves `processing`.
+async fn settled(server: &TestServer, key: &str, id: &str) -> Value {
+    for _ in 0..100 {
+        let intent = get(server, key, &format!("/v1/payment_intents/{id}")).await;
+        if intent["status"] != "processing" {
+            return intent;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the intent {id} stayed processing");
+}
+
+/// Rows of `sql` (one text column, one bind) in the server's database.
+async fn column(server: &TestServer, sql: &str, bind: &str) -> Vec<String> {
+    match server.backend {
+        Backend::Sqlite => {
+            let path = server.data_dir().join("strongroom.db");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display())).await.unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as(sql).bind(bind).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows.into_iter().map(|r| r.0).collect()
+        }
+        Backend::Postgres => {
+            let url = server.config.database_url.as_ref().unwrap().expose().clone();
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as(sql).bind(bind).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows.into_iter().map(|r| r.0).collect()
+        }
+    }
+}
+
+async fn ledger(server: &TestServer, id: &str) -> Vec<String> {
+    let sql = "SELECT operation || ':' || outcome FROM sandbox_ledger WHERE reference = $1 ORDER BY created_at";
+    column(server, sql, id).await
+}
+
+async fn events(server: &TestServer, id: &str) -> Vec<String> {
+    let pattern = format!("%\"id\":\"{id}\"%");
+    let sql = match server.backend {
+        Backend::Sqlite => "SELECT event_type FROM outbox WHERE CAST(payload AS TEXT) LIKE $1",
+        Backend::Postgres => "SELECT event_type FROM outbox WHERE convert_from(payload, 'UTF8') LIKE $1",
+    };
+    let mut found = column(server, sql, &pattern).await;
+    found.sort();
+    found
+}
+
+async fn a_lost_answer_is_settled_by_the_job_from_the_gateway_ledger(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |config| {
+        config.payments.gateway_timeout = Duration::from_secs(1);
+        config.payments.reconcile_interval = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let key = test_key(&server).await;
+    let intent = confirmed(&server, &key, TIMEOUT_CARD).await;
+    assert_eq!(intent["status"], "processing", "{intent}");
+    let id = intent["id"].as_str().unwrap();
+
+    // Within the gateway's timeout the job leaves it alone: the request may still be waiting.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let still = get(&server, &key, &format!("/v1/payment_intents/{id}")).await;
+    assert_eq!(still["status"], "processing", "{still}");
+
+    server.clock.advance(Duration::from_secs(5));
+    let after = settled(&server, &key, id).await;
+    assert_eq!(after["status"], "succeeded", "{after}");
+    assert_eq!(after["amount_received"], 2500);
+    assert!(after["last_payment_error"].is_null(), "{after}");
+    // The gateway authorised once, and nothing was sent again.
+    assert_eq!(ledger(&server, id).await, ["authorize:captured"]);
+    let events = events(&server, id).await;
+    assert_eq!(events.iter().filter(|e| *e == "payment_intent.succeeded").count(), 1, "{events:?}");
+
+    // Later runs find nothing more to do.
+    server.clock.advance(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(ledger(&server, id).await, ["authorize:captured"]);
+    let open = column(
+        &server,
+        "SELECT idempotency_key FROM payment_gateway_calls WHERE intent_id = $1 AND outcome IS NULL",
+        id,
+    )
+    .await;
+    assert!(open.is_empty(), "{open:?}");
+    server.shutdown().await;
+}
+
+async fn an_authorisation_the_gateway_never_saw_is_not_charged(backend: Backend) {
+    // Each sandbox call takes 3 s and the gateway timeout is 1 s: the call is abandoned before
+    // the sandbox records it.
+    let Some(server) = TestServer::spawn_with(backend, |config| {
+        config.payments.gateway_timeout = Duration::from_secs(1);
+        config.payments.sandbox_latency = Duration::from_secs(3);
+        config.payments.reconcile_interval = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let key = test_key(&server).await;
+    let intent = confirmed(&server, &key, "4242424242424242").await;
+    assert_eq!(intent["status"], "processing", "{intent}");
+    let id = intent["id"].as_str().unwrap();
+
+    server.clock.advance(Duration::from_secs(5));
+    let after = settled(&server, &key, id).await;
+    assert_eq!(after["status"], "requires_payment_method", "{after}");
+    assert_eq!(after["last_payment_error"]["code"], "gateway_not_reached", "{after}");
+    assert_eq!(after["amount_received"], 0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(ledger(&server, id).await.is_empty(), "no authorisation reached the gateway, and none was re-sent");
+    let events = events(&server, id).await;
+    assert!(events.contains(&"payment_intent.payment_failed".to_owned()), "{events:?}");
+    server.shutdown().await;
+}
+
+async fn the_command_reports_then_settles(backend: Backend) {
+    use clap::Parser as _;
+    let Some(mut server) = TestServer::spawn_with(backend, |config| {
+        config.payments.gateway_timeout = Duration::from_secs(1);
+        config.payments.reconcile_interval = Duration::from_secs(3600);
+    })
+    .await
+    else {
+        return;
+    };
+    let key = test_key(&server).await;
+    let intent = confirmed(&server, &key, TIMEOUT_CARD).await;
+    assert_eq!(intent["status"], "processing", "{intent}");
+    let id = intent["id"].as_str().unwrap().to_owned();
+    server.stop().await;
+    // The command reads the system clock: let the call be older than the gateway's timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("strongroom.toml");
+    std::fs::write(&config_file, "[payments]\ngateway_timeout = \"1s\"\n").unwrap();
+    let data_dir = server.data_dir();
+    let database_url = server.config.database_url.as_ref().map(|url| url.expose().clone());
+    let run = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "strongroom".to_owned(),
+            "--data-dir".into(),
+            data_dir.to_str().unwrap().into(),
+            "--config".into(),
+            config_file.to_str().unwrap().into(),
+        ];
+        if let Some(url) = &database_url {
+            args.extend(["--database-url".into(), url.clone()]);
+        }
+        args.extend(["payments", "reconcile", "--since", "1h"].map(str::to_owned));
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        strongroom::commands::run(strongroom::commands::Cli::try_parse_from(args).unwrap())
+    };
+    // A report changes nothing and says something differs (exit 3).
+    assert_eq!(run(&[]).await, 3);
+    assert_eq!(run(&["--json"]).await, 3);
+    let status = column(&server, "SELECT status FROM payment_intents WHERE id = $1", &id).await;
+    assert_eq!(status, ["processing"]);
+    // --settle settles it by the gateway's word; then nothing is left.
+    assert_eq!(run(&["--settle"]).await, 3);
+    assert_eq!(run(&[]).await, 0);
+
+    server.restart().await;
+    let after = get(&server, &key, &format!("/v1/payment_intents/{id}")).await;
+    assert_eq!(after["status"], "succeeded", "{after}");
+    assert_eq!(ledger(&server, &id).await, ["authorize:captured"]);
+    server.shutdown().await;
+}
