@@ -143,6 +143,12 @@ pub trait Gateway: Send + Sync + std::fmt::Debug {
     async fn refund(&self, request: &FollowUpRequest) -> Result<GatewayAnswer, GatewayError>;
     /// What became of an earlier call, by its idempotency key (`None`: the gateway never saw it).
     async fn lookup(&self, idempotency_key: &str) -> Result<Option<GatewayAnswer>, GatewayError>;
+    /// How long a call may take to show in [`Gateway::lookup`] after it was made (a gateway
+    /// whose search is eventually consistent): until then "never seen" is not believed.
+    /// Default: none (the gateway's record is written before it answers).
+    fn lookup_lag(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// Goes on with an authorisation once the customer has done what it required (3-D
     /// Secure), and says what became of it. A gateway that reports the outcome only by its own
     /// notifications answers [`GatewayError::Unavailable`].

@@ -10,7 +10,9 @@
 //! - the gateway knows it but is still working on it: nothing moves;
 //! - the gateway never saw a capture, void or refund: the same call is sent again under the same
 //!   idempotency key (safe: the gateway acts once per key), and its answer settles it;
-//! - the gateway never saw an authorisation: no money moved, and the intent goes back to
+//! - the gateway never saw an authorisation (believed once the gateway's
+//!   [`Gateway::lookup_lag`](super::gateway::Gateway::lookup_lag) has passed too): no money
+//!   moved, and the intent goes back to
 //!   `requires_payment_method` with the error `gateway_not_reached` (an authorisation is never
 //!   sent again from here: the card's verification code was used up by the first attempt and the
 //!   customer is not present);
@@ -226,6 +228,11 @@ impl PaymentsService {
                 (self.settle_authorization(actor, &intent, key, answer).await?, false)
             }
             (Word::NotReceived, "authorize") => {
+                let wait = self.settings.gateway_timeout.saturating_add(self.ports.gateway.lookup_lag());
+                let age = self.ports.clock.now().millis_since(call.at);
+                if age < i64::try_from(wait.as_millis()).unwrap_or(i64::MAX) {
+                    return Ok(difference);
+                }
                 let answer = GatewayAnswer {
                     status: GatewayStatus::Declined,
                     gateway_reference: String::new(),
