@@ -768,6 +768,12 @@ impl Application {
             },
             strongroom_domain::payments::PaymentSettings { gateway_timeout: config.payments.gateway_timeout },
         ));
+        payments.set_checkout(strongroom_domain::payments::checkout::Checkout {
+            repo: Arc::new(core.store.clone()),
+            identity: identity.clone(),
+            staff: staff.clone(),
+            rules: config.payments.checkout_rules(),
+        });
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.

@@ -14,6 +14,7 @@
 use serde_json::{Map, Value, json};
 use strongroom_types::{Money, define_id};
 
+use super::checkout::ConfirmExtras;
 use super::gateway::{
     AuthorizeRequest, FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event, capture_event,
     idempotency_key, void_event,
@@ -76,11 +77,12 @@ fn event_data(intent: &IntentRecord) -> Value {
             "code": e.code,
             "decline_code": e.decline_code,
         })),
+        "fraud": intent.fraud,
     })
 }
 
 /// A transition to write.
-struct Step<'a> {
+pub(super) struct Step<'a> {
     event: Event,
     call: Option<&'a GatewayCallRecord>,
     answered: Option<(&'a str, &'a str)>,
@@ -88,7 +90,7 @@ struct Step<'a> {
 }
 
 impl<'a> Step<'a> {
-    fn new(event: Event) -> Self {
+    pub(super) fn new(event: Event) -> Self {
         Self { event, call: None, answered: None, lock_order: None }
     }
 }
@@ -121,7 +123,7 @@ impl PaymentsService {
     /// Writes `before → after` by `step.event`, with its webhook event, in one conditional
     /// update; records the audit entry. Refused (409 with the current state) when the state
     /// machine forbids it or another request moved the intent first.
-    async fn apply(
+    pub(super) async fn apply(
         &self,
         caller: Caller<'_>,
         before: &IntentRecord,
@@ -264,6 +266,7 @@ impl PaymentsService {
             amount_refunded: 0,
             last_payment_error: None,
             next_action: None,
+            fraud: None,
             card,
             gateway: self.ports.gateway.name().to_owned(),
             gateway_reference: None,
@@ -317,6 +320,21 @@ impl PaymentsService {
         id: &str,
         payment_method: Option<&str>,
     ) -> Result<IntentRecord, DomainError> {
+        self.confirm_with(caller, id, payment_method, &ConfirmExtras::default()).await
+    }
+
+    /// [`Self::confirm`] with what the checkout rules look at: the customer's step-up proof and
+    /// client. From `requires_confirmation` the fraud checks run first (a block answers the
+    /// intent back in `requires_payment_method` without asking the gateway) and a large or
+    /// suspicious payment needs the customer's step-up; the resumption after 3-D Secure
+    /// (`requires_action`) keeps the decision its first confirmation got.
+    pub async fn confirm_with(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        payment_method: Option<&str>,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
         let space = caller.principal.space();
         let mut intent = self.intent_in(space, id).await?;
         if let Some(token) = payment_method {
@@ -336,6 +354,12 @@ impl PaymentsService {
         let Some(token) = intent.payment_method.clone() else {
             return Err(unexpected(intent.state));
         };
+        if intent.state == State::RequiresConfirmation {
+            intent = match self.check_before_authorising(caller, intent, extras).await? {
+                Ok(checked) => checked,
+                Err(blocked) => return Ok(blocked),
+            };
+        }
         let attempt = intent.attempt.saturating_add(1);
         let call = GatewayCallRecord {
             idempotency_key: idempotency_key(&intent.id, "authorize", attempt),
@@ -441,7 +465,11 @@ impl PaymentsService {
         }
         let outcome = gateway_outcome(answer.status);
         let step = Step { answered: Some((key, outcome)), ..Step::new(event) };
-        match self.apply(caller, claimed, after, step).await {
+        let settled = self.apply(caller, claimed, after, step).await;
+        if event == Event::Declined && settled.is_ok() {
+            self.count_decline(claimed).await;
+        }
+        match settled {
             // Reconciliation (or a second node) settled it first: show what is stored.
             Err(DomainError::UnexpectedState { .. }) => self.intent_in(caller.principal.space(), &claimed.id).await,
             other => other,

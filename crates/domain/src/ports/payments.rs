@@ -121,6 +121,8 @@ pub struct IntentRecord {
     pub last_payment_error: Option<PaymentError>,
     /// What the customer must do.
     pub next_action: Option<NextAction>,
+    /// The fraud checks' last decision (set when a confirmation was checked).
+    pub fraud: Option<crate::payments::fraud::FraudDecision>,
     /// The card, once an authorisation was asked for.
     pub card: Option<CardSummary>,
     /// Which gateway.

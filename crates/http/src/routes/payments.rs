@@ -11,6 +11,8 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use strongroom_domain::payments::Caller;
+use strongroom_domain::payments::checkout::ConfirmExtras;
+use strongroom_domain::payments::fraud::ClientSignals;
 use strongroom_domain::payments::intents::NewIntent;
 use strongroom_domain::payments::orders::{DiscountInput, LineItemInput, OrderInput, OrderView};
 use strongroom_domain::payments::refunds::NewRefund;
@@ -106,6 +108,8 @@ pub struct PaymentIntentBody {
     pub last_payment_error: Option<PaymentErrorBody>,
     /// What the customer must do (3-D Secure).
     pub next_action: Option<NextActionBody>,
+    /// The fraud checks' last decision: `{outcome: allow | require_step_up | block, reasons[]}`.
+    pub fraud: Option<FraudBody>,
     /// `sandbox`, …
     pub gateway: String,
     /// Free text.
@@ -143,6 +147,7 @@ impl From<IntentRecord> for PaymentIntentBody {
                 kind: "redirect_to_url",
                 redirect_to_url: RedirectBody { url: a.redirect_url },
             }),
+            fraud: r.fraud.map(|f| FraudBody { outcome: f.outcome, reasons: f.reasons }),
             metadata: metadata_value(r.metadata.as_deref()),
             canceled_at: r.canceled_at.map(Timestamp::to_rfc3339),
             livemode: r.mode.is_live(),
@@ -156,6 +161,15 @@ impl From<IntentRecord> for PaymentIntentBody {
             cancellation_reason: r.cancellation_reason,
         }
     }
+}
+
+/// What the fraud checks decided at the last confirmation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FraudBody {
+    /// `allow`, `require_step_up` or `block`.
+    pub outcome: String,
+    /// Reason codes of the rules that fired (`card_testing`, `ip_velocity`, `country_mismatch`, …).
+    pub reasons: Vec<String>,
 }
 
 /// A page of payment intents, newest first.
@@ -465,6 +479,23 @@ pub struct CreateIntentRequest {
 pub struct ConfirmRequest {
     /// A card token to attach first (needed in `requires_payment_method`).
     pub payment_method: Option<String>,
+    /// The customer's step-up proof (`sup_…`) for purpose `payment` and this payment's binding,
+    /// when a `step_up_required` asked for one.
+    pub step_up_proof: Option<String>,
+    /// The customer's browser or app as the shop saw it, for the fraud checks.
+    pub client: Option<ClientRequest>,
+}
+
+/// The customer's client, as the shop saw it (each field optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRequest {
+    /// The customer's IP address (not the shop server's).
+    pub ip: Option<String>,
+    /// The shop's id of the customer's device (1 to 128 characters).
+    pub device: Option<String>,
+    /// ISO 3166-1 alpha-2 country of the customer (e.g. from the shipping address).
+    pub country: Option<String>,
 }
 
 /// A capture.
@@ -735,7 +766,12 @@ const STATE_CONFLICT: &str = "`payment_intent_unexpected_state` (with `current_s
     request_body = ConfirmRequest,
     responses(
         (status = 200, body = PaymentIntentBody),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = STATE_CONFLICT),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "`step_up_required`: `step_up` names the purpose and binding of the proof to send"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`payment_intent_unexpected_state` (with `current_state`), `order_changed`, `step_up_unavailable`"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "`step_up_invalid`, `validation_failed` (`/client/…`)"),
     ))]
 pub async fn confirm(
     auth: ApiKeyAuth<scope::PaymentsWrite>,
@@ -746,7 +782,10 @@ pub async fn confirm(
 ) -> Result<Json<PaymentIntentBody>, ApiError> {
     let source = source(&context);
     let caller = Caller { principal: &auth.principal, source: &source };
-    Ok(Json(state.payments.confirm(caller, &id, body.payment_method.as_deref()).await?.into()))
+    let client = body.client.unwrap_or_default();
+    let client = ClientSignals::parse(client.ip.as_deref(), client.device.as_deref(), client.country.as_deref())?;
+    let extras = ConfirmExtras { step_up_proof: body.step_up_proof, client };
+    Ok(Json(state.payments.confirm_with(caller, &id, body.payment_method.as_deref(), &extras).await?.into()))
 }
 
 /// Captures an authorised payment intent (all of it, or `amount_to_capture`).
