@@ -10,6 +10,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use strongroom::config::FraudConfig;
+use strongroom_domain::identity::Client;
+use strongroom_domain::merchants::MerchantId;
 use strongroom_testkit::{Backend, TestServer, on_both_backends, test_python};
 
 on_both_backends!(
@@ -29,7 +31,8 @@ on_both_backends!(
     thirty_concurrent_confirms_from_one_address_pass_at_most_the_limit,
     bad_client_fields_are_named,
     step_up_above_the_threshold_needs_a_bound_proof_good_once,
-    thirty_concurrent_confirms_with_one_proof_authorise_at_most_once
+    thirty_concurrent_confirms_with_one_proof_authorise_at_most_once,
+    large_refunds_by_staff_need_a_second_finance_member_once
 );
 
 const PASSWORD: &str = "violet tractor anthem 1987";
@@ -94,21 +97,26 @@ async fn get_intent(server: &TestServer, id: &str) -> Value {
     send(server, &server.bootstrap_key, Method::GET, &format!("/v1/payment_intents/{id}"), None).await.1
 }
 
-/// Rows of the sandbox's ledger for an intent (what the gateway was asked).
+/// Authorisations the sandbox gateway was asked for on an intent.
 async fn ledger_rows(server: &TestServer, reference: &str) -> i64 {
-    let sql = "SELECT COUNT(*) FROM sandbox_ledger WHERE reference = $1 AND operation = 'authorize'";
+    ledger_count(server, reference, "authorize").await
+}
+
+/// Rows of the sandbox's ledger for an intent and operation (what the gateway was asked).
+async fn ledger_count(server: &TestServer, reference: &str, operation: &str) -> i64 {
+    let sql = "SELECT COUNT(*) FROM sandbox_ledger WHERE reference = $1 AND operation = $2";
     match server.backend {
         Backend::Sqlite => {
             let path = server.data_dir().join("strongroom.db");
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display())).await.unwrap();
-            let n: i64 = sqlx::query_scalar(sql).bind(reference).fetch_one(&pool).await.unwrap();
+            let n: i64 = sqlx::query_scalar(sql).bind(reference).bind(operation).fetch_one(&pool).await.unwrap();
             pool.close().await;
             n
         }
         Backend::Postgres => {
             let url = server.config.database_url.as_ref().unwrap().expose().clone();
             let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            let n: i64 = sqlx::query_scalar(sql).bind(reference).fetch_one(&pool).await.unwrap();
+            let n: i64 = sqlx::query_scalar(sql).bind(reference).bind(operation).fetch_one(&pool).await.unwrap();
             pool.close().await;
             n
         }
@@ -564,4 +572,103 @@ async fn thirty_concurrent_confirms_with_one_proof_authorise_at_most_once(backen
     }
     assert_eq!(succeeded, 1, "one proof, one payment");
     assert_eq!(ledger_rows(&server, &id).await, 1, "authorised once at the gateway");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Four-eyes refunds
+
+/// A staff member with `roles` who accepted the operator's invitation and enrolled TOTP: the
+/// session token.
+async fn staff_member(server: &TestServer, python: &str, email: &str, roles: &[&str]) -> String {
+    let merchant = MerchantId::parse(&server.merchant_id).unwrap();
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    let invitation = server.app().state.staff.invite(&merchant, email, &roles, None, &Client::default()).await.unwrap();
+    let public = |path: &str, body: Value| {
+        let request = server.client.post(server.url(path)).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let accept = json!({"token": invitation.token.expose(), "password": PASSWORD});
+    let (status, body) = public("/v1/staff/invitation/accept", accept).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = public("/v1/staff/login", json!({"email": email, "password": PASSWORD})).await;
+    assert_eq!(status, 200, "{body}");
+    let challenge = body["challenge"].as_str().unwrap().to_owned();
+    let (status, enrolment) = public("/v1/staff/login/totp", json!({"challenge": challenge})).await;
+    assert_eq!(status, 200, "{enrolment}");
+    let code = pyotp_code(python, server, enrolment["secret"].as_str().unwrap());
+    let (status, session) = public("/v1/staff/login/totp/confirm", json!({"challenge": challenge, "code": code})).await;
+    assert_eq!(status, 200, "{session}");
+    session["session"]["token"].as_str().unwrap().to_owned()
+}
+
+async fn large_refunds_by_staff_need_a_second_finance_member_once(backend: Backend) {
+    let Some(python) = test_python() else { return };
+    let Some(server) = TestServer::spawn_with(backend, |config| {
+        config.payments.refund_approval_above.insert("eur".into(), 10_000);
+    })
+    .await
+    else {
+        return;
+    };
+    let ann = staff_member(&server, &python, "ann@shop.example", &["finance"]).await;
+    let ben = staff_member(&server, &python, "ben@shop.example", &["finance"]).await;
+    let sue = staff_member(&server, &python, "sue@shop.example", &["support"]).await;
+    let id = intent(&server, "4242424242424242", 50_000, "EUR", None).await;
+    confirm_ok(&server, &id, &json!({})).await;
+    let refund = |amount: i64, approval: Option<&str>| json!({"payment_intent": id, "amount": amount, "reason": "requested_by_customer", "approval_id": approval});
+
+    // At the threshold: no approval needed.
+    let (status, body) = post(&server, &ann, "/v1/refunds", &refund(10_000, None)).await;
+    assert_eq!((status, body["status"].as_str()), (201, Some("succeeded")), "{body}");
+    // Above: a request is opened and nothing is refunded.
+    let (status, asked) = post(&server, &ann, "/v1/refunds", &refund(20_000, None)).await;
+    assert_eq!((status, asked["code"].as_str()), (403, Some("approval_required")), "{asked}");
+    let approval = asked["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(get_intent(&server, &id).await["amount_refunded"], 10_000);
+    assert_eq!(ledger_count(&server, &id, "refund").await, 1);
+    // Not by the requester, not by someone without payments:refund; then by a second finance member.
+    let approve = format!("/v1/approvals/{approval}/approve");
+    assert_eq!(send(&server, &ann, Method::POST, &approve, None).await.0, 403, "own request");
+    assert_eq!(send(&server, &sue, Method::POST, &approve, None).await.0, 403, "support cannot refund");
+    let (status, target) = send(&server, &ben, Method::GET, &format!("/v1/approvals/{approval}"), None).await;
+    assert_eq!(status, 200, "{target}");
+    assert_eq!(target["target"], format!("{id}:20000:eur"), "bound to intent, amount and currency");
+    let (status, decided) = send(&server, &ben, Method::POST, &approve, None).await;
+    assert_eq!((status, decided["status"].as_str()), (200, Some("approved")), "{decided}");
+    // The approval serves exactly that refund, for its requester.
+    let (status, body) = post(&server, &ann, "/v1/refunds", &refund(20_001, Some(&approval))).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("approval_not_usable")), "{body}");
+    let (status, _) = post(&server, &ben, "/v1/refunds", &refund(20_000, Some(&approval))).await;
+    assert_eq!(status, 422, "not Ben's request");
+
+    // Thirty concurrent re-submits: one refund.
+    let server = std::sync::Arc::new(server);
+    let racers: Vec<_> = (0..30)
+        .map(|_| {
+            let server = server.clone();
+            let ann = ann.clone();
+            let body = refund(20_000, Some(&approval));
+            tokio::spawn(async move { post(&server, &ann, "/v1/refunds", &body).await })
+        })
+        .collect();
+    let mut made = 0;
+    for racer in racers {
+        let (status, body) = racer.await.unwrap();
+        match status {
+            201 => made += 1,
+            422 => assert_eq!(body["code"], "approval_not_usable", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(made, 1, "an approval refunds once");
+    assert_eq!(get_intent(&server, &id).await["amount_refunded"], 30_000);
+    assert_eq!(ledger_count(&server, &id, "refund").await, 2, "the gateway refunded once more");
+    // The shop's backend (an API key) is not a person: its scope is the control.
+    let (status, body) = post(&server, &server.bootstrap_key, "/v1/refunds", &refund(20_000, None)).await;
+    assert_eq!(status, 201, "{body}");
+    audit_with(&server, &["approval.requested", "approval.used", "payments.refund"]).await;
 }

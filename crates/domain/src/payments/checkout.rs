@@ -22,6 +22,7 @@ use crate::identity::{Client, IdentityService};
 use crate::ports::checkout::{AttemptSignals, CheckoutRepository, SignalKind};
 use crate::ports::payments::{IntentRecord, PaymentError};
 use crate::staff::StaffService;
+use crate::staff::approvals::Action;
 
 /// The purpose a payment's step-up proof is made for.
 pub const STEP_UP_PURPOSE: &str = "payment";
@@ -231,6 +232,34 @@ impl PaymentsService {
                 other => other,
             },
         )
+    }
+
+    /// Four-eyes for a staff member's refund above `payments.refund_approval_above`: without an
+    /// approval, opens a request (answered as `approval_required` with its id); with one, spends
+    /// it, if it is an approved request of this staff member for exactly this intent, amount and
+    /// currency (one compare-and-set: of concurrent re-submits one refunds). API keys are not
+    /// people: their `payments:refund` scope is the control, as for card reveals.
+    pub(super) async fn approve_refund(
+        &self,
+        caller: Caller<'_>,
+        intent: &str,
+        amount: strongroom_types::Money,
+        reason: Option<&str>,
+        approval: Option<&str>,
+    ) -> Result<(), DomainError> {
+        if caller.principal.as_staff().is_none() {
+            return Ok(());
+        }
+        let checkout = self.checkout()?;
+        let currency = amount.currency().lowercase();
+        let above = checkout.rules.refund_approval_above.get(&currency).is_some_and(|limit| amount.minor() > *limit);
+        if !above {
+            return Ok(());
+        }
+        let target = format!("{intent}:{}:{currency}", amount.minor());
+        let client = Client { ip: caller.source.ip, user_agent: None, request_id: caller.source.request_id.clone() };
+        let reason = reason.unwrap_or("refund");
+        checkout.staff.require_approval(caller.principal, Action::Refund, &target, reason, approval, &client).await
     }
 
     /// Counts a declined attempt for the fraud rules (after the decline is stored; a failure to

@@ -584,6 +584,9 @@ pub struct CreateRefundRequest {
     /// Up to 20 string values.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// A staff member's refund above `payments.refund_approval_above`: the approved request
+    /// (`apr_…`) that the first attempt's `approval_required` opened.
+    pub approval_id: Option<String>,
 }
 
 /// Paging: newest first.
@@ -862,6 +865,8 @@ pub async fn sandbox_challenge(
     request_body = CreateRefundRequest,
     responses(
         (status = 201, body = RefundBody),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "`approval_required` (a staff member's refund above `payments.refund_approval_above`: `approval_id` names the request a second finance member approves)"),
         (status = 404, body = Problem, content_type = "application/problem+json", description = "no such payment intent in the key's data space"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`payment_intent_unexpected_state` (not `succeeded`), `charge_already_refunded`"),
@@ -883,7 +888,13 @@ pub async fn create_refund(
         }
         .to_owned()
     });
-    let input = NewRefund { payment_intent: body.payment_intent, amount: body.amount, reason, metadata: body.metadata };
+    let input = NewRefund {
+        payment_intent: body.payment_intent,
+        amount: body.amount,
+        reason,
+        metadata: body.metadata,
+        approval_id: body.approval_id,
+    };
     let refund = state.payments.create_refund(caller, input).await?;
     Ok((StatusCode::CREATED, Json(refund.into())))
 }
