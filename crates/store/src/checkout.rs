@@ -12,8 +12,10 @@
 use async_trait::async_trait;
 use strongroom_domain::StoreError;
 use strongroom_domain::ports::checkout::{AttemptSignals, CheckoutRepository, SignalKind, WindowCounts};
+use strongroom_domain::ports::payments::{IntentRecord, Page};
 use strongroom_types::Timestamp;
 
+use crate::payments::{INTENT_COLUMNS, IntentRow, page_sql};
 use crate::{Store, on_pool, store_error};
 
 const INSERT_SIGNAL: &str = "INSERT INTO payment_signals (intent_id, attempt, kind, merchant_id, mode, key, card, \
@@ -114,5 +116,19 @@ impl CheckoutRepository for Store {
             .await
             .map(|_| ()))
         .map_err(store_error)
+    }
+
+    async fn customer_intents(&self, page: Page<'_>, customer: &str) -> Result<Vec<IntentRecord>, StoreError> {
+        let sql = page_sql(INTENT_COLUMNS, "payment_intents", "AND customer = $5");
+        let rows: Vec<IntentRow> = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(page.merchant.as_str())
+            .bind(page.mode.as_str())
+            .bind(page.starting_after)
+            .bind(i64::from(page.limit))
+            .bind(customer)
+            .fetch_all(pool)
+            .await)
+        .map_err(store_error)?;
+        rows.into_iter().map(IntentRecord::try_from).collect()
     }
 }

@@ -32,7 +32,8 @@ on_both_backends!(
     bad_client_fields_are_named,
     step_up_above_the_threshold_needs_a_bound_proof_good_once,
     thirty_concurrent_confirms_with_one_proof_authorise_at_most_once,
-    large_refunds_by_staff_need_a_second_finance_member_once
+    large_refunds_by_staff_need_a_second_finance_member_once,
+    customers_see_their_own_payments_and_get_receipts_with_their_phrase
 );
 
 const PASSWORD: &str = "violet tractor anthem 1987";
@@ -671,4 +672,106 @@ async fn large_refunds_by_staff_need_a_second_finance_member_once(backend: Backe
     let (status, body) = post(&server, &server.bootstrap_key, "/v1/refunds", &refund(20_000, None)).await;
     assert_eq!(status, 201, "{body}");
     audit_with(&server, &["approval.requested", "approval.used", "payments.refund"]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The customer's own payments and receipts
+
+/// A registered, verified, signed-in customer: (customer id, session token).
+async fn signed_in_customer(server: &TestServer, email: &str) -> (String, String) {
+    let body = json!({"email": email, "password": PASSWORD});
+    let (status, body) = post(server, &server.bootstrap_key, "/v1/identity/customers", &body).await;
+    assert_eq!(status, 202, "{body}");
+    let customer = body["customer"].as_str().unwrap().to_owned();
+    server.verify_customer_email(email).await;
+    let login = json!({"email": email, "password": PASSWORD, "client": {"ip": "198.51.100.7"}});
+    let (status, body) = post(server, &server.bootstrap_key, "/v1/identity/login", &login).await;
+    assert_eq!(status, 200, "{body}");
+    (customer, body["session"]["token"].as_str().unwrap().to_owned())
+}
+
+/// Receipt mails to `email` in the development mailbox once there are `count` (waits up to 10 s).
+async fn receipts(server: &TestServer, email: &str, count: usize) -> Vec<String> {
+    let dir = server.data_dir().join("mail");
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("-payment_receipt.eml"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap().replace("=\r\n", "").replace("=3D", "="))
+            .filter(|text| text.contains(&format!("To: {email}")))
+            .collect();
+        if found.len() >= count {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} receipts for {email}, not {count}", found.len());
+}
+
+async fn customers_see_their_own_payments_and_get_receipts_with_their_phrase(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let (amy, amy_token) = signed_in_customer(&server, "amy@example.com").await;
+    let (bo, bo_token) = signed_in_customer(&server, "bo@example.com").await;
+    let phrase = json!({"phrase": "blue heron at dawn"});
+    assert_eq!(send(&server, &amy_token, Method::PUT, "/v1/me/anti-phishing-phrase", Some(&phrase)).await.0, 204);
+
+    // Amy: one automatic capture, one manual capture, one decline; Bo: one payment.
+    let paid = intent(&server, "4242424242424242", 4200, "EUR", Some(&amy)).await;
+    confirm_ok(&server, &paid, &json!({})).await;
+    let token = card(&server, "5555555555554444").await;
+    let body = json!({"amount": 1500, "currency": "EUR", "payment_method": token, "customer": amy,
+        "capture_method": "manual", "metadata": {"internal": "note"}});
+    let (status, manual) = post(&server, &server.bootstrap_key, "/v1/payment_intents", &body).await;
+    assert_eq!(status, 201, "{manual}");
+    let manual = manual["id"].as_str().unwrap().to_owned();
+    let (status, _) = confirm(&server, &manual, &json!({})).await;
+    assert_eq!(status, 200);
+    let (status, captured) =
+        post(&server, &server.bootstrap_key, &format!("/v1/payment_intents/{manual}/capture"), &json!({})).await;
+    assert_eq!((status, captured["status"].as_str()), (200, Some("succeeded")), "{captured}");
+    let declined = intent(&server, "4000000000000002", 900, "EUR", Some(&amy)).await;
+    let (_, answer) = confirm(&server, &declined, &json!({})).await;
+    assert_eq!(answer["status"], "requires_payment_method");
+    let bos = intent(&server, "4242424242424242", 700, "EUR", Some(&bo)).await;
+    confirm_ok(&server, &bos, &json!({})).await;
+
+    // Each sees their own, newest first, without the shop's metadata or the fraud decision.
+    let (status, list) = send(&server, &amy_token, Method::GET, "/v1/me/payments", None).await;
+    assert_eq!(status, 200, "{list}");
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{list}");
+    for id in [&paid, &manual, &declined] {
+        assert!(ids.contains(&id.as_str()), "{id}: {list}");
+    }
+    assert!(!ids.contains(&bos.as_str()));
+    for item in list["data"].as_array().unwrap() {
+        assert_eq!(item["metadata"], Value::Null);
+        assert_eq!(item["fraud"], Value::Null);
+        assert_eq!(item["customer"], amy.as_str());
+    }
+    let (_, page) = send(&server, &amy_token, Method::GET, "/v1/me/payments?limit=1", None).await;
+    assert_eq!((page["data"].as_array().unwrap().len(), page["has_more"].as_bool()), (1, Some(true)));
+    let (_, theirs) = send(&server, &bo_token, Method::GET, "/v1/me/payments", None).await;
+    assert_eq!(theirs["data"].as_array().unwrap().len(), 1);
+    assert_eq!(theirs["data"][0]["id"], bos.as_str());
+    let (status, _) = send(&server, &server.bootstrap_key, Method::GET, "/v1/me/payments", None).await;
+    assert_eq!(status, 401, "an API key is not a customer");
+    let (status, _) = send(&server, &amy_token, Method::GET, "/v1/me/payments?starting_after=nope", None).await;
+    assert_eq!(status, 422);
+
+    // A receipt per succeeded payment (not the decline), with the phrase and no card number.
+    let mails = receipts(&server, "amy@example.com", 2).await;
+    assert_eq!(mails.len(), 2, "one receipt per payment");
+    let all = mails.join("\n");
+    assert!(all.contains("blue heron at dawn"), "the phrase is in every receipt");
+    assert!(all.contains("42.00 EUR") && all.contains("15.00 EUR"), "{all}");
+    assert!(all.contains(&paid) && all.contains(&manual));
+    assert!(!all.contains(&declined));
+    assert!(!all.contains("4242424242424242") && !all.contains("5555555555554444"));
+    let bo_mails = receipts(&server, "bo@example.com", 1).await;
+    assert!(!bo_mails[0].contains("blue heron"));
+    server.shutdown().await;
 }

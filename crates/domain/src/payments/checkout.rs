@@ -262,6 +262,54 @@ impl PaymentsService {
         checkout.staff.require_approval(caller.principal, Action::Refund, &target, reason, approval, &client).await
     }
 
+    /// The signed-in customer's own payments, newest first: `limit` of them and whether more
+    /// follow. The shop's metadata and the fraud decision are left out (they are the shop's).
+    pub async fn customer_payments(
+        &self,
+        session: &crate::identity::CustomerSession,
+        starting_after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<IntentRecord>, bool), DomainError> {
+        let limit = super::page_limit(limit)?;
+        super::check_cursor(starting_after, "pi")?;
+        let space = session.space();
+        let page = crate::ports::payments::Page {
+            merchant: space.merchant,
+            mode: space.mode,
+            starting_after,
+            limit: limit + 1,
+        };
+        let mut found = self.checkout()?.repo.customer_intents(page, &session.customer_id).await?;
+        let more = found.len() > limit as usize;
+        found.truncate(limit as usize);
+        for intent in &mut found {
+            intent.metadata = None;
+            intent.fraud = None;
+        }
+        Ok((found, more))
+    }
+
+    /// Mails the receipt of a succeeded payment to its customer, when that is a strongroom
+    /// customer (`cus_…`). Called once, by the request whose update made it succeed; a mail
+    /// that cannot be queued is logged, the payment stands.
+    pub(super) async fn send_receipt(&self, intent: &IntentRecord) {
+        let Some(customer) = intent.customer.as_deref().filter(|c| c.starts_with("cus_")) else { return };
+        let Ok(checkout) = self.checkout() else { return };
+        let card = intent.card.as_ref().map_or_else(String::new, |c| format!("{} •••• {}", c.brand, c.last4));
+        let receipt = crate::identity::PaymentReceipt {
+            amount: strongroom_types::Money::new(intent.amount_received, intent.amount.currency())
+                .unwrap_or(intent.amount)
+                .to_string(),
+            payment: intent.id.clone(),
+            card,
+            when: intent.updated_at.to_rfc3339(),
+        };
+        let space = crate::modes::Space { merchant: &intent.merchant, mode: intent.mode };
+        if let Err(err) = checkout.identity.send_payment_receipt(space, customer, &receipt).await {
+            tracing::warn!(error = %err, "a payment receipt was not queued");
+        }
+    }
+
     /// Counts a declined attempt for the fraud rules (after the decline is stored; a failure to
     /// count is logged, not turned into an error of a payment that is settled already).
     pub(super) async fn count_decline(&self, intent: &IntentRecord) {

@@ -466,8 +466,10 @@ impl PaymentsService {
         let outcome = gateway_outcome(answer.status);
         let step = Step { answered: Some((key, outcome)), ..Step::new(event) };
         let settled = self.apply(caller, claimed, after, step).await;
-        if event == Event::Declined && settled.is_ok() {
-            self.count_decline(claimed).await;
+        match (&settled, event) {
+            (Ok(_), Event::Declined) => self.count_decline(claimed).await,
+            (Ok(paid), Event::Authorized { captured: true }) => self.send_receipt(paid).await,
+            _ => {}
         }
         match settled {
             // Reconciliation (or a second node) settled it first: show what is stored.
@@ -531,7 +533,11 @@ impl PaymentsService {
             after.last_payment_error = answer.error.clone();
         }
         let step = Step { answered: Some((&call.idempotency_key, gateway_outcome(answer.status))), ..Step::new(event) };
-        self.apply(caller, &claimed, after, step).await
+        let captured = self.apply(caller, &claimed, after, step).await?;
+        if event == Event::Captured {
+            self.send_receipt(&captured).await;
+        }
+        Ok(captured)
     }
 
     /// Cancels an intent: at once before authorisation; an authorised one is voided at the

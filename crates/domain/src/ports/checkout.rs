@@ -97,4 +97,10 @@ pub trait CheckoutRepository: Send + Sync + std::fmt::Debug {
     async fn mark_declined(&self, intent: &str, attempt: u32) -> Result<(), StoreError>;
     /// Keeps the fraud decision (JSON text) on an intent.
     async fn set_fraud_decision(&self, intent: &str, decision: &str) -> Result<(), StoreError>;
+    /// Intents of one customer in a data space, newest first (the customer's own payments).
+    async fn customer_intents(
+        &self,
+        page: crate::ports::payments::Page<'_>,
+        customer: &str,
+    ) -> Result<Vec<crate::ports::payments::IntentRecord>, StoreError>;
 }

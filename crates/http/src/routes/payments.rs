@@ -21,7 +21,7 @@ use strongroom_domain::vault::tokens::Source;
 use strongroom_types::Timestamp;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, RequestContext, scope};
+use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, CustomerAuth, RequestContext, scope};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -752,6 +752,29 @@ pub async fn list_intents(
 ) -> Result<Json<PaymentIntentList>, ApiError> {
     let (found, has_more) =
         state.payments.intents(auth.principal.space(), params.starting_after.as_deref(), params.limit).await?;
+    Ok(Json(PaymentIntentList {
+        object: "list",
+        data: found.into_iter().map(PaymentIntentBody::from).collect(),
+        has_more,
+    }))
+}
+
+/// The signed-in customer's own payment intents (those whose `customer` is them), newest first;
+/// without the shop's `metadata` and the fraud decision.
+#[utoipa::path(get, path = "/v1/me/payments", tag = "customer", security(("session" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, body = PaymentIntentList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "bad `limit` or `starting_after`"),
+    ))]
+pub async fn my_payments(
+    auth: CustomerAuth,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<PaymentIntentList>, ApiError> {
+    let (found, has_more) =
+        state.payments.customer_payments(&auth.session, params.starting_after.as_deref(), params.limit).await?;
     Ok(Json(PaymentIntentList {
         object: "list",
         data: found.into_iter().map(PaymentIntentBody::from).collect(),

@@ -27,3 +27,6 @@ CREATE INDEX payment_signals_age ON payment_signals (at);
 
 -- The last fraud decision of an intent: `{"outcome": …, "reasons": […]}`.
 ALTER TABLE payment_intents ADD COLUMN fraud TEXT;
+
+-- A signed-in customer's own payments (`GET /v1/me/payments`), newest first.
+CREATE INDEX payment_intents_customer ON payment_intents (merchant_id, mode, customer, created_at, id);
