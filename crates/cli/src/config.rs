@@ -1545,6 +1545,33 @@ mod tests {
     }
 
     #[test]
+    fn checkout_rules_are_checked_by_key_and_default_safely() {
+        let config = load(&Overrides::default(), vars(&[])).unwrap();
+        let rules = config.payments.checkout_rules();
+        assert_eq!(rules.fraud, strongroom_domain::payments::fraud::FraudSettings::default());
+        assert!(rules.step_up_above.is_empty() && rules.refund_approval_above.is_empty());
+        for (key, value, named) in [
+            ("STRONGROOM_PAYMENTS__STEP_UP_ABOVE", "{xyz = 100}", "payments.step_up_above"),
+            ("STRONGROOM_PAYMENTS__REFUND_APPROVAL_ABOVE", "{eur = -1}", "payments.refund_approval_above.eur"),
+            ("STRONGROOM_PAYMENTS__FRAUD__WINDOW", "10s", "payments.fraud.window"),
+            ("STRONGROOM_PAYMENTS__FRAUD__COUNTRY_MISMATCH", "maybe", "payments.fraud.country_mismatch"),
+            ("STRONGROOM_PAYMENTS__FRAUD__ISSUER_COUNTRIES", "{\"4x\" = \"US\"}", "payments.fraud.issuer_countries"),
+            ("STRONGROOM_PAYMENTS__FRAUD__ISSUER_COUNTRIES", "{\"4\" = \"ZZ\"}", "payments.fraud.issuer_countries.4"),
+            ("STRONGROOM_PAYMENTS__FRAUD__AMOUNT_LIMITS", "{eur = 1000000000000}", "payments.fraud.amount_limits.eur"),
+        ] {
+            let err = load(&Overrides::default(), vars(&[(key, value)])).unwrap_err();
+            assert!(err.0.starts_with(named), "{key}: {err}");
+        }
+        let config =
+            load(&Overrides::default(), vars(&[("STRONGROOM_PAYMENTS__STEP_UP_ABOVE", "{EUR = 50000}")])).unwrap();
+        assert_eq!(
+            config.payments.checkout_rules().step_up_above.get("eur"),
+            Some(&50_000),
+            "currencies in lower case"
+        );
+    }
+
+    #[test]
     fn config_file_and_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("strongroom.toml");
