@@ -54,10 +54,10 @@ pub struct Checkout {
 }
 
 /// What the shop sends with a confirmation besides the card.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ConfirmExtras {
-    /// The customer's `sup_…` proof for this payment.
-    pub step_up_proof: Option<String>,
+    /// The customer's `sup_…` proof for this payment (masked in `Debug`).
+    pub step_up_proof: Option<strongroom_types::Secret<String>>,
     /// The customer's browser or app, as the shop saw it.
     pub client: ClientSignals,
 }
@@ -127,7 +127,8 @@ impl PaymentsService {
         let above =
             rules.step_up_above.get(&intent.amount.currency().lowercase()).is_some_and(|l| intent.amount.minor() > *l);
         if outcome == Outcome::RequireStepUp || above {
-            self.spend_step_up(caller, checkout, &intent, extras.step_up_proof.as_deref()).await?;
+            let proof = extras.step_up_proof.as_ref().map(|p| p.expose().as_str());
+            self.spend_step_up(caller, checkout, &intent, proof).await?;
         }
         Ok(Ok(intent))
     }

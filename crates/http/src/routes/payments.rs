@@ -481,7 +481,7 @@ pub struct ConfirmRequest {
     pub payment_method: Option<String>,
     /// The customer's step-up proof (`sup_…`) for purpose `payment` and this payment's binding,
     /// when a `step_up_required` asked for one.
-    pub step_up_proof: Option<String>,
+    pub step_up_proof: Option<super::identity::SecretText>,
     /// The customer's browser or app as the shop saw it, for the fraud checks.
     pub client: Option<ClientRequest>,
 }
@@ -810,7 +810,7 @@ pub async fn confirm(
     let caller = Caller { principal: &auth.principal, source: &source };
     let client = body.client.unwrap_or_default();
     let client = ClientSignals::parse(client.ip.as_deref(), client.device.as_deref(), client.country.as_deref())?;
-    let extras = ConfirmExtras { step_up_proof: body.step_up_proof, client };
+    let extras = ConfirmExtras { step_up_proof: body.step_up_proof.map(super::identity::SecretText::secret), client };
     Ok(Json(state.payments.confirm_with(caller, &id, body.payment_method.as_deref(), &extras).await?.into()))
 }
 
