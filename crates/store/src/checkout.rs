@@ -131,4 +131,17 @@ impl CheckoutRepository for Store {
         .map_err(store_error)?;
         rows.into_iter().map(IntentRecord::try_from).collect()
     }
+
+    async fn purge_signals(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        on_pool!(self, pool => sqlx::query(
+            "DELETE FROM payment_signals WHERE (intent_id, attempt, kind) IN \
+             (SELECT intent_id, attempt, kind FROM payment_signals WHERE at < $1 LIMIT $2)",
+        )
+        .bind(before.unix_millis())
+        .bind(i64::from(limit))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(store_error)
+    }
 }

@@ -28,6 +28,7 @@ on_both_backends!(
     amount_limits_are_per_currency,
     a_card_from_another_country_needs_step_up,
     the_window_passes,
+    old_signals_are_purged_after_the_window,
     thirty_concurrent_confirms_from_one_address_pass_at_most_the_limit,
     bad_client_fields_are_named,
     step_up_above_the_threshold_needs_a_bound_proof_good_once,
@@ -372,6 +373,25 @@ async fn the_window_passes(backend: Backend) {
     server.clock.advance(Duration::from_secs(601));
     let id = intent(&server, "4242424242424242", 1000, "EUR", None).await;
     confirm_ok(&server, &id, &json!({})).await;
+    server.shutdown().await;
+}
+
+async fn old_signals_are_purged_after_the_window(backend: Backend) {
+    let Some(server) = spawn_with_rules(backend, |f| {
+        f.max_attempts_per_card = 1;
+        f.window = Duration::from_secs(600);
+    })
+    .await
+    else {
+        return;
+    };
+    let id = intent(&server, "4242424242424242", 1000, "EUR", Some("shopper-11")).await;
+    confirm_ok(&server, &id, &client("198.51.100.9", "d9")).await;
+    let payments = &server.app().state.payments;
+    assert_eq!(payments.purge_fraud_signals().await.unwrap(), 0, "within the window: kept");
+    server.clock.advance(Duration::from_secs(601));
+    assert_eq!(payments.purge_fraud_signals().await.unwrap(), 4, "customer, card, address and device");
+    assert_eq!(payments.purge_fraud_signals().await.unwrap(), 0);
     server.shutdown().await;
 }
 

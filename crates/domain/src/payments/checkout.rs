@@ -311,6 +311,23 @@ impl PaymentsService {
         }
     }
 
+    /// Deletes fraud signals older than the window (none of the rules reads them any more), in
+    /// batches of 10,000; returns how many. For a periodic job on the leader.
+    pub async fn purge_fraud_signals(&self) -> Result<u64, DomainError> {
+        let checkout = self.checkout()?;
+        let window = i64::try_from(checkout.rules.fraud.window.as_millis()).unwrap_or(i64::MAX);
+        let before =
+            strongroom_types::Timestamp::from_unix_millis(self.ports.clock.now().unix_millis().saturating_sub(window));
+        let mut total = 0;
+        loop {
+            let purged = checkout.repo.purge_signals(before, 10_000).await?;
+            total += purged;
+            if purged < 10_000 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Counts a declined attempt for the fraud rules (after the decline is stored; a failure to
     /// count is logged, not turned into an error of a payment that is settled already).
     pub(super) async fn count_decline(&self, intent: &IntentRecord) {

@@ -103,4 +103,7 @@ pub trait CheckoutRepository: Send + Sync + std::fmt::Debug {
         page: crate::ports::payments::Page<'_>,
         customer: &str,
     ) -> Result<Vec<crate::ports::payments::IntentRecord>, StoreError>;
+    /// Deletes up to `limit` signals recorded before `before` (older than any window counts);
+    /// returns how many.
+    async fn purge_signals(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
 }
