@@ -452,12 +452,13 @@ struct JobServices {
     deliverer: Arc<strongroom_domain::outbox::deliver::Deliverer>,
     webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
     idempotency: strongroom_domain::idempotency::Idempotency,
+    payments: Arc<strongroom_domain::payments::PaymentsService>,
 }
 
 /// Every periodic job of the deployment; they run on the leader only.
 fn jobs(config: &Config, services: JobServices) -> Vec<strongroom_domain::jobs::Job> {
     use futures::FutureExt;
-    let JobServices { audit, vault, identity, staff, deliverer, webhooks, idempotency } = services;
+    let JobServices { audit, vault, identity, staff, deliverer, webhooks, idempotency, payments } = services;
     use strongroom_domain::jobs::Job;
     let wake = deliverer.outbox().wake();
     let retention = config.jobs.delivery_log_retention;
@@ -509,6 +510,10 @@ fn jobs(config: &Config, services: JobServices) -> Vec<strongroom_domain::jobs::
             .boxed()
         }));
     }
+    jobs.push(Job::new("payments.fraud_signals_purge", std::time::Duration::from_secs(600), move || {
+        let payments = payments.clone();
+        async move { Ok(detail("purged", payments.purge_fraud_signals().await?)) }.boxed()
+    }));
     jobs.push(Job::new("idempotency.purge", std::time::Duration::from_secs(600), move || {
         let idempotency = idempotency.clone();
         async move { Ok(detail("purged", idempotency.purge().await?)) }.boxed()
@@ -825,6 +830,7 @@ impl Application {
                 deliverer,
                 webhooks: webhooks.clone(),
                 idempotency: idempotency.clone(),
+                payments: payments.clone(),
             },
         ));
         let state = AppState::new(Services {

@@ -312,7 +312,7 @@ impl PaymentsService {
     }
 
     /// Deletes fraud signals older than the window (none of the rules reads them any more), in
-    /// batches of 10,000; returns how many. For a periodic job on the leader.
+    /// batches of 10,000; returns how many (the leader's `payments.fraud_signals_purge` job).
     pub async fn purge_fraud_signals(&self) -> Result<u64, DomainError> {
         let checkout = self.checkout()?;
         let window = i64::try_from(checkout.rules.fraud.window.as_millis()).unwrap_or(i64::MAX);
