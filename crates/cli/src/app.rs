@@ -546,6 +546,13 @@ fn jobs(config: &Config, services: JobServices) -> Vec<strongroom_domain::jobs::
             .boxed()
         }));
     }
+    {
+        let payments = payments.clone();
+        jobs.push(Job::new("payments.fraud_signals_purge", std::time::Duration::from_secs(600), move || {
+            let payments = payments.clone();
+            async move { Ok(detail("purged", payments.purge_fraud_signals().await?)) }.boxed()
+        }));
+    }
     jobs.push(Job::new("idempotency.purge", std::time::Duration::from_secs(600), move || {
         let idempotency = idempotency.clone();
         async move { Ok(detail("purged", idempotency.purge().await?)) }.boxed()
@@ -794,6 +801,12 @@ impl Application {
                 .with_breach_check(breaches),
         );
         let payments = core.payments(config, listening, vault.clone(), clock.clone(), entropy.clone());
+        payments.set_checkout(strongroom_domain::payments::checkout::Checkout {
+            repo: Arc::new(core.store.clone()),
+            identity: identity.clone(),
+            staff: staff.clone(),
+            rules: config.payments.checkout_rules(),
+        });
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.

@@ -130,6 +130,14 @@ pub struct PaymentsConfig {
     /// hand-off and return pages), e.g. `https://pay.shop.example`. Default: derived from the
     /// API listener, as the other link bases are.
     pub pages_origin: Option<String>,
+    /// Amounts above which confirming a payment needs the customer's step-up, in minor units
+    /// per currency, e.g. `{ eur = 50000 }`. Default: none.
+    pub step_up_above: std::collections::BTreeMap<String, i64>,
+    /// Amounts above which a refund by staff needs a second staff member's approval (finance),
+    /// in minor units per currency. Default: none.
+    pub refund_approval_above: std::collections::BTreeMap<String, i64>,
+    /// The fraud and card-testing checks before an authorisation.
+    pub fraud: FraudConfig,
 }
 
 impl Default for PaymentsConfig {
@@ -141,6 +149,146 @@ impl Default for PaymentsConfig {
             reconcile_interval: Duration::from_secs(60),
             reconcile_lookback: Duration::from_secs(7 * 86_400),
             pages_origin: None,
+            step_up_above: std::collections::BTreeMap::new(),
+            refund_approval_above: std::collections::BTreeMap::new(),
+            fraud: FraudConfig::default(),
+        }
+    }
+}
+
+/// `[payments.fraud]`: thresholds of the fraud checks (docs/payments.md, "Fraud checks"). A
+/// count limit of 0 turns its rule off. The defaults are far above what a customer's checkout
+/// does and within what a card tester does in minutes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FraudConfig {
+    /// Whether the checks run. Default true.
+    pub enabled: bool,
+    /// How far back the counts look (1m to 30d). Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Most confirmation attempts per customer in the window. Default 30.
+    pub max_attempts_per_customer: u32,
+    /// Most attempts per card (fingerprint). Default 20.
+    pub max_attempts_per_card: u32,
+    /// Most attempts per client address (`client.ip`). Default 50.
+    pub max_attempts_per_ip: u32,
+    /// Most attempts per device (`client.device`). Default 30.
+    pub max_attempts_per_device: u32,
+    /// Most distinct cards per client address or device (card testing). Default 4.
+    pub max_cards_per_client: u32,
+    /// Most distinct cards per customer. Default 5.
+    pub max_cards_per_customer: u32,
+    /// Declines of the attempt's customer, card, address or device after which a step-up is
+    /// needed. Default 3.
+    pub step_up_after_declines: u32,
+    /// Declines after which attempts are blocked. Default 10.
+    pub max_declines: u32,
+    /// Most small amounts per card, address or device. Default 5.
+    pub max_small_amounts: u32,
+    /// What is small, in minor units per currency; a currency not listed: one major unit.
+    pub small_amounts: std::collections::BTreeMap<String, i64>,
+    /// The largest amount per currency (more is blocked). Default: none.
+    pub amount_limits: std::collections::BTreeMap<String, i64>,
+    /// `allow`, `require_step_up` (default) or `block`: a card issued in another country than
+    /// the client's (`client.country`), when both are known.
+    pub country_mismatch: String,
+    /// Issuing countries by card number prefix (1 to 8 digits), e.g. `{ "400005" = "GB" }`.
+    /// The vault keeps no BIN table: a card's country is known only through this list.
+    pub issuer_countries: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for FraudConfig {
+    fn default() -> Self {
+        let d = strongroom_domain::payments::fraud::FraudSettings::default();
+        Self {
+            enabled: d.enabled,
+            window: d.window,
+            max_attempts_per_customer: d.max_attempts_per_customer,
+            max_attempts_per_card: d.max_attempts_per_card,
+            max_attempts_per_ip: d.max_attempts_per_ip,
+            max_attempts_per_device: d.max_attempts_per_device,
+            max_cards_per_client: d.max_cards_per_client,
+            max_cards_per_customer: d.max_cards_per_customer,
+            step_up_after_declines: d.step_up_after_declines,
+            max_declines: d.max_declines,
+            max_small_amounts: d.max_small_amounts,
+            small_amounts: d.small_amounts,
+            amount_limits: d.amount_limits,
+            country_mismatch: d.country_mismatch.as_str().to_owned(),
+            issuer_countries: d.issuer_countries,
+        }
+    }
+}
+
+/// Checks a per-currency map of amounts; errors name the key.
+fn check_amounts(key: &str, map: &std::collections::BTreeMap<String, i64>) -> Result<(), ConfigError> {
+    for (currency, amount) in map {
+        if strongroom_types::Currency::parse(currency).is_err() {
+            return Err(ConfigError(format!("{key}: {currency} is not an ISO 4217 currency code")));
+        }
+        if !(0..=strongroom_domain::payments::MAX_AMOUNT).contains(amount) {
+            return Err(ConfigError(format!("{key}.{currency}: must be 0 to 999999999999 minor units")));
+        }
+    }
+    Ok(())
+}
+
+fn lower_keys(map: &std::collections::BTreeMap<String, i64>) -> std::collections::BTreeMap<String, i64> {
+    map.iter().map(|(k, v)| (k.to_ascii_lowercase(), *v)).collect()
+}
+
+impl PaymentsConfig {
+    /// Validates `[payments]`'s checkout rules.
+    fn validate_rules(&self) -> Result<(), ConfigError> {
+        check_amounts("payments.step_up_above", &self.step_up_above)?;
+        check_amounts("payments.refund_approval_above", &self.refund_approval_above)?;
+        let f = &self.fraud;
+        check_amounts("payments.fraud.small_amounts", &f.small_amounts)?;
+        check_amounts("payments.fraud.amount_limits", &f.amount_limits)?;
+        if f.window < Duration::from_secs(60) || f.window > Duration::from_secs(30 * 86_400) {
+            return Err(ConfigError("payments.fraud.window: must be between 1m and 30d".into()));
+        }
+        if strongroom_domain::payments::fraud::Outcome::parse(&f.country_mismatch).is_none() {
+            return Err(ConfigError("payments.fraud.country_mismatch: must be allow, require_step_up or block".into()));
+        }
+        for (prefix, country) in &f.issuer_countries {
+            if prefix.is_empty() || prefix.len() > 8 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError("payments.fraud.issuer_countries: keys must be 1 to 8 digits".into()));
+            }
+            if !strongroom_domain::vault::countries::is_country(&country.to_ascii_uppercase()) {
+                return Err(ConfigError(format!(
+                    "payments.fraud.issuer_countries.{prefix}: must be an ISO 3166-1 alpha-2 country code"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkout rules the payments service applies.
+    pub fn checkout_rules(&self) -> strongroom_domain::payments::checkout::CheckoutRules {
+        use strongroom_domain::payments::fraud::{FraudSettings, Outcome};
+        let f = &self.fraud;
+        strongroom_domain::payments::checkout::CheckoutRules {
+            fraud: FraudSettings {
+                enabled: f.enabled,
+                window: f.window,
+                max_attempts_per_customer: f.max_attempts_per_customer,
+                max_attempts_per_card: f.max_attempts_per_card,
+                max_attempts_per_ip: f.max_attempts_per_ip,
+                max_attempts_per_device: f.max_attempts_per_device,
+                max_cards_per_client: f.max_cards_per_client,
+                max_cards_per_customer: f.max_cards_per_customer,
+                step_up_after_declines: f.step_up_after_declines,
+                max_declines: f.max_declines,
+                max_small_amounts: f.max_small_amounts,
+                small_amounts: lower_keys(&f.small_amounts),
+                amount_limits: lower_keys(&f.amount_limits),
+                country_mismatch: Outcome::parse(&f.country_mismatch).unwrap_or(Outcome::RequireStepUp),
+                issuer_countries: f.issuer_countries.iter().map(|(k, v)| (k.clone(), v.to_ascii_uppercase())).collect(),
+            },
+            step_up_above: lower_keys(&self.step_up_above),
+            refund_approval_above: lower_keys(&self.refund_approval_above),
         }
     }
 }
@@ -1143,6 +1291,7 @@ impl Config {
                 return fail("payments.pages_origin", "must be an origin such as https://pay.shop.example (no path)");
             }
         }
+        self.payments.validate_rules()?;
         if self.oauth.issuer.trim().is_empty() || self.oauth.audience.trim().is_empty() {
             return fail("oauth.issuer", "oauth.issuer and oauth.audience must not be empty");
         }
@@ -1433,6 +1582,33 @@ mod tests {
         assert!(err.0.starts_with("database_url"), "{err}");
         let err = load(&Overrides::default(), vars(&[("STRONGROOM_SERVER__BODY_LIMIT_BYTES", "0")])).unwrap_err();
         assert!(err.0.starts_with("server.body_limit_bytes"), "{err}");
+    }
+
+    #[test]
+    fn checkout_rules_are_checked_by_key_and_default_safely() {
+        let config = load(&Overrides::default(), vars(&[])).unwrap();
+        let rules = config.payments.checkout_rules();
+        assert_eq!(rules.fraud, strongroom_domain::payments::fraud::FraudSettings::default());
+        assert!(rules.step_up_above.is_empty() && rules.refund_approval_above.is_empty());
+        for (key, value, named) in [
+            ("STRONGROOM_PAYMENTS__STEP_UP_ABOVE", "{xyz = 100}", "payments.step_up_above"),
+            ("STRONGROOM_PAYMENTS__REFUND_APPROVAL_ABOVE", "{eur = -1}", "payments.refund_approval_above.eur"),
+            ("STRONGROOM_PAYMENTS__FRAUD__WINDOW", "10s", "payments.fraud.window"),
+            ("STRONGROOM_PAYMENTS__FRAUD__COUNTRY_MISMATCH", "maybe", "payments.fraud.country_mismatch"),
+            ("STRONGROOM_PAYMENTS__FRAUD__ISSUER_COUNTRIES", "{\"4x\" = \"US\"}", "payments.fraud.issuer_countries"),
+            ("STRONGROOM_PAYMENTS__FRAUD__ISSUER_COUNTRIES", "{\"4\" = \"ZZ\"}", "payments.fraud.issuer_countries.4"),
+            ("STRONGROOM_PAYMENTS__FRAUD__AMOUNT_LIMITS", "{eur = 1000000000000}", "payments.fraud.amount_limits.eur"),
+        ] {
+            let err = load(&Overrides::default(), vars(&[(key, value)])).unwrap_err();
+            assert!(err.0.starts_with(named), "{key}: {err}");
+        }
+        let config =
+            load(&Overrides::default(), vars(&[("STRONGROOM_PAYMENTS__STEP_UP_ABOVE", "{EUR = 50000}")])).unwrap();
+        assert_eq!(
+            config.payments.checkout_rules().step_up_above.get("eur"),
+            Some(&50_000),
+            "currencies in lower case"
+        );
     }
 
     #[test]

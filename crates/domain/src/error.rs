@@ -102,6 +102,15 @@ pub enum DomainError {
         /// `apr_…`
         approval_id: String,
     },
+    /// The action needs the customer's step-up: a proof for `purpose` bound to exactly
+    /// `binding` (`POST /v1/me/step-up`), sent with the repeated call.
+    #[error("step-up required")]
+    StepUpRequired {
+        /// The purpose to ask the proof for.
+        purpose: &'static str,
+        /// The binding to ask the proof for.
+        binding: serde_json::Map<String, serde_json::Value>,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),

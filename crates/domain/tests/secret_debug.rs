@@ -208,3 +208,13 @@ fn revealed_masks_the_value() {
     let as_numbers = format!("{:?}", &CANARY.as_bytes()[..4]);
     assert!(!debug.contains(as_numbers.trim_matches(|c| c == '[' || c == ']')), "{debug}");
 }
+
+#[test]
+fn confirm_extras_mask_the_step_up_proof() {
+    let extras = strongroom_domain::payments::checkout::ConfirmExtras {
+        step_up_proof: Some(secret("sup_")),
+        client: Default::default(),
+        return_url: None,
+    };
+    assert_masked(&format!("{extras:?}"));
+}

@@ -47,6 +47,7 @@ use crate::routes::{
         payments::create_refund,
         payments::list_refunds,
         payments::get_refund,
+        payments::my_payments,
         audit::checkpoint,
         audit::entries,
         audit::inclusion,

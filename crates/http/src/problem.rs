@@ -49,6 +49,11 @@ pub struct Problem {
     /// For `payment_intent_unexpected_state`: the state the payment intent is in now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_state: Option<String>,
+    /// For a `step_up_required` of a payment: `{purpose, binding}`, what the customer's step-up
+    /// (`POST /v1/me/step-up`) must ask for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub step_up: Option<serde_json::Value>,
 }
 
 /// An error answer: status, stable code, optional detail and invalid fields, extra headers.
@@ -67,25 +72,25 @@ pub struct ApiError {
     /// What went wrong inside, for the log line the edge middleware writes with the request id.
     /// Never shown to the client.
     pub cause: Option<Box<String>>,
-    /// The approval request an `approval_required` answer opened (boxed: errors stay small).
-    pub approval_id: Option<Box<String>>,
-    /// The state an object is in, for a refused state change (boxed: errors stay small).
-    pub current_state: Option<Box<&'static str>>,
+    /// The members some problems add (boxed: errors stay small).
+    pub extras: Option<Box<ProblemExtras>>,
+}
+
+/// Members of a problem document beyond the standard ones.
+#[derive(Debug, Clone, Default)]
+pub struct ProblemExtras {
+    /// The approval request an `approval_required` answer opened.
+    pub approval_id: Option<String>,
+    /// The state an object is in, for a refused state change.
+    pub current_state: Option<&'static str>,
+    /// The step-up a `step_up_required` of a payment asks for.
+    pub step_up: Option<serde_json::Value>,
 }
 
 impl ApiError {
     /// An error with a status and code.
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self {
-            status,
-            code,
-            detail: None,
-            fields: Vec::new(),
-            headers: Vec::new(),
-            cause: None,
-            approval_id: None,
-            current_state: None,
-        }
+        Self { status, code, detail: None, fields: Vec::new(), headers: Vec::new(), cause: None, extras: None }
     }
 
     /// Adds a detail sentence.
@@ -263,6 +268,7 @@ impl ApiError {
             "sandbox_only" => "Only the sandbox gateway offers this",
             "challenge_not_pending" => "The challenge was completed already",
             "invalid_return_url" => "The return URL is not an https:// URL strongroom can send a customer to",
+            "step_up_unavailable" => "The payment needs a step-up its customer cannot give",
             "internal_error" => "Internal error",
             _ => "Internal error",
         }
@@ -278,8 +284,9 @@ impl ApiError {
             code: self.code.to_owned(),
             request_id: request_id.to_owned(),
             errors: self.fields.clone(),
-            approval_id: self.approval_id.as_deref().cloned(),
-            current_state: self.current_state.as_deref().map(|s| (*s).to_owned()),
+            approval_id: self.extras.as_ref().and_then(|e| e.approval_id.clone()),
+            current_state: self.extras.as_ref().and_then(|e| e.current_state).map(str::to_owned),
+            step_up: self.extras.as_ref().and_then(|e| e.step_up.clone()),
         }
     }
 
@@ -360,7 +367,7 @@ impl From<DomainError> for ApiError {
             DomainError::UnexpectedState { code, state } => {
                 let mut err = Self::new(StatusCode::CONFLICT, code)
                     .detail(format!("the object is {state}, which does not allow this; see current_state"));
-                err.current_state = Some(Box::new(state));
+                err.extras = Some(Box::new(ProblemExtras { current_state: Some(state), ..Default::default() }));
                 err
             }
             DomainError::ApprovalRequired { approval_id } => {
@@ -368,7 +375,16 @@ impl From<DomainError> for ApiError {
                     "a second staff member must approve this: the request in approval_id was opened; repeat the \
                      call with it once it is approved",
                 );
-                err.approval_id = Some(Box::new(approval_id));
+                err.extras = Some(Box::new(ProblemExtras { approval_id: Some(approval_id), ..Default::default() }));
+                err
+            }
+            DomainError::StepUpRequired { purpose, binding } => {
+                let mut err = Self::new(StatusCode::FORBIDDEN, "step_up_required").detail(
+                    "this payment needs the customer's step-up: the customer asks for a proof with the purpose and \
+                     binding in step_up (POST /v1/me/step-up), and the call is repeated with it as step_up_proof",
+                );
+                let step_up = serde_json::json!({"purpose": purpose, "binding": binding});
+                err.extras = Some(Box::new(ProblemExtras { step_up: Some(step_up), ..Default::default() }));
                 err
             }
             DomainError::TooLarge(why) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").detail(why),

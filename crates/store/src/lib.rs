@@ -9,6 +9,7 @@
 //! than one transaction.
 
 mod audit;
+mod checkout;
 mod coalesced_reads;
 mod idempotency;
 mod identity;

@@ -89,7 +89,7 @@ impl TryFrom<OrderRow> for OrderRecord {
 }
 
 #[derive(FromRow)]
-struct IntentRow {
+pub(crate) struct IntentRow {
     id: String,
     merchant_id: String,
     mode: String,
@@ -116,12 +116,13 @@ struct IntentRow {
     canceled_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    fraud: Option<String>,
 }
 
-const INTENT_COLUMNS: &str = "id, merchant_id, mode, amount, currency, order_id, customer, payment_method, \
+pub(crate) const INTENT_COLUMNS: &str = "id, merchant_id, mode, amount, currency, order_id, customer, payment_method, \
      capture_method, status, pending_operation, attempt, amount_capturable, amount_received, amount_refunded, \
      last_payment_error, next_action, card, gateway, gateway_reference, description, metadata, cancellation_reason, \
-     canceled_at, created_at, updated_at";
+     canceled_at, created_at, updated_at, fraud";
 
 impl TryFrom<IntentRow> for IntentRecord {
     type Error = StoreError;
@@ -137,6 +138,7 @@ impl TryFrom<IntentRow> for IntentRecord {
             last_payment_error: parse_json(row.last_payment_error.as_deref(), "payment error")?,
             next_action: parse_json(row.next_action.as_deref(), "next action")?,
             card: parse_json(row.card.as_deref(), "card summary")?,
+            fraud: parse_json(row.fraud.as_deref(), "fraud decision")?,
             id: row.id,
             order: row.order_id,
             customer: row.customer,
@@ -201,6 +203,7 @@ struct IntentJson {
     error: Option<String>,
     action: Option<String>,
     card: Option<String>,
+    fraud: Option<String>,
 }
 
 fn intent_json(intent: &IntentRecord) -> Result<IntentJson, StoreError> {
@@ -208,6 +211,7 @@ fn intent_json(intent: &IntentRecord) -> Result<IntentJson, StoreError> {
         error: json(intent.last_payment_error.as_ref())?,
         action: json(intent.next_action.as_ref())?,
         card: json(intent.card.as_ref())?,
+        fraud: json(intent.fraud.as_ref())?,
     })
 }
 
@@ -218,7 +222,7 @@ const ANSWER_CALL: &str =
 
 /// One page of a data space's rows of `table`, newest first: `$1` merchant, `$2` mode, `$3` the id
 /// the page starts after (or NULL), `$4` the limit; `filter` adds conditions on further parameters.
-fn page_sql(columns: &str, table: &str, filter: &str) -> String {
+pub(crate) fn page_sql(columns: &str, table: &str, filter: &str) -> String {
     format!(
         "SELECT {columns} FROM {table} WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR \
          (created_at, id) < (SELECT created_at, id FROM {table} WHERE id = $3)) {filter} \
@@ -339,7 +343,7 @@ impl PaymentsRepository for Store {
             let mut tx = pool.begin().await?;
             sqlx::query(&format!(
                 "INSERT INTO payment_intents ({INTENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
+                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
             ))
             .bind(&intent.id)
             .bind(intent.merchant.as_str())
@@ -367,6 +371,7 @@ impl PaymentsRepository for Store {
             .bind(intent.canceled_at.map(Timestamp::unix_millis))
             .bind(intent.created_at.unix_millis())
             .bind(intent.updated_at.unix_millis())
+            .bind(j.fraud.as_deref())
             .execute(&mut *tx)
             .await?;
             write_messages!(tx, events);

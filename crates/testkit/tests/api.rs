@@ -567,6 +567,7 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/refunds", "get"),
         ("/v1/refunds", "post"),
         ("/v1/refunds/{id}", "get"),
+        ("/v1/me/payments", "get"),
     ];
     for (path, method) in routes {
         let operation = &doc["paths"][path][method];

@@ -175,7 +175,15 @@ async fn automatic_capture_succeeds_with_its_events(backend: Backend) {
         .filter(|e| e["entry"]["object"]["id"] == id)
         .map(|e| e["entry"]["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["payment_intent.created", "payment_intent.confirmed", "payment_intent.succeeded"]);
+    assert_eq!(
+        actions,
+        [
+            "payment_intent.created",
+            "payment_intent.fraud_checked",
+            "payment_intent.confirmed",
+            "payment_intent.succeeded"
+        ]
+    );
     server.shutdown().await;
 }
 

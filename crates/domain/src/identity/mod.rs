@@ -15,6 +15,7 @@ pub mod breached;
 pub mod email;
 pub mod factors;
 mod notices;
+pub use notices::PaymentReceipt;
 pub mod passkeys;
 pub mod passwords;
 pub mod sessions;

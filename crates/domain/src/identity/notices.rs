@@ -1,6 +1,6 @@
 //! Mails to customers: the address check, the password-reset link, a warning when someone tries
-//! to register with a taken address, and security notices (a sign-in from a new device, a
-//! password, second-factor or phrase change, a recovery code used). Every mail shows the
+//! to register with a taken address, security notices (a sign-in from a new device, a
+//! password, second-factor or phrase change, a recovery code used), and payment receipts. Every mail shows the
 //! customer's anti-phishing phrase when they have set one, and says what to do if it was not them.
 //! Must never: put a value in a mail that was not escaped for its part, a secret other than the
 //! one single-use link the mail exists for, or anything in a subject but the shop's name and the
@@ -51,6 +51,38 @@ impl Notice {
     }
 }
 
+/// What a payment receipt says: the amount, the payment's id, the card (brand and last four
+/// digits only) and when.
+#[derive(Debug, Clone)]
+pub struct PaymentReceipt {
+    /// `19.99 EUR`.
+    pub amount: String,
+    /// `pi_…`
+    pub payment: String,
+    /// `visa •••• 4242`.
+    pub card: String,
+    /// RFC 3339, UTC.
+    pub when: String,
+}
+
+impl Notice {
+    fn receipt(receipt: &PaymentReceipt) -> Self {
+        Self {
+            kind: "payment_receipt",
+            subject: "Your payment",
+            intro: "Your payment was received. This is your receipt.",
+            facts: vec![
+                ("Amount", receipt.amount.clone()),
+                ("Payment", receipt.payment.clone()),
+                ("Card", receipt.card.clone()),
+                ("Time (UTC)", receipt.when.clone()),
+            ],
+            link: None,
+            closing: "If you did not make this payment, contact the shop and change your password.",
+        }
+    }
+}
+
 fn render(notice: &Notice, issuer: &str, phrase: Option<&str>) -> (String, String) {
     let mut text = String::new();
     let mut html = String::from("<!doctype html><html><body style=\"font-family:sans-serif\">");
@@ -90,6 +122,18 @@ fn render(notice: &Notice, issuer: &str, phrase: Option<&str>) -> (String, Strin
 }
 
 impl IdentityService {
+    /// Mails a payment receipt to a customer of `space`, with their phrase (an unknown or erased
+    /// customer gets none).
+    pub async fn send_payment_receipt(
+        &self,
+        space: crate::modes::Space<'_>,
+        customer: &str,
+        receipt: &PaymentReceipt,
+    ) -> Result<(), DomainError> {
+        let Some(record) = self.repo.customer(space.merchant, space.mode, customer).await? else { return Ok(()) };
+        self.notify(&record, Notice::receipt(receipt)).await
+    }
+
     /// Renders and queues a mail to `to` (no postman configured: dropped, with a log line).
     pub(super) async fn send_to(&self, to: &str, notice: &Notice, phrase: Option<&str>) -> Result<(), DomainError> {
         let Some(postman) = &self.postman else {

@@ -14,6 +14,7 @@
 use serde_json::{Map, Value, json};
 use strongroom_types::{Money, define_id};
 
+use super::checkout::ConfirmExtras;
 use super::gateway::{
     AuthorizeRequest, FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event, capture_event,
     idempotency_key, void_event,
@@ -76,6 +77,7 @@ fn event_data(intent: &IntentRecord) -> Value {
             "code": e.code,
             "decline_code": e.decline_code,
         })),
+        "fraud": intent.fraud,
     })
 }
 
@@ -270,6 +272,7 @@ impl PaymentsService {
             amount_refunded: 0,
             last_payment_error: None,
             next_action: None,
+            fraud: None,
             card,
             gateway: self.ports.gateway.name().to_owned(),
             gateway_reference: None,
@@ -324,7 +327,23 @@ impl PaymentsService {
         payment_method: Option<&str>,
         return_url: Option<&str>,
     ) -> Result<IntentRecord, DomainError> {
-        if let Some(url) = return_url {
+        let extras = ConfirmExtras { return_url: return_url.map(str::to_owned), ..ConfirmExtras::default() };
+        self.confirm_with(caller, id, payment_method, &extras).await
+    }
+
+    /// [`Self::confirm`] with what the checkout rules look at: the customer's step-up proof and
+    /// client. From `requires_confirmation` the fraud checks run first (a block answers the
+    /// intent back in `requires_payment_method` without asking the gateway) and a large or
+    /// suspicious payment needs the customer's step-up; the resumption after 3-D Secure
+    /// (`requires_action`) keeps the decision its first confirmation got.
+    pub async fn confirm_with(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        payment_method: Option<&str>,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
+        if let Some(url) = &extras.return_url {
             super::check_return_url(url, "/return_url")?;
         }
         let space = caller.principal.space();
@@ -346,6 +365,12 @@ impl PaymentsService {
         let Some(token) = intent.payment_method.clone() else {
             return Err(unexpected(intent.state));
         };
+        if intent.state == State::RequiresConfirmation {
+            intent = match self.check_before_authorising(caller, intent, extras).await? {
+                Ok(checked) => checked,
+                Err(blocked) => return Ok(blocked),
+            };
+        }
         let attempt = intent.attempt.saturating_add(1);
         let call = GatewayCallRecord {
             idempotency_key: idempotency_key(&intent.id, "authorize", attempt),
@@ -392,8 +417,8 @@ impl PaymentsService {
         };
         match self.call_gateway(self.ports.gateway.authorize(request)).await {
             Some(mut answer) => {
-                if let (Some(action), Some(url)) = (answer.next_action.as_mut(), return_url) {
-                    action.return_url = Some(url.to_owned());
+                if let (Some(action), Some(url)) = (answer.next_action.as_mut(), &extras.return_url) {
+                    action.return_url = Some(url.clone());
                 }
                 self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await
             }
@@ -465,7 +490,13 @@ impl PaymentsService {
         }
         let outcome = gateway_outcome(answer.status);
         let step = Step { answered: Some((key, outcome)), ..Step::new(event) };
-        match self.apply(actor, claimed, after, step).await {
+        let settled = self.apply(actor, claimed, after, step).await;
+        match (&settled, event) {
+            (Ok(_), Event::Declined) => self.count_decline(claimed).await,
+            (Ok(paid), Event::Authorized { captured: true }) => self.send_receipt(paid).await,
+            _ => {}
+        }
+        match settled {
             // Reconciliation (or a second node) settled it first: show what is stored.
             Err(DomainError::UnexpectedState { .. }) => {
                 self.ports.repo.intent(&claimed.id).await?.ok_or(DomainError::NotFound)
@@ -542,7 +573,11 @@ impl PaymentsService {
             after.last_payment_error = answer.error.clone();
         }
         let step = Step { answered: Some((key, gateway_outcome(answer.status))), ..Step::new(event) };
-        self.apply(actor, claimed, after, step).await
+        let captured = self.apply(actor, claimed, after, step).await?;
+        if event == Event::Captured {
+            self.send_receipt(&captured).await;
+        }
+        Ok(captured)
     }
 
     /// Cancels an intent: at once before authorisation; an authorised one is voided at the

@@ -1,5 +1,6 @@
 //! Payments: orders ([`orders`]), payment intents and their state machine ([`intents`],
-//! [`state`]), refunds ([`refunds`]) and the gateway port ([`gateway`]).
+//! [`state`]), refunds ([`refunds`]), the gateway port ([`gateway`]), and the checkout rules
+//! before an authorisation ([`fraud`], [`checkout`]: fraud checks, step-up, refund approvals).
 //!
 //! Money moves only through a [`gateway::Gateway`], exactly once: every state change is one
 //! conditional update whose affected-row count decides (so of thirty concurrent confirms one
@@ -12,6 +13,8 @@
 //! to another (another merchant's or mode's id answers as a missing one).
 
 pub mod authentication;
+pub mod checkout;
+pub mod fraud;
 pub mod gateway;
 pub mod intents;
 pub mod orders;
@@ -88,6 +91,8 @@ pub struct PaymentPorts {
 pub struct PaymentsService {
     ports: PaymentPorts,
     settings: PaymentSettings,
+    /// The checkout rules (fraud checks, step-up, refund approvals), wired once at start.
+    checkout: std::sync::OnceLock<checkout::Checkout>,
 }
 
 /// Who is asking, and from where.
@@ -147,7 +152,7 @@ impl Actor<'_> {
 impl PaymentsService {
     /// The service.
     pub fn new(ports: PaymentPorts, settings: PaymentSettings) -> Self {
-        Self { ports, settings }
+        Self { ports, settings, checkout: std::sync::OnceLock::new() }
     }
 
     /// The gateway's name.

@@ -31,6 +31,9 @@ pub struct NewRefund {
     pub reason: Option<String>,
     /// The shop's metadata.
     pub metadata: Option<Map<String, Value>>,
+    /// For a staff member's refund above `payments.refund_approval_above`: the approved request
+    /// (`apr_…`) its first attempt opened.
+    pub approval_id: Option<String>,
 }
 
 fn event_data(refund: &RefundRecord) -> Value {
@@ -80,6 +83,7 @@ impl PaymentsService {
         }
         let amount = Money::new(minor, intent.amount.currency())
             .map_err(|_| reject("invalid_amount", "/amount", "must not be negative"))?;
+        self.approve_refund(caller, &intent.id, amount, input.reason.as_deref(), input.approval_id.as_deref()).await?;
         let now = self.ports.clock.now();
         let id = RefundId::generate_at(self.ports.entropy.as_ref(), now.unix_millis()).to_string();
         let refund = RefundRecord {

@@ -86,6 +86,8 @@ pub enum Event {
     Voided,
     /// The gateway refused the void; the authorisation stands.
     VoidFailed,
+    /// strongroom's fraud checks blocked the confirmation; the gateway was not asked.
+    FraudBlocked,
 }
 
 impl State {
@@ -159,6 +161,7 @@ pub const fn next(from: State, event: Event) -> Option<State> {
         (S::RequiresCapture, E::Cancel) => Some(S::Voiding),
         (S::Voiding, E::Voided) => Some(S::Canceled),
         (S::Voiding, E::VoidFailed) => Some(S::RequiresCapture),
+        (S::RequiresConfirmation, E::FraudBlocked) => Some(S::RequiresPaymentMethod),
         (
             S::RequiresPaymentMethod
             | S::RequiresConfirmation
@@ -179,7 +182,8 @@ pub const fn next(from: State, event: Event) -> Option<State> {
             | E::CaptureFailed
             | E::Cancel
             | E::Voided
-            | E::VoidFailed,
+            | E::VoidFailed
+            | E::FraudBlocked,
         ) => None,
     }
 }
@@ -193,7 +197,7 @@ pub const fn event_type(event: Event, to: State) -> Option<&'static str> {
         (_, State::RequiresAction) => Some("payment_intent.requires_action"),
         (Event::Authorized { .. }, State::RequiresCapture) => Some("payment_intent.amount_capturable_updated"),
         (_, State::Succeeded) => Some("payment_intent.succeeded"),
-        (Event::Declined, _) => Some("payment_intent.payment_failed"),
+        (Event::Declined | Event::FraudBlocked, _) => Some("payment_intent.payment_failed"),
         (_, State::Canceled) => Some("payment_intent.canceled"),
         _ => None,
     }
@@ -214,6 +218,7 @@ pub const fn audit_action(event: Event) -> &'static str {
         Event::Cancel => "payment_intent.cancel_requested",
         Event::Voided => "payment_intent.canceled",
         Event::VoidFailed => "payment_intent.cancel_failed",
+        Event::FraudBlocked => "payment_intent.fraud_blocked",
     }
 }
 
@@ -222,7 +227,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const EVENTS: [Event; 12] = [
+    const EVENTS: [Event; 13] = [
         Event::AttachPaymentMethod,
         Event::Confirm,
         Event::Authorized { captured: true },
@@ -235,6 +240,7 @@ mod tests {
         Event::Cancel,
         Event::Voided,
         Event::VoidFailed,
+        Event::FraudBlocked,
     ];
 
     /// The legal edges, written out apart from [`next`] (issue 14's state diagram).
@@ -256,6 +262,7 @@ mod tests {
         (State::RequiresCapture, Event::Cancel, State::Voiding),
         (State::Voiding, Event::Voided, State::Canceled),
         (State::Voiding, Event::VoidFailed, State::RequiresCapture),
+        (State::RequiresConfirmation, Event::FraudBlocked, State::RequiresPaymentMethod),
     ];
 
     fn state() -> impl Strategy<Value = State> {

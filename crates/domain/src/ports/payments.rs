@@ -129,6 +129,8 @@ pub struct IntentRecord {
     /// What the customer must do while `requires_action`; kept afterwards (not shown) so that
     /// the return page still knows the shop's `return_url`.
     pub next_action: Option<NextAction>,
+    /// The fraud checks' last decision (set when a confirmation was checked).
+    pub fraud: Option<crate::payments::fraud::FraudDecision>,
     /// The card, once an authorisation was asked for.
     pub card: Option<CardSummary>,
     /// Which gateway.

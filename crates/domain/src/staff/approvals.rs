@@ -39,6 +39,8 @@ pub enum Action {
     GrantRole,
     /// Reset a staff member's second factors, for one who lost them (target: `stf_…`).
     ResetFactors,
+    /// Refund more than `payments.refund_approval_above` (target: `pi_…:<amount>:<currency>`).
+    Refund,
 }
 
 impl Action {
@@ -48,12 +50,15 @@ impl Action {
             Action::RevealCard => "vault.reveal_card",
             Action::GrantRole => "staff.grant_role",
             Action::ResetFactors => "staff.reset_factors",
+            Action::Refund => "payments.refund",
         }
     }
 
     /// Parses a stable name.
     pub fn parse(text: &str) -> Option<Self> {
-        [Action::RevealCard, Action::GrantRole, Action::ResetFactors].into_iter().find(|a| a.as_str() == text)
+        [Action::RevealCard, Action::GrantRole, Action::ResetFactors, Action::Refund]
+            .into_iter()
+            .find(|a| a.as_str() == text)
     }
 }
 
@@ -65,6 +70,7 @@ impl StaffService {
     async fn needed_for(&self, by: &Principal, action: Action, target: &str) -> Result<Vec<Scope>, DomainError> {
         Ok(match action {
             Action::RevealCard => vec![Scope::VaultRevealCard],
+            Action::Refund => vec![Scope::PaymentsRefund],
             Action::GrantRole => {
                 let role = target.split_once(':').map(|(_, role)| role).unwrap_or_default();
                 let mut needed = self.role_permissions(by.merchant_id(), role).await?;
@@ -148,7 +154,7 @@ impl StaffService {
                 Some((_, role)) if roles::builtin(role).is_none() => StaffGuard::RoleExists(role),
                 _ => StaffGuard::None,
             },
-            Action::RevealCard | Action::ResetFactors => StaffGuard::None,
+            Action::RevealCard | Action::ResetFactors | Action::Refund => StaffGuard::None,
         };
         if !self.repo.insert_approval(&record, guard).await? {
             return Err(DomainError::invalid("/role", "is not a role of this shop"));

@@ -172,6 +172,10 @@ pub struct PaymentCardInfo {
     pub brand: String,
     /// Last four digits.
     pub last4: String,
+    /// The card's fingerprint id (`fp_…`, keyed per merchant), for the fraud checks' counts.
+    pub fingerprint: Option<String>,
+    /// The first six digits (the issuer's BIN), when the number is long enough to show them.
+    pub first6: Option<String>,
 }
 
 /// One item of a batch: its token and whether it was made now, or why it was refused.
@@ -915,7 +919,13 @@ impl VaultService {
         }
         let display: Map<String, Value> = serde_json::from_str(&record.display).unwrap_or_default();
         let text = |key: &str| display.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-        Ok(PaymentCardInfo { customer: record.customer.clone(), brand: text("brand"), last4: text("last4") })
+        Ok(PaymentCardInfo {
+            customer: record.customer.clone(),
+            brand: text("brand"),
+            last4: text("last4"),
+            fingerprint: record.fingerprint.as_deref().map(fingerprint_id),
+            first6: display.get("first6").and_then(Value::as_str).map(str::to_owned),
+        })
     }
 
     /// Opens a card token for a gateway call (the only way a card number leaves the vault, and

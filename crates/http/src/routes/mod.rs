@@ -98,6 +98,7 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/me/session", get(identity::current_session))
         .route("/v1/me/logout", post(identity::logout))
         .route("/v1/me/sessions", get(identity::sessions))
+        .route("/v1/me/payments", get(payments::my_payments))
         .route("/v1/me/sessions/end-others", post(identity::end_other_sessions))
         .route("/v1/me/sessions/{id}", delete(identity::end_session))
         .route("/v1/me/password", post(identity::change_password))

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use strongroom_domain::DomainError;
 use strongroom_domain::payments::Caller;
+use strongroom_domain::payments::checkout::ConfirmExtras;
+use strongroom_domain::payments::fraud::ClientSignals;
 use strongroom_domain::payments::intents::NewIntent;
 use strongroom_domain::payments::orders::{DiscountInput, LineItemInput, OrderInput, OrderView};
 use strongroom_domain::payments::refunds::NewRefund;
@@ -20,7 +22,7 @@ use strongroom_domain::vault::tokens::Source;
 use strongroom_types::Timestamp;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, RequestContext, scope};
+use crate::extract::{ApiJson, ApiKeyAuth, ApiQuery, CustomerAuth, RequestContext, scope};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -110,6 +112,8 @@ pub struct PaymentIntentBody {
     pub last_payment_error: Option<PaymentErrorBody>,
     /// What the customer must do (3-D Secure).
     pub next_action: Option<NextActionBody>,
+    /// The fraud checks' last decision: `{outcome: allow | require_step_up | block, reasons[]}`.
+    pub fraud: Option<FraudBody>,
     /// `sandbox`, …
     pub gateway: String,
     /// Free text.
@@ -153,6 +157,7 @@ impl From<IntentRecord> for PaymentIntentBody {
                         return_url: a.return_url,
                     },
                 }),
+            fraud: r.fraud.map(|f| FraudBody { outcome: f.outcome, reasons: f.reasons }),
             metadata: metadata_value(r.metadata.as_deref()),
             canceled_at: r.canceled_at.map(Timestamp::to_rfc3339),
             livemode: r.mode.is_live(),
@@ -166,6 +171,15 @@ impl From<IntentRecord> for PaymentIntentBody {
             cancellation_reason: r.cancellation_reason,
         }
     }
+}
+
+/// What the fraud checks decided at the last confirmation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FraudBody {
+    /// `allow`, `require_step_up` or `block`.
+    pub outcome: String,
+    /// Reason codes of the rules that fired (`card_testing`, `ip_velocity`, `country_mismatch`, …).
+    pub reasons: Vec<String>,
 }
 
 /// A page of payment intents, newest first.
@@ -472,6 +486,8 @@ pub struct CreateIntentRequest {
     pub confirm: Option<bool>,
     /// With `confirm`: the shop's page the customer comes back to after 3-D Secure.
     pub return_url: Option<String>,
+    /// With `confirm`: the customer's browser or app as the shop saw it, for the fraud checks.
+    pub client: Option<ClientRequest>,
 }
 
 /// Confirmation of a payment intent.
@@ -483,6 +499,23 @@ pub struct ConfirmRequest {
     /// The shop's page the customer comes back to after 3-D Secure (an `https://` URL), with
     /// `payment_intent` and `redirect_status` added; the shop must still read the intent.
     pub return_url: Option<String>,
+    /// The customer's step-up proof (`sup_…`) for purpose `payment` and this payment's binding,
+    /// when a `step_up_required` asked for one.
+    pub step_up_proof: Option<super::identity::SecretText>,
+    /// The customer's browser or app as the shop saw it, for the fraud checks.
+    pub client: Option<ClientRequest>,
+}
+
+/// The customer's client, as the shop saw it (each field optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRequest {
+    /// The customer's IP address (not the shop server's).
+    pub ip: Option<String>,
+    /// The shop's id of the customer's device (1 to 128 characters).
+    pub device: Option<String>,
+    /// ISO 3166-1 alpha-2 country of the customer (e.g. from the shipping address).
+    pub country: Option<String>,
 }
 
 /// A capture.
@@ -571,6 +604,9 @@ pub struct CreateRefundRequest {
     /// Up to 20 string values.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// A staff member's refund above `payments.refund_approval_above`: the approved request
+    /// (`apr_…`) that the first attempt's `approval_required` opened.
+    pub approval_id: Option<String>,
 }
 
 /// Paging: newest first.
@@ -697,6 +733,11 @@ pub async fn create_intent(
     if !confirm && body.return_url.is_some() {
         return Err(DomainError::invalid("/return_url", "is taken only with confirm: true").into());
     }
+    if !confirm && body.client.is_some() {
+        return Err(DomainError::invalid("/client", "is taken only with confirm: true").into());
+    }
+    let client = body.client.unwrap_or_default();
+    let client = ClientSignals::parse(client.ip.as_deref(), client.device.as_deref(), client.country.as_deref())?;
     let input = NewIntent {
         amount: body.amount,
         currency: body.currency,
@@ -715,7 +756,8 @@ pub async fn create_intent(
     };
     let mut intent = state.payments.create_intent(caller, input).await?;
     if confirm {
-        intent = state.payments.confirm(caller, &intent.id, None, body.return_url.as_deref()).await?;
+        let extras = ConfirmExtras { client, return_url: body.return_url, ..ConfirmExtras::default() };
+        intent = state.payments.confirm_with(caller, &intent.id, None, &extras).await?;
     }
     Ok((StatusCode::CREATED, Json(intent.into())))
 }
@@ -753,6 +795,29 @@ pub async fn list_intents(
     }))
 }
 
+/// The signed-in customer's own payment intents (those whose `customer` is them), newest first;
+/// without the shop's `metadata` and the fraud decision.
+#[utoipa::path(get, path = "/v1/me/payments", tag = "customer", security(("session" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, body = PaymentIntentList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "bad `limit` or `starting_after`"),
+    ))]
+pub async fn my_payments(
+    auth: CustomerAuth,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<PaymentIntentList>, ApiError> {
+    let (found, has_more) =
+        state.payments.customer_payments(&auth.session, params.starting_after.as_deref(), params.limit).await?;
+    Ok(Json(PaymentIntentList {
+        object: "list",
+        data: found.into_iter().map(PaymentIntentBody::from).collect(),
+        has_more,
+    }))
+}
+
 const STATE_CONFLICT: &str = "`payment_intent_unexpected_state` (with `current_state`), `order_changed`";
 
 /// Confirms a payment intent: the gateway is asked for the authorisation. A decline answers 200
@@ -763,7 +828,12 @@ const STATE_CONFLICT: &str = "`payment_intent_unexpected_state` (with `current_s
     request_body = ConfirmRequest,
     responses(
         (status = 200, body = PaymentIntentBody),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = STATE_CONFLICT),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "`step_up_required`: `step_up` names the purpose and binding of the proof to send"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`payment_intent_unexpected_state` (with `current_state`), `order_changed`, `step_up_unavailable`"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "`step_up_invalid`, `validation_failed` (`/client/…`)"),
     ))]
 pub async fn confirm(
     auth: ApiKeyAuth<scope::PaymentsWrite>,
@@ -774,9 +844,14 @@ pub async fn confirm(
 ) -> Result<Json<PaymentIntentBody>, ApiError> {
     let source = source(&context);
     let caller = Caller { principal: &auth.principal, source: &source };
-    let intent =
-        state.payments.confirm(caller, &id, body.payment_method.as_deref(), body.return_url.as_deref()).await?;
-    Ok(Json(intent.into()))
+    let client = body.client.unwrap_or_default();
+    let client = ClientSignals::parse(client.ip.as_deref(), client.device.as_deref(), client.country.as_deref())?;
+    let extras = ConfirmExtras {
+        step_up_proof: body.step_up_proof.map(super::identity::SecretText::secret),
+        client,
+        return_url: body.return_url,
+    };
+    Ok(Json(state.payments.confirm_with(caller, &id, body.payment_method.as_deref(), &extras).await?.into()))
 }
 
 /// Captures an authorised payment intent (all of it, or `amount_to_capture`).
@@ -853,6 +928,8 @@ pub async fn sandbox_challenge(
     request_body = CreateRefundRequest,
     responses(
         (status = 201, body = RefundBody),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "`approval_required` (a staff member's refund above `payments.refund_approval_above`: `approval_id` names the request a second finance member approves)"),
         (status = 404, body = Problem, content_type = "application/problem+json", description = "no such payment intent in the key's data space"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`payment_intent_unexpected_state` (not `succeeded`), `charge_already_refunded`"),
@@ -874,7 +951,13 @@ pub async fn create_refund(
         }
         .to_owned()
     });
-    let input = NewRefund { payment_intent: body.payment_intent, amount: body.amount, reason, metadata: body.metadata };
+    let input = NewRefund {
+        payment_intent: body.payment_intent,
+        amount: body.amount,
+        reason,
+        metadata: body.metadata,
+        approval_id: body.approval_id,
+    };
     let refund = state.payments.create_refund(caller, input).await?;
     Ok((StatusCode::CREATED, Json(refund.into())))
 }

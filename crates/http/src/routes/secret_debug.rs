@@ -167,3 +167,11 @@ fn revealed_body_masks_the_value() {
     assert_masked(debug.clone());
     assert!(debug.contains("tok_1") && debug.contains('7'), "{debug}");
 }
+
+#[test]
+fn confirm_request_masks_the_step_up_proof() {
+    let body: super::payments::ConfirmRequest =
+        serde_json::from_value(serde_json::json!({"step_up_proof": format!("sup_{CANARY}")}))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_masked(format!("{body:?}"));
+}

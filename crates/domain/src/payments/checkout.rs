@@ -1,0 +1,341 @@
+//! The checkout rules around a confirmation, before the gateway is asked: the fraud checks
+//! ([`super::fraud`], counted by the store), step-up of the customer for large or suspicious
+//! payments (a proof for purpose `payment` bound to amount, currency, payee and intent, PSD2
+//! dynamic linking), and four-eyes approval of large refunds.
+//! Must never: call the gateway for a blocked attempt, accept a step-up proof twice or for
+//! another payment (the identity service spends it by one compare-and-set), or refund a large
+//! amount without a second staff member's approval.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::fraud::{self, ClientSignals, FraudDecision, FraudSettings, Observation, Outcome};
+use super::intents::Step;
+use super::state::{Event, State};
+use super::{Caller, PaymentsService};
+use crate::audit::event::Outcome as AuditOutcome;
+use crate::error::DomainError;
+use crate::identity::step_up::StepUpRedemption;
+use crate::identity::{Client, IdentityService};
+use crate::ports::checkout::{AttemptSignals, CheckoutRepository, SignalKind};
+use crate::ports::payments::{IntentRecord, PaymentError};
+use crate::staff::StaffService;
+use crate::staff::approvals::Action;
+
+/// The purpose a payment's step-up proof is made for.
+pub const STEP_UP_PURPOSE: &str = "payment";
+
+/// Thresholds of the checkout rules (`[payments]` and `[payments.fraud]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckoutRules {
+    /// The fraud checks.
+    pub fraud: FraudSettings,
+    /// Amounts above which a confirmation needs the customer's step-up, in minor units per
+    /// lower-case currency (a currency not listed: never for its amount alone).
+    pub step_up_above: BTreeMap<String, i64>,
+    /// Amounts above which a refund by staff needs a second staff member's approval, per
+    /// lower-case currency.
+    pub refund_approval_above: BTreeMap<String, i64>,
+}
+
+/// What the checkout rules need besides the payments service's own ports (set once at wiring).
+#[derive(Debug)]
+pub struct Checkout {
+    /// Where the fraud signals are counted.
+    pub repo: Arc<dyn CheckoutRepository>,
+    /// Customers' step-up proofs.
+    pub identity: Arc<IdentityService>,
+    /// Four-eyes approvals.
+    pub staff: Arc<StaffService>,
+    /// Thresholds.
+    pub rules: CheckoutRules,
+}
+
+/// What the shop sends with a confirmation besides the card.
+#[derive(Debug, Default)]
+pub struct ConfirmExtras {
+    /// The customer's `sup_…` proof for this payment (masked in `Debug`).
+    pub step_up_proof: Option<strongroom_types::Secret<String>>,
+    /// The customer's browser or app, as the shop saw it.
+    pub client: ClientSignals,
+    /// The shop's page the customer comes back to after 3-D Secure.
+    pub return_url: Option<String>,
+}
+
+/// The binding a payment's step-up proof must be made for.
+pub fn step_up_binding(intent: &IntentRecord) -> Map<String, Value> {
+    let value = json!({
+        "amount": intent.amount.minor(),
+        "currency": intent.amount.currency().lowercase(),
+        "payee": intent.merchant.as_str(),
+        "payment_intent": intent.id,
+    });
+    value.as_object().cloned().unwrap_or_default()
+}
+
+impl PaymentsService {
+    /// Wires the checkout rules (called once at start; without them confirmations are refused).
+    pub fn set_checkout(&self, checkout: Checkout) {
+        let _ = self.checkout.set(checkout);
+    }
+
+    /// The checkout rules' ports.
+    pub(crate) fn checkout(&self) -> Result<&Checkout, DomainError> {
+        self.checkout.get().ok_or_else(|| {
+            DomainError::Store(crate::StoreError::Unavailable("the checkout rules are not wired".to_owned()))
+        })
+    }
+
+    /// Runs the fraud checks and the step-up rule for a confirmation of `intent` (in
+    /// `requires_confirmation`) and keeps the decision on it. `Ok(Err(blocked))`: the attempt was
+    /// blocked and the intent is back in `requires_payment_method`; `Ok(Ok(intent))`: go on.
+    pub(super) async fn check_before_authorising(
+        &self,
+        caller: Caller<'_>,
+        mut intent: IntentRecord,
+        extras: &ConfirmExtras,
+    ) -> Result<Result<IntentRecord, IntentRecord>, DomainError> {
+        let checkout = self.checkout()?;
+        let rules = &checkout.rules;
+        let mut outcome = Outcome::Allow;
+        if rules.fraud.enabled {
+            let (decided, reasons) = self.fraud_check(caller, checkout, &intent, &extras.client).await?;
+            outcome = decided;
+            let decision = FraudDecision {
+                outcome: decided.as_str().to_owned(),
+                reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
+            };
+            let text = serde_json::to_string(&decision).map_err(|e| crate::StoreError::Other(e.to_string()))?;
+            checkout.repo.set_fraud_decision(&intent.id, &text).await?;
+            intent.fraud = Some(decision);
+            let why = if reasons.is_empty() {
+                decided.as_str().to_owned()
+            } else {
+                format!("{}:{}", decided.as_str(), reasons.join(","))
+            };
+            // The check itself succeeded; its decision and reasons are the entry's reason.
+            let event = caller
+                .principal
+                .event("payment_intent.fraud_checked", AuditOutcome::SuccessBecause(why))
+                .from_source(caller.source.ip, caller.source.request_id.clone())
+                .on("payment_intent", &intent.id);
+            self.ports.audit.record(event).await?;
+            if decided == Outcome::Block {
+                return self.block(caller, &intent).await.map(Err);
+            }
+        }
+        let above =
+            rules.step_up_above.get(&intent.amount.currency().lowercase()).is_some_and(|l| intent.amount.minor() > *l);
+        if outcome == Outcome::RequireStepUp || above {
+            let proof = extras.step_up_proof.as_ref().map(|p| p.expose().as_str());
+            self.spend_step_up(caller, checkout, &intent, proof).await?;
+        }
+        Ok(Ok(intent))
+    }
+
+    /// Counts this attempt and decides.
+    async fn fraud_check(
+        &self,
+        caller: Caller<'_>,
+        checkout: &Checkout,
+        intent: &IntentRecord,
+        client: &ClientSignals,
+    ) -> Result<(Outcome, Vec<&'static str>), DomainError> {
+        let settings = &checkout.rules.fraud;
+        let token = intent.payment_method.clone().unwrap_or_default();
+        let (card, leading) = match self.ports.vault.payment_card(caller.principal, &token).await {
+            Ok(info) => (info.fingerprint.unwrap_or_else(|| token.clone()), info.first6),
+            Err(DomainError::NotFound | DomainError::Gone) => (token.clone(), None),
+            Err(other) => return Err(other),
+        };
+        let mut keys = vec![(SignalKind::Card, card.clone())];
+        if let Some(customer) = &intent.customer {
+            keys.push((SignalKind::Customer, customer.clone()));
+        }
+        if let Some(ip) = client.ip {
+            keys.push((SignalKind::Ip, ip.to_string()));
+        }
+        if let Some(device) = &client.device {
+            keys.push((SignalKind::Device, device.clone()));
+        }
+        let now = self.ports.clock.now();
+        let window_ms = i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX);
+        let since = strongroom_types::Timestamp::from_unix_millis(now.unix_millis().saturating_sub(window_ms));
+        let signals = AttemptSignals {
+            merchant: intent.merchant.clone(),
+            mode: intent.mode,
+            intent: intent.id.clone(),
+            attempt: intent.attempt.saturating_add(1),
+            keys,
+            card,
+            amount: intent.amount.minor(),
+            currency: intent.amount.currency().lowercase(),
+            small: settings.is_small(intent.amount),
+            at: now,
+        };
+        let counts = checkout.repo.record_and_count(&signals, since).await?;
+        let observation = Observation {
+            amount: intent.amount,
+            counts: counts.into_iter().collect(),
+            card_country: leading.as_deref().and_then(|d| settings.issuer_country(d)).map(str::to_owned),
+            client_country: client.country.clone(),
+        };
+        Ok(fraud::decide(settings, &observation))
+    }
+
+    /// Moves a blocked attempt's intent back to `requires_payment_method` without asking the
+    /// gateway (as Stripe Radar does: the customer may try another card, which is checked again).
+    async fn block(&self, caller: Caller<'_>, intent: &IntentRecord) -> Result<IntentRecord, DomainError> {
+        let mut after = intent.clone();
+        after.state = State::RequiresPaymentMethod;
+        after.attempt = intent.attempt.saturating_add(1);
+        after.payment_method = None;
+        after.next_action = None;
+        after.last_payment_error = Some(PaymentError::of(
+            "fraud_blocked",
+            None,
+            "strongroom's fraud checks blocked this payment; the gateway was not asked (see fraud.reasons)",
+        ));
+        self.apply(caller, intent, after, Step::new(Event::FraudBlocked)).await
+    }
+
+    /// Spends the customer's step-up proof for this payment, or says which proof is needed.
+    async fn spend_step_up(
+        &self,
+        caller: Caller<'_>,
+        checkout: &Checkout,
+        intent: &IntentRecord,
+        proof: Option<&str>,
+    ) -> Result<(), DomainError> {
+        let Some(customer) = intent.customer.as_deref().filter(|c| c.starts_with("cus_")) else {
+            return Err(DomainError::Conflict(
+                "step_up_unavailable",
+                "this payment needs the customer's step-up, which needs a strongroom customer (cus_…) on the \
+                 payment intent; make the intent with one",
+            ));
+        };
+        let binding = step_up_binding(intent);
+        let Some(proof) = proof else {
+            return Err(DomainError::StepUpRequired { purpose: STEP_UP_PURPOSE, binding });
+        };
+        let client = Client { ip: caller.source.ip, user_agent: None, request_id: caller.source.request_id.clone() };
+        let redemption = StepUpRedemption { customer, proof, purpose: STEP_UP_PURPOSE, binding: &binding };
+        checkout.identity.redeem_step_up(caller.principal.space(), redemption, caller.principal, &client).await.map_err(
+            |err| match err {
+                DomainError::Rejected { code: "step_up_invalid", .. } => DomainError::Rejected {
+                    code: "step_up_invalid",
+                    errors: vec![crate::error::FieldError::new(
+                        "/step_up_proof",
+                        "is not a valid, unused proof of this intent's customer for purpose payment and this \
+                         payment's binding",
+                    )],
+                },
+                other => other,
+            },
+        )
+    }
+
+    /// Four-eyes for a staff member's refund above `payments.refund_approval_above`: without an
+    /// approval, opens a request (answered as `approval_required` with its id); with one, spends
+    /// it, if it is an approved request of this staff member for exactly this intent, amount and
+    /// currency (one compare-and-set: of concurrent re-submits one refunds). API keys are not
+    /// people: their `payments:refund` scope is the control, as for card reveals.
+    pub(super) async fn approve_refund(
+        &self,
+        caller: Caller<'_>,
+        intent: &str,
+        amount: strongroom_types::Money,
+        reason: Option<&str>,
+        approval: Option<&str>,
+    ) -> Result<(), DomainError> {
+        if caller.principal.as_staff().is_none() {
+            return Ok(());
+        }
+        let checkout = self.checkout()?;
+        let currency = amount.currency().lowercase();
+        let above = checkout.rules.refund_approval_above.get(&currency).is_some_and(|limit| amount.minor() > *limit);
+        if !above {
+            return Ok(());
+        }
+        let target = format!("{intent}:{}:{currency}", amount.minor());
+        let client = Client { ip: caller.source.ip, user_agent: None, request_id: caller.source.request_id.clone() };
+        let reason = reason.unwrap_or("refund");
+        checkout.staff.require_approval(caller.principal, Action::Refund, &target, reason, approval, &client).await
+    }
+
+    /// The signed-in customer's own payments, newest first: `limit` of them and whether more
+    /// follow. The shop's metadata and the fraud decision are left out (they are the shop's).
+    pub async fn customer_payments(
+        &self,
+        session: &crate::identity::CustomerSession,
+        starting_after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<IntentRecord>, bool), DomainError> {
+        let limit = super::page_limit(limit)?;
+        super::check_cursor(starting_after, "pi")?;
+        let space = session.space();
+        let page = crate::ports::payments::Page {
+            merchant: space.merchant,
+            mode: space.mode,
+            starting_after,
+            limit: limit + 1,
+        };
+        let mut found = self.checkout()?.repo.customer_intents(page, &session.customer_id).await?;
+        let more = found.len() > limit as usize;
+        found.truncate(limit as usize);
+        for intent in &mut found {
+            intent.metadata = None;
+            intent.fraud = None;
+        }
+        Ok((found, more))
+    }
+
+    /// Mails the receipt of a succeeded payment to its customer, when that is a strongroom
+    /// customer (`cus_…`). Called once, by the request whose update made it succeed; a mail
+    /// that cannot be queued is logged, the payment stands.
+    pub(super) async fn send_receipt(&self, intent: &IntentRecord) {
+        let Some(customer) = intent.customer.as_deref().filter(|c| c.starts_with("cus_")) else { return };
+        let Ok(checkout) = self.checkout() else { return };
+        let card = intent.card.as_ref().map_or_else(String::new, |c| format!("{} •••• {}", c.brand, c.last4));
+        let receipt = crate::identity::PaymentReceipt {
+            amount: strongroom_types::Money::new(intent.amount_received, intent.amount.currency())
+                .unwrap_or(intent.amount)
+                .to_string(),
+            payment: intent.id.clone(),
+            card,
+            when: intent.updated_at.to_rfc3339(),
+        };
+        let space = crate::modes::Space { merchant: &intent.merchant, mode: intent.mode };
+        if let Err(err) = checkout.identity.send_payment_receipt(space, customer, &receipt).await {
+            tracing::warn!(error = %err, "a payment receipt was not queued");
+        }
+    }
+
+    /// Deletes fraud signals older than the window (none of the rules reads them any more), in
+    /// batches of 10,000; returns how many (the leader's `payments.fraud_signals_purge` job).
+    pub async fn purge_fraud_signals(&self) -> Result<u64, DomainError> {
+        let checkout = self.checkout()?;
+        let window = i64::try_from(checkout.rules.fraud.window.as_millis()).unwrap_or(i64::MAX);
+        let before =
+            strongroom_types::Timestamp::from_unix_millis(self.ports.clock.now().unix_millis().saturating_sub(window));
+        let mut total = 0;
+        loop {
+            let purged = checkout.repo.purge_signals(before, 10_000).await?;
+            total += purged;
+            if purged < 10_000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Counts a declined attempt for the fraud rules (after the decline is stored; a failure to
+    /// count is logged, not turned into an error of a payment that is settled already).
+    pub(super) async fn count_decline(&self, intent: &IntentRecord) {
+        let Ok(checkout) = self.checkout() else { return };
+        if let Err(err) = checkout.repo.mark_declined(&intent.id, intent.attempt).await {
+            tracing::warn!(error = %err, "a declined attempt was not counted for the fraud checks");
+        }
+    }
+}
