@@ -10,6 +10,7 @@
 
 mod audit;
 mod coalesced_reads;
+mod disputes;
 mod idempotency;
 mod identity;
 mod outbox;

@@ -27,16 +27,16 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Other(format!("stored {what} is not valid"))
 }
 
-fn money(amount: i64, currency: &str) -> Result<Money, StoreError> {
+pub(crate) fn money(amount: i64, currency: &str) -> Result<Money, StoreError> {
     let currency = Currency::parse(currency).map_err(|_| corrupt("currency"))?;
     Money::new(amount, currency).map_err(|_| corrupt("amount"))
 }
 
-fn mode(text: &str) -> Result<Mode, StoreError> {
+pub(crate) fn mode(text: &str) -> Result<Mode, StoreError> {
     Mode::parse(text).ok_or_else(|| corrupt("mode"))
 }
 
-fn merchant(text: &str) -> Result<MerchantId, StoreError> {
+pub(crate) fn merchant(text: &str) -> Result<MerchantId, StoreError> {
     MerchantId::parse(text).map_err(|_| corrupt("merchant id"))
 }
 
@@ -89,7 +89,7 @@ impl TryFrom<OrderRow> for OrderRecord {
 }
 
 #[derive(FromRow)]
-struct IntentRow {
+pub(crate) struct IntentRow {
     id: String,
     merchant_id: String,
     mode: String,
@@ -118,7 +118,7 @@ struct IntentRow {
     updated_at: i64,
 }
 
-const INTENT_COLUMNS: &str = "id, merchant_id, mode, amount, currency, order_id, customer, payment_method, \
+pub(crate) const INTENT_COLUMNS: &str = "id, merchant_id, mode, amount, currency, order_id, customer, payment_method, \
      capture_method, status, pending_operation, attempt, amount_capturable, amount_received, amount_refunded, \
      last_payment_error, next_action, card, gateway, gateway_reference, description, metadata, cancellation_reason, \
      canceled_at, created_at, updated_at";
@@ -218,7 +218,7 @@ const ANSWER_CALL: &str =
 
 /// One page of a data space's rows of `table`, newest first: `$1` merchant, `$2` mode, `$3` the id
 /// the page starts after (or NULL), `$4` the limit; `filter` adds conditions on further parameters.
-fn page_sql(columns: &str, table: &str, filter: &str) -> String {
+pub(crate) fn page_sql(columns: &str, table: &str, filter: &str) -> String {
     format!(
         "SELECT {columns} FROM {table} WHERE merchant_id = $1 AND mode = $2 AND ($3 IS NULL OR \
          (created_at, id) < (SELECT created_at, id FROM {table} WHERE id = $3)) {filter} \

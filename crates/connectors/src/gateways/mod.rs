@@ -7,3 +7,4 @@
 
 pub mod forward;
 pub mod sandbox;
+pub mod stripe;

@@ -62,7 +62,7 @@ fn unexpected(state: State) -> DomainError {
 }
 
 /// The data of a payment intent's webhook event: ids, amounts and codes.
-fn event_data(intent: &IntentRecord) -> Value {
+pub(crate) fn event_data(intent: &IntentRecord) -> Value {
     json!({
         "object": "payment_intent",
         "id": intent.id,
@@ -93,7 +93,7 @@ impl<'a> Step<'a> {
     }
 }
 
-fn gateway_outcome(status: GatewayStatus) -> &'static str {
+pub(crate) fn gateway_outcome(status: GatewayStatus) -> &'static str {
     match status {
         GatewayStatus::Authorized => "authorized",
         GatewayStatus::Captured => "captured",

@@ -12,6 +12,7 @@
 //! to another (another merchant's or mode's id answers as a missing one).
 
 pub mod gateway;
+pub mod gateway_events;
 pub mod intents;
 pub mod orders;
 pub mod refunds;

@@ -9,6 +9,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod breached;
+pub mod disputes;
 pub mod health;
 pub mod identity;
 pub mod keyring;
@@ -21,6 +22,7 @@ pub mod vault;
 pub use api_keys::*;
 pub use audit::*;
 pub use breached::*;
+pub use disputes::*;
 pub use health::*;
 pub use identity::*;
 pub use keyring::*;
