@@ -388,6 +388,44 @@ pub fn outbound_settings(config: &Config) -> strongroom_connectors::outbound::Ou
     }
 }
 
+/// The payment gateway of `[payments]`: the sandbox (with its 3-D Secure stand-in) or Stripe
+/// (with its webhook reader).
+type GatewayParts = (
+    Arc<dyn strongroom_domain::payments::gateway::Gateway>,
+    Option<Arc<dyn strongroom_domain::payments::gateway::ChallengeSimulator>>,
+    Option<Arc<dyn strongroom_domain::payments::gateway_events::GatewayNotices>>,
+);
+
+fn payment_gateway(config: &Config, core: &Core, clock: Arc<dyn strongroom_types::Clock>) -> anyhow::Result<GatewayParts> {
+    if config.payments.gateway == "stripe" {
+        use strongroom_connectors::gateways::stripe::{StripeGateway, StripeNotices, StripeSettings};
+        let stripe = &config.payments.stripe;
+        let (Some(secret_key), Some(webhook_secret)) = (&stripe.secret_key, &stripe.webhook_secret) else {
+            anyhow::bail!("payments.stripe.secret_key and payments.stripe.webhook_secret are required");
+        };
+        let mut outbound = outbound_settings(config);
+        outbound.timeout = config.payments.gateway_timeout;
+        outbound.connect_timeout = outbound.connect_timeout.min(config.payments.gateway_timeout);
+        let gateway = StripeGateway::new(StripeSettings {
+            api_base: stripe.api_base.clone(),
+            secret_key: secret_key.clone(),
+            return_url: stripe.return_url.clone(),
+            outbound,
+        })
+        .map_err(|e| anyhow::anyhow!("payments.stripe.api_base: {e}"))?;
+        return Ok((Arc::new(gateway), None, Some(Arc::new(StripeNotices::new(webhook_secret.clone())))));
+    }
+    let sandbox = Arc::new(strongroom_connectors::gateways::sandbox::SandboxGateway::new(
+        Arc::new(core.store.clone()),
+        clock,
+        strongroom_connectors::gateways::sandbox::SandboxSettings {
+            latency: config.payments.sandbox_latency,
+            ..Default::default()
+        },
+    ));
+    Ok((sandbox.clone(), Some(sandbox), None))
+}
+
 /// The forward proxy's settings: its allow-list, and the outbound policy with its own timeout.
 pub fn forward_settings(config: &Config) -> anyhow::Result<strongroom_connectors::gateways::forward::ForwardSettings> {
     use strongroom_connectors::gateways::forward::{AllowedHost, ForwardSettings};
@@ -747,26 +785,24 @@ impl Application {
                 .with_passkeys(passkeys)
                 .with_breach_check(breaches),
         );
-        let sandbox = Arc::new(strongroom_connectors::gateways::sandbox::SandboxGateway::new(
-            Arc::new(core.store.clone()),
-            clock.clone(),
-            strongroom_connectors::gateways::sandbox::SandboxSettings {
-                latency: config.payments.sandbox_latency,
-                ..Default::default()
-            },
-        ));
+        let (gateway, simulator, notices) = payment_gateway(config, &core, clock.clone())?;
         let payments = Arc::new(strongroom_domain::payments::PaymentsService::new(
             strongroom_domain::payments::PaymentPorts {
                 repo: Arc::new(core.store.clone()),
                 vault: vault.clone(),
-                gateway: sandbox.clone(),
-                simulator: Some(sandbox as Arc<dyn strongroom_domain::payments::gateway::ChallengeSimulator>),
+                gateway,
+                simulator,
                 outbox: core.outbox.clone(),
                 audit: audit.clone(),
                 clock: clock.clone(),
                 entropy: entropy.clone(),
             },
             strongroom_domain::payments::PaymentSettings { gateway_timeout: config.payments.gateway_timeout },
+        ));
+        let gateway_events = Arc::new(strongroom_domain::payments::gateway_events::GatewayEvents::new(
+            payments.clone(),
+            Arc::new(core.store.clone()),
+            notices,
         ));
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());
@@ -828,6 +864,7 @@ impl Application {
             vault,
             forward,
             payments,
+            gateway_events,
             webhooks,
             jobs: strongroom_domain::jobs::JobsStatusReader::new(
                 Arc::new(core.store.clone()),

@@ -110,7 +110,7 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentsConfig {
-    /// The gateway: `sandbox` (the default and, for now, the only one).
+    /// The gateway: `sandbox` (the default) or `stripe` (then `[payments.stripe]`).
     pub gateway: String,
     /// How long a gateway call may take before the payment is left `processing` for
     /// reconciliation. Default 30 s.
@@ -119,6 +119,8 @@ pub struct PaymentsConfig {
     /// How long each sandbox call takes (to rehearse a slow gateway). Default 0.
     #[serde(with = "humantime_serde")]
     pub sandbox_latency: Duration,
+    /// The Stripe gateway, when `gateway = "stripe"`.
+    pub stripe: StripeConfig,
 }
 
 impl Default for PaymentsConfig {
@@ -127,6 +129,37 @@ impl Default for PaymentsConfig {
             gateway: "sandbox".to_owned(),
             gateway_timeout: Duration::from_secs(30),
             sandbox_latency: Duration::ZERO,
+            stripe: StripeConfig::default(),
+        }
+    }
+}
+
+/// `[payments.stripe]`. Its calls pass `[outbound]`'s address policy (so a loopback `api_base`
+/// needs `outbound.allow_loopback`, for tests only) and take `payments.gateway_timeout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StripeConfig {
+    /// The secret API key `sk_live_…`/`sk_test_…` (use `STRONGROOM_PAYMENTS__STRIPE__SECRET_KEY_FILE`).
+    #[serde(serialize_with = "masked_secret", skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<Secret<String>>,
+    /// The signing secret `whsec_…` of the webhook endpoint registered at Stripe
+    /// (use `STRONGROOM_PAYMENTS__STRIPE__WEBHOOK_SECRET_FILE`).
+    #[serde(serialize_with = "masked_secret", skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<Secret<String>>,
+    /// Stripe's API. Default `https://api.stripe.com`.
+    pub api_base: String,
+    /// Where Stripe sends the customer back after 3-D Secure (Stripe's `return_url`). Unset:
+    /// not sent.
+    pub return_url: Option<String>,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            webhook_secret: None,
+            api_base: strongroom_connectors::gateways::stripe::DEFAULT_API_BASE.to_owned(),
+            return_url: None,
         }
     }
 }
@@ -1101,8 +1134,27 @@ impl Config {
         if self.oauth.token_ttl < Duration::from_secs(30) || self.oauth.token_ttl > Duration::from_secs(3600) {
             return fail("oauth.token_ttl", "must be between 30s and 1h");
         }
-        if self.payments.gateway != "sandbox" {
-            return fail("payments.gateway", "must be sandbox (the only gateway so far)");
+        match self.payments.gateway.as_str() {
+            "sandbox" => {}
+            "stripe" => {
+                let stripe = &self.payments.stripe;
+                if stripe.secret_key.as_ref().is_none_or(|k| k.expose().trim().is_empty()) {
+                    return fail(
+                        "payments.stripe.secret_key",
+                        "is required with payments.gateway = stripe (or STRONGROOM_PAYMENTS__STRIPE__SECRET_KEY_FILE)",
+                    );
+                }
+                if stripe.webhook_secret.as_ref().is_none_or(|k| k.expose().trim().is_empty()) {
+                    return fail(
+                        "payments.stripe.webhook_secret",
+                        "is required with payments.gateway = stripe (or STRONGROOM_PAYMENTS__STRIPE__WEBHOOK_SECRET_FILE)",
+                    );
+                }
+                if !(stripe.api_base.starts_with("https://") || stripe.api_base.starts_with("http://")) {
+                    return fail("payments.stripe.api_base", "must be an https:// URL");
+                }
+            }
+            _ => return fail("payments.gateway", "must be sandbox or stripe"),
         }
         if self.payments.gateway_timeout < Duration::from_secs(1)
             || self.payments.gateway_timeout > Duration::from_secs(120)

@@ -262,6 +262,11 @@ impl ApiError {
             "charge_already_refunded" => "The payment is refunded in full",
             "sandbox_only" => "Only the sandbox gateway offers this",
             "challenge_not_pending" => "The challenge was completed already",
+            "gateway_signature_missing" => "The gateway's webhook carries no signature",
+            "gateway_signature_malformed" => "The gateway's webhook signature header is malformed",
+            "gateway_signature_invalid" => "The gateway's webhook signature does not match",
+            "gateway_signature_expired" => "The gateway's webhook signature is too old or too new",
+            "gateway_event_malformed" => "The gateway's event is not of the expected shape",
             "internal_error" => "Internal error",
             _ => "Internal error",
         }
@@ -498,6 +503,11 @@ mod tests {
             strongroom_domain::forward::HEADER_NOT_ALLOWED,
             strongroom_domain::forward::template::TEMPLATE_INVALID,
             strongroom_domain::forward::template::UNKNOWN_FIELD,
+            strongroom_domain::payments::gateway_events::NoticeRejected::MissingSignature.code(),
+            strongroom_domain::payments::gateway_events::NoticeRejected::MalformedSignature.code(),
+            strongroom_domain::payments::gateway_events::NoticeRejected::BadSignature.code(),
+            strongroom_domain::payments::gateway_events::NoticeRejected::StaleSignature.code(),
+            strongroom_domain::payments::gateway_events::NoticeRejected::Malformed.code(),
         ] {
             source.insert(code.to_owned());
         }
