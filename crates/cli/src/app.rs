@@ -396,7 +396,11 @@ type GatewayParts = (
     Option<Arc<dyn strongroom_domain::payments::gateway_events::GatewayNotices>>,
 );
 
-fn payment_gateway(config: &Config, core: &Core, clock: Arc<dyn strongroom_types::Clock>) -> anyhow::Result<GatewayParts> {
+fn payment_gateway(
+    config: &Config,
+    core: &Core,
+    clock: Arc<dyn strongroom_types::Clock>,
+) -> anyhow::Result<GatewayParts> {
     if config.payments.gateway == "stripe" {
         use strongroom_connectors::gateways::stripe::{StripeGateway, StripeNotices, StripeSettings};
         let stripe = &config.payments.stripe;

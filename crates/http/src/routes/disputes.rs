@@ -130,10 +130,8 @@ pub async fn list_disputes(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<DisputeListParams>,
 ) -> Result<Json<DisputeList>, ApiError> {
-    let (found, has_more) = state
-        .gateway_events
-        .disputes(auth.principal.space(), params.starting_after.as_deref(), params.limit)
-        .await?;
+    let (found, has_more) =
+        state.gateway_events.disputes(auth.principal.space(), params.starting_after.as_deref(), params.limit).await?;
     Ok(Json(DisputeList { object: "list", data: found.into_iter().map(DisputeBody::from).collect(), has_more }))
 }
 
@@ -159,7 +157,9 @@ pub async fn stripe_webhook(
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     match state.gateway_events.receive(signature, &body).await {
         Ok(receipt) => Ok(Json(WebhookReceipt { received: true, processed: receipt == Receipt::Processed })),
-        Err(ReceiveError::Rejected(why)) => Err(ApiError::new(StatusCode::BAD_REQUEST, why.code()).detail(why.detail())),
+        Err(ReceiveError::Rejected(why)) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, why.code()).detail(why.detail()))
+        }
         Err(ReceiveError::Failed(err)) => Err(err.into()),
     }
 }

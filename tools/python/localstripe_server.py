@@ -1,0 +1,46 @@
+"""localstripe on 127.0.0.1 for the Stripe gateway tests (its own CLI binds every interface).
+
+Prints the port it listens on, then serves until killed. Adds, for the tests only:
+- GET /_config/requests: every POST it received (path and Idempotency-Key), since localstripe
+  itself ignores idempotency keys;
+- a payment intent of amount 1313 is answered after 3 s (to leave strongroom's intent processing).
+Its store is kept in memory only (localstripe pickles to a shared /tmp file otherwise).
+"""
+import asyncio
+import socket
+
+from aiohttp import web
+
+import localstripe.resources as resources
+
+resources.Store.dump_to_disk = lambda self: None
+
+import localstripe.server as server  # noqa: E402
+
+seen = []
+
+
+@web.middleware
+async def record(request, handler):
+    if request.method == 'POST' and request.path.startswith('/v1/'):
+        seen.append({'path': request.path, 'key': request.headers.get('Idempotency-Key')})
+        if request.path == '/v1/payment_intents':
+            data = await request.post()
+            if data.get('amount') == '1313':
+                await asyncio.sleep(3)
+    return await handler(request)
+
+
+async def requests(request):
+    return web.json_response(seen)
+
+
+server.app.middlewares.append(record)
+server.app.router.add_get('/_config/requests', requests)
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(('127.0.0.1', 0))
+sock.listen(128)
+print(sock.getsockname()[1], flush=True)
+web.run_app(server.app, sock=sock, print=None, access_log=None)
