@@ -1440,6 +1440,34 @@ mod tests {
     }
 
     #[test]
+    fn stripe_needs_its_secrets_read_from_files_and_masked() {
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_PAYMENTS__GATEWAY", "stripe")])).unwrap_err();
+        assert!(err.0.starts_with("payments.stripe.secret_key"), "{err}");
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_PAYMENTS__GATEWAY", "adyen")])).unwrap_err();
+        assert!(err.0.starts_with("payments.gateway"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("stripe-key");
+        std::fs::write(&key_file, "sk_test_canary-stripe-key\n").unwrap();
+        let hook_file = dir.path().join("stripe-whsec");
+        std::fs::write(&hook_file, "whsec_canary-signing\n").unwrap();
+        let config = load(
+            &Overrides::default(),
+            vars(&[
+                ("STRONGROOM_PAYMENTS__GATEWAY", "stripe"),
+                ("STRONGROOM_PAYMENTS__STRIPE__SECRET_KEY_FILE", key_file.to_str().unwrap()),
+                ("STRONGROOM_PAYMENTS__STRIPE__WEBHOOK_SECRET_FILE", hook_file.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        let stripe = &config.payments.stripe;
+        assert_eq!(stripe.secret_key.as_ref().unwrap().expose(), "sk_test_canary-stripe-key");
+        assert_eq!(stripe.webhook_secret.as_ref().unwrap().expose(), "whsec_canary-signing");
+        assert_eq!(stripe.api_base, "https://api.stripe.com");
+        let shown = format!("{}{config:?}", config.to_masked_toml());
+        assert!(!shown.contains("canary-stripe-key") && !shown.contains("canary-signing"), "{shown}");
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let err = load(&Overrides::default(), vars(&[("STRONGROOM_DATABASE_URL", "mysql://x")])).unwrap_err();
         assert!(err.0.starts_with("database_url"), "{err}");

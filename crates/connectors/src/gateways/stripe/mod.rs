@@ -68,7 +68,7 @@ enum Reply {
     Refused(u16, Option<wire::ErrorBody>),
 }
 
-fn unavailable(operation: &str, why: impl std::fmt::Display) -> GatewayError {
+fn no_answer(operation: &str, why: impl std::fmt::Display) -> GatewayError {
     GatewayError::Unavailable(format!("stripe {operation}: {why}"))
 }
 
@@ -123,13 +123,13 @@ impl StripeGateway {
         let response = match builder.send().await {
             Ok(response) => response,
             Err(err) if err.is_timeout() => return Err(GatewayError::Timeout),
-            Err(err) => return Err(unavailable(operation, OutboundError::from(err))),
+            Err(err) => return Err(no_answer(operation, OutboundError::from(err))),
         };
         let status = response.status().as_u16();
         let body = match response.bytes().await {
             Ok(body) => body.to_vec(),
             Err(err) if err.is_timeout() => return Err(GatewayError::Timeout),
-            Err(err) => return Err(unavailable(operation, OutboundError::from(err))),
+            Err(err) => return Err(no_answer(operation, OutboundError::from(err))),
         };
         match status {
             200..=299 => Ok(Reply::Ok(body)),
@@ -138,12 +138,12 @@ impl StripeGateway {
                 let error = serde_json::from_slice::<ErrorEnvelope>(&body).ok().map(|e| e.error);
                 Ok(Reply::Refused(status, error))
             }
-            _ => Err(unavailable(operation, format_args!("HTTP {status}"))),
+            _ => Err(no_answer(operation, format_args!("HTTP {status}"))),
         }
     }
 
     fn parse<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, GatewayError> {
-        serde_json::from_slice(body).map_err(|_| unavailable(operation, "the answer is not the expected JSON"))
+        serde_json::from_slice(body).map_err(|_| no_answer(operation, "the answer is not the expected JSON"))
     }
 
     /// Our answer for a PaymentIntent Stripe returned.
@@ -197,7 +197,7 @@ impl StripeGateway {
         form: Form,
     ) -> Result<GatewayAnswer, GatewayError> {
         if !wire::plausible_id(&request.gateway_reference) {
-            return Err(unavailable(operation, "the payment has no Stripe reference"));
+            return Err(no_answer(operation, "the payment has no Stripe reference"));
         }
         let path = format!("/v1/payment_intents/{}/{operation}", request.gateway_reference);
         match self.call(operation, reqwest::Method::POST, &path, Some(&form), Some(&request.idempotency_key)).await? {
@@ -286,7 +286,7 @@ impl Gateway for StripeGateway {
 
     async fn refund(&self, request: &FollowUpRequest) -> Result<GatewayAnswer, GatewayError> {
         if !wire::plausible_id(&request.gateway_reference) {
-            return Err(unavailable("refunds", "the payment has no Stripe reference"));
+            return Err(no_answer("refunds", "the payment has no Stripe reference"));
         }
         let form = Form::new()
             .field("payment_intent", &request.gateway_reference)
@@ -326,10 +326,10 @@ impl Gateway for StripeGateway {
     async fn lookup(&self, idempotency_key: &str) -> Result<Option<GatewayAnswer>, GatewayError> {
         let mut parts = idempotency_key.split(':');
         let (Some(object), Some(operation)) = (parts.next(), parts.next()) else {
-            return Err(unavailable("lookup", "not a key of ours"));
+            return Err(no_answer("lookup", "not a key of ours"));
         };
         if operation == "refund" || !object.starts_with("pi_") || !wire::plausible_id(object) {
-            return Err(unavailable("lookup", "refunds cannot be looked up by key at Stripe"));
+            return Err(no_answer("lookup", "refunds cannot be looked up by key at Stripe"));
         }
         let query = Form::new().field("query", &format!("metadata['strongroom_intent']:'{object}'"));
         let path = format!("/v1/payment_intents/search?{}", String::from_utf8_lossy(&query.to_bytes()));
@@ -338,7 +338,7 @@ impl Gateway for StripeGateway {
                 let list = Self::parse::<wire::List<PaymentIntent>>("lookup", &body)?;
                 Ok(list.data.first().map(Self::intent_answer))
             }
-            Reply::Refused(status, _) => Err(unavailable("lookup", format_args!("HTTP {status}"))),
+            Reply::Refused(status, _) => Err(no_answer("lookup", format_args!("HTTP {status}"))),
         }
     }
 }
@@ -399,7 +399,7 @@ impl StripeNotices {
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
