@@ -267,6 +267,7 @@ impl ApiError {
             "gateway_signature_invalid" => "The gateway's webhook signature does not match",
             "gateway_signature_expired" => "The gateway's webhook signature is too old or too new",
             "gateway_event_malformed" => "The gateway's event is not of the expected shape",
+            "stripe_not_configured" => "The payment gateway is not Stripe",
             "internal_error" => "Internal error",
             _ => "Internal error",
         }

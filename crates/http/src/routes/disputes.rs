@@ -144,7 +144,7 @@ pub async fn list_disputes(
         (status = 200, body = WebhookReceipt),
         (status = 400, body = Problem, content_type = "application/problem+json",
             description = "`gateway_signature_missing`, `gateway_signature_malformed`, `gateway_signature_invalid`, `gateway_signature_expired`, `gateway_event_malformed`"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "the gateway is not Stripe"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`stripe_not_configured`: the gateway is not Stripe"),
     ))]
 pub async fn stripe_webhook(
     State(state): State<AppState>,
@@ -152,7 +152,8 @@ pub async fn stripe_webhook(
     body: Bytes,
 ) -> Result<Json<WebhookReceipt>, ApiError> {
     if !state.gateway_events.receives("stripe") {
-        return Err(ApiError::not_found());
+        return Err(ApiError::new(StatusCode::CONFLICT, "stripe_not_configured")
+            .detail("the payment gateway is not Stripe (payments.gateway); this endpoint receives nothing"));
     }
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     match state.gateway_events.receive(signature, &body).await {
