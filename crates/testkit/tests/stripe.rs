@@ -234,7 +234,22 @@ async fn payments_move_at_localstripe_with_our_idempotency_keys(backend: Backend
     let secure = paid(&server, &key, "4000002500003155", 700, "automatic").await;
     assert_eq!(secure["status"], "requires_action", "{secure}");
     assert_eq!(secure["next_action"]["type"], "redirect_to_url");
-    assert_eq!(stripe.intent_for(secure["id"].as_str().unwrap()).await["status"], "requires_action");
+    let secure_id = secure["id"].as_str().unwrap();
+    let at_stripe = stripe.intent_for(secure_id).await;
+    assert_eq!(at_stripe["status"], "requires_action");
+    // The customer authenticates at Stripe; the shop confirms again and that payment goes on.
+    let authenticate =
+        format!("{}/v1/payment_intents/{}/_authenticate", stripe.base(), at_stripe["id"].as_str().unwrap());
+    let form = [("client_secret", at_stripe["client_secret"].as_str().unwrap()), ("success", "true")];
+    let response = reqwest::Client::new().post(authenticate).bearer_auth(SECRET_KEY).form(&form).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, resumed) = post(&server, &key, &format!("/v1/payment_intents/{secure_id}/confirm"), &json!({})).await;
+    assert_eq!((status, resumed["status"].as_str()), (200, Some("succeeded")), "{resumed}");
+    assert_eq!(resumed["amount_received"], 700);
+    let stripe_list = stripe.get("/v1/payment_intents?limit=100").await;
+    let made =
+        stripe_list["data"].as_array().unwrap().iter().filter(|pi| pi["metadata"]["strongroom_intent"] == secure_id);
+    assert_eq!(made.count(), 1, "one PaymentIntent at Stripe for the intent, resumed");
 
     // Cancel an authorisation: a void at Stripe.
     let held = paid(&server, &key, "4242424242424242", 800, "manual").await;

@@ -379,6 +379,7 @@ impl PaymentsService {
             amount: claimed.amount,
             capture: claimed.capture_method == CaptureMethod::Automatic,
             card,
+            gateway_reference: claimed.gateway_reference.clone(),
         };
         match self.call_gateway(self.ports.gateway.authorize(request)).await {
             Some(answer) => self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await,

@@ -214,6 +214,24 @@ impl Gateway for StripeGateway {
     }
 
     async fn authorize(&self, request: AuthorizeRequest) -> Result<GatewayAnswer, GatewayError> {
+        // A confirmation after 3-D Secure: the customer authenticated at Stripe, which went on
+        // with that PaymentIntent; its status is the answer. Only a PaymentIntent that needs a
+        // new card (authentication failed) makes way for a new one.
+        if let Some(reference) = request.gateway_reference.as_deref().filter(|r| wire::plausible_id(r)) {
+            let path = format!("/v1/payment_intents/{reference}");
+            if let Reply::Ok(body) = self.call("payment_intents", reqwest::Method::GET, &path, None, None).await? {
+                let existing = Self::parse::<PaymentIntent>("payment_intents", &body)?;
+                match IntentStatus::parse(&existing.status) {
+                    IntentStatus::RequiresPaymentMethod | IntentStatus::RequiresConfirmation => {}
+                    IntentStatus::RequiresAction
+                    | IntentStatus::Processing
+                    | IntentStatus::RequiresCapture
+                    | IntentStatus::Succeeded
+                    | IntentStatus::Canceled
+                    | IntentStatus::Unknown => return Ok(Self::intent_answer(&existing)),
+                }
+            }
+        }
         let card = &request.card;
         let mut form = Form::new()
             .field("type", "card")
@@ -490,6 +508,20 @@ mod tests {
         mac.update(format!("{t}.").as_bytes());
         mac.update(body);
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn no_debug_print_shows_a_secret() {
+        let settings = StripeSettings {
+            api_base: DEFAULT_API_BASE.into(),
+            secret_key: Secret::new("sk_test_canary-key".into()),
+            return_url: None,
+            outbound: OutboundSettings::default(),
+        };
+        let gateway = StripeGateway::new(settings.clone()).unwrap();
+        let notices = StripeNotices::new(Secret::new("whsec_canary-hook".into()));
+        let printed = format!("{settings:?}{gateway:?}{notices:?}{:?}", Form::new().field("card[cvc]", "123"));
+        assert!(!printed.contains("canary") && !printed.contains("123"), "{printed}");
     }
 
     #[test]
