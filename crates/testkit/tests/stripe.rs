@@ -273,6 +273,36 @@ async fn payments_move_at_localstripe_with_our_idempotency_keys(backend: Backend
         .unwrap();
     assert_eq!(at_stripe["amount"], 500);
 
+    // localstripe would refund more than was captured: our rule refuses first.
+    let (status, problem) =
+        post(&server, &key, "/v1/refunds", &json!({"payment_intent": auto_id, "amount": 1500})).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("refund_exceeds_captured")), "{problem}");
+    assert_eq!(stripe.keys_on("/v1/refunds").await.len(), 1, "nothing more reached Stripe");
+
+    // localstripe ignores idempotency keys: a retried confirm is answered by us, and Stripe sees
+    // one PaymentIntent.
+    let card = json!({"type": "card", "value": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
+    let (_, token) = post(&server, &key, "/v1/tokens", &card).await;
+    let body = json!({"amount": 4200, "currency": "EUR", "payment_method": token["id"]});
+    let (_, retried) = post(&server, &key, "/v1/payment_intents", &body).await;
+    let retried_id = retried["id"].as_str().unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let response = server
+            .request_as(&key, Method::POST, &format!("/v1/payment_intents/{retried_id}/confirm"))
+            .header("Idempotency-Key", "confirm-retry-1")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        answers.push((response.status().as_u16(), response.json::<Value>().await.unwrap()));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].1["status"], "succeeded", "{:?}", answers[0]);
+    let listed = stripe.get("/v1/payment_intents?limit=100").await;
+    let made = listed["data"].as_array().unwrap().iter().filter(|pi| pi["metadata"]["strongroom_intent"] == retried_id);
+    assert_eq!(made.count(), 1);
+
     // Our idempotency keys went to Stripe, one per call.
     let intents = stripe.keys_on("/v1/payment_intents").await;
     for id in [auto_id, manual_id, held_id] {

@@ -247,11 +247,12 @@ impl Gateway for StripeGateway {
             .await?
         {
             Reply::Ok(body) => Self::parse::<wire::PaymentMethod>("payment_methods", &body)?,
-            Reply::Refused(_, error) => {
+            Reply::Refused(status, error) => {
+                let fallback = if status == 402 { "card_declined" } else { "processing_error" };
                 return Ok(GatewayAnswer {
                     status: GatewayStatus::Declined,
                     gateway_reference: String::new(),
-                    error: Some(decline_of(error.as_ref(), "card_declined")),
+                    error: Some(decline_of(error.as_ref(), fallback)),
                     next_action: None,
                 });
             }
@@ -280,14 +281,17 @@ impl Gateway for StripeGateway {
             .await?
         {
             Reply::Ok(body) => Ok(Self::intent_answer(&Self::parse::<PaymentIntent>("payment_intents", &body)?)),
-            Reply::Refused(_, error) => Ok(GatewayAnswer {
+            Reply::Refused(status, error) => Ok(GatewayAnswer {
                 status: GatewayStatus::Declined,
                 gateway_reference: error
                     .as_ref()
                     .and_then(|e| e.payment_intent.as_ref())
                     .map(|pi| pi.id.clone())
                     .unwrap_or_default(),
-                error: Some(decline_of(error.as_ref(), "card_declined")),
+                error: Some(decline_of(
+                    error.as_ref(),
+                    if status == 402 { "card_declined" } else { "processing_error" },
+                )),
                 next_action: None,
             }),
         }
