@@ -3,7 +3,8 @@
 Prints the port it listens on, then serves until killed. Adds, for the tests only:
 - GET /_config/requests: every POST it received (path and Idempotency-Key), since localstripe
   itself ignores idempotency keys;
-- a payment intent of amount 1313 is answered after 3 s (to leave strongroom's intent processing).
+- a payment intent or refund of amount 1313 is answered after 3 s (to leave strongroom's intent
+  processing, or its refund pending).
 Its store is kept in memory only (localstripe pickles to a shared /tmp file otherwise).
 """
 import asyncio
@@ -24,7 +25,7 @@ seen = []
 async def record(request, handler):
     if request.method == 'POST' and request.path.startswith('/v1/'):
         seen.append({'path': request.path, 'key': request.headers.get('Idempotency-Key')})
-        if request.path == '/v1/payment_intents':
+        if request.path in ('/v1/payment_intents', '/v1/refunds'):
             data = await request.post()
             if data.get('amount') == '1313':
                 await asyncio.sleep(3)

@@ -5,7 +5,7 @@
 //! Stripe's webhooks, signed with the official `stripe` package (`tools/python/stripe_sign.py`):
 //! a bad signature, a stale one, a replay, an unknown event type, a dispute made with its
 //! evidence deadline, 30 concurrent deliveries of one event taking effect once, and an intent
-//! left `processing` settled by the gateway's word.
+//! left `processing` and a refund left `pending` settled by the gateway's word.
 //! localstripe ignores idempotency keys and allows over-refunds: those rules stay tested against
 //! our own code (`payments.rs`). Outside CI a missing localstripe skips (said on standard error);
 //! under `CI=true` it fails.
@@ -504,5 +504,18 @@ async fn a_webhook_settles_an_intent_left_processing(backend: Backend) {
     assert_eq!((status, receipt["processed"].as_bool()), (200, Some(true)));
     let (_, again) = send(&server, &key, Method::GET, &format!("/v1/payment_intents/{id}"), None).await;
     assert_eq!(again, read);
+
+    // A refund Stripe does not answer in time stays pending; `refund.updated` settles it.
+    let (status, refund) = post(&server, &key, "/v1/refunds", &json!({"payment_intent": id})).await;
+    assert_eq!((status, refund["status"].as_str()), (201, Some("pending")), "{refund}");
+    let refund_id = refund["id"].as_str().unwrap();
+    let object = json!({"id": "re_3StripeSlow", "object": "refund", "amount": 1313, "status": "succeeded",
+                        "payment_intent": "pi_3StripeSlow", "metadata": {"strongroom_key": format!("{refund_id}:refund:1")}});
+    let body = event("evt_refund_updated", "refund.updated", t, object);
+    let (status, _) = deliver(&server, &body, Some(&stripe.sign(&body, t).await)).await;
+    assert_eq!(status, 200);
+    let (_, settled) = send(&server, &key, Method::GET, &format!("/v1/refunds/{refund_id}"), None).await;
+    assert_eq!(settled["status"], "succeeded", "{settled}");
+    assert_eq!(audit_actions(&server, refund_id).await, ["refund.created", "refund.succeeded"]);
     server.shutdown().await;
 }
