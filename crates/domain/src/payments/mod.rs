@@ -1,5 +1,6 @@
 //! Payments: orders ([`orders`]), payment intents and their state machine ([`intents`],
-//! [`state`]), refunds ([`refunds`]) and the gateway port ([`gateway`]).
+//! [`state`]), refunds ([`refunds`]), the gateway port ([`gateway`]) and what gateways say on
+//! their own: webhooks, disputes ([`gateway_events`]).
 //!
 //! Money moves only through a [`gateway::Gateway`], exactly once: every state change is one
 //! conditional update whose affected-row count decides (so of thirty concurrent confirms one
