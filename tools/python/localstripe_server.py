@@ -3,7 +3,7 @@
 Prints the port it listens on, then serves until killed. Adds, for the tests only:
 - GET /_config/requests: every POST it received (path and Idempotency-Key), since localstripe
   itself ignores idempotency keys;
-- a payment intent or refund of amount 1313 is answered after 3 s (to leave strongroom's intent
+- a payment intent or refund of amount 1313 is answered after 6 s (to leave strongroom's intent
   processing, or its refund pending).
 Its store is kept in memory only (localstripe pickles to a shared /tmp file otherwise).
 """
@@ -28,7 +28,7 @@ async def record(request, handler):
         if request.path in ('/v1/payment_intents', '/v1/refunds'):
             data = await request.post()
             if data.get('amount') == '1313':
-                await asyncio.sleep(3)
+                await asyncio.sleep(6)
     return await handler(request)
 
 

@@ -128,7 +128,7 @@ async fn stripe_server(backend: Backend, stripe: &LocalStripe) -> Option<TestSer
     let base = stripe.base();
     TestServer::spawn_with(backend, |config| {
         config.payments.gateway = "stripe".into();
-        config.payments.gateway_timeout = Duration::from_secs(1);
+        config.payments.gateway_timeout = Duration::from_secs(2);
         config.payments.stripe.secret_key = Some(Secret::new(SECRET_KEY.into()));
         config.payments.stripe.webhook_secret = Some(Secret::new(WEBHOOK_SECRET.into()));
         config.payments.stripe.api_base = base;
@@ -482,7 +482,7 @@ async fn a_webhook_settles_an_intent_left_processing(backend: Backend) {
     let Some(stripe) = LocalStripe::start().await else { return };
     let Some(server) = stripe_server(backend, &stripe).await else { return };
     let key = server.bootstrap_key.clone();
-    // localstripe answers an amount of 1313 after 3 s; the gateway timeout is 1 s.
+    // localstripe answers an amount of 1313 after 6 s; the gateway timeout is 2 s.
     let slow = paid(&server, &key, "4242424242424242", 1313, "automatic").await;
     let id = slow["id"].as_str().unwrap();
     assert_eq!(slow["status"], "processing", "{slow}");
