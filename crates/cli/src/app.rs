@@ -28,6 +28,10 @@ use strongroom_types::{Clock, Entropy};
 
 use crate::config::{Config, KmsProvider, TlsMode};
 use crate::data_dir;
+use strongroom_domain::payments::gateway_events::GatewayNotices;
+
+/// The payments service and, for a gateway that sends its own notices (Stripe), their reader.
+pub type PaymentsParts = (Arc<strongroom_domain::payments::PaymentsService>, Option<Arc<dyn GatewayNotices>>);
 
 /// A connected store with migrations applied, the KMS, the unwrapped keyring and the audit log.
 #[derive(Debug)]
@@ -123,22 +127,15 @@ impl Core {
         vault: Arc<VaultService>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
-    ) -> Arc<strongroom_domain::payments::PaymentsService> {
+    ) -> anyhow::Result<PaymentsParts> {
         let pages_origin = config.payments_pages_origin(listening);
-        let sandbox = Arc::new(strongroom_connectors::gateways::sandbox::SandboxGateway::new(
-            Arc::new(self.store.clone()),
-            clock.clone(),
-            strongroom_connectors::gateways::sandbox::SandboxSettings {
-                latency: config.payments.sandbox_latency,
-                challenge_base: format!("{pages_origin}/sandbox/challenges"),
-            },
-        ));
-        Arc::new(strongroom_domain::payments::PaymentsService::new(
+        let (gateway, simulator, notices) = payment_gateway(config, self, clock.clone(), &pages_origin)?;
+        let payments = Arc::new(strongroom_domain::payments::PaymentsService::new(
             strongroom_domain::payments::PaymentPorts {
                 repo: Arc::new(self.store.clone()),
                 vault,
-                gateway: sandbox.clone(),
-                simulator: Some(sandbox as Arc<dyn strongroom_domain::payments::gateway::ChallengeSimulator>),
+                gateway,
+                simulator,
                 outbox: self.outbox.clone(),
                 audit: self.audit.clone(),
                 clock,
@@ -148,7 +145,8 @@ impl Core {
                 gateway_timeout: config.payments.gateway_timeout,
                 pages_origin,
             },
-        ))
+        ));
+        Ok((payments, notices))
     }
 
     /// Opens the data directory, root key and database; applies migrations; loads the keyring.
@@ -422,6 +420,50 @@ pub fn outbound_settings(config: &Config) -> strongroom_connectors::outbound::Ou
         connect_timeout: config.outbound.connect_timeout,
         timeout: config.outbound.timeout,
     }
+}
+
+/// The payment gateway of `[payments]`: the sandbox (with its 3-D Secure stand-in) or Stripe
+/// (with its webhook reader).
+type GatewayParts = (
+    Arc<dyn strongroom_domain::payments::gateway::Gateway>,
+    Option<Arc<dyn strongroom_domain::payments::gateway::ChallengeSimulator>>,
+    Option<Arc<dyn strongroom_domain::payments::gateway_events::GatewayNotices>>,
+);
+
+fn payment_gateway(
+    config: &Config,
+    core: &Core,
+    clock: Arc<dyn strongroom_types::Clock>,
+    pages_origin: &str,
+) -> anyhow::Result<GatewayParts> {
+    if config.payments.gateway == "stripe" {
+        use strongroom_connectors::gateways::stripe::{StripeGateway, StripeNotices, StripeSettings};
+        let stripe = &config.payments.stripe;
+        let (Some(secret_key), Some(webhook_secret)) = (&stripe.secret_key, &stripe.webhook_secret) else {
+            anyhow::bail!("payments.stripe.secret_key and payments.stripe.webhook_secret are required");
+        };
+        let mut outbound = outbound_settings(config);
+        outbound.timeout = config.payments.gateway_timeout;
+        outbound.connect_timeout = outbound.connect_timeout.min(config.payments.gateway_timeout);
+        let gateway = StripeGateway::new(StripeSettings {
+            api_base: stripe.api_base.clone(),
+            secret_key: secret_key.clone(),
+            return_url: stripe.return_url.clone(),
+            pages_origin: Some(pages_origin.to_owned()),
+            outbound,
+        })
+        .map_err(|e| anyhow::anyhow!("payments.stripe.api_base: {e}"))?;
+        return Ok((Arc::new(gateway), None, Some(Arc::new(StripeNotices::new(webhook_secret.clone())))));
+    }
+    let sandbox = Arc::new(strongroom_connectors::gateways::sandbox::SandboxGateway::new(
+        Arc::new(core.store.clone()),
+        clock,
+        strongroom_connectors::gateways::sandbox::SandboxSettings {
+            latency: config.payments.sandbox_latency,
+            challenge_base: format!("{pages_origin}/sandbox/challenges"),
+        },
+    ));
+    Ok((sandbox.clone(), Some(sandbox), None))
 }
 
 /// The forward proxy's settings: its allow-list, and the outbound policy with its own timeout.
@@ -800,13 +842,18 @@ impl Application {
                 .with_passkeys(passkeys)
                 .with_breach_check(breaches),
         );
-        let payments = core.payments(config, listening, vault.clone(), clock.clone(), entropy.clone());
+        let (payments, notices) = core.payments(config, listening, vault.clone(), clock.clone(), entropy.clone())?;
         payments.set_checkout(strongroom_domain::payments::checkout::Checkout {
             repo: Arc::new(core.store.clone()),
             identity: identity.clone(),
             staff: staff.clone(),
             rules: config.payments.checkout_rules(),
         });
+        let gateway_events = Arc::new(strongroom_domain::payments::gateway_events::GatewayEvents::new(
+            payments.clone(),
+            Arc::new(core.store.clone()),
+            notices,
+        ));
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
@@ -868,6 +915,7 @@ impl Application {
             vault,
             forward,
             payments,
+            gateway_events,
             webhooks,
             jobs: strongroom_domain::jobs::JobsStatusReader::new(
                 Arc::new(core.store.clone()),

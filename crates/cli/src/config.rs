@@ -110,7 +110,7 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentsConfig {
-    /// The gateway: `sandbox` (the default and, for now, the only one).
+    /// The gateway: `sandbox` (the default) or `stripe` (then `[payments.stripe]`).
     pub gateway: String,
     /// How long a gateway call may take before the payment is left `processing` for
     /// reconciliation. Default 30 s.
@@ -138,6 +138,8 @@ pub struct PaymentsConfig {
     pub refund_approval_above: std::collections::BTreeMap<String, i64>,
     /// The fraud and card-testing checks before an authorisation.
     pub fraud: FraudConfig,
+    /// The Stripe gateway, when `gateway = "stripe"`.
+    pub stripe: StripeConfig,
 }
 
 impl Default for PaymentsConfig {
@@ -152,6 +154,7 @@ impl Default for PaymentsConfig {
             step_up_above: std::collections::BTreeMap::new(),
             refund_approval_above: std::collections::BTreeMap::new(),
             fraud: FraudConfig::default(),
+            stripe: StripeConfig::default(),
         }
     }
 }
@@ -289,6 +292,37 @@ impl PaymentsConfig {
             },
             step_up_above: lower_keys(&self.step_up_above),
             refund_approval_above: lower_keys(&self.refund_approval_above),
+        }
+    }
+}
+
+/// `[payments.stripe]`. Its calls pass `[outbound]`'s address policy (so a loopback `api_base`
+/// needs `outbound.allow_loopback`, for tests only) and take `payments.gateway_timeout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StripeConfig {
+    /// The secret API key `sk_live_…`/`sk_test_…` (use `STRONGROOM_PAYMENTS__STRIPE__SECRET_KEY_FILE`).
+    #[serde(serialize_with = "masked_secret", skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<Secret<String>>,
+    /// The signing secret `whsec_…` of the webhook endpoint registered at Stripe
+    /// (use `STRONGROOM_PAYMENTS__STRIPE__WEBHOOK_SECRET_FILE`).
+    #[serde(serialize_with = "masked_secret", skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<Secret<String>>,
+    /// Stripe's API. Default `https://api.stripe.com`.
+    pub api_base: String,
+    /// Where Stripe sends the customer back after 3-D Secure (Stripe's `return_url`). Unset:
+    /// strongroom's own return page (`{payments.pages_origin}/pay/return/{intent}`), which asks
+    /// Stripe for the outcome and sends the customer on to the shop's `return_url`.
+    pub return_url: Option<String>,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            webhook_secret: None,
+            api_base: strongroom_connectors::gateways::stripe::DEFAULT_API_BASE.to_owned(),
+            return_url: None,
         }
     }
 }
@@ -1263,8 +1297,27 @@ impl Config {
         if self.oauth.token_ttl < Duration::from_secs(30) || self.oauth.token_ttl > Duration::from_secs(3600) {
             return fail("oauth.token_ttl", "must be between 30s and 1h");
         }
-        if self.payments.gateway != "sandbox" {
-            return fail("payments.gateway", "must be sandbox (the only gateway so far)");
+        match self.payments.gateway.as_str() {
+            "sandbox" => {}
+            "stripe" => {
+                let stripe = &self.payments.stripe;
+                if stripe.secret_key.as_ref().is_none_or(|k| k.expose().trim().is_empty()) {
+                    return fail(
+                        "payments.stripe.secret_key",
+                        "is required with payments.gateway = stripe (or STRONGROOM_PAYMENTS__STRIPE__SECRET_KEY_FILE)",
+                    );
+                }
+                if stripe.webhook_secret.as_ref().is_none_or(|k| k.expose().trim().is_empty()) {
+                    return fail(
+                        "payments.stripe.webhook_secret",
+                        "is required with payments.gateway = stripe (or STRONGROOM_PAYMENTS__STRIPE__WEBHOOK_SECRET_FILE)",
+                    );
+                }
+                if !(stripe.api_base.starts_with("https://") || stripe.api_base.starts_with("http://")) {
+                    return fail("payments.stripe.api_base", "must be an https:// URL");
+                }
+            }
+            _ => return fail("payments.gateway", "must be sandbox or stripe"),
         }
         if self.payments.gateway_timeout < Duration::from_secs(1)
             || self.payments.gateway_timeout > Duration::from_secs(120)
@@ -1574,6 +1627,34 @@ mod tests {
         .unwrap();
         assert!(!config.to_masked_toml().contains("canary-token"), "{}", config.to_masked_toml());
         assert!(!format!("{config:?}").contains("canary-token"));
+    }
+
+    #[test]
+    fn stripe_needs_its_secrets_read_from_files_and_masked() {
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_PAYMENTS__GATEWAY", "stripe")])).unwrap_err();
+        assert!(err.0.starts_with("payments.stripe.secret_key"), "{err}");
+        let err = load(&Overrides::default(), vars(&[("STRONGROOM_PAYMENTS__GATEWAY", "adyen")])).unwrap_err();
+        assert!(err.0.starts_with("payments.gateway"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("stripe-key");
+        std::fs::write(&key_file, "sk_test_canary-stripe-key\n").unwrap();
+        let hook_file = dir.path().join("stripe-whsec");
+        std::fs::write(&hook_file, "whsec_canary-signing\n").unwrap();
+        let config = load(
+            &Overrides::default(),
+            vars(&[
+                ("STRONGROOM_PAYMENTS__GATEWAY", "stripe"),
+                ("STRONGROOM_PAYMENTS__STRIPE__SECRET_KEY_FILE", key_file.to_str().unwrap()),
+                ("STRONGROOM_PAYMENTS__STRIPE__WEBHOOK_SECRET_FILE", hook_file.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        let stripe = &config.payments.stripe;
+        assert_eq!(stripe.secret_key.as_ref().unwrap().expose(), "sk_test_canary-stripe-key");
+        assert_eq!(stripe.webhook_secret.as_ref().unwrap().expose(), "whsec_canary-signing");
+        assert_eq!(stripe.api_base, "https://api.stripe.com");
+        let shown = format!("{}{config:?}", config.to_masked_toml());
+        assert!(!shown.contains("canary-stripe-key") && !shown.contains("canary-signing"), "{shown}");
     }
 
     #[test]

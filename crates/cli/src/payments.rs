@@ -81,7 +81,7 @@ pub async fn run(config: &Config, command: PaymentsCommand) -> anyhow::Result<i3
     let core = Core::open(config, clock.clone(), entropy.clone()).await?;
     let result = async {
         let vault = Arc::new(core.vault(config, clock.clone(), entropy.clone()));
-        let payments = core.payments(config, config.server.listen, vault, clock.clone(), entropy.clone());
+        let (payments, _) = core.payments(config, config.server.listen, vault, clock.clone(), entropy.clone())?;
         let mode = if settle { ReconcileMode::Settle } else { ReconcileMode::Report };
         let report = payments.reconcile(since, mode).await?;
         if json {

@@ -47,6 +47,9 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     ("refund.created", "a refund was asked for"),
     ("refund.succeeded", "a refund was made"),
     ("refund.failed", "a refund failed; its amount can be refunded again"),
+    ("dispute.created", "a customer disputed a payment at the gateway (a chargeback); see evidence_due_by"),
+    ("dispute.updated", "a dispute changed (status, evidence deadline, funds withdrawn or reinstated)"),
+    ("dispute.closed", "a dispute was closed (won, lost or accepted)"),
     ("webhook.test", "a test event sent on request"),
 ];
 

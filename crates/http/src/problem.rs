@@ -269,6 +269,12 @@ impl ApiError {
             "challenge_not_pending" => "The challenge was completed already",
             "invalid_return_url" => "The return URL is not an https:// URL strongroom can send a customer to",
             "step_up_unavailable" => "The payment needs a step-up its customer cannot give",
+            "gateway_signature_missing" => "The gateway's webhook carries no signature",
+            "gateway_signature_malformed" => "The gateway's webhook signature header is malformed",
+            "gateway_signature_invalid" => "The gateway's webhook signature does not match",
+            "gateway_signature_expired" => "The gateway's webhook signature is too old or too new",
+            "gateway_event_malformed" => "The gateway's event is not of the expected shape",
+            "stripe_not_configured" => "The payment gateway is not Stripe",
             "internal_error" => "Internal error",
             _ => "Internal error",
         }
@@ -515,6 +521,11 @@ mod tests {
             strongroom_domain::forward::HEADER_NOT_ALLOWED,
             strongroom_domain::forward::template::TEMPLATE_INVALID,
             strongroom_domain::forward::template::UNKNOWN_FIELD,
+            strongroom_domain::payments::gateway_events::NoticeRejected::MissingSignature.code(),
+            strongroom_domain::payments::gateway_events::NoticeRejected::MalformedSignature.code(),
+            strongroom_domain::payments::gateway_events::NoticeRejected::BadSignature.code(),
+            strongroom_domain::payments::gateway_events::NoticeRejected::StaleSignature.code(),
+            strongroom_domain::payments::gateway_events::NoticeRejected::Malformed.code(),
         ] {
             source.insert(code.to_owned());
         }

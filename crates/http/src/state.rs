@@ -101,6 +101,8 @@ pub struct Services {
     pub forward: Arc<strongroom_domain::forward::ForwardService>,
     /// Orders, payment intents and refunds.
     pub payments: Arc<strongroom_domain::payments::PaymentsService>,
+    /// Gateway events (Stripe's webhooks) and disputes.
+    pub gateway_events: Arc<strongroom_domain::payments::gateway_events::GatewayEvents>,
     /// The shop's webhook endpoints.
     pub webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
     /// The job runner's status.

@@ -11,6 +11,7 @@
 mod audit;
 mod checkout;
 mod coalesced_reads;
+mod disputes;
 mod idempotency;
 mod identity;
 mod outbox;

@@ -27,16 +27,16 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Other(format!("stored {what} is not valid"))
 }
 
-fn money(amount: i64, currency: &str) -> Result<Money, StoreError> {
+pub(crate) fn money(amount: i64, currency: &str) -> Result<Money, StoreError> {
     let currency = Currency::parse(currency).map_err(|_| corrupt("currency"))?;
     Money::new(amount, currency).map_err(|_| corrupt("amount"))
 }
 
-fn mode(text: &str) -> Result<Mode, StoreError> {
+pub(crate) fn mode(text: &str) -> Result<Mode, StoreError> {
     Mode::parse(text).ok_or_else(|| corrupt("mode"))
 }
 
-fn merchant(text: &str) -> Result<MerchantId, StoreError> {
+pub(crate) fn merchant(text: &str) -> Result<MerchantId, StoreError> {
     MerchantId::parse(text).map_err(|_| corrupt("merchant id"))
 }
 

@@ -132,6 +132,7 @@ async fn suite(store: Store) {
     outbox_suite(&store, &merchant).await;
     vault_suite(&store, &merchant).await;
     races_suite(&store).await;
+    gateway_events_suite(&store).await;
     store.close().await;
 }
 
@@ -1240,5 +1241,38 @@ async fn races_suite(store: &Store) {
             .insert_approval(&request("apr_late", "old-shift", 100), StaffGuard::RoleExists("old-shift"))
             .await
             .unwrap()
+    );
+}
+
+/// Gateway events are claimed once: 30 parallel claims of one event id, one winner; a dead claim
+/// (never finished, older than the cut-off) is taken over; a finished one never; a released one
+/// is free again.
+async fn gateway_events_suite(store: &Store) {
+    use strongroom_domain::ports::disputes::{EventClaim, GatewayEventsRepository};
+    let t = |ms: i64| Timestamp::from_unix_millis(1_800_000_000_000 + ms);
+    let racing = store.clone();
+    let won = winners(30, move |_| {
+        let store = racing.clone();
+        async move {
+            store.claim_gateway_event("stripe", "evt_race", "payment_intent", t(0), t(-1)).await.unwrap()
+                == EventClaim::Claimed
+        }
+    })
+    .await;
+    assert_eq!(won, 1, "one of 30 concurrent deliveries processes the event");
+    let claim = |id: &'static str, now: i64, cut: i64| async move {
+        store.claim_gateway_event("stripe", id, "dispute.created", t(now), t(cut)).await.unwrap()
+    };
+    assert_eq!(claim("evt_race", 10, 0).await, EventClaim::Seen, "a claim younger than the cut-off holds");
+    assert_eq!(claim("evt_race", 10, 1).await, EventClaim::Claimed, "a dead claim is taken over");
+    store.finish_gateway_event("stripe", "evt_race", t(11)).await.unwrap();
+    assert_eq!(claim("evt_race", 1_000_000, 999_999).await, EventClaim::Seen, "a processed event never again");
+    assert_eq!(claim("evt_other", 0, -1).await, EventClaim::Claimed);
+    store.release_gateway_event("stripe", "evt_other").await.unwrap();
+    assert_eq!(claim("evt_other", 1, 0).await, EventClaim::Claimed, "a released claim is free again");
+    assert_eq!(
+        store.claim_gateway_event("other", "evt_race", "x", t(0), t(-1)).await.unwrap(),
+        EventClaim::Claimed,
+        "ids are per gateway"
     );
 }

@@ -568,6 +568,9 @@ async fn openapi_covers_every_route(backend: Backend) {
         ("/v1/refunds", "post"),
         ("/v1/refunds/{id}", "get"),
         ("/v1/me/payments", "get"),
+        ("/v1/disputes", "get"),
+        ("/v1/disputes/{id}", "get"),
+        ("/v1/gateways/stripe/webhook", "post"),
     ];
     for (path, method) in routes {
         let operation = &doc["paths"][path][method];

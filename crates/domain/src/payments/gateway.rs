@@ -51,6 +51,9 @@ pub struct AuthorizeRequest {
     pub capture: bool,
     /// The card.
     pub card: GatewayCard,
+    /// The gateway's id of this intent's payment from an earlier attempt, if any (a confirmation
+    /// after 3-D Secure resumes that payment at a gateway that keeps one, such as Stripe).
+    pub gateway_reference: Option<String>,
 }
 
 /// Capture, void or refund an earlier authorisation.

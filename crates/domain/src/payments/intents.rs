@@ -63,7 +63,7 @@ fn unexpected(state: State) -> DomainError {
 }
 
 /// The data of a payment intent's webhook event: ids, amounts and codes.
-fn event_data(intent: &IntentRecord) -> Value {
+pub(crate) fn event_data(intent: &IntentRecord) -> Value {
     json!({
         "object": "payment_intent",
         "id": intent.id,
@@ -95,7 +95,7 @@ impl<'a> Step<'a> {
     }
 }
 
-pub(super) fn gateway_outcome(status: GatewayStatus) -> &'static str {
+pub(crate) fn gateway_outcome(status: GatewayStatus) -> &'static str {
     match status {
         GatewayStatus::Authorized => "authorized",
         GatewayStatus::Captured => "captured",
@@ -414,6 +414,7 @@ impl PaymentsService {
             amount: claimed.amount,
             capture: claimed.capture_method == CaptureMethod::Automatic,
             card,
+            gateway_reference: claimed.gateway_reference.clone(),
         };
         match self.call_gateway(self.ports.gateway.authorize(request)).await {
             Some(mut answer) => {

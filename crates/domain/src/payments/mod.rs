@@ -1,6 +1,8 @@
 //! Payments: orders ([`orders`]), payment intents and their state machine ([`intents`],
-//! [`state`]), refunds ([`refunds`]), the gateway port ([`gateway`]), and the checkout rules
-//! before an authorisation ([`fraud`], [`checkout`]: fraud checks, step-up, refund approvals).
+//! [`state`]), refunds ([`refunds`]), the gateway port ([`gateway`]), the checkout rules
+//! before an authorisation ([`fraud`], [`checkout`]: fraud checks, step-up, refund approvals),
+//! what gateways say on their own (webhooks, disputes: [`gateway_events`]), reconciliation of
+//! unanswered calls ([`reconcile`]) and 3-D Secure's pages ([`authentication`]).
 //!
 //! Money moves only through a [`gateway::Gateway`], exactly once: every state change is one
 //! conditional update whose affected-row count decides (so of thirty concurrent confirms one
@@ -16,6 +18,7 @@ pub mod authentication;
 pub mod checkout;
 pub mod fraud;
 pub mod gateway;
+pub mod gateway_events;
 pub mod intents;
 pub mod orders;
 pub mod reconcile;

@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod dev;
+pub mod disputes;
 pub mod forward;
 pub mod health;
 pub mod identity;
@@ -66,6 +67,9 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/payment_intents/{id}/sandbox_challenge", post(payments::sandbox_challenge))
         .route("/v1/refunds", get(payments::list_refunds).post(payments::create_refund))
         .route("/v1/refunds/{id}", get(payments::get_refund))
+        .route("/v1/disputes", get(disputes::list_disputes))
+        .route("/v1/disputes/{id}", get(disputes::get_dispute))
+        .route("/v1/gateways/stripe/webhook", post(disputes::stripe_webhook))
         .route("/v1/admin/jobs", get(webhooks::jobs))
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/entries", get(audit::entries))

@@ -361,6 +361,7 @@ mod tests {
                 exp_year: 2040,
                 cvc: Some(Secret::new("123".into())),
             },
+            gateway_reference: None,
         }
     }
 
