@@ -22,14 +22,13 @@ use strongroom_types::{Currency, Money, Timestamp, define_id};
 use super::gateway::{
     GatewayAnswer, GatewayStatus, authorization_event, capture_event, idempotency_key, refund_settled, void_event,
 };
-use super::intents::{event_data, gateway_outcome};
-use super::state::{self, Event, State};
-use super::{PaymentsService, check_cursor, page_limit, plausible_id};
+use super::state::State;
+use super::{Actor, PaymentsService, check_cursor, page_limit, plausible_id};
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::error::DomainError;
 use crate::modes::Space;
 use crate::ports::disputes::{DisputeRecord, EventClaim, GatewayEventsRepository};
-use crate::ports::payments::{IntentRecord, IntentTransition, Page, PaymentError, TransitionOutcome};
+use crate::ports::payments::{IntentRecord, Page, PaymentError};
 
 define_id!(DisputeId, DisputeKind, "dp");
 
@@ -225,126 +224,51 @@ impl PaymentsService {
         amount_received: Option<i64>,
     ) -> Result<Option<IntentRecord>, DomainError> {
         let Some(intent) = self.ports.repo.intent(intent_id).await? else { return Err(DomainError::NotFound) };
-        let (event, operation) = match (intent.state, intent.state.pending_operation()) {
-            (State::Authorizing, Some(op)) => (authorization_event(answer.status), op),
-            (State::Capturing, Some(op)) => (capture_event(answer.status), op),
-            (State::Voiding, Some(op)) => (void_event(answer.status), op),
+        let Some(operation) = intent.state.pending_operation() else { return Ok(None) };
+        let key = idempotency_key(&intent.id, operation, intent.attempt);
+        let actor = Actor::Gateway(self.ports.gateway.name());
+        // The same settling as an answer in time (intents.rs), so both apply one way.
+        let settled = match intent.state {
+            State::Authorizing if authorization_event(answer.status).is_some() => {
+                self.settle_authorization(actor, &intent, &key, answer.clone()).await
+            }
+            State::Capturing if capture_event(answer.status).is_some() => {
+                let amount = amount_received.unwrap_or(intent.amount_capturable).min(intent.amount_capturable);
+                self.settle_capture(actor, &intent, &key, amount, answer.clone()).await
+            }
+            State::Voiding if void_event(answer.status).is_some() => {
+                self.settle_void(actor, &intent, &key, answer.clone()).await
+            }
             _ => return Ok(None),
         };
-        let Some(event) = event else { return Ok(None) };
-        let Some(to) = state::next(intent.state, event) else { return Ok(None) };
-        let now = self.ports.clock.now();
-        let mut after = intent.clone();
-        after.state = to;
-        after.updated_at = now;
-        if !answer.gateway_reference.is_empty() {
-            after.gateway_reference = Some(answer.gateway_reference.clone());
+        match settled {
+            Ok(after) if after.state != intent.state || after.attempt != intent.attempt => Ok(Some(after)),
+            // Another path (the request's own answer, reconciliation) settled it first.
+            Ok(_) | Err(DomainError::UnexpectedState { .. }) => Ok(None),
+            Err(other) => Err(other),
         }
-        match event {
-            Event::Authorized { captured: true } => {
-                after.amount_received = amount_received.unwrap_or(intent.amount.minor()).min(intent.amount.minor());
-                after.amount_capturable = 0;
-                after.next_action = None;
-            }
-            Event::Authorized { captured: false } => {
-                after.amount_capturable = intent.amount.minor();
-                after.next_action = None;
-            }
-            Event::ActionRequired => after.next_action = answer.next_action.clone(),
-            Event::Declined => {
-                after.last_payment_error = Some(answer.error.clone().unwrap_or_else(|| {
-                    PaymentError::of("card_declined", Some("generic_decline"), "the card was declined")
-                }));
-                after.payment_method = None;
-                after.next_action = None;
-            }
-            Event::Captured => {
-                after.amount_received =
-                    amount_received.unwrap_or(intent.amount_capturable).min(intent.amount_capturable);
-                after.amount_capturable = 0;
-            }
-            Event::CaptureFailed => after.last_payment_error = answer.error.clone(),
-            Event::Voided => {
-                after.amount_capturable = 0;
-                after.canceled_at = Some(now);
-            }
-            Event::VoidFailed => after.cancellation_reason = None,
-            Event::AttachPaymentMethod | Event::Confirm | Event::Capture | Event::Cancel | Event::FraudBlocked => {
-                return Ok(None);
-            }
-        }
-        let events = match state::event_type(event, to) {
-            Some(event_type) => {
-                self.ports
-                    .outbox
-                    .event_messages(Some(&after.merchant), after.mode, event_type, event_data(&after), false)
-                    .await?
-            }
-            None => Vec::new(),
-        };
-        let key = idempotency_key(&intent.id, operation, intent.attempt);
-        let transition = IntentTransition {
-            before: &intent,
-            after: &after,
-            call: None,
-            answered: Some((&key, gateway_outcome(answer.status))),
-            lock_order: None,
-            events: &events,
-        };
-        match self.ports.repo.transition_intent(&transition).await? {
-            TransitionOutcome::Done => {}
-            TransitionOutcome::Stale | TransitionOutcome::OrderChanged => return Ok(None),
-        }
-        if !events.is_empty() {
-            self.ports.outbox.wake().notify_one();
-        }
-        let audit = self.gateway_event(state::audit_action(event), Some(&after)).on("payment_intent", &after.id);
-        self.ports.audit.record(audit).await?;
-        Ok(Some(after))
     }
 
     /// Settles a pending refund from the gateway's word. False: nothing to do.
     pub async fn settle_refund_from_gateway(&self, notice: &RefundNotice) -> Result<bool, DomainError> {
         let Some(id) = notice.refund.as_deref().filter(|id| plausible_id(id, "re")) else { return Ok(false) };
         let Some(refund) = self.ports.repo.refund(id).await? else { return Ok(false) };
-        let Some(succeeded) = refund_settled(notice.status) else { return Ok(false) };
-        if refund.status != "pending" {
+        if refund.status != "pending" || refund_settled(notice.status).is_none() {
             return Ok(false);
         }
-        let mut settled = refund.clone();
-        settled.updated_at = self.ports.clock.now();
-        settled.gateway_reference = Some(notice.gateway_reference.clone()).filter(|r| !r.is_empty());
-        let (event_type, outcome) = if succeeded {
-            settled.status = "succeeded".into();
-            ("refund.succeeded", "refunded")
-        } else {
-            settled.status = "failed".into();
-            settled.failure_reason = Some(notice.failure_reason.clone().unwrap_or_else(|| "declined".to_owned()));
-            ("refund.failed", "failed")
+        let answer = GatewayAnswer {
+            status: notice.status,
+            gateway_reference: notice.gateway_reference.clone(),
+            error: notice
+                .failure_reason
+                .as_deref()
+                .map(|reason| PaymentError::of(reason, None, "the gateway failed the refund")),
+            next_action: None,
         };
-        let data = json!({
-            "object": "refund",
-            "id": settled.id,
-            "payment_intent": settled.payment_intent,
-            "amount": settled.amount.minor(),
-            "currency": settled.amount.currency(),
-            "status": settled.status,
-            "failure_reason": settled.failure_reason,
-        });
-        let events =
-            self.ports.outbox.event_messages(Some(&settled.merchant), settled.mode, event_type, data, false).await?;
-        let key = idempotency_key(&settled.id, "refund", 1);
-        if !self.ports.repo.settle_refund(&settled, (&key, outcome), &events).await? {
-            return Ok(false);
-        }
-        self.ports.outbox.wake().notify_one();
-        let audit = self
-            .gateway_event(event_type, None)
-            .for_merchant(&settled.merchant)
-            .in_mode(settled.mode)
-            .on("refund", &settled.id);
-        self.ports.audit.record(audit).await?;
-        Ok(true)
+        let key = idempotency_key(&refund.id, "refund", 1);
+        let actor = Actor::Gateway(self.ports.gateway.name());
+        let settled = self.settle_refund_answer(actor, &refund, &key, answer).await?;
+        Ok(settled.status != "pending")
     }
 }
 

@@ -63,7 +63,7 @@ fn unexpected(state: State) -> DomainError {
 }
 
 /// The data of a payment intent's webhook event: ids, amounts and codes.
-pub(crate) fn event_data(intent: &IntentRecord) -> Value {
+fn event_data(intent: &IntentRecord) -> Value {
     json!({
         "object": "payment_intent",
         "id": intent.id,

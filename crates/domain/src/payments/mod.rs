@@ -125,6 +125,8 @@ pub(crate) enum Actor<'a> {
     Caller(Caller<'a>),
     /// strongroom itself: the job's name.
     System(&'static str),
+    /// A gateway's own notice (a webhook), by the gateway's name: `gateway:<name>` in the audit.
+    Gateway(&'static str),
 }
 
 impl<'a> From<Caller<'a>> for Actor<'a> {
@@ -148,6 +150,12 @@ impl Actor<'_> {
                 .for_merchant(space.0)
                 .in_mode(space.1)
                 .on(kind, id),
+            Actor::Gateway(name) => {
+                AuditEvent::by(ActorKind::System, Some(format!("gateway:{name}")), action, Outcome::Success)
+                    .for_merchant(space.0)
+                    .in_mode(space.1)
+                    .on(kind, id)
+            }
         }
     }
 }
