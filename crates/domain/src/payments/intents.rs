@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use strongroom_types::{Money, define_id};
 
 use super::checkout::ConfirmExtras;
+use super::fraud::Outcome;
 use super::gateway::{
     AuthorizeRequest, FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event, capture_event,
     idempotency_key, void_event,
@@ -25,9 +26,11 @@ use super::{
 };
 use crate::error::DomainError;
 use crate::modes::Space;
+use crate::ports::checkout::{Claim, ConfirmPlan, CreateAndConfirm, CreateAndConfirmOutcome, SignalKind, WindowCounts};
 use crate::ports::payments::{
     CardSummary, GatewayCallRecord, IntentRecord, IntentTransition, Page, PaymentError, TransitionOutcome,
 };
+use crate::vault::tokens::PaymentCardInfo;
 
 define_id!(IntentId, IntentKind, "pi");
 
@@ -186,6 +189,19 @@ impl PaymentsService {
         customer: Option<&str>,
         pointer: &str,
     ) -> Result<CardSummary, DomainError> {
+        let info = self.payment_card_for(caller, token, customer, pointer).await?;
+        Ok(CardSummary { brand: info.brand, last4: info.last4 })
+    }
+
+    /// [`Self::payment_method_for`] with all the vault says of the card (its fingerprint and
+    /// leading digits, which the fraud checks count and look at).
+    async fn payment_card_for(
+        &self,
+        caller: Caller<'_>,
+        token: &str,
+        customer: Option<&str>,
+        pointer: &str,
+    ) -> Result<PaymentCardInfo, DomainError> {
         let info = match self.ports.vault.payment_card(caller.principal, token).await {
             Ok(info) => info,
             Err(DomainError::NotFound | DomainError::Gone) => {
@@ -207,11 +223,152 @@ impl PaymentsService {
                 "the card token belongs to another customer than the payment intent's",
             ));
         }
-        Ok(CardSummary { brand: info.brand, last4: info.last4 })
+        Ok(info)
     }
 
     /// Creates a payment intent (`requires_payment_method`, or `requires_confirmation` with a card).
     pub async fn create_intent(&self, caller: Caller<'_>, input: NewIntent) -> Result<IntentRecord, DomainError> {
+        let (intent, _) = self.new_intent(caller, input).await?;
+        self.store_new_intent(caller, intent).await
+    }
+
+    /// Creates a payment intent with a card and confirms it (`confirm: true`), answering as
+    /// [`Self::create_intent`] followed by [`Self::confirm_with`] would. The common case is one
+    /// transaction instead of four (the intent, the fraud signals counted under their keys'
+    /// locks, the decision, and the claim into `processing` with the gateway call recorded), and
+    /// the three audit entries are awaited together. A payment the checks block or send to
+    /// step-up is written as created with its decision in that transaction and moves on as a
+    /// separate confirmation would; one needing step-up for its amount alone, one whose order
+    /// changed meanwhile and one without the checkout rules wired go the separate way entirely.
+    pub async fn create_and_confirm(
+        &self,
+        caller: Caller<'_>,
+        input: NewIntent,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
+        let (intent, info) = self.new_intent(caller, input).await?;
+        let return_url_ok =
+            extras.return_url.as_deref().is_none_or(|url| super::check_return_url(url, "/return_url").is_ok());
+        let checkout = match self.checkout() {
+            Ok(checkout) if return_url_ok && !super::checkout::step_up_for_amount(&checkout.rules, &intent) => checkout,
+            _ => return self.create_then_confirm(caller, intent, extras).await,
+        };
+        let (Some(token), Some(State::Authorizing)) =
+            (intent.payment_method.clone(), state::next(intent.state, Event::Confirm))
+        else {
+            return self.create_then_confirm(caller, intent, extras).await;
+        };
+        let Some(processing) = state::event_type(Event::Confirm, State::Authorizing) else {
+            return self.create_then_confirm(caller, intent, extras).await;
+        };
+        let space = (&intent.merchant, intent.mode);
+        let (created_events, processing_subscribers) = futures::try_join!(
+            self.ports.outbox.event_messages(
+                Some(space.0),
+                space.1,
+                "payment_intent.created",
+                event_data(&intent),
+                false
+            ),
+            self.ports.outbox.subscribers(space.0, space.1, processing),
+        )?;
+        let settings = &checkout.rules.fraud;
+        let check =
+            settings.enabled.then(|| self.prepare_fraud_check(settings, &intent, info.as_ref(), &extras.client));
+        let now = self.ports.clock.now();
+        let attempt = intent.attempt.saturating_add(1);
+        let call = GatewayCallRecord {
+            idempotency_key: idempotency_key(&intent.id, "authorize", attempt),
+            intent: intent.id.clone(),
+            operation: "authorize",
+            amount: intent.amount.minor(),
+            at: now,
+        };
+        let plan = |counts: &[(SignalKind, WindowCounts)]| -> Result<ConfirmPlan, crate::StoreError> {
+            let (fraud, outcome) = match &check {
+                Some(check) => {
+                    let (outcome, reasons) = check.judge(settings, counts);
+                    (Some(super::checkout::fraud_decision(outcome, &reasons)), outcome)
+                }
+                None => (None, Outcome::Allow),
+            };
+            if outcome != Outcome::Allow {
+                return Ok(ConfirmPlan { fraud, claim: None });
+            }
+            let mut claimed = intent.clone();
+            claimed.state = State::Authorizing;
+            claimed.attempt = attempt;
+            claimed.last_payment_error = None;
+            claimed.fraud = fraud.clone();
+            claimed.updated_at = now;
+            let events =
+                self.ports.outbox.messages_to(&processing_subscribers, claimed.mode, processing, event_data(&claimed));
+            Ok(ConfirmPlan { fraud, claim: Some(Claim { claimed, call: call.clone(), events }) })
+        };
+        let write = CreateAndConfirm {
+            intent: &intent,
+            created_events: &created_events,
+            signals: check.as_ref().map(|check| (&check.signals, check.since)),
+            lock_order: intent.order.as_deref().map(|order| (order, intent.amount.minor())),
+        };
+        let written = match checkout.repo.create_and_confirm(&write, &plan).await? {
+            CreateAndConfirmOutcome::Written(written) => written,
+            // Nothing was written: the separate way records the attempt and answers 409.
+            CreateAndConfirmOutcome::OrderChanged => return self.create_then_confirm(caller, intent, extras).await,
+        };
+        self.ports.outbox.wake().notify_one();
+        let mut entries = vec![caller.event("payment_intent.created", "payment_intent", &intent.id)];
+        if let Some(decision) = &written.fraud {
+            entries.push(super::checkout::fraud_checked_event(caller, &intent.id, decision));
+        }
+        if let Some(claim) = written.claim {
+            entries.push(caller.event(state::audit_action(Event::Confirm), "payment_intent", &intent.id));
+            futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
+            return self.authorize_claimed(caller, claim.claimed, &claim.call, &token, extras).await;
+        }
+        futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
+        // Blocked, or waiting for the customer's step-up: on as a separate confirmation would.
+        let outcome = written.fraud.as_ref().and_then(|d| Outcome::parse(&d.outcome)).unwrap_or(Outcome::Block);
+        let mut held = intent;
+        held.fraud = written.fraud;
+        match self.after_fraud_check(caller, checkout, held, outcome, extras).await? {
+            Ok(checked) => self.claim_and_authorize(caller, checked, &token, extras).await,
+            Err(blocked) => Ok(blocked),
+        }
+    }
+
+    /// The separate way of [`Self::create_and_confirm`]: the intent is written as created, then
+    /// confirmed as by its own request.
+    async fn create_then_confirm(
+        &self,
+        caller: Caller<'_>,
+        intent: IntentRecord,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
+        let intent = self.store_new_intent(caller, intent).await?;
+        self.confirm_with(caller, &intent.id, None, extras).await
+    }
+
+    /// Writes a new intent with its `payment_intent.created` event and records its audit entry.
+    async fn store_new_intent(&self, caller: Caller<'_>, intent: IntentRecord) -> Result<IntentRecord, DomainError> {
+        let events = self
+            .ports
+            .outbox
+            .event_messages(Some(&intent.merchant), intent.mode, "payment_intent.created", event_data(&intent), false)
+            .await?;
+        self.ports.repo.insert_intent(&intent, &events).await?;
+        self.ports.outbox.wake().notify_one();
+        self.ports.audit.record(caller.event("payment_intent.created", "payment_intent", &intent.id)).await?;
+        Ok(intent)
+    }
+
+    /// A new intent checked and made from the shop's input (not written yet), with what the
+    /// vault says of its card.
+    async fn new_intent(
+        &self,
+        caller: Caller<'_>,
+        input: NewIntent,
+    ) -> Result<(IntentRecord, Option<PaymentCardInfo>), DomainError> {
         let space = caller.principal.space();
         let minor = parse_amount(&input.amount, "/amount", 1)?;
         let currency = parse_currency(&input.currency, "/currency")?;
@@ -251,10 +408,11 @@ impl PaymentsService {
                 customer = order.customer.clone();
             }
         }
-        let card = match &input.payment_method {
-            Some(token) => Some(self.payment_method_for(caller, token, customer.as_deref(), "/payment_method").await?),
+        let info = match &input.payment_method {
+            Some(token) => Some(self.payment_card_for(caller, token, customer.as_deref(), "/payment_method").await?),
             None => None,
         };
+        let card = info.as_ref().map(|info| CardSummary { brand: info.brand.clone(), last4: info.last4.clone() });
         let now = self.ports.clock.now();
         let intent = IntentRecord {
             id: IntentId::generate_at(self.ports.entropy.as_ref(), now.unix_millis()).to_string(),
@@ -283,15 +441,7 @@ impl PaymentsService {
             created_at: now,
             updated_at: now,
         };
-        let events = self
-            .ports
-            .outbox
-            .event_messages(Some(space.merchant), space.mode, "payment_intent.created", event_data(&intent), false)
-            .await?;
-        self.ports.repo.insert_intent(&intent, &events).await?;
-        self.ports.outbox.wake().notify_one();
-        self.ports.audit.record(caller.event("payment_intent.created", "payment_intent", &intent.id)).await?;
-        Ok(intent)
+        Ok((intent, info))
     }
 
     /// One intent.
@@ -371,6 +521,18 @@ impl PaymentsService {
                 Err(blocked) => return Ok(blocked),
             };
         }
+        self.claim_and_authorize(caller, intent, &token, extras).await
+    }
+
+    /// Claims a checked intent into `processing` (recording the authorisation about to be asked
+    /// for, and locking its order) and asks the gateway, as the winner of the claim.
+    pub(super) async fn claim_and_authorize(
+        &self,
+        caller: Caller<'_>,
+        intent: IntentRecord,
+        token: &str,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
         let attempt = intent.attempt.saturating_add(1);
         let call = GatewayCallRecord {
             idempotency_key: idempotency_key(&intent.id, "authorize", attempt),
@@ -389,8 +551,21 @@ impl PaymentsService {
             ..Step::new(Event::Confirm)
         };
         let claimed = self.apply(caller, &intent, after, step).await?;
+        self.authorize_claimed(caller, claimed, &call, token, extras).await
+    }
+
+    /// Asks the gateway for the authorisation recorded as `call` of an intent this request has
+    /// just claimed, and settles the intent by the answer.
+    async fn authorize_claimed(
+        &self,
+        caller: Caller<'_>,
+        claimed: IntentRecord,
+        call: &GatewayCallRecord,
+        token: &str,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
         // Only the winner of the claim reads the card (and so uses up its CVC).
-        let card = match self.ports.vault.card_for_gateway(caller.principal, caller.source, &token).await {
+        let card = match self.ports.vault.card_for_gateway(caller.principal, caller.source, token).await {
             Ok(card) => card,
             Err(DomainError::NotFound | DomainError::Gone) => {
                 let error = PaymentError::of(

@@ -754,11 +754,12 @@ pub async fn create_intent(
         description: body.description,
         metadata: body.metadata,
     };
-    let mut intent = state.payments.create_intent(caller, input).await?;
-    if confirm {
+    let intent = if confirm {
         let extras = ConfirmExtras { client, return_url: body.return_url, ..ConfirmExtras::default() };
-        intent = state.payments.confirm_with(caller, &intent.id, None, &extras).await?;
-    }
+        state.payments.create_and_confirm(caller, input, &extras).await?
+    } else {
+        state.payments.create_intent(caller, input).await?
+    };
     Ok((StatusCode::CREATED, Json(intent.into())))
 }
 
