@@ -6,7 +6,9 @@
 //! [`state::next`], then written as one conditional update with its outbox event (and, before a
 //! gateway call, the call's record; at confirmation, the order's lock) in one transaction, and
 //! its audit entry is recorded before the answer. A gateway call is made only by the caller that
-//! won the update into `processing`, so concurrent confirms or captures charge once.
+//! won the update into `processing`, so concurrent confirms or captures charge once. An intent
+//! made with `confirm: true` is written, checked and claimed in one transaction
+//! ([`PaymentsService::create_and_confirm`]: the same rules, decided on counts made inside it).
 //! Must never: call the gateway without first recording the call, read a card before winning the
 //! claim (a losing request would use up the CVC), or let a late gateway answer move an intent
 //! that has moved on (the update names the attempt).
