@@ -169,7 +169,7 @@ impl CheckoutRepository for Store {
         let intent = write.intent;
         let j = intent_json(intent)?;
         let keys = write.signals.map(|(attempt, _)| sorted_keys(attempt)).unwrap_or_default();
-        let result = on_pool!(self, pool => async {
+        on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             // On SQLite this first write takes the write lock, which then serializes the counting
             // below as PostgreSQL's advisory locks do (the signals' rows refer to the intent, so
@@ -257,10 +257,9 @@ impl CheckoutRepository for Store {
                 }
             }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(Ok(CreateAndConfirmOutcome::Written(planned)))
+            Ok::<_, sqlx::Error>(Ok(CreateAndConfirmOutcome::Written(Box::new(planned))))
         }.await)
-        .map_err(store_error)?;
-        result
+        .map_err(store_error)?
     }
 
     async fn mark_declined(&self, intent: &str, attempt: u32) -> Result<(), StoreError> {

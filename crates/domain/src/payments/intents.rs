@@ -314,7 +314,7 @@ impl PaymentsService {
             lock_order: intent.order.as_deref().map(|order| (order, intent.amount.minor())),
         };
         let written = match checkout.repo.create_and_confirm(&write, &plan).await? {
-            CreateAndConfirmOutcome::Written(written) => written,
+            CreateAndConfirmOutcome::Written(written) => *written,
             // Nothing was written: the separate way records the attempt and answers 409.
             CreateAndConfirmOutcome::OrderChanged => return self.create_then_confirm(caller, intent, extras).await,
         };

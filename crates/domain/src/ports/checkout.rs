@@ -128,7 +128,7 @@ pub struct Claim {
 #[derive(Debug)]
 pub enum CreateAndConfirmOutcome {
     /// Everything was written as planned.
-    Written(ConfirmPlan),
+    Written(Box<ConfirmPlan>),
     /// The order's total changed since it was read: nothing was written (not even the intent).
     OrderChanged,
 }
