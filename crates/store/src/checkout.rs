@@ -21,7 +21,9 @@ use strongroom_domain::ports::payments::{IntentRecord, Page};
 use strongroom_types::Timestamp;
 
 use crate::outbox::write_messages;
-use crate::payments::{INSERT_CALL, INTENT_COLUMNS, IntentRow, insert_intent_in, intent_json, page_sql};
+use crate::payments::{
+    INSERT_CALL, INTENT_COLUMNS, IntentRow, bind_intent, insert_intent_in, insert_intent_sql, intent_json, page_sql,
+};
 use crate::{Store, on_pool, store_error};
 
 /// The insert of an attempt's `n` signals (one row per key): `$1` intent, `$2` attempt, `$3`
@@ -63,6 +65,36 @@ fn lock_keys_sql(n: usize) -> String {
     format!("SELECT {}", locks.join(", "))
 }
 
+/// PostgreSQL: a new intent ([`insert_intent_sql`]'s `$1`…`$27`) and its attempt's `n` signals in
+/// one statement: `$28` attempt, `$29` merchant, `$30` mode, `$31` card, `$32` amount, `$33`
+/// currency, `$34` small, `$35` at, then kind and key of each row. (The signals refer to the
+/// intent; PostgreSQL checks that at the end of the statement.)
+fn insert_intent_and_signals_pg_sql(n: usize) -> String {
+    let rows: Vec<String> =
+        (0..n).map(|i| format!("(CAST(${} AS TEXT), CAST(${} AS TEXT))", 36 + 2 * i, 37 + 2 * i)).collect();
+    format!(
+        "WITH i AS ({} RETURNING id) INSERT INTO payment_signals (intent_id, attempt, kind, merchant_id, mode, key, \
+         card, amount, currency, small, at) SELECT i.id, CAST($28 AS BIGINT), k.kind, CAST($29 AS TEXT), \
+         CAST($30 AS TEXT), k.key, CAST($31 AS TEXT), CAST($32 AS BIGINT), CAST($33 AS TEXT), CAST($34 AS INTEGER), \
+         CAST($35 AS BIGINT) FROM i, (VALUES {}) AS k (kind, key) ON CONFLICT (intent_id, attempt, kind) DO NOTHING",
+        insert_intent_sql(),
+        rows.join(", ")
+    )
+}
+
+/// The claim of a new intent (`$1` id, `$2` status and `$3` attempt it was inserted with; `$4`…`$8`
+/// what it becomes), on SQLite.
+const CLAIM_NEW_INTENT: &str = "UPDATE payment_intents SET status = $4, pending_operation = $5, attempt = $6, \
+     fraud = $7, updated_at = $8 WHERE id = $1 AND status = $2 AND attempt = $3";
+
+/// PostgreSQL: [`CLAIM_NEW_INTENT`] and the gateway call it records (`$9` key, `$10` operation,
+/// `$11` amount, `$12` at) in one statement: the call is inserted only if the update changed the
+/// intent, so the affected-row count (the call's) still decides.
+const CLAIM_NEW_INTENT_WITH_CALL_PG: &str = "WITH claimed AS (UPDATE payment_intents SET status = $4, \
+     pending_operation = $5, attempt = $6, fraud = $7, updated_at = $8 WHERE id = $1 AND status = $2 AND attempt = $3 \
+     RETURNING id) INSERT INTO payment_gateway_calls (idempotency_key, intent_id, operation, amount, created_at) \
+     SELECT CAST($9 AS TEXT), claimed.id, CAST($10 AS TEXT), CAST($11 AS BIGINT), CAST($12 AS BIGINT) FROM claimed";
+
 fn count(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
@@ -79,9 +111,13 @@ fn sorted_keys(attempt: &AttemptSignals) -> Vec<&(SignalKind, String)> {
 /// `$tx`, under each key's lock (PostgreSQL with `$postgres`: advisory locks, taken first and in
 /// `$keys`' order; SQLite: the database's write lock, which the transaction holds from its first
 /// write); evaluates to the counts, in `$keys`' order. Three statements whatever the number of
-/// keys.
+/// keys; with `$insert` false the signals were inserted already (PostgreSQL's create-and-confirm
+/// inserts them with the intent): counting after the locks is what makes the count exact.
 macro_rules! record_and_count_in {
-    ($tx:expr, $postgres:expr, $attempt:expr, $keys:expr, $since:expr) => {{
+    ($tx:expr, $postgres:expr, $attempt:expr, $keys:expr, $since:expr) => {
+        record_and_count_in!($tx, $postgres, $attempt, $keys, $since, true)
+    };
+    ($tx:expr, $postgres:expr, $attempt:expr, $keys:expr, $since:expr, $insert:expr) => {{
         let (attempt, keys) = ($attempt, $keys);
         if $postgres && !keys.is_empty() {
             // One attempt per key at a time: the locks are held until the commit, so the next
@@ -99,7 +135,7 @@ macro_rules! record_and_count_in {
             lock.execute(&mut *$tx).await?;
         }
         let mut counts = Vec::with_capacity(keys.len());
-        if !keys.is_empty() {
+        if !keys.is_empty() && $insert {
             let sql = insert_signals_sql(keys.len());
             let mut insert = sqlx::query(&sql)
                 .bind(&attempt.intent)
@@ -115,6 +151,8 @@ macro_rules! record_and_count_in {
                 insert = insert.bind(kind.as_str()).bind(key);
             }
             insert.execute(&mut *$tx).await?;
+        }
+        if !keys.is_empty() {
             let sql = count_signals_sql(keys.len());
             let mut query = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(&sql)
                 .bind(attempt.merchant.as_str())
@@ -174,10 +212,34 @@ impl CheckoutRepository for Store {
             // On SQLite this first write takes the write lock, which then serializes the counting
             // below as PostgreSQL's advisory locks do (the signals' rows refer to the intent, so
             // it comes first).
-            insert_intent_in!(tx, intent, j);
             let counts = match write.signals {
-                Some((attempt, since)) => record_and_count_in!(tx, postgres, attempt, &keys, since),
-                None => Vec::new(),
+                Some((attempt, since)) if postgres && !keys.is_empty() => {
+                    // One round trip for the intent and its signals; the locks and the count
+                    // follow, so the count is as exact as ever.
+                    let sql = insert_intent_and_signals_pg_sql(keys.len());
+                    let mut insert = bind_intent!(sqlx::query(&sql), intent, j)
+                        .bind(i64::from(attempt.attempt))
+                        .bind(attempt.merchant.as_str())
+                        .bind(attempt.mode.as_str())
+                        .bind(&attempt.card)
+                        .bind(attempt.amount)
+                        .bind(&attempt.currency)
+                        .bind(i32::from(attempt.small))
+                        .bind(attempt.at.unix_millis());
+                    for (kind, key) in &keys {
+                        insert = insert.bind(kind.as_str()).bind(key);
+                    }
+                    insert.execute(&mut *tx).await?;
+                    record_and_count_in!(tx, postgres, attempt, &keys, since, false)
+                }
+                Some((attempt, since)) => {
+                    insert_intent_in!(tx, intent, j);
+                    record_and_count_in!(tx, postgres, attempt, &keys, since)
+                }
+                None => {
+                    insert_intent_in!(tx, intent, j);
+                    Vec::new()
+                }
             };
             let planned = match plan(counts.as_slice()) {
                 Ok(planned) => planned,
@@ -197,23 +259,27 @@ impl CheckoutRepository for Store {
                 Some(claim) => {
                     let claimed = &claim.claimed;
                     // The one statement that decides, as a claim's always does (here it cannot
-                    // lose: the intent is this transaction's own).
-                    let changed = sqlx::query(
-                        "UPDATE payment_intents SET status = $4, pending_operation = $5, attempt = $6, fraud = $7, \
-                         updated_at = $8 WHERE id = $1 AND status = $2 AND attempt = $3",
-                    )
-                    .bind(&intent.id)
-                    .bind(intent.state.status())
-                    .bind(i64::from(intent.attempt))
-                    .bind(claimed.state.status())
-                    .bind(claimed.state.pending_operation())
-                    .bind(i64::from(claimed.attempt))
-                    .bind(fraud.as_deref())
-                    .bind(claimed.updated_at.unix_millis())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if changed != 1 {
+                    // lose: the intent is this transaction's own); on PostgreSQL it records the
+                    // gateway call too.
+                    let claim_sql = if postgres { CLAIM_NEW_INTENT_WITH_CALL_PG } else { CLAIM_NEW_INTENT };
+                    let mut claim_query = sqlx::query(claim_sql)
+                        .bind(&intent.id)
+                        .bind(intent.state.status())
+                        .bind(i64::from(intent.attempt))
+                        .bind(claimed.state.status())
+                        .bind(claimed.state.pending_operation())
+                        .bind(i64::from(claimed.attempt))
+                        .bind(fraud.as_deref())
+                        .bind(claimed.updated_at.unix_millis());
+                    if postgres {
+                        claim_query = claim_query
+                            .bind(&claim.call.idempotency_key)
+                            .bind(claim.call.operation)
+                            .bind(claim.call.amount)
+                            .bind(claim.call.at.unix_millis());
+                    }
+                    let changed = claim_query.execute(&mut *tx).await?.rows_affected();
+                    if changed != 1 || claim.call.intent != intent.id {
                         tx.rollback().await?;
                         return Ok(Err(StoreError::Other("a new payment intent changed under its own transaction".into())));
                     }
@@ -234,14 +300,16 @@ impl CheckoutRepository for Store {
                             return Ok(Ok(CreateAndConfirmOutcome::OrderChanged));
                         }
                     }
-                    sqlx::query(INSERT_CALL)
-                        .bind(&claim.call.idempotency_key)
-                        .bind(&claim.call.intent)
-                        .bind(claim.call.operation)
-                        .bind(claim.call.amount)
-                        .bind(claim.call.at.unix_millis())
-                        .execute(&mut *tx)
-                        .await?;
+                    if !postgres {
+                        sqlx::query(INSERT_CALL)
+                            .bind(&claim.call.idempotency_key)
+                            .bind(&claim.call.intent)
+                            .bind(claim.call.operation)
+                            .bind(claim.call.amount)
+                            .bind(claim.call.at.unix_millis())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     write_messages!(tx, write.created_events);
                     write_messages!(tx, &claim.events);
                 }

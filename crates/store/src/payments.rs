@@ -216,45 +216,58 @@ pub(crate) fn intent_json(intent: &IntentRecord) -> Result<IntentJson, StoreErro
     })
 }
 
+/// The insert of an intent's [`INTENT_COLUMNS`] as `$1`…`$27` (bound by [`bind_intent!`]).
+pub(crate) fn insert_intent_sql() -> String {
+    format!(
+        "INSERT INTO payment_intents ({INTENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
+    )
+}
+
 /// Inserts `$intent` (with its JSON columns `$j`, from [`intent_json`]) in transaction `$tx`.
 macro_rules! insert_intent_in {
     ($tx:expr, $intent:expr, $j:expr) => {
-        sqlx::query(&format!(
-            "INSERT INTO payment_intents ({INTENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
-        ))
-        .bind(&$intent.id)
-        .bind($intent.merchant.as_str())
-        .bind($intent.mode.as_str())
-        .bind($intent.amount.minor())
-        .bind($intent.amount.currency().lowercase())
-        .bind($intent.order.as_deref())
-        .bind($intent.customer.as_deref())
-        .bind($intent.payment_method.as_deref())
-        .bind($intent.capture_method.as_str())
-        .bind($intent.state.status())
-        .bind($intent.state.pending_operation())
-        .bind(i64::from($intent.attempt))
-        .bind($intent.amount_capturable)
-        .bind($intent.amount_received)
-        .bind($intent.amount_refunded)
-        .bind($j.error.as_deref())
-        .bind($j.action.as_deref())
-        .bind($j.card.as_deref())
-        .bind(&$intent.gateway)
-        .bind($intent.gateway_reference.as_deref())
-        .bind(&$intent.description)
-        .bind($intent.metadata.as_deref())
-        .bind($intent.cancellation_reason.as_deref())
-        .bind($intent.canceled_at.map(Timestamp::unix_millis))
-        .bind($intent.created_at.unix_millis())
-        .bind($intent.updated_at.unix_millis())
-        .bind($j.fraud.as_deref())
-        .execute(&mut *$tx)
-        .await?;
+        $crate::payments::bind_intent!(sqlx::query(&$crate::payments::insert_intent_sql()), $intent, $j)
+            .execute(&mut *$tx)
+            .await?;
     };
 }
 pub(crate) use insert_intent_in;
+
+/// `$query` with `$intent`'s [`INTENT_COLUMNS`] bound as its next 27 parameters.
+macro_rules! bind_intent {
+    ($query:expr, $intent:expr, $j:expr) => {
+        $query
+            .bind(&$intent.id)
+            .bind($intent.merchant.as_str())
+            .bind($intent.mode.as_str())
+            .bind($intent.amount.minor())
+            .bind($intent.amount.currency().lowercase())
+            .bind($intent.order.as_deref())
+            .bind($intent.customer.as_deref())
+            .bind($intent.payment_method.as_deref())
+            .bind($intent.capture_method.as_str())
+            .bind($intent.state.status())
+            .bind($intent.state.pending_operation())
+            .bind(i64::from($intent.attempt))
+            .bind($intent.amount_capturable)
+            .bind($intent.amount_received)
+            .bind($intent.amount_refunded)
+            .bind($j.error.as_deref())
+            .bind($j.action.as_deref())
+            .bind($j.card.as_deref())
+            .bind(&$intent.gateway)
+            .bind($intent.gateway_reference.as_deref())
+            .bind(&$intent.description)
+            .bind($intent.metadata.as_deref())
+            .bind($intent.cancellation_reason.as_deref())
+            .bind($intent.canceled_at.map(Timestamp::unix_millis))
+            .bind($intent.created_at.unix_millis())
+            .bind($intent.updated_at.unix_millis())
+            .bind($j.fraud.as_deref())
+    };
+}
+pub(crate) use bind_intent;
 
 pub(crate) const INSERT_CALL: &str = "INSERT INTO payment_gateway_calls (idempotency_key, intent_id, operation, amount, created_at) \
      VALUES ($1, $2, $3, $4, $5)";
