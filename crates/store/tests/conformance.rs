@@ -133,6 +133,7 @@ async fn suite(store: Store) {
     vault_suite(&store, &merchant).await;
     races_suite(&store).await;
     gateway_events_suite(&store).await;
+    create_and_confirm_suite(&store).await;
     store.close().await;
 }
 
@@ -1275,4 +1276,161 @@ async fn gateway_events_suite(store: &Store) {
         EventClaim::Claimed,
         "ids are per gateway"
     );
+}
+
+/// A payment intent created and confirmed in one transaction: claimed with its gateway call and
+/// its signals when the plan says so; held with its decision otherwise; nothing at all written
+/// when the order changed; and of 30 racers on one key with a limit of 5, exactly 5 are claimed
+/// (the counts are made under the key's lock, inside the transaction that inserts the intent).
+async fn create_and_confirm_suite(store: &Store) {
+    use strongroom_domain::payments::fraud::FraudDecision;
+    use strongroom_domain::payments::state::{CaptureMethod, State};
+    use strongroom_domain::ports::checkout::{
+        AttemptSignals, CheckoutRepository, Claim, ConfirmPlan, CreateAndConfirm, CreateAndConfirmOutcome, SignalKind,
+        WindowCounts,
+    };
+    use strongroom_domain::ports::payments::{GatewayCallRecord, IntentRecord, PaymentsRepository};
+    use strongroom_types::{Currency, Money};
+
+    let at = Timestamp::from_unix_millis(1_800_000_000_000);
+    let merchant = MerchantId::generate(&OsEntropy);
+    store
+        .execute_admin(&format!("INSERT INTO merchants (id, name, created_at) VALUES ('{merchant}', 'Pay', 0)"))
+        .await
+        .unwrap();
+    let intent = |id: &str, order: Option<&str>| IntentRecord {
+        id: id.to_owned(),
+        merchant: merchant.clone(),
+        mode: Mode::Test,
+        amount: Money::new(1000, Currency::parse("eur").unwrap()).unwrap(),
+        order: order.map(str::to_owned),
+        customer: None,
+        payment_method: Some("tok_x".into()),
+        capture_method: CaptureMethod::Automatic,
+        state: State::RequiresConfirmation,
+        attempt: 0,
+        amount_capturable: 0,
+        amount_received: 0,
+        amount_refunded: 0,
+        last_payment_error: None,
+        next_action: None,
+        fraud: None,
+        card: None,
+        gateway: "sandbox".into(),
+        gateway_reference: None,
+        description: String::new(),
+        metadata: None,
+        cancellation_reason: None,
+        canceled_at: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let signals = |id: &str, ip: &str| AttemptSignals {
+        merchant: merchant.clone(),
+        mode: Mode::Test,
+        intent: id.to_owned(),
+        attempt: 1,
+        keys: vec![(SignalKind::Ip, ip.to_owned()), (SignalKind::Card, "fp_x".to_owned())],
+        card: "fp_x".into(),
+        amount: 1000,
+        currency: "eur".into(),
+        small: false,
+        at,
+    };
+    // Claims while the address has at most `limit` attempts (this one included).
+    let plan_for = |new: IntentRecord, limit: u32| {
+        move |counts: &[(SignalKind, WindowCounts)]| {
+            let ip = counts.iter().find(|(kind, _)| *kind == SignalKind::Ip).map(|(_, c)| c.attempts).unwrap_or(0);
+            let card = counts.iter().find(|(kind, _)| *kind == SignalKind::Card).map(|(_, c)| c.attempts);
+            assert!(card.is_some_and(|n| n >= 1), "every key is counted, this attempt included");
+            let allow = ip <= limit;
+            let fraud = Some(FraudDecision {
+                outcome: if allow { "allow" } else { "block" }.into(),
+                reasons: if allow { Vec::new() } else { vec!["ip_velocity".into()] },
+            });
+            let claim = allow.then(|| {
+                let mut claimed = new.clone();
+                claimed.state = State::Authorizing;
+                claimed.attempt = 1;
+                claimed.fraud = fraud.clone();
+                let call = GatewayCallRecord {
+                    idempotency_key: format!("{}:authorize:1", new.id),
+                    intent: new.id.clone(),
+                    operation: "authorize",
+                    amount: 1000,
+                    at,
+                };
+                Claim { claimed, call, events: Vec::new() }
+            });
+            Ok(ConfirmPlan { fraud, claim })
+        }
+    };
+    let open_calls = |store: &Store| {
+        let store = store.clone();
+        async move { store.open_gateway_calls(at, Timestamp::from_unix_millis(at.unix_millis() + 1), 1000).await.unwrap() }
+    };
+
+    // Claimed: in processing, with its call and its decision.
+    let first = intent("pi_cc1", None);
+    let attempt = signals("pi_cc1", "198.51.100.1");
+    let write =
+        CreateAndConfirm { intent: &first, created_events: &[], signals: Some((&attempt, at)), lock_order: None };
+    let outcome = store.create_and_confirm(&write, &plan_for(first.clone(), 5)).await.unwrap();
+    assert!(matches!(&outcome, CreateAndConfirmOutcome::Written(plan) if plan.claim.is_some()));
+    let stored = store.intent("pi_cc1").await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.attempt), (State::Authorizing, 1));
+    assert_eq!(stored.fraud.unwrap().outcome, "allow");
+    assert!(open_calls(store).await.iter().any(|c| c.idempotency_key == "pi_cc1:authorize:1"), "the call is recorded");
+
+    // Held: created with its decision, no call.
+    let held = intent("pi_cc2", None);
+    let attempt = signals("pi_cc2", "198.51.100.1");
+    let write =
+        CreateAndConfirm { intent: &held, created_events: &[], signals: Some((&attempt, at)), lock_order: None };
+    store.create_and_confirm(&write, &plan_for(held.clone(), 1)).await.unwrap();
+    let stored = store.intent("pi_cc2").await.unwrap().unwrap();
+    assert_eq!(stored.state, State::RequiresConfirmation);
+    assert_eq!(stored.fraud.unwrap().outcome, "block");
+    assert!(!open_calls(store).await.iter().any(|c| c.intent == "pi_cc2"));
+
+    // The order changed (its total is not the intent's any more): nothing is written.
+    store
+        .execute_admin(&format!(
+            "INSERT INTO orders (id, merchant_id, mode, version, currency, amount_total, body, created_at, updated_at) \
+             VALUES ('ord_cc', '{merchant}', 'test', 2, 'eur', 2000, '{{}}', 0, 0)"
+        ))
+        .await
+        .unwrap();
+    let orphan = intent("pi_cc3", Some("ord_cc"));
+    let attempt = signals("pi_cc3", "198.51.100.3");
+    let write = CreateAndConfirm {
+        intent: &orphan,
+        created_events: &[],
+        signals: Some((&attempt, at)),
+        lock_order: Some(("ord_cc", 1000)),
+    };
+    let outcome = store.create_and_confirm(&write, &plan_for(orphan.clone(), 5)).await.unwrap();
+    assert!(matches!(outcome, CreateAndConfirmOutcome::OrderChanged));
+    assert!(store.intent("pi_cc3").await.unwrap().is_none(), "the intent is not written");
+    let later = AttemptSignals { attempt: 7, ..signals("pi_cc1", "198.51.100.3") };
+    let counted = store.record_and_count(&later, at).await.unwrap();
+    assert_eq!(counted.iter().find(|(k, _)| *k == SignalKind::Ip).unwrap().1.attempts, 1, "nor its signals");
+
+    // 30 racers on one address with a limit of 5: exactly 5 claimed.
+    let won = winners(30, |i| {
+        let store = store.clone();
+        let new = intent(&format!("pi_race{i:02}"), None);
+        let attempt = signals(&new.id, "198.51.100.30");
+        let plan = plan_for(new.clone(), 5);
+        async move {
+            let write =
+                CreateAndConfirm { intent: &new, created_events: &[], signals: Some((&attempt, at)), lock_order: None };
+            match store.create_and_confirm(&write, &plan).await.unwrap() {
+                CreateAndConfirmOutcome::Written(plan) => plan.claim.is_some(),
+                CreateAndConfirmOutcome::OrderChanged => false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(won, 5, "a limit of 5 lets exactly 5 through");
 }
