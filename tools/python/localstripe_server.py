@@ -5,6 +5,9 @@ Prints the port it listens on, then serves until killed. Adds, for the tests onl
   itself ignores idempotency keys;
 - `return_url` on a PaymentIntent, taken as Stripe takes it (localstripe refuses it), and
   GET /_config/return_urls: every one received;
+- `setup_future_usage` and `off_session` on a PaymentIntent (a card kept for later, a payment
+  without the customer), taken as Stripe takes them, and GET /_config/stored_credentials: what
+  each PaymentIntent creation said of them;
 - a payment intent or refund of amount 1313 is answered after 6 s (to leave strongroom's intent
   processing, or its refund pending).
 Its store is kept in memory only (localstripe pickles to a shared /tmp file otherwise).
@@ -25,9 +28,21 @@ return_urls = []
 _intent_init = resources.PaymentIntent.__init__
 
 
-def _init_taking_return_url(self, *args, return_url=None, **kwargs):
+stored_credentials = []
+
+
+def _init_taking_return_url(self, *args, return_url=None, setup_future_usage=None, off_session=None, **kwargs):
     if return_url is not None:
         return_urls.append(return_url)
+    if setup_future_usage not in (None, 'on_session', 'off_session'):
+        raise resources.UserError(400, 'Bad request')
+    if off_session not in (None, 'true', 'false', True, False):
+        raise resources.UserError(400, 'Bad request')
+    stored_credentials.append({
+        'metadata': kwargs.get('metadata'),
+        'setup_future_usage': setup_future_usage,
+        'off_session': off_session in ('true', True),
+    })
     _intent_init(self, *args, **kwargs)
 
 
@@ -57,9 +72,14 @@ async def sent_return_urls(request):
     return web.json_response(return_urls)
 
 
+async def sent_stored_credentials(request):
+    return web.json_response(stored_credentials)
+
+
 server.app.middlewares.append(record)
 server.app.router.add_get('/_config/requests', requests)
 server.app.router.add_get('/_config/return_urls', sent_return_urls)
+server.app.router.add_get('/_config/stored_credentials', sent_stored_credentials)
 
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -21,6 +21,7 @@ mod payments;
 mod pg_direct;
 pub mod pwned;
 mod repositories;
+mod saved_cards;
 mod sessions;
 mod sqlite_direct;
 mod staff;

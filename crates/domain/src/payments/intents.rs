@@ -19,6 +19,7 @@ use super::gateway::{
     AuthorizeRequest, FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event, capture_event,
     idempotency_key, void_event,
 };
+use super::saved_cards::{self, CardOnFileInput};
 use super::state::{self, CaptureMethod, Event, State};
 use super::{
     Actor, Caller, PaymentsService, check_customer, check_metadata, check_text, parse_amount, parse_currency, reject,
@@ -26,7 +27,8 @@ use super::{
 use crate::error::DomainError;
 use crate::modes::Space;
 use crate::ports::payments::{
-    CardSummary, GatewayCallRecord, IntentRecord, IntentTransition, Page, PaymentError, TransitionOutcome,
+    CardSummary, GatewayCallRecord, IntentRecord, IntentTransition, Page, PaymentError, SavedCardRecord,
+    TransitionOutcome,
 };
 
 define_id!(IntentId, IntentKind, "pi");
@@ -53,6 +55,9 @@ pub struct NewIntent {
     pub description: Option<String>,
     /// The shop's metadata.
     pub metadata: Option<Map<String, Value>>,
+    /// Save the card for later (with the customer's consent), or pay without the customer with
+    /// a saved card.
+    pub card_on_file: CardOnFileInput,
 }
 
 /// Reasons a shop may give for a cancellation (Stripe's).
@@ -78,6 +83,9 @@ fn event_data(intent: &IntentRecord) -> Value {
             "decline_code": e.decline_code,
         })),
         "fraud": intent.fraud,
+        "setup_future_usage": intent.card_on_file.as_ref().and_then(|c| c.save.as_ref()).map(|s| s.usage.as_str()),
+        "off_session": intent.card_on_file.as_ref().is_some_and(|c| c.merchant_initiated.is_some()),
+        "saved_card": intent.card_on_file.as_ref().and_then(|c| c.saved_card.as_deref()),
     })
 }
 
@@ -87,11 +95,15 @@ pub(super) struct Step<'a> {
     pub(super) call: Option<&'a GatewayCallRecord>,
     pub(super) answered: Option<(&'a str, &'a str)>,
     pub(super) lock_order: Option<(&'a str, i64)>,
+    /// A saved card the payment claims (refused once removed).
+    pub(super) use_saved_card: Option<&'a str>,
+    /// A card the payment saves.
+    pub(super) save_card: Option<&'a SavedCardRecord>,
 }
 
 impl<'a> Step<'a> {
     pub(super) fn new(event: Event) -> Self {
-        Self { event, call: None, answered: None, lock_order: None }
+        Self { event, call: None, answered: None, lock_order: None, use_saved_card: None, save_card: None }
     }
 }
 
@@ -134,7 +146,7 @@ impl PaymentsService {
             return Err(unexpected(before.state));
         }
         after.updated_at = self.ports.clock.now();
-        let events = match state::event_type(step.event, after.state) {
+        let mut events = match state::event_type(step.event, after.state) {
             Some(event_type) => {
                 self.ports
                     .outbox
@@ -143,6 +155,9 @@ impl PaymentsService {
             }
             None => Vec::new(),
         };
+        if let Some(card) = step.save_card {
+            events.extend(self.saved_card_events(card, "saved_card.created").await?);
+        }
         let transition = IntentTransition {
             before,
             after: &after,
@@ -150,6 +165,8 @@ impl PaymentsService {
             answered: step.answered,
             lock_order: step.lock_order,
             events: &events,
+            use_saved_card: step.use_saved_card,
+            save_card: step.save_card,
         };
         match self.ports.repo.transition_intent(&transition).await? {
             TransitionOutcome::Done => {}
@@ -163,29 +180,41 @@ impl PaymentsService {
                     "the order's total changed since this payment intent was made; make a new payment intent",
                 ));
             }
+            TransitionOutcome::SavedCardRemoved => {
+                return Err(reject(
+                    "saved_card_removed",
+                    "/payment_method",
+                    "the saved card was removed; attach another card",
+                ));
+            }
         }
         if !events.is_empty() {
             self.ports.outbox.wake().notify_one();
         }
-        let event = actor.into().event(
-            state::audit_action(step.event),
-            "payment_intent",
-            &after.id,
-            (&after.merchant, after.mode),
-        );
+        let actor = actor.into();
+        let event =
+            actor.event(state::audit_action(step.event), "payment_intent", &after.id, (&after.merchant, after.mode));
         self.ports.audit.record(event).await?;
+        if let Some(card) = step.save_card {
+            let event = actor.event("saved_card.created", "saved_card", &card.id, (&card.merchant, card.mode));
+            self.ports.audit.record(event).await?;
+        }
         Ok(after)
     }
 
-    /// Checks a card token for an intent of `customer`: it must be a card of the caller's space,
-    /// and of this customer if it belongs to one.
+    /// Checks a payment method for an intent of `customer`: a card token of the caller's space
+    /// (and of this customer if it belongs to one), or an active saved card of this customer.
     async fn payment_method_for(
         &self,
         caller: Caller<'_>,
         token: &str,
         customer: Option<&str>,
         pointer: &str,
-    ) -> Result<CardSummary, DomainError> {
+    ) -> Result<(CardSummary, Option<SavedCardRecord>), DomainError> {
+        if saved_cards::is_saved_card(token) {
+            let card = self.usable_saved_card(caller.principal.space(), token, customer, pointer).await?;
+            return Ok((card.card.clone(), Some(card)));
+        }
         let info = match self.ports.vault.payment_card(caller.principal, token).await {
             Ok(info) => info,
             Err(DomainError::NotFound | DomainError::Gone) => {
@@ -207,7 +236,7 @@ impl PaymentsService {
                 "the card token belongs to another customer than the payment intent's",
             ));
         }
-        Ok(CardSummary { brand: info.brand, last4: info.last4 })
+        Ok((CardSummary { brand: info.brand, last4: info.last4 }, None))
     }
 
     /// Creates a payment intent (`requires_payment_method`, or `requires_confirmation` with a card).
@@ -251,11 +280,17 @@ impl PaymentsService {
                 customer = order.customer.clone();
             }
         }
+        let now = self.ports.clock.now();
+        let card_on_file = saved_cards::plan(&input.card_on_file, customer.as_deref(), now)?;
         let card = match &input.payment_method {
-            Some(token) => Some(self.payment_method_for(caller, token, customer.as_deref(), "/payment_method").await?),
+            Some(token) => {
+                let (card, saved) =
+                    self.payment_method_for(caller, token, customer.as_deref(), "/payment_method").await?;
+                saved_cards::check_against_card(card_on_file.as_ref(), saved.as_ref())?;
+                Some(card)
+            }
             None => None,
         };
-        let now = self.ports.clock.now();
         let intent = IntentRecord {
             id: IntentId::generate_at(self.ports.entropy.as_ref(), now.unix_millis()).to_string(),
             merchant: space.merchant.clone(),
@@ -282,6 +317,7 @@ impl PaymentsService {
             canceled_at: None,
             created_at: now,
             updated_at: now,
+            card_on_file,
         };
         let events = self
             .ports
@@ -348,11 +384,19 @@ impl PaymentsService {
         }
         let space = caller.principal.space();
         let mut intent = self.intent_in(space, id).await?;
+        if !extras.card_on_file.is_empty() {
+            if !matches!(intent.state, State::RequiresPaymentMethod | State::RequiresConfirmation) {
+                return Err(unexpected(intent.state));
+            }
+            intent.card_on_file =
+                saved_cards::plan(&extras.card_on_file, intent.customer.as_deref(), self.ports.clock.now())?;
+        }
         if let Some(token) = payment_method {
             if state::next(intent.state, Event::AttachPaymentMethod).is_none() {
                 return Err(unexpected(intent.state));
             }
-            let card = self.payment_method_for(caller, token, intent.customer.as_deref(), "/payment_method").await?;
+            let (card, _) =
+                self.payment_method_for(caller, token, intent.customer.as_deref(), "/payment_method").await?;
             let mut after = intent.clone();
             after.state = State::RequiresConfirmation;
             after.payment_method = Some(token.to_owned());
@@ -362,11 +406,13 @@ impl PaymentsService {
         if state::next(intent.state, Event::Confirm).is_none() {
             return Err(unexpected(intent.state));
         }
-        let Some(token) = intent.payment_method.clone() else {
+        let Some(payment_method) = intent.payment_method.clone() else {
             return Err(unexpected(intent.state));
         };
+        let (token, saved) = self.resolve_payment_method(&intent, &payment_method).await?;
+        saved_cards::check_against_card(intent.card_on_file.as_ref(), saved.as_ref())?;
         if intent.state == State::RequiresConfirmation {
-            intent = match self.check_before_authorising(caller, intent, extras).await? {
+            intent = match self.check_before_authorising(caller, intent, &token, extras).await? {
                 Ok(checked) => checked,
                 Err(blocked) => return Ok(blocked),
             };
@@ -386,6 +432,7 @@ impl PaymentsService {
         let step = Step {
             call: Some(&call),
             lock_order: intent.order.as_deref().map(|order| (order, intent.amount.minor())),
+            use_saved_card: saved.as_ref().map(|card| card.id.as_str()),
             ..Step::new(Event::Confirm)
         };
         let claimed = self.apply(caller, &intent, after, step).await?;
@@ -398,12 +445,7 @@ impl PaymentsService {
                     None,
                     "the card token was deleted, expired or erased; attach another card",
                 );
-                let answer = GatewayAnswer {
-                    status: GatewayStatus::Declined,
-                    gateway_reference: String::new(),
-                    error: Some(error),
-                    next_action: None,
-                };
+                let answer = GatewayAnswer { error: Some(error), ..GatewayAnswer::of(GatewayStatus::Declined, "") };
                 return self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await;
             }
             Err(other) => return Err(other),
@@ -415,6 +457,7 @@ impl PaymentsService {
             capture: claimed.capture_method == CaptureMethod::Automatic,
             card,
             gateway_reference: claimed.gateway_reference.clone(),
+            stored_credential: saved_cards::stored_credential(&claimed, saved.as_ref()),
         };
         match self.call_gateway(self.ports.gateway.authorize(request)).await {
             Some(mut answer) => {
@@ -460,6 +503,17 @@ impl PaymentsService {
         if !answer.gateway_reference.is_empty() {
             after.gateway_reference = Some(answer.gateway_reference.clone());
         }
+        let mut to_save = None;
+        if let Event::Authorized { .. } = event {
+            if let Some(network_id) = &answer.network_transaction_id {
+                after.card_on_file.get_or_insert_with(Default::default).network_transaction_id =
+                    Some(network_id.clone());
+            }
+            to_save = self.card_to_save(&after, answer.network_transaction_id.as_deref());
+            if let (Some(card), Some(plan)) = (&to_save, after.card_on_file.as_mut()) {
+                plan.saved_card = Some(card.id.clone());
+            }
+        }
         match event {
             Event::Authorized { captured: true } => {
                 after.amount_received = claimed.amount.minor();
@@ -490,7 +544,7 @@ impl PaymentsService {
             }
         }
         let outcome = gateway_outcome(answer.status);
-        let step = Step { answered: Some((key, outcome)), ..Step::new(event) };
+        let step = Step { answered: Some((key, outcome)), save_card: to_save.as_ref(), ..Step::new(event) };
         let settled = self.apply(actor, claimed, after, step).await;
         match (&settled, event) {
             (Ok(_), Event::Declined) => self.count_decline(claimed).await,

@@ -242,6 +242,7 @@ impl PaymentsService {
                         "the gateway has no record of the authorisation, so no money moved; confirm again",
                     )),
                     next_action: None,
+                    network_transaction_id: None,
                 };
                 (self.settle_authorization(actor, &intent, key, answer).await?, false)
             }

@@ -825,6 +825,11 @@ impl VaultService {
         let _ = self.dual_control.set(staff);
     }
 
+    /// Forgets a card token's CVC, if one is still held (its token was deleted another way).
+    pub fn forget_cvc(&self, id: &str) {
+        self.cvcs.forget(id);
+    }
+
     /// Deletes a token (it answers 404 afterwards).
     pub async fn delete(&self, principal: &Principal, source: &Source, id: &str) -> Result<(), DomainError> {
         let record = self.own_token(principal, id).await?;

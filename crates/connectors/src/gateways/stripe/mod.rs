@@ -22,6 +22,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use strongroom_domain::payments::gateway::{
     AuthorizeRequest, FollowUpRequest, Gateway, GatewayAnswer, GatewayError, GatewayStatus, ResumeRequest,
+    StoredCredential,
 };
 use strongroom_domain::payments::gateway_events::{
     DisputeNotice, GatewayNotice, GatewayNotices, IntentNotice, NoticeKind, NoticeRejected, RefundNotice,
@@ -184,7 +185,7 @@ impl StripeGateway {
             | GatewayStatus::Failed
             | GatewayStatus::Pending => None,
         };
-        GatewayAnswer { status, gateway_reference: intent.id.clone(), error, next_action }
+        GatewayAnswer { status, gateway_reference: intent.id.clone(), error, next_action, network_transaction_id: None }
     }
 
     /// The answer to a refused follow-up call (capture, cancel, refund).
@@ -194,6 +195,7 @@ impl StripeGateway {
             gateway_reference: reference.to_owned(),
             error: Some(decline_of(error, "processing_error")),
             next_action: None,
+            network_transaction_id: None,
         }
     }
 
@@ -261,6 +263,7 @@ impl Gateway for StripeGateway {
                     gateway_reference: String::new(),
                     error: Some(decline_of(error.as_ref(), fallback)),
                     next_action: None,
+                    network_transaction_id: None,
                 });
             }
         };
@@ -280,6 +283,13 @@ impl Gateway for StripeGateway {
             .or_else(|| self.pages_origin.as_ref().map(|origin| format!("{origin}/pay/return/{}", request.reference)));
         if let Some(url) = &return_url {
             form = form.field("return_url", url);
+        }
+        // Stripe's stored-credential parameters: it tells the networks itself. A card kept for
+        // later is `setup_future_usage`; a payment without the customer is `off_session`.
+        match &request.stored_credential {
+            Some(StoredCredential::First(usage)) => form = form.field("setup_future_usage", usage.as_str()),
+            Some(StoredCredential::MerchantInitiated { .. }) => form = form.field("off_session", "true"),
+            Some(StoredCredential::CustomerInitiated { .. }) | None => {}
         }
         match self
             .call(
@@ -304,6 +314,7 @@ impl Gateway for StripeGateway {
                     if status == 402 { "card_declined" } else { "processing_error" },
                 )),
                 next_action: None,
+                network_transaction_id: None,
             }),
         }
     }
@@ -347,7 +358,7 @@ impl Gateway for StripeGateway {
                     | GatewayStatus::Refunded
                     | GatewayStatus::Pending => None,
                 };
-                Ok(GatewayAnswer { status, gateway_reference: refund.id, error, next_action: None })
+                Ok(GatewayAnswer { error, ..GatewayAnswer::of(status, refund.id) })
             }
             Reply::Refused(_, error) => Ok(Self::refused("", error.as_ref())),
         }
