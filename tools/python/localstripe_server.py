@@ -11,10 +11,18 @@ Prints the port it listens on, then serves until killed. Adds, for the tests onl
 - a card PaymentMethod without `cvc` (a saved card's later payments), which Stripe takes and
   localstripe refuses: counted in GET /_config/stored_credentials' `without_cvc`;
 - a payment intent or refund of amount 1313 is answered after 6 s (to leave strongroom's intent
-  processing, or its refund pending).
+  processing, or its refund pending);
+- Stripe's idempotency, which localstripe lacks: a POST whose Idempotency-Key was seen answers the
+  first answer (status and body, `Idempotent-Replayed: true`) and does nothing; while the first is
+  in flight, 409. GET /_config/effects says how often each key acted (never more than once) and
+  lists the PaymentIntents with their strongroom metadata and status (the crash test counts
+  charges there);
+- GET /v1/payment_intents/search?query=metadata['strongroom_intent']:'pi_…' (Stripe's search,
+  which strongroom's reconciliation asks; only this form of query).
 Its store is kept in memory only (localstripe pickles to a shared /tmp file otherwise).
 """
 import asyncio
+import re
 import socket
 
 from aiohttp import web
@@ -61,6 +69,63 @@ resources.PaymentMethod.__init__ = _init_taking_no_cvc
 import localstripe.server as server  # noqa: E402
 
 seen = []
+idempotent = {}  # Idempotency-Key -> None while in flight, then (status, body bytes)
+acted = {}  # Idempotency-Key -> how many times a call under it ran
+
+
+def _stripe_error(status, message):
+    return web.json_response({'error': {'type': 'idempotency_error' if status == 409 else 'invalid_request_error',
+                                        'message': message}}, status=status)
+
+
+def search_payment_intents(request):
+    if not request.headers.get('Authorization', '').startswith('Bearer sk_'):
+        return _stripe_error(401, 'no API key')
+    match = re.fullmatch(r"metadata\['(\w+)'\]:'([^']*)'", request.query.get('query', ''))
+    if not match:
+        return _stripe_error(400, 'this stand-in searches by one metadata field only')
+    name, value = match.groups()
+    found = [obj for key, obj in resources.store.items()
+             if key.startswith('payment_intent:') and (obj.metadata or {}).get(name) == value]
+    found.sort(key=lambda pi: pi.created, reverse=True)
+    return server.json_response({'object': 'search_result', 'url': '/v1/payment_intents/search',
+                                 'has_more': False, 'data': [pi._export() for pi in found]})
+
+
+@web.middleware
+async def idempotency(request, handler):
+    if request.method == 'GET' and request.path == '/v1/payment_intents/search':
+        return search_payment_intents(request)
+    key = request.headers.get('Idempotency-Key')
+    if request.method != 'POST' or not key or not request.path.startswith('/v1/'):
+        return await handler(request)
+    if key in idempotent:
+        first = idempotent[key]
+        if first is None:
+            return _stripe_error(409, 'a request with this Idempotency-Key is still being processed')
+        status, body = first
+        return web.Response(status=status, body=body, content_type='application/json',
+                            headers={'Idempotent-Replayed': 'true'})
+    idempotent[key] = None
+    acted[key] = acted.get(key, 0) + 1
+    try:
+        response = await handler(request)
+    except BaseException:
+        del idempotent[key]
+        raise
+    if response.status >= 500 or response.body is None:
+        del idempotent[key]  # Stripe does not keep the answer of a failure of its own
+    else:
+        idempotent[key] = (response.status, bytes(response.body))
+    return response
+
+
+async def effects(request):
+    intents = [{'id': obj.id, 'status': obj.status, 'amount': obj.amount,
+                'strongroom_intent': (obj.metadata or {}).get('strongroom_intent'),
+                'strongroom_key': (obj.metadata or {}).get('strongroom_key')}
+               for key, obj in resources.store.items() if key.startswith('payment_intent:')]
+    return web.json_response({'acted': acted, 'payment_intents': intents})
 
 
 @web.middleware
@@ -93,7 +158,9 @@ async def sent_stored_credentials(request):
     return web.json_response({'intents': stored_credentials, 'without_cvc': len(without_cvc)})
 
 
+server.app.middlewares.insert(0, idempotency)
 server.app.middlewares.append(record)
+server.app.router.add_get('/_config/effects', effects)
 server.app.router.add_get('/_config/requests', requests)
 server.app.router.add_get('/_config/return_urls', sent_return_urls)
 server.app.router.add_get('/_config/stored_credentials', sent_stored_credentials)

@@ -451,6 +451,7 @@ fn payment_gateway(
             return_url: stripe.return_url.clone(),
             pages_origin: Some(pages_origin.to_owned()),
             outbound,
+            search_lag: stripe.search_lag,
         })
         .map_err(|e| anyhow::anyhow!("payments.stripe.api_base: {e}"))?;
         return Ok((Arc::new(gateway), None, Some(Arc::new(StripeNotices::new(webhook_secret.clone())))));

@@ -314,6 +314,11 @@ pub struct StripeConfig {
     /// strongroom's own return page (`{payments.pages_origin}/pay/return/{intent}`), which asks
     /// Stripe for the outcome and sends the customer on to the shop's `return_url`.
     pub return_url: Option<String>,
+    /// How long a payment may take to show in Stripe's search, which reconciliation asks: a
+    /// call not found is taken as never made only after this. Default 2m (Stripe's search is
+    /// eventually consistent); a test stand-in that answers at once may set less.
+    #[serde(with = "humantime_serde")]
+    pub search_lag: Duration,
 }
 
 impl Default for StripeConfig {
@@ -323,6 +328,7 @@ impl Default for StripeConfig {
             webhook_secret: None,
             api_base: strongroom_connectors::gateways::stripe::DEFAULT_API_BASE.to_owned(),
             return_url: None,
+            search_lag: strongroom_connectors::gateways::stripe::DEFAULT_SEARCH_LAG,
         }
     }
 }
@@ -1331,6 +1337,9 @@ impl Config {
             || self.payments.reconcile_interval > Duration::from_secs(3600)
         {
             return fail("payments.reconcile_interval", "must be between 1s and 1h");
+        }
+        if self.payments.stripe.search_lag > Duration::from_secs(3600) {
+            return fail("payments.stripe.search_lag", "must be at most 1h");
         }
         if self.payments.reconcile_lookback < Duration::from_secs(3600)
             || self.payments.reconcile_lookback > Duration::from_secs(90 * 86_400)

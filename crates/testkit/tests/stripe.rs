@@ -7,7 +7,8 @@
 //! evidence deadline, 30 concurrent deliveries of one event taking effect once, and an intent
 //! left `processing` and a refund left `pending` settled by the gateway's word. And a saved card:
 //! its first payment is sent with `setup_future_usage`, a payment without the customer with
-//! `off_session`.
+//! `off_session`. Reconciliation finds a payment whose answer was lost through Stripe's search
+//! (the stand-in adds it to localstripe) and settles it.
 //! localstripe ignores idempotency keys and allows over-refunds: those rules stay tested against
 //! our own code (`payments.rs`). Outside CI a missing localstripe skips (said on standard error);
 //! under `CI=true` it fails.
@@ -28,7 +29,8 @@ on_both_backends!(
     webhooks_are_verified_and_replays_do_nothing,
     disputes_come_from_signed_webhooks_once,
     a_webhook_settles_an_intent_left_processing,
-    saved_cards_tell_stripe_their_stored_credential_use
+    saved_cards_tell_stripe_their_stored_credential_use,
+    reconciliation_finds_a_lost_answer_by_stripes_search
 );
 
 const WEBHOOK_SECRET: &str = "whsec_strongroom_test_0123456789";
@@ -593,4 +595,52 @@ async fn saved_cards_tell_stripe_their_stored_credential_use(backend: Backend) {
         "{sent}"
     );
     assert_eq!(sent["without_cvc"], 1, "the later payment sent no CVC (the first one used it): {sent}");
+}
+
+async fn reconciliation_finds_a_lost_answer_by_stripes_search(backend: Backend) {
+    let Some(stripe) = LocalStripe::start().await else { return };
+    let base = stripe.base();
+    let Some(server) = TestServer::spawn_with(backend, |config| {
+        config.payments.gateway = "stripe".into();
+        config.payments.gateway_timeout = Duration::from_secs(1);
+        config.payments.reconcile_interval = Duration::from_secs(1);
+        config.payments.stripe.search_lag = Duration::from_secs(8);
+        config.payments.stripe.secret_key = Some(Secret::new(SECRET_KEY.into()));
+        config.payments.stripe.webhook_secret = Some(Secret::new(WEBHOOK_SECRET.into()));
+        config.payments.stripe.api_base = base;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = server.bootstrap_key.clone();
+    // The stand-in answers 13.13 after 6 s: strongroom gave up after 1 s, Stripe charged.
+    let slow = paid(&server, &key, "4242424242424242", 1313, "automatic").await;
+    let id = slow["id"].as_str().unwrap().to_owned();
+    assert_eq!(slow["status"], "processing", "{slow}");
+    // Before the search lag has passed, not found is not believed: it stays processing.
+    server.clock.advance(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let early = send(&server, &key, Method::GET, &format!("/v1/payment_intents/{id}"), None).await.1;
+    assert_eq!(early["status"], "processing", "{early}");
+    // Once Stripe has answered (6 s, real time), let the call be older than the timeout and the
+    // lag by the test clock, which stands still otherwise.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    server.clock.advance(Duration::from_secs(10));
+    let mut read = Value::Null;
+    for _ in 0..100 {
+        read = send(&server, &key, Method::GET, &format!("/v1/payment_intents/{id}"), None).await.1;
+        if read["status"] != "processing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!((read["status"].as_str(), read["amount_received"].as_i64()), (Some("succeeded"), Some(1313)), "{read}");
+    let at_stripe = stripe.intent_for(&id).await;
+    assert_eq!(at_stripe["status"], "succeeded");
+    let actions = audit_actions(&server, &id).await;
+    assert_eq!(actions.last().map(String::as_str), Some("payment_intent.succeeded"), "{actions:?}");
+    // The call was made once at Stripe (its key acted once).
+    let effects = stripe.get("/_config/effects").await;
+    assert!(effects["acted"].as_object().unwrap().values().all(|n| n == 1), "{effects}");
 }

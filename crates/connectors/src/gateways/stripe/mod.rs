@@ -53,7 +53,14 @@ pub struct StripeSettings {
     pub pages_origin: Option<String>,
     /// The outbound policy (address checks, TLS roots, timeouts).
     pub outbound: OutboundSettings,
+    /// How long a PaymentIntent may take to show in Stripe's search (see
+    /// [`Gateway::lookup_lag`]); [`DEFAULT_SEARCH_LAG`] unless a test stand-in answers at once.
+    pub search_lag: std::time::Duration,
 }
+
+/// Stripe documents its search as eventually consistent ("within a minute" normally): a call
+/// not found is believed never to have reached Stripe only after two minutes.
+pub const DEFAULT_SEARCH_LAG: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The Stripe gateway.
 #[derive(Debug, Clone)]
@@ -63,6 +70,7 @@ pub struct StripeGateway {
     secret_key: Secret<String>,
     return_url: Option<String>,
     pages_origin: Option<String>,
+    search_lag: std::time::Duration,
 }
 
 /// What one call to Stripe came to.
@@ -102,6 +110,7 @@ impl StripeGateway {
             secret_key: settings.secret_key,
             return_url: settings.return_url,
             pages_origin: settings.pages_origin,
+            search_lag: settings.search_lag,
         })
     }
 
@@ -364,10 +373,10 @@ impl Gateway for StripeGateway {
         }
     }
 
-    /// Stripe's search API is eventually consistent (its documentation: searchable "within a
-    /// minute" normally): "never seen" is believed only after two minutes.
+    /// Stripe's search API is eventually consistent: "never seen" is believed only after the
+    /// configured lag ([`DEFAULT_SEARCH_LAG`]).
     fn lookup_lag(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(120)
+        self.search_lag
     }
 
     /// After 3-D Secure Stripe goes on with the PaymentIntent by itself: its status is the
@@ -563,6 +572,7 @@ mod tests {
             return_url: None,
             pages_origin: None,
             outbound: OutboundSettings::default(),
+            search_lag: DEFAULT_SEARCH_LAG,
         };
         let gateway = StripeGateway::new(settings.clone()).unwrap();
         let notices = StripeNotices::new(Secret::new("whsec_canary-hook".into()));
