@@ -104,6 +104,35 @@ pub struct Config {
     pub oauth: OAuthConfig,
     /// Payments.
     pub payments: PaymentsConfig,
+    /// Intrusion detection's responses.
+    pub detection: DetectionConfig,
+}
+
+/// `[detection]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionConfig {
+    /// Make and enforce decisions about clients (blocks). Default true.
+    pub enabled: bool,
+    /// How long a client that tried many accounts (credential stuffing) is first blocked for the
+    /// merchant whose customers it tried; doubled each time within a day, up to a day.
+    /// Default 15m.
+    #[serde(with = "humantime_serde")]
+    pub stuffing_block: Duration,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        let defaults = strongroom_domain::detection::DetectionSettings::default();
+        Self { enabled: defaults.enabled, stuffing_block: defaults.stuffing_block }
+    }
+}
+
+impl DetectionConfig {
+    /// The domain's settings.
+    pub fn settings(&self) -> strongroom_domain::detection::DetectionSettings {
+        strongroom_domain::detection::DetectionSettings { enabled: self.enabled, stuffing_block: self.stuffing_block }
+    }
 }
 
 /// `[payments]`
@@ -871,6 +900,7 @@ impl Default for Config {
             mail: MailConfig::default(),
             oauth: OAuthConfig::default(),
             payments: PaymentsConfig::default(),
+            detection: DetectionConfig::default(),
         }
     }
 }
@@ -1337,6 +1367,11 @@ impl Config {
             || self.payments.reconcile_interval > Duration::from_secs(3600)
         {
             return fail("payments.reconcile_interval", "must be between 1s and 1h");
+        }
+        if self.detection.stuffing_block < Duration::from_secs(60)
+            || self.detection.stuffing_block > strongroom_domain::detection::MAX_BLOCK
+        {
+            return fail("detection.stuffing_block", "must be between 1m and 24h");
         }
         if self.payments.stripe.search_lag > Duration::from_secs(3600) {
             return fail("payments.stripe.search_lag", "must be at most 1h");

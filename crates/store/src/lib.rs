@@ -11,6 +11,7 @@
 mod audit;
 mod checkout;
 mod coalesced_reads;
+mod detection;
 mod disputes;
 mod idempotency;
 mod identity;

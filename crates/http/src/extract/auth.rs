@@ -50,6 +50,13 @@ pub mod scope {
         const SCOPE: Option<Scope> = Some(Scope::AdminWebhooks);
     }
 
+    /// `security:manage`
+    #[derive(Debug)]
+    pub struct SecurityManage;
+    impl RequiredScope for SecurityManage {
+        const SCOPE: Option<Scope> = Some(Scope::SecurityManage);
+    }
+
     /// `payments:write`
     #[derive(Debug)]
     pub struct PaymentsWrite;

@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod passkeys;
 pub mod payments;
 pub mod saved_cards;
+pub mod security;
 pub mod staff;
 pub mod vault;
 pub mod webhooks;
@@ -70,6 +71,10 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/refunds/{id}", get(payments::get_refund))
         .route("/v1/saved_cards", get(saved_cards::list_saved_cards))
         .route("/v1/saved_cards/{id}", get(saved_cards::get_saved_card).delete(saved_cards::remove_saved_card))
+        .route("/v1/security/decisions", get(security::list_decisions).post(security::create_decision))
+        .route("/v1/security/decisions/{id}", get(security::get_decision))
+        .route("/v1/security/decisions/{id}/lift", post(security::lift_decision))
+        .route("/v1/security/decisions/{id}/extend", post(security::extend_decision))
         .route("/v1/disputes", get(disputes::list_disputes))
         .route("/v1/disputes/{id}", get(disputes::get_dispute))
         .route("/v1/gateways/stripe/webhook", post(disputes::stripe_webhook))
