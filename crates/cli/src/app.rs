@@ -868,6 +868,7 @@ impl Application {
         decisions.refresh(true).await.context("cannot read the intrusion-detection decisions")?;
         let decisions_refresh = decisions.spawn_refresh();
         identity.set_decisions(decisions.clone());
+        vault.set_detection(decisions.clone());
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.

@@ -119,19 +119,36 @@ pub struct DetectionConfig {
     /// Default 15m.
     #[serde(with = "humantime_serde")]
     pub stuffing_block: Duration,
+    /// Lookups of tokens that do not exist by one API key within 10 minutes that suspend the key
+    /// (token guessing); 0: never. Default 100.
+    pub token_guesses: u32,
+    /// How long a token-guessing key is first suspended; doubled each time within a day, up to a
+    /// day. Default 15m.
+    #[serde(with = "humantime_serde")]
+    pub guessing_suspension: Duration,
 }
 
 impl Default for DetectionConfig {
     fn default() -> Self {
         let defaults = strongroom_domain::detection::DetectionSettings::default();
-        Self { enabled: defaults.enabled, stuffing_block: defaults.stuffing_block }
+        Self {
+            enabled: defaults.enabled,
+            stuffing_block: defaults.stuffing_block,
+            token_guesses: defaults.token_guesses,
+            guessing_suspension: defaults.guessing_suspension,
+        }
     }
 }
 
 impl DetectionConfig {
     /// The domain's settings.
     pub fn settings(&self) -> strongroom_domain::detection::DetectionSettings {
-        strongroom_domain::detection::DetectionSettings { enabled: self.enabled, stuffing_block: self.stuffing_block }
+        strongroom_domain::detection::DetectionSettings {
+            enabled: self.enabled,
+            stuffing_block: self.stuffing_block,
+            token_guesses: self.token_guesses,
+            guessing_suspension: self.guessing_suspension,
+        }
     }
 }
 
@@ -1372,6 +1389,11 @@ impl Config {
             || self.detection.stuffing_block > strongroom_domain::detection::MAX_BLOCK
         {
             return fail("detection.stuffing_block", "must be between 1m and 24h");
+        }
+        if self.detection.guessing_suspension < Duration::from_secs(60)
+            || self.detection.guessing_suspension > strongroom_domain::detection::MAX_BLOCK
+        {
+            return fail("detection.guessing_suspension", "must be between 1m and 24h");
         }
         if self.payments.stripe.search_lag > Duration::from_secs(3600) {
             return fail("payments.stripe.search_lag", "must be at most 1h");

@@ -283,6 +283,7 @@ impl ApiError {
             "client_blocked" => "The client is blocked for now: wait before trying again",
             "decision_exists" => "A decision about this client is in force",
             "decision_not_in_force" => "The decision was lifted or has ended",
+            "api_key_suspended" => "The API key is suspended for now",
             "internal_error" => "Internal error",
             _ => "Internal error",
         }

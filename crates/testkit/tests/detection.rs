@@ -1,8 +1,9 @@
 //! Black-box tests of intrusion detection's decisions on a real server, on SQLite and PostgreSQL:
 //! credential stuffing from one client blocks that client's customer sign-ins (and only its),
 //! the decision is listed, audited and sent as an event; of 30 concurrent lifts one wins and the
-//! client may sign in again; blocks made by hand are extended and lifted; bad input is named; and
-//! on PostgreSQL a block made on one node is enforced by a second node within a second.
+//! client may sign in again; blocks made by hand are extended and lifted; bad input is named;
+//! token guessing suspends the guessing API key (and only it) until lifted; and on PostgreSQL a
+//! block made on one node is enforced by a second node within a second.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use strongroom_types::{Clock, ManualClock, OsEntropy, SystemClock};
 on_both_backends!(
     credential_stuffing_blocks_the_client_until_lifted_once,
     blocks_made_by_hand_are_extended_lifted_and_checked,
+    token_guessing_suspends_the_key_until_lifted,
     a_block_on_one_node_holds_on_another_within_a_second
 );
 
@@ -196,4 +198,40 @@ async fn a_block_on_one_node_holds_on_another_within_a_second(backend: Backend) 
     };
     assert!(freed_after <= Duration::from_millis(1100), "node B applied the lift after {freed_after:?}");
     node_b.shutdown().await;
+}
+
+async fn token_guessing_suspends_the_key_until_lifted(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |config| config.detection.token_guesses = 20).await else {
+        return;
+    };
+    let (key_id, guesser) = server.create_key("guesser", &["vault:read"]).await;
+    let unknown =
+        |n: usize| format!("tok_{}", "abcdefghijklmnopqrstuvwxyz".chars().cycle().skip(n).take(26).collect::<String>());
+    for n in 0..20 {
+        let (status, _) = server.call(&guesser, Method::GET, &format!("/v1/tokens/{}", unknown(n)), None).await;
+        assert_eq!(status, 404, "guess {n}");
+    }
+    // The twentieth guess suspended the key: every request of it is refused now.
+    let response =
+        server.request_as(&guesser, Method::GET, &format!("/v1/tokens/{}", unknown(0))).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((850..=900).contains(&retry), "{retry}");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "api_key_suspended", "{problem}");
+    // Other keys go on.
+    let token = post(&server, "/v1/tokens", &json!({"type": "email", "value": "a@example.com"})).await.1;
+    assert_eq!(get(&server, &format!("/v1/tokens/{}", token["id"].as_str().unwrap())).await.0, 200);
+
+    let (_, list) = get(&server, "/v1/security/decisions").await;
+    let decision = &list["data"][0];
+    assert_eq!(decision["scope"], json!({"kind": "api_key", "address": key_id}), "{list}");
+    assert_eq!((decision["action"].as_str(), decision["reason"].as_str()), (Some("suspend"), Some("token_guessing")));
+    let audit = audit_text(&server).await;
+    assert!(audit.contains("api_key_suspended"), "the refusal is audited");
+
+    let id = decision["id"].as_str().unwrap();
+    assert_eq!(post(&server, &format!("/v1/security/decisions/{id}/lift"), &json!({})).await.0, 200);
+    let (status, _) = server.call(&guesser, Method::GET, &format!("/v1/tokens/{}", unknown(0)), None).await;
+    assert_eq!(status, 404, "the key works again");
 }

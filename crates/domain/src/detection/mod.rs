@@ -1,8 +1,8 @@
 //! Intrusion detection's responses: decisions about a client (an address, or its /24 or /64
-//! prefix), made by a detection (credential stuffing now) or by a staff member, stored so that
-//! every node applies them, and enforced where the client acts: a customer sign-in (the
-//! customer's address as the shop passes it, or the browser's on the hosted pages), and any
-//! request from an address blocked deployment-wide.
+//! prefix: blocked) or an API key (suspended), made by a detection (credential stuffing, token
+//! guessing) or by a staff member, stored so that every node applies them, and enforced where
+//! the client acts: a customer sign-in (the customer's address as the shop passes it, or the
+//! browser's on the hosted pages), and every request with a suspended key (the gate).
 //!
 //! Each node keeps the decisions that hold in memory ([`DecisionBook`]) and reloads them when
 //! the stored version changes (checked every [`REFRESH`]), so a decision made or lifted on one
@@ -45,13 +45,28 @@ pub struct DetectionSettings {
     pub enabled: bool,
     /// How long a first credential-stuffing block lasts (doubled per strike).
     pub stuffing_block: Duration,
+    /// Lookups of tokens that do not exist, by one API key within [`GUESS_WINDOW`], that suspend
+    /// the key (token guessing); 0: never.
+    pub token_guesses: u32,
+    /// How long a first token-guessing suspension lasts (doubled per strike).
+    pub guessing_suspension: Duration,
 }
 
 impl Default for DetectionSettings {
     fn default() -> Self {
-        Self { enabled: true, stuffing_block: Duration::from_secs(15 * 60) }
+        Self {
+            enabled: true,
+            stuffing_block: Duration::from_secs(15 * 60),
+            token_guesses: 100,
+            guessing_suspension: Duration::from_secs(15 * 60),
+        }
     }
 }
+
+/// The window token guesses are counted in.
+pub const GUESS_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Most API keys whose guesses one node counts at once (the oldest windows are dropped first).
+const MAX_COUNTED_KEYS: usize = 10_000;
 
 /// What a decision is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +75,8 @@ pub enum DecisionScope {
     Ip(IpAddr),
     /// An IPv4 /24 or IPv6 /64: the network an address is in.
     Prefix(IpAddr),
+    /// An API key (`key_…`): suspended.
+    ApiKey(String),
 }
 
 impl DecisionScope {
@@ -68,6 +85,15 @@ impl DecisionScope {
         match self {
             DecisionScope::Ip(_) => "ip",
             DecisionScope::Prefix(_) => "prefix",
+            DecisionScope::ApiKey(_) => "api_key",
+        }
+    }
+
+    /// What a decision on it does: `suspend` an API key, `block` a client.
+    pub fn action(&self) -> &'static str {
+        match self {
+            DecisionScope::ApiKey(_) => "suspend",
+            DecisionScope::Ip(_) | DecisionScope::Prefix(_) => "block",
         }
     }
 
@@ -79,6 +105,7 @@ impl DecisionScope {
                 IpAddr::V4(net) => format!("{net}/24"),
                 IpAddr::V6(net) => format!("{net}/64"),
             },
+            DecisionScope::ApiKey(id) => id.clone(),
         }
     }
 
@@ -101,7 +128,16 @@ impl DecisionScope {
                 }
                 Ok(DecisionScope::Prefix(ip))
             }
-            _ => Err(DomainError::invalid("/scope/kind", "must be ip or prefix")),
+            "api_key" => {
+                let well_formed = value.strip_prefix("key_").is_some_and(|rest| {
+                    rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+                });
+                if !well_formed {
+                    return Err(DomainError::invalid("/scope/address", "must be an API key id (key_…)"));
+                }
+                Ok(DecisionScope::ApiKey(value.to_owned()))
+            }
+            _ => Err(DomainError::invalid("/scope/kind", "must be ip, prefix or api_key")),
         }
     }
 }
@@ -151,6 +187,21 @@ impl DecisionBook {
                 _ => false,
             })
             .max_by_key(|d| d.until.unix_millis())
+            .cloned()
+    }
+
+    /// The decision of `merchant` that suspends its API key `key` at `now`, if any (a decision of
+    /// another merchant naming the key suspends nothing).
+    pub fn suspending(&self, merchant: &MerchantId, key: &str, now: Timestamp) -> Option<DecisionRecord> {
+        let holding = self.holding.read().ok()?.clone();
+        holding
+            .iter()
+            .find(|d| {
+                d.scope_kind == "api_key"
+                    && d.scope_value == key
+                    && d.merchant.as_deref() == Some(merchant.as_str())
+                    && d.holds(now)
+            })
             .cloned()
     }
 
@@ -215,6 +266,8 @@ pub struct NewDecision {
 pub struct DecisionService {
     repo: Arc<dyn DecisionsRepository>,
     book: Arc<DecisionBook>,
+    /// Token guesses per API key on this node: (window start ms, count).
+    guesses: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>>,
     outbox: Outbox,
     audit: AuditLog,
     clock: Arc<dyn Clock>,
@@ -232,7 +285,16 @@ impl DecisionService {
         entropy: Arc<dyn Entropy>,
         settings: DetectionSettings,
     ) -> Self {
-        Self { repo, book: Arc::new(DecisionBook::default()), outbox, audit, clock, entropy, settings }
+        Self {
+            repo,
+            book: Arc::new(DecisionBook::default()),
+            guesses: Arc::default(),
+            outbox,
+            audit,
+            clock,
+            entropy,
+            settings,
+        }
     }
 
     /// The settings.
@@ -251,6 +313,60 @@ impl DecisionService {
             return None;
         }
         self.book.blocking(merchant, ip?, self.clock.now())
+    }
+
+    /// The decision that suspends this caller's API key now, if decisions are enforced (staff
+    /// sessions and access tokens have no key to suspend).
+    pub fn suspending(&self, principal: &Principal) -> Option<DecisionRecord> {
+        if !self.settings.enabled {
+            return None;
+        }
+        let key = principal.key_id()?;
+        self.book.suspending(principal.merchant_id(), key.as_str(), self.clock.now())
+    }
+
+    /// Counts a lookup of a token that does not exist by `principal`'s API key (token guessing):
+    /// the [`DetectionSettings::token_guesses`]-th in a window suspends the key. Counted per node,
+    /// in a bounded map; the suspension itself holds on every node.
+    pub async fn unknown_token(&self, principal: &Principal) {
+        let limit = self.settings.token_guesses;
+        let Some(key) = principal.key_id().map(|k| k.as_str().to_owned()) else { return };
+        if !self.settings.enabled || limit == 0 {
+            return;
+        }
+        let now = self.clock.now().unix_millis();
+        let window = i64::try_from(GUESS_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let reached = {
+            let Ok(mut guesses) = self.guesses.lock() else { return };
+            if guesses.len() >= MAX_COUNTED_KEYS && !guesses.contains_key(&key) {
+                guesses.retain(|_, (start, _)| now.saturating_sub(*start) < window);
+                if guesses.len() >= MAX_COUNTED_KEYS {
+                    guesses.clear();
+                }
+            }
+            let entry = guesses.entry(key.clone()).or_insert((now, 0));
+            if now.saturating_sub(entry.0) >= window {
+                *entry = (now, 0);
+            }
+            entry.1 = entry.1.saturating_add(1);
+            entry.1 == limit
+        };
+        if !reached {
+            return;
+        }
+        let new = NewDecision {
+            merchant: Some(principal.merchant_id().clone()),
+            scope: DecisionScope::ApiKey(key),
+            reason: "token_guessing".to_owned(),
+            detail: Some(format!(
+                "{limit} lookups of tokens that do not exist within {} minutes",
+                GUESS_WINDOW.as_secs() / 60
+            )),
+            base: self.settings.guessing_suspension,
+        };
+        if let Err(err) = self.decide(Decider::Detector, new).await {
+            tracing::warn!(error = %err, "suspending a token-guessing API key failed");
+        }
     }
 
     /// Reloads the book when the stored version changed (or `force`).
@@ -324,7 +440,7 @@ impl DecisionService {
             merchant: new.merchant.as_ref().map(|m| m.as_str().to_owned()),
             scope_kind: kind.to_owned(),
             scope_value: value,
-            action: "block".to_owned(),
+            action: new.scope.action().to_owned(),
             reason: new.reason,
             detail: new.detail,
             created_by: decider.name(),

@@ -23,10 +23,10 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeBody {
-    /// `ip` (one address) or `prefix` (its /24, or /64 for IPv6).
+    /// `ip` (one address), `prefix` (its /24, or /64 for IPv6) or `api_key`.
     pub kind: String,
     /// `203.0.113.7`; for a prefix `203.0.113.0/24` or `2001:db8:1:2::/64` (an address in it is
-    /// taken too).
+    /// taken too); for an API key its id `key_…`.
     pub address: String,
 }
 
@@ -39,9 +39,10 @@ pub struct DecisionBody {
     pub id: String,
     /// What it is about.
     pub scope: ScopeBody,
-    /// `block`: the client's customer sign-ins are refused (`429 client_blocked`).
+    /// `block`: the client's customer sign-ins are refused (`429 client_blocked`); `suspend`: the
+    /// API key's requests are refused (`403 api_key_suspended`).
     pub action: String,
-    /// The detection that made it (`credential_stuffing`), or `manual`.
+    /// The detection that made it (`credential_stuffing`, `token_guessing`), or `manual`.
     pub reason: String,
     /// What was seen, or the staff member's note.
     pub detail: Option<String>,

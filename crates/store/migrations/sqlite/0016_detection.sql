@@ -8,9 +8,9 @@
 CREATE TABLE security_decisions (
     id TEXT PRIMARY KEY,
     merchant_key TEXT NOT NULL,
-    scope_kind TEXT NOT NULL CHECK (scope_kind IN ('ip', 'prefix')),
+    scope_kind TEXT NOT NULL CHECK (scope_kind IN ('ip', 'prefix', 'api_key')),
     scope_value TEXT NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('block')),
+    action TEXT NOT NULL CHECK (action IN ('block', 'suspend')),
     reason TEXT NOT NULL,
     detail TEXT,
     created_by TEXT NOT NULL,
