@@ -1,35 +1,143 @@
 //! The checkout rules' storage on both backends: the fraud signals of each confirmation attempt,
-//! the window counts the fraud rules read, and the fraud decision kept on an intent.
+//! the window counts the fraud rules read, the fraud decision kept on an intent, and a payment
+//! intent created and confirmed in one transaction with its attempt's signals.
 //!
 //! An attempt's rows are inserted and its keys counted in one transaction that holds, per key,
 //! a lock until it commits (PostgreSQL: a transaction-level advisory lock on the key; SQLite: the
-//! database's write lock, taken by the first insert). So racing attempts of a key (on one node
-//! or several) are counted one after the other, each seeing every earlier one: a limit of N lets
-//! exactly N attempts through in a window, whatever the concurrency.
+//! database's write lock, taken by the transaction's first write). So racing attempts of a key
+//! (on one node or several) are counted one after the other, each seeing every earlier one: a
+//! limit of N lets exactly N attempts through in a window, whatever the concurrency. The locks,
+//! the inserts and the counts are one statement each, whatever the number of keys.
 //! Must never: count outside the transaction that inserted the attempt, or count an attempt twice
 //! (the primary key `(intent_id, attempt, kind)` keeps a repeat out).
 
 use async_trait::async_trait;
 use strongroom_domain::StoreError;
-use strongroom_domain::ports::checkout::{AttemptSignals, CheckoutRepository, SignalKind, WindowCounts};
+use strongroom_domain::ports::checkout::{
+    AttemptSignals, CheckoutRepository, CreateAndConfirm, CreateAndConfirmOutcome, PlanConfirm, SignalKind,
+    WindowCounts,
+};
 use strongroom_domain::ports::payments::{IntentRecord, Page};
 use strongroom_types::Timestamp;
 
-use crate::payments::{INTENT_COLUMNS, IntentRow, page_sql};
+use crate::outbox::write_messages;
+use crate::payments::{INSERT_CALL, INTENT_COLUMNS, IntentRow, insert_intent_in, intent_json, page_sql};
 use crate::{Store, on_pool, store_error};
 
-const INSERT_SIGNAL: &str = "INSERT INTO payment_signals (intent_id, attempt, kind, merchant_id, mode, key, card, \
-     amount, currency, small, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-     ON CONFLICT (intent_id, attempt, kind) DO NOTHING";
+/// The insert of an attempt's `n` signals (one row per key): `$1` intent, `$2` attempt, `$3`
+/// merchant, `$4` mode, `$5` card, `$6` amount, `$7` currency, `$8` small, `$9` at, then kind and
+/// key of each row.
+fn insert_signals_sql(n: usize) -> String {
+    let rows: Vec<String> =
+        (0..n).map(|i| format!("($1, $2, ${}, $3, $4, ${}, $5, $6, $7, $8, $9)", 10 + 2 * i, 11 + 2 * i)).collect();
+    format!(
+        "INSERT INTO payment_signals (intent_id, attempt, kind, merchant_id, mode, key, card, amount, currency, \
+         small, at) VALUES {} ON CONFLICT (intent_id, attempt, kind) DO NOTHING",
+        rows.join(", ")
+    )
+}
 
-/// One kind's counts: `$1` merchant, `$2` mode, `$3` since, `$4` kind, `$5` key.
-const COUNT_SIGNALS: &str = "SELECT COUNT(*), COUNT(DISTINCT card), \
-     COALESCE(SUM(CASE WHEN declined = 1 THEN 1 ELSE 0 END), 0), \
-     COALESCE(SUM(CASE WHEN small = 1 THEN 1 ELSE 0 END), 0) \
-     FROM payment_signals WHERE merchant_id = $1 AND mode = $2 AND kind = $4 AND key = $5 AND at >= $3";
+/// The counts of `n` keys in one statement, one row per key in the order given (its position
+/// first): `$1` merchant, `$2` mode, `$3` since, then kind and key of each.
+fn count_signals_sql(n: usize) -> String {
+    let parts: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "SELECT CAST({i} AS BIGINT), COUNT(*), COUNT(DISTINCT card), \
+                 COALESCE(SUM(CASE WHEN declined = 1 THEN 1 ELSE 0 END), 0), \
+                 COALESCE(SUM(CASE WHEN small = 1 THEN 1 ELSE 0 END), 0) \
+                 FROM payment_signals WHERE merchant_id = $1 AND mode = $2 AND kind = ${} AND key = ${} \
+                 AND at >= $3",
+                4 + 2 * i,
+                5 + 2 * i
+            )
+        })
+        .collect();
+    parts.join(" UNION ALL ")
+}
+
+/// PostgreSQL: the transaction-level advisory locks of `n` keys, taken left to right in one
+/// statement (`$1`…`$n`: the keys' names, sorted).
+fn lock_keys_sql(n: usize) -> String {
+    let locks: Vec<String> = (1..=n).map(|i| format!("pg_advisory_xact_lock(hashtextextended(${i}, 14))")).collect();
+    format!("SELECT {}", locks.join(", "))
+}
 
 fn count(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+/// An attempt's keys in lock order: names in one order for every attempt, so two attempts never
+/// wait for each other in a cycle.
+fn sorted_keys(attempt: &AttemptSignals) -> Vec<&(SignalKind, String)> {
+    let mut keys: Vec<&(SignalKind, String)> = attempt.keys.iter().collect();
+    keys.sort();
+    keys
+}
+
+/// Records `$attempt`'s signals and counts its `$keys` (sorted) since `$since` in transaction
+/// `$tx`, under each key's lock (PostgreSQL with `$postgres`: advisory locks, taken first and in
+/// `$keys`' order; SQLite: the database's write lock, which the transaction holds from its first
+/// write); evaluates to the counts, in `$keys`' order. Three statements whatever the number of
+/// keys.
+macro_rules! record_and_count_in {
+    ($tx:expr, $postgres:expr, $attempt:expr, $keys:expr, $since:expr) => {{
+        let (attempt, keys) = ($attempt, $keys);
+        if $postgres && !keys.is_empty() {
+            // One attempt per key at a time: the locks are held until the commit, so the next
+            // attempt of a key counts this one.
+            let sql = lock_keys_sql(keys.len());
+            let mut lock = sqlx::query(&sql);
+            for (kind, key) in keys.iter() {
+                lock = lock.bind(format!(
+                    "{}|{}|{}|{key}",
+                    attempt.merchant.as_str(),
+                    attempt.mode.as_str(),
+                    kind.as_str()
+                ));
+            }
+            lock.execute(&mut *$tx).await?;
+        }
+        let mut counts = Vec::with_capacity(keys.len());
+        if !keys.is_empty() {
+            let sql = insert_signals_sql(keys.len());
+            let mut insert = sqlx::query(&sql)
+                .bind(&attempt.intent)
+                .bind(i64::from(attempt.attempt))
+                .bind(attempt.merchant.as_str())
+                .bind(attempt.mode.as_str())
+                .bind(&attempt.card)
+                .bind(attempt.amount)
+                .bind(&attempt.currency)
+                .bind(i32::from(attempt.small))
+                .bind(attempt.at.unix_millis());
+            for (kind, key) in keys.iter() {
+                insert = insert.bind(kind.as_str()).bind(key);
+            }
+            insert.execute(&mut *$tx).await?;
+            let sql = count_signals_sql(keys.len());
+            let mut query = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(&sql)
+                .bind(attempt.merchant.as_str())
+                .bind(attempt.mode.as_str())
+                .bind($since.unix_millis());
+            for (kind, key) in keys.iter() {
+                query = query.bind(kind.as_str()).bind(key);
+            }
+            let mut rows = query.fetch_all(&mut *$tx).await?;
+            rows.sort_by_key(|row| row.0);
+            for (position, (kind, _)) in keys.iter().enumerate() {
+                let row = rows.iter().find(|row| usize::try_from(row.0).ok() == Some(position));
+                let window = row.map_or_else(WindowCounts::default, |row| WindowCounts {
+                    attempts: count(row.1),
+                    cards: count(row.2),
+                    declines: count(row.3),
+                    small: count(row.4),
+                });
+                counts.push((*kind, window));
+            }
+        }
+        counts
+    }};
 }
 
 #[async_trait]
@@ -39,66 +147,123 @@ impl CheckoutRepository for Store {
         attempt: &AttemptSignals,
         since: Timestamp,
     ) -> Result<Vec<(SignalKind, WindowCounts)>, StoreError> {
+        let _gate = self.sqlite_write_gate().await;
         let postgres = matches!(self.backend, crate::Backend::Postgres(_));
-        // Lock names in one order for every attempt, so two attempts never wait for each other
-        // in a cycle.
-        let mut keys: Vec<&(SignalKind, String)> = attempt.keys.iter().collect();
-        keys.sort();
+        let keys = sorted_keys(attempt);
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            if postgres {
-                // One attempt per key at a time: the lock is held until the commit, so the
-                // next attempt of a key counts this one. (SQLite: the first insert takes the
-                // database's write lock, with the same effect.)
-                for (kind, key) in &keys {
-                    let name = format!("{}|{}|{}|{key}", attempt.merchant.as_str(), attempt.mode.as_str(), kind.as_str());
-                    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 14))")
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            for (kind, key) in &keys {
-                sqlx::query(INSERT_SIGNAL)
-                    .bind(&attempt.intent)
-                    .bind(i64::from(attempt.attempt))
-                    .bind(kind.as_str())
-                    .bind(attempt.merchant.as_str())
-                    .bind(attempt.mode.as_str())
-                    .bind(key)
-                    .bind(&attempt.card)
-                    .bind(attempt.amount)
-                    .bind(&attempt.currency)
-                    .bind(i32::from(attempt.small))
-                    .bind(attempt.at.unix_millis())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let mut counts = Vec::with_capacity(keys.len());
-            for (kind, key) in &keys {
-                let row: (i64, i64, i64, i64) = sqlx::query_as(COUNT_SIGNALS)
-                    .bind(attempt.merchant.as_str())
-                    .bind(attempt.mode.as_str())
-                    .bind(since.unix_millis())
-                    .bind(kind.as_str())
-                    .bind(key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let window = WindowCounts {
-                    attempts: count(row.0),
-                    cards: count(row.1),
-                    declines: count(row.2),
-                    small: count(row.3),
-                };
-                counts.push((*kind, window));
-            }
+            let counts = record_and_count_in!(tx, postgres, attempt, &keys, since);
             tx.commit().await?;
             Ok::<_, sqlx::Error>(counts)
         }.await)
         .map_err(store_error)
     }
 
+    async fn create_and_confirm(
+        &self,
+        write: &CreateAndConfirm<'_>,
+        plan: &PlanConfirm<'_>,
+    ) -> Result<CreateAndConfirmOutcome, StoreError> {
+        let _gate = self.sqlite_write_gate().await;
+        let postgres = matches!(self.backend, crate::Backend::Postgres(_));
+        let intent = write.intent;
+        let j = intent_json(intent)?;
+        let keys = write.signals.map(|(attempt, _)| sorted_keys(attempt)).unwrap_or_default();
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            // On SQLite this first write takes the write lock, which then serializes the counting
+            // below as PostgreSQL's advisory locks do (the signals' rows refer to the intent, so
+            // it comes first).
+            insert_intent_in!(tx, intent, j);
+            let counts = match write.signals {
+                Some((attempt, since)) => record_and_count_in!(tx, postgres, attempt, &keys, since),
+                None => Vec::new(),
+            };
+            let planned = match plan(counts.as_slice()) {
+                Ok(planned) => planned,
+                Err(err) => {
+                    tx.rollback().await?;
+                    return Ok(Err(err));
+                }
+            };
+            let fraud = match planned.fraud.as_ref().map(serde_json::to_string).transpose() {
+                Ok(fraud) => fraud,
+                Err(err) => {
+                    tx.rollback().await?;
+                    return Ok(Err(StoreError::Other(err.to_string())));
+                }
+            };
+            match &planned.claim {
+                Some(claim) => {
+                    let claimed = &claim.claimed;
+                    // The one statement that decides, as a claim's always does (here it cannot
+                    // lose: the intent is this transaction's own).
+                    let changed = sqlx::query(
+                        "UPDATE payment_intents SET status = $4, pending_operation = $5, attempt = $6, fraud = $7, \
+                         updated_at = $8 WHERE id = $1 AND status = $2 AND attempt = $3",
+                    )
+                    .bind(&intent.id)
+                    .bind(intent.state.status())
+                    .bind(i64::from(intent.attempt))
+                    .bind(claimed.state.status())
+                    .bind(claimed.state.pending_operation())
+                    .bind(i64::from(claimed.attempt))
+                    .bind(fraud.as_deref())
+                    .bind(claimed.updated_at.unix_millis())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if changed != 1 {
+                        tx.rollback().await?;
+                        return Ok(Err(StoreError::Other("a new payment intent changed under its own transaction".into())));
+                    }
+                    if let Some((order, total)) = write.lock_order {
+                        let locked = sqlx::query(
+                            "UPDATE orders SET locked_at = COALESCE(locked_at, $3) WHERE id = $1 AND amount_total = $2 \
+                             AND currency = $4",
+                        )
+                        .bind(order)
+                        .bind(total)
+                        .bind(claimed.updated_at.unix_millis())
+                        .bind(claimed.amount.currency().lowercase())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if locked == 0 {
+                            tx.rollback().await?;
+                            return Ok(Ok(CreateAndConfirmOutcome::OrderChanged));
+                        }
+                    }
+                    sqlx::query(INSERT_CALL)
+                        .bind(&claim.call.idempotency_key)
+                        .bind(&claim.call.intent)
+                        .bind(claim.call.operation)
+                        .bind(claim.call.amount)
+                        .bind(claim.call.at.unix_millis())
+                        .execute(&mut *tx)
+                        .await?;
+                    write_messages!(tx, write.created_events);
+                    write_messages!(tx, &claim.events);
+                }
+                None => {
+                    if fraud.is_some() {
+                        sqlx::query("UPDATE payment_intents SET fraud = $2 WHERE id = $1")
+                            .bind(&intent.id)
+                            .bind(fraud.as_deref())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    write_messages!(tx, write.created_events);
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Ok(CreateAndConfirmOutcome::Written(Box::new(planned))))
+        }.await)
+        .map_err(store_error)?
+    }
+
     async fn mark_declined(&self, intent: &str, attempt: u32) -> Result<(), StoreError> {
+        let _gate = self.sqlite_write_gate().await;
         on_pool!(self, pool => sqlx::query("UPDATE payment_signals SET declined = 1 WHERE intent_id = $1 AND attempt = $2")
             .bind(intent)
             .bind(i64::from(attempt))
@@ -109,6 +274,7 @@ impl CheckoutRepository for Store {
     }
 
     async fn set_fraud_decision(&self, intent: &str, decision: &str) -> Result<(), StoreError> {
+        let _gate = self.sqlite_write_gate().await;
         on_pool!(self, pool => sqlx::query("UPDATE payment_intents SET fraud = $2 WHERE id = $1")
             .bind(intent)
             .bind(decision)

@@ -15,6 +15,7 @@ mod detection;
 mod disputes;
 mod idempotency;
 mod identity;
+mod ledger_writer;
 mod outbox;
 pub use outbox::PgLeadership;
 mod passkeys;
@@ -55,6 +56,9 @@ pub struct Store {
     data_key_reads: Option<Arc<coalesced_reads::CoalescedReads<vault::DataKeyRow>>>,
     /// PostgreSQL only: how to connect, for the job runner's leadership connection.
     pg_options: Option<PgConnectOptions>,
+    /// The sandbox ledger's group commit on `direct` or `pg_writes`, started at its first entry
+    /// (none without either: an in-memory SQLite database inserts each entry by itself).
+    ledger: Arc<std::sync::OnceLock<Option<ledger_writer::LedgerWriter>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,8 +243,8 @@ impl Store {
                     vault::pg_data_keys_by_owners(lane.clone()),
                 )));
                 pg_reads = Some(lane);
-                // The audit writer and up to four token writers.
-                pg_writes = Some(Arc::new(pg_direct::PgLane::new(lane_options, 5, settings.acquire_timeout)));
+                // The audit writer, up to four token writers and two sandbox ledger writers.
+                pg_writes = Some(Arc::new(pg_direct::PgLane::new(lane_options, 7, settings.acquire_timeout)));
                 pg_options = Some(options.clone().application_name("strongroom-leader"));
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections.unwrap_or_else(|| (cores() * 4).max(8)))
@@ -254,7 +258,25 @@ impl Store {
                 Backend::Postgres(pool)
             }
         };
-        Ok(Self { backend, direct, pg_reads, pg_writes, token_reads, data_key_reads, pg_options })
+        Ok(Self {
+            backend,
+            direct,
+            pg_reads,
+            pg_writes,
+            token_reads,
+            data_key_reads,
+            pg_options,
+            ledger: Arc::new(std::sync::OnceLock::new()),
+        })
+    }
+
+    /// SQLite with a file: the write gate (see `sqlite_direct.rs`), to hold across one write
+    /// transaction on the pool. None on PostgreSQL, whose writers wait for row locks, not poll.
+    pub(crate) async fn sqlite_write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.direct {
+            Some(direct) => Some(direct.write_gate().await),
+            None => None,
+        }
     }
 
     /// Which backend this store uses.

@@ -154,6 +154,7 @@ impl OutboxRepository for Store {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
+        let _gate = self.sqlite_write_gate().await;
         // One conditional update claims: the outer conditions are checked again on each row as
         // it is updated, so a row another claimer leased meanwhile is skipped.
         let sql = format!(

@@ -20,6 +20,7 @@ use strongroom_domain::ports::payments::{
 };
 use strongroom_types::{Currency, Money, Timestamp};
 
+use crate::ledger_writer::{INSERT_ENTRY, LedgerWriter, Sink};
 use crate::outbox::write_messages;
 use crate::{Store, on_pool, store_error};
 
@@ -201,15 +202,15 @@ impl TryFrom<RefundRow> for RefundRecord {
 }
 
 /// The JSON columns of an intent.
-struct IntentJson {
-    error: Option<String>,
-    action: Option<String>,
-    card: Option<String>,
-    fraud: Option<String>,
-    card_on_file: Option<String>,
+pub(crate) struct IntentJson {
+    pub(crate) error: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) card: Option<String>,
+    pub(crate) fraud: Option<String>,
+    pub(crate) card_on_file: Option<String>,
 }
 
-fn intent_json(intent: &IntentRecord) -> Result<IntentJson, StoreError> {
+pub(crate) fn intent_json(intent: &IntentRecord) -> Result<IntentJson, StoreError> {
     Ok(IntentJson {
         error: json(intent.last_payment_error.as_ref())?,
         action: json(intent.next_action.as_ref())?,
@@ -219,7 +220,48 @@ fn intent_json(intent: &IntentRecord) -> Result<IntentJson, StoreError> {
     })
 }
 
-const INSERT_CALL: &str = "INSERT INTO payment_gateway_calls (idempotency_key, intent_id, operation, amount, created_at) \
+/// Inserts `$intent` (with its JSON columns `$j`, from [`intent_json`]) in transaction `$tx`.
+macro_rules! insert_intent_in {
+    ($tx:expr, $intent:expr, $j:expr) => {
+        sqlx::query(&format!(
+            "INSERT INTO payment_intents ({INTENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"
+        ))
+        .bind(&$intent.id)
+        .bind($intent.merchant.as_str())
+        .bind($intent.mode.as_str())
+        .bind($intent.amount.minor())
+        .bind($intent.amount.currency().lowercase())
+        .bind($intent.order.as_deref())
+        .bind($intent.customer.as_deref())
+        .bind($intent.payment_method.as_deref())
+        .bind($intent.capture_method.as_str())
+        .bind($intent.state.status())
+        .bind($intent.state.pending_operation())
+        .bind(i64::from($intent.attempt))
+        .bind($intent.amount_capturable)
+        .bind($intent.amount_received)
+        .bind($intent.amount_refunded)
+        .bind($j.error.as_deref())
+        .bind($j.action.as_deref())
+        .bind($j.card.as_deref())
+        .bind(&$intent.gateway)
+        .bind($intent.gateway_reference.as_deref())
+        .bind(&$intent.description)
+        .bind($intent.metadata.as_deref())
+        .bind($intent.cancellation_reason.as_deref())
+        .bind($intent.canceled_at.map(Timestamp::unix_millis))
+        .bind($intent.created_at.unix_millis())
+        .bind($intent.updated_at.unix_millis())
+        .bind($j.fraud.as_deref())
+        .bind($j.card_on_file.as_deref())
+        .execute(&mut *$tx)
+        .await?;
+    };
+}
+pub(crate) use insert_intent_in;
+
+pub(crate) const INSERT_CALL: &str = "INSERT INTO payment_gateway_calls (idempotency_key, intent_id, operation, amount, created_at) \
      VALUES ($1, $2, $3, $4, $5)";
 const ANSWER_CALL: &str =
     "UPDATE payment_gateway_calls SET outcome = $2, answered_at = $3 WHERE idempotency_key = $1 AND outcome IS NULL";
@@ -342,43 +384,11 @@ impl PaymentsRepository for Store {
     }
 
     async fn insert_intent(&self, intent: &IntentRecord, events: &[OutboxMessage]) -> Result<(), StoreError> {
+        let _gate = self.sqlite_write_gate().await;
         let j = intent_json(intent)?;
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            sqlx::query(&format!(
-                "INSERT INTO payment_intents ({INTENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"
-            ))
-            .bind(&intent.id)
-            .bind(intent.merchant.as_str())
-            .bind(intent.mode.as_str())
-            .bind(intent.amount.minor())
-            .bind(intent.amount.currency().lowercase())
-            .bind(intent.order.as_deref())
-            .bind(intent.customer.as_deref())
-            .bind(intent.payment_method.as_deref())
-            .bind(intent.capture_method.as_str())
-            .bind(intent.state.status())
-            .bind(intent.state.pending_operation())
-            .bind(i64::from(intent.attempt))
-            .bind(intent.amount_capturable)
-            .bind(intent.amount_received)
-            .bind(intent.amount_refunded)
-            .bind(j.error.as_deref())
-            .bind(j.action.as_deref())
-            .bind(j.card.as_deref())
-            .bind(&intent.gateway)
-            .bind(intent.gateway_reference.as_deref())
-            .bind(&intent.description)
-            .bind(intent.metadata.as_deref())
-            .bind(intent.cancellation_reason.as_deref())
-            .bind(intent.canceled_at.map(Timestamp::unix_millis))
-            .bind(intent.created_at.unix_millis())
-            .bind(intent.updated_at.unix_millis())
-            .bind(j.fraud.as_deref())
-            .bind(j.card_on_file.as_deref())
-            .execute(&mut *tx)
-            .await?;
+            insert_intent_in!(tx, intent, j);
             write_messages!(tx, events);
             tx.commit().await
         }.await)
@@ -406,6 +416,7 @@ impl PaymentsRepository for Store {
     }
 
     async fn transition_intent(&self, t: &IntentTransition<'_>) -> Result<TransitionOutcome, StoreError> {
+        let _gate = self.sqlite_write_gate().await;
         let (before, after) = (t.before, t.after);
         let j = intent_json(after)?;
         on_pool!(self, pool => async {
@@ -509,6 +520,7 @@ impl PaymentsRepository for Store {
         call: &GatewayCallRecord,
         events: &[OutboxMessage],
     ) -> Result<bool, StoreError> {
+        let _gate = self.sqlite_write_gate().await;
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             // The one statement that decides: refunded stays within received, however many race.
@@ -565,6 +577,7 @@ impl PaymentsRepository for Store {
         call_outcome: (&str, &str),
         events: &[OutboxMessage],
     ) -> Result<bool, StoreError> {
+        let _gate = self.sqlite_write_gate().await;
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(
@@ -685,6 +698,7 @@ impl PaymentsRepository for Store {
         outcome: &str,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
+        let _gate = self.sqlite_write_gate().await;
         let changed = on_pool!(self, pool => sqlx::query(ANSWER_CALL)
             .bind(idempotency_key)
             .bind(outcome)
@@ -757,26 +771,31 @@ impl From<SandboxChallengeRow> for SandboxChallenge {
 #[async_trait]
 impl SandboxLedger for Store {
     async fn record_entry(&self, entry: &LedgerEntry) -> Result<(LedgerEntry, bool), StoreError> {
-        let inserted = on_pool!(self, pool => sqlx::query(&format!(
-                "INSERT INTO sandbox_ledger ({LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 $11, $12) ON CONFLICT (idempotency_key) DO NOTHING"
-            ))
-            .bind(&entry.idempotency_key)
-            .bind(&entry.operation)
-            .bind(&entry.reference)
-            .bind(entry.amount)
-            .bind(&entry.currency)
-            .bind(&entry.outcome)
-            .bind(entry.decline_code.as_deref())
-            .bind(entry.challenge.as_deref())
-            .bind(&entry.gateway_reference)
-            .bind(entry.at.unix_millis())
-            .bind(entry.stored_credential.as_deref())
-            .bind(entry.network_transaction_id.as_deref())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(store_error)?;
+        let writer = self.ledger.get_or_init(|| match (&self.direct, &self.pg_writes) {
+            (Some(direct), _) => Some(LedgerWriter::start(Sink::Sqlite(direct.clone()), 1)),
+            (None, Some(lane)) => Some(LedgerWriter::start(Sink::Postgres(lane.clone()), 2)),
+            (None, None) => None,
+        });
+        let inserted = match writer {
+            Some(writer) => u64::from(writer.insert(entry.clone()).await?),
+            None => on_pool!(self, pool => sqlx::query(INSERT_ENTRY)
+                .bind(&entry.idempotency_key)
+                .bind(&entry.operation)
+                .bind(&entry.reference)
+                .bind(entry.amount)
+                .bind(&entry.currency)
+                .bind(&entry.outcome)
+                .bind(entry.decline_code.as_deref())
+                .bind(entry.challenge.as_deref())
+                .bind(&entry.gateway_reference)
+                .bind(entry.at.unix_millis())
+                .bind(entry.stored_credential.as_deref())
+                .bind(entry.network_transaction_id.as_deref())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()))
+            .map_err(store_error)?,
+        };
         if inserted == 1 {
             return Ok((entry.clone(), true));
         }

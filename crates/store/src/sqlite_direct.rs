@@ -10,7 +10,8 @@
 //! (or the operating system's) is short enough to run on an async worker thread, the way a hash
 //! map lookup is. A writer's transaction (a statement per row) moves to a blocking thread once
 //! instead of hopping per statement; the two writers queue on one connection rather than
-//! polling SQLite's busy handler for its lock; and each transaction commits with the pool's durability
+//! polling SQLite's busy handler for its lock (and so do the payments' transactions on sqlx's
+//! pool, through the same write gate); and each transaction commits with the pool's durability
 //! (`synchronous=FULL`, WAL, foreign keys on). Everything else still goes through sqlx.
 //!
 //! The read connections are `query_only`; readers never wait for a writer in WAL mode. Both
@@ -31,6 +32,11 @@ pub(crate) struct SqliteDirect {
     connections: Vec<Mutex<Connection>>,
     next: AtomicUsize,
     writer: std::sync::Arc<Mutex<Connection>>,
+    /// The write gate: held by the writer's transactions and by the busiest write transactions
+    /// on sqlx's pool (the payments'), so they queue here, first come first served, instead of
+    /// polling SQLite's busy handler for its write lock (which sleeps 1 to 100 ms between tries:
+    /// under payments load those sleeps, not the commits, were most of a payment's time).
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteDirect {
@@ -82,7 +88,19 @@ impl SqliteDirect {
         // The same durability as the pool's connections: a commit is on disk before it returns.
         writer.pragma_update(None, "synchronous", "FULL").map_err(sqlite_error)?;
         writer.pragma_update(None, "foreign_keys", true).map_err(sqlite_error)?;
-        Ok(Self { connections, next: AtomicUsize::new(0), writer: std::sync::Arc::new(Mutex::new(writer)) })
+        Ok(Self {
+            connections,
+            next: AtomicUsize::new(0),
+            writer: std::sync::Arc::new(Mutex::new(writer)),
+            gate: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Waits for the write gate (see [`SqliteDirect`]'s `gate`); a write transaction on the pool
+    /// holds it from before its `BEGIN` to after its commit or rollback, and awaits nothing else
+    /// that takes it meanwhile.
+    pub(crate) async fn write_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.gate.clone().lock_owned().await
     }
 
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer, on a blocking thread, and
@@ -92,7 +110,9 @@ impl SqliteDirect {
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let writer = self.writer.clone();
+        let gate = self.write_gate().await;
         tokio::task::spawn_blocking(move || {
+            let _gate = gate;
             // A panic inside `work` rolled its transaction back while unwinding: the connection
             // is clean, so a poisoned lock is taken over rather than failing every later write.
             let mut conn = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -1,7 +1,7 @@
 //! Black-box tests of the checkout rules on a real server, on SQLite and PostgreSQL: each fraud
 //! rule blocks (or asks for a step-up) on its own signal with the gateway not asked, the decision
 //! and its reasons are on the intent and in the audit log, counting holds under 30 concurrent
-//! confirmations; step-up on confirm with a proof bound to amount, currency, payee and intent,
+//! confirmations (separate, and made with the intent by `confirm: true`); step-up on confirm with a proof bound to amount, currency, payee and intent,
 //! good once, also under 30 concurrent confirmations.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
@@ -30,6 +30,7 @@ on_both_backends!(
     the_window_passes,
     old_signals_are_purged_after_the_window,
     thirty_concurrent_confirms_from_one_address_pass_at_most_the_limit,
+    thirty_concurrent_creates_with_confirm_from_one_address_pass_at_most_the_limit,
     bad_client_fields_are_named,
     step_up_above_the_threshold_needs_a_bound_proof_good_once,
     thirty_concurrent_confirms_with_one_proof_authorise_at_most_once,
@@ -422,6 +423,69 @@ async fn thirty_concurrent_confirms_from_one_address_pass_at_most_the_limit(back
     // Everyone after the race is blocked.
     let id = intent(&server, "4242424242424242", 1000, "EUR", None).await;
     confirm_blocked(&server, &id, &client("203.0.113.77", "same"), "ip_velocity").await;
+}
+
+/// The same race through `POST /v1/payment_intents` with `confirm: true`, where the intent, its
+/// signals, the decision and the claim are one transaction: still exactly the limit passes, the
+/// blocked ones and their decisions are stored and audited, and only the passed ones reached the
+/// gateway.
+async fn thirty_concurrent_creates_with_confirm_from_one_address_pass_at_most_the_limit(backend: Backend) {
+    let Some(server) = spawn_with_rules(backend, |f| f.max_attempts_per_ip = 5).await else { return };
+    let mut tokens = Vec::new();
+    for _ in 0..30 {
+        tokens.push(card(&server, "4242424242424242").await);
+    }
+    let server = std::sync::Arc::new(server);
+    let racers: Vec<_> = tokens
+        .iter()
+        .map(|token| {
+            let server = server.clone();
+            let body = json!({
+                "amount": 1000, "currency": "EUR", "payment_method": token, "confirm": true,
+                "client": {"ip": "203.0.113.78", "device": "same"},
+            });
+            tokio::spawn(async move { post(&server, &server.bootstrap_key, "/v1/payment_intents", &body).await })
+        })
+        .collect();
+    let (mut passed, mut ids) = (0, Vec::new());
+    for racer in racers {
+        let (status, answer) = racer.await.unwrap();
+        assert_eq!(status, 201, "{answer}");
+        let id = answer["id"].as_str().unwrap().to_owned();
+        match answer["status"].as_str() {
+            Some("succeeded") => {
+                passed += 1;
+                assert_eq!(answer["fraud"]["outcome"], "allow", "{answer}");
+                assert_eq!(ledger_rows(&server, &id).await, 1, "{answer}");
+            }
+            Some("requires_payment_method") => {
+                assert_eq!(answer["last_payment_error"]["code"], "fraud_blocked", "{answer}");
+                assert_eq!(answer["fraud"]["outcome"], "block", "{answer}");
+                assert_eq!(ledger_rows(&server, &id).await, 0, "the gateway was not asked");
+            }
+            other => panic!("unexpected {other:?}: {answer}"),
+        }
+        let stored = get_intent(&server, &id).await;
+        assert_eq!(
+            (stored["status"].clone(), stored["fraud"].clone()),
+            (answer["status"].clone(), answer["fraud"].clone())
+        );
+        ids.push(id);
+    }
+    assert_eq!(passed, 5, "a limit of 5 lets exactly 5 through");
+    let needles: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+    let audit = audit_with(&server, &needles).await;
+    for action in [
+        "payment_intent.created",
+        "payment_intent.fraud_checked",
+        "payment_intent.confirmed",
+        "payment_intent.fraud_blocked",
+    ] {
+        assert!(audit.contains(action), "{action}");
+    }
+    let id = intent(&server, "4242424242424242", 1000, "EUR", None).await;
+    confirm_blocked(&server, &id, &client("203.0.113.78", "same"), "ip_velocity").await;
 }
 
 async fn bad_client_fields_are_named(backend: Backend) {

@@ -225,23 +225,54 @@ impl Outbox {
         data: serde_json::Value,
         alert: bool,
     ) -> Result<Vec<OutboxMessage>, DomainError> {
-        let event_id = self.new_event_id();
-        let body = self.event_body(&event_id, event_type, mode, data);
-        let mut messages = Vec::new();
-        for (endpoint, owner) in self.repo.subscribed_endpoints(merchant, mode, event_type).await? {
-            messages.push(self.message(
-                &event_id,
-                Some(&owner),
-                Channel::Webhook,
-                Some(endpoint),
-                event_type,
-                body.clone(),
-            ));
-        }
+        let subscribers = self.repo.subscribed_endpoints(merchant, mode, event_type).await?;
+        let (event_id, body, mut messages) = self.webhook_messages(&subscribers, mode, event_type, data);
         if alert {
             messages.push(self.message(&event_id, merchant, Channel::Alert, None, event_type, body));
         }
         Ok(messages)
+    }
+
+    /// The shop's endpoints of `merchant`'s data space `mode` that subscribe to `event_type`,
+    /// read now, for [`Self::messages_to`] to address an event whose data is known only later
+    /// (inside a transaction, where no further read should wait).
+    pub async fn subscribers(
+        &self,
+        merchant: &MerchantId,
+        mode: Mode,
+        event_type: &str,
+    ) -> Result<Vec<(String, MerchantId)>, DomainError> {
+        Ok(self.repo.subscribed_endpoints(Some(merchant), mode, event_type).await?)
+    }
+
+    /// An event's messages to `subscribers` (as [`Self::subscribers`] read them for this
+    /// `event_type`): one per endpoint, one event id, as [`Self::event_messages`] makes them.
+    pub fn messages_to(
+        &self,
+        subscribers: &[(String, MerchantId)],
+        mode: Mode,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> Vec<OutboxMessage> {
+        self.webhook_messages(subscribers, mode, event_type, data).2
+    }
+
+    fn webhook_messages(
+        &self,
+        subscribers: &[(String, MerchantId)],
+        mode: Mode,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> (EventId, Vec<u8>, Vec<OutboxMessage>) {
+        let event_id = self.new_event_id();
+        let body = self.event_body(&event_id, event_type, mode, data);
+        let messages = subscribers
+            .iter()
+            .map(|(endpoint, owner)| {
+                self.message(&event_id, Some(owner), Channel::Webhook, Some(endpoint.clone()), event_type, body.clone())
+            })
+            .collect();
+        (event_id, body, messages)
     }
 
     /// Emits an event to the shop's webhooks (and the alert webhook with `alert`), durably.

@@ -19,10 +19,11 @@ use crate::audit::event::Outcome as AuditOutcome;
 use crate::error::DomainError;
 use crate::identity::step_up::StepUpRedemption;
 use crate::identity::{Client, IdentityService};
-use crate::ports::checkout::{AttemptSignals, CheckoutRepository, SignalKind};
+use crate::ports::checkout::{AttemptSignals, CheckoutRepository, SignalKind, WindowCounts};
 use crate::ports::payments::{IntentRecord, PaymentError};
 use crate::staff::StaffService;
 use crate::staff::approvals::Action;
+use crate::vault::tokens::PaymentCardInfo;
 
 /// The error of an attempt the fraud checks blocked.
 const BLOCKED: (&str, &str) =
@@ -78,6 +79,65 @@ pub struct ConfirmExtras {
     pub card_on_file: super::saved_cards::CardOnFileInput,
 }
 
+/// A confirmation attempt's signals, ready to be counted, and what the rules need besides the
+/// counts.
+#[derive(Debug)]
+pub(super) struct FraudCheck {
+    /// What is recorded and counted.
+    pub(super) signals: AttemptSignals,
+    /// The start of the window.
+    pub(super) since: strongroom_types::Timestamp,
+    amount: strongroom_types::Money,
+    card_country: Option<String>,
+    client_country: Option<String>,
+}
+
+impl FraudCheck {
+    /// The rules' decision on the counts of this attempt's keys (this attempt included).
+    pub(super) fn judge(
+        &self,
+        settings: &FraudSettings,
+        counts: &[(SignalKind, WindowCounts)],
+    ) -> (Outcome, Vec<&'static str>) {
+        let observation = Observation {
+            amount: self.amount,
+            counts: counts.iter().copied().collect(),
+            card_country: self.card_country.clone(),
+            client_country: self.client_country.clone(),
+        };
+        fraud::decide(settings, &observation)
+    }
+}
+
+/// The decision as kept on the intent.
+pub(super) fn fraud_decision(outcome: Outcome, reasons: &[&'static str]) -> FraudDecision {
+    FraudDecision { outcome: outcome.as_str().to_owned(), reasons: reasons.iter().map(|r| (*r).to_owned()).collect() }
+}
+
+/// The audit entry of a fraud check: the check itself succeeded; its decision and reasons are
+/// the entry's reason.
+pub(super) fn fraud_checked_event(
+    caller: Caller<'_>,
+    intent: &str,
+    decision: &FraudDecision,
+) -> crate::audit::event::AuditEvent {
+    let why = if decision.reasons.is_empty() {
+        decision.outcome.clone()
+    } else {
+        format!("{}:{}", decision.outcome, decision.reasons.join(","))
+    };
+    caller
+        .principal
+        .event("payment_intent.fraud_checked", AuditOutcome::SuccessBecause(why))
+        .from_source(caller.source.ip, caller.source.request_id.clone())
+        .on("payment_intent", intent)
+}
+
+/// Whether the amount alone needs the customer's step-up (`payments.step_up_above`).
+pub(super) fn step_up_for_amount(rules: &CheckoutRules, intent: &IntentRecord) -> bool {
+    rules.step_up_above.get(&intent.amount.currency().lowercase()).is_some_and(|limit| intent.amount.minor() > *limit)
+}
+
 /// The binding a payment's step-up proof must be made for.
 pub fn step_up_binding(intent: &IntentRecord) -> Map<String, Value> {
     let value = json!({
@@ -106,11 +166,6 @@ impl PaymentsService {
     /// `requires_confirmation`) and keeps the decision on it. `Ok(Err(blocked))`: the attempt was
     /// blocked and the intent is back in `requires_payment_method`; `Ok(Ok(intent))`: go on.
     /// `token` is the vault card token the payment method stands for.
-    ///
-    /// A payment the shop makes without the customer (merchant-initiated, `off_session`) is
-    /// outside strong customer authentication (PSD2 exempts it): the amount rule does not ask for
-    /// step-up, and a fraud decision that would ask for one declines it as
-    /// `authentication_required` instead (no customer is there to answer), as Stripe does.
     pub(super) async fn check_before_authorising(
         &self,
         caller: Caller<'_>,
@@ -122,30 +177,42 @@ impl PaymentsService {
         let rules = &checkout.rules;
         let mut outcome = Outcome::Allow;
         if rules.fraud.enabled {
-            let (decided, reasons) = self.fraud_check(caller, checkout, &intent, token, &extras.client).await?;
-            outcome = decided;
-            let decision = FraudDecision {
-                outcome: decided.as_str().to_owned(),
-                reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
+            let card = match self.ports.vault.payment_card(caller.principal, token).await {
+                Ok(info) => Some(info),
+                Err(DomainError::NotFound | DomainError::Gone) => None,
+                Err(other) => return Err(other),
             };
+            let check = self.prepare_fraud_check(&rules.fraud, &intent, card.as_ref(), &extras.client);
+            let counts = checkout.repo.record_and_count(&check.signals, check.since).await?;
+            let (decided, reasons) = check.judge(&rules.fraud, &counts);
+            outcome = decided;
+            let decision = fraud_decision(decided, &reasons);
             let text = serde_json::to_string(&decision).map_err(|e| crate::StoreError::Other(e.to_string()))?;
             checkout.repo.set_fraud_decision(&intent.id, &text).await?;
+            self.ports.audit.record(fraud_checked_event(caller, &intent.id, &decision)).await?;
             intent.fraud = Some(decision);
-            let why = if reasons.is_empty() {
-                decided.as_str().to_owned()
-            } else {
-                format!("{}:{}", decided.as_str(), reasons.join(","))
-            };
-            // The check itself succeeded; its decision and reasons are the entry's reason.
-            let event = caller
-                .principal
-                .event("payment_intent.fraud_checked", AuditOutcome::SuccessBecause(why))
-                .from_source(caller.source.ip, caller.source.request_id.clone())
-                .on("payment_intent", &intent.id);
-            self.ports.audit.record(event).await?;
-            if decided == Outcome::Block {
-                return self.block(caller, &intent, BLOCKED).await.map(Err);
-            }
+        }
+        self.after_fraud_check(caller, checkout, intent, outcome, extras).await
+    }
+
+    /// What follows the fraud checks' decision (kept on `intent` already): a blocked attempt
+    /// moves back to `requires_payment_method` (`Ok(Err(blocked))`); a large or suspicious
+    /// payment spends the customer's step-up proof; then `Ok(Ok(intent))`: go on.
+    ///
+    /// A payment the shop makes without the customer (merchant-initiated, `off_session`) is
+    /// outside strong customer authentication (PSD2 exempts it): the amount rule does not ask for
+    /// step-up, and a fraud decision that would ask for one declines it as
+    /// `authentication_required` instead (no customer is there to answer), as Stripe does.
+    pub(super) async fn after_fraud_check(
+        &self,
+        caller: Caller<'_>,
+        checkout: &Checkout,
+        intent: IntentRecord,
+        outcome: Outcome,
+        extras: &ConfirmExtras,
+    ) -> Result<Result<IntentRecord, IntentRecord>, DomainError> {
+        if outcome == Outcome::Block {
+            return self.block(caller, &intent, BLOCKED).await.map(Err);
         }
         let merchant_initiated = intent.card_on_file.as_ref().is_some_and(|c| c.merchant_initiated.is_some());
         if merchant_initiated {
@@ -154,29 +221,26 @@ impl PaymentsService {
             }
             return Ok(Ok(intent));
         }
-        let above =
-            rules.step_up_above.get(&intent.amount.currency().lowercase()).is_some_and(|l| intent.amount.minor() > *l);
-        if outcome == Outcome::RequireStepUp || above {
+        if outcome == Outcome::RequireStepUp || step_up_for_amount(&checkout.rules, &intent) {
             let proof = extras.step_up_proof.as_ref().map(|p| p.expose().as_str());
             self.spend_step_up(caller, checkout, &intent, proof).await?;
         }
         Ok(Ok(intent))
     }
 
-    /// Counts this attempt and decides.
-    async fn fraud_check(
+    /// The signals this confirmation attempt of `intent` is counted under (`card`: what the
+    /// vault says of its card, none when the token is gone).
+    pub(super) fn prepare_fraud_check(
         &self,
-        caller: Caller<'_>,
-        checkout: &Checkout,
+        settings: &FraudSettings,
         intent: &IntentRecord,
-        token: &str,
+        card: Option<&PaymentCardInfo>,
         client: &ClientSignals,
-    ) -> Result<(Outcome, Vec<&'static str>), DomainError> {
-        let settings = &checkout.rules.fraud;
-        let (card, leading) = match self.ports.vault.payment_card(caller.principal, token).await {
-            Ok(info) => (info.fingerprint.unwrap_or_else(|| token.to_owned()), info.first6),
-            Err(DomainError::NotFound | DomainError::Gone) => (token.to_owned(), None),
-            Err(other) => return Err(other),
+    ) -> FraudCheck {
+        let token = intent.payment_method.clone().unwrap_or_default();
+        let (card, leading) = match card {
+            Some(info) => (info.fingerprint.clone().unwrap_or_else(|| token.clone()), info.first6.clone()),
+            None => (token, None),
         };
         let mut keys = vec![(SignalKind::Card, card.clone())];
         if let Some(customer) = &intent.customer {
@@ -203,14 +267,13 @@ impl PaymentsService {
             small: settings.is_small(intent.amount),
             at: now,
         };
-        let counts = checkout.repo.record_and_count(&signals, since).await?;
-        let observation = Observation {
+        FraudCheck {
+            signals,
+            since,
             amount: intent.amount,
-            counts: counts.into_iter().collect(),
             card_country: leading.as_deref().and_then(|d| settings.issuer_country(d)).map(str::to_owned),
             client_country: client.country.clone(),
-        };
-        Ok(fraud::decide(settings, &observation))
+        }
     }
 
     /// Moves a blocked attempt's intent back to `requires_payment_method` without asking the

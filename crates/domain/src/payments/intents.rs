@@ -6,7 +6,9 @@
 //! [`state::next`], then written as one conditional update with its outbox event (and, before a
 //! gateway call, the call's record; at confirmation, the order's lock) in one transaction, and
 //! its audit entry is recorded before the answer. A gateway call is made only by the caller that
-//! won the update into `processing`, so concurrent confirms or captures charge once.
+//! won the update into `processing`, so concurrent confirms or captures charge once. An intent
+//! made with `confirm: true` is written, checked and claimed in one transaction
+//! ([`PaymentsService::create_and_confirm`]: the same rules, decided on counts made inside it).
 //! Must never: call the gateway without first recording the call, read a card before winning the
 //! claim (a losing request would use up the CVC), or let a late gateway answer move an intent
 //! that has moved on (the update names the attempt).
@@ -15,6 +17,7 @@ use serde_json::{Map, Value, json};
 use strongroom_types::{Money, define_id};
 
 use super::checkout::ConfirmExtras;
+use super::fraud::Outcome;
 use super::gateway::{
     AuthorizeRequest, FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event, capture_event,
     idempotency_key, void_event,
@@ -26,10 +29,12 @@ use super::{
 };
 use crate::error::DomainError;
 use crate::modes::Space;
+use crate::ports::checkout::{Claim, ConfirmPlan, CreateAndConfirm, CreateAndConfirmOutcome, SignalKind, WindowCounts};
 use crate::ports::payments::{
     CardSummary, GatewayCallRecord, IntentRecord, IntentTransition, Page, PaymentError, SavedCardRecord,
     TransitionOutcome,
 };
+use crate::vault::tokens::PaymentCardInfo;
 
 define_id!(IntentId, IntentKind, "pi");
 
@@ -215,6 +220,19 @@ impl PaymentsService {
             let card = self.usable_saved_card(caller.principal.space(), token, customer, pointer).await?;
             return Ok((card.card.clone(), Some(card)));
         }
+        let info = self.payment_card_for(caller, token, customer, pointer).await?;
+        Ok((CardSummary { brand: info.brand, last4: info.last4 }, None))
+    }
+
+    /// A card token for an intent of `customer` with all the vault says of the card (its
+    /// fingerprint and leading digits, which the fraud checks count and look at).
+    async fn payment_card_for(
+        &self,
+        caller: Caller<'_>,
+        token: &str,
+        customer: Option<&str>,
+        pointer: &str,
+    ) -> Result<PaymentCardInfo, DomainError> {
         let info = match self.ports.vault.payment_card(caller.principal, token).await {
             Ok(info) => info,
             Err(DomainError::NotFound | DomainError::Gone) => {
@@ -236,11 +254,160 @@ impl PaymentsService {
                 "the card token belongs to another customer than the payment intent's",
             ));
         }
-        Ok((CardSummary { brand: info.brand, last4: info.last4 }, None))
+        Ok(info)
     }
 
     /// Creates a payment intent (`requires_payment_method`, or `requires_confirmation` with a card).
     pub async fn create_intent(&self, caller: Caller<'_>, input: NewIntent) -> Result<IntentRecord, DomainError> {
+        let (intent, _) = self.new_intent(caller, input).await?;
+        self.store_new_intent(caller, intent).await
+    }
+
+    /// Creates a payment intent with a card and confirms it (`confirm: true`), answering as
+    /// [`Self::create_intent`] followed by [`Self::confirm_with`] would. The common case is one
+    /// transaction instead of four (the intent, the fraud signals counted under their keys'
+    /// locks, the decision, and the claim into `processing` with the gateway call recorded), and
+    /// the three audit entries are awaited together. A payment the checks block or send to
+    /// step-up is written as created with its decision in that transaction and moves on as a
+    /// separate confirmation would; one needing step-up for its amount alone, one whose order
+    /// changed meanwhile and one without the checkout rules wired go the separate way entirely.
+    pub async fn create_and_confirm(
+        &self,
+        caller: Caller<'_>,
+        input: NewIntent,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
+        let (intent, info) = self.new_intent(caller, input).await?;
+        let return_url_ok =
+            extras.return_url.as_deref().is_none_or(|url| super::check_return_url(url, "/return_url").is_ok());
+        // A saved card (`info` is of card tokens only) takes the separate way: its claim must
+        // also claim the saved card's row (see `saved_cards`).
+        let checkout = match self.checkout() {
+            Ok(checkout)
+                if return_url_ok
+                    && info.is_some()
+                    && !super::checkout::step_up_for_amount(&checkout.rules, &intent) =>
+            {
+                checkout
+            }
+            _ => return self.create_then_confirm(caller, intent, extras).await,
+        };
+        let (Some(token), Some(State::Authorizing)) =
+            (intent.payment_method.clone(), state::next(intent.state, Event::Confirm))
+        else {
+            return self.create_then_confirm(caller, intent, extras).await;
+        };
+        let Some(processing) = state::event_type(Event::Confirm, State::Authorizing) else {
+            return self.create_then_confirm(caller, intent, extras).await;
+        };
+        let space = (&intent.merchant, intent.mode);
+        let (created_events, processing_subscribers) = futures::try_join!(
+            self.ports.outbox.event_messages(
+                Some(space.0),
+                space.1,
+                "payment_intent.created",
+                event_data(&intent),
+                false
+            ),
+            self.ports.outbox.subscribers(space.0, space.1, processing),
+        )?;
+        let settings = &checkout.rules.fraud;
+        let check =
+            settings.enabled.then(|| self.prepare_fraud_check(settings, &intent, info.as_ref(), &extras.client));
+        let now = self.ports.clock.now();
+        let attempt = intent.attempt.saturating_add(1);
+        let call = GatewayCallRecord {
+            idempotency_key: idempotency_key(&intent.id, "authorize", attempt),
+            intent: intent.id.clone(),
+            operation: "authorize",
+            amount: intent.amount.minor(),
+            at: now,
+        };
+        let plan = |counts: &[(SignalKind, WindowCounts)]| -> Result<ConfirmPlan, crate::StoreError> {
+            let (fraud, outcome) = match &check {
+                Some(check) => {
+                    let (outcome, reasons) = check.judge(settings, counts);
+                    (Some(super::checkout::fraud_decision(outcome, &reasons)), outcome)
+                }
+                None => (None, Outcome::Allow),
+            };
+            if outcome != Outcome::Allow {
+                return Ok(ConfirmPlan { fraud, claim: None });
+            }
+            let mut claimed = intent.clone();
+            claimed.state = State::Authorizing;
+            claimed.attempt = attempt;
+            claimed.last_payment_error = None;
+            claimed.fraud = fraud.clone();
+            claimed.updated_at = now;
+            let events =
+                self.ports.outbox.messages_to(&processing_subscribers, claimed.mode, processing, event_data(&claimed));
+            Ok(ConfirmPlan { fraud, claim: Some(Claim { claimed, call: call.clone(), events }) })
+        };
+        let write = CreateAndConfirm {
+            intent: &intent,
+            created_events: &created_events,
+            signals: check.as_ref().map(|check| (&check.signals, check.since)),
+            lock_order: intent.order.as_deref().map(|order| (order, intent.amount.minor())),
+        };
+        let written = match checkout.repo.create_and_confirm(&write, &plan).await? {
+            CreateAndConfirmOutcome::Written(written) => *written,
+            // Nothing was written: the separate way records the attempt and answers 409.
+            CreateAndConfirmOutcome::OrderChanged => return self.create_then_confirm(caller, intent, extras).await,
+        };
+        self.ports.outbox.wake().notify_one();
+        let mut entries = vec![caller.event("payment_intent.created", "payment_intent", &intent.id)];
+        if let Some(decision) = &written.fraud {
+            entries.push(super::checkout::fraud_checked_event(caller, &intent.id, decision));
+        }
+        if let Some(claim) = written.claim {
+            entries.push(caller.event(state::audit_action(Event::Confirm), "payment_intent", &intent.id));
+            futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
+            return self.authorize_claimed(caller, claim.claimed, &claim.call, &token, None, extras).await;
+        }
+        futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
+        // Blocked, or waiting for the customer's step-up: on as a separate confirmation would.
+        let outcome = written.fraud.as_ref().and_then(|d| Outcome::parse(&d.outcome)).unwrap_or(Outcome::Block);
+        let mut held = intent;
+        held.fraud = written.fraud;
+        match self.after_fraud_check(caller, checkout, held, outcome, extras).await? {
+            Ok(checked) => self.claim_and_authorize(caller, checked, &token, None, extras).await,
+            Err(blocked) => Ok(blocked),
+        }
+    }
+
+    /// The separate way of [`Self::create_and_confirm`]: the intent is written as created, then
+    /// confirmed as by its own request.
+    async fn create_then_confirm(
+        &self,
+        caller: Caller<'_>,
+        intent: IntentRecord,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
+        let intent = self.store_new_intent(caller, intent).await?;
+        self.confirm_with(caller, &intent.id, None, extras).await
+    }
+
+    /// Writes a new intent with its `payment_intent.created` event and records its audit entry.
+    async fn store_new_intent(&self, caller: Caller<'_>, intent: IntentRecord) -> Result<IntentRecord, DomainError> {
+        let events = self
+            .ports
+            .outbox
+            .event_messages(Some(&intent.merchant), intent.mode, "payment_intent.created", event_data(&intent), false)
+            .await?;
+        self.ports.repo.insert_intent(&intent, &events).await?;
+        self.ports.outbox.wake().notify_one();
+        self.ports.audit.record(caller.event("payment_intent.created", "payment_intent", &intent.id)).await?;
+        Ok(intent)
+    }
+
+    /// A new intent checked and made from the shop's input (not written yet), with what the
+    /// vault says of its card.
+    async fn new_intent(
+        &self,
+        caller: Caller<'_>,
+        input: NewIntent,
+    ) -> Result<(IntentRecord, Option<PaymentCardInfo>), DomainError> {
         let space = caller.principal.space();
         let minor = parse_amount(&input.amount, "/amount", 1)?;
         let currency = parse_currency(&input.currency, "/currency")?;
@@ -282,14 +449,19 @@ impl PaymentsService {
         }
         let now = self.ports.clock.now();
         let card_on_file = saved_cards::plan(&input.card_on_file, customer.as_deref(), now)?;
-        let card = match &input.payment_method {
-            Some(token) => {
+        let (card, info) = match &input.payment_method {
+            Some(method) if saved_cards::is_saved_card(method) => {
                 let (card, saved) =
-                    self.payment_method_for(caller, token, customer.as_deref(), "/payment_method").await?;
+                    self.payment_method_for(caller, method, customer.as_deref(), "/payment_method").await?;
                 saved_cards::check_against_card(card_on_file.as_ref(), saved.as_ref())?;
-                Some(card)
+                (Some(card), None)
             }
-            None => None,
+            Some(token) => {
+                let info = self.payment_card_for(caller, token, customer.as_deref(), "/payment_method").await?;
+                saved_cards::check_against_card(card_on_file.as_ref(), None)?;
+                (Some(CardSummary { brand: info.brand.clone(), last4: info.last4.clone() }), Some(info))
+            }
+            None => (None, None),
         };
         let intent = IntentRecord {
             id: IntentId::generate_at(self.ports.entropy.as_ref(), now.unix_millis()).to_string(),
@@ -319,15 +491,7 @@ impl PaymentsService {
             updated_at: now,
             card_on_file,
         };
-        let events = self
-            .ports
-            .outbox
-            .event_messages(Some(space.merchant), space.mode, "payment_intent.created", event_data(&intent), false)
-            .await?;
-        self.ports.repo.insert_intent(&intent, &events).await?;
-        self.ports.outbox.wake().notify_one();
-        self.ports.audit.record(caller.event("payment_intent.created", "payment_intent", &intent.id)).await?;
-        Ok(intent)
+        Ok((intent, info))
     }
 
     /// One intent.
@@ -417,6 +581,19 @@ impl PaymentsService {
                 Err(blocked) => return Ok(blocked),
             };
         }
+        self.claim_and_authorize(caller, intent, &token, saved.as_ref(), extras).await
+    }
+
+    /// Claims a checked intent into `processing` (recording the authorisation about to be asked
+    /// for, and locking its order) and asks the gateway, as the winner of the claim.
+    pub(super) async fn claim_and_authorize(
+        &self,
+        caller: Caller<'_>,
+        intent: IntentRecord,
+        token: &str,
+        saved: Option<&SavedCardRecord>,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
         let attempt = intent.attempt.saturating_add(1);
         let call = GatewayCallRecord {
             idempotency_key: idempotency_key(&intent.id, "authorize", attempt),
@@ -432,12 +609,26 @@ impl PaymentsService {
         let step = Step {
             call: Some(&call),
             lock_order: intent.order.as_deref().map(|order| (order, intent.amount.minor())),
-            use_saved_card: saved.as_ref().map(|card| card.id.as_str()),
+            use_saved_card: saved.map(|card| card.id.as_str()),
             ..Step::new(Event::Confirm)
         };
         let claimed = self.apply(caller, &intent, after, step).await?;
+        self.authorize_claimed(caller, claimed, &call, token, saved, extras).await
+    }
+
+    /// Asks the gateway for the authorisation recorded as `call` of an intent this request has
+    /// just claimed, and settles the intent by the answer.
+    async fn authorize_claimed(
+        &self,
+        caller: Caller<'_>,
+        claimed: IntentRecord,
+        call: &GatewayCallRecord,
+        token: &str,
+        saved: Option<&SavedCardRecord>,
+        extras: &ConfirmExtras,
+    ) -> Result<IntentRecord, DomainError> {
         // Only the winner of the claim reads the card (and so uses up its CVC).
-        let card = match self.ports.vault.card_for_gateway(caller.principal, caller.source, &token).await {
+        let card = match self.ports.vault.card_for_gateway(caller.principal, caller.source, token).await {
             Ok(card) => card,
             Err(DomainError::NotFound | DomainError::Gone) => {
                 let error = PaymentError::of(
@@ -457,7 +648,7 @@ impl PaymentsService {
             capture: claimed.capture_method == CaptureMethod::Automatic,
             card,
             gateway_reference: claimed.gateway_reference.clone(),
-            stored_credential: saved_cards::stored_credential(&claimed, saved.as_ref()),
+            stored_credential: saved_cards::stored_credential(&claimed, saved),
         };
         match self.call_gateway(self.ports.gateway.authorize(request)).await {
             Some(mut answer) => {

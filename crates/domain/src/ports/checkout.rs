@@ -1,5 +1,6 @@
 //! Storage of the checkout rules: the fraud signals of each confirmation attempt and the counts
-//! over a window that the fraud rules read, and the fraud decision kept on an intent.
+//! over a window that the fraud rules read, the fraud decision kept on an intent, and a new
+//! intent's confirmation written with its signals in one transaction (`confirm: true`).
 //! Must never: count from memory (the counts must hold across nodes and restarts), or count one
 //! attempt twice.
 
@@ -9,6 +10,9 @@ use strongroom_types::Timestamp;
 use crate::StoreError;
 use crate::merchants::MerchantId;
 use crate::modes::Mode;
+use crate::outbox::OutboxMessage;
+use crate::payments::fraud::FraudDecision;
+use crate::ports::payments::{GatewayCallRecord, IntentRecord};
 
 /// What a signal is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +85,57 @@ pub struct WindowCounts {
     pub small: u32,
 }
 
+/// A payment intent created and confirmed by one request (`confirm: true`), written in one
+/// transaction: the intent as created, its attempt's signals counted under the keys' locks (as
+/// [`CheckoutRepository::record_and_count`] does), then what the checks decided on those counts.
+#[derive(Debug)]
+pub struct CreateAndConfirm<'a> {
+    /// The new intent, as created (`requires_confirmation`, attempt 0).
+    pub intent: &'a IntentRecord,
+    /// Its `payment_intent.created` messages.
+    pub created_events: &'a [OutboxMessage],
+    /// The attempt's signals and the start of their window (none when the fraud checks are off).
+    pub signals: Option<(&'a AttemptSignals, Timestamp)>,
+    /// The order to lock with the claim (its id and the total the intent pays): the whole
+    /// transaction is undone unless it still has that total.
+    pub lock_order: Option<(&'a str, i64)>,
+}
+
+/// What the checks decided on an attempt's counts, to be written in the same transaction.
+#[derive(Debug)]
+pub struct ConfirmPlan {
+    /// The fraud decision to keep on the intent (none when the checks are off).
+    pub fraud: Option<FraudDecision>,
+    /// The claim into `processing`, when the checks let the attempt straight through; none: the
+    /// intent stays `requires_confirmation` (blocked, or waiting for the customer's step-up) and
+    /// the caller moves it on as a separate confirmation would.
+    pub claim: Option<Claim>,
+}
+
+/// The claim of a new intent into `processing` (`authorizing`), with the gateway call recorded
+/// before it is made.
+#[derive(Debug)]
+pub struct Claim {
+    /// The intent as claimed.
+    pub claimed: IntentRecord,
+    /// The authorisation about to be asked for.
+    pub call: GatewayCallRecord,
+    /// The claim's `payment_intent.processing` messages.
+    pub events: Vec<OutboxMessage>,
+}
+
+/// How a [`CreateAndConfirm`] ended.
+#[derive(Debug)]
+pub enum CreateAndConfirmOutcome {
+    /// Everything was written as planned.
+    Written(Box<ConfirmPlan>),
+    /// The order's total changed since it was read: nothing was written (not even the intent).
+    OrderChanged,
+}
+
+/// Decides, on the counts of an attempt's keys (this attempt included), what to write.
+pub type PlanConfirm<'a> = dyn Fn(&[(SignalKind, WindowCounts)]) -> Result<ConfirmPlan, StoreError> + Send + Sync + 'a;
+
 /// Storage of the fraud signals.
 #[async_trait]
 pub trait CheckoutRepository: Send + Sync + std::fmt::Debug {
@@ -93,6 +148,16 @@ pub trait CheckoutRepository: Send + Sync + std::fmt::Debug {
         attempt: &AttemptSignals,
         since: Timestamp,
     ) -> Result<Vec<(SignalKind, WindowCounts)>, StoreError>;
+    /// Writes a new intent and its confirmation in one transaction: inserts the intent, records
+    /// and counts the attempt's signals under the keys' locks, asks `plan` what the counts mean,
+    /// then keeps the fraud decision and, with a claim, moves the intent into `processing` with
+    /// the order's lock, the gateway call and both events' messages. An order whose total
+    /// changed undoes everything.
+    async fn create_and_confirm(
+        &self,
+        write: &CreateAndConfirm<'_>,
+        plan: &PlanConfirm<'_>,
+    ) -> Result<CreateAndConfirmOutcome, StoreError>;
     /// Marks an attempt as declined by the gateway.
     async fn mark_declined(&self, intent: &str, attempt: u32) -> Result<(), StoreError>;
     /// Keeps the fraud decision (JSON text) on an intent.

@@ -862,11 +862,12 @@ pub async fn create_intent(
         metadata: body.metadata,
         card_on_file: card_on_file(body.setup_future_usage, body.consent, body.off_session, body.mit_reason),
     };
-    let mut intent = state.payments.create_intent(caller, input).await?;
-    if confirm {
+    let intent = if confirm {
         let extras = ConfirmExtras { client, return_url: body.return_url, ..ConfirmExtras::default() };
-        intent = state.payments.confirm_with(caller, &intent.id, None, &extras).await?;
-    }
+        state.payments.create_and_confirm(caller, input, &extras).await?
+    } else {
+        state.payments.create_intent(caller, input).await?
+    };
     Ok((StatusCode::CREATED, Json(intent.into())))
 }
 

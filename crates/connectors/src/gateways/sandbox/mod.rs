@@ -190,12 +190,17 @@ impl Gateway for SandboxGateway {
 
     async fn authorize(&self, request: AuthorizeRequest) -> Result<GatewayAnswer, GatewayError> {
         self.wait().await;
-        if let Some(earlier) = self.ledger.ledger_entry(&request.idempotency_key).await.map_err(unavailable)? {
+        // The number picks the behaviour and goes no further; the CVC is dropped with the request.
+        let behaviour = cards::behaviour(request.card.number.expose());
+        // An approval or a decline is one insert, which answers what the first call under the
+        // key did if there was one; a challenge (which consumes a completed challenge) and a
+        // lost answer look for an earlier call first.
+        if matches!(behaviour, Behaviour::Challenge | Behaviour::Timeout)
+            && let Some(earlier) = self.ledger.ledger_entry(&request.idempotency_key).await.map_err(unavailable)?
+        {
             return Ok(self.answer(&earlier));
         }
         let approved = if request.capture { "captured" } else { "authorized" };
-        // The number picks the behaviour and goes no further; the CVC is dropped with the request.
-        let behaviour = cards::behaviour(request.card.number.expose());
         let (key, reference, amount) = (&request.idempotency_key, &request.reference, request.amount);
         let mut entry = self.entry(key, "authorize", reference, amount, approved);
         entry.stored_credential = request.stored_credential.as_ref().map(StoredCredential::label);
