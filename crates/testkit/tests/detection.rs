@@ -18,6 +18,7 @@ on_both_backends!(
     credential_stuffing_blocks_the_client_until_lifted_once,
     blocks_made_by_hand_are_extended_lifted_and_checked,
     token_guessing_suspends_the_key_until_lifted,
+    the_operator_lists_extends_and_lifts_decisions_from_the_command_line,
     a_block_on_one_node_holds_on_another_within_a_second
 );
 
@@ -234,4 +235,37 @@ async fn token_guessing_suspends_the_key_until_lifted(backend: Backend) {
     assert_eq!(post(&server, &format!("/v1/security/decisions/{id}/lift"), &json!({})).await.0, 200);
     let (status, _) = server.call(&guesser, Method::GET, &format!("/v1/tokens/{}", unknown(0)), None).await;
     assert_eq!(status, 404, "the key works again");
+}
+
+async fn the_operator_lists_extends_and_lifts_decisions_from_the_command_line(backend: Backend) {
+    let Some(mut server) = TestServer::spawn(backend).await else { return };
+    let body = json!({"scope": {"kind": "ip", "address": "192.0.2.99"}, "duration_seconds": 600});
+    let (status, made) = post(&server, "/v1/security/decisions", &body).await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    server.stop().await;
+    let data_dir = server.data_dir();
+    let database_url = server.config.database_url.as_ref().map(|url| url.expose().clone());
+    let run = |extra: Vec<String>| {
+        let mut args = vec!["strongroom".to_owned(), "--data-dir".into(), data_dir.to_str().unwrap().into()];
+        if let Some(url) = &database_url {
+            args.extend(["--database-url".into(), url.clone()]);
+        }
+        args.push("decisions".into());
+        args.extend(extra);
+        strongroom::commands::run(strongroom::commands::Cli::try_parse_from(args).unwrap())
+    };
+    use clap::Parser;
+    assert_eq!(run(vec!["list".into()]).await, 0);
+    assert_eq!(run(vec!["list".into(), "--json".into()]).await, 0);
+    assert_eq!(run(vec!["extend".into(), id.clone(), "--for".into(), "2h".into()]).await, 0);
+    assert_eq!(run(vec!["lift".into(), id.clone()]).await, 0);
+    assert_ne!(run(vec!["lift".into(), id.clone()]).await, 0, "a second lift finds none in force");
+    assert_ne!(run(vec!["extend".into(), id.clone(), "--for".into(), "soon".into()]).await, 0);
+    server.restart().await;
+    let (_, read) = get(&server, &format!("/v1/security/decisions/{id}")).await;
+    assert_eq!((read["in_force"].as_bool(), read["lifted_by"].as_str()), (Some(false), Some("operator")), "{read}");
+    let audit = audit_text(&server).await;
+    assert!(audit.contains("security.decision_extended") && audit.contains("operator"), "audited as the operator");
+    server.shutdown().await;
 }

@@ -218,8 +218,11 @@ impl DecisionBook {
 pub enum Decider<'a> {
     /// strongroom's detection.
     Detector,
-    /// A staff member or API key (with `security:manage`), from an address.
+    /// A staff member or API key (with `security:manage`), from an address: only decisions of
+    /// its merchant.
     Caller(&'a Principal, Option<IpAddr>, Option<&'a str>),
+    /// The operator at the command line (`strongroom decisions`): any merchant's decisions.
+    Operator,
 }
 
 impl Decider<'_> {
@@ -227,13 +230,25 @@ impl Decider<'_> {
         match self {
             Decider::Detector => "detector".to_owned(),
             Decider::Caller(principal, _, _) => principal.actor_id().to_owned(),
+            Decider::Operator => "operator".to_owned(),
+        }
+    }
+
+    /// The decision `id`, if this decider may change it (a caller: its merchant's only).
+    async fn reach(&self, repo: &dyn DecisionsRepository, id: &str) -> Result<DecisionRecord, DomainError> {
+        let found = repo.decision(id).await?.ok_or(DomainError::NotFound)?;
+        match self {
+            Decider::Caller(principal, _, _) if found.merchant.as_deref() != Some(principal.merchant_id().as_str()) => {
+                Err(DomainError::NotFound)
+            }
+            _ => Ok(found),
         }
     }
 
     fn event(&self, action: &'static str, merchant: Option<&MerchantId>, outcome: Outcome) -> AuditEvent {
         match self {
-            Decider::Detector => {
-                let event = AuditEvent::by(ActorKind::System, Some("detector".to_owned()), action, outcome);
+            Decider::Detector | Decider::Operator => {
+                let event = AuditEvent::by(ActorKind::System, Some(self.name()), action, outcome);
                 match merchant {
                     Some(m) => event.for_merchant(m),
                     None => event,
@@ -448,7 +463,7 @@ impl DecisionService {
             // A detection's block grows with each strike; a staff member's lasts what they asked.
             until: now.saturating_add(match decider {
                 Decider::Detector => escalated(new.base, strikes),
-                Decider::Caller(..) => new.base.min(MAX_BLOCK),
+                Decider::Caller(..) | Decider::Operator => new.base.min(MAX_BLOCK),
             }),
             strikes,
             lifted_at: None,
@@ -490,19 +505,22 @@ impl DecisionService {
         Ok(self.repo.list_decisions(merchant.as_str(), holding_only, self.clock.now(), limit).await?)
     }
 
-    /// Lifts a decision in force (of the caller's merchant, or deployment-wide): of concurrent
-    /// lifts one does it, the others answer `decision_not_in_force`.
-    pub async fn lift(
-        &self,
-        decider: Decider<'_>,
-        merchant: &MerchantId,
-        id: &str,
-    ) -> Result<DecisionRecord, DomainError> {
-        let mut decision = self.decision(merchant, id).await?;
+    /// Decisions in force now, of every merchant (the operator's view), newest change first.
+    pub async fn holding(&self) -> Result<Vec<DecisionRecord>, DomainError> {
+        let mut found = self.repo.holding_decisions(self.clock.now()).await?;
+        found.sort_by_key(|d| std::cmp::Reverse(d.updated_at.unix_millis()));
+        Ok(found)
+    }
+
+    /// Lifts a decision in force (a caller: of its own merchant): of concurrent lifts one does
+    /// it, the others answer `decision_not_in_force`.
+    pub async fn lift(&self, decider: Decider<'_>, id: &str) -> Result<DecisionRecord, DomainError> {
+        let mut decision = decider.reach(self.repo.as_ref(), id).await?;
         let now = self.clock.now();
         decision.lifted_at = Some(now);
         decision.lifted_by = Some(decider.name());
-        let owner = decision.merchant.as_ref().map(|_| merchant);
+        let owner = owner_of(&decision)?;
+        let owner = owner.as_ref();
         let events = self.messages(owner, "security.decision_lifted", &decision).await?;
         if !self.repo.lift_decision(id, now, &decider.name(), &events).await? {
             return Err(not_in_force());
@@ -519,14 +537,13 @@ impl DecisionService {
     pub async fn extend(
         &self,
         decider: Decider<'_>,
-        merchant: &MerchantId,
         id: &str,
         duration: Duration,
     ) -> Result<DecisionRecord, DomainError> {
         if duration.is_zero() || duration > MAX_BLOCK {
             return Err(DomainError::invalid("/duration_seconds", "must be 1 to 86400 seconds"));
         }
-        let mut decision = self.decision(merchant, id).await?;
+        let mut decision = decider.reach(self.repo.as_ref(), id).await?;
         let now = self.clock.now();
         let until = now.saturating_add(duration);
         if !self.repo.extend_decision(id, until, now).await? {
@@ -534,7 +551,8 @@ impl DecisionService {
         }
         decision.until = until;
         decision.updated_at = now;
-        let owner = decision.merchant.as_ref().map(|_| merchant);
+        let owner = owner_of(&decision)?;
+        let owner = owner.as_ref();
         let event = decider
             .event("security.decision_extended", owner, Outcome::SuccessBecause(format!("{}s", duration.as_secs())))
             .on("security_decision", id);
@@ -542,6 +560,11 @@ impl DecisionService {
         self.refresh(true).await?;
         Ok(decision)
     }
+}
+
+/// The merchant a stored decision protects (`None`: deployment-wide).
+fn owner_of(decision: &DecisionRecord) -> Result<Option<MerchantId>, DomainError> {
+    decision.merchant.as_deref().map(MerchantId::parse).transpose().map_err(|_| DomainError::Integrity)
 }
 
 fn not_in_force() -> DomainError {

@@ -212,8 +212,7 @@ pub async fn lift_decision(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DecisionBody>, ApiError> {
-    let merchant = auth.principal.merchant_id().clone();
-    let lifted = state.decisions.lift(decider(&auth, &context), &merchant, &id).await?;
+    let lifted = state.decisions.lift(decider(&auth, &context), &id).await?;
     Ok(Json(DecisionBody::of(lifted, state.decisions.now())))
 }
 
@@ -234,8 +233,7 @@ pub async fn extend_decision(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ExtendDecisionRequest>,
 ) -> Result<Json<DecisionBody>, ApiError> {
-    let merchant = auth.principal.merchant_id().clone();
     let duration = Duration::from_secs(body.duration_seconds);
-    let extended = state.decisions.extend(decider(&auth, &context), &merchant, &id, duration).await?;
+    let extended = state.decisions.extend(decider(&auth, &context), &id, duration).await?;
     Ok(Json(DecisionBody::of(extended, state.decisions.now())))
 }
