@@ -367,6 +367,8 @@ pub struct Application {
     /// The background jobs (they run while this process leads).
     pub jobs: strongroom_domain::jobs::RunningJobs,
     refresh: tokio::task::JoinHandle<()>,
+    /// Keeps this node's copy of the intrusion-detection decisions fresh.
+    decisions_refresh: tokio::task::JoinHandle<()>,
     /// SQLite: the data directory's lock, held until the application is dropped.
     _data_dir_lock: Option<std::fs::File>,
 }
@@ -451,6 +453,7 @@ fn payment_gateway(
             return_url: stripe.return_url.clone(),
             pages_origin: Some(pages_origin.to_owned()),
             outbound,
+            search_lag: stripe.search_lag,
         })
         .map_err(|e| anyhow::anyhow!("payments.stripe.api_base: {e}"))?;
         return Ok((Arc::new(gateway), None, Some(Arc::new(StripeNotices::new(webhook_secret.clone())))));
@@ -854,6 +857,18 @@ impl Application {
             Arc::new(core.store.clone()),
             notices,
         ));
+        let decisions = strongroom_domain::detection::DecisionService::new(
+            Arc::new(core.store.clone()),
+            core.outbox.clone(),
+            audit.clone(),
+            clock.clone(),
+            entropy.clone(),
+            config.detection.settings(),
+        );
+        decisions.refresh(true).await.context("cannot read the intrusion-detection decisions")?;
+        let decisions_refresh = decisions.spawn_refresh();
+        identity.set_decisions(decisions.clone());
+        vault.set_detection(decisions.clone());
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
@@ -909,6 +924,7 @@ impl Application {
             },
         ));
         let state = AppState::new(Services {
+            decisions: Arc::new(decisions),
             access_tokens,
             identity,
             staff,
@@ -953,6 +969,7 @@ impl Application {
             audit,
             jobs,
             refresh,
+            decisions_refresh,
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -967,6 +984,7 @@ impl Application {
     pub async fn shutdown(self) {
         self.server.shutdown().await;
         self.refresh.abort();
+        self.decisions_refresh.abort();
         self.jobs.stop().await;
         if let Err(err) = self.audit.record(AuditEvent::system("server.stopped", Outcome::Success)).await {
             tracing::error!(error = %err, "could not log the stop");

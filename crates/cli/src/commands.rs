@@ -69,6 +69,9 @@ pub enum Command {
     /// Payments: reconcile calls the gateway did not answer with what the gateway says.
     #[command(subcommand)]
     Payments(crate::payments::PaymentsCommand),
+    /// Intrusion detection's decisions (blocked clients, suspended API keys): list, lift, extend.
+    #[command(subcommand)]
+    Decisions(crate::decisions::DecisionsCommand),
     /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
     Healthcheck {
         /// The readiness URL (default: derived from server.listen).
@@ -221,6 +224,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Staff(command) => staff(&config, command).await,
         Command::Passwords(command) => crate::passwords::run(&config, command).await,
         Command::Jobs(JobsCommand::Status) => jobs_status(&config).await,
+        Command::Decisions(command) => crate::decisions::run(&config, command).await,
         Command::Payments(command) => match crate::payments::run(&config, command).await {
             Ok(code) => return code,
             Err(err) => Err(err),

@@ -104,6 +104,52 @@ pub struct Config {
     pub oauth: OAuthConfig,
     /// Payments.
     pub payments: PaymentsConfig,
+    /// Intrusion detection's responses.
+    pub detection: DetectionConfig,
+}
+
+/// `[detection]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionConfig {
+    /// Make and enforce decisions about clients (blocks). Default true.
+    pub enabled: bool,
+    /// How long a client that tried many accounts (credential stuffing) is first blocked for the
+    /// merchant whose customers it tried; doubled each time within a day, up to a day.
+    /// Default 15m.
+    #[serde(with = "humantime_serde")]
+    pub stuffing_block: Duration,
+    /// Lookups of tokens that do not exist by one API key within 10 minutes that suspend the key
+    /// (token guessing); 0: never. Default 100.
+    pub token_guesses: u32,
+    /// How long a token-guessing key is first suspended; doubled each time within a day, up to a
+    /// day. Default 15m.
+    #[serde(with = "humantime_serde")]
+    pub guessing_suspension: Duration,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        let defaults = strongroom_domain::detection::DetectionSettings::default();
+        Self {
+            enabled: defaults.enabled,
+            stuffing_block: defaults.stuffing_block,
+            token_guesses: defaults.token_guesses,
+            guessing_suspension: defaults.guessing_suspension,
+        }
+    }
+}
+
+impl DetectionConfig {
+    /// The domain's settings.
+    pub fn settings(&self) -> strongroom_domain::detection::DetectionSettings {
+        strongroom_domain::detection::DetectionSettings {
+            enabled: self.enabled,
+            stuffing_block: self.stuffing_block,
+            token_guesses: self.token_guesses,
+            guessing_suspension: self.guessing_suspension,
+        }
+    }
 }
 
 /// `[payments]`
@@ -314,6 +360,11 @@ pub struct StripeConfig {
     /// strongroom's own return page (`{payments.pages_origin}/pay/return/{intent}`), which asks
     /// Stripe for the outcome and sends the customer on to the shop's `return_url`.
     pub return_url: Option<String>,
+    /// How long a payment may take to show in Stripe's search, which reconciliation asks: a
+    /// call not found is taken as never made only after this. Default 2m (Stripe's search is
+    /// eventually consistent); a test stand-in that answers at once may set less.
+    #[serde(with = "humantime_serde")]
+    pub search_lag: Duration,
 }
 
 impl Default for StripeConfig {
@@ -323,6 +374,7 @@ impl Default for StripeConfig {
             webhook_secret: None,
             api_base: strongroom_connectors::gateways::stripe::DEFAULT_API_BASE.to_owned(),
             return_url: None,
+            search_lag: strongroom_connectors::gateways::stripe::DEFAULT_SEARCH_LAG,
         }
     }
 }
@@ -865,6 +917,7 @@ impl Default for Config {
             mail: MailConfig::default(),
             oauth: OAuthConfig::default(),
             payments: PaymentsConfig::default(),
+            detection: DetectionConfig::default(),
         }
     }
 }
@@ -1331,6 +1384,19 @@ impl Config {
             || self.payments.reconcile_interval > Duration::from_secs(3600)
         {
             return fail("payments.reconcile_interval", "must be between 1s and 1h");
+        }
+        if self.detection.stuffing_block < Duration::from_secs(60)
+            || self.detection.stuffing_block > strongroom_domain::detection::MAX_BLOCK
+        {
+            return fail("detection.stuffing_block", "must be between 1m and 24h");
+        }
+        if self.detection.guessing_suspension < Duration::from_secs(60)
+            || self.detection.guessing_suspension > strongroom_domain::detection::MAX_BLOCK
+        {
+            return fail("detection.guessing_suspension", "must be between 1m and 24h");
+        }
+        if self.payments.stripe.search_lag > Duration::from_secs(3600) {
+            return fail("payments.stripe.search_lag", "must be at most 1h");
         }
         if self.payments.reconcile_lookback < Duration::from_secs(3600)
             || self.payments.reconcile_lookback > Duration::from_secs(90 * 86_400)

@@ -10,6 +10,7 @@ pub mod app;
 pub mod commands;
 pub mod config;
 pub mod data_dir;
+pub mod decisions;
 pub mod keys;
 pub mod logging;
 pub mod passwords;

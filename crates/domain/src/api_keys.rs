@@ -61,6 +61,8 @@ pub enum Scope {
     PaymentsRead,
     /// Register, rotate and delete webhook endpoints; read their delivery logs.
     AdminWebhooks,
+    /// List, make, lift and extend intrusion-detection decisions (blocked clients).
+    SecurityManage,
 }
 
 impl Scope {
@@ -83,12 +85,16 @@ impl Scope {
         Scope::PaymentsWrite,
         Scope::PaymentsRead,
         Scope::AdminWebhooks,
+        Scope::SecurityManage,
     ];
 
     /// Whether the scope acts on the whole deployment (its keys, staff, metrics, audit log)
     /// rather than inside one data space: only live callers may hold these.
     pub const fn is_deployment_wide(self) -> bool {
-        matches!(self, Scope::AdminKeys | Scope::AdminStaff | Scope::AdminMetrics | Scope::AuditRead)
+        matches!(
+            self,
+            Scope::AdminKeys | Scope::AdminStaff | Scope::AdminMetrics | Scope::AuditRead | Scope::SecurityManage
+        )
     }
 
     /// The scope's stable name.
@@ -111,6 +117,7 @@ impl Scope {
             Scope::PaymentsRefund => "payments:refund",
             Scope::PaymentsWrite => "payments:write",
             Scope::PaymentsRead => "payments:read",
+            Scope::SecurityManage => "security:manage",
         }
     }
 

@@ -27,6 +27,8 @@ pub enum GateError {
     MissingScope(Scope),
     /// A test-mode caller asking for a deployment-wide scope (403).
     LiveModeRequired(Scope),
+    /// The caller's API key is suspended by intrusion detection until the given time (403).
+    Suspended(strongroom_types::Timestamp),
     /// The refusal could not be recorded, or storage failed while checking.
     Failed(DomainError),
 }
@@ -48,6 +50,8 @@ pub struct Gate<'a> {
     pub staff: &'a StaffService,
     /// Where refusals are recorded.
     pub audit: &'a AuditLog,
+    /// Intrusion detection's decisions (suspended API keys).
+    pub decisions: Option<&'a crate::detection::DecisionService>,
 }
 
 impl Gate<'_> {
@@ -92,6 +96,13 @@ impl Gate<'_> {
             }
             Err(AuthError::Store(err)) => return Err(GateError::Failed(err.into())),
         };
+        if let Some(decision) = self.decisions.and_then(|d| d.suspending(&principal)) {
+            let event = principal
+                .event("authz.denied", Outcome::Denied("api_key_suspended"))
+                .on("security_decision", &decision.id);
+            self.record(event, client).await?;
+            return Err(GateError::Suspended(decision.until));
+        }
         if let Some(required) = scope
             && !principal.mode().allows(required)
         {

@@ -10,6 +10,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod bootstrap;
 pub mod cache;
+pub mod detection;
 pub mod error;
 pub mod forward;
 pub mod free_text;

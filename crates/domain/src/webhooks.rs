@@ -26,6 +26,8 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     ("security.canary_token_used", "a canary token was read, revealed, used or deleted"),
     ("security.integrity_error", "a stored ciphertext failed its integrity check"),
     ("security.webhook_endpoint_disabled", "an endpoint failed for five days and was disabled"),
+    ("security.decision_made", "intrusion detection (or a staff member) blocked a client"),
+    ("security.decision_lifted", "a block of a client was lifted"),
     ("vault.key_rotated", "a new key-encryption key version is active"),
     ("vault.key_retired", "a key-encryption key version was retired"),
     ("vault.fingerprint_key_rotated", "a new fingerprint key version is active"),
@@ -50,6 +52,8 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     ("dispute.created", "a customer disputed a payment at the gateway (a chargeback); see evidence_due_by"),
     ("dispute.updated", "a dispute changed (status, evidence deadline, funds withdrawn or reinstated)"),
     ("dispute.closed", "a dispute was closed (won, lost or accepted)"),
+    ("saved_card.created", "a customer's card was saved with their consent"),
+    ("saved_card.removed", "a saved card was removed (by the shop, the customer, or an erasure)"),
     ("webhook.test", "a test event sent on request"),
 ];
 

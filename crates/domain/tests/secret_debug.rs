@@ -215,6 +215,7 @@ fn confirm_extras_mask_the_step_up_proof() {
         step_up_proof: Some(secret("sup_")),
         client: Default::default(),
         return_url: None,
+        card_on_file: Default::default(),
     };
     assert_masked(&format!("{extras:?}"));
 }

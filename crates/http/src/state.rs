@@ -117,6 +117,8 @@ pub struct Services {
     pub access_tokens: Arc<strongroom_domain::oauth::AccessTokens>,
     /// Customer identity.
     pub identity: Arc<strongroom_domain::identity::IdentityService>,
+    /// Intrusion detection's decisions (blocked clients).
+    pub decisions: Arc<strongroom_domain::detection::DecisionService>,
     /// Staff, roles and approvals.
     pub staff: Arc<strongroom_domain::staff::StaffService>,
     /// HTTP settings.

@@ -22,7 +22,8 @@ use strongroom_types::Timestamp;
 
 use crate::outbox::write_messages;
 use crate::payments::{
-    INSERT_CALL, INTENT_COLUMNS, IntentRow, bind_intent, insert_intent_in, insert_intent_sql, intent_json, page_sql,
+    INSERT_CALL, INTENT_COLUMNS, INTENT_PARAMS, IntentRow, bind_intent, insert_intent_in, insert_intent_sql,
+    intent_json, page_sql,
 };
 use crate::{Store, on_pool, store_error};
 
@@ -65,19 +66,28 @@ fn lock_keys_sql(n: usize) -> String {
     format!("SELECT {}", locks.join(", "))
 }
 
-/// PostgreSQL: a new intent ([`insert_intent_sql`]'s `$1`…`$27`) and its attempt's `n` signals in
-/// one statement: `$28` attempt, `$29` merchant, `$30` mode, `$31` card, `$32` amount, `$33`
-/// currency, `$34` small, `$35` at, then kind and key of each row. (The signals refer to the
-/// intent; PostgreSQL checks that at the end of the statement.)
+/// PostgreSQL: a new intent ([`insert_intent_sql`]'s `$1`…`$N`, N = [`INTENT_PARAMS`]) and its
+/// attempt's `n` signals in one statement: `$N+1` attempt, `$N+2` merchant, `$N+3` mode, `$N+4`
+/// card, `$N+5` amount, `$N+6` currency, `$N+7` small, `$N+8` at, then kind and key of each row.
+/// (The signals refer to the intent; PostgreSQL checks that at the end of the statement.)
 fn insert_intent_and_signals_pg_sql(n: usize) -> String {
+    let p = |i: usize| INTENT_PARAMS + i;
     let rows: Vec<String> =
-        (0..n).map(|i| format!("(CAST(${} AS TEXT), CAST(${} AS TEXT))", 36 + 2 * i, 37 + 2 * i)).collect();
+        (0..n).map(|i| format!("(CAST(${} AS TEXT), CAST(${} AS TEXT))", p(9 + 2 * i), p(10 + 2 * i))).collect();
     format!(
         "WITH i AS ({} RETURNING id) INSERT INTO payment_signals (intent_id, attempt, kind, merchant_id, mode, key, \
-         card, amount, currency, small, at) SELECT i.id, CAST($28 AS BIGINT), k.kind, CAST($29 AS TEXT), \
-         CAST($30 AS TEXT), k.key, CAST($31 AS TEXT), CAST($32 AS BIGINT), CAST($33 AS TEXT), CAST($34 AS INTEGER), \
-         CAST($35 AS BIGINT) FROM i, (VALUES {}) AS k (kind, key) ON CONFLICT (intent_id, attempt, kind) DO NOTHING",
+         card, amount, currency, small, at) SELECT i.id, CAST(${} AS BIGINT), k.kind, CAST(${} AS TEXT), \
+         CAST(${} AS TEXT), k.key, CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT), CAST(${} AS INTEGER), \
+         CAST(${} AS BIGINT) FROM i, (VALUES {}) AS k (kind, key) ON CONFLICT (intent_id, attempt, kind) DO NOTHING",
         insert_intent_sql(),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7),
+        p(8),
         rows.join(", ")
     )
 }

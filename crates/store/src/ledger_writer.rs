@@ -22,10 +22,11 @@ use crate::sqlite_direct::SqliteDirect;
 /// Most entries in one transaction.
 const MAX_BATCH: usize = 256;
 
-/// The insert of one entry (`$1`…`$10` in [`LEDGER_COLUMNS`] order).
+/// The insert of one entry (`$1`…`$12` in [`LEDGER_COLUMNS`] order).
 pub(crate) const INSERT_ENTRY: &str = "INSERT INTO sandbox_ledger (idempotency_key, operation, reference, amount, \
-     currency, outcome, decline_code, challenge, gateway_reference, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-     $8, $9, $10) ON CONFLICT (idempotency_key) DO NOTHING";
+     currency, outcome, decline_code, challenge, gateway_reference, created_at, stored_credential, \
+     network_transaction_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (idempotency_key) DO NOTHING";
 
 type Reply = oneshot::Sender<Result<bool, StoreError>>;
 
@@ -119,6 +120,8 @@ async fn write(sink: &Sink, entries: Vec<LedgerEntry>) -> Result<Vec<bool>, Stor
                                     e.challenge,
                                     e.gateway_reference,
                                     e.at.unix_millis(),
+                                    e.stored_credential,
+                                    e.network_transaction_id,
                                 ])
                                 .map(|changed| changed == 1)
                         })
@@ -147,6 +150,8 @@ async fn write(sink: &Sink, entries: Vec<LedgerEntry>) -> Result<Vec<bool>, Stor
                             .bind(e.challenge.as_deref())
                             .bind(&e.gateway_reference)
                             .bind(e.at.unix_millis())
+                            .bind(e.stored_credential.as_deref())
+                            .bind(e.network_transaction_id.as_deref())
                             .execute(&mut *tx)
                             .await?
                             .rows_affected();

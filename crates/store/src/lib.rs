@@ -11,6 +11,7 @@
 mod audit;
 mod checkout;
 mod coalesced_reads;
+mod detection;
 mod disputes;
 mod idempotency;
 mod identity;
@@ -22,6 +23,7 @@ mod payments;
 mod pg_direct;
 pub mod pwned;
 mod repositories;
+mod saved_cards;
 mod sessions;
 mod sqlite_direct;
 mod staff;

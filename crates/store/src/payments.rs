@@ -16,7 +16,7 @@ use strongroom_domain::outbox::OutboxMessage;
 use strongroom_domain::payments::state::{CaptureMethod, State};
 use strongroom_domain::ports::payments::{
     AmendOutcome, GatewayCallRecord, IntentRecord, IntentTransition, LedgerEntry, OpenGatewayCall, OrderRecord, Page,
-    PaymentsRepository, RefundRecord, SandboxChallenge, SandboxLedger, TransitionOutcome,
+    PaymentsRepository, RefundRecord, SandboxChallenge, SandboxLedger, SavedCardRecord, TransitionOutcome,
 };
 use strongroom_types::{Currency, Money, Timestamp};
 
@@ -118,12 +118,13 @@ pub(crate) struct IntentRow {
     created_at: i64,
     updated_at: i64,
     fraud: Option<String>,
+    card_on_file: Option<String>,
 }
 
 pub(crate) const INTENT_COLUMNS: &str = "id, merchant_id, mode, amount, currency, order_id, customer, payment_method, \
      capture_method, status, pending_operation, attempt, amount_capturable, amount_received, amount_refunded, \
      last_payment_error, next_action, card, gateway, gateway_reference, description, metadata, cancellation_reason, \
-     canceled_at, created_at, updated_at, fraud";
+     canceled_at, created_at, updated_at, fraud, card_on_file";
 
 impl TryFrom<IntentRow> for IntentRecord {
     type Error = StoreError;
@@ -140,6 +141,7 @@ impl TryFrom<IntentRow> for IntentRecord {
             next_action: parse_json(row.next_action.as_deref(), "next action")?,
             card: parse_json(row.card.as_deref(), "card summary")?,
             fraud: parse_json(row.fraud.as_deref(), "fraud decision")?,
+            card_on_file: parse_json(row.card_on_file.as_deref(), "card on file")?,
             id: row.id,
             order: row.order_id,
             customer: row.customer,
@@ -205,6 +207,7 @@ pub(crate) struct IntentJson {
     pub(crate) action: Option<String>,
     pub(crate) card: Option<String>,
     pub(crate) fraud: Option<String>,
+    pub(crate) card_on_file: Option<String>,
 }
 
 pub(crate) fn intent_json(intent: &IntentRecord) -> Result<IntentJson, StoreError> {
@@ -213,14 +216,18 @@ pub(crate) fn intent_json(intent: &IntentRecord) -> Result<IntentJson, StoreErro
         action: json(intent.next_action.as_ref())?,
         card: json(intent.card.as_ref())?,
         fraud: json(intent.fraud.as_ref())?,
+        card_on_file: json(intent.card_on_file.as_ref())?,
     })
 }
 
-/// The insert of an intent's [`INTENT_COLUMNS`] as `$1`…`$27` (bound by [`bind_intent!`]).
+/// How many parameters [`bind_intent!`] binds: one per column of [`INTENT_COLUMNS`].
+pub(crate) const INTENT_PARAMS: usize = 28;
+
+/// The insert of an intent's [`INTENT_COLUMNS`] as `$1`…`$28` (bound by [`bind_intent!`]).
 pub(crate) fn insert_intent_sql() -> String {
     format!(
         "INSERT INTO payment_intents ({INTENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
+         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"
     )
 }
 
@@ -234,7 +241,7 @@ macro_rules! insert_intent_in {
 }
 pub(crate) use insert_intent_in;
 
-/// `$query` with `$intent`'s [`INTENT_COLUMNS`] bound as its next 27 parameters.
+/// `$query` with `$intent`'s [`INTENT_COLUMNS`] bound as its next [`INTENT_PARAMS`] parameters.
 macro_rules! bind_intent {
     ($query:expr, $intent:expr, $j:expr) => {
         $query
@@ -265,6 +272,7 @@ macro_rules! bind_intent {
             .bind($intent.created_at.unix_millis())
             .bind($intent.updated_at.unix_millis())
             .bind($j.fraud.as_deref())
+            .bind($j.card_on_file.as_deref())
     };
 }
 pub(crate) use bind_intent;
@@ -433,7 +441,8 @@ impl PaymentsRepository for Store {
             let changed = sqlx::query(
                 "UPDATE payment_intents SET status = $4, pending_operation = $5, attempt = $6, payment_method = $7, \
                  amount_capturable = $8, amount_received = $9, last_payment_error = $10, next_action = $11, \
-                 card = $12, gateway_reference = $13, cancellation_reason = $14, canceled_at = $15, updated_at = $16 \
+                 card = $12, gateway_reference = $13, cancellation_reason = $14, canceled_at = $15, updated_at = $16, \
+                 card_on_file = $18 \
                  WHERE id = $1 AND status = $2 AND COALESCE(pending_operation, '') = $3 AND attempt = $17",
             )
             .bind(&before.id)
@@ -453,12 +462,31 @@ impl PaymentsRepository for Store {
             .bind(after.canceled_at.map(Timestamp::unix_millis))
             .bind(after.updated_at.unix_millis())
             .bind(i64::from(before.attempt))
+            .bind(j.card_on_file.as_deref())
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if changed == 0 {
                 tx.rollback().await?;
                 return Ok(TransitionOutcome::Stale);
+            }
+            if let Some(card) = t.use_saved_card {
+                // The row lock a removal waits for: a removal committed first leaves nothing to claim.
+                let claimed = sqlx::query(
+                    "UPDATE saved_cards SET last_used_at = $2 WHERE id = $1 AND status = 'active'",
+                )
+                .bind(card)
+                .bind(after.updated_at.unix_millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed == 0 {
+                    tx.rollback().await?;
+                    return Ok(TransitionOutcome::SavedCardRemoved);
+                }
+            }
+            if let Some(card) = t.save_card {
+                crate::saved_cards::insert_saved_card!(tx, card);
             }
             if let Some((order, total)) = t.lock_order {
                 let locked = sqlx::query(
@@ -657,6 +685,29 @@ impl PaymentsRepository for Store {
             .collect())
     }
 
+    async fn saved_card(&self, id: &str) -> Result<Option<SavedCardRecord>, StoreError> {
+        self.find_saved_card(id).await
+    }
+
+    async fn saved_cards(
+        &self,
+        page: Page<'_>,
+        customer: Option<&str>,
+        active_only: bool,
+    ) -> Result<Vec<SavedCardRecord>, StoreError> {
+        self.list_saved_cards(page, customer, active_only).await
+    }
+
+    async fn remove_saved_card(
+        &self,
+        card: &SavedCardRecord,
+        at: Timestamp,
+        by: &str,
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError> {
+        self.delete_saved_card(card, at, by, events).await
+    }
+
     async fn close_gateway_call(
         &self,
         idempotency_key: &str,
@@ -688,6 +739,8 @@ struct LedgerRow {
     challenge: Option<String>,
     gateway_reference: String,
     created_at: i64,
+    stored_credential: Option<String>,
+    network_transaction_id: Option<String>,
 }
 
 impl From<LedgerRow> for LedgerEntry {
@@ -702,13 +755,15 @@ impl From<LedgerRow> for LedgerEntry {
             decline_code: row.decline_code,
             challenge: row.challenge,
             gateway_reference: row.gateway_reference,
+            stored_credential: row.stored_credential,
+            network_transaction_id: row.network_transaction_id,
             at: Timestamp::from_unix_millis(row.created_at),
         }
     }
 }
 
 const LEDGER_COLUMNS: &str = "idempotency_key, operation, reference, amount, currency, outcome, decline_code, \
-     challenge, gateway_reference, created_at";
+     challenge, gateway_reference, created_at, stored_credential, network_transaction_id";
 
 #[derive(FromRow)]
 struct SandboxChallengeRow {
@@ -750,6 +805,8 @@ impl SandboxLedger for Store {
                 .bind(entry.challenge.as_deref())
                 .bind(&entry.gateway_reference)
                 .bind(entry.at.unix_millis())
+                .bind(entry.stored_credential.as_deref())
+                .bind(entry.network_transaction_id.as_deref())
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected()))
@@ -805,6 +862,17 @@ impl SandboxLedger for Store {
             .await)
         .map_err(store_error)?;
         Ok(row.map(SandboxChallenge::from))
+    }
+
+    async fn issued_network_transaction(&self, id: &str) -> Result<bool, StoreError> {
+        let found: Option<i32> = on_pool!(self, pool => sqlx::query_scalar(
+                "SELECT 1 FROM sandbox_ledger WHERE network_transaction_id = $1 LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await)
+        .map_err(store_error)?;
+        Ok(found.is_some())
     }
 
     async fn set_sandbox_challenge(&self, id: &str, from: &str, to: &str) -> Result<bool, StoreError> {

@@ -1064,6 +1064,17 @@ impl VaultRepository for Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            // Their saved cards go with the tokens behind them.
+            sqlx::query(
+                "UPDATE saved_cards SET status = 'removed', removed_at = $1, removed_by = 'erasure' \
+                 WHERE merchant_id = $2 AND mode = $3 AND customer = $4 AND status = 'active'",
+            )
+            .bind(at.unix_millis())
+            .bind(merchant.as_str())
+            .bind(mode.as_str())
+            .bind(customer)
+            .execute(&mut *tx)
+            .await?;
             // The customer's account goes with their data (only in this mode: an id of the other
             // mode is left alone): its passkeys, and by cascade its sessions, recovery codes and
             // challenges.

@@ -54,7 +54,7 @@ async fn drop_postgres(name: &str) {
 }
 
 async fn suite(store: Store) {
-    assert_eq!(store.migrate().await.unwrap(), 14, "first migrate applies every migration");
+    assert_eq!(store.migrate().await.unwrap(), 16, "first migrate applies every migration");
     assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 
@@ -1324,6 +1324,7 @@ async fn create_and_confirm_suite(store: &Store) {
         canceled_at: None,
         created_at: at,
         updated_at: at,
+        card_on_file: None,
     };
     let signals = |id: &str, ip: &str| AttemptSignals {
         merchant: merchant.clone(),

@@ -272,6 +272,69 @@ impl TestServer {
         response.json().await.expect("a JSON answer")
     }
 
+    /// `method path` with `key` (and a JSON body): the status and the answer as JSON (a body
+    /// that is not JSON comes back as a JSON string).
+    pub async fn call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.request_as(key, method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("an answer");
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    /// Registers a customer with `email` and `password`, verifies the address and signs them in:
+    /// `(cus_…, session token)`.
+    pub async fn signed_in_customer(&self, email: &str, password: &str) -> (String, String) {
+        let body = serde_json::json!({"email": email, "password": password});
+        let (status, body) =
+            self.call(&self.bootstrap_key, reqwest::Method::POST, "/v1/identity/customers", Some(&body)).await;
+        assert_eq!(status, 202, "{body}");
+        let customer = body["customer"].as_str().expect("a customer id").to_owned();
+        self.verify_customer_email(email).await;
+        let login = serde_json::json!({"email": email, "password": password, "client": {"ip": "198.51.100.7"}});
+        let (status, body) =
+            self.call(&self.bootstrap_key, reqwest::Method::POST, "/v1/identity/login", Some(&login)).await;
+        assert_eq!(status, 200, "{body}");
+        (customer, body["session"]["token"].as_str().expect("a session token").to_owned())
+    }
+
+    /// Rows of a read-only query with one text parameter on the server's database (SQLite opened
+    /// read-only beside the running server, or the PostgreSQL database), as `T`.
+    pub async fn query_rows<T>(&self, sql: &str, param: &str) -> Vec<T>
+    where
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.data_dir().join("strongroom.db");
+                let pool =
+                    sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display())).await.expect("open");
+                let rows = sqlx::query_as(sql).bind(param).fetch_all(&pool).await.expect("query");
+                pool.close().await;
+                rows
+            }
+            Backend::Postgres => {
+                let url = self.config.database_url.as_ref().expect("a database url").expose().clone();
+                let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+                let rows = sqlx::query_as(sql).bind(param).fetch_all(&pool).await.expect("query");
+                pool.close().await;
+                rows
+            }
+        }
+    }
+
     /// Creates a key through the API and returns `(id, secret)`.
     pub async fn create_key(&self, name: &str, scopes: &[&str]) -> (String, String) {
         let response = self

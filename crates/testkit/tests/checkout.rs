@@ -41,14 +41,7 @@ on_both_backends!(
 const PASSWORD: &str = "violet tractor anthem 1987";
 
 async fn send(server: &TestServer, key: &str, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut request = server.client.request(method, server.url(path)).bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    server.call(key, method, path, body).await
 }
 
 async fn post(server: &TestServer, key: &str, path: &str, body: &Value) -> (u16, Value) {
@@ -763,15 +756,7 @@ async fn large_refunds_by_staff_need_a_second_finance_member_once(backend: Backe
 
 /// A registered, verified, signed-in customer: (customer id, session token).
 async fn signed_in_customer(server: &TestServer, email: &str) -> (String, String) {
-    let body = json!({"email": email, "password": PASSWORD});
-    let (status, body) = post(server, &server.bootstrap_key, "/v1/identity/customers", &body).await;
-    assert_eq!(status, 202, "{body}");
-    let customer = body["customer"].as_str().unwrap().to_owned();
-    server.verify_customer_email(email).await;
-    let login = json!({"email": email, "password": PASSWORD, "client": {"ip": "198.51.100.7"}});
-    let (status, body) = post(server, &server.bootstrap_key, "/v1/identity/login", &login).await;
-    assert_eq!(status, 200, "{body}");
-    (customer, body["session"]["token"].as_str().unwrap().to_owned())
+    server.signed_in_customer(email, PASSWORD).await
 }
 
 /// Receipt mails to `email` in the development mailbox once there are `count` (waits up to 10 s).

@@ -24,6 +24,7 @@ on_both_backends!(
     link_pages_refuse_requests_without_the_csrf_token,
     sign_up_is_served_only_when_allowed,
     a_new_address_is_confirmed_on_the_verify_page,
+    the_security_centre_shows_payments_and_removes_saved_cards,
 );
 
 const PASSWORD: &str = "violet tractor anthem 1987";
@@ -460,5 +461,85 @@ async fn a_new_address_is_confirmed_on_the_verify_page(backend: Backend) {
     assert_eq!(problem["code"], "invalid_link");
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.starts_with("This link does not work") && !problem.to_string().contains(&token), "{problem}");
+    server.shutdown().await;
+}
+
+async fn the_security_centre_shows_payments_and_removes_saved_cards(backend: Backend) {
+    let Some(server) = spawn(backend).await else { return };
+    let response = server
+        .request(Method::POST, "/v1/identity/customers")
+        .json(&json!({"email": "eve@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let customer = response.json::<serde_json::Value>().await.unwrap()["customer"].as_str().unwrap().to_owned();
+    server.verify_customer_email("eve@example.com").await;
+    // A payment that saves the card, and a declined one.
+    let token = |number: &str| {
+        json!({"type": "card", "customer": customer,
+        "value": {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}})
+    };
+    let saved = server.post_json_as(&server.bootstrap_key, "/v1/tokens", &token("4242424242424242")).await;
+    let paid = server
+        .post_json_as(
+            &server.bootstrap_key,
+            "/v1/payment_intents",
+            &json!({"amount": 4200, "currency": "eur",
+            "customer": customer, "payment_method": saved["id"], "confirm": true,
+            "setup_future_usage": "on_session", "consent": {"text": "Keep my card <for> next time"}}),
+        )
+        .await;
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    let pm = paid["saved_card"].as_str().unwrap().to_owned();
+    let declined = server.post_json_as(&server.bootstrap_key, "/v1/tokens", &token("4000000000000002")).await;
+    let failed = server
+        .post_json_as(
+            &server.bootstrap_key,
+            "/v1/payment_intents",
+            &json!({"amount": 900, "currency": "eur",
+            "customer": customer, "payment_method": declined["id"], "confirm": true}),
+        )
+        .await;
+    assert_eq!(failed["status"], "requires_payment_method", "{failed}");
+
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let (csrf, csrf_cookie) = page_token(&client, &server, "/account/login").await;
+    let signed_in = client
+        .post(server.url("/account/login"))
+        .header("cookie", &csrf_cookie)
+        .form(&[("csrf", csrf.as_str()), ("email", "eve@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let cookies = format!("{session}; {csrf_cookie}");
+    let centre = client.get(server.url("/account/security")).header("cookie", &cookies).send().await.unwrap();
+    let html = centre.text().await.unwrap();
+    assert!(html.contains("Your payments") && html.contains("42.00 EUR") && html.contains("9.00 EUR"), "{html}");
+    assert!(html.contains("Paid") && html.contains("Declined"), "{html}");
+    assert!(html.contains("visa •••• 4242") && !html.contains("4242424242424242"), "{html}");
+    assert!(html.contains("Keep my card &lt;for&gt; next time"), "the consent text is escaped: {html}");
+    let action = format!("/account/saved-cards/{pm}/remove");
+    assert!(html.contains(&action), "{html}");
+
+    // Without the CSRF token: refused, the card stays.
+    let forged = client.post(server.url(&action)).header("cookie", &session).form(&[("csrf", "x")]).send().await;
+    assert_eq!(forged.unwrap().status(), 403);
+    assert_eq!(server.get_json(&format!("/v1/saved_cards/{pm}")).await["status"], "active");
+    let removed = client
+        .post(server.url(&action))
+        .header("cookie", &cookies)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 303);
+    let card = server.get_json(&format!("/v1/saved_cards/{pm}")).await;
+    assert_eq!((card["status"].as_str(), card["removed_by"].as_str()), (Some("removed"), Some("customer")));
+    let centre = client.get(server.url("/account/security")).header("cookie", &cookies).send().await.unwrap();
+    let html = centre.text().await.unwrap();
+    assert!(html.contains("No saved cards.") && !html.contains(&action), "{html}");
     server.shutdown().await;
 }

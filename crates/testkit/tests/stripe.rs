@@ -5,7 +5,10 @@
 //! Stripe's webhooks, signed with the official `stripe` package (`tools/python/stripe_sign.py`):
 //! a bad signature, a stale one, a replay, an unknown event type, a dispute made with its
 //! evidence deadline, 30 concurrent deliveries of one event taking effect once, and an intent
-//! left `processing` and a refund left `pending` settled by the gateway's word.
+//! left `processing` and a refund left `pending` settled by the gateway's word. And a saved card:
+//! its first payment is sent with `setup_future_usage`, a payment without the customer with
+//! `off_session`. Reconciliation finds a payment whose answer was lost through Stripe's search
+//! (the stand-in adds it to localstripe) and settles it.
 //! localstripe ignores idempotency keys and allows over-refunds: those rules stay tested against
 //! our own code (`payments.rs`). Outside CI a missing localstripe skips (said on standard error);
 //! under `CI=true` it fails.
@@ -25,7 +28,9 @@ on_both_backends!(
     payments_move_at_localstripe_with_our_idempotency_keys,
     webhooks_are_verified_and_replays_do_nothing,
     disputes_come_from_signed_webhooks_once,
-    a_webhook_settles_an_intent_left_processing
+    a_webhook_settles_an_intent_left_processing,
+    saved_cards_tell_stripe_their_stored_credential_use,
+    reconciliation_finds_a_lost_answer_by_stripes_search
 );
 
 const WEBHOOK_SECRET: &str = "whsec_strongroom_test_0123456789";
@@ -553,4 +558,89 @@ async fn a_webhook_settles_an_intent_left_processing(backend: Backend) {
     assert_eq!(settled["status"], "succeeded", "{settled}");
     assert_eq!(audit_actions(&server, refund_id).await, ["refund.created", "refund.succeeded"]);
     server.shutdown().await;
+}
+
+async fn saved_cards_tell_stripe_their_stored_credential_use(backend: Backend) {
+    let Some(stripe) = LocalStripe::start().await else { return };
+    let Some(server) = stripe_server(backend, &stripe).await else { return };
+    let key = server.bootstrap_key.clone();
+    let body = json!({"type": "card", "customer": "cust_s1",
+        "value": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
+    let (status, token) = post(&server, &key, "/v1/tokens", &body).await;
+    assert_eq!(status, 201, "{token}");
+    let body = json!({"amount": 3000, "currency": "eur", "customer": "cust_s1", "payment_method": token["id"],
+        "confirm": true, "setup_future_usage": "off_session", "consent": {"text": "Keep my card for the monthly box"}});
+    let (status, first) = post(&server, &key, "/v1/payment_intents", &body).await;
+    assert_eq!((status, first["status"].as_str()), (201, Some("succeeded")), "{first}");
+    let pm = first["saved_card"].as_str().expect("saved").to_owned();
+    let body = json!({"amount": 3000, "currency": "eur", "customer": "cust_s1", "payment_method": pm,
+        "confirm": true, "off_session": true, "mit_reason": "recurring"});
+    let (status, monthly) = post(&server, &key, "/v1/payment_intents", &body).await;
+    assert_eq!((status, monthly["status"].as_str()), (201, Some("succeeded")), "{monthly}");
+
+    let sent = stripe.get("/_config/stored_credentials").await;
+    let of = |id: &str| {
+        sent["intents"].as_array().unwrap().iter().find(|s| s["strongroom_intent"] == id).cloned().unwrap_or_default()
+    };
+    let first_sent = of(first["id"].as_str().unwrap());
+    assert_eq!(
+        (first_sent["setup_future_usage"].as_str(), first_sent["off_session"].as_bool()),
+        (Some("off_session"), Some(false)),
+        "{sent}"
+    );
+    let monthly_sent = of(monthly["id"].as_str().unwrap());
+    assert_eq!(
+        (monthly_sent["setup_future_usage"].as_str(), monthly_sent["off_session"].as_bool()),
+        (None, Some(true)),
+        "{sent}"
+    );
+    assert_eq!(sent["without_cvc"], 1, "the later payment sent no CVC (the first one used it): {sent}");
+}
+
+async fn reconciliation_finds_a_lost_answer_by_stripes_search(backend: Backend) {
+    let Some(stripe) = LocalStripe::start().await else { return };
+    let base = stripe.base();
+    let Some(server) = TestServer::spawn_with(backend, |config| {
+        config.payments.gateway = "stripe".into();
+        config.payments.gateway_timeout = Duration::from_secs(1);
+        config.payments.reconcile_interval = Duration::from_secs(1);
+        config.payments.stripe.search_lag = Duration::from_secs(8);
+        config.payments.stripe.secret_key = Some(Secret::new(SECRET_KEY.into()));
+        config.payments.stripe.webhook_secret = Some(Secret::new(WEBHOOK_SECRET.into()));
+        config.payments.stripe.api_base = base;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = server.bootstrap_key.clone();
+    // The stand-in answers 13.13 after 6 s: strongroom gave up after 1 s, Stripe charged.
+    let slow = paid(&server, &key, "4242424242424242", 1313, "automatic").await;
+    let id = slow["id"].as_str().unwrap().to_owned();
+    assert_eq!(slow["status"], "processing", "{slow}");
+    // Before the search lag has passed, not found is not believed: it stays processing.
+    server.clock.advance(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let early = send(&server, &key, Method::GET, &format!("/v1/payment_intents/{id}"), None).await.1;
+    assert_eq!(early["status"], "processing", "{early}");
+    // Once Stripe has answered (6 s, real time), let the call be older than the timeout and the
+    // lag by the test clock, which stands still otherwise.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    server.clock.advance(Duration::from_secs(10));
+    let mut read = Value::Null;
+    for _ in 0..100 {
+        read = send(&server, &key, Method::GET, &format!("/v1/payment_intents/{id}"), None).await.1;
+        if read["status"] != "processing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!((read["status"].as_str(), read["amount_received"].as_i64()), (Some("succeeded"), Some(1313)), "{read}");
+    let at_stripe = stripe.intent_for(&id).await;
+    assert_eq!(at_stripe["status"], "succeeded");
+    let actions = audit_actions(&server, &id).await;
+    assert_eq!(actions.last().map(String::as_str), Some("payment_intent.succeeded"), "{actions:?}");
+    // The call was made once at Stripe (its key acted once).
+    let effects = stripe.get("/_config/effects").await;
+    assert!(effects["acted"].as_object().unwrap().values().all(|n| n == 1), "{effects}");
 }

@@ -209,6 +209,15 @@ impl IdentityService {
             self.audit_login(space, None, client, Outcome::Denied("malformed_email")).await?;
             return Err(DomainError::InvalidCredentials);
         };
+        if let Some(decision) = self.decisions.get().and_then(|d| d.blocking(Some(merchant), client.ip)) {
+            // A decision of intrusion detection (this node's or another's, or a staff member's).
+            self.audit_login(space, None, client, Outcome::Denied("client_blocked")).await?;
+            let wait = decision.until.millis_since(now).max(1000) / 1000;
+            return Err(DomainError::Throttled {
+                code: "client_blocked",
+                retry_after: Some(u32::try_from(wait).unwrap_or(u32::MAX)),
+            });
+        }
         if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, now) {
             self.audit_login(space, None, client, Outcome::Denied("client_throttled")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
@@ -254,6 +263,7 @@ impl IdentityService {
                     .for_merchant(merchant)
                     .from_source(client.ip, client.request_id.clone());
                     self.audit.record(event).await?;
+                    self.block_stuffing_client(merchant, client, subjects, failures).await;
                 }
                 return Err(DomainError::InvalidCredentials);
             }
@@ -534,5 +544,35 @@ impl IdentityService {
             .from_source(client.ip, client.request_id.clone());
         self.audit.record(event).await?;
         self.customer(space, id).await
+    }
+
+    /// Blocks a client that tried many accounts (credential stuffing): its address (IPv6: its
+    /// /64) for this merchant, through intrusion detection's decisions, so every node refuses it.
+    /// A failure to decide is logged; the sign-in's answer stands.
+    async fn block_stuffing_client(
+        &self,
+        merchant: &crate::merchants::MerchantId,
+        client: &Client,
+        subjects: usize,
+        failures: u32,
+    ) {
+        let (Some(decisions), Some(ip)) = (self.decisions.get(), client.ip) else { return };
+        if !decisions.settings().enabled {
+            return;
+        }
+        let scope = match ip {
+            std::net::IpAddr::V4(_) => crate::detection::DecisionScope::Ip(ip),
+            std::net::IpAddr::V6(_) => crate::detection::DecisionScope::Prefix(ip),
+        };
+        let new = crate::detection::NewDecision {
+            merchant: Some(merchant.clone()),
+            scope,
+            reason: "credential_stuffing".to_owned(),
+            detail: Some(format!("sign-ins failed for {subjects} accounts ({failures} failures) from one client")),
+            base: decisions.settings().stuffing_block,
+        };
+        if let Err(err) = decisions.decide(crate::detection::Decider::Detector, new).await {
+            tracing::warn!(error = %err, "blocking a credential-stuffing client failed");
+        }
     }
 }

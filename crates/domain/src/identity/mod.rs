@@ -141,6 +141,9 @@ pub struct IdentityService {
     resets_sent: TtlCache<Vec<u8>, ()>,
     /// Passkey ceremonies and credentials (shared with staff).
     passkeys: Option<Arc<crate::passkeys::Passkeys>>,
+    /// Intrusion detection's decisions: blocked clients are refused at sign-in, and credential
+    /// stuffing blocks its client (wired once at start).
+    pub(crate) decisions: std::sync::OnceLock<crate::detection::DecisionService>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -197,6 +200,7 @@ impl IdentityService {
             in_flight: throttle::InFlight::default(),
             resets_sent: TtlCache::new(Duration::from_secs(60), 100_000),
             passkeys: None,
+            decisions: std::sync::OnceLock::new(),
         }
     }
 
@@ -213,6 +217,11 @@ impl IdentityService {
     }
 
     /// Lets customers register and sign in with passkeys.
+    /// Wires intrusion detection's decisions (called once at start).
+    pub fn set_decisions(&self, decisions: crate::detection::DecisionService) {
+        let _ = self.decisions.set(decisions);
+    }
+
     pub fn with_passkeys(mut self, passkeys: Arc<crate::passkeys::Passkeys>) -> Self {
         self.passkeys = Some(passkeys);
         self

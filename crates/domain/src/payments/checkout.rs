@@ -25,6 +25,18 @@ use crate::staff::StaffService;
 use crate::staff::approvals::Action;
 use crate::vault::tokens::PaymentCardInfo;
 
+/// The error of an attempt the fraud checks blocked.
+const BLOCKED: (&str, &str) =
+    ("fraud_blocked", "strongroom's fraud checks blocked this payment; the gateway was not asked (see fraud.reasons)");
+
+/// The error of a payment without the customer that the fraud checks would have asked them to
+/// authenticate (Stripe's code for a payment that needs a customer who is not there).
+const NEEDS_CUSTOMER: (&str, &str) = (
+    "authentication_required",
+    "the fraud checks ask for the customer's authentication, and this payment is made without them \
+     (off_session); ask the customer to pay in a checkout",
+);
+
 /// The purpose a payment's step-up proof is made for.
 pub const STEP_UP_PURPOSE: &str = "payment";
 
@@ -63,6 +75,8 @@ pub struct ConfirmExtras {
     pub client: ClientSignals,
     /// The shop's page the customer comes back to after 3-D Secure.
     pub return_url: Option<String>,
+    /// Save the card (with consent), or pay without the customer with a saved card.
+    pub card_on_file: super::saved_cards::CardOnFileInput,
 }
 
 /// A confirmation attempt's signals, ready to be counted, and what the rules need besides the
@@ -151,18 +165,19 @@ impl PaymentsService {
     /// Runs the fraud checks and the step-up rule for a confirmation of `intent` (in
     /// `requires_confirmation`) and keeps the decision on it. `Ok(Err(blocked))`: the attempt was
     /// blocked and the intent is back in `requires_payment_method`; `Ok(Ok(intent))`: go on.
+    /// `token` is the vault card token the payment method stands for.
     pub(super) async fn check_before_authorising(
         &self,
         caller: Caller<'_>,
         mut intent: IntentRecord,
+        token: &str,
         extras: &ConfirmExtras,
     ) -> Result<Result<IntentRecord, IntentRecord>, DomainError> {
         let checkout = self.checkout()?;
         let rules = &checkout.rules;
         let mut outcome = Outcome::Allow;
         if rules.fraud.enabled {
-            let token = intent.payment_method.clone().unwrap_or_default();
-            let card = match self.ports.vault.payment_card(caller.principal, &token).await {
+            let card = match self.ports.vault.payment_card(caller.principal, token).await {
                 Ok(info) => Some(info),
                 Err(DomainError::NotFound | DomainError::Gone) => None,
                 Err(other) => return Err(other),
@@ -183,6 +198,11 @@ impl PaymentsService {
     /// What follows the fraud checks' decision (kept on `intent` already): a blocked attempt
     /// moves back to `requires_payment_method` (`Ok(Err(blocked))`); a large or suspicious
     /// payment spends the customer's step-up proof; then `Ok(Ok(intent))`: go on.
+    ///
+    /// A payment the shop makes without the customer (merchant-initiated, `off_session`) is
+    /// outside strong customer authentication (PSD2 exempts it): the amount rule does not ask for
+    /// step-up, and a fraud decision that would ask for one declines it as
+    /// `authentication_required` instead (no customer is there to answer), as Stripe does.
     pub(super) async fn after_fraud_check(
         &self,
         caller: Caller<'_>,
@@ -192,7 +212,14 @@ impl PaymentsService {
         extras: &ConfirmExtras,
     ) -> Result<Result<IntentRecord, IntentRecord>, DomainError> {
         if outcome == Outcome::Block {
-            return self.block(caller, &intent).await.map(Err);
+            return self.block(caller, &intent, BLOCKED).await.map(Err);
+        }
+        let merchant_initiated = intent.card_on_file.as_ref().is_some_and(|c| c.merchant_initiated.is_some());
+        if merchant_initiated {
+            if outcome == Outcome::RequireStepUp {
+                return self.block(caller, &intent, NEEDS_CUSTOMER).await.map(Err);
+            }
+            return Ok(Ok(intent));
         }
         if outcome == Outcome::RequireStepUp || step_up_for_amount(&checkout.rules, &intent) {
             let proof = extras.step_up_proof.as_ref().map(|p| p.expose().as_str());
@@ -250,18 +277,20 @@ impl PaymentsService {
     }
 
     /// Moves a blocked attempt's intent back to `requires_payment_method` without asking the
-    /// gateway (as Stripe Radar does: the customer may try another card, which is checked again).
-    async fn block(&self, caller: Caller<'_>, intent: &IntentRecord) -> Result<IntentRecord, DomainError> {
+    /// gateway (as Stripe Radar does: the customer may try another card, which is checked again),
+    /// with `why` as its `last_payment_error`.
+    async fn block(
+        &self,
+        caller: Caller<'_>,
+        intent: &IntentRecord,
+        why: (&str, &str),
+    ) -> Result<IntentRecord, DomainError> {
         let mut after = intent.clone();
         after.state = State::RequiresPaymentMethod;
         after.attempt = intent.attempt.saturating_add(1);
         after.payment_method = None;
         after.next_action = None;
-        after.last_payment_error = Some(PaymentError::of(
-            "fraud_blocked",
-            None,
-            "strongroom's fraud checks blocked this payment; the gateway was not asked (see fraud.reasons)",
-        ));
+        after.last_payment_error = Some(PaymentError::of(why.0, None, why.1));
         self.apply(caller, intent, after, Step::new(Event::FraudBlocked)).await
     }
 

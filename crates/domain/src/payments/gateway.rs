@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use strongroom_types::{Money, Secret};
 
 use crate::payments::state::Event;
-use crate::ports::payments::{NextAction, PaymentError};
+use crate::ports::payments::{FutureUsage, MitReason, NextAction, PaymentError};
 
 /// The idempotency key of a gateway call: `<object id>:<operation>:<attempt>`.
 pub fn idempotency_key(object: &str, operation: &str, attempt: u32) -> String {
@@ -54,6 +54,46 @@ pub struct AuthorizeRequest {
     /// The gateway's id of this intent's payment from an earlier attempt, if any (a confirmation
     /// after 3-D Secure resumes that payment at a gateway that keeps one, such as Stripe).
     pub gateway_reference: Option<String>,
+    /// A stored card's part in this payment (the networks' stored-credential flags), if any.
+    pub stored_credential: Option<StoredCredential>,
+}
+
+/// What the card networks must be told about a stored card (Visa's and Mastercard's
+/// stored-credential framework): its first use, when it is being saved, or a later use with the
+/// network's id of that first payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredCredential {
+    /// The customer is paying and agreed to keep the card for `usage`.
+    First(FutureUsage),
+    /// The customer pays again with their saved card.
+    CustomerInitiated {
+        /// The network's id of the first payment, when known.
+        network_transaction_id: Option<String>,
+    },
+    /// The shop charges the saved card without the customer.
+    MerchantInitiated {
+        /// Why.
+        reason: MitReason,
+        /// The network's id of the first payment (networks refuse a merchant-initiated
+        /// payment that names none).
+        network_transaction_id: Option<String>,
+    },
+}
+
+impl StoredCredential {
+    /// A short label for logs and the sandbox's ledger: `first:<usage>`,
+    /// `customer:<network id>`, `merchant:<reason>:<network id>`.
+    pub fn label(&self) -> String {
+        match self {
+            StoredCredential::First(usage) => format!("first:{}", usage.as_str()),
+            StoredCredential::CustomerInitiated { network_transaction_id } => {
+                format!("customer:{}", network_transaction_id.as_deref().unwrap_or(""))
+            }
+            StoredCredential::MerchantInitiated { reason, network_transaction_id } => {
+                format!("merchant:{}:{}", reason.as_str(), network_transaction_id.as_deref().unwrap_or(""))
+            }
+        }
+    }
 }
 
 /// Capture, void or refund an earlier authorisation.
@@ -117,6 +157,22 @@ pub struct GatewayAnswer {
     pub error: Option<PaymentError>,
     /// What the customer must do (with [`GatewayStatus::RequiresAction`]).
     pub next_action: Option<NextAction>,
+    /// The card network's id of an approved authorisation (kept with a saved card, and sent
+    /// with its merchant-initiated payments).
+    pub network_transaction_id: Option<String>,
+}
+
+impl GatewayAnswer {
+    /// An answer with only a status and the gateway's reference.
+    pub fn of(status: GatewayStatus, gateway_reference: impl Into<String>) -> Self {
+        Self {
+            status,
+            gateway_reference: gateway_reference.into(),
+            error: None,
+            next_action: None,
+            network_transaction_id: None,
+        }
+    }
 }
 
 /// Why a call has no answer.

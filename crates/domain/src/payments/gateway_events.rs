@@ -264,6 +264,7 @@ impl PaymentsService {
                 .as_deref()
                 .map(|reason| PaymentError::of(reason, None, "the gateway failed the refund")),
             next_action: None,
+            network_transaction_id: None,
         };
         let key = idempotency_key(&refund.id, "refund", 1);
         let actor = Actor::Gateway(self.ports.gateway.name());

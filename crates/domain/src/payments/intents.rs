@@ -22,6 +22,7 @@ use super::gateway::{
     AuthorizeRequest, FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event, capture_event,
     idempotency_key, void_event,
 };
+use super::saved_cards::{self, CardOnFileInput};
 use super::state::{self, CaptureMethod, Event, State};
 use super::{
     Actor, Caller, PaymentsService, check_customer, check_metadata, check_text, parse_amount, parse_currency, reject,
@@ -30,7 +31,8 @@ use crate::error::DomainError;
 use crate::modes::Space;
 use crate::ports::checkout::{Claim, ConfirmPlan, CreateAndConfirm, CreateAndConfirmOutcome, SignalKind, WindowCounts};
 use crate::ports::payments::{
-    CardSummary, GatewayCallRecord, IntentRecord, IntentTransition, Page, PaymentError, TransitionOutcome,
+    CardSummary, GatewayCallRecord, IntentRecord, IntentTransition, Page, PaymentError, SavedCardRecord,
+    TransitionOutcome,
 };
 use crate::vault::tokens::PaymentCardInfo;
 
@@ -58,6 +60,9 @@ pub struct NewIntent {
     pub description: Option<String>,
     /// The shop's metadata.
     pub metadata: Option<Map<String, Value>>,
+    /// Save the card for later (with the customer's consent), or pay without the customer with
+    /// a saved card.
+    pub card_on_file: CardOnFileInput,
 }
 
 /// Reasons a shop may give for a cancellation (Stripe's).
@@ -83,6 +88,9 @@ fn event_data(intent: &IntentRecord) -> Value {
             "decline_code": e.decline_code,
         })),
         "fraud": intent.fraud,
+        "setup_future_usage": intent.card_on_file.as_ref().and_then(|c| c.save.as_ref()).map(|s| s.usage.as_str()),
+        "off_session": intent.card_on_file.as_ref().is_some_and(|c| c.merchant_initiated.is_some()),
+        "saved_card": intent.card_on_file.as_ref().and_then(|c| c.saved_card.as_deref()),
     })
 }
 
@@ -92,11 +100,15 @@ pub(super) struct Step<'a> {
     pub(super) call: Option<&'a GatewayCallRecord>,
     pub(super) answered: Option<(&'a str, &'a str)>,
     pub(super) lock_order: Option<(&'a str, i64)>,
+    /// A saved card the payment claims (refused once removed).
+    pub(super) use_saved_card: Option<&'a str>,
+    /// A card the payment saves.
+    pub(super) save_card: Option<&'a SavedCardRecord>,
 }
 
 impl<'a> Step<'a> {
     pub(super) fn new(event: Event) -> Self {
-        Self { event, call: None, answered: None, lock_order: None }
+        Self { event, call: None, answered: None, lock_order: None, use_saved_card: None, save_card: None }
     }
 }
 
@@ -139,7 +151,7 @@ impl PaymentsService {
             return Err(unexpected(before.state));
         }
         after.updated_at = self.ports.clock.now();
-        let events = match state::event_type(step.event, after.state) {
+        let mut events = match state::event_type(step.event, after.state) {
             Some(event_type) => {
                 self.ports
                     .outbox
@@ -148,6 +160,9 @@ impl PaymentsService {
             }
             None => Vec::new(),
         };
+        if let Some(card) = step.save_card {
+            events.extend(self.saved_card_events(card, "saved_card.created").await?);
+        }
         let transition = IntentTransition {
             before,
             after: &after,
@@ -155,6 +170,8 @@ impl PaymentsService {
             answered: step.answered,
             lock_order: step.lock_order,
             events: &events,
+            use_saved_card: step.use_saved_card,
+            save_card: step.save_card,
         };
         match self.ports.repo.transition_intent(&transition).await? {
             TransitionOutcome::Done => {}
@@ -168,35 +185,47 @@ impl PaymentsService {
                     "the order's total changed since this payment intent was made; make a new payment intent",
                 ));
             }
+            TransitionOutcome::SavedCardRemoved => {
+                return Err(reject(
+                    "saved_card_removed",
+                    "/payment_method",
+                    "the saved card was removed; attach another card",
+                ));
+            }
         }
         if !events.is_empty() {
             self.ports.outbox.wake().notify_one();
         }
-        let event = actor.into().event(
-            state::audit_action(step.event),
-            "payment_intent",
-            &after.id,
-            (&after.merchant, after.mode),
-        );
+        let actor = actor.into();
+        let event =
+            actor.event(state::audit_action(step.event), "payment_intent", &after.id, (&after.merchant, after.mode));
         self.ports.audit.record(event).await?;
+        if let Some(card) = step.save_card {
+            let event = actor.event("saved_card.created", "saved_card", &card.id, (&card.merchant, card.mode));
+            self.ports.audit.record(event).await?;
+        }
         Ok(after)
     }
 
-    /// Checks a card token for an intent of `customer`: it must be a card of the caller's space,
-    /// and of this customer if it belongs to one.
+    /// Checks a payment method for an intent of `customer`: a card token of the caller's space
+    /// (and of this customer if it belongs to one), or an active saved card of this customer.
     async fn payment_method_for(
         &self,
         caller: Caller<'_>,
         token: &str,
         customer: Option<&str>,
         pointer: &str,
-    ) -> Result<CardSummary, DomainError> {
+    ) -> Result<(CardSummary, Option<SavedCardRecord>), DomainError> {
+        if saved_cards::is_saved_card(token) {
+            let card = self.usable_saved_card(caller.principal.space(), token, customer, pointer).await?;
+            return Ok((card.card.clone(), Some(card)));
+        }
         let info = self.payment_card_for(caller, token, customer, pointer).await?;
-        Ok(CardSummary { brand: info.brand, last4: info.last4 })
+        Ok((CardSummary { brand: info.brand, last4: info.last4 }, None))
     }
 
-    /// [`Self::payment_method_for`] with all the vault says of the card (its fingerprint and
-    /// leading digits, which the fraud checks count and look at).
+    /// A card token for an intent of `customer` with all the vault says of the card (its
+    /// fingerprint and leading digits, which the fraud checks count and look at).
     async fn payment_card_for(
         &self,
         caller: Caller<'_>,
@@ -251,8 +280,16 @@ impl PaymentsService {
         let (intent, info) = self.new_intent(caller, input).await?;
         let return_url_ok =
             extras.return_url.as_deref().is_none_or(|url| super::check_return_url(url, "/return_url").is_ok());
+        // A saved card (`info` is of card tokens only) takes the separate way: its claim must
+        // also claim the saved card's row (see `saved_cards`).
         let checkout = match self.checkout() {
-            Ok(checkout) if return_url_ok && !super::checkout::step_up_for_amount(&checkout.rules, &intent) => checkout,
+            Ok(checkout)
+                if return_url_ok
+                    && info.is_some()
+                    && !super::checkout::step_up_for_amount(&checkout.rules, &intent) =>
+            {
+                checkout
+            }
             _ => return self.create_then_confirm(caller, intent, extras).await,
         };
         let (Some(token), Some(State::Authorizing)) =
@@ -326,7 +363,7 @@ impl PaymentsService {
         if let Some(claim) = written.claim {
             entries.push(caller.event(state::audit_action(Event::Confirm), "payment_intent", &intent.id));
             futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
-            return self.authorize_claimed(caller, claim.claimed, &claim.call, &token, extras).await;
+            return self.authorize_claimed(caller, claim.claimed, &claim.call, &token, None, extras).await;
         }
         futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
         // Blocked, or waiting for the customer's step-up: on as a separate confirmation would.
@@ -334,7 +371,7 @@ impl PaymentsService {
         let mut held = intent;
         held.fraud = written.fraud;
         match self.after_fraud_check(caller, checkout, held, outcome, extras).await? {
-            Ok(checked) => self.claim_and_authorize(caller, checked, &token, extras).await,
+            Ok(checked) => self.claim_and_authorize(caller, checked, &token, None, extras).await,
             Err(blocked) => Ok(blocked),
         }
     }
@@ -410,12 +447,22 @@ impl PaymentsService {
                 customer = order.customer.clone();
             }
         }
-        let info = match &input.payment_method {
-            Some(token) => Some(self.payment_card_for(caller, token, customer.as_deref(), "/payment_method").await?),
-            None => None,
-        };
-        let card = info.as_ref().map(|info| CardSummary { brand: info.brand.clone(), last4: info.last4.clone() });
         let now = self.ports.clock.now();
+        let card_on_file = saved_cards::plan(&input.card_on_file, customer.as_deref(), now)?;
+        let (card, info) = match &input.payment_method {
+            Some(method) if saved_cards::is_saved_card(method) => {
+                let (card, saved) =
+                    self.payment_method_for(caller, method, customer.as_deref(), "/payment_method").await?;
+                saved_cards::check_against_card(card_on_file.as_ref(), saved.as_ref())?;
+                (Some(card), None)
+            }
+            Some(token) => {
+                let info = self.payment_card_for(caller, token, customer.as_deref(), "/payment_method").await?;
+                saved_cards::check_against_card(card_on_file.as_ref(), None)?;
+                (Some(CardSummary { brand: info.brand.clone(), last4: info.last4.clone() }), Some(info))
+            }
+            None => (None, None),
+        };
         let intent = IntentRecord {
             id: IntentId::generate_at(self.ports.entropy.as_ref(), now.unix_millis()).to_string(),
             merchant: space.merchant.clone(),
@@ -442,6 +489,7 @@ impl PaymentsService {
             canceled_at: None,
             created_at: now,
             updated_at: now,
+            card_on_file,
         };
         Ok((intent, info))
     }
@@ -500,11 +548,19 @@ impl PaymentsService {
         }
         let space = caller.principal.space();
         let mut intent = self.intent_in(space, id).await?;
+        if !extras.card_on_file.is_empty() {
+            if !matches!(intent.state, State::RequiresPaymentMethod | State::RequiresConfirmation) {
+                return Err(unexpected(intent.state));
+            }
+            intent.card_on_file =
+                saved_cards::plan(&extras.card_on_file, intent.customer.as_deref(), self.ports.clock.now())?;
+        }
         if let Some(token) = payment_method {
             if state::next(intent.state, Event::AttachPaymentMethod).is_none() {
                 return Err(unexpected(intent.state));
             }
-            let card = self.payment_method_for(caller, token, intent.customer.as_deref(), "/payment_method").await?;
+            let (card, _) =
+                self.payment_method_for(caller, token, intent.customer.as_deref(), "/payment_method").await?;
             let mut after = intent.clone();
             after.state = State::RequiresConfirmation;
             after.payment_method = Some(token.to_owned());
@@ -514,16 +570,18 @@ impl PaymentsService {
         if state::next(intent.state, Event::Confirm).is_none() {
             return Err(unexpected(intent.state));
         }
-        let Some(token) = intent.payment_method.clone() else {
+        let Some(payment_method) = intent.payment_method.clone() else {
             return Err(unexpected(intent.state));
         };
+        let (token, saved) = self.resolve_payment_method(&intent, &payment_method).await?;
+        saved_cards::check_against_card(intent.card_on_file.as_ref(), saved.as_ref())?;
         if intent.state == State::RequiresConfirmation {
-            intent = match self.check_before_authorising(caller, intent, extras).await? {
+            intent = match self.check_before_authorising(caller, intent, &token, extras).await? {
                 Ok(checked) => checked,
                 Err(blocked) => return Ok(blocked),
             };
         }
-        self.claim_and_authorize(caller, intent, &token, extras).await
+        self.claim_and_authorize(caller, intent, &token, saved.as_ref(), extras).await
     }
 
     /// Claims a checked intent into `processing` (recording the authorisation about to be asked
@@ -533,6 +591,7 @@ impl PaymentsService {
         caller: Caller<'_>,
         intent: IntentRecord,
         token: &str,
+        saved: Option<&SavedCardRecord>,
         extras: &ConfirmExtras,
     ) -> Result<IntentRecord, DomainError> {
         let attempt = intent.attempt.saturating_add(1);
@@ -550,10 +609,11 @@ impl PaymentsService {
         let step = Step {
             call: Some(&call),
             lock_order: intent.order.as_deref().map(|order| (order, intent.amount.minor())),
+            use_saved_card: saved.map(|card| card.id.as_str()),
             ..Step::new(Event::Confirm)
         };
         let claimed = self.apply(caller, &intent, after, step).await?;
-        self.authorize_claimed(caller, claimed, &call, token, extras).await
+        self.authorize_claimed(caller, claimed, &call, token, saved, extras).await
     }
 
     /// Asks the gateway for the authorisation recorded as `call` of an intent this request has
@@ -564,6 +624,7 @@ impl PaymentsService {
         claimed: IntentRecord,
         call: &GatewayCallRecord,
         token: &str,
+        saved: Option<&SavedCardRecord>,
         extras: &ConfirmExtras,
     ) -> Result<IntentRecord, DomainError> {
         // Only the winner of the claim reads the card (and so uses up its CVC).
@@ -575,12 +636,7 @@ impl PaymentsService {
                     None,
                     "the card token was deleted, expired or erased; attach another card",
                 );
-                let answer = GatewayAnswer {
-                    status: GatewayStatus::Declined,
-                    gateway_reference: String::new(),
-                    error: Some(error),
-                    next_action: None,
-                };
+                let answer = GatewayAnswer { error: Some(error), ..GatewayAnswer::of(GatewayStatus::Declined, "") };
                 return self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await;
             }
             Err(other) => return Err(other),
@@ -592,6 +648,7 @@ impl PaymentsService {
             capture: claimed.capture_method == CaptureMethod::Automatic,
             card,
             gateway_reference: claimed.gateway_reference.clone(),
+            stored_credential: saved_cards::stored_credential(&claimed, saved),
         };
         match self.call_gateway(self.ports.gateway.authorize(request)).await {
             Some(mut answer) => {
@@ -637,6 +694,17 @@ impl PaymentsService {
         if !answer.gateway_reference.is_empty() {
             after.gateway_reference = Some(answer.gateway_reference.clone());
         }
+        let mut to_save = None;
+        if let Event::Authorized { .. } = event {
+            if let Some(network_id) = &answer.network_transaction_id {
+                after.card_on_file.get_or_insert_with(Default::default).network_transaction_id =
+                    Some(network_id.clone());
+            }
+            to_save = self.card_to_save(&after, answer.network_transaction_id.as_deref());
+            if let (Some(card), Some(plan)) = (&to_save, after.card_on_file.as_mut()) {
+                plan.saved_card = Some(card.id.clone());
+            }
+        }
         match event {
             Event::Authorized { captured: true } => {
                 after.amount_received = claimed.amount.minor();
@@ -667,7 +735,7 @@ impl PaymentsService {
             }
         }
         let outcome = gateway_outcome(answer.status);
-        let step = Step { answered: Some((key, outcome)), ..Step::new(event) };
+        let step = Step { answered: Some((key, outcome)), save_card: to_save.as_ref(), ..Step::new(event) };
         let settled = self.apply(actor, claimed, after, step).await;
         match (&settled, event) {
             (Ok(_), Event::Declined) => self.count_decline(claimed).await,

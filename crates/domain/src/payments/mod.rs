@@ -2,7 +2,8 @@
 //! [`state`]), refunds ([`refunds`]), the gateway port ([`gateway`]), the checkout rules
 //! before an authorisation ([`fraud`], [`checkout`]: fraud checks, step-up, refund approvals),
 //! what gateways say on their own (webhooks, disputes: [`gateway_events`]), reconciliation of
-//! unanswered calls ([`reconcile`]) and 3-D Secure's pages ([`authentication`]).
+//! unanswered calls ([`reconcile`]), 3-D Secure's pages ([`authentication`]) and saved cards
+//! with their stored-credential flags ([`saved_cards`]).
 //!
 //! Money moves only through a [`gateway::Gateway`], exactly once: every state change is one
 //! conditional update whose affected-row count decides (so of thirty concurrent confirms one
@@ -23,6 +24,7 @@ pub mod intents;
 pub mod orders;
 pub mod reconcile;
 pub mod refunds;
+pub mod saved_cards;
 pub mod state;
 
 use std::sync::Arc;

@@ -98,7 +98,7 @@ impl ReconcileReport {
 
 /// What the gateway said about one call.
 enum Word {
-    Answer(GatewayAnswer),
+    Answer(Box<GatewayAnswer>),
     NotReceived,
     Unreachable,
 }
@@ -166,7 +166,7 @@ impl PaymentsService {
 
     async fn ask(&self, key: &str) -> Word {
         match self.call_lookup(key).await {
-            Ok(Some(answer)) => Word::Answer(answer),
+            Ok(Some(answer)) => Word::Answer(Box::new(answer)),
             Ok(None) => Word::NotReceived,
             Err(err) => {
                 tracing::warn!(error = %err, "the gateway could not say what became of a call; asking again later");
@@ -225,7 +225,7 @@ impl PaymentsService {
                 if authorization_event(answer.status).is_none() {
                     return Ok(difference);
                 }
-                (self.settle_authorization(actor, &intent, key, answer).await?, false)
+                (self.settle_authorization(actor, &intent, key, *answer).await?, false)
             }
             (Word::NotReceived, "authorize") => {
                 let wait = self.settings.gateway_timeout.saturating_add(self.ports.gateway.lookup_lag());
@@ -242,12 +242,13 @@ impl PaymentsService {
                         "the gateway has no record of the authorisation, so no money moved; confirm again",
                     )),
                     next_action: None,
+                    network_transaction_id: None,
                 };
                 (self.settle_authorization(actor, &intent, key, answer).await?, false)
             }
             (word, "capture" | "cancel") => {
                 let (answer, resent) = match word {
-                    Word::Answer(answer) => (answer, false),
+                    Word::Answer(answer) => (*answer, false),
                     _ => match self.resend(&intent, call).await {
                         Some(answer) => (answer, true),
                         None => return Ok(difference),
@@ -323,7 +324,7 @@ impl PaymentsService {
         }
         let (answer, resent) = match word {
             Word::Unreachable => return Ok(difference),
-            Word::Answer(answer) => (answer, false),
+            Word::Answer(answer) => (*answer, false),
             Word::NotReceived => {
                 let Some(intent) = self.ports.repo.intent(&refund.payment_intent).await? else {
                     return Ok(difference);

@@ -10,6 +10,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod breached;
 pub mod checkout;
+pub mod detection;
 pub mod disputes;
 pub mod health;
 pub mod identity;

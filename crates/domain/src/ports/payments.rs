@@ -149,6 +149,149 @@ pub struct IntentRecord {
     pub created_at: Timestamp,
     /// Last changed.
     pub updated_at: Timestamp,
+    /// How it saves or uses a stored card (absent: an ordinary one-time card payment).
+    pub card_on_file: Option<CardOnFile>,
+}
+
+/// How a saved card will be used: with the customer in the checkout (`on_session`), or also by
+/// the shop without them (`off_session`: subscriptions, split shipments, top-ups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FutureUsage {
+    /// Later payments with the customer present (they pick the card at checkout).
+    OnSession,
+    /// Later payments the shop starts without the customer (merchant-initiated).
+    OffSession,
+}
+
+impl FutureUsage {
+    /// `on_session` or `off_session`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FutureUsage::OnSession => "on_session",
+            FutureUsage::OffSession => "off_session",
+        }
+    }
+
+    /// From its name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "on_session" => Some(FutureUsage::OnSession),
+            "off_session" => Some(FutureUsage::OffSession),
+            _ => None,
+        }
+    }
+}
+
+/// Why the shop charges a saved card without the customer (the card networks' stored-credential
+/// framework): a regular charge on a schedule, an instalment of a known total, or an unscheduled
+/// one the customer agreed to (a split shipment, a top-up, a no-show fee).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MitReason {
+    /// A subscription's charge.
+    Recurring,
+    /// One of a fixed number of payments.
+    Installment,
+    /// Any other charge the customer agreed to in advance.
+    Unscheduled,
+}
+
+impl MitReason {
+    /// `recurring`, `installment` or `unscheduled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MitReason::Recurring => "recurring",
+            MitReason::Installment => "installment",
+            MitReason::Unscheduled => "unscheduled",
+        }
+    }
+
+    /// From its name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "recurring" => Some(MitReason::Recurring),
+            "installment" => Some(MitReason::Installment),
+            "unscheduled" => Some(MitReason::Unscheduled),
+            _ => None,
+        }
+    }
+}
+
+/// The customer's agreement to keep their card, as the shop recorded it at checkout.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CardConsent {
+    /// The words the customer agreed to, as the shop showed them.
+    pub text: String,
+    /// When strongroom recorded the agreement.
+    pub accepted_at: Timestamp,
+    /// The customer's address, as the shop saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    /// The customer's browser, as the shop saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// A request to save the card of a payment once it is authorised.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SaveCard {
+    /// For which later payments.
+    pub usage: FutureUsage,
+    /// The customer's agreement.
+    pub consent: CardConsent,
+}
+
+/// How a payment intent saves or uses a stored card.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CardOnFile {
+    /// Save the card after the authorisation (the first payment of a stored credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save: Option<SaveCard>,
+    /// The saved card (`pm_…`) this payment made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_card: Option<String>,
+    /// A payment the shop starts without the customer, with a saved card, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_initiated: Option<MitReason>,
+    /// The card network's id of this payment's authorisation, as the gateway reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_transaction_id: Option<String>,
+}
+
+/// A saved card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedCardRecord {
+    /// `pm_…`
+    pub id: String,
+    /// Owner.
+    pub merchant: MerchantId,
+    /// Data space.
+    pub mode: Mode,
+    /// The customer it was saved for.
+    pub customer: String,
+    /// The vault's card token behind it (never shown; deleted with the saved card).
+    pub token: String,
+    /// The card, as it may be shown.
+    pub card: CardSummary,
+    /// For which later payments.
+    pub usage: FutureUsage,
+    /// The customer's agreement.
+    pub consent: CardConsent,
+    /// The network's id of the first payment's authorisation (sent with merchant-initiated ones).
+    pub network_transaction_id: Option<String>,
+    /// The payment that saved it.
+    pub first_payment_intent: String,
+    /// `active` or `removed`.
+    pub status: String,
+    /// When a payment last claimed it.
+    pub last_used_at: Option<Timestamp>,
+    /// Saved.
+    pub created_at: Timestamp,
+    /// Removed.
+    pub removed_at: Option<Timestamp>,
+    /// Who removed it: `customer`, `merchant`, `erasure`.
+    pub removed_by: Option<String>,
 }
 
 /// A gateway call, recorded before it is made.
@@ -198,6 +341,10 @@ pub struct IntentTransition<'a> {
     pub lock_order: Option<(&'a str, i64)>,
     /// Outbox messages of the change.
     pub events: &'a [OutboxMessage],
+    /// A saved card this payment claims (refused unless it is still active).
+    pub use_saved_card: Option<&'a str>,
+    /// A card this payment saves (inserted once: one per first payment).
+    pub save_card: Option<&'a SavedCardRecord>,
 }
 
 /// How a transition ended.
@@ -209,6 +356,8 @@ pub enum TransitionOutcome {
     Stale,
     /// The order's total changed since the intent was made.
     OrderChanged,
+    /// The saved card it would use was removed.
+    SavedCardRemoved,
 }
 
 /// A stored refund.
@@ -313,6 +462,25 @@ pub trait PaymentsRepository: Send + Sync + std::fmt::Debug {
     /// it). False: it had an outcome already.
     async fn close_gateway_call(&self, idempotency_key: &str, outcome: &str, at: Timestamp)
     -> Result<bool, StoreError>;
+
+    /// One saved card, whoever owns it (the service checks the space).
+    async fn saved_card(&self, id: &str) -> Result<Option<SavedCardRecord>, StoreError>;
+    /// Saved cards of a space, newest first, optionally of one customer, optionally only active.
+    async fn saved_cards(
+        &self,
+        page: Page<'_>,
+        customer: Option<&str>,
+        active_only: bool,
+    ) -> Result<Vec<SavedCardRecord>, StoreError>;
+    /// Removes an active saved card and deletes its vault token, with its events, in one
+    /// transaction; false: it was not active (removed already, or by a racing request).
+    async fn remove_saved_card(
+        &self,
+        card: &SavedCardRecord,
+        at: Timestamp,
+        by: &str,
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError>;
 }
 
 /// One operation in the sandbox gateway's ledger.
@@ -336,6 +504,11 @@ pub struct LedgerEntry {
     pub challenge: Option<String>,
     /// The sandbox's id of the payment.
     pub gateway_reference: String,
+    /// What it was told of a stored card: `first:<usage>`, `customer:<network id>` or
+    /// `merchant:<reason>:<network id>`.
+    pub stored_credential: Option<String>,
+    /// The network transaction id it issued for an authorisation.
+    pub network_transaction_id: Option<String>,
     /// When.
     pub at: Timestamp,
 }
@@ -369,4 +542,6 @@ pub trait SandboxLedger: Send + Sync + std::fmt::Debug {
     async fn open_sandbox_challenge(&self, reference: &str) -> Result<Option<SandboxChallenge>, StoreError>;
     /// Moves a challenge from `from` to `to`; false when it was not in `from`.
     async fn set_sandbox_challenge(&self, id: &str, from: &str, to: &str) -> Result<bool, StoreError>;
+    /// Whether the sandbox issued this network transaction id (to an approved authorisation).
+    async fn issued_network_transaction(&self, id: &str) -> Result<bool, StoreError>;
 }

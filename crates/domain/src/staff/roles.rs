@@ -56,9 +56,10 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
     },
     BuiltinRole {
         name: "security",
-        description: "Keys, incidents and the audit log; metrics.",
+        description: "Keys, incidents and the audit log; metrics; blocked clients.",
         permissions: &[
             Scope::AdminKeys,
+            Scope::SecurityManage,
             Scope::AuditRead,
             Scope::AdminMetrics,
             Scope::VaultRead,

@@ -196,6 +196,8 @@ pub struct VaultService {
     reveal_windows: Mutex<HashMap<String, (i64, u32)>>,
     /// Four-eyes approval of full card reveals by staff (set once at wiring; unset: refused).
     dual_control: std::sync::OnceLock<Arc<crate::staff::StaffService>>,
+    /// Intrusion detection: lookups of tokens that do not exist are counted (token guessing).
+    detection: std::sync::OnceLock<crate::detection::DecisionService>,
 }
 
 impl std::fmt::Debug for VaultService {
@@ -296,6 +298,7 @@ impl VaultService {
             settings,
             reveal_windows: Mutex::new(HashMap::new()),
             dual_control: std::sync::OnceLock::new(),
+            detection: std::sync::OnceLock::new(),
         }
     }
 
@@ -664,7 +667,7 @@ impl VaultService {
 
     /// A token's metadata.
     pub async fn get(&self, principal: &Principal, source: &Source, id: &str) -> Result<TokenView, DomainError> {
-        let record = self.own_token(principal, id).await?;
+        let record = self.own_token_watched(principal, id).await?;
         if record.canary {
             self.canary_tripped(principal, source, &record, "read").await?;
         }
@@ -768,7 +771,7 @@ impl VaultService {
         }
         // The reason goes into the audit log, which nothing ever erases.
         crate::free_text::check("/reason", reason)?;
-        let record = self.own_token(principal, id).await?;
+        let record = self.own_token_watched(principal, id).await?;
         let needed = match view {
             RevealView::Masked => [Scope::VaultRevealMasked, Scope::VaultRevealPii, Scope::VaultRevealCard]
                 .into_iter()
@@ -823,6 +826,26 @@ impl VaultService {
     /// Puts full card reveals by staff under four-eyes approval (called once at wiring).
     pub fn set_dual_control(&self, staff: Arc<crate::staff::StaffService>) {
         let _ = self.dual_control.set(staff);
+    }
+
+    /// Wires intrusion detection (called once at wiring).
+    pub fn set_detection(&self, decisions: crate::detection::DecisionService) {
+        let _ = self.detection.set(decisions);
+    }
+
+    /// A token of the caller's, as [`Self::own_token`]; a token that does not exist (or is
+    /// another's) counts as a guess for intrusion detection.
+    async fn own_token_watched(&self, principal: &Principal, id: &str) -> Result<TokenRecord, DomainError> {
+        let found = self.own_token(principal, id).await;
+        if let (Err(DomainError::NotFound), Some(detection)) = (&found, self.detection.get()) {
+            detection.unknown_token(principal).await;
+        }
+        found
+    }
+
+    /// Forgets a card token's CVC, if one is still held (its token was deleted another way).
+    pub fn forget_cvc(&self, id: &str) {
+        self.cvcs.forget(id);
     }
 
     /// Deletes a token (it answers 404 afterwards).

@@ -50,6 +50,13 @@ pub mod scope {
         const SCOPE: Option<Scope> = Some(Scope::AdminWebhooks);
     }
 
+    /// `security:manage`
+    #[derive(Debug)]
+    pub struct SecurityManage;
+    impl RequiredScope for SecurityManage {
+        const SCOPE: Option<Scope> = Some(Scope::SecurityManage);
+    }
+
     /// `payments:write`
     #[derive(Debug)]
     pub struct PaymentsWrite;
@@ -160,6 +167,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             access_tokens: &state.access_tokens,
             staff: &state.staff,
             audit: &state.audit,
+            decisions: Some(&state.decisions),
         };
         let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id.clone() };
         let principal = match gate.admit(bearer(parts), S::SCOPE, &client).await {
@@ -182,6 +190,18 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             Err(GateError::LiveModeRequired(required)) => {
                 tracing::info!(request_id = context.request_id.as_deref(), scope = required.as_str(), "test mode");
                 return Err(ApiError::live_mode_required(required));
+            }
+            Err(GateError::Suspended(until)) => {
+                tracing::info!(request_id = context.request_id.as_deref(), "suspended API key");
+                let wait = until.millis_since(state.decisions.now()).max(1000) / 1000;
+                let mut err = ApiError::new(StatusCode::FORBIDDEN, "api_key_suspended").detail(
+                    "intrusion detection (or the shop's security staff) suspended this API key; see \
+                     /v1/security/decisions",
+                );
+                if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+                    err = err.header(header::RETRY_AFTER, value);
+                }
+                return Err(err);
             }
             Err(GateError::Failed(err)) => return Err(err.into()),
         };

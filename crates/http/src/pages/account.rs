@@ -210,6 +210,22 @@ fn when(t: strongroom_types::Timestamp) -> String {
     text.get(..16).map(|s| s.replace('T', " ")).unwrap_or(text)
 }
 
+/// A payment's status as its customer reads it.
+fn payment_status(intent: &strongroom_domain::ports::payments::IntentRecord) -> &'static str {
+    use strongroom_domain::payments::state::State as S;
+    match intent.state {
+        S::Succeeded if intent.amount_refunded >= intent.amount_received && intent.amount_refunded > 0 => "Refunded",
+        S::Succeeded if intent.amount_refunded > 0 => "Partly refunded",
+        S::Succeeded => "Paid",
+        S::RequiresCapture => "Authorised",
+        S::Canceled => "Canceled",
+        S::RequiresAction => "Waiting for your confirmation",
+        S::RequiresPaymentMethod if intent.last_payment_error.is_some() => "Declined",
+        S::RequiresPaymentMethod | S::RequiresConfirmation => "Not paid",
+        S::Authorizing | S::Capturing | S::Voiding => "Processing",
+    }
+}
+
 /// What an audit action means to a customer.
 fn describe(action: &str) -> &str {
     match action {
@@ -233,6 +249,7 @@ fn describe(action: &str) -> &str {
         "customer.registered" => "Account created",
         "customer.disabled" => "Account disabled by the shop",
         "customer.enabled" => "Account enabled by the shop",
+        "saved_card.removed" => "Saved card removed",
         other => other,
     }
 }
@@ -244,6 +261,8 @@ pub(super) async fn security(
     let me = state.identity.me(&session).await?;
     let sessions = state.identity.list_sessions(&session).await?;
     let passkeys = state.identity.passkeys(&session).await?;
+    let (payments, _) = state.payments.customer_payments(&session, None, Some(10)).await?;
+    let (cards, _) = state.payments.customer_saved_cards(&session, None, Some(20)).await?;
     let activity = state.audit.entries_about(&session.merchant_id, &session.customer_id, 20).await.map_err(|e| {
         tracing::error!(error = %e, "reading the security history failed");
         PageError::Failed(StatusCode::SERVICE_UNAVAILABLE, "Your security history is unavailable; try again.".into())
@@ -301,6 +320,54 @@ pub(super) async fn security(
          <input id=\"passkey-label\" type=\"text\" maxlength=\"64\" value=\"my device\">\
          <button id=\"passkey-add\" type=\"button\">Add a passkey</button><p id=\"passkey-status\" role=\"status\"></p>",
     );
+
+    body.push_str("<h2>Your payments</h2>");
+    if payments.is_empty() {
+        body.push_str("<p id=\"payments\">No payments yet.</p>");
+    } else {
+        body.push_str(
+            "<table id=\"payments\"><tr><th>When</th><th>Amount</th><th>Card</th><th>Status</th><th>Reference</th></tr>",
+        );
+        for p in &payments {
+            let card = p.card.as_ref().map(|c| format!("{} •••• {}", c.brand, c.last4)).unwrap_or_default();
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                when(p.created_at),
+                esc(&p.amount.to_string()),
+                esc(&card),
+                payment_status(p),
+                esc(&p.id),
+            ));
+        }
+        body.push_str("</table>");
+    }
+    body.push_str(
+        "<h2>Saved cards</h2><p class=\"note\">Cards you agreed to keep for later payments. Removing one takes \
+         effect at once; the shop can no longer charge it.</p>",
+    );
+    if cards.is_empty() {
+        body.push_str("<p id=\"saved-cards\">No saved cards.</p>");
+    } else {
+        body.push_str("<table id=\"saved-cards\"><tr><th>Card</th><th>Used for</th><th>Saved</th><th>You agreed to</th><th></th></tr>");
+        for c in &cards {
+            let used_for = match c.usage {
+                strongroom_domain::ports::payments::FutureUsage::OnSession => "your own checkouts",
+                strongroom_domain::ports::payments::FutureUsage::OffSession => {
+                    "your checkouts and charges the shop makes without you"
+                }
+            };
+            body.push_str(&format!(
+                "<tr><td>{} •••• {}</td><td>{used_for}</td><td>{}</td><td>{}</td><td><form class=\"inline\" method=\"post\" action=\"/account/saved-cards/{}/remove\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Remove</button></form></td></tr>",
+                esc(&c.card.brand),
+                esc(&c.card.last4),
+                when(c.created_at),
+                esc(&c.consent.text),
+                esc(&c.id),
+                esc(token),
+            ));
+        }
+        body.push_str("</table>");
+    }
 
     body.push_str("<h2>Recent security activity</h2><table id=\"activity\"><tr><th>When</th><th>What</th><th>Result</th><th>From</th></tr>");
     for record in &activity {
@@ -438,6 +505,17 @@ pub(super) async fn end_session(
     SignedInForm { session, form: posted }: SignedInForm<Button>,
 ) -> Result<Response, PageError> {
     state.identity.end_session(&session, &id, &posted.client).await?;
+    Ok(redirect("/account/security"))
+}
+
+pub(super) async fn remove_saved_card(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    SignedInForm { session, form: posted }: SignedInForm<Button>,
+) -> Result<Response, PageError> {
+    let source =
+        strongroom_domain::vault::tokens::Source { ip: posted.client.ip, request_id: posted.client.request_id.clone() };
+    state.payments.remove_customer_saved_card(&session, &source, &id).await?;
     Ok(redirect("/account/security"))
 }
 

@@ -67,6 +67,7 @@ pub fn routes(settings: &HttpSettings) -> Router<AppState> {
         .route("/account/passkeys/options", post(account::passkey_add_options))
         .route("/account/passkeys/finish", post(account::passkey_add_finish))
         .route("/account/sessions/end-others", post(account::end_other_sessions))
+        .route("/account/saved-cards/{id}/remove", post(account::remove_saved_card))
         .route("/account/sessions/{id}/end", post(account::end_session))
         .route("/account/phrase", post(account::set_phrase))
         .route("/account/logout", post(account::logout))

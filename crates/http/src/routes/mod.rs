@@ -11,6 +11,8 @@ pub mod merchant;
 pub mod oauth;
 pub mod passkeys;
 pub mod payments;
+pub mod saved_cards;
+pub mod security;
 pub mod staff;
 pub mod vault;
 pub mod webhooks;
@@ -67,6 +69,12 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/payment_intents/{id}/sandbox_challenge", post(payments::sandbox_challenge))
         .route("/v1/refunds", get(payments::list_refunds).post(payments::create_refund))
         .route("/v1/refunds/{id}", get(payments::get_refund))
+        .route("/v1/saved_cards", get(saved_cards::list_saved_cards))
+        .route("/v1/saved_cards/{id}", get(saved_cards::get_saved_card).delete(saved_cards::remove_saved_card))
+        .route("/v1/security/decisions", get(security::list_decisions).post(security::create_decision))
+        .route("/v1/security/decisions/{id}", get(security::get_decision))
+        .route("/v1/security/decisions/{id}/lift", post(security::lift_decision))
+        .route("/v1/security/decisions/{id}/extend", post(security::extend_decision))
         .route("/v1/disputes", get(disputes::list_disputes))
         .route("/v1/disputes/{id}", get(disputes::get_dispute))
         .route("/v1/gateways/stripe/webhook", post(disputes::stripe_webhook))
@@ -103,6 +111,8 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/me/logout", post(identity::logout))
         .route("/v1/me/sessions", get(identity::sessions))
         .route("/v1/me/payments", get(payments::my_payments))
+        .route("/v1/me/saved_cards", get(saved_cards::my_saved_cards))
+        .route("/v1/me/saved_cards/{id}", delete(saved_cards::remove_my_saved_card))
         .route("/v1/me/sessions/end-others", post(identity::end_other_sessions))
         .route("/v1/me/sessions/{id}", delete(identity::end_session))
         .route("/v1/me/password", post(identity::change_password))

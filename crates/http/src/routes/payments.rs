@@ -17,6 +17,7 @@ use strongroom_domain::payments::fraud::ClientSignals;
 use strongroom_domain::payments::intents::NewIntent;
 use strongroom_domain::payments::orders::{DiscountInput, LineItemInput, OrderInput, OrderView};
 use strongroom_domain::payments::refunds::NewRefund;
+use strongroom_domain::payments::saved_cards::{CardOnFileInput, ConsentInput};
 use strongroom_domain::ports::payments::{IntentRecord, RefundRecord};
 use strongroom_domain::vault::tokens::Source;
 use strongroom_types::Timestamp;
@@ -104,7 +105,7 @@ pub struct PaymentIntentBody {
     pub order: Option<String>,
     /// The shop's customer reference.
     pub customer: Option<String>,
-    /// The card token (`tok_…`).
+    /// The card token (`tok_…`) or saved card (`pm_…`).
     pub payment_method: Option<String>,
     /// The card, as it may be shown.
     pub card: Option<CardBody>,
@@ -114,6 +115,17 @@ pub struct PaymentIntentBody {
     pub next_action: Option<NextActionBody>,
     /// The fraud checks' last decision: `{outcome: allow | require_step_up | block, reasons[]}`.
     pub fraud: Option<FraudBody>,
+    /// `on_session` or `off_session`: the card is saved for later once this payment is
+    /// authorised (the customer agreed).
+    pub setup_future_usage: Option<&'static str>,
+    /// A payment the shop makes without the customer, with a saved card.
+    pub off_session: bool,
+    /// With `off_session`: `recurring`, `installment` or `unscheduled`.
+    pub mit_reason: Option<&'static str>,
+    /// The saved card (`pm_…`) this payment made.
+    pub saved_card: Option<String>,
+    /// The card network's id of the authorisation, when the gateway reports one.
+    pub network_transaction_id: Option<String>,
     /// `sandbox`, …
     pub gateway: String,
     /// Free text.
@@ -132,7 +144,13 @@ pub struct PaymentIntentBody {
 
 impl From<IntentRecord> for PaymentIntentBody {
     fn from(r: IntentRecord) -> Self {
+        let on_file = r.card_on_file.unwrap_or_default();
         Self {
+            setup_future_usage: on_file.save.as_ref().map(|save| save.usage.as_str()),
+            off_session: on_file.merchant_initiated.is_some(),
+            mit_reason: on_file.merchant_initiated.map(|reason| reason.as_str()),
+            saved_card: on_file.saved_card,
+            network_transaction_id: on_file.network_transaction_id,
             object: "payment_intent",
             amount: r.amount.minor(),
             currency: r.amount.currency().lowercase(),
@@ -471,8 +489,21 @@ pub struct CreateIntentRequest {
     /// The shop's customer reference.
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     pub customer: Option<String>,
-    /// A card token (`tok_…`) of the caller's data space (and of this customer, if it has one).
+    /// A card token (`tok_…`) of the caller's data space (and of this customer, if it has one),
+    /// or a saved card (`pm_…`) of this customer.
     pub payment_method: Option<String>,
+    /// Save the card once this payment is authorised: `on_session` (the customer picks it at
+    /// later checkouts) or `off_session` (the shop may also charge it without them). Needs
+    /// `customer` and `consent`.
+    pub setup_future_usage: Option<FutureUsageRequest>,
+    /// The customer's agreement to keep the card (required with `setup_future_usage`).
+    pub consent: Option<ConsentRequest>,
+    /// A payment the shop makes without the customer (a subscription's charge, a split
+    /// shipment): needs a saved card (`pm_…`) saved for `off_session` use. No step-up is asked;
+    /// a payment that would need the customer is declined as `authentication_required`.
+    pub off_session: Option<bool>,
+    /// With `off_session`: why (default `unscheduled`).
+    pub mit_reason: Option<MitReasonRequest>,
     /// Default `automatic`.
     pub capture_method: Option<CaptureMethodRequest>,
     /// Up to 500 characters.
@@ -490,12 +521,88 @@ pub struct CreateIntentRequest {
     pub client: Option<ClientRequest>,
 }
 
+/// How a saved card will be used.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FutureUsageRequest {
+    /// Later payments the customer makes.
+    OnSession,
+    /// Also payments the shop makes without the customer.
+    OffSession,
+}
+
+impl FutureUsageRequest {
+    fn as_str(self) -> &'static str {
+        match self {
+            FutureUsageRequest::OnSession => "on_session",
+            FutureUsageRequest::OffSession => "off_session",
+        }
+    }
+}
+
+/// Why the shop charges a saved card without the customer.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MitReasonRequest {
+    /// A subscription's charge.
+    Recurring,
+    /// One of a fixed number of payments.
+    Installment,
+    /// Another charge the customer agreed to (a split shipment, a top-up).
+    Unscheduled,
+}
+
+impl MitReasonRequest {
+    fn as_str(self) -> &'static str {
+        match self {
+            MitReasonRequest::Recurring => "recurring",
+            MitReasonRequest::Installment => "installment",
+            MitReasonRequest::Unscheduled => "unscheduled",
+        }
+    }
+}
+
+/// The customer's agreement to keep their card, as the shop showed and recorded it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRequest {
+    /// The words the customer agreed to (1 to 1000 characters).
+    #[schema(max_length = 1000)]
+    pub text: String,
+    /// The customer's IP address, as the shop saw it.
+    pub ip_address: Option<String>,
+    /// The customer's browser, as the shop saw it (up to 500 characters).
+    pub user_agent: Option<String>,
+}
+
+fn card_on_file(
+    setup_future_usage: Option<FutureUsageRequest>,
+    consent: Option<ConsentRequest>,
+    off_session: Option<bool>,
+    mit_reason: Option<MitReasonRequest>,
+) -> CardOnFileInput {
+    CardOnFileInput {
+        setup_future_usage: setup_future_usage.map(|usage| usage.as_str().to_owned()),
+        consent: consent.map(|c| ConsentInput { text: c.text, ip_address: c.ip_address, user_agent: c.user_agent }),
+        off_session,
+        mit_reason: mit_reason.map(|reason| reason.as_str().to_owned()),
+    }
+}
+
 /// Confirmation of a payment intent.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmRequest {
-    /// A card token to attach first (needed in `requires_payment_method`).
+    /// A card token or saved card to attach first (needed in `requires_payment_method`).
     pub payment_method: Option<String>,
+    /// Save the card once authorised (see the intent's creation); needs `consent`.
+    pub setup_future_usage: Option<FutureUsageRequest>,
+    /// The customer's agreement to keep the card.
+    pub consent: Option<ConsentRequest>,
+    /// A payment the shop makes without the customer, with a saved card.
+    pub off_session: Option<bool>,
+    /// With `off_session`: why (default `unscheduled`).
+    pub mit_reason: Option<MitReasonRequest>,
     /// The shop's page the customer comes back to after 3-D Secure (an `https://` URL), with
     /// `payment_intent` and `redirect_status` added; the shop must still read the intent.
     pub return_url: Option<String>,
@@ -716,7 +823,7 @@ pub async fn list_orders(
         (status = 201, body = PaymentIntentBody),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "`order_locked`"),
         (status = 422, body = Problem, content_type = "application/problem+json",
-            description = "`invalid_amount`, `unknown_currency`, `order_not_found`, `amount_does_not_match_order`, `payment_method_not_found`, `payment_method_customer_mismatch`, `validation_failed`"),
+            description = "`invalid_amount`, `unknown_currency`, `order_not_found`, `amount_does_not_match_order`, `payment_method_not_found`, `payment_method_customer_mismatch`, `saved_card_removed`, `saved_card_required`, `saved_card_not_for_off_session`, `customer_required`, `consent_required`, `validation_failed`"),
     ))]
 pub async fn create_intent(
     auth: ApiKeyAuth<scope::PaymentsWrite>,
@@ -753,6 +860,7 @@ pub async fn create_intent(
         }),
         description: body.description,
         metadata: body.metadata,
+        card_on_file: card_on_file(body.setup_future_usage, body.consent, body.off_session, body.mit_reason),
     };
     let intent = if confirm {
         let extras = ConfirmExtras { client, return_url: body.return_url, ..ConfirmExtras::default() };
@@ -834,7 +942,7 @@ const STATE_CONFLICT: &str = "`payment_intent_unexpected_state` (with `current_s
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`payment_intent_unexpected_state` (with `current_state`), `order_changed`, `step_up_unavailable`"),
         (status = 422, body = Problem, content_type = "application/problem+json",
-            description = "`step_up_invalid`, `validation_failed` (`/client/…`)"),
+            description = "`step_up_invalid`, `saved_card_removed`, `saved_card_required`, `saved_card_not_for_off_session`, `customer_required`, `consent_required`, `validation_failed`"),
     ))]
 pub async fn confirm(
     auth: ApiKeyAuth<scope::PaymentsWrite>,
@@ -851,6 +959,7 @@ pub async fn confirm(
         step_up_proof: body.step_up_proof.map(super::identity::SecretText::secret),
         client,
         return_url: body.return_url,
+        card_on_file: card_on_file(body.setup_future_usage, body.consent, body.off_session, body.mit_reason),
     };
     Ok(Json(state.payments.confirm_with(caller, &id, body.payment_method.as_deref(), &extras).await?.into()))
 }

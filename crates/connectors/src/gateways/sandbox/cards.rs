@@ -45,6 +45,20 @@ pub const TEST_CARDS: &[(&str, Behaviour, &str)] = &[
     ("4000000000001000", Behaviour::Timeout, "the gateway times out (it authorised; the answer is lost)"),
 ];
 
+/// Declines the sandbox makes whatever the card, as a network would: stored `code[:decline_code]`
+/// and the sentence.
+const OTHER_DECLINES: &[(&str, &str)] = &[
+    (
+        "authentication_required",
+        "the card needs the customer's authentication (3-D Secure), and the payment was made without them",
+    ),
+    (
+        "card_declined:transaction_not_allowed",
+        "a payment without the customer must name the network transaction id of the card's first payment",
+    ),
+    ("payment_intent_authentication_failure", "the customer did not pass 3-D Secure"),
+];
+
 /// What the sandbox does with `number`.
 pub fn behaviour(number: &str) -> Behaviour {
     TEST_CARDS.iter().find(|(n, _, _)| *n == number).map_or(Behaviour::Approve, |(_, b, _)| *b)
@@ -62,6 +76,7 @@ pub fn decline_of(stored: &str) -> (String, Option<String>, &'static str) {
             Behaviour::Decline(c, d, m) if *c == code && d.map(str::to_owned) == decline => Some(*m),
             _ => None,
         })
+        .or_else(|| OTHER_DECLINES.iter().find(|(stored_code, _)| *stored_code == stored).map(|(_, m)| *m))
         .unwrap_or("the payment was declined");
     (code.to_owned(), decline, message)
 }

@@ -5,7 +5,9 @@
 //! whose key is recorded already answers what the first one did and changes nothing, so a test
 //! can prove that no authorisation, capture or refund happened twice. 3-D Secure is simulated by
 //! challenges (`sandbox_challenges`, at most one open per payment) that pass or fail through
-//! [`ChallengeSimulator`].
+//! [`ChallengeSimulator`]. Like a card network, it issues a network transaction id for each
+//! approved authorisation and declines a merchant-initiated payment that names none it issued,
+//! and a card that needs 3-D Secure when the customer is not there (`authentication_required`).
 //! Must never: keep, log or answer with a card number or CVC (it looks at the number only to pick
 //! the test card's behaviour), or act twice on one idempotency key.
 
@@ -19,7 +21,7 @@ use sha2::{Digest, Sha256};
 use strongroom_domain::StoreError;
 use strongroom_domain::payments::gateway::{
     AuthorizeRequest, ChallengeSimulator, FollowUpRequest, Gateway, GatewayAnswer, GatewayError, GatewayStatus,
-    ResumeRequest,
+    ResumeRequest, StoredCredential,
 };
 use strongroom_domain::ports::payments::{LedgerEntry, NextAction, PaymentError, SandboxChallenge, SandboxLedger};
 use strongroom_types::{Clock, Money};
@@ -89,8 +91,18 @@ impl SandboxGateway {
             decline_code: None,
             challenge: None,
             gateway_reference: format!("sbx_pay_{}", digest(&["payment", reference])),
+            stored_credential: None,
+            network_transaction_id: None,
             at: self.clock.now(),
         }
+    }
+
+    /// The network transaction id of an approved authorisation: 15 digits, as Visa's are,
+    /// derived from the call's key (so a replay answers the same one).
+    fn network_transaction_id(key: &str) -> String {
+        let hex = digest(&["network transaction", key]);
+        let number = u64::from_str_radix(&hex[..15], 16).unwrap_or(0) % 1_000_000_000_000_000;
+        format!("{number:015}")
     }
 
     /// The answer a ledger entry stands for.
@@ -118,11 +130,20 @@ impl SandboxGateway {
             }),
             _ => None,
         };
-        GatewayAnswer { status, gateway_reference: entry.gateway_reference.clone(), error, next_action }
+        GatewayAnswer {
+            status,
+            gateway_reference: entry.gateway_reference.clone(),
+            error,
+            next_action,
+            network_transaction_id: entry.network_transaction_id.clone(),
+        }
     }
 
     /// Records `entry` (or finds the earlier one under its key) and answers with what is stored.
-    async fn record_entry(&self, entry: LedgerEntry) -> Result<GatewayAnswer, GatewayError> {
+    async fn record_entry(&self, mut entry: LedgerEntry) -> Result<GatewayAnswer, GatewayError> {
+        if entry.operation == "authorize" && matches!(entry.outcome.as_str(), "authorized" | "captured") {
+            entry.network_transaction_id = Some(Self::network_transaction_id(&entry.idempotency_key));
+        }
         let (stored, _) = self.ledger.record_entry(&entry).await.map_err(unavailable)?;
         Ok(self.answer(&stored))
     }
@@ -182,8 +203,30 @@ impl Gateway for SandboxGateway {
         let approved = if request.capture { "captured" } else { "authorized" };
         let (key, reference, amount) = (&request.idempotency_key, &request.reference, request.amount);
         let mut entry = self.entry(key, "authorize", reference, amount, approved);
+        entry.stored_credential = request.stored_credential.as_ref().map(StoredCredential::label);
+        let merchant_initiated = match &request.stored_credential {
+            Some(StoredCredential::MerchantInitiated { network_transaction_id, .. }) => {
+                let known = match network_transaction_id {
+                    Some(id) => self.ledger.issued_network_transaction(id).await.map_err(unavailable)?,
+                    None => false,
+                };
+                if !known {
+                    // Networks refuse a merchant-initiated payment that names no first payment.
+                    entry.outcome = "declined".into();
+                    entry.decline_code = Some("card_declined:transaction_not_allowed".into());
+                    return self.record_entry(entry).await;
+                }
+                true
+            }
+            _ => false,
+        };
         match behaviour {
             Behaviour::Approve => {}
+            Behaviour::Challenge if merchant_initiated => {
+                // No customer is there to authenticate.
+                entry.outcome = "declined".into();
+                entry.decline_code = Some("authentication_required".into());
+            }
             Behaviour::Decline(code, decline_code, _) => {
                 entry.outcome = "declined".into();
                 entry.decline_code = Some(decline_code.map_or_else(|| code.to_owned(), |d| format!("{code}:{d}")));
@@ -294,6 +337,7 @@ mod tests {
     use strongroom_domain::StoreError;
     use strongroom_domain::payments::gateway::{
         AuthorizeRequest, ChallengeSimulator, FollowUpRequest, Gateway, GatewayCard, GatewayError, GatewayStatus,
+        StoredCredential,
     };
     use strongroom_domain::ports::payments::{LedgerEntry, SandboxChallenge, SandboxLedger};
     use strongroom_types::{Currency, ManualClock, Money, Secret, Timestamp};
@@ -332,6 +376,9 @@ mod tests {
             let challenges = self.challenges.lock().unwrap();
             Ok(challenges.values().find(|c| c.reference == reference && c.status != "consumed").cloned())
         }
+        async fn issued_network_transaction(&self, id: &str) -> Result<bool, StoreError> {
+            Ok(self.entries.lock().unwrap().iter().any(|e| e.network_transaction_id.as_deref() == Some(id)))
+        }
         async fn set_sandbox_challenge(&self, id: &str, from: &str, to: &str) -> Result<bool, StoreError> {
             let mut challenges = self.challenges.lock().unwrap();
             match challenges.get_mut(id) {
@@ -367,6 +414,7 @@ mod tests {
                 cvc: Some(Secret::new("123".into())),
             },
             gateway_reference: None,
+            stored_credential: None,
         }
     }
 
@@ -426,6 +474,36 @@ mod tests {
         assert!(gateway.complete(&fresh_challenge, true).await.unwrap());
         let passed = gateway.authorize(authorize("pi_1:authorize:5", "4000002760003184")).await.unwrap();
         assert_eq!(passed.status, GatewayStatus::Authorized);
+    }
+
+    #[tokio::test]
+    async fn merchant_initiated_payments_need_an_issued_network_transaction_id() {
+        let (gateway, ledger) = sandbox();
+        let first = gateway.authorize(authorize("pi_1:authorize:1", "4242424242424242")).await.unwrap();
+        let network_id = first.network_transaction_id.clone().unwrap();
+        assert_eq!(network_id.len(), 15);
+        let mit = |key: &str, number: &str, id: Option<&str>| {
+            let mut request = authorize(key, number);
+            request.card.cvc = None;
+            request.stored_credential = Some(StoredCredential::MerchantInitiated {
+                reason: strongroom_domain::ports::payments::MitReason::Recurring,
+                network_transaction_id: id.map(str::to_owned),
+            });
+            request
+        };
+        let ok = gateway.authorize(mit("pi_2:authorize:1", "4242424242424242", Some(&network_id))).await.unwrap();
+        assert_eq!(ok.status, GatewayStatus::Authorized);
+        let unknown = gateway.authorize(mit("pi_3:authorize:1", "4242424242424242", Some("999"))).await.unwrap();
+        assert_eq!(unknown.status, GatewayStatus::Declined);
+        assert_eq!(unknown.error.unwrap().decline_code.as_deref(), Some("transaction_not_allowed"));
+        let none = gateway.authorize(mit("pi_4:authorize:1", "4242424242424242", None)).await.unwrap();
+        assert_eq!(none.status, GatewayStatus::Declined);
+        let three_ds = gateway.authorize(mit("pi_5:authorize:1", "4000002760003184", Some(&network_id))).await.unwrap();
+        assert_eq!(three_ds.status, GatewayStatus::Declined);
+        assert_eq!(three_ds.error.unwrap().code, "authentication_required");
+        let labels: Vec<Option<String>> =
+            ledger.entries.lock().unwrap().iter().map(|e| e.stored_credential.clone()).collect();
+        assert_eq!(labels[1].as_deref(), Some(format!("merchant:recurring:{network_id}").as_str()));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use strongroom_domain::payments::gateway::{
     AuthorizeRequest, FollowUpRequest, Gateway, GatewayAnswer, GatewayError, GatewayStatus, ResumeRequest,
+    StoredCredential,
 };
 use strongroom_domain::payments::gateway_events::{
     DisputeNotice, GatewayNotice, GatewayNotices, IntentNotice, NoticeKind, NoticeRejected, RefundNotice,
@@ -52,7 +53,14 @@ pub struct StripeSettings {
     pub pages_origin: Option<String>,
     /// The outbound policy (address checks, TLS roots, timeouts).
     pub outbound: OutboundSettings,
+    /// How long a PaymentIntent may take to show in Stripe's search (see
+    /// [`Gateway::lookup_lag`]); [`DEFAULT_SEARCH_LAG`] unless a test stand-in answers at once.
+    pub search_lag: std::time::Duration,
 }
+
+/// Stripe documents its search as eventually consistent ("within a minute" normally): a call
+/// not found is believed never to have reached Stripe only after two minutes.
+pub const DEFAULT_SEARCH_LAG: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The Stripe gateway.
 #[derive(Debug, Clone)]
@@ -62,6 +70,7 @@ pub struct StripeGateway {
     secret_key: Secret<String>,
     return_url: Option<String>,
     pages_origin: Option<String>,
+    search_lag: std::time::Duration,
 }
 
 /// What one call to Stripe came to.
@@ -101,6 +110,7 @@ impl StripeGateway {
             secret_key: settings.secret_key,
             return_url: settings.return_url,
             pages_origin: settings.pages_origin,
+            search_lag: settings.search_lag,
         })
     }
 
@@ -184,7 +194,7 @@ impl StripeGateway {
             | GatewayStatus::Failed
             | GatewayStatus::Pending => None,
         };
-        GatewayAnswer { status, gateway_reference: intent.id.clone(), error, next_action }
+        GatewayAnswer { status, gateway_reference: intent.id.clone(), error, next_action, network_transaction_id: None }
     }
 
     /// The answer to a refused follow-up call (capture, cancel, refund).
@@ -194,6 +204,7 @@ impl StripeGateway {
             gateway_reference: reference.to_owned(),
             error: Some(decline_of(error, "processing_error")),
             next_action: None,
+            network_transaction_id: None,
         }
     }
 
@@ -261,6 +272,7 @@ impl Gateway for StripeGateway {
                     gateway_reference: String::new(),
                     error: Some(decline_of(error.as_ref(), fallback)),
                     next_action: None,
+                    network_transaction_id: None,
                 });
             }
         };
@@ -280,6 +292,13 @@ impl Gateway for StripeGateway {
             .or_else(|| self.pages_origin.as_ref().map(|origin| format!("{origin}/pay/return/{}", request.reference)));
         if let Some(url) = &return_url {
             form = form.field("return_url", url);
+        }
+        // Stripe's stored-credential parameters: it tells the networks itself. A card kept for
+        // later is `setup_future_usage`; a payment without the customer is `off_session`.
+        match &request.stored_credential {
+            Some(StoredCredential::First(usage)) => form = form.field("setup_future_usage", usage.as_str()),
+            Some(StoredCredential::MerchantInitiated { .. }) => form = form.field("off_session", "true"),
+            Some(StoredCredential::CustomerInitiated { .. }) | None => {}
         }
         match self
             .call(
@@ -304,6 +323,7 @@ impl Gateway for StripeGateway {
                     if status == 402 { "card_declined" } else { "processing_error" },
                 )),
                 next_action: None,
+                network_transaction_id: None,
             }),
         }
     }
@@ -347,16 +367,16 @@ impl Gateway for StripeGateway {
                     | GatewayStatus::Refunded
                     | GatewayStatus::Pending => None,
                 };
-                Ok(GatewayAnswer { status, gateway_reference: refund.id, error, next_action: None })
+                Ok(GatewayAnswer { error, ..GatewayAnswer::of(status, refund.id) })
             }
             Reply::Refused(_, error) => Ok(Self::refused("", error.as_ref())),
         }
     }
 
-    /// Stripe's search API is eventually consistent (its documentation: searchable "within a
-    /// minute" normally): "never seen" is believed only after two minutes.
+    /// Stripe's search API is eventually consistent: "never seen" is believed only after the
+    /// configured lag ([`DEFAULT_SEARCH_LAG`]).
     fn lookup_lag(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(120)
+        self.search_lag
     }
 
     /// After 3-D Secure Stripe goes on with the PaymentIntent by itself: its status is the
@@ -552,6 +572,7 @@ mod tests {
             return_url: None,
             pages_origin: None,
             outbound: OutboundSettings::default(),
+            search_lag: DEFAULT_SEARCH_LAG,
         };
         let gateway = StripeGateway::new(settings.clone()).unwrap();
         let notices = StripeNotices::new(Secret::new("whsec_canary-hook".into()));

@@ -1,0 +1,603 @@
+//! Intrusion detection's responses: decisions about a client (an address, or its /24 or /64
+//! prefix: blocked) or an API key (suspended), made by a detection (credential stuffing, token
+//! guessing) or by a staff member, stored so that every node applies them, and enforced where
+//! the client acts: a customer sign-in (the customer's address as the shop passes it, or the
+//! browser's on the hosted pages), and every request with a suspended key (the gate).
+//!
+//! Each node keeps the decisions that hold in memory ([`DecisionBook`]) and reloads them when
+//! the stored version changes (checked every [`REFRESH`]), so a decision made or lifted on one
+//! node is applied by every node within a second, and a check costs no database read.
+//! A scope decided again within a day is blocked twice as long as the time before
+//! ([`escalated`]), up to a day.
+//! Must never: decide "not already blocked" by a read and a write (the store's conditional upsert
+//! decides), block a client for longer than [`MAX_BLOCK`], or let one merchant's staff lift
+//! another merchant's decision.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::json;
+use strongroom_types::{Clock, Entropy, Timestamp, define_id};
+
+use crate::api_keys::Principal;
+use crate::audit::event::{ActorKind, AuditEvent, Outcome};
+use crate::audit::log::AuditLog;
+use crate::error::DomainError;
+use crate::merchants::MerchantId;
+use crate::modes::Mode;
+use crate::outbox::{Outbox, OutboxMessage};
+use crate::ports::detection::{DecisionRecord, DecisionsRepository};
+
+define_id!(DecisionId, DecisionKind, "dec");
+
+/// How often a node looks for changed decisions.
+pub const REFRESH: Duration = Duration::from_millis(500);
+/// The longest block.
+pub const MAX_BLOCK: Duration = Duration::from_secs(86_400);
+/// Decisions within this time of the last one count as strikes.
+pub const STRIKE_MEMORY: Duration = Duration::from_secs(86_400);
+
+/// Settings of detection's responses (`[detection]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectionSettings {
+    /// Decisions are made and enforced.
+    pub enabled: bool,
+    /// How long a first credential-stuffing block lasts (doubled per strike).
+    pub stuffing_block: Duration,
+    /// Lookups of tokens that do not exist, by one API key within [`GUESS_WINDOW`], that suspend
+    /// the key (token guessing); 0: never.
+    pub token_guesses: u32,
+    /// How long a first token-guessing suspension lasts (doubled per strike).
+    pub guessing_suspension: Duration,
+}
+
+impl Default for DetectionSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stuffing_block: Duration::from_secs(15 * 60),
+            token_guesses: 100,
+            guessing_suspension: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The window token guesses are counted in.
+pub const GUESS_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Most API keys whose guesses one node counts at once (the oldest windows are dropped first).
+const MAX_COUNTED_KEYS: usize = 10_000;
+
+/// What a decision is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionScope {
+    /// One address.
+    Ip(IpAddr),
+    /// An IPv4 /24 or IPv6 /64: the network an address is in.
+    Prefix(IpAddr),
+    /// An API key (`key_…`): suspended.
+    ApiKey(String),
+}
+
+impl DecisionScope {
+    /// `ip` or `prefix`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecisionScope::Ip(_) => "ip",
+            DecisionScope::Prefix(_) => "prefix",
+            DecisionScope::ApiKey(_) => "api_key",
+        }
+    }
+
+    /// What a decision on it does: `suspend` an API key, `block` a client.
+    pub fn action(&self) -> &'static str {
+        match self {
+            DecisionScope::ApiKey(_) => "suspend",
+            DecisionScope::Ip(_) | DecisionScope::Prefix(_) => "block",
+        }
+    }
+
+    /// The stored value: `203.0.113.7`, `203.0.113.0/24`, `2001:db8:1:2::/64`.
+    pub fn value(&self) -> String {
+        match self {
+            DecisionScope::Ip(ip) => ip.to_string(),
+            DecisionScope::Prefix(ip) => match prefix_of(*ip) {
+                IpAddr::V4(net) => format!("{net}/24"),
+                IpAddr::V6(net) => format!("{net}/64"),
+            },
+            DecisionScope::ApiKey(id) => id.clone(),
+        }
+    }
+
+    /// Parses `kind` and `address` as the API takes them (`ip` with an address; `prefix` with an
+    /// address or `a.b.c.0/24`, `x:x:x:x::/64`).
+    pub fn parse(kind: &str, value: &str) -> Result<Self, DomainError> {
+        match kind {
+            "ip" => value
+                .parse::<IpAddr>()
+                .map(DecisionScope::Ip)
+                .map_err(|_| DomainError::invalid("/scope/address", "must be an IPv4 or IPv6 address")),
+            "prefix" => {
+                let (address, bits) = value.split_once('/').unwrap_or((value, ""));
+                let ip = address.parse::<IpAddr>().map_err(|_| {
+                    DomainError::invalid("/scope/address", "must be an address or a /24 (IPv4) or /64 (IPv6) prefix")
+                })?;
+                let expected = if ip.is_ipv4() { "24" } else { "64" };
+                if !bits.is_empty() && bits != expected {
+                    return Err(DomainError::invalid("/scope/address", "prefixes are /24 for IPv4 and /64 for IPv6"));
+                }
+                Ok(DecisionScope::Prefix(ip))
+            }
+            "api_key" => {
+                let well_formed = value.strip_prefix("key_").is_some_and(|rest| {
+                    rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+                });
+                if !well_formed {
+                    return Err(DomainError::invalid("/scope/address", "must be an API key id (key_…)"));
+                }
+                Ok(DecisionScope::ApiKey(value.to_owned()))
+            }
+            _ => Err(DomainError::invalid("/scope/kind", "must be ip, prefix or api_key")),
+        }
+    }
+}
+
+/// The network of an address: its /24 (IPv4) or /64 (IPv6).
+pub fn prefix_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(octets))
+        }
+    }
+}
+
+/// How long the `strikes`-th decision within a day lasts: `base`, doubled per earlier strike,
+/// at most [`MAX_BLOCK`].
+pub fn escalated(base: Duration, strikes: u32) -> Duration {
+    let factor = 1u32.checked_shl(strikes.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(MAX_BLOCK)
+}
+
+/// The decisions that hold, in memory, reloaded when the stored version changes.
+#[derive(Debug, Default)]
+pub struct DecisionBook {
+    holding: RwLock<Arc<Vec<DecisionRecord>>>,
+    version: std::sync::atomic::AtomicI64,
+}
+
+impl DecisionBook {
+    /// The decision that blocks `ip` for `merchant` at `now` (its own or a deployment-wide one),
+    /// if any: the one that ends last.
+    pub fn blocking(&self, merchant: Option<&MerchantId>, ip: IpAddr, now: Timestamp) -> Option<DecisionRecord> {
+        let holding = self.holding.read().ok()?.clone();
+        let (address, network) = (ip.to_string(), DecisionScope::Prefix(ip).value());
+        holding
+            .iter()
+            .filter(|d| d.holds(now))
+            .filter(|d| d.merchant.is_none() || d.merchant.as_deref() == merchant.map(MerchantId::as_str))
+            .filter(|d| match d.scope_kind.as_str() {
+                "ip" => d.scope_value == address,
+                "prefix" => d.scope_value == network,
+                _ => false,
+            })
+            .max_by_key(|d| d.until.unix_millis())
+            .cloned()
+    }
+
+    /// The decision of `merchant` that suspends its API key `key` at `now`, if any (a decision of
+    /// another merchant naming the key suspends nothing).
+    pub fn suspending(&self, merchant: &MerchantId, key: &str, now: Timestamp) -> Option<DecisionRecord> {
+        let holding = self.holding.read().ok()?.clone();
+        holding
+            .iter()
+            .find(|d| {
+                d.scope_kind == "api_key"
+                    && d.scope_value == key
+                    && d.merchant.as_deref() == Some(merchant.as_str())
+                    && d.holds(now)
+            })
+            .cloned()
+    }
+
+    fn replace(&self, decisions: Vec<DecisionRecord>, version: i64) {
+        if let Ok(mut holding) = self.holding.write() {
+            *holding = Arc::new(decisions);
+        }
+        self.version.store(version, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Who changes a decision.
+#[derive(Debug, Clone, Copy)]
+pub enum Decider<'a> {
+    /// strongroom's detection.
+    Detector,
+    /// A staff member or API key (with `security:manage`), from an address: only decisions of
+    /// its merchant.
+    Caller(&'a Principal, Option<IpAddr>, Option<&'a str>),
+    /// The operator at the command line (`strongroom decisions`): any merchant's decisions.
+    Operator,
+}
+
+impl Decider<'_> {
+    fn name(&self) -> String {
+        match self {
+            Decider::Detector => "detector".to_owned(),
+            Decider::Caller(principal, _, _) => principal.actor_id().to_owned(),
+            Decider::Operator => "operator".to_owned(),
+        }
+    }
+
+    /// The decision `id`, if this decider may change it (a caller: its merchant's only).
+    async fn reach(&self, repo: &dyn DecisionsRepository, id: &str) -> Result<DecisionRecord, DomainError> {
+        let found = repo.decision(id).await?.ok_or(DomainError::NotFound)?;
+        match self {
+            Decider::Caller(principal, _, _) if found.merchant.as_deref() != Some(principal.merchant_id().as_str()) => {
+                Err(DomainError::NotFound)
+            }
+            _ => Ok(found),
+        }
+    }
+
+    fn event(&self, action: &'static str, merchant: Option<&MerchantId>, outcome: Outcome) -> AuditEvent {
+        match self {
+            Decider::Detector | Decider::Operator => {
+                let event = AuditEvent::by(ActorKind::System, Some(self.name()), action, outcome);
+                match merchant {
+                    Some(m) => event.for_merchant(m),
+                    None => event,
+                }
+            }
+            Decider::Caller(principal, ip, request_id) => {
+                principal.event(action, outcome).from_source(*ip, request_id.map(str::to_owned))
+            }
+        }
+    }
+}
+
+/// A decision asked for.
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    /// The merchant it protects (`None`: deployment-wide).
+    pub merchant: Option<MerchantId>,
+    /// About what.
+    pub scope: DecisionScope,
+    /// The detection point, or `manual`.
+    pub reason: String,
+    /// For people: what was seen, or the staff member's note.
+    pub detail: Option<String>,
+    /// The first decision's length (escalated per strike).
+    pub base: Duration,
+}
+
+/// Detection's responses: decide, list, lift, extend; the book every check reads.
+#[derive(Debug, Clone)]
+pub struct DecisionService {
+    repo: Arc<dyn DecisionsRepository>,
+    book: Arc<DecisionBook>,
+    /// Token guesses per API key on this node: (window start ms, count).
+    guesses: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>>,
+    outbox: Outbox,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    settings: DetectionSettings,
+}
+
+impl DecisionService {
+    /// The service.
+    pub fn new(
+        repo: Arc<dyn DecisionsRepository>,
+        outbox: Outbox,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        settings: DetectionSettings,
+    ) -> Self {
+        Self {
+            repo,
+            book: Arc::new(DecisionBook::default()),
+            guesses: Arc::default(),
+            outbox,
+            audit,
+            clock,
+            entropy,
+            settings,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &DetectionSettings {
+        &self.settings
+    }
+
+    /// The time by this service's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The decision that blocks `ip` for `merchant` now, if decisions are enforced.
+    pub fn blocking(&self, merchant: Option<&MerchantId>, ip: Option<IpAddr>) -> Option<DecisionRecord> {
+        if !self.settings.enabled {
+            return None;
+        }
+        self.book.blocking(merchant, ip?, self.clock.now())
+    }
+
+    /// The decision that suspends this caller's API key now, if decisions are enforced (staff
+    /// sessions and access tokens have no key to suspend).
+    pub fn suspending(&self, principal: &Principal) -> Option<DecisionRecord> {
+        if !self.settings.enabled {
+            return None;
+        }
+        let key = principal.key_id()?;
+        self.book.suspending(principal.merchant_id(), key.as_str(), self.clock.now())
+    }
+
+    /// Counts a lookup of a token that does not exist by `principal`'s API key (token guessing):
+    /// the [`DetectionSettings::token_guesses`]-th in a window suspends the key. Counted per node,
+    /// in a bounded map; the suspension itself holds on every node.
+    pub async fn unknown_token(&self, principal: &Principal) {
+        let limit = self.settings.token_guesses;
+        let Some(key) = principal.key_id().map(|k| k.as_str().to_owned()) else { return };
+        if !self.settings.enabled || limit == 0 {
+            return;
+        }
+        let now = self.clock.now().unix_millis();
+        let window = i64::try_from(GUESS_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let reached = {
+            let Ok(mut guesses) = self.guesses.lock() else { return };
+            if guesses.len() >= MAX_COUNTED_KEYS && !guesses.contains_key(&key) {
+                guesses.retain(|_, (start, _)| now.saturating_sub(*start) < window);
+                if guesses.len() >= MAX_COUNTED_KEYS {
+                    guesses.clear();
+                }
+            }
+            let entry = guesses.entry(key.clone()).or_insert((now, 0));
+            if now.saturating_sub(entry.0) >= window {
+                *entry = (now, 0);
+            }
+            entry.1 = entry.1.saturating_add(1);
+            entry.1 == limit
+        };
+        if !reached {
+            return;
+        }
+        let new = NewDecision {
+            merchant: Some(principal.merchant_id().clone()),
+            scope: DecisionScope::ApiKey(key),
+            reason: "token_guessing".to_owned(),
+            detail: Some(format!(
+                "{limit} lookups of tokens that do not exist within {} minutes",
+                GUESS_WINDOW.as_secs() / 60
+            )),
+            base: self.settings.guessing_suspension,
+        };
+        if let Err(err) = self.decide(Decider::Detector, new).await {
+            tracing::warn!(error = %err, "suspending a token-guessing API key failed");
+        }
+    }
+
+    /// Reloads the book when the stored version changed (or `force`).
+    pub async fn refresh(&self, force: bool) -> Result<(), DomainError> {
+        let version = self.repo.decisions_version().await?;
+        if !force && version == self.book.version.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let holding = self.repo.holding_decisions(self.clock.now()).await?;
+        self.book.replace(holding, version);
+        Ok(())
+    }
+
+    /// Keeps the book fresh until the process ends: every [`REFRESH`], and a full reload each
+    /// minute (decisions that ended drop out).
+    pub fn spawn_refresh(&self) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut tick = 0u32;
+            loop {
+                let force = tick.is_multiple_of(120);
+                if let Err(err) = service.refresh(force).await {
+                    tracing::warn!(error = %err, "reading the intrusion-detection decisions failed");
+                }
+                tick = tick.wrapping_add(1);
+                tokio::time::sleep(REFRESH).await;
+            }
+        })
+    }
+
+    fn events_for(&self, decision: &DecisionRecord) -> serde_json::Value {
+        json!({
+            "object": "security_decision",
+            "id": decision.id,
+            "scope": {"kind": decision.scope_kind, "value": decision.scope_value},
+            "action": decision.action,
+            "reason": decision.reason,
+            "until": decision.until.to_rfc3339(),
+            "strikes": decision.strikes,
+            "lifted_at": decision.lifted_at.map(Timestamp::to_rfc3339),
+        })
+    }
+
+    async fn messages(
+        &self,
+        merchant: Option<&MerchantId>,
+        event_type: &str,
+        decision: &DecisionRecord,
+    ) -> Result<Vec<OutboxMessage>, DomainError> {
+        // To the shop's webhooks (its live endpoints) and the operator's alert webhook.
+        self.outbox.event_messages(merchant, Mode::Live, event_type, self.events_for(decision), true).await
+    }
+
+    /// Decides about a scope unless a decision on it holds: `Ok(None)` when one holds (the first
+    /// detection decided), else the new decision. Audited, with `security.decision_made` sent.
+    pub async fn decide(&self, decider: Decider<'_>, new: NewDecision) -> Result<Option<DecisionRecord>, DomainError> {
+        let now = self.clock.now();
+        let merchant_key = new.merchant.as_ref().map_or("", MerchantId::as_str).to_owned();
+        let (kind, value) = (new.scope.kind(), new.scope.value());
+        let earlier = self.repo.decision_for(&merchant_key, kind, &value).await?;
+        if earlier.as_ref().is_some_and(|d| d.holds(now)) {
+            return Ok(None);
+        }
+        let memory = i64::try_from(STRIKE_MEMORY.as_millis()).unwrap_or(i64::MAX);
+        let strikes = match &earlier {
+            Some(d) if now.millis_since(d.created_at) < memory => d.strikes.saturating_add(1),
+            _ => 1,
+        };
+        let decision = DecisionRecord {
+            id: DecisionId::generate_at(self.entropy.as_ref(), now.unix_millis()).to_string(),
+            merchant: new.merchant.as_ref().map(|m| m.as_str().to_owned()),
+            scope_kind: kind.to_owned(),
+            scope_value: value,
+            action: new.scope.action().to_owned(),
+            reason: new.reason,
+            detail: new.detail,
+            created_by: decider.name(),
+            created_at: now,
+            // A detection's block grows with each strike; a staff member's lasts what they asked.
+            until: now.saturating_add(match decider {
+                Decider::Detector => escalated(new.base, strikes),
+                Decider::Caller(..) | Decider::Operator => new.base.min(MAX_BLOCK),
+            }),
+            strikes,
+            lifted_at: None,
+            lifted_by: None,
+            updated_at: now,
+        };
+        let events = self.messages(new.merchant.as_ref(), "security.decision_made", &decision).await?;
+        if !self.repo.decide(&decision, &events).await? {
+            return Ok(None);
+        }
+        self.outbox.wake().notify_one();
+        tracing::warn!(target: "strongroom::security", decision = %decision.id, scope = decision.scope_kind,
+            reason = %decision.reason, strikes = decision.strikes, "a client was blocked");
+        let event = decider
+            .event("security.decision_made", new.merchant.as_ref(), Outcome::SuccessBecause(decision.reason.clone()))
+            .on("security_decision", &decision.id);
+        self.audit.record(event).await?;
+        self.refresh(true).await?;
+        Ok(Some(decision))
+    }
+
+    /// One decision the caller may see: its merchant's or a deployment-wide one.
+    pub async fn decision(&self, merchant: &MerchantId, id: &str) -> Result<DecisionRecord, DomainError> {
+        match self.repo.decision(id).await? {
+            Some(d) if d.merchant.is_none() || d.merchant.as_deref() == Some(merchant.as_str()) => Ok(d),
+            _ => Err(DomainError::NotFound),
+        }
+    }
+
+    /// A merchant's and the deployment-wide decisions, newest first (`holding_only`: those in
+    /// force now).
+    pub async fn list(
+        &self,
+        merchant: &MerchantId,
+        holding_only: bool,
+        limit: Option<u32>,
+    ) -> Result<Vec<DecisionRecord>, DomainError> {
+        let limit = crate::payments::page_limit(limit)?;
+        Ok(self.repo.list_decisions(merchant.as_str(), holding_only, self.clock.now(), limit).await?)
+    }
+
+    /// Decisions in force now, of every merchant (the operator's view), newest change first.
+    pub async fn holding(&self) -> Result<Vec<DecisionRecord>, DomainError> {
+        let mut found = self.repo.holding_decisions(self.clock.now()).await?;
+        found.sort_by_key(|d| std::cmp::Reverse(d.updated_at.unix_millis()));
+        Ok(found)
+    }
+
+    /// Lifts a decision in force (a caller: of its own merchant): of concurrent lifts one does
+    /// it, the others answer `decision_not_in_force`.
+    pub async fn lift(&self, decider: Decider<'_>, id: &str) -> Result<DecisionRecord, DomainError> {
+        let mut decision = decider.reach(self.repo.as_ref(), id).await?;
+        let now = self.clock.now();
+        decision.lifted_at = Some(now);
+        decision.lifted_by = Some(decider.name());
+        let owner = owner_of(&decision)?;
+        let owner = owner.as_ref();
+        let events = self.messages(owner, "security.decision_lifted", &decision).await?;
+        if !self.repo.lift_decision(id, now, &decider.name(), &events).await? {
+            return Err(not_in_force());
+        }
+        self.outbox.wake().notify_one();
+        let event = decider.event("security.decision_lifted", owner, Outcome::Success).on("security_decision", id);
+        self.audit.record(event).await?;
+        self.refresh(true).await?;
+        Ok(decision)
+    }
+
+    /// Moves the end of a decision in force to `until` (later or earlier, at most
+    /// [`MAX_BLOCK`] from now).
+    pub async fn extend(
+        &self,
+        decider: Decider<'_>,
+        id: &str,
+        duration: Duration,
+    ) -> Result<DecisionRecord, DomainError> {
+        if duration.is_zero() || duration > MAX_BLOCK {
+            return Err(DomainError::invalid("/duration_seconds", "must be 1 to 86400 seconds"));
+        }
+        let mut decision = decider.reach(self.repo.as_ref(), id).await?;
+        let now = self.clock.now();
+        let until = now.saturating_add(duration);
+        if !self.repo.extend_decision(id, until, now).await? {
+            return Err(not_in_force());
+        }
+        decision.until = until;
+        decision.updated_at = now;
+        let owner = owner_of(&decision)?;
+        let owner = owner.as_ref();
+        let event = decider
+            .event("security.decision_extended", owner, Outcome::SuccessBecause(format!("{}s", duration.as_secs())))
+            .on("security_decision", id);
+        self.audit.record(event).await?;
+        self.refresh(true).await?;
+        Ok(decision)
+    }
+}
+
+/// The merchant a stored decision protects (`None`: deployment-wide).
+fn owner_of(decision: &DecisionRecord) -> Result<Option<MerchantId>, DomainError> {
+    decision.merchant.as_deref().map(MerchantId::parse).transpose().map_err(|_| DomainError::Integrity)
+}
+
+fn not_in_force() -> DomainError {
+    DomainError::Conflict("decision_not_in_force", "the decision was lifted or has ended")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_are_normalised() {
+        let ip: IpAddr = "203.0.113.77".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(DecisionScope::Prefix(ip).value(), "203.0.113.0/24");
+        assert_eq!(DecisionScope::Ip(ip).value(), "203.0.113.77");
+        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap_or(IpAddr::from([0u16; 8]));
+        assert_eq!(DecisionScope::Prefix(v6).value(), "2001:db8:1:2::/64");
+        assert!(DecisionScope::parse("prefix", "203.0.113.0/16").is_err());
+        assert!(DecisionScope::parse("ip", "nope").is_err());
+        assert!(DecisionScope::parse("asn", "1").is_err());
+        assert_eq!(
+            DecisionScope::parse("prefix", "203.0.113.0/24").map(|s| s.value()).ok().as_deref(),
+            Some("203.0.113.0/24")
+        );
+    }
+
+    #[test]
+    fn strikes_double_the_block_up_to_a_day() {
+        let base = Duration::from_secs(900);
+        assert_eq!(escalated(base, 1), base);
+        assert_eq!(escalated(base, 2), Duration::from_secs(1800));
+        assert_eq!(escalated(base, 3), Duration::from_secs(3600));
+        assert_eq!(escalated(base, 40), MAX_BLOCK);
+        assert_eq!(escalated(base, 0), base);
+    }
+}

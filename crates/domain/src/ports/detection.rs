@@ -1,0 +1,90 @@
+//! Storage of intrusion detection's decisions: one row per merchant and scope, replaced only when
+//! its decision is over, lifted or extended only while it holds.
+//! Must never: decide "not already decided" by a read followed by a write (the upsert's condition
+//! decides), or split a decision from its outbox messages.
+
+use async_trait::async_trait;
+use strongroom_types::Timestamp;
+
+use crate::StoreError;
+use crate::outbox::OutboxMessage;
+
+/// A stored decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// `dec_…` (a new id each time the scope is decided again).
+    pub id: String,
+    /// The merchant whose customers or keys it protects; `None`: deployment-wide.
+    pub merchant: Option<String>,
+    /// `ip` or `prefix`.
+    pub scope_kind: String,
+    /// The address (`203.0.113.7`) or prefix (`203.0.113.0/24`, `2001:db8:1:2::/64`).
+    pub scope_value: String,
+    /// `block`.
+    pub action: String,
+    /// The detection point (`credential_stuffing`) or `manual`.
+    pub reason: String,
+    /// What was seen (counts, the staff member's note), for people.
+    pub detail: Option<String>,
+    /// `detector` or the staff member or API key that decided.
+    pub created_by: String,
+    /// When.
+    pub created_at: Timestamp,
+    /// Until when it holds.
+    pub until: Timestamp,
+    /// Decisions on this scope in the day before this one, this one included.
+    pub strikes: u32,
+    /// When it was lifted.
+    pub lifted_at: Option<Timestamp>,
+    /// Who lifted it.
+    pub lifted_by: Option<String>,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+impl DecisionRecord {
+    /// Whether it holds at `now`.
+    pub fn holds(&self, now: Timestamp) -> bool {
+        self.lifted_at.is_none() && now.millis_since(self.until) < 0
+    }
+}
+
+/// Storage of decisions.
+#[async_trait]
+pub trait DecisionsRepository: Send + Sync + std::fmt::Debug {
+    /// The row of a merchant's (`""`: deployment-wide) scope, held or not.
+    async fn decision_for(
+        &self,
+        merchant_key: &str,
+        kind: &str,
+        value: &str,
+    ) -> Result<Option<DecisionRecord>, StoreError>;
+    /// Stores `decision` as its scope's row unless that row's decision still holds at
+    /// `decision.created_at` (one conditional upsert), with its events. False: one holds.
+    async fn decide(&self, decision: &DecisionRecord, events: &[OutboxMessage]) -> Result<bool, StoreError>;
+    /// One decision by id.
+    async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError>;
+    /// Decisions that hold at `now`, of every merchant (what a node enforces).
+    async fn holding_decisions(&self, now: Timestamp) -> Result<Vec<DecisionRecord>, StoreError>;
+    /// A merchant's and the deployment-wide decisions, newest first, at most `limit` (only those
+    /// holding at `now` with `holding_only`).
+    async fn list_decisions(
+        &self,
+        merchant: &str,
+        holding_only: bool,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DecisionRecord>, StoreError>;
+    /// Lifts a decision that holds at `at`; false: it did not hold (lifted, expired, unknown).
+    async fn lift_decision(
+        &self,
+        id: &str,
+        at: Timestamp,
+        by: &str,
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError>;
+    /// Moves a holding decision's end to `until`; false: it did not hold at `at`.
+    async fn extend_decision(&self, id: &str, until: Timestamp, at: Timestamp) -> Result<bool, StoreError>;
+    /// A number that changes whenever any decision changes, so nodes see changes cheaply.
+    async fn decisions_version(&self) -> Result<i64, StoreError>;
+}

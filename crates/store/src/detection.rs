@@ -1,0 +1,215 @@
+//! Intrusion detection's decisions on both backends: one row per merchant (`''`: deployment-wide)
+//! and scope, replaced by a conditional upsert only when its decision is over, lifted and
+//! extended by conditional updates of a row in force.
+//! Must never: decide by reading and then writing, or commit a decision without its outbox
+//! messages.
+
+use async_trait::async_trait;
+use sqlx::FromRow;
+use strongroom_domain::StoreError;
+use strongroom_domain::outbox::OutboxMessage;
+use strongroom_domain::ports::detection::{DecisionRecord, DecisionsRepository};
+use strongroom_types::Timestamp;
+
+use crate::outbox::write_messages;
+use crate::{Store, on_pool, store_error};
+
+#[derive(FromRow)]
+struct DecisionRow {
+    id: String,
+    merchant_key: String,
+    scope_kind: String,
+    scope_value: String,
+    action: String,
+    reason: String,
+    detail: Option<String>,
+    created_by: String,
+    created_at: i64,
+    until_at: i64,
+    strikes: i64,
+    lifted_at: Option<i64>,
+    lifted_by: Option<String>,
+    updated_at: i64,
+}
+
+const COLUMNS: &str = "id, merchant_key, scope_kind, scope_value, action, reason, detail, created_by, created_at, \
+     until_at, strikes, lifted_at, lifted_by, updated_at";
+
+impl From<DecisionRow> for DecisionRecord {
+    fn from(row: DecisionRow) -> Self {
+        DecisionRecord {
+            id: row.id,
+            merchant: Some(row.merchant_key).filter(|m| !m.is_empty()),
+            scope_kind: row.scope_kind,
+            scope_value: row.scope_value,
+            action: row.action,
+            reason: row.reason,
+            detail: row.detail,
+            created_by: row.created_by,
+            created_at: Timestamp::from_unix_millis(row.created_at),
+            until: Timestamp::from_unix_millis(row.until_at),
+            strikes: u32::try_from(row.strikes.max(0)).unwrap_or(u32::MAX),
+            lifted_at: row.lifted_at.map(Timestamp::from_unix_millis),
+            lifted_by: row.lifted_by,
+            updated_at: Timestamp::from_unix_millis(row.updated_at),
+        }
+    }
+}
+
+#[async_trait]
+impl DecisionsRepository for Store {
+    async fn decision_for(
+        &self,
+        merchant_key: &str,
+        kind: &str,
+        value: &str,
+    ) -> Result<Option<DecisionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM security_decisions WHERE merchant_key = $1 AND scope_kind = $2 AND scope_value = $3"
+        );
+        let row: Option<DecisionRow> = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(merchant_key)
+            .bind(kind)
+            .bind(value)
+            .fetch_optional(pool)
+            .await)
+        .map_err(store_error)?;
+        Ok(row.map(DecisionRecord::from))
+    }
+
+    async fn decide(&self, d: &DecisionRecord, events: &[OutboxMessage]) -> Result<bool, StoreError> {
+        let at = d.created_at.unix_millis();
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            // The one statement that decides: a new row, or the scope's row replaced only when
+            // its decision is over (lifted, or ended by `at`).
+            let decided = sqlx::query(
+                "INSERT INTO security_decisions (id, merchant_key, scope_kind, scope_value, action, reason, detail, \
+                 created_by, created_at, until_at, strikes, lifted_at, lifted_by, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, $9) \
+                 ON CONFLICT (merchant_key, scope_kind, scope_value) DO UPDATE SET id = excluded.id, \
+                 action = excluded.action, reason = excluded.reason, detail = excluded.detail, \
+                 created_by = excluded.created_by, created_at = excluded.created_at, until_at = excluded.until_at, \
+                 strikes = excluded.strikes, lifted_at = NULL, lifted_by = NULL, updated_at = excluded.updated_at, \
+                 revision = security_decisions.revision + 1 \
+                 WHERE security_decisions.lifted_at IS NOT NULL OR security_decisions.until_at <= excluded.created_at",
+            )
+            .bind(&d.id)
+            .bind(d.merchant.as_deref().unwrap_or(""))
+            .bind(&d.scope_kind)
+            .bind(&d.scope_value)
+            .bind(&d.action)
+            .bind(&d.reason)
+            .bind(d.detail.as_deref())
+            .bind(&d.created_by)
+            .bind(at)
+            .bind(d.until.unix_millis())
+            .bind(i64::from(d.strikes))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if decided == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            write_messages!(tx, events);
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(true)
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM security_decisions WHERE id = $1");
+        let row: Option<DecisionRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await).map_err(store_error)?;
+        Ok(row.map(DecisionRecord::from))
+    }
+
+    async fn holding_decisions(&self, now: Timestamp) -> Result<Vec<DecisionRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM security_decisions WHERE lifted_at IS NULL AND until_at > $1");
+        let rows: Vec<DecisionRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(now.unix_millis()).fetch_all(pool).await)
+                .map_err(store_error)?;
+        Ok(rows.into_iter().map(DecisionRecord::from).collect())
+    }
+
+    async fn list_decisions(
+        &self,
+        merchant: &str,
+        holding_only: bool,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM security_decisions WHERE merchant_key IN ($1, '') \
+             AND ($2 = 0 OR (lifted_at IS NULL AND until_at > $3)) ORDER BY updated_at DESC, id DESC LIMIT $4"
+        );
+        let rows: Vec<DecisionRow> = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(merchant)
+            .bind(i32::from(holding_only))
+            .bind(now.unix_millis())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(DecisionRecord::from).collect())
+    }
+
+    async fn lift_decision(
+        &self,
+        id: &str,
+        at: Timestamp,
+        by: &str,
+        events: &[OutboxMessage],
+    ) -> Result<bool, StoreError> {
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let lifted = sqlx::query(
+                "UPDATE security_decisions SET lifted_at = $2, lifted_by = $3, updated_at = $2, revision = revision + 1 \
+                 WHERE id = $1 AND lifted_at IS NULL AND until_at > $2",
+            )
+            .bind(id)
+            .bind(at.unix_millis())
+            .bind(by)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if lifted == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            write_messages!(tx, events);
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(true)
+        }.await)
+        .map_err(store_error)
+    }
+
+    async fn extend_decision(&self, id: &str, until: Timestamp, at: Timestamp) -> Result<bool, StoreError> {
+        let changed = on_pool!(self, pool => sqlx::query(
+                "UPDATE security_decisions SET until_at = $2, updated_at = $3, revision = revision + 1 \
+                 WHERE id = $1 AND lifted_at IS NULL AND until_at > $3",
+            )
+            .bind(id)
+            .bind(until.unix_millis())
+            .bind(at.unix_millis())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(store_error)?;
+        Ok(changed == 1)
+    }
+
+    async fn decisions_version(&self) -> Result<i64, StoreError> {
+        // Grows with every change of any row (`revision`), whatever the writing node's clock says:
+        // a timestamp would miss two changes within one millisecond, or one stamped by a slow clock.
+        let version: i64 = on_pool!(self, pool => sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(revision), 0) AS BIGINT) FROM security_decisions",
+            )
+            .fetch_one(pool)
+            .await)
+        .map_err(store_error)?;
+        Ok(version)
+    }
+}
