@@ -269,8 +269,9 @@ impl PaymentsService {
     /// locks, the decision, and the claim into `processing` with the gateway call recorded), and
     /// the three audit entries are awaited together. A payment the checks block or send to
     /// step-up is written as created with its decision in that transaction and moves on as a
-    /// separate confirmation would; one needing step-up for its amount alone, one whose order
-    /// changed meanwhile and one without the checkout rules wired go the separate way entirely.
+    /// separate confirmation would; one needing step-up for its amount alone, one paying with a
+    /// saved card, one whose order changed meanwhile and one without the checkout rules wired go
+    /// the separate way entirely.
     pub async fn create_and_confirm(
         &self,
         caller: Caller<'_>,
