@@ -13,6 +13,7 @@
 //! decides), block a client for longer than [`MAX_BLOCK`], or let one merchant's staff lift
 //! another merchant's decision.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -167,47 +168,49 @@ pub fn escalated(base: Duration, strikes: u32) -> Duration {
 /// The decisions that hold, in memory, reloaded when the stored version changes.
 #[derive(Debug, Default)]
 pub struct DecisionBook {
-    holding: RwLock<Arc<Vec<DecisionRecord>>>,
+    /// Decisions in force, by what they are about (`kind:address`): a check is a map lookup
+    /// however many clients are blocked (every authenticated request checks its key).
+    holding: RwLock<Arc<HashMap<String, Vec<DecisionRecord>>>>,
     version: std::sync::atomic::AtomicI64,
 }
 
+fn book_key(kind: &str, value: &str) -> String {
+    format!("{kind}:{value}")
+}
+
 impl DecisionBook {
+    fn about(&self, kind: &str, value: &str) -> Vec<DecisionRecord> {
+        let Ok(holding) = self.holding.read() else { return Vec::new() };
+        holding.get(&book_key(kind, value)).cloned().unwrap_or_default()
+    }
+
     /// The decision that blocks `ip` for `merchant` at `now` (its own or a deployment-wide one),
     /// if any: the one that ends last.
     pub fn blocking(&self, merchant: Option<&MerchantId>, ip: IpAddr, now: Timestamp) -> Option<DecisionRecord> {
-        let holding = self.holding.read().ok()?.clone();
-        let (address, network) = (ip.to_string(), DecisionScope::Prefix(ip).value());
-        holding
-            .iter()
+        let mut found = self.about("ip", &ip.to_string());
+        found.extend(self.about("prefix", &DecisionScope::Prefix(ip).value()));
+        found
+            .into_iter()
             .filter(|d| d.holds(now))
             .filter(|d| d.merchant.is_none() || d.merchant.as_deref() == merchant.map(MerchantId::as_str))
-            .filter(|d| match d.scope_kind.as_str() {
-                "ip" => d.scope_value == address,
-                "prefix" => d.scope_value == network,
-                _ => false,
-            })
             .max_by_key(|d| d.until.unix_millis())
-            .cloned()
     }
 
     /// The decision of `merchant` that suspends its API key `key` at `now`, if any (a decision of
     /// another merchant naming the key suspends nothing).
     pub fn suspending(&self, merchant: &MerchantId, key: &str, now: Timestamp) -> Option<DecisionRecord> {
-        let holding = self.holding.read().ok()?.clone();
-        holding
-            .iter()
-            .find(|d| {
-                d.scope_kind == "api_key"
-                    && d.scope_value == key
-                    && d.merchant.as_deref() == Some(merchant.as_str())
-                    && d.holds(now)
-            })
-            .cloned()
+        self.about("api_key", key)
+            .into_iter()
+            .find(|d| d.merchant.as_deref() == Some(merchant.as_str()) && d.holds(now))
     }
 
     fn replace(&self, decisions: Vec<DecisionRecord>, version: i64) {
+        let mut by_scope: HashMap<String, Vec<DecisionRecord>> = HashMap::new();
+        for decision in decisions {
+            by_scope.entry(book_key(&decision.scope_kind, &decision.scope_value)).or_default().push(decision);
+        }
         if let Ok(mut holding) = self.holding.write() {
-            *holding = Arc::new(decisions);
+            *holding = Arc::new(by_scope);
         }
         self.version.store(version, std::sync::atomic::Ordering::Release);
     }
