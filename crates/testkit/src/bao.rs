@@ -45,6 +45,22 @@ impl Bao {
             eprintln!("SKIPPED: STRONGROOM_TEST_BAO not set (run scripts/test); OpenBao tests skipped");
             return None;
         };
+        // The port is free when picked but may be taken before the server binds it (or its
+        // cluster port, the next one, may be in use by a concurrent test's server): a server that
+        // exits at once is started again on another port, at most three times.
+        for _ in 0..2 {
+            if let Ok(bao) = Self::try_start(&binary, tls).await {
+                return Some(bao);
+            }
+        }
+        match Self::try_start(&binary, tls).await {
+            Ok(bao) => Some(bao),
+            Err(status) => panic!("OpenBao dev server exited before it was healthy: {status}"),
+        }
+    }
+
+    /// One start; `Err` with its exit status when the server exits before it is healthy.
+    async fn try_start(binary: &str, tls: bool) -> Result<Self, std::process::ExitStatus> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
         let mut command = Command::new(binary);
         command.args([
@@ -66,14 +82,14 @@ impl Bao {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = bao.child.try_wait() {
-                panic!("OpenBao dev server exited before it was healthy: {status}");
+                return Err(status);
             }
             if let Some(client) = bao.client()
                 && let Ok(r) = client.get(format!("{}/v1/sys/health", bao.address)).send().await
                 && r.status().is_success()
             {
                 bao.admin("sys/mounts/transit", serde_json::json!({"type": "transit"})).await;
-                return Some(bao);
+                return Ok(bao);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
