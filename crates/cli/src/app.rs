@@ -534,12 +534,13 @@ struct JobServices {
     webhooks: Arc<strongroom_domain::webhooks::WebhookEndpoints>,
     idempotency: strongroom_domain::idempotency::Idempotency,
     payments: Arc<strongroom_domain::payments::PaymentsService>,
+    decisions: strongroom_domain::detection::DecisionService,
 }
 
 /// Every periodic job of the deployment; they run on the leader only.
 fn jobs(config: &Config, services: JobServices) -> Vec<strongroom_domain::jobs::Job> {
     use futures::FutureExt;
-    let JobServices { audit, vault, identity, staff, deliverer, webhooks, idempotency, payments } = services;
+    let JobServices { audit, vault, identity, staff, deliverer, webhooks, idempotency, payments, decisions } = services;
     use strongroom_domain::jobs::Job;
     let wake = deliverer.outbox().wake();
     let retention = config.jobs.delivery_log_retention;
@@ -591,6 +592,10 @@ fn jobs(config: &Config, services: JobServices) -> Vec<strongroom_domain::jobs::
             .boxed()
         }));
     }
+    jobs.push(Job::new("detection.counts_purge", std::time::Duration::from_secs(300), move || {
+        let decisions = decisions.clone();
+        async move { Ok(detail("purged", decisions.purge_counts().await?)) }.boxed()
+    }));
     {
         let payments = payments.clone();
         jobs.push(Job::new("payments.fraud_signals_purge", std::time::Duration::from_secs(600), move || {
@@ -859,6 +864,7 @@ impl Application {
         ));
         let decisions = strongroom_domain::detection::DecisionService::new(
             Arc::new(core.store.clone()),
+            Arc::new(core.store.clone()),
             core.outbox.clone(),
             audit.clone(),
             clock.clone(),
@@ -869,6 +875,7 @@ impl Application {
         let decisions_refresh = decisions.spawn_refresh();
         identity.set_decisions(decisions.clone());
         vault.set_detection(decisions.clone());
+        payments.set_detection(decisions.clone());
         vault.set_dual_control(staff.clone());
         webhooks.set_owner_notices(staff.clone());
         // Behind a TLS-terminating proxy every client reaches us from the proxy: no dev mailbox.
@@ -921,6 +928,7 @@ impl Application {
                 webhooks: webhooks.clone(),
                 idempotency: idempotency.clone(),
                 payments: payments.clone(),
+                decisions: decisions.clone(),
             },
         ));
         let state = AppState::new(Services {

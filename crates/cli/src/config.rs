@@ -108,34 +108,81 @@ pub struct Config {
     pub detection: DetectionConfig,
 }
 
-/// `[detection]`
+/// `[detection]`: intrusion detection's points and responses. Durations are first responses,
+/// doubled each time within a day, up to a day.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectionConfig {
-    /// Make and enforce decisions about clients (blocks). Default true.
+    /// Make and enforce decisions about clients and keys (blocks, suspensions). Default true.
     pub enabled: bool,
-    /// How long a client that tried many accounts (credential stuffing) is first blocked for the
-    /// merchant whose customers it tried; doubled each time within a day, up to a day.
-    /// Default 15m.
+    /// Accounts failed to sign in from one client within 15 minutes that block the client for
+    /// the merchant whose customers it tried (credential stuffing); 0: never. Default 10.
+    pub stuffing_accounts: u32,
+    /// How long a credential-stuffing client is first blocked. Default 15m.
     #[serde(with = "humantime_serde")]
     pub stuffing_block: Duration,
-    /// Lookups of tokens that do not exist by one API key within 10 minutes that suspend the key
-    /// (token guessing); 0: never. Default 100.
+    /// Wrong one-time or recovery codes for one account within 15 minutes that block the client
+    /// giving them; 0: never. Default 10.
+    pub code_guesses: u32,
+    /// How long a code-guessing client is first blocked. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub code_guessing_block: Duration,
+    /// How long a client whose payment the fraud checks refused as card testing may not pay.
+    /// Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub card_testing_block: Duration,
+    /// Distinct objects one API key asked for within 10 minutes and got 404 or 403 for, that
+    /// suspend the key (enumeration); 0: never. Default 50.
+    pub enumeration_ids: u32,
+    /// How long an enumerating key is first suspended. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub enumeration_suspension: Duration,
+    /// Lookups of distinct tokens that do not exist by one API key within 10 minutes that
+    /// suspend the key (token guessing); 0: never. Default 100.
     pub token_guesses: u32,
-    /// How long a token-guessing key is first suspended; doubled each time within a day, up to a
-    /// day. Default 15m.
+    /// How long a token-guessing key is first suspended. Default 15m.
     #[serde(with = "humantime_serde")]
     pub guessing_suspension: Duration,
+    /// Session cookies or signed tokens failing verification from one client within 10 minutes
+    /// that block the client everywhere; 0: never. Default 10.
+    pub tampered_credentials: u32,
+    /// How long a tampering client is first blocked. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub tampering_block: Duration,
+    /// Decoy routes (paths no client of strongroom's calls): a request for one blocks the client
+    /// everywhere. Default `/admin`, `/wp-login.php`, `/.env`, `/.git/config`, `/phpmyadmin`.
+    pub decoy_paths: Vec<String>,
+    /// How long a decoy-route client is blocked. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub decoy_block: Duration,
+    /// Reveals (card data, personal data) by one API key within an hour that suspend it (by a
+    /// staff member: an alert and an incident); 0: never. Default 500.
+    pub reveals_per_hour: u32,
+    /// How long an insider-reveal key is first suspended. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub insider_suspension: Duration,
 }
 
 impl Default for DetectionConfig {
     fn default() -> Self {
-        let defaults = strongroom_domain::detection::DetectionSettings::default();
+        let d = strongroom_domain::detection::DetectionSettings::default();
         Self {
-            enabled: defaults.enabled,
-            stuffing_block: defaults.stuffing_block,
-            token_guesses: defaults.token_guesses,
-            guessing_suspension: defaults.guessing_suspension,
+            enabled: d.enabled,
+            stuffing_accounts: d.stuffing_accounts,
+            stuffing_block: d.stuffing_block,
+            code_guesses: d.code_guesses,
+            code_guessing_block: d.code_guessing_block,
+            card_testing_block: d.card_testing_block,
+            enumeration_ids: d.enumeration_ids,
+            enumeration_suspension: d.enumeration_suspension,
+            token_guesses: d.token_guesses,
+            guessing_suspension: d.guessing_suspension,
+            tampered_credentials: d.tampered_credentials,
+            tampering_block: d.tampering_block,
+            decoy_paths: d.decoy_paths,
+            decoy_block: d.decoy_block,
+            reveals_per_hour: d.reveals_per_hour,
+            insider_suspension: d.insider_suspension,
         }
     }
 }
@@ -145,10 +192,70 @@ impl DetectionConfig {
     pub fn settings(&self) -> strongroom_domain::detection::DetectionSettings {
         strongroom_domain::detection::DetectionSettings {
             enabled: self.enabled,
+            stuffing_accounts: self.stuffing_accounts,
             stuffing_block: self.stuffing_block,
+            code_guesses: self.code_guesses,
+            code_guessing_block: self.code_guessing_block,
+            card_testing_block: self.card_testing_block,
+            enumeration_ids: self.enumeration_ids,
+            enumeration_suspension: self.enumeration_suspension,
             token_guesses: self.token_guesses,
             guessing_suspension: self.guessing_suspension,
+            tampered_credentials: self.tampered_credentials,
+            tampering_block: self.tampering_block,
+            decoy_paths: self.decoy_paths.clone(),
+            decoy_block: self.decoy_block,
+            reveals_per_hour: self.reveals_per_hour,
+            insider_suspension: self.insider_suspension,
         }
+    }
+
+    /// The first problem, as (field, message).
+    fn problem(&self) -> Option<(&'static str, &'static str)> {
+        let durations = [
+            ("detection.stuffing_block", self.stuffing_block),
+            ("detection.code_guessing_block", self.code_guessing_block),
+            ("detection.card_testing_block", self.card_testing_block),
+            ("detection.enumeration_suspension", self.enumeration_suspension),
+            ("detection.guessing_suspension", self.guessing_suspension),
+            ("detection.tampering_block", self.tampering_block),
+            ("detection.decoy_block", self.decoy_block),
+            ("detection.insider_suspension", self.insider_suspension),
+        ];
+        for (field, duration) in durations {
+            if duration < Duration::from_secs(60) || duration > strongroom_domain::detection::MAX_BLOCK {
+                return Some((field, "must be between 1m and 24h"));
+            }
+        }
+        for path in &self.decoy_paths {
+            let well_formed = path.starts_with('/')
+                && path.len() > 1
+                && path != "/"
+                && path.len() <= 200
+                && !path.contains(['?', '#', '{', '}', '*', ' '])
+                && ![
+                    "/v1/",
+                    "/pay",
+                    "/account",
+                    "/staff",
+                    "/oauth",
+                    "/dev",
+                    "/healthz",
+                    "/readyz",
+                    "/metrics",
+                    "/openapi",
+                    "/.well-known",
+                ]
+                .iter()
+                .any(|taken| path.starts_with(taken));
+            if !well_formed {
+                return Some((
+                    "detection.decoy_paths",
+                    "each must be a plain path starting with / that no strongroom route uses",
+                ));
+            }
+        }
+        None
     }
 }
 
@@ -1385,15 +1492,8 @@ impl Config {
         {
             return fail("payments.reconcile_interval", "must be between 1s and 1h");
         }
-        if self.detection.stuffing_block < Duration::from_secs(60)
-            || self.detection.stuffing_block > strongroom_domain::detection::MAX_BLOCK
-        {
-            return fail("detection.stuffing_block", "must be between 1m and 24h");
-        }
-        if self.detection.guessing_suspension < Duration::from_secs(60)
-            || self.detection.guessing_suspension > strongroom_domain::detection::MAX_BLOCK
-        {
-            return fail("detection.guessing_suspension", "must be between 1m and 24h");
+        if let Some((field, message)) = self.detection.problem() {
+            return fail(field, message);
         }
         if self.payments.stripe.search_lag > Duration::from_secs(3600) {
             return fail("payments.stripe.search_lag", "must be at most 1h");

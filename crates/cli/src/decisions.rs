@@ -71,6 +71,7 @@ pub async fn run(config: &Config, command: DecisionsCommand) -> anyhow::Result<(
     let result = async {
         let decisions = DecisionService::new(
             Arc::new(core.store.clone()),
+            Arc::new(core.store.clone()),
             core.outbox.clone(),
             core.audit.clone(),
             clock,

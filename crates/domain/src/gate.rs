@@ -23,8 +23,8 @@ use crate::staff::StaffService;
 pub enum GateError {
     /// No credential, or one that is not valid (401; the reason is in the audit log only).
     Unauthenticated,
-    /// A valid caller without the scope (403).
-    MissingScope(Scope),
+    /// A valid caller (the second field) without the scope (403).
+    MissingScope(Scope, Box<Principal>),
     /// A test-mode caller asking for a deployment-wide scope (403).
     LiveModeRequired(Scope),
     /// The caller's API key is suspended by intrusion detection until the given time (403).
@@ -117,7 +117,7 @@ impl Gate<'_> {
             let event =
                 principal.event("authz.denied", Outcome::Denied("insufficient_scope")).on("scope", required.as_str());
             self.record(event, client).await?;
-            return Err(GateError::MissingScope(required));
+            return Err(GateError::MissingScope(required, Box::new(principal)));
         }
         Ok(principal)
     }

@@ -168,6 +168,12 @@ pub mod operational {
     }
 
     #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct PointLabel {
+        /// A detection point's id (a fixed list).
+        point: &'static str,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
     struct KeyLabels {
         key: &'static str,
     }
@@ -255,6 +261,21 @@ pub mod operational {
             let age = now.millis_since(checkpoint.created_at).max(0) as f64 / 1000.0;
             float_gauge(registry, "audit_last_checkpoint_age_seconds", "Age of the newest signed checkpoint", age);
         }
+        let detections = Family::<PointLabel, Counter>::default();
+        for (point, count) in state.decisions.detections() {
+            detections.get_or_create(&PointLabel { point }).inc_by(count);
+        }
+        registry.register(
+            "detections",
+            "Intrusion detections by detection point, by this process since it started",
+            detections,
+        );
+        gauge(
+            registry,
+            "security_decisions_in_force",
+            "Blocks and suspensions intrusion detection (or staff) decided that hold now",
+            i64::try_from(state.decisions.decisions_in_force()).unwrap_or(i64::MAX),
+        );
         let events = Family::<AuditLabels, Counter>::default();
         for ((action, result, reason), count) in state.audit.event_counts() {
             events.get_or_create(&AuditLabels { action, result, reason }).inc_by(count);

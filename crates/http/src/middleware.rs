@@ -80,7 +80,16 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     let forwarded = (!forwarded.is_empty()).then_some(forwarded.as_str());
     let ip = client_ip(peer, forwarded, &state.settings.trusted_proxies);
     req.extensions_mut().insert(ClientIp(ip));
-    let mut response = render_problem(next.run(req).await, &id);
+    let response = match state.decisions.blocking_everywhere(ip) {
+        // A client blocked for the whole deployment (a decoy route, a forged cookie): refused
+        // before anything else runs.
+        Some(decision) => {
+            let err: ApiError = strongroom_domain::detection::blocked_error(&decision, state.decisions.now()).into();
+            err.into_response()
+        }
+        None => next.run(req).await,
+    };
+    let mut response = render_problem(response, &id);
     add_security_headers(response.headers_mut());
     with_request_id(response, &id)
 }
@@ -188,9 +197,21 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
     candidate
 }
 
-/// Where the authentication guard leaves the key id for the access-log line.
+/// Where the authentication guard leaves who called, for the access-log line and for counting
+/// refusals (enumeration).
 #[derive(Debug, Clone, Default)]
-pub struct KeySlot(pub std::sync::Arc<std::sync::OnceLock<String>>);
+pub struct KeySlot(pub std::sync::Arc<std::sync::OnceLock<SlotCaller>>);
+
+/// Who called, as the authentication guard found.
+#[derive(Debug, Clone)]
+pub struct SlotCaller {
+    /// The key id or staff id.
+    pub actor: String,
+    /// The caller's merchant.
+    pub merchant: strongroom_domain::merchants::MerchantId,
+    /// Whether `actor` is an API key (which intrusion detection can suspend).
+    pub api_key: bool,
+}
 
 /// Per route: metrics, and an access-log line (request id, method, route template, client, key,
 /// status, latency) for the requests `access_log` names. Deliberately no span: a span per request cost about a
@@ -205,12 +226,20 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let client = req.extensions().get::<ClientIp>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
     let key = KeySlot::default();
     req.extensions_mut().insert(key.clone());
+    let path = req.uri().path().to_owned();
     let response = next.run(req).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe(&method, route, status, elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    let key_id = key.0.get().map(String::as_str);
+    // Tokens that do not exist are the vault's to count (token guessing, its own threshold).
+    if matches!(status, 404 | 403)
+        && !path.starts_with("/v1/tokens/")
+        && let Some(caller) = key.0.get().filter(|c| c.api_key)
+    {
+        count_refusal(&state, caller, &method, &path, client).await;
+    }
+    let key_id = key.0.get().map(|c| c.actor.as_str());
     let request_id: &str = &request_id;
     let logged = match state.settings.access_log {
         crate::state::AccessLog::All => true,
@@ -223,6 +252,25 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         tracing::info!(request_id, %method, route, client_ip = %client, key_id, status, latency_ms, "request");
     }
     response
+}
+
+/// Enumeration: an API key's 404 (an object that does not exist or is another merchant's) or 403
+/// (a scope it lacks), counted per distinct method and path, so the key that walks through ids
+/// is suspended on every node.
+async fn count_refusal(state: &AppState, caller: &SlotCaller, method: &http::Method, path: &str, client: IpAddr) {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (method.as_str(), path).hash(&mut hasher);
+    let sighting = strongroom_domain::detection::Sighting::new(
+        strongroom_domain::detection::Point::Enumeration,
+        Some(&caller.merchant),
+        caller.actor.clone(),
+    )
+    .item(hasher.finish().to_be_bytes())
+    .respond(strongroom_domain::detection::DecisionScope::ApiKey(caller.actor.clone()))
+    .from_ip(Some(client))
+    .subject(caller.actor.clone());
+    state.decisions.sighted(sighting).await;
 }
 
 /// The answer for a handler that panicked: a generic 500; the panic message is logged, not shown.

@@ -1,6 +1,9 @@
 //! Intrusion detection's decisions on both backends: one row per merchant (`''`: deployment-wide)
 //! and scope, replaced by a conditional upsert only when its decision is over, lifted and
 //! extended by conditional updates of a row in force.
+//! Detection's shared counts: one row per counter and window, added to by one upsert that
+//! returns the tally (on PostgreSQL one statement; on SQLite, whose writers are serialised, one
+//! transaction).
 //! Must never: decide by reading and then writing, or commit a decision without its outbox
 //! messages.
 
@@ -8,7 +11,9 @@ use async_trait::async_trait;
 use sqlx::FromRow;
 use strongroom_domain::StoreError;
 use strongroom_domain::outbox::OutboxMessage;
-use strongroom_domain::ports::detection::{DecisionRecord, DecisionsRepository};
+use strongroom_domain::ports::detection::{
+    DecisionRecord, DecisionsRepository, DetectionCounts, MAX_DISTINCT_ITEMS, Tally,
+};
 use strongroom_types::Timestamp;
 
 use crate::outbox::write_messages;
@@ -211,5 +216,100 @@ impl DecisionsRepository for Store {
             .await)
         .map_err(store_error)?;
         Ok(version)
+    }
+}
+
+#[async_trait]
+impl DetectionCounts for Store {
+    async fn observe(
+        &self,
+        counter: &str,
+        window_start: i64,
+        item: Option<&[u8]>,
+        expires_at: i64,
+    ) -> Result<Tally, StoreError> {
+        let cap = i64::try_from(MAX_DISTINCT_ITEMS).unwrap_or(i64::MAX);
+        let (hits, distinct, added): (i64, i64, i64) = match &self.backend {
+            crate::Backend::Postgres(pool) => sqlx::query_as(
+                // The item goes in unless the window holds it (or holds the cap); the window's row
+                // is added to in the same statement, under its row lock, so concurrent
+                // observations each read a different tally.
+                "WITH added AS (INSERT INTO detection_items (counter, window_start, item, expires_at) \
+                   SELECT $1, $2, $3::bytea, $4 WHERE $3::bytea IS NOT NULL AND COALESCE((SELECT distinct_items \
+                   FROM detection_counts WHERE counter = $1 AND window_start = $2), 0) < $5 \
+                   ON CONFLICT DO NOTHING RETURNING 1) \
+                 INSERT INTO detection_counts AS c (counter, window_start, hits, distinct_items, expires_at) \
+                 VALUES ($1, $2, 1, (SELECT COUNT(*) FROM added), $4) \
+                 ON CONFLICT (counter, window_start) DO UPDATE SET hits = c.hits + 1, \
+                   distinct_items = c.distinct_items + (SELECT COUNT(*) FROM added) \
+                 RETURNING hits, distinct_items, (SELECT COUNT(*) FROM added)",
+            )
+            .bind(counter)
+            .bind(window_start)
+            .bind(item)
+            .bind(expires_at)
+            .bind(cap)
+            .fetch_one(pool)
+            .await
+            .map_err(store_error)?,
+            crate::Backend::Sqlite(pool) => async {
+                let mut tx = pool.begin().await?;
+                let added = match item {
+                    Some(item) => sqlx::query(
+                        "INSERT INTO detection_items (counter, window_start, item, expires_at) \
+                         SELECT $1, $2, $3, $4 WHERE COALESCE((SELECT distinct_items FROM detection_counts \
+                         WHERE counter = $1 AND window_start = $2), 0) < $5 ON CONFLICT DO NOTHING",
+                    )
+                    .bind(counter)
+                    .bind(window_start)
+                    .bind(item)
+                    .bind(expires_at)
+                    .bind(cap)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                    None => 0,
+                };
+                let added = i64::try_from(added).unwrap_or(0);
+                let (hits, distinct): (i64, i64) = sqlx::query_as(
+                    "INSERT INTO detection_counts (counter, window_start, hits, distinct_items, expires_at) \
+                     VALUES ($1, $2, 1, $3, $4) ON CONFLICT (counter, window_start) DO UPDATE SET \
+                     hits = detection_counts.hits + 1, distinct_items = detection_counts.distinct_items + $3 \
+                     RETURNING hits, distinct_items",
+                )
+                .bind(counter)
+                .bind(window_start)
+                .bind(added)
+                .bind(expires_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>((hits, distinct, added))
+            }
+            .await
+            .map_err(store_error)?,
+        };
+        Ok(Tally {
+            hits: u64::try_from(hits).unwrap_or(0),
+            distinct: u64::try_from(distinct).unwrap_or(0),
+            new_item: added > 0,
+        })
+    }
+
+    async fn purge_counts(&self, now: i64) -> Result<u64, StoreError> {
+        on_pool!(self, pool => async {
+            let items = sqlx::query("DELETE FROM detection_items WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            let counts = sqlx::query("DELETE FROM detection_counts WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            Ok::<u64, sqlx::Error>(items + counts)
+        }.await)
+        .map_err(store_error)
     }
 }

@@ -54,7 +54,7 @@ async fn drop_postgres(name: &str) {
 }
 
 async fn suite(store: Store) {
-    assert_eq!(store.migrate().await.unwrap(), 16, "first migrate applies every migration");
+    assert_eq!(store.migrate().await.unwrap(), 17, "first migrate applies every migration");
     assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 
@@ -134,6 +134,7 @@ async fn suite(store: Store) {
     races_suite(&store).await;
     gateway_events_suite(&store).await;
     create_and_confirm_suite(&store).await;
+    detection_counts_suite(&store).await;
     store.close().await;
 }
 
@@ -1434,4 +1435,42 @@ async fn create_and_confirm_suite(store: &Store) {
     })
     .await;
     assert_eq!(won, 5, "a limit of 5 lets exactly 5 through");
+}
+
+/// Detection's shared counts: 30 parallel observations of one counter each read a different
+/// tally (so exactly one sees a threshold's count), distinct items are counted once however
+/// often they come, windows are apart, and expired windows are purged.
+async fn detection_counts_suite(store: &Store) {
+    use strongroom_domain::ports::detection::DetectionCounts;
+    let store = Arc::new(store.clone());
+    let expires = 2_000_000;
+    // 30 parallel observations, 10 distinct items (each three times).
+    let handles: Vec<_> = (0..30u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.observe("race:c", 1_000, Some(&[i % 10]), expires).await.unwrap() })
+        })
+        .collect();
+    let mut hits = Vec::new();
+    let mut new_items = 0;
+    let mut saw_ten_new = 0;
+    for handle in handles {
+        let tally = handle.await.unwrap();
+        hits.push(tally.hits);
+        new_items += usize::from(tally.new_item);
+        saw_ten_new += usize::from(tally.new_item && tally.distinct == 10);
+    }
+    hits.sort_unstable();
+    assert_eq!(hits, (1..=30).collect::<Vec<u64>>(), "every observation read its own count");
+    assert_eq!(new_items, 10, "each distinct item was new once");
+    assert_eq!(saw_ten_new, 1, "exactly one observation brought the tenth distinct item");
+    // Without an item only hits grow; another window starts from nothing.
+    let tally = store.observe("race:c", 1_000, None, expires).await.unwrap();
+    assert_eq!((tally.hits, tally.distinct, tally.new_item), (31, 10, false));
+    let tally = store.observe("race:c", 2_000, Some(&[1]), expires).await.unwrap();
+    assert_eq!((tally.hits, tally.distinct, tally.new_item), (1, 1, true));
+    assert!(store.purge_counts(expires - 1).await.unwrap() == 0, "nothing expired yet");
+    assert!(store.purge_counts(expires).await.unwrap() >= 13, "expired windows and items go");
+    let tally = store.observe("race:c", 1_000, Some(&[1]), expires + 10).await.unwrap();
+    assert_eq!((tally.hits, tally.distinct), (1, 1), "a purged window starts again");
 }

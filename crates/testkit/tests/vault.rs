@@ -448,8 +448,15 @@ async fn canary_tokens_raise_security_events(backend: Backend) {
     };
     assert_eq!(strip(honey.clone()), strip(normal.clone()), "a canary looks like any token");
     let id = honey["id"].as_str().unwrap();
-    let (status, plain) = reveal(&server, &server.bootstrap_key, id, "plain").await;
+    let (key_id, intruder) = server.create_key("intruder", &["vault:read", "vault:reveal:pii"]).await;
+    let (status, plain) = reveal(&server, &intruder, id, "plain").await;
     assert_eq!((status, plain["value"].as_str()), (200, Some("honey@example.com")), "it still answers");
+    // Only an intruder reads a canary: the key that did is suspended (and only it).
+    let (status, problem) = reveal(&server, &intruder, normal["id"].as_str().unwrap(), "plain").await;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("api_key_suspended")), "{problem}");
+    let decisions = server.get_json("/v1/security/decisions").await;
+    assert_eq!(decisions["data"][0]["scope"]["address"], key_id, "{decisions}");
+    assert_eq!(decisions["data"][0]["reason"], "canary_token", "{decisions}");
     let size = server.get_json("/v1/audit/entries?start=0&limit=1").await["tree_size"].as_u64().unwrap();
     let page = server.get_json(&format!("/v1/audit/entries?start=0&limit={size}")).await;
     let tripped = page["data"]

@@ -28,7 +28,11 @@ use crate::error::DomainError;
 use crate::merchants::MerchantId;
 use crate::modes::Mode;
 use crate::outbox::{Outbox, OutboxMessage};
-use crate::ports::detection::{DecisionRecord, DecisionsRepository};
+use crate::ports::detection::{DecisionRecord, DecisionsRepository, DetectionCounts};
+
+pub mod points;
+
+pub use points::{Point, Severity, Sighting};
 
 define_id!(DecisionId, DecisionKind, "dec");
 
@@ -39,35 +43,75 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(86_400);
 /// Decisions within this time of the last one count as strikes.
 pub const STRIKE_MEMORY: Duration = Duration::from_secs(86_400);
 
-/// Settings of detection's responses (`[detection]`).
+/// Settings of detection (`[detection]`): each point's threshold and its first response's
+/// length (doubled per strike within a day).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetectionSettings {
     /// Decisions are made and enforced.
     pub enabled: bool,
-    /// How long a first credential-stuffing block lasts (doubled per strike).
+    /// Accounts failed from one client in 15 minutes that make credential stuffing; 0: never.
+    pub stuffing_accounts: u32,
+    /// How long a first credential-stuffing block lasts.
     pub stuffing_block: Duration,
-    /// Lookups of tokens that do not exist, by one API key within [`GUESS_WINDOW`], that suspend
-    /// the key (token guessing); 0: never.
+    /// Wrong one-time or recovery codes for one account in 15 minutes that block the client
+    /// giving them; 0: never.
+    pub code_guesses: u32,
+    /// How long a first code-guessing block lasts.
+    pub code_guessing_block: Duration,
+    /// How long a client whose payment the fraud checks refused as card testing may not pay.
+    pub card_testing_block: Duration,
+    /// Distinct objects one API key asked for in 10 minutes and got 404 or 403 for, that suspend
+    /// the key; 0: never.
+    pub enumeration_ids: u32,
+    /// How long a first enumeration suspension lasts.
+    pub enumeration_suspension: Duration,
+    /// Lookups of distinct tokens that do not exist, by one API key within 10 minutes, that
+    /// suspend the key (token guessing); 0: never.
     pub token_guesses: u32,
-    /// How long a first token-guessing suspension lasts (doubled per strike).
+    /// How long a first token-guessing suspension lasts.
     pub guessing_suspension: Duration,
+    /// Session cookies or signed tokens failing verification from one client in 10 minutes that
+    /// block the client everywhere; 0: never.
+    pub tampered_credentials: u32,
+    /// How long a first tampering block lasts.
+    pub tampering_block: Duration,
+    /// Decoy routes: a request for one blocks the client everywhere (empty: none).
+    pub decoy_paths: Vec<String>,
+    /// How long a decoy-route block lasts.
+    pub decoy_block: Duration,
+    /// Reveals in one hour by one API key that suspend it (by a staff member: an alert); 0: never.
+    pub reveals_per_hour: u32,
+    /// How long a first insider suspension lasts.
+    pub insider_suspension: Duration,
 }
 
 impl Default for DetectionSettings {
+    /// Thresholds a normal shop never reaches (its customers, its backend, its staff) and an
+    /// attack reaches within minutes.
     fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
         Self {
             enabled: true,
-            stuffing_block: Duration::from_secs(15 * 60),
+            stuffing_accounts: 10,
+            stuffing_block: minutes(15),
+            code_guesses: 10,
+            code_guessing_block: minutes(60),
+            card_testing_block: minutes(60),
+            enumeration_ids: 50,
+            enumeration_suspension: minutes(60),
             token_guesses: 100,
-            guessing_suspension: Duration::from_secs(15 * 60),
+            guessing_suspension: minutes(15),
+            tampered_credentials: 10,
+            tampering_block: minutes(60),
+            decoy_paths: ["/admin", "/wp-login.php", "/.env", "/.git/config", "/phpmyadmin"]
+                .map(str::to_owned)
+                .to_vec(),
+            decoy_block: minutes(24 * 60),
+            reveals_per_hour: 500,
+            insider_suspension: minutes(60),
         }
     }
 }
-
-/// The window token guesses are counted in.
-pub const GUESS_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// Most API keys whose guesses one node counts at once (the oldest windows are dropped first).
-const MAX_COUNTED_KEYS: usize = 10_000;
 
 /// What a decision is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +216,8 @@ pub struct DecisionBook {
     /// however many clients are blocked (every authenticated request checks its key).
     holding: RwLock<Arc<HashMap<String, Vec<DecisionRecord>>>>,
     version: std::sync::atomic::AtomicI64,
+    /// Whether any decision in force is deployment-wide (else the edge skips its lookup).
+    everywhere: std::sync::atomic::AtomicBool,
 }
 
 fn book_key(kind: &str, value: &str) -> String {
@@ -206,6 +252,8 @@ impl DecisionBook {
 
     fn replace(&self, decisions: Vec<DecisionRecord>, version: i64) {
         let mut by_scope: HashMap<String, Vec<DecisionRecord>> = HashMap::new();
+        let everywhere = decisions.iter().any(|d| d.merchant.is_none());
+        self.everywhere.store(everywhere, std::sync::atomic::Ordering::Release);
         for decision in decisions {
             by_scope.entry(book_key(&decision.scope_kind, &decision.scope_value)).or_default().push(decision);
         }
@@ -284,8 +332,9 @@ pub struct NewDecision {
 pub struct DecisionService {
     repo: Arc<dyn DecisionsRepository>,
     book: Arc<DecisionBook>,
-    /// Token guesses per API key on this node: (window start ms, count).
-    guesses: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>>,
+    counts: Arc<dyn DetectionCounts>,
+    /// Detections per point since this process started (the metrics).
+    detections: Arc<[std::sync::atomic::AtomicU64; Point::ALL.len()]>,
     outbox: Outbox,
     audit: AuditLog,
     clock: Arc<dyn Clock>,
@@ -297,6 +346,7 @@ impl DecisionService {
     /// The service.
     pub fn new(
         repo: Arc<dyn DecisionsRepository>,
+        counts: Arc<dyn DetectionCounts>,
         outbox: Outbox,
         audit: AuditLog,
         clock: Arc<dyn Clock>,
@@ -306,7 +356,8 @@ impl DecisionService {
         Self {
             repo,
             book: Arc::new(DecisionBook::default()),
-            guesses: Arc::default(),
+            counts,
+            detections: Arc::new(std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0))),
             outbox,
             audit,
             clock,
@@ -333,6 +384,16 @@ impl DecisionService {
         self.book.blocking(merchant, ip?, self.clock.now())
     }
 
+    /// The deployment-wide decision that blocks `ip` now (made by a decoy route or a forged
+    /// cookie, or by the operator), if decisions are enforced: such a client is refused at the
+    /// edge, before any route runs.
+    pub fn blocking_everywhere(&self, ip: IpAddr) -> Option<DecisionRecord> {
+        if !self.settings.enabled || !self.book.everywhere.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.book.blocking(None, ip, self.clock.now()).filter(|d| d.merchant.is_none())
+    }
+
     /// The decision that suspends this caller's API key now, if decisions are enforced (staff
     /// sessions and access tokens have no key to suspend).
     pub fn suspending(&self, principal: &Principal) -> Option<DecisionRecord> {
@@ -343,47 +404,120 @@ impl DecisionService {
         self.book.suspending(principal.merchant_id(), key.as_str(), self.clock.now())
     }
 
-    /// Counts a lookup of a token that does not exist by `principal`'s API key (token guessing):
-    /// the [`DetectionSettings::token_guesses`]-th in a window suspends the key. Counted per node,
-    /// in a bounded map; the suspension itself holds on every node.
-    pub async fn unknown_token(&self, principal: &Principal) {
-        let limit = self.settings.token_guesses;
+    /// Counts a lookup of a token that does not exist by `principal`'s API key (token
+    /// guessing): the [`DetectionSettings::token_guesses`]-th distinct one in a window suspends
+    /// the key on every node.
+    pub async fn unknown_token(&self, principal: &Principal, token: &str) {
         let Some(key) = principal.key_id().map(|k| k.as_str().to_owned()) else { return };
-        if !self.settings.enabled || limit == 0 {
-            return;
+        let sighting = Sighting::new(Point::TokenGuessing, Some(principal.merchant_id()), key.clone())
+            .item(token)
+            .respond(DecisionScope::ApiKey(key.clone()))
+            .subject(key);
+        self.sighted(sighting).await;
+    }
+
+    /// Deletes the detection counts whose windows are over (a job); how many rows went.
+    pub async fn purge_counts(&self) -> Result<u64, DomainError> {
+        Ok(self.counts.purge_counts(self.clock.now().unix_millis()).await?)
+    }
+
+    /// Detections per point since this process started.
+    pub fn detections(&self) -> Vec<(&'static str, u64)> {
+        Point::ALL
+            .into_iter()
+            .zip(self.detections.iter())
+            .map(|(p, n)| (p.id(), n.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Decisions in force on this node's book.
+    pub fn decisions_in_force(&self) -> usize {
+        self.book.holding.read().map(|h| h.values().map(Vec::len).sum()).unwrap_or(0)
+    }
+
+    /// Counts what a detection point saw, in the shared store; the observation that crosses the
+    /// point's threshold (one per actor and window, whichever node counts it) is a detection:
+    /// logged, audited, counted in the metrics, and answered with a decision about
+    /// `sighting.respond`. Returns the decision made, if any. A failure to count or decide is
+    /// logged and changes nothing for the caller.
+    pub async fn sighted(&self, sighting: Sighting<'_>) -> Option<DecisionRecord> {
+        let rule = self.settings.rule(sighting.point);
+        if !self.settings.enabled || rule.threshold == 0 {
+            return None;
         }
         let now = self.clock.now().unix_millis();
-        let window = i64::try_from(GUESS_WINDOW.as_millis()).unwrap_or(i64::MAX);
-        let reached = {
-            let Ok(mut guesses) = self.guesses.lock() else { return };
-            if guesses.len() >= MAX_COUNTED_KEYS && !guesses.contains_key(&key) {
-                guesses.retain(|_, (start, _)| now.saturating_sub(*start) < window);
-                if guesses.len() >= MAX_COUNTED_KEYS {
-                    guesses.clear();
-                }
-            }
-            let entry = guesses.entry(key.clone()).or_insert((now, 0));
-            if now.saturating_sub(entry.0) >= window {
-                *entry = (now, 0);
-            }
-            entry.1 = entry.1.saturating_add(1);
-            entry.1 == limit
+        let window = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let window_start = now - now.rem_euclid(window);
+        let counter =
+            format!("{}:{}:{}", sighting.point.id(), sighting.merchant.map_or("", MerchantId::as_str), sighting.actor);
+        let item = match sighting.point.counting() {
+            points::Counting::Distinct => sighting.item.as_deref().or(Some(&[])),
+            points::Counting::Hits => None,
         };
-        if !reached {
-            return;
+        let tally = match self.counts.observe(&counter, window_start, item, window_start.saturating_add(window)).await {
+            Ok(tally) => tally,
+            Err(err) => {
+                tracing::warn!(error = %err, point = sighting.point.id(), "counting a detection point failed");
+                return None;
+            }
+        };
+        let threshold = u64::from(rule.threshold);
+        let crossed = match sighting.point.counting() {
+            points::Counting::Distinct => tally.new_item && tally.distinct == threshold,
+            points::Counting::Hits => tally.hits == threshold,
+        };
+        if !crossed {
+            return None;
         }
-        let new = NewDecision {
-            merchant: Some(principal.merchant_id().clone()),
-            scope: DecisionScope::ApiKey(key),
-            reason: "token_guessing".to_owned(),
-            detail: Some(format!(
-                "{limit} lookups of tokens that do not exist within {} minutes",
-                GUESS_WINDOW.as_secs() / 60
-            )),
-            base: self.settings.guessing_suspension,
+        let seen = match sighting.point.counting() {
+            points::Counting::Distinct => tally.distinct,
+            points::Counting::Hits => tally.hits,
         };
-        if let Err(err) = self.decide(Decider::Detector, new).await {
-            tracing::warn!(error = %err, "suspending a token-guessing API key failed");
+        self.detected(&sighting, rule, seen).await
+    }
+
+    async fn detected(&self, sighting: &Sighting<'_>, rule: points::Rule, seen: u64) -> Option<DecisionRecord> {
+        let point = sighting.point;
+        if let Some(counter) = self.detections.get(point.index()) {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let minutes = rule.window.as_secs() / 60;
+        let detail = match point.counting() {
+            points::Counting::Distinct => {
+                format!("{seen} distinct {} within {minutes} minutes", what_is_counted(point))
+            }
+            points::Counting::Hits => format!("{seen} {} within {minutes} minutes", what_is_counted(point)),
+        };
+        tracing::warn!(target: "strongroom::security", point = point.id(), severity = point.severity().as_str(),
+            detail = %detail, "intrusion detected");
+        let mut event = AuditEvent::by(
+            ActorKind::System,
+            Some("detector".to_owned()),
+            "security.detected",
+            Outcome::SuccessBecause(point.id().to_owned()),
+        )
+        .on("detection_point", point.id())
+        .from_source(sighting.ip, None);
+        if let Some(merchant) = sighting.merchant {
+            event = event.for_merchant(merchant);
+        }
+        if let Err(err) = self.audit.record(event).await {
+            tracing::warn!(error = %err, "auditing a detection failed");
+        }
+        let scope = sighting.respond.clone()?;
+        let new = NewDecision {
+            merchant: sighting.merchant.cloned(),
+            scope,
+            reason: point.id().to_owned(),
+            detail: Some(detail),
+            base: rule.base,
+        };
+        match self.decide(Decider::Detector, new).await {
+            Ok(decision) => decision,
+            Err(err) => {
+                tracing::warn!(error = %err, point = point.id(), "deciding on a detection failed");
+                None
+            }
         }
     }
 
@@ -568,6 +702,28 @@ impl DecisionService {
 /// The merchant a stored decision protects (`None`: deployment-wide).
 fn owner_of(decision: &DecisionRecord) -> Result<Option<MerchantId>, DomainError> {
     decision.merchant.as_deref().map(MerchantId::parse).transpose().map_err(|_| DomainError::Integrity)
+}
+
+/// The answer to a client a decision blocks: `429 client_blocked`, with the seconds until the
+/// decision ends as `Retry-After`.
+pub fn blocked_error(decision: &DecisionRecord, now: Timestamp) -> DomainError {
+    let wait = decision.until.millis_since(now).max(1000) / 1000;
+    DomainError::Throttled { code: "client_blocked", retry_after: Some(u32::try_from(wait).unwrap_or(u32::MAX)) }
+}
+
+/// What a point counts, for the decision's detail.
+fn what_is_counted(point: Point) -> &'static str {
+    match point {
+        Point::CredentialStuffing => "accounts failed to sign in from one client",
+        Point::CodeGuessing => "wrong one-time or recovery codes for one account",
+        Point::CardTesting => "payments refused as card testing from one client",
+        Point::Enumeration => "objects not found or not allowed for one API key",
+        Point::TokenGuessing => "lookups of tokens that do not exist by one API key",
+        Point::TamperedCredential => "credentials failing verification from one client",
+        Point::DecoyRoute => "requests for a decoy route",
+        Point::CanaryToken => "uses of a canary token",
+        Point::InsiderReveals => "reveals by one caller",
+    }
 }
 
 fn not_in_force() -> DomainError {

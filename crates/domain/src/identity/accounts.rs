@@ -5,7 +5,7 @@
 
 use strongroom_types::Secret;
 
-use super::throttle::{ClientSignal, SubjectGate, subject_gate};
+use super::throttle::{SubjectGate, subject_gate};
 use super::{ChallengeId, Client, CustomerId, CustomerSession, IdentityService, short_agent};
 use crate::DomainError;
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
@@ -209,15 +209,7 @@ impl IdentityService {
             self.audit_login(space, None, client, Outcome::Denied("malformed_email")).await?;
             return Err(DomainError::InvalidCredentials);
         };
-        if let Some(decision) = self.decisions.get().and_then(|d| d.blocking(Some(merchant), client.ip)) {
-            // A decision of intrusion detection (this node's or another's, or a staff member's).
-            self.audit_login(space, None, client, Outcome::Denied("client_blocked")).await?;
-            let wait = decision.until.millis_since(now).max(1000) / 1000;
-            return Err(DomainError::Throttled {
-                code: "client_blocked",
-                retry_after: Some(u32::try_from(wait).unwrap_or(u32::MAX)),
-            });
-        }
+        self.refuse_blocked_client(space, client).await?;
         if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, now) {
             self.audit_login(space, None, client, Outcome::Denied("client_throttled")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
@@ -250,20 +242,21 @@ impl IdentityService {
                     None => "unknown_email",
                 };
                 let _ = self.repo.add_login_failure(merchant, &email.lookup, now).await?;
-                let signal = self.clients.failed(merchant.as_str(), client.ip, &email.lookup, now);
+                self.clients.failed(merchant.as_str(), client.ip, now);
                 self.audit_login(space, other.as_ref().map(|c| c.id.clone()), client, Outcome::Denied(reason)).await?;
-                if let ClientSignal::CredentialStuffing { subjects, failures } = signal {
-                    tracing::warn!(target: "strongroom::security", subjects, failures, "credential stuffing suspected");
-                    let event = AuditEvent::by(
-                        ActorKind::Anonymous,
-                        None,
-                        "detection.credential_stuffing",
-                        Outcome::Denied("many_accounts_from_one_client"),
+                if let (Some(decisions), Some(ip)) = (self.decisions.get(), client.ip) {
+                    // Credential stuffing: many accounts (known or not, counted by keyed hash)
+                    // from one client, counted on every node.
+                    let group = crate::detection::points::client_group(ip);
+                    let sighting = crate::detection::Sighting::new(
+                        crate::detection::Point::CredentialStuffing,
+                        Some(merchant),
+                        group,
                     )
-                    .for_merchant(merchant)
-                    .from_source(client.ip, client.request_id.clone());
-                    self.audit.record(event).await?;
-                    self.block_stuffing_client(merchant, client, subjects, failures).await;
+                    .item(&email.lookup)
+                    .respond(crate::detection::points::client_scope(ip))
+                    .from_ip(Some(ip));
+                    decisions.sighted(sighting).await;
                 }
                 return Err(DomainError::InvalidCredentials);
             }
@@ -364,6 +357,7 @@ impl IdentityService {
         if customer.status != AccountStatus::Active {
             return Err(DomainError::InvalidFactor);
         }
+        self.refuse_blocked_client(space, client).await?;
         let used = self.answer_challenge(&challenge.id, &customer, &factor, client).await?;
         let Some(used) = used else {
             self.audit_factor(
@@ -374,6 +368,20 @@ impl IdentityService {
                 Outcome::Denied("wrong_code_or_spent"),
             )
             .await?;
+            if let Some(decisions) = self.decisions.get() {
+                // Whoever answers has the password: many wrong codes block the client guessing.
+                let mut sighting = crate::detection::Sighting::new(
+                    crate::detection::Point::CodeGuessing,
+                    Some(merchant),
+                    customer.id.clone(),
+                )
+                .from_ip(client.ip)
+                .subject(customer.id.clone());
+                if let Some(ip) = client.ip {
+                    sighting = sighting.respond(crate::detection::points::client_scope(ip));
+                }
+                decisions.sighted(sighting).await;
+            }
             return Err(DomainError::InvalidFactor);
         };
         if !self.repo.complete_challenge(&challenge.id, now, None).await? {
@@ -546,33 +554,13 @@ impl IdentityService {
         self.customer(space, id).await
     }
 
-    /// Blocks a client that tried many accounts (credential stuffing): its address (IPv6: its
-    /// /64) for this merchant, through intrusion detection's decisions, so every node refuses it.
-    /// A failure to decide is logged; the sign-in's answer stands.
-    async fn block_stuffing_client(
-        &self,
-        merchant: &crate::merchants::MerchantId,
-        client: &Client,
-        subjects: usize,
-        failures: u32,
-    ) {
-        let (Some(decisions), Some(ip)) = (self.decisions.get(), client.ip) else { return };
-        if !decisions.settings().enabled {
-            return;
-        }
-        let scope = match ip {
-            std::net::IpAddr::V4(_) => crate::detection::DecisionScope::Ip(ip),
-            std::net::IpAddr::V6(_) => crate::detection::DecisionScope::Prefix(ip),
+    /// Refuses a sign-in from a client intrusion detection blocked for this merchant (this
+    /// node's decision or another's, or a staff member's): `429 client_blocked`, audited.
+    pub(super) async fn refuse_blocked_client(&self, space: Space<'_>, client: &Client) -> Result<(), DomainError> {
+        let Some(decision) = self.decisions.get().and_then(|d| d.blocking(Some(space.merchant), client.ip)) else {
+            return Ok(());
         };
-        let new = crate::detection::NewDecision {
-            merchant: Some(merchant.clone()),
-            scope,
-            reason: "credential_stuffing".to_owned(),
-            detail: Some(format!("sign-ins failed for {subjects} accounts ({failures} failures) from one client")),
-            base: decisions.settings().stuffing_block,
-        };
-        if let Err(err) = decisions.decide(crate::detection::Decider::Detector, new).await {
-            tracing::warn!(error = %err, "blocking a credential-stuffing client failed");
-        }
+        self.audit_login(space, None, client, Outcome::Denied("client_blocked")).await?;
+        Err(crate::detection::blocked_error(&decision, self.now()))
     }
 }

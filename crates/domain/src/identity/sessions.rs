@@ -108,6 +108,33 @@ impl IdentityService {
         }))
     }
 
+    /// Reports a session cookie that is not even shaped like a session token (a forged or edited
+    /// cookie: an ended session's cookie is well-shaped) from a browser on the hosted pages to
+    /// intrusion detection, which blocks a client that sends many everywhere. Returns whether
+    /// the token was forged.
+    pub async fn watch_session_cookie(&self, token: &str, client: &Client) -> bool {
+        if self.sessions.is_token_shaped(token) {
+            return false;
+        }
+        if let (Some(decisions), Some(ip)) = (self.decisions.get(), client.ip) {
+            // Counted by a hash of the cookie (never the cookie: an edited real token is close to
+            // a credential).
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            token.hash(&mut hasher);
+            let sighting = crate::detection::Sighting::new(
+                crate::detection::Point::TamperedCredential,
+                None,
+                crate::detection::points::client_group(ip),
+            )
+            .item(hasher.finish().to_be_bytes())
+            .respond(crate::detection::points::client_scope(ip))
+            .from_ip(Some(ip));
+            decisions.sighted(sighting).await;
+        }
+        true
+    }
+
     /// Records a refused session token (unknown, ended, idle, expired, not a session token, or
     /// another merchant's session on the hosted pages) before the caller answers 401; `merchant`
     /// is the one the request was for, when known. Every refusal has its entry.

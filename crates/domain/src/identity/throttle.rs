@@ -7,9 +7,9 @@
 //! fixed lock an attacker could trigger at will; the delays bound an online attack to about 100
 //! guesses a day.
 //! Per merchant and client address (IPv6: its /64; in memory, one window of [`CLIENT_WINDOW`]): more than
-//! [`CLIENT_FAILURE_LIMIT`] failures block the address until the window ends, and failures on
-//! [`STUFFING_SUBJECTS`] or more different subjects raise a credential-stuffing signal once per
-//! window.
+//! [`CLIENT_FAILURE_LIMIT`] failures throttle the address until the window ends. (Credential
+//! stuffing, many accounts from one client, is intrusion detection's, counted on every node:
+//! [`crate::detection::Point::CredentialStuffing`].)
 //! Must never: treat a known and an unknown email differently, or grow without bound.
 
 use std::collections::{HashMap, HashSet};
@@ -39,9 +39,6 @@ pub const CLIENT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Failures per address and window before the address is blocked for the rest of it.
 pub const CLIENT_FAILURE_LIMIT: u32 = 100;
-
-/// Different subjects failed from one address in one window that signal credential stuffing.
-pub const STUFFING_SUBJECTS: usize = 10;
 
 /// How long a subject with `failures` consecutive failures must wait after the last one.
 pub fn delay_after(failures: u32) -> Duration {
@@ -96,8 +93,6 @@ pub fn subject_gate(failures: LoginFailures, now: Timestamp) -> SubjectGate {
 struct ClientWindow {
     started: Timestamp,
     failures: u32,
-    subjects: HashSet<[u8; 8]>,
-    signalled: bool,
 }
 
 /// The unit an address is counted in: itself for IPv4, its /64 for IPv6 (one host usually holds
@@ -111,20 +106,6 @@ fn group(ip: IpAddr) -> IpAddr {
             IpAddr::V6(std::net::Ipv6Addr::from(octets))
         }
     }
-}
-
-/// What a failure from a client address amounts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientSignal {
-    /// Nothing unusual.
-    None,
-    /// Failures on many different accounts: credential stuffing (raised once per window).
-    CredentialStuffing {
-        /// Different subjects in the window.
-        subjects: usize,
-        /// Failures in the window.
-        failures: u32,
-    },
 }
 
 /// Failures per client address, in memory.
@@ -150,11 +131,11 @@ impl ClientThrottle {
             .then(|| u32::try_from((Self::window_ms() - age + 999) / 1000).unwrap_or(u32::MAX).max(1))
     }
 
-    /// Counts a failure of `subject` from the address.
-    pub fn failed(&self, merchant: &str, ip: Option<IpAddr>, subject: &[u8], now: Timestamp) -> ClientSignal {
-        let Some(ip) = ip else { return ClientSignal::None };
+    /// Counts a failure from the address.
+    pub fn failed(&self, merchant: &str, ip: Option<IpAddr>, now: Timestamp) {
+        let Some(ip) = ip else { return };
         let key = (merchant.to_owned(), group(ip));
-        let Ok(mut windows) = self.windows.lock() else { return ClientSignal::None };
+        let Ok(mut windows) = self.windows.lock() else { return };
         if windows.len() >= MAX_TRACKED_CLIENTS {
             let limit = Self::window_ms();
             windows.retain(|_, w| now.millis_since(w.started) < limit);
@@ -162,28 +143,11 @@ impl ClientThrottle {
                 windows.clear();
             }
         }
-        let window = windows.entry(key).or_insert_with(|| ClientWindow {
-            started: now,
-            failures: 0,
-            subjects: HashSet::new(),
-            signalled: false,
-        });
+        let window = windows.entry(key).or_insert(ClientWindow { started: now, failures: 0 });
         if now.millis_since(window.started) >= Self::window_ms() {
-            *window = ClientWindow { started: now, failures: 0, subjects: HashSet::new(), signalled: false };
+            *window = ClientWindow { started: now, failures: 0 };
         }
         window.failures = window.failures.saturating_add(1);
-        let mut short = [0u8; 8];
-        for (slot, byte) in short.iter_mut().zip(subject) {
-            *slot = *byte;
-        }
-        if window.subjects.len() < 1_000 {
-            window.subjects.insert(short);
-        }
-        if !window.signalled && window.subjects.len() >= STUFFING_SUBJECTS {
-            window.signalled = true;
-            return ClientSignal::CredentialStuffing { subjects: window.subjects.len(), failures: window.failures };
-        }
-        ClientSignal::None
     }
 }
 
@@ -269,18 +233,14 @@ mod tests {
     }
 
     #[test]
-    fn clients_signal_stuffing_once_and_get_blocked() {
+    fn clients_get_throttled_per_merchant() {
         let throttle = ClientThrottle::default();
         let ip = Some("203.0.113.9".parse().unwrap());
         let now = Timestamp::from_unix_millis(0);
-        let mut signals = 0;
-        for i in 0..CLIENT_FAILURE_LIMIT {
-            let subject = [u8::try_from(i % 50).unwrap(); 32];
-            if throttle.failed("mer_a", ip, &subject, now) != ClientSignal::None {
-                signals += 1;
-            }
+        for _ in 0..CLIENT_FAILURE_LIMIT {
+            assert!(throttle.blocked("mer_a", ip, now).is_none());
+            throttle.failed("mer_a", ip, now);
         }
-        assert_eq!(signals, 1);
         assert!(throttle.blocked("mer_a", ip, now).is_some());
         assert!(throttle.blocked("mer_b", ip, now).is_none(), "another merchant's customers are not blocked");
         assert!(throttle.blocked("mer_a", Some("203.0.113.10".parse().unwrap()), now).is_none());

@@ -155,6 +155,51 @@ impl PaymentsService {
         let _ = self.checkout.set(checkout);
     }
 
+    /// Wires intrusion detection (called once at start).
+    pub fn set_detection(&self, decisions: crate::detection::DecisionService) {
+        let _ = self.detection.set(decisions);
+    }
+
+    /// Refuses a payment from a client intrusion detection blocked for this merchant (card
+    /// testing, or a staff member's block): `429 client_blocked`, before anything is written.
+    pub(super) async fn refuse_blocked_client(
+        &self,
+        caller: Caller<'_>,
+        client: &ClientSignals,
+    ) -> Result<(), DomainError> {
+        let Some(decision) =
+            self.detection.get().and_then(|d| d.blocking(Some(caller.principal.merchant_id()), client.ip))
+        else {
+            return Ok(());
+        };
+        let event = caller
+            .principal
+            .event("payment_intent.refused", crate::audit::event::Outcome::Denied("client_blocked"))
+            .on("security_decision", &decision.id)
+            .from_source(caller.source.ip, caller.source.request_id.clone());
+        self.ports.audit.record(event).await?;
+        Err(crate::detection::blocked_error(&decision, self.ports.clock.now()))
+    }
+
+    /// Reports a payment the fraud checks refused as card testing to intrusion detection, which
+    /// blocks the client's payments for the merchant on every node.
+    async fn report_card_testing(&self, intent: &IntentRecord, client: &ClientSignals) {
+        let (Some(detection), Some(ip)) = (self.detection.get(), client.ip) else { return };
+        let testing = intent.fraud.as_ref().is_some_and(|f| f.reasons.iter().any(|r| r == "card_testing"));
+        if !testing {
+            return;
+        }
+        let sighting = crate::detection::Sighting::new(
+            crate::detection::Point::CardTesting,
+            Some(&intent.merchant),
+            crate::detection::points::client_group(ip),
+        )
+        .respond(crate::detection::points::client_scope(ip))
+        .from_ip(Some(ip))
+        .subject(intent.id.clone());
+        detection.sighted(sighting).await;
+    }
+
     /// The checkout rules' ports.
     pub(crate) fn checkout(&self) -> Result<&Checkout, DomainError> {
         self.checkout.get().ok_or_else(|| {
@@ -212,6 +257,7 @@ impl PaymentsService {
         extras: &ConfirmExtras,
     ) -> Result<Result<IntentRecord, IntentRecord>, DomainError> {
         if outcome == Outcome::Block {
+            self.report_card_testing(&intent, &extras.client).await;
             return self.block(caller, &intent, BLOCKED).await.map(Err);
         }
         let merchant_initiated = intent.card_on_file.as_ref().is_some_and(|c| c.merchant_initiated.is_some());

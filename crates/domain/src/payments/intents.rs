@@ -278,6 +278,7 @@ impl PaymentsService {
         input: NewIntent,
         extras: &ConfirmExtras,
     ) -> Result<IntentRecord, DomainError> {
+        self.refuse_blocked_client(caller, &extras.client).await?;
         let (intent, info) = self.new_intent(caller, input).await?;
         let return_url_ok =
             extras.return_url.as_deref().is_none_or(|url| super::check_return_url(url, "/return_url").is_ok());
@@ -547,6 +548,7 @@ impl PaymentsService {
         if let Some(url) = &extras.return_url {
             super::check_return_url(url, "/return_url")?;
         }
+        self.refuse_blocked_client(caller, &extras.client).await?;
         let space = caller.principal.space();
         let mut intent = self.intent_in(space, id).await?;
         if !extras.card_on_file.is_empty() {

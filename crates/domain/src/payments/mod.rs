@@ -98,6 +98,9 @@ pub struct PaymentsService {
     settings: PaymentSettings,
     /// The checkout rules (fraud checks, step-up, refund approvals), wired once at start.
     checkout: std::sync::OnceLock<checkout::Checkout>,
+    /// Intrusion detection: card testing is reported to it, and the clients it blocks may not
+    /// pay (wired once at start).
+    detection: std::sync::OnceLock<crate::detection::DecisionService>,
 }
 
 /// Who is asking, and from where.
@@ -165,7 +168,7 @@ impl Actor<'_> {
 impl PaymentsService {
     /// The service.
     pub fn new(ports: PaymentPorts, settings: PaymentSettings) -> Self {
-        Self { ports, settings, checkout: std::sync::OnceLock::new() }
+        Self { ports, settings, checkout: std::sync::OnceLock::new(), detection: std::sync::OnceLock::new() }
     }
 
     /// The gateway's name.

@@ -88,3 +88,36 @@ pub trait DecisionsRepository: Send + Sync + std::fmt::Debug {
     /// A number that changes whenever any decision changes, so nodes see changes cheaply.
     async fn decisions_version(&self) -> Result<i64, StoreError>;
 }
+
+/// What one counter saw in one window, the observation just counted included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    /// Observations.
+    pub hits: u64,
+    /// Distinct items among them (up to [`MAX_DISTINCT_ITEMS`]).
+    pub distinct: u64,
+    /// Whether this observation's item was new in the window.
+    pub new_item: bool,
+}
+
+/// Most distinct items one counter keeps per window (detection thresholds are far lower; the
+/// cap bounds what a flood can store).
+pub const MAX_DISTINCT_ITEMS: u64 = 1_000;
+
+/// Detection's counts, shared by every node (the database, or Redis when configured).
+#[async_trait]
+pub trait DetectionCounts: Send + Sync + std::fmt::Debug {
+    /// Counts one observation of `counter` in the window starting at `window_start` (unix ms),
+    /// with its `item` among the window's distinct items, kept until `expires_at`. Atomic: of
+    /// concurrent observations each gets a different tally, so exactly one sees a threshold's
+    /// count.
+    async fn observe(
+        &self,
+        counter: &str,
+        window_start: i64,
+        item: Option<&[u8]>,
+        expires_at: i64,
+    ) -> Result<Tally, StoreError>;
+    /// Deletes the windows that expired by `now` (unix ms); how many rows went.
+    async fn purge_counts(&self, now: i64) -> Result<u64, StoreError>;
+}

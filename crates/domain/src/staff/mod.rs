@@ -573,7 +573,7 @@ impl StaffService {
         let staff = self.repo.staff_by_email(&lookup).await?;
         let verified = self.hasher.verify(staff.as_ref().and_then(|s| s.password_hash.as_deref()), password).await?;
         let Some(staff) = staff else {
-            self.clients.failed("staff", client.ip, &lookup, now);
+            self.clients.failed("staff", client.ip, now);
             self.record(
                 AuditEvent::by(ActorKind::Anonymous, None, "staff.login", Outcome::Denied("unknown_email")),
                 client,
@@ -594,7 +594,7 @@ impl StaffService {
             } else {
                 "not_active"
             };
-            self.clients.failed("staff", client.ip, &lookup, now);
+            self.clients.failed("staff", client.ip, now);
             if !verified && !locked {
                 let failures =
                     self.repo.staff_login_failed(&staff.id, LOCK_AFTER, now.saturating_add(LOCK_FOR)).await?;

@@ -662,7 +662,27 @@ impl VaultService {
             .event(principal, source, "security.canary_token_used", Outcome::Failed(how))
             .on("token", record.id.as_str());
         self.audit.record(event).await?;
+        // Only an intruder reads a canary: the key that did is suspended on every node.
+        let sighting = crate::detection::Sighting::new(
+            crate::detection::Point::CanaryToken,
+            Some(principal.merchant_id()),
+            principal.actor_id(),
+        )
+        .from_ip(source.ip)
+        .subject(record.id.as_str())
+        .subject(principal.actor_id());
+        self.sight(principal, sighting).await;
         Ok(())
+    }
+
+    /// Reports a sighting to intrusion detection; a detection suspends `principal`'s API key
+    /// (a staff member is alerted on, not suspended).
+    async fn sight(&self, principal: &Principal, mut sighting: crate::detection::Sighting<'_>) {
+        let Some(detection) = self.detection.get() else { return };
+        if let Some(key) = principal.key_id() {
+            sighting = sighting.respond(crate::detection::DecisionScope::ApiKey(key.as_str().to_owned()));
+        }
+        detection.sighted(sighting).await;
     }
 
     /// A token's metadata.
@@ -804,6 +824,15 @@ impl VaultService {
         if record.canary {
             self.canary_tripped(principal, source, &record, "revealed").await?;
         }
+        // Insider use: more reveals in an hour than a key's work needs.
+        let sighting = crate::detection::Sighting::new(
+            crate::detection::Point::InsiderReveals,
+            Some(principal.merchant_id()),
+            principal.actor_id(),
+        )
+        .from_ip(source.ip)
+        .subject(principal.actor_id());
+        self.sight(principal, sighting).await;
         let value = self.open_value(principal, source, &record).await?;
         let shown = match view {
             RevealView::Plain => value,
@@ -838,7 +867,7 @@ impl VaultService {
     async fn own_token_watched(&self, principal: &Principal, id: &str) -> Result<TokenRecord, DomainError> {
         let found = self.own_token(principal, id).await;
         if let (Err(DomainError::NotFound), Some(detection)) = (&found, self.detection.get()) {
-            detection.unknown_token(principal).await;
+            detection.unknown_token(principal, id).await;
         }
         found
     }

@@ -176,7 +176,9 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
                 tracing::info!(request_id = context.request_id.as_deref(), "credential refused");
                 return Err(ApiError::unauthenticated());
             }
-            Err(GateError::MissingScope(required)) => {
+            Err(GateError::MissingScope(required, caller)) => {
+                // Who asked is known: a key probing scopes it lacks counts as enumeration.
+                fill_key_slot(parts, &caller);
                 tracing::info!(request_id = context.request_id.as_deref(), scope = required.as_str(), "scope missing");
                 let challenge =
                     format!("Bearer realm=\"strongroom\", error=\"insufficient_scope\", scope=\"{required}\"");
@@ -205,10 +207,19 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             }
             Err(GateError::Failed(err)) => return Err(err.into()),
         };
-        if let Some(slot) = parts.extensions.get::<crate::middleware::KeySlot>() {
-            let _ = slot.0.set(principal.actor_id().to_owned());
-        }
+        fill_key_slot(parts, &principal);
         Ok(Self { principal, scope: PhantomData })
+    }
+}
+
+/// Leaves who called where the access log and the enumeration count find it.
+fn fill_key_slot(parts: &Parts, principal: &Principal) {
+    if let Some(slot) = parts.extensions.get::<crate::middleware::KeySlot>() {
+        let _ = slot.0.set(crate::middleware::SlotCaller {
+            actor: principal.actor_id().to_owned(),
+            merchant: principal.merchant_id().clone(),
+            api_key: principal.key_id().is_some() && principal.as_staff().is_none(),
+        });
     }
 }
 

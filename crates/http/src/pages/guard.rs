@@ -72,10 +72,9 @@ async fn session_from_cookie(
         }
         _ => {
             let client = client_of(context, headers);
-            state
-                .identity
-                .record_refused_session(state.settings.pages_merchant.as_ref(), "invalid_session_cookie", &client)
-                .await?;
+            let forged = state.identity.watch_session_cookie(token, &client).await;
+            let reason = if forged { "forged_session_cookie" } else { "invalid_session_cookie" };
+            state.identity.record_refused_session(state.settings.pages_merchant.as_ref(), reason, &client).await?;
             Ok(None)
         }
     }

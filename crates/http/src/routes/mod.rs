@@ -190,6 +190,27 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(outer)
 }
 
-async fn not_found() -> ApiError {
+/// Any path no route serves: 404. A decoy path (`[detection] decoy_paths`) answers the same 404
+/// and blocks the client for the whole deployment: no client of strongroom's asks for one.
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    uri: http::Uri,
+    client: Option<axum::extract::Extension<middleware::ClientIp>>,
+) -> ApiError {
+    let path = uri.path();
+    let decoy =
+        state.decisions.settings().decoy_paths.iter().any(|decoy| {
+            path.strip_prefix(decoy.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+    if decoy && let Some(axum::extract::Extension(middleware::ClientIp(ip))) = client {
+        let sighting = strongroom_domain::detection::Sighting::new(
+            strongroom_domain::detection::Point::DecoyRoute,
+            None,
+            strongroom_domain::detection::points::client_group(ip),
+        )
+        .respond(strongroom_domain::detection::points::client_scope(ip))
+        .from_ip(Some(ip));
+        state.decisions.sighted(sighting).await;
+    }
     ApiError::for_bare_status(http::StatusCode::NOT_FOUND)
 }
