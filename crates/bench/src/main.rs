@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod audit_bench;
+mod detection_bench;
 mod forward_bench;
 mod identity_bench;
 mod outbox_bench;
@@ -58,7 +59,7 @@ fn parse_options() -> anyhow::Result<Options> {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench forward [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench payments [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]\nstrongroom-bench passwords [--hashes 1000000]"
+            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench forward [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench payments [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]\nstrongroom-bench detection [--decisions 1000] [--connections 32] [--rounds 5]\nstrongroom-bench passwords [--hashes 1000000]"
         );
         std::process::exit(0);
     }
@@ -460,6 +461,11 @@ fn main() -> anyhow::Result<()> {
         let options = parse_options()?;
         let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
         return runtime.block_on(forward_bench::run(options, value("--database-url")));
+    }
+    if args.get(1).map(String::as_str) == Some("detection") {
+        let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+        let decisions = value("--decisions").map(|v| v.parse()).transpose()?.unwrap_or(1_000);
+        return runtime.block_on(detection_bench::run(parse_options()?, decisions));
     }
     if args.get(1).map(String::as_str) == Some("identity") {
         return runtime.block_on(identity_bench::run(parse_options()?));

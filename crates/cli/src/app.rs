@@ -862,9 +862,17 @@ impl Application {
             Arc::new(core.store.clone()),
             notices,
         ));
+        let counts: Arc<dyn strongroom_domain::ports::detection::DetectionCounts> = match &config.detection.redis_url {
+            Some(url) => Arc::new(
+                strongroom_connectors::redis_counts::RedisCounts::connect(url.expose())
+                    .await
+                    .context("detection.redis_url: Redis does not answer")?,
+            ),
+            None => Arc::new(core.store.clone()),
+        };
         let decisions = strongroom_domain::detection::DecisionService::new(
             Arc::new(core.store.clone()),
-            Arc::new(core.store.clone()),
+            counts,
             core.outbox.clone(),
             audit.clone(),
             clock.clone(),

@@ -161,6 +161,11 @@ pub struct DetectionConfig {
     /// How long an insider-reveal key is first suspended. Default 1h.
     #[serde(with = "humantime_serde")]
     pub insider_suspension: Duration,
+    /// Count in Redis (`redis://host:6379/0`, without TLS: loopback or a private network) instead
+    /// of the database. Unset (the default): the database counts. A secret when it holds a
+    /// password (use `STRONGROOM_DETECTION__REDIS_URL_FILE`).
+    #[serde(serialize_with = "masked_url", skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<Secret<String>>,
 }
 
 impl Default for DetectionConfig {
@@ -183,6 +188,7 @@ impl Default for DetectionConfig {
             decoy_block: d.decoy_block,
             reveals_per_hour: d.reveals_per_hour,
             insider_suspension: d.insider_suspension,
+            redis_url: None,
         }
     }
 }
@@ -226,6 +232,9 @@ impl DetectionConfig {
             if duration < Duration::from_secs(60) || duration > strongroom_domain::detection::MAX_BLOCK {
                 return Some((field, "must be between 1m and 24h"));
             }
+        }
+        if self.redis_url.as_ref().is_some_and(|url| !url.expose().starts_with("redis://")) {
+            return Some(("detection.redis_url", "must be a redis:// URL (TLS to Redis is not supported)"));
         }
         for path in &self.decoy_paths {
             let well_formed = path.starts_with('/')

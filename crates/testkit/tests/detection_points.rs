@@ -5,8 +5,8 @@
 //! suspended; a key revealing more than an hour's work is suspended; many wrong one-time codes
 //! block the client giving them; a decoy route and forged session cookies block the client for
 //! the whole deployment (at the edge, before any route); detections are counted in the metrics;
-//! and on PostgreSQL two nodes count together, so an attack spread over both is seen at the
-//! threshold.
+//! and on PostgreSQL two nodes count together (in the database, and in Redis), so an attack
+//! spread over both is seen at the threshold.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::sync::Arc;
@@ -233,28 +233,51 @@ async fn two_nodes_count_one_attack_together(backend: Backend) {
     if backend != Backend::Postgres {
         return; // several nodes share PostgreSQL only
     }
-    let Some(server) = TestServer::spawn(backend).await else { return };
-    let clock = Arc::new(ManualClock::new(server.clock.now()));
-    let node_b = strongroom::Application::build(&server.config, clock, Arc::new(OsEntropy)).await.unwrap();
-    let scheme = if server.base_url.starts_with("https") { "https" } else { "http" };
-    let bases = [server.base_url.clone(), format!("{scheme}://{}", node_b.api_addr())];
-    // Ten accounts tried from one client, alternating between the nodes: five each, ten in all.
-    for n in 0..10 {
-        let body = json!({"email": format!("split{n}@example.com"), "password": "not it at all 1234",
-            "client": {"ip": ATTACKER}});
-        let response = server
-            .client
-            .post(format!("{}/v1/identity/login", bases[n % 2]))
-            .bearer_auth(&server.bootstrap_key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 401, "attempt {n}");
+    // Counted in the database (the default), then in Redis.
+    let redis = std::env::var("STRONGROOM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis_answers = redis_answers(&redis).await;
+    assert!(redis_answers || std::env::var("CI").as_deref() != Ok("true"), "Redis is required under CI=true");
+    for counted_in in ["database", "redis"] {
+        if counted_in == "redis" && !redis_answers {
+            eprintln!("Redis not reachable at {redis}: the Redis case is SKIPPED");
+            continue;
+        }
+        let Some(server) = TestServer::spawn_with(backend, |c| {
+            if counted_in == "redis" {
+                c.detection.redis_url = Some(strongroom_types::Secret::new(redis.clone()));
+            }
+        })
+        .await
+        else {
+            return;
+        };
+        let clock = Arc::new(ManualClock::new(server.clock.now()));
+        let node_b = strongroom::Application::build(&server.config, clock, Arc::new(OsEntropy)).await.unwrap();
+        let scheme = if server.base_url.starts_with("https") { "https" } else { "http" };
+        let bases = [server.base_url.clone(), format!("{scheme}://{}", node_b.api_addr())];
+        // Ten accounts tried from one client, alternating between the nodes: five each, ten in all.
+        for n in 0..10 {
+            let body = json!({"email": format!("split{n}@example.com"), "password": "not it at all 1234",
+                "client": {"ip": ATTACKER}});
+            let response = server
+                .client
+                .post(format!("{}/v1/identity/login", bases[n % 2]))
+                .bearer_auth(&server.bootstrap_key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 401, "{counted_in}: attempt {n}");
+        }
+        let made = decisions(&server).await;
+        assert_eq!(made.len(), 1, "{counted_in}: {made:?}");
+        assert_eq!(made[0]["reason"], "credential_stuffing");
+        assert!(made[0]["detail"].as_str().unwrap().starts_with("10 distinct"), "{counted_in}: {}", made[0]);
+        node_b.shutdown().await;
+        server.shutdown().await;
     }
-    let made = decisions(&server).await;
-    assert_eq!(made.len(), 1, "{made:?}");
-    assert_eq!(made[0]["reason"], "credential_stuffing");
-    assert!(made[0]["detail"].as_str().unwrap().starts_with("10 distinct"), "{}", made[0]);
-    node_b.shutdown().await;
+}
+
+async fn redis_answers(url: &str) -> bool {
+    strongroom_connectors::redis_counts::RedisCounts::connect(url).await.is_ok()
 }

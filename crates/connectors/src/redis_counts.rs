@@ -1,0 +1,152 @@
+//! Intrusion detection's shared counts in Redis (`[detection] redis_url`), for deployments that
+//! keep their database free of per-request writes: one Lua script per observation adds the item
+//! to the window's set (up to the cap), increments the window's hits and distinct count, sets
+//! both keys to expire with the window, and returns the tally, atomically (Redis runs a script
+//! alone), so exactly one observation of all nodes' sees a threshold's count.
+//!
+//! Keys: `strongroom:dc:{window start}:{counter}` (a hash: `hits`, `distinct`) and `…:items` (a
+//! set). Items are keyed hashes or ids, never an email or a card number.
+//! Must never: split the read and the increment over two commands, or keep a key past its window.
+
+use async_trait::async_trait;
+use strongroom_domain::StoreError;
+use strongroom_domain::ports::detection::{DetectionCounts, MAX_DISTINCT_ITEMS, Tally};
+
+/// The script: KEYS[1] the window's hash, KEYS[2] its item set; ARGV[1] `1` with an item in
+/// ARGV[2], ARGV[3] the expiry (unix ms), ARGV[4] the item cap.
+const OBSERVE: &str = r"
+local added = 0
+if ARGV[1] == '1' then
+  if redis.call('SCARD', KEYS[2]) < tonumber(ARGV[4]) then
+    added = redis.call('SADD', KEYS[2], ARGV[2])
+  end
+  redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+end
+local hits = redis.call('HINCRBY', KEYS[1], 'hits', 1)
+local distinct = redis.call('HINCRBY', KEYS[1], 'distinct', added)
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return {hits, distinct, added}
+";
+
+/// Detection counts in Redis.
+#[derive(Clone)]
+pub struct RedisCounts {
+    connection: redis::aio::ConnectionManager,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for RedisCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisCounts")
+    }
+}
+
+impl RedisCounts {
+    /// Connects to `url` (`redis://host:port/db`, with `user:password@` when needed) and checks
+    /// that it answers. `rediss://` is refused: this build reaches Redis without TLS, so it
+    /// belongs on loopback or a private network.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("redis://") {
+            return Err(StoreError::Unavailable(
+                "detection.redis_url must be a redis:// URL (Redis on loopback or a private network)".to_owned(),
+            ));
+        }
+        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        let mut connection = redis::aio::ConnectionManager::new(client)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        Ok(Self { connection, script: redis::Script::new(OBSERVE) })
+    }
+}
+
+#[async_trait]
+impl DetectionCounts for RedisCounts {
+    async fn observe(
+        &self,
+        counter: &str,
+        window_start: i64,
+        item: Option<&[u8]>,
+        expires_at: i64,
+    ) -> Result<Tally, StoreError> {
+        let key = format!("strongroom:dc:{window_start}:{counter}");
+        let mut invocation = self.script.key(&key);
+        invocation
+            .key(format!("{key}:items"))
+            .arg(if item.is_some() { "1" } else { "0" })
+            .arg(item.unwrap_or_default())
+            .arg(expires_at)
+            .arg(MAX_DISTINCT_ITEMS);
+        let mut connection = self.connection.clone();
+        let (hits, distinct, added): (i64, i64, i64) = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        Ok(Tally {
+            hits: u64::try_from(hits).unwrap_or(0),
+            distinct: u64::try_from(distinct).unwrap_or(0),
+            new_item: added > 0,
+        })
+    }
+
+    async fn purge_counts(&self, _now: i64) -> Result<u64, StoreError> {
+        // Every key expires with its window.
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+mod tests {
+    use super::*;
+
+    /// Against the machine's Redis (`STRONGROOM_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`);
+    /// skipped when it does not answer, a failure under `CI=true`.
+    async fn redis() -> Option<RedisCounts> {
+        let url = std::env::var("STRONGROOM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        match RedisCounts::connect(&url).await {
+            Ok(counts) => Some(counts),
+            Err(err) => {
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "Redis is required under CI=true: {err}");
+                eprintln!("Redis not reachable at {url}: SKIPPED");
+                None
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn thirty_parallel_observations_each_read_their_own_tally() {
+        let Some(counts) = redis().await else { return };
+        let counter = format!("test:{}", std::process::id());
+        let window = 1_000;
+        let expires = 4_000_000_000_000;
+        let handles: Vec<_> = (0..30u8)
+            .map(|i| {
+                let (counts, counter) = (counts.clone(), counter.clone());
+                tokio::spawn(async move { counts.observe(&counter, window, Some(&[i % 10]), expires).await.unwrap() })
+            })
+            .collect();
+        let mut hits = Vec::new();
+        let (mut new_items, mut tenth) = (0, 0);
+        for handle in handles {
+            let tally = handle.await.unwrap();
+            hits.push(tally.hits);
+            new_items += usize::from(tally.new_item);
+            tenth += usize::from(tally.new_item && tally.distinct == 10);
+        }
+        hits.sort_unstable();
+        assert_eq!(hits, (1..=30).collect::<Vec<u64>>());
+        assert_eq!((new_items, tenth), (10, 1));
+        let tally = counts.observe(&counter, window, None, expires).await.unwrap();
+        assert_eq!((tally.hits, tally.distinct, tally.new_item), (31, 10, false));
+        // Keys expire with their window.
+        let past = counts.observe(&format!("{counter}:past"), window, Some(b"x"), 1).await.unwrap();
+        assert_eq!(past.hits, 1);
+        let again = counts.observe(&format!("{counter}:past"), window, Some(b"x"), 1).await.unwrap();
+        assert_eq!((again.hits, again.new_item), (1, true), "an expired window starts again");
+        assert!(RedisCounts::connect("rediss://127.0.0.1:6379").await.is_err());
+    }
+}
