@@ -54,10 +54,13 @@ impl Answer {
     }
 
     /// `429 client_blocked`, `404`: status and code, for the report.
+    /// A validation problem also names its first field (`422 validation_failed /client/ip`).
     pub fn label(&self) -> String {
-        match self.code() {
-            Some(code) => format!("{} {code}", self.status),
-            None => self.status.to_string(),
+        let pointer = self.body["errors"][0]["pointer"].as_str();
+        match (self.code(), pointer) {
+            (Some(code), Some(pointer)) => format!("{} {code} {pointer}", self.status),
+            (Some(code), None) => format!("{} {code}", self.status),
+            (None, _) => self.status.to_string(),
         }
     }
 

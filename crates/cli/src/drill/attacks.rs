@@ -203,7 +203,7 @@ impl Attack<'_> {
         };
         lock(self.seeds).tokens.push(token.clone());
         let payment = json!({"amount": 100, "currency": "eur", "payment_method": token, "confirm": true,
-            "client": {"ip": self.attacker_ip, "user_agent": "python-requests/2.31"}});
+            "client": {"ip": self.attacker_ip}});
         let idempotency = format!("drill-{}-card-{n}", self.run_id);
         let answer = self
             .api

@@ -134,7 +134,7 @@ impl User<'_> {
             return (None, None);
         };
         let payment = json!({"amount": 2599, "currency": "eur", "customer": self.user.customer,
-            "payment_method": token, "confirm": true, "client": self.client()});
+            "payment_method": token, "confirm": true, "client": {"ip": self.user.ip}});
         let idempotency = format!("drill-{run_id}-pay-{}", self.user.n);
         let answer =
             self.call("pay", &shop, Method::POST, "/v1/payment_intents", Some(&payment), Some(&idempotency)).await;
