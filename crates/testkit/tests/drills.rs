@@ -91,7 +91,7 @@ async fn credential_stuffing_is_blocked_within_fifty_sign_ins(backend: Backend) 
     assert!(attacker[0].scope.starts_with("ip:198.51.100."), "{}", attacker[0].scope);
     // Incidents are being built: until the endpoint exists the drill says it cannot tell.
     assert!(matches!(report.incident, IncidentView::Missing | IncidentView::Seen { .. }), "{:?}", report.incident);
-    // Two keys (the shop's backend, no attacker key: the stuffer comes through the storefront),
+    // One key (the shop's backend; no attacker key: the stuffer comes through the storefront),
     // four normal users and ten victims.
     assert_eq!((report.cleanup.keys_made, report.cleanup.customers_made), (1, 14));
     assert_cleaned_up(&server, &report).await;
@@ -146,6 +146,21 @@ async fn card_testing_payments_are_refused_within_ten_cards(backend: Backend) {
     assert_eq!(report.cleanup.tokens_made, 8);
     assert_cleaned_up(&server, &report).await;
     assert!(report.cleanup.kept.iter().any(|k| k.contains("payment intent")), "{:?}", report.cleanup.kept);
+    server.shutdown().await;
+}
+
+/// Drills repeated within the fraud checks' window (the test clock stands still, so all of them
+/// are) must not add up: not on the normal users' addresses (a new card each run made the fifth
+/// run's normal payments `card_testing`), not on the attacker's cards (the sandbox's fixed test
+/// cards collected small amounts run after run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_card_testing_drills_measure_each_run_afresh() {
+    let Some(server) = TestServer::spawn(Backend::Sqlite).await else { return };
+    for run in 0..6 {
+        let report = drill(DrillOptions { normal_users: 2, ..options(&server, DrillKind::CardTesting) }).await;
+        assert!(report.passed(), "run {run}: {:?}", report.failures());
+        assert_eq!(report.attack.as_ref().unwrap().requests_before_block, Some(4), "run {run}");
+    }
     server.shutdown().await;
 }
 

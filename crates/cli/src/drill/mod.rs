@@ -218,11 +218,29 @@ impl Actors {
     }
 }
 
-/// The normal users' client addresses: alternately 203.0.113.x and 192.0.2.x, one each.
+/// The normal users' client addresses: alternately in 203.0.113.0/24 and 192.0.2.0/24, one each,
+/// drawn anew for each run, so that the drills run within the fraud checks' window (an hour) do
+/// not add up on one address.
 pub fn normal_ips(count: usize) -> Vec<String> {
-    (0..count)
-        .map(|i| if i % 2 == 0 { format!("203.0.113.{}", 10 + i / 2) } else { format!("192.0.2.{}", 10 + i / 2) })
-        .collect()
+    let mut taken = std::collections::BTreeSet::new();
+    let mut ips = Vec::with_capacity(count);
+    while ips.len() < count {
+        let net = if ips.len() % 2 == 0 { "203.0.113" } else { "192.0.2" };
+        let ip = format!("{net}.{}", 1 + random_below(254));
+        if taken.insert(ip.clone()) {
+            ips.push(ip);
+        }
+    }
+    ips
+}
+
+/// The card a normal user at `ip` pays with: always the same for one address (a customer at
+/// home uses their card), so repeated drills never make one address look like a card tester.
+pub(crate) fn card_for(ip: &str) -> String {
+    let digits: String = ip.split('.').map(|part| format!("{:0>3}", part)).collect::<String>();
+    // 424242 and the last 9 digits of the zero-padded address (net and host), then Luhn.
+    let tail = digits.get(digits.len().saturating_sub(9)..).unwrap_or_default();
+    card_number(&format!("424242{tail}"))
 }
 
 /// RFC 3339, two hours from now: the expiry of every key the drill makes.
@@ -710,9 +728,8 @@ mod tests {
             attacker_ip: "198.51.100.7".to_owned(),
             attacker_key: Some("key_attacker".to_owned()),
             shop_key: "key_shop".to_owned(),
-            normal_ips: normal_ips(3),
+            normal_ips: vec!["203.0.113.10".to_owned(), "192.0.2.10".to_owned()],
         };
-        assert_eq!(actors.normal_ips, ["203.0.113.10", "192.0.2.10", "203.0.113.11"]);
         assert_eq!(actors.about("ip", "198.51.100.7"), About::Attacker);
         assert_eq!(actors.about("prefix", "198.51.100.0/24"), About::Attacker);
         assert_eq!(actors.about("api_key", "key_attacker"), About::Attacker);
@@ -721,6 +738,19 @@ mod tests {
         assert_eq!(actors.about("prefix", "203.0.113.0/24"), About::NormalUsers);
         assert_eq!(actors.about("ip", "198.51.100.8"), About::Other);
         assert_eq!(actors.about("api_key", "key_other"), About::Other);
+    }
+
+    #[test]
+    fn normal_users_have_addresses_of_their_own_and_one_card_each() {
+        let ips = normal_ips(50);
+        assert_eq!(ips.iter().collect::<std::collections::BTreeSet<_>>().len(), 50, "{ips:?}");
+        assert!(ips.iter().step_by(2).all(|ip| ip.starts_with("203.0.113.")), "{ips:?}");
+        assert!(ips.iter().skip(1).step_by(2).all(|ip| ip.starts_with("192.0.2.")), "{ips:?}");
+        assert_eq!(card_for("203.0.113.7"), card_for("203.0.113.7"));
+        assert_ne!(card_for("203.0.113.7"), card_for("192.0.2.7"));
+        assert_ne!(card_for("203.0.113.7"), card_for("203.0.113.8"));
+        assert!(card_for("192.0.2.254").starts_with("424242"));
+        assert!(luhn_ok(&card_for("192.0.2.254")));
     }
 
     #[test]

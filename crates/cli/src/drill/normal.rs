@@ -14,7 +14,7 @@ use strongroom_types::Secret;
 
 use super::api::{Answer, Api};
 use super::report::Refusal;
-use super::{Seeds, card_number, expiry_year, random_text, register};
+use super::{Seeds, card_for, expiry_year, random_text, register};
 
 /// One normal user.
 #[derive(Debug)]
@@ -125,7 +125,7 @@ impl User<'_> {
     async fn pay(&mut self, run_id: &str) -> (Option<String>, Option<String>) {
         let shop = self.shop.clone();
         let card = json!({"type": "card", "customer": self.user.customer,
-            "value": {"number": card_number("424242"), "exp_month": 12, "exp_year": expiry_year(), "cvc": "123"}});
+            "value": {"number": card_for(&self.user.ip), "exp_month": 12, "exp_year": expiry_year(), "cvc": "123"}});
         let Some(token) = self.call("tokenize", &shop, Method::POST, "/v1/tokens", Some(&card), None).await else {
             return (None, None);
         };
