@@ -301,7 +301,7 @@ async fn targets_that_are_not_loopback_are_refused() {
     // Named exactly, a test host is accepted (here the loopback server under another name is
     // not reachable as such, so only the check is exercised through the library).
     let allowed = drill::target::check("https://drills.shop.example:8443", &["drills.shop.example".to_owned()]);
-    assert_eq!(allowed.unwrap().host, "drills.shop.example");
+    assert_eq!(allowed.unwrap().host(), "drills.shop.example");
     let refused = drill::target::check("https://shop.example", &[]).unwrap_err();
     assert!(refused.0.contains("--allow-host"), "{refused}");
     // Bad flags are named.

@@ -71,8 +71,8 @@ impl Answer {
 }
 
 impl Api {
-    /// A client for `base` (`https://host:port`).
-    pub fn new(base: &str, trust: &Trust) -> anyhow::Result<Self> {
+    /// A client for a checked target.
+    pub fn new(target: &super::target::Target, trust: &Trust) -> anyhow::Result<Self> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
@@ -85,7 +85,7 @@ impl Api {
                 .add_root_certificate(reqwest::Certificate::from_pem(pem).context("--tls-ca: not a PEM certificate")?),
             Trust::Insecure => builder.danger_accept_invalid_certs(true),
         };
-        Ok(Self { http: builder.build().context("cannot build the HTTP client")?, base: base.to_owned() })
+        Ok(Self { http: builder.build().context("cannot build the HTTP client")?, base: target.base().to_owned() })
     }
 
     /// `method path` with `key`, a JSON body and an `Idempotency-Key`. A transport failure is

@@ -335,7 +335,7 @@ async fn incidents(api: &Api, admin: &Secret<String>) -> Result<Option<BTreeMap<
 pub async fn run(options: DrillOptions) -> anyhow::Result<Report> {
     let started_at =
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    let api = Api::new(&options.target.base, &options.trust)?;
+    let api = Api::new(&options.target, &options.trust)?;
     let admin = options.api_key.clone();
     let decisions_before = decisions(&api, &admin).await?;
     let incidents_before = incidents(&api, &admin).await;
@@ -393,7 +393,7 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<Report> {
     let cleanup = clean_up(&api, &admin, &seeds, &seen, options.keep_decisions).await;
     Ok(Report {
         drill: options.kind,
-        target: options.target.base.clone(),
+        target: options.target.base().to_owned(),
         started_at,
         run_id,
         attacker: match &actors.attacker_key {
@@ -494,15 +494,22 @@ async fn incident_view(
             Ok(None) => return IncidentView::Missing,
             Err(why) => return IncidentView::Unavailable(why),
         };
-        let opened: Vec<String> = after.keys().filter(|id| !before.contains_key(*id)).cloned().collect();
-        let joined: Vec<String> =
-            after.iter().filter(|(id, i)| before.get(*id).is_some_and(|b| b != *i)).map(|(id, _)| id.clone()).collect();
+        let (opened, joined) = incident_changes(&before, &after);
         if !opened.is_empty() || !joined.is_empty() || !blocked || waited >= Duration::from_secs(3) {
             return IncidentView::Seen { opened, joined };
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         waited += Duration::from_millis(500);
     }
+}
+
+/// Incidents in `after` that `before` did not list (opened), and those listed in both that
+/// changed (joined: an active incident took the drill's detection).
+fn incident_changes(before: &BTreeMap<String, Value>, after: &BTreeMap<String, Value>) -> (Vec<String>, Vec<String>) {
+    let opened = after.keys().filter(|id| !before.contains_key(*id)).cloned().collect();
+    let joined =
+        after.iter().filter(|(id, i)| before.get(*id).is_some_and(|b| b != *i)).map(|(id, _)| id.clone()).collect();
+    (opened, joined)
 }
 
 /// Removes what the drill made, best effort: lifts the decisions it caused about its own actors
@@ -637,7 +644,7 @@ pub fn options(config: &Config, args: DrillArgs) -> anyhow::Result<DrillOptions>
             let dev_ca = crate::data_dir::DevTls::in_dir(&config.tls_dir()).ca;
             match std::fs::read(&dev_ca) {
                 Ok(pem) => Trust::CaPem(pem),
-                Err(_) if target.base.starts_with("https://") => bail!(
+                Err(_) if target.base().starts_with("https://") => bail!(
                     "--tls-ca: needed for an https target (no development CA at {}); or --insecure for a test host",
                     dev_ca.display()
                 ),
@@ -751,6 +758,17 @@ mod tests {
         assert_ne!(card_for("203.0.113.7"), card_for("203.0.113.8"));
         assert!(card_for("192.0.2.254").starts_with("424242"));
         assert!(luhn_ok(&card_for("192.0.2.254")));
+    }
+
+    #[test]
+    fn incidents_opened_and_joined_are_told_apart() {
+        let list = |items: &[(&str, &str)]| -> BTreeMap<String, Value> {
+            items.iter().map(|(id, at)| ((*id).to_owned(), json!({"id": id, "updated_at": at}))).collect()
+        };
+        let before = list(&[("inc_a", "1"), ("inc_b", "1")]);
+        let after = list(&[("inc_a", "1"), ("inc_b", "2"), ("inc_c", "2")]);
+        assert_eq!(incident_changes(&before, &after), (vec!["inc_c".to_owned()], vec!["inc_b".to_owned()]));
+        assert_eq!(incident_changes(&before, &before), (vec![], vec![]));
     }
 
     #[test]

@@ -8,13 +8,24 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use reqwest::Url;
 
-/// A target that may be attacked.
+/// A target that may be attacked. Only [`check`] makes one, and the drill's client is built only
+/// from one, so no request of a drill goes to a host the check did not approve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    base: String,
+    host: String,
+}
+
+impl Target {
     /// `https://127.0.0.1:8443` (a path is kept, its trailing `/` removed).
-    pub base: String,
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The host as the URL parser normalised it (`127.0.0.1`, `[::1]`, `localhost`).
-    pub host: String,
+    pub fn host(&self) -> &str {
+        &self.host
+    }
 }
 
 /// Why a target was refused; the message names the flag to change.
@@ -90,6 +101,7 @@ mod tests {
             assert!(!refused(url, &[]), "{url}");
         }
         assert_eq!(check("https://127.0.0.1:8443/", &[]).map(|t| t.base), Ok("https://127.0.0.1:8443".to_owned()));
+        assert_eq!(check("https://[::1]:8443", &[]).map(|t| t.host), Ok("[::1]".to_owned()));
     }
 
     #[test]
