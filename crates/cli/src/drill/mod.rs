@@ -329,7 +329,7 @@ async fn incidents(api: &Api, admin: &Secret<String>) -> Result<Option<BTreeMap<
     }
 }
 
-/// Runs a drill: checks the target again, seeds, attacks while the normal users work, reads the
+/// Runs a drill against its checked target: seeds, attacks while the normal users work, reads the
 /// decisions and incidents, cleans up. An error before anything was made is an `Err`; a failure
 /// after that is in the report's `error`, with the clean-up done.
 pub async fn run(options: DrillOptions) -> anyhow::Result<Report> {
@@ -340,14 +340,13 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<Report> {
     let decisions_before = decisions(&api, &admin).await?;
     let incidents_before = incidents(&api, &admin).await;
     let run_id = random_text(8);
-    let actors_template = Actors {
+    let mut actors = Actors {
         attacker_ip: format!("198.51.100.{}", 1 + random_below(254)),
         attacker_key: None,
         shop_key: String::new(),
         normal_ips: normal_ips(options.normal_users),
     };
     let seeds = Mutex::new(Seeds::default());
-    let mut actors = actors_template.clone();
     let mut tasks = Vec::new();
     let phase = drill_phase(&options, &api, &admin, &run_id, &seeds, &mut actors, &mut tasks);
     let (outcome, normal) = if options.stop_on_ctrl_c {
