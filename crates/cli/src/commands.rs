@@ -72,6 +72,10 @@ pub enum Command {
     /// Intrusion detection's decisions (blocked clients, suspended API keys): list, lift, extend.
     #[command(subcommand)]
     Decisions(crate::decisions::DecisionsCommand),
+    /// Replay a bounded attack against a running strongroom (loopback, or a host named with
+    /// --allow-host) with a concurrent normal-user load, and report how detection did. Exit 0
+    /// when the attack was blocked within its bound and no normal user was refused.
+    Drill(crate::drill::DrillArgs),
     /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
     Healthcheck {
         /// The readiness URL (default: derived from server.listen).
@@ -225,6 +229,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Passwords(command) => crate::passwords::run(&config, command).await,
         Command::Jobs(JobsCommand::Status) => jobs_status(&config).await,
         Command::Decisions(command) => crate::decisions::run(&config, command).await,
+        Command::Drill(args) => return crate::drill::command(&config, args).await,
         Command::Payments(command) => match crate::payments::run(&config, command).await {
             Ok(code) => return code,
             Err(err) => Err(err),

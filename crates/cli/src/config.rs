@@ -1156,7 +1156,11 @@ const ENV_PREFIX: &str = "STRONGROOM_";
 /// Variables with the prefix that are not configuration keys.
 fn is_reserved_env(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key == "config" || key == "witness_api_key" || key == "approval_key" || key.starts_with("test_")
+    key == "config"
+        || key == "witness_api_key"
+        || key == "approval_key"
+        || key == "drill_api_key"
+        || key.starts_with("test_")
 }
 
 /// Loads the configuration from `vars` (normally `std::env::vars()`) and the overrides.
@@ -1732,6 +1736,7 @@ mod tests {
                 ("STRONGROOM_SERVER__REQUEST_TIMEOUT", "5s"),
                 ("STRONGROOM_LOG_FORMAT", "json"),
                 ("STRONGROOM_TEST_POSTGRES_URL", "ignored"),
+                ("STRONGROOM_DRILL_API_KEY", "ignored: the drill's key, not configuration"),
                 ("OTHER", "ignored"),
             ]),
         )
