@@ -74,15 +74,15 @@ impl DrillKind {
     }
 
     /// The most attempts that may get through before the first block (issue 15's figures;
-    /// enumeration: twice its default threshold of 50 ids; insider: its default policy of about
-    /// 200 reveals an hour, with a quarter to spare).
+    /// enumeration: twice its default threshold of 50 ids; insider: its default policy of 500
+    /// reveals an hour, with a quarter to spare).
     pub fn bound(self) -> u32 {
         match self {
             DrillKind::CredentialStuffing => 50,
             DrillKind::CardTesting => 10,
             DrillKind::Enumeration => 100,
             DrillKind::TokenGuessing => 100,
-            DrillKind::Insider => 250,
+            DrillKind::Insider => 625,
         }
     }
 
@@ -615,7 +615,7 @@ pub struct DrillArgs {
     #[arg(long, default_value_t = 4)]
     pub normal_users: usize,
     /// The most attack attempts (1 to 10000); the attack also stops when blocked.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     pub max_requests: u32,
     /// Leave the decisions the drill caused in force (by default they are lifted at the end).
     #[arg(long)]
