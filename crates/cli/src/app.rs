@@ -592,9 +592,9 @@ fn jobs(config: &Config, services: JobServices) -> Vec<strongroom_domain::jobs::
             .boxed()
         }));
     }
-    jobs.push(Job::new("detection.counts_purge", std::time::Duration::from_secs(300), move || {
+    jobs.push(Job::new("detection.purge", std::time::Duration::from_secs(300), move || {
         let decisions = decisions.clone();
-        async move { Ok(detail("purged", decisions.purge_counts().await?)) }.boxed()
+        async move { Ok(detail("purged", decisions.purge().await?)) }.boxed()
     }));
     {
         let payments = payments.clone();

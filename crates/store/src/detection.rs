@@ -217,6 +217,18 @@ impl DecisionsRepository for Store {
         .map_err(store_error)?;
         Ok(version)
     }
+
+    async fn purge_decisions(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let purged = on_pool!(self, pool => sqlx::query(
+                "DELETE FROM security_decisions WHERE COALESCE(lifted_at, until_at) < $1",
+            )
+            .bind(before.unix_millis())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(store_error)?;
+        Ok(purged)
+    }
 }
 
 #[async_trait]

@@ -1473,4 +1473,29 @@ async fn detection_counts_suite(store: &Store) {
     assert!(store.purge_counts(expires).await.unwrap() >= 13, "expired windows and items go");
     let tally = store.observe("race:c", 1_000, Some(&[1]), expires + 10).await.unwrap();
     assert_eq!((tally.hits, tally.distinct), (1, 1), "a purged window starts again");
+
+    // Ended decisions go after their retention; one in force, or ended later, stays.
+    use strongroom_domain::ports::detection::{DecisionRecord, DecisionsRepository};
+    let t = Timestamp::from_unix_millis;
+    let decision = |id: &str, value: &str, until: i64| DecisionRecord {
+        id: id.to_owned(),
+        merchant: None,
+        scope_kind: "ip".to_owned(),
+        scope_value: value.to_owned(),
+        action: "block".to_owned(),
+        reason: "manual".to_owned(),
+        detail: None,
+        created_by: "operator".to_owned(),
+        created_at: t(1_000),
+        until: t(until),
+        strikes: 1,
+        lifted_at: None,
+        lifted_by: None,
+        updated_at: t(1_000),
+    };
+    assert!(store.decide(&decision("dec_old", "192.0.2.1", 5_000), &[]).await.unwrap());
+    assert!(store.decide(&decision("dec_new", "192.0.2.2", 50_000), &[]).await.unwrap());
+    assert_eq!(store.purge_decisions(t(10_000)).await.unwrap(), 1);
+    assert!(store.decision("dec_old").await.unwrap().is_none());
+    assert!(store.decision("dec_new").await.unwrap().is_some());
 }

@@ -40,6 +40,8 @@ define_id!(DecisionId, DecisionKind, "dec");
 pub const REFRESH: Duration = Duration::from_millis(500);
 /// The longest block.
 pub const MAX_BLOCK: Duration = Duration::from_secs(86_400);
+/// How long an ended decision stays listed (`?in_force=false`) before the purge deletes it.
+pub const DECISION_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// Decisions within this time of the last one count as strikes.
 pub const STRIKE_MEMORY: Duration = Duration::from_secs(86_400);
 
@@ -416,9 +418,16 @@ impl DecisionService {
         self.sighted(sighting).await;
     }
 
-    /// Deletes the detection counts whose windows are over (a job); how many rows went.
-    pub async fn purge_counts(&self) -> Result<u64, DomainError> {
-        Ok(self.counts.purge_counts(self.clock.now().unix_millis()).await?)
+    /// Deletes the detection counts whose windows are over, and the decisions that ended more
+    /// than [`DECISION_RETENTION`] ago (a job; their history stays in the audit log); how many
+    /// rows went.
+    pub async fn purge(&self) -> Result<u64, DomainError> {
+        let now = self.clock.now();
+        let counts = self.counts.purge_counts(now.unix_millis()).await?;
+        let retention = i64::try_from(DECISION_RETENTION.as_millis()).unwrap_or(i64::MAX);
+        let before = Timestamp::from_unix_millis(now.unix_millis().saturating_sub(retention));
+        let decisions = self.repo.purge_decisions(before).await?;
+        Ok(counts + decisions)
     }
 
     /// Detections per point since this process started.

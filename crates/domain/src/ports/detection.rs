@@ -87,6 +87,8 @@ pub trait DecisionsRepository: Send + Sync + std::fmt::Debug {
     async fn extend_decision(&self, id: &str, until: Timestamp, at: Timestamp) -> Result<bool, StoreError>;
     /// A number that changes whenever any decision changes, so nodes see changes cheaply.
     async fn decisions_version(&self) -> Result<i64, StoreError>;
+    /// Deletes the decisions that ended (lifted, or past their end) before `before`; how many.
+    async fn purge_decisions(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// What one counter saw in one window, the observation just counted included.
