@@ -72,6 +72,9 @@ pub enum Command {
     /// Intrusion detection's decisions (blocked clients, suspended API keys): list, lift, extend.
     #[command(subcommand)]
     Decisions(crate::decisions::DecisionsCommand),
+    /// Security incidents of every merchant: list, show, resolve, run a playbook step.
+    #[command(subcommand)]
+    Incidents(crate::incidents::IncidentsCommand),
     /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
     Healthcheck {
         /// The readiness URL (default: derived from server.listen).
@@ -225,6 +228,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Passwords(command) => crate::passwords::run(&config, command).await,
         Command::Jobs(JobsCommand::Status) => jobs_status(&config).await,
         Command::Decisions(command) => crate::decisions::run(&config, command).await,
+        Command::Incidents(command) => crate::incidents::run(&config, command).await,
         Command::Payments(command) => match crate::payments::run(&config, command).await {
             Ok(code) => return code,
             Err(err) => Err(err),

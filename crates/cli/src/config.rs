@@ -126,6 +126,9 @@ pub struct DetectionConfig {
     /// day. Default 15m.
     #[serde(with = "humantime_serde")]
     pub guessing_suspension: Duration,
+    /// Detections at or above this severity (`low`, `medium`, `high`, `critical`) open an
+    /// incident, or join the one open. Default `medium`.
+    pub incident_severity: strongroom_domain::detection::incidents::Severity,
 }
 
 impl Default for DetectionConfig {
@@ -136,6 +139,7 @@ impl Default for DetectionConfig {
             stuffing_block: defaults.stuffing_block,
             token_guesses: defaults.token_guesses,
             guessing_suspension: defaults.guessing_suspension,
+            incident_severity: strongroom_domain::detection::incidents::IncidentSettings::default().threshold,
         }
     }
 }
@@ -149,6 +153,11 @@ impl DetectionConfig {
             token_guesses: self.token_guesses,
             guessing_suspension: self.guessing_suspension,
         }
+    }
+
+    /// The incidents' settings.
+    pub fn incident_settings(&self) -> strongroom_domain::detection::incidents::IncidentSettings {
+        strongroom_domain::detection::incidents::IncidentSettings { threshold: self.incident_severity }
     }
 }
 

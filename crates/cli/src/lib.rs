@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod data_dir;
 pub mod decisions;
+pub mod incidents;
 pub mod keys;
 pub mod logging;
 pub mod passwords;

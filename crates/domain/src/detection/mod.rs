@@ -13,6 +13,9 @@
 //! decides), block a client for longer than [`MAX_BLOCK`], or let one merchant's staff lift
 //! another merchant's decision.
 
+pub mod incidents;
+pub mod playbooks;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -291,6 +294,8 @@ pub struct DecisionService {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     settings: DetectionSettings,
+    /// Where the detector's decisions are reported as incidents (wired once at start).
+    incidents: Arc<std::sync::OnceLock<incidents::IncidentService>>,
 }
 
 impl DecisionService {
@@ -312,7 +317,13 @@ impl DecisionService {
             clock,
             entropy,
             settings,
+            incidents: Arc::default(),
         }
+    }
+
+    /// Reports the detector's decisions to `incidents` from now on.
+    pub fn set_incidents(&self, incidents: incidents::IncidentService) {
+        let _ = self.incidents.set(incidents);
     }
 
     /// The settings.
@@ -485,7 +496,40 @@ impl DecisionService {
             .on("security_decision", &decision.id);
         self.audit.record(event).await?;
         self.refresh(true).await?;
+        if matches!(decider, Decider::Detector) {
+            self.report(&new.merchant, &decision).await;
+        }
         Ok(Some(decision))
+    }
+
+    /// Reports a decision of the detector as a detection to the incidents (a failure is
+    /// logged: the decision holds either way).
+    async fn report(&self, merchant: &Option<MerchantId>, decision: &DecisionRecord) {
+        let Some(incidents) = self.incidents.get() else { return };
+        let severity = match decision.reason.as_str() {
+            "credential_stuffing" | "token_guessing" => incidents::Severity::High,
+            _ => incidents::Severity::Medium,
+        };
+        let subject = match decision.scope_kind.as_str() {
+            "api_key" => incidents::Subject::ApiKey(decision.scope_value.clone()),
+            _ => incidents::Subject::Client(decision.scope_value.clone()),
+        };
+        let detected = incidents::Detected {
+            merchant: merchant.clone(),
+            point: decision.reason.clone(),
+            severity,
+            summary: format!(
+                "{} {}: {}",
+                decision.action,
+                decision.scope_kind,
+                decision.detail.as_deref().unwrap_or("")
+            ),
+            decision: Some(decision.id.clone()),
+            subjects: vec![subject],
+        };
+        if let Err(err) = incidents.detected(detected).await {
+            tracing::warn!(error = %err, decision = %decision.id, "reporting a detection as an incident failed");
+        }
     }
 
     /// One decision the caller may see: its merchant's or a deployment-wide one.

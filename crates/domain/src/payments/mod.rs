@@ -98,6 +98,8 @@ pub struct PaymentsService {
     settings: PaymentSettings,
     /// The checkout rules (fraud checks, step-up, refund approvals), wired once at start.
     checkout: std::sync::OnceLock<checkout::Checkout>,
+    /// Incident freezes: refunds are refused while frozen (wired once at start).
+    freezes: std::sync::OnceLock<crate::detection::playbooks::Freezes>,
 }
 
 /// Who is asking, and from where.
@@ -165,7 +167,12 @@ impl Actor<'_> {
 impl PaymentsService {
     /// The service.
     pub fn new(ports: PaymentPorts, settings: PaymentSettings) -> Self {
-        Self { ports, settings, checkout: std::sync::OnceLock::new() }
+        Self { ports, settings, checkout: std::sync::OnceLock::new(), freezes: std::sync::OnceLock::new() }
+    }
+
+    /// Refuses refunds of a merchant while an incident's playbook froze them.
+    pub fn set_freezes(&self, freezes: crate::detection::playbooks::Freezes) {
+        let _ = self.freezes.set(freezes);
     }
 
     /// The gateway's name.

@@ -1,0 +1,162 @@
+//! `strongroom incidents list|show|resolve`: security incidents of every merchant, for the
+//! operator; the same rules as the API's `/v1/security/incidents` (a resolve is a conditional
+//! change from open or contained, audited as `operator`).
+//! Must never: change an incident without its audit entry, or print anything but ids, codes,
+//! times and the incident's own checked text.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Subcommand;
+use strongroom_domain::detection::Decider;
+use strongroom_domain::detection::incidents::{ChangeIncident, IncidentService, IncidentState, IncidentView};
+use strongroom_domain::ports::incidents::IncidentRecord;
+use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
+
+use crate::app::Core;
+use crate::commands::print;
+use crate::config::Config;
+
+/// `incidents` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum IncidentsCommand {
+    /// Incidents of every merchant, newest first: one line each (`--json`: as JSON).
+    List {
+        /// Only those in this state: open, contained or resolved.
+        #[arg(long)]
+        state: Option<String>,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One incident with its timeline and affected subjects.
+    Show {
+        /// Its id (`inc_…`).
+        id: String,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve an open or contained incident (final).
+    Resolve {
+        /// Its id (`inc_…`).
+        id: String,
+    },
+}
+
+fn line(i: &IncidentRecord) -> String {
+    format!(
+        "{:<30} {:<8} {:<9} {:<10} {:<28} {}",
+        i.id,
+        i.merchant.as_deref().map_or("(all)", |m| if m.len() > 8 { &m[..8] } else { m }),
+        i.severity.as_str(),
+        i.state,
+        i.opened_at.to_rfc3339(),
+        i.title
+    )
+}
+
+fn json(i: &IncidentRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": i.id, "merchant": i.merchant, "title": i.title, "severity": i.severity.as_str(),
+        "state": i.state, "assignee": i.assignee, "opened_by": i.opened_by,
+        "opened_at": i.opened_at.to_rfc3339(), "updated_at": i.updated_at.to_rfc3339(),
+        "resolved_at": i.resolved_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+fn full_json(view: &IncidentView) -> serde_json::Value {
+    let mut value = json(&view.incident);
+    value["timeline"] = view
+        .timeline
+        .iter()
+        .map(|e| {
+            serde_json::json!({"at": e.at.to_rfc3339(), "actor": e.actor, "kind": e.kind, "text": e.text, "data": e.data})
+        })
+        .collect();
+    value["subjects"] = view.subjects.iter().map(|s| serde_json::json!({"kind": s.kind, "value": s.value})).collect();
+    value
+}
+
+/// The incident service over the configured database, as the operator uses it.
+pub(crate) fn service(
+    core: &Core,
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+) -> IncidentService {
+    IncidentService::new(
+        Arc::new(core.store.clone()),
+        core.outbox.clone(),
+        core.audit.clone(),
+        clock,
+        entropy,
+        config.detection.incident_settings(),
+    )
+}
+
+/// Runs an `incidents` subcommand.
+pub async fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+    crate::commands::require_root_key(config)?;
+    let core = Core::open(config, clock.clone(), entropy.clone()).await?;
+    let result = async {
+        let incidents = service(&core, config, clock, entropy);
+        match command {
+            IncidentsCommand::List { state, json: as_json } => {
+                let found = incidents.list(None, state.as_deref(), Some(100)).await.context("--state")?;
+                if as_json {
+                    print(&serde_json::to_string_pretty(&found.iter().map(json).collect::<Vec<_>>())?);
+                } else {
+                    let mut text = format!(
+                        "{:<30} {:<8} {:<9} {:<10} {:<28} {}\n",
+                        "ID", "MERCHANT", "SEVERITY", "STATE", "OPENED", "TITLE"
+                    );
+                    for i in &found {
+                        text.push_str(&line(i));
+                        text.push('\n');
+                    }
+                    text.push_str(&format!("{} incident(s)", found.len()));
+                    print(&text);
+                }
+            }
+            IncidentsCommand::Show { id, json: as_json } => {
+                let view = incidents.view(None, &id).await.with_context(|| format!("reading {id}"))?;
+                if as_json {
+                    print(&serde_json::to_string_pretty(&full_json(&view))?);
+                } else {
+                    let mut text = line(&view.incident);
+                    text.push_str(&format!("\nassignee: {}\n", view.incident.assignee.as_deref().unwrap_or("-")));
+                    for e in &view.timeline {
+                        text.push_str(&format!(
+                            "  {} {:<10} {:<30} {} {}\n",
+                            e.at.to_rfc3339(),
+                            e.kind,
+                            e.actor,
+                            e.text.as_deref().unwrap_or(""),
+                            e.data
+                        ));
+                    }
+                    for s in &view.subjects {
+                        text.push_str(&format!("  subject {}:{}\n", s.kind, s.value));
+                    }
+                    print(text.trim_end());
+                }
+            }
+            IncidentsCommand::Resolve { id } => {
+                let change = ChangeIncident { state: Some(IncidentState::Resolved), assignee: None };
+                let resolved = incidents
+                    .change(Decider::Operator, None, &id, change)
+                    .await
+                    .with_context(|| format!("resolving {id}"))?;
+                print(&format!("resolved {}", resolved.id));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    core.audit.close().await;
+    core.store.close().await;
+    result
+}
