@@ -11,6 +11,7 @@ use std::sync::Arc;
 use reqwest::Method;
 use serde_json::{Value, json};
 use strongroom_domain::detection::incidents::{Detected, Severity, Subject};
+use strongroom_domain::identity::Client;
 use strongroom_domain::merchants::MerchantId;
 use strongroom_testkit::{Backend, TestServer, on_both_backends};
 
@@ -19,6 +20,10 @@ on_both_backends!(
     thirty_concurrent_detections_open_one_incident,
     incidents_are_opened_moved_assigned_and_noted_by_hand,
     incident_bodies_hold_no_password_or_card_number,
+    freezing_refunds_and_forwarding_refuses_them_until_unfrozen,
+    dangerous_steps_by_staff_need_a_second_security_member,
+    account_steps_end_sessions_force_resets_notify_and_suspend_keys,
+    exported_evidence_proves_against_the_signed_checkpoint,
 );
 
 const ATTACKER: &str = "203.0.113.50";
@@ -256,4 +261,262 @@ async fn incident_bodies_hold_no_password_or_card_number(backend: Backend) {
     let stored: Vec<(String,)> =
         server.query_rows("SELECT data FROM security_incident_timeline WHERE text LIKE $1", &format!("%{card}%")).await;
     assert!(stored.is_empty(), "no card number stored");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Playbooks
+
+/// An incident opened by hand about `subjects`: its id.
+async fn incident_about(server: &TestServer, subjects: Value) -> String {
+    let body = json!({"title": "Suspicious activity", "severity": "high", "subjects": subjects});
+    let (status, opened) = post(server, "/v1/security/incidents", &body).await;
+    assert_eq!(status, 201, "{opened}");
+    opened["id"].as_str().unwrap().to_owned()
+}
+
+async fn step_as(server: &TestServer, key: &str, id: &str, step: &str, body: &Value) -> (u16, Value) {
+    server.call(key, Method::POST, &format!("/v1/security/incidents/{id}/playbooks/{step}"), Some(body)).await
+}
+
+async fn step(server: &TestServer, id: &str, step: &str, body: &Value) -> Value {
+    let (status, done) = step_as(server, &server.bootstrap_key, id, step, body).await;
+    assert_eq!(status, 200, "{step}: {done}");
+    assert_eq!(done["entry"]["kind"], "playbook");
+    assert_eq!(done["entry"]["data"]["step"], step);
+    done
+}
+
+/// A succeeded payment of 50.00 EUR: its id.
+async fn paid(server: &TestServer) -> String {
+    let card = json!({"type": "card", "value": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
+    let (status, token) = post(server, "/v1/tokens", &card).await;
+    assert_eq!(status, 201, "{token}");
+    let body = json!({"amount": 5000, "currency": "EUR", "payment_method": token["id"]});
+    let (status, intent) = post(server, "/v1/payment_intents", &body).await;
+    assert_eq!(status, 201, "{intent}");
+    let id = intent["id"].as_str().unwrap().to_owned();
+    let (status, confirmed) = post(server, &format!("/v1/payment_intents/{id}/confirm"), &json!({})).await;
+    assert_eq!((status, confirmed["status"].as_str()), (200, Some("succeeded")), "{confirmed}");
+    id
+}
+
+async fn freezing_refunds_and_forwarding_refuses_them_until_unfrozen(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let id = incident_about(&server, json!([])).await;
+    let intent = paid(&server).await;
+    let refund = json!({"payment_intent": intent, "amount": 100});
+    assert_eq!(post(&server, "/v1/refunds", &refund).await.0, 201, "refunds work before");
+
+    let frozen = step(&server, &id, "freeze_refunds", &json!({})).await;
+    assert_eq!(frozen["entry"]["data"]["outcome"], json!({"frozen": "refunds", "already_frozen": false}));
+    let again = step(&server, &id, "freeze_refunds", &json!({})).await;
+    assert_eq!(again["entry"]["data"]["outcome"]["already_frozen"], true, "one row, frozen once");
+    let (status, problem) = post(&server, "/v1/refunds", &refund).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("refunds_frozen")), "{problem}");
+    // Forwards go on until they are frozen too.
+    let forward = json!({"destination": "https://api.stripe.com/v1/charges", "body": "amount=1"});
+    let (status, answer) = post(&server, "/v1/forward", &forward).await;
+    assert_ne!(answer["code"], "forwarding_frozen", "{status} {answer}");
+    step(&server, &id, "freeze_forwarding", &json!({})).await;
+    let (status, problem) = post(&server, "/v1/forward", &forward).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("forwarding_frozen")), "{problem}");
+
+    // Lifting works on a resolved incident too; then both work again.
+    let (status, _) = post(&server, &format!("/v1/security/incidents/{id}"), &json!({"state": "resolved"})).await;
+    assert_eq!(status, 200);
+    let (status, late) = step_as(&server, &server.bootstrap_key, &id, "freeze_refunds", &json!({})).await;
+    assert_eq!((status, late["code"].as_str()), (409, Some("incident_resolved")), "{late}");
+    let lifted = step(&server, &id, "unfreeze_refunds", &json!({})).await;
+    assert_eq!(lifted["entry"]["data"]["outcome"]["was_frozen"], true);
+    step(&server, &id, "unfreeze_forwarding", &json!({})).await;
+    assert_eq!(post(&server, "/v1/refunds", &refund).await.0, 201, "refunds work again");
+    let (_, answer) = post(&server, "/v1/forward", &forward).await;
+    assert_ne!(answer["code"], "forwarding_frozen", "{answer}");
+
+    let (_, incident) = get(&server, &format!("/v1/security/incidents/{id}")).await;
+    let steps: Vec<&str> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "playbook")
+        .map(|e| e["data"]["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["freeze_refunds", "freeze_refunds", "freeze_forwarding", "unfreeze_refunds", "unfreeze_forwarding"]
+    );
+    let audit = audit_text(&server).await;
+    assert!(audit.contains("security.playbook_step") && audit.contains("forwarding_frozen"), "audited");
+    let (status, _) = step_as(&server, &server.bootstrap_key, &id, "launch_missiles", &json!({})).await;
+    assert_eq!(status, 404, "unknown steps are not found");
+}
+
+/// A staff member with `roles` who accepted an invitation and enrolled TOTP: the session token.
+async fn staff_member(server: &TestServer, email: &str, roles: &[&str]) -> String {
+    use strongroom_types::Clock;
+    let merchant = MerchantId::parse(&server.merchant_id).unwrap();
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    let invitation = server.app().state.staff.invite(&merchant, email, &roles, None, &Client::default()).await.unwrap();
+    let public = |path: &str, body: Value| {
+        let request = server.client.post(server.url(path)).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let accept = json!({"token": invitation.token.expose(), "password": PASSWORD});
+    assert_eq!(public("/v1/staff/invitation/accept", accept).await.0, 200);
+    let (status, body) = public("/v1/staff/login", json!({"email": email, "password": PASSWORD})).await;
+    assert_eq!(status, 200, "{body}");
+    let challenge = body["challenge"].as_str().unwrap().to_owned();
+    let (status, enrolment) = public("/v1/staff/login/totp", json!({"challenge": challenge})).await;
+    assert_eq!(status, 200, "{enrolment}");
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(enrolment["secret"].as_str().unwrap().trim_end_matches('=').as_bytes())
+        .unwrap();
+    let now = u64::try_from(server.clock.now().unix_millis() / 1000).unwrap();
+    let code = strongroom_crypto::totp::code_at(&secret, strongroom_crypto::totp::step_of(now));
+    let (status, session) = public("/v1/staff/login/totp/confirm", json!({"challenge": challenge, "code": code})).await;
+    assert_eq!(status, 200, "{session}");
+    session["session"]["token"].as_str().unwrap().to_owned()
+}
+
+async fn dangerous_steps_by_staff_need_a_second_security_member(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let ann = staff_member(&server, "ann@shop.example", &["security"]).await;
+    let ben = staff_member(&server, "ben@shop.example", &["security"]).await;
+    let sue = staff_member(&server, "sue@shop.example", &["support"]).await;
+    let id = incident_about(&server, json!([])).await;
+    let intent = paid(&server).await;
+    let refund = json!({"payment_intent": intent, "amount": 100});
+
+    // Ann asks: nothing is frozen, a request is opened.
+    let (status, asked) = step_as(&server, &ann, &id, "freeze_refunds", &json!({})).await;
+    assert_eq!((status, asked["code"].as_str()), (403, Some("approval_required")), "{asked}");
+    let approval = asked["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(post(&server, "/v1/refunds", &refund).await.0, 201, "not frozen yet");
+    let approve = format!("/v1/approvals/{approval}/approve");
+    assert_eq!(server.call(&ann, Method::POST, &approve, None).await.0, 403, "not her own request");
+    assert_eq!(server.call(&sue, Method::POST, &approve, None).await.0, 403, "support is not security");
+    let (status, target) = server.call(&ben, Method::GET, &format!("/v1/approvals/{approval}"), None).await;
+    assert_eq!((status, target["target"].as_str()), (200, Some(format!("{id}:freeze_refunds:subjects").as_str())));
+    let (status, decided) = server.call(&ben, Method::POST, &approve, None).await;
+    assert_eq!((status, decided["status"].as_str()), (200, Some("approved")), "{decided}");
+    // The approval serves that step only, once.
+    let with = json!({"approval_id": approval});
+    let (status, wrong) = step_as(&server, &ann, &id, "freeze_forwarding", &with).await;
+    assert_eq!((status, wrong["code"].as_str()), (422, Some("approval_not_usable")), "{wrong}");
+    let (status, done) = step_as(&server, &ann, &id, "freeze_refunds", &with).await;
+    assert_eq!(status, 200, "{done}");
+    assert!(done["entry"]["actor"].as_str().unwrap().starts_with("stf_"));
+    let (status, twice) = step_as(&server, &ann, &id, "freeze_refunds", &with).await;
+    assert_eq!((status, twice["code"].as_str()), (422, Some("approval_not_usable")), "{twice}");
+    assert_eq!(post(&server, "/v1/refunds", &refund).await.1["code"], "refunds_frozen");
+    // Safe steps need no second person; ending every session of the deployment is the operator's.
+    let (status, _) = step_as(&server, &ann, &id, "unfreeze_refunds", &json!({})).await;
+    assert_eq!(status, 200);
+    let (status, problem) =
+        step_as(&server, &server.bootstrap_key, &id, "revoke_sessions", &json!({"scope": "everyone"})).await;
+    assert_eq!(status, 403, "{problem}");
+    // Support staff cannot reach incidents at all.
+    assert_eq!(server.call(&sue, Method::GET, "/v1/security/incidents", None).await.0, 403);
+    let audit = audit_text(&server).await;
+    assert!(audit.contains("approval.requested") && audit.contains("approval.used"), "audited");
+}
+
+async fn account_steps_end_sessions_force_resets_notify_and_suspend_keys(backend: Backend) {
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let (alice, alice_session) = server.signed_in_customer("alice@example.com", PASSWORD).await;
+    let (_, bob_session) = server.signed_in_customer("bob@example.com", PASSWORD).await;
+    let (key_id, key) = server.create_key("leaked", &["vault:read"]).await;
+    let id =
+        incident_about(&server, json!([{"kind": "account", "value": alice}, {"kind": "api_key", "value": key_id}]))
+            .await;
+    assert_eq!(server.call(&alice_session, Method::GET, "/v1/me", None).await.0, 200);
+
+    let done = step(&server, &id, "revoke_sessions", &json!({})).await;
+    assert_eq!(done["entry"]["data"]["outcome"]["customer_sessions_ended"], 1, "{done}");
+    assert_eq!(server.call(&alice_session, Method::GET, "/v1/me", None).await.0, 401, "signed out");
+    assert_eq!(server.call(&bob_session, Method::GET, "/v1/me", None).await.0, 200, "others stay");
+    let (status, problem) =
+        step_as(&server, &server.bootstrap_key, &id, "revoke_sessions", &json!({"scope": "account"})).await;
+    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (422, Some("/account")), "{problem}");
+    step(&server, &id, "revoke_sessions", &json!({"scope": "merchant"})).await;
+    assert_eq!(server.call(&bob_session, Method::GET, "/v1/me", None).await.0, 401, "every customer");
+
+    let login = |email: &str| json!({"email": email, "password": PASSWORD, "client": {"ip": "198.51.100.7"}});
+    let done = step(&server, &id, "force_password_reset", &json!({})).await;
+    assert_eq!(done["entry"]["data"]["outcome"]["accounts_reset"], 1);
+    assert_eq!(post(&server, "/v1/identity/login", &login("alice@example.com")).await.0, 401, "the password is gone");
+    assert_eq!(post(&server, "/v1/identity/login", &login("bob@example.com")).await.0, 200, "not affected");
+
+    let mails_before: Vec<(String,)> = server.query_rows("SELECT id FROM outbox WHERE channel = $1", "mail").await;
+    let done = step(&server, &id, "notify_customers", &json!({})).await;
+    assert_eq!(done["entry"]["data"]["outcome"]["customers_notified"], 1);
+    let mails_after: Vec<(String,)> = server.query_rows("SELECT id FROM outbox WHERE channel = $1", "mail").await;
+    assert_eq!(mails_after.len(), mails_before.len() + 1, "one mail, queued");
+
+    let done = step(&server, &id, "suspend_api_keys", &json!({})).await;
+    assert_eq!(done["entry"]["data"]["outcome"]["decisions"].as_array().unwrap().len(), 1, "{done}");
+    let (status, problem) = server.call(&key, Method::GET, "/v1/tokens/tok_abcdefghijklmnopqrstuvwxyz", None).await;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("api_key_suspended")), "{problem}");
+    let again = step(&server, &id, "suspend_api_keys", &json!({})).await;
+    assert_eq!(again["entry"]["data"]["outcome"]["already_suspended"], json!([key_id]));
+    let (status, problem) =
+        step_as(&server, &server.bootstrap_key, &id, "suspend_api_keys", &json!({"api_keys": ["secret-canary-3"]}))
+            .await;
+    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (422, Some("/api_keys/0")), "{problem}");
+    assert!(!problem.to_string().contains("secret-canary-3"));
+}
+
+async fn exported_evidence_proves_against_the_signed_checkpoint(backend: Backend) {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use strongroom_domain::audit::checkpoint::VerifierKey;
+    use strongroom_domain::audit::merkle;
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let (alice, _) = server.signed_in_customer("alice@example.com", PASSWORD).await;
+    stuff_credentials(&server, ATTACKER).await;
+    let id = get(&server, "/v1/security/incidents").await.1["data"][0]["id"].as_str().unwrap().to_owned();
+    // The account joins the incident through a detection about it.
+    let detected = Detected {
+        merchant: Some(MerchantId::parse(&server.merchant_id).unwrap()),
+        point: "impossible_travel".to_owned(),
+        severity: Severity::Medium,
+        summary: "two sign-ins far apart".to_owned(),
+        decision: None,
+        subjects: vec![Subject::Account(alice.clone())],
+    };
+    server.app().state.incidents.detected(detected).await.unwrap();
+
+    let done = step(&server, &id, "export_evidence", &json!({})).await;
+    let evidence = &done["evidence"];
+    let checkpoint = &evidence["checkpoint"];
+    let key = VerifierKey::parse(checkpoint["verifier_key"].as_str().unwrap()).expect("a verifier key");
+    let note = key.open(checkpoint["note"].as_str().unwrap()).expect("a checkpoint signed by the log");
+    let size = checkpoint["size"].as_u64().unwrap();
+    assert_eq!(note.size, size);
+    let root: [u8; 32] = STANDARD.decode(checkpoint["root"].as_str().unwrap()).unwrap().try_into().unwrap();
+    assert_eq!(note.root, root, "the root is the signed one");
+    let entries = evidence["entries"].as_array().unwrap();
+    let leaves: Vec<&str> = entries.iter().map(|e| e["leaf"].as_str().unwrap()).collect();
+    assert!(leaves.iter().any(|l| l.contains(&alice)), "about the account");
+    assert!(leaves.iter().any(|l| l.contains(ATTACKER)), "about the client");
+    assert!(leaves.iter().any(|l| l.contains(&id) && l.contains("security.incident_opened")), "about the incident");
+    for entry in entries {
+        let leaf = entry["leaf"].as_str().unwrap();
+        let hash = merkle::leaf_hash(leaf.as_bytes());
+        assert_eq!(STANDARD.encode(hash), entry["leaf_hash"].as_str().unwrap());
+        let proof: Vec<[u8; 32]> = entry["proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| STANDARD.decode(p.as_str().unwrap()).unwrap().try_into().unwrap())
+            .collect();
+        merkle::verify_inclusion(entry["index"].as_u64().unwrap(), size, &hash, &proof, &root)
+            .expect("the entry is in the signed tree");
+    }
+    assert!(!evidence.to_string().contains("alice@example.com"), "ids only, no personal data");
+    assert_eq!(done["entry"]["data"]["outcome"]["entries"].as_u64(), Some(entries.len() as u64));
 }
