@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use strongroom_domain::detection::Decider;
 use strongroom_domain::detection::incidents::{ChangeIncident, IncidentService, IncidentState, IncidentView};
+use strongroom_domain::detection::playbooks::{Playbooks, Step, StepInput};
+use strongroom_domain::detection::{Decider, DecisionService};
 use strongroom_domain::ports::incidents::IncidentRecord;
 use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
 
@@ -41,6 +42,26 @@ pub enum IncidentsCommand {
     Resolve {
         /// Its id (`inc_…`).
         id: String,
+    },
+    /// Run a playbook step on an incident (as the operator: no four-eyes; `revoke_sessions
+    /// --scope everyone` ends every session of the deployment). Prints what it did;
+    /// `export_evidence` prints the evidence as JSON.
+    Playbook {
+        /// The incident (`inc_…`).
+        id: String,
+        /// revoke_sessions, suspend_api_keys, freeze_refunds, freeze_forwarding,
+        /// unfreeze_refunds, unfreeze_forwarding, force_password_reset, export_evidence,
+        /// notify_customers.
+        step: String,
+        /// revoke_sessions: subjects (default), account, merchant or everyone.
+        #[arg(long)]
+        scope: Option<String>,
+        /// revoke_sessions --scope account: the account (`cus_…`, `stf_…`).
+        #[arg(long)]
+        account: Option<String>,
+        /// suspend_api_keys: a key to suspend (`key_…`; repeat for more; none: the incident's).
+        #[arg(long = "api-key")]
+        api_keys: Vec<String>,
     },
 }
 
@@ -95,6 +116,31 @@ pub(crate) fn service(
     )
 }
 
+/// The playbook steps over the configured database, as the operator runs them (customer
+/// notices are queued in the outbox; a running server sends them).
+async fn playbooks(core: &Core, config: &Config, incidents: IncidentService) -> anyhow::Result<Playbooks> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
+    let hasher = core.password_hasher(config, entropy.clone()).await?;
+    let postman = strongroom_domain::mail::Postman::new(core.outbox.clone());
+    let listen = config.server.listen;
+    let identity = core
+        .identity(config, config.identity_link_base(listen), hasher.clone(), clock.clone(), entropy.clone())
+        .with_postman(postman.clone());
+    let staff = core
+        .staff(config, config.staff_link_base(listen), hasher, clock.clone(), entropy.clone())
+        .with_postman(postman);
+    let decisions = DecisionService::new(
+        Arc::new(core.store.clone()),
+        core.outbox.clone(),
+        core.audit.clone(),
+        clock,
+        entropy,
+        config.detection.settings(),
+    );
+    Ok(Playbooks::new(incidents, decisions, Arc::new(identity), Arc::new(staff), core.audit.clone()))
+}
+
 /// Runs an `incidents` subcommand.
 pub async fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -142,6 +188,19 @@ pub async fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<(
                         text.push_str(&format!("  subject {}:{}\n", s.kind, s.value));
                     }
                     print(text.trim_end());
+                }
+            }
+            IncidentsCommand::Playbook { id, step, scope, account, api_keys } => {
+                let playbooks = playbooks(&core, config, incidents.clone()).await?;
+                let step = Step::parse(&step).map_err(|_| anyhow::anyhow!("no playbook step is called {step:?}"))?;
+                let input = StepInput { scope, account, api_keys, approval_id: None };
+                let done = playbooks
+                    .run(Decider::Operator, None, &id, step, input)
+                    .await
+                    .with_context(|| format!("{} on {id}", step.as_str()))?;
+                match done.evidence {
+                    Some(evidence) => print(&serde_json::to_string_pretty(&evidence)?),
+                    None => print(&format!("{} {}: {}", id, step.as_str(), done.entry.data["outcome"])),
                 }
             }
             IncidentsCommand::Resolve { id } => {

@@ -24,6 +24,7 @@ on_both_backends!(
     dangerous_steps_by_staff_need_a_second_security_member,
     account_steps_end_sessions_force_resets_notify_and_suspend_keys,
     exported_evidence_proves_against_the_signed_checkpoint,
+    the_operator_lists_shows_works_and_resolves_incidents_from_the_command_line,
 );
 
 const ATTACKER: &str = "203.0.113.50";
@@ -519,4 +520,41 @@ async fn exported_evidence_proves_against_the_signed_checkpoint(backend: Backend
     }
     assert!(!evidence.to_string().contains("alice@example.com"), "ids only, no personal data");
     assert_eq!(done["entry"]["data"]["outcome"]["entries"].as_u64(), Some(entries.len() as u64));
+}
+
+async fn the_operator_lists_shows_works_and_resolves_incidents_from_the_command_line(backend: Backend) {
+    use clap::Parser;
+    let Some(mut server) = TestServer::spawn(backend).await else { return };
+    let (_, session) = server.signed_in_customer("carol@example.com", PASSWORD).await;
+    let id = incident_about(&server, json!([])).await;
+    server.stop().await;
+    let data_dir = server.data_dir();
+    let database_url = server.config.database_url.as_ref().map(|url| url.expose().clone());
+    let run = |extra: Vec<&str>| {
+        let mut args = vec!["strongroom".to_owned(), "--data-dir".into(), data_dir.to_str().unwrap().into()];
+        if let Some(url) = &database_url {
+            args.extend(["--database-url".into(), url.clone()]);
+        }
+        args.push("incidents".into());
+        args.extend(extra.into_iter().map(str::to_owned));
+        strongroom::commands::run(strongroom::commands::Cli::try_parse_from(args).unwrap())
+    };
+    assert_eq!(run(vec!["list"]).await, 0);
+    assert_eq!(run(vec!["list", "--state", "open", "--json"]).await, 0);
+    assert_ne!(run(vec!["list", "--state", "closed"]).await, 0);
+    assert_eq!(run(vec!["show", &id, "--json"]).await, 0);
+    assert_eq!(run(vec!["playbook", &id, "revoke_sessions", "--scope", "everyone"]).await, 0, "the operator may");
+    assert_eq!(run(vec!["playbook", &id, "export_evidence"]).await, 0);
+    assert_ne!(run(vec!["playbook", &id, "no_such_step"]).await, 0);
+    assert_eq!(run(vec!["resolve", &id]).await, 0);
+    assert_ne!(run(vec!["resolve", &id]).await, 0, "resolved once");
+    server.restart().await;
+    assert_eq!(server.call(&session, Method::GET, "/v1/me", None).await.0, 401, "every session ended");
+    let (_, read) = get(&server, &format!("/v1/security/incidents/{id}")).await;
+    assert_eq!(read["state"], "resolved", "{read}");
+    let actors: Vec<&str> = read["timeline"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
+    assert_eq!(actors.iter().filter(|a| **a == "operator").count(), 3, "{read}");
+    let audit = audit_text(&server).await;
+    assert!(audit.contains("security.playbook_step") && audit.contains("operator"), "audited as the operator");
+    server.shutdown().await;
 }
