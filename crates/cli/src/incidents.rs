@@ -95,7 +95,7 @@ fn full_json(view: &IncidentView) -> serde_json::Value {
             serde_json::json!({"at": e.at.to_rfc3339(), "actor": e.actor, "kind": e.kind, "text": e.text, "data": e.data})
         })
         .collect();
-    value["subjects"] = view.subjects.iter().map(|s| serde_json::json!({"kind": s.kind, "value": s.value})).collect();
+    value["subjects"] = view.subjects.iter().map(|s| serde_json::json!({"kind": s.kind, "id": s.value})).collect();
     value
 }
 

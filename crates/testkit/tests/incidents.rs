@@ -81,7 +81,7 @@ async fn credential_stuffing_opens_an_incident_that_later_detections_join(backen
     assert_eq!((timeline[0]["kind"].as_str(), timeline[0]["actor"].as_str()), (Some("detection"), Some("detector")));
     assert_eq!(timeline[0]["data"]["point"], "credential_stuffing");
     assert_eq!(timeline[0]["data"]["decision"], decision.as_str());
-    assert_eq!(incident["subjects"], json!([{"kind": "client", "value": ATTACKER}]));
+    assert_eq!(incident["subjects"], json!([{"kind": "client", "id": ATTACKER}]));
 
     // A second client stuffing credentials joins the open incident; its client is added once.
     stuff_credentials(&server, "198.51.100.77").await;
@@ -153,7 +153,7 @@ async fn thirty_concurrent_detections_open_one_incident(backend: Backend) {
 async fn incidents_are_opened_moved_assigned_and_noted_by_hand(backend: Backend) {
     let Some(server) = TestServer::spawn(backend).await else { return };
     let body = json!({"title": "Phishing mail impersonating the shop", "severity": "medium",
-        "note": "reported by three customers", "subjects": [{"kind": "client", "value": "192.0.2.9"}]});
+        "note": "reported by three customers", "subjects": [{"kind": "client", "id": "192.0.2.9"}]});
     let (status, opened) = post(&server, "/v1/security/incidents", &body).await;
     assert_eq!(status, 201, "{opened}");
     let id = opened["id"].as_str().unwrap().to_owned();
@@ -212,10 +212,10 @@ async fn incidents_are_opened_moved_assigned_and_noted_by_hand(backend: Backend)
         (json!({"title": "x", "severity": "apocalyptic"}), "/severity"),
         (json!({"title": "", "severity": "low"}), "/title"),
         (
-            json!({"title": "x", "severity": "low", "subjects": [{"kind": "account", "value": "secret-canary-9@example.com"}]}),
-            "/subjects/0/value",
+            json!({"title": "x", "severity": "low", "subjects": [{"kind": "account", "id": "secret-canary-9@example.com"}]}),
+            "/subjects/0/id",
         ),
-        (json!({"title": "x", "severity": "low", "subjects": [{"kind": "card", "value": "1"}]}), "/subjects/0/kind"),
+        (json!({"title": "x", "severity": "low", "subjects": [{"kind": "card", "id": "1"}]}), "/subjects/0/kind"),
     ] {
         let (status, problem) = post(&server, "/v1/security/incidents", &body).await;
         assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (422, Some(pointer)), "{problem}");
@@ -432,8 +432,7 @@ async fn account_steps_end_sessions_force_resets_notify_and_suspend_keys(backend
     let (_, bob_session) = server.signed_in_customer("bob@example.com", PASSWORD).await;
     let (key_id, key) = server.create_key("leaked", &["vault:read"]).await;
     let id =
-        incident_about(&server, json!([{"kind": "account", "value": alice}, {"kind": "api_key", "value": key_id}]))
-            .await;
+        incident_about(&server, json!([{"kind": "account", "id": alice}, {"kind": "api_key", "id": key_id}])).await;
     assert_eq!(server.call(&alice_session, Method::GET, "/v1/me", None).await.0, 200);
 
     let done = step(&server, &id, "revoke_sessions", &json!({})).await;

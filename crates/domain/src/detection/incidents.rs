@@ -132,12 +132,12 @@ impl Subject {
                 let (address, _) = value.split_once('/').unwrap_or((value, ""));
                 let scope = if value.contains('/') { "prefix" } else { "ip" };
                 if address.parse::<std::net::IpAddr>().is_err() {
-                    return Err(DomainError::invalid(format!("{pointer}/value"), "must be an IP address or prefix"));
+                    return Err(DomainError::invalid(format!("{pointer}/id"), "must be an IP address or prefix"));
                 }
                 Ok(Subject::Client(super::DecisionScope::parse(scope, value)?.value()))
             }
             "account" | "token" | "api_key" => {
-                Err(DomainError::invalid(format!("{pointer}/value"), "must be an id of the subject's kind"))
+                Err(DomainError::invalid(format!("{pointer}/id"), "must be an id of the subject's kind"))
             }
             _ => Err(DomainError::invalid(format!("{pointer}/kind"), "must be account, token, api_key or client")),
         }

@@ -31,8 +31,8 @@ pub struct SubjectBody {
     /// `account` (`cus_…`, `stf_…`), `token` (`tok_…`), `api_key` (`key_…`) or `client` (an
     /// address or prefix).
     pub kind: String,
-    /// The id, address or prefix.
-    pub value: String,
+    /// The id (`cus_…`, `stf_…`, `tok_…`, `key_…`) or, for a client, the address or prefix.
+    pub id: String,
 }
 
 /// One line of an incident's timeline.
@@ -111,9 +111,8 @@ impl IncidentBody {
     pub fn full(view: IncidentView) -> Self {
         let mut body = Self::of(view.incident);
         body.timeline = Some(view.timeline.into_iter().map(TimelineBody::from).collect());
-        body.subjects = Some(
-            view.subjects.into_iter().map(|s: SubjectRecord| SubjectBody { kind: s.kind, value: s.value }).collect(),
-        );
+        body.subjects =
+            Some(view.subjects.into_iter().map(|s: SubjectRecord| SubjectBody { kind: s.kind, id: s.value }).collect());
         body
     }
 }
@@ -233,7 +232,7 @@ pub async fn open_incident(
         .subjects
         .iter()
         .enumerate()
-        .map(|(n, s)| Subject::parse(&s.kind, &s.value, &format!("/subjects/{n}")))
+        .map(|(n, s)| Subject::parse(&s.kind, &s.id, &format!("/subjects/{n}")))
         .collect::<Result<Vec<_>, _>>()?;
     let new = NewIncident { title: body.title, severity, note: body.note, subjects };
     let merchant = auth.principal.merchant_id();
