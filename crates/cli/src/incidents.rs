@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Subcommand;
 use strongroom_domain::detection::incidents::{ChangeIncident, IncidentService, IncidentState, IncidentView};
-use strongroom_domain::detection::playbooks::{Playbooks, Step, StepInput};
+use strongroom_domain::detection::playbooks::{KeyRotation, Playbooks, Step, StepInput};
 use strongroom_domain::detection::{Decider, DecisionService};
 use strongroom_domain::ports::incidents::IncidentRecord;
 use strongroom_types::{Clock, Entropy, OsEntropy, SystemClock};
@@ -51,7 +51,8 @@ pub enum IncidentsCommand {
         id: String,
         /// revoke_sessions, suspend_api_keys, freeze_refunds, freeze_forwarding,
         /// unfreeze_refunds, unfreeze_forwarding, force_password_reset, export_evidence,
-        /// notify_customers.
+        /// notify_customers, rotate_keys (a second operator's key in STRONGROOM_APPROVAL_KEY
+        /// under vault.dual_control, as for `keys rotate`).
         step: String,
         /// revoke_sessions: subjects (default), account, merchant or everyone.
         #[arg(long)]
@@ -191,8 +192,14 @@ pub async fn run(config: &Config, command: IncidentsCommand) -> anyhow::Result<(
                 }
             }
             IncidentsCommand::Playbook { id, step, scope, account, api_keys } => {
-                let playbooks = playbooks(&core, config, incidents.clone()).await?;
+                let mut playbooks = playbooks(&core, config, incidents.clone()).await?;
                 let step = Step::parse(&step).map_err(|_| anyhow::anyhow!("no playbook step is called {step:?}"))?;
+                if step == Step::RotateKeys {
+                    let (clock, entropy): (Arc<dyn Clock>, Arc<dyn Entropy>) =
+                        (Arc::new(SystemClock), Arc::new(OsEntropy));
+                    let approver = crate::keys::approval(config, &core, clock, entropy).await?;
+                    playbooks = playbooks.with_key_rotation(KeyRotation { keys: core.vault_keys.clone(), approver });
+                }
                 let input = StepInput { scope, account, api_keys, approval_id: None };
                 let done = playbooks
                     .run(Decider::Operator, None, &id, step, input)

@@ -350,6 +350,11 @@ async fn freezing_refunds_and_forwarding_refuses_them_until_unfrozen(backend: Ba
     assert!(audit.contains("security.playbook_step") && audit.contains("forwarding_frozen"), "audited");
     let (status, _) = step_as(&server, &server.bootstrap_key, &id, "launch_missiles", &json!({})).await;
     assert_eq!(status, 404, "unknown steps are not found");
+    let (status, problem) = step_as(&server, &server.bootstrap_key, &id, "export_evidence", &json!({})).await;
+    assert_eq!(status, 200, "evidence after resolution: {problem}");
+    let second = incident_about(&server, json!([])).await;
+    let (status, problem) = step_as(&server, &server.bootstrap_key, &second, "rotate_keys", &json!({})).await;
+    assert_eq!(status, 403, "the deployment's keys are the operator's: {problem}");
 }
 
 /// A staff member with `roles` who accepted an invitation and enrolled TOTP: the session token.
@@ -544,6 +549,7 @@ async fn the_operator_lists_shows_works_and_resolves_incidents_from_the_command_
     assert_eq!(run(vec!["show", &id, "--json"]).await, 0);
     assert_eq!(run(vec!["playbook", &id, "revoke_sessions", "--scope", "everyone"]).await, 0, "the operator may");
     assert_eq!(run(vec!["playbook", &id, "export_evidence"]).await, 0);
+    assert_eq!(run(vec!["playbook", &id, "rotate_keys"]).await, 0, "the operator rotates the keys");
     assert_ne!(run(vec!["playbook", &id, "no_such_step"]).await, 0);
     assert_eq!(run(vec!["resolve", &id]).await, 0);
     assert_ne!(run(vec!["resolve", &id]).await, 0, "resolved once");
@@ -552,7 +558,12 @@ async fn the_operator_lists_shows_works_and_resolves_incidents_from_the_command_
     let (_, read) = get(&server, &format!("/v1/security/incidents/{id}")).await;
     assert_eq!(read["state"], "resolved", "{read}");
     let actors: Vec<&str> = read["timeline"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
-    assert_eq!(actors.iter().filter(|a| **a == "operator").count(), 3, "{read}");
+    assert_eq!(actors.iter().filter(|a| **a == "operator").count(), 4, "{read}");
+    let rotated = read["timeline"].as_array().unwrap().iter().find(|e| e["data"]["step"] == "rotate_keys").unwrap();
+    assert_eq!(rotated["data"]["outcome"]["kek_version"], 2, "{rotated}");
+    // Tokens made before the rotation still open.
+    let made = post(&server, "/v1/tokens", &json!({"type": "email", "value": "d@example.com"})).await.1;
+    assert_eq!(get(&server, &format!("/v1/tokens/{}", made["id"].as_str().unwrap())).await.0, 200);
     let audit = audit_text(&server).await;
     assert!(audit.contains("security.playbook_step") && audit.contains("operator"), "audited as the operator");
     server.shutdown().await;

@@ -326,6 +326,21 @@ impl DecisionService {
         let _ = self.incidents.set(incidents);
     }
 
+    /// The incidents detections are reported to, once wired.
+    pub fn incidents(&self) -> Option<&incidents::IncidentService> {
+        self.incidents.get()
+    }
+
+    /// Reports a detection to the incidents (for detection points that hold this service): a
+    /// failure is logged, never raised, so a detection point goes on either way.
+    pub async fn detected(&self, detected: incidents::Detected) {
+        let Some(incidents) = self.incidents.get() else { return };
+        let point = detected.point.clone();
+        if let Err(err) = incidents.detected(detected).await {
+            tracing::warn!(error = %err, point = %point, "reporting a detection as an incident failed");
+        }
+    }
+
     /// The settings.
     pub fn settings(&self) -> &DetectionSettings {
         &self.settings

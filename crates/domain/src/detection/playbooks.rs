@@ -55,9 +55,12 @@ pub enum Step {
     ExportEvidence,
     /// Mail the incident's customers a security notice (with their anti-phishing phrase).
     NotifyCustomers,
+    /// Rotate the vault's key-encryption key and rewrap every data key under it (the
+    /// operator's command only: the keys are the deployment's).
+    RotateKeys,
 }
 
-const STEPS: [Step; 9] = [
+const STEPS: [Step; 10] = [
     Step::RevokeSessions,
     Step::SuspendApiKeys,
     Step::FreezeRefunds,
@@ -67,6 +70,7 @@ const STEPS: [Step; 9] = [
     Step::ForcePasswordReset,
     Step::ExportEvidence,
     Step::NotifyCustomers,
+    Step::RotateKeys,
 ];
 
 impl Step {
@@ -82,6 +86,7 @@ impl Step {
             Step::ForcePasswordReset => "force_password_reset",
             Step::ExportEvidence => "export_evidence",
             Step::NotifyCustomers => "notify_customers",
+            Step::RotateKeys => "rotate_keys",
         }
     }
 
@@ -156,6 +161,16 @@ const MAX_SCANNED: u64 = 200_000;
 /// How long before the incident opened the evidence reaches back.
 const LEAD: std::time::Duration = std::time::Duration::from_secs(86_400);
 
+/// The operator's key rotation, as the command line wires it: the vault's keys and the second
+/// operator's approving key (under dual control).
+#[derive(Debug, Clone)]
+pub struct KeyRotation {
+    /// The vault's key hierarchy.
+    pub keys: Arc<crate::vault::keys::VaultKeys>,
+    /// The approving key (`key_…`), when the deployment requires one.
+    pub approver: Option<String>,
+}
+
 /// The playbook steps.
 #[derive(Debug, Clone)]
 pub struct Playbooks {
@@ -164,6 +179,7 @@ pub struct Playbooks {
     identity: Arc<IdentityService>,
     staff: Arc<StaffService>,
     audit: AuditLog,
+    rotation: Option<KeyRotation>,
 }
 
 impl Playbooks {
@@ -175,7 +191,13 @@ impl Playbooks {
         staff: Arc<StaffService>,
         audit: AuditLog,
     ) -> Self {
-        Self { incidents, decisions, identity, staff, audit }
+        Self { incidents, decisions, identity, staff, audit, rotation: None }
+    }
+
+    /// Lets the operator's `rotate_keys` step rotate the vault's keys.
+    pub fn with_key_rotation(mut self, rotation: KeyRotation) -> Self {
+        self.rotation = Some(rotation);
+        self
     }
 
     /// Runs `step` on incident `id` (`merchant`: the caller's; `None`: the operator, any
@@ -207,7 +229,8 @@ impl Playbooks {
             | Step::UnfreezeRefunds
             | Step::UnfreezeForwarding
             | Step::ExportEvidence
-            | Step::NotifyCustomers => false,
+            | Step::NotifyCustomers
+            | Step::RotateKeys => false,
         };
         if dangerous && let Decider::Caller(principal, ip, request_id) = caller {
             let client = Client { ip, user_agent: None, request_id: request_id.map(str::to_owned) };
@@ -288,6 +311,18 @@ impl Playbooks {
                     }
                 }
                 json!({"customers_notified": mailed})
+            }
+            Step::RotateKeys => {
+                let (Decider::Operator, Some(rotation)) = (caller, &self.rotation) else {
+                    return Err(DomainError::Forbidden(
+                        "the deployment's keys are rotated by the operator (strongroom incidents playbook … rotate_keys)",
+                    ));
+                };
+                let ceremonies =
+                    crate::key_ceremonies::KeyCeremonies { audit: &self.audit, approver: rotation.approver.as_deref() };
+                let version = ceremonies.rotate_kek(&rotation.keys).await?;
+                let moved = ceremonies.rewrap(&rotation.keys, |_| {}).await?;
+                json!({"kek_version": version, "data_keys_rewrapped": moved})
             }
             Step::ExportEvidence => {
                 let exported = self.evidence(&incident, owner.as_ref(), &subjects).await?;
