@@ -881,6 +881,25 @@ impl Application {
         );
         decisions.refresh(true).await.context("cannot read the intrusion-detection decisions")?;
         let decisions_refresh = decisions.spawn_refresh();
+        let incidents = strongroom_domain::detection::incidents::IncidentService::new(
+            Arc::new(core.store.clone()),
+            core.outbox.clone(),
+            audit.clone(),
+            clock.clone(),
+            entropy.clone(),
+            config.detection.incident_settings(),
+        );
+        decisions.set_incidents(incidents.clone());
+        let freezes = strongroom_domain::detection::playbooks::Freezes::new(Arc::new(core.store.clone()));
+        payments.set_freezes(freezes.clone());
+        forward.set_freezes(freezes);
+        let playbooks = strongroom_domain::detection::playbooks::Playbooks::new(
+            incidents.clone(),
+            decisions.clone(),
+            identity.clone(),
+            staff.clone(),
+            audit.clone(),
+        );
         identity.set_decisions(decisions.clone());
         vault.set_detection(decisions.clone());
         payments.set_detection(decisions.clone());
@@ -941,6 +960,8 @@ impl Application {
         ));
         let state = AppState::new(Services {
             decisions: Arc::new(decisions),
+            incidents: Arc::new(incidents),
+            playbooks: Arc::new(playbooks),
             access_tokens,
             identity,
             staff,

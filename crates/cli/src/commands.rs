@@ -76,6 +76,9 @@ pub enum Command {
     /// --allow-host) with a concurrent normal-user load, and report how detection did. Exit 0
     /// when the attack was blocked within its bound and no normal user was refused.
     Drill(crate::drill::DrillArgs),
+    /// Security incidents of every merchant: list, show, resolve, run a playbook step.
+    #[command(subcommand)]
+    Incidents(crate::incidents::IncidentsCommand),
     /// Exit 0 when a running server answers /readyz with 200, 1 otherwise.
     Healthcheck {
         /// The readiness URL (default: derived from server.listen).
@@ -230,6 +233,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Jobs(JobsCommand::Status) => jobs_status(&config).await,
         Command::Decisions(command) => crate::decisions::run(&config, command).await,
         Command::Drill(args) => return crate::drill::command(&config, args).await,
+        Command::Incidents(command) => crate::incidents::run(&config, command).await,
         Command::Payments(command) => match crate::payments::run(&config, command).await {
             Ok(code) => return code,
             Err(err) => Err(err),

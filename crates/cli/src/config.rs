@@ -166,6 +166,9 @@ pub struct DetectionConfig {
     /// password (use `STRONGROOM_DETECTION__REDIS_URL_FILE`).
     #[serde(serialize_with = "masked_url", skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<Secret<String>>,
+    /// Detections at or above this severity (`low`, `medium`, `high`, `critical`) open an
+    /// incident, or join the one open. Default `medium`.
+    pub incident_severity: strongroom_domain::detection::incidents::Severity,
 }
 
 impl Default for DetectionConfig {
@@ -189,6 +192,7 @@ impl Default for DetectionConfig {
             reveals_per_hour: d.reveals_per_hour,
             insider_suspension: d.insider_suspension,
             redis_url: None,
+            incident_severity: strongroom_domain::detection::incidents::IncidentSettings::default().threshold,
         }
     }
 }
@@ -265,6 +269,11 @@ impl DetectionConfig {
             }
         }
         None
+    }
+
+    /// The incidents' settings.
+    pub fn incident_settings(&self) -> strongroom_domain::detection::incidents::IncidentSettings {
+        strongroom_domain::detection::incidents::IncidentSettings { threshold: self.incident_severity }
     }
 }
 

@@ -91,7 +91,7 @@ fn needs_approval(config: &Config, core: &Core) -> bool {
 }
 
 /// Checks the second operator's approval; returns the approving key's id.
-async fn approval(
+pub(crate) async fn approval(
     config: &Config,
     core: &Core,
     clock: Arc<dyn Clock>,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod data_dir;
 pub mod decisions;
 pub mod drill;
+pub mod incidents;
 pub mod keys;
 pub mod logging;
 pub mod passwords;

@@ -28,6 +28,8 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     ("security.webhook_endpoint_disabled", "an endpoint failed for five days and was disabled"),
     ("security.decision_made", "intrusion detection (or a staff member) blocked a client"),
     ("security.decision_lifted", "a block of a client was lifted"),
+    ("security.incident_opened", "a detection (or a staff member) opened a security incident"),
+    ("security.incident_updated", "a security incident changed: state, assignee, severity or a playbook step"),
     ("vault.key_rotated", "a new key-encryption key version is active"),
     ("vault.key_retired", "a key-encryption key version was retired"),
     ("vault.fingerprint_key_rotated", "a new fingerprint key version is active"),

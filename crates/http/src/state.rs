@@ -119,6 +119,10 @@ pub struct Services {
     pub identity: Arc<strongroom_domain::identity::IdentityService>,
     /// Intrusion detection's decisions (blocked clients).
     pub decisions: Arc<strongroom_domain::detection::DecisionService>,
+    /// Incidents (opened by detections and staff).
+    pub incidents: Arc<strongroom_domain::detection::incidents::IncidentService>,
+    /// Incident playbook steps.
+    pub playbooks: Arc<strongroom_domain::detection::playbooks::Playbooks>,
     /// Staff, roles and approvals.
     pub staff: Arc<strongroom_domain::staff::StaffService>,
     /// HTTP settings.

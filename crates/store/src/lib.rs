@@ -15,6 +15,7 @@ mod detection;
 mod disputes;
 mod idempotency;
 mod identity;
+mod incidents;
 mod ledger_writer;
 mod outbox;
 pub use outbox::PgLeadership;

@@ -54,7 +54,7 @@ async fn drop_postgres(name: &str) {
 }
 
 async fn suite(store: Store) {
-    assert_eq!(store.migrate().await.unwrap(), 17, "first migrate applies every migration");
+    assert_eq!(store.migrate().await.unwrap(), 18, "first migrate applies every migration");
     assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 
@@ -135,7 +135,116 @@ async fn suite(store: Store) {
     gateway_events_suite(&store).await;
     create_and_confirm_suite(&store).await;
     detection_counts_suite(&store).await;
+    incidents_suite(&store).await;
     store.close().await;
+}
+
+/// Incidents: of 30 concurrent open-or-joins for one merchant one opens and 29 join (the partial
+/// unique index decides), each with its timeline entry and subjects once; a hand-made open
+/// while one is active writes nothing; a state change applies from its states once; a resolved
+/// incident frees the merchant for a new one; a freeze is set and lifted once.
+async fn incidents_suite(store: &Store) {
+    use strongroom_domain::detection::incidents::Severity;
+    use strongroom_domain::ports::incidents::{
+        FreezeKind, IncidentChange, IncidentRecord, IncidentsRepository, Landed, SubjectRecord, TimelineEntry,
+    };
+    let t = |ms: i64| Timestamp::from_unix_millis(1_800_000_000_000 + ms);
+    let store = Arc::new(store.clone());
+    let record = |id: String, severity: Severity| IncidentRecord {
+        id,
+        merchant: Some("mer_incidents".to_owned()),
+        title: "Detected: credential stuffing".to_owned(),
+        severity,
+        state: "open".to_owned(),
+        assignee: None,
+        opened_by: "detector".to_owned(),
+        opened_at: t(0),
+        updated_at: t(0),
+        resolved_at: None,
+    };
+    let entry = |kind: &str| TimelineEntry {
+        at: t(0),
+        actor: "detector".to_owned(),
+        kind: kind.to_owned(),
+        text: Some("ten accounts from one client".to_owned()),
+        data: serde_json::json!({"point": "credential_stuffing"}),
+    };
+    let landings = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let opened = winners(30, |n| {
+        let store = store.clone();
+        let landings = landings.clone();
+        let new = record(format!("inc_race{n:02}"), if n == 7 { Severity::Critical } else { Severity::High });
+        let subjects = vec![
+            SubjectRecord { kind: "client".to_owned(), value: "192.0.2.1".to_owned(), added_at: t(0) },
+            SubjectRecord { kind: "client".to_owned(), value: format!("198.51.100.{n}"), added_at: t(0) },
+        ];
+        let entry = entry("detection");
+        async move {
+            let events = |_: &IncidentRecord, _: Landed| Vec::new();
+            let (incident, landed) = store.open_or_join(&new, &entry, &subjects, true, &events).await.unwrap().unwrap();
+            landings.lock().unwrap().push((incident.id, landed));
+            landed == Landed::Opened
+        }
+    })
+    .await;
+    assert_eq!(opened, 1, "one opens");
+    let landings = landings.lock().unwrap().clone();
+    let id = landings.iter().find(|l| l.1 == Landed::Opened).unwrap().0.clone();
+    assert!(landings.iter().all(|l| l.0 == id), "the others joined it");
+    let active = store.list_incidents(Some("mer_incidents"), Some("open"), 100).await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].severity, Severity::Critical, "the highest joined");
+    assert_eq!(store.timeline(&id).await.unwrap().len(), 30);
+    assert_eq!(store.subjects(&id).await.unwrap().len(), 31, "192.0.2.1 once");
+
+    // By hand while one is active: nothing written.
+    let none = |_: &IncidentRecord, _: Landed| Vec::new();
+    let manual = record("inc_manual".to_owned(), Severity::Low);
+    assert!(store.open_or_join(&manual, &entry("opened"), &[], false, &none).await.unwrap().is_none());
+    assert!(store.incident("inc_manual").await.unwrap().is_none());
+
+    // Contained once, then resolved once; a resolved incident takes notes but no steps.
+    let contain = IncidentChange { id: &id, from: &["open"], state: Some("contained"), assignee: None, at: t(1) };
+    let won = winners(30, |_| {
+        let store = store.clone();
+        let (id, entry) = (id.clone(), entry("state"));
+        async move {
+            let change =
+                IncidentChange { id: &id, from: &["open"], state: Some("contained"), assignee: None, at: t(1) };
+            store.change_incident(&change, &entry, &[]).await.unwrap()
+        }
+    })
+    .await;
+    assert_eq!(won, 1, "contained once");
+    assert!(!store.change_incident(&contain, &entry("state"), &[]).await.unwrap());
+    let resolve = IncidentChange {
+        id: &id,
+        from: &["open", "contained"],
+        state: Some("resolved"),
+        assignee: Some(None),
+        at: t(2),
+    };
+    assert!(store.change_incident(&resolve, &entry("state"), &[]).await.unwrap());
+    let resolved = store.incident(&id).await.unwrap().unwrap();
+    assert_eq!((resolved.state.as_str(), resolved.resolved_at), ("resolved", Some(t(2))));
+    assert!(store.add_to_incident(&id, &["open", "contained", "resolved"], &entry("note"), &[], &[]).await.unwrap());
+    assert!(!store.add_to_incident(&id, &["open", "contained"], &entry("playbook"), &[], &[]).await.unwrap());
+    // The merchant is free for a new incident.
+    let (fresh, landed) = store.open_or_join(&manual, &entry("opened"), &[], false, &none).await.unwrap().unwrap();
+    assert_eq!((fresh.id.as_str(), landed), ("inc_manual", Landed::Opened));
+
+    // Freezes: set once, lifted once, per kind.
+    let frozen = winners(30, |_| {
+        let store = store.clone();
+        async move { store.freeze("mer_incidents", FreezeKind::Refunds, "stf_a", t(3)).await.unwrap() }
+    })
+    .await;
+    assert_eq!(frozen, 1, "frozen once");
+    assert_eq!(store.frozen("mer_incidents", FreezeKind::Refunds).await.unwrap(), Some((t(3), "stf_a".to_owned())));
+    assert_eq!(store.frozen("mer_incidents", FreezeKind::Forwarding).await.unwrap(), None);
+    assert!(store.unfreeze("mer_incidents", FreezeKind::Refunds).await.unwrap());
+    assert!(!store.unfreeze("mer_incidents", FreezeKind::Refunds).await.unwrap());
+    assert_eq!(store.frozen("mer_incidents", FreezeKind::Refunds).await.unwrap(), None);
 }
 
 /// A token row of `merchant` with `ciphertext` as its sealed value, as the store receives it.

@@ -13,6 +13,9 @@
 //! decides), block a client for longer than [`MAX_BLOCK`], or let one merchant's staff lift
 //! another merchant's decision.
 
+pub mod incidents;
+pub mod playbooks;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -342,6 +345,8 @@ pub struct DecisionService {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     settings: DetectionSettings,
+    /// Where the detector's decisions are reported as incidents (wired once at start).
+    incidents: Arc<std::sync::OnceLock<incidents::IncidentService>>,
 }
 
 impl DecisionService {
@@ -365,6 +370,27 @@ impl DecisionService {
             clock,
             entropy,
             settings,
+            incidents: Arc::default(),
+        }
+    }
+
+    /// Reports the detector's decisions to `incidents` from now on.
+    pub fn set_incidents(&self, incidents: incidents::IncidentService) {
+        let _ = self.incidents.set(incidents);
+    }
+
+    /// The incidents detections are reported to, once wired.
+    pub fn incidents(&self) -> Option<&incidents::IncidentService> {
+        self.incidents.get()
+    }
+
+    /// Reports a detection to the incidents (for detection points that hold this service): a
+    /// failure is logged, never raised, so a detection point goes on either way.
+    pub async fn detected(&self, detected: incidents::Detected) {
+        let Some(incidents) = self.incidents.get() else { return };
+        let point = detected.point.clone();
+        if let Err(err) = incidents.detected(detected).await {
+            tracing::warn!(error = %err, point = %point, "reporting a detection as an incident failed");
         }
     }
 
@@ -482,10 +508,10 @@ impl DecisionService {
             points::Counting::Distinct => tally.distinct,
             points::Counting::Hits => tally.hits,
         };
-        self.detected(&sighting, rule, seen).await
+        self.detection(&sighting, rule, seen).await
     }
 
-    async fn detected(&self, sighting: &Sighting<'_>, rule: points::Rule, seen: u64) -> Option<DecisionRecord> {
+    async fn detection(&self, sighting: &Sighting<'_>, rule: points::Rule, seen: u64) -> Option<DecisionRecord> {
         let point = sighting.point;
         if let Some(counter) = self.detections.get(point.index()) {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -513,21 +539,53 @@ impl DecisionService {
         if let Err(err) = self.audit.record(event).await {
             tracing::warn!(error = %err, "auditing a detection failed");
         }
-        let scope = sighting.respond.clone()?;
-        let new = NewDecision {
-            merchant: sighting.merchant.cloned(),
-            scope,
-            reason: point.id().to_owned(),
-            detail: Some(detail),
-            base: rule.base,
-        };
-        match self.decide(Decider::Detector, new).await {
-            Ok(decision) => decision,
-            Err(err) => {
-                tracing::warn!(error = %err, point = point.id(), "deciding on a detection failed");
-                None
+        let decision = match sighting.respond.clone() {
+            Some(scope) => {
+                let new = NewDecision {
+                    merchant: sighting.merchant.cloned(),
+                    scope,
+                    reason: point.id().to_owned(),
+                    detail: Some(detail.clone()),
+                    base: rule.base,
+                };
+                match self.decide(Decider::Detector, new).await {
+                    Ok(decision) => decision,
+                    Err(err) => {
+                        tracing::warn!(error = %err, point = point.id(), "deciding on a detection failed");
+                        None
+                    }
+                }
             }
+            None => None,
+        };
+        // Every detection goes to the incidents, which open or join one from its severity on.
+        let mut subjects: Vec<incidents::Subject> = sighting
+            .subjects
+            .iter()
+            .filter_map(|id| match id.split_once('_').map(|(prefix, _)| prefix) {
+                Some("cus" | "stf") => Some(incidents::Subject::Account(id.clone())),
+                Some("tok") => Some(incidents::Subject::Token(id.clone())),
+                Some("key") => Some(incidents::Subject::ApiKey(id.clone())),
+                _ => None,
+            })
+            .collect();
+        if let Some(ip) = sighting.ip {
+            subjects.push(incidents::Subject::Client(points::client_group(ip)));
         }
+        let summary = match &decision {
+            Some(d) => format!("{}: {detail}; {} {} {}", point.id(), d.action, d.scope_kind, d.scope_value),
+            None => format!("{}: {detail}", point.id()),
+        };
+        self.detected(incidents::Detected {
+            merchant: sighting.merchant.cloned(),
+            point: point.id().to_owned(),
+            severity: point.severity(),
+            summary,
+            decision: decision.as_ref().map(|d| d.id.clone()),
+            subjects,
+        })
+        .await;
+        decision
     }
 
     /// Reloads the book when the stored version changed (or `force`).
@@ -631,6 +689,8 @@ impl DecisionService {
         Ok(Some(decision))
     }
 
+    /// Reports a decision of the detector as a detection to the incidents (a failure is
+    /// logged: the decision holds either way).
     /// One decision the caller may see: its merchant's or a deployment-wide one.
     pub async fn decision(&self, merchant: &MerchantId, id: &str) -> Result<DecisionRecord, DomainError> {
         match self.repo.decision(id).await? {

@@ -18,30 +18,7 @@ use std::time::Duration;
 use super::{DecisionScope, DetectionSettings};
 use crate::merchants::MerchantId;
 
-/// How severe a detection is: `high` and above open an incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    /// Internet noise (a scanner found a decoy route).
-    Low,
-    /// Probing that could succeed (many wrong codes, tampered cookies).
-    Medium,
-    /// An attack in progress (stuffing, card testing, enumeration, guessing).
-    High,
-    /// Someone used something only an intruder has (a decoy key, a canary token).
-    Critical,
-}
-
-impl Severity {
-    /// `low`, `medium`, `high`, `critical`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
+pub use super::incidents::Severity;
 
 /// What a point counts in its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

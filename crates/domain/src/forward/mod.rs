@@ -363,6 +363,8 @@ pub struct ForwardService {
     transport: Arc<dyn GatewayTransport>,
     audit: AuditLog,
     counters: Arc<ForwardCounters>,
+    /// Incident freezes: forwards are refused while frozen (wired once at start).
+    freezes: std::sync::OnceLock<crate::detection::playbooks::Freezes>,
 }
 
 impl std::fmt::Debug for ForwardService {
@@ -374,7 +376,12 @@ impl std::fmt::Debug for ForwardService {
 impl ForwardService {
     /// The service.
     pub fn new(vault: Arc<VaultService>, transport: Arc<dyn GatewayTransport>, audit: AuditLog) -> Self {
-        Self { vault, transport, audit, counters: Arc::default() }
+        Self { vault, transport, audit, counters: Arc::default(), freezes: std::sync::OnceLock::new() }
+    }
+
+    /// Refuses forwards of a merchant while an incident's playbook froze them.
+    pub fn set_freezes(&self, freezes: crate::detection::playbooks::Freezes) {
+        let _ = self.freezes.set(freezes);
     }
 
     /// Forwards per destination host and outcome, for the metrics.
@@ -397,6 +404,14 @@ impl ForwardService {
             return Err(ForwardError::Domain(DomainError::Forbidden(
                 "forwards are made by the shop's backend with an API key, not by staff",
             )));
+        }
+        if let Some(freezes) = self.freezes.get()
+            && let Err(frozen) =
+                freezes.check(principal.merchant_id(), crate::ports::incidents::FreezeKind::Forwarding).await
+        {
+            let event = Self::event(principal, source, "forward.sent", Outcome::Denied("forwarding_frozen"));
+            self.audit.record(event).await.map_err(DomainError::from)?;
+            return Err(ForwardError::Domain(frozen));
         }
         if input.destination.len() > 2048 {
             return Err(ForwardError::Domain(DomainError::invalid("/destination", "must be at most 2048 characters")));

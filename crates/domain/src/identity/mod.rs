@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod breached;
 pub mod email;
 pub mod factors;
+mod lockdown;
 mod notices;
 pub use notices::PaymentReceipt;
 pub mod passkeys;

@@ -257,6 +257,21 @@ impl Outbox {
         self.webhook_messages(subscribers, mode, event_type, data).2
     }
 
+    /// [`Self::messages_to`] and the message of the operator's alert webhook, with one event id
+    /// (for an event whose data is known only inside its transaction).
+    pub fn messages_to_with_alert(
+        &self,
+        subscribers: &[(String, MerchantId)],
+        merchant: Option<&MerchantId>,
+        mode: Mode,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> Vec<OutboxMessage> {
+        let (event_id, body, mut messages) = self.webhook_messages(subscribers, mode, event_type, data);
+        messages.push(self.message(&event_id, merchant, Channel::Alert, None, event_type, body));
+        messages
+    }
+
     fn webhook_messages(
         &self,
         subscribers: &[(String, MerchantId)],

@@ -101,6 +101,8 @@ pub struct PaymentsService {
     /// Intrusion detection: card testing is reported to it, and the clients it blocks may not
     /// pay (wired once at start).
     detection: std::sync::OnceLock<crate::detection::DecisionService>,
+    /// Incident freezes: refunds are refused while frozen (wired once at start).
+    freezes: std::sync::OnceLock<crate::detection::playbooks::Freezes>,
 }
 
 /// Who is asking, and from where.
@@ -168,7 +170,18 @@ impl Actor<'_> {
 impl PaymentsService {
     /// The service.
     pub fn new(ports: PaymentPorts, settings: PaymentSettings) -> Self {
-        Self { ports, settings, checkout: std::sync::OnceLock::new(), detection: std::sync::OnceLock::new() }
+        Self {
+            ports,
+            settings,
+            checkout: std::sync::OnceLock::new(),
+            detection: std::sync::OnceLock::new(),
+            freezes: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Refuses refunds of a merchant while an incident's playbook froze them.
+    pub fn set_freezes(&self, freezes: crate::detection::playbooks::Freezes) {
+        let _ = self.freezes.set(freezes);
     }
 
     /// The gateway's name.

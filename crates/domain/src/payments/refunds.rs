@@ -52,6 +52,9 @@ impl PaymentsService {
     /// Refunds (part of) a succeeded intent.
     pub async fn create_refund(&self, caller: Caller<'_>, input: NewRefund) -> Result<RefundRecord, DomainError> {
         let space = caller.principal.space();
+        if let Some(freezes) = self.freezes.get() {
+            freezes.check(space.merchant, crate::ports::incidents::FreezeKind::Refunds).await?;
+        }
         if let Some(reason) = &input.reason
             && !REFUND_REASONS.contains(&reason.as_str())
         {

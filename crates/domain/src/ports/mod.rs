@@ -14,6 +14,7 @@ pub mod detection;
 pub mod disputes;
 pub mod health;
 pub mod identity;
+pub mod incidents;
 pub mod keyring;
 pub mod merchants;
 pub mod passkeys;

@@ -41,6 +41,9 @@ pub enum Action {
     ResetFactors,
     /// Refund more than `payments.refund_approval_above` (target: `pi_…:<amount>:<currency>`).
     Refund,
+    /// A dangerous incident playbook step: end every customer's sessions, force password
+    /// resets, freeze refunds or forwarding (target: `inc_…:<step>[:<scope>]`).
+    PlaybookStep,
 }
 
 impl Action {
@@ -51,12 +54,13 @@ impl Action {
             Action::GrantRole => "staff.grant_role",
             Action::ResetFactors => "staff.reset_factors",
             Action::Refund => "payments.refund",
+            Action::PlaybookStep => "security.playbook_step",
         }
     }
 
     /// Parses a stable name.
     pub fn parse(text: &str) -> Option<Self> {
-        [Action::RevealCard, Action::GrantRole, Action::ResetFactors, Action::Refund]
+        [Action::RevealCard, Action::GrantRole, Action::ResetFactors, Action::Refund, Action::PlaybookStep]
             .into_iter()
             .find(|a| a.as_str() == text)
     }
@@ -71,6 +75,7 @@ impl StaffService {
         Ok(match action {
             Action::RevealCard => vec![Scope::VaultRevealCard],
             Action::Refund => vec![Scope::PaymentsRefund],
+            Action::PlaybookStep => vec![Scope::SecurityManage],
             Action::GrantRole => {
                 let role = target.split_once(':').map(|(_, role)| role).unwrap_or_default();
                 let mut needed = self.role_permissions(by.merchant_id(), role).await?;
@@ -154,7 +159,7 @@ impl StaffService {
                 Some((_, role)) if roles::builtin(role).is_none() => StaffGuard::RoleExists(role),
                 _ => StaffGuard::None,
             },
-            Action::RevealCard | Action::ResetFactors | Action::Refund => StaffGuard::None,
+            Action::RevealCard | Action::ResetFactors | Action::Refund | Action::PlaybookStep => StaffGuard::None,
         };
         if !self.repo.insert_approval(&record, guard).await? {
             return Err(DomainError::invalid("/role", "is not a role of this shop"));

@@ -837,12 +837,17 @@ impl StaffService {
     }
 
     /// Forgets every cached session (after a change to a custom role, which many may hold).
-    fn forget_sessions(&self) {
+    pub(crate) fn forget_sessions(&self) {
         self.sessions.forget_all();
     }
 
     /// Ends every session of a staff member (all but `keep`).
-    async fn end_sessions_of(&self, merchant: &MerchantId, staff: &str, keep: Option<&str>) -> Result<(), DomainError> {
+    pub(crate) async fn end_sessions_of(
+        &self,
+        merchant: &MerchantId,
+        staff: &str,
+        keep: Option<&str>,
+    ) -> Result<(), DomainError> {
         self.sessions.end_all(merchant, staff, keep).await?;
         Ok(())
     }

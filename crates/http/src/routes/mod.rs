@@ -7,6 +7,7 @@ pub mod disputes;
 pub mod forward;
 pub mod health;
 pub mod identity;
+pub mod incidents;
 pub mod merchant;
 pub mod oauth;
 pub mod passkeys;
@@ -75,6 +76,10 @@ pub fn routes(settings: &crate::state::HttpSettings) -> Router<AppState> {
         .route("/v1/security/decisions/{id}", get(security::get_decision))
         .route("/v1/security/decisions/{id}/lift", post(security::lift_decision))
         .route("/v1/security/decisions/{id}/extend", post(security::extend_decision))
+        .route("/v1/security/incidents", get(incidents::list_incidents).post(incidents::open_incident))
+        .route("/v1/security/incidents/{id}", get(incidents::get_incident).post(incidents::change_incident))
+        .route("/v1/security/incidents/{id}/notes", post(incidents::add_note))
+        .route("/v1/security/incidents/{id}/playbooks/{step}", post(incidents::run_playbook_step))
         .route("/v1/disputes", get(disputes::list_disputes))
         .route("/v1/disputes/{id}", get(disputes::get_dispute))
         .route("/v1/gateways/stripe/webhook", post(disputes::stripe_webhook))
