@@ -78,6 +78,14 @@ async fn card_testing_blocks_the_clients_payments(backend: Backend) {
     assert_eq!(made[0]["scope"], json!({"kind": "ip", "address": ATTACKER}));
     let until = strongroom_types::Timestamp::parse_rfc3339(made[0]["until"].as_str().unwrap()).unwrap();
     assert_eq!(until.millis_since(server.clock.now()), 3_600_000, "blocked for card_testing_block (1h)");
+    // A high-severity detection opens the shop's incident, naming the decision and the client.
+    let incidents = server.get_json("/v1/security/incidents").await;
+    let id = incidents["data"][0]["id"].as_str().expect("an incident").to_owned();
+    let incident = server.get_json(&format!("/v1/security/incidents/{id}")).await;
+    assert_eq!(incident["severity"], "high", "{incident}");
+    assert_eq!(incident["timeline"][0]["data"]["point"], "card_testing", "{incident}");
+    assert_eq!(incident["timeline"][0]["data"]["decision"], made[0]["id"], "{incident}");
+    assert!(incident.to_string().contains(ATTACKER), "the client is a subject: {incident}");
     let metrics = server.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("strongroom_detections_total{point=\"card_testing\"} 1"), "{metrics}");
 }
@@ -139,6 +147,11 @@ async fn a_key_revealing_more_than_an_hours_work_is_suspended(backend: Backend) 
         (made[0]["reason"].as_str(), made[0]["scope"]["address"].as_str()),
         (Some("insider_reveals"), Some(key_id.as_str()))
     );
+    let incidents = server.get_json("/v1/security/incidents").await;
+    let id = incidents["data"][0]["id"].as_str().expect("an incident").to_owned();
+    let incident = server.get_json(&format!("/v1/security/incidents/{id}")).await;
+    assert_eq!(incident["timeline"][0]["data"]["point"], "insider_reveals", "{incident}");
+    assert!(incident.to_string().contains(&key_id), "the key is a subject: {incident}");
     // An hour later the count starts again (the suspension itself ends on its own clock).
     let (status, _) = post(&server, &server.bootstrap_key, &format!("/v1/tokens/{}/reveal", ids[5]), &reveal).await;
     assert_eq!(status, 200, "another key reveals");
