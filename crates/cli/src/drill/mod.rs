@@ -166,6 +166,17 @@ pub(crate) fn random_below(below: u32) -> u32 {
     u32::from_le_bytes(bytes) % below.max(1)
 }
 
+/// The attacker's address for a run: the next of 198.51.100.1–254 after a random start, so drills
+/// run by one process never share an address (two runs with one address within the fraud checks'
+/// hour would see the first run's cards). Separate processes start at random places: two of them
+/// meet on one address once in 254.
+fn attacker_ip() -> String {
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| std::sync::atomic::AtomicU32::new(random_below(254)));
+    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("198.51.100.{}", 1 + n % 254)
+}
+
 /// A 16-digit card number starting with `prefix` with a valid Luhn check digit.
 pub(crate) fn card_number(prefix: &str) -> String {
     let mut digits: Vec<u32> = prefix.chars().filter_map(|c| c.to_digit(10)).collect();
@@ -341,7 +352,7 @@ pub async fn run(options: DrillOptions) -> anyhow::Result<Report> {
     let incidents_before = incidents(&api, &admin).await;
     let run_id = random_text(8);
     let mut actors = Actors {
-        attacker_ip: format!("198.51.100.{}", 1 + random_below(254)),
+        attacker_ip: attacker_ip(),
         attacker_key: None,
         shop_key: String::new(),
         normal_ips: normal_ips(options.normal_users),
