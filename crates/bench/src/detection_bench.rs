@@ -6,33 +6,11 @@
 //! The request is `GET /v1/merchant` with an API key: every one checks whether its key is
 //! suspended, whether its client is blocked everywhere, and (on a 404 or 403) counts.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+use crate::identity_bench::post;
 
 use crate::{Load, Measurement, Options, Target, Transport, measure, start_echo, start_strongroom, tls_connector};
-
-async fn post(target: &Target, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
-    use http_body_util::BodyExt;
-    let io = crate::connect(target).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(
-        hyper_util::rt::TokioIo::new(io),
-    )
-    .await?;
-    tokio::spawn(conn);
-    let mut request = http::Request::post(path)
-        .header(http::header::HOST, "localhost")
-        .header(http::header::CONTENT_TYPE, "application/json");
-    if let Some(auth) = &target.authorization {
-        request = request.header(http::header::AUTHORIZATION, auth);
-    }
-    let response =
-        sender.send_request(request.body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))?).await?;
-    let status = response.status();
-    if !status.is_success() {
-        let bytes = response.into_body().collect().await?.to_bytes();
-        bail!("{path} answered {status}: {}", String::from_utf8_lossy(&bytes));
-    }
-    Ok(())
-}
 
 fn row(name: &str, m: &Measurement, ratio: f64) {
     println!(

@@ -20,7 +20,8 @@ use crate::{
 const FLOOD_CONNECTIONS: usize = 200;
 const PROBE_CONNECTIONS: usize = 2;
 
-async fn post(target: &Target, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+/// `POST path` with a JSON body on a new connection; its JSON answer, or an error naming the status.
+pub(crate) async fn post(target: &Target, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
     use http_body_util::BodyExt;
     let io = crate::connect(target).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(
