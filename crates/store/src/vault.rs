@@ -403,9 +403,11 @@ const INSERT_TOKENS_PG: &str = "INSERT INTO vault_tokens (id, merchant_id, custo
      ON CONFLICT DO NOTHING RETURNING id, true";
 
 /// [`INSERT_TOKENS_PG`] with new data keys ahead of the tokens, still one statement: the keys are
-/// inserted as [`INSERT_DATA_KEY`] does, and a token naming one of them is inserted only if that
-/// key is stored now (by this statement, or already: an earlier attempt of this same group whose
-/// answer was lost). Answers each stored token's id (`true`) and each stored new key's (`false`).
+/// inserted as [`INSERT_DATA_KEY`] does, and a token naming one of them is inserted only if this
+/// statement stored that key. Answers each stored token's id (`true`) and each stored new key's
+/// (`false`). A new key it did not store may have been stored by an earlier attempt of this same
+/// group whose answer was lost: [`insert_tokens_pg`] asks for such keys afterwards and writes
+/// their tokens then, so a group that stores every key (nearly all) carries no lookup.
 const INSERT_TOKENS_WITH_KEYS_PG: &str = "WITH inserted_keys AS ( \
        INSERT INTO vault_data_keys (id, merchant_id, customer_id, kek_version, wrapped, created_at, mode) \
        SELECT k.id, k.merchant_id, k.customer_id, k.kek_version, k.wrapped, k.created_at, k.mode \
@@ -413,9 +415,6 @@ const INSERT_TOKENS_WITH_KEYS_PG: &str = "WITH inserted_keys AS ( \
          $21::text[]) AS k (id, merchant_id, customer_id, kek_version, wrapped, created_at, mode) \
        WHERE EXISTS (SELECT 1 FROM vault_keks WHERE version = k.kek_version AND state = 'active') \
        ON CONFLICT DO NOTHING RETURNING id), \
-     stored_keys AS ( \
-       SELECT id FROM inserted_keys UNION SELECT d.id FROM UNNEST($15::text[]) AS n (id) \
-         CROSS JOIN LATERAL (SELECT id FROM vault_data_keys WHERE id = n.id LIMIT 1) d), \
      inserted_tokens AS ( \
        INSERT INTO vault_tokens (id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, \
          dedupe_fp, display, metadata, canary, created_at, expires_at, erased_at, fingerprint_version, mode) \
@@ -425,9 +424,9 @@ const INSERT_TOKENS_WITH_KEYS_PG: &str = "WITH inserted_keys AS ( \
          $8::text[], $9::text[], $10::bool[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[]) \
          AS t (id, merchant_id, customer_id, kind, data_key_id, ciphertext, fingerprint, display, metadata, \
          canary, created_at, expires_at, fingerprint_version, mode) \
-       WHERE NOT (t.data_key_id = ANY($15)) OR t.data_key_id IN (SELECT id FROM stored_keys) \
+       WHERE NOT (t.data_key_id = ANY($15)) OR t.data_key_id IN (SELECT id FROM inserted_keys) \
        ON CONFLICT DO NOTHING RETURNING id) \
-     SELECT id, true FROM inserted_tokens UNION ALL SELECT id, false FROM stored_keys";
+     SELECT id, true FROM inserted_tokens UNION ALL SELECT id, false FROM inserted_keys";
 
 /// The new data keys of [`INSERT_TOKENS_WITH_KEYS_PG`], as its columns.
 struct PgKeyColumns {
@@ -477,6 +476,29 @@ struct PgTokenColumns {
 }
 
 impl PgTokenColumns {
+    /// The rows at `rows`, in that order.
+    fn rows(&self, rows: &[usize]) -> Self {
+        fn pick<T: Clone>(column: &[T], rows: &[usize]) -> Vec<T> {
+            rows.iter().filter_map(|&row| column.get(row).cloned()).collect()
+        }
+        Self {
+            ids: pick(&self.ids, rows),
+            merchants: pick(&self.merchants, rows),
+            customers: pick(&self.customers, rows),
+            kinds: pick(&self.kinds, rows),
+            data_keys: pick(&self.data_keys, rows),
+            ciphertexts: pick(&self.ciphertexts, rows),
+            fingerprints: pick(&self.fingerprints, rows),
+            displays: pick(&self.displays, rows),
+            metadata: pick(&self.metadata, rows),
+            canaries: pick(&self.canaries, rows),
+            created: pick(&self.created, rows),
+            expires: pick(&self.expires, rows),
+            fingerprint_versions: pick(&self.fingerprint_versions, rows),
+            modes: pick(&self.modes, rows),
+        }
+    }
+
     fn new(tokens: &[TokenRecord]) -> Self {
         Self {
             ids: tokens.iter().map(|t| t.id.clone()).collect(),
@@ -497,6 +519,29 @@ impl PgTokenColumns {
     }
 }
 
+/// Binds the token columns as `$1`…`$14` of [`INSERT_TOKENS_PG`] and
+/// [`INSERT_TOKENS_WITH_KEYS_PG`].
+fn bind_token_columns<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    c: &'q PgTokenColumns,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(&c.ids)
+        .bind(&c.merchants)
+        .bind(&c.customers)
+        .bind(&c.kinds)
+        .bind(&c.data_keys)
+        .bind(&c.ciphertexts)
+        .bind(&c.fingerprints)
+        .bind(&c.displays)
+        .bind(&c.metadata)
+        .bind(&c.canaries)
+        .bind(&c.created)
+        .bind(&c.expires)
+        .bind(&c.fingerprint_versions)
+        .bind(&c.modes)
+}
+
 /// [`INSERT_TOKENS_PG`] (or, with new data keys, [`INSERT_TOKENS_WITH_KEYS_PG`]) on a lane
 /// connection, for rows of distinct ids: which tokens name a new key that is not stored (left out),
 /// and the outcomes of the others as [`insert_tokens_in!`] gives them: `None` for a row written,
@@ -511,22 +556,10 @@ async fn insert_tokens_pg(
     keys: &PgKeyColumns,
 ) -> Result<(Vec<bool>, RowOutcomes), sqlx::Error> {
     let with_keys = !keys.ids.is_empty();
-    let query =
-        sqlx::query_as::<_, (String, bool)>(if with_keys { INSERT_TOKENS_WITH_KEYS_PG } else { INSERT_TOKENS_PG })
-            .bind(&c.ids)
-            .bind(&c.merchants)
-            .bind(&c.customers)
-            .bind(&c.kinds)
-            .bind(&c.data_keys)
-            .bind(&c.ciphertexts)
-            .bind(&c.fingerprints)
-            .bind(&c.displays)
-            .bind(&c.metadata)
-            .bind(&c.canaries)
-            .bind(&c.created)
-            .bind(&c.expires)
-            .bind(&c.fingerprint_versions)
-            .bind(&c.modes);
+    let query = bind_token_columns(
+        sqlx::query_as::<_, (String, bool)>(if with_keys { INSERT_TOKENS_WITH_KEYS_PG } else { INSERT_TOKENS_PG }),
+        c,
+    );
     let query = if with_keys {
         query
             .bind(&keys.ids)
@@ -548,6 +581,28 @@ async fn insert_tokens_pg(
         } else {
             stored_keys.insert(id);
         }
+    }
+    // New keys the statement did not store: refused (the owner has a key, or the KEK version is
+    // no longer the active one), or stored by an earlier attempt whose answer was lost. The
+    // second kind's tokens are written now, under the key that is there.
+    let unresolved: Vec<&String> = keys.ids.iter().filter(|id| !stored_keys.contains(*id)).collect();
+    if !unresolved.is_empty() {
+        let existing: Vec<(String,)> = sqlx::query_as(
+            "SELECT d.id FROM UNNEST($1::text[]) AS n (id) \
+                 CROSS JOIN LATERAL (SELECT id FROM vault_data_keys WHERE id = n.id LIMIT 1) d",
+        )
+        .bind(&unresolved)
+        .fetch_all(&mut *conn)
+        .await?;
+        let existing: std::collections::HashSet<String> = existing.into_iter().map(|(id,)| id).collect();
+        let rows: Vec<usize> = (0..c.ids.len()).filter(|&row| existing.contains(&c.data_keys[row])).collect();
+        if !rows.is_empty() {
+            let again = c.rows(&rows);
+            let answered: Vec<(String, bool)> =
+                bind_token_columns(sqlx::query_as(INSERT_TOKENS_PG), &again).fetch_all(&mut *conn).await?;
+            written.extend(answered.into_iter().map(|(id, _)| id));
+        }
+        stored_keys.extend(existing);
     }
     let refused: Vec<bool> =
         c.data_keys.iter().map(|key| !stored_keys.contains(key) && keys.ids.iter().any(|new| new == key)).collect();
