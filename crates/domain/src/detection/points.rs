@@ -358,11 +358,19 @@ mod tests {
 
     #[test]
     fn every_point_has_a_rule_and_an_index() {
-        let settings = DetectionSettings::default();
+        // Decoy accounts and usual hours are the shop's to name: off until named.
+        let defaults = DetectionSettings::default();
+        assert_eq!(defaults.rule(Point::DecoyAccount).threshold, 0);
+        assert_eq!(defaults.rule(Point::OffHoursReveals).threshold, 0);
+        let settings = DetectionSettings {
+            decoy_accounts: vec!["ceo-backup@shop.example".to_owned()],
+            usual_hours: UsualHours::parse("07:00-20:00"),
+            ..defaults
+        };
         for (i, point) in Point::ALL.into_iter().enumerate() {
             assert_eq!(point.index(), i);
             let rule = settings.rule(point);
-            assert!(rule.threshold > 0, "{} is on by default", point.id());
+            assert!(rule.threshold > 0, "{} is on", point.id());
             assert!(!rule.window.is_zero() && !rule.base.is_zero());
         }
         let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap_or(IpAddr::from([0u16; 8]));
