@@ -20,7 +20,8 @@ on_both_backends!(
     unusual_methods_and_body_types_block_a_client_and_alert_on_a_key,
     a_used_link_presented_again_and_again_blocks_the_client,
     reveals_outside_the_usual_hours_alert_once_a_day,
-    a_sign_in_for_a_decoy_account_blocks_the_client
+    a_sign_in_for_a_decoy_account_blocks_the_client,
+    a_decoy_api_key_blocks_the_client_everywhere
 );
 
 const ATTACKER: &str = "203.0.113.66";
@@ -492,4 +493,66 @@ async fn a_sign_in_for_a_decoy_account_blocks_the_client(backend: Backend) {
     assert_eq!(incident["timeline"][0]["data"]["point"], "decoy_account", "{incident}");
     let audit = audit_text(&server).await;
     assert!(audit.contains("decoy_account") && !audit.contains(decoy), "audited, without the address");
+}
+
+async fn a_decoy_api_key_blocks_the_client_everywhere(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await
+    else {
+        return;
+    };
+    // The operator makes one (`strongroom apikey decoy`) and plants it in the shop's old
+    // deployment scripts.
+    let merchant =
+        strongroom_domain::merchants::MerchantId::parse(server.get_json("/v1/merchant").await["id"].as_str().unwrap())
+            .unwrap();
+    let event = strongroom_domain::audit::event::AuditEvent::by(
+        strongroom_domain::audit::event::ActorKind::System,
+        Some("cli".to_owned()),
+        "api_key.decoy_created",
+        strongroom_domain::audit::event::Outcome::Success,
+    );
+    let decoy = server
+        .app()
+        .state
+        .api_keys
+        .create_decoy_recorded(&merchant, "deploy (old)".to_owned(), strongroom_domain::modes::Mode::Live, event)
+        .await
+        .unwrap();
+    let (secret, key_id) = (decoy.secret.expose().clone(), decoy.record.id.as_str().to_owned());
+    assert!(secret.starts_with("sr_live_"), "shaped like any live key");
+    // Listed like any key (it is one, without scopes); the shop's own key goes on working.
+    let (status, listed) = server.call(&server.bootstrap_key, Method::GET, "/v1/api-keys", None).await;
+    assert_eq!(status, 200);
+    assert!(listed.to_string().contains(&key_id), "{listed}");
+    // A thief tries it: the answer of a key that does not exist ...
+    let unknown = format!("{}x", &secret[..secret.len() - 1]);
+    let try_key = |key: &str, ip: &str| {
+        server.request_as(key, Method::GET, "/v1/merchant").header("x-forwarded-for", ip.to_owned())
+    };
+    let response = try_key(&unknown, BYSTANDER).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let unknown_answer = without_request_id(response.json().await.unwrap());
+    let response = try_key(&secret, ATTACKER).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(without_request_id(response.json().await.unwrap()), unknown_answer);
+    // ... and nothing answers the client any more, anywhere, even with the shop's real key.
+    let response = try_key(&server.bootstrap_key, ATTACKER).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(try_key(&server.bootstrap_key, BYSTANDER).send().await.unwrap().status(), 200, "others go on");
+    let made = decisions(&server).await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0]["reason"], "decoy_api_key");
+    assert_eq!(made[0]["scope"], json!({"kind": "ip", "address": ATTACKER}));
+    // A critical incident for the shop, naming the key.
+    let incidents = server.get_json("/v1/security/incidents").await;
+    let id = incidents["data"][0]["id"].as_str().expect("an incident").to_owned();
+    let incident = server.get_json(&format!("/v1/security/incidents/{id}")).await;
+    assert_eq!(incident["severity"], "critical", "{incident}");
+    assert_eq!(incident["timeline"][0]["data"]["point"], "decoy_api_key", "{incident}");
+    assert!(incident.to_string().contains(&key_id), "{incident}");
+    let audit = audit_text(&server).await;
+    assert!(audit.contains("api_key.decoy_used") && !audit.contains(&secret), "audited, without the secret");
 }

@@ -650,7 +650,7 @@ impl DecisionService {
         let decision = match sighting.respond.clone() {
             Some(scope) => {
                 let new = NewDecision {
-                    merchant: sighting.merchant.cloned(),
+                    merchant: if sighting.everywhere { None } else { sighting.merchant.cloned() },
                     scope,
                     reason: point.id().to_owned(),
                     detail: Some(detail.clone()),
@@ -903,6 +903,7 @@ fn what_is_counted(point: Point) -> &'static str {
         Point::TamperedCredential => "credentials failing verification from one client",
         Point::ReplayedToken => "single-use tokens presented again from one client",
         Point::DecoyAccount => "sign-ins for a decoy account",
+        Point::DecoyApiKey => "requests presenting a decoy API key",
         Point::DecoyRoute => "requests for a decoy route",
         Point::UnusualRequest => "requests with a method or body type no client sends",
         Point::UnusualRequestWithKey => "requests with a method or body type no client sends, by one API key",

@@ -67,6 +67,9 @@ pub enum Point {
     /// A sign-in for a decoy account (`[detection] decoy_accounts`): an address no customer has,
     /// planted where only a thief of the shop's data would find it.
     DecoyAccount,
+    /// A request presenting a decoy API key (`strongroom apikey decoy`): a key planted where only
+    /// a thief would find it.
+    DecoyApiKey,
     /// A request for a decoy route no client of strongroom's ever calls (`/admin`, `/.env`).
     DecoyRoute,
     /// Requests with a method no client of strongroom's sends (`TRACE`, `CONNECT`, WebDAV's
@@ -88,7 +91,7 @@ pub enum Point {
 
 impl Point {
     /// Every point, in the order of the metrics.
-    pub const ALL: [Point; 18] = [
+    pub const ALL: [Point; 19] = [
         Point::CredentialStuffing,
         Point::UnknownAccounts,
         Point::CodeGuessing,
@@ -101,6 +104,7 @@ impl Point {
         Point::TamperedCredential,
         Point::ReplayedToken,
         Point::DecoyAccount,
+        Point::DecoyApiKey,
         Point::DecoyRoute,
         Point::UnusualRequest,
         Point::UnusualRequestWithKey,
@@ -124,6 +128,7 @@ impl Point {
             Point::TamperedCredential => "tampered_credential",
             Point::ReplayedToken => "replayed_token",
             Point::DecoyAccount => "decoy_account",
+            Point::DecoyApiKey => "decoy_api_key",
             Point::DecoyRoute => "decoy_route",
             Point::UnusualRequest => "unusual_request",
             Point::UnusualRequestWithKey => "unusual_request_with_key",
@@ -153,6 +158,7 @@ impl Point {
             | Point::DeclineRatio
             | Point::ReplayedToken
             | Point::DecoyAccount
+            | Point::DecoyApiKey
             | Point::DecoyRoute
             | Point::UnusualRequest
             | Point::UnusualRequestWithKey
@@ -181,7 +187,7 @@ impl Point {
             | Point::Enumeration
             | Point::TokenGuessing
             | Point::InsiderReveals => Severity::High,
-            Point::CanaryToken => Severity::Critical,
+            Point::CanaryToken | Point::DecoyApiKey => Severity::Critical,
         }
     }
 }
@@ -255,6 +261,7 @@ impl DetectionSettings {
             Point::TamperedCredential => (self.tampered_credentials, minutes(10), self.tampering_block),
             Point::ReplayedToken => (self.replayed_tokens, minutes(60), self.replay_block),
             Point::DecoyAccount => (u32::from(!self.decoy_accounts.is_empty()), minutes(60), self.decoy_block),
+            Point::DecoyApiKey => (1, minutes(60), self.decoy_block),
             Point::DecoyRoute => (u32::from(!self.decoy_paths.is_empty()), minutes(60), self.decoy_block),
             Point::UnusualRequest | Point::UnusualRequestWithKey => {
                 (self.unusual_requests, minutes(60), self.unusual_request_block)
@@ -290,6 +297,9 @@ pub struct Sighting<'a> {
     pub subjects: Vec<String>,
     /// What was seen, for people, when the count alone does not say it (a ratio).
     pub note: Option<String>,
+    /// The decision holds for the whole deployment, though the count and the incident are the
+    /// merchant's (a decoy key of the shop's presented by a client acting on its own).
+    pub everywhere: bool,
 }
 
 impl<'a> Sighting<'a> {
@@ -304,6 +314,7 @@ impl<'a> Sighting<'a> {
             ip: None,
             subjects: Vec::new(),
             note: None,
+            everywhere: false,
         }
     }
 
@@ -322,6 +333,12 @@ impl<'a> Sighting<'a> {
     /// From `ip`.
     pub fn from_ip(mut self, ip: Option<IpAddr>) -> Self {
         self.ip = ip;
+        self
+    }
+
+    /// The decision blocks the client for the whole deployment.
+    pub fn everywhere(mut self) -> Self {
+        self.everywhere = true;
         self
     }
 

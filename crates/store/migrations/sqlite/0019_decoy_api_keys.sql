@@ -1,0 +1,4 @@
+-- Decoy API keys: made by the operator to be planted where only a thief would find them. A decoy
+-- looks and is stored like any key (by hash) and has no scopes; a request presenting one answers
+-- as an unknown key does, and intrusion detection blocks the client everywhere.
+ALTER TABLE api_keys ADD COLUMN decoy INTEGER NOT NULL DEFAULT 0;
