@@ -21,7 +21,8 @@ on_both_backends!(
     a_used_link_presented_again_and_again_blocks_the_client,
     reveals_outside_the_usual_hours_alert_once_a_day,
     a_sign_in_for_a_decoy_account_blocks_the_client,
-    a_decoy_api_key_blocks_the_client_everywhere
+    a_decoy_api_key_blocks_the_client_everywhere,
+    an_accepted_staff_invitation_presented_again_blocks_the_client
 );
 
 const ATTACKER: &str = "203.0.113.66";
@@ -555,4 +556,44 @@ async fn a_decoy_api_key_blocks_the_client_everywhere(backend: Backend) {
     assert!(incident.to_string().contains(&key_id), "{incident}");
     let audit = audit_text(&server).await;
     assert!(audit.contains("api_key.decoy_used") && !audit.contains(&secret), "audited, without the secret");
+}
+
+async fn an_accepted_staff_invitation_presented_again_blocks_the_client(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        c.detection.replayed_tokens = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let merchant = strongroom_domain::merchants::MerchantId::parse(&server.merchant_id).unwrap();
+    let invitation = server
+        .app()
+        .state
+        .staff
+        .invite(&merchant, "dana-staff@example.com", &["owner".to_owned()], None, &Default::default())
+        .await
+        .unwrap();
+    let token = invitation.token.expose().clone();
+    let accept = |ip: &str| {
+        server
+            .client
+            .post(server.url("/v1/staff/invitation/accept"))
+            .header("x-forwarded-for", ip.to_owned())
+            .json(&json!({"token": token, "password": "Violet tractor anthem 1987"}))
+    };
+    assert_eq!(accept(BYSTANDER).send().await.unwrap().status(), 200);
+    // The new staff member clicks the link once more: below the threshold.
+    assert_eq!(accept(BYSTANDER).send().await.unwrap().status(), 422);
+    for _ in 0..3 {
+        let response = accept(ATTACKER).send().await.unwrap();
+        assert_eq!(response.status(), 422);
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], "invalid_invitation");
+    }
+    let made = decisions(&server).await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0]["reason"], "replayed_token");
+    assert_eq!(made[0]["scope"], json!({"kind": "ip", "address": ATTACKER}));
 }

@@ -61,8 +61,9 @@ pub enum Point {
     /// Distinct session cookies from one client that are not even shaped like a session token
     /// (forged or edited; one browser resending one bad cookie counts once).
     TamperedCredential,
-    /// A single-use token presented again after it was used (an e-mail verification or
-    /// password-reset link, a step-up proof), from one client: a stolen or replayed token.
+    /// A single-use token presented again after it was used (an e-mail verification,
+    /// password-reset or staff invitation link, a step-up proof), from one client: a stolen or
+    /// replayed token.
     ReplayedToken,
     /// A sign-in for a decoy account (`[detection] decoy_accounts`): an address no customer has,
     /// planted where only a thief of the shop's data would find it.
