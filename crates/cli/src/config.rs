@@ -168,9 +168,9 @@ pub struct DetectionConfig {
     /// How long a tampering client is first blocked. Default 1h.
     #[serde(with = "humantime_serde")]
     pub tampering_block: Duration,
-    /// Single-use tokens (e-mail verification, password-reset and staff invitation links, step-up proofs)
-    /// presented again after use, from one client within an hour, that block the client for the
-    /// merchant; 0: never. Default 5.
+    /// Single-use tokens (e-mail verification, password-reset and staff invitation links,
+    /// step-up proofs) presented again after use, from one client within an hour, that block the
+    /// client for the merchant; 0: never. Default 5.
     pub replayed_tokens: u32,
     /// How long a replaying client is first blocked. Default 1h.
     #[serde(with = "humantime_serde")]
