@@ -901,6 +901,7 @@ impl Application {
             audit.clone(),
         );
         identity.set_decisions(decisions.clone());
+        staff.set_decisions(decisions.clone());
         vault.set_detection(decisions.clone());
         payments.set_detection(decisions.clone());
         vault.set_dual_control(staff.clone());

@@ -182,6 +182,20 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         merchant: Option<String>,
     },
+    /// Make a decoy key and print it once (JSON): shaped and stored like any key, without
+    /// scopes. Plant it where only a thief would find it; any request presenting it answers 401
+    /// as an unknown key does, blocks the client everywhere and opens a critical incident.
+    Decoy {
+        /// A name for the key (listed like any key's: make it plausible).
+        #[arg(long)]
+        name: String,
+        /// live or test (which key prefix it carries).
+        #[arg(long, default_value = "live")]
+        mode: String,
+        /// The merchant (default: the deployment's first merchant).
+        #[arg(long)]
+        merchant: Option<String>,
+    },
     /// List a merchant's keys (never their secrets).
     List {
         /// The merchant (default: the deployment's first merchant).
@@ -488,6 +502,24 @@ async fn apikey(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
                 "mode": created.record.mode.as_str(),
                 "scopes": created.record.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
                 "expires_at": created.record.expires_at.map(|t| t.to_rfc3339()),
+                "secret": created.secret.expose(),
+            });
+            print(&serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        ApiKeyCommand::Decoy { name, mode, merchant } => {
+            let merchant = default_merchant(&core, merchant).await?;
+            let mode = strongroom_domain::modes::Mode::parse(&mode)
+                .ok_or_else(|| anyhow::anyhow!("--mode must be live or test"))?;
+            let created = service
+                .create_decoy_recorded(&merchant, name, mode, cli_event("api_key.decoy_created", &merchant))
+                .await
+                .map_err(describe_domain)?;
+            let out = serde_json::json!({
+                "id": created.record.id.as_str(),
+                "merchant": merchant.as_str(),
+                "mode": created.record.mode.as_str(),
+                "decoy": true,
                 "secret": created.secret.expose(),
             });
             print(&serde_json::to_string_pretty(&out)?);

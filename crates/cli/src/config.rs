@@ -121,6 +121,12 @@ pub struct DetectionConfig {
     /// How long a credential-stuffing client is first blocked. Default 15m.
     #[serde(with = "humantime_serde")]
     pub stuffing_block: Duration,
+    /// Distinct email addresses that belong to no account, tried from one client within an hour,
+    /// that block the client for that merchant (unknown accounts); 0: never. Default 20.
+    pub unknown_accounts: u32,
+    /// How long an unknown-accounts client is first blocked. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub unknown_accounts_block: Duration,
     /// Wrong one-time or recovery codes for one account within 15 minutes that block the client
     /// giving them; 0: never. Default 10.
     pub code_guesses: u32,
@@ -131,6 +137,19 @@ pub struct DetectionConfig {
     /// Default 1h.
     #[serde(with = "humantime_serde")]
     pub card_testing_block: Duration,
+    /// The share of one client's payments within an hour, in percent, that the gateway declined
+    /// which blocks the client's payments (for `card_testing_block`), judged from
+    /// `decline_ratio_attempts` payments on; 0: never. Default 80.
+    pub decline_ratio_percent: u32,
+    /// The fewest payments of a client within an hour the decline ratio is judged on; 0: never.
+    /// Default 10.
+    pub decline_ratio_attempts: u32,
+    /// Distinct cards paying a small amount (`payments.fraud.small_amounts`) from one client
+    /// within an hour that block its payments; 0: never. Default 5.
+    pub small_amount_cards: u32,
+    /// Distinct cards sharing their first six digits from one client within an hour that block
+    /// its payments; 0: never. Default 5.
+    pub iin_cluster_cards: u32,
     /// Distinct objects one API key asked for within 10 minutes and got 404 or 403 for, that
     /// suspend the key (enumeration); 0: never. Default 50.
     pub enumeration_ids: u32,
@@ -149,18 +168,42 @@ pub struct DetectionConfig {
     /// How long a tampering client is first blocked. Default 1h.
     #[serde(with = "humantime_serde")]
     pub tampering_block: Duration,
+    /// Single-use tokens (e-mail verification, password-reset and staff invitation links,
+    /// step-up proofs) presented again after use, from one client within an hour, that block the
+    /// client for the merchant; 0: never. Default 5.
+    pub replayed_tokens: u32,
+    /// How long a replaying client is first blocked. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub replay_block: Duration,
     /// Decoy routes (paths no client of strongroom's calls): a request for one blocks the client
     /// everywhere. Default `/admin`, `/wp-login.php`, `/.env`, `/.git/config`, `/phpmyadmin`.
     pub decoy_paths: Vec<String>,
-    /// How long a decoy-route client is blocked. Default 24h.
+    /// How long a decoy-route (or decoy-account) client is blocked. Default 24h.
     #[serde(with = "humantime_serde")]
     pub decoy_block: Duration,
+    /// Decoy accounts: e-mail addresses no customer has (at a domain the shop owns); a sign-in
+    /// for one answers as a wrong password does and blocks the client for that merchant.
+    /// Default none.
+    pub decoy_accounts: Vec<String>,
+    /// Requests with a method (`TRACE`, `CONNECT`, WebDAV's) or a body type (XML, serialised
+    /// Java) no client of strongroom's sends, from one client within an hour, that block the
+    /// client everywhere; with a valid API key counted per key, and an alert only; 0: never.
+    /// Default 3.
+    pub unusual_requests: u32,
+    /// How long an unusual-request client is first blocked. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub unusual_request_block: Duration,
     /// Reveals (card data, personal data) by one API key within an hour that suspend it (by a
     /// staff member: an alert and an incident); 0: never. Default 500.
     pub reveals_per_hour: u32,
     /// How long an insider-reveal key is first suspended. Default 1h.
     #[serde(with = "humantime_serde")]
     pub insider_suspension: Duration,
+    /// The usual hours of reveals, in UTC (`"07:00-20:00"`; `"22:00-06:00"` spans midnight): a
+    /// reveal of card or personal data by a staff member or an API key outside them is an alert
+    /// and an incident, one per caller and day, nobody suspended. Default unset: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usual_hours: Option<String>,
     /// Count in Redis (`redis://host:6379/0`, without TLS: loopback or a private network) instead
     /// of the database. Unset (the default): the database counts. A secret when it holds a
     /// password (use `STRONGROOM_DETECTION__REDIS_URL_FILE`).
@@ -178,19 +221,31 @@ impl Default for DetectionConfig {
             enabled: d.enabled,
             stuffing_accounts: d.stuffing_accounts,
             stuffing_block: d.stuffing_block,
+            unknown_accounts: d.unknown_accounts,
+            unknown_accounts_block: d.unknown_accounts_block,
             code_guesses: d.code_guesses,
             code_guessing_block: d.code_guessing_block,
             card_testing_block: d.card_testing_block,
+            decline_ratio_percent: d.decline_ratio_percent,
+            decline_ratio_attempts: d.decline_ratio_attempts,
+            small_amount_cards: d.small_amount_cards,
+            iin_cluster_cards: d.iin_cluster_cards,
             enumeration_ids: d.enumeration_ids,
             enumeration_suspension: d.enumeration_suspension,
             token_guesses: d.token_guesses,
             guessing_suspension: d.guessing_suspension,
             tampered_credentials: d.tampered_credentials,
             tampering_block: d.tampering_block,
+            replayed_tokens: d.replayed_tokens,
+            replay_block: d.replay_block,
             decoy_paths: d.decoy_paths,
             decoy_block: d.decoy_block,
+            decoy_accounts: d.decoy_accounts,
+            unusual_requests: d.unusual_requests,
+            unusual_request_block: d.unusual_request_block,
             reveals_per_hour: d.reveals_per_hour,
             insider_suspension: d.insider_suspension,
+            usual_hours: None,
             redis_url: None,
             incident_severity: strongroom_domain::detection::incidents::IncidentSettings::default().threshold,
         }
@@ -204,19 +259,31 @@ impl DetectionConfig {
             enabled: self.enabled,
             stuffing_accounts: self.stuffing_accounts,
             stuffing_block: self.stuffing_block,
+            unknown_accounts: self.unknown_accounts,
+            unknown_accounts_block: self.unknown_accounts_block,
             code_guesses: self.code_guesses,
             code_guessing_block: self.code_guessing_block,
             card_testing_block: self.card_testing_block,
+            decline_ratio_percent: self.decline_ratio_percent,
+            decline_ratio_attempts: self.decline_ratio_attempts,
+            small_amount_cards: self.small_amount_cards,
+            iin_cluster_cards: self.iin_cluster_cards,
             enumeration_ids: self.enumeration_ids,
             enumeration_suspension: self.enumeration_suspension,
             token_guesses: self.token_guesses,
             guessing_suspension: self.guessing_suspension,
             tampered_credentials: self.tampered_credentials,
             tampering_block: self.tampering_block,
+            replayed_tokens: self.replayed_tokens,
+            replay_block: self.replay_block,
             decoy_paths: self.decoy_paths.clone(),
             decoy_block: self.decoy_block,
+            decoy_accounts: self.decoy_accounts.iter().map(|a| a.trim().to_lowercase()).collect(),
+            unusual_requests: self.unusual_requests,
+            unusual_request_block: self.unusual_request_block,
             reveals_per_hour: self.reveals_per_hour,
             insider_suspension: self.insider_suspension,
+            usual_hours: self.usual_hours.as_deref().and_then(strongroom_domain::detection::points::UsualHours::parse),
         }
     }
 
@@ -224,18 +291,43 @@ impl DetectionConfig {
     fn problem(&self) -> Option<(&'static str, &'static str)> {
         let durations = [
             ("detection.stuffing_block", self.stuffing_block),
+            ("detection.unknown_accounts_block", self.unknown_accounts_block),
             ("detection.code_guessing_block", self.code_guessing_block),
             ("detection.card_testing_block", self.card_testing_block),
             ("detection.enumeration_suspension", self.enumeration_suspension),
             ("detection.guessing_suspension", self.guessing_suspension),
             ("detection.tampering_block", self.tampering_block),
+            ("detection.replay_block", self.replay_block),
             ("detection.decoy_block", self.decoy_block),
+            ("detection.unusual_request_block", self.unusual_request_block),
             ("detection.insider_suspension", self.insider_suspension),
         ];
         for (field, duration) in durations {
             if duration < Duration::from_secs(60) || duration > strongroom_domain::detection::MAX_BLOCK {
                 return Some((field, "must be between 1m and 24h"));
             }
+        }
+        if self
+            .usual_hours
+            .as_deref()
+            .is_some_and(|h| strongroom_domain::detection::points::UsualHours::parse(h).is_none())
+        {
+            return Some((
+                "detection.usual_hours",
+                "must be HH:MM-HH:MM in UTC (00:00 to 24:00), start and end differing",
+            ));
+        }
+        for address in &self.decoy_accounts {
+            let address = address.trim();
+            let well_formed = address.len() <= 254
+                && address.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+                && !address.contains(char::is_whitespace);
+            if !well_formed {
+                return Some(("detection.decoy_accounts", "each must be an e-mail address"));
+            }
+        }
+        if self.decline_ratio_percent > 100 {
+            return Some(("detection.decline_ratio_percent", "must be 0 to 100"));
         }
         if self.redis_url.as_ref().is_some_and(|url| !url.expose().starts_with("redis://")) {
             return Some(("detection.redis_url", "must be a redis:// URL (TLS to Redis is not supported)"));

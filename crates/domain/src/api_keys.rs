@@ -156,6 +156,9 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<Timestamp>,
     /// When it was revoked.
     pub revoked_at: Option<Timestamp>,
+    /// A decoy (`strongroom apikey decoy`): it authenticates nobody, and presenting it is a
+    /// detection.
+    pub decoy: bool,
 }
 
 /// The state of a key at a given time.
@@ -324,6 +327,8 @@ pub enum AuthFailure {
     Revoked,
     /// The key expired.
     Expired,
+    /// A decoy key: it answers as an unknown key, and intrusion detection blocks the client.
+    Decoy,
 }
 
 /// Authentication could not complete for a reason other than a bad key.
@@ -491,6 +496,36 @@ impl ApiKeyService {
         Ok(created)
     }
 
+    /// Makes a decoy key for `merchant_id` (the operator's command) and records it: shaped and
+    /// stored like any key, without scopes, never authenticating anyone.
+    pub async fn create_decoy_recorded(
+        &self,
+        merchant_id: &MerchantId,
+        name: String,
+        mode: Mode,
+        actor: crate::audit::event::AuditEvent,
+    ) -> Result<CreatedApiKey, DomainError> {
+        // Minted as a key of one harmless scope, then stripped of it: the same shape and digest.
+        let input = NewApiKey {
+            name,
+            scopes: vec![Scope::VaultRead.as_str().to_owned()],
+            mode: Some(mode.as_str().to_owned()),
+            expires_at: None,
+        };
+        let mut created = self.mint(merchant_id, input, None)?;
+        created.record.scopes.clear();
+        created.record.decoy = true;
+        self.repo.insert(&created.record).await?;
+        if let Some(audit) = &self.audit {
+            let event = actor.with_action("api_key.decoy_created").on("api_key", created.record.id.as_str());
+            if let Err(err) = audit.record(event).await {
+                let _ = self.revoke(merchant_id, &created.record.id).await;
+                return Err(err.into());
+            }
+        }
+        Ok(created)
+    }
+
     /// Revokes a key `viewer` may see and records it (`actor`: who and from where).
     pub async fn revoke_recorded(
         &self,
@@ -595,6 +630,7 @@ impl ApiKeyService {
             expires_at,
             last_used_at: None,
             revoked_at: None,
+            decoy: false,
         };
         Ok(CreatedApiKey { record, secret: token })
     }
@@ -628,6 +664,9 @@ impl ApiKeyService {
         };
         if record.mode != mode || !self.digest.verify(token.as_bytes(), &record.digest) {
             return refused(AuthFailure::Unknown);
+        }
+        if record.decoy {
+            return Err(AuthError::Refused(AuthFailure::Decoy, Some(record.merchant_id.clone())));
         }
         // A revocation on this node between our read and now may have cleared the entry we are
         // about to store; storing the stale record would let the key work until the TTL ends.
@@ -744,6 +783,7 @@ mod tests {
                 expires_at: None,
                 last_used_at: None,
                 revoked_at: None,
+                decoy: false,
             })),
         };
         let (live, test) = (key(Mode::Live), key(Mode::Test));

@@ -88,10 +88,27 @@ impl Gate<'_> {
                     AuthFailure::Unknown => ("auth.failed", "unknown_key"),
                     AuthFailure::Revoked => ("api_key.used_after_revocation", "revoked_key"),
                     AuthFailure::Expired => ("api_key.used_after_expiry", "expired_key"),
+                    AuthFailure::Decoy => ("api_key.decoy_used", "decoy_key"),
                 };
-                let mut event = AuditEvent::by(ActorKind::Anonymous, key_id, action, Outcome::Denied(reason));
-                event.merchant = merchant;
+                let mut event = AuditEvent::by(ActorKind::Anonymous, key_id.clone(), action, Outcome::Denied(reason));
+                event.merchant = merchant.clone();
                 self.record(event, client).await?;
+                if let (AuthFailure::Decoy, Some(decisions), Some(ip)) = (why, self.decisions, client.ip) {
+                    // A planted key: the client gets the unknown key's answer, and is blocked
+                    // everywhere (the decision holds before its next request).
+                    let mut sighting = crate::detection::Sighting::new(
+                        crate::detection::Point::DecoyApiKey,
+                        merchant.as_ref(),
+                        crate::detection::points::client_group(ip),
+                    )
+                    .respond(crate::detection::points::client_scope(ip))
+                    .everywhere()
+                    .from_ip(Some(ip));
+                    if let Some(key) = key_id {
+                        sighting = sighting.subject(key);
+                    }
+                    decisions.sighted(sighting).await;
+                }
                 return Err(GateError::Unauthenticated);
             }
             Err(AuthError::Store(err)) => return Err(GateError::Failed(err.into())),

@@ -95,6 +95,7 @@ fn created_api_key_masks_the_key() {
             expires_at: None,
             last_used_at: None,
             revoked_at: None,
+            decoy: false,
         },
         secret: secret("sr_live_"),
     };

@@ -87,11 +87,82 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
             let err: ApiError = strongroom_domain::detection::blocked_error(&decision, state.decisions.now()).into();
             err.into_response()
         }
-        None => next.run(req).await,
+        None => {
+            if unusual(&req) {
+                let token = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, token)| token.trim().to_owned());
+                count_unusual(&state, token, ip).await;
+            }
+            next.run(req).await
+        }
     };
     let mut response = render_problem(response, &id);
     add_security_headers(response.headers_mut());
     with_request_id(response, &id)
+}
+
+/// Methods no client of strongroom's sends (tracing, tunnelling, WebDAV): a scanner's probes.
+const UNUSUAL_METHODS: [&str; 12] = [
+    "TRACE",
+    "TRACK",
+    "CONNECT",
+    "DEBUG",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+];
+
+/// Whether a request has a method no client of strongroom's sends, or a body type no route takes
+/// and only probes send (XML, for external entities; serialised Java or AMF objects). Its answer
+/// stays what the routes make of it (`405`, `404`, `415`).
+fn unusual(req: &Request) -> bool {
+    let method = req.method().as_str();
+    if UNUSUAL_METHODS.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+        return true;
+    }
+    let Some(content_type) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "application/xml"
+            | "text/xml"
+            | "application/x-java-serialized-object"
+            | "application/x-java-object"
+            | "application/x-amf"
+    ) || essence.ends_with("+xml")
+}
+
+/// Counts an unusual request: with a valid API key, per key (an alert: the shop's server relays
+/// its customers and must never be blocked for everyone); else per client, which is blocked
+/// everywhere, as a decoy route's is.
+async fn count_unusual(state: &AppState, token: Option<String>, ip: IpAddr) {
+    use strongroom_domain::detection::{Point, Sighting, points};
+    let principal = match token {
+        Some(token) => state.api_keys.authenticate(&token).await.ok(),
+        None => None,
+    };
+    let key = principal.as_ref().and_then(|p| Some((p.merchant_id(), p.key_id()?.as_str().to_owned())));
+    let sighting = match key {
+        Some((merchant, key)) => {
+            Sighting::new(Point::UnusualRequestWithKey, Some(merchant), key.clone()).from_ip(Some(ip)).subject(key)
+        }
+        None => Sighting::new(Point::UnusualRequest, None, points::client_group(ip))
+            .respond(points::client_scope(ip))
+            .from_ip(Some(ip)),
+    };
+    state.decisions.sighted(sighting).await;
 }
 
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";

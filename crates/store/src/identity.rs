@@ -511,6 +511,15 @@ impl IdentityRepository for Store {
         row.map(TryInto::try_into).transpose()
     }
 
+    async fn spent_proof_merchant(&self, digest: &[u8]) -> Result<Option<MerchantId>, StoreError> {
+        let sql =
+            "SELECT merchant_id FROM auth_challenges WHERE proof_digest = $1 AND proof_used_at IS NOT NULL LIMIT 1";
+        let row: Option<String> =
+            on_pool!(self, pool => sqlx::query_scalar(sql).bind(digest).fetch_optional(pool).await)
+                .map_err(store_error)?;
+        row.as_deref().map(merchant).transpose()
+    }
+
     async fn has_session_from(&self, customer: &str, user_agent: &str) -> Result<bool, StoreError> {
         let sql = "SELECT COUNT(*) FROM customer_sessions WHERE customer_id = $1 AND user_agent = $2";
         let count: i64 =

@@ -46,6 +46,7 @@ struct ApiKeyRow {
     expires_at: Option<i64>,
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
+    decoy: bool,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKeyRecord {
@@ -67,6 +68,7 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
             expires_at: row.expires_at.map(Timestamp::from_unix_millis),
             last_used_at: row.last_used_at.map(Timestamp::from_unix_millis),
             revoked_at: row.revoked_at.map(Timestamp::from_unix_millis),
+            decoy: row.decoy,
         })
     }
 }
@@ -76,9 +78,9 @@ fn scopes_text(scopes: &[Scope]) -> String {
 }
 
 const API_KEY_COLUMNS: &str =
-    "id, merchant_id, name, mode, scopes, digest, created_at, expires_at, last_used_at, revoked_at";
+    "id, merchant_id, name, mode, scopes, digest, created_at, expires_at, last_used_at, revoked_at, decoy";
 
-const INSERT_API_KEY: &str = "INSERT INTO api_keys (id, merchant_id, name, mode, scopes, digest, created_at, expires_at, last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const INSERT_API_KEY: &str = "INSERT INTO api_keys (id, merchant_id, name, mode, scopes, digest, created_at, expires_at, last_used_at, revoked_at, decoy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 #[async_trait]
 impl HealthRepository for Store {
@@ -154,6 +156,7 @@ where
     &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     query
         .bind(key.id.as_str())
@@ -166,6 +169,7 @@ where
         .bind(key.expires_at.map(Timestamp::unix_millis))
         .bind(key.last_used_at.map(Timestamp::unix_millis))
         .bind(key.revoked_at.map(Timestamp::unix_millis))
+        .bind(key.decoy)
 }
 
 #[async_trait]

@@ -287,6 +287,15 @@ impl StaffRepository for Store {
         row.map(TryInto::try_into).transpose()
     }
 
+    async fn spent_invite_merchant(&self, digest: &[u8]) -> Result<Option<MerchantId>, StoreError> {
+        let sql = "SELECT merchant_id FROM staff WHERE invite_spent_digest = $1 LIMIT 1";
+        let row: Option<String> =
+            on_pool!(self, pool => sqlx::query_scalar(sql).bind(digest).fetch_optional(pool).await)
+                .map_err(store_error)?;
+        row.map(|m| MerchantId::parse(&m).map_err(|_| StoreError::Other("stored merchant id is not valid".to_owned())))
+            .transpose()
+    }
+
     async fn staff_by_invite(&self, digest: &[u8], now: Timestamp) -> Result<Option<StaffRecord>, StoreError> {
         let sql = format!(
             "SELECT {STAFF_COLUMNS} FROM staff WHERE invite_digest = $1 AND invite_expires_at > $2 AND status = 'invited'"
@@ -321,8 +330,8 @@ impl StaffRepository for Store {
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         let sql = "UPDATE staff SET password_hash = $1, password_history = '', password_changed_at = $2, \
-                   invite_digest = NULL, invite_expires_at = NULL, status = 'active' \
-                   WHERE id = $3 AND invite_digest = $4 AND invite_expires_at > $2 AND status = 'invited' \
+                   invite_spent_digest = invite_digest, invite_digest = NULL, invite_expires_at = NULL, \
+                   status = 'active' WHERE id = $3 AND invite_digest = $4 AND invite_expires_at > $2 AND status = 'invited' \
                    AND password_hash IS NULL";
         on_pool!(self, pool => sqlx::query(sql).bind(hash).bind(at.unix_millis()).bind(id).bind(digest)
             .execute(pool).await.map(|r| r.rows_affected() == 1))

@@ -58,13 +58,31 @@ pub struct DetectionSettings {
     pub stuffing_accounts: u32,
     /// How long a first credential-stuffing block lasts.
     pub stuffing_block: Duration,
+    /// Distinct email addresses that belong to no account, tried from one client within an hour,
+    /// that block the client for that merchant; 0: never.
+    pub unknown_accounts: u32,
+    /// How long a first unknown-accounts block lasts.
+    pub unknown_accounts_block: Duration,
     /// Wrong one-time or recovery codes for one account in 15 minutes that block the client
     /// giving them; 0: never.
     pub code_guesses: u32,
     /// How long a first code-guessing block lasts.
     pub code_guessing_block: Duration,
-    /// How long a client whose payment the fraud checks refused as card testing may not pay.
+    /// How long a client whose payment the fraud checks refused as card testing may not pay
+    /// (also the first block of the other card-testing signals).
     pub card_testing_block: Duration,
+    /// The share of one client's payments in an hour, in percent, that the gateway declined
+    /// which blocks the client's payments (with at least [`Self::decline_ratio_attempts`] of
+    /// them); 0: never.
+    pub decline_ratio_percent: u32,
+    /// The fewest payments of a client in an hour the decline ratio is judged on; 0: never.
+    pub decline_ratio_attempts: u32,
+    /// Distinct cards paying a small amount (`payments.fraud.small_amounts`) from one client in
+    /// an hour that block its payments; 0: never.
+    pub small_amount_cards: u32,
+    /// Distinct cards sharing their first six digits from one client in an hour that block its
+    /// payments; 0: never.
+    pub iin_cluster_cards: u32,
     /// Distinct objects one API key asked for in 10 minutes and got 404 or 403 for, that suspend
     /// the key; 0: never.
     pub enumeration_ids: u32,
@@ -80,14 +98,30 @@ pub struct DetectionSettings {
     pub tampered_credentials: u32,
     /// How long a first tampering block lasts.
     pub tampering_block: Duration,
+    /// Single-use tokens (verification and reset links, step-up proofs) presented again after
+    /// use, from one client within an hour, that block the client for that merchant; 0: never.
+    pub replayed_tokens: u32,
+    /// How long a first replay block lasts.
+    pub replay_block: Duration,
     /// Decoy routes: a request for one blocks the client everywhere (empty: none).
     pub decoy_paths: Vec<String>,
-    /// How long a decoy-route block lasts.
+    /// How long a decoy-route or decoy-account block lasts.
     pub decoy_block: Duration,
+    /// Decoy accounts: e-mail addresses (lower case) no customer has; a sign-in for one answers
+    /// as a wrong password does and blocks the client for that merchant (empty: none).
+    pub decoy_accounts: Vec<String>,
+    /// Requests with a method or body type no client sends, from one client (or with one API
+    /// key) within an hour, that block the client everywhere (for a key: an alert); 0: never.
+    pub unusual_requests: u32,
+    /// How long a first unusual-request block lasts.
+    pub unusual_request_block: Duration,
     /// Reveals in one hour by one API key that suspend it (by a staff member: an alert); 0: never.
     pub reveals_per_hour: u32,
     /// How long a first insider suspension lasts.
     pub insider_suspension: Duration,
+    /// The usual hours of reveals (UTC): a reveal by a staff member or an API key outside them
+    /// is an alert (one per caller and day); `None`: never.
+    pub usual_hours: Option<points::UsualHours>,
 }
 
 impl Default for DetectionSettings {
@@ -99,21 +133,33 @@ impl Default for DetectionSettings {
             enabled: true,
             stuffing_accounts: 10,
             stuffing_block: minutes(15),
+            unknown_accounts: 20,
+            unknown_accounts_block: minutes(60),
             code_guesses: 10,
             code_guessing_block: minutes(60),
             card_testing_block: minutes(60),
+            decline_ratio_percent: 80,
+            decline_ratio_attempts: 10,
+            small_amount_cards: 5,
+            iin_cluster_cards: 5,
             enumeration_ids: 50,
             enumeration_suspension: minutes(60),
             token_guesses: 100,
             guessing_suspension: minutes(15),
             tampered_credentials: 10,
             tampering_block: minutes(60),
+            replayed_tokens: 5,
+            replay_block: minutes(60),
             decoy_paths: ["/admin", "/wp-login.php", "/.env", "/.git/config", "/phpmyadmin"]
                 .map(str::to_owned)
                 .to_vec(),
             decoy_block: minutes(24 * 60),
+            decoy_accounts: Vec::new(),
+            unusual_requests: 3,
+            unusual_request_block: minutes(60),
             reveals_per_hour: 500,
             insider_suspension: minutes(60),
+            usual_hours: None,
         }
     }
 }
@@ -404,6 +450,34 @@ impl DecisionService {
         self.clock.now()
     }
 
+    /// Whether `email` is a decoy account's address (`[detection] decoy_accounts`, compared
+    /// without case and surrounding space).
+    pub fn is_decoy_account(&self, email: &str) -> bool {
+        let email = email.trim();
+        self.settings.decoy_accounts.iter().any(|decoy| decoy.eq_ignore_ascii_case(email))
+    }
+
+    /// Reports a sign-in for a decoy account from `ip` for `merchant`: counted after the answer
+    /// (which the sign-in gave as for any address of no account), in a task of its own, so the
+    /// answer neither waits for it nor differs in time.
+    pub fn decoy_sign_in(&self, merchant: &MerchantId, ip: Option<IpAddr>) {
+        let Some(ip) = ip else { return };
+        let (service, merchant) = (self.clone(), merchant.clone());
+        tokio::spawn(async move {
+            let sighting = Sighting::new(Point::DecoyAccount, Some(&merchant), points::client_group(ip))
+                .respond(points::client_scope(ip))
+                .from_ip(Some(ip));
+            service.sighted(sighting).await;
+        });
+    }
+
+    /// Whether now (UTC) is outside the usual hours of reveals, when they are set.
+    pub fn outside_usual_hours(&self) -> bool {
+        let Some(hours) = self.settings.usual_hours else { return false };
+        let minute = self.clock.now().unix_millis().div_euclid(60_000).rem_euclid(1440);
+        !hours.contains(u32::try_from(minute).unwrap_or(0))
+    }
+
     /// The decision that blocks `ip` for `merchant` now, if decisions are enforced.
     pub fn blocking(&self, merchant: Option<&MerchantId>, ip: Option<IpAddr>) -> Option<DecisionRecord> {
         if !self.settings.enabled {
@@ -470,6 +544,41 @@ impl DecisionService {
         self.book.holding.read().map(|h| h.values().map(Vec::len).sum()).unwrap_or(0)
     }
 
+    /// Counts one observation of `part` of `point` (what a point deciding from two counts counts,
+    /// such as the decline ratio's attempts and declines) by `actor` in the point's window, in the
+    /// shared store: the window's tally, or `None` when the point is off or counting failed.
+    /// `item`: counted distinctly (an observation repeated counts once in `distinct`).
+    pub async fn count(
+        &self,
+        point: Point,
+        part: &str,
+        merchant: Option<&MerchantId>,
+        actor: &str,
+        item: Option<&[u8]>,
+    ) -> Option<crate::ports::detection::Tally> {
+        let rule = self.settings.rule(point);
+        if !self.settings.enabled || rule.threshold == 0 {
+            return None;
+        }
+        let (window_start, window_end) = self.window(rule);
+        let counter = format!("{}.{part}:{}:{actor}", point.id(), merchant.map_or("", MerchantId::as_str));
+        match self.counts.observe(&counter, window_start, item, window_end).await {
+            Ok(tally) => Some(tally),
+            Err(err) => {
+                tracing::warn!(error = %err, point = point.id(), "counting a detection point failed");
+                None
+            }
+        }
+    }
+
+    /// The start and end (Unix milliseconds) of the rule's window that holds now.
+    fn window(&self, rule: points::Rule) -> (i64, i64) {
+        let now = self.clock.now().unix_millis();
+        let window = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let window_start = now - now.rem_euclid(window);
+        (window_start, window_start.saturating_add(window))
+    }
+
     /// Counts what a detection point saw, in the shared store; the observation that crosses the
     /// point's threshold (one per actor and window, whichever node counts it) is a detection:
     /// logged, audited, counted in the metrics, and answered with a decision about
@@ -480,16 +589,14 @@ impl DecisionService {
         if !self.settings.enabled || rule.threshold == 0 {
             return None;
         }
-        let now = self.clock.now().unix_millis();
-        let window = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX).max(1);
-        let window_start = now - now.rem_euclid(window);
+        let (window_start, window_end) = self.window(rule);
         let counter =
             format!("{}:{}:{}", sighting.point.id(), sighting.merchant.map_or("", MerchantId::as_str), sighting.actor);
         let item = match sighting.point.counting() {
             points::Counting::Distinct => sighting.item.as_deref().or(Some(&[])),
             points::Counting::Hits => None,
         };
-        let tally = match self.counts.observe(&counter, window_start, item, window_start.saturating_add(window)).await {
+        let tally = match self.counts.observe(&counter, window_start, item, window_end).await {
             Ok(tally) => tally,
             Err(err) => {
                 tracing::warn!(error = %err, point = sighting.point.id(), "counting a detection point failed");
@@ -517,11 +624,12 @@ impl DecisionService {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let minutes = rule.window.as_secs() / 60;
-        let detail = match point.counting() {
-            points::Counting::Distinct => {
+        let detail = match (&sighting.note, point.counting()) {
+            (Some(note), _) => note.clone(),
+            (None, points::Counting::Distinct) => {
                 format!("{seen} distinct {} within {minutes} minutes", what_is_counted(point))
             }
-            points::Counting::Hits => format!("{seen} {} within {minutes} minutes", what_is_counted(point)),
+            (None, points::Counting::Hits) => format!("{seen} {} within {minutes} minutes", what_is_counted(point)),
         };
         tracing::warn!(target: "strongroom::security", point = point.id(), severity = point.severity().as_str(),
             detail = %detail, "intrusion detected");
@@ -542,7 +650,7 @@ impl DecisionService {
         let decision = match sighting.respond.clone() {
             Some(scope) => {
                 let new = NewDecision {
-                    merchant: sighting.merchant.cloned(),
+                    merchant: if sighting.everywhere { None } else { sighting.merchant.cloned() },
                     scope,
                     reason: point.id().to_owned(),
                     detail: Some(detail.clone()),
@@ -784,14 +892,24 @@ pub fn blocked_error(decision: &DecisionRecord, now: Timestamp) -> DomainError {
 fn what_is_counted(point: Point) -> &'static str {
     match point {
         Point::CredentialStuffing => "accounts failed to sign in from one client",
+        Point::UnknownAccounts => "email addresses of no account tried from one client",
         Point::CodeGuessing => "wrong one-time or recovery codes for one account",
         Point::CardTesting => "payments refused as card testing from one client",
+        Point::DeclineRatio => "clients with most payments declined",
+        Point::SmallAmountCards => "cards paying small amounts from one client",
+        Point::IinCluster => "cards sharing their first six digits from one client",
         Point::Enumeration => "objects not found or not allowed for one API key",
         Point::TokenGuessing => "lookups of tokens that do not exist by one API key",
         Point::TamperedCredential => "credentials failing verification from one client",
+        Point::ReplayedToken => "single-use tokens presented again from one client",
+        Point::DecoyAccount => "sign-ins for a decoy account",
+        Point::DecoyApiKey => "requests presenting a decoy API key",
         Point::DecoyRoute => "requests for a decoy route",
+        Point::UnusualRequest => "requests with a method or body type no client sends",
+        Point::UnusualRequestWithKey => "requests with a method or body type no client sends, by one API key",
         Point::CanaryToken => "uses of a canary token",
         Point::InsiderReveals => "reveals by one caller",
+        Point::OffHoursReveals => "reveals outside the usual hours by one caller",
     }
 }
 

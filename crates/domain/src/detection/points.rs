@@ -35,11 +35,24 @@ pub enum Point {
     /// Failed sign-ins for many different accounts (existing or not: the two are never told
     /// apart) from one client address (IPv6: its /64).
     CredentialStuffing,
+    /// Sign-ins for many different email addresses that belong to no account, from one client
+    /// (IPv6: its /64): someone working through a list of addresses, slower than credential
+    /// stuffing's window, or finding out which addresses are customers.
+    UnknownAccounts,
     /// Wrong one-time or recovery codes for one account: someone who has its password guesses
     /// the second factor.
     CodeGuessing,
     /// Payments the fraud checks refused as card testing (many distinct cards from one client).
     CardTesting,
+    /// Most of one client's payments declined by the gateway within an hour, over a minimum
+    /// number of them: someone trying cards to find the ones that work.
+    DeclineRatio,
+    /// Many distinct cards paying small amounts from one client (IPv6: its /64), among the
+    /// payments the fraud checks let through.
+    SmallAmountCards,
+    /// Many distinct cards sharing their first six digits (one issuer's range) from one client,
+    /// among the payments the fraud checks let through: numbers generated in a range.
+    IinCluster,
     /// Requests of one API key for many distinct objects that do not exist or are not its
     /// merchant's (404), or that its scopes do not allow (403).
     Enumeration,
@@ -48,41 +61,81 @@ pub enum Point {
     /// Distinct session cookies from one client that are not even shaped like a session token
     /// (forged or edited; one browser resending one bad cookie counts once).
     TamperedCredential,
+    /// A single-use token presented again after it was used (an e-mail verification,
+    /// password-reset or staff invitation link, a step-up proof), from one client: a stolen or
+    /// replayed token.
+    ReplayedToken,
+    /// A sign-in for a decoy account (`[detection] decoy_accounts`): an address no customer has,
+    /// planted where only a thief of the shop's data would find it.
+    DecoyAccount,
+    /// A request presenting a decoy API key (`strongroom apikey decoy`): a key planted where only
+    /// a thief would find it.
+    DecoyApiKey,
     /// A request for a decoy route no client of strongroom's ever calls (`/admin`, `/.env`).
     DecoyRoute,
+    /// Requests with a method no client of strongroom's sends (`TRACE`, `CONNECT`, WebDAV's
+    /// `PROPFIND`…) or a body type no route takes (XML, serialised Java objects): a scanner's
+    /// probes, without a valid API key: counted per client, which is blocked everywhere.
+    UnusualRequest,
+    /// The same with a valid API key: counted per key, an alert and an incident only (the shop's
+    /// server, which relays its customers, is never blocked for everyone).
+    UnusualRequestWithKey,
     /// A canary token was read or revealed.
     CanaryToken,
     /// More reveals of card data or personal data in an hour than one API key or staff member
     /// needs.
     InsiderReveals,
+    /// Reveals of card data or personal data by a staff member or an API key outside the shop's
+    /// usual hours (`[detection] usual_hours`): an alert, one per caller and day.
+    OffHoursReveals,
 }
 
 impl Point {
     /// Every point, in the order of the metrics.
-    pub const ALL: [Point; 9] = [
+    pub const ALL: [Point; 19] = [
         Point::CredentialStuffing,
+        Point::UnknownAccounts,
         Point::CodeGuessing,
         Point::CardTesting,
+        Point::DeclineRatio,
+        Point::SmallAmountCards,
+        Point::IinCluster,
         Point::Enumeration,
         Point::TokenGuessing,
         Point::TamperedCredential,
+        Point::ReplayedToken,
+        Point::DecoyAccount,
+        Point::DecoyApiKey,
         Point::DecoyRoute,
+        Point::UnusualRequest,
+        Point::UnusualRequestWithKey,
         Point::CanaryToken,
         Point::InsiderReveals,
+        Point::OffHoursReveals,
     ];
 
     /// The id in audit entries, decisions (`reason`) and metrics.
     pub fn id(self) -> &'static str {
         match self {
             Point::CredentialStuffing => "credential_stuffing",
+            Point::UnknownAccounts => "unknown_accounts",
             Point::CodeGuessing => "code_guessing",
             Point::CardTesting => "card_testing",
+            Point::DeclineRatio => "decline_ratio",
+            Point::SmallAmountCards => "small_amount_cards",
+            Point::IinCluster => "iin_cluster",
             Point::Enumeration => "enumeration",
             Point::TokenGuessing => "token_guessing",
             Point::TamperedCredential => "tampered_credential",
+            Point::ReplayedToken => "replayed_token",
+            Point::DecoyAccount => "decoy_account",
+            Point::DecoyApiKey => "decoy_api_key",
             Point::DecoyRoute => "decoy_route",
+            Point::UnusualRequest => "unusual_request",
+            Point::UnusualRequestWithKey => "unusual_request_with_key",
             Point::CanaryToken => "canary_token",
             Point::InsiderReveals => "insider_reveals",
+            Point::OffHoursReveals => "off_hours_reveals",
         }
     }
 
@@ -94,28 +147,82 @@ impl Point {
     /// How it counts.
     pub fn counting(self) -> Counting {
         match self {
-            Point::CredentialStuffing | Point::Enumeration | Point::TokenGuessing | Point::TamperedCredential => {
-                Counting::Distinct
-            }
+            Point::CredentialStuffing
+            | Point::UnknownAccounts
+            | Point::SmallAmountCards
+            | Point::IinCluster
+            | Point::Enumeration
+            | Point::TokenGuessing
+            | Point::TamperedCredential => Counting::Distinct,
             Point::CodeGuessing
             | Point::CardTesting
+            | Point::DeclineRatio
+            | Point::ReplayedToken
+            | Point::DecoyAccount
+            | Point::DecoyApiKey
             | Point::DecoyRoute
+            | Point::UnusualRequest
+            | Point::UnusualRequestWithKey
             | Point::CanaryToken
-            | Point::InsiderReveals => Counting::Hits,
+            | Point::InsiderReveals
+            | Point::OffHoursReveals => Counting::Hits,
         }
     }
 
     /// How severe a detection is.
     pub fn severity(self) -> Severity {
         match self {
-            Point::DecoyRoute => Severity::Low,
-            Point::TamperedCredential | Point::CodeGuessing => Severity::Medium,
+            Point::DecoyRoute | Point::UnusualRequest => Severity::Low,
+            Point::TamperedCredential
+            | Point::CodeGuessing
+            | Point::UnknownAccounts
+            | Point::ReplayedToken
+            | Point::UnusualRequestWithKey
+            | Point::OffHoursReveals => Severity::Medium,
             Point::CredentialStuffing
             | Point::CardTesting
+            | Point::DeclineRatio
+            | Point::SmallAmountCards
+            | Point::IinCluster
+            | Point::DecoyAccount
             | Point::Enumeration
             | Point::TokenGuessing
             | Point::InsiderReveals => Severity::High,
-            Point::CanaryToken => Severity::Critical,
+            Point::CanaryToken | Point::DecoyApiKey => Severity::Critical,
+        }
+    }
+}
+
+/// The hours in which a shop's staff and systems usually reveal data, in UTC: `07:00-20:00`
+/// (start included, end excluded); a start after the end spans midnight (`22:00-06:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsualHours {
+    /// Minutes after midnight UTC.
+    pub start: u32,
+    /// Minutes after midnight UTC (1440: midnight at the end of the day).
+    pub end: u32,
+}
+
+impl UsualHours {
+    /// Parses `HH:MM-HH:MM` (00:00 to 24:00; start and end differ).
+    pub fn parse(text: &str) -> Option<Self> {
+        let minutes = |part: &str| -> Option<u32> {
+            let (h, m) = part.trim().split_once(':')?;
+            let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+            let total = h.checked_mul(60)?.checked_add(m)?;
+            (h <= 24 && m < 60 && total <= 1440 && part.trim().len() == 5).then_some(total)
+        };
+        let (start, end) = text.split_once('-')?;
+        let (start, end) = (minutes(start)?, minutes(end)?);
+        (start != end && start < 1440).then_some(Self { start, end })
+    }
+
+    /// Whether the minute of the day (UTC) `minute` is within the hours.
+    pub fn contains(self, minute: u32) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
         }
     }
 }
@@ -137,15 +244,34 @@ impl DetectionSettings {
         let minutes = |m: u64| Duration::from_secs(m * 60);
         let (threshold, window, base) = match point {
             Point::CredentialStuffing => (self.stuffing_accounts, minutes(15), self.stuffing_block),
+            Point::UnknownAccounts => (self.unknown_accounts, minutes(60), self.unknown_accounts_block),
             Point::CodeGuessing => (self.code_guesses, minutes(15), self.code_guessing_block),
             // The fraud checks counted the cards: their first refusal is the detection.
             Point::CardTesting => (1, minutes(60), self.card_testing_block),
+            // The payments decide from the attempts and declines they count: the first sighting
+            // in a window is the detection.
+            Point::DeclineRatio => (
+                u32::from(self.decline_ratio_percent > 0 && self.decline_ratio_attempts > 0),
+                minutes(60),
+                self.card_testing_block,
+            ),
+            Point::SmallAmountCards => (self.small_amount_cards, minutes(60), self.card_testing_block),
+            Point::IinCluster => (self.iin_cluster_cards, minutes(60), self.card_testing_block),
             Point::Enumeration => (self.enumeration_ids, minutes(10), self.enumeration_suspension),
             Point::TokenGuessing => (self.token_guesses, minutes(10), self.guessing_suspension),
             Point::TamperedCredential => (self.tampered_credentials, minutes(10), self.tampering_block),
+            Point::ReplayedToken => (self.replayed_tokens, minutes(60), self.replay_block),
+            Point::DecoyAccount => (u32::from(!self.decoy_accounts.is_empty()), minutes(60), self.decoy_block),
+            Point::DecoyApiKey => (1, minutes(60), self.decoy_block),
             Point::DecoyRoute => (u32::from(!self.decoy_paths.is_empty()), minutes(60), self.decoy_block),
+            Point::UnusualRequest | Point::UnusualRequestWithKey => {
+                (self.unusual_requests, minutes(60), self.unusual_request_block)
+            }
             Point::CanaryToken => (1, minutes(60), super::MAX_BLOCK),
             Point::InsiderReveals => (self.reveals_per_hour, minutes(60), self.insider_suspension),
+            // The first reveal outside the usual hours in a day is the detection (an alert: no
+            // decision is made, so its length is never used).
+            Point::OffHoursReveals => (u32::from(self.usual_hours.is_some()), minutes(24 * 60), minutes(60)),
         };
         Rule { threshold, window, base }
     }
@@ -170,12 +296,27 @@ pub struct Sighting<'a> {
     pub ip: Option<IpAddr>,
     /// Affected records (accounts, tokens, keys), for the incident.
     pub subjects: Vec<String>,
+    /// What was seen, for people, when the count alone does not say it (a ratio).
+    pub note: Option<String>,
+    /// The decision holds for the whole deployment, though the count and the incident are the
+    /// merchant's (a decoy key of the shop's presented by a client acting on its own).
+    pub everywhere: bool,
 }
 
 impl<'a> Sighting<'a> {
     /// A sighting of `point` by `actor` with nothing decided yet.
     pub fn new(point: Point, merchant: Option<&'a MerchantId>, actor: impl Into<String>) -> Self {
-        Self { point, merchant, actor: actor.into(), item: None, respond: None, ip: None, subjects: Vec::new() }
+        Self {
+            point,
+            merchant,
+            actor: actor.into(),
+            item: None,
+            respond: None,
+            ip: None,
+            subjects: Vec::new(),
+            note: None,
+            everywhere: false,
+        }
     }
 
     /// Counts `item` distinctly.
@@ -193,6 +334,18 @@ impl<'a> Sighting<'a> {
     /// From `ip`.
     pub fn from_ip(mut self, ip: Option<IpAddr>) -> Self {
         self.ip = ip;
+        self
+    }
+
+    /// The decision blocks the client for the whole deployment.
+    pub fn everywhere(mut self) -> Self {
+        self.everywhere = true;
+        self
+    }
+
+    /// Says what was seen (the decision's detail).
+    pub fn noting(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
         self
     }
 
@@ -223,14 +376,36 @@ mod tests {
 
     #[test]
     fn every_point_has_a_rule_and_an_index() {
-        let settings = DetectionSettings::default();
+        // Decoy accounts and usual hours are the shop's to name: off until named.
+        let defaults = DetectionSettings::default();
+        assert_eq!(defaults.rule(Point::DecoyAccount).threshold, 0);
+        assert_eq!(defaults.rule(Point::OffHoursReveals).threshold, 0);
+        let settings = DetectionSettings {
+            decoy_accounts: vec!["ceo-backup@shop.example".to_owned()],
+            usual_hours: UsualHours::parse("07:00-20:00"),
+            ..defaults
+        };
         for (i, point) in Point::ALL.into_iter().enumerate() {
             assert_eq!(point.index(), i);
             let rule = settings.rule(point);
-            assert!(rule.threshold > 0, "{} is on by default", point.id());
+            assert!(rule.threshold > 0, "{} is on", point.id());
             assert!(!rule.window.is_zero() && !rule.base.is_zero());
         }
         let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap_or(IpAddr::from([0u16; 8]));
         assert_eq!(client_group(v6), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn usual_hours_parse_and_span_midnight() {
+        let day = UsualHours::parse("07:00-20:00");
+        assert_eq!(day, Some(UsualHours { start: 420, end: 1200 }));
+        let day = day.unwrap_or(UsualHours { start: 0, end: 1 });
+        assert!(day.contains(420) && day.contains(1199) && !day.contains(1200) && !day.contains(419));
+        let night = UsualHours::parse("22:00-06:00").unwrap_or(UsualHours { start: 0, end: 1 });
+        assert!(night.contains(1380) && night.contains(0) && night.contains(359) && !night.contains(360));
+        assert_eq!(UsualHours::parse("00:00-24:00"), Some(UsualHours { start: 0, end: 1440 }));
+        for bad in ["7:00-20:00", "07:00-07:00", "25:00-01:00", "07:60-08:00", "07:00", "24:00-01:00", "a-b"] {
+            assert_eq!(UsualHours::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -257,6 +257,22 @@ impl IdentityService {
                     .respond(crate::detection::points::client_scope(ip))
                     .from_ip(Some(ip));
                     decisions.sighted(sighting).await;
+                    if other.is_none() {
+                        // An address of no account: counted after the answer, off its path, so
+                        // the answer takes as long as a wrong password's.
+                        let (decisions, merchant, lookup) = (decisions.clone(), merchant.clone(), email.lookup.clone());
+                        tokio::spawn(async move {
+                            let sighting = crate::detection::Sighting::new(
+                                crate::detection::Point::UnknownAccounts,
+                                Some(&merchant),
+                                crate::detection::points::client_group(ip),
+                            )
+                            .item(&lookup)
+                            .respond(crate::detection::points::client_scope(ip))
+                            .from_ip(Some(ip));
+                            decisions.sighted(sighting).await;
+                        });
+                    }
                 }
                 return Err(DomainError::InvalidCredentials);
             }

@@ -106,12 +106,36 @@ impl IdentityService {
         self.send_to(email, &notice, None).await
     }
 
+    /// Counts a single-use token (a link's or a step-up proof's keyed hash) that was refused,
+    /// when it is one used already: a replay, blocked for the merchant after a few from one
+    /// client. A failure to look is logged; the answer stays the refusal either way.
+    pub(super) async fn note_replay(&self, merchant: &crate::merchants::MerchantId, digest: &[u8], client: &Client) {
+        let (Some(decisions), Some(ip)) = (self.decisions.get(), client.ip) else { return };
+        match self.repo.spent_proof_merchant(digest).await {
+            Ok(Some(owner)) if &owner == merchant => {
+                let sighting = crate::detection::Sighting::new(
+                    crate::detection::Point::ReplayedToken,
+                    Some(merchant),
+                    crate::detection::points::client_group(ip),
+                )
+                .respond(crate::detection::points::client_scope(ip))
+                .from_ip(Some(ip));
+                decisions.sighted(sighting).await;
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "looking for a replayed token failed"),
+        }
+    }
+
     /// Verifies an address with the emailed link's token.
     pub async fn verify_email(&self, space: Space<'_>, token: &str, client: &Client) -> Result<String, DomainError> {
         let merchant = space.merchant;
         let digest = self.keyed("link", token.trim().as_bytes());
         let now = self.now();
-        let Some(challenge) = self.repo.challenge_by_proof(&digest, now).await? else { return Err(bad_link()) };
+        let Some(challenge) = self.repo.challenge_by_proof(&digest, now).await? else {
+            self.note_replay(merchant, &digest, client).await;
+            return Err(bad_link());
+        };
         if &challenge.merchant_id != merchant || challenge.purpose != ChallengePurpose::VerifyEmail {
             return Err(bad_link());
         }
@@ -322,12 +346,13 @@ impl IdentityService {
         let merchant = space.merchant;
         let digest = self.keyed("link", token.trim().as_bytes());
         let now = self.now();
-        let challenge = self
-            .repo
-            .challenge_by_proof(&digest, now)
-            .await?
-            .filter(|c| &c.merchant_id == merchant && c.purpose == ChallengePurpose::PasswordReset)
-            .ok_or_else(bad_link)?;
+        let Some(challenge) = self.repo.challenge_by_proof(&digest, now).await? else {
+            self.note_replay(merchant, &digest, client).await;
+            return Err(bad_link());
+        };
+        if &challenge.merchant_id != merchant || challenge.purpose != ChallengePurpose::PasswordReset {
+            return Err(bad_link());
+        }
         // Another mode's link answers as an unknown one.
         let customer = self.customer_record(space, &challenge.customer_id).await.map_err(|_| bad_link())?;
         if customer.status != AccountStatus::Active {

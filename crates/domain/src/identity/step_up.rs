@@ -313,6 +313,9 @@ impl IdentityService {
             event = event.on("challenge", &challenge.id);
         }
         self.audit.record(event).await?;
+        if redeemed.is_none() {
+            self.note_replay(merchant, &digest, client).await;
+        }
         expected?;
         match reason {
             None => Ok(()),

@@ -200,6 +200,67 @@ impl PaymentsService {
         detection.sighted(sighting).await;
     }
 
+    /// Reports the card-testing signals of a confirmation attempt the fraud checks let through
+    /// to intrusion detection: distinct cards paying a small amount from one client, and distinct
+    /// cards sharing their first six digits from one client (cards counted by fingerprint, never
+    /// by number). A detection blocks the client's payments for the merchant.
+    pub(super) async fn watch_card(
+        &self,
+        intent: &IntentRecord,
+        card: Option<&PaymentCardInfo>,
+        client: &ClientSignals,
+    ) {
+        let (Some(detection), Some(ip), Some(card)) = (self.detection.get(), client.ip, card) else { return };
+        let (Some(fingerprint), Ok(checkout)) = (card.fingerprint.as_deref(), self.checkout()) else { return };
+        let group = crate::detection::points::client_group(ip);
+        let sighting = |point, actor: String| {
+            crate::detection::Sighting::new(point, Some(&intent.merchant), actor)
+                .item(fingerprint)
+                .respond(crate::detection::points::client_scope(ip))
+                .from_ip(Some(ip))
+                .subject(intent.id.clone())
+        };
+        if checkout.rules.fraud.is_small(intent.amount) {
+            detection.sighted(sighting(crate::detection::Point::SmallAmountCards, group.clone())).await;
+        }
+        if let Some(first6) = &card.first6 {
+            // The issuer's range names the count (first six digits are not secret); the cards
+            // in it are counted by fingerprint.
+            detection.sighted(sighting(crate::detection::Point::IinCluster, format!("{group}:{first6}"))).await;
+        }
+    }
+
+    /// Counts the gateway's answer to an attempt of a client for the decline ratio (`declined`:
+    /// declined, else approved): a client most of whose payments within the window were
+    /// declined, from a minimum number of them on, has its payments blocked for the merchant.
+    pub(super) async fn watch_outcome(&self, intent: &IntentRecord, declined: bool, client: &ClientSignals) {
+        let (Some(detection), Some(ip)) = (self.detection.get(), client.ip) else { return };
+        let point = crate::detection::Point::DeclineRatio;
+        let merchant = Some(&intent.merchant);
+        let group = crate::detection::points::client_group(ip);
+        // By attempt: an answer settled twice (a retried request) counts once.
+        let attempt = format!("{}:{}", intent.id, intent.attempt);
+        let item = Some(attempt.as_bytes());
+        let Some(attempts) = detection.count(point, "attempts", merchant, &group, item).await else { return };
+        if !declined {
+            return;
+        }
+        let Some(declines) = detection.count(point, "declines", merchant, &group, item).await else { return };
+        let settings = detection.settings();
+        let (tried, refused) = (attempts.distinct, declines.distinct);
+        let enough = tried >= u64::from(settings.decline_ratio_attempts);
+        if !enough || refused.saturating_mul(100) < u64::from(settings.decline_ratio_percent).saturating_mul(tried) {
+            return;
+        }
+        let note = format!("{refused} of {tried} payments from one client declined within 60 minutes");
+        let sighting = crate::detection::Sighting::new(point, merchant, group)
+            .respond(crate::detection::points::client_scope(ip))
+            .from_ip(Some(ip))
+            .noting(note)
+            .subject(intent.id.clone());
+        detection.sighted(sighting).await;
+    }
+
     /// The checkout rules' ports.
     pub(crate) fn checkout(&self) -> Result<&Checkout, DomainError> {
         self.checkout.get().ok_or_else(|| {
@@ -236,6 +297,9 @@ impl PaymentsService {
             checkout.repo.set_fraud_decision(&intent.id, &text).await?;
             self.ports.audit.record(fraud_checked_event(caller, &intent.id, &decision)).await?;
             intent.fraud = Some(decision);
+            if decided != Outcome::Block {
+                self.watch_card(&intent, card.as_ref(), &extras.client).await;
+            }
         }
         self.after_fraud_check(caller, checkout, intent, outcome, extras).await
     }

@@ -358,6 +358,10 @@ impl PaymentsService {
             CreateAndConfirmOutcome::OrderChanged => return self.create_then_confirm(caller, intent, extras).await,
         };
         self.ports.outbox.wake().notify_one();
+        let passed = written.fraud.as_ref().is_some_and(|d| d.outcome != Outcome::Block.as_str());
+        if passed {
+            self.watch_card(&intent, info.as_ref(), &extras.client).await;
+        }
         let mut entries = vec![caller.event("payment_intent.created", "payment_intent", &intent.id)];
         if let Some(decision) = &written.fraud {
             entries.push(super::checkout::fraud_checked_event(caller, &intent.id, decision));
@@ -658,7 +662,16 @@ impl PaymentsService {
                 if let (Some(action), Some(url)) = (answer.next_action.as_mut(), &extras.return_url) {
                     action.return_url = Some(url.clone());
                 }
-                self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await
+                let declined = match answer.status {
+                    GatewayStatus::Declined => Some(true),
+                    GatewayStatus::Authorized | GatewayStatus::Captured => Some(false),
+                    _ => None,
+                };
+                let settled = self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await;
+                if let (Ok(_), Some(declined)) = (&settled, declined) {
+                    self.watch_outcome(&claimed, declined, &extras.client).await;
+                }
+                settled
             }
             None => Ok(claimed),
         }

@@ -302,6 +302,10 @@ pub trait IdentityRepository: crate::sessions::SessionRepository {
     /// using it up.
     async fn challenge_by_proof(&self, digest: &[u8], now: Timestamp) -> Result<Option<ChallengeRecord>, StoreError>;
 
+    /// The merchant of the challenge whose proof (or emailed link) has this keyed hash and was
+    /// used already, if any: a single-use token presented again (intrusion detection).
+    async fn spent_proof_merchant(&self, digest: &[u8]) -> Result<Option<MerchantId>, StoreError>;
+
     /// Whether any stored session of the customer (live or ended within the purge window) came
     /// from this user agent.
     async fn has_session_from(&self, customer: &str, user_agent: &str) -> Result<bool, StoreError>;

@@ -172,6 +172,10 @@ pub trait StaffRepository: crate::sessions::SessionRepository {
     /// A staff member by the keyed hash of their email.
     async fn staff_by_email(&self, lookup: &[u8]) -> Result<Option<StaffRecord>, StoreError>;
 
+    /// The merchant of the staff member whose accepted invitation had this keyed hash, if any:
+    /// the link presented again (intrusion detection).
+    async fn spent_invite_merchant(&self, digest: &[u8]) -> Result<Option<MerchantId>, StoreError>;
+
     /// The staff member an open invitation with this keyed hash belongs to.
     async fn staff_by_invite(&self, digest: &[u8], now: Timestamp) -> Result<Option<StaffRecord>, StoreError>;
 

@@ -178,6 +178,8 @@ pub struct StaffService {
     sessions: Sessions<StaffPrincipal>,
     clients: crate::identity::throttle::ClientThrottle,
     passkeys: Option<Arc<crate::passkeys::Passkeys>>,
+    /// Intrusion detection (replayed invitation links), wired once at start.
+    decisions: std::sync::OnceLock<crate::detection::DecisionService>,
 }
 
 impl std::fmt::Debug for StaffService {
@@ -231,6 +233,7 @@ impl StaffService {
             entropy,
             settings,
             postman: None,
+            decisions: std::sync::OnceLock::new(),
             sessions,
             clients: crate::identity::throttle::ClientThrottle::default(),
             passkeys: None,
@@ -247,6 +250,11 @@ impl StaffService {
     pub fn with_passkeys(mut self, passkeys: Arc<crate::passkeys::Passkeys>) -> Self {
         self.passkeys = Some(passkeys);
         self
+    }
+
+    /// Reports replayed invitation links to intrusion detection (called once at start).
+    pub fn set_decisions(&self, decisions: crate::detection::DecisionService) {
+        let _ = self.decisions.set(decisions);
     }
 
     /// Sends invitations and lock notices through this postman.
@@ -507,7 +515,10 @@ impl StaffService {
         }
         let now = self.now();
         let digest = self.keyed("staff_invite", token.as_bytes());
-        let staff = self.repo.staff_by_invite(&digest, now).await?.ok_or_else(refused)?;
+        let Some(staff) = self.repo.staff_by_invite(&digest, now).await? else {
+            self.note_replay(&digest, client).await;
+            return Err(refused());
+        };
         let email = self.email_of(&staff).await?;
         self.check_new_password(&staff, password.expose(), &email, "/password").await?;
         let hash = self.hasher.hash(password).await?;
@@ -518,6 +529,26 @@ impl StaffService {
         self.record(self.staff_event(&staff, "staff.invitation_accepted", Outcome::Success), client).await?;
         let fresh = self.staff_of(&staff.merchant_id, &staff.id).await?;
         self.view(&fresh).await
+    }
+
+    /// Counts an invitation link refused because it was accepted already (a replay), for the
+    /// merchant whose staff it was; a failure to look is logged, the answer stays the refusal.
+    async fn note_replay(&self, digest: &[u8], client: &Client) {
+        let (Some(decisions), Some(ip)) = (self.decisions.get(), client.ip) else { return };
+        match self.repo.spent_invite_merchant(digest).await {
+            Ok(Some(merchant)) => {
+                let sighting = crate::detection::Sighting::new(
+                    crate::detection::Point::ReplayedToken,
+                    Some(&merchant),
+                    crate::detection::points::client_group(ip),
+                )
+                .respond(crate::detection::points::client_scope(ip))
+                .from_ip(Some(ip));
+                decisions.sighted(sighting).await;
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "looking for a replayed invitation failed"),
+        }
     }
 
     /// Checks a new staff password (the field at `pointer`): PCI DSS length with letters and

@@ -833,6 +833,17 @@ impl VaultService {
         .from_ip(source.ip)
         .subject(principal.actor_id());
         self.sight(principal, sighting).await;
+        // Outside the shop's usual hours: an alert (no suspension), one per caller and day.
+        if let Some(detection) = self.detection.get().filter(|d| d.outside_usual_hours()) {
+            let sighting = crate::detection::Sighting::new(
+                crate::detection::Point::OffHoursReveals,
+                Some(principal.merchant_id()),
+                principal.actor_id(),
+            )
+            .from_ip(source.ip)
+            .subject(principal.actor_id());
+            detection.sighted(sighting).await;
+        }
         let value = self.open_value(principal, source, &record).await?;
         let shown = match view {
             RevealView::Plain => value,

@@ -136,7 +136,12 @@ pub(super) async fn login(
     PageForm { fields: input, client, csrf }: PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
     let merchant = merchant(&state)?;
-    match state.identity.login(live(&merchant), &input.email, Secret::new(input.password), &client).await {
+    let decoy = state.decisions.is_decoy_account(&input.email);
+    let outcome = state.identity.login(live(&merchant), &input.email, Secret::new(input.password), &client).await;
+    if decoy {
+        state.decisions.decoy_sign_in(&merchant, client.ip);
+    }
+    match outcome {
         Ok(LoginOutcome::Authenticated(issued)) => Ok(signed_in(&issued)),
         Ok(LoginOutcome::SecondFactorRequired { challenge, factors, .. }) => {
             Ok(respond(&csrf, StatusCode::OK, "One more step", &factor_body(&csrf.token, &challenge, &factors, None)))

@@ -351,7 +351,13 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginBody>, ApiError> {
     let client = client_of(body.client, &context, "/client")?;
-    let outcome = state.identity.login(auth.principal.space(), &body.email, body.password.secret(), &client).await?;
+    let decoy = state.decisions.is_decoy_account(&body.email);
+    let outcome = state.identity.login(auth.principal.space(), &body.email, body.password.secret(), &client).await;
+    if decoy {
+        // A decoy account: answered as the sign-in answers it (a wrong password's), then reported.
+        state.decisions.decoy_sign_in(auth.principal.merchant_id(), client.ip);
+    }
+    let outcome = outcome?;
     Ok(Json(match outcome {
         LoginOutcome::Authenticated(issued) => issued.into(),
         LoginOutcome::SecondFactorRequired { challenge, factors, expires_at } => LoginBody {
