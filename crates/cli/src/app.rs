@@ -872,7 +872,7 @@ impl Application {
         };
         let decisions = strongroom_domain::detection::DecisionService::new(
             Arc::new(core.store.clone()),
-            counts,
+            counts.clone(),
             core.outbox.clone(),
             audit.clone(),
             clock.clone(),
@@ -890,6 +890,13 @@ impl Application {
             config.detection.incident_settings(),
         );
         decisions.set_incidents(incidents.clone());
+        incidents.set_alert_mail(strongroom_domain::detection::alert_mail::AlertMail::new(
+            staff.clone(),
+            counts,
+            core.outbox.clone(),
+            clock.clone(),
+            config.detection.alert_mail_settings(),
+        ));
         let freezes = strongroom_domain::detection::playbooks::Freezes::new(Arc::new(core.store.clone()));
         payments.set_freezes(freezes.clone());
         forward.set_freezes(freezes);
@@ -901,6 +908,11 @@ impl Application {
             audit.clone(),
         );
         identity.set_decisions(decisions.clone());
+        staff.set_decisions(decisions.clone());
+        decisions.set_accounts(Arc::new(strongroom_domain::detection::accounts::AccountResponder::new(
+            identity.clone(),
+            staff.clone(),
+        )));
         vault.set_detection(decisions.clone());
         payments.set_detection(decisions.clone());
         vault.set_dual_control(staff.clone());

@@ -161,6 +161,17 @@ pub struct DetectionConfig {
     /// How long an insider-reveal key is first suspended. Default 1h.
     #[serde(with = "humantime_serde")]
     pub insider_suspension: Duration,
+    /// Wrong passwords for one customer account within an hour, from any clients, that make its
+    /// password sign-ins pass a second factor (a step-up decision); 0: never. Default 10.
+    pub password_guesses: u32,
+    /// How long a first password-guessing step-up lasts. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub password_guessing_step_up: Duration,
+    /// Failed customer sign-ins per 100 attempts of one shop within 15 minutes above which an
+    /// alert (and an incident) is raised; nothing is blocked. 0: never. Default 80.
+    pub failure_ratio_percent: u32,
+    /// Attempts of the shop within the 15 minutes before the ratio counts. Default 100.
+    pub failure_ratio_min_attempts: u32,
     /// Count in Redis (`redis://host:6379/0`, without TLS: loopback or a private network) instead
     /// of the database. Unset (the default): the database counts. A secret when it holds a
     /// password (use `STRONGROOM_DETECTION__REDIS_URL_FILE`).
@@ -169,6 +180,12 @@ pub struct DetectionConfig {
     /// Detections at or above this severity (`low`, `medium`, `high`, `critical`) open an
     /// incident, or join the one open. Default `medium`.
     pub incident_severity: strongroom_domain::detection::incidents::Severity,
+    /// Addresses that get every security alert mail (detections at or above
+    /// `incident_severity`, incidents opened), besides each shop's staff with the `security`
+    /// role. Default none.
+    pub alert_emails: Vec<String>,
+    /// Detection alert mails per shop and hour (incidents opened are always mailed). Default 20.
+    pub alert_mails_per_hour: u32,
 }
 
 impl Default for DetectionConfig {
@@ -191,8 +208,14 @@ impl Default for DetectionConfig {
             decoy_block: d.decoy_block,
             reveals_per_hour: d.reveals_per_hour,
             insider_suspension: d.insider_suspension,
+            password_guesses: d.password_guesses,
+            password_guessing_step_up: d.password_guessing_step_up,
+            failure_ratio_percent: d.failure_ratio_percent,
+            failure_ratio_min_attempts: d.failure_ratio_min_attempts,
             redis_url: None,
             incident_severity: strongroom_domain::detection::incidents::IncidentSettings::default().threshold,
+            alert_emails: Vec::new(),
+            alert_mails_per_hour: strongroom_domain::detection::alert_mail::AlertMailSettings::default().per_hour,
         }
     }
 }
@@ -217,6 +240,10 @@ impl DetectionConfig {
             decoy_block: self.decoy_block,
             reveals_per_hour: self.reveals_per_hour,
             insider_suspension: self.insider_suspension,
+            password_guesses: self.password_guesses,
+            password_guessing_step_up: self.password_guessing_step_up,
+            failure_ratio_percent: self.failure_ratio_percent,
+            failure_ratio_min_attempts: self.failure_ratio_min_attempts,
         }
     }
 
@@ -231,10 +258,27 @@ impl DetectionConfig {
             ("detection.tampering_block", self.tampering_block),
             ("detection.decoy_block", self.decoy_block),
             ("detection.insider_suspension", self.insider_suspension),
+            ("detection.password_guessing_step_up", self.password_guessing_step_up),
         ];
         for (field, duration) in durations {
             if duration < Duration::from_secs(60) || duration > strongroom_domain::detection::MAX_BLOCK {
                 return Some((field, "must be between 1m and 24h"));
+            }
+        }
+        if self.failure_ratio_percent > 99 {
+            return Some(("detection.failure_ratio_percent", "must be 0 (off) to 99"));
+        }
+        if self.failure_ratio_min_attempts < 10 {
+            return Some(("detection.failure_ratio_min_attempts", "must be at least 10"));
+        }
+        for email in &self.alert_emails {
+            let (local, domain) = email.split_once('@').unwrap_or_default();
+            if local.is_empty()
+                || !domain.contains('.')
+                || email.len() > 254
+                || email.chars().any(|c| c.is_control() || c.is_whitespace() || c == ',' || c == '<' || c == '>')
+            {
+                return Some(("detection.alert_emails", "each must be one plain email address (name@example.com)"));
             }
         }
         if self.redis_url.as_ref().is_some_and(|url| !url.expose().starts_with("redis://")) {
@@ -269,6 +313,14 @@ impl DetectionConfig {
             }
         }
         None
+    }
+
+    /// The alert mails' settings.
+    pub fn alert_mail_settings(&self) -> strongroom_domain::detection::alert_mail::AlertMailSettings {
+        strongroom_domain::detection::alert_mail::AlertMailSettings {
+            alert_emails: self.alert_emails.clone(),
+            per_hour: self.alert_mails_per_hour,
+        }
     }
 
     /// The incidents' settings.

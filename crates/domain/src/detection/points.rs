@@ -55,11 +55,18 @@ pub enum Point {
     /// More reveals of card data or personal data in an hour than one API key or staff member
     /// needs.
     InsiderReveals,
+    /// Wrong passwords for one customer account, from any clients: someone guesses its
+    /// password (the per-account delays slow them; this makes the password alone not enough).
+    PasswordGuessing,
+    /// A shop's sign-ins fail far more often than they succeed (failures per attempts over a
+    /// window, from a minimum of attempts): an attack spread over many clients. An alert and an
+    /// incident only: there is no one client to block.
+    FailureRatio,
 }
 
 impl Point {
     /// Every point, in the order of the metrics.
-    pub const ALL: [Point; 9] = [
+    pub const ALL: [Point; 11] = [
         Point::CredentialStuffing,
         Point::CodeGuessing,
         Point::CardTesting,
@@ -69,6 +76,8 @@ impl Point {
         Point::DecoyRoute,
         Point::CanaryToken,
         Point::InsiderReveals,
+        Point::PasswordGuessing,
+        Point::FailureRatio,
     ];
 
     /// The id in audit entries, decisions (`reason`) and metrics.
@@ -83,6 +92,8 @@ impl Point {
             Point::DecoyRoute => "decoy_route",
             Point::CanaryToken => "canary_token",
             Point::InsiderReveals => "insider_reveals",
+            Point::PasswordGuessing => "password_guessing",
+            Point::FailureRatio => "failure_ratio",
         }
     }
 
@@ -101,7 +112,9 @@ impl Point {
             | Point::CardTesting
             | Point::DecoyRoute
             | Point::CanaryToken
-            | Point::InsiderReveals => Counting::Hits,
+            | Point::InsiderReveals
+            | Point::PasswordGuessing
+            | Point::FailureRatio => Counting::Hits,
         }
     }
 
@@ -109,12 +122,13 @@ impl Point {
     pub fn severity(self) -> Severity {
         match self {
             Point::DecoyRoute => Severity::Low,
-            Point::TamperedCredential | Point::CodeGuessing => Severity::Medium,
+            Point::TamperedCredential | Point::CodeGuessing | Point::PasswordGuessing => Severity::Medium,
             Point::CredentialStuffing
             | Point::CardTesting
             | Point::Enumeration
             | Point::TokenGuessing
-            | Point::InsiderReveals => Severity::High,
+            | Point::InsiderReveals
+            | Point::FailureRatio => Severity::High,
             Point::CanaryToken => Severity::Critical,
         }
     }
@@ -146,6 +160,9 @@ impl DetectionSettings {
             Point::DecoyRoute => (u32::from(!self.decoy_paths.is_empty()), minutes(60), self.decoy_block),
             Point::CanaryToken => (1, minutes(60), super::MAX_BLOCK),
             Point::InsiderReveals => (self.reveals_per_hour, minutes(60), self.insider_suspension),
+            Point::PasswordGuessing => (self.password_guesses, minutes(60), self.password_guessing_step_up),
+            // The threshold is a percentage of the window's attempts; nothing is decided.
+            Point::FailureRatio => (self.failure_ratio_percent, minutes(15), minutes(15)),
         };
         Rule { threshold, window, base }
     }
