@@ -107,7 +107,10 @@ async fn a_locked_account_cannot_sign_in_and_its_owner_is_told(backend: Backend)
         (account_decision(&customer, "block", 600), "/action"),
         (account_decision("cus_nope", "lock", 600), "/scope/address"),
         (account_decision("cus_aaaaaaaaaaaaaaaaaaaaaaaaaa", "lock", 600), "/scope/address"),
-        (json!({"scope": {"kind": "ip", "address": "203.0.113.5"}, "action": "lock", "duration_seconds": 600}), "/action"),
+        (
+            json!({"scope": {"kind": "ip", "address": "203.0.113.5"}, "action": "lock", "duration_seconds": 600}),
+            "/action",
+        ),
     ];
     for (body, pointer) in cases {
         let (status, problem) = post(&server, "/v1/security/decisions", &body).await;
@@ -384,7 +387,8 @@ async fn a_shops_failure_ratio_raises_an_alert_and_blocks_nobody(backend: Backen
     let incidents = || async { server.get_json("/v1/security/incidents").await["data"].as_array().unwrap().clone() };
     // 4 good, then 16 failures: 20 attempts, 80 % failed, not above the ratio.
     for n in 1..=16 {
-        let (status, _) = login(&server, &format!("who{n}@example.com"), "not the password at all 1", &format!("192.0.2.{n}")).await;
+        let (status, _) =
+            login(&server, &format!("who{n}@example.com"), "not the password at all 1", &format!("192.0.2.{n}")).await;
         assert_eq!(status, 401);
     }
     assert_eq!(incidents().await, Vec::<Value>::new(), "at the ratio, not above it");

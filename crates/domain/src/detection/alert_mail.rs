@@ -90,8 +90,7 @@ impl AlertMail {
         let now = self.clock.now().unix_millis();
         let window_start = now - now.rem_euclid(HOUR_MS);
         let counter = format!("alert_mail:{}", merchant.map_or("", MerchantId::as_str));
-        let hits = match self.counts.observe(&counter, window_start, None, window_start.saturating_add(HOUR_MS)).await
-        {
+        let hits = match self.counts.observe(&counter, window_start, None, window_start.saturating_add(HOUR_MS)).await {
             Ok(tally) => tally.hits,
             Err(err) => {
                 // Unable to count: mail (an alert lost is worse than one more mail).

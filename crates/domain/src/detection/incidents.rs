@@ -460,7 +460,9 @@ impl IncidentService {
         lines.push(format!("What was seen: {summary}"));
         lines.push(match landed {
             Landed::Opened => format!("It opened incident {}.", incident.id),
-            Landed::Raised | Landed::Joined => format!("It joined incident {}, which is {}.", incident.id, incident.state),
+            Landed::Raised | Landed::Joined => {
+                format!("It joined incident {}, which is {}.", incident.id, incident.state)
+            }
         });
         let subject = match landed {
             Landed::Opened => "security incident opened",
@@ -536,7 +538,13 @@ impl IncidentService {
                     format!("Title: {}", incident.title),
                     format!("Severity: {}", incident.severity.as_str()),
                 ];
-                messages.extend(alert_mail.messages(Some(merchant), &recipients, true, "security incident opened", lines));
+                messages.extend(alert_mail.messages(
+                    Some(merchant),
+                    &recipients,
+                    true,
+                    "security incident opened",
+                    lines,
+                ));
             }
             messages
         };

@@ -339,9 +339,9 @@ impl DecisionBook {
         action: AccountAction,
         now: Timestamp,
     ) -> Option<DecisionRecord> {
-        self.about("account", account).into_iter().find(|d| {
-            d.merchant.as_deref() == Some(merchant.as_str()) && d.action == action.as_str() && d.holds(now)
-        })
+        self.about("account", account)
+            .into_iter()
+            .find(|d| d.merchant.as_deref() == Some(merchant.as_str()) && d.action == action.as_str() && d.holds(now))
     }
 
     fn replace(&self, decisions: Vec<DecisionRecord>, version: i64) {
