@@ -880,6 +880,11 @@ impl Application {
             config.detection.settings(),
         );
         decisions.refresh(true).await.context("cannot read the intrusion-detection decisions")?;
+        if let Some(path) = &config.detection.geoip_database {
+            let geo = strongroom_connectors::geoip::MmdbLocator::open(path)
+                .with_context(|| format!("detection.geoip_database: {}", path.display()))?;
+            decisions.set_geo(Arc::new(geo));
+        }
         let decisions_refresh = decisions.spawn_refresh();
         let incidents = strongroom_domain::detection::incidents::IncidentService::new(
             Arc::new(core.store.clone()),

@@ -172,6 +172,14 @@ pub struct DetectionConfig {
     pub failure_ratio_percent: u32,
     /// Attempts of the shop within the 15 minutes before the ratio counts. Default 100.
     pub failure_ratio_min_attempts: u32,
+    /// A GeoIP database in MaxMind's format (`.mmdb`, read at start, never downloaded): with it,
+    /// two sign-ins of one account from places too far apart for the time between step the
+    /// account up (impossible travel). Unset (the default): that point is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geoip_database: Option<std::path::PathBuf>,
+    /// How long a first impossible-travel step-up lasts. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub travel_step_up: Duration,
     /// Count in Redis (`redis://host:6379/0`, without TLS: loopback or a private network) instead
     /// of the database. Unset (the default): the database counts. A secret when it holds a
     /// password (use `STRONGROOM_DETECTION__REDIS_URL_FILE`).
@@ -212,6 +220,8 @@ impl Default for DetectionConfig {
             password_guessing_step_up: d.password_guessing_step_up,
             failure_ratio_percent: d.failure_ratio_percent,
             failure_ratio_min_attempts: d.failure_ratio_min_attempts,
+            geoip_database: None,
+            travel_step_up: d.travel_step_up,
             redis_url: None,
             incident_severity: strongroom_domain::detection::incidents::IncidentSettings::default().threshold,
             alert_emails: Vec::new(),
@@ -244,6 +254,8 @@ impl DetectionConfig {
             password_guessing_step_up: self.password_guessing_step_up,
             failure_ratio_percent: self.failure_ratio_percent,
             failure_ratio_min_attempts: self.failure_ratio_min_attempts,
+            impossible_travel: self.geoip_database.is_some(),
+            travel_step_up: self.travel_step_up,
         }
     }
 
@@ -259,6 +271,7 @@ impl DetectionConfig {
             ("detection.decoy_block", self.decoy_block),
             ("detection.insider_suspension", self.insider_suspension),
             ("detection.password_guessing_step_up", self.password_guessing_step_up),
+            ("detection.travel_step_up", self.travel_step_up),
         ];
         for (field, duration) in durations {
             if duration < Duration::from_secs(60) || duration > strongroom_domain::detection::MAX_BLOCK {

@@ -6,7 +6,9 @@
 //! mailed; many wrong passwords for one account (from many clients) step it up until its
 //! owner resets the password; detections and incidents opened are mailed to the shop's security
 //! staff and the configured addresses, at most so many detection mails an hour; and a shop whose
-//! sign-ins mostly fail gets one alert and an incident, with nobody blocked.
+//! sign-ins mostly fail gets one alert and an incident, with nobody blocked; with a GeoIP
+//! database, a sign-in from a place too far from the previous one for the time between steps
+//! the account up (a flight, a neighbouring town, an unknown address do not).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::path::{Path, PathBuf};
@@ -24,7 +26,8 @@ on_both_backends!(
     a_locked_staff_member_cannot_sign_in,
     many_wrong_passwords_for_one_account_step_it_up,
     security_alerts_are_mailed_within_the_hours_bound,
-    a_shops_failure_ratio_raises_an_alert_and_blocks_nobody
+    a_shops_failure_ratio_raises_an_alert_and_blocks_nobody,
+    impossible_travel_steps_the_account_up
 );
 
 const PASSWORD: &str = "violet tractor anthem 1987";
@@ -232,6 +235,9 @@ async fn many_wrong_passwords_for_one_account_step_it_up(backend: Backend) {
     let Some(server) = TestServer::spawn(backend).await else { return };
     let (customer, _) = server.signed_in_customer("mia@example.com", PASSWORD).await;
     server.signed_in_customer("noah@example.com", PASSWORD).await;
+    // Counting windows are fixed clock hours: start at the beginning of one.
+    let into_hour = u64::try_from(server.clock.now().unix_millis().rem_euclid(3_600_000)).unwrap();
+    server.clock.advance(Duration::from_millis(3_600_000 - into_hour));
     // Nine wrong passwords from nine clients (the per-account delays waited out): nothing yet.
     for n in 1..=9 {
         server.clock.advance(Duration::from_secs(40));
@@ -409,4 +415,72 @@ async fn a_shops_failure_ratio_raises_an_alert_and_blocks_nobody(backend: Backen
     assert_eq!(login(&server, "pia@example.com", PASSWORD, "192.0.2.1").await.0, 200);
     let audit = audit_text(&server).await;
     assert!(audit.contains("security.detected") && audit.contains("failure_ratio"), "audited");
+}
+
+/// Builds a small MaxMind-format database with `mmdb-writer` (tools/requirements-test.txt):
+/// 203.0.113.0/24 in Berlin, 192.0.2.0/24 in Potsdam (27 km away), 198.51.100.0/24 in New York.
+fn geoip_database(python: &str, path: &Path) {
+    let script = r#"
+import sys
+from netaddr import IPSet
+from mmdb_writer import MMDBWriter
+w = MMDBWriter(ip_version=6, database_type="GeoLite2-City", languages=["en"], description="strongroom test", ipv4_compatible=True)
+for network, lat, lon in [("203.0.113.0/24", 52.52, 13.405), ("192.0.2.0/24", 52.3906, 13.0645), ("198.51.100.0/24", 40.7128, -74.006)]:
+    w.insert_network(IPSet([network]), {"location": {"latitude": lat, "longitude": lon, "accuracy_radius": 20}})
+w.to_db_file(sys.argv[1])
+"#;
+    let output = std::process::Command::new(python).args(["-c", script]).arg(path).output().unwrap();
+    assert!(output.status.success(), "mmdb-writer: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+async fn impossible_travel_steps_the_account_up(backend: Backend) {
+    let Some(python) = test_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("geo.mmdb");
+    geoip_database(&python, &database);
+    let path = database.clone();
+    let Some(server) = TestServer::spawn_with(backend, move |config| {
+        config.detection.geoip_database = Some(path);
+    })
+    .await
+    else {
+        return;
+    };
+    // Each signed in once from New York (198.51.100.7).
+    let (far, _) = server.signed_in_customer("ada@example.com", PASSWORD).await;
+    server.signed_in_customer("ben@example.com", PASSWORD).await;
+    server.signed_in_customer("cem@example.com", PASSWORD).await;
+    let nobody = || async { server.get_json("/v1/security/decisions").await["data"].clone() };
+
+    // Nine hours later, Berlin: a flight. Then Potsdam at once: next door.
+    server.clock.advance(Duration::from_secs(9 * 3600));
+    let (status, ben) = login(&server, "ben@example.com", PASSWORD, "203.0.113.9").await;
+    assert_eq!((status, ben["status"].as_str()), (200, Some("authenticated")), "{ben}");
+    let (status, ben) = login(&server, "ben@example.com", PASSWORD, "192.0.2.9").await;
+    assert_eq!((status, ben["status"].as_str()), (200, Some("authenticated")), "{ben}");
+    // An address the database does not know places nobody.
+    let (status, cem) = login(&server, "cem@example.com", PASSWORD, "10.1.2.3").await;
+    assert_eq!((status, cem["status"].as_str()), (200, Some("authenticated")), "{cem}");
+    assert_eq!(nobody().await, json!([]));
+
+    // Ada from Berlin, then from New York an hour later: 6,400 km in an hour.
+    let (status, ada) = login(&server, "ada@example.com", PASSWORD, "203.0.113.9").await;
+    assert_eq!((status, ada["status"].as_str()), (200, Some("authenticated")), "{ada}");
+    server.clock.advance(Duration::from_secs(3600));
+    let (status, ada) = login(&server, "ada@example.com", PASSWORD, "198.51.100.20").await;
+    assert_eq!(status, 200, "{ada}");
+    assert_eq!(ada["status"], "second_factor_required", "this sign-in is stepped up too: {ada}");
+    assert_eq!(ada["factors"], json!(["email_code"]));
+    let decisions = nobody().await;
+    let decisions = decisions.as_array().unwrap();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0]["scope"], json!({"kind": "account", "address": far}));
+    assert_eq!(
+        (decisions[0]["action"].as_str(), decisions[0]["reason"].as_str()),
+        (Some("step_up"), Some("impossible_travel"))
+    );
+    let audit = audit_text(&server).await;
+    assert!(audit.contains("impossible_travel"), "audited");
+    let incidents = server.get_json("/v1/security/incidents").await;
+    assert!(incidents.to_string().contains("impossible"), "an alert and an incident: {incidents}");
 }

@@ -20,6 +20,7 @@ pub mod accounts;
 pub mod alert_mail;
 pub mod incidents;
 pub mod playbooks;
+pub mod travel;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -103,6 +104,10 @@ pub struct DetectionSettings {
     pub failure_ratio_percent: u32,
     /// Attempts within the 15 minutes before the ratio counts.
     pub failure_ratio_min_attempts: u32,
+    /// Impossible travel is detected (a GeoIP database is configured).
+    pub impossible_travel: bool,
+    /// How long a first impossible-travel step-up lasts.
+    pub travel_step_up: Duration,
 }
 
 impl Default for DetectionSettings {
@@ -133,6 +138,8 @@ impl Default for DetectionSettings {
             password_guessing_step_up: minutes(24 * 60),
             failure_ratio_percent: 80,
             failure_ratio_min_attempts: 100,
+            impossible_travel: false,
+            travel_step_up: minutes(24 * 60),
         }
     }
 }
@@ -442,6 +449,8 @@ pub struct DecisionService {
     incidents: Arc<std::sync::OnceLock<incidents::IncidentService>>,
     /// What a decision about an account does to it (wired once at start).
     accounts: Arc<std::sync::OnceLock<Arc<dyn AccountResponses>>>,
+    /// The GeoIP database impossible travel is detected with (wired once at start, if any).
+    geo: Arc<std::sync::OnceLock<Arc<dyn travel::GeoLocator>>>,
 }
 
 /// What decisions about accounts need from the accounts: whether one is the shop's, and what a
@@ -477,6 +486,7 @@ impl DecisionService {
             settings,
             incidents: Arc::default(),
             accounts: Arc::default(),
+            geo: Arc::default(),
         }
     }
 
@@ -884,6 +894,41 @@ impl DecisionService {
         Ok(lifted)
     }
 
+    /// Whether impossible travel is detected (decisions on, a GeoIP database wired).
+    pub fn detects_travel(&self) -> bool {
+        self.settings.enabled && self.settings.impossible_travel && self.geo.get().is_some()
+    }
+
+    /// Wires the GeoIP database impossible travel is detected with (once, at start).
+    pub fn set_geo(&self, geo: Arc<dyn travel::GeoLocator>) {
+        let _ = self.geo.set(geo);
+    }
+
+    /// A right password for `account` of `merchant` from `ip`, whose previous sign-in (its
+    /// latest session) began at `previous`: when the two places are farther apart than
+    /// [`travel::MAX_SPEED_KMH`] allows in the time between, a detection steps the account up
+    /// (so this sign-in, too, must pass a second factor). Off without a GeoIP database.
+    pub async fn signed_in_from(
+        &self,
+        merchant: &MerchantId,
+        account: &str,
+        previous: Option<(IpAddr, Timestamp)>,
+        ip: Option<IpAddr>,
+    ) {
+        let (Some(geo), Some((before, before_at)), Some(ip)) = (self.geo.get(), previous, ip) else { return };
+        if !self.settings.impossible_travel || before == ip {
+            return;
+        }
+        let (Some(from), Some(to)) = (geo.locate(before), geo.locate(ip)) else { return };
+        let Some(km) = travel::impossible(from, before_at, to, self.clock.now()) else { return };
+        tracing::info!(target: "strongroom::security", distance_km = km.round(), "impossible travel between two sign-ins");
+        let sighting = Sighting::new(Point::ImpossibleTravel, Some(merchant), account)
+            .respond(DecisionScope::Account(account.to_owned(), AccountAction::StepUp))
+            .from_ip(Some(ip))
+            .subject(account);
+        self.sighted(sighting).await;
+    }
+
     /// Wires what locking an account does to the accounts (once, at start).
     pub fn set_accounts(&self, accounts: Arc<dyn AccountResponses>) {
         let _ = self.accounts.set(accounts);
@@ -994,6 +1039,7 @@ fn what_is_counted(point: Point) -> &'static str {
         Point::InsiderReveals => "reveals by one caller",
         Point::PasswordGuessing => "wrong passwords for one account",
         Point::FailureRatio => "failed sign-ins per 100 attempts of the shop",
+        Point::ImpossibleTravel => "sign-ins of one account from places too far apart for the time between",
     }
 }
 

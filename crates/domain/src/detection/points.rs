@@ -62,11 +62,14 @@ pub enum Point {
     /// window, from a minimum of attempts): an attack spread over many clients. An alert and an
     /// incident only: there is no one client to block.
     FailureRatio,
+    /// Two successful sign-ins of one account from places no traveller could cover in the time
+    /// between (`detection.geoip_database`; off without it).
+    ImpossibleTravel,
 }
 
 impl Point {
     /// Every point, in the order of the metrics.
-    pub const ALL: [Point; 11] = [
+    pub const ALL: [Point; 12] = [
         Point::CredentialStuffing,
         Point::CodeGuessing,
         Point::CardTesting,
@@ -78,6 +81,7 @@ impl Point {
         Point::InsiderReveals,
         Point::PasswordGuessing,
         Point::FailureRatio,
+        Point::ImpossibleTravel,
     ];
 
     /// The id in audit entries, decisions (`reason`) and metrics.
@@ -94,6 +98,7 @@ impl Point {
             Point::InsiderReveals => "insider_reveals",
             Point::PasswordGuessing => "password_guessing",
             Point::FailureRatio => "failure_ratio",
+            Point::ImpossibleTravel => "impossible_travel",
         }
     }
 
@@ -114,7 +119,8 @@ impl Point {
             | Point::CanaryToken
             | Point::InsiderReveals
             | Point::PasswordGuessing
-            | Point::FailureRatio => Counting::Hits,
+            | Point::FailureRatio
+            | Point::ImpossibleTravel => Counting::Hits,
         }
     }
 
@@ -128,7 +134,8 @@ impl Point {
             | Point::Enumeration
             | Point::TokenGuessing
             | Point::InsiderReveals
-            | Point::FailureRatio => Severity::High,
+            | Point::FailureRatio
+            | Point::ImpossibleTravel => Severity::High,
             Point::CanaryToken => Severity::Critical,
         }
     }
@@ -163,6 +170,8 @@ impl DetectionSettings {
             Point::PasswordGuessing => (self.password_guesses, minutes(60), self.password_guessing_step_up),
             // The threshold is a percentage of the window's attempts; nothing is decided.
             Point::FailureRatio => (self.failure_ratio_percent, minutes(15), minutes(15)),
+            // Each impossible pair is a detection (one an hour per account).
+            Point::ImpossibleTravel => (u32::from(self.impossible_travel), minutes(60), self.travel_step_up),
         };
         Rule { threshold, window, base }
     }
@@ -244,7 +253,10 @@ mod tests {
         for (i, point) in Point::ALL.into_iter().enumerate() {
             assert_eq!(point.index(), i);
             let rule = settings.rule(point);
-            assert!(rule.threshold > 0, "{} is on by default", point.id());
+            // Impossible travel needs a GeoIP database, which no default has.
+            if point != Point::ImpossibleTravel {
+                assert!(rule.threshold > 0, "{} is on by default", point.id());
+            }
             assert!(!rule.window.is_zero() && !rule.base.is_zero());
         }
         let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap_or(IpAddr::from([0u16; 8]));
