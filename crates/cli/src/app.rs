@@ -872,7 +872,7 @@ impl Application {
         };
         let decisions = strongroom_domain::detection::DecisionService::new(
             Arc::new(core.store.clone()),
-            counts,
+            counts.clone(),
             core.outbox.clone(),
             audit.clone(),
             clock.clone(),
@@ -880,6 +880,11 @@ impl Application {
             config.detection.settings(),
         );
         decisions.refresh(true).await.context("cannot read the intrusion-detection decisions")?;
+        if let Some(path) = &config.detection.geoip_database {
+            let geo = strongroom_connectors::geoip::MmdbLocator::open(path)
+                .with_context(|| format!("detection.geoip_database: {}", path.display()))?;
+            decisions.set_geo(Arc::new(geo));
+        }
         let decisions_refresh = decisions.spawn_refresh();
         let incidents = strongroom_domain::detection::incidents::IncidentService::new(
             Arc::new(core.store.clone()),
@@ -890,6 +895,13 @@ impl Application {
             config.detection.incident_settings(),
         );
         decisions.set_incidents(incidents.clone());
+        incidents.set_alert_mail(strongroom_domain::detection::alert_mail::AlertMail::new(
+            staff.clone(),
+            counts,
+            core.outbox.clone(),
+            clock.clone(),
+            config.detection.alert_mail_settings(),
+        ));
         let freezes = strongroom_domain::detection::playbooks::Freezes::new(Arc::new(core.store.clone()));
         payments.set_freezes(freezes.clone());
         forward.set_freezes(freezes);
@@ -902,6 +914,10 @@ impl Application {
         );
         identity.set_decisions(decisions.clone());
         staff.set_decisions(decisions.clone());
+        decisions.set_accounts(Arc::new(strongroom_domain::detection::accounts::AccountResponder::new(
+            identity.clone(),
+            staff.clone(),
+        )));
         vault.set_detection(decisions.clone());
         payments.set_detection(decisions.clone());
         vault.set_dual_control(staff.clone());

@@ -238,6 +238,13 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Migrate => migrate(&config).await,
         Command::Config(ConfigCommand::Check) => {
             print(&config.to_masked_toml());
+            match &config.detection.geoip_database {
+                None => print("# impossible travel: off (detection.geoip_database is not set)"),
+                Some(path) => match strongroom_connectors::geoip::MmdbLocator::open(path) {
+                    Ok(_) => print("# impossible travel: on (detection.geoip_database)"),
+                    Err(err) => print(&format!("# impossible travel: detection.geoip_database cannot be read: {err}")),
+                },
+            }
             Ok(())
         }
         Command::Apikey(command) => apikey(&config, command).await,

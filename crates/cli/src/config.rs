@@ -204,6 +204,25 @@ pub struct DetectionConfig {
     /// and an incident, one per caller and day, nobody suspended. Default unset: never.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usual_hours: Option<String>,
+    /// Wrong passwords for one customer account within an hour, from any clients, that make its
+    /// password sign-ins pass a second factor (a step-up decision); 0: never. Default 10.
+    pub password_guesses: u32,
+    /// How long a first password-guessing step-up lasts. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub password_guessing_step_up: Duration,
+    /// Failed customer sign-ins per 100 attempts of one shop within 15 minutes above which an
+    /// alert (and an incident) is raised; nothing is blocked. 0: never. Default 80.
+    pub failure_ratio_percent: u32,
+    /// Attempts of the shop within the 15 minutes before the ratio counts. Default 100.
+    pub failure_ratio_min_attempts: u32,
+    /// A GeoIP database in MaxMind's format (`.mmdb`, read at start, never downloaded): with it,
+    /// two sign-ins of one account from places too far apart for the time between step the
+    /// account up (impossible travel). Unset (the default): that point is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geoip_database: Option<std::path::PathBuf>,
+    /// How long a first impossible-travel step-up lasts. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub travel_step_up: Duration,
     /// Count in Redis (`redis://host:6379/0`, without TLS: loopback or a private network) instead
     /// of the database. Unset (the default): the database counts. A secret when it holds a
     /// password (use `STRONGROOM_DETECTION__REDIS_URL_FILE`).
@@ -212,6 +231,12 @@ pub struct DetectionConfig {
     /// Detections at or above this severity (`low`, `medium`, `high`, `critical`) open an
     /// incident, or join the one open. Default `medium`.
     pub incident_severity: strongroom_domain::detection::incidents::Severity,
+    /// Addresses that get every security alert mail (detections at or above
+    /// `incident_severity`, incidents opened), besides each shop's staff with the `security`
+    /// role. Default none.
+    pub alert_emails: Vec<String>,
+    /// Detection alert mails per shop and hour (incidents opened are always mailed). Default 20.
+    pub alert_mails_per_hour: u32,
 }
 
 impl Default for DetectionConfig {
@@ -246,8 +271,16 @@ impl Default for DetectionConfig {
             reveals_per_hour: d.reveals_per_hour,
             insider_suspension: d.insider_suspension,
             usual_hours: None,
+            password_guesses: d.password_guesses,
+            password_guessing_step_up: d.password_guessing_step_up,
+            failure_ratio_percent: d.failure_ratio_percent,
+            failure_ratio_min_attempts: d.failure_ratio_min_attempts,
+            geoip_database: None,
+            travel_step_up: d.travel_step_up,
             redis_url: None,
             incident_severity: strongroom_domain::detection::incidents::IncidentSettings::default().threshold,
+            alert_emails: Vec::new(),
+            alert_mails_per_hour: strongroom_domain::detection::alert_mail::AlertMailSettings::default().per_hour,
         }
     }
 }
@@ -284,6 +317,12 @@ impl DetectionConfig {
             reveals_per_hour: self.reveals_per_hour,
             insider_suspension: self.insider_suspension,
             usual_hours: self.usual_hours.as_deref().and_then(strongroom_domain::detection::points::UsualHours::parse),
+            password_guesses: self.password_guesses,
+            password_guessing_step_up: self.password_guessing_step_up,
+            failure_ratio_percent: self.failure_ratio_percent,
+            failure_ratio_min_attempts: self.failure_ratio_min_attempts,
+            impossible_travel: self.geoip_database.is_some(),
+            travel_step_up: self.travel_step_up,
         }
     }
 
@@ -301,6 +340,8 @@ impl DetectionConfig {
             ("detection.decoy_block", self.decoy_block),
             ("detection.unusual_request_block", self.unusual_request_block),
             ("detection.insider_suspension", self.insider_suspension),
+            ("detection.password_guessing_step_up", self.password_guessing_step_up),
+            ("detection.travel_step_up", self.travel_step_up),
         ];
         for (field, duration) in durations {
             if duration < Duration::from_secs(60) || duration > strongroom_domain::detection::MAX_BLOCK {
@@ -328,6 +369,22 @@ impl DetectionConfig {
         }
         if self.decline_ratio_percent > 100 {
             return Some(("detection.decline_ratio_percent", "must be 0 to 100"));
+        }
+        if self.failure_ratio_percent > 99 {
+            return Some(("detection.failure_ratio_percent", "must be 0 (off) to 99"));
+        }
+        if self.failure_ratio_min_attempts < 10 {
+            return Some(("detection.failure_ratio_min_attempts", "must be at least 10"));
+        }
+        for email in &self.alert_emails {
+            let (local, domain) = email.split_once('@').unwrap_or_default();
+            if local.is_empty()
+                || !domain.contains('.')
+                || email.len() > 254
+                || email.chars().any(|c| c.is_control() || c.is_whitespace() || c == ',' || c == '<' || c == '>')
+            {
+                return Some(("detection.alert_emails", "each must be one plain email address (name@example.com)"));
+            }
         }
         if self.redis_url.as_ref().is_some_and(|url| !url.expose().starts_with("redis://")) {
             return Some(("detection.redis_url", "must be a redis:// URL (TLS to Redis is not supported)"));
@@ -361,6 +418,14 @@ impl DetectionConfig {
             }
         }
         None
+    }
+
+    /// The alert mails' settings.
+    pub fn alert_mail_settings(&self) -> strongroom_domain::detection::alert_mail::AlertMailSettings {
+        strongroom_domain::detection::alert_mail::AlertMailSettings {
+            alert_emails: self.alert_emails.clone(),
+            per_hour: self.alert_mails_per_hour,
+        }
     }
 
     /// The incidents' settings.

@@ -8,6 +8,7 @@
 //! with credentials.
 
 pub mod gateways;
+pub mod geoip;
 pub mod kms;
 pub mod mail;
 pub mod outbound;

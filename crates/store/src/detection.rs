@@ -1,5 +1,5 @@
-//! Intrusion detection's decisions on both backends: one row per merchant (`''`: deployment-wide)
-//! and scope, replaced by a conditional upsert only when its decision is over, lifted and
+//! Intrusion detection's decisions on both backends: one row per merchant (`''`: deployment-wide),
+//! scope and action, replaced by a conditional upsert only when its decision is over, lifted and
 //! extended by conditional updates of a row in force.
 //! Detection's shared counts: one row per counter and window, added to by one upsert that
 //! returns the tally (on PostgreSQL one statement; on SQLite, whose writers are serialised, one
@@ -68,14 +68,17 @@ impl DecisionsRepository for Store {
         merchant_key: &str,
         kind: &str,
         value: &str,
+        action: &str,
     ) -> Result<Option<DecisionRecord>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM security_decisions WHERE merchant_key = $1 AND scope_kind = $2 AND scope_value = $3"
+            "SELECT {COLUMNS} FROM security_decisions WHERE merchant_key = $1 AND scope_kind = $2 \
+             AND scope_value = $3 AND action = $4"
         );
         let row: Option<DecisionRow> = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(merchant_key)
             .bind(kind)
             .bind(value)
+            .bind(action)
             .fetch_optional(pool)
             .await)
         .map_err(store_error)?;
@@ -92,8 +95,8 @@ impl DecisionsRepository for Store {
                 "INSERT INTO security_decisions (id, merchant_key, scope_kind, scope_value, action, reason, detail, \
                  created_by, created_at, until_at, strikes, lifted_at, lifted_by, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, $9) \
-                 ON CONFLICT (merchant_key, scope_kind, scope_value) DO UPDATE SET id = excluded.id, \
-                 action = excluded.action, reason = excluded.reason, detail = excluded.detail, \
+                 ON CONFLICT (merchant_key, scope_kind, scope_value, action) DO UPDATE SET id = excluded.id, \
+                 reason = excluded.reason, detail = excluded.detail, \
                  created_by = excluded.created_by, created_at = excluded.created_at, until_at = excluded.until_at, \
                  strikes = excluded.strikes, lifted_at = NULL, lifted_by = NULL, updated_at = excluded.updated_at, \
                  revision = security_decisions.revision + 1 \

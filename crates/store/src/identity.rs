@@ -528,6 +528,15 @@ impl IdentityRepository for Store {
         Ok(count > 0)
     }
 
+    async fn last_session_of(&self, customer: &str) -> Result<Option<(Option<String>, Timestamp)>, StoreError> {
+        let sql = "SELECT ip, created_at FROM customer_sessions WHERE customer_id = $1 \
+                   ORDER BY created_at DESC, id DESC LIMIT 1";
+        let row: Option<(Option<String>, i64)> =
+            on_pool!(self, pool => sqlx::query_as(sql).bind(customer).fetch_optional(pool).await)
+                .map_err(store_error)?;
+        Ok(row.map(|(ip, at)| (ip, Timestamp::from_unix_millis(at))))
+    }
+
     async fn purge_identity(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
         let challenges = "DELETE FROM auth_challenges WHERE id IN (SELECT id FROM auth_challenges \
                           WHERE expires_at < $1 AND (proof_expires_at IS NULL OR proof_expires_at < $1) LIMIT $2)";

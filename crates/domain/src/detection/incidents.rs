@@ -263,6 +263,8 @@ pub struct IncidentService {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     settings: IncidentSettings,
+    /// Security alert mails (wired once at start; none without a mailer).
+    alert_mail: Arc<std::sync::OnceLock<super::alert_mail::AlertMail>>,
 }
 
 /// Longest note or title.
@@ -289,7 +291,24 @@ impl IncidentService {
         entropy: Arc<dyn Entropy>,
         settings: IncidentSettings,
     ) -> Self {
-        Self { repo, outbox, audit, clock, entropy, settings }
+        Self { repo, outbox, audit, clock, entropy, settings, alert_mail: Arc::default() }
+    }
+
+    /// Mails detections and incidents opened from now on.
+    pub fn set_alert_mail(&self, alert_mail: super::alert_mail::AlertMail) {
+        let _ = self.alert_mail.set(alert_mail);
+    }
+
+    /// Who gets the alert mail of a change of `merchant`'s incidents (none without a mailer).
+    async fn alert_recipients(&self, merchant: Option<&MerchantId>) -> super::alert_mail::Recipients {
+        let Some(alert_mail) = self.alert_mail.get() else { return super::alert_mail::Recipients::default() };
+        match alert_mail.recipients(merchant).await {
+            Ok(recipients) => recipients,
+            Err(err) => {
+                tracing::warn!(error = %err, "finding who gets a security alert mail failed");
+                super::alert_mail::Recipients::default()
+            }
+        }
     }
 
     /// The settings.
@@ -378,36 +397,94 @@ impl IncidentService {
         let opened_to = self.subscribers(merchant, "security.incident_opened").await?;
         let updated_to = self.subscribers(merchant, "security.incident_updated").await?;
         let severity = d.severity;
+        let recipients = self.alert_recipients(merchant).await;
+        let mail_summary = entry.text.clone().unwrap_or_default();
         let events = |incident: &IncidentRecord, landed: Landed| -> Vec<OutboxMessage> {
-            match landed {
-                Landed::Opened => self.outbox.messages_to_with_alert(
-                    &opened_to,
-                    merchant,
-                    Mode::Live,
-                    "security.incident_opened",
-                    Self::event_data(incident, "opened"),
-                ),
-                // This detection raised the severity: the people watching hear of it.
-                Landed::Raised => self.outbox.messages_to_with_alert(
-                    &updated_to,
-                    merchant,
-                    Mode::Live,
-                    "security.incident_updated",
-                    Self::event_data(incident, "severity"),
-                ),
-                // The timeline has it; the shop heard of the incident when it opened.
-                Landed::Joined => Vec::new(),
-            }
+            let mut messages = self.alert_mails(merchant, &recipients, incident, landed, &point, &mail_summary);
+            messages.extend(self.detection_events(incident, landed, merchant, &opened_to, &updated_to));
+            messages
         };
         let Some((incident, landed)) = self.repo.open_or_join(&new, &entry, &subjects, true, &events).await? else {
             return Err(DomainError::Integrity);
         };
+        self.finish_detected(incident, landed, merchant, &point, severity).await
+    }
+
+    fn detection_events(
+        &self,
+        incident: &IncidentRecord,
+        landed: Landed,
+        merchant: Option<&MerchantId>,
+        opened_to: &[(String, MerchantId)],
+        updated_to: &[(String, MerchantId)],
+    ) -> Vec<OutboxMessage> {
+        match landed {
+            Landed::Opened => self.outbox.messages_to_with_alert(
+                opened_to,
+                merchant,
+                Mode::Live,
+                "security.incident_opened",
+                Self::event_data(incident, "opened"),
+            ),
+            // This detection raised the severity: the people watching hear of it.
+            Landed::Raised => self.outbox.messages_to_with_alert(
+                updated_to,
+                merchant,
+                Mode::Live,
+                "security.incident_updated",
+                Self::event_data(incident, "severity"),
+            ),
+            // The timeline has it; the shop heard of the incident when it opened.
+            Landed::Joined => Vec::new(),
+        }
+    }
+
+    /// The alert mail of a detection (one per detection; the one that opened the incident says
+    /// so), written with the incident's change.
+    fn alert_mails(
+        &self,
+        merchant: Option<&MerchantId>,
+        recipients: &super::alert_mail::Recipients,
+        incident: &IncidentRecord,
+        landed: Landed,
+        point: &str,
+        summary: &str,
+    ) -> Vec<OutboxMessage> {
+        let Some(alert_mail) = self.alert_mail.get() else { return Vec::new() };
+        let shop = merchant.map_or_else(|| "the whole deployment".to_owned(), |m| format!("shop {}", m.as_str()));
+        let mut lines = vec![format!(
+            "strongroom's intrusion detection saw {} ({} severity) for {shop}.",
+            point.replace('_', " "),
+            incident.severity.as_str()
+        )];
+        lines.push(format!("What was seen: {summary}"));
+        lines.push(match landed {
+            Landed::Opened => format!("It opened incident {}.", incident.id),
+            Landed::Raised | Landed::Joined => {
+                format!("It joined incident {}, which is {}.", incident.id, incident.state)
+            }
+        });
+        let subject = match landed {
+            Landed::Opened => "security incident opened",
+            Landed::Raised | Landed::Joined => "security alert",
+        };
+        alert_mail.messages(merchant, recipients, landed == Landed::Opened, subject, lines)
+    }
+
+    async fn finish_detected(
+        &self,
+        incident: IncidentRecord,
+        landed: Landed,
+        merchant: Option<&MerchantId>,
+        point: &str,
+        severity: Severity,
+    ) -> Result<Option<IncidentRecord>, DomainError> {
         self.outbox.wake().notify_one();
         let action = if landed == Landed::Opened { "security.incident_opened" } else { "security.incident_joined" };
         tracing::warn!(target: "strongroom::security", incident = %incident.id, point = %point,
             severity = severity.as_str(), ?landed, "a detection reached an incident");
         let event = Decider::Detector
-            .event(action, merchant, Outcome::SuccessBecause(point.clone()))
+            .event(action, merchant, Outcome::SuccessBecause(point.to_owned()))
             .on("security_incident", &incident.id);
         self.audit.record(event).await?;
         Ok(Some(incident))
@@ -445,14 +522,31 @@ impl IncidentService {
         };
         let subjects = self.subject_records(&new.subjects, now);
         let opened_to = self.subscribers(Some(merchant), "security.incident_opened").await?;
+        let recipients = self.alert_recipients(Some(merchant)).await;
+        let opener = caller.name();
         let events = |incident: &IncidentRecord, _: Landed| {
-            self.outbox.messages_to_with_alert(
+            let mut messages = self.outbox.messages_to_with_alert(
                 &opened_to,
                 Some(merchant),
                 Mode::Live,
                 "security.incident_opened",
                 Self::event_data(incident, "opened"),
-            )
+            );
+            if let Some(alert_mail) = self.alert_mail.get() {
+                let lines = vec![
+                    format!("{opener} opened security incident {} for shop {}.", incident.id, merchant.as_str()),
+                    format!("Title: {}", incident.title),
+                    format!("Severity: {}", incident.severity.as_str()),
+                ];
+                messages.extend(alert_mail.messages(
+                    Some(merchant),
+                    &recipients,
+                    true,
+                    "security incident opened",
+                    lines,
+                ));
+            }
+            messages
         };
         let Some((incident, _)) = self.repo.open_or_join(&record, &entry, &subjects, false, &events).await? else {
             return Err(DomainError::Conflict(

@@ -1,8 +1,11 @@
 //! Intrusion detection's responses: decisions about a client (an address, or its /24 or /64
-//! prefix: blocked) or an API key (suspended), made by a detection (credential stuffing, token
-//! guessing) or by a staff member, stored so that every node applies them, and enforced where
-//! the client acts: a customer sign-in (the customer's address as the shop passes it, or the
-//! browser's on the hosted pages), and every request with a suspended key (the gate).
+//! prefix: blocked), an API key (suspended) or an account (a customer or staff member: stepped
+//! up, or locked), made by a detection (credential stuffing, token guessing, password guessing)
+//! or by a staff member, stored so that every node applies them, and enforced where the actor
+//! acts: a customer sign-in (the customer's address as the shop passes it, or the browser's on
+//! the hosted pages), every request with a suspended key (the gate), and every sign-in of a
+//! stepped-up or locked account (a lock also ends the account's sessions and mails its owner,
+//! through [`AccountResponses`]).
 //!
 //! Each node keeps the decisions that hold in memory ([`DecisionBook`]) and reloads them when
 //! the stored version changes (checked every [`REFRESH`]), so a decision made or lifted on one
@@ -10,11 +13,14 @@
 //! A scope decided again within a day is blocked twice as long as the time before
 //! ([`escalated`]), up to a day.
 //! Must never: decide "not already blocked" by a read and a write (the store's conditional upsert
-//! decides), block a client for longer than [`MAX_BLOCK`], or let one merchant's staff lift
-//! another merchant's decision.
+//! decides), block a client for longer than [`MAX_BLOCK`], let one merchant's staff lift
+//! another merchant's decision, or decide about an account that is not the merchant's.
 
+pub mod accounts;
+pub mod alert_mail;
 pub mod incidents;
 pub mod playbooks;
+pub mod travel;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -122,6 +128,20 @@ pub struct DetectionSettings {
     /// The usual hours of reveals (UTC): a reveal by a staff member or an API key outside them
     /// is an alert (one per caller and day); `None`: never.
     pub usual_hours: Option<points::UsualHours>,
+    /// Wrong passwords for one customer account within an hour, from any clients, that make
+    /// its password sign-ins pass a second factor (step-up); 0: never.
+    pub password_guesses: u32,
+    /// How long a first password-guessing step-up lasts.
+    pub password_guessing_step_up: Duration,
+    /// Failed sign-ins per 100 attempts of one shop within 15 minutes above which a
+    /// `failure_ratio` alert is raised (an incident, no block); 0: never.
+    pub failure_ratio_percent: u32,
+    /// Attempts within the 15 minutes before the ratio counts.
+    pub failure_ratio_min_attempts: u32,
+    /// Impossible travel is detected (a GeoIP database is configured).
+    pub impossible_travel: bool,
+    /// How long a first impossible-travel step-up lasts.
+    pub travel_step_up: Duration,
 }
 
 impl Default for DetectionSettings {
@@ -160,6 +180,12 @@ impl Default for DetectionSettings {
             reveals_per_hour: 500,
             insider_suspension: minutes(60),
             usual_hours: None,
+            password_guesses: 10,
+            password_guessing_step_up: minutes(24 * 60),
+            failure_ratio_percent: 80,
+            failure_ratio_min_attempts: 100,
+            impossible_travel: false,
+            travel_step_up: minutes(24 * 60),
         }
     }
 }
@@ -173,6 +199,29 @@ pub enum DecisionScope {
     Prefix(IpAddr),
     /// An API key (`key_…`): suspended.
     ApiKey(String),
+    /// A customer account (`cus_…`) or a staff member (`stf_…`): its sign-ins must pass a second
+    /// factor, or it cannot sign in at all.
+    Account(String, AccountAction),
+}
+
+/// What a decision about an account does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountAction {
+    /// A password sign-in must also pass the account's second factor (TOTP or a recovery code),
+    /// or a code mailed to it when it has none.
+    StepUp,
+    /// No sign-in at all; its sessions end and its owner is mailed.
+    Lock,
+}
+
+impl AccountAction {
+    /// `step_up` or `lock`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountAction::StepUp => "step_up",
+            AccountAction::Lock => "lock",
+        }
+    }
 }
 
 impl DecisionScope {
@@ -182,13 +231,16 @@ impl DecisionScope {
             DecisionScope::Ip(_) => "ip",
             DecisionScope::Prefix(_) => "prefix",
             DecisionScope::ApiKey(_) => "api_key",
+            DecisionScope::Account(..) => "account",
         }
     }
 
-    /// What a decision on it does: `suspend` an API key, `block` a client.
+    /// What a decision on it does: `suspend` an API key, `block` a client, `step_up` or `lock`
+    /// an account.
     pub fn action(&self) -> &'static str {
         match self {
             DecisionScope::ApiKey(_) => "suspend",
+            DecisionScope::Account(_, action) => action.as_str(),
             DecisionScope::Ip(_) | DecisionScope::Prefix(_) => "block",
         }
     }
@@ -201,13 +253,43 @@ impl DecisionScope {
                 IpAddr::V4(net) => format!("{net}/24"),
                 IpAddr::V6(net) => format!("{net}/64"),
             },
-            DecisionScope::ApiKey(id) => id.clone(),
+            DecisionScope::ApiKey(id) | DecisionScope::Account(id, _) => id.clone(),
         }
     }
 
     /// Parses `kind` and `address` as the API takes them (`ip` with an address; `prefix` with an
     /// address or `a.b.c.0/24`, `x:x:x:x::/64`).
     pub fn parse(kind: &str, value: &str) -> Result<Self, DomainError> {
+        Self::parse_with_action(kind, value, None)
+    }
+
+    /// Parses a scope and the action asked for: an account takes `step_up` or `lock`; the other
+    /// kinds have one action each, which may be named or left out.
+    pub fn parse_with_action(kind: &str, value: &str, action: Option<&str>) -> Result<Self, DomainError> {
+        let well_formed = |prefix: &str| {
+            value.strip_prefix(prefix).is_some_and(|rest| {
+                rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+            })
+        };
+        if kind == "account" {
+            if !well_formed("cus_") && !well_formed("stf_") {
+                return Err(DomainError::invalid("/scope/address", "must be an account id (cus_… or stf_…)"));
+            }
+            let action = match action {
+                Some("step_up") => AccountAction::StepUp,
+                Some("lock") => AccountAction::Lock,
+                _ => return Err(DomainError::invalid("/action", "must be step_up or lock for an account")),
+            };
+            return Ok(DecisionScope::Account(value.to_owned(), action));
+        }
+        let scope = Self::parse_plain(kind, value)?;
+        if action.is_some_and(|a| a != scope.action()) {
+            return Err(DomainError::invalid("/action", "must be block for ip and prefix, suspend for api_key"));
+        }
+        Ok(scope)
+    }
+
+    fn parse_plain(kind: &str, value: &str) -> Result<Self, DomainError> {
         match kind {
             "ip" => value
                 .parse::<IpAddr>()
@@ -233,7 +315,7 @@ impl DecisionScope {
                 }
                 Ok(DecisionScope::ApiKey(value.to_owned()))
             }
-            _ => Err(DomainError::invalid("/scope/kind", "must be ip, prefix or api_key")),
+            _ => Err(DomainError::invalid("/scope/kind", "must be ip, prefix, api_key or account")),
         }
     }
 }
@@ -301,6 +383,20 @@ impl DecisionBook {
             .find(|d| d.merchant.as_deref() == Some(merchant.as_str()) && d.holds(now))
     }
 
+    /// The decision of `merchant` about its account `account` with `action` that holds at
+    /// `now`, if any.
+    pub fn about_account(
+        &self,
+        merchant: &MerchantId,
+        account: &str,
+        action: AccountAction,
+        now: Timestamp,
+    ) -> Option<DecisionRecord> {
+        self.about("account", account)
+            .into_iter()
+            .find(|d| d.merchant.as_deref() == Some(merchant.as_str()) && d.action == action.as_str() && d.holds(now))
+    }
+
     fn replace(&self, decisions: Vec<DecisionRecord>, version: i64) {
         let mut by_scope: HashMap<String, Vec<DecisionRecord>> = HashMap::new();
         let everywhere = decisions.iter().any(|d| d.merchant.is_none());
@@ -325,6 +421,9 @@ pub enum Decider<'a> {
     Caller(&'a Principal, Option<IpAddr>, Option<&'a str>),
     /// The operator at the command line (`strongroom decisions`): any merchant's decisions.
     Operator,
+    /// The account's owner, by resetting its password: lifts the detector's decisions about the
+    /// account.
+    PasswordReset,
 }
 
 impl Decider<'_> {
@@ -333,6 +432,7 @@ impl Decider<'_> {
             Decider::Detector => "detector".to_owned(),
             Decider::Caller(principal, _, _) => principal.actor_id().to_owned(),
             Decider::Operator => "operator".to_owned(),
+            Decider::PasswordReset => "password_reset".to_owned(),
         }
     }
 
@@ -349,7 +449,7 @@ impl Decider<'_> {
 
     fn event(&self, action: &'static str, merchant: Option<&MerchantId>, outcome: Outcome) -> AuditEvent {
         match self {
-            Decider::Detector | Decider::Operator => {
+            Decider::Detector | Decider::Operator | Decider::PasswordReset => {
                 let event = AuditEvent::by(ActorKind::System, Some(self.name()), action, outcome);
                 match merchant {
                     Some(m) => event.for_merchant(m),
@@ -393,6 +493,20 @@ pub struct DecisionService {
     settings: DetectionSettings,
     /// Where the detector's decisions are reported as incidents (wired once at start).
     incidents: Arc<std::sync::OnceLock<incidents::IncidentService>>,
+    /// What a decision about an account does to it (wired once at start).
+    accounts: Arc<std::sync::OnceLock<Arc<dyn AccountResponses>>>,
+    /// The GeoIP database impossible travel is detected with (wired once at start, if any).
+    geo: Arc<std::sync::OnceLock<Arc<dyn travel::GeoLocator>>>,
+}
+
+/// What decisions about accounts need from the accounts: whether one is the shop's, and what a
+/// lock does besides refusing sign-ins (end the sessions, mail the owner).
+#[async_trait::async_trait]
+pub trait AccountResponses: Send + Sync + std::fmt::Debug {
+    /// Whether `account` (`cus_…` or `stf_…`) is an account of `merchant`.
+    async fn exists(&self, merchant: &MerchantId, account: &str) -> Result<bool, DomainError>;
+    /// The account of `decision` was locked: end its sessions and mail its owner.
+    async fn locked(&self, merchant: &MerchantId, decision: &DecisionRecord) -> Result<(), DomainError>;
 }
 
 impl DecisionService {
@@ -417,6 +531,8 @@ impl DecisionService {
             entropy,
             settings,
             incidents: Arc::default(),
+            accounts: Arc::default(),
+            geo: Arc::default(),
         }
     }
 
@@ -618,6 +734,49 @@ impl DecisionService {
         self.detection(&sighting, rule, seen).await
     }
 
+    /// Counts a password sign-in of `merchant` (`failed` or not) for the shop's failure ratio:
+    /// the first failure in a window that takes the shop's failures above
+    /// [`DetectionSettings::failure_ratio_percent`] of at least
+    /// [`DetectionSettings::failure_ratio_min_attempts`] attempts is a detection (an alert and
+    /// an incident; nothing is blocked). Failures to count are logged.
+    pub async fn sign_in_attempt(&self, merchant: &MerchantId, failed: bool) {
+        let rule = self.settings.rule(Point::FailureRatio);
+        if !self.settings.enabled || rule.threshold == 0 {
+            return;
+        }
+        let now = self.clock.now().unix_millis();
+        let window = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let window_start = now - now.rem_euclid(window);
+        let ends = window_start.saturating_add(window);
+        let counter = |what: &str| format!("{}:{what}:{}", Point::FailureRatio.id(), merchant.as_str());
+        let count = |name: String| async move {
+            match self.counts.observe(&name, window_start, None, ends).await {
+                Ok(tally) => Some(tally.hits),
+                Err(err) => {
+                    tracing::warn!(error = %err, "counting sign-in attempts failed");
+                    None
+                }
+            }
+        };
+        let Some(attempts) = count(counter("attempts")).await else { return };
+        if !failed {
+            return;
+        }
+        let Some(failures) = count(counter("failures")).await else { return };
+        if attempts < u64::from(self.settings.failure_ratio_min_attempts)
+            || failures.saturating_mul(100) <= attempts.saturating_mul(u64::from(rule.threshold))
+        {
+            return;
+        }
+        // Above the ratio: the first observation to say so in this window is the detection.
+        if count(counter("detected")).await != Some(1) {
+            return;
+        }
+        let percent = failures.saturating_mul(100) / attempts.max(1);
+        let sighting = Sighting::new(Point::FailureRatio, Some(merchant), merchant.as_str());
+        self.detection(&sighting, rule, percent).await;
+    }
+
     async fn detection(&self, sighting: &Sighting<'_>, rule: points::Rule, seen: u64) -> Option<DecisionRecord> {
         let point = sighting.point;
         if let Some(counter) = self.detections.get(point.index()) {
@@ -753,7 +912,13 @@ impl DecisionService {
         let now = self.clock.now();
         let merchant_key = new.merchant.as_ref().map_or("", MerchantId::as_str).to_owned();
         let (kind, value) = (new.scope.kind(), new.scope.value());
-        let earlier = self.repo.decision_for(&merchant_key, kind, &value).await?;
+        if let (DecisionScope::Account(account, _), Some(merchant), Some(accounts)) =
+            (&new.scope, &new.merchant, self.accounts.get())
+            && !accounts.exists(merchant, account).await?
+        {
+            return Err(DomainError::invalid("/scope/address", "is not an account of this shop"));
+        }
+        let earlier = self.repo.decision_for(&merchant_key, kind, &value, new.scope.action()).await?;
         if earlier.as_ref().is_some_and(|d| d.holds(now)) {
             return Ok(None);
         }
@@ -775,7 +940,7 @@ impl DecisionService {
             // A detection's block grows with each strike; a staff member's lasts what they asked.
             until: now.saturating_add(match decider {
                 Decider::Detector => escalated(new.base, strikes),
-                Decider::Caller(..) | Decider::Operator => new.base.min(MAX_BLOCK),
+                Decider::Caller(..) | Decider::Operator | Decider::PasswordReset => new.base.min(MAX_BLOCK),
             }),
             strikes,
             lifted_at: None,
@@ -794,7 +959,87 @@ impl DecisionService {
             .on("security_decision", &decision.id);
         self.audit.record(event).await?;
         self.refresh(true).await?;
+        if let (DecisionScope::Account(_, AccountAction::Lock), Some(merchant), Some(accounts)) =
+            (&new.scope, &new.merchant, self.accounts.get())
+            && let Err(err) = accounts.locked(merchant, &decision).await
+        {
+            // The lock holds on every sign-in either way; the sessions and the mail are logged.
+            tracing::warn!(error = %err, decision = %decision.id, "ending a locked account's sessions or mailing it failed");
+        }
         Ok(Some(decision))
+    }
+
+    /// The decision of `merchant` about its account with `action` in force now, if decisions
+    /// are enforced.
+    pub fn account_decision(
+        &self,
+        merchant: &MerchantId,
+        account: &str,
+        action: AccountAction,
+    ) -> Option<DecisionRecord> {
+        if !self.settings.enabled {
+            return None;
+        }
+        self.book.about_account(merchant, account, action, self.clock.now())
+    }
+
+    /// After the owner of `account` reset its password: lifts the detector's step-up and lock
+    /// on it (a staff member's or the operator's decisions stay). How many were lifted.
+    pub async fn lift_after_reset(&self, merchant: &MerchantId, account: &str) -> Result<u32, DomainError> {
+        let mut lifted = 0;
+        for action in [AccountAction::Lock, AccountAction::StepUp] {
+            let found = self.repo.decision_for(merchant.as_str(), "account", account, action.as_str()).await?;
+            let Some(decision) = found.filter(|d| d.created_by == "detector" && d.holds(self.clock.now())) else {
+                continue;
+            };
+            match self.lift(Decider::PasswordReset, &decision.id).await {
+                Ok(_) => lifted += 1,
+                // Lifted or ended meanwhile: nothing left to lift.
+                Err(DomainError::Conflict("decision_not_in_force", _)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(lifted)
+    }
+
+    /// Whether impossible travel is detected (decisions on, a GeoIP database wired).
+    pub fn detects_travel(&self) -> bool {
+        self.settings.enabled && self.settings.impossible_travel && self.geo.get().is_some()
+    }
+
+    /// Wires the GeoIP database impossible travel is detected with (once, at start).
+    pub fn set_geo(&self, geo: Arc<dyn travel::GeoLocator>) {
+        let _ = self.geo.set(geo);
+    }
+
+    /// A right password for `account` of `merchant` from `ip`, whose previous sign-in (its
+    /// latest session) began at `previous`: when the two places are farther apart than
+    /// [`travel::MAX_SPEED_KMH`] allows in the time between, a detection steps the account up
+    /// (so this sign-in, too, must pass a second factor). Off without a GeoIP database.
+    pub async fn signed_in_from(
+        &self,
+        merchant: &MerchantId,
+        account: &str,
+        previous: Option<(IpAddr, Timestamp)>,
+        ip: Option<IpAddr>,
+    ) {
+        let (Some(geo), Some((before, before_at)), Some(ip)) = (self.geo.get(), previous, ip) else { return };
+        if !self.settings.impossible_travel || before == ip {
+            return;
+        }
+        let (Some(from), Some(to)) = (geo.locate(before), geo.locate(ip)) else { return };
+        let Some(km) = travel::impossible(from, before_at, to, self.clock.now()) else { return };
+        tracing::info!(target: "strongroom::security", distance_km = km.round(), "impossible travel between two sign-ins");
+        let sighting = Sighting::new(Point::ImpossibleTravel, Some(merchant), account)
+            .respond(DecisionScope::Account(account.to_owned(), AccountAction::StepUp))
+            .from_ip(Some(ip))
+            .subject(account);
+        self.sighted(sighting).await;
+    }
+
+    /// Wires what locking an account does to the accounts (once, at start).
+    pub fn set_accounts(&self, accounts: Arc<dyn AccountResponses>) {
+        let _ = self.accounts.set(accounts);
     }
 
     /// Reports a decision of the detector as a detection to the incidents (a failure is
@@ -910,6 +1155,9 @@ fn what_is_counted(point: Point) -> &'static str {
         Point::CanaryToken => "uses of a canary token",
         Point::InsiderReveals => "reveals by one caller",
         Point::OffHoursReveals => "reveals outside the usual hours by one caller",
+        Point::PasswordGuessing => "wrong passwords for one account",
+        Point::FailureRatio => "failed sign-ins per 100 attempts of the shop",
+        Point::ImpossibleTravel => "sign-ins of one account from places too far apart for the time between",
     }
 }
 

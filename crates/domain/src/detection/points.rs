@@ -88,11 +88,21 @@ pub enum Point {
     /// Reveals of card data or personal data by a staff member or an API key outside the shop's
     /// usual hours (`[detection] usual_hours`): an alert, one per caller and day.
     OffHoursReveals,
+    /// Wrong passwords for one customer account, from any clients: someone guesses its
+    /// password (the per-account delays slow them; this makes the password alone not enough).
+    PasswordGuessing,
+    /// A shop's sign-ins fail far more often than they succeed (failures per attempts over a
+    /// window, from a minimum of attempts): an attack spread over many clients. An alert and an
+    /// incident only: there is no one client to block.
+    FailureRatio,
+    /// Two successful sign-ins of one account from places no traveller could cover in the time
+    /// between (`detection.geoip_database`; off without it).
+    ImpossibleTravel,
 }
 
 impl Point {
     /// Every point, in the order of the metrics.
-    pub const ALL: [Point; 19] = [
+    pub const ALL: [Point; 22] = [
         Point::CredentialStuffing,
         Point::UnknownAccounts,
         Point::CodeGuessing,
@@ -112,6 +122,9 @@ impl Point {
         Point::CanaryToken,
         Point::InsiderReveals,
         Point::OffHoursReveals,
+        Point::PasswordGuessing,
+        Point::FailureRatio,
+        Point::ImpossibleTravel,
     ];
 
     /// The id in audit entries, decisions (`reason`) and metrics.
@@ -136,6 +149,9 @@ impl Point {
             Point::CanaryToken => "canary_token",
             Point::InsiderReveals => "insider_reveals",
             Point::OffHoursReveals => "off_hours_reveals",
+            Point::PasswordGuessing => "password_guessing",
+            Point::FailureRatio => "failure_ratio",
+            Point::ImpossibleTravel => "impossible_travel",
         }
     }
 
@@ -165,7 +181,10 @@ impl Point {
             | Point::UnusualRequestWithKey
             | Point::CanaryToken
             | Point::InsiderReveals
-            | Point::OffHoursReveals => Counting::Hits,
+            | Point::OffHoursReveals
+            | Point::PasswordGuessing
+            | Point::FailureRatio
+            | Point::ImpossibleTravel => Counting::Hits,
         }
     }
 
@@ -178,7 +197,8 @@ impl Point {
             | Point::UnknownAccounts
             | Point::ReplayedToken
             | Point::UnusualRequestWithKey
-            | Point::OffHoursReveals => Severity::Medium,
+            | Point::OffHoursReveals
+            | Point::PasswordGuessing => Severity::Medium,
             Point::CredentialStuffing
             | Point::CardTesting
             | Point::DeclineRatio
@@ -187,7 +207,9 @@ impl Point {
             | Point::DecoyAccount
             | Point::Enumeration
             | Point::TokenGuessing
-            | Point::InsiderReveals => Severity::High,
+            | Point::InsiderReveals
+            | Point::FailureRatio
+            | Point::ImpossibleTravel => Severity::High,
             Point::CanaryToken | Point::DecoyApiKey => Severity::Critical,
         }
     }
@@ -272,6 +294,11 @@ impl DetectionSettings {
             // The first reveal outside the usual hours in a day is the detection (an alert: no
             // decision is made, so its length is never used).
             Point::OffHoursReveals => (u32::from(self.usual_hours.is_some()), minutes(24 * 60), minutes(60)),
+            Point::PasswordGuessing => (self.password_guesses, minutes(60), self.password_guessing_step_up),
+            // The threshold is a percentage of the window's attempts; nothing is decided.
+            Point::FailureRatio => (self.failure_ratio_percent, minutes(15), minutes(15)),
+            // Each impossible pair is a detection (one an hour per account).
+            Point::ImpossibleTravel => (u32::from(self.impossible_travel), minutes(60), self.travel_step_up),
         };
         Rule { threshold, window, base }
     }
@@ -376,13 +403,15 @@ mod tests {
 
     #[test]
     fn every_point_has_a_rule_and_an_index() {
-        // Decoy accounts and usual hours are the shop's to name: off until named.
+        // Decoy accounts, usual hours and a GeoIP database are the shop's to name: off until named.
         let defaults = DetectionSettings::default();
         assert_eq!(defaults.rule(Point::DecoyAccount).threshold, 0);
         assert_eq!(defaults.rule(Point::OffHoursReveals).threshold, 0);
+        assert_eq!(defaults.rule(Point::ImpossibleTravel).threshold, 0);
         let settings = DetectionSettings {
             decoy_accounts: vec!["ceo-backup@shop.example".to_owned()],
             usual_hours: UsualHours::parse("07:00-20:00"),
+            impossible_travel: true,
             ..defaults
         };
         for (i, point) in Point::ALL.into_iter().enumerate() {

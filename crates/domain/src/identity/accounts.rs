@@ -230,7 +230,18 @@ impl IdentityService {
         let customer = self.repo.customer_by_email(merchant, space.mode, &email.lookup).await?;
         let stored = customer.as_ref().and_then(|c| c.password_hash.as_deref());
         let verified = self.hasher.verify(stored, password.clone()).await?;
+        if let Some(decisions) = self.decisions.get() {
+            // The shop's failure ratio: every password checked counts.
+            let failed = !verified || customer.as_ref().is_none_or(|c| c.status != AccountStatus::Active);
+            decisions.sign_in_attempt(merchant, failed).await;
+        }
         let customer = match customer {
+            Some(c) if verified && c.status == AccountStatus::Active && self.is_locked(merchant, &c.id) => {
+                // Locked by a decision: refused like a wrong password (an attacker who found
+                // it learns nothing); the owner was mailed how to get back in.
+                self.audit_login(space, Some(c.id.clone()), client, Outcome::Denied("account_locked")).await?;
+                return Err(DomainError::InvalidCredentials);
+            }
             Some(c) if verified && c.status == AccountStatus::Active => c,
             other => {
                 let reason = match &other {
@@ -274,6 +285,21 @@ impl IdentityService {
                         });
                     }
                 }
+                if let (Some(decisions), Some(account), "wrong_password") = (self.decisions.get(), &other, reason) {
+                    // Password guessing: many wrong passwords for one account, from any clients.
+                    let sighting = crate::detection::Sighting::new(
+                        crate::detection::Point::PasswordGuessing,
+                        Some(merchant),
+                        account.id.clone(),
+                    )
+                    .respond(crate::detection::DecisionScope::Account(
+                        account.id.clone(),
+                        crate::detection::AccountAction::StepUp,
+                    ))
+                    .from_ip(client.ip)
+                    .subject(account.id.clone());
+                    decisions.sighted(sighting).await;
+                }
                 return Err(DomainError::InvalidCredentials);
             }
         };
@@ -284,9 +310,15 @@ impl IdentityService {
             let fresh = self.hasher.hash(password).await?;
             self.repo.set_password(merchant, &customer.id, &fresh, customer.password_changed_at.unwrap_or(now)).await?;
         }
-        // After many failures, the right password alone is suspect: without TOTP, an emailed code
-        // must follow (bound to this sign-in).
-        let risky = failures.count >= super::throttle::EMAIL_CODE_AFTER;
+        if let Some(decisions) = self.decisions.get().filter(|d| d.detects_travel()) {
+            // Impossible travel: the previous sign-in's place against this one's.
+            let previous = self.repo.last_session_of(&customer.id).await?;
+            let previous = previous.and_then(|(ip, at)| Some((ip?.parse().ok()?, at)));
+            decisions.signed_in_from(merchant, &customer.id, previous, client.ip).await;
+        }
+        // After many failures, or while a decision asks for it (step-up), the right password
+        // alone is suspect: without TOTP, an emailed code must follow (bound to this sign-in).
+        let risky = failures.count >= super::throttle::EMAIL_CODE_AFTER || self.must_step_up(merchant, &customer.id);
         if customer.totp_confirmed_at.is_some() || risky {
             let id = ChallengeId::generate(self.entropy.as_ref()).as_str().to_owned();
             let expires_at = now.saturating_add(self.settings.login_challenge_ttl);

@@ -385,6 +385,13 @@ impl IdentityService {
         self.repo.spend_links(&customer.id, ChallengePurpose::PasswordReset, now).await?;
         self.sessions.end_all(merchant, &customer.id, None).await?;
         self.audit_factor(space, &customer.id, client, "customer.password_reset", Outcome::Success).await?;
+        // The owner proved the mailbox and chose a password the guesser does not know: the
+        // detector's lock and step-up on the account end (a staff member's decisions stay).
+        if let Some(decisions) = self.decisions.get()
+            && let Err(err) = decisions.lift_after_reset(merchant, &customer.id).await
+        {
+            tracing::warn!(error = %err, "lifting the detector's decisions after a password reset failed");
+        }
         self.notify(
             &customer,
             Notice::changed(

@@ -1,6 +1,6 @@
-//! What an incident's playbook does to customers' accounts: end their sessions, make their
-//! password stop working until they reset it (the existing reset mail flow), and mail them a
-//! security notice with their anti-phishing phrase.
+//! What an incident's playbook or a decision does to customers' accounts: end their sessions,
+//! make their password stop working until they reset it (the existing reset mail flow), mail
+//! them a security notice or a lock notice with their anti-phishing phrase.
 //! Must never: tell the caller a customer's password or email, act on a customer of another
 //! merchant, or leave a forced reset with a password that still signs in.
 
@@ -52,5 +52,72 @@ impl IdentityService {
         };
         self.notify(&record, notice).await?;
         Ok(true)
+    }
+
+    /// Whether `customer` is a customer of `merchant` (live or test).
+    pub async fn is_customer(&self, merchant: &MerchantId, customer: &str) -> Result<bool, DomainError> {
+        for mode in [Mode::Live, Mode::Test] {
+            if self.repo.customer(merchant, mode, customer).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// A customer's account was locked by `decision`: every session ends, and the customer is
+    /// mailed (with their phrase) what happened and how to get back in. False: no such customer.
+    pub async fn account_locked(
+        &self,
+        merchant: &MerchantId,
+        decision: &crate::ports::detection::DecisionRecord,
+    ) -> Result<bool, DomainError> {
+        let mut record = None;
+        for mode in [Mode::Live, Mode::Test] {
+            if let Some(found) = self.repo.customer(merchant, mode, &decision.scope_value).await? {
+                record = Some(found);
+                break;
+            }
+        }
+        let Some(record) = record else { return Ok(false) };
+        self.sessions.end_all(merchant, &record.id, None).await?;
+        self.forget_customer(&record.id);
+        let closing = if decision.created_by == "detector" {
+            "To get back in before then, set a new password with the \"Forgot your password?\" link on the \
+             sign-in page: a new password lifts the lock at once. We will never ask for your password or card \
+             number by mail."
+        } else {
+            "The shop's staff locked it. To get back in before then, contact the shop. We will never ask for \
+             your password or card number by mail."
+        };
+        let notice = Notice {
+            kind: "account_locked",
+            subject: "Your account is locked",
+            intro: "We locked your account to protect it: nobody can sign in to it for now, and every session \
+                    it had was ended.",
+            facts: vec![
+                ("Locked at (UTC)", decision.created_at.to_rfc3339()),
+                ("Locked until (UTC)", decision.until.to_rfc3339()),
+            ],
+            link: None,
+            closing,
+        };
+        self.notify(&record, notice).await?;
+        Ok(true)
+    }
+
+    /// Whether a decision locked this account (its sign-ins are refused).
+    pub(super) fn is_locked(&self, merchant: &MerchantId, customer: &str) -> bool {
+        self.decisions
+            .get()
+            .and_then(|d| d.account_decision(merchant, customer, crate::detection::AccountAction::Lock))
+            .is_some()
+    }
+
+    /// Whether a decision asks this account's password sign-ins for a second factor.
+    pub(super) fn must_step_up(&self, merchant: &MerchantId, customer: &str) -> bool {
+        self.decisions
+            .get()
+            .and_then(|d| d.account_decision(merchant, customer, crate::detection::AccountAction::StepUp))
+            .is_some()
     }
 }

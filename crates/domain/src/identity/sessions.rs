@@ -70,6 +70,20 @@ impl IdentityService {
         factors: &str,
         client: &Client,
     ) -> Result<IssuedSession, DomainError> {
+        if self.is_locked(&customer.merchant_id, &customer.id) {
+            // Locked by a decision: no way in (a second factor, a passkey), whatever began first.
+            let event = AuditEvent::by(
+                ActorKind::Customer,
+                Some(customer.id.clone()),
+                "customer.login",
+                Outcome::Denied("account_locked"),
+            )
+            .for_merchant(&customer.merchant_id)
+            .in_mode(customer.mode)
+            .from_source(client.ip, client.request_id.clone());
+            self.audit.record(event).await?;
+            return Err(DomainError::InvalidFactor);
+        }
         let new = self.sessions.issue(&customer.merchant_id, &customer.id, factors, client).await?;
         Ok(IssuedSession {
             session: self.session_view(&new.record),

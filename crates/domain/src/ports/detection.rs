@@ -1,4 +1,4 @@
-//! Storage of intrusion detection's decisions: one row per merchant and scope, replaced only when
+//! Storage of intrusion detection's decisions: one row per merchant, scope and action, replaced only when
 //! its decision is over, lifted or extended only while it holds.
 //! Must never: decide "not already decided" by a read followed by a write (the upsert's condition
 //! decides), or split a decision from its outbox messages.
@@ -16,11 +16,12 @@ pub struct DecisionRecord {
     pub id: String,
     /// The merchant whose customers or keys it protects; `None`: deployment-wide.
     pub merchant: Option<String>,
-    /// `ip` or `prefix`.
+    /// `ip`, `prefix`, `api_key` or `account`.
     pub scope_kind: String,
-    /// The address (`203.0.113.7`) or prefix (`203.0.113.0/24`, `2001:db8:1:2::/64`).
+    /// The address (`203.0.113.7`), prefix (`203.0.113.0/24`, `2001:db8:1:2::/64`), key id
+    /// (`key_…`) or account id (`cus_…`, `stf_…`).
     pub scope_value: String,
-    /// `block`.
+    /// `block`, `suspend`, `step_up` or `lock`.
     pub action: String,
     /// The detection point (`credential_stuffing`) or `manual`.
     pub reason: String,
@@ -52,12 +53,13 @@ impl DecisionRecord {
 /// Storage of decisions.
 #[async_trait]
 pub trait DecisionsRepository: Send + Sync + std::fmt::Debug {
-    /// The row of a merchant's (`""`: deployment-wide) scope, held or not.
+    /// The row of a merchant's (`""`: deployment-wide) scope and action, held or not.
     async fn decision_for(
         &self,
         merchant_key: &str,
         kind: &str,
         value: &str,
+        action: &str,
     ) -> Result<Option<DecisionRecord>, StoreError>;
     /// Stores `decision` as its scope's row unless that row's decision still holds at
     /// `decision.created_at` (one conditional upsert), with its events. False: one holds.

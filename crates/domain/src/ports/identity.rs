@@ -310,6 +310,10 @@ pub trait IdentityRepository: crate::sessions::SessionRepository {
     /// from this user agent.
     async fn has_session_from(&self, customer: &str, user_agent: &str) -> Result<bool, StoreError>;
 
+    /// The client address and start of the customer's latest stored session (live or ended
+    /// within the purge window), if any.
+    async fn last_session_of(&self, customer: &str) -> Result<Option<(Option<String>, Timestamp)>, StoreError>;
+
     /// Deletes challenges that expired before `before`; returns how many.
     async fn purge_identity(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
 }

@@ -178,7 +178,8 @@ pub struct StaffService {
     sessions: Sessions<StaffPrincipal>,
     clients: crate::identity::throttle::ClientThrottle,
     passkeys: Option<Arc<crate::passkeys::Passkeys>>,
-    /// Intrusion detection (replayed invitation links), wired once at start.
+    /// Intrusion detection: replayed invitation links are counted, and a locked staff member
+    /// cannot sign in (wired once at start).
     decisions: std::sync::OnceLock<crate::detection::DecisionService>,
 }
 
@@ -237,6 +238,7 @@ impl StaffService {
             sessions,
             clients: crate::identity::throttle::ClientThrottle::default(),
             passkeys: None,
+            decisions: std::sync::OnceLock::new(),
         }
     }
 
@@ -343,6 +345,23 @@ impl StaffService {
             return Ok(());
         };
         postman.post(self.render_mail(to, subject, kind, lines)).await
+    }
+
+    /// The addresses of the merchant's active staff members holding the `security` role (they
+    /// get the shop's security alert mails).
+    pub async fn security_emails(&self, merchant: &MerchantId) -> Result<Vec<String>, DomainError> {
+        let mut emails = Vec::new();
+        for member in self.repo.list_staff(merchant).await? {
+            if member.status == StaffStatus::Active && member.roles.iter().any(|r| r == "security") {
+                emails.push(self.email_of(&member).await?);
+            }
+        }
+        Ok(emails)
+    }
+
+    /// A security alert mail to `to` (kind `security_alert`), rendered like every staff mail.
+    pub fn render_alert(&self, to: String, subject: &str, lines: &[String]) -> Mail {
+        self.render_mail(to, subject, "security_alert", lines)
     }
 
     /// Mails every active owner of the merchant (an operational notice about the shop, such as a
@@ -654,6 +673,10 @@ impl StaffService {
             self.record(self.staff_event(&staff, "staff.login", Outcome::Denied(reason)), client).await?;
             return Err(DomainError::InvalidCredentials);
         }
+        if self.is_locked(&staff) {
+            self.record(self.staff_event(&staff, "staff.login", Outcome::Denied("account_locked")), client).await?;
+            return Err(DomainError::InvalidCredentials);
+        }
         // Read again after the (queued, slow) hash: guesses sent in parallel must not pass a lock
         // that one of them set meanwhile. Failures are not cleared here, only after the second
         // factor, so guessing codes across fresh sign-ins still reaches the lock.
@@ -819,6 +842,10 @@ impl StaffService {
         factors: &str,
         client: &Client,
     ) -> Result<IssuedStaffSession, DomainError> {
+        if self.is_locked(staff) {
+            self.record(self.staff_event(staff, "staff.login", Outcome::Denied("account_locked")), client).await?;
+            return Err(DomainError::InvalidFactor);
+        }
         let new = self.sessions.issue(&staff.merchant_id, &staff.id, factors, client).await?;
         Ok(IssuedStaffSession {
             idle_expires_at: self.sessions.idle_deadline(&new.record),
@@ -870,6 +897,51 @@ impl StaffService {
     /// Forgets every cached session (after a change to a custom role, which many may hold).
     pub(crate) fn forget_sessions(&self) {
         self.sessions.forget_all();
+    }
+
+    /// Enforces intrusion detection's decisions about staff members from now on.
+    pub fn set_decisions(&self, decisions: crate::detection::DecisionService) {
+        let _ = self.decisions.set(decisions);
+    }
+
+    /// Whether a decision locked this staff member (a step-up changes nothing: every staff
+    /// sign-in passes a second factor already).
+    fn is_locked(&self, staff: &StaffRecord) -> bool {
+        self.decisions
+            .get()
+            .and_then(|d| d.account_decision(&staff.merchant_id, &staff.id, crate::detection::AccountAction::Lock))
+            .is_some()
+    }
+
+    /// Whether `staff` is a staff member of `merchant`.
+    pub async fn is_staff_of(&self, merchant: &MerchantId, staff: &str) -> Result<bool, DomainError> {
+        Ok(self.repo.staff(Some(merchant), staff).await?.is_some())
+    }
+
+    /// A staff member was locked by `decision`: every session ends and they are mailed what
+    /// happened and how to get back in. False: no such staff member.
+    pub async fn account_locked(
+        &self,
+        merchant: &MerchantId,
+        decision: &crate::ports::detection::DecisionRecord,
+    ) -> Result<bool, DomainError> {
+        let Some(staff) = self.repo.staff(Some(merchant), &decision.scope_value).await? else { return Ok(false) };
+        self.sessions.end_all(merchant, &staff.id, None).await?;
+        let email = self.email_of(&staff).await?;
+        let lines = [
+            format!(
+                "Your staff account was locked by the shop's intrusion detection decision {} ({}): nobody can \
+                 sign in to it until {} (UTC), and every session it had was ended.",
+                decision.id,
+                decision.reason,
+                decision.until.to_rfc3339()
+            ),
+            "To get back in sooner, ask a colleague with the security role to lift the decision \
+             (strongroom's /v1/security/decisions). If you did not expect this, tell your security team."
+                .to_owned(),
+        ];
+        self.post(email, "your account is locked", "staff_account_locked", &lines).await?;
+        Ok(true)
     }
 
     /// Ends every session of a staff member (all but `keep`).

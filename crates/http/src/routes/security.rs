@@ -1,5 +1,6 @@
 //! Intrusion detection's decisions (`/v1/security/decisions`, scope `security:manage`): list the
-//! clients strongroom blocked (and why, until when), block one by hand, lift or extend a block.
+//! clients strongroom blocked, keys it suspended and accounts it stepped up or locked (and why,
+//! until when), make one by hand, lift or extend one.
 //! A merchant sees and changes its own decisions (and sees deployment-wide ones).
 //! Must never: show or change another merchant's decision, or echo an input in an error.
 
@@ -23,10 +24,11 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeBody {
-    /// `ip` (one address), `prefix` (its /24, or /64 for IPv6) or `api_key`.
+    /// `ip` (one address), `prefix` (its /24, or /64 for IPv6), `api_key` or `account`.
     pub kind: String,
     /// `203.0.113.7`; for a prefix `203.0.113.0/24` or `2001:db8:1:2::/64` (an address in it is
-    /// taken too); for an API key its id `key_…`.
+    /// taken too); for an API key its id `key_…`; for an account a customer `cus_…` or a staff
+    /// member `stf_…` of the shop.
     pub address: String,
 }
 
@@ -40,7 +42,8 @@ pub struct DecisionBody {
     /// What it is about.
     pub scope: ScopeBody,
     /// `block`: the client's customer sign-ins are refused (`429 client_blocked`); `suspend`: the
-    /// API key's requests are refused (`403 api_key_suspended`).
+    /// API key's requests are refused (`403 api_key_suspended`); `step_up`: the account's password
+    /// sign-ins must pass a second factor (or a mailed code); `lock`: the account cannot sign in.
     pub action: String,
     /// The detection that made it (`credential_stuffing`, `token_guessing`), or `manual`.
     pub reason: String,
@@ -109,8 +112,11 @@ pub struct DecisionListParams {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDecisionRequest {
-    /// Whom to block.
+    /// Whom to block, suspend, step up or lock.
     pub scope: ScopeBody,
+    /// For an account (required): `step_up` or `lock`. Other scopes have one action each
+    /// (`block`, `suspend`), which may be left out.
+    pub action: Option<String>,
     /// For how long: 60 to 86400 seconds.
     #[schema(minimum = 60, maximum = 86400)]
     pub duration_seconds: u64,
@@ -159,8 +165,9 @@ pub async fn get_decision(
     Ok(Json(DecisionBody::of(decision, state.decisions.now())))
 }
 
-/// Blocks a client by hand, for the caller's merchant: its customer sign-ins are refused until
-/// the decision ends or is lifted. `409 decision_exists` while one is in force for it.
+/// Blocks a client, suspends a key, or steps up or locks an account by hand, for the caller's
+/// merchant, until the decision ends or is lifted. `409 decision_exists` while one with the same
+/// scope and action is in force.
 #[utoipa::path(post, path = "/v1/security/decisions", tag = "security", security(("api_key" = ["security:manage"])),
     request_body = CreateDecisionRequest,
     responses(
@@ -174,7 +181,7 @@ pub async fn create_decision(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateDecisionRequest>,
 ) -> Result<(StatusCode, Json<DecisionBody>), ApiError> {
-    let scope = DecisionScope::parse(&body.scope.kind, &body.scope.address)?;
+    let scope = DecisionScope::parse_with_action(&body.scope.kind, &body.scope.address, body.action.as_deref())?;
     if !(60..=86_400).contains(&body.duration_seconds) {
         return Err(DomainError::invalid("/duration_seconds", "must be 60 to 86400 seconds").into());
     }
@@ -192,7 +199,7 @@ pub async fn create_decision(
     };
     let made = state.decisions.decide(decider(&auth, &context), new).await?.ok_or(DomainError::Conflict(
         "decision_exists",
-        "a decision about this client is in force; extend or lift it instead",
+        "a decision with this scope and action is in force; extend or lift it instead",
     ))?;
     Ok((StatusCode::CREATED, Json(DecisionBody::of(made, state.decisions.now()))))
 }
