@@ -238,7 +238,6 @@ impl StaffService {
             sessions,
             clients: crate::identity::throttle::ClientThrottle::default(),
             passkeys: None,
-            decisions: std::sync::OnceLock::new(),
         }
     }
 
@@ -252,11 +251,6 @@ impl StaffService {
     pub fn with_passkeys(mut self, passkeys: Arc<crate::passkeys::Passkeys>) -> Self {
         self.passkeys = Some(passkeys);
         self
-    }
-
-    /// Reports replayed invitation links to intrusion detection (called once at start).
-    pub fn set_decisions(&self, decisions: crate::detection::DecisionService) {
-        let _ = self.decisions.set(decisions);
     }
 
     /// Sends invitations and lock notices through this postman.
@@ -899,7 +893,8 @@ impl StaffService {
         self.sessions.forget_all();
     }
 
-    /// Enforces intrusion detection's decisions about staff members from now on.
+    /// Wires intrusion detection (called once at start): replayed invitation links are reported
+    /// to it, and its decisions about staff members (a lock) are enforced from now on.
     pub fn set_decisions(&self, decisions: crate::detection::DecisionService) {
         let _ = self.decisions.set(decisions);
     }
