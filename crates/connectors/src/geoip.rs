@@ -30,8 +30,8 @@ impl MmdbLocator {
 
 impl GeoLocator for MmdbLocator {
     fn locate(&self, ip: IpAddr) -> Option<(f64, f64)> {
-        let city: maxminddb::geoip2::City<'_> = self.reader.lookup(ip).ok()??;
-        let location = city.location?;
-        Some((location.latitude?, location.longitude?))
+        let found = self.reader.lookup(ip).ok()?;
+        let city: maxminddb::geoip2::City<'_> = found.decode().ok()??;
+        Some((city.location.latitude?, city.location.longitude?))
     }
 }

@@ -233,7 +233,8 @@ impl Playbooks {
             | Step::RotateKeys => false,
         };
         if dangerous && let Decider::Caller(principal, ip, request_id) = caller {
-            let client = Client { ip, user_agent: None, request_id: request_id.map(str::to_owned) };
+            let client =
+                Client { ip, user_agent: None, request_id: request_id.map(str::to_owned), ip_is_the_customers: false };
             let target = format!("{id}:{}:{scope}", step.as_str());
             self.staff
                 .require_approval(

@@ -442,6 +442,7 @@ impl IdentityService {
             ip: carried["ip"].as_str().and_then(|ip| ip.parse().ok()).or(client.ip),
             user_agent: carried["user_agent"].as_str().map(str::to_owned).or_else(|| client.user_agent.clone()),
             request_id: client.request_id.clone(),
+            ip_is_the_customers: client.ip_is_the_customers,
         };
         let known_device = self.known_device(&customer, &first).await?;
         let issued = self.issue_session(&customer, &format!("password+{used}"), &first).await?;

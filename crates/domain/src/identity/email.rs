@@ -110,7 +110,11 @@ impl IdentityService {
     /// when it is one used already: a replay, blocked for the merchant after a few from one
     /// client. A failure to look is logged; the answer stays the refusal either way.
     pub(super) async fn note_replay(&self, merchant: &crate::merchants::MerchantId, digest: &[u8], client: &Client) {
-        let (Some(decisions), Some(ip)) = (self.decisions.get(), client.ip) else { return };
+        // Only the customer's own address is counted: a shop's server relaying the link for all
+        // its customers would otherwise be blocked by a few double-clicked links.
+        let (Some(decisions), Some(ip), true) = (self.decisions.get(), client.ip, client.ip_is_the_customers) else {
+            return;
+        };
         match self.repo.spent_proof_merchant(digest).await {
             Ok(Some(owner)) if &owner == merchant => {
                 let sighting = crate::detection::Sighting::new(

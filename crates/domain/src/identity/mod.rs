@@ -94,6 +94,10 @@ pub struct Client {
     pub user_agent: Option<String>,
     /// The request id.
     pub request_id: Option<String>,
+    /// `ip` is the customer's own address (the browser's on the hosted pages, or the one the shop
+    /// passed), not the caller's connection (a shop's server relaying for everyone), so intrusion
+    /// detection may block it without blocking the shop.
+    pub ip_is_the_customers: bool,
 }
 
 /// A customer acting through a live session.

@@ -423,7 +423,12 @@ impl PaymentsService {
         let Some(proof) = proof else {
             return Err(DomainError::StepUpRequired { purpose: STEP_UP_PURPOSE, binding });
         };
-        let client = Client { ip: caller.source.ip, user_agent: None, request_id: caller.source.request_id.clone() };
+        let client = Client {
+            ip: caller.source.ip,
+            user_agent: None,
+            request_id: caller.source.request_id.clone(),
+            ip_is_the_customers: false,
+        };
         let redemption = StepUpRedemption { customer, proof, purpose: STEP_UP_PURPOSE, binding: &binding };
         checkout.identity.redeem_step_up(caller.principal.space(), redemption, caller.principal, &client).await.map_err(
             |err| match err {
@@ -463,7 +468,12 @@ impl PaymentsService {
             return Ok(());
         }
         let target = format!("{intent}:{}:{currency}", amount.minor());
-        let client = Client { ip: caller.source.ip, user_agent: None, request_id: caller.source.request_id.clone() };
+        let client = Client {
+            ip: caller.source.ip,
+            user_agent: None,
+            request_id: caller.source.request_id.clone(),
+            ip_is_the_customers: false,
+        };
         let reason = reason.unwrap_or("refund");
         checkout.staff.require_approval(caller.principal, Action::Refund, &target, reason, approval, &client).await
     }

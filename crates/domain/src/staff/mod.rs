@@ -547,7 +547,9 @@ impl StaffService {
     /// Counts an invitation link refused because it was accepted already (a replay), for the
     /// merchant whose staff it was; a failure to look is logged, the answer stays the refusal.
     async fn note_replay(&self, digest: &[u8], client: &Client) {
-        let (Some(decisions), Some(ip)) = (self.decisions.get(), client.ip) else { return };
+        let (Some(decisions), Some(ip), true) = (self.decisions.get(), client.ip, client.ip_is_the_customers) else {
+            return;
+        };
         match self.repo.spent_invite_merchant(digest).await {
             Ok(Some(merchant)) => {
                 let sighting = crate::detection::Sighting::new(

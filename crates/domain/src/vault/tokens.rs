@@ -816,8 +816,12 @@ impl VaultService {
                     "staff reveal card numbers only with dual control, which is not set up",
                 ));
             };
-            let client =
-                crate::identity::Client { ip: source.ip, user_agent: None, request_id: source.request_id.clone() };
+            let client = crate::identity::Client {
+                ip: source.ip,
+                user_agent: None,
+                request_id: source.request_id.clone(),
+                ip_is_the_customers: false,
+            };
             let action = crate::staff::approvals::Action::RevealCard;
             staff.require_approval(principal, action, record.id.as_str(), reason, approval, &client).await?;
         }

@@ -169,7 +169,12 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             audit: &state.audit,
             decisions: Some(&state.decisions),
         };
-        let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id.clone() };
+        let client = Client {
+            ip: context.ip,
+            user_agent: None,
+            request_id: context.request_id.clone(),
+            ip_is_the_customers: false,
+        };
         let principal = match gate.admit(bearer(parts), S::SCOPE, &client).await {
             Ok(principal) => principal,
             Err(GateError::Unauthenticated) => {

@@ -49,12 +49,22 @@ impl FromRequestParts<AppState> for CustomerAuth {
         match state.identity.authenticate_session(token).await? {
             Some(session) => Ok(Self {
                 session,
-                client: Client { ip: context.ip, user_agent: user_agent(parts), request_id: context.request_id },
+                client: Client {
+                    ip: context.ip,
+                    user_agent: user_agent(parts),
+                    request_id: context.request_id,
+                    ip_is_the_customers: true,
+                },
             }),
             None => {
                 tracing::info!(request_id = context.request_id.as_deref(), "session token refused");
                 let reason = if token.starts_with("srs_") { "invalid_session" } else { "not_a_session_token" };
-                let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
+                let client = Client {
+                    ip: context.ip,
+                    user_agent: None,
+                    request_id: context.request_id,
+                    ip_is_the_customers: true,
+                };
                 state.identity.record_refused_session(None, reason, &client).await?;
                 Err(unauthenticated())
             }

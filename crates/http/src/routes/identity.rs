@@ -200,6 +200,7 @@ pub(crate) fn client_of(info: Option<ClientInfo>, context: &RequestContext, poin
     if let Some(agent) = &info.user_agent {
         strongroom_domain::free_text::check(&format!("{pointer}/user_agent"), agent)?;
     }
+    let ip_is_the_customers = info.ip.is_some();
     let ip = match info.ip.as_deref() {
         Some(text) => Some(
             text.trim()
@@ -208,7 +209,7 @@ pub(crate) fn client_of(info: Option<ClientInfo>, context: &RequestContext, poin
         ),
         None => context.ip,
     };
-    Ok(Client { ip, user_agent: info.user_agent, request_id: context.request_id.clone() })
+    Ok(Client { ip, user_agent: info.user_agent, request_id: context.request_id.clone(), ip_is_the_customers })
 }
 
 /// Registration accepted.
@@ -263,7 +264,8 @@ async fn set_status(
     status: AccountStatus,
 ) -> Result<Json<CustomerBody>, ApiError> {
     CustomerId::parse(&id).map_err(|_| ApiError::not_found())?;
-    let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
+    let client =
+        Client { ip: context.ip, user_agent: None, request_id: context.request_id, ip_is_the_customers: false };
     let view = state.identity.set_status(auth.principal.space(), &id, status, &auth.principal, &client).await?;
     Ok(Json(CustomerBody::of(view, true)))
 }
@@ -515,6 +517,11 @@ pub struct RedeemRequest {
     /// The binding it must have been made for (same fields and values, any order).
     #[schema(value_type = Object)]
     pub binding: Map<String, Value>,
+    /// The customer's address and browser, as the shop saw them: a link or proof presented again
+    /// after use is counted against this address (intrusion detection's `replayed_token`), never
+    /// against the shop's server.
+    #[serde(default)]
+    pub client: Option<ClientInfo>,
 }
 
 /// Redeemed.
@@ -536,9 +543,9 @@ pub async fn redeem_step_up(
     auth: ApiKeyAuth<scope::IdentityCustomers>,
     State(state): State<AppState>,
     context: RequestContext,
-    ApiJson(body): ApiJson<RedeemRequest>,
+    ApiJson(mut body): ApiJson<RedeemRequest>,
 ) -> Result<Json<RedeemedBody>, ApiError> {
-    let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
+    let client = client_of(body.client.take(), &context, "/client")?;
     let redemption = StepUpRedemption {
         customer: &body.customer,
         proof: &body.proof.0,
@@ -929,6 +936,11 @@ pub async fn verify_step_up(
 pub struct LinkRequest {
     /// The `evt_…` token from the link's fragment.
     pub token: SecretText,
+    /// The customer's address and browser, as the shop saw them: a link or proof presented again
+    /// after use is counted against this address (intrusion detection's `replayed_token`), never
+    /// against the shop's server.
+    #[serde(default)]
+    pub client: Option<ClientInfo>,
 }
 
 /// A verified address.
@@ -953,9 +965,9 @@ pub async fn verify_email(
     auth: ApiKeyAuth<scope::IdentityCustomers>,
     State(state): State<AppState>,
     context: RequestContext,
-    ApiJson(body): ApiJson<LinkRequest>,
+    ApiJson(mut body): ApiJson<LinkRequest>,
 ) -> Result<Json<VerifiedBody>, ApiError> {
-    let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
+    let client = client_of(body.client.take(), &context, "/client")?;
     let space = auth.principal.space();
     let customer = state.identity.verify_email(space, &body.token.0, &client).await?;
     let passkey_registration = state.identity.first_passkey_ceremony(space, &customer).await?.map(Into::into);
@@ -1012,6 +1024,11 @@ pub struct ResetCompleteRequest {
     /// Or a recovery code.
     #[serde(default)]
     pub recovery_code: Option<SecretText>,
+    /// The customer's address and browser, as the shop saw them: a link or proof presented again
+    /// after use is counted against this address (intrusion detection's `replayed_token`), never
+    /// against the shop's server.
+    #[serde(default)]
+    pub client: Option<ClientInfo>,
 }
 
 /// Sets a new password with a reset link (and the second factor, when enrolled); every session
@@ -1024,9 +1041,9 @@ pub async fn complete_password_reset(
     auth: ApiKeyAuth<scope::IdentityCustomers>,
     State(state): State<AppState>,
     context: RequestContext,
-    ApiJson(body): ApiJson<ResetCompleteRequest>,
+    ApiJson(mut body): ApiJson<ResetCompleteRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let client = Client { ip: context.ip, user_agent: None, request_id: context.request_id };
+    let client = client_of(body.client.take(), &context, "/client")?;
     let factor = match (body.code, body.recovery_code) {
         (None, None) => None,
         (code, recovery_code) => Some(FactorRequest { code, recovery_code, email_code: None, passkey: None }.answer()?),
