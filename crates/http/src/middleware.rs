@@ -133,15 +133,18 @@ fn unusual(req: &Request) -> bool {
     let Some(content_type) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    matches!(
-        essence.as_str(),
-        "application/xml"
-            | "text/xml"
-            | "application/x-java-serialized-object"
-            | "application/x-java-object"
-            | "application/x-amf"
-    ) || essence.ends_with("+xml")
+    // Compared without changing case, so the JSON every client sends costs no allocation.
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    const PROBES: [&str; 5] = [
+        "application/xml",
+        "text/xml",
+        "application/x-java-serialized-object",
+        "application/x-java-object",
+        "application/x-amf",
+    ];
+    PROBES.iter().any(|probe| probe.eq_ignore_ascii_case(essence))
+        || essence.len() > 4
+            && essence.get(essence.len() - 4..).is_some_and(|suffix| suffix.eq_ignore_ascii_case("+xml"))
 }
 
 /// Counts an unusual request: with a valid API key, per key (an alert: the shop's server relays
@@ -389,6 +392,28 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn unusual_requests_are_methods_and_body_types_only_probes_send() {
+        let request = |method: &str, content_type: Option<&str>| {
+            let mut builder = axum::http::Request::builder().method(method).uri("/v1/identity/login");
+            if let Some(content_type) = content_type {
+                builder = builder.header(header::CONTENT_TYPE, content_type);
+            }
+            builder.body(axum::body::Body::empty()).unwrap()
+        };
+        assert!(unusual(&request("TRACE", None)));
+        assert!(unusual(&request("PROPFIND", None)));
+        assert!(unusual(&request("POST", Some("application/xml"))));
+        assert!(unusual(&request("POST", Some("Text/XML; charset=utf-8"))), "any case, any parameters");
+        assert!(unusual(&request("POST", Some("application/soap+XML"))), "any +xml");
+        assert!(unusual(&request("POST", Some("application/x-java-serialized-object"))));
+        assert!(!unusual(&request("POST", Some("application/json"))));
+        assert!(!unusual(&request("POST", Some("Application/JSON; charset=utf-8"))));
+        assert!(!unusual(&request("POST", Some("application/x-www-form-urlencoded"))));
+        assert!(!unusual(&request("POST", Some("+xml"))), "a suffix alone is not a type");
+        assert!(!unusual(&request("GET", None)));
     }
 
     #[test]
