@@ -862,7 +862,7 @@ impl Application {
             Arc::new(core.store.clone()),
             notices,
         ));
-        let counts: Arc<dyn strongroom_domain::ports::detection::DetectionCounts> = match &config.detection.redis_url {
+        let counts: Arc<dyn strongroom_domain::ports::detection::SharedCounts> = match &config.detection.redis_url {
             Some(url) => Arc::new(
                 strongroom_connectors::redis_counts::RedisCounts::connect(url.expose())
                     .await

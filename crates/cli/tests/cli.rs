@@ -217,7 +217,7 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     let data = dir.path().join("strongroom-data");
     let migrate = strongroom(&data).arg("migrate").output().unwrap();
     assert!(migrate.status.success());
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("21 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("22 migration(s) applied"));
     let early = strongroom(&data).args(["apikey", "list"]).output().unwrap();
     assert_eq!(early.status.code(), Some(1), "no merchant before the first serve");
 
@@ -298,6 +298,40 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
         "{}",
         String::from_utf8_lossy(&unknown.stderr)
     );
+
+    // A decoy key: printed once, shaped like any key, listed like one; presented, it answers 401
+    // as an unknown key does, and from then on its client is blocked everywhere (last here: the
+    // test's client is that client).
+    let decoy = strongroom(&data).args(["apikey", "decoy", "--name", "backup admin"]).output().unwrap();
+    assert!(decoy.status.success(), "{}", String::from_utf8_lossy(&decoy.stderr));
+    let decoy: serde_json::Value = serde_json::from_slice(&decoy.stdout).unwrap();
+    assert_eq!(decoy["decoy"], true);
+    let decoy_secret = decoy["secret"].as_str().unwrap();
+    assert!(decoy_secret.starts_with("sr_live_"), "{decoy}");
+    let list = strongroom(&data).args(["apikey", "list"]).output().unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert!(list.contains(decoy["id"].as_str().unwrap()) && list.contains("backup admin"), "{list}");
+    let bad_mode = strongroom(&data).args(["apikey", "decoy", "--name", "x", "--mode", "staging"]).output().unwrap();
+    assert_eq!(bad_mode.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_mode.stderr).contains("--mode"));
+    let presented = client.get(&metrics).bearer_auth(decoy_secret).send().await.unwrap();
+    assert_eq!(presented.status(), 401, "a decoy answers like an unknown key");
+    let bootstrap = bootstrap_key(&serving.banner);
+    let mut blocked = false;
+    for _ in 0..40 {
+        let after = client.get(&metrics).bearer_auth(&bootstrap).send().await.unwrap();
+        if after.status() == 429 {
+            let problem: serde_json::Value = after.json().await.unwrap();
+            assert_eq!(problem["code"], "client_blocked", "{problem}");
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(blocked, "the decoy's client is blocked everywhere, even with a real key");
+    let decisions = strongroom(&data).args(["decisions", "list", "--json"]).output().unwrap();
+    let decisions = String::from_utf8_lossy(&decisions.stdout);
+    assert!(decisions.contains("decoy_api_key"), "{decisions}");
     assert_eq!(terminate(&mut serving), 0);
 }
 

@@ -6,11 +6,13 @@
 //!
 //! Keys: `strongroom:dc:{window start}:{counter}` (a hash: `hits`, `distinct`) and `…:items` (a
 //! set). Items are keyed hashes or ids, never an email or a card number.
+//! Shared rate limits: one key per limited key (`strongroom:rl:{key}`) holding its GCRA arrival
+//! time, read, checked and pushed on by one script, and expiring when the allowance is whole again.
 //! Must never: split the read and the increment over two commands, or keep a key past its window.
 
 use async_trait::async_trait;
 use strongroom_domain::StoreError;
-use strongroom_domain::ports::detection::{DetectionCounts, MAX_DISTINCT_ITEMS, Tally};
+use strongroom_domain::ports::detection::{Allowance, DetectionCounts, MAX_DISTINCT_ITEMS, RateLimits, Tally};
 
 /// The script: KEYS[1] the window's hash, KEYS[2] its item set; ARGV[1] `1` with an item in
 /// ARGV[2], ARGV[3] the expiry (unix ms), ARGV[4] the item cap.
@@ -28,11 +30,29 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return {hits, distinct, added}
 ";
 
-/// Detection counts in Redis.
+/// The generic cell rate algorithm: KEYS[1] the key's arrival time; ARGV[1] now (unix ms),
+/// ARGV[2] the emission interval, ARGV[3] the period, ARGV[4] `1` to take a unit. Returns 0 when
+/// a unit is (or would be) taken, else the milliseconds until one is free.
+const TAKE_UNIT: &str = r"
+local now = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+if tat < now then tat = now end
+local next = tat + tonumber(ARGV[2])
+local wait = next - tonumber(ARGV[3]) - now
+if wait > 0 then return wait end
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[1], next)
+  redis.call('PEXPIREAT', KEYS[1], next)
+end
+return 0
+";
+
+/// Detection counts and rate limits in Redis.
 #[derive(Clone)]
 pub struct RedisCounts {
     connection: redis::aio::ConnectionManager,
     script: redis::Script,
+    limit: redis::Script,
 }
 
 impl std::fmt::Debug for RedisCounts {
@@ -59,7 +79,7 @@ impl RedisCounts {
             .query_async(&mut connection)
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
-        Ok(Self { connection, script: redis::Script::new(OBSERVE) })
+        Ok(Self { connection, script: redis::Script::new(OBSERVE), limit: redis::Script::new(TAKE_UNIT) })
     }
 }
 
@@ -94,6 +114,31 @@ impl DetectionCounts for RedisCounts {
 
     async fn purge_counts(&self, _now: i64) -> Result<u64, StoreError> {
         // Every key expires with its window.
+        Ok(0)
+    }
+}
+
+impl RedisCounts {
+    async fn gcra(&self, key: &str, allowance: Allowance, now: i64, take: bool) -> Result<i64, StoreError> {
+        let mut invocation = self.limit.key(format!("strongroom:rl:{key}"));
+        invocation.arg(now).arg(allowance.emission_ms).arg(allowance.period_ms).arg(if take { "1" } else { "0" });
+        let mut connection = self.connection.clone();
+        invocation.invoke_async(&mut connection).await.map_err(|e| StoreError::Unavailable(format!("redis: {e}")))
+    }
+}
+
+#[async_trait]
+impl RateLimits for RedisCounts {
+    async fn take(&self, key: &str, allowance: Allowance, now: i64) -> Result<i64, StoreError> {
+        self.gcra(key, allowance, now, true).await
+    }
+
+    async fn peek(&self, key: &str, allowance: Allowance, now: i64) -> Result<i64, StoreError> {
+        self.gcra(key, allowance, now, false).await
+    }
+
+    async fn purge_limits(&self, _now: i64) -> Result<u64, StoreError> {
+        // Every key expires when its allowance is whole again.
         Ok(0)
     }
 }
@@ -148,5 +193,32 @@ mod tests {
         let again = counts.observe(&format!("{counter}:past"), window, Some(b"x"), 1).await.unwrap();
         assert_eq!((again.hits, again.new_item), (1, true), "an expired window starts again");
         assert!(RedisCounts::connect("rediss://127.0.0.1:6379").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn thirty_parallel_takes_share_one_allowance() {
+        let Some(counts) = redis().await else { return };
+        let allowance = Allowance::new(10, std::time::Duration::from_secs(100)).unwrap();
+        // Keys expire at their arrival time on Redis's own clock: use a real "now".
+        let now =
+            i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis())
+                .unwrap();
+        let key = format!("test:{}:{now}", std::process::id());
+        let handles: Vec<_> = (0..30)
+            .map(|_| {
+                let (counts, key) = (counts.clone(), key.clone());
+                tokio::spawn(async move { counts.take(&key, allowance, now).await.unwrap() })
+            })
+            .collect();
+        let mut won = 0;
+        for handle in handles {
+            won += usize::from(handle.await.unwrap() == 0);
+        }
+        assert_eq!(won, 10, "exactly the allowance is taken");
+        assert_eq!(counts.peek(&key, allowance, now).await.unwrap(), 10_000);
+        assert_eq!(counts.take(&key, allowance, now + 9_999).await.unwrap(), 1);
+        assert_eq!(counts.take(&key, allowance, now + 10_000).await.unwrap(), 0, "one refilled unit");
+        assert!(counts.take(&key, allowance, now + 10_000).await.unwrap() > 0);
+        assert_eq!(counts.peek(&format!("{key}:other"), allowance, now).await.unwrap(), 0);
     }
 }

@@ -4,6 +4,8 @@
 //! Detection's shared counts: one row per counter and window, added to by one upsert that
 //! returns the tally (on PostgreSQL one statement; on SQLite, whose writers are serialised, one
 //! transaction).
+//! Shared rate limits: one row per key holding its GCRA arrival time, pushed on by one conditional
+//! upsert whose affected-row count says whether a unit was taken.
 //! Must never: decide by reading and then writing, or commit a decision without its outbox
 //! messages.
 
@@ -12,7 +14,7 @@ use sqlx::FromRow;
 use strongroom_domain::StoreError;
 use strongroom_domain::outbox::OutboxMessage;
 use strongroom_domain::ports::detection::{
-    DecisionRecord, DecisionsRepository, DetectionCounts, MAX_DISTINCT_ITEMS, Tally,
+    Allowance, DecisionRecord, DecisionsRepository, DetectionCounts, MAX_DISTINCT_ITEMS, RateLimits, Tally,
 };
 use strongroom_types::Timestamp;
 
@@ -325,6 +327,55 @@ impl DetectionCounts for Store {
                 .rows_affected();
             Ok::<u64, sqlx::Error>(items + counts)
         }.await)
+        .map_err(store_error)
+    }
+}
+
+/// Pushes a key's arrival time on by one emission interval when the result stays within one
+/// period of now (`$2` now, `$3` the interval, `$4` the period): a row comes back only then.
+const TAKE_UNIT: &str = "INSERT INTO rate_limits AS r (limit_key, tat) VALUES ($1, $2 + $3) \
+     ON CONFLICT (limit_key) DO UPDATE SET tat = (CASE WHEN r.tat > $2 THEN r.tat ELSE $2 END) + $3 \
+     WHERE (CASE WHEN r.tat > $2 THEN r.tat ELSE $2 END) + $3 <= $2 + $4 \
+     RETURNING tat";
+
+#[async_trait]
+impl RateLimits for Store {
+    async fn take(&self, key: &str, allowance: Allowance, now: i64) -> Result<i64, StoreError> {
+        let _gate = self.sqlite_write_gate().await;
+        let taken: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(TAKE_UNIT)
+            .bind(key)
+            .bind(now)
+            .bind(allowance.emission_ms)
+            .bind(allowance.period_ms)
+            .fetch_optional(pool)
+            .await)
+        .map_err(store_error)?;
+        if taken.is_some() {
+            return Ok(0);
+        }
+        drop(_gate);
+        // Refused: how long until a unit is free (a read after the decision, for Retry-After only).
+        self.peek(key, allowance, now).await.map(|wait| wait.max(1))
+    }
+
+    async fn peek(&self, key: &str, allowance: Allowance, now: i64) -> Result<i64, StoreError> {
+        let tat: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+                "SELECT tat FROM rate_limits WHERE limit_key = $1",
+            )
+            .bind(key)
+            .fetch_optional(pool)
+            .await)
+        .map_err(store_error)?;
+        Ok(allowance.at(tat, now).0)
+    }
+
+    async fn purge_limits(&self, now: i64) -> Result<u64, StoreError> {
+        let _gate = self.sqlite_write_gate().await;
+        on_pool!(self, pool => sqlx::query("DELETE FROM rate_limits WHERE tat <= $1")
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
         .map_err(store_error)
     }
 }

@@ -54,7 +54,7 @@ async fn drop_postgres(name: &str) {
 }
 
 async fn suite(store: Store) {
-    assert_eq!(store.migrate().await.unwrap(), 21, "first migrate applies every migration");
+    assert_eq!(store.migrate().await.unwrap(), 22, "first migrate applies every migration");
     assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 
@@ -1607,4 +1607,28 @@ async fn detection_counts_suite(store: &Store) {
     assert_eq!(store.purge_decisions(t(10_000)).await.unwrap(), 1);
     assert!(store.decision("dec_old").await.unwrap().is_none());
     assert!(store.decision("dec_new").await.unwrap().is_some());
+
+    rate_limits_suite(&store).await;
+}
+
+/// Shared rate limits (GCRA): 30 parallel takes of an allowance of 10 per 100 seconds, exactly 10
+/// win; the allowance refills one unit per emission interval; purged keys start whole.
+async fn rate_limits_suite(store: &Arc<Store>) {
+    use strongroom_domain::ports::detection::{Allowance, RateLimits};
+    let allowance = Allowance::new(10, std::time::Duration::from_secs(100)).unwrap();
+    let now = 1_000_000;
+    let won = winners(30, |_| {
+        let store = store.clone();
+        async move { store.take("race:limit", allowance, now).await.unwrap() == 0 }
+    })
+    .await;
+    assert_eq!(won, 10, "exactly the allowance is taken, whatever the race");
+    assert_eq!(store.peek("race:limit", allowance, now).await.unwrap(), 10_000, "one unit is free in 10 s");
+    assert_eq!(store.take("race:limit", allowance, now + 9_999).await.unwrap(), 1);
+    assert_eq!(store.take("race:limit", allowance, now + 10_000).await.unwrap(), 0, "one refilled unit");
+    assert!(store.take("race:limit", allowance, now + 10_000).await.unwrap() > 0);
+    assert_eq!(store.peek("race:other", allowance, now).await.unwrap(), 0, "another key is whole");
+    assert_eq!(store.purge_limits(now + 99_999).await.unwrap(), 0, "not whole again yet");
+    assert_eq!(store.purge_limits(now + 110_000).await.unwrap(), 1);
+    assert_eq!(store.peek("race:limit", allowance, now + 110_000).await.unwrap(), 0);
 }

@@ -6,7 +6,8 @@
 //! block the client giving them; a decoy route and forged session cookies block the client for
 //! the whole deployment (at the edge, before any route); detections are counted in the metrics;
 //! and on PostgreSQL two nodes count together (in the database, and in Redis), so an attack
-//! spread over both is seen at the threshold.
+//! spread over both is seen at the threshold, and share the rate limits (reveals per minute,
+//! failed sign-ins per client), so a limit spent on one node is spent on the other.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::sync::Arc;
@@ -22,7 +23,8 @@ on_both_backends!(
     a_key_revealing_more_than_an_hours_work_is_suspended,
     wrong_one_time_codes_block_the_client_guessing,
     decoy_routes_and_forged_cookies_block_the_client_everywhere,
-    two_nodes_count_one_attack_together
+    two_nodes_count_one_attack_together,
+    two_nodes_share_rate_limits
 );
 
 const ATTACKER: &str = "203.0.113.66";
@@ -286,6 +288,84 @@ async fn two_nodes_count_one_attack_together(backend: Backend) {
         assert_eq!(made.len(), 1, "{counted_in}: {made:?}");
         assert_eq!(made[0]["reason"], "credential_stuffing");
         assert!(made[0]["detail"].as_str().unwrap().starts_with("10 distinct"), "{counted_in}: {}", made[0]);
+        node_b.shutdown().await;
+        server.shutdown().await;
+    }
+}
+
+/// Two nodes take from one allowance: the per-minute reveals of a key and the failed sign-ins of
+/// a client, alternating between the nodes, are refused at the limit on either node (counted in
+/// the database, then in Redis). Detection is off: limits hold without it.
+async fn two_nodes_share_rate_limits(backend: Backend) {
+    if backend != Backend::Postgres {
+        return; // several nodes share PostgreSQL only
+    }
+    let redis = std::env::var("STRONGROOM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis_answers = redis_answers(&redis).await;
+    assert!(redis_answers || std::env::var("CI").as_deref() != Ok("true"), "Redis is required under CI=true");
+    for counted_in in ["database", "redis"] {
+        if counted_in == "redis" && !redis_answers {
+            eprintln!("Redis not reachable at {redis}: the Redis case is SKIPPED");
+            continue;
+        }
+        let Some(server) = TestServer::spawn_with(backend, |c| {
+            c.detection.enabled = false;
+            c.vault.reveals_per_minute = 4;
+            if counted_in == "redis" {
+                c.detection.redis_url = Some(strongroom_types::Secret::new(redis.clone()));
+            }
+        })
+        .await
+        else {
+            return;
+        };
+        let clock = Arc::new(ManualClock::new(server.clock.now()));
+        let node_b = strongroom::Application::build(&server.config, clock, Arc::new(OsEntropy)).await.unwrap();
+        let scheme = if server.base_url.starts_with("https") { "https" } else { "http" };
+        let bases = [server.base_url.clone(), format!("{scheme}://{}", node_b.api_addr())];
+        let send = |n: usize, path: &str, body: Value| {
+            server.client.post(format!("{}{path}", bases[n % 2])).bearer_auth(&server.bootstrap_key).json(&body).send()
+        };
+
+        // Reveals: four a minute for the key, two on each node; the fifth is refused on both.
+        let (status, token) =
+            post(&server, &server.bootstrap_key, "/v1/tokens", &json!({"type": "name", "value": "Ada"})).await;
+        assert_eq!(status, 201, "{token}");
+        let reveal = format!("/v1/tokens/{}/reveal", token["id"].as_str().unwrap());
+        let body = json!({"view": "masked", "reason": "support"});
+        for n in 0..4 {
+            assert_eq!(send(n, &reveal, body.clone()).await.unwrap().status(), 200, "{counted_in}: reveal {n}");
+        }
+        for n in 0..2 {
+            let refused = send(n, &reveal, body.clone()).await.unwrap();
+            assert_eq!(refused.status(), 429, "{counted_in}: node {n} knows the key's minute is spent");
+            assert!(refused.headers().get("retry-after").is_some());
+        }
+
+        // Failed sign-ins: 100 per client in 15 minutes, half on each node; the 101st waits on
+        // both, while another client signs in (and fails) as usual.
+        let failures: Vec<_> = (0..100usize)
+            .map(|n| {
+                let body = json!({"email": format!("limit{n}@example.com"), "password": "not it at all 1234",
+                    "client": {"ip": ATTACKER}});
+                send(n, "/v1/identity/login", body)
+            })
+            .collect();
+        for (n, failure) in futures::future::join_all(failures).await.into_iter().enumerate() {
+            assert_eq!(failure.unwrap().status(), 401, "{counted_in}: failure {n}");
+        }
+        for n in 0..2 {
+            let body = json!({"email": "limit-next@example.com", "password": "not it at all 1234",
+                "client": {"ip": ATTACKER}});
+            let refused = send(n, "/v1/identity/login", body).await.unwrap();
+            assert_eq!(refused.status(), 429, "{counted_in}: node {n}");
+            assert!(refused.headers().get("retry-after").is_some());
+            let problem: Value = refused.json().await.unwrap();
+            assert_eq!(problem["code"], "login_throttled", "{counted_in}: {problem}");
+        }
+        let body = json!({"email": "limit-next@example.com", "password": "not it at all 1234",
+            "client": {"ip": BYSTANDER}});
+        assert_eq!(send(1, "/v1/identity/login", body).await.unwrap().status(), 401, "{counted_in}: another client");
         node_b.shutdown().await;
         server.shutdown().await;
     }

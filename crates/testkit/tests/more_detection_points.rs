@@ -22,7 +22,8 @@ on_both_backends!(
     reveals_outside_the_usual_hours_alert_once_a_day,
     a_sign_in_for_a_decoy_account_blocks_the_client,
     a_decoy_api_key_blocks_the_client_everywhere,
-    an_accepted_staff_invitation_presented_again_blocks_the_client
+    an_accepted_staff_invitation_presented_again_blocks_the_client,
+    a_used_reset_link_presented_again_blocks_the_client
 );
 
 const ATTACKER: &str = "203.0.113.66";
@@ -329,21 +330,71 @@ async fn unusual_methods_and_body_types_block_a_client_and_alert_on_a_key(backen
 
 /// The token of the address-check mail sent to `email` (waits up to 10 s for the mail).
 async fn verification_token(server: &TestServer, email: &str) -> String {
+    mailed_token(server, email, "verify_email", "evt_").await
+}
+
+/// The token (`prefix…`) of the newest `kind` mail sent to `email` (waits up to 10 s for it).
+async fn mailed_token(server: &TestServer, email: &str, kind: &str, prefix: &str) -> String {
     let dir = server.data_dir().join("mail");
     for _ in 0..100 {
         let mails = std::fs::read_dir(&dir)
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>())
             .unwrap_or_default();
-        for path in mails.iter().filter(|p| p.to_string_lossy().ends_with("-verify_email.eml")) {
+        let mut mails: Vec<_> =
+            mails.iter().filter(|p| p.to_string_lossy().ends_with(&format!("-{kind}.eml"))).collect();
+        mails.sort();
+        for path in mails.into_iter().rev() {
             let text = std::fs::read_to_string(path).unwrap_or_default().replace("=\r\n", "").replace("=3D", "=");
-            if let Some(start) = text.contains(&format!("To: {email}")).then(|| text.find("#token=evt_")).flatten() {
+            if let Some(start) =
+                text.contains(&format!("To: {email}")).then(|| text.find(&format!("#token={prefix}"))).flatten()
+            {
                 let start = start + "#token=".len();
                 return text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no verification mail for {email}");
+    panic!("no {kind} mail for {email}");
+}
+
+/// A used password-reset link presented again with the customer's address passed by the shop is
+/// a replay like a used verification link: refused as before, counted, and at the threshold the
+/// client is blocked for the shop.
+async fn a_used_reset_link_presented_again_blocks_the_client(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |c| c.detection.replayed_tokens = 3).await else { return };
+    let email = "cleo-reset@example.com";
+    let _ = server.signed_in_customer(email, PASSWORD).await;
+    let (status, _) =
+        post(&server, &server.bootstrap_key, "/v1/identity/password-reset", &json!({"email": email})).await;
+    assert_eq!(status, 202);
+    let token = mailed_token(&server, email, "password_reset", "rst_").await;
+    let complete = |ip: &str, password: &str| json!({"token": token, "new_password": password, "client": {"ip": ip}});
+    let new_password = "quartz lagoon pepper 3141";
+    let (status, done) = post(
+        &server,
+        &server.bootstrap_key,
+        "/v1/identity/password-reset/complete",
+        &complete(BYSTANDER, new_password),
+    )
+    .await;
+    assert_eq!(status, 204, "{done}");
+    for n in 0..3 {
+        let (status, problem) = post(
+            &server,
+            &server.bootstrap_key,
+            "/v1/identity/password-reset/complete",
+            &complete(ATTACKER, "another password entirely 99"),
+        )
+        .await;
+        assert_eq!((status, problem["code"].as_str()), (422, Some("invalid_link")), "replay {n}: {problem}");
+    }
+    let made = decisions_once(&server, "replayed_token").await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0]["scope"], json!({"kind": "ip", "address": ATTACKER}));
+    let (status, blocked) = login(&server, email, new_password, ATTACKER).await;
+    assert_eq!((status, blocked["code"].as_str()), (429, Some("client_blocked")), "{blocked}");
+    let (status, _) = login(&server, email, new_password, BYSTANDER).await;
+    assert_eq!(status, 200, "the new password works from the customer's address");
 }
 
 async fn a_used_link_presented_again_and_again_blocks_the_client(backend: Backend) {

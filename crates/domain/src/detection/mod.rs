@@ -37,7 +37,7 @@ use crate::error::DomainError;
 use crate::merchants::MerchantId;
 use crate::modes::Mode;
 use crate::outbox::{Outbox, OutboxMessage};
-use crate::ports::detection::{DecisionRecord, DecisionsRepository, DetectionCounts};
+use crate::ports::detection::{Allowance, DecisionRecord, DecisionsRepository, SharedCounts};
 
 pub mod points;
 
@@ -483,7 +483,7 @@ pub struct NewDecision {
 pub struct DecisionService {
     repo: Arc<dyn DecisionsRepository>,
     book: Arc<DecisionBook>,
-    counts: Arc<dyn DetectionCounts>,
+    counts: Arc<dyn SharedCounts>,
     /// Detections per point since this process started (the metrics).
     detections: Arc<[std::sync::atomic::AtomicU64; Point::ALL.len()]>,
     outbox: Outbox,
@@ -513,7 +513,7 @@ impl DecisionService {
     /// The service.
     pub fn new(
         repo: Arc<dyn DecisionsRepository>,
-        counts: Arc<dyn DetectionCounts>,
+        counts: Arc<dyn SharedCounts>,
         outbox: Outbox,
         audit: AuditLog,
         clock: Arc<dyn Clock>,
@@ -640,10 +640,43 @@ impl DecisionService {
     pub async fn purge(&self) -> Result<u64, DomainError> {
         let now = self.clock.now();
         let counts = self.counts.purge_counts(now.unix_millis()).await?;
+        let limits = self.counts.purge_limits(now.unix_millis()).await?;
         let retention = i64::try_from(DECISION_RETENTION.as_millis()).unwrap_or(i64::MAX);
         let before = Timestamp::from_unix_millis(now.unix_millis().saturating_sub(retention));
         let decisions = self.repo.purge_decisions(before).await?;
-        Ok(counts + decisions)
+        Ok(counts + limits + decisions)
+    }
+
+    /// Whether `actor` of `merchant` (`""`: none) has spent its allowance of the limit `name`,
+    /// shared by every node (a GCRA in the shared store, refilled evenly over the period):
+    /// `Some(seconds)` to wait when it has. With `take`, a unit is taken if one is left (the
+    /// allowance counts failures, reveals …); without, only asked. Limits hold whether
+    /// detection is on or not; a store that does not answer lets the request through (logged),
+    /// like a count that failed.
+    pub async fn limited(
+        &self,
+        name: &str,
+        merchant: &str,
+        actor: &str,
+        allowance: Option<Allowance>,
+        take: bool,
+    ) -> Option<u32> {
+        let allowance = allowance?;
+        let key = format!("{name}:{merchant}:{actor}");
+        let now = self.clock.now().unix_millis();
+        let answer = if take {
+            self.counts.take(&key, allowance, now).await
+        } else {
+            self.counts.peek(&key, allowance, now).await
+        };
+        match answer {
+            Ok(0) => None,
+            Ok(wait_ms) => Some(u32::try_from((wait_ms + 999) / 1000).unwrap_or(u32::MAX).max(1)),
+            Err(err) => {
+                tracing::warn!(error = %err, limit = name, "a shared rate limit could not be read; the request goes through");
+                None
+            }
+        }
     }
 
     /// Detections per point since this process started.

@@ -210,7 +210,7 @@ impl IdentityService {
             return Err(DomainError::InvalidCredentials);
         };
         self.refuse_blocked_client(space, client).await?;
-        if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, now) {
+        if let Some(wait) = super::throttle::client_wait(self.decisions.get(), merchant.as_str(), client.ip).await {
             self.audit_login(space, None, client, Outcome::Denied("client_throttled")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
         }
@@ -253,7 +253,7 @@ impl IdentityService {
                     None => "unknown_email",
                 };
                 let _ = self.repo.add_login_failure(merchant, &email.lookup, now).await?;
-                self.clients.failed(merchant.as_str(), client.ip, now);
+                super::throttle::client_failed(self.decisions.get(), merchant.as_str(), client.ip).await;
                 self.audit_login(space, other.as_ref().map(|c| c.id.clone()), client, Outcome::Denied(reason)).await?;
                 if let (Some(decisions), Some(ip)) = (self.decisions.get(), client.ip) {
                     // Credential stuffing: many accounts (known or not, counted by keyed hash)

@@ -95,7 +95,7 @@ impl IdentityService {
     pub async fn begin_passkey_login(&self, space: Space<'_>, client: &Client) -> Result<Ceremony, DomainError> {
         let merchant = space.merchant;
         self.refuse_blocked_client(space, client).await?;
-        if let Some(wait) = self.clients.blocked(merchant.as_str(), client.ip, self.now()) {
+        if let Some(wait) = super::throttle::client_wait(self.decisions.get(), merchant.as_str(), client.ip).await {
             self.audit_login(space, None, client, Outcome::Denied("client_throttled")).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
         }
@@ -111,12 +111,11 @@ impl IdentityService {
         client: &Client,
     ) -> Result<IssuedSession, DomainError> {
         let merchant = space.merchant;
-        let now = self.now();
         self.refuse_blocked_client(space, client).await?;
         let customer_id = match self.passkey_service()?.finish_sign_in(merchant, KIND, ceremony, answer).await {
             Ok(id) => id,
             Err(err) => {
-                self.clients.failed(merchant.as_str(), client.ip, now);
+                super::throttle::client_failed(self.decisions.get(), merchant.as_str(), client.ip).await;
                 let event = crate::audit::event::AuditEvent::by(
                     crate::audit::event::ActorKind::Anonymous,
                     None,

@@ -6,13 +6,14 @@
 //! password sign-in stops until the password is reset. Customers are never locked out by a
 //! fixed lock an attacker could trigger at will; the delays bound an online attack to about 100
 //! guesses a day.
-//! Per merchant and client address (IPv6: its /64; in memory, one window of [`CLIENT_WINDOW`]): more than
-//! [`CLIENT_FAILURE_LIMIT`] failures throttle the address until the window ends. (Credential
+//! Per merchant and client address (IPv6: its /64), shared by every node (a rate limit in the
+//! shared store, [`crate::detection::DecisionService::limited`]): [`CLIENT_FAILURE_LIMIT`] failures
+//! within [`CLIENT_WINDOW`], refilled evenly, then the address waits for the next to come free. (Credential
 //! stuffing, many accounts from one client, is intrusion detection's, counted on every node:
 //! [`crate::detection::Point::CredentialStuffing`].)
 //! Must never: treat a known and an unknown email differently, or grow without bound.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -89,12 +90,6 @@ pub fn subject_gate(failures: LoginFailures, now: Timestamp) -> SubjectGate {
     }
 }
 
-#[derive(Debug)]
-struct ClientWindow {
-    started: Timestamp,
-    failures: u32,
-}
-
 /// The unit an address is counted in: itself for IPv4, its /64 for IPv6 (one host usually holds
 /// a whole /64).
 fn group(ip: IpAddr) -> IpAddr {
@@ -108,47 +103,34 @@ fn group(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Failures per client address, in memory.
-#[derive(Debug, Default)]
-pub struct ClientThrottle {
-    windows: Mutex<HashMap<(String, IpAddr), ClientWindow>>,
+/// The shared limit failed sign-ins from one address are counted against.
+const CLIENT_LIMIT: &str = "sign_in_failures";
+
+/// Seconds `ip` must wait before signing in to `scope` (a merchant id, or `staff`), if it has
+/// failed [`CLIENT_FAILURE_LIMIT`] times within [`CLIENT_WINDOW`] (refilled evenly: one failure
+/// more every window / limit), counted on every node.
+pub(crate) async fn client_wait(
+    decisions: Option<&crate::detection::DecisionService>,
+    scope: &str,
+    ip: Option<IpAddr>,
+) -> Option<u32> {
+    let (decisions, ip) = (decisions?, ip?);
+    decisions.limited(CLIENT_LIMIT, scope, &group(ip).to_string(), client_allowance(), false).await
 }
 
-const MAX_TRACKED_CLIENTS: usize = 100_000;
-
-impl ClientThrottle {
-    fn window_ms() -> i64 {
-        i64::try_from(CLIENT_WINDOW.as_millis()).unwrap_or(i64::MAX)
+/// Counts a failed sign-in from `ip` against its allowance.
+pub(crate) async fn client_failed(
+    decisions: Option<&crate::detection::DecisionService>,
+    scope: &str,
+    ip: Option<IpAddr>,
+) {
+    if let (Some(decisions), Some(ip)) = (decisions, ip) {
+        let _ = decisions.limited(CLIENT_LIMIT, scope, &group(ip).to_string(), client_allowance(), true).await;
     }
+}
 
-    /// Seconds the address must wait, if it is blocked.
-    pub fn blocked(&self, merchant: &str, ip: Option<IpAddr>, now: Timestamp) -> Option<u32> {
-        let key = (merchant.to_owned(), group(ip?));
-        let windows = self.windows.lock().ok()?;
-        let window = windows.get(&key)?;
-        let age = now.millis_since(window.started);
-        (age < Self::window_ms() && window.failures >= CLIENT_FAILURE_LIMIT)
-            .then(|| u32::try_from((Self::window_ms() - age + 999) / 1000).unwrap_or(u32::MAX).max(1))
-    }
-
-    /// Counts a failure from the address.
-    pub fn failed(&self, merchant: &str, ip: Option<IpAddr>, now: Timestamp) {
-        let Some(ip) = ip else { return };
-        let key = (merchant.to_owned(), group(ip));
-        let Ok(mut windows) = self.windows.lock() else { return };
-        if windows.len() >= MAX_TRACKED_CLIENTS {
-            let limit = Self::window_ms();
-            windows.retain(|_, w| now.millis_since(w.started) < limit);
-            if windows.len() >= MAX_TRACKED_CLIENTS {
-                windows.clear();
-            }
-        }
-        let window = windows.entry(key).or_insert(ClientWindow { started: now, failures: 0 });
-        if now.millis_since(window.started) >= Self::window_ms() {
-            *window = ClientWindow { started: now, failures: 0 };
-        }
-        window.failures = window.failures.saturating_add(1);
-    }
+fn client_allowance() -> Option<crate::ports::detection::Allowance> {
+    crate::ports::detection::Allowance::new(CLIENT_FAILURE_LIMIT, CLIENT_WINDOW)
 }
 
 /// One verification at a time per subject on this node: a burst of parallel guesses cannot all
@@ -230,21 +212,5 @@ mod tests {
             now += 1;
         }
         assert_eq!(count, HARD_STOP);
-    }
-
-    #[test]
-    fn clients_get_throttled_per_merchant() {
-        let throttle = ClientThrottle::default();
-        let ip = Some("203.0.113.9".parse().unwrap());
-        let now = Timestamp::from_unix_millis(0);
-        for _ in 0..CLIENT_FAILURE_LIMIT {
-            assert!(throttle.blocked("mer_a", ip, now).is_none());
-            throttle.failed("mer_a", ip, now);
-        }
-        assert!(throttle.blocked("mer_a", ip, now).is_some());
-        assert!(throttle.blocked("mer_b", ip, now).is_none(), "another merchant's customers are not blocked");
-        assert!(throttle.blocked("mer_a", Some("203.0.113.10".parse().unwrap()), now).is_none());
-        let later = now.saturating_add(CLIENT_WINDOW);
-        assert!(throttle.blocked("mer_a", ip, later).is_none());
     }
 }

@@ -125,3 +125,51 @@ pub trait DetectionCounts: Send + Sync + std::fmt::Debug {
     /// Deletes the windows that expired by `now` (unix ms); how many rows went.
     async fn purge_counts(&self, now: i64) -> Result<u64, StoreError>;
 }
+
+/// One shared allowance of the generic cell rate algorithm (GCRA): `count` units per `period`,
+/// refilled evenly (one every `period / count`), of which all `count` may be spent at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Milliseconds between two refills (`period / count`, at least 1).
+    pub emission_ms: i64,
+    /// The period in milliseconds: a key's arrival time may run at most this far ahead of now.
+    pub period_ms: i64,
+}
+
+impl Allowance {
+    /// `count` per `period`; `None` when `count` is 0 (no limit).
+    pub fn new(count: u32, period: std::time::Duration) -> Option<Self> {
+        if count == 0 {
+            return None;
+        }
+        let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX).max(1);
+        Some(Self { emission_ms: (period_ms / i64::from(count)).max(1), period_ms })
+    }
+
+    /// The milliseconds until a unit is free for a key whose arrival time is `tat` (0: one is
+    /// free now), and the arrival time after taking it.
+    pub fn at(self, tat: Option<i64>, now: i64) -> (i64, i64) {
+        let next = tat.map_or(now, |tat| tat.max(now)).saturating_add(self.emission_ms);
+        (next.saturating_sub(self.period_ms).saturating_sub(now).max(0), next)
+    }
+}
+
+/// Rate limits shared by every node (the database, or Redis when configured): the store is the
+/// truth, so a client limited on one node is limited on all of them at once.
+#[async_trait]
+pub trait RateLimits: Send + Sync + std::fmt::Debug {
+    /// Takes one unit of `key`'s allowance at `now` (unix ms) if it holds one: `0` when taken,
+    /// else the milliseconds until one is free (and nothing is taken). Atomic: of concurrent
+    /// takes of the last unit exactly one wins.
+    async fn take(&self, key: &str, allowance: Allowance, now: i64) -> Result<i64, StoreError>;
+    /// What `take` would answer, without taking.
+    async fn peek(&self, key: &str, allowance: Allowance, now: i64) -> Result<i64, StoreError>;
+    /// Deletes the keys whose allowance is whole again at `now`; how many went.
+    async fn purge_limits(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+/// Both shared stores of detection: counts over windows and rate limits (one backend provides
+/// both: the database, or Redis).
+pub trait SharedCounts: DetectionCounts + RateLimits {}
+
+impl<T: DetectionCounts + RateLimits> SharedCounts for T {}

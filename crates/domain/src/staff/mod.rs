@@ -176,7 +176,6 @@ pub struct StaffService {
     settings: StaffSettings,
     postman: Option<Postman>,
     sessions: Sessions<StaffPrincipal>,
-    clients: crate::identity::throttle::ClientThrottle,
     passkeys: Option<Arc<crate::passkeys::Passkeys>>,
     /// Intrusion detection: replayed invitation links are counted, and a locked staff member
     /// cannot sign in (wired once at start).
@@ -236,7 +235,6 @@ impl StaffService {
             postman: None,
             decisions: std::sync::OnceLock::new(),
             sessions,
-            clients: crate::identity::throttle::ClientThrottle::default(),
             passkeys: None,
         }
     }
@@ -612,14 +610,14 @@ impl StaffService {
             self.record(anonymous("malformed_email"), client).await?;
             return Err(DomainError::InvalidCredentials);
         };
-        if let Some(wait) = self.clients.blocked("staff", client.ip, now) {
+        if let Some(wait) = crate::identity::throttle::client_wait(self.decisions.get(), "staff", client.ip).await {
             self.record(anonymous("client_throttled"), client).await?;
             return Err(DomainError::Throttled { code: "login_throttled", retry_after: Some(wait) });
         }
         let staff = self.repo.staff_by_email(&lookup).await?;
         let verified = self.hasher.verify(staff.as_ref().and_then(|s| s.password_hash.as_deref()), password).await?;
         let Some(staff) = staff else {
-            self.clients.failed("staff", client.ip, now);
+            crate::identity::throttle::client_failed(self.decisions.get(), "staff", client.ip).await;
             self.record(
                 AuditEvent::by(ActorKind::Anonymous, None, "staff.login", Outcome::Denied("unknown_email")),
                 client,
@@ -640,7 +638,7 @@ impl StaffService {
             } else {
                 "not_active"
             };
-            self.clients.failed("staff", client.ip, now);
+            crate::identity::throttle::client_failed(self.decisions.get(), "staff", client.ip).await;
             if !verified && !locked {
                 let failures =
                     self.repo.staff_login_failed(&staff.id, LOCK_AFTER, now.saturating_add(LOCK_FOR)).await?;

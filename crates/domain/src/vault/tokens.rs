@@ -10,9 +10,8 @@
 //! Must never: return or log a value without a scope that allows it, answer differently for
 //! another merchant's token than for a missing one, or keep a CVC anywhere but [`CvcStore`].
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use data_encoding::BASE32_NOPAD;
@@ -44,7 +43,7 @@ pub const TTL_RANGE: std::ops::RangeInclusive<u64> = 60..=315_360_000;
 /// Settings of the vault service.
 #[derive(Debug, Clone, Copy)]
 pub struct VaultSettings {
-    /// Reveals per API key per minute.
+    /// Reveals per API key (or staff member) per minute, refilled evenly, on all nodes together.
     pub reveals_per_minute: u32,
     /// How long a CVC is held (at most ten minutes).
     pub cvc_ttl: Duration,
@@ -193,10 +192,10 @@ pub struct VaultService {
     cvcs: CvcStore,
     alerts: SecurityAlerts,
     settings: VaultSettings,
-    reveal_windows: Mutex<HashMap<String, (i64, u32)>>,
     /// Four-eyes approval of full card reveals by staff (set once at wiring; unset: refused).
     dual_control: std::sync::OnceLock<Arc<crate::staff::StaffService>>,
-    /// Intrusion detection: lookups of tokens that do not exist are counted (token guessing).
+    /// Intrusion detection: lookups of tokens that do not exist are counted (token guessing),
+    /// and reveals are taken from its shared rate limit (`reveals_per_minute`).
     detection: std::sync::OnceLock<crate::detection::DecisionService>,
 }
 
@@ -296,7 +295,6 @@ impl VaultService {
             cvcs,
             alerts: SecurityAlerts::log_only(),
             settings,
-            reveal_windows: Mutex::new(HashMap::new()),
             dual_control: std::sync::OnceLock::new(),
             detection: std::sync::OnceLock::new(),
         }
@@ -721,23 +719,19 @@ impl VaultService {
         Ok(found)
     }
 
-    fn check_reveal_rate(&self, principal: &Principal) -> Result<(), DomainError> {
-        let minute = self.clock.now().unix_millis().div_euclid(60_000);
-        let Ok(mut windows) = self.reveal_windows.lock() else { return Ok(()) };
-        if windows.len() > 10_000 {
-            windows.retain(|_, (m, _)| *m == minute);
+    /// Takes one reveal from the caller's allowance (`reveals_per_minute`, refilled evenly),
+    /// shared by every node through intrusion detection's store.
+    async fn check_reveal_rate(&self, principal: &Principal) -> Result<(), DomainError> {
+        let Some(detection) = self.detection.get() else { return Ok(()) };
+        let allowance =
+            crate::ports::detection::Allowance::new(self.settings.reveals_per_minute, Duration::from_secs(60));
+        match detection
+            .limited("reveals", principal.merchant_id().as_str(), principal.actor_id(), allowance, true)
+            .await
+        {
+            Some(wait) => Err(DomainError::RateLimited(wait)),
+            None => Ok(()),
         }
-        let entry = windows.entry(principal.actor_id().to_owned()).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        if entry.1 >= self.settings.reveals_per_minute {
-            let into_minute = self.clock.now().unix_millis().rem_euclid(60_000);
-            let wait = u32::try_from((60_000 - into_minute) / 1000 + 1).unwrap_or(60);
-            return Err(DomainError::RateLimited(wait));
-        }
-        entry.1 += 1;
-        Ok(())
     }
 
     /// Decrypts a token's value; a ciphertext that fails to open is a security event.
@@ -809,7 +803,7 @@ impl VaultService {
         }
         // The rate is checked (and counted) before a four-eyes approval is used up: a 429 must
         // not burn an approval.
-        self.check_reveal_rate(principal)?;
+        self.check_reveal_rate(principal).await?;
         if view == RevealView::Plain && record.kind.is_payment_data() && principal.as_staff().is_some() {
             let Some(staff) = self.dual_control.get() else {
                 return Err(DomainError::Forbidden(
