@@ -118,9 +118,13 @@ pub struct DetectionConfig {
     /// Accounts failed to sign in from one client within 15 minutes that block the client for
     /// the merchant whose customers it tried (credential stuffing); 0: never. Default 10.
     pub stuffing_accounts: u32,
-    /// How long a credential-stuffing client is first blocked. Default 15m.
+    /// How long a credential-stuffing client (or network) is first blocked. Default 15m.
     #[serde(with = "humantime_serde")]
     pub stuffing_block: Duration,
+    /// Accounts failed to sign in from the addresses of one IPv4 /24 within 15 minutes that
+    /// block the /24 for that merchant (credential stuffing spread over a network); 0: never.
+    /// Default 50.
+    pub stuffing_network_accounts: u32,
     /// Distinct email addresses that belong to no account, tried from one client within an hour,
     /// that block the client for that merchant (unknown accounts); 0: never. Default 20.
     pub unknown_accounts: u32,
@@ -246,6 +250,7 @@ impl Default for DetectionConfig {
             enabled: d.enabled,
             stuffing_accounts: d.stuffing_accounts,
             stuffing_block: d.stuffing_block,
+            stuffing_network_accounts: d.stuffing_network_accounts,
             unknown_accounts: d.unknown_accounts,
             unknown_accounts_block: d.unknown_accounts_block,
             code_guesses: d.code_guesses,
@@ -292,6 +297,7 @@ impl DetectionConfig {
             enabled: self.enabled,
             stuffing_accounts: self.stuffing_accounts,
             stuffing_block: self.stuffing_block,
+            stuffing_network_accounts: self.stuffing_network_accounts,
             unknown_accounts: self.unknown_accounts,
             unknown_accounts_block: self.unknown_accounts_block,
             code_guesses: self.code_guesses,

@@ -465,12 +465,32 @@ async fn step_up_proof_is_bound_to_one_action(backend: Backend) {
     )
     .await;
     assert_eq!(status, 422);
-    let (proof, _) = step_up(renewed).await;
+    let (proof, renewed) = step_up(renewed).await;
     server.clock.advance(Duration::from_secs(5 * 60 + 1));
     let (status, _) =
         api(&server, Method::POST, "/v1/identity/step-up/redeem", &redeem(&proof, &binding, &customer)).await;
     assert_eq!(status, 422, "expired");
-    audit_with(&server, &["wrong_binding", "customer.step_up_redeemed"]).await;
+
+    // A redeemed proof presented again and again with the customer's address (as the shop
+    // passes it): the same refusal each time, and after `detection.replayed_tokens` (5) the
+    // client is blocked for the shop. Replays relayed without an address (above) were not counted.
+    let (proof, _) = step_up(renewed).await;
+    let (status, ok) =
+        api(&server, Method::POST, "/v1/identity/step-up/redeem", &redeem(&proof, &binding, &customer)).await;
+    assert_eq!((status, ok["valid"].as_bool()), (200, Some(true)), "{ok}");
+    let decisions = || server.get_json("/v1/security/decisions");
+    assert_eq!(decisions().await["data"], json!([]), "nothing yet");
+    for n in 0..5 {
+        let mut replay = redeem(&proof, &binding, &customer);
+        replay["client"] = json!({"ip": "203.0.113.77"});
+        let (status, problem) = api(&server, Method::POST, "/v1/identity/step-up/redeem", &replay).await;
+        assert_eq!((status, problem["code"].as_str()), (422, Some("step_up_invalid")), "replay {n}");
+    }
+    let made = decisions().await;
+    assert_eq!(made["data"].as_array().map(Vec::len), Some(1), "{made}");
+    assert_eq!(made["data"][0]["reason"], "replayed_token", "{made}");
+    assert_eq!(made["data"][0]["scope"], json!({"kind": "ip", "address": "203.0.113.77"}), "{made}");
+    audit_with(&server, &["wrong_binding", "customer.step_up_redeemed", "replayed_token"]).await;
     server.shutdown().await;
 }
 

@@ -14,6 +14,7 @@ use strongroom_types::Clock;
 
 on_both_backends!(
     sign_ins_for_addresses_of_no_account_block_the_client,
+    sign_ins_spread_over_a_network_block_its_prefix,
     mostly_declined_payments_block_the_client,
     many_cards_paying_small_amounts_block_the_client,
     many_cards_of_one_issuer_range_block_the_client,
@@ -116,6 +117,48 @@ async fn sign_ins_for_addresses_of_no_account_block_the_client(backend: Backend)
     assert_eq!(incident["severity"], "medium", "{incident}");
     assert_eq!(incident["timeline"][0]["data"]["point"], "unknown_accounts", "{incident}");
     assert!(metrics(&server).await.contains("strongroom_detections_total{point=\"unknown_accounts\"} 1"));
+}
+
+async fn sign_ins_spread_over_a_network_block_its_prefix(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |c| c.detection.stuffing_network_accounts = 6).await else {
+        return;
+    };
+    let known = "ann-net@example.com";
+    server.signed_in_customer(known, PASSWORD).await;
+    // Below the threshold: five accounts fail from three addresses of one /24, and an IPv6
+    // client's failures are its /64's (credential stuffing's), never a /24's.
+    for (n, ip) in ["203.0.113.10", "203.0.113.11", "203.0.113.12", "203.0.113.10", "203.0.113.11"].iter().enumerate() {
+        let (status, _) = login(&server, &format!("net{n}@example.org"), PASSWORD, ip).await;
+        assert_eq!(status, 401);
+    }
+    for n in 0..3 {
+        let (status, _) = login(&server, &format!("v6-{n}@example.org"), PASSWORD, "2001:db8:1:2::7").await;
+        assert_eq!(status, 401);
+    }
+    assert!(decisions(&server).await.is_empty(), "nothing below the threshold");
+    // The sixth distinct account from a fourth address of the /24 (each address far below
+    // credential stuffing's 10) blocks the whole /24 for this shop.
+    let (status, _) = login(&server, known, "not the password at all", "203.0.113.13").await;
+    assert_eq!(status, 401);
+    let made = decisions(&server).await;
+    assert_eq!(made.len(), 1, "one detection, one decision: {made:?}");
+    assert_eq!(made[0]["reason"], "credential_stuffing_network", "{made:?}");
+    assert_eq!(made[0]["scope"], json!({"kind": "prefix", "address": "203.0.113.0/24"}));
+    assert!(made[0]["detail"].as_str().unwrap().starts_with("6 distinct"), "{}", made[0]);
+    let until = strongroom_types::Timestamp::parse_rfc3339(made[0]["until"].as_str().unwrap()).unwrap();
+    assert_eq!(until.millis_since(server.clock.now()), 900_000, "blocked for stuffing_block (15m)");
+    // Every address of the /24 is refused, even with the right password; another network is not.
+    let (status, blocked) = login(&server, known, PASSWORD, "203.0.113.200").await;
+    assert_eq!((status, blocked["code"].as_str()), (429, Some("client_blocked")), "{blocked}");
+    let (status, _) = login(&server, known, PASSWORD, BYSTANDER).await;
+    assert_eq!(status, 200, "the bystander signs in");
+    let audit = audit_text(&server).await;
+    assert!(audit.contains("security.detected") && audit.contains("credential_stuffing_network"), "audited");
+    let incidents = server.get_json("/v1/security/incidents").await;
+    let id = incidents["data"][0]["id"].as_str().expect("an incident").to_owned();
+    let incident = server.get_json(&format!("/v1/security/incidents/{id}")).await;
+    assert_eq!(incident["severity"], "high", "{incident}");
+    assert!(metrics(&server).await.contains("strongroom_detections_total{point=\"credential_stuffing_network\"} 1"));
 }
 
 /// Creates and confirms a payment of `amount` cents of a new token of `number` from `ip`.

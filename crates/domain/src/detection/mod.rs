@@ -62,8 +62,11 @@ pub struct DetectionSettings {
     pub enabled: bool,
     /// Accounts failed from one client in 15 minutes that make credential stuffing; 0: never.
     pub stuffing_accounts: u32,
-    /// How long a first credential-stuffing block lasts.
+    /// How long a first credential-stuffing block lasts (of a client or of its network).
     pub stuffing_block: Duration,
+    /// Accounts failed from the addresses of one IPv4 /24 in 15 minutes that make credential
+    /// stuffing spread over a network (each address below `stuffing_accounts`); 0: never.
+    pub stuffing_network_accounts: u32,
     /// Distinct email addresses that belong to no account, tried from one client within an hour,
     /// that block the client for that merchant; 0: never.
     pub unknown_accounts: u32,
@@ -153,6 +156,7 @@ impl Default for DetectionSettings {
             enabled: true,
             stuffing_accounts: 10,
             stuffing_block: minutes(15),
+            stuffing_network_accounts: 50,
             unknown_accounts: 20,
             unknown_accounts_block: minutes(60),
             code_guesses: 10,
@@ -1170,6 +1174,7 @@ pub fn blocked_error(decision: &DecisionRecord, now: Timestamp) -> DomainError {
 fn what_is_counted(point: Point) -> &'static str {
     match point {
         Point::CredentialStuffing => "accounts failed to sign in from one client",
+        Point::NetworkStuffing => "accounts failed to sign in from the addresses of one /24",
         Point::UnknownAccounts => "email addresses of no account tried from one client",
         Point::CodeGuessing => "wrong one-time or recovery codes for one account",
         Point::CardTesting => "payments refused as card testing from one client",

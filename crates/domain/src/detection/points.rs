@@ -35,6 +35,10 @@ pub enum Point {
     /// Failed sign-ins for many different accounts (existing or not: the two are never told
     /// apart) from one client address (IPv6: its /64).
     CredentialStuffing,
+    /// The same spread over the addresses of one IPv4 /24 (each address staying below
+    /// credential stuffing's threshold): the /24 is blocked. (An IPv6 client is counted by its
+    /// /64 already.)
+    NetworkStuffing,
     /// Sign-ins for many different email addresses that belong to no account, from one client
     /// (IPv6: its /64): someone working through a list of addresses, slower than credential
     /// stuffing's window, or finding out which addresses are customers.
@@ -102,8 +106,9 @@ pub enum Point {
 
 impl Point {
     /// Every point, in the order of the metrics.
-    pub const ALL: [Point; 22] = [
+    pub const ALL: [Point; 23] = [
         Point::CredentialStuffing,
+        Point::NetworkStuffing,
         Point::UnknownAccounts,
         Point::CodeGuessing,
         Point::CardTesting,
@@ -131,6 +136,7 @@ impl Point {
     pub fn id(self) -> &'static str {
         match self {
             Point::CredentialStuffing => "credential_stuffing",
+            Point::NetworkStuffing => "credential_stuffing_network",
             Point::UnknownAccounts => "unknown_accounts",
             Point::CodeGuessing => "code_guessing",
             Point::CardTesting => "card_testing",
@@ -164,6 +170,7 @@ impl Point {
     pub fn counting(self) -> Counting {
         match self {
             Point::CredentialStuffing
+            | Point::NetworkStuffing
             | Point::UnknownAccounts
             | Point::SmallAmountCards
             | Point::IinCluster
@@ -200,6 +207,7 @@ impl Point {
             | Point::OffHoursReveals
             | Point::PasswordGuessing => Severity::Medium,
             Point::CredentialStuffing
+            | Point::NetworkStuffing
             | Point::CardTesting
             | Point::DeclineRatio
             | Point::SmallAmountCards
@@ -266,6 +274,7 @@ impl DetectionSettings {
         let minutes = |m: u64| Duration::from_secs(m * 60);
         let (threshold, window, base) = match point {
             Point::CredentialStuffing => (self.stuffing_accounts, minutes(15), self.stuffing_block),
+            Point::NetworkStuffing => (self.stuffing_network_accounts, minutes(15), self.stuffing_block),
             Point::UnknownAccounts => (self.unknown_accounts, minutes(60), self.unknown_accounts_block),
             Point::CodeGuessing => (self.code_guesses, minutes(15), self.code_guessing_block),
             // The fraud checks counted the cards: their first refusal is the detection.

@@ -268,6 +268,20 @@ impl IdentityService {
                     .respond(crate::detection::points::client_scope(ip))
                     .from_ip(Some(ip));
                     decisions.sighted(sighting).await;
+                    if ip.is_ipv4() {
+                        // The same spread over a network's addresses, each below the threshold:
+                        // counted for its /24, which a detection blocks.
+                        let network = crate::detection::DecisionScope::Prefix(ip);
+                        let sighting = crate::detection::Sighting::new(
+                            crate::detection::Point::NetworkStuffing,
+                            Some(merchant),
+                            network.value(),
+                        )
+                        .item(&email.lookup)
+                        .respond(network)
+                        .from_ip(Some(ip));
+                        decisions.sighted(sighting).await;
+                    }
                     if other.is_none() {
                         // An address of no account: counted after the answer, off its path, so
                         // the answer takes as long as a wrong password's.
