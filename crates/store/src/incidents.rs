@@ -146,6 +146,18 @@ impl IncidentsRepository for Store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                    if raised == 0 {
+                        // Joined at its severity: the incident changed all the same (its timeline
+                        // grew), which is what `updated_at` tells whoever lists incidents.
+                        sqlx::query(
+                            "UPDATE security_incidents SET updated_at = $2 \
+                             WHERE merchant_key = $1 AND state IN ('open', 'contained') AND updated_at < $2",
+                        )
+                        .bind(merchant_key)
+                        .bind(new.opened_at.unix_millis())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     landed = if raised == 1 { Landed::Raised } else { Landed::Joined };
                 }
                 let row: Option<IncidentRow> = sqlx::query_as(&select).bind(merchant_key).fetch_optional(&mut *tx).await?;

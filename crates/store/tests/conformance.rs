@@ -197,6 +197,14 @@ async fn incidents_suite(store: &Store) {
     assert_eq!(store.timeline(&id).await.unwrap().len(), 30);
     assert_eq!(store.subjects(&id).await.unwrap().len(), 31, "192.0.2.1 once");
 
+    // A later detection that joins at the incident's severity still marks it changed.
+    let mut later = record("inc_later".to_owned(), Severity::High);
+    later.opened_at = t(5);
+    let events = |_: &IncidentRecord, _: Landed| Vec::new();
+    let (joined, landed) = store.open_or_join(&later, &entry("detection"), &[], true, &events).await.unwrap().unwrap();
+    assert_eq!((joined.id.as_str(), landed), (id.as_str(), Landed::Joined));
+    assert_eq!(joined.updated_at, t(5), "a join updates the incident");
+
     // By hand while one is active: nothing written.
     let none = |_: &IncidentRecord, _: Landed| Vec::new();
     let manual = record("inc_manual".to_owned(), Severity::Low);
