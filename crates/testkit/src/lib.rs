@@ -13,6 +13,7 @@ pub mod gateway;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use strongroom::Application;
 use strongroom::config::{Config, Overrides};
@@ -190,6 +191,15 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Moves the clock forward to the start of the next `window` (a multiple of it since the
+    /// epoch). Detection counts in fixed windows aligned so; a test whose sightings span clock
+    /// time starts here, or they may fall into two windows and never reach a threshold.
+    pub fn advance_to_window_start(&self, window: Duration) {
+        let window = i64::try_from(window.as_millis()).unwrap();
+        let into = self.clock.now().unix_millis().rem_euclid(window);
+        self.clock.advance(Duration::from_millis(u64::try_from(window - into).unwrap()));
+    }
+
     /// A server with default settings, or `None` when the backend is unavailable (outside CI).
     pub async fn spawn(backend: Backend) -> Option<Self> {
         Self::spawn_with(backend, |_| {}).await

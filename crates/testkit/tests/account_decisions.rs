@@ -236,8 +236,7 @@ async fn many_wrong_passwords_for_one_account_step_it_up(backend: Backend) {
     let (customer, _) = server.signed_in_customer("mia@example.com", PASSWORD).await;
     server.signed_in_customer("noah@example.com", PASSWORD).await;
     // Counting windows are fixed clock hours: start at the beginning of one.
-    let into_hour = u64::try_from(server.clock.now().unix_millis().rem_euclid(3_600_000)).unwrap();
-    server.clock.advance(Duration::from_millis(3_600_000 - into_hour));
+    server.advance_to_window_start(Duration::from_secs(3600));
     // Nine wrong passwords from nine clients (the per-account delays waited out): nothing yet.
     for n in 1..=9 {
         server.clock.advance(Duration::from_secs(40));

@@ -378,8 +378,7 @@ async fn risky_sign_in_needs_an_emailed_code(backend: Backend) {
     api(&server, "/v1/identity/customers", &json!({"email": "ivy@example.com", "password": PASSWORD})).await;
     // Detection counts in fixed windows (an hour for `password_guessing`): the ten failures below
     // span seven minutes, so they start at the top of an hour, not across two windows.
-    let into_hour = server.clock.now().unix_millis().rem_euclid(3_600_000);
-    server.clock.advance(Duration::from_millis(u64::try_from(3_600_000 - into_hour).unwrap()));
+    server.advance_to_window_start(Duration::from_secs(3600));
     for _ in 0..10 {
         server.clock.advance(Duration::from_secs(40));
         assert_eq!(login(&server, "ivy@example.com", "wrong wrong wrong wrong", "Firefox/140").await.0, 401);
