@@ -125,6 +125,10 @@ pub struct DetectionConfig {
     /// block the /24 for that merchant (credential stuffing spread over a network); 0: never.
     /// Default 50.
     pub stuffing_network_accounts: u32,
+    /// Accounts failed to sign in from one device (`client.device`, the shop's id of it) within
+    /// 15 minutes, from any addresses, that block the device for that merchant; 0: never.
+    /// Default 10.
+    pub stuffing_device_accounts: u32,
     /// Distinct email addresses that belong to no account, tried from one client within an hour,
     /// that block the client for that merchant (unknown accounts); 0: never. Default 20.
     pub unknown_accounts: u32,
@@ -251,6 +255,7 @@ impl Default for DetectionConfig {
             stuffing_accounts: d.stuffing_accounts,
             stuffing_block: d.stuffing_block,
             stuffing_network_accounts: d.stuffing_network_accounts,
+            stuffing_device_accounts: d.stuffing_device_accounts,
             unknown_accounts: d.unknown_accounts,
             unknown_accounts_block: d.unknown_accounts_block,
             code_guesses: d.code_guesses,
@@ -298,6 +303,7 @@ impl DetectionConfig {
             stuffing_accounts: self.stuffing_accounts,
             stuffing_block: self.stuffing_block,
             stuffing_network_accounts: self.stuffing_network_accounts,
+            stuffing_device_accounts: self.stuffing_device_accounts,
             unknown_accounts: self.unknown_accounts,
             unknown_accounts_block: self.unknown_accounts_block,
             code_guesses: self.code_guesses,

@@ -54,7 +54,7 @@ async fn drop_postgres(name: &str) {
 }
 
 async fn suite(store: Store) {
-    assert_eq!(store.migrate().await.unwrap(), 23, "first migrate applies every migration");
+    assert_eq!(store.migrate().await.unwrap(), 24, "first migrate applies every migration");
     assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 

@@ -1,5 +1,5 @@
-//! Intrusion detection's responses: decisions about a client (an address, or its /24 or /64
-//! prefix: blocked), an API key (suspended) or an account (a customer or staff member: stepped
+//! Intrusion detection's responses: decisions about a client (an address, its /24 or /64
+//! prefix, or the device the shop names: blocked), an API key (suspended) or an account (a customer or staff member: stepped
 //! up, or locked), made by a detection (credential stuffing, token guessing, password guessing)
 //! or by a staff member, stored so that every node applies them, and enforced where the actor
 //! acts: a customer sign-in (the customer's address as the shop passes it, or the browser's on
@@ -67,6 +67,9 @@ pub struct DetectionSettings {
     /// Accounts failed from the addresses of one IPv4 /24 in 15 minutes that make credential
     /// stuffing spread over a network (each address below `stuffing_accounts`); 0: never.
     pub stuffing_network_accounts: u32,
+    /// Accounts failed from one device (`client.device`, the shop's id of it) in 15 minutes,
+    /// from any addresses, that block the device for that merchant; 0: never.
+    pub stuffing_device_accounts: u32,
     /// Distinct email addresses that belong to no account, tried from one client within an hour,
     /// that block the client for that merchant; 0: never.
     pub unknown_accounts: u32,
@@ -157,6 +160,7 @@ impl Default for DetectionSettings {
             stuffing_accounts: 10,
             stuffing_block: minutes(15),
             stuffing_network_accounts: 50,
+            stuffing_device_accounts: 10,
             unknown_accounts: 20,
             unknown_accounts_block: minutes(60),
             code_guesses: 10,
@@ -203,6 +207,9 @@ pub enum DecisionScope {
     Prefix(IpAddr),
     /// An API key (`key_…`): suspended.
     ApiKey(String),
+    /// A customer's device, by the shop's id of it (`client.device`): its sign-ins and
+    /// payments are refused, from whatever address.
+    Device(String),
     /// A customer account (`cus_…`) or a staff member (`stf_…`): its sign-ins must pass a second
     /// factor, or it cannot sign in at all.
     Account(String, AccountAction),
@@ -235,6 +242,7 @@ impl DecisionScope {
             DecisionScope::Ip(_) => "ip",
             DecisionScope::Prefix(_) => "prefix",
             DecisionScope::ApiKey(_) => "api_key",
+            DecisionScope::Device(_) => "device",
             DecisionScope::Account(..) => "account",
         }
     }
@@ -245,7 +253,7 @@ impl DecisionScope {
         match self {
             DecisionScope::ApiKey(_) => "suspend",
             DecisionScope::Account(_, action) => action.as_str(),
-            DecisionScope::Ip(_) | DecisionScope::Prefix(_) => "block",
+            DecisionScope::Ip(_) | DecisionScope::Prefix(_) | DecisionScope::Device(_) => "block",
         }
     }
 
@@ -257,12 +265,12 @@ impl DecisionScope {
                 IpAddr::V4(net) => format!("{net}/24"),
                 IpAddr::V6(net) => format!("{net}/64"),
             },
-            DecisionScope::ApiKey(id) | DecisionScope::Account(id, _) => id.clone(),
+            DecisionScope::ApiKey(id) | DecisionScope::Account(id, _) | DecisionScope::Device(id) => id.clone(),
         }
     }
 
     /// Parses `kind` and `address` as the API takes them (`ip` with an address; `prefix` with an
-    /// address or `a.b.c.0/24`, `x:x:x:x::/64`).
+    /// address or `a.b.c.0/24`, `x:x:x:x::/64`; `device` with the shop's id of a device).
     pub fn parse(kind: &str, value: &str) -> Result<Self, DomainError> {
         Self::parse_with_action(kind, value, None)
     }
@@ -288,7 +296,10 @@ impl DecisionScope {
         }
         let scope = Self::parse_plain(kind, value)?;
         if action.is_some_and(|a| a != scope.action()) {
-            return Err(DomainError::invalid("/action", "must be block for ip and prefix, suspend for api_key"));
+            return Err(DomainError::invalid(
+                "/action",
+                "must be block for ip, prefix and device, suspend for api_key",
+            ));
         }
         Ok(scope)
     }
@@ -319,7 +330,8 @@ impl DecisionScope {
                 }
                 Ok(DecisionScope::ApiKey(value.to_owned()))
             }
-            _ => Err(DomainError::invalid("/scope/kind", "must be ip, prefix, api_key or account")),
+            "device" => Ok(DecisionScope::Device(points::device_id("/scope/address", value)?)),
+            _ => Err(DomainError::invalid("/scope/kind", "must be ip, prefix, api_key, account or device")),
         }
     }
 }
@@ -367,11 +379,23 @@ impl DecisionBook {
         holding.get(&book_key(kind, value)).cloned().unwrap_or_default()
     }
 
-    /// The decision that blocks `ip` for `merchant` at `now` (its own or a deployment-wide one),
-    /// if any: the one that ends last.
-    pub fn blocking(&self, merchant: Option<&MerchantId>, ip: IpAddr, now: Timestamp) -> Option<DecisionRecord> {
-        let mut found = self.about("ip", &ip.to_string());
-        found.extend(self.about("prefix", &DecisionScope::Prefix(ip).value()));
+    /// The decision that blocks a client (its address `ip`, its network, or its `device`) for
+    /// `merchant` at `now` (its own or a deployment-wide one), if any: the one that ends last.
+    pub fn blocking(
+        &self,
+        merchant: Option<&MerchantId>,
+        ip: Option<IpAddr>,
+        device: Option<&str>,
+        now: Timestamp,
+    ) -> Option<DecisionRecord> {
+        let mut found = Vec::new();
+        if let Some(ip) = ip {
+            found.extend(self.about("ip", &ip.to_string()));
+            found.extend(self.about("prefix", &DecisionScope::Prefix(ip).value()));
+        }
+        if let Some(device) = device {
+            found.extend(self.about("device", device));
+        }
         found
             .into_iter()
             .filter(|d| d.holds(now))
@@ -598,12 +622,18 @@ impl DecisionService {
         !hours.contains(u32::try_from(minute).unwrap_or(0))
     }
 
-    /// The decision that blocks `ip` for `merchant` now, if decisions are enforced.
-    pub fn blocking(&self, merchant: Option<&MerchantId>, ip: Option<IpAddr>) -> Option<DecisionRecord> {
-        if !self.settings.enabled {
+    /// The decision that blocks a client (by its address `ip` or its `device`) for `merchant`
+    /// now, if decisions are enforced.
+    pub fn blocking(
+        &self,
+        merchant: Option<&MerchantId>,
+        ip: Option<IpAddr>,
+        device: Option<&str>,
+    ) -> Option<DecisionRecord> {
+        if !self.settings.enabled || (ip.is_none() && device.is_none()) {
             return None;
         }
-        self.book.blocking(merchant, ip?, self.clock.now())
+        self.book.blocking(merchant, ip, device, self.clock.now())
     }
 
     /// The deployment-wide decision that blocks `ip` now (made by a decoy route or a forged
@@ -613,7 +643,7 @@ impl DecisionService {
         if !self.settings.enabled || !self.book.everywhere.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
-        self.book.blocking(None, ip, self.clock.now()).filter(|d| d.merchant.is_none())
+        self.book.blocking(None, Some(ip), None, self.clock.now()).filter(|d| d.merchant.is_none())
     }
 
     /// The decision that suspends this caller's API key now, if decisions are enforced (staff
@@ -1175,6 +1205,7 @@ fn what_is_counted(point: Point) -> &'static str {
     match point {
         Point::CredentialStuffing => "accounts failed to sign in from one client",
         Point::NetworkStuffing => "accounts failed to sign in from the addresses of one /24",
+        Point::DeviceStuffing => "accounts failed to sign in from one device",
         Point::UnknownAccounts => "email addresses of no account tried from one client",
         Point::CodeGuessing => "wrong one-time or recovery codes for one account",
         Point::CardTesting => "payments refused as card testing from one client",
@@ -1221,6 +1252,52 @@ mod tests {
             DecisionScope::parse("prefix", "203.0.113.0/24").map(|s| s.value()).ok().as_deref(),
             Some("203.0.113.0/24")
         );
+        let device = DecisionScope::parse_with_action("device", "fp_8c1e0a", Some("block"));
+        assert_eq!(
+            device.as_ref().map(|s| (s.kind(), s.value(), s.action())).ok(),
+            Some(("device", "fp_8c1e0a".to_owned(), "block"))
+        );
+        assert!(DecisionScope::parse_with_action("device", "fp_8c1e0a", Some("suspend")).is_err());
+        for bad in ["", "tab\there", "4242 4242 4242 4242", &"d".repeat(129)] {
+            assert!(DecisionScope::parse("device", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_book_blocks_a_client_by_address_network_or_device() {
+        let book = DecisionBook::default();
+        let now = Timestamp::from_unix_millis(1_800_000_000_000);
+        let merchant = MerchantId::parse("mer_aaaaaaaaaaaaaaaaaaaaaaaaaa").ok();
+        let decision = |kind: &str, value: &str, merchant: Option<&str>| DecisionRecord {
+            id: format!("dec_{kind}"),
+            merchant: merchant.map(str::to_owned),
+            scope_kind: kind.to_owned(),
+            scope_value: value.to_owned(),
+            action: "block".to_owned(),
+            reason: "manual".to_owned(),
+            detail: None,
+            created_by: "operator".to_owned(),
+            created_at: now,
+            until: now.saturating_add(Duration::from_secs(60)),
+            strikes: 1,
+            lifted_at: None,
+            lifted_by: None,
+            updated_at: now,
+        };
+        let shop = merchant.as_ref().map(MerchantId::as_str);
+        book.replace(vec![decision("device", "fp_1", shop), decision("prefix", "203.0.113.0/24", shop)], 1);
+        let ip = |text: &str| text.parse::<IpAddr>().ok();
+        let found = |ip, device| book.blocking(merchant.as_ref(), ip, device, now).map(|d| d.id);
+        assert_eq!(found(ip("198.51.100.1"), Some("fp_1")).as_deref(), Some("dec_device"));
+        assert_eq!(found(None, Some("fp_1")).as_deref(), Some("dec_device"));
+        assert_eq!(found(ip("203.0.113.9"), Some("fp_2")).as_deref(), Some("dec_prefix"));
+        assert_eq!(found(ip("198.51.100.1"), Some("fp_2")), None);
+        assert_eq!(found(None, None), None);
+        // Another merchant's device decision blocks nothing here; it ends when it ends.
+        let other = MerchantId::parse("mer_bbbbbbbbbbbbbbbbbbbbbbbbbb").ok();
+        assert_eq!(book.blocking(other.as_ref(), None, Some("fp_1"), now), None);
+        let later = now.saturating_add(Duration::from_secs(61));
+        assert_eq!(book.blocking(merchant.as_ref(), None, Some("fp_1"), later), None);
     }
 
     #[test]

@@ -233,8 +233,13 @@ impl Playbooks {
             | Step::RotateKeys => false,
         };
         if dangerous && let Decider::Caller(principal, ip, request_id) = caller {
-            let client =
-                Client { ip, user_agent: None, request_id: request_id.map(str::to_owned), ip_is_the_customers: false };
+            let client = Client {
+                ip,
+                user_agent: None,
+                request_id: request_id.map(str::to_owned),
+                ip_is_the_customers: false,
+                device: None,
+            };
             let target = format!("{id}:{}:{scope}", step.as_str());
             self.staff
                 .require_approval(

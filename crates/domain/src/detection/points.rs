@@ -39,6 +39,9 @@ pub enum Point {
     /// credential stuffing's threshold): the /24 is blocked. (An IPv6 client is counted by its
     /// /64 already.)
     NetworkStuffing,
+    /// The same from one device (the shop's id of it, `client.device`), whatever addresses it
+    /// comes from: an attacker rotating through proxies on one machine. The device is blocked.
+    DeviceStuffing,
     /// Sign-ins for many different email addresses that belong to no account, from one client
     /// (IPv6: its /64): someone working through a list of addresses, slower than credential
     /// stuffing's window, or finding out which addresses are customers.
@@ -106,9 +109,10 @@ pub enum Point {
 
 impl Point {
     /// Every point, in the order of the metrics.
-    pub const ALL: [Point; 23] = [
+    pub const ALL: [Point; 24] = [
         Point::CredentialStuffing,
         Point::NetworkStuffing,
+        Point::DeviceStuffing,
         Point::UnknownAccounts,
         Point::CodeGuessing,
         Point::CardTesting,
@@ -137,6 +141,7 @@ impl Point {
         match self {
             Point::CredentialStuffing => "credential_stuffing",
             Point::NetworkStuffing => "credential_stuffing_network",
+            Point::DeviceStuffing => "credential_stuffing_device",
             Point::UnknownAccounts => "unknown_accounts",
             Point::CodeGuessing => "code_guessing",
             Point::CardTesting => "card_testing",
@@ -171,6 +176,7 @@ impl Point {
         match self {
             Point::CredentialStuffing
             | Point::NetworkStuffing
+            | Point::DeviceStuffing
             | Point::UnknownAccounts
             | Point::SmallAmountCards
             | Point::IinCluster
@@ -208,6 +214,7 @@ impl Point {
             | Point::PasswordGuessing => Severity::Medium,
             Point::CredentialStuffing
             | Point::NetworkStuffing
+            | Point::DeviceStuffing
             | Point::CardTesting
             | Point::DeclineRatio
             | Point::SmallAmountCards
@@ -275,6 +282,7 @@ impl DetectionSettings {
         let (threshold, window, base) = match point {
             Point::CredentialStuffing => (self.stuffing_accounts, minutes(15), self.stuffing_block),
             Point::NetworkStuffing => (self.stuffing_network_accounts, minutes(15), self.stuffing_block),
+            Point::DeviceStuffing => (self.stuffing_device_accounts, minutes(15), self.stuffing_block),
             Point::UnknownAccounts => (self.unknown_accounts, minutes(60), self.unknown_accounts_block),
             Point::CodeGuessing => (self.code_guesses, minutes(15), self.code_guessing_block),
             // The fraud checks counted the cards: their first refusal is the detection.
@@ -404,6 +412,22 @@ pub fn client_scope(ip: IpAddr) -> DecisionScope {
 /// The counted name of a client: its address, or its /64.
 pub fn client_group(ip: IpAddr) -> String {
     client_scope(ip).value()
+}
+
+/// The counted name of a device (never mistaken for an address's).
+pub fn device_group(device: &str) -> String {
+    format!("device:{device}")
+}
+
+/// What the shop names a customer's device by (`client.device`: the id its device-fingerprinting
+/// or app-instance code gives): 1 to 128 printable characters, never holding a card number.
+/// `pointer` names the field in the error.
+pub fn device_id(pointer: &str, text: &str) -> Result<String, crate::error::DomainError> {
+    if text.is_empty() || text.chars().count() > 128 || text.chars().any(char::is_control) {
+        return Err(crate::error::DomainError::invalid(pointer, "must be 1 to 128 printable characters"));
+    }
+    crate::free_text::check(pointer, text)?;
+    Ok(text.to_owned())
 }
 
 #[cfg(test)]

@@ -299,6 +299,18 @@ impl IdentityService {
                         });
                     }
                 }
+                if let (Some(decisions), Some(device)) = (self.decisions.get(), client.device.as_deref()) {
+                    // The same from one device, whatever addresses it rotates through.
+                    let sighting = crate::detection::Sighting::new(
+                        crate::detection::Point::DeviceStuffing,
+                        Some(merchant),
+                        crate::detection::points::device_group(device),
+                    )
+                    .item(&email.lookup)
+                    .respond(crate::detection::DecisionScope::Device(device.to_owned()))
+                    .from_ip(client.ip);
+                    decisions.sighted(sighting).await;
+                }
                 if let (Some(decisions), Some(account), "wrong_password") = (self.decisions.get(), &other, reason) {
                     // Password guessing: many wrong passwords for one account, from any clients.
                     let sighting = crate::detection::Sighting::new(
@@ -457,6 +469,7 @@ impl IdentityService {
             user_agent: carried["user_agent"].as_str().map(str::to_owned).or_else(|| client.user_agent.clone()),
             request_id: client.request_id.clone(),
             ip_is_the_customers: client.ip_is_the_customers,
+            device: client.device.clone(),
         };
         let known_device = self.known_device(&customer, &first).await?;
         let issued = self.issue_session(&customer, &format!("password+{used}"), &first).await?;
@@ -620,7 +633,9 @@ impl IdentityService {
     /// Refuses a sign-in from a client intrusion detection blocked for this merchant (this
     /// node's decision or another's, or a staff member's): `429 client_blocked`, audited.
     pub(super) async fn refuse_blocked_client(&self, space: Space<'_>, client: &Client) -> Result<(), DomainError> {
-        let Some(decision) = self.decisions.get().and_then(|d| d.blocking(Some(space.merchant), client.ip)) else {
+        let Some(decision) =
+            self.decisions.get().and_then(|d| d.blocking(Some(space.merchant), client.ip, client.device.as_deref()))
+        else {
             return Ok(());
         };
         self.audit_login(space, None, client, Outcome::Denied("client_blocked")).await?;

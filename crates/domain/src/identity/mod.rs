@@ -98,6 +98,9 @@ pub struct Client {
     /// passed), not the caller's connection (a shop's server relaying for everyone), so intrusion
     /// detection may block it without blocking the shop.
     pub ip_is_the_customers: bool,
+    /// The shop's id of the customer's device (`client.device`), if it sent one: counted and
+    /// blocked by intrusion detection like an address.
+    pub device: Option<String>,
 }
 
 /// A customer acting through a live session.

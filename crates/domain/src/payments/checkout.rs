@@ -167,8 +167,10 @@ impl PaymentsService {
         caller: Caller<'_>,
         client: &ClientSignals,
     ) -> Result<(), DomainError> {
-        let Some(decision) =
-            self.detection.get().and_then(|d| d.blocking(Some(caller.principal.merchant_id()), client.ip))
+        let Some(decision) = self
+            .detection
+            .get()
+            .and_then(|d| d.blocking(Some(caller.principal.merchant_id()), client.ip, client.device.as_deref()))
         else {
             return Ok(());
         };
@@ -182,83 +184,89 @@ impl PaymentsService {
     }
 
     /// Reports a payment the fraud checks refused as card testing to intrusion detection, which
-    /// blocks the client's payments for the merchant on every node.
+    /// blocks the client's payments (its address, and its device when the shop named one) for
+    /// the merchant on every node.
     async fn report_card_testing(&self, intent: &IntentRecord, client: &ClientSignals) {
-        let (Some(detection), Some(ip)) = (self.detection.get(), client.ip) else { return };
+        let Some(detection) = self.detection.get() else { return };
         let testing = intent.fraud.as_ref().is_some_and(|f| f.reasons.iter().any(|r| r == "card_testing"));
         if !testing {
             return;
         }
-        let sighting = crate::detection::Sighting::new(
-            crate::detection::Point::CardTesting,
-            Some(&intent.merchant),
-            crate::detection::points::client_group(ip),
-        )
-        .respond(crate::detection::points::client_scope(ip))
-        .from_ip(Some(ip))
-        .subject(intent.id.clone());
-        detection.sighted(sighting).await;
+        for (actor, scope) in client_actors(client) {
+            let sighting =
+                crate::detection::Sighting::new(crate::detection::Point::CardTesting, Some(&intent.merchant), actor)
+                    .respond(scope)
+                    .from_ip(client.ip)
+                    .subject(intent.id.clone());
+            detection.sighted(sighting).await;
+        }
     }
 
     /// Reports the card-testing signals of a confirmation attempt the fraud checks let through
     /// to intrusion detection: distinct cards paying a small amount from one client, and distinct
     /// cards sharing their first six digits from one client (cards counted by fingerprint, never
-    /// by number). A detection blocks the client's payments for the merchant.
+    /// by number), each counted per address and per device. A detection blocks the client's
+    /// payments (that address, or that device) for the merchant.
     pub(super) async fn watch_card(
         &self,
         intent: &IntentRecord,
         card: Option<&PaymentCardInfo>,
         client: &ClientSignals,
     ) {
-        let (Some(detection), Some(ip), Some(card)) = (self.detection.get(), client.ip, card) else { return };
+        let (Some(detection), Some(card)) = (self.detection.get(), card) else { return };
         let (Some(fingerprint), Ok(checkout)) = (card.fingerprint.as_deref(), self.checkout()) else { return };
-        let group = crate::detection::points::client_group(ip);
-        let sighting = |point, actor: String| {
-            crate::detection::Sighting::new(point, Some(&intent.merchant), actor)
-                .item(fingerprint)
-                .respond(crate::detection::points::client_scope(ip))
-                .from_ip(Some(ip))
-                .subject(intent.id.clone())
-        };
-        if checkout.rules.fraud.is_small(intent.amount) {
-            detection.sighted(sighting(crate::detection::Point::SmallAmountCards, group.clone())).await;
-        }
-        if let Some(first6) = &card.first6 {
-            // The issuer's range names the count (first six digits are not secret); the cards
-            // in it are counted by fingerprint.
-            detection.sighted(sighting(crate::detection::Point::IinCluster, format!("{group}:{first6}"))).await;
+        for (group, scope) in client_actors(client) {
+            let sighting = |point, actor: String| {
+                crate::detection::Sighting::new(point, Some(&intent.merchant), actor)
+                    .item(fingerprint)
+                    .respond(scope.clone())
+                    .from_ip(client.ip)
+                    .subject(intent.id.clone())
+            };
+            if checkout.rules.fraud.is_small(intent.amount) {
+                detection.sighted(sighting(crate::detection::Point::SmallAmountCards, group.clone())).await;
+            }
+            if let Some(first6) = &card.first6 {
+                // The issuer's range names the count (first six digits are not secret); the
+                // cards in it are counted by fingerprint.
+                detection.sighted(sighting(crate::detection::Point::IinCluster, format!("{group}:{first6}"))).await;
+            }
         }
     }
 
     /// Counts the gateway's answer to an attempt of a client for the decline ratio (`declined`:
     /// declined, else approved): a client most of whose payments within the window were
-    /// declined, from a minimum number of them on, has its payments blocked for the merchant.
+    /// declined, from a minimum number of them on, has its payments blocked for the merchant
+    /// (counted per address, and per device when the shop names one).
     pub(super) async fn watch_outcome(&self, intent: &IntentRecord, declined: bool, client: &ClientSignals) {
-        let (Some(detection), Some(ip)) = (self.detection.get(), client.ip) else { return };
+        let Some(detection) = self.detection.get() else { return };
         let point = crate::detection::Point::DeclineRatio;
         let merchant = Some(&intent.merchant);
-        let group = crate::detection::points::client_group(ip);
         // By attempt: an answer settled twice (a retried request) counts once.
         let attempt = format!("{}:{}", intent.id, intent.attempt);
         let item = Some(attempt.as_bytes());
-        let Some(attempts) = detection.count(point, "attempts", merchant, &group, item).await else { return };
-        if !declined {
-            return;
+        for (group, scope) in client_actors(client) {
+            let Some(attempts) = detection.count(point, "attempts", merchant, &group, item).await else { continue };
+            if !declined {
+                continue;
+            }
+            let Some(declines) = detection.count(point, "declines", merchant, &group, item).await else { continue };
+            let settings = detection.settings();
+            let (tried, refused) = (attempts.distinct, declines.distinct);
+            let enough = tried >= u64::from(settings.decline_ratio_attempts);
+            if !enough || refused.saturating_mul(100) < u64::from(settings.decline_ratio_percent).saturating_mul(tried)
+            {
+                continue;
+            }
+            let who = if matches!(scope, crate::detection::DecisionScope::Device(_)) { "device" } else { "client" };
+            let note = format!("{refused} of {tried} payments from one {who} declined within 60 minutes");
+            let sighting = crate::detection::Sighting::new(point, merchant, group)
+                .respond(scope)
+                .from_ip(client.ip)
+                .noting(note)
+                .subject(intent.id.clone());
+            detection.sighted(sighting).await;
         }
-        let Some(declines) = detection.count(point, "declines", merchant, &group, item).await else { return };
-        let settings = detection.settings();
-        let (tried, refused) = (attempts.distinct, declines.distinct);
-        let enough = tried >= u64::from(settings.decline_ratio_attempts);
-        if !enough || refused.saturating_mul(100) < u64::from(settings.decline_ratio_percent).saturating_mul(tried) {
-            return;
-        }
-        let note = format!("{refused} of {tried} payments from one client declined within 60 minutes");
-        let sighting = crate::detection::Sighting::new(point, merchant, group)
-            .respond(crate::detection::points::client_scope(ip))
-            .from_ip(Some(ip))
-            .noting(note)
-            .subject(intent.id.clone());
-        detection.sighted(sighting).await;
     }
 
     /// The checkout rules' ports.
@@ -428,6 +436,7 @@ impl PaymentsService {
             user_agent: None,
             request_id: caller.source.request_id.clone(),
             ip_is_the_customers: false,
+            device: None,
         };
         let redemption = StepUpRedemption { customer, proof, purpose: STEP_UP_PURPOSE, binding: &binding };
         checkout.identity.redeem_step_up(caller.principal.space(), redemption, caller.principal, &client).await.map_err(
@@ -473,6 +482,7 @@ impl PaymentsService {
             user_agent: None,
             request_id: caller.source.request_id.clone(),
             ip_is_the_customers: false,
+            device: None,
         };
         let reason = reason.unwrap_or("refund");
         checkout.staff.require_approval(caller.principal, Action::Refund, &target, reason, approval, &client).await
@@ -551,4 +561,20 @@ impl PaymentsService {
             tracing::warn!(error = %err, "a declined attempt was not counted for the fraud checks");
         }
     }
+}
+
+/// Whom a payment's client is counted and blocked as by intrusion detection: its address (an
+/// IPv6 client by its /64), and its device when the shop named one.
+fn client_actors(client: &ClientSignals) -> Vec<(String, crate::detection::DecisionScope)> {
+    let mut actors = Vec::with_capacity(2);
+    if let Some(ip) = client.ip {
+        actors.push((crate::detection::points::client_group(ip), crate::detection::points::client_scope(ip)));
+    }
+    if let Some(device) = &client.device {
+        actors.push((
+            crate::detection::points::device_group(device),
+            crate::detection::DecisionScope::Device(device.clone()),
+        ));
+    }
+    actors
 }

@@ -159,13 +159,7 @@ impl ClientSignals {
             None => None,
         };
         let device = match device {
-            Some(text) => {
-                if text.is_empty() || text.chars().count() > 128 || text.chars().any(char::is_control) {
-                    return Err(DomainError::invalid("/client/device", "must be 1 to 128 printable characters"));
-                }
-                crate::free_text::check("/client/device", text)?;
-                Some(text.to_owned())
-            }
+            Some(text) => Some(crate::detection::points::device_id("/client/device", text)?),
             None => None,
         };
         let country = match country {

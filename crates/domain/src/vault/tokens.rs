@@ -815,6 +815,7 @@ impl VaultService {
                 user_agent: None,
                 request_id: source.request_id.clone(),
                 ip_is_the_customers: false,
+                device: None,
             };
             let action = crate::staff::approvals::Action::RevealCard;
             staff.require_approval(principal, action, record.id.as_str(), reason, approval, &client).await?;

@@ -174,6 +174,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiKeyAuth<S> {
             user_agent: None,
             request_id: context.request_id.clone(),
             ip_is_the_customers: false,
+            device: None,
         };
         let principal = match gate.admit(bearer(parts), S::SCOPE, &client).await {
             Ok(principal) => principal,

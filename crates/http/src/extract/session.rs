@@ -54,6 +54,7 @@ impl FromRequestParts<AppState> for CustomerAuth {
                     user_agent: user_agent(parts),
                     request_id: context.request_id,
                     ip_is_the_customers: true,
+                    device: None,
                 },
             }),
             None => {
@@ -64,6 +65,7 @@ impl FromRequestParts<AppState> for CustomerAuth {
                     user_agent: None,
                     request_id: context.request_id,
                     ip_is_the_customers: true,
+                    device: None,
                 };
                 state.identity.record_refused_session(None, reason, &client).await?;
                 Err(unauthenticated())

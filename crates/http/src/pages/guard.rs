@@ -52,7 +52,13 @@ fn csrf_holds(headers: &HeaderMap, presented: Option<&str>) -> bool {
 /// The client of a page request.
 pub(crate) fn client_of(context: &RequestContext, headers: &HeaderMap) -> Client {
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Client { ip: context.ip, user_agent: agent, request_id: context.request_id.clone(), ip_is_the_customers: true }
+    Client {
+        ip: context.ip,
+        user_agent: agent,
+        request_id: context.request_id.clone(),
+        ip_is_the_customers: true,
+        device: None,
+    }
 }
 
 /// The signed-in customer from the session cookie, or `None`. A cookie that is not a live

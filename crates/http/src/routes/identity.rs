@@ -192,6 +192,11 @@ pub struct ClientInfo {
     /// Their browser's user agent.
     #[serde(default)]
     pub user_agent: Option<String>,
+    /// The shop's id of the customer's device (1 to 128 characters; e.g. from its device
+    /// fingerprinting or its app's install id): intrusion detection counts failed sign-ins per
+    /// device and can block one device whatever address it comes from.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 pub(crate) fn client_of(info: Option<ClientInfo>, context: &RequestContext, pointer: &str) -> Result<Client, ApiError> {
@@ -209,7 +214,11 @@ pub(crate) fn client_of(info: Option<ClientInfo>, context: &RequestContext, poin
         ),
         None => context.ip,
     };
-    Ok(Client { ip, user_agent: info.user_agent, request_id: context.request_id.clone(), ip_is_the_customers })
+    let device = match info.device.as_deref() {
+        Some(text) => Some(strongroom_domain::detection::points::device_id(&format!("{pointer}/device"), text)?),
+        None => None,
+    };
+    Ok(Client { ip, user_agent: info.user_agent, request_id: context.request_id.clone(), ip_is_the_customers, device })
 }
 
 /// Registration accepted.
@@ -264,8 +273,13 @@ async fn set_status(
     status: AccountStatus,
 ) -> Result<Json<CustomerBody>, ApiError> {
     CustomerId::parse(&id).map_err(|_| ApiError::not_found())?;
-    let client =
-        Client { ip: context.ip, user_agent: None, request_id: context.request_id, ip_is_the_customers: false };
+    let client = Client {
+        ip: context.ip,
+        user_agent: None,
+        request_id: context.request_id,
+        ip_is_the_customers: false,
+        device: None,
+    };
     let view = state.identity.set_status(auth.principal.space(), &id, status, &auth.principal, &client).await?;
     Ok(Json(CustomerBody::of(view, true)))
 }

@@ -99,8 +99,13 @@ pub async fn token(
         _ => None,
     };
     let grant_type = form.grant_type.unwrap_or_default();
-    let client =
-        Client { ip: context.ip, user_agent: None, request_id: context.request_id.clone(), ip_is_the_customers: false };
+    let client = Client {
+        ip: context.ip,
+        user_agent: None,
+        request_id: context.request_id.clone(),
+        ip_is_the_customers: false,
+        device: None,
+    };
     let presented = credentials.as_ref().map(|(id, secret)| (id.as_str(), secret.as_str()));
     match state.access_tokens.issue_recorded(&state.audit, &grant_type, presented, form.scope.as_deref(), &client).await
     {

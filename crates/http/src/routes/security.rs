@@ -24,11 +24,12 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeBody {
-    /// `ip` (one address), `prefix` (its /24, or /64 for IPv6), `api_key` or `account`.
+    /// `ip` (one address), `prefix` (its /24, or /64 for IPv6), `api_key`, `account` or `device`
+    /// (the shop's id of a customer's device, as it passes it in `client.device`).
     pub kind: String,
     /// `203.0.113.7`; for a prefix `203.0.113.0/24` or `2001:db8:1:2::/64` (an address in it is
     /// taken too); for an API key its id `key_…`; for an account a customer `cus_…` or a staff
-    /// member `stf_…` of the shop.
+    /// member `stf_…` of the shop; for a device the shop's id of it (1 to 128 characters).
     pub address: String,
 }
 
@@ -41,7 +42,8 @@ pub struct DecisionBody {
     pub id: String,
     /// What it is about.
     pub scope: ScopeBody,
-    /// `block`: the client's customer sign-ins are refused (`429 client_blocked`); `suspend`: the
+    /// `block`: the client's (address's, network's or device's) customer sign-ins and payments
+    /// are refused (`429 client_blocked`); `suspend`: the
     /// API key's requests are refused (`403 api_key_suspended`); `step_up`: the account's password
     /// sign-ins must pass a second factor (or a mailed code); `lock`: the account cannot sign in.
     pub action: String,

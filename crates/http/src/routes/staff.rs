@@ -22,7 +22,13 @@ use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 pub(crate) fn client(context: &RequestContext, agent: Option<String>) -> Client {
-    Client { ip: context.ip, user_agent: agent, request_id: context.request_id.clone(), ip_is_the_customers: true }
+    Client {
+        ip: context.ip,
+        user_agent: agent,
+        request_id: context.request_id.clone(),
+        ip_is_the_customers: true,
+        device: None,
+    }
 }
 
 /// A staff member.
