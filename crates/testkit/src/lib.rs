@@ -449,3 +449,19 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Builds a small MaxMind-format database with `mmdb-writer` (tools/requirements-test.txt):
+/// 203.0.113.0/24 in Berlin, 192.0.2.0/24 in Potsdam (27 km away), 198.51.100.0/24 in New York.
+pub fn geoip_database(python: &str, path: &std::path::Path) {
+    let script = r#"
+import sys
+from netaddr import IPSet
+from mmdb_writer import MMDBWriter
+w = MMDBWriter(ip_version=6, database_type="GeoLite2-City", languages=["en"], description="strongroom test", ipv4_compatible=True)
+for network, lat, lon in [("203.0.113.0/24", 52.52, 13.405), ("192.0.2.0/24", 52.3906, 13.0645), ("198.51.100.0/24", 40.7128, -74.006)]:
+    w.insert_network(IPSet([network]), {"location": {"latitude": lat, "longitude": lon, "accuracy_radius": 20}})
+w.to_db_file(sys.argv[1])
+"#;
+    let output = std::process::Command::new(python).args(["-c", script]).arg(path).output().unwrap();
+    assert!(output.status.success(), "mmdb-writer: {}", String::from_utf8_lossy(&output.stderr));
+}

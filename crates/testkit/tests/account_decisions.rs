@@ -18,7 +18,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use strongroom_domain::identity::Client;
 use strongroom_domain::merchants::MerchantId;
-use strongroom_testkit::{Backend, TestServer, on_both_backends, test_python};
+use strongroom_testkit::{Backend, TestServer, geoip_database, on_both_backends, test_python};
 use strongroom_types::Clock;
 
 on_both_backends!(
@@ -414,22 +414,6 @@ async fn a_shops_failure_ratio_raises_an_alert_and_blocks_nobody(backend: Backen
     assert_eq!(login(&server, "pia@example.com", PASSWORD, "192.0.2.1").await.0, 200);
     let audit = audit_text(&server).await;
     assert!(audit.contains("security.detected") && audit.contains("failure_ratio"), "audited");
-}
-
-/// Builds a small MaxMind-format database with `mmdb-writer` (tools/requirements-test.txt):
-/// 203.0.113.0/24 in Berlin, 192.0.2.0/24 in Potsdam (27 km away), 198.51.100.0/24 in New York.
-fn geoip_database(python: &str, path: &Path) {
-    let script = r#"
-import sys
-from netaddr import IPSet
-from mmdb_writer import MMDBWriter
-w = MMDBWriter(ip_version=6, database_type="GeoLite2-City", languages=["en"], description="strongroom test", ipv4_compatible=True)
-for network, lat, lon in [("203.0.113.0/24", 52.52, 13.405), ("192.0.2.0/24", 52.3906, 13.0645), ("198.51.100.0/24", 40.7128, -74.006)]:
-    w.insert_network(IPSet([network]), {"location": {"latitude": lat, "longitude": lon, "accuracy_radius": 20}})
-w.to_db_file(sys.argv[1])
-"#;
-    let output = std::process::Command::new(python).args(["-c", script]).arg(path).output().unwrap();
-    assert!(output.status.success(), "mmdb-writer: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 async fn impossible_travel_steps_the_account_up(backend: Backend) {

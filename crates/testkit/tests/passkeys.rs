@@ -2,7 +2,8 @@
 //! software authenticator (`tools/python/passkey_authenticator.py`, built on python-fido2 and
 //! cryptography) playing the browser and the passkey: registration, discoverable sign-in,
 //! replayed, tampered, phished and unverified answers refused, a passkey-only account's first
-//! passkey, and staff using a passkey as their second factor.
+//! passkey, staff using a passkey as their second factor, and impossible travel seen on passkey
+//! sign-ins.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::io::Write;
@@ -12,18 +13,28 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use strongroom_domain::identity::Client;
 use strongroom_domain::merchants::MerchantId;
-use strongroom_testkit::{Backend, TestServer, on_both_backends, test_python};
+use strongroom_testkit::{Backend, TestServer, geoip_database, on_both_backends, test_python};
+use strongroom_types::Clock;
 
-on_both_backends!(customers_sign_in_with_passkeys, passkey_only_accounts_and_staff_passkeys);
+on_both_backends!(
+    customers_sign_in_with_passkeys,
+    passkey_only_accounts_and_staff_passkeys,
+    a_passkey_sign_in_from_an_impossible_place_steps_the_account_up
+);
 
 const PASSWORD: &str = "violet tractor anthem 1987";
 const STAFF_PASSWORD: &str = "copper meadow lantern 4711";
 
 async fn spawn(backend: Backend) -> Option<TestServer> {
+    spawn_with_geoip(backend, None).await
+}
+
+async fn spawn_with_geoip(backend: Backend, geoip: Option<std::path::PathBuf>) -> Option<TestServer> {
     TestServer::spawn_with(backend, |config| {
         config.webauthn.rp_id = "localhost".into();
         config.webauthn.origins = vec!["https://localhost".into()];
         config.webauthn.allow_any_port = true;
+        config.detection.geoip_database = geoip;
     })
     .await
 }
@@ -78,15 +89,74 @@ async fn api(server: &TestServer, path: &str, body: &Value) -> (u16, Value) {
 
 /// A passkey sign-in through the shop's backend with the authenticator's extra `flags`.
 async fn passkey_login(server: &TestServer, python: &str, state: &str, flags: &[&str]) -> (u16, Value) {
-    let (status, begun) = api(server, "/v1/identity/login/passkey", &json!({})).await;
+    passkey_login_from(server, python, state, flags, None).await
+}
+
+/// The same, the shop passing the customer's address `ip`.
+async fn passkey_login_from(
+    server: &TestServer,
+    python: &str,
+    state: &str,
+    flags: &[&str],
+    ip: Option<&str>,
+) -> (u16, Value) {
+    let client = ip.map_or(json!({}), |ip| json!({"client": {"ip": ip}}));
+    let (status, begun) = api(server, "/v1/identity/login/passkey", &client).await;
     assert_eq!(status, 200, "{begun}");
     assert_eq!(begun["options"]["publicKey"]["allowCredentials"], json!([]), "nothing about accounts is revealed");
     let origin = origin(server);
     let mut args = vec!["get", "--state", state, "--origin", &origin];
     args.extend_from_slice(flags);
     let credential = authenticator(python, &args, &begun["options"]).unwrap();
-    api(server, "/v1/identity/login/passkey/finish", &json!({"ceremony": begun["ceremony"], "credential": credential}))
-        .await
+    let mut finish = json!({"ceremony": begun["ceremony"], "credential": credential});
+    if let Some(ip) = ip {
+        finish["client"] = json!({"ip": ip});
+    }
+    api(server, "/v1/identity/login/passkey/finish", &finish).await
+}
+
+async fn a_passkey_sign_in_from_an_impossible_place_steps_the_account_up(backend: Backend) {
+    let Some(python) = test_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("geo.mmdb");
+    geoip_database(&python, &database);
+    let Some(server) = spawn_with_geoip(backend, Some(database)).await else { return };
+    let state = dir.path().join("passkey.json").to_string_lossy().into_owned();
+    let email = "quinn@example.com";
+    let (status, _) = api(&server, "/v1/identity/customers", &json!({"email": email, "password": PASSWORD})).await;
+    assert_eq!(status, 202);
+    server.verify_customer_email(email).await;
+    // Signed in with the password in Berlin; a passkey registered from that session.
+    let berlin = json!({"email": email, "password": PASSWORD, "client": {"ip": "203.0.113.9"}});
+    let (_, login) = api(&server, "/v1/identity/login", &berlin).await;
+    let session = login["session"]["token"].as_str().unwrap().to_owned();
+    let customer = login["session"]["customer"].as_str().unwrap().to_owned();
+    let (_, begun) = send(&server, Some(&session), Method::POST, "/v1/me/passkeys", None).await;
+    let credential =
+        authenticator(&python, &["create", "--state", &state, "--origin", &origin(&server)], &begun["options"])
+            .unwrap();
+    let finish = json!({"ceremony": begun["ceremony"], "credential": credential, "label": "laptop"});
+    assert_eq!(send(&server, Some(&session), Method::POST, "/v1/me/passkeys/finish", Some(&finish)).await.0, 201);
+    // Ten minutes later with the passkey from Potsdam, next door: nothing.
+    server.clock.advance(std::time::Duration::from_secs(600));
+    let (status, body) = passkey_login_from(&server, &python, &state, &[], Some("192.0.2.9")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get_json("/v1/security/decisions").await["data"], json!([]));
+    // An hour later with the passkey from New York: the sign-in goes on (a passkey is a second
+    // factor already), and the account's password sign-ins are stepped up.
+    server.clock.advance(std::time::Duration::from_secs(3600));
+    let (status, body) = passkey_login_from(&server, &python, &state, &[], Some("198.51.100.20")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("authenticated")), "{body}");
+    let made = server.get_json("/v1/security/decisions").await["data"].as_array().unwrap().clone();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0]["reason"], "impossible_travel");
+    assert_eq!(made[0]["scope"], json!({"kind": "account", "address": customer}));
+    assert_eq!(made[0]["action"], "step_up");
+    let new_york = json!({"email": email, "password": PASSWORD, "client": {"ip": "198.51.100.20"}});
+    let (status, body) = api(&server, "/v1/identity/login", &new_york).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("second_factor_required")), "{body}");
+    assert_eq!(body["factors"], json!(["email_code"]), "{body}");
+    server.shutdown().await;
 }
 
 async fn customers_sign_in_with_passkeys(backend: Backend) {

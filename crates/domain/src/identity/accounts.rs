@@ -336,12 +336,7 @@ impl IdentityService {
             let fresh = self.hasher.hash(password).await?;
             self.repo.set_password(merchant, &customer.id, &fresh, customer.password_changed_at.unwrap_or(now)).await?;
         }
-        if let Some(decisions) = self.decisions.get().filter(|d| d.detects_travel()) {
-            // Impossible travel: the previous sign-in's place against this one's.
-            let previous = self.repo.last_session_of(&customer.id).await?;
-            let previous = previous.and_then(|(ip, at)| Some((ip?.parse().ok()?, at)));
-            decisions.signed_in_from(merchant, &customer.id, previous, client.ip).await;
-        }
+        self.watch_travel(merchant, &customer.id, client).await?;
         // After many failures, or while a decision asks for it (step-up), the right password
         // alone is suspect: without TOTP, an emailed code must follow (bound to this sign-in).
         let risky = failures.count >= super::throttle::EMAIL_CODE_AFTER || self.must_step_up(merchant, &customer.id);
@@ -393,6 +388,23 @@ impl IdentityService {
             self.notify_new_device(&customer, client).await?;
         }
         Ok(LoginOutcome::Authenticated(issued))
+    }
+
+    /// Impossible travel: the place of a sign-in that proved who it is (a right password, a
+    /// passkey) against its account's previous sign-in's (its latest session); a detection steps
+    /// the account up. Nothing without a GeoIP database.
+    pub(super) async fn watch_travel(
+        &self,
+        merchant: &crate::merchants::MerchantId,
+        customer: &str,
+        client: &Client,
+    ) -> Result<(), DomainError> {
+        if let Some(decisions) = self.decisions.get().filter(|d| d.detects_travel()) {
+            let previous = self.repo.last_session_of(customer).await?;
+            let previous = previous.and_then(|(ip, at)| Some((ip?.parse().ok()?, at)));
+            decisions.signed_in_from(merchant, customer, previous, client.ip).await;
+        }
+        Ok(())
     }
 
     pub(super) async fn audit_login(

@@ -138,6 +138,10 @@ impl IdentityService {
             self.audit_factor(space, &customer.id, client, "customer.login", Outcome::Denied("disabled")).await?;
             return Err(DomainError::InvalidFactor);
         }
+        // A passkey is a second factor already, so this sign-in goes on; an impossible place
+        // steps the account's password sign-ins up and is reported (a synced passkey's cloud
+        // account taken over, a device stolen).
+        self.watch_travel(merchant, &customer.id, client).await?;
         let known_device = self.known_device(&customer, client).await?;
         let issued = self.issue_session(&customer, "passkey", client).await?;
         self.audit_factor(space, &customer.id, client, "customer.login", Outcome::SuccessBecause("passkey".into()))
