@@ -863,11 +863,20 @@ impl Application {
             notices,
         ));
         let counts: Arc<dyn strongroom_domain::ports::detection::SharedCounts> = match &config.detection.redis_url {
-            Some(url) => Arc::new(
-                strongroom_connectors::redis_counts::RedisCounts::connect(url.expose())
-                    .await
-                    .context("detection.redis_url: Redis does not answer")?,
-            ),
+            Some(url) => {
+                let ca = match &config.detection.redis_ca_file {
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .with_context(|| format!("detection.redis_ca_file: reading {}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                Arc::new(
+                    strongroom_connectors::redis_counts::RedisCounts::connect(url.expose(), ca.as_deref())
+                        .await
+                        .context("detection.redis_url: Redis does not answer")?,
+                )
+            }
             None => Arc::new(core.store.clone()),
         };
         let decisions = strongroom_domain::detection::DecisionService::new(

@@ -231,11 +231,16 @@ pub struct DetectionConfig {
     /// How long a first impossible-travel step-up lasts. Default 24h.
     #[serde(with = "humantime_serde")]
     pub travel_step_up: Duration,
-    /// Count in Redis (`redis://host:6379/0`, without TLS: loopback or a private network) instead
-    /// of the database. Unset (the default): the database counts. A secret when it holds a
-    /// password (use `STRONGROOM_DETECTION__REDIS_URL_FILE`).
+    /// Count in Redis (`redis://host:6379/0` in the clear: loopback or a private network;
+    /// `rediss://host:6380/0` over TLS) instead of the database. Unset (the default): the
+    /// database counts. A secret when it holds a password (use
+    /// `STRONGROOM_DETECTION__REDIS_URL_FILE`).
     #[serde(serialize_with = "masked_url", skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<Secret<String>>,
+    /// PEM certificates a `rediss://` server's certificate is verified against (its CA), instead
+    /// of the machine's trusted roots. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Detections at or above this severity (`low`, `medium`, `high`, `critical`) open an
     /// incident, or join the one open. Default `medium`.
     pub incident_severity: strongroom_domain::detection::incidents::Severity,
@@ -288,6 +293,7 @@ impl Default for DetectionConfig {
             geoip_database: None,
             travel_step_up: d.travel_step_up,
             redis_url: None,
+            redis_ca_file: None,
             incident_severity: strongroom_domain::detection::incidents::IncidentSettings::default().threshold,
             alert_emails: Vec::new(),
             alert_mails_per_hour: strongroom_domain::detection::alert_mail::AlertMailSettings::default().per_hour,
@@ -398,8 +404,12 @@ impl DetectionConfig {
                 return Some(("detection.alert_emails", "each must be one plain email address (name@example.com)"));
             }
         }
-        if self.redis_url.as_ref().is_some_and(|url| !url.expose().starts_with("redis://")) {
-            return Some(("detection.redis_url", "must be a redis:// URL (TLS to Redis is not supported)"));
+        let url = self.redis_url.as_ref().map(|url| url.expose().as_str());
+        if url.is_some_and(|url| !url.starts_with("redis://") && !url.starts_with("rediss://")) {
+            return Some(("detection.redis_url", "must be a redis:// or rediss:// (TLS) URL"));
+        }
+        if self.redis_ca_file.is_some() && !url.is_some_and(|url| url.starts_with("rediss://")) {
+            return Some(("detection.redis_ca_file", "is for a rediss:// (TLS) detection.redis_url"));
         }
         for path in &self.decoy_paths {
             let well_formed = path.starts_with('/')

@@ -94,6 +94,11 @@ fn config_errors_name_the_key_and_the_file_as_the_user_knows_them() {
         said.contains("server.body_limit_bytes: invalid type") && said.contains(&file.display().to_string()),
         "{said}"
     );
+    let said = check("[detection]\nredis_url = \"http://cache:6379\"\n", "../bad.toml");
+    assert!(said.contains("detection.redis_url") && said.contains("rediss://"), "{said}");
+    let said =
+        check("[detection]\nredis_url = \"redis://127.0.0.1:6379\"\nredis_ca_file = \"/etc/ca.pem\"\n", "../bad.toml");
+    assert!(said.contains("detection.redis_ca_file") && said.contains("rediss://"), "{said}");
     let said = check("[server\n", "../bad.toml");
     assert!(said.contains(&format!("{}: TOML parse error", file.display())), "{said}");
     let said = check("", "../missing.toml");

@@ -8,7 +8,10 @@
 //! set). Items are keyed hashes or ids, never an email or a card number.
 //! Shared rate limits: one key per limited key (`strongroom:rl:{key}`) holding its GCRA arrival
 //! time, read, checked and pushed on by one script, and expiring when the allowance is whole again.
-//! Must never: split the read and the increment over two commands, or keep a key past its window.
+//! Connections: `redis://` in the clear (loopback or a private network), or `rediss://` over TLS
+//! (rustls), verified against the machine's roots or the operator's CA file.
+//! Must never: split the read and the increment over two commands, keep a key past its window,
+//! or reach a `rediss://` server without verifying its certificate.
 
 use async_trait::async_trait;
 use strongroom_domain::StoreError;
@@ -62,17 +65,42 @@ impl std::fmt::Debug for RedisCounts {
 }
 
 impl RedisCounts {
-    /// Connects to `url` (`redis://host:port/db`, with `user:password@` when needed) and checks
-    /// that it answers. `rediss://` is refused: this build reaches Redis without TLS, so it
-    /// belongs on loopback or a private network.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        if !url.starts_with("redis://") {
+    /// Connects to `url` (`redis://host:port/db` in the clear, or `rediss://host:port/db` over
+    /// TLS; with `user:password@` when needed) and checks that it answers. A `rediss://`
+    /// server's certificate is verified against `ca_pem` (PEM certificates) when given, else
+    /// against the machine's trusted roots; there is no way to skip the check (`#insecure` is
+    /// refused).
+    pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, StoreError> {
+        let tls = url.starts_with("rediss://");
+        if !tls && !url.starts_with("redis://") {
             return Err(StoreError::Unavailable(
-                "detection.redis_url must be a redis:// URL (Redis on loopback or a private network)".to_owned(),
+                "detection.redis_url must be a redis:// or rediss:// (TLS) URL".to_owned(),
             ));
         }
-        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
-        let mut connection = redis::aio::ConnectionManager::new(client)
+        if url.contains('#') {
+            return Err(StoreError::Unavailable(
+                "detection.redis_url must not have a #fragment (a rediss:// certificate is always verified)".to_owned(),
+            ));
+        }
+        if ca_pem.is_some() && !tls {
+            return Err(StoreError::Unavailable(
+                "detection.redis_ca_file is for a rediss:// URL; this one is redis:// (no TLS)".to_owned(),
+            ));
+        }
+        let client = match ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
+            ),
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        // Two quick retries (0.1, 0.2 s), each connection given two seconds: a Redis that does not
+        // answer, or answers in the wrong protocol, is reported at start within seven seconds.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)));
+        let mut connection = redis::aio::ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
         let _: String = redis::cmd("PING")
@@ -152,7 +180,7 @@ mod tests {
     /// skipped when it does not answer, a failure under `CI=true`.
     async fn redis() -> Option<RedisCounts> {
         let url = std::env::var("STRONGROOM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        match RedisCounts::connect(&url).await {
+        match RedisCounts::connect(&url, None).await {
             Ok(counts) => Some(counts),
             Err(err) => {
                 assert!(std::env::var("CI").as_deref() != Ok("true"), "Redis is required under CI=true: {err}");
@@ -192,7 +220,99 @@ mod tests {
         assert_eq!(past.hits, 1);
         let again = counts.observe(&format!("{counter}:past"), window, Some(b"x"), 1).await.unwrap();
         assert_eq!((again.hits, again.new_item), (1, true), "an expired window starts again");
-        assert!(RedisCounts::connect("rediss://127.0.0.1:6379").await.is_err());
+        // TLS to a port that speaks none fails; an address that is no Redis URL is refused.
+        assert!(RedisCounts::connect("rediss://127.0.0.1:6379", None).await.is_err());
+        assert!(RedisCounts::connect("http://127.0.0.1:6379", None).await.is_err());
+    }
+
+    /// A Redis that speaks only TLS, on a free loopback port, with a certificate for 127.0.0.1
+    /// from a CA of its own (`ca`); stopped when dropped.
+    struct TlsRedis {
+        child: std::process::Child,
+        port: u16,
+        ca: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for TlsRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A CA (its PEM) and a server certificate and key (PEM) for 127.0.0.1 signed by it.
+    fn test_pki() -> (String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca_params.distinguished_name.push(DnType::CommonName, "strongroom redis test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+    }
+
+    /// Starts `redis-server` (the machine's) with TLS only; skipped when it is not installed, a
+    /// failure under `CI=true`.
+    fn tls_redis() -> Option<TlsRedis> {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = test_pki();
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let spawned = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(dir.path().join("cert.pem"))
+            .arg("--tls-key-file")
+            .arg(dir.path().join("key.pem"))
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "redis-server is required under CI=true: {err}");
+                eprintln!("redis-server not found: SKIPPED");
+                return None;
+            }
+        };
+        let server = TlsRedis { child, port, ca, _dir: dir };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server with TLS did not listen on {port}");
+    }
+
+    #[tokio::test]
+    async fn rediss_verifies_the_servers_certificate() {
+        let Some(server) = tls_redis() else { return };
+        let url = format!("rediss://127.0.0.1:{}/0", server.port);
+        // Verified against the CA named: counts as over a plain connection.
+        let counts = RedisCounts::connect(&url, Some(server.ca.as_bytes())).await.unwrap();
+        let counter = format!("tls:{}", std::process::id());
+        let first = counts.observe(&counter, 1_000, Some(b"a"), 4_000_000_000_000).await.unwrap();
+        let second = counts.observe(&counter, 1_000, Some(b"b"), 4_000_000_000_000).await.unwrap();
+        assert_eq!((first.hits, second.hits, second.distinct), (1, 2, 2));
+        // A certificate of another CA, or one the machine's roots do not know: refused.
+        let (other_ca, _, _) = test_pki();
+        assert!(RedisCounts::connect(&url, Some(other_ca.as_bytes())).await.is_err());
+        assert!(RedisCounts::connect(&url, None).await.is_err());
+        // Skipping the check is not possible; the CA file is for TLS only; the TLS port does not
+        // speak in the clear.
+        let insecure = format!("{url}#insecure");
+        let refused = RedisCounts::connect(&insecure, Some(server.ca.as_bytes())).await.unwrap_err();
+        assert!(refused.to_string().contains("fragment"), "{refused}");
+        let clear = format!("redis://127.0.0.1:{}/0", server.port);
+        assert!(RedisCounts::connect(&clear, Some(server.ca.as_bytes())).await.is_err());
+        assert!(RedisCounts::connect(&clear, None).await.is_err());
     }
 
     #[tokio::test]

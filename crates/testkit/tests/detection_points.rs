@@ -372,5 +372,5 @@ async fn two_nodes_share_rate_limits(backend: Backend) {
 }
 
 async fn redis_answers(url: &str) -> bool {
-    strongroom_connectors::redis_counts::RedisCounts::connect(url).await.is_ok()
+    strongroom_connectors::redis_counts::RedisCounts::connect(url, None).await.is_ok()
 }

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use strongroom_domain::identity::Client;
 use strongroom_domain::merchants::MerchantId;
 use strongroom_testkit::{Backend, TestServer, geoip_database, on_both_backends, test_python};
-use strongroom_types::Clock;
 
 on_both_backends!(
     customers_sign_in_with_passkeys,
