@@ -342,13 +342,28 @@ impl CheckoutRepository for Store {
 
     async fn mark_declined(&self, intent: &str, attempt: u32) -> Result<(), StoreError> {
         let _gate = self.sqlite_write_gate().await;
-        on_pool!(self, pool => sqlx::query("UPDATE payment_signals SET declined = 1 WHERE intent_id = $1 AND attempt = $2")
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE payment_signals SET declined = 1 WHERE intent_id = $1 AND attempt = \
+             (SELECT MAX(attempt) FROM payment_signals WHERE intent_id = $1 AND attempt <= $2)")
             .bind(intent)
             .bind(i64::from(attempt))
             .execute(pool)
             .await
             .map(|_| ()))
         .map_err(store_error)
+    }
+
+    async fn attempt_client(&self, intent: &str, attempt: u32) -> Result<(Option<String>, Option<String>), StoreError> {
+        let rows: Vec<(String, String)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT kind, key FROM payment_signals WHERE intent_id = $1 AND kind IN ('ip', 'device') AND attempt = \
+             (SELECT MAX(attempt) FROM payment_signals WHERE intent_id = $1 AND attempt <= $2)")
+            .bind(intent)
+            .bind(i64::from(attempt))
+            .fetch_all(pool)
+            .await)
+        .map_err(store_error)?;
+        let of = |kind: &str| rows.iter().find(|(k, _)| k == kind).map(|(_, key)| key.clone());
+        Ok((of("ip"), of("device")))
     }
 
     async fn set_fraud_decision(&self, intent: &str, decision: &str) -> Result<(), StoreError> {

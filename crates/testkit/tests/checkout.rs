@@ -23,6 +23,7 @@ on_both_backends!(
     card_testing_many_cards_from_one_client_is_blocked,
     many_cards_on_one_customer_are_blocked,
     declines_ask_for_step_up,
+    failed_three_d_secure_counts_as_a_decline,
     declines_block,
     repeated_small_amounts_are_blocked,
     amount_limits_are_per_currency,
@@ -279,6 +280,32 @@ async fn declines_ask_for_step_up(backend: Backend) {
     assert_eq!(stored["status"], "requires_confirmation");
     assert_eq!(stored["fraud"], json!({"outcome": "require_step_up", "reasons": ["recent_declines"]}));
     assert_eq!(ledger_rows(&server, &id).await, 0);
+    server.shutdown().await;
+}
+
+/// An authorisation the customer failed to authenticate (3-D Secure) is a decline for the
+/// rules, like one the issuer refused at once: the decline is counted against the attempt the
+/// fraud checks recorded, though the answer came on a later attempt (the resumption).
+async fn failed_three_d_secure_counts_as_a_decline(backend: Backend) {
+    let Some(server) = spawn_with_rules(backend, |f| f.step_up_after_declines = 2).await else { return };
+    for _ in 0..2 {
+        let id = intent(&server, "4000002760003184", 1000, "EUR", Some("shopper-3ds")).await;
+        let (status, pending) = confirm(&server, &id, &json!({})).await;
+        assert_eq!((status, pending["status"].as_str()), (200, Some("requires_action")), "{pending}");
+        let path = format!("/v1/payment_intents/{id}/sandbox_challenge");
+        assert_eq!(post(&server, &server.bootstrap_key, &path, &json!({"outcome": "fail"})).await.0, 200);
+        let (status, failed) = confirm(&server, &id, &json!({})).await;
+        assert_eq!(
+            (status, failed["last_payment_error"]["code"].as_str()),
+            (200, Some("payment_intent_authentication_failure")),
+            "{failed}"
+        );
+    }
+    let id = intent(&server, "4242424242424242", 1000, "EUR", Some("shopper-3ds")).await;
+    let (status, problem) = confirm(&server, &id, &json!({})).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("step_up_unavailable")), "{problem}");
+    let stored = get_intent(&server, &id).await;
+    assert_eq!(stored["fraud"], json!({"outcome": "require_step_up", "reasons": ["recent_declines"]}));
     server.shutdown().await;
 }
 

@@ -16,6 +16,7 @@ on_both_backends!(
     sign_ins_for_addresses_of_no_account_block_the_client,
     sign_ins_spread_over_a_network_block_its_prefix,
     mostly_declined_payments_block_the_client,
+    payments_failing_three_d_secure_count_toward_the_decline_ratio,
     many_cards_paying_small_amounts_block_the_client,
     many_cards_of_one_issuer_range_block_the_client,
     unusual_methods_and_body_types_block_a_client_and_alert_on_a_key,
@@ -244,6 +245,33 @@ async fn mostly_declined_payments_block_the_client(backend: Backend) {
         assert_eq!((status, paid["status"].as_str()), (201, Some("requires_payment_method")), "{n}: {paid}");
     }
     assert_blocked_for(&server, "decline_ratio", "9 of 12 payments from one client declined").await;
+}
+
+/// Answers that come after the request (the customer failing 3-D Secure, then the shop
+/// confirming again without the client) count for the client the checked attempt recorded.
+async fn payments_failing_three_d_secure_count_toward_the_decline_ratio(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |c| {
+        c.payments.fraud.step_up_after_declines = 0;
+        c.payments.fraud.max_declines = 0;
+        c.detection.decline_ratio_attempts = 3;
+        c.detection.decline_ratio_percent = 100;
+    })
+    .await
+    else {
+        return;
+    };
+    for n in 0..3 {
+        assert!(decisions(&server).await.is_empty(), "{n} failed: below the threshold");
+        let (status, pending) = pay(&server, "4000002760003184", 2500, ATTACKER).await;
+        assert_eq!((status, pending["status"].as_str()), (201, Some("requires_action")), "{pending}");
+        let id = pending["id"].as_str().unwrap();
+        let path = format!("/v1/payment_intents/{id}/sandbox_challenge");
+        assert_eq!(post(&server, &server.bootstrap_key, &path, &json!({"outcome": "fail"})).await.0, 200);
+        let path = format!("/v1/payment_intents/{id}/confirm");
+        let (status, failed) = post(&server, &server.bootstrap_key, &path, &json!({})).await;
+        assert_eq!((status, failed["status"].as_str()), (200, Some("requires_payment_method")), "{failed}");
+    }
+    assert_blocked_for(&server, "decline_ratio", "3 of 3 payments from one client declined").await;
 }
 
 async fn many_cards_paying_small_amounts_block_the_client(backend: Backend) {

@@ -126,7 +126,9 @@ impl PaymentsService {
             // No answer now: the intent stays processing and reconciliation settles it.
             None => return Ok(Self::view(&claimed)),
         };
+        let status = answer.status;
         let settled = self.settle_authorization(actor, &claimed, &call.idempotency_key, answer).await?;
+        self.watch_authorization(&claimed, status, None).await;
         Ok(Self::view(&settled))
     }
 

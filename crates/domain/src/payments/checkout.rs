@@ -234,6 +234,47 @@ impl PaymentsService {
         }
     }
 
+    /// Counts the gateway's answer (`status`) to an authorisation of `intent` for the decline
+    /// ratio, wherever it came from: the request's own answer (`client`: the request's client),
+    /// or a later one, after 3-D Secure, by the gateway's webhook or by reconciliation (`None`:
+    /// the client its checked attempt recorded). Answers that are no verdict (3-D Secure asked
+    /// for, pending) are not counted.
+    pub(super) async fn watch_authorization(
+        &self,
+        intent: &IntentRecord,
+        status: super::gateway::GatewayStatus,
+        client: Option<&ClientSignals>,
+    ) {
+        use super::gateway::GatewayStatus;
+        let declined = match status {
+            GatewayStatus::Declined => true,
+            GatewayStatus::Authorized | GatewayStatus::Captured => false,
+            _ => return,
+        };
+        let Some(detection) = self.detection.get() else { return };
+        let settings = detection.settings();
+        if !settings.enabled || settings.rule(crate::detection::Point::DeclineRatio).threshold == 0 {
+            return;
+        }
+        let recorded;
+        let client = match client {
+            Some(client) => client,
+            None => {
+                let Ok(checkout) = self.checkout() else { return };
+                let (ip, device) = match checkout.repo.attempt_client(&intent.id, intent.attempt).await {
+                    Ok(found) => found,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the client of a late gateway answer could not be read");
+                        return;
+                    }
+                };
+                recorded = ClientSignals { ip: ip.and_then(|ip| ip.parse().ok()), device, country: None };
+                &recorded
+            }
+        };
+        self.watch_outcome(intent, declined, client).await;
+    }
+
     /// Counts the gateway's answer to an attempt of a client for the decline ratio (`declined`:
     /// declined, else approved): a client most of whose payments within the window were
     /// declined, from a minimum number of them on, has its payments blocked for the merchant

@@ -230,7 +230,12 @@ impl PaymentsService {
         // The same settling as an answer in time (intents.rs), so both apply one way.
         let settled = match intent.state {
             State::Authorizing if authorization_event(answer.status).is_some() => {
-                self.settle_authorization(actor, &intent, &key, answer.clone()).await
+                let settled = self.settle_authorization(actor, &intent, &key, answer.clone()).await;
+                if settled.is_ok() {
+                    // Counted once per attempt, whichever path settled it.
+                    self.watch_authorization(&intent, answer.status, None).await;
+                }
+                settled
             }
             State::Capturing if capture_event(answer.status).is_some() => {
                 let amount = amount_received.unwrap_or(intent.amount_capturable).min(intent.amount_capturable);

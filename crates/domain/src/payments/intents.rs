@@ -662,14 +662,15 @@ impl PaymentsService {
                 if let (Some(action), Some(url)) = (answer.next_action.as_mut(), &extras.return_url) {
                     action.return_url = Some(url.clone());
                 }
-                let declined = match answer.status {
-                    GatewayStatus::Declined => Some(true),
-                    GatewayStatus::Authorized | GatewayStatus::Captured => Some(false),
-                    _ => None,
-                };
+                let status = answer.status;
                 let settled = self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await;
-                if let (Ok(_), Some(declined)) = (&settled, declined) {
-                    self.watch_outcome(&claimed, declined, &extras.client).await;
+                if settled.is_ok() {
+                    // A resumption after 3-D Secure confirmed without the client: the client
+                    // the checked attempt recorded.
+                    let unnamed = extras.client.ip.is_none() && extras.client.device.is_none();
+                    let resumed = claimed.gateway_reference.is_some();
+                    let client = if unnamed && resumed { None } else { Some(&extras.client) };
+                    self.watch_authorization(&claimed, status, client).await;
                 }
                 settled
             }

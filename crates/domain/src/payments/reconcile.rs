@@ -225,7 +225,10 @@ impl PaymentsService {
                 if authorization_event(answer.status).is_none() {
                     return Ok(difference);
                 }
-                (self.settle_authorization(actor, &intent, key, *answer).await?, false)
+                let status = answer.status;
+                let settled = self.settle_authorization(actor, &intent, key, *answer).await?;
+                self.watch_authorization(&intent, status, None).await;
+                (settled, false)
             }
             (Word::NotReceived, "authorize") => {
                 let wait = self.settings.gateway_timeout.saturating_add(self.ports.gateway.lookup_lag());

@@ -158,8 +158,12 @@ pub trait CheckoutRepository: Send + Sync + std::fmt::Debug {
         write: &CreateAndConfirm<'_>,
         plan: &PlanConfirm<'_>,
     ) -> Result<CreateAndConfirmOutcome, StoreError>;
-    /// Marks an attempt as declined by the gateway.
+    /// Marks an attempt as declined by the gateway: the intent's latest checked attempt up to
+    /// `attempt` (an authorisation resumed after 3-D Secure is a new attempt of the same check).
     async fn mark_declined(&self, intent: &str, attempt: u32) -> Result<(), StoreError>;
+    /// The client of the intent's latest checked attempt up to `attempt`, as its signals recorded
+    /// it: `(address, device)`, each if the shop named it.
+    async fn attempt_client(&self, intent: &str, attempt: u32) -> Result<(Option<String>, Option<String>), StoreError>;
     /// Keeps the fraud decision (JSON text) on an intent.
     async fn set_fraud_decision(&self, intent: &str, decision: &str) -> Result<(), StoreError>;
     /// Intents of one customer in a data space, newest first (the customer's own payments).
