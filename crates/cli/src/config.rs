@@ -170,6 +170,13 @@ pub struct DetectionConfig {
     /// How long a token-guessing key is first suspended. Default 15m.
     #[serde(with = "humantime_serde")]
     pub guessing_suspension: Duration,
+    /// Distinct API keys that do not exist (or malformed credentials) presented by one client
+    /// within 10 minutes that block the client everywhere (API key probing); 0: never.
+    /// Default 20.
+    pub api_key_probes: u32,
+    /// How long an API-key-probing client is first blocked. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub api_key_probing_block: Duration,
     /// Session cookies or signed tokens failing verification from one client within 10 minutes
     /// that block the client everywhere; 0: never. Default 10.
     pub tampered_credentials: u32,
@@ -274,6 +281,8 @@ impl Default for DetectionConfig {
             enumeration_suspension: d.enumeration_suspension,
             token_guesses: d.token_guesses,
             guessing_suspension: d.guessing_suspension,
+            api_key_probes: d.api_key_probes,
+            api_key_probing_block: d.api_key_probing_block,
             tampered_credentials: d.tampered_credentials,
             tampering_block: d.tampering_block,
             replayed_tokens: d.replayed_tokens,
@@ -323,6 +332,8 @@ impl DetectionConfig {
             enumeration_suspension: self.enumeration_suspension,
             token_guesses: self.token_guesses,
             guessing_suspension: self.guessing_suspension,
+            api_key_probes: self.api_key_probes,
+            api_key_probing_block: self.api_key_probing_block,
             tampered_credentials: self.tampered_credentials,
             tampering_block: self.tampering_block,
             replayed_tokens: self.replayed_tokens,
@@ -353,6 +364,7 @@ impl DetectionConfig {
             ("detection.card_testing_block", self.card_testing_block),
             ("detection.enumeration_suspension", self.enumeration_suspension),
             ("detection.guessing_suspension", self.guessing_suspension),
+            ("detection.api_key_probing_block", self.api_key_probing_block),
             ("detection.tampering_block", self.tampering_block),
             ("detection.replay_block", self.replay_block),
             ("detection.decoy_block", self.decoy_block),

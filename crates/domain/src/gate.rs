@@ -93,6 +93,31 @@ impl Gate<'_> {
                 let mut event = AuditEvent::by(ActorKind::Anonymous, key_id.clone(), action, Outcome::Denied(reason));
                 event.merchant = merchant.clone();
                 self.record(event, client).await?;
+                if let (AuthFailure::Unknown | AuthFailure::Malformed, Some(decisions), Some(ip)) =
+                    (why, self.decisions, client.ip)
+                    && !StaffService::looks_like_session(token)
+                    && !AccessTokens::looks_like_token(token)
+                {
+                    // API key probing: distinct keys, each counted by a digest of the whole
+                    // credential (never the credential), so a varied secret counts anew and the
+                    // shop's server retrying its one wrong key counts once. Staff sessions and
+                    // access tokens expire in normal use and are not counted here.
+                    use sha2::Digest;
+                    let digest = sha2::Sha256::new()
+                        .chain_update(b"strongroom api key probe\0")
+                        .chain_update(token.as_bytes())
+                        .finalize();
+                    let sighting = crate::detection::Sighting::new(
+                        crate::detection::Point::ApiKeyProbing,
+                        None,
+                        crate::detection::points::client_group(ip),
+                    )
+                    .item(&digest[..16])
+                    .respond(crate::detection::points::client_scope(ip))
+                    .everywhere()
+                    .from_ip(Some(ip));
+                    decisions.sighted(sighting).await;
+                }
                 if let (AuthFailure::Decoy, Some(decisions), Some(ip)) = (why, self.decisions, client.ip) {
                     // A planted key: the client gets the unknown key's answer, and is blocked
                     // everywhere (the decision holds before its next request).

@@ -24,6 +24,7 @@ on_both_backends!(
     reveals_outside_the_usual_hours_alert_once_a_day,
     a_sign_in_for_a_decoy_account_blocks_the_client,
     a_decoy_api_key_blocks_the_client_everywhere,
+    a_client_trying_many_api_keys_is_blocked_everywhere,
     an_accepted_staff_invitation_presented_again_blocks_the_client,
     a_used_reset_link_presented_again_blocks_the_client
 );
@@ -689,6 +690,51 @@ async fn a_decoy_api_key_blocks_the_client_everywhere(backend: Backend) {
     assert!(incident.to_string().contains(&key_id), "{incident}");
     let audit = audit_text(&server).await;
     assert!(audit.contains("api_key.decoy_used") && !audit.contains(&secret), "audited, without the secret");
+}
+
+async fn a_client_trying_many_api_keys_is_blocked_everywhere(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        c.detection.api_key_probes = 8;
+    })
+    .await
+    else {
+        return;
+    };
+    let get = |key: String, ip: &str| {
+        server.request_as(&key, Method::GET, "/v1/merchant").header("x-forwarded-for", ip.to_owned())
+    };
+    // A shop's server with a wrong key retries it fifty times: one distinct key, nothing decided.
+    let real = server.bootstrap_key.clone();
+    let wrong = format!("{}x", &real[..real.len() - 1]);
+    for _ in 0..50 {
+        assert_eq!(get(wrong.clone(), BYSTANDER).send().await.unwrap().status(), 401);
+    }
+    // Someone tries keys: the same key id with other secrets, then garbage; each answer stays a
+    // plain 401, until the eighth distinct one blocks the client for every route.
+    let secret_at = real.rfind('_').unwrap() + 1;
+    for n in 0..7 {
+        let mut key = real.clone();
+        key.replace_range(secret_at..secret_at + 2, &format!("{}{}", (b'a' + n) as char, (b'a' + n) as char));
+        let key = if n < 4 { key } else { format!("not-a-key-{n}") };
+        let response = get(key, ATTACKER).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{n}");
+    }
+    assert!(decisions(&server).await.is_empty(), "below the threshold");
+    assert_eq!(get("sr_live_guess".to_owned(), ATTACKER).send().await.unwrap().status(), 401);
+    let made = decisions(&server).await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0]["reason"], "api_key_probing");
+    assert_eq!(made[0]["scope"], json!({"kind": "ip", "address": ATTACKER}));
+    assert!(made[0]["detail"].as_str().unwrap().starts_with("8 distinct"), "{}", made[0]);
+    let until = strongroom_types::Timestamp::parse_rfc3339(made[0]["until"].as_str().unwrap()).unwrap();
+    assert_eq!(until.millis_since(server.clock.now()), 3_600_000, "blocked for api_key_probing_block (1h)");
+    // Refused at the edge, even with the shop's real key; the shop's server goes on.
+    assert_eq!(get(real.clone(), ATTACKER).send().await.unwrap().status(), 429);
+    assert_eq!(get(real.clone(), BYSTANDER).send().await.unwrap().status(), 200);
+    let audit = audit_text(&server).await;
+    assert!(audit.contains("api_key_probing") && !audit.contains("not-a-key"), "audited, without the keys");
+    assert!(metrics(&server).await.contains("strongroom_detections_total{point=\"api_key_probing\"} 1"));
 }
 
 async fn an_accepted_staff_invitation_presented_again_blocks_the_client(backend: Backend) {

@@ -105,6 +105,11 @@ pub struct DetectionSettings {
     pub token_guesses: u32,
     /// How long a first token-guessing suspension lasts.
     pub guessing_suspension: Duration,
+    /// Distinct API keys that do not exist (or malformed credentials) presented by one client
+    /// within 10 minutes that block the client everywhere (API key probing); 0: never.
+    pub api_key_probes: u32,
+    /// How long a first API-key-probing block lasts.
+    pub api_key_probing_block: Duration,
     /// Session cookies or signed tokens failing verification from one client in 10 minutes that
     /// block the client everywhere; 0: never.
     pub tampered_credentials: u32,
@@ -174,6 +179,8 @@ impl Default for DetectionSettings {
             enumeration_suspension: minutes(60),
             token_guesses: 100,
             guessing_suspension: minutes(15),
+            api_key_probes: 20,
+            api_key_probing_block: minutes(60),
             tampered_credentials: 10,
             tampering_block: minutes(60),
             replayed_tokens: 5,
@@ -1214,6 +1221,7 @@ fn what_is_counted(point: Point) -> &'static str {
         Point::IinCluster => "cards sharing their first six digits from one client",
         Point::Enumeration => "objects not found or not allowed for one API key",
         Point::TokenGuessing => "lookups of tokens that do not exist by one API key",
+        Point::ApiKeyProbing => "API keys that do not exist presented by one client",
         Point::TamperedCredential => "credentials failing verification from one client",
         Point::ReplayedToken => "single-use tokens presented again from one client",
         Point::DecoyAccount => "sign-ins for a decoy account",

@@ -65,6 +65,9 @@ pub enum Point {
     Enumeration,
     /// Lookups of many distinct tokens that do not exist by one API key.
     TokenGuessing,
+    /// Many distinct API keys that do not exist (or are not even shaped like one) presented by
+    /// one client: someone trying keys. The shop's server retrying its one wrong key counts once.
+    ApiKeyProbing,
     /// Distinct session cookies from one client that are not even shaped like a session token
     /// (forged or edited; one browser resending one bad cookie counts once).
     TamperedCredential,
@@ -109,7 +112,7 @@ pub enum Point {
 
 impl Point {
     /// Every point, in the order of the metrics.
-    pub const ALL: [Point; 24] = [
+    pub const ALL: [Point; 25] = [
         Point::CredentialStuffing,
         Point::NetworkStuffing,
         Point::DeviceStuffing,
@@ -121,6 +124,7 @@ impl Point {
         Point::IinCluster,
         Point::Enumeration,
         Point::TokenGuessing,
+        Point::ApiKeyProbing,
         Point::TamperedCredential,
         Point::ReplayedToken,
         Point::DecoyAccount,
@@ -150,6 +154,7 @@ impl Point {
             Point::IinCluster => "iin_cluster",
             Point::Enumeration => "enumeration",
             Point::TokenGuessing => "token_guessing",
+            Point::ApiKeyProbing => "api_key_probing",
             Point::TamperedCredential => "tampered_credential",
             Point::ReplayedToken => "replayed_token",
             Point::DecoyAccount => "decoy_account",
@@ -182,6 +187,7 @@ impl Point {
             | Point::IinCluster
             | Point::Enumeration
             | Point::TokenGuessing
+            | Point::ApiKeyProbing
             | Point::TamperedCredential => Counting::Distinct,
             Point::CodeGuessing
             | Point::CardTesting
@@ -222,6 +228,7 @@ impl Point {
             | Point::DecoyAccount
             | Point::Enumeration
             | Point::TokenGuessing
+            | Point::ApiKeyProbing
             | Point::InsiderReveals
             | Point::FailureRatio
             | Point::ImpossibleTravel => Severity::High,
@@ -298,6 +305,7 @@ impl DetectionSettings {
             Point::IinCluster => (self.iin_cluster_cards, minutes(60), self.card_testing_block),
             Point::Enumeration => (self.enumeration_ids, minutes(10), self.enumeration_suspension),
             Point::TokenGuessing => (self.token_guesses, minutes(10), self.guessing_suspension),
+            Point::ApiKeyProbing => (self.api_key_probes, minutes(10), self.api_key_probing_block),
             Point::TamperedCredential => (self.tampered_credentials, minutes(10), self.tampering_block),
             Point::ReplayedToken => (self.replayed_tokens, minutes(60), self.replay_block),
             Point::DecoyAccount => (u32::from(!self.decoy_accounts.is_empty()), minutes(60), self.decoy_block),
