@@ -158,6 +158,9 @@ pub struct DetectionConfig {
     /// Distinct cards sharing their first six digits from one client within an hour that block
     /// its payments; 0: never. Default 5.
     pub iin_cluster_cards: u32,
+    /// Distinct cards paying one identical amount from one client within an hour that block its
+    /// payments; 0: never. Default 10.
+    pub identical_amount_cards: u32,
     /// Distinct objects one API key asked for within 10 minutes and got 404 or 403 for, that
     /// suspend the key (enumeration); 0: never. Default 50.
     pub enumeration_ids: u32,
@@ -277,6 +280,7 @@ impl Default for DetectionConfig {
             decline_ratio_attempts: d.decline_ratio_attempts,
             small_amount_cards: d.small_amount_cards,
             iin_cluster_cards: d.iin_cluster_cards,
+            identical_amount_cards: d.identical_amount_cards,
             enumeration_ids: d.enumeration_ids,
             enumeration_suspension: d.enumeration_suspension,
             token_guesses: d.token_guesses,
@@ -328,6 +332,7 @@ impl DetectionConfig {
             decline_ratio_attempts: self.decline_ratio_attempts,
             small_amount_cards: self.small_amount_cards,
             iin_cluster_cards: self.iin_cluster_cards,
+            identical_amount_cards: self.identical_amount_cards,
             enumeration_ids: self.enumeration_ids,
             enumeration_suspension: self.enumeration_suspension,
             token_guesses: self.token_guesses,

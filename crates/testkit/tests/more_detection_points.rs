@@ -19,6 +19,7 @@ on_both_backends!(
     payments_failing_three_d_secure_count_toward_the_decline_ratio,
     many_cards_paying_small_amounts_block_the_client,
     many_cards_of_one_issuer_range_block_the_client,
+    many_cards_paying_one_identical_amount_block_the_client,
     unusual_methods_and_body_types_block_a_client_and_alert_on_a_key,
     a_used_link_presented_again_and_again_blocks_the_client,
     reveals_outside_the_usual_hours_alert_once_a_day,
@@ -328,6 +329,33 @@ async fn many_cards_of_one_issuer_range_block_the_client(backend: Backend) {
     let (status, paid) = pay(&server, &card("411111", 3), 2500, ATTACKER).await;
     assert_eq!((status, paid["status"].as_str()), (201, Some("succeeded")), "{paid}");
     assert_blocked_for(&server, "iin_cluster", "3 distinct cards sharing their first six digits").await;
+}
+
+async fn many_cards_paying_one_identical_amount_block_the_client(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |c| {
+        c.payments.fraud.max_cards_per_client = 0;
+        c.detection.iin_cluster_cards = 0;
+        c.detection.identical_amount_cards = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    // Normal use: three cards paying one price, and a fourth paying another; one card paying
+    // the price again.
+    for (number, amount) in [("4242424242424242", 1999), ("5555555555554444", 1999), ("4012888888881881", 1999)] {
+        let (status, paid) = pay(&server, number, amount, ATTACKER).await;
+        assert_eq!((status, paid["status"].as_str()), (201, Some("succeeded")), "{paid}");
+    }
+    for (number, amount) in [("4111111111111111", 2000), ("4242424242424242", 1999)] {
+        let (status, paid) = pay(&server, number, amount, ATTACKER).await;
+        assert_eq!((status, paid["status"].as_str()), (201, Some("succeeded")), "{paid}");
+    }
+    assert!(decisions(&server).await.is_empty(), "nothing below the threshold");
+    // The fourth distinct card paying 19.99 EUR.
+    let (status, paid) = pay(&server, &card("510510", 7), 1999, ATTACKER).await;
+    assert_eq!((status, paid["status"].as_str()), (201, Some("succeeded")), "{paid}");
+    assert_blocked_for(&server, "identical_amount_cards", "4 distinct cards paying one identical amount").await;
 }
 
 async fn unusual_methods_and_body_types_block_a_client_and_alert_on_a_key(backend: Backend) {

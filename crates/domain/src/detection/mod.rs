@@ -95,6 +95,9 @@ pub struct DetectionSettings {
     /// Distinct cards sharing their first six digits from one client in an hour that block its
     /// payments; 0: never.
     pub iin_cluster_cards: u32,
+    /// Distinct cards paying one identical amount from one client in an hour that block its
+    /// payments; 0: never.
+    pub identical_amount_cards: u32,
     /// Distinct objects one API key asked for in 10 minutes and got 404 or 403 for, that suspend
     /// the key; 0: never.
     pub enumeration_ids: u32,
@@ -175,6 +178,7 @@ impl Default for DetectionSettings {
             decline_ratio_attempts: 10,
             small_amount_cards: 5,
             iin_cluster_cards: 5,
+            identical_amount_cards: 10,
             enumeration_ids: 50,
             enumeration_suspension: minutes(60),
             token_guesses: 100,
@@ -1219,6 +1223,7 @@ fn what_is_counted(point: Point) -> &'static str {
         Point::DeclineRatio => "clients with most payments declined",
         Point::SmallAmountCards => "cards paying small amounts from one client",
         Point::IinCluster => "cards sharing their first six digits from one client",
+        Point::IdenticalAmounts => "cards paying one identical amount from one client",
         Point::Enumeration => "objects not found or not allowed for one API key",
         Point::TokenGuessing => "lookups of tokens that do not exist by one API key",
         Point::ApiKeyProbing => "API keys that do not exist presented by one client",

@@ -60,6 +60,10 @@ pub enum Point {
     /// Many distinct cards sharing their first six digits (one issuer's range) from one client,
     /// among the payments the fraud checks let through: numbers generated in a range.
     IinCluster,
+    /// Many distinct cards paying one identical amount (amount and currency) from one client,
+    /// among the payments the fraud checks let through: a tester's script, which sends the
+    /// same amount with every card it tries.
+    IdenticalAmounts,
     /// Requests of one API key for many distinct objects that do not exist or are not its
     /// merchant's (404), or that its scopes do not allow (403).
     Enumeration,
@@ -112,7 +116,7 @@ pub enum Point {
 
 impl Point {
     /// Every point, in the order of the metrics.
-    pub const ALL: [Point; 25] = [
+    pub const ALL: [Point; 26] = [
         Point::CredentialStuffing,
         Point::NetworkStuffing,
         Point::DeviceStuffing,
@@ -122,6 +126,7 @@ impl Point {
         Point::DeclineRatio,
         Point::SmallAmountCards,
         Point::IinCluster,
+        Point::IdenticalAmounts,
         Point::Enumeration,
         Point::TokenGuessing,
         Point::ApiKeyProbing,
@@ -152,6 +157,7 @@ impl Point {
             Point::DeclineRatio => "decline_ratio",
             Point::SmallAmountCards => "small_amount_cards",
             Point::IinCluster => "iin_cluster",
+            Point::IdenticalAmounts => "identical_amount_cards",
             Point::Enumeration => "enumeration",
             Point::TokenGuessing => "token_guessing",
             Point::ApiKeyProbing => "api_key_probing",
@@ -185,6 +191,7 @@ impl Point {
             | Point::UnknownAccounts
             | Point::SmallAmountCards
             | Point::IinCluster
+            | Point::IdenticalAmounts
             | Point::Enumeration
             | Point::TokenGuessing
             | Point::ApiKeyProbing
@@ -225,6 +232,7 @@ impl Point {
             | Point::DeclineRatio
             | Point::SmallAmountCards
             | Point::IinCluster
+            | Point::IdenticalAmounts
             | Point::DecoyAccount
             | Point::Enumeration
             | Point::TokenGuessing
@@ -303,6 +311,7 @@ impl DetectionSettings {
             ),
             Point::SmallAmountCards => (self.small_amount_cards, minutes(60), self.card_testing_block),
             Point::IinCluster => (self.iin_cluster_cards, minutes(60), self.card_testing_block),
+            Point::IdenticalAmounts => (self.identical_amount_cards, minutes(60), self.card_testing_block),
             Point::Enumeration => (self.enumeration_ids, minutes(10), self.enumeration_suspension),
             Point::TokenGuessing => (self.token_guesses, minutes(10), self.guessing_suspension),
             Point::ApiKeyProbing => (self.api_key_probes, minutes(10), self.api_key_probing_block),

@@ -231,6 +231,9 @@ impl PaymentsService {
                 // cards in it are counted by fingerprint.
                 detection.sighted(sighting(crate::detection::Point::IinCluster, format!("{group}:{first6}"))).await;
             }
+            // One amount, many cards: the amount names the count.
+            let amount = format!("{group}:{}{}", intent.amount.minor(), intent.amount.currency().lowercase());
+            detection.sighted(sighting(crate::detection::Point::IdenticalAmounts, amount)).await;
         }
     }
 
