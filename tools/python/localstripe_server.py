@@ -7,11 +7,19 @@ Prints the port it listens on, then serves until killed. Adds, for the tests onl
   GET /_config/return_urls: every one received;
 - `setup_future_usage` and `off_session` on a PaymentIntent (a card kept for later, a payment
   without the customer), taken as Stripe takes them, and GET /_config/stored_credentials: what
-  each PaymentIntent creation said of them;
+  each PaymentIntent creation said of them (and its `customer` and `payment_method`);
+- Stripe's rules for a kept card: a PaymentIntent with `setup_future_usage` and a Customer
+  attaches its PaymentMethod to that Customer (and shows `setup_future_usage`); a PaymentMethod
+  used once already may be used again only as its Customer's (Stripe refuses the reuse of a
+  PaymentMethod that was not attached);
+- `payment_method_details.card.network_transaction_id` on a successful charge (15 digits, as
+  Visa's), which localstripe leaves out;
 - a card PaymentMethod without `cvc` (a saved card's later payments), which Stripe takes and
   localstripe refuses: counted in GET /_config/stored_credentials' `without_cvc`;
 - a payment intent or refund of amount 1313 is answered after 6 s (to leave strongroom's intent
   processing, or its refund pending);
+- a refund of amount 1414 is made `pending` (as Stripe answers a refund it has not settled yet),
+  until POST /_config/settle_refunds makes every pending refund `succeeded`;
 - Stripe's idempotency, which localstripe lacks: a POST whose Idempotency-Key was seen answers the
   first answer (status and body, `Idempotent-Replayed: true`) and does nothing; while the first is
   in flight, 409. GET /_config/effects says how often each key acted (never more than once) and
@@ -41,13 +49,26 @@ _intent_init = resources.PaymentIntent.__init__
 stored_credentials = []
 
 
+used_methods = set()
+
+
 def _init_taking_return_url(self, *args, return_url=None, setup_future_usage=None, **kwargs):
     if return_url is not None:
         return_urls.append(return_url)
     if setup_future_usage not in (None, 'on_session', 'off_session'):
         raise resources.UserError(400, 'Bad request')
+    method_id, customer = kwargs.get('payment_method'), kwargs.get('customer')
+    if method_id in used_methods:
+        method = resources.PaymentMethod._api_retrieve(method_id)
+        if method.customer is None or method.customer != customer:
+            raise resources.UserError(400, 'The provided PaymentMethod was previously used with a PaymentIntent '
+                                           'without Customer attachment, or belongs to another Customer.')
     _intent_init(self, *args, **kwargs)
-
+    self.setup_future_usage = setup_future_usage
+    if method_id:
+        used_methods.add(method_id)
+        if setup_future_usage and customer:
+            resources.PaymentMethod._api_retrieve(method_id).customer = customer
 
 resources.PaymentIntent.__init__ = _init_taking_return_url
 
@@ -65,6 +86,32 @@ def _init_taking_no_cvc(self, *args, type=None, card=None, **kwargs):
 
 
 resources.PaymentMethod.__init__ = _init_taking_no_cvc
+
+# Stripe answers some refunds `pending` and settles them later; localstripe settles every refund
+# at once. A refund of 14.14 stays pending until the test settles it.
+_refund_init = resources.Refund.__init__
+
+
+def _init_pending_for_1414(self, *args, **kwargs):
+    _refund_init(self, *args, **kwargs)
+    if self.amount == 1414:
+        self.status = 'pending'
+
+
+resources.Refund.__init__ = _init_pending_for_1414
+
+# Stripe reports the network's id of a card authorisation on the charge; localstripe does not.
+_initialize_charge = resources.Charge._initialize_charge
+
+
+def _initialize_charge_with_network_id(self, *args, **kwargs):
+    _initialize_charge(self, *args, **kwargs)
+    if self.status == 'succeeded':
+        digits = str(int.from_bytes(self.id.encode(), 'big') % 10 ** 15).zfill(15)
+        self.payment_method_details = {'type': 'card', 'card': {'network_transaction_id': digits}}
+
+
+resources.Charge._initialize_charge = _initialize_charge_with_network_id
 
 import localstripe.server as server  # noqa: E402
 
@@ -140,6 +187,8 @@ async def record(request, handler):
                     'strongroom_intent': data.get('metadata[strongroom_intent]'),
                     'setup_future_usage': data.get('setup_future_usage'),
                     'off_session': data.get('off_session') == 'true',
+                    'customer': data.get('customer'),
+                    'payment_method': data.get('payment_method'),
                 })
             if data.get('amount') == '1313':
                 await asyncio.sleep(6)
@@ -148,6 +197,15 @@ async def record(request, handler):
 
 async def requests(request):
     return web.json_response(seen)
+
+
+async def settle_refunds(request):
+    settled = 0
+    for key, obj in resources.store.items():
+        if key.startswith('refund:') and obj.status == 'pending':
+            obj.status = 'succeeded'
+            settled += 1
+    return web.json_response({'settled': settled})
 
 
 async def sent_return_urls(request):
@@ -162,6 +220,7 @@ server.app.middlewares.insert(0, idempotency)
 server.app.middlewares.append(record)
 server.app.router.add_get('/_config/effects', effects)
 server.app.router.add_get('/_config/requests', requests)
+server.app.router.add_post('/_config/settle_refunds', settle_refunds)
 server.app.router.add_get('/_config/return_urls', sent_return_urls)
 server.app.router.add_get('/_config/stored_credentials', sent_stored_credentials)
 

@@ -30,6 +30,7 @@ struct SavedCardRow {
     usage: String,
     consent: String,
     network_transaction_id: Option<String>,
+    stored_method: Option<String>,
     first_payment_intent: String,
     status: String,
     last_used_at: Option<i64>,
@@ -39,7 +40,8 @@ struct SavedCardRow {
 }
 
 const SAVED_CARD_COLUMNS: &str = "id, merchant_id, mode, customer, token, brand, last4, usage, consent, \
-     network_transaction_id, first_payment_intent, status, last_used_at, created_at, removed_at, removed_by";
+     network_transaction_id, stored_method, first_payment_intent, status, last_used_at, created_at, removed_at, \
+     removed_by";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Other(format!("stored saved card {what} is not valid"))
@@ -58,6 +60,7 @@ impl TryFrom<SavedCardRow> for SavedCardRecord {
             customer: row.customer,
             token: row.token,
             network_transaction_id: row.network_transaction_id,
+            stored_method: row.stored_method,
             first_payment_intent: row.first_payment_intent,
             status: row.status,
             last_used_at: row.last_used_at.map(Timestamp::from_unix_millis),
@@ -79,8 +82,8 @@ macro_rules! insert_saved_card {
     ($tx:expr, $card:expr) => {
         sqlx::query(
             "INSERT INTO saved_cards (id, merchant_id, mode, customer, token, brand, last4, usage, consent, \
-             network_transaction_id, first_payment_intent, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', $12) \
+             network_transaction_id, stored_method, first_payment_intent, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'active', $13) \
              ON CONFLICT (first_payment_intent) DO NOTHING",
         )
         .bind(&$card.id)
@@ -93,6 +96,7 @@ macro_rules! insert_saved_card {
         .bind($card.usage.as_str())
         .bind($crate::saved_cards::consent_text($card))
         .bind($card.network_transaction_id.as_deref())
+        .bind($card.stored_method.as_deref())
         .bind(&$card.first_payment_intent)
         .bind($card.created_at.unix_millis())
         .execute(&mut *$tx)

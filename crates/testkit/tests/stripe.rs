@@ -6,8 +6,11 @@
 //! a bad signature, a stale one, a replay, an unknown event type, a dispute made with its
 //! evidence deadline, 30 concurrent deliveries of one event taking effect once, and an intent
 //! left `processing` and a refund left `pending` settled by the gateway's word. And a saved card:
-//! its first payment is sent with `setup_future_usage`, a payment without the customer with
-//! `off_session`. Reconciliation finds a payment whose answer was lost through Stripe's search
+//! its first payment is sent with `setup_future_usage` and a Stripe Customer of its own, and the
+//! network's transaction id on Stripe's charge is kept; later payments, with the customer or
+//! without (`off_session`), charge the kept PaymentMethod of that Customer. Reconciliation
+//! settles refunds whose answer was lost, or that Stripe answered `pending`, from the payment's
+//! refunds at Stripe. Reconciliation finds a payment whose answer was lost through Stripe's search
 //! (the stand-in adds it to localstripe) and settles it.
 //! localstripe ignores idempotency keys and allows over-refunds: those rules stay tested against
 //! our own code (`payments.rs`). Outside CI a missing localstripe skips (said on standard error);
@@ -30,7 +33,8 @@ on_both_backends!(
     disputes_come_from_signed_webhooks_once,
     a_webhook_settles_an_intent_left_processing,
     saved_cards_tell_stripe_their_stored_credential_use,
-    reconciliation_finds_a_lost_answer_by_stripes_search
+    reconciliation_finds_a_lost_answer_by_stripes_search,
+    reconciliation_settles_refunds_from_stripes_list
 );
 
 const WEBHOOK_SECRET: &str = "whsec_strongroom_test_0123456789";
@@ -86,6 +90,12 @@ impl LocalStripe {
     async fn get(&self, path: &str) -> Value {
         let response =
             reqwest::Client::new().get(format!("{}{path}", self.base())).bearer_auth(SECRET_KEY).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
+    async fn post(&self, path: &str) -> Value {
+        let response =
+            reqwest::Client::new().post(format!("{}{path}", self.base())).bearer_auth(SECRET_KEY).send().await.unwrap();
         response.json().await.unwrap()
     }
 
@@ -588,19 +598,55 @@ async fn saved_cards_tell_stripe_their_stored_credential_use(backend: Backend) {
         (Some("off_session"), Some(false)),
         "{sent}"
     );
+    let customer = first_sent["customer"].as_str().expect("the kept card is given a Stripe Customer").to_owned();
+    assert!(customer.starts_with("cus_"), "{sent}");
+    // The network's id of the first authorisation, as Stripe's charge reports it, is on our
+    // intent and kept with the saved card.
+    let at_stripe = stripe.intent_for(first["id"].as_str().unwrap()).await;
+    let network_id = at_stripe["latest_charge"]["payment_method_details"]["card"]["network_transaction_id"]
+        .as_str()
+        .expect("the stand-in reports one")
+        .to_owned();
+    assert_eq!(first["network_transaction_id"], network_id.as_str(), "{first}");
+    let (_, saved) = send(&server, &key, Method::GET, &format!("/v1/saved_cards/{pm}"), None).await;
+    assert_eq!(saved["network_transaction_id"], network_id.as_str(), "{saved}");
+    assert!(!saved.to_string().contains(&customer), "Stripe's handle on the card is never shown: {saved}");
+
+    // The payment without the customer names the kept PaymentMethod and its Customer: Stripe
+    // links it to the first payment. No new PaymentMethod is made (Stripe refuses to reuse one
+    // that was not attached to the Customer, so this passing shows the first attached it).
     let monthly_sent = of(monthly["id"].as_str().unwrap());
     assert_eq!(
         (monthly_sent["setup_future_usage"].as_str(), monthly_sent["off_session"].as_bool()),
         (None, Some(true)),
         "{sent}"
     );
-    assert_eq!(sent["without_cvc"], 1, "the later payment sent no CVC (the first one used it): {sent}");
+    assert_eq!(
+        (monthly_sent["customer"].as_str(), monthly_sent["payment_method"].as_str()),
+        (Some(customer.as_str()), first_sent["payment_method"].as_str()),
+        "{sent}"
+    );
+    // The customer pays again with the saved card, present: the same kept PaymentMethod.
+    let body = json!({"amount": 1200, "currency": "eur", "customer": "cust_s1", "payment_method": pm, "confirm": true});
+    let (status, again) = post(&server, &key, "/v1/payment_intents", &body).await;
+    assert_eq!((status, again["status"].as_str()), (201, Some("succeeded")), "{again}");
+    let sent = stripe.get("/_config/stored_credentials").await;
+    let again_sent =
+        sent["intents"].as_array().unwrap().iter().find(|s| s["strongroom_intent"] == again["id"]).unwrap();
+    assert_eq!(
+        (again_sent["customer"].as_str(), again_sent["payment_method"].as_str(), again_sent["off_session"].as_bool()),
+        (Some(customer.as_str()), first_sent["payment_method"].as_str(), Some(false)),
+        "{sent}"
+    );
+    assert_eq!(stripe.keys_on("/v1/payment_methods").await.len(), 1, "only the first payment sent the card");
+    assert_eq!(sent["without_cvc"], 0, "{sent}");
 }
 
-async fn reconciliation_finds_a_lost_answer_by_stripes_search(backend: Backend) {
-    let Some(stripe) = LocalStripe::start().await else { return };
+/// A server on the Stripe gateway whose reconciliation runs every second, for calls older than
+/// one second (the gateway's timeout), believing "not found" at Stripe's search after 8 s.
+async fn reconciling_server(backend: Backend, stripe: &LocalStripe) -> Option<TestServer> {
     let base = stripe.base();
-    let Some(server) = TestServer::spawn_with(backend, |config| {
+    TestServer::spawn_with(backend, |config| {
         config.payments.gateway = "stripe".into();
         config.payments.gateway_timeout = Duration::from_secs(1);
         config.payments.reconcile_interval = Duration::from_secs(1);
@@ -610,9 +656,24 @@ async fn reconciliation_finds_a_lost_answer_by_stripes_search(backend: Backend) 
         config.payments.stripe.api_base = base;
     })
     .await
-    else {
-        return;
-    };
+}
+
+/// Reads `path` every 200 ms until `done` says so (20 s at most), and gives the last read.
+async fn read_until(server: &TestServer, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut read = Value::Null;
+    for _ in 0..100 {
+        read = send(server, &server.bootstrap_key, Method::GET, path, None).await.1;
+        if done(&read) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    read
+}
+
+async fn reconciliation_finds_a_lost_answer_by_stripes_search(backend: Backend) {
+    let Some(stripe) = LocalStripe::start().await else { return };
+    let Some(server) = reconciling_server(backend, &stripe).await else { return };
     let key = server.bootstrap_key.clone();
     // The stand-in answers 13.13 after 6 s: strongroom gave up after 1 s, Stripe charged.
     let slow = paid(&server, &key, "4242424242424242", 1313, "automatic").await;
@@ -627,14 +688,7 @@ async fn reconciliation_finds_a_lost_answer_by_stripes_search(backend: Backend) 
     // lag by the test clock, which stands still otherwise.
     tokio::time::sleep(Duration::from_secs(5)).await;
     server.clock.advance(Duration::from_secs(10));
-    let mut read = Value::Null;
-    for _ in 0..100 {
-        read = send(&server, &key, Method::GET, &format!("/v1/payment_intents/{id}"), None).await.1;
-        if read["status"] != "processing" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let read = read_until(&server, &format!("/v1/payment_intents/{id}"), |r| r["status"] != "processing").await;
     assert_eq!((read["status"].as_str(), read["amount_received"].as_i64()), (Some("succeeded"), Some(1313)), "{read}");
     let at_stripe = stripe.intent_for(&id).await;
     assert_eq!(at_stripe["status"], "succeeded");
@@ -643,4 +697,47 @@ async fn reconciliation_finds_a_lost_answer_by_stripes_search(backend: Backend) 
     // The call was made once at Stripe (its key acted once).
     let effects = stripe.get("/_config/effects").await;
     assert!(effects["acted"].as_object().unwrap().values().all(|n| n == 1), "{effects}");
+}
+
+async fn reconciliation_settles_refunds_from_stripes_list(backend: Backend) {
+    let Some(stripe) = LocalStripe::start().await else { return };
+    let Some(server) = reconciling_server(backend, &stripe).await else { return };
+    let key = server.bootstrap_key.clone();
+    let payment = paid(&server, &key, "4242424242424242", 5000, "automatic").await;
+    assert_eq!(payment["status"], "succeeded", "{payment}");
+    let id = payment["id"].as_str().unwrap();
+    // A refund whose answer is lost: the stand-in answers 13.13 after 6 s, strongroom gives up
+    // after 1 s; Stripe made it.
+    let (status, lost) = post(&server, &key, "/v1/refunds", &json!({"payment_intent": id, "amount": 1313})).await;
+    assert_eq!((status, lost["status"].as_str()), (201, Some("pending")), "{lost}");
+    let lost_id = lost["id"].as_str().unwrap().to_owned();
+    // A refund Stripe answers `pending` (the stand-in keeps 14.14 pending until told).
+    let (status, slow) = post(&server, &key, "/v1/refunds", &json!({"payment_intent": id, "amount": 1414})).await;
+    assert_eq!((status, slow["status"].as_str()), (201, Some("pending")), "{slow}");
+    let slow_id = slow["id"].as_str().unwrap().to_owned();
+
+    // Once Stripe has made the lost one (6 s, real time), let both calls be older than the
+    // timeout by the test clock: reconciliation finds the lost refund among the payment's
+    // refunds at Stripe, by our key in its metadata, and settles it. No webhook is sent.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    server.clock.advance(Duration::from_secs(10));
+    let settled = read_until(&server, &format!("/v1/refunds/{lost_id}"), |r| r["status"] != "pending").await;
+    assert_eq!((settled["status"].as_str(), settled["amount"].as_i64()), (Some("succeeded"), Some(1313)), "{settled}");
+    assert_eq!(audit_actions(&server, &lost_id).await, ["refund.created", "refund.succeeded"]);
+    // The one Stripe still says is pending stays pending, run after run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, still) = send(&server, &key, Method::GET, &format!("/v1/refunds/{slow_id}"), None).await;
+    assert_eq!(still["status"], "pending", "{still}");
+    // Stripe settles it; the next run reads that and settles ours.
+    assert_eq!(stripe.post("/_config/settle_refunds").await["settled"], 1);
+    let settled = read_until(&server, &format!("/v1/refunds/{slow_id}"), |r| r["status"] != "pending").await;
+    assert_eq!(settled["status"], "succeeded", "{settled}");
+    assert_eq!(audit_actions(&server, &slow_id).await, ["refund.created", "refund.succeeded"]);
+    let (_, intent) = send(&server, &key, Method::GET, &format!("/v1/payment_intents/{id}"), None).await;
+    assert_eq!(intent["amount_refunded"], 1313 + 1414, "{intent}");
+    // Each refund was made once at Stripe: reconciliation found them and sent nothing again.
+    assert_eq!(stripe.keys_on("/v1/refunds").await, [format!("{lost_id}:refund:1"), format!("{slow_id}:refund:1")]);
+    let effects = stripe.get("/_config/effects").await;
+    assert!(effects["acted"].as_object().unwrap().values().all(|n| n == 1), "{effects}");
+    server.shutdown().await;
 }

@@ -69,6 +69,9 @@ pub enum StoredCredential {
     CustomerInitiated {
         /// The network's id of the first payment, when known.
         network_transaction_id: Option<String>,
+        /// The gateway's own handle on the saved card, when its first payment gave one
+        /// ([`GatewayAnswer::stored_method`]).
+        stored_method: Option<String>,
     },
     /// The shop charges the saved card without the customer.
     MerchantInitiated {
@@ -77,6 +80,9 @@ pub enum StoredCredential {
         /// The network's id of the first payment (networks refuse a merchant-initiated
         /// payment that names none).
         network_transaction_id: Option<String>,
+        /// The gateway's own handle on the saved card, when its first payment gave one
+        /// ([`GatewayAnswer::stored_method`]).
+        stored_method: Option<String>,
     },
 }
 
@@ -86,10 +92,10 @@ impl StoredCredential {
     pub fn label(&self) -> String {
         match self {
             StoredCredential::First(usage) => format!("first:{}", usage.as_str()),
-            StoredCredential::CustomerInitiated { network_transaction_id } => {
+            StoredCredential::CustomerInitiated { network_transaction_id, .. } => {
                 format!("customer:{}", network_transaction_id.as_deref().unwrap_or(""))
             }
-            StoredCredential::MerchantInitiated { reason, network_transaction_id } => {
+            StoredCredential::MerchantInitiated { reason, network_transaction_id, .. } => {
                 format!("merchant:{}:{}", reason.as_str(), network_transaction_id.as_deref().unwrap_or(""))
             }
         }
@@ -107,6 +113,16 @@ pub struct FollowUpRequest {
     pub gateway_reference: String,
     /// How much (the captured or refunded amount; for a void, the authorised one).
     pub amount: Money,
+}
+
+/// Ask what became of an earlier call whose answer strongroom does not know.
+#[derive(Debug, Clone)]
+pub struct LookupRequest {
+    /// The call's key (see [`idempotency_key`]).
+    pub idempotency_key: String,
+    /// The gateway's id of the payment the call was about, when known: a gateway that cannot
+    /// be asked by key alone looks among that payment's refunds (Stripe).
+    pub payment_reference: Option<String>,
 }
 
 /// Ask what became of an authorisation after the customer's action (3-D Secure): the gateway
@@ -160,6 +176,11 @@ pub struct GatewayAnswer {
     /// The card network's id of an approved authorisation (kept with a saved card, and sent
     /// with its merchant-initiated payments).
     pub network_transaction_id: Option<String>,
+    /// For an approved first payment of a card the customer agreed to keep: the gateway's own
+    /// handle on that card, kept with the saved card and given back with its later payments
+    /// (Stripe: its Customer and PaymentMethod, through which Stripe links later payments to
+    /// the first one for the networks). Never a card number.
+    pub stored_method: Option<String>,
 }
 
 impl GatewayAnswer {
@@ -171,6 +192,7 @@ impl GatewayAnswer {
             error: None,
             next_action: None,
             network_transaction_id: None,
+            stored_method: None,
         }
     }
 }
@@ -201,7 +223,7 @@ pub trait Gateway: Send + Sync + std::fmt::Debug {
     /// Refunds (part of) a captured amount.
     async fn refund(&self, request: &FollowUpRequest) -> Result<GatewayAnswer, GatewayError>;
     /// What became of an earlier call, by its idempotency key (`None`: the gateway never saw it).
-    async fn lookup(&self, idempotency_key: &str) -> Result<Option<GatewayAnswer>, GatewayError>;
+    async fn lookup(&self, request: &LookupRequest) -> Result<Option<GatewayAnswer>, GatewayError>;
     /// How long a call may take to show in [`Gateway::lookup`] after it was made (a gateway
     /// whose search is eventually consistent): until then "never seen" is not believed.
     /// Default: none (the gateway's record is written before it answers).

@@ -270,6 +270,7 @@ impl PaymentsService {
                 .map(|reason| PaymentError::of(reason, None, "the gateway failed the refund")),
             next_action: None,
             network_transaction_id: None,
+            stored_method: None,
         };
         let key = idempotency_key(&refund.id, "refund", 1);
         let actor = Actor::Gateway(self.ports.gateway.name());

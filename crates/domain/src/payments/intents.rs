@@ -717,7 +717,7 @@ impl PaymentsService {
                 after.card_on_file.get_or_insert_with(Default::default).network_transaction_id =
                     Some(network_id.clone());
             }
-            to_save = self.card_to_save(&after, answer.network_transaction_id.as_deref());
+            to_save = self.card_to_save(&after, &answer);
             if let (Some(card), Some(plan)) = (&to_save, after.card_on_file.as_mut()) {
                 plan.saved_card = Some(card.id.clone());
             }

@@ -27,8 +27,8 @@ use serde::Serialize;
 use strongroom_types::Timestamp;
 
 use super::gateway::{
-    FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, authorization_event, capture_event, refund_settled,
-    void_event,
+    FollowUpRequest, GatewayAnswer, GatewayError, GatewayStatus, LookupRequest, authorization_event, capture_event,
+    refund_settled, void_event,
 };
 use super::intents::gateway_outcome;
 use super::{Actor, PaymentsService};
@@ -164,8 +164,14 @@ impl PaymentsService {
         Ok(report)
     }
 
-    async fn ask(&self, key: &str) -> Word {
-        match self.call_lookup(key).await {
+    /// Asks the gateway about the call under `key`, made for the payment the gateway knows as
+    /// `payment_reference` (when it answered one).
+    async fn ask(&self, key: &str, payment_reference: Option<&str>) -> Word {
+        let request = LookupRequest {
+            idempotency_key: key.to_owned(),
+            payment_reference: payment_reference.filter(|r| !r.is_empty()).map(str::to_owned),
+        };
+        match self.call_lookup(&request).await {
             Ok(Some(answer)) => Word::Answer(Box::new(answer)),
             Ok(None) => Word::NotReceived,
             Err(err) => {
@@ -175,8 +181,8 @@ impl PaymentsService {
         }
     }
 
-    async fn call_lookup(&self, key: &str) -> Result<Option<GatewayAnswer>, GatewayError> {
-        match tokio::time::timeout(self.settings.gateway_timeout, self.ports.gateway.lookup(key)).await {
+    async fn call_lookup(&self, request: &LookupRequest) -> Result<Option<GatewayAnswer>, GatewayError> {
+        match tokio::time::timeout(self.settings.gateway_timeout, self.ports.gateway.lookup(request)).await {
             Ok(result) => result,
             Err(_) => Err(GatewayError::Timeout),
         }
@@ -199,7 +205,7 @@ impl PaymentsService {
             difference.gateway = "unknown_intent".into();
             return Ok(difference);
         };
-        let word = self.ask(&call.idempotency_key).await;
+        let word = self.ask(&call.idempotency_key, intent.gateway_reference.as_deref()).await;
         difference.gateway = word.label();
         let waits_for_this_call = intent.state.pending_operation() == Some(call.operation.as_str())
             && attempt_of(&call.idempotency_key) == Some(intent.attempt);
@@ -246,6 +252,7 @@ impl PaymentsService {
                     )),
                     next_action: None,
                     network_transaction_id: None,
+                    stored_method: None,
                 };
                 (self.settle_authorization(actor, &intent, key, answer).await?, false)
             }
@@ -310,7 +317,11 @@ impl PaymentsService {
             difference.gateway = "unknown_refund".into();
             return Ok(difference);
         };
-        let word = self.ask(&call.idempotency_key).await;
+        // The payment refunded, for the gateway's reference of it (Stripe finds a refund among
+        // its payment's refunds).
+        let intent = self.ports.repo.intent(&refund.payment_intent).await?;
+        let payment_reference = intent.as_ref().and_then(|i| i.gateway_reference.as_deref());
+        let word = self.ask(&call.idempotency_key, payment_reference).await;
         difference.gateway = word.label();
         if refund.status != "pending" {
             difference.ours = refund.status.clone();
@@ -329,9 +340,7 @@ impl PaymentsService {
             Word::Unreachable => return Ok(difference),
             Word::Answer(answer) => (*answer, false),
             Word::NotReceived => {
-                let Some(intent) = self.ports.repo.intent(&refund.payment_intent).await? else {
-                    return Ok(difference);
-                };
+                let Some(intent) = intent else { return Ok(difference) };
                 match self.resend(&intent, call).await {
                     Some(answer) => (answer, true),
                     None => return Ok(difference),

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 use strongroom_types::define_id;
 
-use super::gateway::StoredCredential;
+use super::gateway::{GatewayAnswer, StoredCredential};
 use super::{Caller, PaymentsService, check_text, reject};
 use crate::audit::event::{ActorKind, AuditEvent, Outcome};
 use crate::error::DomainError;
@@ -208,9 +208,10 @@ pub(crate) fn stored_credential(intent: &IntentRecord, saved: Option<&SavedCardR
     }
     let card = saved?;
     let network_transaction_id = card.network_transaction_id.clone();
+    let stored_method = card.stored_method.clone();
     Some(match plan.and_then(|p| p.merchant_initiated) {
-        Some(reason) => StoredCredential::MerchantInitiated { reason, network_transaction_id },
-        None => StoredCredential::CustomerInitiated { network_transaction_id },
+        Some(reason) => StoredCredential::MerchantInitiated { reason, network_transaction_id, stored_method },
+        None => StoredCredential::CustomerInitiated { network_transaction_id, stored_method },
     })
 }
 
@@ -269,11 +270,7 @@ impl PaymentsService {
     }
 
     /// The card an authorised first payment saves (once: the intent then names it).
-    pub(crate) fn card_to_save(
-        &self,
-        intent: &IntentRecord,
-        network_transaction_id: Option<&str>,
-    ) -> Option<SavedCardRecord> {
+    pub(crate) fn card_to_save(&self, intent: &IntentRecord, answer: &GatewayAnswer) -> Option<SavedCardRecord> {
         let plan = intent.card_on_file.as_ref()?;
         let save = plan.save.as_ref()?;
         if plan.saved_card.is_some() {
@@ -292,7 +289,8 @@ impl PaymentsService {
             card,
             usage: save.usage,
             consent: save.consent.clone(),
-            network_transaction_id: network_transaction_id.map(str::to_owned),
+            network_transaction_id: answer.network_transaction_id.clone(),
+            stored_method: answer.stored_method.clone(),
             first_payment_intent: intent.id.clone(),
             status: "active".to_owned(),
             last_used_at: None,

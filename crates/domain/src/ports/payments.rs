@@ -280,6 +280,9 @@ pub struct SavedCardRecord {
     pub consent: CardConsent,
     /// The network's id of the first payment's authorisation (sent with merchant-initiated ones).
     pub network_transaction_id: Option<String>,
+    /// The gateway's own handle on the card, from its first payment (Stripe: its Customer and
+    /// PaymentMethod); given back to the gateway with later payments, never shown.
+    pub stored_method: Option<String>,
     /// The payment that saved it.
     pub first_payment_intent: String,
     /// `active` or `removed`.

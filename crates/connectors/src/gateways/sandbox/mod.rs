@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use strongroom_domain::StoreError;
 use strongroom_domain::payments::gateway::{
     AuthorizeRequest, ChallengeSimulator, FollowUpRequest, Gateway, GatewayAnswer, GatewayError, GatewayStatus,
-    ResumeRequest, StoredCredential,
+    LookupRequest, ResumeRequest, StoredCredential,
 };
 use strongroom_domain::ports::payments::{LedgerEntry, NextAction, PaymentError, SandboxChallenge, SandboxLedger};
 use strongroom_types::{Clock, Money};
@@ -136,6 +136,8 @@ impl SandboxGateway {
             error,
             next_action,
             network_transaction_id: entry.network_transaction_id.clone(),
+            // The sandbox needs nothing of its own to charge a saved card again.
+            stored_method: None,
         }
     }
 
@@ -270,8 +272,8 @@ impl Gateway for SandboxGateway {
         self.record_entry(entry).await
     }
 
-    async fn lookup(&self, idempotency_key: &str) -> Result<Option<GatewayAnswer>, GatewayError> {
-        let stored = self.ledger.ledger_entry(idempotency_key).await.map_err(unavailable)?;
+    async fn lookup(&self, request: &LookupRequest) -> Result<Option<GatewayAnswer>, GatewayError> {
+        let stored = self.ledger.ledger_entry(&request.idempotency_key).await.map_err(unavailable)?;
         Ok(stored.map(|entry| self.answer(&entry)))
     }
 
@@ -337,7 +339,7 @@ mod tests {
     use strongroom_domain::StoreError;
     use strongroom_domain::payments::gateway::{
         AuthorizeRequest, ChallengeSimulator, FollowUpRequest, Gateway, GatewayCard, GatewayError, GatewayStatus,
-        StoredCredential,
+        LookupRequest, StoredCredential,
     };
     use strongroom_domain::ports::payments::{LedgerEntry, SandboxChallenge, SandboxLedger};
     use strongroom_types::{Currency, ManualClock, Money, Secret, Timestamp};
@@ -427,6 +429,10 @@ mod tests {
         }
     }
 
+    fn key(idempotency_key: &str) -> LookupRequest {
+        LookupRequest { idempotency_key: idempotency_key.into(), payment_reference: None }
+    }
+
     #[tokio::test]
     async fn a_repeated_key_answers_the_first_call_and_acts_once() {
         let (gateway, ledger) = sandbox();
@@ -441,8 +447,11 @@ mod tests {
         }
         let operations: Vec<String> = ledger.entries.lock().unwrap().iter().map(|e| e.operation.clone()).collect();
         assert_eq!(operations, ["authorize", "capture", "refund"]);
-        assert_eq!(gateway.lookup("pi_1:capture:2").await.unwrap().map(|a| a.status), Some(GatewayStatus::Captured));
-        assert_eq!(gateway.lookup("pi_1:capture:9").await.unwrap(), None);
+        assert_eq!(
+            gateway.lookup(&key("pi_1:capture:2")).await.unwrap().map(|a| a.status),
+            Some(GatewayStatus::Captured)
+        );
+        assert_eq!(gateway.lookup(&key("pi_1:capture:9")).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -450,7 +459,7 @@ mod tests {
         let (gateway, ledger) = sandbox();
         let lost = gateway.authorize(authorize("pi_1:authorize:1", "4000000000001000")).await;
         assert!(matches!(lost, Err(GatewayError::Timeout)));
-        let found = gateway.lookup("pi_1:authorize:1").await.unwrap().unwrap();
+        let found = gateway.lookup(&key("pi_1:authorize:1")).await.unwrap().unwrap();
         assert_eq!(found.status, GatewayStatus::Authorized);
         assert_eq!(ledger.entries.lock().unwrap().len(), 1);
     }
@@ -488,6 +497,7 @@ mod tests {
             request.stored_credential = Some(StoredCredential::MerchantInitiated {
                 reason: strongroom_domain::ports::payments::MitReason::Recurring,
                 network_transaction_id: id.map(str::to_owned),
+                stored_method: None,
             });
             request
         };

@@ -6,7 +6,12 @@
 //! An authorisation is two calls: the card becomes a PaymentMethod (`POST /v1/payment_methods`,
 //! raw card data, key `<key>:payment_method`), then a PaymentIntent is created and confirmed with
 //! it (`confirm=true`, `capture_method` manual or automatic, our intent id and key in its
-//! metadata, key `<key>`). Capture, cancel and refund name Stripe's PaymentIntent. A declined
+//! metadata, key `<key>`, its charge expanded for the network's transaction id). The first
+//! payment of a card the customer agreed to keep also makes a Customer for it (key
+//! `<key>:customer`) to which Stripe attaches the PaymentMethod; the saved card's later payments
+//! charge that PaymentMethod of that Customer ([`wire::stored_method`]) and send no card.
+//! Capture, cancel and refund name Stripe's PaymentIntent. A lost answer is looked up: an
+//! intent's by Stripe's search, a refund's among its payment's refunds. A declined
 //! confirmation (HTTP 402) is a decline; a 5xx, a 429 or no answer is `GatewayError` (the intent
 //! stays `processing` and is reconciled by its key, never charged twice).
 //! Must never: log, print or return a card number, CVC or the secret key (the request body lives
@@ -21,8 +26,8 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use strongroom_domain::payments::gateway::{
-    AuthorizeRequest, FollowUpRequest, Gateway, GatewayAnswer, GatewayError, GatewayStatus, ResumeRequest,
-    StoredCredential,
+    AuthorizeRequest, FollowUpRequest, Gateway, GatewayAnswer, GatewayError, GatewayStatus, LookupRequest,
+    ResumeRequest, StoredCredential,
 };
 use strongroom_domain::payments::gateway_events::{
     DisputeNotice, GatewayNotice, GatewayNotices, IntentNotice, NoticeKind, NoticeRejected, RefundNotice,
@@ -57,6 +62,9 @@ pub struct StripeSettings {
     /// [`Gateway::lookup_lag`]); [`DEFAULT_SEARCH_LAG`] unless a test stand-in answers at once.
     pub search_lag: std::time::Duration,
 }
+
+/// Most pages of a payment's refunds (100 each) one refund lookup reads.
+const REFUND_LOOKUP_PAGES: usize = 10;
 
 /// Stripe documents its search as eventually consistent ("within a minute" normally): a call
 /// not found is believed never to have reached Stripe only after two minutes.
@@ -194,7 +202,17 @@ impl StripeGateway {
             | GatewayStatus::Failed
             | GatewayStatus::Pending => None,
         };
-        GatewayAnswer { status, gateway_reference: intent.id.clone(), error, next_action, network_transaction_id: None }
+        // What an approval tells of the card: the network's id of the authorisation (from the
+        // expanded charge) and, for a card kept for later, Stripe's handle on it.
+        let approved = matches!(status, GatewayStatus::Authorized | GatewayStatus::Captured);
+        GatewayAnswer {
+            status,
+            gateway_reference: intent.id.clone(),
+            error,
+            next_action,
+            network_transaction_id: intent.network_transaction_id().filter(|_| approved),
+            stored_method: intent.stored_method().filter(|_| approved),
+        }
     }
 
     /// The answer to a refused follow-up call (capture, cancel, refund).
@@ -205,7 +223,116 @@ impl StripeGateway {
             error: Some(decline_of(error, "processing_error")),
             next_action: None,
             network_transaction_id: None,
+            stored_method: None,
         }
+    }
+
+    /// The card of `request` as a new PaymentMethod (`POST /v1/payment_methods`, key
+    /// `<key>:payment_method`), or the decline Stripe answered instead.
+    async fn card_method(&self, request: &AuthorizeRequest) -> Result<Result<String, GatewayAnswer>, GatewayError> {
+        let card = &request.card;
+        let mut form = Form::new()
+            .field("type", "card")
+            .field("card[number]", card.number.expose())
+            .field("card[exp_month]", &card.exp_month.to_string())
+            .field("card[exp_year]", &card.exp_year.to_string());
+        if let Some(cvc) = &card.cvc {
+            form = form.field("card[cvc]", cvc.expose());
+        }
+        let method_key = format!("{}:payment_method", request.idempotency_key);
+        match self
+            .call("payment_methods", reqwest::Method::POST, "/v1/payment_methods", Some(&form), Some(&method_key))
+            .await?
+        {
+            Reply::Ok(body) => Ok(Ok(Self::parse::<wire::PaymentMethod>("payment_methods", &body)?.id)),
+            Reply::Refused(status, error) => {
+                let fallback = if status == 402 { "card_declined" } else { "processing_error" };
+                Ok(Err(GatewayAnswer {
+                    status: GatewayStatus::Declined,
+                    gateway_reference: String::new(),
+                    error: Some(decline_of(error.as_ref(), fallback)),
+                    next_action: None,
+                    network_transaction_id: None,
+                    stored_method: None,
+                }))
+            }
+        }
+    }
+
+    /// A new Stripe Customer for the card of the first payment `request` (`POST
+    /// /v1/customers`, key `<key>:customer`, our intent id in its metadata; nothing about the
+    /// shop's customer is sent).
+    async fn customer_for(&self, request: &AuthorizeRequest) -> Result<String, GatewayError> {
+        let form = Form::new().field("metadata[strongroom_intent]", &request.reference);
+        let key = format!("{}:customer", request.idempotency_key);
+        match self.call("customers", reqwest::Method::POST, "/v1/customers", Some(&form), Some(&key)).await? {
+            Reply::Ok(body) => {
+                let customer = Self::parse::<wire::Named>("customers", &body)?;
+                if customer.id.starts_with("cus_") && wire::plausible_id(&customer.id) {
+                    Ok(customer.id)
+                } else {
+                    Err(no_answer("customers", "the answer names no customer"))
+                }
+            }
+            Reply::Refused(status, _) => Err(no_answer("customers", format_args!("HTTP {status}"))),
+        }
+    }
+
+    /// `path?expand[]=latest_charge` (a PaymentIntent with its charge, for the network's id).
+    fn with_charge(path: &str) -> String {
+        format!("{path}?{}", String::from_utf8_lossy(&Form::new().field("expand[]", "latest_charge").to_bytes()))
+    }
+
+    /// Our answer for a Refund Stripe returned.
+    fn refund_answer(refund: wire::Refund) -> GatewayAnswer {
+        let status = RefundStatus::parse(&refund.status).gateway_status();
+        let error = match status {
+            GatewayStatus::Failed => Some(PaymentError {
+                code: wire::code(refund.failure_reason.as_deref()).unwrap_or_else(|| "refund_failed".into()),
+                decline_code: None,
+                message: "the gateway could not make the refund".into(),
+            }),
+            GatewayStatus::Authorized
+            | GatewayStatus::Captured
+            | GatewayStatus::RequiresAction
+            | GatewayStatus::Declined
+            | GatewayStatus::Voided
+            | GatewayStatus::Refunded
+            | GatewayStatus::Pending => None,
+        };
+        GatewayAnswer { error, ..GatewayAnswer::of(status, refund.id) }
+    }
+
+    /// Finds the refund made under `key` among the refunds of Stripe's PaymentIntent
+    /// `payment` (`GET /v1/refunds?payment_intent=…`, newest first, page by page; a list, so no
+    /// search lag): our key is in each refund's metadata. `None`: Stripe made no refund under it.
+    async fn lookup_refund(&self, key: &str, payment: Option<&str>) -> Result<Option<GatewayAnswer>, GatewayError> {
+        let Some(payment) = payment.filter(|p| p.starts_with("pi_") && wire::plausible_id(p)) else {
+            return Err(no_answer("lookup", "the refunded payment has no Stripe reference"));
+        };
+        let mut starting_after: Option<String> = None;
+        for _ in 0..REFUND_LOOKUP_PAGES {
+            let mut query = Form::new().field("payment_intent", payment).field("limit", "100");
+            if let Some(after) = &starting_after {
+                query = query.field("starting_after", after);
+            }
+            let path = format!("/v1/refunds?{}", String::from_utf8_lossy(&query.to_bytes()));
+            let list = match self.call("lookup", reqwest::Method::GET, &path, None, None).await? {
+                Reply::Ok(body) => Self::parse::<wire::List<wire::Refund>>("lookup", &body)?,
+                Reply::Refused(status, _) => return Err(no_answer("lookup", format_args!("HTTP {status}"))),
+            };
+            let next = list.data.last().map(|r| r.id.clone()).filter(|_| list.has_more);
+            if let Some(found) =
+                list.data.into_iter().find(|r| r.metadata.get("strongroom_key").is_some_and(|k| k == key))
+            {
+                return Ok(Some(Self::refund_answer(found)));
+            }
+            match next {
+                Some(id) if wire::plausible_id(&id) => starting_after = Some(id),
+                _ => return Ok(None),
+            }
+        }
+        Err(no_answer("lookup", "the payment has more refunds than one lookup reads"))
     }
 
     async fn follow_up(
@@ -236,7 +363,7 @@ impl Gateway for StripeGateway {
         // with that PaymentIntent; its status is the answer. Only a PaymentIntent that needs a
         // new card (authentication failed) makes way for a new one.
         if let Some(reference) = request.gateway_reference.as_deref().filter(|r| wire::plausible_id(r)) {
-            let path = format!("/v1/payment_intents/{reference}");
+            let path = Self::with_charge(&format!("/v1/payment_intents/{reference}"));
             if let Reply::Ok(body) = self.call("payment_intents", reqwest::Method::GET, &path, None, None).await? {
                 let existing = Self::parse::<PaymentIntent>("payment_intents", &body)?;
                 match IntentStatus::parse(&existing.status) {
@@ -250,42 +377,44 @@ impl Gateway for StripeGateway {
                 }
             }
         }
-        let card = &request.card;
-        let mut form = Form::new()
-            .field("type", "card")
-            .field("card[number]", card.number.expose())
-            .field("card[exp_month]", &card.exp_month.to_string())
-            .field("card[exp_year]", &card.exp_year.to_string());
-        if let Some(cvc) = &card.cvc {
-            form = form.field("card[cvc]", cvc.expose());
-        }
-        let method_key = format!("{}:payment_method", request.idempotency_key);
-        let method = match self
-            .call("payment_methods", reqwest::Method::POST, "/v1/payment_methods", Some(&form), Some(&method_key))
-            .await?
-        {
-            Reply::Ok(body) => Self::parse::<wire::PaymentMethod>("payment_methods", &body)?,
-            Reply::Refused(status, error) => {
-                let fallback = if status == 402 { "card_declined" } else { "processing_error" };
-                return Ok(GatewayAnswer {
-                    status: GatewayStatus::Declined,
-                    gateway_reference: String::new(),
-                    error: Some(decline_of(error.as_ref(), fallback)),
-                    next_action: None,
-                    network_transaction_id: None,
-                });
-            }
+        // A saved card whose first payment Stripe kept (its Customer and PaymentMethod) is paid
+        // with that PaymentMethod, so Stripe links this payment to the first one for the
+        // networks; any other card becomes a new PaymentMethod.
+        let kept = match &request.stored_credential {
+            Some(
+                StoredCredential::CustomerInitiated { stored_method, .. }
+                | StoredCredential::MerchantInitiated { stored_method, .. },
+            ) => stored_method.as_deref().and_then(wire::stored_method),
+            Some(StoredCredential::First(_)) | None => None,
         };
-        drop(form);
+        let (customer, method) = match kept {
+            Some((customer, method)) => (Some(customer.to_owned()), method.to_owned()),
+            None => match self.card_method(&request).await? {
+                Ok(method) => {
+                    // A card the customer agreed to keep is attached to a Customer of its own
+                    // (Stripe keeps a PaymentMethod for later only on a Customer).
+                    let customer = match &request.stored_credential {
+                        Some(StoredCredential::First(_)) => Some(self.customer_for(&request).await?),
+                        _ => None,
+                    };
+                    (customer, method)
+                }
+                Err(declined) => return Ok(declined),
+            },
+        };
         let capture_method = if request.capture { "automatic" } else { "manual" };
         let mut form = Form::new()
             .field("amount", &request.amount.minor().to_string())
             .field("currency", &request.amount.currency().lowercase())
-            .field("payment_method", &method.id)
+            .field("payment_method", &method)
             .field("confirm", "true")
             .field("capture_method", capture_method)
             .field("metadata[strongroom_intent]", &request.reference)
-            .field("metadata[strongroom_key]", &request.idempotency_key);
+            .field("metadata[strongroom_key]", &request.idempotency_key)
+            .field("expand[]", "latest_charge");
+        if let Some(customer) = &customer {
+            form = form.field("customer", customer);
+        }
         let return_url = self
             .return_url
             .clone()
@@ -324,6 +453,7 @@ impl Gateway for StripeGateway {
                 )),
                 next_action: None,
                 network_transaction_id: None,
+                stored_method: None,
             }),
         }
     }
@@ -350,25 +480,7 @@ impl Gateway for StripeGateway {
             .call("refunds", reqwest::Method::POST, "/v1/refunds", Some(&form), Some(&request.idempotency_key))
             .await?
         {
-            Reply::Ok(body) => {
-                let refund = Self::parse::<wire::Refund>("refunds", &body)?;
-                let status = RefundStatus::parse(&refund.status).gateway_status();
-                let error = match status {
-                    GatewayStatus::Failed => Some(PaymentError {
-                        code: wire::code(refund.failure_reason.as_deref()).unwrap_or_else(|| "refund_failed".into()),
-                        decline_code: None,
-                        message: "the gateway could not make the refund".into(),
-                    }),
-                    GatewayStatus::Authorized
-                    | GatewayStatus::Captured
-                    | GatewayStatus::RequiresAction
-                    | GatewayStatus::Declined
-                    | GatewayStatus::Voided
-                    | GatewayStatus::Refunded
-                    | GatewayStatus::Pending => None,
-                };
-                Ok(GatewayAnswer { error, ..GatewayAnswer::of(status, refund.id) })
-            }
+            Reply::Ok(body) => Ok(Self::refund_answer(Self::parse::<wire::Refund>("refunds", &body)?)),
             Reply::Refused(_, error) => Ok(Self::refused("", error.as_ref())),
         }
     }
@@ -385,7 +497,7 @@ impl Gateway for StripeGateway {
         if !wire::plausible_id(&request.gateway_reference) {
             return Err(no_answer("resume", "the payment has no Stripe reference"));
         }
-        let path = format!("/v1/payment_intents/{}", request.gateway_reference);
+        let path = Self::with_charge(&format!("/v1/payment_intents/{}", request.gateway_reference));
         match self.call("resume", reqwest::Method::GET, &path, None, None).await? {
             Reply::Ok(body) => Ok(Self::intent_answer(&Self::parse::<PaymentIntent>("resume", &body)?)),
             Reply::Refused(status, _) => Err(no_answer("resume", format_args!("HTTP {status}"))),
@@ -393,17 +505,23 @@ impl Gateway for StripeGateway {
     }
 
     /// Finds the PaymentIntent of an authorisation, capture or void by our intent id in its
-    /// metadata (Stripe's search API). A refund's key names our refund, which Stripe cannot be
-    /// searched by: that lookup answers `Unavailable` rather than "never seen".
-    async fn lookup(&self, idempotency_key: &str) -> Result<Option<GatewayAnswer>, GatewayError> {
-        let mut parts = idempotency_key.split(':');
+    /// metadata (Stripe's search API), and a refund by our key in its metadata among the
+    /// refunds of the payment (Stripe cannot be searched for refunds).
+    async fn lookup(&self, request: &LookupRequest) -> Result<Option<GatewayAnswer>, GatewayError> {
+        let key = request.idempotency_key.as_str();
+        let mut parts = key.split(':');
         let (Some(object), Some(operation)) = (parts.next(), parts.next()) else {
             return Err(no_answer("lookup", "not a key of ours"));
         };
-        if operation == "refund" || !object.starts_with("pi_") || !wire::plausible_id(object) {
-            return Err(no_answer("lookup", "refunds cannot be looked up by key at Stripe"));
+        if operation == "refund" && object.starts_with("re_") {
+            return self.lookup_refund(key, request.payment_reference.as_deref()).await;
         }
-        let query = Form::new().field("query", &format!("metadata['strongroom_intent']:'{object}'"));
+        if !object.starts_with("pi_") || !wire::plausible_id(object) {
+            return Err(no_answer("lookup", "not a key of ours"));
+        }
+        let query = Form::new()
+            .field("query", &format!("metadata['strongroom_intent']:'{object}'"))
+            .field("expand[]", "data.latest_charge");
         let path = format!("/v1/payment_intents/search?{}", String::from_utf8_lossy(&query.to_bytes()));
         match self.call("lookup", reqwest::Method::GET, &path, None, None).await? {
             Reply::Ok(body) => {

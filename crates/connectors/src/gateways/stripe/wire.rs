@@ -29,6 +29,99 @@ pub struct PaymentIntent {
     /// Our keys: `strongroom_intent`, `strongroom_key`.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The Stripe Customer it is for (`cus_…`).
+    #[serde(default)]
+    pub customer: Option<Expandable<Named>>,
+    /// The PaymentMethod it charges (`pm_…`).
+    #[serde(default)]
+    pub payment_method: Option<Expandable<Named>>,
+    /// `on_session` / `off_session`: the card is kept for later, attached to `customer`.
+    #[serde(default)]
+    pub setup_future_usage: Option<String>,
+    /// The last charge: its id, or (asked for with `expand[]=latest_charge`) the charge.
+    #[serde(default)]
+    pub latest_charge: Option<Expandable<Charge>>,
+}
+
+impl PaymentIntent {
+    /// The card network's id of the latest charge's authorisation, when Stripe gave the charge
+    /// (expanded) and the network reported one.
+    pub fn network_transaction_id(&self) -> Option<String> {
+        let Some(Expandable::Object(charge)) = &self.latest_charge else { return None };
+        let id = charge.payment_method_details.as_ref()?.card.as_ref()?.network_transaction_id.clone()?;
+        (!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
+    }
+
+    /// For a PaymentIntent that keeps its card for later (`setup_future_usage` with a
+    /// Customer): the handle later payments name it by, `stripe:<cus_…>:<pm_…>`.
+    pub fn stored_method(&self) -> Option<String> {
+        self.setup_future_usage.as_ref()?;
+        let customer = self.customer.as_ref()?.id();
+        let method = self.payment_method.as_ref()?.id();
+        let handle = format!("stripe:{customer}:{method}");
+        stored_method(&handle).is_some().then_some(handle)
+    }
+}
+
+/// The Customer and PaymentMethod of a handle made by [`PaymentIntent::stored_method`]; `None`
+/// for anything else (a handle of another gateway).
+pub fn stored_method(handle: &str) -> Option<(&str, &str)> {
+    let (customer, method) = handle.strip_prefix("stripe:")?.split_once(':')?;
+    (customer.starts_with("cus_") && plausible_id(customer) && method.starts_with("pm_") && plausible_id(method))
+        .then_some((customer, method))
+}
+
+/// A field Stripe gives as an id, or as the object itself when it was expanded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Expandable<T> {
+    /// Not expanded.
+    Id(String),
+    /// Expanded.
+    Object(T),
+}
+
+impl Expandable<Named> {
+    /// The id either way.
+    pub fn id(&self) -> &str {
+        match self {
+            Expandable::Id(id) => id,
+            Expandable::Object(named) => &named.id,
+        }
+    }
+}
+
+/// Any object, of which only the id is read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Named {
+    /// Stripe's id.
+    #[serde(default)]
+    pub id: String,
+}
+
+/// A Charge (the parts read: the network's transaction id).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Charge {
+    /// How it was paid.
+    #[serde(default)]
+    pub payment_method_details: Option<ChargeMethodDetails>,
+}
+
+/// `payment_method_details` of a Charge.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChargeMethodDetails {
+    /// For a card payment.
+    #[serde(default)]
+    pub card: Option<ChargeCard>,
+}
+
+/// `payment_method_details.card` of a Charge (never the card's number: Stripe does not return
+/// it, and nothing else is read).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChargeCard {
+    /// Visa's Transaction ID, Mastercard's Trace ID, …, when the network reported one.
+    #[serde(default)]
+    pub network_transaction_id: Option<String>,
 }
 
 /// `next_action` of a PaymentIntent.
@@ -73,12 +166,15 @@ pub struct Refund {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// A list answer (`/v1/payment_intents/search`).
+/// A list answer (`/v1/payment_intents/search`, `/v1/refunds`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct List<T> {
     /// The objects.
     #[serde(default = "Vec::new")]
     pub data: Vec<T>,
+    /// More follow the last one (`starting_after` its id).
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 /// Stripe's error envelope: `{"error": {…}}`.
@@ -346,5 +442,35 @@ mod tests {
         assert_eq!(code(Some("Your card 4242")), None);
         assert!(plausible_id("pi_3Abc"));
         assert!(!plausible_id("pi_1/../x"));
+    }
+
+    #[test]
+    fn a_kept_card_and_the_network_id_are_read_from_the_intent() {
+        let expanded: PaymentIntent = serde_json::from_str(
+            r#"{"id":"pi_1","status":"succeeded","customer":"cus_9","payment_method":"pm_7",
+                "setup_future_usage":"off_session","latest_charge":{"id":"ch_1",
+                "payment_method_details":{"type":"card","card":{"network_transaction_id":"123456789012345"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(expanded.network_transaction_id().as_deref(), Some("123456789012345"));
+        assert_eq!(expanded.stored_method().as_deref(), Some("stripe:cus_9:pm_7"));
+        assert_eq!(stored_method("stripe:cus_9:pm_7"), Some(("cus_9", "pm_7")));
+        // Not expanded, not kept, or with an expanded customer: read as Stripe gives them.
+        let plain: PaymentIntent = serde_json::from_str(
+            r#"{"id":"pi_2","status":"succeeded","customer":{"id":"cus_9"},"payment_method":"pm_7",
+                "setup_future_usage":null,"latest_charge":"ch_2"}"#,
+        )
+        .unwrap();
+        assert_eq!((plain.network_transaction_id(), plain.stored_method()), (None, None));
+        let odd: PaymentIntent = serde_json::from_str(
+            r#"{"id":"pi_3","status":"succeeded","customer":{"id":"cus_9"},"payment_method":"pm_7",
+                "setup_future_usage":"on_session","latest_charge":{"payment_method_details":{"card":
+                {"network_transaction_id":"12 34"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!((odd.network_transaction_id(), odd.stored_method().as_deref()), (None, Some("stripe:cus_9:pm_7")));
+        for other in ["sandbox:x", "stripe:cus_9", "stripe:pm_7:cus_9", "stripe:cus_9:pm_7/../x", ""] {
+            assert_eq!(stored_method(other), None, "{other}");
+        }
     }
 }
