@@ -59,7 +59,7 @@ fn parse_options() -> anyhow::Result<Options> {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench forward [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench payments [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]\nstrongroom-bench detection [--decisions 1000] [--connections 32] [--rounds 5]\nstrongroom-bench passwords [--hashes 1000000]"
+            "strongroom-bench [--connections 32] [--duration-secs 4] [--warmup-secs 2] [--rounds 5] [--transport tls|plain|both] [--bin-dir DIR]\nstrongroom-bench audit [--entries 1000000]\nstrongroom-bench vault [--database-url postgres://…] [--fill 1000000] [--only tokenize|reveal] [--connections 32] [--rounds 5]\nstrongroom-bench forward [--database-url postgres://…] [--connections 32] [--rounds 5]\nstrongroom-bench payments [--database-url postgres://…] [--clients] [--connections 32] [--rounds 5]\nstrongroom-bench identity [--connections 32] [--rounds 5] [--duration-secs 4]\nstrongroom-bench detection [--decisions 1000] [--connections 32] [--rounds 5]\nstrongroom-bench passwords [--hashes 1000000]"
         );
         std::process::exit(0);
     }
@@ -222,6 +222,10 @@ enum Load {
     /// `POST path`: a payment intent confirmed at once, with these card tokens in turn and an
     /// amount that changes with every request.
     Pay(Arc<Vec<String>>),
+    /// As [`Load::Pay`], each payment with the customer's `client` (a new address of
+    /// 198.18.0.0/15 and a new device every request), so the fraud checks count it per client
+    /// and device as well.
+    PayFromClient(Arc<Vec<String>>),
     /// `POST path` with a sign-in of a new email with a wrong password, from a new client
     /// address each time (so neither throttle stops the hashing).
     WrongLogin,
@@ -292,6 +296,18 @@ fn build_request(target: &Target) -> Option<http::Request<http_body_util::Full<b
             let body = format!(
                 r#"{{"amount":{},"currency":"EUR","payment_method":"{card}","confirm":true}}"#,
                 100 + n % 50_000
+            );
+            (http::Method::POST, target.path.to_owned(), body)
+        }
+        Load::PayFromClient(cards) => {
+            let card = cards.get(usize::try_from(n).ok()? % cards.len().max(1))?;
+            let address = n % 131_072;
+            let body = format!(
+                r#"{{"amount":{},"currency":"EUR","payment_method":"{card}","confirm":true,"client":{{"ip":"198.{}.{}.{}","device":"bench-device-{n}"}}}}"#,
+                100 + n % 50_000,
+                18 + address / 65_536,
+                (address / 256) % 256,
+                address % 256
             );
             (http::Method::POST, target.path.to_owned(), body)
         }
@@ -455,7 +471,8 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("payments") {
         let options = parse_options()?;
         let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-        return runtime.block_on(payments_bench::run(options, value("--database-url")));
+        let clients = args.iter().any(|a| a == "--clients");
+        return runtime.block_on(payments_bench::run(options, value("--database-url"), clients));
     }
     if args.get(1).map(String::as_str) == Some("forward") {
         let options = parse_options()?;

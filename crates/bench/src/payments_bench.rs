@@ -3,7 +3,9 @@
 //! configured, the sandbox gateway's authorisation and capture, the audit entries and the outbox
 //! events), each payment with another of 10,000 distinct cards, against the bare axum echo of a
 //! body of the same size in the same rounds. SQLite, or a fresh PostgreSQL database with
-//! `--database-url`.
+//! `--database-url`. With `--clients` each round also measures the same payments carrying the
+//! customer's `client` (a new address and device each), which the fraud checks count per client
+//! and device (distinct cards, small amounts, IIN clusters, identical amounts).
 
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ fn row(name: &str, m: &Measurement, ratio: f64) {
 }
 
 /// Runs the payments benchmark.
-pub async fn run(options: Options, database_url: Option<String>) -> anyhow::Result<()> {
+pub async fn run(options: Options, database_url: Option<String>, clients: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("strongroom-data");
     let mut env = Vec::new();
@@ -52,7 +54,8 @@ pub async fn run(options: Options, database_url: Option<String>) -> anyhow::Resu
         load,
     };
     let cards = Arc::new(crate::vault_bench::fill(&ours(Load::Get, "/v1/tokens"), 7_000_000_000, CARDS, false).await?);
-    let pay = ours(Load::Pay(cards), "/v1/payment_intents");
+    let pay = ours(Load::Pay(cards.clone()), "/v1/payment_intents");
+    let pay_from_client = ours(Load::PayFromClient(cards), "/v1/payment_intents");
     let baseline =
         Target { addr: echo.addr, tls: connector.clone(), path: "/echo", authorization: None, load: Load::EchoCard };
 
@@ -60,17 +63,32 @@ pub async fn run(options: Options, database_url: Option<String>) -> anyhow::Resu
     println!("| target | req/s | p50 ms | p99 ms | server CPU µs/request | failed | ratio to baseline |");
     println!("|---|---|---|---|---|---|---|");
     let mut rounds = Vec::new();
+    let mut with_clients = Vec::new();
     for _ in 0..options.rounds {
         let base = measure(&options, &baseline, &echo).await?;
         let measured = measure(&options, &pay, &strongroom).await?;
+        if clients {
+            let from_client = measure(&options, &pay_from_client, &strongroom).await?;
+            with_clients.push((from_client.requests_per_sec / base.requests_per_sec, from_client));
+        }
         rounds.push((measured.requests_per_sec / base.requests_per_sec, base, measured));
     }
     let list: Vec<String> = rounds.iter().map(|(r, _, m)| format!("{r:.4} ({:.0}/s)", m.requests_per_sec)).collect();
     println!("| rounds, in order: payments / echo {} |  |  |  |  |  |  |", list.join(", "));
+    if clients {
+        let list: Vec<String> =
+            with_clients.iter().map(|(r, m)| format!("{r:.4} ({:.0}/s)", m.requests_per_sec)).collect();
+        println!("| rounds, in order: payments with a client / echo {} |  |  |  |  |  |  |", list.join(", "));
+    }
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (ratio, base, measured) = rounds.swap_remove(rounds.len() / 2);
     row("axum JSON echo of a body of the same size (baseline, round of the median)", &base, 1.0);
     row("strongroom: create and confirm a payment intent (sandbox, automatic capture)", &measured, ratio);
+    if clients {
+        with_clients.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (ratio, measured) = with_clients.swap_remove(with_clients.len() / 2);
+        row("the same with the customer's client address and device (median round)", &measured, ratio);
+    }
     drop(echo);
     drop(strongroom);
     if let Some(database) = cleanup {
