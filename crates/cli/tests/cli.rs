@@ -222,7 +222,7 @@ async fn apikey_commands_manage_keys_of_the_default_merchant() {
     let data = dir.path().join("strongroom-data");
     let migrate = strongroom(&data).arg("migrate").output().unwrap();
     assert!(migrate.status.success());
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("24 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("25 migration(s) applied"));
     let early = strongroom(&data).args(["apikey", "list"]).output().unwrap();
     assert_eq!(early.status.code(), Some(1), "no merchant before the first serve");
 

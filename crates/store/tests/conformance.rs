@@ -54,7 +54,7 @@ async fn drop_postgres(name: &str) {
 }
 
 async fn suite(store: Store) {
-    assert_eq!(store.migrate().await.unwrap(), 24, "first migrate applies every migration");
+    assert_eq!(store.migrate().await.unwrap(), 25, "first migrate applies every migration");
     assert_eq!(store.migrate().await.unwrap(), 0, "second migrate is a no-op");
     store.ping().await.unwrap();
 
@@ -1077,9 +1077,9 @@ async fn outbox_suite(store: &Store, merchant: &MerchantId) {
     let modes: std::collections::HashMap<String, Mode> =
         store.endpoints(merchant).await.unwrap().into_iter().map(|e| (e.id, e.mode)).collect();
     for mode in [Mode::Live, Mode::Test] {
-        let subscribed = store.subscribed_endpoints(Some(merchant), mode, "customer.data_erased").await.unwrap();
-        assert_eq!(subscribed.len(), modes.values().filter(|m| **m == mode).count(), "{mode}");
-        assert!(subscribed.iter().all(|(id, _)| modes[id] == mode), "{mode}: {subscribed:?}");
+        let enabled = store.enabled_endpoints(Some(merchant), mode).await.unwrap();
+        assert_eq!(enabled.len(), modes.values().filter(|m| **m == mode).count(), "{mode}");
+        assert!(enabled.iter().all(|e| modes[&e.id] == mode && &e.merchant == merchant), "{mode}: {enabled:?}");
     }
 
     // Idempotency keys: 30 racers, one claim; an expired key is taken over.
