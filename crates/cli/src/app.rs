@@ -149,6 +149,44 @@ impl Core {
         Ok((payments, notices))
     }
 
+    /// The checkout rules of the payments service, with the identity and staff services they use
+    /// (receipts to customers, four-eyes refunds).
+    pub fn checkout(
+        &self,
+        config: &Config,
+        identity: Arc<IdentityService>,
+        staff: Arc<StaffService>,
+    ) -> strongroom_domain::payments::checkout::Checkout {
+        strongroom_domain::payments::checkout::Checkout {
+            repo: Arc::new(self.store.clone()),
+            identity,
+            staff,
+            rules: config.payments.checkout_rules(),
+        }
+    }
+
+    /// [`Self::payments`] with its checkout rules, for a command that settles payments outside
+    /// the server (`payments reconcile --settle`): a payment it settles gets its receipt mail
+    /// (queued in the outbox, sent by the server) as one the server settles does.
+    pub async fn payments_with_checkout(
+        &self,
+        config: &Config,
+        listening: SocketAddr,
+        vault: Arc<VaultService>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> anyhow::Result<PaymentsParts> {
+        let parts = self.payments(config, listening, vault, clock.clone(), entropy.clone())?;
+        let hasher = self.password_hasher(config, entropy.clone()).await?;
+        let postman = strongroom_domain::mail::Postman::new(self.outbox.clone());
+        let identity = self
+            .identity(config, config.identity_link_base(listening), hasher.clone(), clock.clone(), entropy.clone())
+            .with_postman(postman.clone());
+        let staff = self.staff(config, config.staff_link_base(listening), hasher, clock, entropy).with_postman(postman);
+        parts.0.set_checkout(self.checkout(config, Arc::new(identity), Arc::new(staff)));
+        Ok(parts)
+    }
+
     /// Opens the data directory, root key and database; applies migrations; loads the keyring.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> anyhow::Result<Self> {
         data_dir::ensure_dir(&config.data_dir)?;
@@ -851,12 +889,7 @@ impl Application {
                 .with_breach_check(breaches),
         );
         let (payments, notices) = core.payments(config, listening, vault.clone(), clock.clone(), entropy.clone())?;
-        payments.set_checkout(strongroom_domain::payments::checkout::Checkout {
-            repo: Arc::new(core.store.clone()),
-            identity: identity.clone(),
-            staff: staff.clone(),
-            rules: config.payments.checkout_rules(),
-        });
+        payments.set_checkout(core.checkout(config, identity.clone(), staff.clone()));
         let gateway_events = Arc::new(strongroom_domain::payments::gateway_events::GatewayEvents::new(
             payments.clone(),
             Arc::new(core.store.clone()),

@@ -1,6 +1,7 @@
 //! `strongroom payments reconcile`: asks the gateway what became of every call that got no
 //! answer (intents left `processing`, refunds left `pending`) and reports the differences; with
-//! `--settle` it settles them as the server's reconciliation job does.
+//! `--settle` it settles them as the server's reconciliation job does (a payment it settles gets
+//! its receipt mail, queued in the outbox for the server to send).
 //! Must never: settle without `--settle`, or print a card detail (the report holds ids, keys and
 //! outcomes only).
 
@@ -81,7 +82,8 @@ pub async fn run(config: &Config, command: PaymentsCommand) -> anyhow::Result<i3
     let core = Core::open(config, clock.clone(), entropy.clone()).await?;
     let result = async {
         let vault = Arc::new(core.vault(config, clock.clone(), entropy.clone()));
-        let (payments, _) = core.payments(config, config.server.listen, vault, clock.clone(), entropy.clone())?;
+        let (payments, _) =
+            core.payments_with_checkout(config, config.server.listen, vault, clock.clone(), entropy.clone()).await?;
         let mode = if settle { ReconcileMode::Settle } else { ReconcileMode::Report };
         let report = payments.reconcile(since, mode).await?;
         if json {

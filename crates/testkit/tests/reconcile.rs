@@ -2,7 +2,8 @@
 //! authorisation whose answer was lost (the sandbox's timeout card) is settled by the job from
 //! the gateway's ledger, once; an authorisation the gateway never received goes back to
 //! `requires_payment_method` without a charge; `strongroom payments reconcile` reports without
-//! changing anything, settles with `--settle`, and then has nothing left to report.
+//! changing anything, settles with `--settle` (and the customer's receipt is sent), and then has
+//! nothing left to report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::time::Duration;
@@ -47,10 +48,18 @@ async fn test_key(server: &TestServer) -> String {
 
 /// A confirmed intent of 2500 EUR on `number`, as the confirm answered it.
 async fn confirmed(server: &TestServer, key: &str, number: &str) -> Value {
+    confirmed_for(server, key, number, None).await
+}
+
+/// [`confirmed`], paid by `customer` when given.
+async fn confirmed_for(server: &TestServer, key: &str, number: &str, customer: Option<&str>) -> Value {
     let card = json!({"type": "card", "value": {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
     let (status, token) = post(server, key, "/v1/tokens", &card).await;
     assert_eq!(status, 201, "{token}");
-    let body = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"]});
+    let mut body = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"]});
+    if let Some(customer) = customer {
+        body["customer"] = json!(customer);
+    }
     let (status, intent) = post(server, key, "/v1/payment_intents", &body).await;
     assert_eq!(status, 201, "{intent}");
     let id = intent["id"].as_str().unwrap();
@@ -189,8 +198,11 @@ async fn the_command_reports_then_settles(backend: Backend) {
     else {
         return;
     };
-    let key = test_key(&server).await;
-    let intent = confirmed(&server, &key, TIMEOUT_CARD).await;
+    test_key(&server).await;
+    // A registered customer pays: the payment the command settles gets its receipt.
+    let (customer, _) = server.signed_in_customer("cli@example.com", "violet tractor anthem 1987").await;
+    let key = server.bootstrap_key.clone();
+    let intent = confirmed_for(&server, &key, TIMEOUT_CARD, Some(&customer)).await;
     assert_eq!(intent["status"], "processing", "{intent}");
     let id = intent["id"].as_str().unwrap().to_owned();
     server.stop().await;
@@ -230,5 +242,25 @@ async fn the_command_reports_then_settles(backend: Backend) {
     let after = get(&server, &key, &format!("/v1/payment_intents/{id}")).await;
     assert_eq!(after["status"], "succeeded", "{after}");
     assert_eq!(ledger(&server, &id).await, ["authorize:captured"]);
+    // The receipt the command queued is sent by the server once it runs again (the command
+    // queued it at the system clock's time, which the test server's clock has not reached).
+    server.clock.advance(Duration::from_secs(60));
+    let mail_dir = server.data_dir().join("mail");
+    let mut receipt = None;
+    for _ in 0..100 {
+        receipt = std::fs::read_dir(&mail_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("-payment_receipt.eml"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap().replace("=\r\n", ""))
+            .find(|text| text.contains("To: cli@example.com"));
+        if receipt.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let receipt = receipt.expect("a receipt for the payment the command settled");
+    assert!(receipt.contains(&id), "the receipt names the payment");
     server.shutdown().await;
 }
