@@ -362,6 +362,7 @@ impl WebhookEndpoints {
         if !self.repo.insert_endpoint(&record, MAX_ENDPOINTS as u32).await? {
             return Err(DomainError::Conflict("too_many_endpoints", "a merchant has at most 32 webhook endpoints"));
         }
+        self.outbox.forget_endpoints();
         self.audit(actor.on("webhook_endpoint", &id).with_action("webhook_endpoint.created")).await?;
         Ok(EndpointWithSecret { endpoint: view(&record), secret: text })
     }
@@ -392,6 +393,7 @@ impl WebhookEndpoints {
         if !self.repo.delete_endpoint(space.merchant, id, self.clock.now()).await? {
             return Err(DomainError::NotFound);
         }
+        self.outbox.forget_endpoints();
         self.audit(actor.on("webhook_endpoint", id).with_action("webhook_endpoint.deleted")).await
     }
 
@@ -427,6 +429,7 @@ impl WebhookEndpoints {
         if !self.repo.set_endpoint_status(space.merchant, id, status).await? {
             return Err(DomainError::NotFound);
         }
+        self.outbox.forget_endpoints();
         let action = if enabled { "webhook_endpoint.enabled" } else { "webhook_endpoint.disabled" };
         self.audit(actor.on("webhook_endpoint", id).with_action(action)).await?;
         self.get(space, id).await
@@ -520,6 +523,9 @@ impl WebhookEndpoints {
             now.unix_millis() - i64::try_from(DISABLE_AFTER.as_millis()).unwrap_or(i64::MAX),
         );
         let disabled = self.repo.disable_failing_endpoints(before).await?;
+        if !disabled.is_empty() {
+            self.outbox.forget_endpoints();
+        }
         for (id, merchant, mode) in &disabled {
             let event = AuditEvent::system("webhook_endpoint.disabled", Outcome::Failed("failing_for_5_days"))
                 .for_merchant(merchant)

@@ -8,9 +8,9 @@ use strongroom_domain::StoreError;
 use strongroom_domain::jobs::{JobRecord, JobRepository, LeaderRecord, Leadership};
 use strongroom_domain::merchants::MerchantId;
 use strongroom_domain::modes::Mode;
-use strongroom_domain::outbox::ports::DeliveryRecord;
+use strongroom_domain::outbox::ports::{DeliveryRecord, EnabledEndpoint};
 use strongroom_domain::outbox::{Channel, DeliveryResult, OutboxMessage, OutboxRepository, OutboxStats};
-use strongroom_domain::webhooks::{EndpointRecord, WebhookRepository, subscribes};
+use strongroom_domain::webhooks::{EndpointRecord, WebhookRepository};
 use strongroom_types::Timestamp;
 
 use crate::{Store, on_pool, store_error};
@@ -266,12 +266,11 @@ impl OutboxRepository for Store {
         Ok(stats)
     }
 
-    async fn subscribed_endpoints(
+    async fn enabled_endpoints(
         &self,
         merchant: Option<&MerchantId>,
         mode: Mode,
-        event_type: &str,
-    ) -> Result<Vec<(String, MerchantId)>, StoreError> {
+    ) -> Result<Vec<EnabledEndpoint>, StoreError> {
         let rows: Vec<(String, String, String)> = on_pool!(self, pool =>
             sqlx::query_as(
                 "SELECT id, merchant_id, event_types FROM webhook_endpoints \
@@ -284,8 +283,13 @@ impl OutboxRepository for Store {
         )
         .map_err(store_error)?;
         rows.into_iter()
-            .filter(|(_, _, types)| event_type == "*" || subscribes(&parse_types(types), event_type))
-            .map(|(id, m, _)| Ok((id, MerchantId::parse(&m).map_err(|_| corrupt("merchant id"))?)))
+            .map(|(id, m, types)| {
+                Ok(EnabledEndpoint {
+                    id,
+                    merchant: MerchantId::parse(&m).map_err(|_| corrupt("merchant id"))?,
+                    event_types: parse_types(&types),
+                })
+            })
             .collect()
     }
 

@@ -3,7 +3,8 @@
 //! `standardwebhooks` Python package (also across a secret rotation, when both secrets sign),
 //! retries with back-off on the injected clock, the delivery log and manual redelivery, the
 //! refusal of private and loopback destinations, the disabling of an endpoint that failed for five
-//! days (its owners mailed), and the job runner's status.
+//! days (its owners mailed), the job runner's status, and endpoints created, disabled and
+//! enabled addressing the very next event (the node's read of them is forgotten).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -18,7 +19,8 @@ on_both_backends!(
     events_reach_the_endpoint_signed_and_retried,
     private_and_loopback_destinations_are_refused,
     an_erasure_and_its_event_commit_together,
-    an_endpoint_failing_for_five_days_is_disabled_and_the_owners_mailed
+    an_endpoint_failing_for_five_days_is_disabled_and_the_owners_mailed,
+    endpoint_changes_address_the_next_event
 );
 
 type Received = Arc<Mutex<Vec<(http::HeaderMap, String)>>>;
@@ -350,4 +352,51 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_the_owners_mailed(bac
     assert_eq!(mailed.len(), 1, "one mail, to the one owner");
     assert!(mailed[0].contains("To: owner.hooks@example.com"), "{}", mailed[0]);
     assert!(mailed[0].replace("=\r\n", "").contains(&id), "the mail names the endpoint");
+}
+
+/// How many deliveries the endpoint `id` has (pending ones included).
+async fn deliveries(server: &TestServer, id: &str) -> usize {
+    let (status, page) = send(server, Method::GET, &format!("/v1/webhook_endpoints/{id}/deliveries"), None).await;
+    assert_eq!(status, 200, "{page}");
+    page["data"].as_array().unwrap().len()
+}
+
+async fn endpoint_changes_address_the_next_event(backend: Backend) {
+    // The test server's clock stands still: a read of the endpoints would stay fresh for ever,
+    // so only forgetting it on a change lets these changes take effect.
+    let Some(server) = TestServer::spawn(backend).await else { return };
+    let (url, _received) = receiver(Arc::new(AtomicU16::new(200))).await;
+    let subscribe = json!({"url": url, "event_types": ["payment_intent.created"]});
+    let intent = || async {
+        let body = json!({"amount": 1000, "currency": "EUR"});
+        let (status, created) = send(&server, Method::POST, "/v1/payment_intents", Some(&body)).await;
+        assert_eq!(status, 201, "{created}");
+    };
+    let (status, first) = send(&server, Method::POST, "/v1/webhook_endpoints", Some(&subscribe)).await;
+    assert_eq!(status, 201, "{first}");
+    let first = first["id"].as_str().unwrap().to_owned();
+    intent().await;
+    assert_eq!(deliveries(&server, &first).await, 1);
+    // Disabled: the next event is not addressed to it.
+    let (status, _) = send(&server, Method::POST, &format!("/v1/webhook_endpoints/{first}/disable"), None).await;
+    assert_eq!(status, 200);
+    intent().await;
+    assert_eq!(deliveries(&server, &first).await, 1, "a disabled endpoint gets no new event");
+    // A new endpoint gets the next event at once.
+    let (status, second) = send(&server, Method::POST, "/v1/webhook_endpoints", Some(&subscribe)).await;
+    assert_eq!(status, 201, "{second}");
+    let second = second["id"].as_str().unwrap().to_owned();
+    intent().await;
+    assert_eq!(deliveries(&server, &second).await, 1, "a new endpoint gets the next event");
+    // Enabled again: it gets the next one too.
+    let (status, _) = send(&server, Method::POST, &format!("/v1/webhook_endpoints/{first}/enable"), None).await;
+    assert_eq!(status, 200);
+    intent().await;
+    assert_eq!((deliveries(&server, &first).await, deliveries(&server, &second).await), (2, 2));
+    // Deleted: the other one alone gets the next event.
+    let (status, _) = send(&server, Method::DELETE, &format!("/v1/webhook_endpoints/{second}"), None).await;
+    assert!(status == 200 || status == 204, "{status}");
+    intent().await;
+    assert_eq!(deliveries(&server, &first).await, 3);
+    server.shutdown().await;
 }

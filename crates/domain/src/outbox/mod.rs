@@ -20,10 +20,11 @@ use strongroom_crypto::Key256;
 use strongroom_types::{Clock, Entropy, Secret, Timestamp, define_id};
 
 use crate::DomainError;
+use crate::cache::TtlCache;
 use crate::mail::Mail;
 use crate::merchants::MerchantId;
 use crate::modes::Mode;
-pub use ports::{Channel, DeliveryResult, OutboxMessage, OutboxRepository, OutboxStats};
+pub use ports::{Channel, DeliveryResult, EnabledEndpoint, OutboxMessage, OutboxRepository, OutboxStats};
 
 define_id!(OutboxId, OutboxKind, "obx");
 define_id!(EventId, EventKind, "evt");
@@ -48,7 +49,20 @@ pub struct Outbox {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     wake: Arc<tokio::sync::Notify>,
+    /// Each data space's enabled endpoints as last read (see [`ENDPOINTS_FRESH`]).
+    endpoints: Arc<EndpointReads>,
 }
+
+/// A data space's enabled endpoints (of every merchant's space of a mode, for `None`), as read.
+type EndpointReads = TtlCache<(Option<MerchantId>, Mode), Arc<Vec<EnabledEndpoint>>>;
+
+/// How long a node addresses events by its last read of a data space's enabled webhook
+/// endpoints instead of reading them again for every event (three reads per payment otherwise).
+/// A change made through this node (an endpoint created, deleted, enabled or disabled, or
+/// disabled for failing) takes effect at once: it forgets the reads. One made through another
+/// node reaches this node's events within this time; a message addressed meanwhile to an
+/// endpoint deleted or disabled since is not delivered (delivery reads the endpoint again).
+pub const ENDPOINTS_FRESH: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,7 +92,14 @@ impl Outbox {
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
     ) -> Self {
-        Self { repo, seal_key, clock, entropy, wake: Arc::new(tokio::sync::Notify::new()) }
+        Self {
+            repo,
+            seal_key,
+            clock,
+            entropy,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            endpoints: Arc::new(TtlCache::new(ENDPOINTS_FRESH, 10_000)),
+        }
     }
 
     /// Notified whenever this process wrote a message (the delivery job waits on it).
@@ -225,7 +246,7 @@ impl Outbox {
         data: serde_json::Value,
         alert: bool,
     ) -> Result<Vec<OutboxMessage>, DomainError> {
-        let subscribers = self.repo.subscribed_endpoints(merchant, mode, event_type).await?;
+        let subscribers = self.subscribed(merchant, mode, event_type).await?;
         let (event_id, body, mut messages) = self.webhook_messages(&subscribers, mode, event_type, data);
         if alert {
             messages.push(self.message(&event_id, merchant, Channel::Alert, None, event_type, body));
@@ -242,7 +263,40 @@ impl Outbox {
         mode: Mode,
         event_type: &str,
     ) -> Result<Vec<(String, MerchantId)>, DomainError> {
-        Ok(self.repo.subscribed_endpoints(Some(merchant), mode, event_type).await?)
+        self.subscribed(Some(merchant), mode, event_type).await
+    }
+
+    /// The enabled endpoints of `merchant`'s data space `mode` (of every merchant's, with
+    /// `None`) that subscribe to `event_type`, from this node's read of them when it is fresh
+    /// ([`ENDPOINTS_FRESH`]).
+    async fn subscribed(
+        &self,
+        merchant: Option<&MerchantId>,
+        mode: Mode,
+        event_type: &str,
+    ) -> Result<Vec<(String, MerchantId)>, DomainError> {
+        let key = (merchant.cloned(), mode);
+        let now = self.clock.now();
+        let enabled = match self.endpoints.get(&key, now) {
+            Some(enabled) => enabled,
+            None => {
+                let generation = self.endpoints.generation();
+                let read = Arc::new(self.repo.enabled_endpoints(merchant, mode).await?);
+                self.endpoints.put_unless_forgotten(key, read.clone(), now, generation);
+                read
+            }
+        };
+        Ok(enabled
+            .iter()
+            .filter(|e| event_type == "*" || crate::webhooks::subscribes(&e.event_types, event_type))
+            .map(|e| (e.id.clone(), e.merchant.clone()))
+            .collect())
+    }
+
+    /// Forgets this node's reads of enabled endpoints: call after any change to an endpoint's
+    /// existence, status or subscriptions, so that the next event reads them again.
+    pub fn forget_endpoints(&self) {
+        self.endpoints.retain(|_, _| false);
     }
 
     /// An event's messages to `subscribers` (as [`Self::subscribers`] read them for this

@@ -163,14 +163,14 @@ pub trait OutboxRepository: Send + Sync + std::fmt::Debug {
     /// Depth and age.
     async fn stats(&self) -> Result<OutboxStats, StoreError>;
 
-    /// The enabled webhook endpoints of data space `mode` subscribed to `event_type`, with their
-    /// merchant: those of `merchant`, or of every merchant for a deployment-wide event (`None`).
-    async fn subscribed_endpoints(
+    /// The enabled webhook endpoints of data space `mode`, oldest first, with their merchant and
+    /// the event types they subscribe to: those of `merchant`, or of every merchant for a
+    /// deployment-wide event (`None`).
+    async fn enabled_endpoints(
         &self,
         merchant: Option<&MerchantId>,
         mode: crate::modes::Mode,
-        event_type: &str,
-    ) -> Result<Vec<(String, MerchantId)>, StoreError>;
+    ) -> Result<Vec<EnabledEndpoint>, StoreError>;
 
     /// Deletes delivered and given-up messages created before `before`, at most `limit`.
     async fn purge_outbox(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
@@ -192,4 +192,15 @@ pub trait OutboxRepository: Send + Sync + std::fmt::Debug {
         id: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+}
+
+/// An enabled webhook endpoint as events are addressed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnabledEndpoint {
+    /// `we_…`
+    pub id: String,
+    /// Its owner.
+    pub merchant: MerchantId,
+    /// The event types it subscribes to (`*` for all).
+    pub event_types: Vec<String>,
 }
