@@ -14,7 +14,7 @@ use sqlx::FromRow;
 use strongroom_domain::StoreError;
 use strongroom_domain::outbox::OutboxMessage;
 use strongroom_domain::ports::detection::{
-    Allowance, DecisionRecord, DecisionsRepository, DetectionCounts, MAX_DISTINCT_ITEMS, RateLimits, Tally,
+    Allowance, DecisionRecord, DecisionsRepository, DetectionCounts, MAX_DISTINCT_ITEMS, Observation, RateLimits, Tally,
 };
 use strongroom_types::Timestamp;
 
@@ -236,6 +236,73 @@ impl DecisionsRepository for Store {
     }
 }
 
+/// Counts one observation in the SQLite transaction `tx` (behind the write gate): the item goes
+/// in unless the window holds it (or holds the cap), then the window's row is added to. Returns
+/// (hits, distinct items, items added).
+async fn observe_sqlite(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    counter: &str,
+    window_start: i64,
+    item: Option<&[u8]>,
+    expires_at: i64,
+    cap: i64,
+) -> Result<(i64, i64, i64), sqlx::Error> {
+    let added = match item {
+        Some(item) => sqlx::query(
+            "INSERT INTO detection_items (counter, window_start, item, expires_at) \
+             SELECT $1, $2, $3, $4 WHERE COALESCE((SELECT distinct_items FROM detection_counts \
+             WHERE counter = $1 AND window_start = $2), 0) < $5 ON CONFLICT DO NOTHING",
+        )
+        .bind(counter)
+        .bind(window_start)
+        .bind(item)
+        .bind(expires_at)
+        .bind(cap)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+        None => 0,
+    };
+    let added = i64::try_from(added).unwrap_or(0);
+    let (hits, distinct): (i64, i64) = sqlx::query_as(
+        "INSERT INTO detection_counts (counter, window_start, hits, distinct_items, expires_at) \
+         VALUES ($1, $2, 1, $3, $4) ON CONFLICT (counter, window_start) DO UPDATE SET \
+         hits = detection_counts.hits + 1, distinct_items = detection_counts.distinct_items + $3 \
+         RETURNING hits, distinct_items",
+    )
+    .bind(counter)
+    .bind(window_start)
+    .bind(added)
+    .bind(expires_at)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((hits, distinct, added))
+}
+
+/// `observe` of many counters in one PostgreSQL statement (`$1` counters, `$2` window starts,
+/// `$3` items, `$4` expiries, `$5` the cap of distinct items), answering each observation's
+/// position, hits, distinct items and whether its item was added. Rows are locked in the order of
+/// (counter, window start), the same in every batch, so two batches cannot deadlock.
+const OBSERVE_MANY: &str = "WITH obs AS (\
+       SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::int8[]) \
+       WITH ORDINALITY AS o(counter, window_start, item, expires_at, n)), \
+     added AS (INSERT INTO detection_items (counter, window_start, item, expires_at) \
+       SELECT o.counter, o.window_start, o.item, o.expires_at FROM obs o \
+       WHERE o.item IS NOT NULL AND COALESCE((SELECT c.distinct_items FROM detection_counts c \
+         WHERE c.counter = o.counter AND c.window_start = o.window_start), 0) < $5 \
+       ORDER BY o.counter, o.window_start \
+       ON CONFLICT DO NOTHING RETURNING counter, window_start), \
+     counted AS (INSERT INTO detection_counts AS c (counter, window_start, hits, distinct_items, expires_at) \
+       SELECT o.counter, o.window_start, 1, (SELECT COUNT(*) FROM added a \
+         WHERE a.counter = o.counter AND a.window_start = o.window_start), o.expires_at \
+       FROM obs o ORDER BY o.counter, o.window_start \
+       ON CONFLICT (counter, window_start) DO UPDATE SET hits = c.hits + 1, \
+         distinct_items = c.distinct_items + EXCLUDED.distinct_items \
+       RETURNING c.counter, c.window_start, c.hits, c.distinct_items) \
+     SELECT o.n, k.hits, k.distinct_items, (SELECT COUNT(*) FROM added a \
+       WHERE a.counter = o.counter AND a.window_start = o.window_start) \
+     FROM obs o JOIN counted k ON k.counter = o.counter AND k.window_start = o.window_start ORDER BY o.n";
+
 #[async_trait]
 impl DetectionCounts for Store {
     async fn observe(
@@ -270,38 +337,11 @@ impl DetectionCounts for Store {
             .await
             .map_err(store_error)?,
             crate::Backend::Sqlite(pool) => async {
+                let _gate = self.sqlite_write_gate().await;
                 let mut tx = pool.begin().await?;
-                let added = match item {
-                    Some(item) => sqlx::query(
-                        "INSERT INTO detection_items (counter, window_start, item, expires_at) \
-                         SELECT $1, $2, $3, $4 WHERE COALESCE((SELECT distinct_items FROM detection_counts \
-                         WHERE counter = $1 AND window_start = $2), 0) < $5 ON CONFLICT DO NOTHING",
-                    )
-                    .bind(counter)
-                    .bind(window_start)
-                    .bind(item)
-                    .bind(expires_at)
-                    .bind(cap)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected(),
-                    None => 0,
-                };
-                let added = i64::try_from(added).unwrap_or(0);
-                let (hits, distinct): (i64, i64) = sqlx::query_as(
-                    "INSERT INTO detection_counts (counter, window_start, hits, distinct_items, expires_at) \
-                     VALUES ($1, $2, 1, $3, $4) ON CONFLICT (counter, window_start) DO UPDATE SET \
-                     hits = detection_counts.hits + 1, distinct_items = detection_counts.distinct_items + $3 \
-                     RETURNING hits, distinct_items",
-                )
-                .bind(counter)
-                .bind(window_start)
-                .bind(added)
-                .bind(expires_at)
-                .fetch_one(&mut *tx)
-                .await?;
+                let tally = observe_sqlite(&mut tx, counter, window_start, item, expires_at, cap).await?;
                 tx.commit().await?;
-                Ok::<_, sqlx::Error>((hits, distinct, added))
+                Ok::<_, sqlx::Error>(tally)
             }
             .await
             .map_err(store_error)?,
@@ -311,6 +351,62 @@ impl DetectionCounts for Store {
             distinct: u64::try_from(distinct).unwrap_or(0),
             new_item: added > 0,
         })
+    }
+
+    async fn observe_many(&self, observations: &[Observation<'_>]) -> Result<Vec<Tally>, StoreError> {
+        let cap = i64::try_from(MAX_DISTINCT_ITEMS).unwrap_or(i64::MAX);
+        let tally = |(hits, distinct, added): (i64, i64, i64)| Tally {
+            hits: u64::try_from(hits).unwrap_or(0),
+            distinct: u64::try_from(distinct).unwrap_or(0),
+            new_item: added > 0,
+        };
+        // One statement cannot add to one window's row twice: a batch naming a counter's window
+        // twice is counted one by one.
+        let mut windows: Vec<(&str, i64)> = observations.iter().map(|o| (o.counter.as_str(), o.window_start)).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        if windows.len() < observations.len() {
+            let mut tallies = Vec::with_capacity(observations.len());
+            for o in observations {
+                tallies.push(self.observe(&o.counter, o.window_start, o.item, o.expires_at).await?);
+            }
+            return Ok(tallies);
+        }
+        match &self.backend {
+            crate::Backend::Postgres(pool) => {
+                let counters: Vec<&str> = observations.iter().map(|o| o.counter.as_str()).collect();
+                let starts: Vec<i64> = observations.iter().map(|o| o.window_start).collect();
+                let items: Vec<Option<&[u8]>> = observations.iter().map(|o| o.item).collect();
+                let expiries: Vec<i64> = observations.iter().map(|o| o.expires_at).collect();
+                let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(OBSERVE_MANY)
+                    .bind(&counters)
+                    .bind(&starts)
+                    .bind(&items)
+                    .bind(&expiries)
+                    .bind(cap)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(store_error)?;
+                if rows.len() != observations.len() {
+                    return Err(StoreError::Other("a batch of detection counts came back incomplete".into()));
+                }
+                Ok(rows.into_iter().map(|(_, hits, distinct, added)| tally((hits, distinct, added))).collect())
+            }
+            crate::Backend::Sqlite(pool) => async {
+                let _gate = self.sqlite_write_gate().await;
+                let mut tx = pool.begin().await?;
+                let mut tallies = Vec::with_capacity(observations.len());
+                for o in observations {
+                    let counted =
+                        observe_sqlite(&mut tx, &o.counter, o.window_start, o.item, o.expires_at, cap).await?;
+                    tallies.push(tally(counted));
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(tallies)
+            }
+            .await
+            .map_err(store_error),
+        }
     }
 
     async fn purge_counts(&self, now: i64) -> Result<u64, StoreError> {

@@ -1591,6 +1591,60 @@ async fn detection_counts_suite(store: &Store) {
     let tally = store.observe("race:c", 1_000, Some(&[1]), expires + 10).await.unwrap();
     assert_eq!((tally.hits, tally.distinct), (1, 1), "a purged window starts again");
 
+    // Batches (a payment's counts, its address and device each for several points): 30 batches
+    // at once over the same four counters, given in different orders, answer as 30 x 4 single
+    // observations would: every tally its own, each distinct item new once, and no deadlock.
+    use strongroom_domain::ports::detection::Observation;
+    let counters = ["batch:a", "batch:b", "batch:c", "batch:d"];
+    let handles: Vec<_> = (0..30u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut order: Vec<&str> = counters.to_vec();
+                order.rotate_left(usize::from(i % 4));
+                let items: Vec<[u8; 1]> = order.iter().map(|_| [i % 5]).collect();
+                let batch: Vec<Observation<'_>> = order
+                    .iter()
+                    .zip(&items)
+                    .map(|(counter, item)| Observation {
+                        counter: (*counter).to_owned(),
+                        window_start: 1_000,
+                        item: Some(item.as_slice()),
+                        expires_at: expires,
+                    })
+                    .collect();
+                let tallies = store.observe_many(&batch).await.unwrap();
+                assert_eq!(tallies.len(), 4);
+                order.into_iter().map(str::to_owned).zip(tallies).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut by_counter: std::collections::HashMap<String, Vec<(u64, bool, u64)>> = Default::default();
+    for handle in handles {
+        for (counter, tally) in handle.await.unwrap() {
+            by_counter.entry(counter).or_default().push((tally.hits, tally.new_item, tally.distinct));
+        }
+    }
+    for counter in counters {
+        let mut seen = by_counter.remove(counter).unwrap();
+        seen.sort_unstable();
+        let hits: Vec<u64> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(hits, (1..=30).collect::<Vec<u64>>(), "{counter}: every observation read its own count");
+        assert_eq!(seen.iter().filter(|s| s.1).count(), 5, "{counter}: each distinct item was new once");
+        assert_eq!(seen.iter().filter(|s| s.1 && s.2 == 5).count(), 1, "{counter}: one brought the fifth item");
+    }
+    // Answered in the order given, also when a batch names one window twice (counted one by one).
+    let same = |counter: &str, item: &'static [u8]| Observation {
+        counter: counter.to_owned(),
+        window_start: 1_000,
+        item: Some(item),
+        expires_at: expires,
+    };
+    let tallies =
+        store.observe_many(&[same("batch:e", b"x"), same("batch:a", b"new"), same("batch:e", b"x")]).await.unwrap();
+    let got: Vec<(u64, u64, bool)> = tallies.iter().map(|t| (t.hits, t.distinct, t.new_item)).collect();
+    assert_eq!(got, [(1, 1, true), (31, 6, true), (2, 1, false)]);
+
     // Ended decisions go after their retention; one in force, or ended later, stays.
     use strongroom_domain::ports::detection::{DecisionRecord, DecisionsRepository};
     let t = Timestamp::from_unix_millis;

@@ -37,7 +37,7 @@ use crate::error::DomainError;
 use crate::merchants::MerchantId;
 use crate::modes::Mode;
 use crate::outbox::{Outbox, OutboxMessage};
-use crate::ports::detection::{Allowance, DecisionRecord, DecisionsRepository, SharedCounts};
+use crate::ports::detection::{Allowance, DecisionRecord, DecisionsRepository, Observation, SharedCounts, Tally};
 
 pub mod points;
 
@@ -765,6 +765,41 @@ impl DecisionService {
         }
     }
 
+    /// [`Self::count`] of the same `part` of `point` for several actors, in one round trip to
+    /// the shared store: each actor's tally in order (`None` when the point is off or the count
+    /// failed, logged).
+    pub async fn count_all(
+        &self,
+        point: Point,
+        part: &str,
+        merchant: Option<&MerchantId>,
+        actors: &[&str],
+        item: Option<&[u8]>,
+    ) -> Option<Vec<crate::ports::detection::Tally>> {
+        let rule = self.settings.rule(point);
+        if !self.settings.enabled || rule.threshold == 0 || actors.is_empty() {
+            return None;
+        }
+        let (window_start, expires_at) = self.window(rule);
+        let merchant = merchant.map_or("", MerchantId::as_str);
+        let observations: Vec<Observation<'_>> = actors
+            .iter()
+            .map(|actor| Observation {
+                counter: format!("{}.{part}:{merchant}:{actor}", point.id()),
+                window_start,
+                item,
+                expires_at,
+            })
+            .collect();
+        match self.counts.observe_many(&observations).await {
+            Ok(tallies) => Some(tallies),
+            Err(err) => {
+                tracing::warn!(error = %err, point = point.id(), "counting a detection point failed");
+                None
+            }
+        }
+    }
+
     /// The start and end (Unix milliseconds) of the rule's window that holds now.
     fn window(&self, rule: points::Rule) -> (i64, i64) {
         let now = self.clock.now().unix_millis();
@@ -779,24 +814,68 @@ impl DecisionService {
     /// `sighting.respond`. Returns the decision made, if any. A failure to count or decide is
     /// logged and changes nothing for the caller.
     pub async fn sighted(&self, sighting: Sighting<'_>) -> Option<DecisionRecord> {
-        let rule = self.settings.rule(sighting.point);
-        if !self.settings.enabled || rule.threshold == 0 {
-            return None;
-        }
-        let (window_start, window_end) = self.window(rule);
-        let counter =
-            format!("{}:{}:{}", sighting.point.id(), sighting.merchant.map_or("", MerchantId::as_str), sighting.actor);
-        let item = match sighting.point.counting() {
-            points::Counting::Distinct => sighting.item.as_deref().or(Some(&[])),
-            points::Counting::Hits => None,
-        };
-        let tally = match self.counts.observe(&counter, window_start, item, window_end).await {
+        let (rule, observation) = self.observation(&sighting)?;
+        let tally = match self
+            .counts
+            .observe(&observation.counter, observation.window_start, observation.item, observation.expires_at)
+            .await
+        {
             Ok(tally) => tally,
             Err(err) => {
                 tracing::warn!(error = %err, point = sighting.point.id(), "counting a detection point failed");
                 return None;
             }
         };
+        self.judge(&sighting, rule, tally).await
+    }
+
+    /// [`Self::sighted`] of several sightings, counted together in one round trip to the
+    /// shared store (a payment's signals: its address and device, each for several points).
+    pub async fn sighted_all(&self, sightings: Vec<Sighting<'_>>) {
+        let mut rules = Vec::with_capacity(sightings.len());
+        let mut observations = Vec::with_capacity(sightings.len());
+        let mut counted = Vec::with_capacity(sightings.len());
+        for sighting in &sightings {
+            if let Some((rule, observation)) = self.observation(sighting) {
+                rules.push(rule);
+                observations.push(observation);
+                counted.push(sighting);
+            }
+        }
+        if observations.is_empty() {
+            return;
+        }
+        let tallies = match self.counts.observe_many(&observations).await {
+            Ok(tallies) => tallies,
+            Err(err) => {
+                tracing::warn!(error = %err, "counting detection points failed");
+                return;
+            }
+        };
+        for ((sighting, rule), tally) in counted.into_iter().zip(rules).zip(tallies) {
+            self.judge(sighting, rule, tally).await;
+        }
+    }
+
+    /// The count a sighting adds to, with its point's rule; `None` when the point is off.
+    fn observation<'s>(&self, sighting: &'s Sighting<'_>) -> Option<(points::Rule, Observation<'s>)> {
+        let rule = self.settings.rule(sighting.point);
+        if !self.settings.enabled || rule.threshold == 0 {
+            return None;
+        }
+        let (window_start, expires_at) = self.window(rule);
+        let counter =
+            format!("{}:{}:{}", sighting.point.id(), sighting.merchant.map_or("", MerchantId::as_str), sighting.actor);
+        let item = match sighting.point.counting() {
+            points::Counting::Distinct => sighting.item.as_deref().or(Some(&[])),
+            points::Counting::Hits => None,
+        };
+        Some((rule, Observation { counter, window_start, item, expires_at }))
+    }
+
+    /// Whether the tally a sighting got crosses its point's threshold (one observation per
+    /// actor and window does): then it is a detection.
+    async fn judge(&self, sighting: &Sighting<'_>, rule: points::Rule, tally: Tally) -> Option<DecisionRecord> {
         let threshold = u64::from(rule.threshold);
         let crossed = match sighting.point.counting() {
             points::Counting::Distinct => tally.new_item && tally.distinct == threshold,
@@ -809,7 +888,7 @@ impl DecisionService {
             points::Counting::Distinct => tally.distinct,
             points::Counting::Hits => tally.hits,
         };
-        self.detection(&sighting, rule, seen).await
+        self.detection(sighting, rule, seen).await
     }
 
     /// Counts a password sign-in of `merchant` (`failed` or not) for the shop's failure ratio:

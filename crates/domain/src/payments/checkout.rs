@@ -215,6 +215,9 @@ impl PaymentsService {
     ) {
         let (Some(detection), Some(card)) = (self.detection.get(), card) else { return };
         let (Some(fingerprint), Ok(checkout)) = (card.fingerprint.as_deref(), self.checkout()) else { return };
+        // Every count of this payment (each point, for its address and its device) goes to the
+        // shared store in one round trip.
+        let mut sightings = Vec::new();
         for (group, scope) in client_actors(client) {
             let sighting = |point, actor: String| {
                 crate::detection::Sighting::new(point, Some(&intent.merchant), actor)
@@ -224,17 +227,18 @@ impl PaymentsService {
                     .subject(intent.id.clone())
             };
             if checkout.rules.fraud.is_small(intent.amount) {
-                detection.sighted(sighting(crate::detection::Point::SmallAmountCards, group.clone())).await;
+                sightings.push(sighting(crate::detection::Point::SmallAmountCards, group.clone()));
             }
             if let Some(first6) = &card.first6 {
                 // The issuer's range names the count (first six digits are not secret); the
                 // cards in it are counted by fingerprint.
-                detection.sighted(sighting(crate::detection::Point::IinCluster, format!("{group}:{first6}"))).await;
+                sightings.push(sighting(crate::detection::Point::IinCluster, format!("{group}:{first6}")));
             }
             // One amount, many cards: the amount names the count.
             let amount = format!("{group}:{}{}", intent.amount.minor(), intent.amount.currency().lowercase());
-            detection.sighted(sighting(crate::detection::Point::IdenticalAmounts, amount)).await;
+            sightings.push(sighting(crate::detection::Point::IdenticalAmounts, amount));
         }
+        detection.sighted_all(sightings).await;
     }
 
     /// Counts the gateway's answer (`status`) to an authorisation of `intent` for the decline
@@ -289,12 +293,15 @@ impl PaymentsService {
         // By attempt: an answer settled twice (a retried request) counts once.
         let attempt = format!("{}:{}", intent.id, intent.attempt);
         let item = Some(attempt.as_bytes());
-        for (group, scope) in client_actors(client) {
-            let Some(attempts) = detection.count(point, "attempts", merchant, &group, item).await else { continue };
-            if !declined {
-                continue;
-            }
-            let Some(declines) = detection.count(point, "declines", merchant, &group, item).await else { continue };
+        let actors = client_actors(client);
+        let groups: Vec<&str> = actors.iter().map(|(group, _)| group.as_str()).collect();
+        // The client's address and device are counted together, in one round trip each.
+        let Some(attempts) = detection.count_all(point, "attempts", merchant, &groups, item).await else { return };
+        if !declined {
+            return;
+        }
+        let Some(declines) = detection.count_all(point, "declines", merchant, &groups, item).await else { return };
+        for (((group, scope), attempts), declines) in actors.into_iter().zip(attempts).zip(declines) {
             let settings = detection.settings();
             let (tried, refused) = (attempts.distinct, declines.distinct);
             let enough = tried >= u64::from(settings.decline_ratio_attempts);

@@ -122,8 +122,32 @@ pub trait DetectionCounts: Send + Sync + std::fmt::Debug {
         item: Option<&[u8]>,
         expires_at: i64,
     ) -> Result<Tally, StoreError>;
+    /// [`Self::observe`] of several counters at once, in one round trip where the backend can
+    /// (one statement on PostgreSQL, one transaction on SQLite): each tally as `observe` would
+    /// answer it, in the order given. Default: one by one.
+    async fn observe_many(&self, observations: &[Observation<'_>]) -> Result<Vec<Tally>, StoreError> {
+        let mut tallies = Vec::with_capacity(observations.len());
+        for o in observations {
+            tallies.push(self.observe(&o.counter, o.window_start, o.item, o.expires_at).await?);
+        }
+        Ok(tallies)
+    }
     /// Deletes the windows that expired by `now` (unix ms); how many rows went.
     async fn purge_counts(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+/// One observation for [`DetectionCounts::observe_many`] (the arguments of
+/// [`DetectionCounts::observe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation<'a> {
+    /// The counter.
+    pub counter: String,
+    /// The window's start (unix ms).
+    pub window_start: i64,
+    /// The item among the window's distinct items, if counted so.
+    pub item: Option<&'a [u8]>,
+    /// Kept until (unix ms).
+    pub expires_at: i64,
 }
 
 /// One shared allowance of the generic cell rate algorithm (GCRA): `count` units per `period`,
