@@ -2,7 +2,8 @@
 //! keep their database free of per-request writes: one Lua script per observation adds the item
 //! to the window's set (up to the cap), increments the window's hits and distinct count, sets
 //! both keys to expire with the window, and returns the tally, atomically (Redis runs a script
-//! alone), so exactly one observation of all nodes' sees a threshold's count.
+//! alone), so exactly one observation of all nodes' sees a threshold's count. A batch of
+//! observations (a payment's) is one script call doing the same for each in turn.
 //!
 //! Keys: `strongroom:dc:{window start}:{counter}` (a hash: `hits`, `distinct`) and `…:items` (a
 //! set). Items are keyed hashes or ids, never an email or a card number.
@@ -15,7 +16,9 @@
 
 use async_trait::async_trait;
 use strongroom_domain::StoreError;
-use strongroom_domain::ports::detection::{Allowance, DetectionCounts, MAX_DISTINCT_ITEMS, RateLimits, Tally};
+use strongroom_domain::ports::detection::{
+    Allowance, DetectionCounts, MAX_DISTINCT_ITEMS, Observation, RateLimits, Tally,
+};
 
 /// The script: KEYS[1] the window's hash, KEYS[2] its item set; ARGV[1] `1` with an item in
 /// ARGV[2], ARGV[3] the expiry (unix ms), ARGV[4] the item cap.
@@ -31,6 +34,30 @@ local hits = redis.call('HINCRBY', KEYS[1], 'hits', 1)
 local distinct = redis.call('HINCRBY', KEYS[1], 'distinct', added)
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return {hits, distinct, added}
+";
+
+/// [`OBSERVE`] for several observations in one call, in order: KEYS[2i-1] and KEYS[2i] the
+/// i-th window's hash and item set; ARGV[1] the item cap, then per observation `1` with an item
+/// or `0`, the item, the expiry. Returns hits, distinct and added of each, flattened.
+const OBSERVE_MANY: &str = r"
+local cap = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS / 2 do
+  local hash, items = KEYS[2 * i - 1], KEYS[2 * i]
+  local at = 2 + (i - 1) * 3
+  local added = 0
+  if ARGV[at] == '1' then
+    if redis.call('SCARD', items) < cap then
+      added = redis.call('SADD', items, ARGV[at + 1])
+    end
+    redis.call('PEXPIREAT', items, ARGV[at + 2])
+  end
+  out[#out + 1] = redis.call('HINCRBY', hash, 'hits', 1)
+  out[#out + 1] = redis.call('HINCRBY', hash, 'distinct', added)
+  out[#out + 1] = added
+  redis.call('PEXPIREAT', hash, ARGV[at + 2])
+end
+return out
 ";
 
 /// The generic cell rate algorithm: KEYS[1] the key's arrival time; ARGV[1] now (unix ms),
@@ -55,6 +82,7 @@ return 0
 pub struct RedisCounts {
     connection: redis::aio::ConnectionManager,
     script: redis::Script,
+    batch: redis::Script,
     limit: redis::Script,
 }
 
@@ -107,7 +135,12 @@ impl RedisCounts {
             .query_async(&mut connection)
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
-        Ok(Self { connection, script: redis::Script::new(OBSERVE), limit: redis::Script::new(TAKE_UNIT) })
+        Ok(Self {
+            connection,
+            script: redis::Script::new(OBSERVE),
+            batch: redis::Script::new(OBSERVE_MANY),
+            limit: redis::Script::new(TAKE_UNIT),
+        })
     }
 }
 
@@ -138,6 +171,35 @@ impl DetectionCounts for RedisCounts {
             distinct: u64::try_from(distinct).unwrap_or(0),
             new_item: added > 0,
         })
+    }
+
+    async fn observe_many(&self, observations: &[Observation<'_>]) -> Result<Vec<Tally>, StoreError> {
+        if observations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.batch.prepare_invoke();
+        invocation.arg(MAX_DISTINCT_ITEMS);
+        for o in observations {
+            let key = format!("strongroom:dc:{}:{}", o.window_start, o.counter);
+            invocation.key(&key).key(format!("{key}:items"));
+            invocation.arg(if o.item.is_some() { "1" } else { "0" }).arg(o.item.unwrap_or_default()).arg(o.expires_at);
+        }
+        let mut connection = self.connection.clone();
+        let flat: Vec<i64> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        if flat.len() != observations.len() * 3 {
+            return Err(StoreError::Unavailable("redis: a batch of counts came back incomplete".to_owned()));
+        }
+        Ok(flat
+            .chunks_exact(3)
+            .map(|c| Tally {
+                hits: u64::try_from(c[0]).unwrap_or(0),
+                distinct: u64::try_from(c[1]).unwrap_or(0),
+                new_item: c[2] > 0,
+            })
+            .collect())
     }
 
     async fn purge_counts(&self, _now: i64) -> Result<u64, StoreError> {
@@ -223,6 +285,60 @@ mod tests {
         // TLS to a port that speaks none fails; an address that is no Redis URL is refused.
         assert!(RedisCounts::connect("rediss://127.0.0.1:6379", None).await.is_err());
         assert!(RedisCounts::connect("http://127.0.0.1:6379", None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn batches_answer_as_single_observations_would() {
+        let Some(counts) = redis().await else { return };
+        let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let counter = |name: &str| format!("batch:{}:{run}:{name}", std::process::id());
+        let expires = 4_000_000_000_000;
+        // 30 batches at once over four counters, in different orders.
+        let handles: Vec<_> = (0..30u8)
+            .map(|i| {
+                let counts = counts.clone();
+                let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|n| counter(n)).collect();
+                tokio::spawn(async move {
+                    let mut order = names;
+                    order.rotate_left(usize::from(i % 4));
+                    let item = [i % 5];
+                    let batch: Vec<Observation<'_>> = order
+                        .iter()
+                        .map(|c| Observation {
+                            counter: c.clone(),
+                            window_start: 1_000,
+                            item: Some(&item),
+                            expires_at: expires,
+                        })
+                        .collect();
+                    let tallies = counts.observe_many(&batch).await.unwrap();
+                    order.into_iter().zip(tallies).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut by_counter: std::collections::HashMap<String, Vec<Tally>> = Default::default();
+        for handle in handles {
+            for (name, tally) in handle.await.unwrap() {
+                by_counter.entry(name).or_default().push(tally);
+            }
+        }
+        for (name, tallies) in by_counter {
+            let mut hits: Vec<u64> = tallies.iter().map(|t| t.hits).collect();
+            hits.sort_unstable();
+            assert_eq!(hits, (1..=30).collect::<Vec<u64>>(), "{name}");
+            assert_eq!(tallies.iter().filter(|t| t.new_item).count(), 5, "{name}");
+            assert_eq!(tallies.iter().filter(|t| t.new_item && t.distinct == 5).count(), 1, "{name}");
+        }
+        // In the order given, one window named twice counted twice, a count without an item.
+        let obs = |name: &str, item: Option<&'static [u8]>| Observation {
+            counter: counter(name),
+            window_start: 2_000,
+            item,
+            expires_at: expires,
+        };
+        let tallies = counts.observe_many(&[obs("e", Some(b"x")), obs("f", None), obs("e", Some(b"x"))]).await.unwrap();
+        let got: Vec<(u64, u64, bool)> = tallies.iter().map(|t| (t.hits, t.distinct, t.new_item)).collect();
+        assert_eq!(got, [(1, 1, true), (1, 0, false), (2, 1, false)]);
     }
 
     /// A Redis that speaks only TLS, on a free loopback port, with a certificate for 127.0.0.1
