@@ -154,7 +154,8 @@ impl Store {
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             let removed = sqlx::query(
-                "UPDATE saved_cards SET status = 'removed', removed_at = $2, removed_by = $3 \
+                // The gateway's handle goes with the token: nothing left could charge the card.
+                "UPDATE saved_cards SET status = 'removed', removed_at = $2, removed_by = $3, stored_method = NULL \
                  WHERE id = $1 AND status = 'active'",
             )
             .bind(&card.id)

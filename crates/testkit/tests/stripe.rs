@@ -640,6 +640,14 @@ async fn saved_cards_tell_stripe_their_stored_credential_use(backend: Backend) {
     );
     assert_eq!(stripe.keys_on("/v1/payment_methods").await.len(), 1, "only the first payment sent the card");
     assert_eq!(sent["without_cvc"], 0, "{sent}");
+    // Removed: the handle on the card at Stripe goes with it.
+    let sql = "SELECT COALESCE(stored_method, '') FROM saved_cards WHERE id = $1";
+    let kept: Vec<(String,)> = server.query_rows(sql, &pm).await;
+    assert!(kept[0].0.starts_with("stripe:cus_"), "{kept:?}");
+    let (status, _) = send(&server, &key, Method::DELETE, &format!("/v1/saved_cards/{pm}"), None).await;
+    assert_eq!(status, 200);
+    let kept: Vec<(String,)> = server.query_rows(sql, &pm).await;
+    assert_eq!(kept[0].0, "", "no handle is kept for a removed card");
 }
 
 /// A server on the Stripe gateway whose reconciliation runs every second, for calls older than
