@@ -66,19 +66,25 @@ fn lock_keys_sql(n: usize) -> String {
     format!("SELECT {}", locks.join(", "))
 }
 
-/// PostgreSQL: a new intent ([`insert_intent_sql`]'s `$1`…`$N`, N = [`INTENT_PARAMS`]) and its
-/// attempt's `n` signals in one statement: `$N+1` attempt, `$N+2` merchant, `$N+3` mode, `$N+4`
-/// card, `$N+5` amount, `$N+6` currency, `$N+7` small, `$N+8` at, then kind and key of each row.
-/// (The signals refer to the intent; PostgreSQL checks that at the end of the statement.)
+/// PostgreSQL: a new intent ([`insert_intent_sql`]'s `$1`…`$N`, N = [`INTENT_PARAMS`]), its
+/// attempt's `n` signals and the locks of their keys in one statement: `$N+1` attempt, `$N+2`
+/// merchant, `$N+3` mode, `$N+4` card, `$N+5` amount, `$N+6` currency, `$N+7` small, `$N+8` at,
+/// then kind and key of each row, then the `n` keys' lock names in lock order (as
+/// [`lock_keys_sql`]). The signals refer to the intent (PostgreSQL checks that at the end of the
+/// statement); the count must follow in a statement of its own, whose snapshot then holds every
+/// attempt committed before these locks were granted.
 fn insert_intent_and_signals_pg_sql(n: usize) -> String {
     let p = |i: usize| INTENT_PARAMS + i;
     let rows: Vec<String> =
         (0..n).map(|i| format!("(CAST(${} AS TEXT), CAST(${} AS TEXT))", p(9 + 2 * i), p(10 + 2 * i))).collect();
+    let locks: Vec<String> =
+        (0..n).map(|i| format!("pg_advisory_xact_lock(hashtextextended(${}, 14))", p(9 + 2 * n + i))).collect();
     format!(
-        "WITH i AS ({} RETURNING id) INSERT INTO payment_signals (intent_id, attempt, kind, merchant_id, mode, key, \
-         card, amount, currency, small, at) SELECT i.id, CAST(${} AS BIGINT), k.kind, CAST(${} AS TEXT), \
+        "WITH i AS ({} RETURNING id), s AS (INSERT INTO payment_signals (intent_id, attempt, kind, merchant_id, mode, \
+         key, card, amount, currency, small, at) SELECT i.id, CAST(${} AS BIGINT), k.kind, CAST(${} AS TEXT), \
          CAST(${} AS TEXT), k.key, CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT), CAST(${} AS INTEGER), \
-         CAST(${} AS BIGINT) FROM i, (VALUES {}) AS k (kind, key) ON CONFLICT (intent_id, attempt, kind) DO NOTHING",
+         CAST(${} AS BIGINT) FROM i, (VALUES {}) AS k (kind, key) ON CONFLICT (intent_id, attempt, kind) DO NOTHING) \
+         SELECT {}",
         insert_intent_sql(),
         p(1),
         p(2),
@@ -88,8 +94,14 @@ fn insert_intent_and_signals_pg_sql(n: usize) -> String {
         p(6),
         p(7),
         p(8),
-        rows.join(", ")
+        rows.join(", "),
+        locks.join(", ")
     )
+}
+
+/// The name of a key's advisory lock on PostgreSQL.
+fn lock_name(attempt: &AttemptSignals, kind: SignalKind, key: &str) -> String {
+    format!("{}|{}|{}|{key}", attempt.merchant.as_str(), attempt.mode.as_str(), kind.as_str())
 }
 
 /// The claim of a new intent (`$1` id, `$2` status and `$3` attempt it was inserted with; `$4`…`$8`
@@ -121,26 +133,22 @@ fn sorted_keys(attempt: &AttemptSignals) -> Vec<&(SignalKind, String)> {
 /// `$tx`, under each key's lock (PostgreSQL with `$postgres`: advisory locks, taken first and in
 /// `$keys`' order; SQLite: the database's write lock, which the transaction holds from its first
 /// write); evaluates to the counts, in `$keys`' order. Three statements whatever the number of
-/// keys; with `$insert` false the signals were inserted already (PostgreSQL's create-and-confirm
-/// inserts them with the intent): counting after the locks is what makes the count exact.
+/// keys; with `$insert` false the signals were inserted and their keys locked already
+/// (PostgreSQL's create-and-confirm does both with the intent's insert): counting after the
+/// locks is what makes the count exact.
 macro_rules! record_and_count_in {
     ($tx:expr, $postgres:expr, $attempt:expr, $keys:expr, $since:expr) => {
         record_and_count_in!($tx, $postgres, $attempt, $keys, $since, true)
     };
     ($tx:expr, $postgres:expr, $attempt:expr, $keys:expr, $since:expr, $insert:expr) => {{
         let (attempt, keys) = ($attempt, $keys);
-        if $postgres && !keys.is_empty() {
+        if $postgres && !keys.is_empty() && $insert {
             // One attempt per key at a time: the locks are held until the commit, so the next
             // attempt of a key counts this one.
             let sql = lock_keys_sql(keys.len());
             let mut lock = sqlx::query(&sql);
             for (kind, key) in keys.iter() {
-                lock = lock.bind(format!(
-                    "{}|{}|{}|{key}",
-                    attempt.merchant.as_str(),
-                    attempt.mode.as_str(),
-                    kind.as_str()
-                ));
+                lock = lock.bind(lock_name(attempt, *kind, key));
             }
             lock.execute(&mut *$tx).await?;
         }
@@ -224,8 +232,8 @@ impl CheckoutRepository for Store {
             // it comes first).
             let counts = match write.signals {
                 Some((attempt, since)) if postgres && !keys.is_empty() => {
-                    // One round trip for the intent and its signals; the locks and the count
-                    // follow, so the count is as exact as ever.
+                    // One round trip for the intent, its signals and their keys' locks; the count
+                    // follows in a statement of its own, so it is as exact as ever.
                     let sql = insert_intent_and_signals_pg_sql(keys.len());
                     let mut insert = bind_intent!(sqlx::query(&sql), intent, j)
                         .bind(i64::from(attempt.attempt))
@@ -238,6 +246,9 @@ impl CheckoutRepository for Store {
                         .bind(attempt.at.unix_millis());
                     for (kind, key) in &keys {
                         insert = insert.bind(kind.as_str()).bind(key);
+                    }
+                    for (kind, key) in &keys {
+                        insert = insert.bind(lock_name(attempt, *kind, key));
                     }
                     insert.execute(&mut *tx).await?;
                     record_and_count_in!(tx, postgres, attempt, &keys, since, false)
@@ -320,8 +331,7 @@ impl CheckoutRepository for Store {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    write_messages!(tx, write.created_events);
-                    write_messages!(tx, &claim.events);
+                    write_messages!(tx, write.created_events, &claim.events);
                 }
                 None => {
                     if fraud.is_some() {

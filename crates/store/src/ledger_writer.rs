@@ -28,6 +28,14 @@ pub(crate) const INSERT_ENTRY: &str = "INSERT INTO sandbox_ledger (idempotency_k
      network_transaction_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
      ON CONFLICT (idempotency_key) DO NOTHING";
 
+/// PostgreSQL: the entries of a batch (distinct keys) in one statement, `$1`…`$12` arrays in
+/// [`INSERT_ENTRY`]'s column order; returns the keys it inserted.
+const INSERT_ENTRIES_PG: &str = "INSERT INTO sandbox_ledger (idempotency_key, operation, reference, amount, \
+     currency, outcome, decline_code, challenge, gateway_reference, created_at, stored_credential, \
+     network_transaction_id) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[]) \
+     ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key";
+
 type Reply = oneshot::Sender<Result<bool, StoreError>>;
 
 /// Where the batches go.
@@ -130,38 +138,41 @@ async fn write(sink: &Sink, entries: Vec<LedgerEntry>) -> Result<Vec<bool>, Stor
                 .await
         }
         Sink::Postgres(lane) => {
-            let entries = Arc::new(entries);
+            // One statement for the batch (a statement commits on its own: no `BEGIN` and
+            // `COMMIT` round trips). A key twice in the batch is sent once: the later entry is
+            // answered as not inserted, as it would be after the first.
+            let mut seen = std::collections::HashSet::with_capacity(entries.len());
+            let first: Vec<bool> = entries.iter().map(|e| seen.insert(e.idempotency_key.clone())).collect();
+            let unique: Arc<Vec<LedgerEntry>> =
+                Arc::new(entries.iter().zip(&first).filter(|(_, first)| **first).map(|(e, _)| e.clone()).collect());
             // Safe to run twice: an entry a lost commit did insert is then found under its key
             // (answered as not inserted here, and its caller reads it back: the same entry).
-            lane.run_repeatable(move |conn| {
-                let entries = entries.clone();
-                Box::pin(async move {
-                    let mut tx = sqlx::Connection::begin(conn).await?;
-                    let mut inserted = Vec::with_capacity(entries.len());
-                    for e in entries.iter() {
-                        let changed = sqlx::query(INSERT_ENTRY)
-                            .bind(&e.idempotency_key)
-                            .bind(&e.operation)
-                            .bind(&e.reference)
-                            .bind(e.amount)
-                            .bind(&e.currency)
-                            .bind(&e.outcome)
-                            .bind(e.decline_code.as_deref())
-                            .bind(e.challenge.as_deref())
-                            .bind(&e.gateway_reference)
-                            .bind(e.at.unix_millis())
-                            .bind(e.stored_credential.as_deref())
-                            .bind(e.network_transaction_id.as_deref())
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                        inserted.push(changed == 1);
-                    }
-                    tx.commit().await?;
-                    Ok(inserted)
+            let inserted: std::collections::HashSet<String> = lane
+                .run_repeatable(move |conn| {
+                    let unique = unique.clone();
+                    Box::pin(async move {
+                        let column = |f: fn(&LedgerEntry) -> Option<String>| unique.iter().map(f).collect::<Vec<_>>();
+                        let keys: Vec<String> = unique.iter().map(|e| e.idempotency_key.clone()).collect();
+                        sqlx::query_scalar::<_, String>(INSERT_ENTRIES_PG)
+                            .bind(keys)
+                            .bind(column(|e| Some(e.operation.clone())))
+                            .bind(column(|e| Some(e.reference.clone())))
+                            .bind(unique.iter().map(|e| e.amount).collect::<Vec<i64>>())
+                            .bind(column(|e| Some(e.currency.clone())))
+                            .bind(column(|e| Some(e.outcome.clone())))
+                            .bind(column(|e| e.decline_code.clone()))
+                            .bind(column(|e| e.challenge.clone()))
+                            .bind(column(|e| Some(e.gateway_reference.clone())))
+                            .bind(unique.iter().map(|e| e.at.unix_millis()).collect::<Vec<i64>>())
+                            .bind(column(|e| e.stored_credential.clone()))
+                            .bind(column(|e| e.network_transaction_id.clone()))
+                            .fetch_all(conn)
+                            .await
+                            .map(|keys| keys.into_iter().collect())
+                    })
                 })
-            })
-            .await
+                .await?;
+            Ok(entries.iter().zip(first).map(|(e, first)| first && inserted.contains(&e.idempotency_key)).collect())
         }
     }
 }

@@ -90,31 +90,118 @@ impl From<DeliveryRow> for DeliveryRecord {
     }
 }
 
-/// Writes outbox messages on `$tx` (a transaction of either backend): the events of a change go
-/// in with the change. A macro because the statement must be compiled for each backend's
-/// connection type, as `on_pool!` does.
+/// Writes outbox messages on `$tx` (a transaction of either backend), from one or more lists: the
+/// events of a change go in with the change. PostgreSQL takes them all in one statement; SQLite,
+/// whose statements cost no round trip, one insert each.
 macro_rules! write_messages {
-    ($tx:expr, $messages:expr) => {
-        for m in $messages {
-            sqlx::query(
-                "INSERT INTO outbox (id, event_id, merchant_id, channel, destination, event_type, payload, \
-                 created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(&m.id)
-            .bind(&m.event_id)
-            .bind(m.merchant.as_ref().map(|x| x.as_str()))
-            .bind(m.channel.as_str())
-            .bind(m.destination.as_deref())
-            .bind(&m.event_type)
-            .bind(&m.payload)
-            .bind(m.created_at.unix_millis())
-            .bind(m.next_attempt_at.unix_millis())
-            .execute(&mut *$tx)
-            .await?;
-        }
+    ($tx:expr, $($messages:expr),+) => {
+        $crate::outbox::WriteMessages::write_messages(&mut *$tx, &[$(&$messages[..]),+]).await?
     };
 }
 pub(crate) use write_messages;
+
+/// The insert of outbox messages on a connection of either backend (see [`write_messages!`]).
+#[async_trait]
+pub(crate) trait WriteMessages {
+    /// Inserts every message of `lists`.
+    async fn write_messages(&mut self, lists: &[&[OutboxMessage]]) -> Result<(), sqlx::Error>;
+}
+
+const INSERT_MESSAGE: &str = "INSERT INTO outbox (id, event_id, merchant_id, channel, destination, event_type, \
+     payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// All of a change's messages in one round trip (`$1`…`$9`: arrays in [`INSERT_MESSAGE`]'s order).
+pub(crate) const INSERT_MESSAGES_PG: &str = "INSERT INTO outbox (id, event_id, merchant_id, channel, destination, \
+     event_type, payload, created_at, next_attempt_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], \
+     $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bigint[], $9::bigint[])";
+
+/// Outbox messages as the columns of [`INSERT_MESSAGES_PG`], for PostgreSQL's arrays.
+#[derive(Default)]
+pub(crate) struct MessageColumns {
+    ids: Vec<String>,
+    event_ids: Vec<String>,
+    merchants: Vec<Option<String>>,
+    channels: Vec<&'static str>,
+    destinations: Vec<Option<String>>,
+    event_types: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+    created: Vec<i64>,
+    next_attempts: Vec<i64>,
+}
+
+impl MessageColumns {
+    /// The columns of every message of `lists`.
+    pub(crate) fn of(lists: &[&[OutboxMessage]]) -> Self {
+        let mut c = Self::default();
+        for m in lists.iter().flat_map(|list| list.iter()) {
+            c.ids.push(m.id.clone());
+            c.event_ids.push(m.event_id.clone());
+            c.merchants.push(m.merchant.as_ref().map(|x| x.as_str().to_owned()));
+            c.channels.push(m.channel.as_str());
+            c.destinations.push(m.destination.clone());
+            c.event_types.push(m.event_type.clone());
+            c.payloads.push(m.payload.clone());
+            c.created.push(m.created_at.unix_millis());
+            c.next_attempts.push(m.next_attempt_at.unix_millis());
+        }
+        c
+    }
+
+    /// Whether there is no message.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Binds the nine arrays to `query`, in order.
+    pub(crate) fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.ids)
+            .bind(self.event_ids)
+            .bind(self.merchants)
+            .bind(self.channels)
+            .bind(self.destinations)
+            .bind(self.event_types)
+            .bind(self.payloads)
+            .bind(self.created)
+            .bind(self.next_attempts)
+    }
+}
+
+#[async_trait]
+impl WriteMessages for sqlx::PgConnection {
+    async fn write_messages(&mut self, lists: &[&[OutboxMessage]]) -> Result<(), sqlx::Error> {
+        let columns = MessageColumns::of(lists);
+        if columns.is_empty() {
+            return Ok(());
+        }
+        columns.bind(sqlx::query(INSERT_MESSAGES_PG)).execute(self).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WriteMessages for sqlx::SqliteConnection {
+    async fn write_messages(&mut self, lists: &[&[OutboxMessage]]) -> Result<(), sqlx::Error> {
+        for m in lists.iter().flat_map(|list| list.iter()) {
+            sqlx::query(INSERT_MESSAGE)
+                .bind(&m.id)
+                .bind(&m.event_id)
+                .bind(m.merchant.as_ref().map(|x| x.as_str()))
+                .bind(m.channel.as_str())
+                .bind(m.destination.as_deref())
+                .bind(&m.event_type)
+                .bind(&m.payload)
+                .bind(m.created_at.unix_millis())
+                .bind(m.next_attempt_at.unix_millis())
+                .execute(&mut *self)
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 /// Runs one conditional statement and, when it changed a row, writes `$messages` in the same
 /// transaction; evaluates to the affected-row count.

@@ -282,6 +282,63 @@ pub(crate) const INSERT_CALL: &str = "INSERT INTO payment_gateway_calls (idempot
 const ANSWER_CALL: &str =
     "UPDATE payment_gateway_calls SET outcome = $2, answered_at = $3 WHERE idempotency_key = $1 AND outcome IS NULL";
 
+/// PostgreSQL: a transition that claims no saved card or order, as one statement (no `BEGIN` and
+/// `COMMIT` round trips): the intent's conditional update decides, and the gateway call's record
+/// or answer and the outbox messages are written only when it changed the row (`$1`…`$18` as in
+/// the transaction's update; `$19`…`$22` the call made, `$23`…`$24` the call answered, `$25`…`$33`
+/// the messages).
+const TRANSITION_PG: &str = "WITH t AS (UPDATE payment_intents SET status = $4, pending_operation = $5, \
+     attempt = $6, payment_method = $7, amount_capturable = $8, amount_received = $9, last_payment_error = $10, \
+     next_action = $11, card = $12, gateway_reference = $13, cancellation_reason = $14, canceled_at = $15, \
+     updated_at = $16, card_on_file = $18 \
+     WHERE id = $1 AND status = $2 AND COALESCE(pending_operation, '') = $3 AND attempt = $17 RETURNING id), \
+   c AS (INSERT INTO payment_gateway_calls (idempotency_key, intent_id, operation, amount, created_at) \
+     SELECT CAST($19 AS TEXT), t.id, CAST($20 AS TEXT), CAST($21 AS BIGINT), CAST($22 AS BIGINT) FROM t \
+     WHERE $19 IS NOT NULL), \
+   a AS (UPDATE payment_gateway_calls SET outcome = $24, answered_at = $16 \
+     WHERE idempotency_key = $23 AND outcome IS NULL AND EXISTS (SELECT 1 FROM t)), \
+   o AS (INSERT INTO outbox (id, event_id, merchant_id, channel, destination, event_type, payload, created_at, \
+     next_attempt_at) SELECT m.* FROM UNNEST($25::text[], $26::text[], $27::text[], $28::text[], $29::text[], \
+     $30::text[], $31::bytea[], $32::bigint[], $33::bigint[]) AS m WHERE EXISTS (SELECT 1 FROM t)) \
+   SELECT COUNT(*) FROM t";
+
+/// Runs [`TRANSITION_PG`] for `t` (`j`: its `after`'s JSON columns).
+async fn transition_in_one_statement(
+    pool: &sqlx::PgPool,
+    t: &IntentTransition<'_>,
+    j: &IntentJson,
+) -> Result<TransitionOutcome, sqlx::Error> {
+    let (before, after) = (t.before, t.after);
+    let query = sqlx::query(TRANSITION_PG)
+        .bind(&before.id)
+        .bind(before.state.status())
+        .bind(before.state.pending_operation().unwrap_or(""))
+        .bind(after.state.status())
+        .bind(after.state.pending_operation())
+        .bind(i64::from(after.attempt))
+        .bind(after.payment_method.as_deref())
+        .bind(after.amount_capturable)
+        .bind(after.amount_received)
+        .bind(j.error.as_deref())
+        .bind(j.action.as_deref())
+        .bind(j.card.as_deref())
+        .bind(after.gateway_reference.as_deref())
+        .bind(after.cancellation_reason.as_deref())
+        .bind(after.canceled_at.map(Timestamp::unix_millis))
+        .bind(after.updated_at.unix_millis())
+        .bind(i64::from(before.attempt))
+        .bind(j.card_on_file.as_deref())
+        .bind(t.call.map(|c| c.idempotency_key.as_str()))
+        .bind(t.call.map(|c| c.operation))
+        .bind(t.call.map(|c| c.amount))
+        .bind(t.call.map(|c| c.at.unix_millis()))
+        .bind(t.answered.map(|(key, _)| key))
+        .bind(t.answered.map(|(_, outcome)| outcome));
+    let row = crate::outbox::MessageColumns::of(&[t.events]).bind(query).fetch_one(pool).await?;
+    let changed: i64 = sqlx::Row::try_get(&row, 0)?;
+    Ok(if changed == 0 { TransitionOutcome::Stale } else { TransitionOutcome::Done })
+}
+
 /// One page of a data space's rows of `table`, newest first: `$1` merchant, `$2` mode, `$3` the id
 /// the page starts after (or NULL), `$4` the limit; `filter` adds conditions on further parameters.
 pub(crate) fn page_sql(columns: &str, table: &str, filter: &str) -> String {
@@ -435,6 +492,13 @@ impl PaymentsRepository for Store {
         let _gate = self.sqlite_write_gate().await;
         let (before, after) = (t.before, t.after);
         let j = intent_json(after)?;
+        if let crate::Backend::Postgres(pool) = &self.backend {
+            let plain = t.use_saved_card.is_none() && t.save_card.is_none() && t.lock_order.is_none();
+            let call_of_this_intent = t.call.is_none_or(|c| c.intent == before.id);
+            if plain && call_of_this_intent && (t.call.is_none() || t.answered.is_none()) {
+                return transition_in_one_statement(pool, t, &j).await.map_err(store_error);
+            }
+        }
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             // The one statement that decides: only from the state (and attempt) it was read in.

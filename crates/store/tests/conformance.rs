@@ -134,6 +134,7 @@ async fn suite(store: Store) {
     races_suite(&store).await;
     gateway_events_suite(&store).await;
     create_and_confirm_suite(&store).await;
+    ledger_suite(&store).await;
     detection_counts_suite(&store).await;
     incidents_suite(&store).await;
     store.close().await;
@@ -1361,6 +1362,50 @@ async fn races_suite(store: &Store) {
             .await
             .unwrap()
     );
+}
+
+/// The sandbox's ledger, written by group commit: of 30 concurrent entries under one key one is
+/// recorded and every caller reads that one back; 30 concurrent entries under distinct keys are
+/// all recorded (however the writer batched them).
+async fn ledger_suite(store: &Store) {
+    use strongroom_domain::ports::payments::{LedgerEntry, SandboxLedger};
+    let entry = |key: String, n: usize| LedgerEntry {
+        idempotency_key: key,
+        operation: "authorize".to_owned(),
+        reference: format!("pi_ledger{n:02}"),
+        amount: 100 + i64::try_from(n).unwrap(),
+        currency: "eur".to_owned(),
+        outcome: "captured".to_owned(),
+        decline_code: None,
+        challenge: None,
+        gateway_reference: format!("sbx_pay_{n:02}"),
+        stored_credential: None,
+        network_transaction_id: Some(format!("ntid{n:02}")),
+        at: Timestamp::from_unix_millis(1_800_000_000_000),
+    };
+    let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = winners(30, |n| {
+        let (store, stored) = (store.clone(), stored.clone());
+        let entry = entry("pi_ledger:authorize:1".to_owned(), n);
+        async move {
+            let (kept, now) = store.record_entry(&entry).await.unwrap();
+            stored.lock().unwrap().push((kept, now.then_some(entry)));
+            now
+        }
+    })
+    .await;
+    assert_eq!(recorded, 1, "one of 30 entries under one key is recorded");
+    let stored = std::mem::take(&mut *stored.lock().unwrap());
+    let winner = stored.iter().find_map(|(_, won)| won.clone()).unwrap();
+    assert!(stored.iter().all(|(kept, _)| *kept == winner), "every caller reads the recorded entry back");
+    assert_eq!(store.ledger_entry("pi_ledger:authorize:1").await.unwrap(), Some(winner));
+    let distinct = winners(30, |n| {
+        let store = store.clone();
+        let entry = entry(format!("pi_ledger{n:02}:authorize:1"), n);
+        async move { store.record_entry(&entry).await.unwrap().1 }
+    })
+    .await;
+    assert_eq!(distinct, 30, "entries under distinct keys are all recorded");
 }
 
 /// Gateway events are claimed once: 30 parallel claims of one event id, one winner; a dead claim

@@ -369,7 +369,8 @@ impl PaymentsService {
         if let Some(claim) = written.claim {
             entries.push(caller.event(state::audit_action(Event::Confirm), "payment_intent", &intent.id));
             futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
-            return self.authorize_claimed(caller, claim.claimed, &claim.call, &token, None, extras).await;
+            let card = (token.as_str(), info.as_ref());
+            return self.authorize_claimed(caller, claim.claimed, &claim.call, card, None, extras).await;
         }
         futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
         // Blocked, or waiting for the customer's step-up: on as a separate confirmation would.
@@ -620,22 +621,23 @@ impl PaymentsService {
             ..Step::new(Event::Confirm)
         };
         let claimed = self.apply(caller, &intent, after, step).await?;
-        self.authorize_claimed(caller, claimed, &call, token, saved, extras).await
+        self.authorize_claimed(caller, claimed, &call, (token, None), saved, extras).await
     }
 
     /// Asks the gateway for the authorisation recorded as `call` of an intent this request has
-    /// just claimed, and settles the intent by the answer.
+    /// just claimed, and settles the intent by the answer. `(token, read)`: the card token, and
+    /// what the vault said of it earlier in this request, if it was asked.
     async fn authorize_claimed(
         &self,
         caller: Caller<'_>,
         claimed: IntentRecord,
         call: &GatewayCallRecord,
-        token: &str,
+        (token, read): (&str, Option<&PaymentCardInfo>),
         saved: Option<&SavedCardRecord>,
         extras: &ConfirmExtras,
     ) -> Result<IntentRecord, DomainError> {
-        // Only the winner of the claim reads the card (and so uses up its CVC).
-        let card = match self.ports.vault.card_for_gateway(caller.principal, caller.source, token).await {
+        // Only the winner of the claim opens the card (and so uses up its CVC).
+        let card = match self.ports.vault.card_for_gateway(caller.principal, caller.source, token, read).await {
             Ok(card) => card,
             Err(DomainError::NotFound | DomainError::Gone) => {
                 let error = PaymentError::of(

@@ -175,6 +175,19 @@ pub struct PaymentCardInfo {
     pub fingerprint: Option<String>,
     /// The first six digits (the issuer's BIN), when the number is long enough to show them.
     pub first6: Option<String>,
+    /// The stored token this was read from, which a gateway call of the same request opens
+    /// instead of reading the token again.
+    read: Option<ReadToken>,
+}
+
+/// A stored card token as one request read it (`Debug` shows its id only).
+#[derive(Clone, PartialEq, Eq)]
+struct ReadToken(std::sync::Arc<TokenRecord>);
+
+impl std::fmt::Debug for ReadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ReadToken").field(&self.0.id).finish()
+    }
 }
 
 /// One item of a batch: its token and whether it was made now, or why it was refused.
@@ -987,17 +1000,21 @@ impl VaultService {
             last4: text("last4"),
             fingerprint: record.fingerprint.as_deref().map(fingerprint_id),
             first6: display.get("first6").and_then(Value::as_str).map(str::to_owned),
+            read: Some(ReadToken(std::sync::Arc::new(record))),
         })
     }
 
     /// Opens a card token for a gateway call (the only way a card number leaves the vault, and
     /// only towards a gateway), taking its CVC if one is still held: the first authorisation
-    /// uses it, and it is gone afterwards.
+    /// uses it, and it is gone afterwards. `read`: what [`Self::payment_card`] answered for this
+    /// token earlier in the same request, whose stored token is then opened without reading it
+    /// again (a request that confirms later reads it afresh: it may have been deleted meanwhile).
     pub async fn card_for_gateway(
         &self,
         principal: &Principal,
         source: &Source,
         id: &str,
+        read: Option<&PaymentCardInfo>,
     ) -> Result<crate::payments::gateway::GatewayCard, DomainError> {
         #[derive(serde::Deserialize)]
         struct Stored {
@@ -1005,7 +1022,11 @@ impl VaultService {
             exp_month: u8,
             exp_year: u16,
         }
-        let record = self.own_token(principal, id).await?;
+        let known = read.and_then(|info| info.read.as_ref()).filter(|known| known.0.id == id);
+        let record = match known {
+            Some(known) => known.0.clone(),
+            None => std::sync::Arc::new(self.own_token(principal, id).await?),
+        };
         if record.kind != ValueKind::Card {
             return Err(DomainError::NotFound);
         }
