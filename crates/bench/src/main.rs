@@ -96,13 +96,7 @@ impl Drop for Server {
 impl Server {
     /// CPU time the process has used (user + system), in clock ticks (1/100 s on Linux).
     fn cpu_ticks(&self) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name (which is in parentheses and may contain spaces).
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some(utime + stime)
+        process_ticks(self.child.id())
     }
 
     fn rss_kib(&self) -> Option<u64> {
@@ -158,6 +152,8 @@ struct BenchDatabase {
     name: String,
     /// The database's own URL.
     url: String,
+    /// The administrative URL it was made from.
+    admin_url: String,
 }
 
 impl BenchDatabase {
@@ -167,13 +163,53 @@ impl BenchDatabase {
         admin.execute_admin(&format!("CREATE DATABASE {name}")).await?;
         let (base, _) = admin_url.rsplit_once('/').context("--database-url needs a database name")?;
         let url = format!("{base}/{name}");
-        Ok(Self { admin, name, url })
+        Ok(Self { admin, name, url, admin_url: admin_url.to_owned() })
+    }
+
+    /// What reads the CPU time of the database's server processes.
+    async fn cpu(&self) -> anyhow::Result<DatabaseCpu> {
+        use sqlx::Connection;
+        let conn = sqlx::PgConnection::connect(&self.admin_url).await?;
+        Ok(DatabaseCpu { conn: tokio::sync::Mutex::new(conn), database: self.name.clone() })
     }
 
     async fn drop_now(self) -> anyhow::Result<()> {
         self.admin.execute_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await?;
         Ok(())
     }
+}
+
+/// The CPU time of the PostgreSQL server processes serving one database (its backends, found in
+/// `pg_stat_activity`, read from `/proc`): what the work costs the database besides strongroom.
+/// Only meaningful when PostgreSQL runs on this machine; otherwise nothing is found.
+struct DatabaseCpu {
+    conn: tokio::sync::Mutex<sqlx::PgConnection>,
+    database: String,
+}
+
+impl DatabaseCpu {
+    /// Each backend's CPU time so far, in clock ticks, by process id.
+    async fn ticks(&self) -> std::collections::HashMap<i32, u64> {
+        let mut conn = self.conn.lock().await;
+        let pids: Vec<i32> =
+            sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+                .bind(&self.database)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap_or_default();
+        pids.into_iter().filter_map(|pid| Some((pid, process_ticks(u32::try_from(pid).ok()?)?))).collect()
+    }
+}
+
+/// CPU time a process has used (user + system), in clock ticks (1/100 s on Linux).
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn start_echo(options: &Options, tls: Option<(&Path, &Path)>) -> anyhow::Result<Server> {
@@ -399,6 +435,8 @@ fn unreachable_histogram() -> Histogram<u64> {
 struct Measurement {
     /// Server CPU time per answered request, in microseconds (the load generator excluded).
     cpu_us_per_request: f64,
+    /// The database server's CPU time per answered request, in microseconds, when measured.
+    db_cpu_us_per_request: Option<f64>,
     requests_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -406,6 +444,16 @@ struct Measurement {
 }
 
 async fn measure(options: &Options, target: &Target, server: &Server) -> anyhow::Result<Measurement> {
+    measure_with(options, target, server, None).await
+}
+
+/// [`measure`], and the database server's CPU time when `database` is given.
+async fn measure_with(
+    options: &Options,
+    target: &Target,
+    server: &Server,
+    database: Option<&DatabaseCpu>,
+) -> anyhow::Result<Measurement> {
     // Warm-up: connections, caches and the allocator settle; nothing is recorded.
     let warm = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let until = Instant::now() + options.warmup;
@@ -415,6 +463,10 @@ async fn measure(options: &Options, target: &Target, server: &Server) -> anyhow:
         task.await?;
     }
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let db_before = match database {
+        Some(database) => Some(database.ticks().await),
+        None => None,
+    };
     let cpu_before = server.cpu_ticks().unwrap_or(0);
     let started = Instant::now();
     let until = started + options.duration;
@@ -428,12 +480,22 @@ async fn measure(options: &Options, target: &Target, server: &Server) -> anyhow:
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_ticks = server.cpu_ticks().unwrap_or(0).saturating_sub(cpu_before);
+    // A backend that started during the round counts whole; one that ended is missed.
+    let db_ticks = match (database, db_before) {
+        (Some(database), Some(before)) => {
+            let after = database.ticks().await;
+            let used: u64 = after.iter().map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0))).sum();
+            (!after.is_empty()).then_some(used)
+        }
+        _ => None,
+    };
     let histogram = histogram.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
     if total.ok == 0 {
         bail!("no successful request against {}", target.addr);
     }
     Ok(Measurement {
         cpu_us_per_request: cpu_ticks as f64 * 10_000.0 / total.ok as f64,
+        db_cpu_us_per_request: db_ticks.map(|ticks| ticks as f64 * 10_000.0 / total.ok as f64),
         requests_per_sec: total.ok as f64 / elapsed,
         p50_ms: histogram.value_at_quantile(0.50) as f64 / 1000.0,
         p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,

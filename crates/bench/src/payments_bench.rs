@@ -17,8 +17,9 @@ use crate::{Load, Measurement, Options, Target, Transport, measure, start_echo, 
 const CARDS: u64 = 10_000;
 
 fn row(name: &str, m: &Measurement, ratio: f64) {
+    let database = m.db_cpu_us_per_request.map_or_else(|| "–".to_owned(), |us| format!("{us:.1}"));
     println!(
-        "| {name} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {:.3} |",
+        "| {name} | {:.0} | {:.2} | {:.2} | {:.1} | {database} | {} | {:.3} |",
         m.requests_per_sec, m.p50_ms, m.p99_ms, m.cpu_us_per_request, m.failed, ratio
     );
 }
@@ -29,9 +30,11 @@ pub async fn run(options: Options, database_url: Option<String>, clients: bool) 
     let data_dir = dir.path().join("strongroom-data");
     let mut env = Vec::new();
     let mut cleanup = None;
+    let mut database_cpu = None;
     if let Some(admin_url) = &database_url {
         let database = crate::BenchDatabase::create(admin_url, "strongroom_bench_payments").await?;
         env.push(("STRONGROOM_DATABASE_URL", database.url.clone()));
+        database_cpu = Some(database.cpu().await?);
         cleanup = Some(database);
     }
     let backend = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
@@ -60,25 +63,28 @@ pub async fn run(options: Options, database_url: Option<String>, clients: bool) 
         Target { addr: echo.addr, tls: connector.clone(), path: "/echo", authorization: None, load: Load::EchoCard };
 
     println!();
-    println!("| target | req/s | p50 ms | p99 ms | server CPU µs/request | failed | ratio to baseline |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| target | req/s | p50 ms | p99 ms | server CPU µs/request | PostgreSQL CPU µs/request | failed | ratio to \
+         baseline |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let mut rounds = Vec::new();
     let mut with_clients = Vec::new();
     for _ in 0..options.rounds {
         let base = measure(&options, &baseline, &echo).await?;
-        let measured = measure(&options, &pay, &strongroom).await?;
+        let measured = crate::measure_with(&options, &pay, &strongroom, database_cpu.as_ref()).await?;
         if clients {
-            let from_client = measure(&options, &pay_from_client, &strongroom).await?;
+            let from_client = crate::measure_with(&options, &pay_from_client, &strongroom, database_cpu.as_ref()).await?;
             with_clients.push((from_client.requests_per_sec / base.requests_per_sec, from_client));
         }
         rounds.push((measured.requests_per_sec / base.requests_per_sec, base, measured));
     }
     let list: Vec<String> = rounds.iter().map(|(r, _, m)| format!("{r:.4} ({:.0}/s)", m.requests_per_sec)).collect();
-    println!("| rounds, in order: payments / echo {} |  |  |  |  |  |  |", list.join(", "));
+    println!("| rounds, in order: payments / echo {} |  |  |  |  |  |  |  |", list.join(", "));
     if clients {
         let list: Vec<String> =
             with_clients.iter().map(|(r, m)| format!("{r:.4} ({:.0}/s)", m.requests_per_sec)).collect();
-        println!("| rounds, in order: payments with a client / echo {} |  |  |  |  |  |  |", list.join(", "));
+        println!("| rounds, in order: payments with a client / echo {} |  |  |  |  |  |  |  |", list.join(", "));
     }
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (ratio, base, measured) = rounds.swap_remove(rounds.len() / 2);
@@ -91,6 +97,7 @@ pub async fn run(options: Options, database_url: Option<String>, clients: bool) 
     }
     drop(echo);
     drop(strongroom);
+    drop(database_cpu);
     if let Some(database) = cleanup {
         database.drop_now().await?;
     }
