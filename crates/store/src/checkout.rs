@@ -104,6 +104,11 @@ fn lock_name(attempt: &AttemptSignals, kind: SignalKind, key: &str) -> String {
     format!("{}|{}|{}|{key}", attempt.merchant.as_str(), attempt.mode.as_str(), kind.as_str())
 }
 
+/// Locks an order for a payment (`$1` order, `$2` the total the intent pays, `$3` when, `$4` the
+/// currency): no row when its total changed since.
+const LOCK_ORDER: &str =
+    "UPDATE orders SET locked_at = COALESCE(locked_at, $3) WHERE id = $1 AND amount_total = $2 AND currency = $4";
+
 /// The claim of a new intent (`$1` id, `$2` status and `$3` attempt it was inserted with; `$4`…`$8`
 /// what it becomes), on SQLite.
 const CLAIM_NEW_INTENT: &str = "UPDATE payment_intents SET status = $4, pending_operation = $5, attempt = $6, \
@@ -116,6 +121,26 @@ const CLAIM_NEW_INTENT_WITH_CALL_PG: &str = "WITH claimed AS (UPDATE payment_int
      pending_operation = $5, attempt = $6, fraud = $7, updated_at = $8 WHERE id = $1 AND status = $2 AND attempt = $3 \
      RETURNING id) INSERT INTO payment_gateway_calls (idempotency_key, intent_id, operation, amount, created_at) \
      SELECT CAST($9 AS TEXT), claimed.id, CAST($10 AS TEXT), CAST($11 AS BIGINT), CAST($12 AS BIGINT) FROM claimed";
+
+/// The rows of [`count_signals_sql`] as each key's counts, in `keys`' order.
+fn counts_in_order(rows: &[CountRow], keys: &[&(SignalKind, String)]) -> Vec<(SignalKind, WindowCounts)> {
+    keys.iter()
+        .enumerate()
+        .map(|(position, (kind, _))| {
+            let row = rows.iter().find(|row| usize::try_from(row.0).ok() == Some(position));
+            let window = row.map_or_else(WindowCounts::default, |row| WindowCounts {
+                attempts: count(row.1),
+                cards: count(row.2),
+                declines: count(row.3),
+                small: count(row.4),
+            });
+            (*kind, window)
+        })
+        .collect()
+}
+
+/// A row of [`count_signals_sql`]: position, attempts, distinct cards, declines, small amounts.
+type CountRow = (i64, i64, i64, i64, i64);
 
 fn count(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
@@ -152,7 +177,7 @@ macro_rules! record_and_count_in {
             }
             lock.execute(&mut *$tx).await?;
         }
-        let mut counts = Vec::with_capacity(keys.len());
+        let mut counts = Vec::new();
         if !keys.is_empty() && $insert {
             let sql = insert_signals_sql(keys.len());
             let mut insert = sqlx::query(&sql)
@@ -172,28 +197,151 @@ macro_rules! record_and_count_in {
         }
         if !keys.is_empty() {
             let sql = count_signals_sql(keys.len());
-            let mut query = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(&sql)
+            let mut query = sqlx::query_as::<_, CountRow>(&sql)
                 .bind(attempt.merchant.as_str())
                 .bind(attempt.mode.as_str())
                 .bind($since.unix_millis());
             for (kind, key) in keys.iter() {
                 query = query.bind(kind.as_str()).bind(key);
             }
-            let mut rows = query.fetch_all(&mut *$tx).await?;
-            rows.sort_by_key(|row| row.0);
-            for (position, (kind, _)) in keys.iter().enumerate() {
-                let row = rows.iter().find(|row| usize::try_from(row.0).ok() == Some(position));
-                let window = row.map_or_else(WindowCounts::default, |row| WindowCounts {
-                    attempts: count(row.1),
-                    cards: count(row.2),
-                    declines: count(row.3),
-                    small: count(row.4),
-                });
-                counts.push((*kind, window));
-            }
+            let rows = query.fetch_all(&mut *$tx).await?;
+            counts = counts_in_order(&rows, keys);
         }
         counts
     }};
+}
+
+/// `sql` with PostgreSQL's `$N` parameters written as SQLite's `?N`, for rusqlite, which binds
+/// by number (to SQLite a `$N` is a name, numbered by first appearance). For this module's
+/// statements, which have no `$` but their parameters.
+fn numbered(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// SQLite with a file: [`CheckoutRepository::create_and_confirm`]'s transaction on the direct
+/// writer's connection ([`crate::sqlite_direct::SqliteDirect::write_here`]), the same statements
+/// as on sqlx's pool without a hop to sqlx's worker thread per statement while the write lock is
+/// held; answers the outcome and whether to commit.
+fn create_and_confirm_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    write: &CreateAndConfirm<'_>,
+    plan: &PlanConfirm<'_>,
+    j: &crate::payments::IntentJson,
+    keys: &[&(SignalKind, String)],
+) -> Result<(CreateAndConfirmOutcome, bool), StoreError> {
+    use rusqlite::params_from_iter;
+    use rusqlite::types::Value;
+    let failed = crate::sqlite_direct::sqlite_error;
+    let execute = |sql: &str, values: Vec<Value>| -> Result<usize, StoreError> {
+        tx.prepare_cached(&numbered(sql)).and_then(|mut statement| statement.execute(params_from_iter(values))).map_err(failed)
+    };
+    let intent = write.intent;
+    execute(&insert_intent_sql(), crate::payments::intent_values(intent, j))?;
+    let mut counts = Vec::new();
+    if let Some((attempt, since)) = write.signals
+        && !keys.is_empty()
+    {
+        let mut values: Vec<Value> = vec![
+            attempt.intent.clone().into(),
+            i64::from(attempt.attempt).into(),
+            attempt.merchant.as_str().to_owned().into(),
+            attempt.mode.as_str().to_owned().into(),
+            attempt.card.clone().into(),
+            attempt.amount.into(),
+            attempt.currency.clone().into(),
+            i64::from(attempt.small).into(),
+            attempt.at.unix_millis().into(),
+        ];
+        for (kind, key) in keys {
+            values.extend([kind.as_str().to_owned().into(), key.clone().into()]);
+        }
+        execute(&insert_signals_sql(keys.len()), values)?;
+        let mut values: Vec<Value> = vec![
+            attempt.merchant.as_str().to_owned().into(),
+            attempt.mode.as_str().to_owned().into(),
+            since.unix_millis().into(),
+        ];
+        for (kind, key) in keys {
+            values.extend([kind.as_str().to_owned().into(), key.clone().into()]);
+        }
+        let rows: Vec<CountRow> = tx
+            .prepare_cached(&numbered(&count_signals_sql(keys.len())))
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params_from_iter(values), |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                    })?
+                    .collect()
+            })
+            .map_err(failed)?;
+        counts = counts_in_order(&rows, keys);
+    }
+    let planned = plan(counts.as_slice())?;
+    let fraud: Option<String> = planned
+        .fraud
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| StoreError::Other(err.to_string()))?;
+    let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
+    match &planned.claim {
+        Some(claim) => {
+            let claimed = &claim.claimed;
+            // The one statement that decides, as a claim's always does (here it cannot lose:
+            // the intent is this transaction's own).
+            let changed = execute(
+                CLAIM_NEW_INTENT,
+                vec![
+                    intent.id.clone().into(),
+                    intent.state.status().to_owned().into(),
+                    i64::from(intent.attempt).into(),
+                    claimed.state.status().to_owned().into(),
+                    text(claimed.state.pending_operation()),
+                    i64::from(claimed.attempt).into(),
+                    text(fraud.as_deref()),
+                    claimed.updated_at.unix_millis().into(),
+                ],
+            )?;
+            if changed != 1 || claim.call.intent != intent.id {
+                return Err(StoreError::Other("a new payment intent changed under its own transaction".into()));
+            }
+            if let Some((order, total)) = write.lock_order {
+                let locked = execute(
+                    LOCK_ORDER,
+                    vec![
+                        order.to_owned().into(),
+                        total.into(),
+                        claimed.updated_at.unix_millis().into(),
+                        claimed.amount.currency().lowercase().into(),
+                    ],
+                )?;
+                if locked == 0 {
+                    return Ok((CreateAndConfirmOutcome::OrderChanged, false));
+                }
+            }
+            execute(
+                INSERT_CALL,
+                vec![
+                    claim.call.idempotency_key.clone().into(),
+                    claim.call.intent.clone().into(),
+                    claim.call.operation.to_owned().into(),
+                    claim.call.amount.into(),
+                    claim.call.at.unix_millis().into(),
+                ],
+            )?;
+            crate::outbox::write_messages_sqlite(tx, &[write.created_events, &claim.events]).map_err(failed)?;
+        }
+        None => {
+            if fraud.is_some() {
+                execute("UPDATE payment_intents SET fraud = $2 WHERE id = $1", vec![
+                    intent.id.clone().into(),
+                    text(fraud.as_deref()),
+                ])?;
+            }
+            crate::outbox::write_messages_sqlite(tx, &[write.created_events]).map_err(failed)?;
+        }
+    }
+    Ok((CreateAndConfirmOutcome::Written(Box::new(planned)), true))
 }
 
 #[async_trait]
@@ -220,11 +368,14 @@ impl CheckoutRepository for Store {
         write: &CreateAndConfirm<'_>,
         plan: &PlanConfirm<'_>,
     ) -> Result<CreateAndConfirmOutcome, StoreError> {
-        let _gate = self.sqlite_write_gate().await;
         let postgres = matches!(self.backend, crate::Backend::Postgres(_));
         let intent = write.intent;
         let j = intent_json(intent)?;
         let keys = write.signals.map(|(attempt, _)| sorted_keys(attempt)).unwrap_or_default();
+        if let Some(direct) = &self.direct {
+            return direct.write_here(|tx| create_and_confirm_sqlite(tx, write, plan, &j, &keys)).await;
+        }
+        let _gate = self.sqlite_write_gate().await;
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             // On SQLite this first write takes the write lock, which then serializes the counting
@@ -305,10 +456,7 @@ impl CheckoutRepository for Store {
                         return Ok(Err(StoreError::Other("a new payment intent changed under its own transaction".into())));
                     }
                     if let Some((order, total)) = write.lock_order {
-                        let locked = sqlx::query(
-                            "UPDATE orders SET locked_at = COALESCE(locked_at, $3) WHERE id = $1 AND amount_total = $2 \
-                             AND currency = $4",
-                        )
+                        let locked = sqlx::query(LOCK_ORDER)
                         .bind(order)
                         .bind(total)
                         .bind(claimed.updated_at.unix_millis())

@@ -182,6 +182,25 @@ impl WriteMessages for sqlx::PgConnection {
     }
 }
 
+/// Inserts every message of `lists` on a rusqlite transaction (SQLite's direct writer).
+pub(crate) fn write_messages_sqlite(tx: &rusqlite::Transaction<'_>, lists: &[&[OutboxMessage]]) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+    for m in lists.iter().flat_map(|list| list.iter()) {
+        insert.execute(rusqlite::params![
+            m.id,
+            m.event_id,
+            m.merchant.as_ref().map(|x| x.as_str()),
+            m.channel.as_str(),
+            m.destination,
+            m.event_type,
+            m.payload,
+            m.created_at.unix_millis(),
+            m.next_attempt_at.unix_millis(),
+        ])?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl WriteMessages for sqlx::SqliteConnection {
     async fn write_messages(&mut self, lists: &[&[OutboxMessage]]) -> Result<(), sqlx::Error> {

@@ -277,10 +277,120 @@ macro_rules! bind_intent {
 }
 pub(crate) use bind_intent;
 
+/// An intent's [`INTENT_COLUMNS`] as SQLite values, in [`bind_intent!`]'s order (for rusqlite).
+pub(crate) fn intent_values(intent: &IntentRecord, j: &IntentJson) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
+    vec![
+        intent.id.clone().into(),
+        intent.merchant.as_str().to_owned().into(),
+        intent.mode.as_str().to_owned().into(),
+        intent.amount.minor().into(),
+        intent.amount.currency().lowercase().into(),
+        text(intent.order.as_deref()),
+        text(intent.customer.as_deref()),
+        text(intent.payment_method.as_deref()),
+        intent.capture_method.as_str().to_owned().into(),
+        intent.state.status().to_owned().into(),
+        text(intent.state.pending_operation()),
+        i64::from(intent.attempt).into(),
+        intent.amount_capturable.into(),
+        intent.amount_received.into(),
+        intent.amount_refunded.into(),
+        text(j.error.as_deref()),
+        text(j.action.as_deref()),
+        text(j.card.as_deref()),
+        intent.gateway.clone().into(),
+        text(intent.gateway_reference.as_deref()),
+        intent.description.clone().into(),
+        text(intent.metadata.as_deref()),
+        text(intent.cancellation_reason.as_deref()),
+        intent.canceled_at.map_or(Value::Null, |at| Value::Integer(at.unix_millis())),
+        intent.created_at.unix_millis().into(),
+        intent.updated_at.unix_millis().into(),
+        text(j.fraud.as_deref()),
+        text(j.card_on_file.as_deref()),
+    ]
+}
+
 pub(crate) const INSERT_CALL: &str = "INSERT INTO payment_gateway_calls (idempotency_key, intent_id, operation, amount, created_at) \
      VALUES ($1, $2, $3, $4, $5)";
 const ANSWER_CALL: &str =
     "UPDATE payment_gateway_calls SET outcome = $2, answered_at = $3 WHERE idempotency_key = $1 AND outcome IS NULL";
+
+/// The conditional update of a transition (`$1`…`$3` the state it was read in, `$17` its
+/// attempt; `$4`…`$16` and `$18` what it becomes).
+const TRANSITION_UPDATE: &str = "UPDATE payment_intents SET status = $4, pending_operation = $5, attempt = $6, \
+     payment_method = $7, amount_capturable = $8, amount_received = $9, last_payment_error = $10, next_action = $11, \
+     card = $12, gateway_reference = $13, cancellation_reason = $14, canceled_at = $15, updated_at = $16, \
+     card_on_file = $18 WHERE id = $1 AND status = $2 AND COALESCE(pending_operation, '') = $3 AND attempt = $17";
+
+/// SQLite with a file: a transition that claims no saved card or order, on the direct writer's
+/// connection ([`crate::sqlite_direct::SqliteDirect::write_here`]): the same statements as on
+/// sqlx's pool without a hop to sqlx's worker thread per statement while the write lock is held.
+fn transition_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    t: &IntentTransition<'_>,
+    j: &IntentJson,
+) -> Result<(TransitionOutcome, bool), StoreError> {
+    use rusqlite::types::Value;
+    let failed = crate::sqlite_direct::sqlite_error;
+    let execute = |sql: &str, values: Vec<Value>| -> Result<usize, StoreError> {
+        // `?N`: rusqlite binds by number, and these statements name their parameters out of order.
+        tx.prepare_cached(&sql.replace('$', "?"))
+            .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(values)))
+            .map_err(failed)
+    };
+    let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
+    let (before, after) = (t.before, t.after);
+    // The one statement that decides: only from the state (and attempt) it was read in.
+    let changed = execute(
+        TRANSITION_UPDATE,
+        vec![
+            before.id.clone().into(),
+            before.state.status().to_owned().into(),
+            before.state.pending_operation().unwrap_or("").to_owned().into(),
+            after.state.status().to_owned().into(),
+            text(after.state.pending_operation()),
+            i64::from(after.attempt).into(),
+            text(after.payment_method.as_deref()),
+            after.amount_capturable.into(),
+            after.amount_received.into(),
+            text(j.error.as_deref()),
+            text(j.action.as_deref()),
+            text(j.card.as_deref()),
+            text(after.gateway_reference.as_deref()),
+            text(after.cancellation_reason.as_deref()),
+            after.canceled_at.map_or(Value::Null, |at| Value::Integer(at.unix_millis())),
+            after.updated_at.unix_millis().into(),
+            i64::from(before.attempt).into(),
+            text(j.card_on_file.as_deref()),
+        ],
+    )?;
+    if changed == 0 {
+        return Ok((TransitionOutcome::Stale, false));
+    }
+    if let Some(call) = t.call {
+        execute(
+            INSERT_CALL,
+            vec![
+                call.idempotency_key.clone().into(),
+                call.intent.clone().into(),
+                call.operation.to_owned().into(),
+                call.amount.into(),
+                call.at.unix_millis().into(),
+            ],
+        )?;
+    }
+    if let Some((key, outcome)) = t.answered {
+        execute(
+            ANSWER_CALL,
+            vec![key.to_owned().into(), outcome.to_owned().into(), after.updated_at.unix_millis().into()],
+        )?;
+    }
+    crate::outbox::write_messages_sqlite(tx, &[t.events]).map_err(failed)?;
+    Ok((TransitionOutcome::Done, true))
+}
 
 /// PostgreSQL: a transition that claims no saved card or order, as one statement (no `BEGIN` and
 /// `COMMIT` round trips): the intent's conditional update decides, and the gateway call's record
@@ -489,26 +599,25 @@ impl PaymentsRepository for Store {
     }
 
     async fn transition_intent(&self, t: &IntentTransition<'_>) -> Result<TransitionOutcome, StoreError> {
-        let _gate = self.sqlite_write_gate().await;
         let (before, after) = (t.before, t.after);
         let j = intent_json(after)?;
+        let plain = t.use_saved_card.is_none() && t.save_card.is_none() && t.lock_order.is_none();
+        if let Some(direct) = &self.direct
+            && plain
+        {
+            return direct.write_here(|tx| transition_sqlite(tx, t, &j)).await;
+        }
         if let crate::Backend::Postgres(pool) = &self.backend {
-            let plain = t.use_saved_card.is_none() && t.save_card.is_none() && t.lock_order.is_none();
             let call_of_this_intent = t.call.is_none_or(|c| c.intent == before.id);
             if plain && call_of_this_intent && (t.call.is_none() || t.answered.is_none()) {
                 return transition_in_one_statement(pool, t, &j).await.map_err(store_error);
             }
         }
+        let _gate = self.sqlite_write_gate().await;
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             // The one statement that decides: only from the state (and attempt) it was read in.
-            let changed = sqlx::query(
-                "UPDATE payment_intents SET status = $4, pending_operation = $5, attempt = $6, payment_method = $7, \
-                 amount_capturable = $8, amount_received = $9, last_payment_error = $10, next_action = $11, \
-                 card = $12, gateway_reference = $13, cancellation_reason = $14, canceled_at = $15, updated_at = $16, \
-                 card_on_file = $18 \
-                 WHERE id = $1 AND status = $2 AND COALESCE(pending_operation, '') = $3 AND attempt = $17",
-            )
+            let changed = sqlx::query(TRANSITION_UPDATE)
             .bind(&before.id)
             .bind(before.state.status())
             .bind(before.state.pending_operation().unwrap_or(""))

@@ -45,7 +45,7 @@ impl std::fmt::Debug for SqliteDirect {
     }
 }
 
-fn sqlite_error(err: rusqlite::Error) -> StoreError {
+pub(crate) fn sqlite_error(err: rusqlite::Error) -> StoreError {
     match err {
         rusqlite::Error::SqliteFailure(code, _)
             if matches!(code.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
@@ -123,6 +123,30 @@ impl SqliteDirect {
         })
         .await
         .map_err(|e| StoreError::Other(format!("the SQLite writer stopped: {e}")))?
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer under the write gate, on
+    /// the calling thread: for a transaction that calls back into its caller between statements
+    /// (a payment's checks decide on counts read inside it), which [`Self::write`]'s blocking
+    /// thread cannot run. A worker of a multi-thread runtime first hands its other tasks on
+    /// (`block_in_place`). `work` answers what to return and whether to commit (`true`) or roll
+    /// back; an error rolls back.
+    pub(crate) async fn write_here<T>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(T, bool), StoreError>,
+    ) -> Result<T, StoreError> {
+        let _gate = self.write_gate().await;
+        let run = || {
+            let mut conn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_error)?;
+            let (done, commit) = work(&tx)?;
+            if commit { tx.commit() } else { tx.rollback() }.map_err(sqlite_error)?;
+            Ok(done)
+        };
+        match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
+        }
     }
 
     /// Runs `read` on a free connection (waiting for one only when all are busy, which takes as
