@@ -236,9 +236,22 @@ impl DecisionsRepository for Store {
     }
 }
 
-/// Counts one observation in the SQLite transaction `tx` (behind the write gate): the item goes
-/// in unless the window holds it (or holds the cap), then the window's row is added to. Returns
-/// (hits, distinct items, items added).
+/// SQLite: an observation's item goes in unless the window holds it (or holds the cap): `$1`
+/// counter, `$2` window start, `$3` item, `$4` expiry, `$5` the cap.
+const OBSERVE_ITEM_SQLITE: &str = "INSERT INTO detection_items (counter, window_start, item, expires_at) \
+     SELECT $1, $2, $3, $4 WHERE COALESCE((SELECT distinct_items FROM detection_counts \
+     WHERE counter = $1 AND window_start = $2), 0) < $5 ON CONFLICT DO NOTHING";
+
+/// SQLite: the window's row added to (`$1` counter, `$2` window start, `$3` items added, `$4`
+/// expiry), answering hits and distinct items.
+const OBSERVE_COUNT_SQLITE: &str = "INSERT INTO detection_counts (counter, window_start, hits, distinct_items, \
+     expires_at) VALUES ($1, $2, 1, $3, $4) ON CONFLICT (counter, window_start) DO UPDATE SET \
+     hits = detection_counts.hits + 1, distinct_items = detection_counts.distinct_items + $3 \
+     RETURNING hits, distinct_items";
+
+/// Counts one observation in the SQLite transaction `tx` on sqlx's pool (an in-memory database,
+/// behind the write gate): the item goes in unless the window holds it (or holds the cap), then
+/// the window's row is added to. Returns (hits, distinct items, items added).
 async fn observe_sqlite(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     counter: &str,
@@ -248,34 +261,48 @@ async fn observe_sqlite(
     cap: i64,
 ) -> Result<(i64, i64, i64), sqlx::Error> {
     let added = match item {
-        Some(item) => sqlx::query(
-            "INSERT INTO detection_items (counter, window_start, item, expires_at) \
-             SELECT $1, $2, $3, $4 WHERE COALESCE((SELECT distinct_items FROM detection_counts \
-             WHERE counter = $1 AND window_start = $2), 0) < $5 ON CONFLICT DO NOTHING",
-        )
-        .bind(counter)
-        .bind(window_start)
-        .bind(item)
-        .bind(expires_at)
-        .bind(cap)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected(),
+        Some(item) => sqlx::query(OBSERVE_ITEM_SQLITE)
+            .bind(counter)
+            .bind(window_start)
+            .bind(item)
+            .bind(expires_at)
+            .bind(cap)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
         None => 0,
     };
     let added = i64::try_from(added).unwrap_or(0);
-    let (hits, distinct): (i64, i64) = sqlx::query_as(
-        "INSERT INTO detection_counts (counter, window_start, hits, distinct_items, expires_at) \
-         VALUES ($1, $2, 1, $3, $4) ON CONFLICT (counter, window_start) DO UPDATE SET \
-         hits = detection_counts.hits + 1, distinct_items = detection_counts.distinct_items + $3 \
-         RETURNING hits, distinct_items",
-    )
-    .bind(counter)
-    .bind(window_start)
-    .bind(added)
-    .bind(expires_at)
-    .fetch_one(&mut **tx)
-    .await?;
+    let (hits, distinct): (i64, i64) = sqlx::query_as(OBSERVE_COUNT_SQLITE)
+        .bind(counter)
+        .bind(window_start)
+        .bind(added)
+        .bind(expires_at)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok((hits, distinct, added))
+}
+
+/// [`observe_sqlite`] on the direct writer's transaction (a file database).
+fn observe_direct(
+    tx: &rusqlite::Transaction<'_>,
+    counter: &str,
+    window_start: i64,
+    item: Option<&[u8]>,
+    expires_at: i64,
+    cap: i64,
+) -> rusqlite::Result<(i64, i64, i64)> {
+    // `?N`: rusqlite binds by number.
+    let added = match item {
+        Some(item) => tx
+            .prepare_cached(&OBSERVE_ITEM_SQLITE.replace('$', "?"))?
+            .execute(rusqlite::params![counter, window_start, item, expires_at, cap])?,
+        None => 0,
+    };
+    let added = i64::try_from(added).unwrap_or(0);
+    let (hits, distinct) = tx
+        .prepare_cached(&OBSERVE_COUNT_SQLITE.replace('$', "?"))?
+        .query_row(rusqlite::params![counter, window_start, added, expires_at], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok((hits, distinct, added))
 }
 
@@ -313,8 +340,8 @@ impl DetectionCounts for Store {
         expires_at: i64,
     ) -> Result<Tally, StoreError> {
         let cap = i64::try_from(MAX_DISTINCT_ITEMS).unwrap_or(i64::MAX);
-        let (hits, distinct, added): (i64, i64, i64) = match &self.backend {
-            crate::Backend::Postgres(pool) => sqlx::query_as(
+        let (hits, distinct, added): (i64, i64, i64) = match (&self.backend, &self.direct) {
+            (crate::Backend::Postgres(pool), _) => sqlx::query_as(
                 // The item goes in unless the window holds it (or holds the cap); the window's row
                 // is added to in the same statement, under its row lock, so concurrent
                 // observations each read a different tally.
@@ -336,7 +363,16 @@ impl DetectionCounts for Store {
             .fetch_one(pool)
             .await
             .map_err(store_error)?,
-            crate::Backend::Sqlite(pool) => async {
+            (crate::Backend::Sqlite(_), Some(direct)) => {
+                direct
+                    .write_here(|tx| {
+                        observe_direct(tx, counter, window_start, item, expires_at, cap)
+                            .map(|tally| (tally, true))
+                            .map_err(crate::sqlite_direct::sqlite_error)
+                    })
+                    .await?
+            }
+            (crate::Backend::Sqlite(pool), None) => async {
                 let _gate = self.sqlite_write_gate().await;
                 let mut tx = pool.begin().await?;
                 let tally = observe_sqlite(&mut tx, counter, window_start, item, expires_at, cap).await?;
@@ -372,8 +408,8 @@ impl DetectionCounts for Store {
             }
             return Ok(tallies);
         }
-        match &self.backend {
-            crate::Backend::Postgres(pool) => {
+        match (&self.backend, &self.direct) {
+            (crate::Backend::Postgres(pool), _) => {
                 let counters: Vec<&str> = observations.iter().map(|o| o.counter.as_str()).collect();
                 let starts: Vec<i64> = observations.iter().map(|o| o.window_start).collect();
                 let items: Vec<Option<&[u8]>> = observations.iter().map(|o| o.item).collect();
@@ -392,7 +428,21 @@ impl DetectionCounts for Store {
                 }
                 Ok(rows.into_iter().map(|(_, hits, distinct, added)| tally((hits, distinct, added))).collect())
             }
-            crate::Backend::Sqlite(pool) => async {
+            (crate::Backend::Sqlite(_), Some(direct)) => {
+                direct
+                    .write_here(|tx| {
+                        let tallies = observations
+                            .iter()
+                            .map(|o| {
+                                observe_direct(tx, &o.counter, o.window_start, o.item, o.expires_at, cap).map(tally)
+                            })
+                            .collect::<rusqlite::Result<Vec<Tally>>>()
+                            .map_err(crate::sqlite_direct::sqlite_error)?;
+                        Ok((tallies, true))
+                    })
+                    .await
+            }
+            (crate::Backend::Sqlite(pool), None) => async {
                 let _gate = self.sqlite_write_gate().await;
                 let mut tx = pool.begin().await?;
                 let mut tallies = Vec::with_capacity(observations.len());
