@@ -74,7 +74,8 @@ pub async fn run(options: Options, database_url: Option<String>, clients: bool) 
         let base = measure(&options, &baseline, &echo).await?;
         let measured = crate::measure_with(&options, &pay, &strongroom, database_cpu.as_ref()).await?;
         if clients {
-            let from_client = crate::measure_with(&options, &pay_from_client, &strongroom, database_cpu.as_ref()).await?;
+            let from_client =
+                crate::measure_with(&options, &pay_from_client, &strongroom, database_cpu.as_ref()).await?;
             with_clients.push((from_client.requests_per_sec / base.requests_per_sec, from_client));
         }
         rounds.push((measured.requests_per_sec / base.requests_per_sec, base, measured));

@@ -233,7 +233,9 @@ fn create_and_confirm_sqlite(
     use rusqlite::types::Value;
     let failed = crate::sqlite_direct::sqlite_error;
     let execute = |sql: &str, values: Vec<Value>| -> Result<usize, StoreError> {
-        tx.prepare_cached(&numbered(sql)).and_then(|mut statement| statement.execute(params_from_iter(values))).map_err(failed)
+        tx.prepare_cached(&numbered(sql))
+            .and_then(|mut statement| statement.execute(params_from_iter(values)))
+            .map_err(failed)
     };
     let intent = write.intent;
     execute(&insert_intent_sql(), crate::payments::intent_values(intent, j))?;
@@ -333,10 +335,10 @@ fn create_and_confirm_sqlite(
         }
         None => {
             if fraud.is_some() {
-                execute("UPDATE payment_intents SET fraud = $2 WHERE id = $1", vec![
-                    intent.id.clone().into(),
-                    text(fraud.as_deref()),
-                ])?;
+                execute(
+                    "UPDATE payment_intents SET fraud = $2 WHERE id = $1",
+                    vec![intent.id.clone().into(), text(fraud.as_deref())],
+                )?;
             }
             crate::outbox::write_messages_sqlite(tx, &[write.created_events]).map_err(failed)?;
         }

@@ -294,9 +294,13 @@ fn observe_direct(
 ) -> rusqlite::Result<(i64, i64, i64)> {
     // `?N`: rusqlite binds by number.
     let added = match item {
-        Some(item) => tx
-            .prepare_cached(&OBSERVE_ITEM_SQLITE.replace('$', "?"))?
-            .execute(rusqlite::params![counter, window_start, item, expires_at, cap])?,
+        Some(item) => tx.prepare_cached(&OBSERVE_ITEM_SQLITE.replace('$', "?"))?.execute(rusqlite::params![
+            counter,
+            window_start,
+            item,
+            expires_at,
+            cap
+        ])?,
         None => 0,
     };
     let added = i64::try_from(added).unwrap_or(0);

@@ -1,7 +1,9 @@
 //! Direct SQLite access for the hottest paths, next to sqlx's pool: point reads (a token by id,
-//! a customer's data key) on a few rusqlite connections used directly on the calling thread, and the group-commit
-//! transactions of the token writer and the audit log writer (and a key rotation's rewrap
-//! batches) on one rusqlite connection, each run whole on a blocking thread.
+//! a customer's data key) on a few rusqlite connections used directly on the calling thread, and
+//! on one rusqlite writer connection the group-commit transactions of the token writer, the audit
+//! log writer and the sandbox ledger (and a key rotation's rewrap batches), each run whole on a
+//! blocking thread, and the payments' and detection counts' transactions (`write_here`), run on
+//! the calling thread because they call back into their caller between statements.
 //!
 //! Why: sqlx runs every SQLite statement on a per-connection worker thread and returns every
 //! connection to its pool with a ping, so one indexed read costs two round trips between threads.
