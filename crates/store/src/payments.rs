@@ -318,6 +318,32 @@ pub(crate) const INSERT_CALL: &str = "INSERT INTO payment_gateway_calls (idempot
 const ANSWER_CALL: &str =
     "UPDATE payment_gateway_calls SET outcome = $2, answered_at = $3 WHERE idempotency_key = $1 AND outcome IS NULL";
 
+/// `$query` with [`TRANSITION_UPDATE`]'s `$1`…`$18` bound for the move from `$before` to `$after`
+/// (`$j`: `$after`'s JSON columns).
+macro_rules! bind_transition {
+    ($query:expr, $before:expr, $after:expr, $j:expr) => {
+        $query
+            .bind(&$before.id)
+            .bind($before.state.status())
+            .bind($before.state.pending_operation().unwrap_or(""))
+            .bind($after.state.status())
+            .bind($after.state.pending_operation())
+            .bind(i64::from($after.attempt))
+            .bind($after.payment_method.as_deref())
+            .bind($after.amount_capturable)
+            .bind($after.amount_received)
+            .bind($j.error.as_deref())
+            .bind($j.action.as_deref())
+            .bind($j.card.as_deref())
+            .bind($after.gateway_reference.as_deref())
+            .bind($after.cancellation_reason.as_deref())
+            .bind($after.canceled_at.map(Timestamp::unix_millis))
+            .bind($after.updated_at.unix_millis())
+            .bind(i64::from($before.attempt))
+            .bind($j.card_on_file.as_deref())
+    };
+}
+
 /// The conditional update of a transition (`$1`…`$3` the state it was read in, `$17` its
 /// attempt; `$4`…`$16` and `$18` what it becomes).
 const TRANSITION_UPDATE: &str = "UPDATE payment_intents SET status = $4, pending_operation = $5, attempt = $6, \
@@ -397,20 +423,21 @@ fn transition_sqlite(
 /// or answer and the outbox messages are written only when it changed the row (`$1`…`$18` as in
 /// the transaction's update; `$19`…`$22` the call made, `$23`…`$24` the call answered, `$25`…`$33`
 /// the messages).
-const TRANSITION_PG: &str = "WITH t AS (UPDATE payment_intents SET status = $4, pending_operation = $5, \
-     attempt = $6, payment_method = $7, amount_capturable = $8, amount_received = $9, last_payment_error = $10, \
-     next_action = $11, card = $12, gateway_reference = $13, cancellation_reason = $14, canceled_at = $15, \
-     updated_at = $16, card_on_file = $18 \
-     WHERE id = $1 AND status = $2 AND COALESCE(pending_operation, '') = $3 AND attempt = $17 RETURNING id), \
-   c AS (INSERT INTO payment_gateway_calls (idempotency_key, intent_id, operation, amount, created_at) \
-     SELECT CAST($19 AS TEXT), t.id, CAST($20 AS TEXT), CAST($21 AS BIGINT), CAST($22 AS BIGINT) FROM t \
-     WHERE $19 IS NOT NULL), \
-   a AS (UPDATE payment_gateway_calls SET outcome = $24, answered_at = $16 \
-     WHERE idempotency_key = $23 AND outcome IS NULL AND EXISTS (SELECT 1 FROM t)), \
-   o AS (INSERT INTO outbox (id, event_id, merchant_id, channel, destination, event_type, payload, created_at, \
-     next_attempt_at) SELECT m.* FROM UNNEST($25::text[], $26::text[], $27::text[], $28::text[], $29::text[], \
-     $30::text[], $31::bytea[], $32::bigint[], $33::bigint[]) AS m WHERE EXISTS (SELECT 1 FROM t)) \
-   SELECT COUNT(*) FROM t";
+static TRANSITION_PG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH t AS ({TRANSITION_UPDATE} RETURNING id), \
+         c AS (INSERT INTO payment_gateway_calls (idempotency_key, intent_id, operation, amount, created_at) \
+           SELECT CAST($19 AS TEXT), t.id, CAST($20 AS TEXT), CAST($21 AS BIGINT), CAST($22 AS BIGINT) FROM t \
+           WHERE $19 IS NOT NULL), \
+         a AS (UPDATE payment_gateway_calls SET outcome = $24, answered_at = $16 \
+           WHERE idempotency_key = $23 AND outcome IS NULL AND EXISTS (SELECT 1 FROM t)), \
+         o AS (INSERT INTO outbox (id, event_id, merchant_id, channel, destination, event_type, payload, \
+           created_at, next_attempt_at) SELECT m.* FROM UNNEST($25::text[], $26::text[], $27::text[], \
+           $28::text[], $29::text[], $30::text[], $31::bytea[], $32::bigint[], $33::bigint[]) AS m \
+           WHERE EXISTS (SELECT 1 FROM t)) \
+         SELECT COUNT(*) FROM t"
+    )
+});
 
 /// Runs [`TRANSITION_PG`] for `t` (`j`: its `after`'s JSON columns).
 async fn transition_in_one_statement(
@@ -419,25 +446,7 @@ async fn transition_in_one_statement(
     j: &IntentJson,
 ) -> Result<TransitionOutcome, sqlx::Error> {
     let (before, after) = (t.before, t.after);
-    let query = sqlx::query(TRANSITION_PG)
-        .bind(&before.id)
-        .bind(before.state.status())
-        .bind(before.state.pending_operation().unwrap_or(""))
-        .bind(after.state.status())
-        .bind(after.state.pending_operation())
-        .bind(i64::from(after.attempt))
-        .bind(after.payment_method.as_deref())
-        .bind(after.amount_capturable)
-        .bind(after.amount_received)
-        .bind(j.error.as_deref())
-        .bind(j.action.as_deref())
-        .bind(j.card.as_deref())
-        .bind(after.gateway_reference.as_deref())
-        .bind(after.cancellation_reason.as_deref())
-        .bind(after.canceled_at.map(Timestamp::unix_millis))
-        .bind(after.updated_at.unix_millis())
-        .bind(i64::from(before.attempt))
-        .bind(j.card_on_file.as_deref())
+    let query = bind_transition!(sqlx::query(&TRANSITION_PG), before, after, j)
         .bind(t.call.map(|c| c.idempotency_key.as_str()))
         .bind(t.call.map(|c| c.operation))
         .bind(t.call.map(|c| c.amount))
@@ -617,25 +626,7 @@ impl PaymentsRepository for Store {
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             // The one statement that decides: only from the state (and attempt) it was read in.
-            let changed = sqlx::query(TRANSITION_UPDATE)
-            .bind(&before.id)
-            .bind(before.state.status())
-            .bind(before.state.pending_operation().unwrap_or(""))
-            .bind(after.state.status())
-            .bind(after.state.pending_operation())
-            .bind(i64::from(after.attempt))
-            .bind(after.payment_method.as_deref())
-            .bind(after.amount_capturable)
-            .bind(after.amount_received)
-            .bind(j.error.as_deref())
-            .bind(j.action.as_deref())
-            .bind(j.card.as_deref())
-            .bind(after.gateway_reference.as_deref())
-            .bind(after.cancellation_reason.as_deref())
-            .bind(after.canceled_at.map(Timestamp::unix_millis))
-            .bind(after.updated_at.unix_millis())
-            .bind(i64::from(before.attempt))
-            .bind(j.card_on_file.as_deref())
+            let changed = bind_transition!(sqlx::query(TRANSITION_UPDATE), before, after, j)
             .execute(&mut *tx)
             .await?
             .rows_affected();
