@@ -20,24 +20,9 @@ use strongroom_domain::ports::detection::{
     Allowance, DetectionCounts, MAX_DISTINCT_ITEMS, Observation, RateLimits, Tally,
 };
 
-/// The script: KEYS[1] the window's hash, KEYS[2] its item set; ARGV[1] `1` with an item in
-/// ARGV[2], ARGV[3] the expiry (unix ms), ARGV[4] the item cap.
-const OBSERVE: &str = r"
-local added = 0
-if ARGV[1] == '1' then
-  if redis.call('SCARD', KEYS[2]) < tonumber(ARGV[4]) then
-    added = redis.call('SADD', KEYS[2], ARGV[2])
-  end
-  redis.call('PEXPIREAT', KEYS[2], ARGV[3])
-end
-local hits = redis.call('HINCRBY', KEYS[1], 'hits', 1)
-local distinct = redis.call('HINCRBY', KEYS[1], 'distinct', added)
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return {hits, distinct, added}
-";
-
-/// [`OBSERVE`] for several observations in one call, in order: KEYS[2i-1] and KEYS[2i] the
-/// i-th window's hash and item set; ARGV[1] the item cap, then per observation `1` with an item
+/// The script, for one observation or several in one call, each in turn: the item goes into the
+/// window's set unless it holds the cap, the window's hits and distinct count go up, both keys
+/// expire with the window. KEYS[2i-1] and KEYS[2i] the i-th window's hash and item set; ARGV[1] the item cap, then per observation `1` with an item
 /// or `0`, the item, the expiry. Returns hits, distinct and added of each, flattened.
 const OBSERVE_MANY: &str = r"
 local cap = tonumber(ARGV[1])
@@ -81,7 +66,6 @@ return 0
 #[derive(Clone)]
 pub struct RedisCounts {
     connection: redis::aio::ConnectionManager,
-    script: redis::Script,
     batch: redis::Script,
     limit: redis::Script,
 }
@@ -135,12 +119,7 @@ impl RedisCounts {
             .query_async(&mut connection)
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
-        Ok(Self {
-            connection,
-            script: redis::Script::new(OBSERVE),
-            batch: redis::Script::new(OBSERVE_MANY),
-            limit: redis::Script::new(TAKE_UNIT),
-        })
+        Ok(Self { connection, batch: redis::Script::new(OBSERVE_MANY), limit: redis::Script::new(TAKE_UNIT) })
     }
 }
 
@@ -153,24 +132,11 @@ impl DetectionCounts for RedisCounts {
         item: Option<&[u8]>,
         expires_at: i64,
     ) -> Result<Tally, StoreError> {
-        let key = format!("strongroom:dc:{window_start}:{counter}");
-        let mut invocation = self.script.key(&key);
-        invocation
-            .key(format!("{key}:items"))
-            .arg(if item.is_some() { "1" } else { "0" })
-            .arg(item.unwrap_or_default())
-            .arg(expires_at)
-            .arg(MAX_DISTINCT_ITEMS);
-        let mut connection = self.connection.clone();
-        let (hits, distinct, added): (i64, i64, i64) = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
-        Ok(Tally {
-            hits: u64::try_from(hits).unwrap_or(0),
-            distinct: u64::try_from(distinct).unwrap_or(0),
-            new_item: added > 0,
-        })
+        let one = Observation { counter: counter.to_owned(), window_start, item, expires_at };
+        self.observe_many(&[one])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("redis: a count came back empty".to_owned()))
     }
 
     async fn observe_many(&self, observations: &[Observation<'_>]) -> Result<Vec<Tally>, StoreError> {

@@ -211,13 +211,6 @@ macro_rules! record_and_count_in {
     }};
 }
 
-/// `sql` with PostgreSQL's `$N` parameters written as SQLite's `?N`, for rusqlite, which binds
-/// by number (to SQLite a `$N` is a name, numbered by first appearance). For this module's
-/// statements, which have no `$` but their parameters.
-fn numbered(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
 /// SQLite with a file: [`CheckoutRepository::create_and_confirm`]'s transaction on the direct
 /// writer's connection ([`crate::sqlite_direct::SqliteDirect::write_here`]), the same statements
 /// as on sqlx's pool without a hop to sqlx's worker thread per statement while the write lock is
@@ -229,14 +222,11 @@ fn create_and_confirm_sqlite(
     j: &crate::payments::IntentJson,
     keys: &[&(SignalKind, String)],
 ) -> Result<(CreateAndConfirmOutcome, bool), StoreError> {
+    use crate::sqlite_direct::{execute_numbered, numbered, text};
     use rusqlite::params_from_iter;
     use rusqlite::types::Value;
     let failed = crate::sqlite_direct::sqlite_error;
-    let execute = |sql: &str, values: Vec<Value>| -> Result<usize, StoreError> {
-        tx.prepare_cached(&numbered(sql))
-            .and_then(|mut statement| statement.execute(params_from_iter(values)))
-            .map_err(failed)
-    };
+    let execute = |sql: &str, values: Vec<Value>| execute_numbered(tx, sql, values);
     let intent = write.intent;
     execute(&insert_intent_sql(), crate::payments::intent_values(intent, j))?;
     let mut counts = Vec::new();
@@ -285,7 +275,6 @@ fn create_and_confirm_sqlite(
         .map(serde_json::to_string)
         .transpose()
         .map_err(|err| StoreError::Other(err.to_string()))?;
-    let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
     match &planned.claim {
         Some(claim) => {
             let claimed = &claim.claimed;

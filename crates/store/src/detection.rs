@@ -292,20 +292,15 @@ fn observe_direct(
     expires_at: i64,
     cap: i64,
 ) -> rusqlite::Result<(i64, i64, i64)> {
-    // `?N`: rusqlite binds by number.
     let added = match item {
-        Some(item) => tx.prepare_cached(&OBSERVE_ITEM_SQLITE.replace('$', "?"))?.execute(rusqlite::params![
-            counter,
-            window_start,
-            item,
-            expires_at,
-            cap
-        ])?,
+        Some(item) => tx
+            .prepare_cached(&crate::sqlite_direct::numbered(OBSERVE_ITEM_SQLITE))?
+            .execute(rusqlite::params![counter, window_start, item, expires_at, cap])?,
         None => 0,
     };
     let added = i64::try_from(added).unwrap_or(0);
     let (hits, distinct) = tx
-        .prepare_cached(&OBSERVE_COUNT_SQLITE.replace('$', "?"))?
+        .prepare_cached(&crate::sqlite_direct::numbered(OBSERVE_COUNT_SQLITE))?
         .query_row(rusqlite::params![counter, window_start, added, expires_at], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok((hits, distinct, added))
 }

@@ -279,8 +279,8 @@ pub(crate) use bind_intent;
 
 /// An intent's [`INTENT_COLUMNS`] as SQLite values, in [`bind_intent!`]'s order (for rusqlite).
 pub(crate) fn intent_values(intent: &IntentRecord, j: &IntentJson) -> Vec<rusqlite::types::Value> {
+    use crate::sqlite_direct::text;
     use rusqlite::types::Value;
-    let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
     vec![
         intent.id.clone().into(),
         intent.merchant.as_str().to_owned().into(),
@@ -359,15 +359,10 @@ fn transition_sqlite(
     t: &IntentTransition<'_>,
     j: &IntentJson,
 ) -> Result<(TransitionOutcome, bool), StoreError> {
+    use crate::sqlite_direct::text;
     use rusqlite::types::Value;
     let failed = crate::sqlite_direct::sqlite_error;
-    let execute = |sql: &str, values: Vec<Value>| -> Result<usize, StoreError> {
-        // `?N`: rusqlite binds by number, and these statements name their parameters out of order.
-        tx.prepare_cached(&sql.replace('$', "?"))
-            .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(values)))
-            .map_err(failed)
-    };
-    let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
+    let execute = |sql: &str, values: Vec<Value>| crate::sqlite_direct::execute_numbered(tx, sql, values);
     let (before, after) = (t.before, t.after);
     // The one statement that decides: only from the state (and attempt) it was read in.
     let changed = execute(

@@ -29,6 +29,30 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use strongroom_domain::StoreError;
 
+/// `sql` with PostgreSQL-style `$N` parameters written as SQLite's `?N`, for rusqlite, which binds
+/// by number (to SQLite a `$N` is a name, numbered by first appearance). For the store's shared
+/// statement texts, which have no `$` but their parameters.
+pub(crate) fn numbered(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// Runs one of the store's shared statement texts (`$N` parameters) on a rusqlite transaction with
+/// `values` bound in order; the rows it changed.
+pub(crate) fn execute_numbered(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    values: Vec<rusqlite::types::Value>,
+) -> Result<usize, StoreError> {
+    tx.prepare_cached(&numbered(sql))
+        .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(values)))
+        .map_err(sqlite_error)
+}
+
+/// An optional text as a SQLite value.
+pub(crate) fn text(value: Option<&str>) -> rusqlite::types::Value {
+    value.map_or(rusqlite::types::Value::Null, |v| rusqlite::types::Value::Text(v.to_owned()))
+}
+
 /// A handful of read-only connections (one per async worker thread or so) and one writer.
 pub(crate) struct SqliteDirect {
     connections: Vec<Mutex<Connection>>,
