@@ -156,7 +156,7 @@ async fn append_pg(
 /// An append on the direct SQLite writer, in its transaction: `Err(actual size)` (nothing
 /// written) when the log is no longer `expected` entries long.
 fn append_sqlite(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     expected: i64,
     new_size: i64,
     records: &[AuditRecord],

@@ -216,7 +216,7 @@ macro_rules! record_and_count_in {
 /// as on sqlx's pool without a hop to sqlx's worker thread per statement while the write lock is
 /// held; answers the outcome and whether to commit.
 fn create_and_confirm_sqlite(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     write: &CreateAndConfirm<'_>,
     plan: &PlanConfirm<'_>,
     j: &crate::payments::IntentJson,

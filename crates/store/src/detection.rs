@@ -285,7 +285,7 @@ async fn observe_sqlite(
 
 /// [`observe_sqlite`] on the direct writer's transaction (a file database).
 fn observe_direct(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     counter: &str,
     window_start: i64,
     item: Option<&[u8]>,

@@ -183,10 +183,7 @@ impl WriteMessages for sqlx::PgConnection {
 }
 
 /// Inserts every message of `lists` on a rusqlite transaction (SQLite's direct writer).
-pub(crate) fn write_messages_sqlite(
-    tx: &rusqlite::Transaction<'_>,
-    lists: &[&[OutboxMessage]],
-) -> rusqlite::Result<()> {
+pub(crate) fn write_messages_sqlite(tx: &rusqlite::Connection, lists: &[&[OutboxMessage]]) -> rusqlite::Result<()> {
     let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
     for m in lists.iter().flat_map(|list| list.iter()) {
         insert.execute(rusqlite::params![

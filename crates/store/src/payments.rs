@@ -355,7 +355,7 @@ const TRANSITION_UPDATE: &str = "UPDATE payment_intents SET status = $4, pending
 /// connection ([`crate::sqlite_direct::SqliteDirect::write_here`]): the same statements as on
 /// sqlx's pool without a hop to sqlx's worker thread per statement while the write lock is held.
 fn transition_sqlite(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     t: &IntentTransition<'_>,
     j: &IntentJson,
 ) -> Result<(TransitionOutcome, bool), StoreError> {

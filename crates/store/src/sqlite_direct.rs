@@ -1,33 +1,36 @@
 //! Direct SQLite access for the hottest paths, next to sqlx's pool: point reads (a token by id,
 //! a customer's data key) on a few rusqlite connections used directly on the calling thread, and
-//! on one rusqlite writer connection the group-commit transactions of the token writer, the audit
-//! log writer and the sandbox ledger (and a key rotation's rewrap batches), each run whole on a
-//! blocking thread, and the payments' and detection counts' transactions (`write_here`), run on
-//! the calling thread because they call back into their caller between statements.
+//! one rusqlite writer connection whose writes share group commits: the batches of the token
+//! writer, the audit log writer and the sandbox ledger (and a key rotation's rewrap batches),
+//! each run whole on a blocking thread, and the payments' and detection counts' transactions
+//! (`write_here`), run on the calling thread because they call back into their caller between
+//! statements.
 //!
 //! Why: sqlx runs every SQLite statement on a per-connection worker thread and returns every
 //! connection to its pool with a ping, so one indexed read costs two round trips between threads.
 //! On a 2-core machine those wake-ups were about a third of the server's CPU while revealing
 //! tokens, against a few microseconds for the read itself. A primary-key read from SQLite's cache
 //! (or the operating system's) is short enough to run on an async worker thread, the way a hash
-//! map lookup is. A writer's transaction (a statement per row) moves to a blocking thread once
-//! instead of hopping per statement; the two writers queue on one connection rather than
-//! polling SQLite's busy handler for its lock (and so do the payments' transactions on sqlx's
-//! pool, through the same write gate); and each transaction commits with the pool's durability
-//! (`synchronous=FULL`, WAL, foreign keys on). Everything else still goes through sqlx.
+//! map lookup is. A write moves to a blocking thread once instead of hopping per statement; the
+//! writes queue on one connection rather than polling SQLite's busy handler for its lock (and so
+//! do the payments' transactions on sqlx's pool, through the same write gate). The writes that
+//! queued together commit together (see [`Writer`]): one fsync for many, each write in a
+//! savepoint of its own, with the pool's durability (`synchronous=FULL`, WAL, foreign keys on).
+//! Everything else still goes through sqlx.
 //!
 //! The read connections are `query_only`; readers never wait for a writer in WAL mode. Both
 //! share one SQLite library with sqlx (the same `libsqlite3-sys`).
 //! Must never: write on a read connection, hold a connection across an `.await`, run a scan on
-//! an async thread, or answer before a write transaction committed.
+//! an async thread, or answer a write (its success or its failure) before its group committed.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 use strongroom_domain::StoreError;
+use tokio::sync::oneshot;
 
 /// `sql` with PostgreSQL-style `$N` parameters written as SQLite's `?N`, for rusqlite, which binds
 /// by number (to SQLite a `$N` is a name, numbered by first appearance). For the store's shared
@@ -39,7 +42,7 @@ pub(crate) fn numbered(sql: &str) -> String {
 /// Runs one of the store's shared statement texts (`$N` parameters) on a rusqlite transaction with
 /// `values` bound in order; the rows it changed.
 pub(crate) fn execute_numbered(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     sql: &str,
     values: Vec<rusqlite::types::Value>,
 ) -> Result<usize, StoreError> {
@@ -57,12 +60,35 @@ pub(crate) fn text(value: Option<&str>) -> rusqlite::types::Value {
 pub(crate) struct SqliteDirect {
     connections: Vec<Mutex<Connection>>,
     next: AtomicUsize,
-    writer: std::sync::Arc<Mutex<Connection>>,
-    /// The write gate: held by the writer's transactions and by the busiest write transactions
-    /// on sqlx's pool (the payments'), so they queue here, first come first served, instead of
-    /// polling SQLite's busy handler for its write lock (which sleeps 1 to 100 ms between tries:
-    /// under payments load those sleeps, not the commits, were most of a payment's time).
-    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    writer: Arc<Mutex<Writer>>,
+    /// The write gate: held by whoever runs statements on the writer (and by the busiest write
+    /// transactions on sqlx's pool, the payments'), so they queue here, first come first served,
+    /// instead of polling SQLite's busy handler for its write lock (which sleeps 1 to 100 ms
+    /// between tries: under payments load those sleeps, not the commits, were most of a
+    /// payment's time). Whoever takes it for the pool first commits the writer's open group.
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The writer's connection and the group transaction open on it.
+///
+/// Group commit: a write on the writer joins the transaction that is open (or begins one), runs
+/// inside a savepoint of its own (undone alone when it fails or asks to roll back), and waits for
+/// the group's commit before its caller is answered. The group is committed by a task that took
+/// its place in the gate's queue when the group began, so it holds every write that queued
+/// before it: under load one fsync serves many writes, and alone a write commits as soon as it
+/// released the gate. If SQLite ends the transaction itself (an I/O error, a full disk), every
+/// write in the group is answered with that error; none is answered as written.
+struct Writer {
+    conn: Connection,
+    /// The writes the open group holds, waiting for its commit; `None` when none is open.
+    open: Option<Vec<oneshot::Sender<Result<(), StoreError>>>>,
+}
+
+/// What a write that joined the group waits for: its own outcome is returned once `committed`
+/// says the group is on disk.
+struct Part<T> {
+    outcome: Result<T, StoreError>,
+    committed: oneshot::Receiver<Result<(), StoreError>>,
 }
 
 impl std::fmt::Debug for SqliteDirect {
@@ -96,6 +122,57 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Runs `run` on the calling thread; a worker of a multi-thread runtime first hands its other
+/// tasks on (`block_in_place`), since `run` may wait for a commit's fsync.
+fn on_this_thread<T>(run: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+        _ => run(),
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer stopped before the write was committed".to_owned())
+}
+
+/// Ends the open group without committing it and answers its writes with `err`.
+fn abandon(writer: &mut Writer, err: &StoreError) {
+    if !writer.conn.is_autocommit() {
+        let _ = writer.conn.execute_batch("ROLLBACK");
+    }
+    for waiting in writer.open.take().unwrap_or_default() {
+        let _ = waiting.send(Err(err.clone()));
+    }
+}
+
+/// The writer, locked. A panic inside a write left its savepoint open: that group is abandoned
+/// (its writes are answered with an error) rather than committed half done.
+fn lock_writer(writer: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+    writer.lock().unwrap_or_else(|poisoned| {
+        writer.clear_poison();
+        let mut guard = poisoned.into_inner();
+        abandon(&mut guard, &StoreError::Other("a write on the SQLite writer panicked".to_owned()));
+        guard
+    })
+}
+
+/// Commits the open group, if any, and answers its writes.
+fn commit_open(writer: &Mutex<Writer>) {
+    let mut writer = lock_writer(writer);
+    let Some(waiting) = writer.open.take() else { return };
+    match writer.conn.execute_batch("COMMIT").map_err(sqlite_error) {
+        Ok(()) => {
+            for w in waiting {
+                let _ = w.send(Ok(()));
+            }
+        }
+        Err(err) => {
+            writer.open = Some(waiting);
+            abandon(&mut writer, &err);
+        }
+    }
+}
+
 impl SqliteDirect {
     /// Opens `readers` read connections and the writer to the database file at `path` (which the
     /// sqlx pool has already created and put in WAL mode).
@@ -110,69 +187,65 @@ impl SqliteDirect {
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let writer = open_connection(path)?;
+        let conn = open_connection(path)?;
         // The same durability as the pool's connections: a commit is on disk before it returns.
-        writer.pragma_update(None, "synchronous", "FULL").map_err(sqlite_error)?;
-        writer.pragma_update(None, "foreign_keys", true).map_err(sqlite_error)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite_error)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(sqlite_error)?;
+        // Each write's savepoint journals the pages it changes; in memory rather than in a
+        // temporary file written for every write (what a group holds is bounded by its writes).
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(sqlite_error)?;
         Ok(Self {
             connections,
             next: AtomicUsize::new(0),
-            writer: std::sync::Arc::new(Mutex::new(writer)),
-            gate: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            writer: Arc::new(Mutex::new(Writer { conn, open: None })),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
-    /// Waits for the write gate (see [`SqliteDirect`]'s `gate`); a write transaction on the pool
-    /// holds it from before its `BEGIN` to after its commit or rollback, and awaits nothing else
-    /// that takes it meanwhile.
+    /// Waits for the write gate (see [`SqliteDirect`]'s `gate`) for a write transaction on the
+    /// pool, after committing the writer's open group (the pool's `BEGIN` would otherwise wait
+    /// for its lock); the transaction holds it from before its `BEGIN` to after its commit or
+    /// rollback, and awaits nothing else that takes it meanwhile.
     pub(crate) async fn write_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.gate.clone().lock_owned().await
+        let gate = self.gate.clone().lock_owned().await;
+        if lock_writer(&self.writer).open.is_some() {
+            on_this_thread(|| commit_open(&self.writer));
+        }
+        gate
     }
 
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer, on a blocking thread, and
-    /// commits it (rolled back if `work` fails).
+    /// Runs `work` on the writer, on a blocking thread, in the open group transaction (see
+    /// [`Writer`]); returns its outcome once that is committed (undone if `work` fails).
     pub(crate) async fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let writer = self.writer.clone();
-        let gate = self.write_gate().await;
-        tokio::task::spawn_blocking(move || {
+        let gate = self.gate.clone().lock_owned().await;
+        let (writer, queue, runtime) = (self.writer.clone(), self.gate.clone(), current_runtime()?);
+        let part = tokio::task::spawn_blocking(move || {
             let _gate = gate;
-            // A panic inside `work` rolled its transaction back while unwinding: the connection
-            // is clean, so a poisoned lock is taken over rather than failing every later write.
-            let mut conn = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_error)?;
-            let done = work(&tx).map_err(sqlite_error)?;
-            tx.commit().map_err(sqlite_error)?;
-            Ok(done)
+            take_part(&writer, &queue, &runtime, |conn| work(conn).map(|done| (done, true)).map_err(sqlite_error))
         })
         .await
-        .map_err(|e| StoreError::Other(format!("the SQLite writer stopped: {e}")))?
+        .map_err(|e| StoreError::Other(format!("the SQLite writer stopped: {e}")))??;
+        part.finish().await
     }
 
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer under the write gate, on
-    /// the calling thread: for a transaction that calls back into its caller between statements
-    /// (a payment's checks decide on counts read inside it), which [`Self::write`]'s blocking
-    /// thread cannot run. A worker of a multi-thread runtime first hands its other tasks on
-    /// (`block_in_place`). `work` answers what to return and whether to commit (`true`) or roll
-    /// back; an error rolls back.
+    /// Runs `work` on the writer under the write gate, on the calling thread, in the open group
+    /// transaction: for a transaction that calls back into its caller between statements (a
+    /// payment's checks decide on counts read inside it), which [`Self::write`]'s blocking thread
+    /// cannot run. `work` answers what to return and whether to keep its writes (`true`) or undo
+    /// them; an error undoes them. Returns once the group is committed.
     pub(crate) async fn write_here<T>(
         &self,
-        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(T, bool), StoreError>,
+        work: impl FnOnce(&Connection) -> Result<(T, bool), StoreError>,
     ) -> Result<T, StoreError> {
-        let _gate = self.write_gate().await;
-        let run = || {
-            let mut conn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_error)?;
-            let (done, commit) = work(&tx)?;
-            if commit { tx.commit() } else { tx.rollback() }.map_err(sqlite_error)?;
-            Ok(done)
+        let runtime = current_runtime()?;
+        let part = {
+            let _gate = self.gate.lock().await;
+            on_this_thread(|| take_part(&self.writer, &self.gate, &runtime, work))?
         };
-        match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
-            _ => run(),
-        }
+        part.finish().await
     }
 
     /// Runs `read` on a free connection (waiting for one only when all are busy, which takes as
@@ -192,5 +265,245 @@ impl SqliteDirect {
         }
         let conn = self.connections[start % count].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         read(&conn).map_err(sqlite_error)
+    }
+}
+
+fn current_runtime() -> Result<tokio::runtime::Handle, StoreError> {
+    tokio::runtime::Handle::try_current()
+        .map_err(|_| StoreError::Other("SQLite's writer needs a Tokio runtime to commit its groups".to_owned()))
+}
+
+/// Runs `work` in a savepoint of the writer's open group (beginning one, and starting the task
+/// that will commit it, when none is open). The caller holds the gate.
+fn take_part<T>(
+    writer: &Arc<Mutex<Writer>>,
+    gate: &Arc<tokio::sync::Mutex<()>>,
+    runtime: &tokio::runtime::Handle,
+    work: impl FnOnce(&Connection) -> Result<(T, bool), StoreError>,
+) -> Result<Part<T>, StoreError> {
+    let mut guard = lock_writer(writer);
+    let state = &mut *guard;
+    if state.open.is_none() {
+        state.conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_error)?;
+        state.open = Some(Vec::new());
+        // It queues behind everyone now waiting for the gate, whose writes then join this group.
+        let (commit, gate) = (CommitOnDrop(writer.clone()), gate.clone());
+        runtime.spawn(async move {
+            let _gate = gate.lock_owned().await;
+            let _ = tokio::task::spawn_blocking(move || drop(commit)).await;
+        });
+    }
+    let outcome = match in_savepoint(&state.conn, work) {
+        Ok(outcome) if !state.conn.is_autocommit() => outcome,
+        // SQLite ended the transaction itself (an I/O error, a full disk), or a savepoint could
+        // not be undone: what the group held is lost, and every write in it is told so.
+        broken => {
+            let err = broken
+                .err()
+                .unwrap_or_else(|| StoreError::Unavailable("SQLite rolled the group transaction back".to_owned()));
+            abandon(state, &err);
+            return Err(err);
+        }
+    };
+    let (sender, committed) = oneshot::channel();
+    state.open.get_or_insert_default().push(sender);
+    Ok(Part { outcome, committed })
+}
+
+/// `work` in a savepoint, released when it keeps its writes, rolled back to otherwise. The outer
+/// error is the savepoint's own (the group is then broken); the inner one is `work`'s.
+fn in_savepoint<T>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> Result<(T, bool), StoreError>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    conn.execute_batch("SAVEPOINT write").map_err(sqlite_error)?;
+    let outcome = work(conn);
+    let end = if matches!(outcome, Ok((_, true))) { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
+    conn.execute_batch(end).map_err(sqlite_error)?;
+    Ok(outcome.map(|(done, _)| done))
+}
+
+/// Commits the writer's open group when dropped: by the committer's blocking thread, or, if a
+/// runtime shutting down drops the committer first, by whichever thread drops it, so that no group
+/// is left open without a committer (its writes would wait forever, and so would every later one).
+/// Committing outside the gate is safe: a write holds the writer's lock for its whole savepoint.
+struct CommitOnDrop(Arc<Mutex<Writer>>);
+
+impl Drop for CommitOnDrop {
+    fn drop(&mut self) {
+        commit_open(&self.0);
+    }
+}
+
+impl<T> Part<T> {
+    /// The write's outcome, once its group is committed (or the group's error).
+    async fn finish(self) -> Result<T, StoreError> {
+        self.committed.await.map_err(|_| writer_stopped())??;
+        self.outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database file in WAL mode with one table, and the direct access to it.
+    fn database(dir: &tempfile::TempDir) -> Arc<SqliteDirect> {
+        let path = dir.path().join("group.db");
+        let setup = Connection::open(&path).unwrap();
+        setup.pragma_update(None, "journal_mode", "WAL").unwrap();
+        setup.execute_batch("CREATE TABLE rows (k INTEGER PRIMARY KEY)").unwrap();
+        Arc::new(SqliteDirect::open(&path, 2).unwrap())
+    }
+
+    fn committed_rows(direct: &SqliteDirect) -> Vec<i64> {
+        direct
+            .read(|conn| {
+                let mut statement = conn.prepare("SELECT k FROM rows ORDER BY k")?;
+                statement.query_map([], |row| row.get(0))?.collect()
+            })
+            .unwrap()
+    }
+
+    /// Spawns `count` writes while the test holds the gate, and lets them in once all queue.
+    async fn queued<T: Send + 'static>(
+        direct: &Arc<SqliteDirect>,
+        count: i64,
+        write: impl Fn(Arc<SqliteDirect>, i64) -> tokio::task::JoinHandle<T>,
+    ) -> Vec<tokio::task::JoinHandle<T>> {
+        let gate = direct.gate.clone().lock_owned().await;
+        let tasks = (0..count).map(|k| write(direct.clone(), k)).collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(gate);
+        tasks
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_that_queue_together_commit_together_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = database(&dir);
+        let tasks = queued(&direct, 30, |direct, k| {
+            tokio::spawn(async move {
+                direct
+                    .write_here(|conn| {
+                        execute_numbered(conn, "INSERT INTO rows (k) VALUES ($1)", vec![k.into()])?;
+                        if k == 13 {
+                            // A constraint violation ends only this write.
+                            execute_numbered(conn, "INSERT INTO rows (k) VALUES ($1)", vec![k.into()])?;
+                        }
+                        if k == 7 {
+                            return Err(StoreError::Other("refused".to_owned()));
+                        }
+                        let seen: i64 =
+                            conn.query_row("SELECT COUNT(*) FROM rows", [], |row| row.get(0)).map_err(sqlite_error)?;
+                        Ok((seen, k != 11))
+                    })
+                    .await
+            })
+        })
+        .await;
+        let mut most_seen = 0;
+        for (k, task) in (0..).zip(tasks) {
+            match (k, task.await.unwrap()) {
+                (7, outcome) => assert!(matches!(outcome, Err(StoreError::Other(_))), "{outcome:?}"),
+                (13, outcome) => assert!(matches!(outcome, Err(StoreError::Conflict(_))), "{outcome:?}"),
+                (11, outcome) => assert!(outcome.is_ok(), "{outcome:?}"),
+                (_, outcome) => most_seen = most_seen.max(outcome.unwrap()),
+            }
+        }
+        let expected: Vec<i64> = (0..30).filter(|k| ![7, 11, 13].contains(k)).collect();
+        assert_eq!(committed_rows(&direct), expected);
+        // The last write kept saw all 27 kept rows before their commit: one transaction held them.
+        assert_eq!(most_seen, 27, "every write but the three undone ones shared one transaction");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pools_gate_commits_the_open_group_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = database(&dir);
+        let gate = direct.gate.clone().lock_owned().await;
+        let first = tokio::spawn({
+            let direct = direct.clone();
+            async move {
+                direct
+                    .write_here(|conn| {
+                        execute_numbered(conn, "INSERT INTO rows (k) VALUES (1)", vec![]).map(|_| ((), true))
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pool_write = tokio::spawn({
+            let direct = direct.clone();
+            async move {
+                let _gate = direct.write_gate().await;
+                // Another connection, as sqlx's pool uses: the write lock is free at once.
+                let other = Connection::open(dir.path().join("group.db")).unwrap();
+                other.busy_timeout(Duration::ZERO).unwrap();
+                other.execute_batch("BEGIN IMMEDIATE; INSERT INTO rows (k) VALUES (2); COMMIT").unwrap();
+                dir
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(gate);
+        first.await.unwrap().unwrap();
+        let _dir = pool_write.await.unwrap();
+        assert_eq!(committed_rows(&direct), vec![1, 2]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_panics_abandons_its_group_and_the_next_one_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = database(&dir);
+        let order = Arc::new(AtomicUsize::new(0));
+        let tasks = queued(&direct, 2, |direct, k| {
+            let order = order.clone();
+            tokio::spawn(async move {
+                direct
+                    .write_here(|conn| {
+                        execute_numbered(conn, "INSERT INTO rows (k) VALUES ($1)", vec![k.into()])?;
+                        let second = order.fetch_add(1, Ordering::SeqCst) == 1;
+                        assert!(!second, "the second write of the group panics inside its savepoint");
+                        Ok(((), true))
+                    })
+                    .await
+            })
+        })
+        .await;
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.map(|written| written.is_ok()).map_err(|e| e.is_panic()));
+        }
+        outcomes.sort();
+        // The first write was not committed (its group held a half-done write) and said so.
+        assert_eq!(outcomes, vec![Ok(false), Err(true)]);
+        direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (5)", [])).await.unwrap();
+        assert_eq!(committed_rows(&direct), vec![5]);
+    }
+
+    #[test]
+    fn a_group_whose_runtime_shuts_down_is_still_committed_and_the_writer_goes_on() {
+        use std::future::Future;
+        let dir = tempfile::tempdir().unwrap();
+        let direct = database(&dir);
+        let first = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        {
+            // One poll: the write joins a group and waits for its commit; the committer task is
+            // spawned but never run, and the runtime is dropped with it.
+            let _context = first.enter();
+            let write = direct.write_here(|conn| {
+                execute_numbered(conn, "INSERT INTO rows (k) VALUES (1)", vec![]).map(|_| ((), true))
+            });
+            let polled = std::pin::pin!(write).poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+            assert!(polled.is_pending(), "the write waits for its group's commit");
+        }
+        drop(first);
+        assert_eq!(committed_rows(&direct), vec![1], "the dropped committer committed the group");
+        let second = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        second.block_on(async {
+            let write = direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (2)", []));
+            tokio::time::timeout(Duration::from_secs(10), write).await.expect("the writer went on").unwrap();
+        });
+        assert_eq!(committed_rows(&direct), vec![1, 2]);
     }
 }

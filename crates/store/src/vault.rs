@@ -132,7 +132,7 @@ macro_rules! insert_data_keys_in {
 
 /// [`insert_data_keys_in!`] on the direct SQLite writer.
 fn insert_data_keys_sqlite(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     keys: &[DataKeyRecord],
 ) -> rusqlite::Result<std::collections::HashSet<String>> {
     use rusqlite::{OptionalExtension, params};
@@ -644,7 +644,7 @@ async fn insert_tokens_pg(
 /// [`insert_tokens_in!`] on the direct SQLite writer: the same statements, in one transaction run
 /// whole on a blocking thread.
 fn insert_tokens_sqlite(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     tokens: &[&TokenRecord],
     now: Timestamp,
 ) -> rusqlite::Result<RowOutcomes> {
