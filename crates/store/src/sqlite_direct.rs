@@ -365,64 +365,95 @@ mod tests {
             .unwrap()
     }
 
-    /// Spawns `count` writes while the test holds the gate, and lets them in once all queue.
-    async fn queued<T: Send + 'static>(
+    /// Spawns a task running `write` and returns once it waits: on a current-thread runtime a
+    /// task runs until it waits, so once it has started it is in the gate's queue (no sleep).
+    async fn spawn_queued<T: Send + 'static>(
+        write: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let started = started.clone();
+            async move {
+                started.store(true, Ordering::SeqCst);
+                write.await
+            }
+        });
+        while !started.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        task
+    }
+
+    /// Queues `count` writes behind the gate, which the test holds, in order; then lets them in.
+    async fn queued<T: Send + 'static, F: std::future::Future<Output = T> + Send + 'static>(
         direct: &Arc<SqliteDirect>,
         count: i64,
-        write: impl Fn(Arc<SqliteDirect>, i64) -> tokio::task::JoinHandle<T>,
+        write: impl Fn(Arc<SqliteDirect>, i64) -> F,
     ) -> Vec<tokio::task::JoinHandle<T>> {
         let gate = direct.gate.clone().lock_owned().await;
-        let tasks = (0..count).map(|k| write(direct.clone(), k)).collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut tasks = Vec::new();
+        for k in 0..count {
+            tasks.push(spawn_queued(write(direct.clone(), k)).await);
+        }
         drop(gate);
         tasks
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// The rows another connection sees committed.
+    fn count_committed(direct: &SqliteDirect) -> i64 {
+        direct.read(|conn| conn.query_row("SELECT COUNT(*) FROM rows", [], |row| row.get(0))).unwrap()
+    }
+
+    #[tokio::test]
     async fn writes_that_queue_together_commit_together_and_fail_alone() {
         let dir = tempfile::tempdir().unwrap();
         let direct = database(&dir);
-        let tasks = queued(&direct, 30, |direct, k| {
-            tokio::spawn(async move {
-                direct
-                    .write_here(|conn| {
+        let tasks = queued(&direct, 30, |direct, k| async move {
+            let reader = direct.clone();
+            direct
+                .write_here(|conn| {
+                    execute_numbered(conn, "INSERT INTO rows (k) VALUES ($1)", vec![k.into()])?;
+                    if k == 13 {
+                        // A constraint violation ends only this write.
                         execute_numbered(conn, "INSERT INTO rows (k) VALUES ($1)", vec![k.into()])?;
-                        if k == 13 {
-                            // A constraint violation ends only this write.
-                            execute_numbered(conn, "INSERT INTO rows (k) VALUES ($1)", vec![k.into()])?;
-                        }
-                        if k == 7 {
-                            return Err(StoreError::Other("refused".to_owned()));
-                        }
-                        let seen: i64 =
-                            conn.query_row("SELECT COUNT(*) FROM rows", [], |row| row.get(0)).map_err(sqlite_error)?;
-                        Ok((seen, k != 11))
-                    })
-                    .await
-            })
+                    }
+                    if k == 7 {
+                        return Err(StoreError::Other("refused".to_owned()));
+                    }
+                    let seen: i64 =
+                        conn.query_row("SELECT COUNT(*) FROM rows", [], |row| row.get(0)).map_err(sqlite_error)?;
+                    Ok(((seen, count_committed(&reader)), k != 11))
+                })
+                .await
         })
         .await;
-        let mut most_seen = 0;
+        let (mut most_seen, mut most_committed) = (0, 0);
         for (k, task) in (0..).zip(tasks) {
             match (k, task.await.unwrap()) {
                 (7, outcome) => assert!(matches!(outcome, Err(StoreError::Other(_))), "{outcome:?}"),
                 (13, outcome) => assert!(matches!(outcome, Err(StoreError::Conflict(_))), "{outcome:?}"),
                 (11, outcome) => assert!(outcome.is_ok(), "{outcome:?}"),
-                (_, outcome) => most_seen = most_seen.max(outcome.unwrap()),
+                (_, outcome) => {
+                    let (seen, committed) = outcome.unwrap();
+                    most_seen = most_seen.max(seen);
+                    most_committed = most_committed.max(committed);
+                }
             }
         }
         let expected: Vec<i64> = (0..30).filter(|k| ![7, 11, 13].contains(k)).collect();
         assert_eq!(committed_rows(&direct), expected);
-        // The last write kept saw all 27 kept rows before their commit: one transaction held them.
+        // The last write kept saw all 27 kept rows, and no other connection saw any of them
+        // committed before the last write ran: one transaction, one commit, held them all.
         assert_eq!(most_seen, 27, "every write but the three undone ones shared one transaction");
+        assert_eq!(most_committed, 0, "no write of the group was committed before the others ran");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test]
     async fn the_pools_gate_commits_the_open_group_first() {
         let dir = tempfile::tempdir().unwrap();
         let direct = database(&dir);
         let gate = direct.gate.clone().lock_owned().await;
-        let first = tokio::spawn({
+        let first = spawn_queued({
             let direct = direct.clone();
             async move {
                 direct
@@ -431,50 +462,45 @@ mod tests {
                     })
                     .await
             }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let pool_write = tokio::spawn({
+        })
+        .await;
+        let pool_write = spawn_queued({
             let direct = direct.clone();
             async move {
                 let _gate = direct.write_gate().await;
-                // Another connection, as sqlx's pool uses: the write lock is free at once.
+                // Another connection, as sqlx's pool uses, that does not wait for SQLite's write
+                // lock: it is free at once only if the writer's group was committed first.
                 let other = Connection::open(dir.path().join("group.db")).unwrap();
                 other.busy_timeout(Duration::ZERO).unwrap();
                 other.execute_batch("BEGIN IMMEDIATE; INSERT INTO rows (k) VALUES (2); COMMIT").unwrap();
                 dir
             }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        })
+        .await;
         drop(gate);
         first.await.unwrap().unwrap();
         let _dir = pool_write.await.unwrap();
         assert_eq!(committed_rows(&direct), vec![1, 2]);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test]
     async fn a_write_that_panics_abandons_its_group_and_the_next_one_works() {
         let dir = tempfile::tempdir().unwrap();
         let direct = database(&dir);
-        let order = Arc::new(AtomicUsize::new(0));
-        let tasks = queued(&direct, 2, |direct, k| {
-            let order = order.clone();
-            tokio::spawn(async move {
-                direct
-                    .write_here(|conn| {
-                        execute_numbered(conn, "INSERT INTO rows (k) VALUES ($1)", vec![k.into()])?;
-                        let second = order.fetch_add(1, Ordering::SeqCst) == 1;
-                        assert!(!second, "the second write of the group panics inside its savepoint");
-                        Ok(((), true))
-                    })
-                    .await
-            })
+        let tasks = queued(&direct, 2, |direct, k| async move {
+            direct
+                .write_here(|conn| {
+                    execute_numbered(conn, "INSERT INTO rows (k) VALUES ($1)", vec![k.into()])?;
+                    assert!(k == 0, "the second write of the group panics inside its savepoint");
+                    Ok(((), true))
+                })
+                .await
         })
         .await;
         let mut outcomes = Vec::new();
         for task in tasks {
             outcomes.push(task.await.map(|written| written.is_ok()).map_err(|e| e.is_panic()));
         }
-        outcomes.sort();
         // The first write was not committed (its group held a half-done write) and said so.
         assert_eq!(outcomes, vec![Ok(false), Err(true)]);
         direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (5)", [])).await.unwrap();
