@@ -241,7 +241,12 @@ impl AuditRepository for Store {
         let expected = to_i64(expected_size)?;
         if let Some(direct) = &self.direct {
             let (records, nodes) = (records.to_vec(), nodes.to_vec());
-            return match direct.write(move |tx| append_sqlite(tx, expected, new_size, &records, &nodes)).await? {
+            return match direct
+                .write_batch(records.len() + nodes.len(), move |tx| {
+                    append_sqlite(tx, expected, new_size, &records, &nodes)
+                })
+                .await?
+            {
                 Ok(()) => Ok(()),
                 Err(actual) => Err(AppendError::Conflict { actual_size: u64::try_from(actual).unwrap_or(0) }),
             };

@@ -111,7 +111,7 @@ async fn write(sink: &Sink, entries: Vec<LedgerEntry>) -> Result<Vec<bool>, Stor
     match sink {
         Sink::Sqlite(direct) => {
             direct
-                .write(move |tx| {
+                .write_batch(entries.len(), move |tx| {
                     let mut statement = tx.prepare_cached(INSERT_ENTRY)?;
                     entries
                         .iter()

@@ -1,27 +1,29 @@
 //! Direct SQLite access for the hottest paths, next to sqlx's pool: point reads (a token by id,
 //! a customer's data key) on a few rusqlite connections used directly on the calling thread, and
 //! one rusqlite writer connection whose writes share group commits: the batches of the token
-//! writer, the audit log writer and the sandbox ledger (and a key rotation's rewrap batches),
-//! each run whole on a blocking thread, and the payments' and detection counts' transactions
-//! (`write_here`), run on the calling thread because they call back into their caller between
-//! statements.
+//! writer, the audit log writer and the sandbox ledger, and the payments' and detection counts'
+//! transactions, each run on the calling async thread ([`SqliteDirect::write`],
+//! [`SqliteDirect::write_here`]); a batch of many rows (a bulk tokenization, a key rotation's
+//! rewraps) runs on a blocking thread ([`SqliteDirect::write_batch`]).
 //!
 //! Why: sqlx runs every SQLite statement on a per-connection worker thread and returns every
 //! connection to its pool with a ping, so one indexed read costs two round trips between threads.
 //! On a 2-core machine those wake-ups were about a third of the server's CPU while revealing
 //! tokens, against a few microseconds for the read itself. A primary-key read from SQLite's cache
 //! (or the operating system's) is short enough to run on an async worker thread, the way a hash
-//! map lookup is. A write moves to a blocking thread once instead of hopping per statement; the
-//! writes queue on one connection rather than polling SQLite's busy handler for its lock (and so
-//! do the payments' transactions on sqlx's pool, through the same write gate). The writes that
-//! queued together commit together (see [`Writer`]): one fsync for many, each write in a
-//! savepoint of its own, with the pool's durability (`synchronous=FULL`, WAL, foreign keys on).
+//! map lookup is, and so is a write of a few rows into the open group transaction (it never
+//! waits for the disk: the group's commit does, on a blocking thread). The writes queue on one
+//! connection rather than polling SQLite's busy handler for its lock (and so do the payments'
+//! transactions on sqlx's pool, through the same write gate). The writes that queued together
+//! commit together (see [`Writer`]): one fsync for many, each write in a savepoint of its own,
+//! with the pool's durability (`synchronous=FULL`, WAL, foreign keys on).
 //! Everything else still goes through sqlx.
 //!
 //! The read connections are `query_only`; readers never wait for a writer in WAL mode. Both
 //! share one SQLite library with sqlx (the same `libsqlite3-sys`).
-//! Must never: write on a read connection, hold a connection across an `.await`, run a scan on
-//! an async thread, or answer a write (its success or its failure) before its group committed.
+//! Must never: write on a read connection, hold a connection across an `.await`, run a scan or
+//! wait for an fsync on an async thread, or answer a write (its success or its failure) before
+//! its group committed.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -114,10 +116,16 @@ pub(crate) fn sqlite_error(err: rusqlite::Error) -> StoreError {
 /// The longest a read on an async thread waits for a lock before answering "unavailable".
 const READ_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// The most rows a batch writes on the calling async thread (see [`SqliteDirect::write_batch`]).
+const INLINE_WRITE_ROWS: usize = 64;
+
+/// The longest the writer waits for SQLite's write lock (held by a transaction on the pool).
+const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite_error)?;
+    conn.busy_timeout(WRITER_BUSY_TIMEOUT).map_err(sqlite_error)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
@@ -214,12 +222,29 @@ impl SqliteDirect {
         gate
     }
 
-    /// Runs `work` on the writer, on a blocking thread, in the open group transaction (see
-    /// [`Writer`]); returns its outcome once that is committed (undone if `work` fails).
-    pub(crate) async fn write<T: Send + 'static>(
+    /// Runs `work` on the writer, on the calling thread, in the open group transaction (see
+    /// [`Writer`]); returns its outcome once that is committed (undone if `work` fails). For a
+    /// write of a few rows: it holds an async worker thread as long as a point read does, and
+    /// never for a commit's fsync (the group's committer does that on a blocking thread).
+    pub(crate) async fn write<T>(
         &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.write_here(|conn| work(conn).map(|done| (done, true)).map_err(sqlite_error)).await
+    }
+
+    /// [`Self::write`] for a batch of `rows` rows: on the calling thread when they are few, on a
+    /// blocking thread when there are more than [`INLINE_WRITE_ROWS`] (a bulk tokenization, a
+    /// key rotation's rewraps, a burst of audit entries), which would hold an async worker
+    /// thread for milliseconds.
+    pub(crate) async fn write_batch<T: Send + 'static>(
+        &self,
+        rows: usize,
         work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
+        if rows <= INLINE_WRITE_ROWS {
+            return self.write(work).await;
+        }
         let gate = self.gate.clone().lock_owned().await;
         let (writer, queue, runtime) = (self.writer.clone(), self.gate.clone(), current_runtime()?);
         let part = tokio::task::spawn_blocking(move || {
@@ -227,15 +252,21 @@ impl SqliteDirect {
             take_part(&writer, &queue, &runtime, |conn| work(conn).map(|done| (done, true)).map_err(sqlite_error))
         })
         .await
-        .map_err(|e| StoreError::Other(format!("the SQLite writer stopped: {e}")))??;
+        .map_err(|_| writer_stopped())??;
         part.finish().await
     }
 
     /// Runs `work` on the writer under the write gate, on the calling thread, in the open group
-    /// transaction: for a transaction that calls back into its caller between statements (a
-    /// payment's checks decide on counts read inside it), which [`Self::write`]'s blocking thread
-    /// cannot run. `work` answers what to return and whether to keep its writes (`true`) or undo
-    /// them; an error undoes them. Returns once the group is committed.
+    /// transaction; `work` answers what to return and whether to keep its writes (`true`) or
+    /// undo them; an error undoes them. Returns once the group is committed. A payment's
+    /// transaction runs this way because it calls back into its caller between statements (its
+    /// checks decide on counts read inside it).
+    ///
+    /// Why on the calling thread: a write is a savepoint and a few indexed statements, tens of
+    /// microseconds; handing it to another thread (a blocking thread, or `block_in_place`'s
+    /// hand-over of the worker) cost more than that in wake-ups, all of it while holding the
+    /// gate every other write waits for. Only the group's commit, which waits for the disk,
+    /// leaves the async threads.
     pub(crate) async fn write_here<T>(
         &self,
         work: impl FnOnce(&Connection) -> Result<(T, bool), StoreError>,
@@ -243,7 +274,7 @@ impl SqliteDirect {
         let runtime = current_runtime()?;
         let part = {
             let _gate = self.gate.lock().await;
-            on_this_thread(|| take_part(&self.writer, &self.gate, &runtime, work))?
+            take_part(&self.writer, &self.gate, &runtime, work)?
         };
         part.finish().await
     }
@@ -284,7 +315,7 @@ fn take_part<T>(
     let mut guard = lock_writer(writer);
     let state = &mut *guard;
     if state.open.is_none() {
-        state.conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_error)?;
+        begin_group(&state.conn)?;
         state.open = Some(Vec::new());
         // It queues behind everyone now waiting for the gate, whose writes then join this group.
         let (commit, gate) = (CommitOnDrop(writer.clone()), gate.clone());
@@ -308,6 +339,22 @@ fn take_part<T>(
     let (sender, committed) = oneshot::channel();
     state.open.get_or_insert_default().push(sender);
     Ok(Part { outcome, committed })
+}
+
+/// Begins a group transaction, taking SQLite's write lock. The lock is nearly always free (every
+/// write on the writer and the busiest ones on the pool queue on the gate) and is then taken
+/// without waiting; when a transaction on the pool that does not take the gate holds it, the
+/// wait (SQLite's busy handler, which sleeps) happens off the async threads.
+fn begin_group(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(Duration::ZERO).map_err(sqlite_error)?;
+    let at_once = conn.execute_batch("BEGIN IMMEDIATE");
+    conn.busy_timeout(WRITER_BUSY_TIMEOUT).map_err(sqlite_error)?;
+    match at_once {
+        Err(rusqlite::Error::SqliteFailure(code, _)) if code.code == rusqlite::ErrorCode::DatabaseBusy => {
+            on_this_thread(|| conn.execute_batch("BEGIN IMMEDIATE")).map_err(sqlite_error)
+        }
+        other => other.map_err(sqlite_error),
+    }
 }
 
 /// `work` in a savepoint, released when it keeps its writes, rolled back to otherwise. The outer
@@ -531,5 +578,32 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(10), write).await.expect("the writer went on").unwrap();
         });
         assert_eq!(committed_rows(&direct), vec![1, 2]);
+    }
+
+    /// A transaction on the pool that does not take the gate holds SQLite's write lock: the
+    /// writer's group waits for it (off the async threads) instead of failing at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_waits_for_a_write_lock_held_outside_the_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = database(&dir);
+        let other = Connection::open(dir.path().join("group.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; INSERT INTO rows (k) VALUES (1)").unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (2)", [])).await.unwrap();
+        release.join().unwrap();
+        let rows: Vec<i64> = (0..70).collect();
+        let written = direct
+            .write_batch(rows.len(), move |conn| {
+                rows.iter()
+                    .map(|k| conn.execute("INSERT INTO rows (k) VALUES (?1)", [k + 10]))
+                    .sum::<rusqlite::Result<usize>>()
+            })
+            .await
+            .unwrap();
+        assert_eq!(written, 70, "a batch over the inline limit is written on a blocking thread");
+        assert_eq!(committed_rows(&direct).len(), 72);
     }
 }

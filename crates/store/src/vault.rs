@@ -641,8 +641,8 @@ async fn insert_tokens_pg(
     Ok((refused, outcomes))
 }
 
-/// [`insert_tokens_in!`] on the direct SQLite writer: the same statements, in one transaction run
-/// whole on a blocking thread.
+/// [`insert_tokens_in!`] on the direct SQLite writer: the same statements, in the writer's group
+/// transaction.
 fn insert_tokens_sqlite(
     tx: &rusqlite::Connection,
     tokens: &[&TokenRecord],
@@ -841,7 +841,7 @@ impl VaultRepository for Store {
         if let Some(direct) = &self.direct {
             let keys = keys.to_vec();
             return direct
-                .write(move |tx| {
+                .write_batch(keys.len(), move |tx| {
                     let mut update = tx.prepare_cached(sql)?;
                     let mut applied = 0;
                     for key in &keys {
@@ -912,7 +912,7 @@ impl VaultRepository for Store {
         let (refused, raw) = if let Some(direct) = &self.direct {
             let (tokens, new_keys) = (tokens.to_vec(), new_keys.to_vec());
             direct
-                .write(move |tx| {
+                .write_batch(tokens.len() + new_keys.len(), move |tx| {
                     let stored = insert_data_keys_sqlite(tx, &new_keys)?;
                     let refused = under_refused_keys(&tokens, &new_keys, &stored);
                     let outcomes = insert_tokens_sqlite(tx, &kept(&tokens, &refused), now)?;
