@@ -131,7 +131,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Runs `run` on the calling thread; a worker of a multi-thread runtime first hands its other
-/// tasks on (`block_in_place`), since `run` may wait for a commit's fsync.
+/// tasks on (`block_in_place`), since `run` may wait for a commit's fsync or for SQLite's write
+/// lock.
 fn on_this_thread<T>(run: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
