@@ -121,6 +121,18 @@ pub enum DomainError {
     /// (or, for a read, is not answered). The message is for logs only.
     #[error("audit log unavailable: {0}")]
     AuditUnavailable(String),
+    /// The request committed a gateway call for `object` (a payment intent `pi_…` or a refund
+    /// `re_…`), and may have made it, then failed before it could answer with the outcome.
+    /// Reconciliation settles `object` with the gateway's word. The answer is kept under the
+    /// request's idempotency key, so a retry replays it instead of charging or refunding again.
+    /// `cause` is for logs only.
+    #[error("the gateway call of {object} is recorded, its outcome is not: {cause}")]
+    OutcomePending {
+        /// The payment intent or refund whose call was recorded.
+        object: String,
+        /// What failed, for the log line.
+        cause: String,
+    },
 }
 
 impl From<crate::audit::log::AuditError> for DomainError {
@@ -133,5 +145,15 @@ impl DomainError {
     /// A single-field validation error.
     pub fn invalid(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(pointer, detail)])
+    }
+
+    /// This error, of a request that had already committed a gateway call for `object`: whatever
+    /// failed, the call stands (it was made, or reconciliation makes or resolves it), so the
+    /// request must not read as one that did nothing ([`Self::OutcomePending`]).
+    pub fn after_gateway_call(self, object: &str) -> Self {
+        match self {
+            pending @ Self::OutcomePending { .. } => pending,
+            other => Self::OutcomePending { object: object.to_owned(), cause: other.to_string() },
+        }
     }
 }

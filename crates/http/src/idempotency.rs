@@ -66,11 +66,13 @@ fn keep(status: StatusCode) -> bool {
 }
 
 /// Failures after which a payment gateway may have acted on the request (a forward that timed
-/// out, or whose answer broke off after it was sent): their answers are kept like a success, so a
-/// retry under the same key replays the failure instead of sending the request again (a second
-/// charge). The shop asks the gateway what happened, or sends a new key once it knows.
+/// out, or whose answer broke off after it was sent; a payment or refund whose gateway call was
+/// recorded before the request failed): their answers are kept like a success, so a retry under
+/// the same key replays the failure instead of running the request again (a second charge or
+/// refund). The shop asks the gateway (or, for a payment, strongroom) what happened, or sends a
+/// new key once it knows.
 pub const GATEWAY_MAY_HAVE_ACTED: &[&str] =
-    &["forward_gateway_timeout", "forward_gateway_failed", "forward_response_too_large"];
+    &["forward_gateway_timeout", "forward_gateway_failed", "forward_response_too_large", "payment_outcome_pending"];
 
 fn key_problem(detail: &str) -> Response {
     ApiError::from(DomainError::Rejected {

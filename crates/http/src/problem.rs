@@ -54,6 +54,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub step_up: Option<serde_json::Value>,
+    /// For `payment_outcome_pending`: the payment intent (`pi_…`) or refund (`re_…`) whose
+    /// gateway call the request recorded; fetch it for its state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
 }
 
 /// An error answer: status, stable code, optional detail and invalid fields, extra headers.
@@ -85,6 +89,8 @@ pub struct ProblemExtras {
     pub current_state: Option<&'static str>,
     /// The step-up a `step_up_required` of a payment asks for.
     pub step_up: Option<serde_json::Value>,
+    /// The payment intent or refund of a `payment_outcome_pending` answer.
+    pub object_id: Option<String>,
 }
 
 impl ApiError {
@@ -225,6 +231,7 @@ impl ApiError {
             "invalid_link" => "The link is not valid: unknown, used or expired",
             "invalid_session" => "The session is not live",
             "audit_unavailable" => "The audit log is unavailable",
+            "payment_outcome_pending" => "The gateway call is recorded, its outcome is not yet",
             "too_many_endpoints" => "The merchant has as many webhook endpoints as allowed",
             "endpoint_disabled" => "The webhook endpoint is disabled",
             "invalid_idempotency_key" => "The Idempotency-Key header is not valid",
@@ -307,6 +314,7 @@ impl ApiError {
             approval_id: self.extras.as_ref().and_then(|e| e.approval_id.clone()),
             current_state: self.extras.as_ref().and_then(|e| e.current_state).map(str::to_owned),
             step_up: self.extras.as_ref().and_then(|e| e.step_up.clone()),
+            object_id: self.extras.as_ref().and_then(|e| e.object_id.clone()),
         }
     }
 
@@ -350,6 +358,17 @@ impl From<DomainError> for ApiError {
             DomainError::Store(store) => store.into(),
             DomainError::Kms(kms) => Self::unavailable("kms_unavailable", 5).caused_by(&kms),
             DomainError::AuditUnavailable(cause) => Self::unavailable("audit_unavailable", 2).caused_by(&cause),
+            DomainError::OutcomePending { object, cause } => {
+                let mut err = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "payment_outcome_pending")
+                    .detail(format!(
+                        "the gateway call of {object} was recorded and may have been made, but this request failed \
+                         before it recorded the outcome; strongroom settles {object} with the gateway: fetch it for \
+                         its state rather than sending this request again under a new Idempotency-Key"
+                    ))
+                    .caused_by(&cause);
+                err.extras = Some(Box::new(ProblemExtras { object_id: Some(object), ..Default::default() }));
+                err
+            }
             DomainError::Rejected { code, errors } => {
                 let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code).detail("see errors");
                 err.fields = errors.into_iter().map(ProblemField::from).collect();

@@ -3,7 +3,9 @@
 //! the gateway's ledger, once; an authorisation the gateway never received goes back to
 //! `requires_payment_method` without a charge; `strongroom payments reconcile` reports without
 //! changing anything, settles with `--settle` (and the customer's receipt is sent), and then has
-//! nothing left to report.
+//! nothing left to report; a payment or refund request that fails after its gateway call (a
+//! fault injected into the database) keeps its idempotency key, so its retry replays the failure
+//! instead of charging or refunding again, and the job settles it once the fault is gone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::time::Duration;
@@ -15,7 +17,8 @@ use strongroom_testkit::{Backend, TestServer, on_both_backends};
 on_both_backends!(
     a_lost_answer_is_settled_by_the_job_from_the_gateway_ledger,
     an_authorisation_the_gateway_never_saw_is_not_charged,
-    the_command_reports_then_settles
+    the_command_reports_then_settles,
+    a_request_that_fails_after_its_gateway_call_is_not_run_again
 );
 
 /// The sandbox card whose authorisation happens but whose answer is lost.
@@ -34,7 +37,7 @@ async fn get(server: &TestServer, key: &str, path: &str) -> Value {
 }
 
 async fn test_key(server: &TestServer) -> String {
-    let scopes = ["payments:write", "payments:read", "vault:write", "admin:webhooks"];
+    let scopes = ["payments:write", "payments:read", "payments:refund", "vault:write", "admin:webhooks"];
     let body = json!({"name": "ci", "scopes": scopes, "mode": "test"});
     let (status, key) = post(server, &server.bootstrap_key, "/v1/api-keys", &body).await;
     assert_eq!(status, 201, "{key}");
@@ -98,6 +101,82 @@ async fn column(server: &TestServer, sql: &str, bind: &str) -> Vec<String> {
             rows.into_iter().map(|r| r.0).collect()
         }
     }
+}
+
+/// Runs `statements` on the server's database, beside the running server (the faults below).
+async fn execute(server: &TestServer, statements: &[&str]) {
+    match server.backend {
+        Backend::Sqlite => {
+            let path = server.data_dir().join("strongroom.db");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            for statement in statements {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let url = server.config.database_url.as_ref().unwrap().expose().clone();
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            for statement in statements {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+}
+
+/// A fault in the database: every update of a `table` row to `status = 'succeeded'` fails (the
+/// settle of a payment or refund the gateway has just made), until [`heal`].
+async fn fail_settles_of(server: &TestServer, table: &str) {
+    let trigger = format!("fail_{table}_settle");
+    match server.backend {
+        Backend::Sqlite => {
+            let create = format!(
+                "CREATE TRIGGER {trigger} BEFORE UPDATE OF status ON {table} WHEN NEW.status = 'succeeded' \
+                 BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+            );
+            execute(server, &[&create]).await;
+        }
+        Backend::Postgres => {
+            let function = "CREATE OR REPLACE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS \
+                            $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$";
+            let create = format!(
+                "CREATE TRIGGER {trigger} BEFORE UPDATE ON {table} FOR EACH ROW \
+                 WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION injected_fault()"
+            );
+            execute(server, &[function, &create]).await;
+        }
+    }
+}
+
+/// Removes the fault [`fail_settles_of`] put on `table`.
+async fn heal(server: &TestServer, table: &str) {
+    let drop = match server.backend {
+        Backend::Sqlite => format!("DROP TRIGGER fail_{table}_settle"),
+        Backend::Postgres => format!("DROP TRIGGER fail_{table}_settle ON {table}"),
+    };
+    execute(server, &[&drop]).await;
+}
+
+/// `POST path` with `body` under `Idempotency-Key: idempotency_key`: status, whether it was a
+/// replay, and the answer.
+async fn post_once(
+    server: &TestServer,
+    key: &str,
+    path: &str,
+    body: &Value,
+    idempotency_key: &str,
+) -> (u16, bool, Value) {
+    let response = server
+        .request_as(key, Method::POST, path)
+        .header("Idempotency-Key", idempotency_key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+    (status, replayed, response.json().await.unwrap())
 }
 
 async fn ledger(server: &TestServer, id: &str) -> Vec<String> {
@@ -262,5 +341,76 @@ async fn the_command_reports_then_settles(backend: Backend) {
     }
     let receipt = receipt.expect("a receipt for the payment the command settled");
     assert!(receipt.contains(&id), "the receipt names the payment");
+    server.shutdown().await;
+}
+
+async fn a_request_that_fails_after_its_gateway_call_is_not_run_again(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |config| {
+        config.payments.gateway_timeout = Duration::from_secs(1);
+        config.payments.reconcile_interval = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let key = test_key(&server).await;
+    let card = json!({"type": "card", "value": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
+    let (status, token) = post(&server, &key, "/v1/tokens", &card).await;
+    assert_eq!(status, 201, "{token}");
+
+    // The gateway charges, then recording its answer fails.
+    fail_settles_of(&server, "payment_intents").await;
+    let pay = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"], "confirm": true});
+    let (status, replayed, problem) = post_once(&server, &key, "/v1/payment_intents", &pay, "checkout-7").await;
+    assert_eq!((status, replayed), (500, false), "{problem}");
+    assert_eq!(problem["code"], "payment_outcome_pending", "{problem}");
+    let id = problem["object_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("pi_"), "{problem}");
+    assert_eq!(ledger(&server, &id).await, ["authorize:captured"]);
+
+    // The shop's retry replays that answer: no second intent, no second charge.
+    let (status, replayed, again) = post_once(&server, &key, "/v1/payment_intents", &pay, "checkout-7").await;
+    assert_eq!((status, replayed), (500, true), "{again}");
+    assert_eq!(again["object_id"], id.as_str(), "{again}");
+    let charges = column(&server, "SELECT reference FROM sandbox_ledger WHERE operation = $1", "authorize").await;
+    assert_eq!(charges, [id.as_str()]);
+    let intents = column(&server, "SELECT id FROM payment_intents WHERE id LIKE $1", "pi_%").await;
+    assert_eq!(intents, [id.as_str()]);
+
+    // Once the fault is gone, the job settles the payment by the gateway's word.
+    heal(&server, "payment_intents").await;
+    server.clock.advance(Duration::from_secs(5));
+    let after = settled(&server, &key, &id).await;
+    assert_eq!(after["status"], "succeeded", "{after}");
+    assert_eq!(after["amount_received"], 2500, "{after}");
+
+    // The same for a refund: refunded once, however often the shop retries.
+    fail_settles_of(&server, "refunds").await;
+    let refund = json!({"payment_intent": id, "amount": 1000});
+    let (status, replayed, problem) = post_once(&server, &key, "/v1/refunds", &refund, "refund-7").await;
+    assert_eq!((status, replayed), (500, false), "{problem}");
+    assert_eq!(problem["code"], "payment_outcome_pending", "{problem}");
+    let refund_id = problem["object_id"].as_str().unwrap().to_owned();
+    assert!(refund_id.starts_with("re_"), "{problem}");
+    let (status, replayed, again) = post_once(&server, &key, "/v1/refunds", &refund, "refund-7").await;
+    assert_eq!((status, replayed), (500, true), "{again}");
+    assert_eq!(again["object_id"], refund_id.as_str(), "{again}");
+    let refunds = |ledger: Vec<String>| ledger.iter().filter(|entry| entry.starts_with("refund:")).count();
+    assert_eq!(refunds(ledger(&server, &id).await), 1);
+
+    heal(&server, "refunds").await;
+    server.clock.advance(Duration::from_secs(5));
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = get(&server, &key, &format!("/v1/refunds/{refund_id}")).await["status"].clone();
+        if status != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, "succeeded");
+    assert_eq!(refunds(ledger(&server, &id).await), 1, "the job settled the refund without sending it again");
+    let after = get(&server, &key, &format!("/v1/payment_intents/{id}")).await;
+    assert_eq!(after["amount_refunded"], 1000, "{after}");
     server.shutdown().await;
 }

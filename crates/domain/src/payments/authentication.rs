@@ -127,7 +127,10 @@ impl PaymentsService {
             None => return Ok(Self::view(&claimed)),
         };
         let status = answer.status;
-        let settled = self.settle_authorization(actor, &claimed, &call.idempotency_key, answer).await?;
+        let settled = self
+            .settle_authorization(actor, &claimed, &call.idempotency_key, answer)
+            .await
+            .map_err(|err| err.after_gateway_call(&claimed.id))?;
         self.watch_authorization(&claimed, status, None).await;
         Ok(Self::view(&settled))
     }

@@ -196,13 +196,18 @@ impl PaymentsService {
         if !events.is_empty() {
             self.ports.outbox.wake().notify_one();
         }
+        // A transition that recorded a gateway call stands whatever fails after it.
+        let stands = |err: crate::audit::log::AuditError| match step.call {
+            Some(_) => DomainError::from(err).after_gateway_call(&after.id),
+            None => DomainError::from(err),
+        };
         let actor = actor.into();
         let event =
             actor.event(state::audit_action(step.event), "payment_intent", &after.id, (&after.merchant, after.mode));
-        self.ports.audit.record(event).await?;
+        self.ports.audit.record(event).await.map_err(stands)?;
         if let Some(card) = step.save_card {
             let event = actor.event("saved_card.created", "saved_card", &card.id, (&card.merchant, card.mode));
-            self.ports.audit.record(event).await?;
+            self.ports.audit.record(event).await.map_err(stands)?;
         }
         Ok(after)
     }
@@ -367,10 +372,17 @@ impl PaymentsService {
             entries.push(super::checkout::fraud_checked_event(caller, &intent.id, decision));
         }
         if let Some(claim) = written.claim {
+            // The claim recorded the authorisation: from here on a failure must not read as a
+            // request that did nothing (see `DomainError::after_gateway_call`).
             entries.push(caller.event(state::audit_action(Event::Confirm), "payment_intent", &intent.id));
-            futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
+            futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)))
+                .await
+                .map_err(|err| DomainError::from(err).after_gateway_call(&intent.id))?;
             let card = (token.as_str(), info.as_ref());
-            return self.authorize_claimed(caller, claim.claimed, &claim.call, card, None, extras).await;
+            return self
+                .authorize_claimed(caller, claim.claimed, &claim.call, card, None, extras)
+                .await
+                .map_err(|err| err.after_gateway_call(&intent.id));
         }
         futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
         // Blocked, or waiting for the customer's step-up: on as a separate confirmation would.
@@ -621,7 +633,9 @@ impl PaymentsService {
             ..Step::new(Event::Confirm)
         };
         let claimed = self.apply(caller, &intent, after, step).await?;
-        self.authorize_claimed(caller, claimed, &call, (token, None), saved, extras).await
+        self.authorize_claimed(caller, claimed, &call, (token, None), saved, extras)
+            .await
+            .map_err(|err| err.after_gateway_call(&intent.id))
     }
 
     /// Asks the gateway for the authorisation recorded as `call` of an intent this request has
@@ -814,7 +828,9 @@ impl PaymentsService {
             amount,
         };
         let Some(answer) = self.call_gateway(self.ports.gateway.capture(&request)).await else { return Ok(claimed) };
-        self.settle_capture(caller, &claimed, &call.idempotency_key, amount.minor(), answer).await
+        self.settle_capture(caller, &claimed, &call.idempotency_key, amount.minor(), answer)
+            .await
+            .map_err(|err| err.after_gateway_call(&claimed.id))
     }
 
     /// Moves a capturing intent by the gateway's answer to the capture of `amount` recorded
@@ -895,7 +911,9 @@ impl PaymentsService {
                 let Some(answer) = self.call_gateway(self.ports.gateway.cancel(&request)).await else {
                     return Ok(claimed);
                 };
-                self.settle_void(caller, &claimed, &call.idempotency_key, answer).await
+                self.settle_void(caller, &claimed, &call.idempotency_key, answer)
+                    .await
+                    .map_err(|err| err.after_gateway_call(&claimed.id))
             }
             _ => Err(unexpected(intent.state)),
         }

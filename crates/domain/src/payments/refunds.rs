@@ -123,7 +123,13 @@ impl PaymentsService {
             ));
         }
         self.ports.outbox.wake().notify_one();
-        self.ports.audit.record(caller.event("refund.created", "refund", &id)).await?;
+        // The refund's call is recorded (reconciliation sends it if this request does not): from
+        // here on a failure must not read as a request that did nothing.
+        self.ports
+            .audit
+            .record(caller.event("refund.created", "refund", &id))
+            .await
+            .map_err(|err| DomainError::from(err).after_gateway_call(&id))?;
         let request = FollowUpRequest {
             idempotency_key: call.idempotency_key.clone(),
             reference: intent.id.clone(),
@@ -131,7 +137,9 @@ impl PaymentsService {
             amount,
         };
         let Some(answer) = self.call_gateway(self.ports.gateway.refund(&request)).await else { return Ok(refund) };
-        self.settle_refund_answer(caller, &refund, &call.idempotency_key, answer).await
+        self.settle_refund_answer(caller, &refund, &call.idempotency_key, answer)
+            .await
+            .map_err(|err| err.after_gateway_call(&id))
     }
 
     /// Settles a pending refund by the gateway's answer to the call recorded under `key`; an
