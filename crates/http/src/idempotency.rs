@@ -69,10 +69,28 @@ fn keep(status: StatusCode) -> bool {
 /// out, or whose answer broke off after it was sent; a payment or refund whose gateway call was
 /// recorded before the request failed): their answers are kept like a success, so a retry under
 /// the same key replays the failure instead of running the request again (a second charge or
-/// refund). The shop asks the gateway (or, for a payment, strongroom) what happened, or sends a
-/// new key once it knows.
+/// refund). The shop asks the gateway (or, for a payment or refund, strongroom) what happened, or
+/// sends a new key once it knows.
 pub const GATEWAY_MAY_HAVE_ACTED: &[&str] =
     &["forward_gateway_timeout", "forward_gateway_failed", "forward_response_too_large", "payment_outcome_pending"];
+
+/// Routes that may call a payment gateway. A 500 `internal_error` of theirs (a bug: a panic, an
+/// unexpected database error) may have come after the call, so it is kept like
+/// [`GATEWAY_MAY_HAVE_ACTED`]: strongroom cannot tell where the request stopped.
+pub const MAY_CALL_A_GATEWAY: &[&str] = &[
+    "/v1/payment_intents",
+    "/v1/payment_intents/{id}/confirm",
+    "/v1/payment_intents/{id}/capture",
+    "/v1/payment_intents/{id}/cancel",
+    "/v1/refunds",
+    "/v1/forward",
+];
+
+/// Whether a failure with `code` on `route` may have come after a gateway acted (its answer is
+/// then kept, see [`GATEWAY_MAY_HAVE_ACTED`] and [`MAY_CALL_A_GATEWAY`]).
+fn gateway_may_have_acted(code: &str, route: &str) -> bool {
+    GATEWAY_MAY_HAVE_ACTED.contains(&code) || (code == "internal_error" && MAY_CALL_A_GATEWAY.contains(&route))
+}
 
 fn key_problem(detail: &str) -> Response {
     ApiError::from(DomainError::Rejected {
@@ -141,7 +159,7 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         return response;
     }
     let gateway_may_have_acted =
-        response.extensions().get::<ApiError>().is_some_and(|e| GATEWAY_MAY_HAVE_ACTED.contains(&e.code));
+        response.extensions().get::<ApiError>().is_some_and(|e| gateway_may_have_acted(e.code, &route));
     if !keep(status) && !gateway_may_have_acted {
         if let Err(err) = state.idempotency.release(&claim).await {
             tracing::warn!(error = %err, "an idempotency key could not be released");
@@ -176,4 +194,23 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_after_a_gateway_may_have_acted_are_kept() {
+        assert!(gateway_may_have_acted("payment_outcome_pending", "/v1/payment_intents"));
+        assert!(gateway_may_have_acted("forward_gateway_timeout", "/v1/forward"));
+        // A bug's 500 on a route that may call a gateway: where it stopped is unknown.
+        assert!(gateway_may_have_acted("internal_error", "/v1/payment_intents/{id}/confirm"));
+        assert!(gateway_may_have_acted("internal_error", "/v1/refunds"));
+        // Elsewhere, and for failures that come before anything happened, the key is released.
+        assert!(!gateway_may_have_acted("internal_error", "/v1/tokens"));
+        assert!(!gateway_may_have_acted("database_unavailable", "/v1/payment_intents"));
+        assert!(!gateway_may_have_acted("audit_unavailable", "/v1/refunds"));
+        assert!(!keep(StatusCode::INTERNAL_SERVER_ERROR));
+    }
 }

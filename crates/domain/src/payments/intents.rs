@@ -775,11 +775,19 @@ impl PaymentsService {
             (Ok(paid), Event::Authorized { captured: true }) => self.send_receipt(paid).await,
             _ => {}
         }
+        self.settled_or_stored(&claimed.id, settled).await
+    }
+
+    /// `settled`, or the intent as stored when the settle was refused because the gateway's
+    /// webhook, reconciliation or a second node settled it first: the outcome is recorded
+    /// either way, so the request shows it rather than a conflict.
+    async fn settled_or_stored(
+        &self,
+        id: &str,
+        settled: Result<IntentRecord, DomainError>,
+    ) -> Result<IntentRecord, DomainError> {
         match settled {
-            // Reconciliation (or a second node) settled it first: show what is stored.
-            Err(DomainError::UnexpectedState { .. }) => {
-                self.ports.repo.intent(&claimed.id).await?.ok_or(DomainError::NotFound)
-            }
+            Err(DomainError::UnexpectedState { .. }) => self.ports.repo.intent(id).await?.ok_or(DomainError::NotFound),
             other => other,
         }
     }
@@ -854,11 +862,11 @@ impl PaymentsService {
             after.last_payment_error = answer.error.clone();
         }
         let step = Step { answered: Some((key, gateway_outcome(answer.status))), ..Step::new(event) };
-        let captured = self.apply(actor, claimed, after, step).await?;
-        if event == Event::Captured {
-            self.send_receipt(&captured).await;
+        let captured = self.apply(actor, claimed, after, step).await;
+        if let (Ok(captured), Event::Captured) = (&captured, event) {
+            self.send_receipt(captured).await;
         }
-        Ok(captured)
+        self.settled_or_stored(&claimed.id, captured).await
     }
 
     /// Cancels an intent: at once before authorisation; an authorised one is voided at the
@@ -938,7 +946,8 @@ impl PaymentsService {
             after.cancellation_reason = None;
         }
         let step = Step { answered: Some((key, gateway_outcome(answer.status))), ..Step::new(event) };
-        self.apply(actor, claimed, after, step).await
+        let voided = self.apply(actor, claimed, after, step).await;
+        self.settled_or_stored(&claimed.id, voided).await
     }
 
     /// Passes or fails the sandbox's 3-D Secure challenge of an intent in `requires_action`
