@@ -103,25 +103,10 @@ async fn column(server: &TestServer, sql: &str, bind: &str) -> Vec<String> {
     }
 }
 
-/// Runs `statements` on the server's database, beside the running server (the faults below).
+/// Runs `statements` on the server's database, through its own store.
 async fn execute(server: &TestServer, statements: &[&str]) {
-    match server.backend {
-        Backend::Sqlite => {
-            let path = server.data_dir().join("strongroom.db");
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-            for statement in statements {
-                sqlx::query(statement).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-        Backend::Postgres => {
-            let url = server.config.database_url.as_ref().unwrap().expose().clone();
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            for statement in statements {
-                sqlx::query(statement).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
+    for statement in statements {
+        server.app().store.execute_admin(statement).await.unwrap();
     }
 }
 
