@@ -1044,6 +1044,7 @@ impl Application {
                 config.api_keys.cache_ttl,
             )),
             health: Arc::new(core.store.clone()),
+            durability: Arc::new(core.store.clone()),
             metrics: Arc::new(strongroom_http::metrics::Metrics::new()),
             audit: audit.clone(),
             settings,

@@ -303,6 +303,9 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     // A reference-counted copy (no allocation): only a 404 or 403 reads its path.
     let uri = req.uri().clone();
     let response = next.run(req).await;
+    // What the handler read may be a commit of another request's that is not on disk yet: the
+    // answer waits for it (its own writes already were), so no client sees what a crash undoes.
+    state.durability.settled().await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe(&method, route, status, elapsed.as_secs_f64());

@@ -91,6 +91,8 @@ pub struct Services {
     pub merchants: Arc<MerchantDirectory>,
     /// Database health.
     pub health: Arc<dyn HealthRepository>,
+    /// Waits until what a response shows is on disk (see [`strongroom_domain::ports::Durability`]).
+    pub durability: Arc<dyn strongroom_domain::ports::Durability>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// The audit log.

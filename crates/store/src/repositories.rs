@@ -104,6 +104,15 @@ impl HealthRepository for Store {
 }
 
 #[async_trait]
+impl strongroom_domain::ports::Durability for Store {
+    async fn settled(&self) {
+        if let Some(direct) = &self.direct {
+            direct.settled().await;
+        }
+    }
+}
+
+#[async_trait]
 impl MerchantRepository for Store {
     async fn merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
         let sql = "SELECT id, name, created_at FROM merchants WHERE id = $1";

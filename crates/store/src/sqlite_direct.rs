@@ -16,18 +16,19 @@
 //! connection rather than polling SQLite's busy handler for its lock (and so do the payments'
 //! transactions on sqlx's pool, through the same write gate). The writes that queued together
 //! commit together (see [`Writer`]): one fsync for many, each write in a savepoint of its own,
-//! with the pool's durability (`synchronous=FULL`, WAL, foreign keys on).
-//! Everything else still goes through sqlx.
+//! WAL and foreign keys on. The fsync runs on a thread of its own after the commit, while the next
+//! group's writes run (see [`Durability`]); a write is answered only once it is on disk, as with
+//! the pool's `synchronous=FULL`. Everything else still goes through sqlx.
 //!
 //! The read connections are `query_only`; readers never wait for a writer in WAL mode. Both
 //! share one SQLite library with sqlx (the same `libsqlite3-sys`).
 //! Must never: write on a read connection, hold a connection across an `.await`, run a scan or
 //! wait for an fsync on an async thread, or answer a write (its success or its failure) before
-//! its group committed.
+//! its group committed and the commit is on disk.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -69,21 +70,55 @@ pub(crate) struct SqliteDirect {
     /// between tries: under payments load those sleeps, not the commits, were most of a
     /// payment's time). Whoever takes it for the pool first commits the writer's open group.
     gate: Arc<tokio::sync::Mutex<()>>,
+    /// How far the writer's commits are on disk (see [`Durability`]).
+    durability: Arc<Durability>,
 }
+
+/// The writer's commits in order, and how many of them are on disk.
+///
+/// Pipelined fsync: the writer commits with `synchronous=NORMAL` (SQLite appends the group's
+/// pages to the write-ahead log without waiting for the disk) and releases the gate at once;
+/// the syncer thread then makes the log durable with one `fdatasync` for every group committed
+/// since its last one, and only then answers those groups' writes. An acknowledged write is as
+/// durable as with `synchronous=FULL`; what changes is that the next group's statements run while
+/// the disk works, instead of after it.
+///
+/// What that opens: for the length of an fsync, another connection can read a commit that is not
+/// yet on disk. Every write's own answer, and every later write (the log is appended in order, so
+/// its fsync covers every earlier commit), waits for the disk; a reader that shows or sends what
+/// it read waits with [`SqliteDirect::settled`] (the API's responses do, and the outbox's claim
+/// is itself a write).
+struct Durability {
+    /// The number of the last commit begun (counted before its `COMMIT` runs, so a reader that
+    /// saw its rows also sees its number).
+    committed: AtomicU64,
+    /// The number of the last commit known to be on disk.
+    synced: tokio::sync::watch::Sender<u64>,
+    /// Held by a test to keep the syncer from syncing.
+    #[cfg(test)]
+    paused: tokio::sync::Mutex<()>,
+}
+
+/// A write waiting for its group's commit to be on disk.
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// The writer's connection and the group transaction open on it.
 ///
 /// Group commit: a write on the writer joins the transaction that is open (or begins one), runs
 /// inside a savepoint of its own (undone alone when it fails or asks to roll back), and waits for
-/// the group's commit before its caller is answered. The group is committed by a task that took
-/// its place in the gate's queue when the group began, so it holds every write that queued
-/// before it: under load one fsync serves many writes, and alone a write commits as soon as it
-/// released the gate. If SQLite ends the transaction itself (an I/O error, a full disk), every
+/// the group's commit, and that commit's fsync, before its caller is answered. The group is
+/// committed by a task that took its place in the gate's queue when the group began, so it holds
+/// every write that queued before it: under load one commit serves many writes (and one fsync
+/// serves the groups committed while the previous one ran), and alone a write commits as soon as
+/// it released the gate. If SQLite ends the transaction itself (an I/O error, a full disk), every
 /// write in the group is answered with that error; none is answered as written.
 struct Writer {
     conn: Connection,
     /// The writes the open group holds, waiting for its commit; `None` when none is open.
-    open: Option<Vec<oneshot::Sender<Result<(), StoreError>>>>,
+    open: Option<Vec<Waiter>>,
+    durability: Arc<Durability>,
+    /// The syncer's queue: each commit's number and the writes it answers once that is on disk.
+    syncer: mpsc::Sender<(u64, Vec<Waiter>)>,
 }
 
 /// What a write that joined the group waits for: its own outcome is returned once `committed`
@@ -121,6 +156,10 @@ const INLINE_WRITE_ROWS: usize = 64;
 
 /// The longest the writer waits for SQLite's write lock (held by a transaction on the pool).
 const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many group commits the syncer makes durable between two checkpoints (a group is some
+/// 25 pages: about SQLite's own default of a checkpoint per 1,000 pages).
+const COMMITS_PER_CHECKPOINT: u64 = 40;
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -165,20 +204,113 @@ fn lock_writer(writer: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
     })
 }
 
-/// Commits the open group, if any, and answers its writes.
+/// Commits the open group, if any, and hands its writes to the syncer, which answers them once
+/// the commit is on disk. The commit itself does not wait for the disk (`synchronous=NORMAL`,
+/// no checkpoint on this connection): it copies the group's pages to the log in the page cache.
 fn commit_open(writer: &Mutex<Writer>) {
     let mut writer = lock_writer(writer);
     let Some(waiting) = writer.open.take() else { return };
-    match writer.conn.execute_batch("COMMIT").map_err(sqlite_error) {
-        Ok(()) => {
-            for w in waiting {
-                let _ = w.send(Ok(()));
-            }
-        }
+    let number = writer.durability.committed.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+    let (waiting, err) = match writer.conn.execute_batch("COMMIT").map_err(sqlite_error) {
+        Ok(()) => (waiting, None),
         Err(err) => {
             writer.open = Some(waiting);
             abandon(&mut writer, &err);
+            // The number is still passed on, so that readers waiting for it are let go.
+            (Vec::new(), Some(err))
         }
+    };
+    if let Err(mpsc::SendError((_, waiting))) = writer.syncer.send((number, waiting)) {
+        for w in waiting {
+            let _ = w.send(Err(err.clone().unwrap_or_else(writer_stopped)));
+        }
+    }
+}
+
+/// The syncer's thread: makes the log durable for every commit queued since its last pass (one
+/// `fdatasync` for all of them), answers their writes, and every [`COMMITS_PER_CHECKPOINT`]
+/// commits asks the checkpointer to copy the log into the database file. Ends when the writer is
+/// dropped.
+fn run_syncer(
+    wal: &Path,
+    queue: &mpsc::Receiver<(u64, Vec<Waiter>)>,
+    durability: &Durability,
+    checkpoints: &mpsc::SyncSender<()>,
+) {
+    let mut log: Option<std::fs::File> = None;
+    let mut since_checkpoint = 0_u64;
+    while let Ok(first) = queue.recv() {
+        let mut commits = vec![first];
+        commits.extend(queue.try_iter());
+        #[cfg(test)]
+        let _paused = durability.paused.blocking_lock();
+        let synced = sync_log(wal, &mut log);
+        if let Err(err) = &synced {
+            tracing::error!(error = %err, "the SQLite write-ahead log could not be made durable; its writes fail");
+        }
+        let mut last = 0;
+        for (number, waiting) in commits {
+            last = last.max(number);
+            since_checkpoint = since_checkpoint.saturating_add(1);
+            for w in waiting {
+                let _ = w.send(synced.clone());
+            }
+        }
+        if synced.is_ok() {
+            durability.synced.send_if_modified(|on_disk| {
+                let moved = last > *on_disk;
+                *on_disk = (*on_disk).max(last);
+                moved
+            });
+        }
+        if since_checkpoint >= COMMITS_PER_CHECKPOINT {
+            since_checkpoint = 0;
+            let _ = checkpoints.try_send(());
+        }
+    }
+}
+
+/// `fdatasync` of the write-ahead log (opened at its first use: SQLite creates it with the
+/// writer's first transaction, and keeps the same file while any connection is open).
+fn sync_log(wal: &Path, log: &mut Option<std::fs::File>) -> Result<(), StoreError> {
+    let file = match log {
+        Some(file) => file,
+        None => log.insert(std::fs::OpenOptions::new().write(true).open(wal).map_err(|err| {
+            StoreError::Unavailable(format!("could not open the SQLite write-ahead log to sync it: {err}"))
+        })?),
+    };
+    file.sync_data().map_err(|err| {
+        // After a failed fsync the kernel may have dropped the pages: the next sync reopens.
+        *log = None;
+        StoreError::Unavailable(format!("could not sync the SQLite write-ahead log: {err}"))
+    })
+}
+
+/// The checkpointer's thread: on each request, copies what the log holds into the database file,
+/// off the async threads and outside the writer's commits. SQLite syncs the log before the copy
+/// and the database file after it.
+///
+/// Twice: first around the writer (`PASSIVE`, which copies what is there without waiting for
+/// anyone), then under the gate, with the open group committed, for the few pages the writer
+/// added meanwhile. The second pass is what lets SQLite start the log over at the next write: a
+/// log copied only while writes go on is never caught up, and grows without end.
+fn run_checkpointer(
+    conn: &Connection,
+    requests: &mpsc::Receiver<()>,
+    writer: &std::sync::Weak<Mutex<Writer>>,
+    gate: &tokio::sync::Mutex<()>,
+) {
+    let checkpoint = || {
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "a SQLite checkpoint failed; the next one tries again");
+        }
+    };
+    while requests.recv().is_ok() {
+        checkpoint();
+        let Some(writer) = writer.upgrade() else { return };
+        let _gate = gate.blocking_lock();
+        commit_open(&writer);
+        checkpoint();
     }
 }
 
@@ -197,18 +329,50 @@ impl SqliteDirect {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let conn = open_connection(path)?;
-        // The same durability as the pool's connections: a commit is on disk before it returns.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite_error)?;
+        // A commit copies its pages to the log without waiting for the disk; the syncer's fsync
+        // then makes it durable before any of its writes is answered (see `Durability`).
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite_error)?;
+        // Checkpoints run on the checkpointer's own connection, not inside the writer's commits.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite_error)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(sqlite_error)?;
         // Each write's savepoint journals the pages it changes; in memory rather than in a
         // temporary file written for every write (what a group holds is bounded by its writes).
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(sqlite_error)?;
-        Ok(Self {
-            connections,
-            next: AtomicUsize::new(0),
-            writer: Arc::new(Mutex::new(Writer { conn, open: None })),
-            gate: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        let checkpointer = open_connection(path)?;
+        checkpointer.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite_error)?;
+        let durability = Arc::new(Durability {
+            committed: AtomicU64::new(0),
+            synced: tokio::sync::watch::Sender::new(0),
+            #[cfg(test)]
+            paused: tokio::sync::Mutex::new(()),
+        });
+        let (syncer, queue) = mpsc::channel();
+        let (checkpoints, requests) = mpsc::sync_channel(1);
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let writer = Arc::new(Mutex::new(Writer { conn, open: None, durability: durability.clone(), syncer }));
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        let (on_disk, weak_writer, checkpoint_gate) = (durability.clone(), Arc::downgrade(&writer), gate.clone());
+        let spawned = std::thread::Builder::new()
+            .name("sqlite-syncer".to_owned())
+            .spawn(move || run_syncer(&wal, &queue, &on_disk, &checkpoints))
+            .and_then(|_| {
+                std::thread::Builder::new().name("sqlite-checkpointer".to_owned()).spawn(move || {
+                    run_checkpointer(&checkpointer, &requests, &weak_writer, &checkpoint_gate);
+                })
+            });
+        spawned.map_err(|err| StoreError::Other(format!("could not start SQLite's syncer: {err}")))?;
+        Ok(Self { connections, next: AtomicUsize::new(0), writer, gate, durability })
+    }
+
+    /// Waits until every commit begun before now is on disk: for a reader about to show or send
+    /// what it read (see [`Durability`]). Returns at once when the syncer is not behind.
+    pub(crate) async fn settled(&self) {
+        let target = self.durability.committed.load(Ordering::SeqCst);
+        let mut synced = self.durability.synced.subscribe();
+        // The syncer never stops while the writer is open; if it did, nothing would be answered.
+        let _ = synced.wait_for(|on_disk| *on_disk >= target).await;
     }
 
     /// Waits for the write gate (see [`SqliteDirect`]'s `gate`) for a write transaction on the
@@ -217,9 +381,7 @@ impl SqliteDirect {
     /// rollback, and awaits nothing else that takes it meanwhile.
     pub(crate) async fn write_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
         let gate = self.gate.clone().lock_owned().await;
-        if lock_writer(&self.writer).open.is_some() {
-            on_this_thread(|| commit_open(&self.writer));
-        }
+        commit_open(&self.writer);
         gate
     }
 
@@ -319,10 +481,11 @@ fn take_part<T>(
         begin_group(&state.conn)?;
         state.open = Some(Vec::new());
         // It queues behind everyone now waiting for the gate, whose writes then join this group.
+        // The commit does not wait for the disk (the syncer does): it runs on the async thread.
         let (commit, gate) = (CommitOnDrop(writer.clone()), gate.clone());
         runtime.spawn(async move {
             let _gate = gate.lock_owned().await;
-            let _ = tokio::task::spawn_blocking(move || drop(commit)).await;
+            drop(commit);
         });
     }
     let outcome = match in_savepoint(&state.conn, work) {
@@ -579,6 +742,71 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(10), write).await.expect("the writer went on").unwrap();
         });
         assert_eq!(committed_rows(&direct), vec![1, 2]);
+    }
+
+    /// The commit is visible to other connections before it is on disk, but its write is not
+    /// answered, nor a reader waiting in `settled` let go, until the syncer has synced the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_is_answered_and_a_reader_let_go_only_once_its_commit_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = database(&dir);
+        direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (1)", [])).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), direct.settled()).await.expect("nothing is pending");
+        let paused = direct.durability.paused.lock().await;
+        let write = tokio::spawn({
+            let direct = direct.clone();
+            async move { direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (2)", [])).await }
+        });
+        let waited = std::time::Instant::now();
+        while count_committed(&direct) < 2 {
+            assert!(waited.elapsed() < Duration::from_secs(10), "the group was committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let reader = tokio::spawn({
+            let direct = direct.clone();
+            async move { direct.settled().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!write.is_finished(), "the write is not answered before its commit is on disk");
+        assert!(!reader.is_finished(), "a reader that saw the commit waits for the disk too");
+        drop(paused);
+        tokio::time::timeout(Duration::from_secs(10), write).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+        assert_eq!(committed_rows(&direct), vec![1, 2]);
+    }
+
+    /// Under steady writes from many tasks the checkpointer still catches the log up, so SQLite
+    /// starts it over and it stays small (copied only around the writer, it grows without end).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_stays_small_under_steady_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = database(&dir);
+        direct.write(|conn| conn.execute_batch("CREATE TABLE blobs (k INTEGER PRIMARY KEY, v BLOB)")).await.unwrap();
+        let writers: Vec<_> = (0..8_i64)
+            .map(|task| {
+                let direct = direct.clone();
+                tokio::spawn(async move {
+                    for k in 0..500 {
+                        let key = task * 1_000 + k;
+                        direct
+                            .write(move |conn| {
+                                conn.execute("INSERT INTO blobs (k, v) VALUES (?1, zeroblob(2000))", [key])
+                            })
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let rows: i64 = direct.read(|conn| conn.query_row("SELECT COUNT(*) FROM blobs", [], |row| row.get(0))).unwrap();
+        assert_eq!(rows, 4_000);
+        // Each commit logs the pages it changed again: a log never started over held all 4,000
+        // writes' pages (some 70 MB here); started over, it holds a few checkpoints' worth.
+        let log = std::fs::metadata(dir.path().join("group.db-wal")).unwrap().len();
+        assert!(log < 16_000_000, "the write-ahead log grew to {log} bytes");
     }
 
     /// A transaction on the pool that does not take the gate holds SQLite's write lock: the
