@@ -181,7 +181,8 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://…`). SQLite files are created when
-    /// missing and run in WAL mode with `synchronous=FULL`, so an acknowledged commit survives a crash.
+    /// missing and run in WAL mode with `synchronous=FULL` (the direct writer fsyncs its commits
+    /// on a thread of its own before answering them), so an acknowledged commit survives a crash.
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
         let kind = BackendKind::of_url(url)
             .ok_or_else(|| StoreError::Other("database URL must start with sqlite:// or postgres://".to_owned()))?;
