@@ -302,10 +302,20 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     req.extensions_mut().insert(key.clone());
     // A reference-counted copy (no allocation): only a 404 or 403 reads its path.
     let uri = req.uri().clone();
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
     // What the handler read may be a commit of another request's that is not on disk yet: the
     // answer waits for it (its own writes already were), so no client sees what a crash undoes.
-    state.durability.settled().await;
+    let settled = tokio::time::timeout(state.settings.request_timeout, state.durability.settled()).await;
+    match settled {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => response = ApiError::from(err).into_response(),
+        Err(_) => {
+            response = ApiError::from(strongroom_domain::StoreError::Unavailable(
+                "the database did not make what this request read durable in time".to_owned(),
+            ))
+            .into_response();
+        }
+    }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe(&method, route, status, elapsed.as_secs_f64());

@@ -85,6 +85,10 @@ const INSERT_API_KEY: &str = "INSERT INTO api_keys (id, merchant_id, name, mode,
 #[async_trait]
 impl HealthRepository for Store {
     async fn ping(&self) -> Result<(), StoreError> {
+        // A failed sync of SQLite's log stops the writer until a restart: not ready.
+        if let Some(failed) = self.direct.as_ref().and_then(|direct| direct.failure()) {
+            return Err(failed);
+        }
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))
             .map_err(store_error)?;
         Ok(())
@@ -105,9 +109,10 @@ impl HealthRepository for Store {
 
 #[async_trait]
 impl strongroom_domain::ports::Durability for Store {
-    async fn settled(&self) {
-        if let Some(direct) = &self.direct {
-            direct.settled().await;
+    async fn settled(&self) -> Result<(), StoreError> {
+        match &self.direct {
+            Some(direct) => direct.settled().await,
+            None => Ok(()),
         }
     }
 }

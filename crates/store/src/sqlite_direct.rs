@@ -12,7 +12,7 @@
 //! tokens, against a few microseconds for the read itself. A primary-key read from SQLite's cache
 //! (or the operating system's) is short enough to run on an async worker thread, the way a hash
 //! map lookup is, and so is a write of a few rows into the open group transaction (it never
-//! waits for the disk: the group's commit does, on a blocking thread). The writes queue on one
+//! waits for the disk: the syncer thread does, after the group's commit). The writes queue on one
 //! connection rather than polling SQLite's busy handler for its lock (and so do the payments'
 //! transactions on sqlx's pool, through the same write gate). The writes that queued together
 //! commit together (see [`Writer`]): one fsync for many, each write in a savepoint of its own,
@@ -23,8 +23,9 @@
 //! The read connections are `query_only`; readers never wait for a writer in WAL mode. Both
 //! share one SQLite library with sqlx (the same `libsqlite3-sys`).
 //! Must never: write on a read connection, hold a connection across an `.await`, run a scan or
-//! wait for an fsync on an async thread, or answer a write (its success or its failure) before
-//! its group committed and the commit is on disk.
+//! wait for a commit's fsync on an async thread (the one exception: the log header's sync when
+//! SQLite starts the log over, see [`commit_open`]), or answer a write (its success or its
+//! failure) before its group committed and the commit is on disk.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -94,9 +95,17 @@ struct Durability {
     committed: AtomicU64,
     /// The number of the last commit known to be on disk.
     synced: tokio::sync::watch::Sender<u64>,
+    /// Set for good by the first failed sync. After one, which pages reached the disk is unknown
+    /// (the kernel may have dropped them, and a sync of the file opened anew would not say so):
+    /// from then on every write and every [`SqliteDirect::settled`] fails, and a restart lets
+    /// SQLite recover from what the disk really holds.
+    failed: std::sync::OnceLock<StoreError>,
     /// Held by a test to keep the syncer from syncing.
     #[cfg(test)]
     paused: tokio::sync::Mutex<()>,
+    /// Set by a test to make the syncer's syncs fail.
+    #[cfg(test)]
+    fail_syncs: std::sync::atomic::AtomicBool,
 }
 
 /// A write waiting for its group's commit to be on disk.
@@ -170,8 +179,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Runs `run` on the calling thread; a worker of a multi-thread runtime first hands its other
-/// tasks on (`block_in_place`), since `run` may wait for a commit's fsync or for SQLite's write
-/// lock.
+/// tasks on (`block_in_place`), since `run` may wait for SQLite's write lock.
 fn on_this_thread<T>(run: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
@@ -207,6 +215,9 @@ fn lock_writer(writer: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
 /// Commits the open group, if any, and hands its writes to the syncer, which answers them once
 /// the commit is on disk. The commit itself does not wait for the disk (`synchronous=NORMAL`,
 /// no checkpoint on this connection): it copies the group's pages to the log in the page cache.
+/// One exception, about once per checkpoint cycle: the first commit after SQLite starts the log
+/// over writes the log's new header and syncs it (a few hundred bytes; SQLite's own ordering,
+/// which `synchronous=NORMAL` keeps).
 fn commit_open(writer: &Mutex<Writer>) {
     let mut writer = lock_writer(writer);
     let Some(waiting) = writer.open.take() else { return };
@@ -228,9 +239,9 @@ fn commit_open(writer: &Mutex<Writer>) {
 }
 
 /// The syncer's thread: makes the log durable for every commit queued since its last pass (one
-/// `fdatasync` for all of them), answers their writes, and every [`COMMITS_PER_CHECKPOINT`]
+/// `fdatasync` for all of them), then answers their writes, and every [`COMMITS_PER_CHECKPOINT`]
 /// commits asks the checkpointer to copy the log into the database file. Ends when the writer is
-/// dropped.
+/// dropped. The first failed sync is final (see [`Durability`]'s `failed`).
 fn run_syncer(
     wal: &Path,
     queue: &mpsc::Receiver<(u64, Vec<Waiter>)>,
@@ -244,24 +255,36 @@ fn run_syncer(
         commits.extend(queue.try_iter());
         #[cfg(test)]
         let _paused = durability.paused.blocking_lock();
-        let synced = sync_log(wal, &mut log);
-        if let Err(err) = &synced {
-            tracing::error!(error = %err, "the SQLite write-ahead log could not be made durable; its writes fail");
+        let synced = match durability.failed.get() {
+            Some(failed) => Err(failed.clone()),
+            None => sync_log(wal, &mut log, durability),
+        };
+        match &synced {
+            Ok(()) => {
+                let last = commits.iter().map(|(number, _)| *number).max().unwrap_or(0);
+                durability.synced.send_if_modified(|on_disk| {
+                    let moved = last > *on_disk;
+                    *on_disk = (*on_disk).max(last);
+                    moved
+                });
+            }
+            Err(err) => {
+                if durability.failed.set(err.clone()).is_ok() {
+                    tracing::error!(
+                        error = %err,
+                        "the SQLite write-ahead log could not be synced: writes and responses fail until strongroom \
+                         is restarted"
+                    );
+                }
+                // Readers waiting in `settled` see the failure.
+                durability.synced.send_modify(|_| {});
+            }
         }
-        let mut last = 0;
-        for (number, waiting) in commits {
-            last = last.max(number);
+        for (_, waiting) in commits {
             since_checkpoint = since_checkpoint.saturating_add(1);
             for w in waiting {
                 let _ = w.send(synced.clone());
             }
-        }
-        if synced.is_ok() {
-            durability.synced.send_if_modified(|on_disk| {
-                let moved = last > *on_disk;
-                *on_disk = (*on_disk).max(last);
-                moved
-            });
         }
         if since_checkpoint >= COMMITS_PER_CHECKPOINT {
             since_checkpoint = 0;
@@ -272,18 +295,20 @@ fn run_syncer(
 
 /// `fdatasync` of the write-ahead log (opened at its first use: SQLite creates it with the
 /// writer's first transaction, and keeps the same file while any connection is open).
-fn sync_log(wal: &Path, log: &mut Option<std::fs::File>) -> Result<(), StoreError> {
+fn sync_log(wal: &Path, log: &mut Option<std::fs::File>, durability: &Durability) -> Result<(), StoreError> {
+    #[cfg(test)]
+    if durability.fail_syncs.load(Ordering::SeqCst) {
+        return Err(StoreError::Unavailable("could not sync the SQLite write-ahead log: injected".to_owned()));
+    }
+    #[cfg(not(test))]
+    let _ = durability;
     let file = match log {
         Some(file) => file,
         None => log.insert(std::fs::OpenOptions::new().write(true).open(wal).map_err(|err| {
             StoreError::Unavailable(format!("could not open the SQLite write-ahead log to sync it: {err}"))
         })?),
     };
-    file.sync_data().map_err(|err| {
-        // After a failed fsync the kernel may have dropped the pages: the next sync reopens.
-        *log = None;
-        StoreError::Unavailable(format!("could not sync the SQLite write-ahead log: {err}"))
-    })
+    file.sync_data().map_err(|err| StoreError::Unavailable(format!("could not sync the SQLite write-ahead log: {err}")))
 }
 
 /// The checkpointer's thread: on each request, copies what the log holds into the database file,
@@ -343,12 +368,20 @@ impl SqliteDirect {
         let durability = Arc::new(Durability {
             committed: AtomicU64::new(0),
             synced: tokio::sync::watch::Sender::new(0),
+            failed: std::sync::OnceLock::new(),
             #[cfg(test)]
             paused: tokio::sync::Mutex::new(()),
+            #[cfg(test)]
+            fail_syncs: std::sync::atomic::AtomicBool::new(false),
         });
         let (syncer, queue) = mpsc::channel();
         let (checkpoints, requests) = mpsc::sync_channel(1);
-        let mut wal = path.as_os_str().to_owned();
+        // The log is named after the database file as SQLite resolved it (a symbolic link in the
+        // configured path leads elsewhere).
+        let mut wal = conn
+            .path()
+            .filter(|resolved| !resolved.is_empty())
+            .map_or_else(|| path.as_os_str().to_owned(), |resolved| std::ffi::OsString::from(resolved.to_owned()));
         wal.push("-wal");
         let wal = PathBuf::from(wal);
         let writer = Arc::new(Mutex::new(Writer { conn, open: None, durability: durability.clone(), syncer }));
@@ -367,12 +400,25 @@ impl SqliteDirect {
     }
 
     /// Waits until every commit begun before now is on disk: for a reader about to show or send
-    /// what it read (see [`Durability`]). Returns at once when the syncer is not behind.
-    pub(crate) async fn settled(&self) {
+    /// what it read (see [`Durability`]). Returns at once when the syncer is not behind; fails
+    /// once a sync has failed.
+    pub(crate) async fn settled(&self) -> Result<(), StoreError> {
         let target = self.durability.committed.load(Ordering::SeqCst);
         let mut synced = self.durability.synced.subscribe();
-        // The syncer never stops while the writer is open; if it did, nothing would be answered.
-        let _ = synced.wait_for(|on_disk| *on_disk >= target).await;
+        let failed = || self.durability.failed.get().cloned();
+        let reached = synced
+            .wait_for(|on_disk| *on_disk >= target || failed().is_some())
+            .await
+            .is_ok_and(|on_disk| *on_disk >= target);
+        match failed() {
+            Some(err) if !reached => Err(err),
+            _ => Ok(()),
+        }
+    }
+
+    /// The failed sync that stopped the writer, if one did (see [`Durability`]'s `failed`).
+    pub(crate) fn failure(&self) -> Option<StoreError> {
+        self.durability.failed.get().cloned()
     }
 
     /// Waits for the write gate (see [`SqliteDirect`]'s `gate`) for a write transaction on the
@@ -388,7 +434,7 @@ impl SqliteDirect {
     /// Runs `work` on the writer, on the calling thread, in the open group transaction (see
     /// [`Writer`]); returns its outcome once that is committed (undone if `work` fails). For a
     /// write of a few rows: it holds an async worker thread as long as a point read does, and
-    /// never for a commit's fsync (the group's committer does that on a blocking thread).
+    /// never for a commit's fsync (the syncer thread waits for that).
     pub(crate) async fn write<T>(
         &self,
         work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
@@ -428,8 +474,8 @@ impl SqliteDirect {
     /// Why on the calling thread: a write is a savepoint and a few indexed statements, tens of
     /// microseconds; handing it to another thread (a blocking thread, or `block_in_place`'s
     /// hand-over of the worker) cost more than that in wake-ups, all of it while holding the
-    /// gate every other write waits for. Only the group's commit, which waits for the disk,
-    /// leaves the async threads.
+    /// gate every other write waits for. The group's commit runs on an async thread too (it does
+    /// not wait for the disk); the fsync runs on the syncer's thread.
     pub(crate) async fn write_here<T>(
         &self,
         work: impl FnOnce(&Connection) -> Result<(T, bool), StoreError>,
@@ -477,6 +523,9 @@ fn take_part<T>(
 ) -> Result<Part<T>, StoreError> {
     let mut guard = lock_writer(writer);
     let state = &mut *guard;
+    if let Some(failed) = state.durability.failed.get() {
+        return Err(failed.clone());
+    }
     if state.open.is_none() {
         begin_group(&state.conn)?;
         state.open = Some(Vec::new());
@@ -534,7 +583,7 @@ fn in_savepoint<T>(
     Ok(outcome.map(|(done, _)| done))
 }
 
-/// Commits the writer's open group when dropped: by the committer's blocking thread, or, if a
+/// Commits the writer's open group when dropped: by the committer task, or, if a
 /// runtime shutting down drops the committer first, by whichever thread drops it, so that no group
 /// is left open without a committer (its writes would wait forever, and so would every later one).
 /// Committing outside the gate is safe: a write holds the writer's lock for its whole savepoint.
@@ -751,7 +800,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let direct = database(&dir);
         direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (1)", [])).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(1), direct.settled()).await.expect("nothing is pending");
+        tokio::time::timeout(Duration::from_secs(1), direct.settled()).await.expect("nothing is pending").unwrap();
         let paused = direct.durability.paused.lock().await;
         let write = tokio::spawn({
             let direct = direct.clone();
@@ -771,8 +820,50 @@ mod tests {
         assert!(!reader.is_finished(), "a reader that saw the commit waits for the disk too");
         drop(paused);
         tokio::time::timeout(Duration::from_secs(10), write).await.unwrap().unwrap().unwrap();
-        tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap().unwrap();
         assert_eq!(committed_rows(&direct), vec![1, 2]);
+    }
+
+    /// A failed sync fails the writes it held, every later write and every reader's wait, for
+    /// good: which pages reached the disk is no longer known.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_fails_its_writes_and_everything_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = database(&dir);
+        direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (1)", [])).await.unwrap();
+        direct.durability.fail_syncs.store(true, Ordering::SeqCst);
+        let failed = direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (2)", [])).await;
+        assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+        assert_eq!(count_committed(&direct), 2, "the commit is visible, but not known to be on disk");
+        let settled = tokio::time::timeout(Duration::from_secs(10), direct.settled()).await.expect("no hang");
+        assert!(matches!(settled, Err(StoreError::Unavailable(_))), "{settled:?}");
+        direct.durability.fail_syncs.store(false, Ordering::SeqCst);
+        let later = direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (3)", [])).await;
+        assert!(matches!(later, Err(StoreError::Unavailable(_))), "{later:?}");
+        assert!(direct.failure().is_some());
+        assert_eq!(count_committed(&direct), 2, "nothing is written after the failure");
+    }
+
+    /// A group whose `COMMIT` fails (here a deferred foreign key) answers its writes with the
+    /// error and still lets readers through; the writer goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_lets_readers_through_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = database(&dir);
+        direct
+            .write(|conn| {
+                conn.execute_batch(
+                    "CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child (p INTEGER REFERENCES parent \
+                     (id) DEFERRABLE INITIALLY DEFERRED)",
+                )
+            })
+            .await
+            .unwrap();
+        let failed = direct.write(|conn| conn.execute("INSERT INTO child (p) VALUES (5)", [])).await;
+        assert!(matches!(failed, Err(StoreError::Conflict(_))), "{failed:?}");
+        tokio::time::timeout(Duration::from_secs(10), direct.settled()).await.expect("no hang").unwrap();
+        direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (1)", [])).await.unwrap();
+        assert_eq!(committed_rows(&direct), vec![1]);
     }
 
     /// Under steady writes from many tasks the checkpointer still catches the log up, so SQLite

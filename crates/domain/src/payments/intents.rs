@@ -364,9 +364,13 @@ impl PaymentsService {
         };
         self.ports.outbox.wake().notify_one();
         let passed = written.fraud.as_ref().is_some_and(|d| d.outcome != Outcome::Block.as_str());
-        if passed {
-            self.watch_card(&intent, info.as_ref(), &extras.client).await;
-        }
+        // The card's detection counts and the audit entries are independent writes: they join
+        // the same group commits rather than wait for each other's.
+        let watched = async {
+            if passed {
+                self.watch_card(&intent, info.as_ref(), &extras.client).await;
+            }
+        };
         let mut entries = vec![caller.event("payment_intent.created", "payment_intent", &intent.id)];
         if let Some(decision) = &written.fraud {
             entries.push(super::checkout::fraud_checked_event(caller, &intent.id, decision));
@@ -375,16 +379,19 @@ impl PaymentsService {
             // The claim recorded the authorisation: from here on a failure must not read as a
             // request that did nothing (see `DomainError::after_gateway_call`).
             entries.push(caller.event(state::audit_action(Event::Confirm), "payment_intent", &intent.id));
-            futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)))
-                .await
-                .map_err(|err| DomainError::from(err).after_gateway_call(&intent.id))?;
+            let audited =
+                futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)));
+            let ((), audited) = futures::join!(watched, audited);
+            audited.map_err(|err| DomainError::from(err).after_gateway_call(&intent.id))?;
             let card = (token.as_str(), info.as_ref());
             return self
                 .authorize_claimed(caller, claim.claimed, &claim.call, card, None, extras)
                 .await
                 .map_err(|err| err.after_gateway_call(&intent.id));
         }
-        futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry))).await?;
+        let audited = futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)));
+        let ((), audited) = futures::join!(watched, audited);
+        audited?;
         // Blocked, or waiting for the customer's step-up: on as a separate confirmation would.
         let outcome = written.fraud.as_ref().and_then(|d| Outcome::parse(&d.outcome)).unwrap_or(Outcome::Block);
         let mut held = intent;
@@ -679,15 +686,17 @@ impl PaymentsService {
                     action.return_url = Some(url.clone());
                 }
                 let status = answer.status;
-                let settled = self.settle_authorization(caller, &claimed, &call.idempotency_key, answer).await;
-                if settled.is_ok() {
-                    // A resumption after 3-D Secure confirmed without the client: the client
-                    // the checked attempt recorded.
-                    let unnamed = extras.client.ip.is_none() && extras.client.device.is_none();
-                    let resumed = claimed.gateway_reference.is_some();
-                    let client = if unnamed && resumed { None } else { Some(&extras.client) };
-                    self.watch_authorization(&claimed, status, client).await;
-                }
+                // A resumption after 3-D Secure confirmed without the client: the client the
+                // checked attempt recorded.
+                let unnamed = extras.client.ip.is_none() && extras.client.device.is_none();
+                let resumed = claimed.gateway_reference.is_some();
+                let client = if unnamed && resumed { None } else { Some(&extras.client) };
+                // The gateway's answer is counted for the decline ratio while it is recorded (two
+                // independent writes, in the same group commits): it was given either way.
+                let (settled, ()) = futures::join!(
+                    self.settle_authorization(caller, &claimed, &call.idempotency_key, answer),
+                    self.watch_authorization(&claimed, status, client),
+                );
                 settled
             }
             None => Ok(claimed),
