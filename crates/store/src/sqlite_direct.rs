@@ -97,8 +97,8 @@ struct Durability {
     synced: tokio::sync::watch::Sender<u64>,
     /// Set for good by the first failed sync. After one, which pages reached the disk is unknown
     /// (the kernel may have dropped them, and a sync of the file opened anew would not say so):
-    /// from then on every write and every [`SqliteDirect::settled`] fails, and a restart lets
-    /// SQLite recover from what the disk really holds.
+    /// the writes it held and every [`SqliteDirect::settled`] fail, and the process stops (see
+    /// [`stop_after_failed_sync`]) so that SQLite recovers from what the disk really holds.
     failed: std::sync::OnceLock<StoreError>,
     /// Held by a test to keep the syncer from syncing.
     #[cfg(test)]
@@ -272,8 +272,8 @@ fn run_syncer(
                 if durability.failed.set(err.clone()).is_ok() {
                     tracing::error!(
                         error = %err,
-                        "the SQLite write-ahead log could not be synced: writes and responses fail until strongroom \
-                         is restarted"
+                        "the SQLite write-ahead log could not be synced: strongroom stops, and SQLite recovers \
+                         from what the disk holds when it is started again"
                     );
                 }
                 // Readers waiting in `settled` see the failure.
@@ -286,12 +286,41 @@ fn run_syncer(
                 let _ = w.send(synced.clone());
             }
         }
+        if let Some(failed) = durability.failed.get() {
+            stop_after_failed_sync(failed);
+        }
         if since_checkpoint >= COMMITS_PER_CHECKPOINT {
             since_checkpoint = 0;
             let _ = checkpoints.try_send(());
         }
     }
 }
+
+/// The exit status after a failed sync of the log (`EX_IOERR`).
+#[cfg(not(test))]
+const EXIT_SYNC_FAILED: i32 = 74;
+
+/// Ends the process after a failed sync of the log, as PostgreSQL does after a failed fsync.
+/// Nothing may go on as if the log were whole: not the pool's transactions (which do not pass
+/// the writer), not the outbox, not a checkpoint (which would copy pages the kernel may have
+/// dropped into the database file). At the next start SQLite recovers from what the disk holds;
+/// no write of the failed group or after it was acknowledged. Tests keep the process and check
+/// that every write and `settled` fails from then on.
+#[cfg(not(test))]
+fn stop_after_failed_sync(failed: &StoreError) {
+    use std::io::Write as _;
+    // The log line above may sit in a non-blocking writer's buffer: say it on stderr as well,
+    // and give that writer a moment.
+    let _ = writeln!(
+        std::io::stderr(),
+        "strongroom: stopping: the SQLite write-ahead log could not be synced ({failed}); start it again"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    std::process::exit(EXIT_SYNC_FAILED);
+}
+
+#[cfg(test)]
+fn stop_after_failed_sync(_failed: &StoreError) {}
 
 /// `fdatasync` of the write-ahead log (opened at its first use: SQLite creates it with the
 /// writer's first transaction, and keeps the same file while any connection is open).
@@ -831,10 +860,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let direct = database(&dir);
         direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (1)", [])).await.unwrap();
+        let paused = direct.durability.paused.lock().await;
         direct.durability.fail_syncs.store(true, Ordering::SeqCst);
-        let failed = direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (2)", [])).await;
+        let write = tokio::spawn({
+            let direct = direct.clone();
+            async move { direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (2)", [])).await }
+        });
+        let waited = std::time::Instant::now();
+        while count_committed(&direct) < 2 {
+            assert!(waited.elapsed() < Duration::from_secs(10), "the group was committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A reader that saw the commit waits for it, and is told when its sync fails.
+        let reader = tokio::spawn({
+            let direct = direct.clone();
+            async move { direct.settled().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(paused);
+        let failed = tokio::time::timeout(Duration::from_secs(10), write).await.expect("no hang").unwrap();
         assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
-        assert_eq!(count_committed(&direct), 2, "the commit is visible, but not known to be on disk");
+        let settled = tokio::time::timeout(Duration::from_secs(10), reader).await.expect("no hang").unwrap();
+        assert!(matches!(settled, Err(StoreError::Unavailable(_))), "{settled:?}");
         let settled = tokio::time::timeout(Duration::from_secs(10), direct.settled()).await.expect("no hang");
         assert!(matches!(settled, Err(StoreError::Unavailable(_))), "{settled:?}");
         direct.durability.fail_syncs.store(false, Ordering::SeqCst);
