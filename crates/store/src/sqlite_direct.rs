@@ -822,6 +822,34 @@ mod tests {
         assert_eq!(committed_rows(&direct), vec![1, 2]);
     }
 
+    /// With the syncer paused: a write of row `k`, once its group is committed (another connection
+    /// sees the row), and a reader waiting in `settled` after that (subscribed to the syncer's
+    /// progress). Neither can be answered until the syncer runs.
+    async fn committed_and_waited_for(
+        direct: &Arc<SqliteDirect>,
+        k: i64,
+    ) -> (tokio::task::JoinHandle<Result<usize, StoreError>>, tokio::task::JoinHandle<Result<(), StoreError>>) {
+        let write = tokio::spawn({
+            let direct = direct.clone();
+            async move { direct.write(move |conn| conn.execute("INSERT INTO rows (k) VALUES (?1)", [k])).await }
+        });
+        let waited = std::time::Instant::now();
+        while count_committed(direct) < k {
+            assert!(waited.elapsed() < Duration::from_secs(10), "the group was committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let waiting_before = direct.durability.synced.receiver_count();
+        let reader = tokio::spawn({
+            let direct = direct.clone();
+            async move { direct.settled().await }
+        });
+        while direct.durability.synced.receiver_count() <= waiting_before {
+            assert!(waited.elapsed() < Duration::from_secs(10), "the reader began to wait");
+            tokio::task::yield_now().await;
+        }
+        (write, reader)
+    }
+
     /// The commit is visible to other connections before it is on disk, but its write is not
     /// answered, nor a reader waiting in `settled` let go, until the syncer has synced the log.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -831,20 +859,7 @@ mod tests {
         direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (1)", [])).await.unwrap();
         tokio::time::timeout(Duration::from_secs(1), direct.settled()).await.expect("nothing is pending").unwrap();
         let paused = direct.durability.paused.lock().await;
-        let write = tokio::spawn({
-            let direct = direct.clone();
-            async move { direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (2)", [])).await }
-        });
-        let waited = std::time::Instant::now();
-        while count_committed(&direct) < 2 {
-            assert!(waited.elapsed() < Duration::from_secs(10), "the group was committed");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let reader = tokio::spawn({
-            let direct = direct.clone();
-            async move { direct.settled().await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (write, reader) = committed_and_waited_for(&direct, 2).await;
         assert!(!write.is_finished(), "the write is not answered before its commit is on disk");
         assert!(!reader.is_finished(), "a reader that saw the commit waits for the disk too");
         drop(paused);
@@ -862,21 +877,8 @@ mod tests {
         direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (1)", [])).await.unwrap();
         let paused = direct.durability.paused.lock().await;
         direct.durability.fail_syncs.store(true, Ordering::SeqCst);
-        let write = tokio::spawn({
-            let direct = direct.clone();
-            async move { direct.write(|conn| conn.execute("INSERT INTO rows (k) VALUES (2)", [])).await }
-        });
-        let waited = std::time::Instant::now();
-        while count_committed(&direct) < 2 {
-            assert!(waited.elapsed() < Duration::from_secs(10), "the group was committed");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         // A reader that saw the commit waits for it, and is told when its sync fails.
-        let reader = tokio::spawn({
-            let direct = direct.clone();
-            async move { direct.settled().await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (write, reader) = committed_and_waited_for(&direct, 2).await;
         drop(paused);
         let failed = tokio::time::timeout(Duration::from_secs(10), write).await.expect("no hang").unwrap();
         assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
