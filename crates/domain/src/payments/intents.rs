@@ -379,15 +379,20 @@ impl PaymentsService {
             // The claim recorded the authorisation: from here on a failure must not read as a
             // request that did nothing (see `DomainError::after_gateway_call`).
             entries.push(caller.event(state::audit_action(Event::Confirm), "payment_intent", &intent.id));
-            let audited =
-                futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)));
-            let ((), audited) = futures::join!(watched, audited);
-            audited.map_err(|err| DomainError::from(err).after_gateway_call(&intent.id))?;
+            // The claim is committed, so the authorisation goes ahead whatever the audit
+            // entries' write does: they are written while the gateway is asked, and the answer
+            // waits for both. Polled first, they are queued before the settle's own entry.
+            let audited = async {
+                let audited =
+                    futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)));
+                let ((), audited) = futures::join!(watched, audited);
+                audited
+            };
             let card = (token.as_str(), info.as_ref());
-            return self
-                .authorize_claimed(caller, claim.claimed, &claim.call, card, None, extras)
-                .await
-                .map_err(|err| err.after_gateway_call(&intent.id));
+            let authorized = self.authorize_claimed(caller, claim.claimed, &claim.call, card, None, extras);
+            let (audited, authorized) = futures::join!(audited, authorized);
+            audited.map_err(|err| DomainError::from(err).after_gateway_call(&intent.id))?;
+            return authorized.map_err(|err| err.after_gateway_call(&intent.id));
         }
         let audited = futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)));
         let ((), audited) = futures::join!(watched, audited);
