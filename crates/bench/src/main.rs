@@ -161,8 +161,11 @@ impl BenchDatabase {
         let name = format!("{prefix}_{}", std::process::id());
         let admin = strongroom_store::Store::connect(admin_url, strongroom_store::PoolSettings::default()).await?;
         admin.execute_admin(&format!("CREATE DATABASE {name}")).await?;
-        let (base, _) = admin_url.rsplit_once('/').context("--database-url needs a database name")?;
-        let url = format!("{base}/{name}");
+        // The database name is the path's last part; a query (`?host=/run/postgresql` for a
+        // Unix socket) is kept as it is.
+        let (path, query) = admin_url.split_once('?').map_or((admin_url, ""), |(path, query)| (path, query));
+        let (base, _) = path.rsplit_once('/').context("--database-url needs a database name")?;
+        let url = if query.is_empty() { format!("{base}/{name}") } else { format!("{base}/{name}?{query}") };
         Ok(Self { admin, name, url, admin_url: admin_url.to_owned() })
     }
 
