@@ -823,8 +823,7 @@ async fn create_with_confirm_pays_in_one_request(backend: Backend) {
     assert_eq!((paid["status"].as_str(), paid["amount_received"].as_i64()), (Some("succeeded"), Some(1999)), "{paid}");
     let id = paid["id"].as_str().unwrap();
     assert_eq!(ledger(&server, id).await, [("authorize".into(), "captured".into(), 1999)]);
-    // The claim's entries are written while the gateway is asked, yet the answer waited for
-    // them, and they come before the settle's.
+    // Every step has its entry, in order (the claim's is written before the gateway is asked).
     let path = "/v1/audit/entries?start=0&limit=1000";
     let (_, entries) = send(&server, &server.bootstrap_key, Method::GET, path, None).await;
     let actions: Vec<&str> = entries["data"]

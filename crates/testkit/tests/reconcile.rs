@@ -5,7 +5,8 @@
 //! changing anything, settles with `--settle` (and the customer's receipt is sent), and then has
 //! nothing left to report; a payment or refund request that fails after its gateway call (a
 //! fault injected into the database) keeps its idempotency key, so its retry replays the failure
-//! instead of charging, capturing or refunding again, and the job settles it once the fault is gone.
+//! instead of charging, capturing or refunding again, and the job settles it once the fault is gone;
+//! a claim whose audit entry cannot be written never reaches the gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::time::Duration;
@@ -18,7 +19,8 @@ on_both_backends!(
     a_lost_answer_is_settled_by_the_job_from_the_gateway_ledger,
     an_authorisation_the_gateway_never_saw_is_not_charged,
     the_command_reports_then_settles,
-    a_request_that_fails_after_its_gateway_call_is_not_run_again
+    a_request_that_fails_after_its_gateway_call_is_not_run_again,
+    a_claim_whose_audit_entry_fails_charges_nothing
 );
 
 /// The sandbox card whose authorisation happens but whose answer is lost.
@@ -132,6 +134,36 @@ async fn fail_settles_of(server: &TestServer, table: &str) {
             execute(server, &[function, &create]).await;
         }
     }
+}
+
+/// A fault in the audit log: every append of an entry recording a confirm
+/// (`payment_intent.confirmed`) fails, until [`heal_audit`].
+async fn fail_confirm_entries(server: &TestServer) {
+    match server.backend {
+        Backend::Sqlite => {
+            let create = "CREATE TRIGGER fail_confirm_entries BEFORE INSERT ON audit_entries \
+                          WHEN instr(CAST(NEW.leaf AS TEXT), '\"payment_intent.confirmed\"') > 0 \
+                          BEGIN SELECT RAISE(ABORT, 'injected fault'); END";
+            execute(server, &[create]).await;
+        }
+        Backend::Postgres => {
+            let function = "CREATE OR REPLACE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS \
+                            $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$";
+            let create = "CREATE TRIGGER fail_confirm_entries BEFORE INSERT ON audit_entries FOR EACH ROW \
+                          WHEN (position(convert_to('\"payment_intent.confirmed\"', 'UTF8') IN NEW.leaf) > 0) \
+                          EXECUTE FUNCTION injected_fault()";
+            execute(server, &[function, create]).await;
+        }
+    }
+}
+
+/// Removes the fault [`fail_confirm_entries`] put on the audit log.
+async fn heal_audit(server: &TestServer) {
+    let drop = match server.backend {
+        Backend::Sqlite => "DROP TRIGGER fail_confirm_entries",
+        Backend::Postgres => "DROP TRIGGER fail_confirm_entries ON audit_entries",
+    };
+    execute(server, &[drop]).await;
 }
 
 /// Removes the fault [`fail_settles_of`] put on `table`.
@@ -417,5 +449,52 @@ async fn a_request_that_fails_after_its_gateway_call_is_not_run_again(backend: B
     assert_eq!(refunds(ledger(&server, &id).await), 1);
     let after = get(&server, &key, &format!("/v1/payment_intents/{id}")).await;
     assert_eq!(after["amount_refunded"], 1000, "{after}");
+    server.shutdown().await;
+}
+
+/// Money moves only once the audit log holds who confirmed: a claim whose audit entry cannot be
+/// written answers 500 `payment_outcome_pending` without the card going to the gateway, and
+/// reconciliation then gives the intent back, uncharged. In one request and in a separate confirm.
+async fn a_claim_whose_audit_entry_fails_charges_nothing(backend: Backend) {
+    let Some(server) = TestServer::spawn_with(backend, |config| {
+        config.payments.gateway_timeout = Duration::from_secs(1);
+        config.payments.reconcile_interval = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let key = test_key(&server).await;
+    let card = json!({"type": "card", "value": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
+    let mut ids = Vec::new();
+    fail_confirm_entries(&server).await;
+    // Created and confirmed in one request.
+    let (status, token) = post(&server, &key, "/v1/tokens", &card).await;
+    assert_eq!(status, 201, "{token}");
+    let pay = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"], "confirm": true});
+    let (status, problem) = post(&server, &key, "/v1/payment_intents", &pay).await;
+    assert_eq!((status, problem["code"].as_str()), (500, Some("payment_outcome_pending")), "{problem}");
+    ids.push(problem["object_id"].as_str().unwrap().to_owned());
+    // Created, then confirmed.
+    let (status, token) = post(&server, &key, "/v1/tokens", &card).await;
+    assert_eq!(status, 201, "{token}");
+    let body = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"]});
+    let (status, intent) = post(&server, &key, "/v1/payment_intents", &body).await;
+    assert_eq!(status, 201, "{intent}");
+    let id = intent["id"].as_str().unwrap().to_owned();
+    let (status, problem) = post(&server, &key, &format!("/v1/payment_intents/{id}/confirm"), &json!({})).await;
+    assert_eq!((status, problem["code"].as_str()), (500, Some("payment_outcome_pending")), "{problem}");
+    ids.push(id);
+    heal_audit(&server).await;
+
+    for id in &ids {
+        assert!(ledger(&server, id).await.is_empty(), "the gateway never saw {id}");
+        server.clock.advance(Duration::from_secs(5));
+        let after = settled(&server, &key, id).await;
+        assert_eq!(after["status"], "requires_payment_method", "{after}");
+        assert_eq!(after["last_payment_error"]["code"], "gateway_not_reached", "{after}");
+        assert_eq!(after["amount_received"], 0, "{after}");
+        assert!(ledger(&server, id).await.is_empty(), "and reconciliation did not send it either");
+    }
     server.shutdown().await;
 }

@@ -27,7 +27,6 @@ use super::state::{self, CaptureMethod, Event, State};
 use super::{
     Actor, Caller, PaymentsService, check_customer, check_metadata, check_text, parse_amount, parse_currency, reject,
 };
-use crate::audit::event::AuditEvent;
 use crate::error::DomainError;
 use crate::modes::Space;
 use crate::ports::checkout::{Claim, ConfirmPlan, CreateAndConfirm, CreateAndConfirmOutcome, SignalKind, WindowCounts};
@@ -145,36 +144,9 @@ impl PaymentsService {
         &self,
         actor: impl Into<Actor<'_>> + Send,
         before: &IntentRecord,
-        after: IntentRecord,
-        step: Step<'_>,
-    ) -> Result<IntentRecord, DomainError> {
-        let called = step.call.is_some();
-        let (after, entries) = self.transition(actor, before, after, step).await?;
-        self.record_transition(entries, called, &after.id).await?;
-        Ok(after)
-    }
-
-    /// Records a transition's audit entries (see [`Self::transition`]). `called`: whether the
-    /// transition recorded a gateway call, which then stands whatever fails here.
-    async fn record_transition(&self, entries: Vec<AuditEvent>, called: bool, id: &str) -> Result<(), DomainError> {
-        let recorded = futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)));
-        match recorded.await {
-            Ok(_) => Ok(()),
-            Err(err) if called => Err(DomainError::from(err).after_gateway_call(id)),
-            Err(err) => Err(DomainError::from(err)),
-        }
-    }
-
-    /// [`Self::apply`] without recording: the transition is written, and its audit entries (in
-    /// order) are returned for the caller to record with [`Self::record_transition`] before it
-    /// answers.
-    async fn transition(
-        &self,
-        actor: impl Into<Actor<'_>> + Send,
-        before: &IntentRecord,
         mut after: IntentRecord,
         step: Step<'_>,
-    ) -> Result<(IntentRecord, Vec<AuditEvent>), DomainError> {
+    ) -> Result<IntentRecord, DomainError> {
         if state::next(before.state, step.event) != Some(after.state) {
             return Err(unexpected(before.state));
         }
@@ -224,17 +196,20 @@ impl PaymentsService {
         if !events.is_empty() {
             self.ports.outbox.wake().notify_one();
         }
+        // A transition that recorded a gateway call stands whatever fails after it.
+        let stands = |err: crate::audit::log::AuditError| match step.call {
+            Some(_) => DomainError::from(err).after_gateway_call(&after.id),
+            None => DomainError::from(err),
+        };
         let actor = actor.into();
-        let mut entries = vec![actor.event(
-            state::audit_action(step.event),
-            "payment_intent",
-            &after.id,
-            (&after.merchant, after.mode),
-        )];
+        let event =
+            actor.event(state::audit_action(step.event), "payment_intent", &after.id, (&after.merchant, after.mode));
+        self.ports.audit.record(event).await.map_err(stands)?;
         if let Some(card) = step.save_card {
-            entries.push(actor.event("saved_card.created", "saved_card", &card.id, (&card.merchant, card.mode)));
+            let event = actor.event("saved_card.created", "saved_card", &card.id, (&card.merchant, card.mode));
+            self.ports.audit.record(event).await.map_err(stands)?;
         }
-        Ok((after, entries))
+        Ok(after)
     }
 
     /// Checks a payment method for an intent of `customer`: a card token of the caller's space
@@ -404,20 +379,15 @@ impl PaymentsService {
             // The claim recorded the authorisation: from here on a failure must not read as a
             // request that did nothing (see `DomainError::after_gateway_call`).
             entries.push(caller.event(state::audit_action(Event::Confirm), "payment_intent", &intent.id));
-            // The claim is committed, so the authorisation goes ahead whatever the audit
-            // entries' write does: they are written while the gateway is asked, and the answer
-            // waits for both. Polled first, they are queued before the settle's own entry.
-            let audited = async {
-                let audited =
-                    futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)));
-                let ((), audited) = futures::join!(watched, audited);
-                audited
-            };
-            let card = (token.as_str(), info.as_ref());
-            let authorized = self.authorize_claimed(caller, claim.claimed, &claim.call, card, None, extras);
-            let (audited, authorized) = futures::join!(audited, authorized);
+            let audited =
+                futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)));
+            let ((), audited) = futures::join!(watched, audited);
             audited.map_err(|err| DomainError::from(err).after_gateway_call(&intent.id))?;
-            return authorized.map_err(|err| err.after_gateway_call(&intent.id));
+            let card = (token.as_str(), info.as_ref());
+            return self
+                .authorize_claimed(caller, claim.claimed, &claim.call, card, None, extras)
+                .await
+                .map_err(|err| err.after_gateway_call(&intent.id));
         }
         let audited = futures::future::try_join_all(entries.into_iter().map(|entry| self.ports.audit.record(entry)));
         let ((), audited) = futures::join!(watched, audited);
@@ -669,15 +639,10 @@ impl PaymentsService {
             use_saved_card: saved.map(|card| card.id.as_str()),
             ..Step::new(Event::Confirm)
         };
-        let (claimed, entries) = self.transition(caller, &intent, after, step).await?;
-        // The claim is committed, so the authorisation goes ahead whatever its audit entry's
-        // write does: it is written while the gateway is asked, and the answer waits for both.
-        // Polled first, it is queued before the settle's own entry.
-        let audited = self.record_transition(entries, true, &intent.id);
-        let authorized = self.authorize_claimed(caller, claimed, &call, (token, None), saved, extras);
-        let (audited, authorized) = futures::join!(audited, authorized);
-        audited?;
-        authorized.map_err(|err| err.after_gateway_call(&intent.id))
+        let claimed = self.apply(caller, &intent, after, step).await?;
+        self.authorize_claimed(caller, claimed, &call, (token, None), saved, extras)
+            .await
+            .map_err(|err| err.after_gateway_call(&intent.id))
     }
 
     /// Asks the gateway for the authorisation recorded as `call` of an intent this request has
