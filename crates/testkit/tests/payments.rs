@@ -140,6 +140,19 @@ fn sorted_of(names: &[&str]) -> Vec<String> {
     sorted(names.iter().map(|n| (*n).to_owned()).collect())
 }
 
+/// The actions of the audit entries about object `id`, in log order, as `key` reads them.
+async fn audit_actions(server: &TestServer, key: &str, id: &str) -> Vec<String> {
+    let path = "/v1/audit/entries?start=0&limit=1000";
+    let (_, entries) = send(server, key, Method::GET, path, None).await;
+    entries["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["entry"]["object"]["id"] == id)
+        .map(|e| e["entry"]["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Subscribes a loopback endpoint to every event, so the outbox holds them.
 async fn subscribe(server: &TestServer, key: &str) {
     let body = json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]});
@@ -167,16 +180,8 @@ async fn automatic_capture_succeeds_with_its_events(backend: Backend) {
     let (_, read) = send(&server, &key, Method::GET, &format!("/v1/payment_intents/{id}"), None).await;
     assert_eq!(read, paid);
     // Every transition has its audit entry.
-    let (_, entries) = send(&server, &key, Method::GET, "/v1/audit/entries?start=0&limit=1000", None).await;
-    let actions: Vec<&str> = entries["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["entry"]["object"]["id"] == id)
-        .map(|e| e["entry"]["action"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        actions,
+        audit_actions(&server, &key, id).await,
         [
             "payment_intent.created",
             "payment_intent.fraud_checked",
@@ -824,17 +829,8 @@ async fn create_with_confirm_pays_in_one_request(backend: Backend) {
     let id = paid["id"].as_str().unwrap();
     assert_eq!(ledger(&server, id).await, [("authorize".into(), "captured".into(), 1999)]);
     // Every step has its entry, in order (the claim's is written before the gateway is asked).
-    let path = "/v1/audit/entries?start=0&limit=1000";
-    let (_, entries) = send(&server, &server.bootstrap_key, Method::GET, path, None).await;
-    let actions: Vec<&str> = entries["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["entry"]["object"]["id"] == id)
-        .map(|e| e["entry"]["action"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        actions,
+        audit_actions(&server, &server.bootstrap_key, id).await,
         [
             "payment_intent.created",
             "payment_intent.fraud_checked",

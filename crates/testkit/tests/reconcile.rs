@@ -51,6 +51,14 @@ async fn test_key(server: &TestServer) -> String {
     key
 }
 
+/// A new card token for `number`, as the vault answered it.
+async fn card_token(server: &TestServer, key: &str, number: &str) -> Value {
+    let card = json!({"type": "card", "value": {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
+    let (status, token) = post(server, key, "/v1/tokens", &card).await;
+    assert_eq!(status, 201, "{token}");
+    token
+}
+
 /// A confirmed intent of 2500 EUR on `number`, as the confirm answered it.
 async fn confirmed(server: &TestServer, key: &str, number: &str) -> Value {
     confirmed_for(server, key, number, None).await
@@ -58,9 +66,7 @@ async fn confirmed(server: &TestServer, key: &str, number: &str) -> Value {
 
 /// [`confirmed`], paid by `customer` when given.
 async fn confirmed_for(server: &TestServer, key: &str, number: &str, customer: Option<&str>) -> Value {
-    let card = json!({"type": "card", "value": {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
-    let (status, token) = post(server, key, "/v1/tokens", &card).await;
-    assert_eq!(status, 201, "{token}");
+    let token = card_token(server, key, number).await;
     let mut body = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"]});
     if let Some(customer) = customer {
         body["customer"] = json!(customer);
@@ -112,65 +118,65 @@ async fn execute(server: &TestServer, statements: &[&str]) {
     }
 }
 
-/// A fault in the database: every update of a `table` row to `status = 'succeeded'` fails (the
-/// settle of a payment or refund the gateway has just made), until [`heal`].
-async fn fail_settles_of(server: &TestServer, table: &str) {
-    let trigger = format!("fail_{table}_settle");
+/// A fault injected into the database: a trigger that fails the statements it matches, until
+/// [`heal`] drops it.
+struct Fault {
+    trigger: String,
+    table: String,
+    /// When it fires, in SQLite's trigger syntax (`BEFORE … ON table WHEN …`).
+    sqlite: String,
+    /// When it fires, in PostgreSQL's (`BEFORE … ON table FOR EACH ROW WHEN (…)`).
+    postgres: String,
+}
+
+/// Every update of a `table` row to `status = 'succeeded'` fails: the settle of a payment or
+/// refund the gateway has just made.
+fn settles_of(table: &str) -> Fault {
+    Fault {
+        trigger: format!("fail_{table}_settle"),
+        table: table.to_owned(),
+        sqlite: format!("BEFORE UPDATE OF status ON {table} WHEN NEW.status = 'succeeded'"),
+        postgres: format!("BEFORE UPDATE ON {table} FOR EACH ROW WHEN (NEW.status = 'succeeded')"),
+    }
+}
+
+/// Every append of an audit entry recording a confirm (`payment_intent.confirmed`) fails.
+fn confirm_entries() -> Fault {
+    Fault {
+        trigger: "fail_confirm_entries".to_owned(),
+        table: "audit_entries".to_owned(),
+        sqlite: "BEFORE INSERT ON audit_entries \
+                 WHEN instr(CAST(NEW.leaf AS TEXT), '\"payment_intent.confirmed\"') > 0"
+            .to_owned(),
+        postgres: "BEFORE INSERT ON audit_entries FOR EACH ROW \
+                   WHEN (position(convert_to('\"payment_intent.confirmed\"', 'UTF8') IN NEW.leaf) > 0)"
+            .to_owned(),
+    }
+}
+
+/// Installs `fault`.
+async fn inject(server: &TestServer, fault: &Fault) {
+    let trigger = &fault.trigger;
     match server.backend {
         Backend::Sqlite => {
-            let create = format!(
-                "CREATE TRIGGER {trigger} BEFORE UPDATE OF status ON {table} WHEN NEW.status = 'succeeded' \
-                 BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-            );
+            let create =
+                format!("CREATE TRIGGER {trigger} {} BEGIN SELECT RAISE(ABORT, 'injected fault'); END", fault.sqlite);
             execute(server, &[&create]).await;
         }
         Backend::Postgres => {
             let function = "CREATE OR REPLACE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS \
                             $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$";
-            let create = format!(
-                "CREATE TRIGGER {trigger} BEFORE UPDATE ON {table} FOR EACH ROW \
-                 WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION injected_fault()"
-            );
+            let create = format!("CREATE TRIGGER {trigger} {} EXECUTE FUNCTION injected_fault()", fault.postgres);
             execute(server, &[function, &create]).await;
         }
     }
 }
 
-/// A fault in the audit log: every append of an entry recording a confirm
-/// (`payment_intent.confirmed`) fails, until [`heal_audit`].
-async fn fail_confirm_entries(server: &TestServer) {
-    match server.backend {
-        Backend::Sqlite => {
-            let create = "CREATE TRIGGER fail_confirm_entries BEFORE INSERT ON audit_entries \
-                          WHEN instr(CAST(NEW.leaf AS TEXT), '\"payment_intent.confirmed\"') > 0 \
-                          BEGIN SELECT RAISE(ABORT, 'injected fault'); END";
-            execute(server, &[create]).await;
-        }
-        Backend::Postgres => {
-            let function = "CREATE OR REPLACE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS \
-                            $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$";
-            let create = "CREATE TRIGGER fail_confirm_entries BEFORE INSERT ON audit_entries FOR EACH ROW \
-                          WHEN (position(convert_to('\"payment_intent.confirmed\"', 'UTF8') IN NEW.leaf) > 0) \
-                          EXECUTE FUNCTION injected_fault()";
-            execute(server, &[function, create]).await;
-        }
-    }
-}
-
-/// Removes the fault [`fail_confirm_entries`] put on the audit log.
-async fn heal_audit(server: &TestServer) {
+/// Removes `fault`.
+async fn heal(server: &TestServer, fault: &Fault) {
     let drop = match server.backend {
-        Backend::Sqlite => "DROP TRIGGER fail_confirm_entries",
-        Backend::Postgres => "DROP TRIGGER fail_confirm_entries ON audit_entries",
-    };
-    execute(server, &[drop]).await;
-}
-
-/// Removes the fault [`fail_settles_of`] put on `table`.
-async fn heal(server: &TestServer, table: &str) {
-    let drop = match server.backend {
-        Backend::Sqlite => format!("DROP TRIGGER fail_{table}_settle"),
-        Backend::Postgres => format!("DROP TRIGGER fail_{table}_settle ON {table}"),
+        Backend::Sqlite => format!("DROP TRIGGER {}", fault.trigger),
+        Backend::Postgres => format!("DROP TRIGGER {} ON {}", fault.trigger, fault.table),
     };
     execute(server, &[&drop]).await;
 }
@@ -372,12 +378,10 @@ async fn a_request_that_fails_after_its_gateway_call_is_not_run_again(backend: B
         return;
     };
     let key = test_key(&server).await;
-    let card = json!({"type": "card", "value": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
-    let (status, token) = post(&server, &key, "/v1/tokens", &card).await;
-    assert_eq!(status, 201, "{token}");
+    let token = card_token(&server, &key, "4242424242424242").await;
 
     // The gateway charges, then recording its answer fails.
-    fail_settles_of(&server, "payment_intents").await;
+    inject(&server, &settles_of("payment_intents")).await;
     let pay = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"], "confirm": true});
     let (status, replayed, problem) = post_once(&server, &key, "/v1/payment_intents", &pay, "checkout-7").await;
     assert_eq!((status, replayed), (500, false), "{problem}");
@@ -397,8 +401,7 @@ async fn a_request_that_fails_after_its_gateway_call_is_not_run_again(backend: B
 
     // A manual capture whose answer cannot be recorded: the same, and its retry is not refused
     // as a conflict (the intent is `processing`) but replayed.
-    let (status, token) = post(&server, &key, "/v1/tokens", &card).await;
-    assert_eq!(status, 201, "{token}");
+    let token = card_token(&server, &key, "4242424242424242").await;
     let manual = json!({"amount": 1800, "currency": "EUR", "payment_method": token["id"], "confirm": true,
         "capture_method": "manual"});
     let (status, authorised) = post(&server, &key, "/v1/payment_intents", &manual).await;
@@ -412,7 +415,7 @@ async fn a_request_that_fails_after_its_gateway_call_is_not_run_again(backend: B
     assert_eq!((status, replayed), (500, true), "{again}");
 
     // Once the fault is gone, the job settles both by the gateway's word.
-    heal(&server, "payment_intents").await;
+    heal(&server, &settles_of("payment_intents")).await;
     server.clock.advance(Duration::from_secs(15));
     let after = settled(&server, &key, &id).await;
     assert_eq!(after["status"], "succeeded", "{after}");
@@ -422,7 +425,7 @@ async fn a_request_that_fails_after_its_gateway_call_is_not_run_again(backend: B
     assert_eq!(ledger(&server, &manual_id).await, ["authorize:authorized", "capture:captured"]);
 
     // The same for a refund: refunded once, however often the shop retries.
-    fail_settles_of(&server, "refunds").await;
+    inject(&server, &settles_of("refunds")).await;
     let refund = json!({"payment_intent": id, "amount": 1000});
     let (status, replayed, problem) = post_once(&server, &key, "/v1/refunds", &refund, "refund-7").await;
     assert_eq!((status, replayed), (500, false), "{problem}");
@@ -435,7 +438,7 @@ async fn a_request_that_fails_after_its_gateway_call_is_not_run_again(backend: B
     let refunds = |ledger: Vec<String>| ledger.iter().filter(|entry| entry.starts_with("refund:")).count();
     assert_eq!(refunds(ledger(&server, &id).await), 1);
 
-    heal(&server, "refunds").await;
+    heal(&server, &settles_of("refunds")).await;
     server.clock.advance(Duration::from_secs(15));
     let mut status = Value::Null;
     for _ in 0..100 {
@@ -465,19 +468,16 @@ async fn a_claim_whose_audit_entry_fails_charges_nothing(backend: Backend) {
         return;
     };
     let key = test_key(&server).await;
-    let card = json!({"type": "card", "value": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}});
     let mut ids = Vec::new();
-    fail_confirm_entries(&server).await;
+    inject(&server, &confirm_entries()).await;
     // Created and confirmed in one request.
-    let (status, token) = post(&server, &key, "/v1/tokens", &card).await;
-    assert_eq!(status, 201, "{token}");
+    let token = card_token(&server, &key, "4242424242424242").await;
     let pay = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"], "confirm": true});
     let (status, problem) = post(&server, &key, "/v1/payment_intents", &pay).await;
     assert_eq!((status, problem["code"].as_str()), (500, Some("payment_outcome_pending")), "{problem}");
     ids.push(problem["object_id"].as_str().unwrap().to_owned());
     // Created, then confirmed.
-    let (status, token) = post(&server, &key, "/v1/tokens", &card).await;
-    assert_eq!(status, 201, "{token}");
+    let token = card_token(&server, &key, "4242424242424242").await;
     let body = json!({"amount": 2500, "currency": "EUR", "payment_method": token["id"]});
     let (status, intent) = post(&server, &key, "/v1/payment_intents", &body).await;
     assert_eq!(status, 201, "{intent}");
@@ -485,7 +485,7 @@ async fn a_claim_whose_audit_entry_fails_charges_nothing(backend: Backend) {
     let (status, problem) = post(&server, &key, &format!("/v1/payment_intents/{id}/confirm"), &json!({})).await;
     assert_eq!((status, problem["code"].as_str()), (500, Some("payment_outcome_pending")), "{problem}");
     ids.push(id);
-    heal_audit(&server).await;
+    heal(&server, &confirm_entries()).await;
 
     for id in &ids {
         assert!(ledger(&server, id).await.is_empty(), "the gateway never saw {id}");
